@@ -1,0 +1,366 @@
+//! Connector configs: the JSON users post (`{"name", "config"}`), placeholder resolution,
+//! secret redaction, and validation into a typed [`ConnectorSpec`] that names every bad key.
+
+pub mod options;
+pub mod transforms;
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::decode;
+use crate::sink::elasticsearch::config::EsConfig;
+use options::{ConfigError, OptionDef, Options};
+use transforms::Transforms;
+
+/// A connector config as posted: string values, as in Kafka Connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectorConfig {
+    pub name: String,
+    pub config: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+struct RawConnector {
+    name: Option<String>,
+    config: BTreeMap<String, serde_json::Value>,
+}
+
+impl ConnectorConfig {
+    /// Parses `{"name": …, "config": {…}}`. Numbers and booleans are taken as their text
+    /// (Kafka Connect does the same); nested objects are rejected.
+    pub fn from_json(text: &str) -> Result<ConnectorConfig, ConfigError> {
+        let raw: RawConnector = serde_json::from_str(text)
+            .map_err(|e| ConfigError::one(format!("connector JSON must be {{\"name\": …, \"config\": {{…}}}}: {e}")))?;
+        let mut config = BTreeMap::new();
+        let mut errors = Vec::new();
+        for (k, v) in raw.config {
+            match v {
+                serde_json::Value::String(s) => {
+                    config.insert(k, s);
+                }
+                serde_json::Value::Number(n) => {
+                    config.insert(k, n.to_string());
+                }
+                serde_json::Value::Bool(b) => {
+                    config.insert(k, b.to_string());
+                }
+                serde_json::Value::Null => {}
+                _ => errors.push(format!("{k}: must be a string")),
+            }
+        }
+        let name = match (raw.name, config.get("name")) {
+            (Some(n), Some(c)) if &n != c => {
+                errors.push(format!("name: `{c}` in config differs from the connector name `{n}`"));
+                n
+            }
+            (Some(n), _) => n,
+            (None, Some(c)) => c.clone(),
+            (None, None) => {
+                errors.push("name: missing".into());
+                String::new()
+            }
+        };
+        if !errors.is_empty() {
+            return Err(ConfigError(errors));
+        }
+        config.insert("name".into(), name.clone());
+        Ok(ConnectorConfig { name, config })
+    }
+
+    /// Replaces `${env:VAR}` and `${file:/path}` in every value.
+    pub fn resolve_placeholders(&self) -> Result<ConnectorConfig, ConfigError> {
+        let mut errors = Vec::new();
+        let mut config = BTreeMap::new();
+        for (k, v) in &self.config {
+            match resolve(v) {
+                Ok(r) => {
+                    config.insert(k.clone(), r);
+                }
+                Err(e) => errors.push(format!("{k}: {e}")),
+            }
+        }
+        if errors.is_empty() {
+            Ok(ConnectorConfig { name: self.name.clone(), config })
+        } else {
+            Err(ConfigError(errors))
+        }
+    }
+
+    /// The config with secret values shown as `[hidden]`, for logs and API responses.
+    pub fn redacted(&self) -> BTreeMap<String, String> {
+        self.config
+            .iter()
+            .map(|(k, v)| (k.clone(), if is_secret(k) { "[hidden]".to_string() } else { v.clone() }))
+            .collect()
+    }
+}
+
+/// Keys whose values are never shown.
+pub fn is_secret(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["password", "secret", "api.key", "sasl.jaas.config", "user.info", "ssl.key", "token"]
+        .iter()
+        .any(|s| k.contains(s))
+}
+
+fn resolve(value: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        let Some(len) = rest[start..].find('}') else { break };
+        let inner = &rest[start + 2..start + len];
+        let resolved = if let Some(var) = inner.strip_prefix("env:") {
+            std::env::var(var).map_err(|_| format!("environment variable `{var}` is not set"))?
+        } else if let Some(path) = inner.strip_prefix("file:") {
+            std::fs::read_to_string(path)
+                .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+                .map_err(|e| format!("cannot read `{path}`: {e}"))?
+        } else {
+            // Not a config provider reference (e.g. `${topic}` in index.name): kept as is.
+            rest[start..start + len + 1].to_string()
+        };
+        out.push_str(&rest[..start]);
+        out.push_str(&resolved);
+        rest = &rest[start + len + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Which topics a connector reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subscription {
+    Topics(Vec<String>),
+    /// A regular expression every matching topic is read from (`topics.regex`).
+    Regex(String),
+}
+
+/// How record keys or values are decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConverterKind {
+    Json { schemas_enable: Option<bool> },
+    /// Keys only: the key bytes as UTF-8 text (`StringConverter`).
+    String,
+}
+
+/// The sink a connector writes to, with its options.
+#[derive(Debug, Clone)]
+pub enum SinkSpec {
+    Elasticsearch(Box<EsConfig>),
+}
+
+/// A validated connector: everything a task needs to run it.
+#[derive(Debug, Clone)]
+pub struct ConnectorSpec {
+    pub name: String,
+    pub tasks_max: usize,
+    pub subscription: Subscription,
+    pub key_converter: ConverterKind,
+    pub value_converter: ConverterKind,
+    pub decode: decode::Options,
+    pub transforms: Transforms,
+    /// `consumer.override.*`: librdkafka properties for this connector's consumers.
+    pub consumer_overrides: BTreeMap<String, String>,
+    pub sink: SinkSpec,
+    /// The config as posted, placeholders unresolved (so secrets stay out of status output).
+    pub config: ConnectorConfig,
+}
+
+/// Options every sink connector has (Kafka Connect's framework options).
+pub const COMMON_OPTIONS: &[OptionDef] = &[
+    OptionDef { name: "name", default: None, doc: "Connector name; its consumer group is `connect-<name>`." },
+    OptionDef { name: "connector.class", default: None, doc: "`elasticsearch` (or `io.confluent.connect.elasticsearch.ElasticsearchSinkConnector`)." },
+    OptionDef { name: "tasks.max", default: Some("1"), doc: "Tasks (consumers of the group) this worker runs for the connector." },
+    OptionDef { name: "topics", default: None, doc: "Topics to read, comma-separated. Exactly one of `topics` and `topics.regex`." },
+    OptionDef { name: "topics.regex", default: None, doc: "Regular expression of topics to read (new matching topics are picked up)." },
+    OptionDef { name: "key.converter", default: Some("json"), doc: "`json` (`org.apache.kafka.connect.json.JsonConverter`) or `string` (`org.apache.kafka.connect.storage.StringConverter`). Avro is not available yet." },
+    OptionDef { name: "value.converter", default: Some("json"), doc: "`json` (`org.apache.kafka.connect.json.JsonConverter`). Avro is not available yet." },
+    OptionDef { name: "key.converter.schemas.enable", default: None, doc: "`false`: never read `{\"schema\",\"payload\"}` keys as wrapped; unset: detected per record." },
+    OptionDef { name: "value.converter.schemas.enable", default: None, doc: "As for keys; values are always detected, since Debezium envelopes are unambiguous." },
+    OptionDef { name: "transforms", default: None, doc: "Only `ExtractNewRecordState`, `ExtractField$Key`, `RegexRouter` and `TimestampRouter`, with Kafka Connect's meaning; others are rejected." },
+    OptionDef { name: "errors.tolerance", default: Some("none"), doc: "Only `none`: a record that cannot be decoded, mapped or written fails the task (the dead-letter queue is not available yet)." },
+    OptionDef { name: "consumer.override.<property>", default: None, doc: "Any librdkafka consumer property for this connector (e.g. `consumer.override.session.timeout.ms`)." },
+];
+
+const CONVERTER_JSON: &[&str] = &["json", "org.apache.kafka.connect.json.JsonConverter"];
+const CONVERTER_STRING: &[&str] = &["string", "org.apache.kafka.connect.storage.StringConverter"];
+const CONVERTER_AVRO: &[&str] = &["avro", "io.confluent.connect.avro.AvroConverter"];
+const ES_CLASSES: &[&str] = &["elasticsearch", "io.confluent.connect.elasticsearch.ElasticsearchSinkConnector"];
+
+/// Framework keys accepted and not acted on (they change nothing a user would notice here).
+const ACCEPTED_FRAMEWORK_KEYS: &[&str] = &[
+    "header.converter",
+    "config.action.reload",
+    "errors.log.enable",
+    "errors.log.include.messages",
+    "errors.retry.timeout",
+    "errors.retry.delay.max.ms",
+];
+
+impl ConnectorSpec {
+    /// Validates `config`; every bad key is named in the error.
+    pub fn validate(config: &ConnectorConfig) -> Result<ConnectorSpec, ConfigError> {
+        let resolved = config.resolve_placeholders()?;
+        let o = Options::new(&resolved.config);
+
+        let class = o.get("connector.class").unwrap_or("");
+        let is_es = ES_CLASSES.contains(&class);
+        if class.is_empty() {
+            o.error("connector.class", "missing (use `elasticsearch`)");
+        } else if class == "druid" {
+            o.error("connector.class", "the Druid connector is not available yet");
+        } else if !is_es {
+            o.error("connector.class", format!("unknown connector `{class}` (known: elasticsearch)"));
+        }
+        if config.name.is_empty() || config.name.contains('/') {
+            o.error("name", "must be non-empty and contain no `/`");
+        }
+
+        let subscription = match (o.list("topics"), o.get("topics.regex")) {
+            (t, None) if !t.is_empty() => Subscription::Topics(t),
+            (t, Some(r)) if t.is_empty() => {
+                if let Err(e) = regex::Regex::new(r) {
+                    o.error("topics.regex", format!("invalid regular expression: {e}"));
+                }
+                Subscription::Regex(r.to_string())
+            }
+            (t, _) => {
+                let msg = if t.is_empty() { "set one of topics and topics.regex" } else { "set only one of topics and topics.regex" };
+                o.error("topics", msg);
+                Subscription::Topics(t)
+            }
+        };
+
+        let converter = |role: &str, allow_string: bool| {
+            let key = format!("{role}.converter");
+            let schemas = format!("{key}.schemas.enable");
+            let schemas_enable = o.get(&schemas).map(|_| o.bool(&schemas, true));
+            match o.get(&key) {
+                None => ConverterKind::Json { schemas_enable },
+                Some(c) if CONVERTER_JSON.contains(&c) => ConverterKind::Json { schemas_enable },
+                Some(c) if allow_string && CONVERTER_STRING.contains(&c) => ConverterKind::String,
+                Some(c) if CONVERTER_AVRO.contains(&c) => {
+                    o.error(&key, "the Avro converter is not available yet");
+                    ConverterKind::Json { schemas_enable }
+                }
+                Some(c) => {
+                    o.error(&key, format!("unknown converter `{c}`"));
+                    ConverterKind::Json { schemas_enable }
+                }
+            }
+        };
+        let key_converter = converter("key", true);
+        let value_converter = converter("value", false);
+
+        let decode = decode::Options {
+            decimal_as_number: o.choice("decimal.format", &["string", "number"], "string") == "number",
+            bits_as_number: o.choice("bits.format", &["base64", "number"], "base64") == "number",
+        };
+        let tolerance = o.choice("errors.tolerance", &["none", "all"], "none");
+        if tolerance == "all" {
+            o.error("errors.tolerance", "`all` needs the dead-letter queue, which is not available yet");
+        }
+        if o.get("errors.deadletterqueue.topic.name").is_some() {
+            o.error("errors.deadletterqueue.topic.name", "the dead-letter queue is not available yet");
+        }
+        if o.get("predicates").is_some() {
+            o.error("predicates", "transform predicates are not supported");
+        }
+        let transforms = transforms::parse(&o);
+        let consumer_overrides = o.with_prefix("consumer.override.");
+        for key in ["group.id", "enable.auto.commit", "enable.auto.offset.store"] {
+            if consumer_overrides.contains_key(key) {
+                o.error(&format!("consumer.override.{key}"), "is set by cdc-sink and cannot be overridden");
+            }
+        }
+
+        let es = EsConfig::read(&o, &transforms);
+        let tasks_max = o.at_least("tasks.max", 1usize, 1);
+
+        // Unknown keys: anything not documented, not a prefix family, not a framework key.
+        let sink_options = crate::sink::elasticsearch::config::OPTIONS;
+        for key in resolved.config.keys() {
+            let known = COMMON_OPTIONS.iter().chain(sink_options).any(|d| d.name == key)
+                || ACCEPTED_FRAMEWORK_KEYS.contains(&key.as_str())
+                || ["transforms.", "consumer.override.", "key.converter.", "value.converter.", "errors.deadletterqueue."]
+                    .iter()
+                    .any(|p| key.starts_with(p));
+            if !known {
+                o.error(key, "unknown option");
+            }
+        }
+        o.finish()?;
+        Ok(ConnectorSpec {
+            name: config.name.clone(),
+            tasks_max,
+            subscription,
+            key_converter,
+            value_converter,
+            decode,
+            transforms,
+            consumer_overrides,
+            sink: SinkSpec::Elasticsearch(Box::new(es)),
+            config: config.clone(),
+        })
+    }
+
+    /// The consumer group of this connector, as Kafka Connect names it.
+    pub fn group_id(&self) -> String {
+        format!("connect-{}", self.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: &str) -> Result<ConnectorSpec, String> {
+        ConnectorSpec::validate(&ConnectorConfig::from_json(json).map_err(|e| e.to_string())?).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_debezium_example_es_sink_config_is_accepted() {
+        let json = include_str!("../../tests/fixtures/debezium/connector-configs/unwrap-smt__es-sink.json");
+        let s = spec(json).unwrap();
+        assert_eq!(s.group_id(), "connect-elastic-sink");
+        assert_eq!(s.subscription, Subscription::Topics(vec!["customers".into()]));
+        let SinkSpec::Elasticsearch(es) = &s.sink;
+        assert_eq!(es.urls, ["http://elastic:9200"]);
+        assert_eq!(es.on_null, crate::sink::elasticsearch::config::OnNull::Delete);
+        assert_eq!(es.on_delete, crate::sink::elasticsearch::config::OnDelete::Ignore);
+        assert_eq!(es.key_field.as_deref(), Some("id"));
+    }
+
+    #[test]
+    fn every_bad_key_is_named_at_once() {
+        let err = spec(
+            r#"{"name":"x","config":{"connector.class":"elasticsearch","topics":"t","connection.url":"es:9200",
+               "batch.size":"many","batch.szie":"10","errors.tolerance":"all"}}"#,
+        )
+        .unwrap_err();
+        assert!(err.contains("connection.url: `es:9200` is not an http:// or https:// URL"), "{err}");
+        assert!(err.contains("batch.size: `many` is not a valid integer"), "{err}");
+        assert!(err.contains("batch.szie: unknown option"), "{err}");
+        assert!(err.contains("errors.tolerance: `all` needs the dead-letter queue"), "{err}");
+    }
+
+    #[test]
+    fn placeholders_resolve_and_secrets_are_hidden() {
+        // SAFETY: tests in this module do not read this variable concurrently.
+        unsafe { std::env::set_var("CDCSINK_TEST_PW", "s3cret") };
+        let c = ConnectorConfig::from_json(
+            r#"{"name":"x","config":{"connection.password":"${env:CDCSINK_TEST_PW}","index.name":"${topic}"}}"#,
+        )
+        .unwrap();
+        let r = c.resolve_placeholders().unwrap();
+        assert_eq!(r.config["connection.password"], "s3cret");
+        assert_eq!(r.config["index.name"], "${topic}");
+        assert_eq!(c.redacted()["connection.password"], "[hidden]");
+        let missing = ConnectorConfig::from_json(r#"{"name":"x","config":{"a":"${env:CDCSINK_NOPE}"}}"#).unwrap();
+        assert_eq!(
+            missing.resolve_placeholders().unwrap_err().to_string(),
+            "a: environment variable `CDCSINK_NOPE` is not set"
+        );
+    }
+}

@@ -1,0 +1,504 @@
+//! The JSON converter: Debezium envelopes as Kafka Connect's JsonConverter writes them.
+//!
+//! Accepted values: `{"schema":…, "payload":{…}}` (`schemas.enable=true`), the bare payload
+//! (`schemas.enable=false`), `{"schema":null,"payload":…}` and `{"payload":…}`. The envelope is
+//! parsed into borrowed raw slices; only fields whose schema names a semantic type are
+//! re-encoded, the rest is copied. A topic's schema text is compared with the last one seen and
+//! compiled only when it changes.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+
+use super::row::{Row, for_each_field};
+use super::schema::{ConnectSchema, Conv};
+use super::semantic;
+use super::{ChangeEvent, DecodeError, Op, Options, Skip, Source, Value, mongodb};
+
+/// Decodes keys or values of one connector (Kafka Connect makes one converter per role).
+#[derive(Debug, Default)]
+pub struct JsonConverter {
+    opts: Options,
+    /// `schemas.enable`: `Some(false)` never unwraps `{"schema","payload"}`; `None` detects it.
+    schemas_enable: Option<bool>,
+    /// Per topic: the last schema text seen and what it compiled to.
+    schemas: HashMap<Box<str>, (Box<str>, Arc<EnvelopeSchema>)>,
+}
+
+/// What a value schema (or key schema) tells the decoder.
+#[derive(Debug, Default)]
+struct EnvelopeSchema {
+    name: Option<String>,
+    /// Conversion of the row images (`before`/`after`), or of the whole key.
+    row: Conv,
+}
+
+impl Default for Conv {
+    fn default() -> Self {
+        Conv::Keep
+    }
+}
+
+fn some_raw<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+/// Every top-level field the decoder looks at, borrowed from the record.
+#[derive(Deserialize, Default)]
+struct Top<'a> {
+    #[serde(borrow, default, deserialize_with = "some_raw")]
+    schema: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "some_raw")]
+    payload: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    op: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "some_raw")]
+    before: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "some_raw")]
+    after: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "some_raw")]
+    source: Option<&'a RawValue>,
+    #[serde(default)]
+    ts_ms: Option<i64>,
+    // Only to recognise records that are not row changes.
+    #[serde(borrow, default, deserialize_with = "some_raw")]
+    ddl: Option<&'a RawValue>,
+    #[serde(borrow, default, rename = "tableChanges", deserialize_with = "some_raw")]
+    table_changes: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "some_raw")]
+    status: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "some_raw")]
+    event_count: Option<&'a RawValue>,
+}
+
+fn is_null(raw: Option<&RawValue>) -> bool {
+    raw.is_none_or(|r| r.get() == "null")
+}
+
+fn parse_json(bytes: &[u8]) -> Result<&str, DecodeError> {
+    std::str::from_utf8(bytes).map_err(|e| DecodeError::new(format!("not UTF-8 text: {e}")))
+}
+
+impl JsonConverter {
+    pub fn new(opts: Options, schemas_enable: Option<bool>) -> Self {
+        JsonConverter { opts, schemas_enable, schemas: HashMap::new() }
+    }
+
+    /// The compiled form of `schema` (raw JSON) for `topic`, compiled again only when the
+    /// schema text differs from the last one seen on the topic.
+    fn schema(&mut self, topic: &str, schema: &RawValue, as_envelope: bool) -> Result<Arc<EnvelopeSchema>, DecodeError> {
+        if let Some((text, compiled)) = self.schemas.get(topic)
+            && **text == *schema.get()
+        {
+            return Ok(compiled.clone());
+        }
+        let parsed: ConnectSchema = serde_json::from_str(schema.get())
+            .map_err(|e| DecodeError::new(format!("`schema` is not a Connect schema: {e}")))?;
+        let row = if as_envelope {
+            parsed
+                .field("after")
+                .or_else(|| parsed.field("before"))
+                .map(ConnectSchema::compile)
+                .unwrap_or(Conv::Keep)
+        } else {
+            parsed.compile()
+        };
+        let compiled = Arc::new(EnvelopeSchema { name: parsed.name.clone(), row });
+        self.schemas.insert(topic.into(), (schema.get().into(), compiled.clone()));
+        Ok(compiled)
+    }
+
+    /// Decodes a record key to JSON text: a struct key becomes an object, a plain key a scalar.
+    pub fn key(&mut self, topic: &str, bytes: &[u8]) -> Result<Row, DecodeError> {
+        let text = parse_json(bytes)?;
+        let top: &RawValue =
+            serde_json::from_str(text).map_err(|e| DecodeError::new(format!("key is not valid JSON: {e}")))?;
+        let (schema, payload) = self.unwrap_key(top);
+        let conv = match schema {
+            Some(s) if s.get() != "null" => self.schema(topic, s, false)?.row.clone(),
+            _ => Conv::Keep,
+        };
+        to_row(payload, &conv, &self.opts).map_err(|e| DecodeError::new(format!("key: {e}")))
+    }
+
+    /// Splits `{"schema":…, "payload":…}` (or `{"payload":…}`) from a bare key.
+    fn unwrap_key<'a>(&self, top: &'a RawValue) -> (Option<&'a RawValue>, &'a RawValue) {
+        if self.schemas_enable == Some(false) || !top.get().starts_with('{') {
+            return (None, top);
+        }
+        let mut schema = None;
+        let mut payload = None;
+        let mut others = false;
+        let _ = for_each_field(top.get(), |k, v| {
+            match k {
+                "schema" => schema = Some(v),
+                "payload" => payload = Some(v),
+                _ => others = true,
+            }
+            Ok(())
+        });
+        match payload {
+            Some(p) if !others => (schema, p),
+            _ => (None, top),
+        }
+    }
+
+    /// Decodes a record value. `None` bytes (a Kafka null) are a tombstone.
+    pub fn value(&mut self, topic: &str, bytes: Option<&[u8]>) -> Result<Value, DecodeError> {
+        let Some(bytes) = bytes.filter(|b| !b.is_empty()) else {
+            return Ok(Value::Tombstone);
+        };
+        let text = parse_json(bytes)?;
+        let top: Top<'_> =
+            serde_json::from_str(text).map_err(|e| DecodeError::new(format!("value is not valid JSON: {e}")))?;
+        if top.op.is_some() || top.payload.is_none() || self.schemas_enable == Some(false) {
+            return self.envelope(&top, None);
+        }
+        // {"schema": …, "payload": …}
+        let schema = match top.schema.filter(|s| s.get() != "null") {
+            Some(s) => Some(self.schema(topic, s, true)?),
+            None => None,
+        };
+        let payload = top.payload.map(RawValue::get).unwrap_or("null");
+        if payload == "null" {
+            return Ok(Value::Tombstone);
+        }
+        let inner: Top<'_> = serde_json::from_str(payload)
+            .map_err(|e| DecodeError::new(format!("`payload` is not a JSON object: {e}")))?;
+        self.envelope(&inner, schema.as_deref())
+    }
+
+    fn envelope(&self, top: &Top<'_>, schema: Option<&EnvelopeSchema>) -> Result<Value, DecodeError> {
+        let Some(op) = top.op.as_deref() else {
+            return classify_non_change(top, schema.and_then(|s| s.name.as_deref()));
+        };
+        let op = Op::parse(op).ok_or_else(|| DecodeError::new(format!("unknown Debezium op `{op}`")))?;
+        let conv = schema.map(|s| &s.row).unwrap_or(&Conv::Keep);
+        let image = |name: &str, raw: Option<&RawValue>| -> Result<Option<Row>, DecodeError> {
+            match raw.filter(|r| r.get() != "null") {
+                None => Ok(None),
+                Some(r) if r.get().starts_with('"') => mongodb::document(r)
+                    .map(Some)
+                    .map_err(|e| DecodeError::new(format!("`{name}`: {e}"))),
+                Some(r) => to_row(r, conv, &self.opts)
+                    .map(Some)
+                    .map_err(|e| DecodeError::new(format!("`{name}`: {e}"))),
+            }
+        };
+        let before = image("before", top.before)?;
+        let after = image("after", top.after)?;
+        let source = match top.source.filter(|r| r.get() != "null") {
+            Some(r) => Some(Source::from_row(Row::from_json(r.get()))?),
+            None => None,
+        };
+        match op {
+            Op::Read | Op::Create | Op::Update if after.is_none() => {
+                return Err(DecodeError::new(format!("op `{}` without an `after` image", op.code())));
+            }
+            _ => {}
+        }
+        Ok(Value::Change(ChangeEvent { op, before, after, source, ts_ms: top.ts_ms }))
+    }
+}
+
+/// Records without `op`: schema changes, heartbeats and transaction metadata are skipped;
+/// anything else is not a Debezium change event.
+fn classify_non_change(top: &Top<'_>, schema_name: Option<&str>) -> Result<Value, DecodeError> {
+    if let Some(name) = schema_name {
+        if name.ends_with("SchemaChangeValue") {
+            return Ok(Value::Skipped(Skip::SchemaChange));
+        }
+        if name.ends_with("TransactionMetadataValue") {
+            return Ok(Value::Skipped(Skip::TransactionMetadata));
+        }
+        if name.ends_with(".Heartbeat") {
+            return Ok(Value::Skipped(Skip::Heartbeat));
+        }
+    }
+    if top.ddl.is_some() || top.table_changes.is_some() {
+        return Ok(Value::Skipped(Skip::SchemaChange));
+    }
+    if top.status.is_some() && (top.event_count.is_some() || top.status.is_some_and(|s| s.get().contains("BEGIN"))) {
+        return Ok(Value::Skipped(Skip::TransactionMetadata));
+    }
+    if top.ts_ms.is_some() && is_null(top.before) && is_null(top.after) && is_null(top.source) && top.schema.is_none() {
+        return Ok(Value::Skipped(Skip::Heartbeat));
+    }
+    Err(DecodeError::new(
+        "value is not a Debezium change event: it has no `op` field (nor is it a schema change, \
+         heartbeat or transaction record)",
+    ))
+}
+
+/// `raw` converted by `conv` into a [`Row`]; a plain copy when nothing needs converting.
+pub(crate) fn to_row(raw: &RawValue, conv: &Conv, opts: &Options) -> Result<Row, String> {
+    if *conv == Conv::Keep {
+        return Ok(Row::from_json(raw.get()));
+    }
+    let mut out = Vec::with_capacity(raw.get().len() + 32);
+    write_value(raw.get(), conv, opts, &mut out)?;
+    Ok(Row::from_bytes(out))
+}
+
+fn push_raw(out: &mut Vec<u8>, raw: &str) {
+    if raw.bytes().any(|b| b == b'\n' || b == b'\r') {
+        out.extend(raw.bytes().filter(|b| *b != b'\n' && *b != b'\r'));
+    } else {
+        out.extend_from_slice(raw.as_bytes());
+    }
+}
+
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    // Writing a &str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+fn int(raw: &str, what: &str) -> Result<i64, String> {
+    raw.parse::<i64>()
+        .map_err(|_| format!("expected an integer for {what}, got `{raw}`"))
+}
+
+fn bytes_of(raw: &str, what: &str) -> Result<Vec<u8>, String> {
+    let s: Cow<'_, str> =
+        serde_json::from_str(raw).map_err(|_| format!("expected base64 bytes for {what}, got `{raw}`"))?;
+    BASE64
+        .decode(s.as_bytes())
+        .map_err(|e| format!("expected base64 bytes for {what}, got `{raw}`: {e}"))
+}
+
+/// Writes the JSON value `raw` converted by `conv` (DESIGN §2's table) into `out`.
+pub(crate) fn write_value(raw: &str, conv: &Conv, opts: &Options, out: &mut Vec<u8>) -> Result<(), String> {
+    if raw == "null" {
+        out.extend_from_slice(b"null");
+        return Ok(());
+    }
+    match conv {
+        Conv::Keep => push_raw(out, raw),
+        Conv::Date => semantic::date(out, int(raw, "a date")?),
+        Conv::Time(unit) => semantic::time(out, int(raw, "a time")?, *unit),
+        Conv::Timestamp(unit) => semantic::timestamp(out, int(raw, "a timestamp")?, *unit),
+        Conv::Decimal { scale } => write_decimal(raw, *scale, opts, out)?,
+        Conv::VariableScaleDecimal => {
+            let (mut scale, mut value) = (None, None);
+            for_each_field(raw, |k, v| {
+                match k {
+                    "scale" => scale = Some(v.get()),
+                    "value" => value = Some(v.get()),
+                    _ => {}
+                }
+                Ok(())
+            })?;
+            match (scale, value) {
+                (Some(s), Some(v)) => write_decimal(v, int(s, "a decimal scale")? as i32, opts, out)?,
+                _ => return Err(format!("expected {{scale, value}} for a variable-scale decimal, got `{raw}`")),
+            }
+        }
+        Conv::Json => {
+            let s: Cow<'_, str> =
+                serde_json::from_str(raw).map_err(|_| format!("expected a JSON string for a Json column, got `{raw}`"))?;
+            match serde_json::from_str::<serde_json::Value>(&s) {
+                // Re-serialised: compact, one line.
+                Ok(v) => {
+                    let _ = serde_json::to_writer(&mut *out, &v);
+                }
+                Err(_) => push_raw(out, raw),
+            }
+        }
+        Conv::Bits { length } => {
+            let fits = length.is_some_and(|l| l <= 63);
+            match (opts.bits_as_number && fits, raw.starts_with('"')) {
+                (true, true) => {
+                    let bytes = bytes_of(raw, "bits")?;
+                    match semantic::bits_number(&bytes) {
+                        Some(n) => out.extend_from_slice(n.to_string().as_bytes()),
+                        None => push_raw(out, raw),
+                    }
+                }
+                _ => push_raw(out, raw),
+            }
+        }
+        Conv::Point => {
+            let (mut x, mut y) = (None, None);
+            for_each_field(raw, |k, v| {
+                match k {
+                    "x" => x = Some(v.get()),
+                    "y" => y = Some(v.get()),
+                    _ => {}
+                }
+                Ok(())
+            })?;
+            match (x, y) {
+                (Some(x), Some(y)) if x != "null" && y != "null" => {
+                    out.extend_from_slice(b"{\"lat\":");
+                    out.extend_from_slice(y.as_bytes());
+                    out.extend_from_slice(b",\"lon\":");
+                    out.extend_from_slice(x.as_bytes());
+                    out.push(b'}');
+                }
+                _ => out.extend_from_slice(b"null"),
+            }
+        }
+        Conv::Struct(st) => {
+            out.push(b'{');
+            let mut i = 0;
+            for_each_field(raw, |k, v| {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_str(out, k);
+                out.push(b':');
+                write_value(v.get(), st.field(k, i), opts, out).map_err(|e| format!("field `{k}`: {e}"))?;
+                i += 1;
+                Ok(())
+            })?;
+            out.push(b'}');
+        }
+        Conv::Array(item) => {
+            let items: Vec<&RawValue> =
+                serde_json::from_str(raw).map_err(|_| format!("expected an array, got `{raw}`"))?;
+            out.push(b'[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_value(v.get(), item, opts, out)?;
+            }
+            out.push(b']');
+        }
+        Conv::Map(value) => {
+            if !raw.starts_with('{') {
+                // Maps with non-string keys are arrays of [key, value] pairs: left as they are.
+                push_raw(out, raw);
+                return Ok(());
+            }
+            out.push(b'{');
+            let mut first = true;
+            for_each_field(raw, |k, v| {
+                if !std::mem::take(&mut first) {
+                    out.push(b',');
+                }
+                write_str(out, k);
+                out.push(b':');
+                write_value(v.get(), value, opts, out)
+            })?;
+            out.push(b'}');
+        }
+    }
+    Ok(())
+}
+
+/// A Connect decimal: base64 two's-complement bytes, or a JSON number
+/// (JsonConverter `decimal.format=NUMERIC`), or a string of digits.
+fn write_decimal(raw: &str, scale: i32, opts: &Options, out: &mut Vec<u8>) -> Result<(), String> {
+    let start = out.len();
+    if !opts.decimal_as_number {
+        out.push(b'"');
+    }
+    if raw.starts_with('"') {
+        let bytes = bytes_of(raw, "a decimal")?;
+        semantic::decimal_digits(out, &bytes, scale);
+    } else {
+        let digits = semantic::plain_number(raw).ok_or_else(|| format!("expected a decimal, got `{raw}`"))?;
+        out.extend_from_slice(digits.as_bytes());
+    }
+    if !opts.decimal_as_number {
+        out.push(b'"');
+    } else if out[start..].starts_with(b"-") && out.len() == start + 1 {
+        return Err(format!("expected a decimal, got `{raw}`"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(json: &str) -> Value {
+        JsonConverter::default().value("t", Some(json.as_bytes())).unwrap()
+    }
+
+    fn change(json: &str) -> ChangeEvent {
+        match value(json) {
+            Value::Change(c) => c,
+            other => panic!("not a change: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bare_and_wrapped_envelopes_decode_alike() {
+        let bare = r#"{"before":null,"after":{"id":1},"source":{"connector":"postgresql","lsn":7},"op":"c","ts_ms":5}"#;
+        let wrapped = format!(r#"{{"schema":null,"payload":{bare}}}"#);
+        let payload_only = format!(r#"{{"payload":{bare}}}"#);
+        let a = change(bare);
+        assert_eq!(a, change(&wrapped));
+        assert_eq!(a, change(&payload_only));
+        assert_eq!(a.after.unwrap().as_str(), r#"{"id":1}"#);
+        assert_eq!(a.source.unwrap().position, Ok(Some(7)));
+    }
+
+    #[test]
+    fn null_payloads_and_null_values_are_tombstones() {
+        assert_eq!(value(r#"{"schema":null,"payload":null}"#), Value::Tombstone);
+        let mut c = JsonConverter::default();
+        assert_eq!(c.value("t", None).unwrap(), Value::Tombstone);
+    }
+
+    #[test]
+    fn records_that_are_not_changes_are_skipped_or_rejected() {
+        assert_eq!(value(r#"{"source":{},"ts_ms":1,"databaseName":"x","ddl":"CREATE TABLE"}"#), Value::Skipped(Skip::SchemaChange));
+        assert_eq!(value(r#"{"status":"BEGIN","id":"571","event_count":null,"data_collections":null}"#), Value::Skipped(Skip::TransactionMetadata));
+        assert_eq!(value(r#"{"ts_ms":1}"#), Value::Skipped(Skip::Heartbeat));
+        let err = JsonConverter::default().value("t", Some(br#"{"id":1,"name":"x"}"#)).unwrap_err();
+        assert!(err.0.contains("no `op`"), "{err}");
+        let err = JsonConverter::default().value("t", Some(b"{not json")).unwrap_err();
+        assert!(err.0.contains("not valid JSON"), "{err}");
+    }
+
+    #[test]
+    fn keys_with_and_without_schema() {
+        let mut c = JsonConverter::default();
+        let k = c
+            .key("t", br#"{"schema":{"type":"struct","fields":[{"type":"int32","field":"id"}]},"payload":{"id":1001}}"#)
+            .unwrap();
+        assert_eq!(k.as_str(), r#"{"id":1001}"#);
+        assert_eq!(c.key("t", br#"{"id":1}"#).unwrap().as_str(), r#"{"id":1}"#);
+        assert_eq!(c.key("t", br#""abc""#).unwrap().as_str(), r#""abc""#);
+        assert_eq!(c.key("t", b"42").unwrap().as_str(), "42");
+        let mut no_unwrap = JsonConverter::new(Options::default(), Some(false));
+        assert_eq!(no_unwrap.key("t", br#"{"payload":3}"#).unwrap().as_str(), r#"{"payload":3}"#);
+    }
+
+    #[test]
+    fn schema_names_semantic_types_and_they_are_decoded() {
+        let schema = r#"{"type":"struct","name":"x.Envelope","fields":[
+            {"type":"struct","field":"after","fields":[
+              {"type":"int32","field":"id"},
+              {"type":"bytes","name":"org.apache.kafka.connect.data.Decimal","parameters":{"scale":"2"},"field":"price"},
+              {"type":"int64","name":"io.debezium.time.MicroTimestamp","field":"at"},
+              {"type":"string","name":"io.debezium.data.Json","field":"doc"},
+              {"type":"struct","name":"io.debezium.data.geometry.Point","field":"pt","fields":[]}]},
+            {"type":"string","field":"op"}]}"#;
+        let json = format!(
+            r#"{{"schema":{schema},"payload":{{"after":{{"id":1,"price":"D54=","at":1709300707123456,"doc":"{{\"a\": [1, 2]}}","pt":{{"x":2.5,"y":-1.0,"wkb":"AQ==","srid":null}}}},"op":"r"}}}}"#
+        );
+        let c = change(&json);
+        assert_eq!(
+            c.after.unwrap().as_str(),
+            r#"{"id":1,"price":"39.98","at":"2024-03-01T13:45:07.123456Z","doc":{"a":[1,2]},"pt":{"lat":-1.0,"lon":2.5}}"#
+        );
+    }
+
+    #[test]
+    fn malformed_semantic_values_name_the_field() {
+        let json = r#"{"schema":{"type":"struct","fields":[{"type":"struct","field":"after","fields":[
+            {"type":"int32","name":"io.debezium.time.Date","field":"d"}]}]},
+            "payload":{"after":{"d":"yesterday"},"op":"c"}}"#;
+        let err = JsonConverter::default().value("t", Some(json.as_bytes())).unwrap_err();
+        assert_eq!(err.0, "`after`: field `d`: expected an integer for a date, got `\"yesterday\"`");
+    }
+}

@@ -1,0 +1,90 @@
+//! MongoDB's string-encoded documents: Debezium's MongoDB connector writes `before`/`after` as
+//! a string of MongoDB Extended JSON. Decoded here to a plain JSON object.
+//!
+//! `{"$oid": …}`, `{"$numberLong": …}`, `{"$numberInt": …}`, `{"$numberDouble": …}` and
+//! `{"$numberDecimal": …}` become their plain values, `{"$date": …}` an ISO timestamp. A
+//! top-level `_id`, which Elasticsearch refuses inside a document, is written as `id` (or as
+//! `__id` when the document has an `id` of its own).
+
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use super::Row;
+use super::semantic::{TimeUnit, timestamp};
+
+pub(super) fn document(raw: &RawValue) -> Result<Row, String> {
+    let text: String = serde_json::from_str(raw.get()).map_err(|e| format!("not a JSON string: {e}"))?;
+    let value: Value =
+        serde_json::from_str(&text).map_err(|e| format!("string-encoded document is not JSON: {e}"))?;
+    let Value::Object(mut doc) = simplify(value) else {
+        return Err("string-encoded document is not a JSON object".into());
+    };
+    if let Some(id) = doc.shift_remove("_id") {
+        let name = if doc.contains_key("id") { "__id" } else { "id" };
+        let mut renamed = Map::with_capacity(doc.len() + 1);
+        renamed.insert(name.to_string(), id);
+        renamed.extend(doc);
+        doc = renamed;
+    }
+    Ok(Row::from_bytes(serde_json::to_vec(&Value::Object(doc)).map_err(|e| e.to_string())?))
+}
+
+fn simplify(value: Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            if map.len() == 1 {
+                let (k, v) = map.iter().next().map(|(k, v)| (k.as_str(), v)).unwrap_or(("", &Value::Null));
+                match (k, v) {
+                    ("$oid" | "$numberDecimal" | "$symbol", Value::String(s)) => return Value::String(s.clone()),
+                    ("$numberLong" | "$numberInt", Value::String(s)) => {
+                        if let Ok(n) = s.parse::<i64>() {
+                            return Value::from(n);
+                        }
+                    }
+                    ("$numberDouble", Value::String(s)) => {
+                        if let Ok(n) = s.parse::<f64>()
+                            && n.is_finite()
+                        {
+                            return Value::from(n);
+                        }
+                        return Value::String(s.clone());
+                    }
+                    ("$date", d) => {
+                        let ms = match d {
+                            Value::Number(n) => n.as_i64(),
+                            Value::Object(o) => o.get("$numberLong").and_then(|v| v.as_str()).and_then(|s| s.parse().ok()),
+                            Value::String(s) => return Value::String(s.clone()),
+                            _ => None,
+                        };
+                        if let Some(ms) = ms {
+                            let mut out = Vec::new();
+                            timestamp(&mut out, ms, TimeUnit::Millis);
+                            return serde_json::from_slice(&out).unwrap_or(Value::Null);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Value::Object(map.into_iter().map(|(k, v)| (k, simplify(v))).collect())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(simplify).collect()),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extended_json_is_simplified_and_id_renamed() {
+        let raw: Box<RawValue> = serde_json::from_str(
+            r#""{\"_id\": {\"$oid\": \"5f1\"}, \"n\": {\"$numberLong\": \"12\"}, \"at\": {\"$date\": 1558965508000}, \"tags\": [{\"$numberInt\": \"1\"}]}""#,
+        )
+        .unwrap();
+        assert_eq!(
+            document(&raw).unwrap().as_str(),
+            r#"{"id":"5f1","n":12,"at":"2019-05-27T13:58:28.000Z","tags":[1]}"#
+        );
+    }
+}

@@ -1,0 +1,165 @@
+//! [`Row`]: a JSON value as single-line text, semantic types decoded; and borrowed walks over it.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::Deserializer as _;
+use serde::de::{self, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+/// JSON text on one line (safe to put in an NDJSON body as is), semantic types decoded.
+/// Row images and keys are rows; for row images it is an object.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Row(Box<str>);
+
+impl Row {
+    /// Wraps JSON text that is known to be valid; newlines (only possible as whitespace in
+    /// valid JSON) are dropped so the text fits on one NDJSON line.
+    pub fn from_json(text: &str) -> Row {
+        if text.bytes().any(|b| b == b'\n' || b == b'\r') {
+            Row(text.chars().filter(|c| *c != '\n' && *c != '\r').collect::<String>().into())
+        } else {
+            Row(text.into())
+        }
+    }
+
+    /// Wraps bytes produced by the decoder itself (always valid, single-line JSON).
+    pub(crate) fn from_bytes(bytes: Vec<u8>) -> Row {
+        match String::from_utf8(bytes) {
+            Ok(s) => Row(s.into_boxed_str()),
+            // The decoder writes only UTF-8; keep going with replacement characters if not.
+            Err(e) => Row(String::from_utf8_lossy(e.as_bytes()).into()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_null(&self) -> bool {
+        &*self.0 == "null"
+    }
+
+    /// Calls `f` with each field of an object row, in order.
+    pub fn for_each_field<'a>(
+        &'a self,
+        f: impl FnMut(&str, &'a RawValue) -> Result<(), String>,
+    ) -> Result<(), String> {
+        for_each_field(&self.0, f)
+    }
+
+    /// The raw JSON of field `name` of an object row (`a.b` walks into nested objects).
+    pub fn get(&self, path: &str) -> Option<&RawValue> {
+        let mut cur: &RawValue = serde_json::from_str(&self.0).ok()?;
+        for part in path.split('.') {
+            let mut found = None;
+            for_each_field(cur.get(), |k, v| {
+                if k == part {
+                    found = Some(v);
+                }
+                Ok(())
+            })
+            .ok()?;
+            cur = found?;
+        }
+        Some(cur)
+    }
+}
+
+impl fmt::Debug for Row {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for Row {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Calls `f` with each (name, raw value) of the JSON object `json`, in order, borrowing
+/// from `json`. Fails when `json` is not an object.
+pub fn for_each_field<'a>(
+    json: &'a str,
+    f: impl FnMut(&str, &'a RawValue) -> Result<(), String>,
+) -> Result<(), String> {
+    struct FieldVisitor<'e, F> {
+        f: F,
+        /// The callback's own error, kept out of serde so it reads as written.
+        failed: &'e mut Option<String>,
+    }
+    impl<'de, F: FnMut(&str, &'de RawValue) -> Result<(), String>> Visitor<'de> for FieldVisitor<'_, F> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+            while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                let value: &'de RawValue = map.next_value()?;
+                if let Err(e) = (self.f)(&key, value) {
+                    *self.failed = Some(e);
+                    return Err(de::Error::custom("stopped"));
+                }
+            }
+            Ok(())
+        }
+    }
+    let mut failed = None;
+    let mut de = serde_json::Deserializer::from_str(json);
+    let result = de.deserialize_map(FieldVisitor { f, failed: &mut failed });
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    result.map_err(|e| e.to_string())?;
+    de.end().map_err(|e| e.to_string())
+}
+
+/// The text a JSON scalar stands for as an identifier: a string's content, a number or a
+/// boolean as written, objects and arrays as compact JSON. `None` for `null`.
+pub fn id_text(raw: &RawValue) -> Option<Cow<'_, str>> {
+    let text = raw.get().trim();
+    match text.as_bytes().first() {
+        Some(b'"') => serde_json::from_str::<Cow<'_, str>>(text).ok(),
+        Some(b'n') => None,
+        Some(b'{') | Some(b'[') => serde_json::from_str::<serde_json::Value>(text)
+            .ok()
+            .map(|v| Cow::Owned(v.to_string())),
+        _ => Some(Cow::Borrowed(text)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_single_line() {
+        let r = Row::from_json("{\n  \"a\": \"x\\ny\",\r\n  \"b\": 1\n}");
+        assert_eq!(r.as_str(), "{  \"a\": \"x\\ny\",  \"b\": 1}");
+    }
+
+    #[test]
+    fn fields_walk_in_order_and_nested_get_works() {
+        let r = Row::from_json(r#"{"id":1,"n\u0061me":"x","p":{"lat":1.5}}"#);
+        let mut seen = vec![];
+        r.for_each_field(|k, v| {
+            seen.push(format!("{k}={}", v.get()));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, ["id=1", r#"name="x""#, r#"p={"lat":1.5}"#]);
+        assert_eq!(r.get("p.lat").unwrap().get(), "1.5");
+        assert!(r.get("q").is_none());
+    }
+
+    #[test]
+    fn id_text_of_scalars() {
+        let raw = |s: &str| serde_json::from_str::<Box<RawValue>>(s).unwrap();
+        assert_eq!(id_text(&raw(r#""a\"b""#)).as_deref(), Some("a\"b"));
+        assert_eq!(id_text(&raw("1004")).as_deref(), Some("1004"));
+        assert_eq!(id_text(&raw("true")).as_deref(), Some("true"));
+        assert_eq!(id_text(&raw(r#"{"a": 1}"#)).as_deref(), Some(r#"{"a":1}"#));
+        assert_eq!(id_text(&raw("null")), None);
+    }
+}

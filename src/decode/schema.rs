@@ -1,0 +1,215 @@
+//! Connect schemas compiled into per-field conversions.
+//!
+//! A schema (from JsonConverter's `"schema"` block, or later from Avro's `connect.name`) is
+//! compiled once into a [`Conv`] tree; decoding a record then only follows the tree. Fields
+//! that need no conversion collapse into [`Conv::Keep`], so a table of plain columns costs a
+//! copy.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use super::semantic::TimeUnit;
+
+/// What to do with one value on its way into a document (DESIGN §2).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Conv {
+    /// Written as the wire gives it.
+    Keep,
+    /// Days since the epoch → `"2024-03-01"`.
+    Date,
+    /// Time since midnight → `"13:45:07.123456"`.
+    Time(TimeUnit),
+    /// Time since the epoch, no zone → `"2024-03-01T13:45:07.123456Z"`.
+    Timestamp(TimeUnit),
+    /// Connect `Decimal`: unscaled two's-complement bytes, or a number, with a fixed scale.
+    Decimal { scale: i32 },
+    /// `io.debezium.data.VariableScaleDecimal`: `{scale, value}`.
+    VariableScaleDecimal,
+    /// `io.debezium.data.Json`: a string holding JSON → the parsed JSON.
+    Json,
+    /// `io.debezium.data.Bits`: bytes; `length` is the bit count when the schema gives it.
+    Bits { length: Option<u32> },
+    /// `io.debezium.data.geometry.Point` → `{"lat": y, "lon": x}`.
+    Point,
+    /// A struct with at least one field to convert.
+    Struct(Arc<StructConv>),
+    /// An array whose items need converting.
+    Array(Box<Conv>),
+    /// A map whose values need converting.
+    Map(Box<Conv>),
+}
+
+/// The conversions of a struct's fields, in schema order.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StructConv {
+    pub fields: Vec<(String, Conv)>,
+    index: HashMap<String, usize>,
+}
+
+impl StructConv {
+    pub fn new(fields: Vec<(String, Conv)>) -> Self {
+        let index = fields.iter().enumerate().map(|(i, (n, _))| (n.clone(), i)).collect();
+        StructConv { fields, index }
+    }
+
+    /// The conversion of field `name`; `hint` is the position the field is expected at
+    /// (records list fields in schema order, so the hint almost always hits).
+    pub fn field(&self, name: &str, hint: usize) -> &Conv {
+        if let Some((n, c)) = self.fields.get(hint)
+            && n == name
+        {
+            return c;
+        }
+        match self.index.get(name) {
+            Some(&i) => &self.fields[i].1,
+            None => &Conv::Keep,
+        }
+    }
+
+    /// The position of field `name`, if the schema has it.
+    pub fn position(&self, name: &str, hint: usize) -> Option<usize> {
+        match self.fields.get(hint) {
+            Some((n, _)) if n == name => Some(hint),
+            _ => self.index.get(name).copied(),
+        }
+    }
+}
+
+/// A Connect schema as JsonConverter writes it (`schemas.enable=true`).
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct ConnectSchema {
+    #[serde(rename = "type", default)]
+    pub ty: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub field: Option<String>,
+    #[serde(default)]
+    pub fields: Vec<ConnectSchema>,
+    #[serde(default)]
+    pub items: Option<Box<ConnectSchema>>,
+    #[serde(default)]
+    pub values: Option<Box<ConnectSchema>>,
+    #[serde(default)]
+    pub parameters: HashMap<String, serde_json::Value>,
+}
+
+impl ConnectSchema {
+    /// The field named `name` of a struct schema.
+    pub fn field(&self, name: &str) -> Option<&ConnectSchema> {
+        self.fields.iter().find(|f| f.field.as_deref() == Some(name))
+    }
+
+    fn parameter(&self, key: &str) -> Option<String> {
+        self.parameters.get(key).map(|v| match v {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+    }
+
+    /// Compiles this schema into the conversion its values need.
+    pub fn compile(&self) -> Conv {
+        let param = |k: &str| self.parameter(k);
+        if let Some(conv) = semantic_conv(self.name.as_deref(), &self.ty, &param) {
+            return conv;
+        }
+        match self.ty.as_str() {
+            "struct" => struct_conv(
+                self.fields
+                    .iter()
+                    .map(|f| (f.field.clone().unwrap_or_default(), f.compile())),
+            ),
+            "array" => match self.items.as_deref().map(ConnectSchema::compile) {
+                Some(Conv::Keep) | None => Conv::Keep,
+                Some(c) => Conv::Array(Box::new(c)),
+            },
+            "map" => match self.values.as_deref().map(ConnectSchema::compile) {
+                Some(Conv::Keep) | None => Conv::Keep,
+                Some(c) => Conv::Map(Box::new(c)),
+            },
+            _ => Conv::Keep,
+        }
+    }
+}
+
+/// A struct conversion, or [`Conv::Keep`] when none of its fields needs converting.
+pub fn struct_conv(fields: impl Iterator<Item = (String, Conv)>) -> Conv {
+    let fields: Vec<(String, Conv)> = fields.collect();
+    if fields.iter().all(|(_, c)| *c == Conv::Keep) {
+        Conv::Keep
+    } else {
+        Conv::Struct(Arc::new(StructConv::new(fields)))
+    }
+}
+
+/// The conversion a semantic type name calls for; `wire` is the Connect type it is carried in
+/// (`int32`, `int64`, `bytes`, `string`, `struct`…). Shared by the JSON and Avro decoders.
+pub fn semantic_conv(name: Option<&str>, wire: &str, param: &dyn Fn(&str) -> Option<String>) -> Option<Conv> {
+    let name = name?;
+    let conv = match name {
+        "io.debezium.time.Date" | "org.apache.kafka.connect.data.Date" => Conv::Date,
+        "io.debezium.time.Time" | "org.apache.kafka.connect.data.Time" => Conv::Time(TimeUnit::Millis),
+        "io.debezium.time.MicroTime" => Conv::Time(TimeUnit::Micros),
+        "io.debezium.time.NanoTime" => Conv::Time(TimeUnit::Nanos),
+        "io.debezium.time.Timestamp" | "org.apache.kafka.connect.data.Timestamp" => Conv::Timestamp(TimeUnit::Millis),
+        "io.debezium.time.MicroTimestamp" => Conv::Timestamp(TimeUnit::Micros),
+        "io.debezium.time.NanoTimestamp" => Conv::Timestamp(TimeUnit::Nanos),
+        "org.apache.kafka.connect.data.Decimal" => Conv::Decimal {
+            scale: param("scale").and_then(|s| s.parse().ok()).unwrap_or(0),
+        },
+        "io.debezium.data.VariableScaleDecimal" => Conv::VariableScaleDecimal,
+        "io.debezium.data.Json" => Conv::Json,
+        "io.debezium.data.Bits" => Conv::Bits {
+            length: param("length").and_then(|s| s.parse().ok()),
+        },
+        "io.debezium.data.geometry.Point" => Conv::Point,
+        // Geometry/Geography ({wkb, srid}), ZonedTimestamp, Year, MicroDuration, Enum, EnumSet,
+        // Uuid, Xml, Ltree: written as they come.
+        _ => return None,
+    };
+    // A semantic name on an unexpected wire type (e.g. time.precision.mode=connect gives
+    // Connect names on the expected types; anything else is left alone).
+    let fits = match conv {
+        Conv::Date => matches!(wire, "int32" | "int64" | "int"),
+        Conv::Time(_) | Conv::Timestamp(_) => matches!(wire, "int32" | "int64" | "int" | "long"),
+        Conv::Decimal { .. } | Conv::Bits { .. } => matches!(wire, "bytes" | "fixed" | "string" | "double" | "float64"),
+        Conv::VariableScaleDecimal | Conv::Point => matches!(wire, "struct" | "record"),
+        Conv::Json => wire == "string",
+        _ => true,
+    };
+    fits.then_some(conv)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_tables_compile_to_keep() {
+        let s: ConnectSchema = serde_json::from_str(
+            r#"{"type":"struct","fields":[{"type":"int32","field":"id"},{"type":"string","field":"email"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(s.compile(), Conv::Keep);
+    }
+
+    #[test]
+    fn semantic_fields_compile_to_their_conversion() {
+        let s: ConnectSchema = serde_json::from_str(
+            r#"{"type":"struct","fields":[
+                {"type":"int32","field":"id"},
+                {"type":"int32","name":"io.debezium.time.Date","field":"d"},
+                {"type":"bytes","name":"org.apache.kafka.connect.data.Decimal","parameters":{"scale":"2"},"field":"p"},
+                {"type":"array","items":{"type":"int64","name":"io.debezium.time.MicroTimestamp"},"field":"a"}]}"#,
+        )
+        .unwrap();
+        let Conv::Struct(st) = s.compile() else { panic!("not a struct conv") };
+        assert_eq!(st.field("id", 0), &Conv::Keep);
+        assert_eq!(st.field("d", 1), &Conv::Date);
+        assert_eq!(st.field("p", 0), &Conv::Decimal { scale: 2 });
+        assert_eq!(st.field("a", 3), &Conv::Array(Box::new(Conv::Timestamp(TimeUnit::Micros))));
+        assert_eq!(st.field("unknown", 9), &Conv::Keep);
+    }
+}

@@ -1,0 +1,285 @@
+//! Debezium and Kafka Connect semantic types, decoded to document values (DESIGN §2).
+//!
+//! Pure functions from a wire value (days, micros, two's-complement bytes…) to the text that
+//! goes into a document. They write straight into the output buffer so the hot path allocates
+//! nothing per field.
+
+use std::io::Write;
+
+/// Precision of a time or timestamp value on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeUnit {
+    Millis,
+    Micros,
+    Nanos,
+}
+
+impl TimeUnit {
+    fn per_second(self) -> i64 {
+        match self {
+            TimeUnit::Millis => 1_000,
+            TimeUnit::Micros => 1_000_000,
+            TimeUnit::Nanos => 1_000_000_000,
+        }
+    }
+
+    fn digits(self) -> usize {
+        match self {
+            TimeUnit::Millis => 3,
+            TimeUnit::Micros => 6,
+            TimeUnit::Nanos => 9,
+        }
+    }
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+fn write_date(out: &mut Vec<u8>, days: i64) {
+    let (y, m, d) = civil_from_days(days);
+    if (0..=9999).contains(&y) {
+        let _ = write!(out, "{y:04}-{m:02}-{d:02}");
+    } else {
+        // ISO 8601 expanded years carry a sign.
+        let _ = write!(out, "{y:+05}-{m:02}-{d:02}");
+    }
+}
+
+fn write_time_of_day(out: &mut Vec<u8>, secs_of_day: i64, frac: i64, unit: TimeUnit) {
+    let (h, m, s) = (secs_of_day / 3600, secs_of_day / 60 % 60, secs_of_day % 60);
+    let _ = write!(out, "{h:02}:{m:02}:{s:02}.{frac:0width$}", width = unit.digits());
+}
+
+/// `io.debezium.time.Date` / Connect `Date`: days since the epoch → `"2024-03-01"`.
+pub fn date(out: &mut Vec<u8>, days: i64) {
+    out.push(b'"');
+    write_date(out, days);
+    out.push(b'"');
+}
+
+/// `Time` / `MicroTime` / `NanoTime`: time since midnight → `"13:45:07.123456"`.
+///
+/// MySQL `TIME` columns may exceed a day or be negative; those are written as an hour count
+/// (`"-838:59:59.000000"`), as MySQL itself does.
+pub fn time(out: &mut Vec<u8>, value: i64, unit: TimeUnit) {
+    let per = unit.per_second();
+    out.push(b'"');
+    if value < 0 {
+        out.push(b'-');
+    }
+    let abs = value.unsigned_abs() as i128;
+    let (secs, frac) = ((abs / per as i128) as i64, (abs % per as i128) as i64);
+    write_time_of_day(out, secs, frac, unit);
+    out.push(b'"');
+}
+
+/// `Timestamp` / `MicroTimestamp` / `NanoTimestamp`: time since the epoch, no zone →
+/// `"2024-03-01T13:45:07.123456Z"`.
+pub fn timestamp(out: &mut Vec<u8>, value: i64, unit: TimeUnit) {
+    let per = unit.per_second();
+    let secs = value.div_euclid(per);
+    let frac = value.rem_euclid(per);
+    out.push(b'"');
+    write_date(out, secs.div_euclid(86_400));
+    out.push(b'T');
+    write_time_of_day(out, secs.rem_euclid(86_400), frac, unit);
+    out.extend_from_slice(b"Z\"");
+}
+
+/// Writes the unscaled two's-complement big-endian integer `bytes` with `scale` decimals as
+/// plain decimal digits (`"39.98"`, `"-0.05"`, `"1200"` for a negative scale).
+pub fn decimal_digits(out: &mut Vec<u8>, bytes: &[u8], scale: i32) {
+    let negative = bytes.first().is_some_and(|b| b & 0x80 != 0);
+    // Magnitude as big-endian bytes.
+    let mut mag: Vec<u8> = if negative {
+        let mut v: Vec<u8> = bytes.iter().map(|b| !b).collect();
+        for b in v.iter_mut().rev() {
+            let (sum, carry) = b.overflowing_add(1);
+            *b = sum;
+            if !carry {
+                break;
+            }
+        }
+        v
+    } else {
+        bytes.to_vec()
+    };
+    let digits = magnitude_to_decimal(&mut mag);
+    write_scaled(out, negative && digits != "0", &digits, scale);
+}
+
+/// Big-endian unsigned magnitude to decimal digits (repeated division by 10^9).
+fn magnitude_to_decimal(mag: &mut [u8]) -> String {
+    if mag.len() <= 16 {
+        let mut v: u128 = 0;
+        for b in mag.iter() {
+            v = (v << 8) | u128::from(*b);
+        }
+        return v.to_string();
+    }
+    let mut chunks: Vec<u32> = Vec::new();
+    let mut start = 0;
+    while start < mag.len() {
+        let mut rem: u64 = 0;
+        for b in mag[start..].iter_mut() {
+            let cur = (rem << 8) | u64::from(*b);
+            *b = (cur / 1_000_000_000) as u8;
+            rem = cur % 1_000_000_000;
+        }
+        chunks.push(rem as u32);
+        while start < mag.len() && mag[start] == 0 {
+            start += 1;
+        }
+    }
+    let mut s = String::new();
+    for (i, c) in chunks.iter().rev().enumerate() {
+        if i == 0 {
+            s.push_str(&c.to_string());
+        } else {
+            s.push_str(&format!("{c:09}"));
+        }
+    }
+    if s.is_empty() { "0".into() } else { s }
+}
+
+/// Places the decimal point `scale` digits from the right of `digits` (no sign, no point).
+fn write_scaled(out: &mut Vec<u8>, negative: bool, digits: &str, scale: i32) {
+    if negative {
+        out.push(b'-');
+    }
+    if scale <= 0 {
+        out.extend_from_slice(digits.as_bytes());
+        if digits != "0" {
+            out.extend(std::iter::repeat_n(b'0', scale.unsigned_abs() as usize));
+        }
+        return;
+    }
+    let scale = scale as usize;
+    if digits.len() > scale {
+        let (int, frac) = digits.split_at(digits.len() - scale);
+        out.extend_from_slice(int.as_bytes());
+        out.push(b'.');
+        out.extend_from_slice(frac.as_bytes());
+    } else {
+        out.extend_from_slice(b"0.");
+        out.extend(std::iter::repeat_n(b'0', scale - digits.len()));
+        out.extend_from_slice(digits.as_bytes());
+    }
+}
+
+/// Rewrites a JSON number's text (`1.2345e+32`, `-0.5`, `12`) as plain exact decimal digits,
+/// without exponent. Returns `None` when `text` is not a JSON number.
+pub fn plain_number(text: &str) -> Option<String> {
+    let (negative, rest) = match text.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, text),
+    };
+    let (mantissa, exp) = match rest.find(['e', 'E']) {
+        Some(i) => (&rest[..i], rest[i + 1..].parse::<i32>().ok()?),
+        None => (rest, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if int.is_empty() || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut digits: String = format!("{int}{frac}");
+    let scale = frac.len() as i32 - exp;
+    // Strip leading zeros of the unscaled value.
+    let trimmed = digits.trim_start_matches('0');
+    digits = if trimmed.is_empty() { "0".into() } else { trimmed.into() };
+    let mut out = Vec::new();
+    write_scaled(&mut out, negative && digits != "0", &digits, scale);
+    String::from_utf8(out).ok()
+}
+
+/// `io.debezium.data.Bits` as a number: the bytes are little-endian (Connect's `BitSet` order).
+pub fn bits_number(bytes: &[u8]) -> Option<u64> {
+    if bytes.len() > 8 {
+        return None;
+    }
+    Some(bytes.iter().rev().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(f: impl FnOnce(&mut Vec<u8>)) -> String {
+        let mut out = Vec::new();
+        f(&mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn dates_from_days_since_epoch() {
+        assert_eq!(s(|o| date(o, 0)), r#""1970-01-01""#);
+        assert_eq!(s(|o| date(o, 19_783)), r#""2024-03-01""#);
+        assert_eq!(s(|o| date(o, 19_439)), r#""2023-03-23""#);
+        assert_eq!(s(|o| date(o, -1)), r#""1969-12-31""#);
+        assert_eq!(s(|o| date(o, -719_528)), r#""0000-01-01""#);
+        assert_eq!(s(|o| date(o, 2_932_896)), r#""9999-12-31""#);
+    }
+
+    #[test]
+    fn times_of_day_keep_their_precision() {
+        assert_eq!(s(|o| time(o, 36_803_000_000, TimeUnit::Micros)), r#""10:13:23.000000""#);
+        assert_eq!(s(|o| time(o, 49_507_123, TimeUnit::Millis)), r#""13:45:07.123""#);
+        assert_eq!(s(|o| time(o, 49_507_123_456_789, TimeUnit::Nanos)), r#""13:45:07.123456789""#);
+        assert_eq!(s(|o| time(o, -3_020_399_000_000, TimeUnit::Micros)), r#""-838:59:59.000000""#);
+    }
+
+    #[test]
+    fn timestamps_are_utc_with_the_wire_precision() {
+        assert_eq!(s(|o| timestamp(o, 1_679_581_805_123, TimeUnit::Millis)), r#""2023-03-23T14:30:05.123Z""#);
+        assert_eq!(
+            s(|o| timestamp(o, 1_709_300_707_123_456, TimeUnit::Micros)),
+            r#""2024-03-01T13:45:07.123456Z""#
+        );
+        assert_eq!(s(|o| timestamp(o, -1, TimeUnit::Millis)), r#""1969-12-31T23:59:59.999Z""#);
+        assert_eq!(s(|o| timestamp(o, 1, TimeUnit::Nanos)), r#""1970-01-01T00:00:00.000000001Z""#);
+    }
+
+    #[test]
+    fn decimals_from_twos_complement_bytes() {
+        assert_eq!(s(|o| decimal_digits(o, &[0x0f, 0x9e], 2)), "39.98");
+        assert_eq!(s(|o| decimal_digits(o, &[0x0b, 0xb7], 2)), "29.99");
+        assert_eq!(s(|o| decimal_digits(o, &[0xff, 0xfb], 2)), "-0.05");
+        assert_eq!(s(|o| decimal_digits(o, &[0x00], 3)), "0.000");
+        assert_eq!(s(|o| decimal_digits(o, &[0x0c], -2)), "1200");
+        assert_eq!(s(|o| decimal_digits(o, &[0x80], 0)), "-128");
+        // 2^160 needs the wide path; so does its negation.
+        let mut big = vec![0x01];
+        big.extend([0u8; 20]);
+        assert_eq!(s(|o| decimal_digits(o, &big, 0)), "1461501637330902918203684832716283019655932542976");
+        let mut neg = vec![0xff];
+        neg.extend([0u8; 20]);
+        assert_eq!(s(|o| decimal_digits(o, &neg, 10)), "-146150163733090291820368483271628301965.5932542976");
+    }
+
+    #[test]
+    fn json_numbers_become_plain_decimal_text() {
+        assert_eq!(plain_number("39.98").as_deref(), Some("39.98"));
+        assert_eq!(plain_number("1.2345678987654322e+32").as_deref(), Some("123456789876543220000000000000000"));
+        assert_eq!(plain_number("-5E-3").as_deref(), Some("-0.005"));
+        assert_eq!(plain_number("0").as_deref(), Some("0"));
+        assert_eq!(plain_number("-0.0").as_deref(), Some("0.0"));
+        assert_eq!(plain_number("abc"), None);
+    }
+
+    #[test]
+    fn bits_are_little_endian() {
+        assert_eq!(bits_number(&[0xc7, 0x07, 0, 0, 0, 0, 0, 0]), Some(1991));
+        assert_eq!(bits_number(&[1, 2, 3, 4, 5, 6, 7, 8, 9]), None);
+    }
+}

@@ -1,0 +1,20 @@
+//! cdc-sink: a Kafka Connect-style sink worker for Debezium change events.
+//!
+//! The data path (DESIGN §1), one module per stage:
+//!
+//! * [`settings`] — worker settings (figment: defaults → TOML → env);
+//! * [`connector`] — connector configs: parsing, placeholders, validation, transforms;
+//! * [`worker`] — runs connectors' tasks; [`task`] — one task's poll → decode → sink → commit loop;
+//! * [`source`] — the Kafka consumer, rebalances, per-partition offset watermarks;
+//! * [`decode`] — Debezium envelopes (JSON) → one `ChangeEvent` model, semantic types decoded;
+//! * [`sink`] — the `Sink` trait and the Elasticsearch sink (mapping, batching, bulk, retry);
+//! * [`metrics`] — every counter, defined once.
+
+pub mod connector;
+pub mod decode;
+pub mod metrics;
+pub mod settings;
+pub mod sink;
+pub mod source;
+pub mod task;
+pub mod worker;

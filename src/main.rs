@@ -1,0 +1,97 @@
+//! `cdc-sink`: parse arguments, load settings, run the worker until a signal.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use cdc_sink::settings::Settings;
+use cdc_sink::worker::{self, Worker};
+
+#[derive(Parser)]
+#[command(name = "cdc-sink", version, about = "Kafka Connect-style sink worker for Debezium change events")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a worker running the given connectors.
+    Run {
+        /// Worker settings (TOML); environment variables CDC_SINK_<SECTION>__<KEY> override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// A connector config (`{"name": …, "config": {…}}`); repeat for several.
+        #[arg(long = "connector")]
+        connectors: Vec<PathBuf>,
+    },
+    /// Check connector configs and print every problem found.
+    Validate {
+        #[arg(required = true)]
+        connectors: Vec<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Validate { connectors } => {
+            let mut ok = true;
+            for path in connectors {
+                match worker::load_connector(&path) {
+                    Ok(spec) => println!("{}: connector `{}` is valid", path.display(), spec.name),
+                    Err(e) => {
+                        ok = false;
+                        eprintln!("{e}");
+                    }
+                }
+            }
+            if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+        }
+        Command::Run { config, connectors } => {
+            let settings = match Settings::load(config.as_deref()) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("cdc-sink: invalid settings: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let mut specs = Vec::new();
+            for path in &connectors {
+                match worker::load_connector(path) {
+                    Ok(spec) => specs.push(spec),
+                    Err(e) => {
+                        eprintln!("cdc-sink: invalid connector: {e}");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            if specs.is_empty() {
+                eprintln!("cdc-sink: no connector given (--connector FILE.json)");
+                return ExitCode::from(2);
+            }
+            let mut w = match Worker::new(settings) {
+                Ok(w) => w,
+                Err(e) => {
+                    eprintln!("cdc-sink: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            for spec in specs {
+                if let Err(e) = w.start(spec) {
+                    eprintln!("cdc-sink: {e}");
+                    w.stop();
+                    return ExitCode::FAILURE;
+                }
+            }
+            w.run_until_signal();
+            ExitCode::SUCCESS
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! A bulk request being filled: actions encoded straight into the NDJSON body, the last write
+//! per document kept, and the acks of every record the batch answers for.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::mapping::{ActionKind, BulkAction};
+use crate::sink::Ack;
+
+/// Where a record came from, for error messages.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "topic {} partition {} offset {}", self.topic, self.partition, self.offset)
+    }
+}
+
+/// One action in a batch.
+#[derive(Debug, Clone)]
+pub struct Item {
+    /// Its bytes in the body (action line and document line).
+    pub range: Range<usize>,
+    pub index: Arc<str>,
+    pub id: String,
+    pub version: Option<u64>,
+    pub is_delete: bool,
+    pub origin: Origin,
+    live: bool,
+}
+
+/// A batch being filled.
+pub struct Batch {
+    body: Vec<u8>,
+    items: Vec<Item>,
+    /// Hash of (index, id) → the item holding that document's current write.
+    latest: HashMap<u64, usize>,
+    hasher: std::collections::hash_map::RandomState,
+    acks: Vec<Ack>,
+    live: usize,
+    pub opened: Instant,
+}
+
+/// A batch ready to send: only live items, body compacted.
+#[derive(Debug, Clone)]
+pub struct Sealed {
+    pub body: Bytes,
+    pub items: Vec<Item>,
+    pub acks: Vec<Ack>,
+}
+
+impl Batch {
+    pub fn new() -> Batch {
+        Batch {
+            body: Vec::new(),
+            items: Vec::new(),
+            latest: HashMap::new(),
+            hasher: Default::default(),
+            acks: Vec::new(),
+            live: 0,
+            opened: Instant::now(),
+        }
+    }
+
+    /// Records the batch answers for (live writes, superseded writes, and dropped ones).
+    pub fn records(&self) -> usize {
+        self.acks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.acks.is_empty()
+    }
+
+    /// Live actions (what the request will carry).
+    pub fn actions(&self) -> usize {
+        self.live
+    }
+
+    pub fn body_len(&self) -> usize {
+        self.body.len()
+    }
+
+    /// Adds `action`. A later write of the same document supersedes an earlier one in the batch
+    /// unless its version is lower (a replayed older change), in which case it is dropped: the
+    /// batch then sends exactly what sending both in order would leave in the index.
+    pub fn push(&mut self, action: BulkAction, origin: Origin, ack: Ack) {
+        if self.acks.is_empty() {
+            self.opened = Instant::now();
+        }
+        self.acks.push(ack);
+        let mut h = self.hasher.build_hasher();
+        action.index.hash(&mut h);
+        action.id.hash(&mut h);
+        let h = h.finish();
+        if let Some(&j) = self.latest.get(&h) {
+            let prev = &mut self.items[j];
+            if prev.live && prev.index == action.index && prev.id == action.id {
+                if action.version < prev.version {
+                    return;
+                }
+                prev.live = false;
+                self.live -= 1;
+            }
+        }
+        let start = self.body.len();
+        action.encode(&mut self.body);
+        self.latest.insert(h, self.items.len());
+        self.items.push(Item {
+            range: start..self.body.len(),
+            is_delete: matches!(action.kind, ActionKind::Delete),
+            index: action.index,
+            id: action.id,
+            version: action.version,
+            origin,
+            live: true,
+        });
+        self.live += 1;
+    }
+
+    /// The request to send. Superseded writes are cut out of the body.
+    pub fn seal(self) -> Sealed {
+        if self.live == self.items.len() {
+            return Sealed { body: Bytes::from(self.body), items: self.items, acks: self.acks };
+        }
+        let mut body = Vec::with_capacity(self.body.len());
+        let mut items = Vec::with_capacity(self.live);
+        for mut it in self.items.into_iter().filter(|i| i.live) {
+            let start = body.len();
+            body.extend_from_slice(&self.body[it.range.clone()]);
+            it.range = start..body.len();
+            items.push(it);
+        }
+        Sealed { body: Bytes::from(body), items, acks: self.acks }
+    }
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Batch::new()
+    }
+}
+
+impl Sealed {
+    /// A body with only the items at `which` (for a retry).
+    pub fn body_of(&self, which: &[usize]) -> Bytes {
+        let len = which.iter().map(|&i| self.items[i].range.len()).sum();
+        let mut body = Vec::with_capacity(len);
+        for &i in which {
+            body.extend_from_slice(&self.body[self.items[i].range.clone()]);
+        }
+        Bytes::from(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn action(id: &str, version: u64, doc: &str) -> BulkAction {
+        BulkAction { index: "i".into(), id: id.into(), version: Some(version), kind: ActionKind::Index(doc.as_bytes().to_vec()) }
+    }
+
+    fn origin(offset: i64) -> Origin {
+        Origin { topic: "t".into(), partition: 0, offset }
+    }
+
+    fn ack(offset: i64) -> Ack {
+        Ack { slot: 0, epoch: 0, offset }
+    }
+
+    #[test]
+    fn only_the_newest_write_per_document_is_sent() {
+        let mut b = Batch::new();
+        b.push(action("1", 5, r#"{"v":5}"#), origin(0), ack(0));
+        b.push(action("2", 6, r#"{"v":6}"#), origin(1), ack(1));
+        b.push(action("1", 7, r#"{"v":7}"#), origin(2), ack(2));
+        // A replayed older change of document 2 is dropped, not sent over the newer one.
+        b.push(action("2", 3, r#"{"v":3}"#), origin(3), ack(3));
+        assert_eq!(b.records(), 4);
+        assert_eq!(b.actions(), 2);
+        let s = b.seal();
+        assert_eq!(
+            std::str::from_utf8(&s.body).unwrap(),
+            "{\"index\":{\"_index\":\"i\",\"_id\":\"2\",\"version\":6,\"version_type\":\"external_gte\"}}\n{\"v\":6}\n\
+             {\"index\":{\"_index\":\"i\",\"_id\":\"1\",\"version\":7,\"version_type\":\"external_gte\"}}\n{\"v\":7}\n"
+        );
+        assert_eq!(s.acks.len(), 4);
+        assert_eq!(
+            std::str::from_utf8(&s.body_of(&[1])).unwrap(),
+            "{\"index\":{\"_index\":\"i\",\"_id\":\"1\",\"version\":7,\"version_type\":\"external_gte\"}}\n{\"v\":7}\n"
+        );
+    }
+}

@@ -1,0 +1,179 @@
+//! The HTTP side: one bulk request to Elasticsearch, and its response read item by item.
+
+use std::io::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderValue};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::config::EsConfig;
+
+/// Only what the sink reads of a bulk response (smaller responses, less parsing).
+const FILTER_PATH: &str = "filter_path=errors,items.*.status,items.*.error.type,items.*.error.reason";
+
+/// Sends bulk requests, failing over between the configured URLs.
+pub struct BulkClient {
+    http: reqwest::Client,
+    urls: Vec<String>,
+    current: AtomicUsize,
+    auth: Option<HeaderValue>,
+    compression: bool,
+}
+
+/// A bulk request that got no HTTP response.
+#[derive(Debug, Clone)]
+pub struct TransportError(pub String);
+
+/// One item's result, in request order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemResult {
+    pub status: u16,
+    pub error_type: Option<String>,
+    pub reason: Option<String>,
+}
+
+impl BulkClient {
+    pub fn new(cfg: &EsConfig) -> Result<BulkClient, String> {
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(cfg.connect_timeout)
+            .timeout(cfg.read_timeout + cfg.connect_timeout)
+            .pool_max_idle_per_host(cfg.max_in_flight);
+        if let Some(path) = &cfg.ca_location {
+            let pem = std::fs::read(path).map_err(|e| format!("elastic.https.ssl.ca.location: cannot read `{path}`: {e}"))?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .map_err(|e| format!("elastic.https.ssl.ca.location: `{path}` is not a PEM certificate: {e}"))?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder.build().map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let auth = match (&cfg.api_key, &cfg.username) {
+            (Some(key), _) => Some(format!("ApiKey {key}")),
+            (None, Some(user)) => {
+                use base64::Engine as _;
+                let pair = format!("{user}:{}", cfg.password.as_deref().unwrap_or(""));
+                Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair)))
+            }
+            _ => None,
+        };
+        let auth = auth
+            .map(|a| {
+                let mut v = HeaderValue::from_str(&a).map_err(|_| "credentials contain invalid characters".to_string())?;
+                v.set_sensitive(true);
+                Ok::<_, String>(v)
+            })
+            .transpose()?;
+        Ok(BulkClient { http, urls: cfg.urls.clone(), current: AtomicUsize::new(0), auth, compression: cfg.compression })
+    }
+
+    /// POSTs `body` to `_bulk`; returns the HTTP status and the response body. A connection
+    /// failure or timeout moves later requests to the next URL.
+    pub async fn bulk(&self, body: Bytes) -> Result<(u16, Bytes), TransportError> {
+        let i = self.current.load(Ordering::Relaxed) % self.urls.len().max(1);
+        let url = format!("{}/_bulk?{FILTER_PATH}", self.urls[i]);
+        let mut req = self.http.post(&url).header(CONTENT_TYPE, "application/x-ndjson");
+        if let Some(a) = &self.auth {
+            req = req.header(AUTHORIZATION, a.clone());
+        }
+        req = if self.compression {
+            let mut gz = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::fast());
+            let _ = gz.write_all(&body);
+            req.header(CONTENT_ENCODING, "gzip").body(gz.finish().unwrap_or_default())
+        } else {
+            req.body(body)
+        };
+        let fail = |e: reqwest::Error| {
+            self.current.store(i + 1, Ordering::Relaxed);
+            TransportError(format!("{}: {}", self.urls[i], error_chain(&e)))
+        };
+        let resp = req.send().await.map_err(fail)?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.map_err(fail)?;
+        Ok((status, bytes))
+    }
+}
+
+/// reqwest's error with its causes (`error sending request: connection refused`).
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+#[derive(Deserialize)]
+struct Response<'a> {
+    #[serde(default)]
+    errors: bool,
+    #[serde(borrow, default)]
+    items: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Item {
+    #[serde(default)]
+    status: u16,
+    #[serde(default)]
+    error: Option<ItemError>,
+}
+
+#[derive(Deserialize)]
+struct ItemError {
+    #[serde(rename = "type", default)]
+    ty: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Reads a 200 bulk response for `sent` actions: `None` when every item succeeded, else each
+/// item's result in request order.
+pub fn parse_items(body: &[u8], sent: usize) -> Result<Option<Vec<ItemResult>>, String> {
+    let resp: Response<'_> =
+        serde_json::from_slice(body).map_err(|e| format!("unreadable bulk response: {e}"))?;
+    if !resp.errors {
+        return Ok(None);
+    }
+    let items = resp.items.ok_or("bulk response has errors but no items")?;
+    let items: Vec<std::collections::HashMap<String, Item>> =
+        serde_json::from_str(items.get()).map_err(|e| format!("unreadable bulk response items: {e}"))?;
+    if items.len() != sent {
+        return Err(format!("bulk response has {} items for {sent} actions", items.len()));
+    }
+    Ok(Some(
+        items
+            .into_iter()
+            .map(|m| {
+                let item = m.into_values().next().unwrap_or(Item { status: 0, error: None });
+                let (error_type, reason) = item.error.map(|e| (e.ty, e.reason)).unwrap_or_default();
+                ItemResult { status: item.status, error_type, reason }
+            })
+            .collect(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn responses_without_errors_are_not_read_item_by_item() {
+        assert_eq!(parse_items(br#"{"errors":false,"items":[{"index":{"status":201}}]}"#, 1), Ok(None));
+    }
+
+    #[test]
+    fn item_errors_come_back_in_order() {
+        let body = br#"{"errors":true,"items":[{"index":{"status":201}},{"delete":{"status":409,"error":{"type":"version_conflict_engine_exception","reason":"v"}}}]}"#;
+        let items = parse_items(body, 2).unwrap().unwrap();
+        assert_eq!(items[0], ItemResult { status: 201, error_type: None, reason: None });
+        assert_eq!(items[1].status, 409);
+        assert_eq!(items[1].error_type.as_deref(), Some("version_conflict_engine_exception"));
+        assert!(parse_items(body, 3).is_err());
+    }
+}

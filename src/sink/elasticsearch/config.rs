@@ -1,0 +1,255 @@
+//! The Elasticsearch connector's options: Confluent's names and meanings where they exist
+//! (DESIGN §3), defaults in one table, cross-field checks naming the bad key.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::connector::options::{OptionDef, Options};
+use crate::connector::transforms::{Transforms, UnwrapDelete};
+
+/// Every option of the Elasticsearch connector (the README's table is checked against it).
+pub const OPTIONS: &[OptionDef] = &[
+    OptionDef { name: "connection.url", default: None, doc: "Elasticsearch URLs, comma-separated (`http://host:9200`). Requests go to the first that answers; a failing node is retried on the next." },
+    OptionDef { name: "connection.username", default: None, doc: "Basic-auth user." },
+    OptionDef { name: "connection.password", default: None, doc: "Basic-auth password (shown as `[hidden]`)." },
+    OptionDef { name: "connection.api.key", default: None, doc: "Elasticsearch API key, sent as `Authorization: ApiKey …` (shown as `[hidden]`)." },
+    OptionDef { name: "elastic.https.ssl.ca.location", default: None, doc: "PEM file of the CA that signed Elasticsearch's certificate, for `https://` URLs." },
+    OptionDef { name: "connection.compression", default: Some("false"), doc: "Gzip bulk request bodies." },
+    OptionDef { name: "connection.timeout.ms", default: Some("1000"), doc: "Time to establish a connection." },
+    OptionDef { name: "read.timeout.ms", default: Some("3000"), doc: "Time to wait for a bulk response; a timeout is retried." },
+    OptionDef { name: "index.name", default: Some("${topic}"), doc: "Index name template: `${topic}`, `${db}`, `${schema}`, `${table}` (the last three from `source`). Always lower-cased. May name an alias." },
+    OptionDef { name: "topic.index.map", default: None, doc: "`topic:index,topic2:index2`: fixed index per topic; wins over `index.name`." },
+    OptionDef { name: "key.ignore", default: Some("false"), doc: "`true`: the document id is `topic+partition+offset` (one document per change, an append-only history; deletes are indexed like soft deletes)." },
+    OptionDef { name: "pk.fields", default: None, doc: "Row columns that make the id when a record has no key (comma-separated, in order)." },
+    OptionDef { name: "key.separator", default: Some("|"), doc: "Joins the values of a composite key into one document id, in key order." },
+    OptionDef { name: "delete.mode", default: Some("hard"), doc: "`hard`: a `d` event deletes the document. `soft`: it indexes the `before` image with `__deleted: true` (live documents carry `__deleted: false`)." },
+    OptionDef { name: "behavior.on.null.values", default: Some("ignore"), doc: "Tombstones (null values): `ignore`, `delete` the document of the key, or `fail` the task." },
+    OptionDef { name: "behavior.on.malformed.documents", default: Some("fail"), doc: "A document Elasticsearch rejects (`mapper_parsing_exception`, other 400s): `fail` the task, or `warn`/`ignore` (logged and counted as failed, not retried)." },
+    OptionDef { name: "add.fields", default: None, doc: "Metadata fields to add, e.g. `op,ts_ms,source.ts_ms,source.table,source.lsn`; a bare name other than `op`/`ts_ms` is a `source` field." },
+    OptionDef { name: "add.fields.prefix", default: Some("__"), doc: "Prefix of the added fields; dots in names become `_` (`source.ts_ms` → `__source_ts_ms`)." },
+    OptionDef { name: "version.source", default: Some("source"), doc: "Document version (`version_type=external_gte`): `source` = the source log position (PostgreSQL lsn, MySQL/MariaDB binlog file+pos+row, SQL Server change_lsn, Oracle scn, MongoDB ts+ord; the Kafka offset for other connectors), `offset` = the Kafka offset, `none` = unversioned writes." },
+    OptionDef { name: "truncate.mode", default: Some("ignore"), doc: "`t` (truncate) events are counted and ignored." },
+    OptionDef { name: "decimal.format", default: Some("string"), doc: "Decimals as exact `string`s or as JSON `number`s." },
+    OptionDef { name: "bits.format", default: Some("base64"), doc: "`io.debezium.data.Bits` as `base64`, or as a `number` when at most 63 bits." },
+    OptionDef { name: "batch.size", default: Some("2000"), doc: "Most actions in one bulk request." },
+    OptionDef { name: "bulk.size.bytes", default: Some("5242880"), doc: "Most bytes in one bulk request body." },
+    OptionDef { name: "linger.ms", default: Some("100"), doc: "How long a partly filled batch waits for more records." },
+    OptionDef { name: "max.in.flight.requests", default: Some("4"), doc: "Bulk requests in flight at once; documents are spread over them by id, so each document's writes stay in order." },
+    OptionDef { name: "max.buffered.records", default: Some("20000"), doc: "Records held (batched or in flight) before the consumer pauses." },
+    OptionDef { name: "max.retries", default: None, doc: "Retries of a failed bulk item before the task fails; unset = retry without limit." },
+    OptionDef { name: "retry.backoff.ms", default: Some("100"), doc: "First retry delay; doubles per attempt, with jitter." },
+    OptionDef { name: "max.retry.backoff.ms", default: Some("10000"), doc: "Largest retry delay." },
+    OptionDef { name: "flush.timeout.ms", default: Some("180000"), doc: "How long shutdown and partition revocation wait for in-flight writes before committing what was written." },
+    OptionDef { name: "write.method", default: Some("insert"), doc: "Only `insert` (whole-document index); `upsert` is not supported." },
+    OptionDef { name: "schema.ignore", default: Some("true"), doc: "Accepted for compatibility; cdc-sink never creates mappings (use index templates)." },
+    OptionDef { name: "compact.map.entries", default: Some("true"), doc: "Accepted for compatibility; maps are always JSON objects." },
+    OptionDef { name: "drop.invalid.message", default: Some("false"), doc: "Only `false`: a record that cannot be mapped fails the task (the dead-letter queue is not available yet)." },
+    OptionDef { name: "type.name", default: None, doc: "Accepted and ignored (mapping types are gone in Elasticsearch 8)." },
+];
+
+/// What a `d` event does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDelete {
+    /// `delete` the document.
+    Delete,
+    /// Index `before` with `__deleted: true`.
+    SoftDelete,
+    /// Skip it (ExtractNewRecordState `delete.handling.mode=drop`).
+    Ignore,
+    /// Treat it as a tombstone (ExtractNewRecordState `delete.handling.mode=none`).
+    AsTombstone,
+}
+
+/// What a tombstone does (`behavior.on.null.values`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnNull {
+    Ignore,
+    Delete,
+    Fail,
+}
+
+/// Where the document version comes from (`version.source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionSource {
+    Source,
+    Offset,
+    None,
+}
+
+/// A metadata field to add to every document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddField {
+    /// Field name in the document, prefix included.
+    pub name: String,
+    pub from: FieldRef,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FieldRef {
+    Op,
+    TsMs,
+    Source(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct EsConfig {
+    pub urls: Vec<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub api_key: Option<String>,
+    pub ca_location: Option<String>,
+    pub compression: bool,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub index_name: Option<String>,
+    pub topic_index_map: HashMap<String, String>,
+    pub key_ignore: bool,
+    pub pk_fields: Vec<String>,
+    pub key_separator: String,
+    pub key_field: Option<String>,
+    pub on_delete: OnDelete,
+    pub on_null: OnNull,
+    /// Live documents carry `__deleted: false` (soft deletes are on).
+    pub mark_live: bool,
+    pub fail_on_malformed: bool,
+    pub add_fields: Vec<AddField>,
+    pub version: VersionSource,
+    pub batch_size: usize,
+    pub bulk_size_bytes: usize,
+    pub linger: Duration,
+    pub max_in_flight: usize,
+    pub max_buffered_records: usize,
+    pub max_retries: Option<u32>,
+    pub retry_backoff: Duration,
+    pub max_retry_backoff: Duration,
+    pub flush_timeout: Duration,
+}
+
+impl EsConfig {
+    /// Reads and checks the options; problems are recorded in `o`.
+    pub fn read(o: &Options<'_>, transforms: &Transforms) -> EsConfig {
+        let urls = o.list("connection.url");
+        if urls.is_empty() {
+            o.error("connection.url", "missing: give the Elasticsearch URL(s)");
+        }
+        for u in &urls {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                o.error("connection.url", format!("`{u}` is not an http:// or https:// URL"));
+            }
+        }
+        let mut topic_index_map = HashMap::new();
+        for pair in o.list("topic.index.map") {
+            match pair.split_once(':') {
+                Some((t, i)) if !t.is_empty() && !i.is_empty() => {
+                    topic_index_map.insert(t.trim().to_string(), i.trim().to_lowercase());
+                }
+                _ => o.error("topic.index.map", format!("`{pair}` is not topic:index")),
+            }
+        }
+        let index_name = o.get("index.name").map(String::from);
+        if let Some(t) = &index_name {
+            let mut rest = t.as_str();
+            while let Some(start) = rest.find("${") {
+                let end = rest[start..].find('}').map(|e| start + e);
+                match end.map(|e| &rest[start + 2..e]) {
+                    Some("topic" | "db" | "schema" | "table") => rest = &rest[end.unwrap_or(0) + 1..],
+                    other => {
+                        o.error("index.name", format!("unknown placeholder `${{{}}}`", other.unwrap_or(rest)));
+                        break;
+                    }
+                }
+            }
+        }
+
+        let key_ignore = o.bool("key.ignore", false);
+        let delete_mode = o.choice("delete.mode", &["hard", "soft"], "hard");
+        let mut on_null = match o.choice("behavior.on.null.values", &["ignore", "delete", "fail"], "ignore") {
+            "delete" => OnNull::Delete,
+            "fail" => OnNull::Fail,
+            _ => OnNull::Ignore,
+        };
+        let mut on_delete = if delete_mode == "soft" { OnDelete::SoftDelete } else { OnDelete::Delete };
+        let mut add_field_names = o.list("add.fields");
+        let mut prefix = o.string("add.fields.prefix", "__");
+        if let Some(u) = &transforms.unwrap {
+            if o.get("delete.mode").is_some() {
+                o.error("delete.mode", "conflicts with the ExtractNewRecordState transform's delete handling; set one");
+            }
+            on_delete = match u.on_delete {
+                UnwrapDelete::Drop => OnDelete::Ignore,
+                UnwrapDelete::Rewrite => OnDelete::SoftDelete,
+                UnwrapDelete::AsTombstone => OnDelete::AsTombstone,
+            };
+            if !u.keep_tombstones {
+                on_null = OnNull::Ignore;
+            }
+            if !u.add_fields.is_empty() {
+                if !add_field_names.is_empty() {
+                    o.error("add.fields", "set in both the connector and the ExtractNewRecordState transform; set one");
+                }
+                add_field_names = u.add_fields.clone();
+                prefix = u.add_fields_prefix.clone();
+            }
+        }
+        if key_ignore && on_delete == OnDelete::Delete {
+            // Each change is its own document: a delete is recorded, not applied.
+            on_delete = OnDelete::SoftDelete;
+        }
+        let add_fields = add_field_names
+            .iter()
+            .map(|f| AddField {
+                name: format!("{prefix}{}", f.replace('.', "_")),
+                from: match f.as_str() {
+                    "op" => FieldRef::Op,
+                    "ts_ms" => FieldRef::TsMs,
+                    s => FieldRef::Source(s.strip_prefix("source.").unwrap_or(s).to_string()),
+                },
+            })
+            .collect();
+
+        let version = match o.choice("version.source", &["source", "offset", "none"], "source") {
+            "offset" => VersionSource::Offset,
+            "none" => VersionSource::None,
+            _ => VersionSource::Source,
+        };
+        o.choice("truncate.mode", &["ignore"], "ignore");
+        o.choice("write.method", &["insert"], "insert");
+        if o.bool("drop.invalid.message", false) {
+            o.error("drop.invalid.message", "`true` is not supported: a record that cannot be mapped fails the task");
+        }
+        let malformed = o.choice("behavior.on.malformed.documents", &["fail", "warn", "ignore"], "fail");
+        let max_retries = o.get("max.retries").map(|_| o.parse("max.retries", 0u32));
+        let ms = |key: &str, default: u64| Duration::from_millis(o.parse(key, default));
+        EsConfig {
+            urls: urls.iter().map(|u| u.trim_end_matches('/').to_string()).collect(),
+            username: o.get("connection.username").map(String::from),
+            password: o.get("connection.password").map(String::from),
+            api_key: o.get("connection.api.key").map(String::from),
+            ca_location: o.get("elastic.https.ssl.ca.location").map(String::from),
+            compression: o.bool("connection.compression", false),
+            connect_timeout: ms("connection.timeout.ms", 1000),
+            read_timeout: ms("read.timeout.ms", 3000),
+            index_name,
+            topic_index_map,
+            key_ignore,
+            pk_fields: o.list("pk.fields"),
+            key_separator: o.raw("key.separator").unwrap_or_else(|| "|".to_string()),
+            key_field: transforms.key_field.clone(),
+            on_delete,
+            on_null,
+            mark_live: on_delete == OnDelete::SoftDelete,
+            fail_on_malformed: malformed == "fail",
+            add_fields,
+            version,
+            batch_size: o.at_least("batch.size", 2000usize, 1),
+            bulk_size_bytes: o.at_least("bulk.size.bytes", 5 * 1024 * 1024usize, 1024),
+            linger: ms("linger.ms", 100),
+            max_in_flight: o.at_least("max.in.flight.requests", 4usize, 1),
+            max_buffered_records: o.at_least("max.buffered.records", 20_000usize, 1),
+            max_retries,
+            retry_backoff: ms("retry.backoff.ms", 100),
+            max_retry_backoff: ms("max.retry.backoff.ms", 10_000),
+            flush_timeout: ms("flush.timeout.ms", 180_000),
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! A decoded change → one Elasticsearch bulk action (DESIGN §3): index name, document id,
+//! version, and the document itself. Plain functions over plain types.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+
+use super::config::{EsConfig, FieldRef, OnDelete, OnNull, VersionSource};
+use crate::decode::row::id_text;
+use crate::decode::{ChangeEvent, Op, Row, Value};
+use crate::sink::SinkRecord;
+
+/// Elasticsearch refuses longer ids.
+const MAX_ID_BYTES: usize = 512;
+/// Tombstones remembered between a `d` event and its tombstone, to version the delete.
+const MAX_RECENT_DELETES: usize = 100_000;
+
+/// One bulk action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BulkAction {
+    pub index: Arc<str>,
+    pub id: String,
+    /// `version` with `version_type=external_gte`; `None` = unversioned.
+    pub version: Option<u64>,
+    pub kind: ActionKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActionKind {
+    /// Index this whole document (one line of JSON).
+    Index(Vec<u8>),
+    Delete,
+}
+
+impl BulkAction {
+    /// Appends the action's NDJSON lines to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(match self.kind {
+            ActionKind::Index(_) => b"{\"index\":{\"_index\":",
+            ActionKind::Delete => b"{\"delete\":{\"_index\":",
+        });
+        write_json_str(out, &self.index);
+        out.extend_from_slice(b",\"_id\":");
+        write_json_str(out, &self.id);
+        if let Some(v) = self.version {
+            let _ = write!(out, ",\"version\":{v},\"version_type\":\"external_gte\"");
+        }
+        out.extend_from_slice(b"}}\n");
+        if let ActionKind::Index(doc) = &self.kind {
+            out.extend_from_slice(doc);
+            out.push(b'\n');
+        }
+    }
+}
+
+fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// What a record becomes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mapped {
+    Write(BulkAction),
+    /// Nothing to write; the name says why (counted).
+    Skip(&'static str),
+}
+
+/// Maps records of one task; remembers a little state (index per topic, recent deletes).
+pub struct Mapper {
+    cfg: Arc<EsConfig>,
+    /// `index.name` uses only `${topic}` (or is unset): the index is a function of the topic.
+    per_topic: bool,
+    indices: HashMap<String, Arc<str>>,
+    /// (topic, id) of `d` events → (index, version), for the tombstone that follows.
+    recent_deletes: HashMap<(Arc<str>, String), (Arc<str>, Option<u64>)>,
+}
+
+impl Mapper {
+    pub fn new(cfg: Arc<EsConfig>) -> Mapper {
+        let per_topic = cfg
+            .index_name
+            .as_deref()
+            .is_none_or(|t| !(t.contains("${db}") || t.contains("${schema}") || t.contains("${table}")));
+        Mapper { cfg, per_topic, indices: HashMap::new(), recent_deletes: HashMap::new() }
+    }
+
+    /// Maps one record. An error names what is wrong with the record (the caller adds where
+    /// it is).
+    pub fn map(&mut self, rec: &SinkRecord<'_>) -> Result<Mapped, String> {
+        match rec.value {
+            Value::Skipped(s) => Ok(Mapped::Skip(s.name())),
+            Value::Tombstone => self.tombstone(rec),
+            Value::Change(ev) => match ev.op {
+                Op::Read | Op::Create | Op::Update => {
+                    let after = ev.after.as_ref().ok_or("change without an `after` image")?;
+                    let index = self.index(rec, Some(ev))?;
+                    let id = self.id(rec, Some(after))?;
+                    let version = self.version(rec, ev)?;
+                    let doc = self.document(after, ev, self.cfg.mark_live.then_some(false))?;
+                    Ok(Mapped::Write(BulkAction { index, id, version, kind: ActionKind::Index(doc) }))
+                }
+                Op::Delete => self.delete(rec, ev),
+                Op::Truncate => Ok(Mapped::Skip("truncate")),
+                Op::Message => Ok(Mapped::Skip("message")),
+            },
+        }
+    }
+
+    fn delete(&mut self, rec: &SinkRecord<'_>, ev: &ChangeEvent) -> Result<Mapped, String> {
+        let on_delete = self.cfg.on_delete;
+        if on_delete == OnDelete::Ignore {
+            return Ok(Mapped::Skip("delete_dropped"));
+        }
+        if on_delete == OnDelete::AsTombstone {
+            return self.tombstone(rec);
+        }
+        let index = self.index(rec, Some(ev))?;
+        let id = self.id(rec, ev.before.as_ref())?;
+        let version = self.version(rec, ev)?;
+        if self.cfg.on_null == OnNull::Delete {
+            if self.recent_deletes.len() >= MAX_RECENT_DELETES {
+                self.recent_deletes.clear();
+            }
+            self.recent_deletes.insert((rec.topic.into(), id.clone()), (index.clone(), version));
+        }
+        if on_delete == OnDelete::SoftDelete {
+            let empty = Row::from_json("{}");
+            let image = match (&ev.before, rec.key) {
+                (Some(b), _) => b,
+                (None, Some(k)) if k.as_str().starts_with('{') => k,
+                _ => &empty,
+            };
+            let doc = self.document(image, ev, Some(true))?;
+            return Ok(Mapped::Write(BulkAction { index, id, version, kind: ActionKind::Index(doc) }));
+        }
+        Ok(Mapped::Write(BulkAction { index, id, version, kind: ActionKind::Delete }))
+    }
+
+    fn tombstone(&mut self, rec: &SinkRecord<'_>) -> Result<Mapped, String> {
+        match self.cfg.on_null {
+            OnNull::Ignore => Ok(Mapped::Skip("tombstone")),
+            OnNull::Fail => Err("null value (tombstone) and behavior.on.null.values=fail".into()),
+            OnNull::Delete => {
+                let id = self.id(rec, None)?;
+                let (index, version) = match self.recent_deletes.remove(&(Arc::from(rec.topic), id.clone())) {
+                    Some(known) => known,
+                    None => (self.index(rec, None)?, None),
+                };
+                Ok(Mapped::Write(BulkAction { index, id, version, kind: ActionKind::Delete }))
+            }
+        }
+    }
+
+    /// The index of a record; `ev` is `None` for a tombstone.
+    fn index(&mut self, rec: &SinkRecord<'_>, ev: Option<&ChangeEvent>) -> Result<Arc<str>, String> {
+        if let Some(i) = self.cfg.topic_index_map.get(rec.topic).cloned() {
+            return Ok(self.intern_topic(rec.topic, || i));
+        }
+        let Some(template) = self.cfg.index_name.clone() else {
+            return Ok(self.intern_topic(rec.topic, || rec.topic.to_lowercase()));
+        };
+        if self.per_topic {
+            return Ok(self.intern_topic(rec.topic, || template.replace("${topic}", rec.topic).to_lowercase()));
+        }
+        let Some(source) = ev.and_then(|e| e.source.as_ref()) else {
+            // A tombstone has no source: use the index this topic last wrote to.
+            return self
+                .indices
+                .get(rec.topic)
+                .cloned()
+                .ok_or_else(|| format!("index.name `{template}` needs `source`, which a tombstone does not have"));
+        };
+        let field = |name: &str, v: &Option<Box<str>>| {
+            v.as_deref().map(str::to_string).ok_or_else(|| format!("index.name uses ${{{name}}} but `source.{name}` is absent"))
+        };
+        let mut name = template.replace("${topic}", rec.topic);
+        for (ph, key, v) in [("${db}", "db", &source.db), ("${schema}", "schema", &source.schema), ("${table}", "table", &source.table)] {
+            if name.contains(ph) {
+                name = name.replace(ph, &field(key, v)?);
+            }
+        }
+        let index: Arc<str> = name.to_lowercase().into();
+        if self.indices.get(rec.topic) != Some(&index) {
+            self.indices.insert(rec.topic.to_string(), index.clone());
+        }
+        Ok(index)
+    }
+
+    fn intern_topic(&mut self, topic: &str, make: impl FnOnce() -> String) -> Arc<str> {
+        if let Some(i) = self.indices.get(topic) {
+            return i.clone();
+        }
+        let i: Arc<str> = make().into();
+        self.indices.insert(topic.to_string(), i.clone());
+        i
+    }
+
+    /// The document id (DESIGN §3): from the key, else from `pk.fields` of `row`.
+    fn id(&self, rec: &SinkRecord<'_>, row: Option<&Row>) -> Result<String, String> {
+        let cfg = &self.cfg;
+        if cfg.key_ignore {
+            return Ok(format!("{}+{}+{}", rec.topic, rec.partition, rec.offset));
+        }
+        let id = match rec.key.filter(|k| !k.is_null()) {
+            Some(key) => key_id(key, cfg.key_field.as_deref(), &cfg.key_separator)?,
+            None if !cfg.pk_fields.is_empty() => {
+                let row = row.ok_or("record has no key, and no row image to take pk.fields from")?;
+                let mut parts = Vec::with_capacity(cfg.pk_fields.len());
+                for f in &cfg.pk_fields {
+                    let v = row.get(f).ok_or_else(|| format!("pk.fields: the row has no field `{f}`"))?;
+                    parts.push(id_part(v).ok_or_else(|| format!("pk.fields: field `{f}` is null"))?);
+                }
+                parts.join(&cfg.key_separator)
+            }
+            None => return Err("record has no key: set pk.fields, or key.ignore=true".into()),
+        };
+        if id.is_empty() {
+            return Err("the document id is empty".into());
+        }
+        if id.len() > MAX_ID_BYTES {
+            return Err(format!("the document id is {} bytes; Elasticsearch allows {MAX_ID_BYTES}", id.len()));
+        }
+        Ok(id)
+    }
+
+    fn version(&self, rec: &SinkRecord<'_>, ev: &ChangeEvent) -> Result<Option<u64>, String> {
+        match self.cfg.version {
+            VersionSource::None => Ok(None),
+            VersionSource::Offset => Ok(Some(rec.offset as u64)),
+            VersionSource::Source => match ev.source.as_ref().map(|s| &s.position) {
+                Some(Ok(Some(v))) => Ok(Some(*v)),
+                Some(Err(e)) => Err(format!("cannot version the document: {e}")),
+                _ => Ok(Some(rec.offset as u64)),
+            },
+        }
+    }
+
+    /// `image` plus the configured metadata fields and, with soft deletes, `__deleted`.
+    fn document(&self, image: &Row, ev: &ChangeEvent, deleted: Option<bool>) -> Result<Vec<u8>, String> {
+        let text = image.as_str().trim_end();
+        let Some(body) = text.strip_suffix('}').filter(|_| text.starts_with('{')) else {
+            return Err(format!("row image is not a JSON object: {}", truncate(text)));
+        };
+        let mut out = Vec::with_capacity(text.len() + 64 * (self.cfg.add_fields.len() + 1));
+        out.extend_from_slice(body.as_bytes());
+        let mut empty = body[1..].trim().is_empty();
+        let mut field = |out: &mut Vec<u8>, name: &str, value: &str| {
+            if !std::mem::take(&mut empty) {
+                out.push(b',');
+            }
+            write_json_str(out, name);
+            out.push(b':');
+            out.extend_from_slice(value.as_bytes());
+        };
+        for f in &self.cfg.add_fields {
+            match &f.from {
+                FieldRef::Op => field(&mut out, &f.name, &format!("\"{}\"", ev.op.code())),
+                FieldRef::TsMs => field(&mut out, &f.name, &ev.ts_ms.map_or("null".into(), |t| t.to_string())),
+                FieldRef::Source(path) => {
+                    let v = ev.source.as_ref().and_then(|s| s.json.get(path));
+                    field(&mut out, &f.name, v.map_or("null", RawValue::get));
+                }
+            }
+        }
+        if let Some(d) = deleted {
+            field(&mut out, "__deleted", if d { "true" } else { "false" });
+        }
+        out.push(b'}');
+        Ok(out)
+    }
+}
+
+/// The id a key gives: one field's value as text, several joined by `separator` in key order.
+fn key_id(key: &Row, field: Option<&str>, separator: &str) -> Result<String, String> {
+    if let Some(f) = field {
+        let v = key.get(f).ok_or_else(|| format!("the key has no field `{f}` (transforms ExtractField$Key)"))?;
+        return id_part(v).ok_or_else(|| format!("key field `{f}` is null"));
+    }
+    if !key.as_str().starts_with('{') {
+        let raw: &RawValue = serde_json::from_str(key.as_str()).map_err(|e| e.to_string())?;
+        return id_part(raw).ok_or_else(|| "the key is null".to_string());
+    }
+    let mut id = String::new();
+    let mut n = 0;
+    key.for_each_field(|name, v| {
+        if n > 0 {
+            id.push_str(separator);
+        }
+        n += 1;
+        id.push_str(&id_part(v).ok_or_else(|| format!("key field `{name}` is null"))?);
+        Ok(())
+    })?;
+    if n == 0 {
+        return Err("the key has no fields".into());
+    }
+    Ok(id)
+}
+
+/// One id component; MongoDB's Extended JSON ids (`{"$oid": "…"}`) give their inner value.
+fn id_part(v: &RawValue) -> Option<String> {
+    let text = id_text(v)?;
+    if text.starts_with("{\"$") || text.starts_with("{ \"$") {
+        if let Ok(serde_json::Value::Object(o)) = serde_json::from_str::<serde_json::Value>(&text)
+            && o.len() == 1
+            && let Some((_, inner)) = o.iter().next()
+        {
+            return Some(match inner {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            });
+        }
+    }
+    Some(text.into_owned())
+}
+
+fn truncate(s: &str) -> &str {
+    match s.char_indices().nth(200) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}

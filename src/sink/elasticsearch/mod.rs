@@ -1,0 +1,301 @@
+//! The Elasticsearch sink: map → batch → bulk → ack.
+//!
+//! Documents are spread over `max.in.flight.requests` lanes by a hash of (index, id). Each lane
+//! sends one bulk request at a time and retries its failed items before sending the next, so
+//! the writes of one document stay in order while lanes run in parallel. A batch is acked (all
+//! its records, superseded ones included) only when every item in it is written or stale.
+
+pub mod batch;
+pub mod client;
+pub mod config;
+pub mod mapping;
+pub mod retry;
+
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::runtime::Handle;
+use tracing::{debug, warn};
+
+use self::batch::{Batch, Origin, Sealed};
+use self::client::BulkClient;
+use self::config::EsConfig;
+use self::mapping::{Mapped, Mapper};
+use self::retry::{ItemOutcome, RequestOutcome};
+use super::{Ack, Outcome, Sink, SinkError, SinkRecord};
+use crate::metrics::Metrics;
+
+struct Lane {
+    open: Batch,
+    sealed: VecDeque<Sealed>,
+    busy: bool,
+}
+
+/// A finished batch, reported back to the task thread.
+struct Done {
+    lane: usize,
+    records: usize,
+    result: Result<Vec<Ack>, SinkError>,
+}
+
+/// Shared by the lanes' requests.
+struct Shared {
+    cfg: Arc<EsConfig>,
+    client: BulkClient,
+    metrics: Arc<Metrics>,
+    /// Why requests are failing right now, for status.
+    trouble: Mutex<Option<String>>,
+}
+
+pub struct ElasticsearchSink {
+    shared: Arc<Shared>,
+    mapper: Mapper,
+    lanes: Vec<Lane>,
+    hasher: std::collections::hash_map::RandomState,
+    runtime: Handle,
+    done_tx: mpsc::Sender<Done>,
+    done_rx: mpsc::Receiver<Done>,
+    /// Records taken and not yet acked.
+    pending: usize,
+    /// Every open batch is sent as soon as its lane is free.
+    flushing: bool,
+    topics: std::collections::HashMap<String, Arc<str>>,
+}
+
+impl ElasticsearchSink {
+    pub fn new(cfg: Arc<EsConfig>, metrics: Arc<Metrics>, runtime: Handle) -> Result<Self, String> {
+        let client = BulkClient::new(&cfg)?;
+        let (done_tx, done_rx) = mpsc::channel();
+        let lanes = (0..cfg.max_in_flight)
+            .map(|_| Lane { open: Batch::new(), sealed: VecDeque::new(), busy: false })
+            .collect();
+        Ok(ElasticsearchSink {
+            mapper: Mapper::new(cfg.clone()),
+            shared: Arc::new(Shared { cfg, client, metrics, trouble: Mutex::new(None) }),
+            lanes,
+            hasher: Default::default(),
+            runtime,
+            done_tx,
+            done_rx,
+            pending: 0,
+            flushing: false,
+            topics: Default::default(),
+        })
+    }
+
+    fn lane_of(&self, index: &str, id: &str) -> usize {
+        let mut h = self.hasher.build_hasher();
+        index.hash(&mut h);
+        id.hash(&mut h);
+        (h.finish() % self.lanes.len() as u64) as usize
+    }
+
+    /// Seals batches that are full, lingered, or flushed; starts a request on each free lane.
+    fn dispatch(&mut self, now: Instant) {
+        let linger = self.shared.cfg.linger;
+        for i in 0..self.lanes.len() {
+            let lane = &mut self.lanes[i];
+            if !lane.open.is_empty() && (self.flushing || now.duration_since(lane.open.opened) >= linger) {
+                let b = std::mem::take(&mut lane.open);
+                lane.sealed.push_back(b.seal());
+            }
+            if lane.busy {
+                continue;
+            }
+            let Some(batch) = lane.sealed.pop_front() else { continue };
+            lane.busy = true;
+            let shared = self.shared.clone();
+            let tx = self.done_tx.clone();
+            self.runtime.spawn(async move {
+                let records = batch.acks.len();
+                let result = write(&shared, batch).await;
+                // The task thread may be gone (shutdown): nothing left to report to.
+                let _ = tx.send(Done { lane: i, records, result });
+            });
+        }
+    }
+
+    fn finish(&mut self, done: Done, acks: &mut Vec<Ack>) -> Result<(), SinkError> {
+        self.lanes[done.lane].busy = false;
+        self.pending -= done.records;
+        acks.extend(done.result?);
+        Ok(())
+    }
+
+    fn topic(&mut self, topic: &str) -> Arc<str> {
+        if let Some(t) = self.topics.get(topic) {
+            return t.clone();
+        }
+        let t: Arc<str> = topic.into();
+        self.topics.insert(topic.to_string(), t.clone());
+        t
+    }
+}
+
+impl Sink for ElasticsearchSink {
+    fn put(&mut self, rec: SinkRecord<'_>, ack: Ack) -> Result<Outcome, SinkError> {
+        let action = match self.mapper.map(&rec) {
+            Ok(Mapped::Write(a)) => a,
+            Ok(Mapped::Skip(why)) => return Ok(Outcome::Skipped(why)),
+            Err(e) => {
+                return Err(SinkError::Record(format!(
+                    "topic {} partition {} offset {}: {e}",
+                    rec.topic, rec.partition, rec.offset
+                )));
+            }
+        };
+        let (batch_size, bulk_bytes) = (self.shared.cfg.batch_size, self.shared.cfg.bulk_size_bytes);
+        let origin = Origin { topic: self.topic(rec.topic), partition: rec.partition, offset: rec.offset };
+        let lane = self.lane_of(&action.index, &action.id);
+        let lane = &mut self.lanes[lane];
+        if !lane.open.is_empty() && lane.open.body_len() >= bulk_bytes {
+            let b = std::mem::take(&mut lane.open);
+            lane.sealed.push_back(b.seal());
+        }
+        lane.open.push(action, origin, ack);
+        if lane.open.actions() >= batch_size || lane.open.body_len() >= bulk_bytes {
+            let b = std::mem::take(&mut lane.open);
+            lane.sealed.push_back(b.seal());
+        }
+        self.pending += 1;
+        Ok(Outcome::Buffered)
+    }
+
+    fn poll(&mut self, wait: Duration) -> Result<Vec<Ack>, SinkError> {
+        self.dispatch(Instant::now());
+        let mut acks = Vec::new();
+        let mut got = false;
+        while let Ok(done) = self.done_rx.try_recv() {
+            got = true;
+            self.finish(done, &mut acks)?;
+        }
+        if !got && self.pending > 0 && !wait.is_zero() {
+            // Wake in time for the next linger deadline.
+            let wait = self
+                .lanes
+                .iter()
+                .filter(|l| !l.open.is_empty())
+                .map(|l| (l.open.opened + self.shared.cfg.linger).saturating_duration_since(Instant::now()))
+                .min()
+                .map_or(wait, |d| d.min(wait));
+            if let Ok(done) = self.done_rx.recv_timeout(wait) {
+                got = true;
+                self.finish(done, &mut acks)?;
+                while let Ok(done) = self.done_rx.try_recv() {
+                    self.finish(done, &mut acks)?;
+                }
+            }
+        }
+        if got || self.flushing {
+            self.dispatch(Instant::now());
+        }
+        if self.pending == 0 {
+            self.flushing = false;
+        }
+        Ok(acks)
+    }
+
+    fn flush(&mut self) {
+        self.flushing = true;
+    }
+
+    fn pending(&self) -> usize {
+        self.pending
+    }
+
+    fn capacity(&self) -> usize {
+        self.shared.cfg.max_buffered_records
+    }
+
+    fn trouble(&self) -> Option<String> {
+        self.shared.trouble.lock().ok().and_then(|t| t.clone())
+    }
+}
+
+/// Writes one batch: sends it, then only its failed items, until every item is written or
+/// stale. Retries back off exponentially with jitter; `max.retries` bounds them when set.
+async fn write(shared: &Shared, batch: Sealed) -> Result<Vec<Ack>, SinkError> {
+    let cfg = &shared.cfg;
+    let m = &shared.metrics;
+    let mut todo: Vec<usize> = (0..batch.items.len()).collect();
+    let mut body = batch.body.clone();
+    let mut attempt = 0u32;
+    while !todo.is_empty() {
+        Metrics::add(&m.requests, 1);
+        let problem: String = match shared.client.bulk(body.clone()).await {
+            Err(e) => {
+                m.retry("transport", todo.len() as u64);
+                format!("Elasticsearch unreachable: {}", e.0)
+            }
+            Ok((status, resp)) => match retry::request(status, &String::from_utf8_lossy(&resp[..resp.len().min(512)])) {
+                RequestOutcome::Fail(msg) => return Err(SinkError::Fatal(msg)),
+                RequestOutcome::Retry(msg) => {
+                    m.retry(if status == 429 { "http_429" } else { "http_5xx" }, todo.len() as u64);
+                    msg
+                }
+                RequestOutcome::Items => {
+                    let results = client::parse_items(&resp, todo.len()).map_err(SinkError::Fatal)?;
+                    let Some(results) = results else {
+                        Metrics::add(&m.written, todo.len() as u64);
+                        break;
+                    };
+                    let mut again = Vec::new();
+                    let mut first_reason = None;
+                    for (&i, r) in todo.iter().zip(&results) {
+                        let item = &batch.items[i];
+                        match retry::item(item.is_delete, r.status, r.error_type.as_deref(), r.reason.as_deref()) {
+                            ItemOutcome::Written => Metrics::add(&m.written, 1),
+                            ItemOutcome::Stale => Metrics::add(&m.stale, 1),
+                            ItemOutcome::Retry(why) => {
+                                m.retry(if r.status == 429 { "item_429" } else { "item_5xx" }, 1);
+                                first_reason.get_or_insert(why);
+                                again.push(i);
+                            }
+                            ItemOutcome::Reject(why) => {
+                                let msg = format!(
+                                    "Elasticsearch rejected document `{}` of index `{}` ({}): {why}",
+                                    item.id, item.index, item.origin
+                                );
+                                if cfg.fail_on_malformed {
+                                    return Err(SinkError::Record(msg));
+                                }
+                                warn!("{msg} (skipped: behavior.on.malformed.documents)");
+                                Metrics::add(&m.failed, 1);
+                            }
+                        }
+                    }
+                    if again.is_empty() {
+                        break;
+                    }
+                    body = batch.body_of(&again);
+                    todo = again;
+                    format!("bulk items rejected, retrying: {}", first_reason.unwrap_or_default())
+                }
+            },
+        };
+        attempt += 1;
+        if let Some(max) = cfg.max_retries
+            && attempt > max
+        {
+            return Err(SinkError::Fatal(format!("gave up after {max} retries: {problem}")));
+        }
+        let delay = retry::backoff(attempt, cfg.retry_backoff, cfg.max_retry_backoff);
+        debug!(attempt, ?delay, items = todo.len(), "{problem}");
+        if attempt >= 3 {
+            warn!(attempt, items = todo.len(), "{problem}");
+        }
+        if let Ok(mut t) = shared.trouble.lock() {
+            *t = Some(problem);
+        }
+        tokio::time::sleep(delay).await;
+    }
+    if attempt > 0
+        && let Ok(mut t) = shared.trouble.lock()
+    {
+        *t = None;
+    }
+    Ok(batch.acks)
+}

@@ -1,0 +1,104 @@
+//! Retry decisions: pure functions from a bulk response (whole, or per item) to what to do.
+
+use std::time::Duration;
+
+/// What became of one bulk item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ItemOutcome {
+    Written,
+    /// 409: an equal or newer version is already there. Counted, and a success.
+    Stale,
+    /// Try this item again later; the text says why (for metrics and status).
+    Retry(String),
+    /// Elasticsearch will never take this document as it is.
+    Reject(String),
+}
+
+/// Classifies one item result (`status`, `error.type`, `error.reason`).
+pub fn item(is_delete: bool, status: u16, error_type: Option<&str>, reason: Option<&str>) -> ItemOutcome {
+    let describe = || match (error_type, reason) {
+        (Some(t), Some(r)) => format!("{status} {t}: {r}"),
+        (Some(t), None) => format!("{status} {t}"),
+        _ => format!("status {status}"),
+    };
+    match status {
+        200..=299 => ItemOutcome::Written,
+        // Deleting a document that is not there is done.
+        404 if is_delete && error_type.is_none() => ItemOutcome::Written,
+        409 => ItemOutcome::Stale,
+        429 => ItemOutcome::Retry(describe()),
+        _ if error_type == Some("es_rejected_execution_exception") => ItemOutcome::Retry(describe()),
+        500..=599 => ItemOutcome::Retry(describe()),
+        _ => ItemOutcome::Reject(describe()),
+    }
+}
+
+/// What to do with a whole bulk response that is not a 200.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestOutcome {
+    /// Read the items.
+    Items,
+    Retry(String),
+    Fail(String),
+}
+
+pub fn request(status: u16, body: &str) -> RequestOutcome {
+    let snippet: String = body.chars().take(300).collect();
+    match status {
+        200 => RequestOutcome::Items,
+        429 | 500..=599 => RequestOutcome::Retry(format!("HTTP {status}: {snippet}")),
+        413 => RequestOutcome::Fail(format!(
+            "HTTP 413: the bulk request is larger than Elasticsearch accepts; lower bulk.size.bytes ({snippet})"
+        )),
+        401 | 403 => RequestOutcome::Fail(format!("HTTP {status}: not allowed; check connection.username/password or connection.api.key ({snippet})")),
+        _ => RequestOutcome::Fail(format!("HTTP {status} from the bulk API: {snippet}")),
+    }
+}
+
+/// The delay before retry `attempt` (1-based): doubling from `base`, capped at `max`, then
+/// jittered down by up to half so that many tasks do not retry in step.
+pub fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
+    let exp = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+    let capped = exp.min(max);
+    let half = capped / 2;
+    half + half.mul_f64(fastrand::f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn items_are_classified_by_status_and_type() {
+        assert_eq!(item(false, 201, None, None), ItemOutcome::Written);
+        assert_eq!(item(true, 404, None, None), ItemOutcome::Written);
+        assert_eq!(item(false, 409, Some("version_conflict_engine_exception"), None), ItemOutcome::Stale);
+        assert!(matches!(item(false, 429, Some("es_rejected_execution_exception"), None), ItemOutcome::Retry(_)));
+        assert!(matches!(item(false, 503, Some("unavailable_shards_exception"), None), ItemOutcome::Retry(_)));
+        assert_eq!(
+            item(false, 400, Some("mapper_parsing_exception"), Some("failed to parse field [a]")),
+            ItemOutcome::Reject("400 mapper_parsing_exception: failed to parse field [a]".into())
+        );
+        assert!(matches!(item(false, 404, Some("index_not_found_exception"), None), ItemOutcome::Reject(_)));
+    }
+
+    #[test]
+    fn whole_requests() {
+        assert_eq!(request(200, ""), RequestOutcome::Items);
+        assert!(matches!(request(503, "busy"), RequestOutcome::Retry(_)));
+        assert!(matches!(request(429, ""), RequestOutcome::Retry(_)));
+        assert!(matches!(request(413, ""), RequestOutcome::Fail(_)));
+        assert!(matches!(request(401, ""), RequestOutcome::Fail(_)));
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_is_capped() {
+        let base = Duration::from_millis(100);
+        let max = Duration::from_secs(10);
+        for attempt in 1..40 {
+            let d = backoff(attempt, base, max);
+            let full = (base * 2u32.pow((attempt - 1).min(20))).min(max);
+            assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d:?}");
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! Sinks: where decoded changes are written. Each sink buffers records, writes them, and hands
+//! back the [`Ack`] of every record once it is durably written, so the task can commit offsets
+//! (DESIGN §1). Elasticsearch now; the Druid connector will implement the same trait.
+
+pub mod elasticsearch;
+
+use std::time::Duration;
+
+use crate::decode::{Row, Value};
+
+/// The receipt of one record: handed to the sink with the record, returned when it is written.
+/// `slot` and `epoch` identify the partition assignment it was read under (see `source::offsets`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    pub slot: u32,
+    pub epoch: u32,
+    pub offset: i64,
+}
+
+/// One decoded record as the sink sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct SinkRecord<'a> {
+    /// The topic, after any router transform.
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    /// The Kafka record timestamp.
+    pub timestamp_ms: Option<i64>,
+    /// The decoded key; `None` for a record without key.
+    pub key: Option<&'a Row>,
+    pub value: &'a Value,
+}
+
+/// What the sink did with a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Buffered; its ack comes back from [`Sink::poll`] once written.
+    Buffered,
+    /// Nothing to write (the name says why, e.g. `tombstone`); the caller acks it at once.
+    Skipped(&'static str),
+}
+
+/// A failure that stops the task. The message names the record when one is to blame.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SinkError {
+    /// A record that cannot be written as it is (bad key, document rejected…).
+    #[error("{0}")]
+    Record(String),
+    /// The sink gave up (retries exhausted, or an unexpected response).
+    #[error("{0}")]
+    Fatal(String),
+}
+
+/// A destination for decoded changes, driven by one task's thread.
+pub trait Sink: Send {
+    /// Takes one record; never blocks on I/O.
+    fn put(&mut self, record: SinkRecord<'_>, ack: Ack) -> Result<Outcome, SinkError>;
+
+    /// Sends what is ready (full or lingered batches) and returns the acks of records written
+    /// since the last call, waiting up to `wait` for one when there are none yet.
+    fn poll(&mut self, wait: Duration) -> Result<Vec<Ack>, SinkError>;
+
+    /// Seals every partly filled batch so that the next polls send it (shutdown, revocation).
+    fn flush(&mut self);
+
+    /// Records taken and not yet acked: the task pauses consumption above a limit.
+    fn pending(&self) -> usize;
+
+    /// The most records this sink wants to hold before the consumer pauses.
+    fn capacity(&self) -> usize;
+
+    /// Why the sink is not making progress, if it is not (shown in task status).
+    fn trouble(&self) -> Option<String>;
+}

@@ -1,0 +1,139 @@
+//! The Kafka side of a task: its consumer (group `connect-<connector>`), rebalance callbacks,
+//! and offset commits of contiguous watermarks.
+//!
+//! Offsets are never auto-committed nor auto-stored: the task commits exactly the watermarks
+//! of [`offsets::Offsets`], periodically, on revocation and on shutdown.
+
+pub mod offsets;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaResult;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use tracing::{info, warn};
+
+use crate::connector::{ConnectorSpec, Subscription};
+use crate::settings::Settings;
+
+/// What a task does when partitions come and go. Called on the task's own thread, from inside
+/// `poll`, before librdkafka applies the change.
+pub trait RebalanceHandler: Send + Sync + Sized + 'static {
+    fn assigned(&self, consumer: &Consumer<Self>, partitions: &[(String, i32)]);
+    /// `lost`: the assignment was lost (session timeout); nothing may be committed for it.
+    fn revoking(&self, consumer: &Consumer<Self>, partitions: &[(String, i32)], lost: bool);
+}
+
+/// The consumer's context: forwards rebalances to the task's handler.
+pub struct SourceContext<H> {
+    pub handler: H,
+    label: String,
+}
+
+pub type Consumer<H> = BaseConsumer<SourceContext<H>>;
+
+impl<H: RebalanceHandler> ClientContext for SourceContext<H> {}
+
+fn partitions(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
+    tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect()
+}
+
+impl<H: RebalanceHandler> ConsumerContext for SourceContext<H> {
+    fn pre_rebalance(&self, consumer: &Consumer<H>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                let parts = partitions(tpl);
+                let lost = consumer.assignment_lost();
+                info!(task = %self.label, partitions = ?parts, lost, "partitions revoked");
+                self.handler.revoking(consumer, &parts, lost);
+            }
+            Rebalance::Assign(_) => {}
+            Rebalance::Error(e) => warn!(task = %self.label, "rebalance error: {e}"),
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &Consumer<H>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let parts = partitions(tpl);
+            info!(task = %self.label, partitions = ?parts, "partitions assigned");
+            self.handler.assigned(consumer, &parts);
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            warn!(task = %self.label, "offset commit failed: {e} ({:?})", partitions(offsets));
+        }
+    }
+}
+
+/// The librdkafka settings of a task's consumer: the worker's `[kafka.properties]`, then the
+/// connector's `consumer.override.*`, then what delivery guarantees require.
+pub fn consumer_config(settings: &Settings, spec: &ConnectorSpec, task: usize) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &settings.kafka.bootstrap_servers);
+    c.set("auto.offset.reset", "earliest");
+    c.set("client.id", format!("connector-consumer-{}-{task}", spec.name));
+    let overlay = |c: &mut ClientConfig, props: &BTreeMap<String, String>| {
+        for (k, v) in props {
+            c.set(k, v);
+        }
+    };
+    overlay(&mut c, &settings.kafka.properties);
+    overlay(&mut c, &spec.consumer_overrides);
+    c.set("group.id", spec.group_id());
+    c.set("enable.auto.commit", "false");
+    c.set("enable.auto.offset.store", "false");
+    c
+}
+
+/// Creates the consumer and subscribes it.
+pub fn create<H: RebalanceHandler>(
+    config: &ClientConfig,
+    handler: H,
+    label: String,
+    subscription: &Subscription,
+) -> Result<Consumer<H>, String> {
+    let consumer: Consumer<H> = config
+        .create_with_context(SourceContext { handler, label })
+        .map_err(|e| format!("cannot create the Kafka consumer: {e}"))?;
+    let topics: Vec<String> = match subscription {
+        Subscription::Topics(t) => t.clone(),
+        // librdkafka reads a subscription that starts with ^ as a regular expression.
+        Subscription::Regex(r) if r.starts_with('^') => vec![r.clone()],
+        Subscription::Regex(r) => vec![format!("^{r}")],
+    };
+    let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&refs)
+        .map_err(|e| format!("cannot subscribe to {topics:?}: {e}"))?;
+    Ok(consumer)
+}
+
+/// Commits `offsets` (topic, partition, next offset to read).
+pub fn commit<H: RebalanceHandler>(
+    consumer: &Consumer<H>,
+    offsets: &[(Arc<str>, i32, i64)],
+    mode: CommitMode,
+) -> KafkaResult<()> {
+    if offsets.is_empty() {
+        return Ok(());
+    }
+    let mut tpl = TopicPartitionList::with_capacity(offsets.len());
+    for (t, p, o) in offsets {
+        tpl.add_partition_offset(t, *p, Offset::Offset(*o))?;
+    }
+    consumer.commit(&tpl, mode)
+}
+
+/// Pauses or resumes the whole current assignment.
+pub fn set_paused<H: RebalanceHandler>(consumer: &Consumer<H>, paused: bool) {
+    let Ok(tpl) = consumer.assignment() else { return };
+    let result = if paused { consumer.pause(&tpl) } else { consumer.resume(&tpl) };
+    if let Err(e) = result {
+        warn!("cannot {} partitions: {e}", if paused { "pause" } else { "resume" });
+    }
+}

@@ -1,0 +1,206 @@
+//! Per-partition contiguous watermarks: the offset that may be committed is one past the last
+//! record such that it and every record before it has been written (or needed no write).
+//!
+//! Each assignment of a partition gets a new epoch; acks from an earlier assignment (writes that
+//! finished after a revocation) are ignored, so they can never move a later watermark.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use crate::sink::Ack;
+
+/// The epoch of acks that must never count (a record delivered twice).
+const NO_EPOCH: u32 = u32::MAX;
+
+#[derive(Debug)]
+struct Partition {
+    topic: Arc<str>,
+    partition: i32,
+    epoch: u32,
+    /// Offsets read and not yet contiguous-acked, in read order, with their done flag.
+    pending: VecDeque<(i64, bool)>,
+    /// One past the last offset read.
+    next: Option<i64>,
+    /// The offset to commit: every record below it is written.
+    watermark: Option<i64>,
+    committed: Option<i64>,
+}
+
+/// The watermarks of the partitions assigned to one task.
+#[derive(Debug, Default)]
+pub struct Offsets {
+    slots: Vec<Option<Partition>>,
+    by_name: HashMap<(Arc<str>, i32), u32>,
+    epochs: u32,
+}
+
+impl Offsets {
+    /// Starts tracking a newly assigned partition.
+    pub fn assign(&mut self, topic: &str, partition: i32) {
+        self.epochs = (self.epochs + 1) % NO_EPOCH;
+        let topic: Arc<str> = topic.into();
+        let state = Partition {
+            topic: topic.clone(),
+            partition,
+            epoch: self.epochs,
+            pending: VecDeque::new(),
+            next: None,
+            watermark: None,
+            committed: None,
+        };
+        match self.by_name.get(&(topic.clone(), partition)) {
+            Some(&slot) => self.slots[slot as usize] = Some(state),
+            None => {
+                let slot = match self.slots.iter().position(Option::is_none) {
+                    Some(s) => {
+                        self.slots[s] = Some(state);
+                        s
+                    }
+                    None => {
+                        self.slots.push(Some(state));
+                        self.slots.len() - 1
+                    }
+                };
+                self.by_name.insert((topic, partition), slot as u32);
+            }
+        }
+    }
+
+    /// Stops tracking a revoked partition.
+    pub fn revoke(&mut self, topic: &str, partition: i32) {
+        if let Some(slot) = self.by_name.remove(&(Arc::from(topic), partition)) {
+            self.slots[slot as usize] = None;
+        }
+    }
+
+    /// Registers a record just read; returns its ack.
+    pub fn track(&mut self, topic: &str, partition: i32, offset: i64) -> Ack {
+        let key = (Arc::from(topic), partition);
+        if !self.by_name.contains_key(&key) {
+            // A record of a partition not (yet) seen as assigned: track it from here.
+            self.assign(topic, partition);
+        }
+        let slot = self.by_name[&key];
+        let p = self.slots[slot as usize].as_mut().expect("slot of a tracked partition");
+        if p.next.is_some_and(|n| offset < n) {
+            // Read again (a fetch after pause/resume): the first read is the one that counts.
+            return Ack { slot, epoch: NO_EPOCH, offset };
+        }
+        p.next = Some(offset + 1);
+        p.pending.push_back((offset, false));
+        Ack { slot, epoch: p.epoch, offset }
+    }
+
+    /// Marks a record written; moves its partition's watermark when it closes a gap.
+    pub fn ack(&mut self, ack: Ack) {
+        let Some(Some(p)) = self.slots.get_mut(ack.slot as usize) else { return };
+        if p.epoch != ack.epoch {
+            return;
+        }
+        if let Ok(i) = p.pending.binary_search_by_key(&ack.offset, |(o, _)| *o) {
+            p.pending[i].1 = true;
+        }
+        while let Some(&(o, true)) = p.pending.front() {
+            p.watermark = Some(o + 1);
+            p.pending.pop_front();
+        }
+    }
+
+    /// Partitions whose watermark moved since the last commit: (topic, partition, offset).
+    pub fn committable(&self) -> Vec<(Arc<str>, i32, i64)> {
+        self.slots
+            .iter()
+            .flatten()
+            .filter_map(|p| match p.watermark {
+                Some(w) if p.committed != Some(w) => Some((p.topic.clone(), p.partition, w)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Every partition's watermark (for a synchronous commit, which must not rely on an
+    /// earlier asynchronous one having succeeded), optionally only of `only`.
+    pub fn watermarks(&self, only: Option<&[(String, i32)]>) -> Vec<(Arc<str>, i32, i64)> {
+        self.slots
+            .iter()
+            .flatten()
+            .filter(|p| only.is_none_or(|o| o.iter().any(|(t, n)| **t == *p.topic && *n == p.partition)))
+            .filter_map(|p| p.watermark.map(|w| (p.topic.clone(), p.partition, w)))
+            .collect()
+    }
+
+    /// Records that offsets were committed.
+    pub fn committed(&mut self, done: &[(Arc<str>, i32, i64)]) {
+        for (t, part, o) in done {
+            if let Some(&slot) = self.by_name.get(&(t.clone(), *part))
+                && let Some(p) = self.slots[slot as usize].as_mut()
+            {
+                p.committed = Some(*o);
+            }
+        }
+    }
+
+    /// Records read and not yet written, over all partitions.
+    pub fn in_flight(&self) -> usize {
+        self.slots.iter().flatten().map(|p| p.pending.len()).sum()
+    }
+
+    /// Records read and not yet written, for one partition.
+    pub fn in_flight_of(&self, topic: &str, partition: i32) -> usize {
+        self.by_name
+            .get(&(Arc::from(topic), partition))
+            .and_then(|&s| self.slots[s as usize].as_ref())
+            .map_or(0, |p| p.pending.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watermark_moves_only_over_contiguous_acks() {
+        let mut o = Offsets::default();
+        o.assign("t", 0);
+        let a: Vec<Ack> = (10..15).map(|off| o.track("t", 0, off)).collect();
+        o.ack(a[1]);
+        o.ack(a[2]);
+        assert!(o.committable().is_empty(), "10 is not written yet");
+        o.ack(a[0]);
+        assert_eq!(o.committable(), vec![("t".into(), 0, 13)]);
+        o.committed(&o.committable());
+        assert!(o.committable().is_empty());
+        o.ack(a[4]);
+        assert!(o.committable().is_empty(), "13 is not written yet");
+        o.ack(a[3]);
+        assert_eq!(o.watermarks(None), vec![("t".into(), 0, 15)]);
+        assert!(o.watermarks(Some(&[("t".into(), 1)])).is_empty());
+        assert_eq!(o.in_flight(), 0);
+    }
+
+    #[test]
+    fn acks_from_an_earlier_assignment_are_ignored() {
+        let mut o = Offsets::default();
+        o.assign("t", 1);
+        let old = o.track("t", 1, 100);
+        o.revoke("t", 1);
+        o.assign("t", 1);
+        let new = o.track("t", 1, 50);
+        o.ack(old);
+        assert!(o.committable().is_empty());
+        o.ack(new);
+        assert_eq!(o.committable(), vec![("t".into(), 1, 51)]);
+    }
+
+    #[test]
+    fn a_record_read_twice_counts_once() {
+        let mut o = Offsets::default();
+        o.assign("t", 0);
+        let first = o.track("t", 0, 5);
+        let again = o.track("t", 0, 5);
+        o.ack(again);
+        assert!(o.committable().is_empty());
+        o.ack(first);
+        assert_eq!(o.committable(), vec![("t".into(), 0, 6)]);
+    }
+}

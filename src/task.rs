@@ -1,0 +1,301 @@
+//! A connector task: one thread that polls its consumer, decodes each record, hands it to the
+//! sink, and commits the offsets of what the sink has written (DESIGN §1).
+//!
+//! The thread owns everything; rebalance callbacks run on it too (inside `poll`), so they can
+//! finish in-flight writes and commit before partitions move. A task stops on shutdown (flush,
+//! commit, exit) or fails on a record it cannot handle: it then writes what came before, commits
+//! up to (never past) that record, and reports FAILED with the reason.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rdkafka::Message as _;
+use rdkafka::consumer::Consumer as _;
+use rdkafka::consumer::CommitMode;
+use rdkafka::message::BorrowedMessage;
+use serde::Serialize;
+use tokio::runtime::Handle;
+use tracing::{error, info, warn};
+
+use crate::connector::{ConnectorSpec, SinkSpec};
+use crate::decode::Decoder;
+use crate::metrics::Metrics;
+use crate::settings::Settings;
+use crate::sink::elasticsearch::ElasticsearchSink;
+use crate::sink::{Outcome, Sink, SinkRecord};
+use crate::source::offsets::Offsets;
+use crate::source::{self, Consumer, RebalanceHandler};
+
+/// How long one consumer poll waits when there is nothing else to do.
+const POLL: Duration = Duration::from_millis(50);
+
+/// A task's state, as Kafka Connect reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TaskStatus {
+    pub id: usize,
+    /// `UNASSIGNED`, `RUNNING`, `FAILED` or `STOPPED`.
+    pub state: &'static str,
+    pub worker_id: String,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
+}
+
+/// A running task, seen from the worker.
+pub struct TaskHandle {
+    pub status: Arc<Mutex<TaskStatus>>,
+    thread: JoinHandle<()>,
+}
+
+impl TaskHandle {
+    pub fn join(self) {
+        if self.thread.join().is_err() {
+            error!("a task thread panicked");
+        }
+    }
+}
+
+/// What the task thread and its rebalance callbacks share.
+struct State {
+    offsets: Offsets,
+    sink: Box<dyn Sink>,
+    paused: bool,
+    /// A failure found inside a callback, reported by the poll loop.
+    failure: Option<String>,
+}
+
+struct Handler {
+    state: Mutex<State>,
+    flush_timeout: Duration,
+    label: String,
+}
+
+impl Handler {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock is a bug; keep going with the state as it is.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl RebalanceHandler for Handler {
+    fn assigned(&self, consumer: &Consumer<Self>, partitions: &[(String, i32)]) {
+        let mut st = self.lock();
+        for (t, p) in partitions {
+            st.offsets.assign(t, *p);
+        }
+        if st.paused {
+            source::set_paused(consumer, true);
+        }
+    }
+
+    fn revoking(&self, consumer: &Consumer<Self>, partitions: &[(String, i32)], lost: bool) {
+        let mut st = self.lock();
+        if !lost && st.failure.is_none() {
+            let done = |st: &State| partitions.iter().all(|(t, p)| st.offsets.in_flight_of(t, *p) == 0);
+            if let Err(e) = drain(&mut st, self.flush_timeout, done) {
+                st.failure = Some(e);
+            }
+            let marks = st.offsets.watermarks(Some(partitions));
+            if let Err(e) = source::commit(consumer, &marks, CommitMode::Sync) {
+                warn!(task = %self.label, "commit on revocation failed: {e}");
+            } else {
+                st.offsets.committed(&marks);
+            }
+        }
+        for (t, p) in partitions {
+            st.offsets.revoke(t, *p);
+        }
+    }
+}
+
+/// Sends everything buffered and collects acks until `done` or `timeout`.
+fn drain(st: &mut State, timeout: Duration, done: impl Fn(&State) -> bool) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    st.sink.flush();
+    while !done(st) && Instant::now() < deadline {
+        let acks = st.sink.poll(Duration::from_millis(100)).map_err(|e| e.to_string())?;
+        for a in acks {
+            st.offsets.ack(a);
+        }
+        if st.sink.pending() == 0 && !done(st) {
+            // Nothing left in the sink: what remains is a record that never reached it.
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Starts task `id` of a connector on its own thread.
+pub fn spawn(
+    spec: Arc<ConnectorSpec>,
+    id: usize,
+    settings: Arc<Settings>,
+    runtime: Handle,
+    metrics: Arc<Metrics>,
+    shutdown: Arc<AtomicBool>,
+) -> TaskHandle {
+    let status = Arc::new(Mutex::new(TaskStatus {
+        id,
+        state: "UNASSIGNED",
+        worker_id: settings.worker_id(),
+        trace: None,
+    }));
+    let st = status.clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("{}-{id}", spec.name))
+        .spawn(move || {
+            let label = format!("{}-{id}", spec.name);
+            let set = |state: &'static str, trace: Option<String>| {
+                if let Ok(mut s) = st.lock() {
+                    s.state = state;
+                    s.trace = trace;
+                }
+            };
+            set("RUNNING", None);
+            match run(&spec, id, &settings, runtime, metrics, &shutdown) {
+                Ok(()) => {
+                    info!(task = %label, "task stopped");
+                    set("STOPPED", None);
+                }
+                Err(e) => {
+                    error!(task = %label, "task failed: {e}");
+                    set("FAILED", Some(e));
+                }
+            }
+        })
+        .expect("spawning a thread");
+    TaskHandle { status, thread }
+}
+
+fn run(
+    spec: &ConnectorSpec,
+    id: usize,
+    settings: &Settings,
+    runtime: Handle,
+    metrics: Arc<Metrics>,
+    shutdown: &AtomicBool,
+) -> Result<(), String> {
+    let label = format!("{}-{id}", spec.name);
+    let (sink, flush_timeout): (Box<dyn Sink>, Duration) = match &spec.sink {
+        SinkSpec::Elasticsearch(cfg) => {
+            let cfg = Arc::new((**cfg).clone());
+            let flush = cfg.flush_timeout;
+            (Box::new(ElasticsearchSink::new(cfg, metrics.clone(), runtime)?), flush)
+        }
+    };
+    let handler = Handler {
+        state: Mutex::new(State { offsets: Offsets::default(), sink, paused: false, failure: None }),
+        flush_timeout,
+        label: label.clone(),
+    };
+    let config = source::consumer_config(settings, spec, id);
+    let consumer = source::create(&config, handler, label.clone(), &spec.subscription)?;
+    let handler = &consumer.context().handler;
+    let mut decoder = Decoder::new(spec);
+    let commit_every = Duration::from_millis(settings.worker.offset_flush_interval_ms);
+    let mut last_commit = Instant::now();
+    let mut trouble_logged: Option<String> = None;
+
+    let outcome = loop {
+        if shutdown.load(Ordering::Relaxed) {
+            break Ok(());
+        }
+        let paused = handler.lock().paused;
+        let msg = consumer.poll(if paused { Duration::ZERO } else { POLL });
+        let mut st = handler.lock();
+        if let Some(f) = st.failure.take() {
+            break Err(f);
+        }
+        match msg {
+            None => {}
+            Some(Err(e)) => warn!(task = %label, "consumer error: {e}"),
+            Some(Ok(m)) => {
+                if let Err(e) = handle(&mut st, &mut decoder, spec, &metrics, &m) {
+                    break Err(e);
+                }
+            }
+        }
+        let wait = if st.paused { POLL } else { Duration::ZERO };
+        match st.sink.poll(wait) {
+            Ok(acks) => acks.into_iter().for_each(|a| st.offsets.ack(a)),
+            Err(e) => break Err(e.to_string()),
+        }
+        let (pending, capacity) = (st.sink.pending(), st.sink.capacity());
+        if !st.paused && pending >= capacity {
+            source::set_paused(&consumer, true);
+            st.paused = true;
+        } else if st.paused && pending <= capacity / 2 {
+            source::set_paused(&consumer, false);
+            st.paused = false;
+        }
+        let trouble = st.sink.trouble();
+        if trouble != trouble_logged {
+            match &trouble {
+                Some(t) => warn!(task = %label, "sink is retrying: {t}"),
+                None => info!(task = %label, "sink recovered"),
+            }
+            trouble_logged = trouble;
+        }
+        if last_commit.elapsed() >= commit_every {
+            let marks = st.offsets.committable();
+            match source::commit(&consumer, &marks, CommitMode::Async) {
+                Ok(()) => st.offsets.committed(&marks),
+                Err(e) => warn!(task = %label, "offset commit failed: {e}"),
+            }
+            last_commit = Instant::now();
+        }
+    };
+
+    // Stopping or failing: write what was taken before, commit up to there, leave the group.
+    let mut st = handler.lock();
+    if let Err(e) = drain(&mut st, flush_timeout, |st| st.sink.pending() == 0) {
+        warn!(task = %label, "while finishing in-flight writes: {e}");
+    }
+    let marks = st.offsets.watermarks(None);
+    match source::commit(&consumer, &marks, CommitMode::Sync) {
+        Ok(()) => st.offsets.committed(&marks),
+        Err(e) => warn!(task = %label, "final offset commit failed: {e}"),
+    }
+    if st.offsets.in_flight() > 0 && outcome.is_ok() {
+        warn!(task = %label, records = st.offsets.in_flight(), "stopped with unwritten records; they will be read again");
+    }
+    drop(st);
+    drop(consumer);
+    outcome
+}
+
+/// Decodes one record and hands it to the sink.
+fn handle(
+    st: &mut State,
+    decoder: &mut Decoder,
+    spec: &ConnectorSpec,
+    metrics: &Metrics,
+    m: &BorrowedMessage<'_>,
+) -> Result<(), String> {
+    Metrics::add(&metrics.consumed, 1);
+    let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
+    let ack = st.offsets.track(topic, partition, offset);
+    let at = || format!("topic {topic} partition {partition} offset {offset}");
+    let key = decoder.key(topic, m.key()).map_err(|e| format!("{}: key: {e}", at()))?;
+    let value = decoder.value(topic, m.payload()).map_err(|e| format!("{}: {e}", at()))?;
+    let timestamp_ms = m.timestamp().to_millis();
+    let routed = spec.transforms.route(topic, timestamp_ms);
+    let record = SinkRecord {
+        topic: routed.as_deref().unwrap_or(topic),
+        partition,
+        offset,
+        timestamp_ms,
+        key: key.as_ref(),
+        value: &value,
+    };
+    match st.sink.put(record, ack).map_err(|e| e.to_string())? {
+        Outcome::Buffered => {}
+        Outcome::Skipped(why) => {
+            metrics.skip(why);
+            st.offsets.ack(ack);
+        }
+    }
+    Ok(())
+}
