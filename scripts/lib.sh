@@ -1,0 +1,217 @@
+# Shared by the scripts in this folder: where things are cached, how servers are fetched,
+# started, awaited and stopped. Sourced, not run.
+
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# Downloads and unpacked servers; kept across runs. Maven's own cache (~/.m2) is kept too.
+CACHE="${CDC_SINK_CACHE:-$REPO/.cache}"
+KAFKA_VERSION=4.3.1
+ES_VERSION=8.19.4
+KAFKA_LIB="$CACHE/kafka-$KAFKA_VERSION/lib"
+# Elasticsearch refuses to run as root: as root it runs as this unprivileged user, from a copy
+# of the distribution that user can read.
+ES_USER=cdcsink
+
+say() { printf '\033[1m[cdc-sink]\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[1;31m[cdc-sink] %s\033[0m\n' "$*" >&2; exit 1; }
+
+# A free TCP port on the loopback interface.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+java_home() {
+  if [ -n "${JAVA_HOME:-}" ] && [ -x "$JAVA_HOME/bin/java" ]; then echo "$JAVA_HOME"; return; fi
+  dirname "$(dirname "$(readlink -f "$(command -v java)")")"
+}
+
+es_home() {
+  if [ "$(id -u)" = 0 ]; then echo "/var/lib/$ES_USER/elasticsearch-$ES_VERSION"; else echo "$CACHE/elasticsearch-$ES_VERSION"; fi
+}
+
+# Installs the Debian packages in "$@" that are missing (as root), or says which to install.
+apt_install() {
+  local missing=()
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null || die "missing Debian packages: ${missing[*]} (install them as root)"
+    say "installing Debian packages: ${missing[*]}"
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    say "installing Debian packages: ${missing[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+# Build dependencies of the worker (librdkafka is compiled from source by rdkafka-sys).
+install_build_deps() {
+  apt_install build-essential pkg-config libssl-dev zlib1g-dev python3 curl
+  command -v cargo >/dev/null || die "cargo not found: install Rust from https://rustup.rs"
+}
+
+install_java_maven() {
+  command -v java >/dev/null && command -v mvn >/dev/null && return 0
+  apt_install openjdk-17-jdk-headless maven
+}
+
+# Apache Kafka (broker, KRaft) and its runtime dependencies, from Maven Central, into one lib dir.
+fetch_kafka() {
+  [ -f "$KAFKA_LIB/kafka_2.13-$KAFKA_VERSION.jar" ] && return 0
+  install_java_maven
+  say "fetching Apache Kafka $KAFKA_VERSION from Maven Central"
+  mkdir -p "$KAFKA_LIB.tmp"
+  mvn -q -B -f "$REPO/scripts/maven/kafka/pom.xml" dependency:copy-dependencies \
+    -Dkafka.version="$KAFKA_VERSION" -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIB.tmp" >&2 \
+    || die "could not fetch Kafka from Maven Central (see Maven's output above)"
+  rm -rf "$KAFKA_LIB" && mv "$KAFKA_LIB.tmp" "$KAFKA_LIB"
+}
+
+# Elasticsearch's integ-test distribution (runs on the machine's Java 17), from Maven Central.
+fetch_elasticsearch() {
+  local home; home="$(es_home)"
+  [ -x "$home/bin/elasticsearch" ] && return 0
+  install_java_maven
+  apt_install unzip
+  say "fetching Elasticsearch $ES_VERSION from Maven Central"
+  local zipdir="$CACHE/downloads"
+  mkdir -p "$zipdir"
+  mvn -q -B dependency:copy -Dartifact="org.elasticsearch.distribution.integ-test-zip:elasticsearch:$ES_VERSION:zip" \
+    -DoutputDirectory="$zipdir" >&2 || die "could not fetch Elasticsearch from Maven Central (see Maven's output above)"
+  if [ "$(id -u)" = 0 ]; then
+    id "$ES_USER" >/dev/null 2>&1 || useradd --system --create-home --home-dir "/var/lib/$ES_USER" --shell /usr/sbin/nologin "$ES_USER"
+  fi
+  local parent; parent="$(dirname "$home")"
+  mkdir -p "$parent"
+  rm -rf "$home.tmp" && mkdir "$home.tmp"
+  unzip -q "$zipdir/elasticsearch-$ES_VERSION.zip" -d "$home.tmp"
+  mv "$home.tmp/elasticsearch-$ES_VERSION" "$home" && rmdir "$home.tmp"
+  [ "$(id -u)" = 0 ] && chown -R "$ES_USER" "$parent"
+  return 0
+}
+
+# wait_for NAME LOG PID COMMAND...: runs COMMAND until it succeeds; on timeout or when PID dies,
+# names the server and shows the last lines of its log.
+wait_for() {
+  local name="$1" log="$2" pid="$3" timeout="${WAIT_TIMEOUT:-180}"; shift 3
+  local start=$SECONDS
+  until "$@" >/dev/null 2>&1; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      say "$name exited while starting; last lines of $log:"; tail -n 30 "$log" >&2; return 1
+    fi
+    if (( SECONDS - start > timeout )); then
+      say "$name did not start within ${timeout}s; last lines of $log:"; tail -n 30 "$log" >&2; return 1
+    fi
+    sleep 0.5
+  done
+}
+
+# start_kafka DIR: a single KRaft node on free loopback ports; writes DIR/kafka.env.
+start_kafka() {
+  local dir="$1/kafka"; mkdir -p "$dir"
+  local port ctl; port=$(free_port); ctl=$(free_port)
+  cat > "$dir/server.properties" <<EOF
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$ctl
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$ctl
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$dir/data
+num.partitions=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=4
+group.initial.rebalance.delay.ms=0
+group.min.session.timeout.ms=1000
+auto.create.topics.enable=true
+EOF
+  cat > "$dir/log4j2.properties" <<EOF
+rootLogger.level = INFO
+rootLogger.appenderRef.stdout.ref = STDOUT
+appender.stdout.type = Console
+appender.stdout.name = STDOUT
+appender.stdout.layout.type = PatternLayout
+appender.stdout.layout.pattern = [%d] %p %m (%c)%n
+logger.kafka.name = kafka
+logger.kafka.level = WARN
+logger.org.name = org.apache.kafka
+logger.org.level = WARN
+logger.started.name = kafka.server.KafkaRaftServer
+logger.started.level = INFO
+EOF
+  local cluster_id
+  cluster_id=$(python3 -c 'import uuid,base64; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
+  local java; java="$(java_home)/bin/java"
+  "$java" -cp "$KAFKA_LIB/*" -Dlog4j2.configurationFile="$dir/log4j2.properties" kafka.tools.StorageTool format \
+    -t "$cluster_id" -c "$dir/server.properties" > "$dir/format.log" 2>&1 \
+    || { say "formatting Kafka's storage failed:"; tail -n 20 "$dir/format.log" >&2; return 1; }
+  say "starting Kafka $KAFKA_VERSION on 127.0.0.1:$port (log: $dir/kafka.log)"
+  setsid "$java" -Xms256m -Xmx512m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xshare:auto \
+    -Dlog4j2.configurationFile="$dir/log4j2.properties" -cp "$KAFKA_LIB/*" \
+    kafka.Kafka "$dir/server.properties" > "$dir/kafka.log" 2>&1 < /dev/null &
+  echo $! > "$dir/pid"
+  wait_for Kafka "$dir/kafka.log" "$(cat "$dir/pid")" \
+    python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)" || return 1
+  # The broker answers metadata requests once it has registered with its controller.
+  wait_for Kafka "$dir/kafka.log" "$(cat "$dir/pid")" grep -q "Kafka Server started" "$dir/kafka.log" || return 1
+  echo "KAFKA_BOOTSTRAP=127.0.0.1:$port" > "$1/kafka.env"
+}
+
+# start_elasticsearch DIR: a single node on free loopback ports; writes DIR/elasticsearch.env.
+start_elasticsearch() {
+  local dir="$1/elasticsearch"; mkdir -p "$dir/data" "$dir/logs" "$dir/tmp"
+  local home; home="$(es_home)"
+  cp -r "$home/config" "$dir/config"
+  local port tport; port=$(free_port); tport=$(free_port)
+  cat > "$dir/config/elasticsearch.yml" <<EOF
+cluster.name: cdc-sink
+node.name: cdc-sink-1
+discovery.type: single-node
+network.host: 127.0.0.1
+http.port: $port
+transport.port: $tport
+path.data: $dir/data
+path.logs: $dir/logs
+xpack.security.enabled: false
+cluster.routing.allocation.disk.threshold_enabled: false
+action.destructive_requires_name: false
+EOF
+  local run=()
+  if [ "$(id -u)" = 0 ]; then
+    chown -R "$ES_USER" "$dir"
+    run=(runuser -u "$ES_USER" --)
+  fi
+  say "starting Elasticsearch $ES_VERSION on 127.0.0.1:$port (log: $dir/elasticsearch.log)"
+  pushd "$dir" >/dev/null
+  setsid env ES_JAVA_HOME="$(java_home)" ES_PATH_CONF="$dir/config" ES_TMPDIR="$dir/tmp" \
+    ES_JAVA_OPTS="-Xms1g -Xmx1g -Xlog:disable -Xlog:all=warning:stderr" \
+    "${run[@]}" "$home/bin/elasticsearch" > "$dir/elasticsearch.log" 2>&1 < /dev/null &
+  echo $! > "$dir/pid"
+  popd >/dev/null
+  wait_for Elasticsearch "$dir/elasticsearch.log" "$(cat "$dir/pid")" \
+    curl -sf "http://127.0.0.1:$port/_cluster/health?wait_for_status=yellow&timeout=1s" || return 1
+  echo "ES_URL=http://127.0.0.1:$port" > "$1/elasticsearch.env"
+}
+
+# stop_dir DIR: stops every server started under DIR (their whole process groups).
+stop_dir() {
+  local d="$1" pidfile pid
+  for pidfile in "$d"/*/pid; do
+    [ -f "$pidfile" ] || continue
+    pid=$(cat "$pidfile")
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pidfile in "$d"/*/pid; do
+    [ -f "$pidfile" ] || continue
+    pid=$(cat "$pidfile")
+    for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+    rm -f "$pidfile"
+  done
+}

@@ -1,0 +1,7 @@
+//! Integration tests, one binary: the real Kafka and Elasticsearch start once per run
+//! (`tests/support`) and every test uses its own topics, indices and connector names.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod pipeline;

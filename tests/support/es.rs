@@ -1,0 +1,59 @@
+//! Elasticsearch helpers for tests: read a whole index back, with document versions.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::servers::servers;
+
+fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap()
+}
+
+/// Every document of `index`: id → (`_version`, `_source`). Empty when the index is absent.
+pub fn documents(index: &str) -> BTreeMap<String, (u64, Value)> {
+    let c = client();
+    let base = &servers().es;
+    let r = c.post(format!("{base}/{index}/_refresh")).send().unwrap();
+    if r.status() == 404 {
+        return BTreeMap::new();
+    }
+    let mut out = BTreeMap::new();
+    let mut resp: Value = c
+        .post(format!("{base}/{index}/_search?scroll=1m"))
+        .json(&json!({"size": 5000, "version": true, "query": {"match_all": {}}}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    loop {
+        let hits = resp["hits"]["hits"].as_array().cloned().unwrap_or_else(|| panic!("search failed: {resp}"));
+        if hits.is_empty() {
+            break;
+        }
+        for h in &hits {
+            out.insert(
+                h["_id"].as_str().unwrap().to_string(),
+                (h["_version"].as_u64().unwrap_or(0), h["_source"].clone()),
+            );
+        }
+        let scroll_id = resp["_scroll_id"].clone();
+        resp = c
+            .post(format!("{base}/_search/scroll"))
+            .json(&json!({"scroll": "1m", "scroll_id": scroll_id}))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+    }
+    if let Some(id) = resp["_scroll_id"].as_str() {
+        let _ = c.delete(format!("{base}/_search/scroll")).json(&json!({"scroll_id": id})).send();
+    }
+    out
+}
+
+/// The sources only.
+pub fn sources(index: &str) -> BTreeMap<String, Value> {
+    documents(index).into_iter().map(|(k, (_, v))| (k, v)).collect()
+}

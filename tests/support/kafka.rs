@@ -1,0 +1,113 @@
+//! Kafka helpers for tests: topics, producing, end offsets and a group's committed offsets.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+use super::servers::servers;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn config() -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &servers().kafka);
+    c
+}
+
+pub fn create_topic(name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = config().create().expect("admin client");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let res = rt
+        .block_on(admin.create_topics(
+            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(TIMEOUT)),
+        ))
+        .expect("create_topics");
+    for r in res {
+        r.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
+    }
+}
+
+/// One record to produce: partition, key, value (`None` = tombstone).
+#[derive(Debug, Clone)]
+pub struct Rec {
+    pub partition: i32,
+    pub key: Option<String>,
+    pub value: Option<String>,
+}
+
+pub struct Producer_ {
+    p: ThreadedProducer<DefaultProducerContext>,
+}
+
+pub fn producer() -> Producer_ {
+    let p = config()
+        .set("linger.ms", "5")
+        .set("enable.idempotence", "true")
+        .set("compression.type", "lz4")
+        .create()
+        .expect("producer");
+    Producer_ { p }
+}
+
+impl Producer_ {
+    pub fn send(&self, topic: &str, recs: &[Rec]) {
+        for r in recs {
+            let mut rec: BaseRecord<'_, str, str> = BaseRecord::to(topic).partition(r.partition);
+            if let Some(k) = &r.key {
+                rec = rec.key(k.as_str());
+            }
+            if let Some(v) = &r.value {
+                rec = rec.payload(v.as_str());
+            }
+            let mut rec = rec;
+            loop {
+                match self.p.send(rec) {
+                    Ok(()) => break,
+                    Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                        rec = r;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err((e, _)) => panic!("producing to {topic}: {e}"),
+                }
+            }
+        }
+        self.p.flush(TIMEOUT).expect("flush");
+    }
+}
+
+/// Produces `recs` to `topic` and waits for them to be acknowledged.
+pub fn produce(topic: &str, recs: &[Rec]) {
+    producer().send(topic, recs);
+}
+
+/// The end (high watermark) offset of each partition.
+pub fn end_offsets(topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
+    let c: BaseConsumer = config().create().expect("consumer");
+    (0..partitions)
+        .map(|p| (p, c.fetch_watermarks(topic, p, TIMEOUT).expect("watermarks").1))
+        .collect()
+}
+
+/// The offsets group `group` has committed for `topic` (absent partitions have none).
+pub fn committed(group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
+    let c: BaseConsumer = config().set("group.id", group).create().expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let got = c.committed_offsets(tpl, TIMEOUT).expect("committed offsets");
+    got.elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect()
+}

@@ -1,0 +1,67 @@
+//! Test support: the real servers (started once per run), Kafka and Elasticsearch helpers, the
+//! worker as a child process, a generated CDC history, and HTTP test doubles (fault proxy).
+#![allow(dead_code)]
+
+pub mod es;
+pub mod history;
+pub mod http;
+pub mod kafka;
+pub mod proxy;
+pub mod servers;
+pub mod worker;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+pub use servers::{servers, unique};
+
+/// A connector config for the Elasticsearch sink on the shared servers, with test-friendly
+/// group timeouts; `extra` adds or overrides options.
+pub fn es_connector(topics: &str, es_url: &str, extra: &[(&str, &str)]) -> Value {
+    let mut c = json!({
+        "connector.class": "elasticsearch",
+        "topics": topics,
+        "connection.url": es_url,
+        "read.timeout.ms": "30000",
+        "linger.ms": "20",
+        "consumer.override.session.timeout.ms": "3000",
+        "consumer.override.heartbeat.interval.ms": "500",
+    });
+    for (k, v) in extra {
+        c[*k] = json!(v);
+    }
+    c
+}
+
+/// Waits until `index` holds exactly `expected` and `group` has committed the end offset of
+/// every partition of `topic`. On timeout, panics with what differs.
+pub fn wait_converged(index: &str, expected: &BTreeMap<String, Value>, group: &str, topic: &str, partitions: i32, timeout: Duration) {
+    let start = Instant::now();
+    let end = kafka::end_offsets(topic, partitions);
+    loop {
+        let docs = es::sources(index);
+        let committed = kafka::committed(group, topic, partitions);
+        if &docs == expected && committed == end {
+            return;
+        }
+        if start.elapsed() > timeout {
+            let missing: Vec<&String> = expected.keys().filter(|k| !docs.contains_key(*k)).take(5).collect();
+            let extra: Vec<&String> = docs.keys().filter(|k| !expected.contains_key(*k)).take(5).collect();
+            let wrong: Vec<String> = expected
+                .iter()
+                .filter(|(k, v)| docs.get(*k).is_some_and(|d| d != *v))
+                .take(3)
+                .map(|(k, v)| format!("{k}: expected {v}, got {}", docs[k]))
+                .collect();
+            panic!(
+                "not converged after {timeout:?}: {} docs (expected {}), missing {missing:?}, extra {extra:?}, wrong {wrong:?}; \
+                 committed {committed:?}, end offsets {end:?}",
+                docs.len(),
+                expected.len()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}

@@ -1,0 +1,68 @@
+//! The real servers, started once per test run by `scripts/servers` and shared by every test.
+//!
+//! A watchdog process stops them when this test process exits, whatever way it exits. Set
+//! `CDCSINK_TEST_SERVERS=DIR` to use servers already started with `scripts/servers start DIR`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+pub struct Servers {
+    /// `host:port` of the Kafka broker.
+    pub kafka: String,
+    /// `http://host:port` of Elasticsearch.
+    pub es: String,
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read_env(dir: &Path, file: &str, key: &str) -> String {
+    let text = std::fs::read_to_string(dir.join(file)).unwrap_or_else(|e| panic!("{}: {e}", dir.join(file).display()));
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("{key} not in {file}"))
+        .trim()
+        .to_string()
+}
+
+/// Kafka and Elasticsearch, started on first use.
+pub fn servers() -> &'static Servers {
+    static S: OnceLock<Servers> = OnceLock::new();
+    S.get_or_init(|| {
+        let dir = match std::env::var_os("CDCSINK_TEST_SERVERS") {
+            Some(d) => PathBuf::from(d),
+            None => {
+                let dir = std::env::temp_dir().join(format!("cdc-sink-it-{}", std::process::id()));
+                let status = Command::new(repo().join("scripts/servers"))
+                    .arg("start")
+                    .arg(&dir)
+                    .stdout(Stdio::null())
+                    .status()
+                    .expect("running scripts/servers");
+                // Stop them when this process exits, also if it is killed.
+                Command::new("setsid")
+                    .arg(repo().join("scripts/servers"))
+                    .args(["watch", &std::process::id().to_string()])
+                    .arg(&dir)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("starting the server watchdog");
+                assert!(status.success(), "scripts/servers start failed (see its output above)");
+                dir
+            }
+        };
+        Servers {
+            kafka: read_env(&dir, "kafka.env", "KAFKA_BOOTSTRAP"),
+            es: read_env(&dir, "elasticsearch.env", "ES_URL"),
+        }
+    })
+}
+
+/// A name no other test (or earlier run) uses: `prefix-<random>`, lower case.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{:08x}", fastrand::u32(..))
+}

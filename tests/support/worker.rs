@@ -1,0 +1,112 @@
+//! The real `cdc-sink` binary as a child process: started with a connector file, stopped with
+//! SIGTERM or killed with SIGKILL, its log kept for assertions.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::servers::servers;
+
+pub struct Worker {
+    child: Child,
+    pub log: PathBuf,
+}
+
+/// Writes `config` as connector `name` to a temporary file.
+pub fn connector_file(name: &str, config: &Value) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("{name}-{}.json", fastrand::u32(..)));
+    let body = serde_json::json!({"name": name, "config": config});
+    std::fs::write(&path, serde_json::to_vec_pretty(&body).unwrap()).unwrap();
+    path
+}
+
+impl Worker {
+    /// Starts a worker on the shared Kafka with the given connector file.
+    pub fn start(connector: &PathBuf) -> Worker {
+        let log = std::env::temp_dir().join(format!("cdc-sink-worker-{}.log", fastrand::u32(..)));
+        let out = File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_cdc-sink"))
+            .args(["run", "--connector"])
+            .arg(connector)
+            .env("CDC_SINK_KAFKA__BOOTSTRAP_SERVERS", &servers().kafka)
+            .env("CDC_SINK_WORKER__OFFSET_FLUSH_INTERVAL_MS", "500")
+            .env("RUST_LOG", "info,cdc_sink=debug,librdkafka=warn")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("starting cdc-sink");
+        Worker { child, log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log_text(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// Waits until the log contains `needle`; panics with the log after `timeout`.
+    pub fn wait_log(&mut self, needle: &str, timeout: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            let text = self.log_text();
+            if let Some(line) = text.lines().find(|l| l.contains(needle)) {
+                return line.to_string();
+            }
+            if start.elapsed() > timeout {
+                panic!("`{needle}` not in the worker log after {timeout:?}:\n{text}");
+            }
+            if let Ok(Some(st)) = self.child.try_wait() {
+                panic!("worker exited ({st}) before logging `{needle}`:\n{text}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGKILL: no flush, no commit, no goodbye.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub fn stop(mut self) -> ExitStatus {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st;
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                let _ = self.child.kill();
+                panic!("worker did not stop within 60s after SIGTERM:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Resident set size in KiB (from /proc).
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
