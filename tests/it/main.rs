@@ -5,3 +5,6 @@
 mod support;
 
 mod pipeline;
+mod bad_input;
+mod crash;
+mod faults;

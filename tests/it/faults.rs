@@ -1,0 +1,76 @@
+//! Elasticsearch misbehaving: a third of the requests and items failing with 429/503, slow and
+//! dropped responses, then no Elasticsearch at all for 30 s. The index still ends as the source
+//! table, every offset is committed, and memory stays bounded while it is down.
+
+use std::sync::atomic::Ordering;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::support::history::{self, Options};
+use crate::support::kafka;
+use crate::support::proxy::{Faults, Proxy};
+use crate::support::worker::{Worker, connector_file};
+use crate::support::{es_connector, servers, unique, wait_converged};
+
+#[test]
+fn failing_and_unreachable_elasticsearch_still_converges_with_bounded_memory() {
+    let h = history::generate(31, &Options::default());
+    let topic = unique("it-faults");
+    kafka::create_topic(&topic, 4);
+    let proxy = Proxy::start(&servers().es);
+    proxy.set_faults(Faults {
+        request_429: 15,
+        request_503: 15,
+        item_429: 20,
+        slow: 5,
+        slow_ms: 300,
+        drop_after_forward: 5,
+    });
+    let name = unique("it-faults");
+    let file = connector_file(
+        &name,
+        &es_connector(
+            &topic,
+            &proxy.url,
+            &[
+                ("behavior.on.null.values", "delete"),
+                ("batch.size", "300"),
+                ("max.buffered.records", "2000"),
+                ("retry.backoff.ms", "20"),
+                ("max.retry.backoff.ms", "500"),
+                ("read.timeout.ms", "5000"),
+            ],
+        ),
+    );
+    let (first, rest) = h.records.split_at(h.records.len() * 2 / 5);
+    kafka::produce(&topic, first);
+    let mut w = Worker::start(&file);
+    thread::sleep(Duration::from_secs(3));
+
+    // Elasticsearch unreachable for 30 s, while the rest of the history arrives.
+    proxy.refuse();
+    kafka::produce(&topic, rest);
+    let start = Instant::now();
+    let mut rss = Vec::new();
+    while start.elapsed() < Duration::from_secs(30) {
+        rss.extend(w.rss_kib());
+        thread::sleep(Duration::from_millis(500));
+    }
+    w.wait_log("Elasticsearch unreachable", Duration::from_secs(5));
+    proxy.resume();
+
+    wait_converged(&topic, &h.expected, &format!("connect-{name}"), &topic, 4, Duration::from_secs(300));
+    let s = proxy.stats();
+    let (req, failed_req) = (s.requests.load(Ordering::Relaxed), s.failed_requests.load(Ordering::Relaxed));
+    let (items, failed_items) = (
+        s.forwarded_items.load(Ordering::Relaxed) + s.failed_items.load(Ordering::Relaxed),
+        s.failed_items.load(Ordering::Relaxed),
+    );
+    assert!(failed_req * 100 >= req * 25, "only {failed_req} of {req} requests failed");
+    assert!(failed_items * 100 >= items * 15, "only {failed_items} of {items} items failed");
+    // Bounded: paused at max.buffered.records, the worker does not grow while it waits.
+    let (early, peak) = (rss[rss.len() / 3], *rss.iter().max().unwrap());
+    assert!(peak < 256 * 1024, "RSS reached {peak} KiB while Elasticsearch was down");
+    assert!(peak < early + 32 * 1024, "RSS grew from {early} to {peak} KiB while Elasticsearch was down");
+    assert!(w.stop().success());
+}
