@@ -9,7 +9,11 @@ use cdc_sink::settings::Settings;
 use cdc_sink::worker::{self, Worker};
 
 #[derive(Parser)]
-#[command(name = "cdc-sink", version, about = "Kafka Connect-style sink worker for Debezium change events")]
+#[command(
+    name = "cdc-sink",
+    version,
+    about = "Kafka Connect-style sink worker for Debezium change events"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -52,7 +56,11 @@ fn main() -> ExitCode {
                     }
                 }
             }
-            if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
         Command::Run { config, connectors } => {
             let settings = match Settings::load(config.as_deref()) {

@@ -56,7 +56,9 @@ impl Metrics {
     pub fn snapshot(&self) -> Snapshot {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let copy = |m: &Mutex<BTreeMap<&'static str, u64>>| {
-            m.lock().map(|m| m.iter().map(|(k, v)| (k.to_string(), *v)).collect()).unwrap_or_default()
+            m.lock()
+                .map(|m| m.iter().map(|(k, v)| (k.to_string(), *v)).collect())
+                .unwrap_or_default()
         };
         Snapshot {
             consumed: load(&self.consumed),

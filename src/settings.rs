@@ -52,8 +52,13 @@ pub struct WorkerSettings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            kafka: KafkaSettings { bootstrap_servers: "localhost:9092".into(), properties: BTreeMap::new() },
-            rest: RestSettings { listen: "127.0.0.1:8083".into() },
+            kafka: KafkaSettings {
+                bootstrap_servers: "localhost:9092".into(),
+                properties: BTreeMap::new(),
+            },
+            rest: RestSettings {
+                listen: "127.0.0.1:8083".into(),
+            },
             worker: WorkerSettings {
                 mode: "standalone".into(),
                 id: None,
@@ -76,7 +81,10 @@ impl Settings {
         }
         fig = fig.merge(Env::prefixed("CDC_SINK_").split("__"));
         let s: Settings = fig.extract().map_err(|e| {
-            e.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
+            e.into_iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
         })?;
         s.validate()?;
         Ok(s)
@@ -85,8 +93,14 @@ impl Settings {
     fn validate(&self) -> Result<(), String> {
         match self.worker.mode.as_str() {
             "standalone" => {}
-            "distributed" => return Err("worker.mode: distributed mode is not available yet".into()),
-            m => return Err(format!("worker.mode: `{m}` is not standalone or distributed")),
+            "distributed" => {
+                return Err("worker.mode: distributed mode is not available yet".into());
+            }
+            m => {
+                return Err(format!(
+                    "worker.mode: `{m}` is not standalone or distributed"
+                ));
+            }
         }
         if self.kafka.bootstrap_servers.trim().is_empty() {
             return Err("kafka.bootstrap_servers: must not be empty".into());
@@ -112,6 +126,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::result_large_err)]
     fn layers_apply_in_order_and_unknown_keys_are_named() {
         figment::Jail::expect_with(|jail| {
             jail.create_file(

@@ -12,8 +12,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rdkafka::Message as _;
-use rdkafka::consumer::Consumer as _;
 use rdkafka::consumer::CommitMode;
+use rdkafka::consumer::Consumer as _;
 use rdkafka::message::BorrowedMessage;
 use serde::Serialize;
 use tokio::runtime::Handle;
@@ -93,7 +93,11 @@ impl RebalanceHandler for Handler {
     fn revoking(&self, consumer: &Consumer<Self>, partitions: &[(String, i32)], lost: bool) {
         let mut st = self.lock();
         if !lost && st.failure.is_none() {
-            let done = |st: &State| partitions.iter().all(|(t, p)| st.offsets.in_flight_of(t, *p) == 0);
+            let done = |st: &State| {
+                partitions
+                    .iter()
+                    .all(|(t, p)| st.offsets.in_flight_of(t, *p) == 0)
+            };
             if let Err(e) = drain(&mut st, self.flush_timeout, done) {
                 st.failure = Some(e);
             }
@@ -115,7 +119,10 @@ fn drain(st: &mut State, timeout: Duration, done: impl Fn(&State) -> bool) -> Re
     let deadline = Instant::now() + timeout;
     st.sink.flush();
     while !done(st) && Instant::now() < deadline {
-        let acks = st.sink.poll(Duration::from_millis(100)).map_err(|e| e.to_string())?;
+        let acks = st
+            .sink
+            .poll(Duration::from_millis(100))
+            .map_err(|e| e.to_string())?;
         for a in acks {
             st.offsets.ack(a);
         }
@@ -182,11 +189,19 @@ fn run(
         SinkSpec::Elasticsearch(cfg) => {
             let cfg = Arc::new((**cfg).clone());
             let flush = cfg.flush_timeout;
-            (Box::new(ElasticsearchSink::new(cfg, metrics.clone(), runtime)?), flush)
+            (
+                Box::new(ElasticsearchSink::new(cfg, metrics.clone(), runtime)?),
+                flush,
+            )
         }
     };
     let handler = Handler {
-        state: Mutex::new(State { offsets: Offsets::default(), sink, paused: false, failure: None }),
+        state: Mutex::new(State {
+            offsets: Offsets::default(),
+            sink,
+            paused: false,
+            failure: None,
+        }),
         flush_timeout,
         label: label.clone(),
     };
@@ -278,8 +293,12 @@ fn handle(
     let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
     let ack = st.offsets.track(topic, partition, offset);
     let at = || format!("topic {topic} partition {partition} offset {offset}");
-    let key = decoder.key(topic, m.key()).map_err(|e| format!("{}: key: {e}", at()))?;
-    let value = decoder.value(topic, m.payload()).map_err(|e| format!("{}: {e}", at()))?;
+    let key = decoder
+        .key(topic, m.key())
+        .map_err(|e| format!("{}: key: {e}", at()))?;
+    let value = decoder
+        .value(topic, m.payload())
+        .map_err(|e| format!("{}: {e}", at()))?;
     let timestamp_ms = m.timestamp().to_millis();
     let routed = spec.transforms.route(topic, timestamp_ms);
     let record = SinkRecord {

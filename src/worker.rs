@@ -22,7 +22,10 @@ pub struct RunningConnector {
 
 impl RunningConnector {
     pub fn statuses(&self) -> Vec<TaskStatus> {
-        self.tasks.iter().filter_map(|t| t.status.lock().ok().map(|s| s.clone())).collect()
+        self.tasks
+            .iter()
+            .filter_map(|t| t.status.lock().ok().map(|s| s.clone()))
+            .collect()
     }
 }
 
@@ -36,8 +39,10 @@ pub struct Worker {
 /// Reads and validates a connector file.
 pub fn load_connector(path: &std::path::Path) -> Result<ConnectorSpec, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let config = ConnectorConfig::from_json(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    ConnectorSpec::validate(&config).map_err(|e| format!("{}: connector `{}`: {e}", path.display(), config.name))
+    let config =
+        ConnectorConfig::from_json(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    ConnectorSpec::validate(&config)
+        .map_err(|e| format!("{}: connector `{}`: {e}", path.display(), config.name))
 }
 
 impl Worker {
@@ -48,7 +53,12 @@ impl Worker {
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-        Ok(Worker { settings: Arc::new(settings), runtime, shutdown: Arc::new(AtomicBool::new(false)), connectors: Vec::new() })
+        Ok(Worker {
+            settings: Arc::new(settings),
+            runtime,
+            shutdown: Arc::new(AtomicBool::new(false)),
+            connectors: Vec::new(),
+        })
     }
 
     /// Starts the tasks of a validated connector.
@@ -71,7 +81,11 @@ impl Worker {
                 )
             })
             .collect();
-        self.connectors.push(RunningConnector { spec, metrics, tasks });
+        self.connectors.push(RunningConnector {
+            spec,
+            metrics,
+            tasks,
+        });
         Ok(())
     }
 

@@ -30,8 +30,11 @@ impl ConnectorConfig {
     /// Parses `{"name": …, "config": {…}}`. Numbers and booleans are taken as their text
     /// (Kafka Connect does the same); nested objects are rejected.
     pub fn from_json(text: &str) -> Result<ConnectorConfig, ConfigError> {
-        let raw: RawConnector = serde_json::from_str(text)
-            .map_err(|e| ConfigError::one(format!("connector JSON must be {{\"name\": …, \"config\": {{…}}}}: {e}")))?;
+        let raw: RawConnector = serde_json::from_str(text).map_err(|e| {
+            ConfigError::one(format!(
+                "connector JSON must be {{\"name\": …, \"config\": {{…}}}}: {e}"
+            ))
+        })?;
         let mut config = BTreeMap::new();
         let mut errors = Vec::new();
         for (k, v) in raw.config {
@@ -51,7 +54,9 @@ impl ConnectorConfig {
         }
         let name = match (raw.name, config.get("name")) {
             (Some(n), Some(c)) if &n != c => {
-                errors.push(format!("name: `{c}` in config differs from the connector name `{n}`"));
+                errors.push(format!(
+                    "name: `{c}` in config differs from the connector name `{n}`"
+                ));
                 n
             }
             (Some(n), _) => n,
@@ -81,7 +86,10 @@ impl ConnectorConfig {
             }
         }
         if errors.is_empty() {
-            Ok(ConnectorConfig { name: self.name.clone(), config })
+            Ok(ConnectorConfig {
+                name: self.name.clone(),
+                config,
+            })
         } else {
             Err(ConfigError(errors))
         }
@@ -91,7 +99,16 @@ impl ConnectorConfig {
     pub fn redacted(&self) -> BTreeMap<String, String> {
         self.config
             .iter()
-            .map(|(k, v)| (k.clone(), if is_secret(k) { "[hidden]".to_string() } else { v.clone() }))
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    if is_secret(k) {
+                        "[hidden]".to_string()
+                    } else {
+                        v.clone()
+                    },
+                )
+            })
             .collect()
     }
 }
@@ -99,16 +116,26 @@ impl ConnectorConfig {
 /// Keys whose values are never shown.
 pub fn is_secret(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
-    ["password", "secret", "api.key", "sasl.jaas.config", "user.info", "ssl.key", "token"]
-        .iter()
-        .any(|s| k.contains(s))
+    [
+        "password",
+        "secret",
+        "api.key",
+        "sasl.jaas.config",
+        "user.info",
+        "ssl.key",
+        "token",
+    ]
+    .iter()
+    .any(|s| k.contains(s))
 }
 
 fn resolve(value: &str) -> Result<String, String> {
     let mut out = String::with_capacity(value.len());
     let mut rest = value;
     while let Some(start) = rest.find("${") {
-        let Some(len) = rest[start..].find('}') else { break };
+        let Some(len) = rest[start..].find('}') else {
+            break;
+        };
         let inner = &rest[start + 2..start + len];
         let resolved = if let Some(var) = inner.strip_prefix("env:") {
             std::env::var(var).map_err(|_| format!("environment variable `{var}` is not set"))?
@@ -139,7 +166,9 @@ pub enum Subscription {
 /// How record keys or values are decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConverterKind {
-    Json { schemas_enable: Option<bool> },
+    Json {
+        schemas_enable: Option<bool>,
+    },
     /// Keys only: the key bytes as UTF-8 text (`StringConverter`).
     String,
 }
@@ -169,24 +198,75 @@ pub struct ConnectorSpec {
 
 /// Options every sink connector has (Kafka Connect's framework options).
 pub const COMMON_OPTIONS: &[OptionDef] = &[
-    OptionDef { name: "name", default: None, doc: "Connector name; its consumer group is `connect-<name>`." },
-    OptionDef { name: "connector.class", default: None, doc: "`elasticsearch` (or `io.confluent.connect.elasticsearch.ElasticsearchSinkConnector`)." },
-    OptionDef { name: "tasks.max", default: Some("1"), doc: "Tasks (consumers of the group) this worker runs for the connector." },
-    OptionDef { name: "topics", default: None, doc: "Topics to read, comma-separated. Exactly one of `topics` and `topics.regex`." },
-    OptionDef { name: "topics.regex", default: None, doc: "Regular expression of topics to read (new matching topics are picked up)." },
-    OptionDef { name: "key.converter", default: Some("json"), doc: "`json` (`org.apache.kafka.connect.json.JsonConverter`) or `string` (`org.apache.kafka.connect.storage.StringConverter`). Avro is not available yet." },
-    OptionDef { name: "value.converter", default: Some("json"), doc: "`json` (`org.apache.kafka.connect.json.JsonConverter`). Avro is not available yet." },
-    OptionDef { name: "key.converter.schemas.enable", default: None, doc: "`false`: never read `{\"schema\",\"payload\"}` keys as wrapped; unset: detected per record." },
-    OptionDef { name: "value.converter.schemas.enable", default: None, doc: "As for keys; values are always detected, since Debezium envelopes are unambiguous." },
-    OptionDef { name: "transforms", default: None, doc: "Only `ExtractNewRecordState`, `ExtractField$Key`, `RegexRouter` and `TimestampRouter`, with Kafka Connect's meaning; others are rejected." },
-    OptionDef { name: "errors.tolerance", default: Some("none"), doc: "Only `none`: a record that cannot be decoded, mapped or written fails the task (the dead-letter queue is not available yet)." },
-    OptionDef { name: "consumer.override.<property>", default: None, doc: "Any librdkafka consumer property for this connector (e.g. `consumer.override.session.timeout.ms`)." },
+    OptionDef {
+        name: "name",
+        default: None,
+        doc: "Connector name; its consumer group is `connect-<name>`.",
+    },
+    OptionDef {
+        name: "connector.class",
+        default: None,
+        doc: "`elasticsearch` (or `io.confluent.connect.elasticsearch.ElasticsearchSinkConnector`).",
+    },
+    OptionDef {
+        name: "tasks.max",
+        default: Some("1"),
+        doc: "Tasks (consumers of the group) this worker runs for the connector.",
+    },
+    OptionDef {
+        name: "topics",
+        default: None,
+        doc: "Topics to read, comma-separated. Exactly one of `topics` and `topics.regex`.",
+    },
+    OptionDef {
+        name: "topics.regex",
+        default: None,
+        doc: "Regular expression of topics to read (new matching topics are picked up).",
+    },
+    OptionDef {
+        name: "key.converter",
+        default: Some("json"),
+        doc: "`json` (`org.apache.kafka.connect.json.JsonConverter`) or `string` (`org.apache.kafka.connect.storage.StringConverter`). Avro is not available yet.",
+    },
+    OptionDef {
+        name: "value.converter",
+        default: Some("json"),
+        doc: "`json` (`org.apache.kafka.connect.json.JsonConverter`). Avro is not available yet.",
+    },
+    OptionDef {
+        name: "key.converter.schemas.enable",
+        default: None,
+        doc: "`false`: never read `{\"schema\",\"payload\"}` keys as wrapped; unset: detected per record.",
+    },
+    OptionDef {
+        name: "value.converter.schemas.enable",
+        default: None,
+        doc: "As for keys; values are always detected, since Debezium envelopes are unambiguous.",
+    },
+    OptionDef {
+        name: "transforms",
+        default: None,
+        doc: "Only `ExtractNewRecordState`, `ExtractField$Key`, `RegexRouter` and `TimestampRouter`, with Kafka Connect's meaning; others are rejected.",
+    },
+    OptionDef {
+        name: "errors.tolerance",
+        default: Some("none"),
+        doc: "Only `none`: a record that cannot be decoded, mapped or written fails the task (the dead-letter queue is not available yet).",
+    },
+    OptionDef {
+        name: "consumer.override.<property>",
+        default: None,
+        doc: "Any librdkafka consumer property for this connector (e.g. `consumer.override.session.timeout.ms`).",
+    },
 ];
 
 const CONVERTER_JSON: &[&str] = &["json", "org.apache.kafka.connect.json.JsonConverter"];
 const CONVERTER_STRING: &[&str] = &["string", "org.apache.kafka.connect.storage.StringConverter"];
 const CONVERTER_AVRO: &[&str] = &["avro", "io.confluent.connect.avro.AvroConverter"];
-const ES_CLASSES: &[&str] = &["elasticsearch", "io.confluent.connect.elasticsearch.ElasticsearchSinkConnector"];
+const ES_CLASSES: &[&str] = &[
+    "elasticsearch",
+    "io.confluent.connect.elasticsearch.ElasticsearchSinkConnector",
+];
 
 /// Framework keys accepted and not acted on (they change nothing a user would notice here).
 const ACCEPTED_FRAMEWORK_KEYS: &[&str] = &[
@@ -209,9 +289,15 @@ impl ConnectorSpec {
         if class.is_empty() {
             o.error("connector.class", "missing (use `elasticsearch`)");
         } else if class == "druid" {
-            o.error("connector.class", "the Druid connector is not available yet");
+            o.error(
+                "connector.class",
+                "the Druid connector is not available yet",
+            );
         } else if !is_es {
-            o.error("connector.class", format!("unknown connector `{class}` (known: elasticsearch)"));
+            o.error(
+                "connector.class",
+                format!("unknown connector `{class}` (known: elasticsearch)"),
+            );
         }
         if config.name.is_empty() || config.name.contains('/') {
             o.error("name", "must be non-empty and contain no `/`");
@@ -226,7 +312,11 @@ impl ConnectorSpec {
                 Subscription::Regex(r.to_string())
             }
             (t, _) => {
-                let msg = if t.is_empty() { "set one of topics and topics.regex" } else { "set only one of topics and topics.regex" };
+                let msg = if t.is_empty() {
+                    "set one of topics and topics.regex"
+                } else {
+                    "set only one of topics and topics.regex"
+                };
                 o.error("topics", msg);
                 Subscription::Topics(t)
             }
@@ -254,15 +344,22 @@ impl ConnectorSpec {
         let value_converter = converter("value", false);
 
         let decode = decode::Options {
-            decimal_as_number: o.choice("decimal.format", &["string", "number"], "string") == "number",
+            decimal_as_number: o.choice("decimal.format", &["string", "number"], "string")
+                == "number",
             bits_as_number: o.choice("bits.format", &["base64", "number"], "base64") == "number",
         };
         let tolerance = o.choice("errors.tolerance", &["none", "all"], "none");
         if tolerance == "all" {
-            o.error("errors.tolerance", "`all` needs the dead-letter queue, which is not available yet");
+            o.error(
+                "errors.tolerance",
+                "`all` needs the dead-letter queue, which is not available yet",
+            );
         }
         if o.get("errors.deadletterqueue.topic.name").is_some() {
-            o.error("errors.deadletterqueue.topic.name", "the dead-letter queue is not available yet");
+            o.error(
+                "errors.deadletterqueue.topic.name",
+                "the dead-letter queue is not available yet",
+            );
         }
         if o.get("predicates").is_some() {
             o.error("predicates", "transform predicates are not supported");
@@ -271,7 +368,10 @@ impl ConnectorSpec {
         let consumer_overrides = o.with_prefix("consumer.override.");
         for key in ["group.id", "enable.auto.commit", "enable.auto.offset.store"] {
             if consumer_overrides.contains_key(key) {
-                o.error(&format!("consumer.override.{key}"), "is set by cdc-sink and cannot be overridden");
+                o.error(
+                    &format!("consumer.override.{key}"),
+                    "is set by cdc-sink and cannot be overridden",
+                );
             }
         }
 
@@ -281,11 +381,20 @@ impl ConnectorSpec {
         // Unknown keys: anything not documented, not a prefix family, not a framework key.
         let sink_options = crate::sink::elasticsearch::config::OPTIONS;
         for key in resolved.config.keys() {
-            let known = COMMON_OPTIONS.iter().chain(sink_options).any(|d| d.name == key)
+            let known = COMMON_OPTIONS
+                .iter()
+                .chain(sink_options)
+                .any(|d| d.name == key)
                 || ACCEPTED_FRAMEWORK_KEYS.contains(&key.as_str())
-                || ["transforms.", "consumer.override.", "key.converter.", "value.converter.", "errors.deadletterqueue."]
-                    .iter()
-                    .any(|p| key.starts_with(p));
+                || [
+                    "transforms.",
+                    "consumer.override.",
+                    "key.converter.",
+                    "value.converter.",
+                    "errors.deadletterqueue.",
+                ]
+                .iter()
+                .any(|p| key.starts_with(p));
             if !known {
                 o.error(key, "unknown option");
             }
@@ -316,19 +425,31 @@ mod tests {
     use super::*;
 
     fn spec(json: &str) -> Result<ConnectorSpec, String> {
-        ConnectorSpec::validate(&ConnectorConfig::from_json(json).map_err(|e| e.to_string())?).map_err(|e| e.to_string())
+        ConnectorSpec::validate(&ConnectorConfig::from_json(json).map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())
     }
 
     #[test]
     fn the_debezium_example_es_sink_config_is_accepted() {
-        let json = include_str!("../../tests/fixtures/debezium/connector-configs/unwrap-smt__es-sink.json");
+        let json = include_str!(
+            "../../tests/fixtures/debezium/connector-configs/unwrap-smt__es-sink.json"
+        );
         let s = spec(json).unwrap();
         assert_eq!(s.group_id(), "connect-elastic-sink");
-        assert_eq!(s.subscription, Subscription::Topics(vec!["customers".into()]));
+        assert_eq!(
+            s.subscription,
+            Subscription::Topics(vec!["customers".into()])
+        );
         let SinkSpec::Elasticsearch(es) = &s.sink;
         assert_eq!(es.urls, ["http://elastic:9200"]);
-        assert_eq!(es.on_null, crate::sink::elasticsearch::config::OnNull::Delete);
-        assert_eq!(es.on_delete, crate::sink::elasticsearch::config::OnDelete::Ignore);
+        assert_eq!(
+            es.on_null,
+            crate::sink::elasticsearch::config::OnNull::Delete
+        );
+        assert_eq!(
+            es.on_delete,
+            crate::sink::elasticsearch::config::OnDelete::Ignore
+        );
         assert_eq!(es.key_field.as_deref(), Some("id"));
     }
 
@@ -339,10 +460,19 @@ mod tests {
                "batch.size":"many","batch.szie":"10","errors.tolerance":"all"}}"#,
         )
         .unwrap_err();
-        assert!(err.contains("connection.url: `es:9200` is not an http:// or https:// URL"), "{err}");
-        assert!(err.contains("batch.size: `many` is not a valid integer"), "{err}");
+        assert!(
+            err.contains("connection.url: `es:9200` is not an http:// or https:// URL"),
+            "{err}"
+        );
+        assert!(
+            err.contains("batch.size: `many` is not a valid integer"),
+            "{err}"
+        );
         assert!(err.contains("batch.szie: unknown option"), "{err}");
-        assert!(err.contains("errors.tolerance: `all` needs the dead-letter queue"), "{err}");
+        assert!(
+            err.contains("errors.tolerance: `all` needs the dead-letter queue"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -357,7 +487,9 @@ mod tests {
         assert_eq!(r.config["connection.password"], "s3cret");
         assert_eq!(r.config["index.name"], "${topic}");
         assert_eq!(c.redacted()["connection.password"], "[hidden]");
-        let missing = ConnectorConfig::from_json(r#"{"name":"x","config":{"a":"${env:CDCSINK_NOPE}"}}"#).unwrap();
+        let missing =
+            ConnectorConfig::from_json(r#"{"name":"x","config":{"a":"${env:CDCSINK_NOPE}"}}"#)
+                .unwrap();
         assert_eq!(
             missing.resolve_placeholders().unwrap_err().to_string(),
             "a: environment variable `CDCSINK_NOPE` is not set"

@@ -39,7 +39,10 @@ pub struct Options<'a> {
 
 impl<'a> Options<'a> {
     pub fn new(values: &'a BTreeMap<String, String>) -> Self {
-        Options { values, errors: RefCell::new(Vec::new()) }
+        Options {
+            values,
+            errors: RefCell::new(Vec::new()),
+        }
     }
 
     /// Records a problem with `key`.
@@ -49,7 +52,10 @@ impl<'a> Options<'a> {
 
     /// The value of `key`, trimmed; `None` when absent or empty.
     pub fn get(&self, key: &str) -> Option<&'a str> {
-        self.values.get(key).map(|v| v.trim()).filter(|v| !v.is_empty())
+        self.values
+            .get(key)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
     }
 
     /// The value of `key` exactly as given (not trimmed); `None` when absent or empty.
@@ -73,7 +79,12 @@ impl<'a> Options<'a> {
     }
 
     /// A number of at least `min`.
-    pub fn at_least<T: FromStr + Copy + PartialOrd + fmt::Display>(&self, key: &str, default: T, min: T) -> T {
+    pub fn at_least<T: FromStr + Copy + PartialOrd + fmt::Display>(
+        &self,
+        key: &str,
+        default: T,
+        min: T,
+    ) -> T {
         let v = self.parse(key, default);
         if v < min {
             self.error(key, format!("must be at least {min}, got {v}"));
@@ -94,20 +105,35 @@ impl<'a> Options<'a> {
     }
 
     /// One of `allowed` (case-insensitive); returns the allowed spelling.
-    pub fn choice(&self, key: &str, allowed: &[&'static str], default: &'static str) -> &'static str {
+    pub fn choice(
+        &self,
+        key: &str,
+        allowed: &[&'static str],
+        default: &'static str,
+    ) -> &'static str {
         match self.get(key) {
             None => default,
-            Some(v) => allowed.iter().find(|a| a.eq_ignore_ascii_case(v)).copied().unwrap_or_else(|| {
-                self.error(key, format!("`{v}` is not one of {}", allowed.join(", ")));
-                default
-            }),
+            Some(v) => allowed
+                .iter()
+                .find(|a| a.eq_ignore_ascii_case(v))
+                .copied()
+                .unwrap_or_else(|| {
+                    self.error(key, format!("`{v}` is not one of {}", allowed.join(", ")));
+                    default
+                }),
         }
     }
 
     /// A comma-separated list, items trimmed, empty items dropped.
     pub fn list(&self, key: &str) -> Vec<String> {
         self.get(key)
-            .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -123,7 +149,11 @@ impl<'a> Options<'a> {
     /// Succeeds when no problem was recorded.
     pub fn finish(self) -> Result<(), ConfigError> {
         let errors = self.errors.into_inner();
-        if errors.is_empty() { Ok(()) } else { Err(ConfigError(errors)) }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError(errors))
+        }
     }
 }
 
@@ -144,15 +174,22 @@ mod tests {
 
     #[test]
     fn every_bad_key_is_named() {
-        let map: BTreeMap<String, String> = [("batch.size", "abc"), ("key.ignore", "yes"), ("linger.ms", "5")]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: BTreeMap<String, String> = [
+            ("batch.size", "abc"),
+            ("key.ignore", "yes"),
+            ("linger.ms", "5"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
         let o = Options::new(&map);
         assert_eq!(o.parse("batch.size", 2000u32), 2000);
         assert!(!o.bool("key.ignore", false));
         assert_eq!(o.parse("linger.ms", 100u64), 5);
         let err = o.finish().unwrap_err();
-        assert_eq!(err.to_string(), "batch.size: `abc` is not a valid integer; key.ignore: `yes` is not true or false");
+        assert_eq!(
+            err.to_string(),
+            "batch.size: `abc` is not a valid integer; key.ignore: `yes` is not true or false"
+        );
     }
 }

@@ -38,7 +38,10 @@ pub enum Router {
     /// `org.apache.kafka.connect.transforms.RegexRouter`.
     Regex { regex: Regex, replacement: String },
     /// `org.apache.kafka.connect.transforms.TimestampRouter`.
-    Timestamp { topic_format: String, timestamp_format: String },
+    Timestamp {
+        topic_format: String,
+        timestamp_format: String,
+    },
 }
 
 impl Router {
@@ -47,16 +50,24 @@ impl Router {
         match self {
             Router::Regex { regex, replacement } => match regex.captures(topic) {
                 // Kafka's RegexRouter uses Matcher.matches(): the whole topic must match.
-                Some(c) if c.get(0).is_some_and(|m| m.start() == 0 && m.end() == topic.len()) => {
+                Some(c)
+                    if c.get(0)
+                        .is_some_and(|m| m.start() == 0 && m.end() == topic.len()) =>
+                {
                     let mut out = String::new();
                     c.expand(replacement, &mut out);
                     out
                 }
                 _ => topic.to_string(),
             },
-            Router::Timestamp { topic_format, timestamp_format } => {
+            Router::Timestamp {
+                topic_format,
+                timestamp_format,
+            } => {
                 let ts = format_timestamp(timestamp_format, ts_ms.unwrap_or(0));
-                topic_format.replace("${topic}", topic).replace("${timestamp}", &ts)
+                topic_format
+                    .replace("${topic}", topic)
+                    .replace("${timestamp}", &ts)
             }
         }
     }
@@ -128,26 +139,37 @@ pub fn parse(o: &Options<'_>) -> Transforms {
                     o.error(&key(unsupported), "is not supported by cdc-sink");
                 }
             }
-            let (on_delete, keep_tombstones) = if o.get(&key("delete.tombstone.handling.mode")).is_some() {
-                match o.choice(
-                    &key("delete.tombstone.handling.mode"),
-                    &["drop", "tombstone", "rewrite", "rewrite-with-tombstone", "delete-to-tombstone"],
-                    "tombstone",
-                ) {
-                    "drop" => (UnwrapDelete::Drop, false),
-                    "tombstone" => (UnwrapDelete::AsTombstone, false),
-                    "rewrite" => (UnwrapDelete::Rewrite, false),
-                    "rewrite-with-tombstone" => (UnwrapDelete::Rewrite, true),
-                    _ => (UnwrapDelete::AsTombstone, true),
-                }
-            } else {
-                let on_delete = match o.choice(&key("delete.handling.mode"), &["drop", "rewrite", "none"], "drop") {
-                    "drop" => UnwrapDelete::Drop,
-                    "rewrite" => UnwrapDelete::Rewrite,
-                    _ => UnwrapDelete::AsTombstone,
+            let (on_delete, keep_tombstones) =
+                if o.get(&key("delete.tombstone.handling.mode")).is_some() {
+                    match o.choice(
+                        &key("delete.tombstone.handling.mode"),
+                        &[
+                            "drop",
+                            "tombstone",
+                            "rewrite",
+                            "rewrite-with-tombstone",
+                            "delete-to-tombstone",
+                        ],
+                        "tombstone",
+                    ) {
+                        "drop" => (UnwrapDelete::Drop, false),
+                        "tombstone" => (UnwrapDelete::AsTombstone, false),
+                        "rewrite" => (UnwrapDelete::Rewrite, false),
+                        "rewrite-with-tombstone" => (UnwrapDelete::Rewrite, true),
+                        _ => (UnwrapDelete::AsTombstone, true),
+                    }
+                } else {
+                    let on_delete = match o.choice(
+                        &key("delete.handling.mode"),
+                        &["drop", "rewrite", "none"],
+                        "drop",
+                    ) {
+                        "drop" => UnwrapDelete::Drop,
+                        "rewrite" => UnwrapDelete::Rewrite,
+                        _ => UnwrapDelete::AsTombstone,
+                    };
+                    (on_delete, !o.bool(&key("drop.tombstones"), true))
                 };
-                (on_delete, !o.bool(&key("drop.tombstones"), true))
-            };
             t.unwrap = Some(Unwrap {
                 on_delete,
                 keep_tombstones,
@@ -167,7 +189,10 @@ pub fn parse(o: &Options<'_>) -> Transforms {
                 continue;
             };
             match Regex::new(re) {
-                Ok(regex) => t.routers.push(Router::Regex { regex, replacement: java_replacement(rep) }),
+                Ok(regex) => t.routers.push(Router::Regex {
+                    regex,
+                    replacement: java_replacement(rep),
+                }),
                 Err(e) => o.error(&key("regex"), format!("invalid regular expression: {e}")),
             }
         } else if TIMESTAMP_ROUTER.contains(&ty) {
@@ -244,7 +269,11 @@ fn format_timestamp(pattern: &str, ts_ms: i64) -> String {
             'm' => out.push_str(&part(14, 16)),
             's' => out.push_str(&part(17, 19)),
             '\'' => {
-                let end = bytes[i + 1..].iter().position(|&x| x == '\'').map(|p| i + 1 + p).unwrap_or(bytes.len());
+                let end = bytes[i + 1..]
+                    .iter()
+                    .position(|&x| x == '\'')
+                    .map(|p| i + 1 + p)
+                    .unwrap_or(bytes.len());
                 out.extend(&bytes[i + 1..end]);
                 i = end + 1;
                 continue;
@@ -262,7 +291,10 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn transforms(pairs: &[(&str, &str)]) -> Result<Transforms, String> {
-        let map: BTreeMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let o = Options::new(&map);
         let t = parse(&o);
         o.finish().map(|_| t).map_err(|e| e.to_string())
@@ -272,9 +304,15 @@ mod tests {
     fn the_debezium_unwrap_example_keeps_its_meaning() {
         let t = transforms(&[
             ("transforms", "unwrap,key"),
-            ("transforms.unwrap.type", "io.debezium.transforms.ExtractNewRecordState"),
+            (
+                "transforms.unwrap.type",
+                "io.debezium.transforms.ExtractNewRecordState",
+            ),
             ("transforms.unwrap.drop.tombstones", "false"),
-            ("transforms.key.type", "org.apache.kafka.connect.transforms.ExtractField$Key"),
+            (
+                "transforms.key.type",
+                "org.apache.kafka.connect.transforms.ExtractField$Key",
+            ),
             ("transforms.key.field", "id"),
         ])
         .unwrap();
@@ -288,22 +326,38 @@ mod tests {
     fn routers_rename_topics_like_kafka_connect() {
         let t = transforms(&[
             ("transforms", "route,ts"),
-            ("transforms.route.type", "org.apache.kafka.connect.transforms.RegexRouter"),
+            (
+                "transforms.route.type",
+                "org.apache.kafka.connect.transforms.RegexRouter",
+            ),
             ("transforms.route.regex", "([^.]+)\\.([^.]+)\\.([^.]+)"),
             ("transforms.route.replacement", "$3"),
-            ("transforms.ts.type", "org.apache.kafka.connect.transforms.TimestampRouter"),
+            (
+                "transforms.ts.type",
+                "org.apache.kafka.connect.transforms.TimestampRouter",
+            ),
             ("transforms.ts.timestamp.format", "yyyy.MM"),
         ])
         .unwrap();
-        assert_eq!(t.route("dbserver1.inventory.customers", Some(1_709_300_707_000)).as_deref(), Some("customers-2024.03"));
-        assert_eq!(t.route("unmatched", Some(0)).as_deref(), Some("unmatched-1970.01"));
+        assert_eq!(
+            t.route("dbserver1.inventory.customers", Some(1_709_300_707_000))
+                .as_deref(),
+            Some("customers-2024.03")
+        );
+        assert_eq!(
+            t.route("unmatched", Some(0)).as_deref(),
+            Some("unmatched-1970.01")
+        );
     }
 
     #[test]
     fn unknown_transforms_are_rejected_by_name() {
         let err = transforms(&[
             ("transforms", "mask"),
-            ("transforms.mask.type", "org.apache.kafka.connect.transforms.MaskField$Value"),
+            (
+                "transforms.mask.type",
+                "org.apache.kafka.connect.transforms.MaskField$Value",
+            ),
         ])
         .unwrap_err();
         assert!(err.starts_with("transforms.mask.type: transform `org.apache.kafka.connect.transforms.MaskField$Value` is not supported"), "{err}");

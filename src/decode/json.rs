@@ -38,12 +38,6 @@ struct EnvelopeSchema {
     row: Conv,
 }
 
-impl Default for Conv {
-    fn default() -> Self {
-        Conv::Keep
-    }
-}
-
 fn some_raw<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
     <&RawValue>::deserialize(d).map(Some)
 }
@@ -68,7 +62,12 @@ struct Top<'a> {
     // Only to recognise records that are not row changes.
     #[serde(borrow, default, deserialize_with = "some_raw")]
     ddl: Option<&'a RawValue>,
-    #[serde(borrow, default, rename = "tableChanges", deserialize_with = "some_raw")]
+    #[serde(
+        borrow,
+        default,
+        rename = "tableChanges",
+        deserialize_with = "some_raw"
+    )]
     table_changes: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "some_raw")]
     status: Option<&'a RawValue>,
@@ -86,12 +85,21 @@ fn parse_json(bytes: &[u8]) -> Result<&str, DecodeError> {
 
 impl JsonConverter {
     pub fn new(opts: Options, schemas_enable: Option<bool>) -> Self {
-        JsonConverter { opts, schemas_enable, schemas: HashMap::new() }
+        JsonConverter {
+            opts,
+            schemas_enable,
+            schemas: HashMap::new(),
+        }
     }
 
     /// The compiled form of `schema` (raw JSON) for `topic`, compiled again only when the
     /// schema text differs from the last one seen on the topic.
-    fn schema(&mut self, topic: &str, schema: &RawValue, as_envelope: bool) -> Result<Arc<EnvelopeSchema>, DecodeError> {
+    fn schema(
+        &mut self,
+        topic: &str,
+        schema: &RawValue,
+        as_envelope: bool,
+    ) -> Result<Arc<EnvelopeSchema>, DecodeError> {
         if let Some((text, compiled)) = self.schemas.get(topic)
             && **text == *schema.get()
         {
@@ -108,16 +116,20 @@ impl JsonConverter {
         } else {
             parsed.compile()
         };
-        let compiled = Arc::new(EnvelopeSchema { name: parsed.name.clone(), row });
-        self.schemas.insert(topic.into(), (schema.get().into(), compiled.clone()));
+        let compiled = Arc::new(EnvelopeSchema {
+            name: parsed.name.clone(),
+            row,
+        });
+        self.schemas
+            .insert(topic.into(), (schema.get().into(), compiled.clone()));
         Ok(compiled)
     }
 
     /// Decodes a record key to JSON text: a struct key becomes an object, a plain key a scalar.
     pub fn key(&mut self, topic: &str, bytes: &[u8]) -> Result<Row, DecodeError> {
         let text = parse_json(bytes)?;
-        let top: &RawValue =
-            serde_json::from_str(text).map_err(|e| DecodeError::new(format!("key is not valid JSON: {e}")))?;
+        let top: &RawValue = serde_json::from_str(text)
+            .map_err(|e| DecodeError::new(format!("key is not valid JSON: {e}")))?;
         let (schema, payload) = self.unwrap_key(top);
         let conv = match schema {
             Some(s) if s.get() != "null" => self.schema(topic, s, false)?.row.clone(),
@@ -154,8 +166,8 @@ impl JsonConverter {
             return Ok(Value::Tombstone);
         };
         let text = parse_json(bytes)?;
-        let top: Top<'_> =
-            serde_json::from_str(text).map_err(|e| DecodeError::new(format!("value is not valid JSON: {e}")))?;
+        let top: Top<'_> = serde_json::from_str(text)
+            .map_err(|e| DecodeError::new(format!("value is not valid JSON: {e}")))?;
         if top.op.is_some() || top.payload.is_none() || self.schemas_enable == Some(false) {
             return self.envelope(&top, None);
         }
@@ -173,11 +185,16 @@ impl JsonConverter {
         self.envelope(&inner, schema.as_deref())
     }
 
-    fn envelope(&self, top: &Top<'_>, schema: Option<&EnvelopeSchema>) -> Result<Value, DecodeError> {
+    fn envelope(
+        &self,
+        top: &Top<'_>,
+        schema: Option<&EnvelopeSchema>,
+    ) -> Result<Value, DecodeError> {
         let Some(op) = top.op.as_deref() else {
             return classify_non_change(top, schema.and_then(|s| s.name.as_deref()));
         };
-        let op = Op::parse(op).ok_or_else(|| DecodeError::new(format!("unknown Debezium op `{op}`")))?;
+        let op =
+            Op::parse(op).ok_or_else(|| DecodeError::new(format!("unknown Debezium op `{op}`")))?;
         let conv = schema.map(|s| &s.row).unwrap_or(&Conv::Keep);
         let image = |name: &str, raw: Option<&RawValue>| -> Result<Option<Row>, DecodeError> {
             match raw.filter(|r| r.get() != "null") {
@@ -198,11 +215,20 @@ impl JsonConverter {
         };
         match op {
             Op::Read | Op::Create | Op::Update if after.is_none() => {
-                return Err(DecodeError::new(format!("op `{}` without an `after` image", op.code())));
+                return Err(DecodeError::new(format!(
+                    "op `{}` without an `after` image",
+                    op.code()
+                )));
             }
             _ => {}
         }
-        Ok(Value::Change(ChangeEvent { op, before, after, source, ts_ms: top.ts_ms }))
+        Ok(Value::Change(ChangeEvent {
+            op,
+            before,
+            after,
+            source,
+            ts_ms: top.ts_ms,
+        }))
     }
 }
 
@@ -223,10 +249,17 @@ fn classify_non_change(top: &Top<'_>, schema_name: Option<&str>) -> Result<Value
     if top.ddl.is_some() || top.table_changes.is_some() {
         return Ok(Value::Skipped(Skip::SchemaChange));
     }
-    if top.status.is_some() && (top.event_count.is_some() || top.status.is_some_and(|s| s.get().contains("BEGIN"))) {
+    if top.status.is_some()
+        && (top.event_count.is_some() || top.status.is_some_and(|s| s.get().contains("BEGIN")))
+    {
         return Ok(Value::Skipped(Skip::TransactionMetadata));
     }
-    if top.ts_ms.is_some() && is_null(top.before) && is_null(top.after) && is_null(top.source) && top.schema.is_none() {
+    if top.ts_ms.is_some()
+        && is_null(top.before)
+        && is_null(top.after)
+        && is_null(top.source)
+        && top.schema.is_none()
+    {
         return Ok(Value::Skipped(Skip::Heartbeat));
     }
     Err(DecodeError::new(
@@ -264,15 +297,20 @@ fn int(raw: &str, what: &str) -> Result<i64, String> {
 }
 
 fn bytes_of(raw: &str, what: &str) -> Result<Vec<u8>, String> {
-    let s: Cow<'_, str> =
-        serde_json::from_str(raw).map_err(|_| format!("expected base64 bytes for {what}, got `{raw}`"))?;
+    let s: Cow<'_, str> = serde_json::from_str(raw)
+        .map_err(|_| format!("expected base64 bytes for {what}, got `{raw}`"))?;
     BASE64
         .decode(s.as_bytes())
         .map_err(|e| format!("expected base64 bytes for {what}, got `{raw}`: {e}"))
 }
 
 /// Writes the JSON value `raw` converted by `conv` (DESIGN §2's table) into `out`.
-pub(crate) fn write_value(raw: &str, conv: &Conv, opts: &Options, out: &mut Vec<u8>) -> Result<(), String> {
+pub(crate) fn write_value(
+    raw: &str,
+    conv: &Conv,
+    opts: &Options,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
     if raw == "null" {
         out.extend_from_slice(b"null");
         return Ok(());
@@ -294,13 +332,19 @@ pub(crate) fn write_value(raw: &str, conv: &Conv, opts: &Options, out: &mut Vec<
                 Ok(())
             })?;
             match (scale, value) {
-                (Some(s), Some(v)) => write_decimal(v, int(s, "a decimal scale")? as i32, opts, out)?,
-                _ => return Err(format!("expected {{scale, value}} for a variable-scale decimal, got `{raw}`")),
+                (Some(s), Some(v)) => {
+                    write_decimal(v, int(s, "a decimal scale")? as i32, opts, out)?
+                }
+                _ => {
+                    return Err(format!(
+                        "expected {{scale, value}} for a variable-scale decimal, got `{raw}`"
+                    ));
+                }
             }
         }
         Conv::Json => {
-            let s: Cow<'_, str> =
-                serde_json::from_str(raw).map_err(|_| format!("expected a JSON string for a Json column, got `{raw}`"))?;
+            let s: Cow<'_, str> = serde_json::from_str(raw)
+                .map_err(|_| format!("expected a JSON string for a Json column, got `{raw}`"))?;
             match serde_json::from_str::<serde_json::Value>(&s) {
                 // Re-serialised: compact, one line.
                 Ok(v) => {
@@ -352,7 +396,8 @@ pub(crate) fn write_value(raw: &str, conv: &Conv, opts: &Options, out: &mut Vec<
                 }
                 write_str(out, k);
                 out.push(b':');
-                write_value(v.get(), st.field(k, i), opts, out).map_err(|e| format!("field `{k}`: {e}"))?;
+                write_value(v.get(), st.field(k, i), opts, out)
+                    .map_err(|e| format!("field `{k}`: {e}"))?;
                 i += 1;
                 Ok(())
             })?;
@@ -403,7 +448,8 @@ fn write_decimal(raw: &str, scale: i32, opts: &Options, out: &mut Vec<u8>) -> Re
         let bytes = bytes_of(raw, "a decimal")?;
         semantic::decimal_digits(out, &bytes, scale);
     } else {
-        let digits = semantic::plain_number(raw).ok_or_else(|| format!("expected a decimal, got `{raw}`"))?;
+        let digits = semantic::plain_number(raw)
+            .ok_or_else(|| format!("expected a decimal, got `{raw}`"))?;
         out.extend_from_slice(digits.as_bytes());
     }
     if !opts.decimal_as_number {
@@ -419,7 +465,9 @@ mod tests {
     use super::*;
 
     fn value(json: &str) -> Value {
-        JsonConverter::default().value("t", Some(json.as_bytes())).unwrap()
+        JsonConverter::default()
+            .value("t", Some(json.as_bytes()))
+            .unwrap()
     }
 
     fn change(json: &str) -> ChangeEvent {
@@ -450,12 +498,22 @@ mod tests {
 
     #[test]
     fn records_that_are_not_changes_are_skipped_or_rejected() {
-        assert_eq!(value(r#"{"source":{},"ts_ms":1,"databaseName":"x","ddl":"CREATE TABLE"}"#), Value::Skipped(Skip::SchemaChange));
-        assert_eq!(value(r#"{"status":"BEGIN","id":"571","event_count":null,"data_collections":null}"#), Value::Skipped(Skip::TransactionMetadata));
+        assert_eq!(
+            value(r#"{"source":{},"ts_ms":1,"databaseName":"x","ddl":"CREATE TABLE"}"#),
+            Value::Skipped(Skip::SchemaChange)
+        );
+        assert_eq!(
+            value(r#"{"status":"BEGIN","id":"571","event_count":null,"data_collections":null}"#),
+            Value::Skipped(Skip::TransactionMetadata)
+        );
         assert_eq!(value(r#"{"ts_ms":1}"#), Value::Skipped(Skip::Heartbeat));
-        let err = JsonConverter::default().value("t", Some(br#"{"id":1,"name":"x"}"#)).unwrap_err();
+        let err = JsonConverter::default()
+            .value("t", Some(br#"{"id":1,"name":"x"}"#))
+            .unwrap_err();
         assert!(err.0.contains("no `op`"), "{err}");
-        let err = JsonConverter::default().value("t", Some(b"{not json")).unwrap_err();
+        let err = JsonConverter::default()
+            .value("t", Some(b"{not json"))
+            .unwrap_err();
         assert!(err.0.contains("not valid JSON"), "{err}");
     }
 
@@ -470,7 +528,10 @@ mod tests {
         assert_eq!(c.key("t", br#""abc""#).unwrap().as_str(), r#""abc""#);
         assert_eq!(c.key("t", b"42").unwrap().as_str(), "42");
         let mut no_unwrap = JsonConverter::new(Options::default(), Some(false));
-        assert_eq!(no_unwrap.key("t", br#"{"payload":3}"#).unwrap().as_str(), r#"{"payload":3}"#);
+        assert_eq!(
+            no_unwrap.key("t", br#"{"payload":3}"#).unwrap().as_str(),
+            r#"{"payload":3}"#
+        );
     }
 
     #[test]
@@ -498,7 +559,12 @@ mod tests {
         let json = r#"{"schema":{"type":"struct","fields":[{"type":"struct","field":"after","fields":[
             {"type":"int32","name":"io.debezium.time.Date","field":"d"}]}]},
             "payload":{"after":{"d":"yesterday"},"op":"c"}}"#;
-        let err = JsonConverter::default().value("t", Some(json.as_bytes())).unwrap_err();
-        assert_eq!(err.0, "`after`: field `d`: expected an integer for a date, got `\"yesterday\"`");
+        let err = JsonConverter::default()
+            .value("t", Some(json.as_bytes()))
+            .unwrap_err();
+        assert_eq!(
+            err.0,
+            "`after`: field `d`: expected an integer for a date, got `\"yesterday\"`"
+        );
     }
 }

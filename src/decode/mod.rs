@@ -137,24 +137,33 @@ impl Decoder {
     pub fn new(spec: &crate::connector::ConnectorSpec) -> Decoder {
         use crate::connector::ConverterKind;
         let json = |k: ConverterKind| match k {
-            ConverterKind::Json { schemas_enable } => json::JsonConverter::new(spec.decode, schemas_enable),
+            ConverterKind::Json { schemas_enable } => {
+                json::JsonConverter::new(spec.decode, schemas_enable)
+            }
             ConverterKind::String => json::JsonConverter::new(spec.decode, None),
         };
         let key = match spec.key_converter {
             ConverterKind::String => KeyFormat::String,
             k => KeyFormat::Json(json(k)),
         };
-        Decoder { key, value: json(spec.value_converter) }
+        Decoder {
+            key,
+            value: json(spec.value_converter),
+        }
     }
 
     /// The record key as JSON text; `None` for a record without key.
     pub fn key(&mut self, topic: &str, bytes: Option<&[u8]>) -> Result<Option<Row>, DecodeError> {
-        let Some(bytes) = bytes.filter(|b| !b.is_empty()) else { return Ok(None) };
+        let Some(bytes) = bytes.filter(|b| !b.is_empty()) else {
+            return Ok(None);
+        };
         match &mut self.key {
             KeyFormat::Json(c) => c.key(topic, bytes).map(Some),
             KeyFormat::String => {
-                let text = std::str::from_utf8(bytes).map_err(|e| DecodeError::new(format!("key is not UTF-8 text: {e}")))?;
-                let json = serde_json::to_string(text).map_err(|e| DecodeError::new(e.to_string()))?;
+                let text = std::str::from_utf8(bytes)
+                    .map_err(|e| DecodeError::new(format!("key is not UTF-8 text: {e}")))?;
+                let json =
+                    serde_json::to_string(text).map_err(|e| DecodeError::new(e.to_string()))?;
                 Ok(Some(Row::from_json(&json)))
             }
         }

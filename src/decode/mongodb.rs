@@ -13,9 +13,10 @@ use super::Row;
 use super::semantic::{TimeUnit, timestamp};
 
 pub(super) fn document(raw: &RawValue) -> Result<Row, String> {
-    let text: String = serde_json::from_str(raw.get()).map_err(|e| format!("not a JSON string: {e}"))?;
-    let value: Value =
-        serde_json::from_str(&text).map_err(|e| format!("string-encoded document is not JSON: {e}"))?;
+    let text: String =
+        serde_json::from_str(raw.get()).map_err(|e| format!("not a JSON string: {e}"))?;
+    let value: Value = serde_json::from_str(&text)
+        .map_err(|e| format!("string-encoded document is not JSON: {e}"))?;
     let Value::Object(mut doc) = simplify(value) else {
         return Err("string-encoded document is not a JSON object".into());
     };
@@ -26,16 +27,24 @@ pub(super) fn document(raw: &RawValue) -> Result<Row, String> {
         renamed.extend(doc);
         doc = renamed;
     }
-    Ok(Row::from_bytes(serde_json::to_vec(&Value::Object(doc)).map_err(|e| e.to_string())?))
+    Ok(Row::from_bytes(
+        serde_json::to_vec(&Value::Object(doc)).map_err(|e| e.to_string())?,
+    ))
 }
 
 fn simplify(value: Value) -> Value {
     match value {
         Value::Object(map) => {
             if map.len() == 1 {
-                let (k, v) = map.iter().next().map(|(k, v)| (k.as_str(), v)).unwrap_or(("", &Value::Null));
+                let (k, v) = map
+                    .iter()
+                    .next()
+                    .map(|(k, v)| (k.as_str(), v))
+                    .unwrap_or(("", &Value::Null));
                 match (k, v) {
-                    ("$oid" | "$numberDecimal" | "$symbol", Value::String(s)) => return Value::String(s.clone()),
+                    ("$oid" | "$numberDecimal" | "$symbol", Value::String(s)) => {
+                        return Value::String(s.clone());
+                    }
                     ("$numberLong" | "$numberInt", Value::String(s)) => {
                         if let Ok(n) = s.parse::<i64>() {
                             return Value::from(n);
@@ -52,7 +61,10 @@ fn simplify(value: Value) -> Value {
                     ("$date", d) => {
                         let ms = match d {
                             Value::Number(n) => n.as_i64(),
-                            Value::Object(o) => o.get("$numberLong").and_then(|v| v.as_str()).and_then(|s| s.parse().ok()),
+                            Value::Object(o) => o
+                                .get("$numberLong")
+                                .and_then(|v| v.as_str())
+                                .and_then(|s| s.parse().ok()),
                             Value::String(s) => return Value::String(s.clone()),
                             _ => None,
                         };

@@ -17,7 +17,11 @@ impl Row {
     /// valid JSON) are dropped so the text fits on one NDJSON line.
     pub fn from_json(text: &str) -> Row {
         if text.bytes().any(|b| b == b'\n' || b == b'\r') {
-            Row(text.chars().filter(|c| *c != '\n' && *c != '\r').collect::<String>().into())
+            Row(text
+                .chars()
+                .filter(|c| *c != '\n' && *c != '\r')
+                .collect::<String>()
+                .into())
         } else {
             Row(text.into())
         }
@@ -89,7 +93,9 @@ pub fn for_each_field<'a>(
         /// The callback's own error, kept out of serde so it reads as written.
         failed: &'e mut Option<String>,
     }
-    impl<'de, F: FnMut(&str, &'de RawValue) -> Result<(), String>> Visitor<'de> for FieldVisitor<'_, F> {
+    impl<'de, F: FnMut(&str, &'de RawValue) -> Result<(), String>> Visitor<'de>
+        for FieldVisitor<'_, F>
+    {
         type Value = ();
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.write_str("a JSON object")
@@ -107,7 +113,10 @@ pub fn for_each_field<'a>(
     }
     let mut failed = None;
     let mut de = serde_json::Deserializer::from_str(json);
-    let result = de.deserialize_map(FieldVisitor { f, failed: &mut failed });
+    let result = de.deserialize_map(FieldVisitor {
+        f,
+        failed: &mut failed,
+    });
     if let Some(e) = failed {
         return Err(e);
     }

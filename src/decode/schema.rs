@@ -13,9 +13,10 @@ use serde::Deserialize;
 use super::semantic::TimeUnit;
 
 /// What to do with one value on its way into a document (DESIGN §2).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub enum Conv {
     /// Written as the wire gives it.
+    #[default]
     Keep,
     /// Days since the epoch → `"2024-03-01"`.
     Date,
@@ -50,7 +51,11 @@ pub struct StructConv {
 
 impl StructConv {
     pub fn new(fields: Vec<(String, Conv)>) -> Self {
-        let index = fields.iter().enumerate().map(|(i, (n, _))| (n.clone(), i)).collect();
+        let index = fields
+            .iter()
+            .enumerate()
+            .map(|(i, (n, _))| (n.clone(), i))
+            .collect();
         StructConv { fields, index }
     }
 
@@ -99,7 +104,9 @@ pub struct ConnectSchema {
 impl ConnectSchema {
     /// The field named `name` of a struct schema.
     pub fn field(&self, name: &str) -> Option<&ConnectSchema> {
-        self.fields.iter().find(|f| f.field.as_deref() == Some(name))
+        self.fields
+            .iter()
+            .find(|f| f.field.as_deref() == Some(name))
     }
 
     fn parameter(&self, key: &str) -> Option<String> {
@@ -146,14 +153,22 @@ pub fn struct_conv(fields: impl Iterator<Item = (String, Conv)>) -> Conv {
 
 /// The conversion a semantic type name calls for; `wire` is the Connect type it is carried in
 /// (`int32`, `int64`, `bytes`, `string`, `struct`…). Shared by the JSON and Avro decoders.
-pub fn semantic_conv(name: Option<&str>, wire: &str, param: &dyn Fn(&str) -> Option<String>) -> Option<Conv> {
+pub fn semantic_conv(
+    name: Option<&str>,
+    wire: &str,
+    param: &dyn Fn(&str) -> Option<String>,
+) -> Option<Conv> {
     let name = name?;
     let conv = match name {
         "io.debezium.time.Date" | "org.apache.kafka.connect.data.Date" => Conv::Date,
-        "io.debezium.time.Time" | "org.apache.kafka.connect.data.Time" => Conv::Time(TimeUnit::Millis),
+        "io.debezium.time.Time" | "org.apache.kafka.connect.data.Time" => {
+            Conv::Time(TimeUnit::Millis)
+        }
         "io.debezium.time.MicroTime" => Conv::Time(TimeUnit::Micros),
         "io.debezium.time.NanoTime" => Conv::Time(TimeUnit::Nanos),
-        "io.debezium.time.Timestamp" | "org.apache.kafka.connect.data.Timestamp" => Conv::Timestamp(TimeUnit::Millis),
+        "io.debezium.time.Timestamp" | "org.apache.kafka.connect.data.Timestamp" => {
+            Conv::Timestamp(TimeUnit::Millis)
+        }
         "io.debezium.time.MicroTimestamp" => Conv::Timestamp(TimeUnit::Micros),
         "io.debezium.time.NanoTimestamp" => Conv::Timestamp(TimeUnit::Nanos),
         "org.apache.kafka.connect.data.Decimal" => Conv::Decimal {
@@ -174,7 +189,9 @@ pub fn semantic_conv(name: Option<&str>, wire: &str, param: &dyn Fn(&str) -> Opt
     let fits = match conv {
         Conv::Date => matches!(wire, "int32" | "int64" | "int"),
         Conv::Time(_) | Conv::Timestamp(_) => matches!(wire, "int32" | "int64" | "int" | "long"),
-        Conv::Decimal { .. } | Conv::Bits { .. } => matches!(wire, "bytes" | "fixed" | "string" | "double" | "float64"),
+        Conv::Decimal { .. } | Conv::Bits { .. } => {
+            matches!(wire, "bytes" | "fixed" | "string" | "double" | "float64")
+        }
         Conv::VariableScaleDecimal | Conv::Point => matches!(wire, "struct" | "record"),
         Conv::Json => wire == "string",
         _ => true,
@@ -205,11 +222,16 @@ mod tests {
                 {"type":"array","items":{"type":"int64","name":"io.debezium.time.MicroTimestamp"},"field":"a"}]}"#,
         )
         .unwrap();
-        let Conv::Struct(st) = s.compile() else { panic!("not a struct conv") };
+        let Conv::Struct(st) = s.compile() else {
+            panic!("not a struct conv")
+        };
         assert_eq!(st.field("id", 0), &Conv::Keep);
         assert_eq!(st.field("d", 1), &Conv::Date);
         assert_eq!(st.field("p", 0), &Conv::Decimal { scale: 2 });
-        assert_eq!(st.field("a", 3), &Conv::Array(Box::new(Conv::Timestamp(TimeUnit::Micros))));
+        assert_eq!(
+            st.field("a", 3),
+            &Conv::Array(Box::new(Conv::Timestamp(TimeUnit::Micros)))
+        );
         assert_eq!(st.field("unknown", 9), &Conv::Keep);
     }
 }

@@ -58,7 +58,11 @@ fn write_date(out: &mut Vec<u8>, days: i64) {
 
 fn write_time_of_day(out: &mut Vec<u8>, secs_of_day: i64, frac: i64, unit: TimeUnit) {
     let (h, m, s) = (secs_of_day / 3600, secs_of_day / 60 % 60, secs_of_day % 60);
-    let _ = write!(out, "{h:02}:{m:02}:{s:02}.{frac:0width$}", width = unit.digits());
+    let _ = write!(
+        out,
+        "{h:02}:{m:02}:{s:02}.{frac:0width$}",
+        width = unit.digits()
+    );
 }
 
 /// `io.debezium.time.Date` / Connect `Date`: days since the epoch → `"2024-03-01"`.
@@ -197,7 +201,11 @@ pub fn plain_number(text: &str) -> Option<String> {
     let scale = frac.len() as i32 - exp;
     // Strip leading zeros of the unscaled value.
     let trimmed = digits.trim_start_matches('0');
-    digits = if trimmed.is_empty() { "0".into() } else { trimmed.into() };
+    digits = if trimmed.is_empty() {
+        "0".into()
+    } else {
+        trimmed.into()
+    };
     let mut out = Vec::new();
     write_scaled(&mut out, negative && digits != "0", &digits, scale);
     String::from_utf8(out).ok()
@@ -208,7 +216,12 @@ pub fn bits_number(bytes: &[u8]) -> Option<u64> {
     if bytes.len() > 8 {
         return None;
     }
-    Some(bytes.iter().rev().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
+    Some(
+        bytes
+            .iter()
+            .rev()
+            .fold(0u64, |acc, b| (acc << 8) | u64::from(*b)),
+    )
 }
 
 #[cfg(test)]
@@ -233,21 +246,42 @@ mod tests {
 
     #[test]
     fn times_of_day_keep_their_precision() {
-        assert_eq!(s(|o| time(o, 36_803_000_000, TimeUnit::Micros)), r#""10:13:23.000000""#);
-        assert_eq!(s(|o| time(o, 49_507_123, TimeUnit::Millis)), r#""13:45:07.123""#);
-        assert_eq!(s(|o| time(o, 49_507_123_456_789, TimeUnit::Nanos)), r#""13:45:07.123456789""#);
-        assert_eq!(s(|o| time(o, -3_020_399_000_000, TimeUnit::Micros)), r#""-838:59:59.000000""#);
+        assert_eq!(
+            s(|o| time(o, 36_803_000_000, TimeUnit::Micros)),
+            r#""10:13:23.000000""#
+        );
+        assert_eq!(
+            s(|o| time(o, 49_507_123, TimeUnit::Millis)),
+            r#""13:45:07.123""#
+        );
+        assert_eq!(
+            s(|o| time(o, 49_507_123_456_789, TimeUnit::Nanos)),
+            r#""13:45:07.123456789""#
+        );
+        assert_eq!(
+            s(|o| time(o, -3_020_399_000_000, TimeUnit::Micros)),
+            r#""-838:59:59.000000""#
+        );
     }
 
     #[test]
     fn timestamps_are_utc_with_the_wire_precision() {
-        assert_eq!(s(|o| timestamp(o, 1_679_581_805_123, TimeUnit::Millis)), r#""2023-03-23T14:30:05.123Z""#);
+        assert_eq!(
+            s(|o| timestamp(o, 1_679_581_805_123, TimeUnit::Millis)),
+            r#""2023-03-23T14:30:05.123Z""#
+        );
         assert_eq!(
             s(|o| timestamp(o, 1_709_300_707_123_456, TimeUnit::Micros)),
             r#""2024-03-01T13:45:07.123456Z""#
         );
-        assert_eq!(s(|o| timestamp(o, -1, TimeUnit::Millis)), r#""1969-12-31T23:59:59.999Z""#);
-        assert_eq!(s(|o| timestamp(o, 1, TimeUnit::Nanos)), r#""1970-01-01T00:00:00.000000001Z""#);
+        assert_eq!(
+            s(|o| timestamp(o, -1, TimeUnit::Millis)),
+            r#""1969-12-31T23:59:59.999Z""#
+        );
+        assert_eq!(
+            s(|o| timestamp(o, 1, TimeUnit::Nanos)),
+            r#""1970-01-01T00:00:00.000000001Z""#
+        );
     }
 
     #[test]
@@ -261,16 +295,25 @@ mod tests {
         // 2^160 needs the wide path; so does its negation.
         let mut big = vec![0x01];
         big.extend([0u8; 20]);
-        assert_eq!(s(|o| decimal_digits(o, &big, 0)), "1461501637330902918203684832716283019655932542976");
+        assert_eq!(
+            s(|o| decimal_digits(o, &big, 0)),
+            "1461501637330902918203684832716283019655932542976"
+        );
         let mut neg = vec![0xff];
         neg.extend([0u8; 20]);
-        assert_eq!(s(|o| decimal_digits(o, &neg, 10)), "-146150163733090291820368483271628301965.5932542976");
+        assert_eq!(
+            s(|o| decimal_digits(o, &neg, 10)),
+            "-146150163733090291820368483271628301965.5932542976"
+        );
     }
 
     #[test]
     fn json_numbers_become_plain_decimal_text() {
         assert_eq!(plain_number("39.98").as_deref(), Some("39.98"));
-        assert_eq!(plain_number("1.2345678987654322e+32").as_deref(), Some("123456789876543220000000000000000"));
+        assert_eq!(
+            plain_number("1.2345678987654322e+32").as_deref(),
+            Some("123456789876543220000000000000000")
+        );
         assert_eq!(plain_number("-5E-3").as_deref(), Some("-0.005"));
         assert_eq!(plain_number("0").as_deref(), Some("0"));
         assert_eq!(plain_number("-0.0").as_deref(), Some("0.0"));

@@ -37,7 +37,10 @@ impl Num<'_> {
     fn value(&self) -> Result<u64, String> {
         match self {
             Num::Int(v) => Ok(*v),
-            Num::Text(s) => s.trim().parse().map_err(|_| format!("`{s}` is not a number")),
+            Num::Text(s) => s
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{s}` is not a number")),
         }
     }
 }
@@ -109,19 +112,34 @@ impl Source {
 /// * Oracle: `scn`;
 /// * MongoDB: oplog seconds << 32 | `ord`.
 fn position(f: &Fields<'_>) -> Result<Option<u64>, String> {
-    let version = match f.connector.as_deref() {
+    // Old Debezium versions have no `connector` field; their position fields tell.
+    let connector = f
+        .connector
+        .as_deref()
+        .or(if f.file.is_some() && f.pos.is_some() {
+            Some("mysql")
+        } else if f.lsn.is_some() {
+            Some("postgresql")
+        } else {
+            None
+        });
+    let version = match connector {
         Some("postgresql") => match &f.lsn {
             Some(lsn) => lsn.value()?,
             None => return Ok(None),
         },
         Some("mysql") | Some("mariadb") => {
-            let (Some(file), Some(pos)) = (&f.file, f.pos) else {
+            let (Some(file), Some(pos)) = (f.file.as_deref().filter(|f| !f.is_empty()), f.pos)
+            else {
+                // No binlog position (some snapshot tools write an empty file name).
                 return Ok(None);
             };
             let index = binlog_index(file)?;
             let offset = pos + f.row.unwrap_or(0);
             if offset >= 1 << BINLOG_OFFSET_BITS || index >= 1 << (63 - BINLOG_OFFSET_BITS) {
-                return Err(format!("binlog position {file}:{pos} does not fit in a version"));
+                return Err(format!(
+                    "binlog position {file}:{pos} does not fit in a version"
+                ));
             }
             index << BINLOG_OFFSET_BITS | offset
         }
@@ -141,7 +159,9 @@ fn position(f: &Fields<'_>) -> Result<Option<u64>, String> {
         _ => return Ok(None),
     };
     if version > MAX_VERSION {
-        return Err(format!("source position {version} exceeds Elasticsearch's largest version"));
+        return Err(format!(
+            "source position {version} exceeds Elasticsearch's largest version"
+        ));
     }
     Ok(Some(version))
 }
@@ -159,12 +179,15 @@ fn binlog_index(file: &str) -> Result<u64, String> {
 fn sqlserver_lsn(lsn: &str) -> Result<u64, String> {
     let bad = || format!("SQL Server LSN `{lsn}` is not of the form xxxxxxxx:xxxxxxxx:xxxx");
     let mut parts = lsn.split(':').map(|p| u64::from_str_radix(p, 16));
-    let (Some(Ok(vlf)), Some(Ok(block)), Some(Ok(slot)), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(Ok(vlf)), Some(Ok(block)), Some(Ok(slot)), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(bad());
     };
     if vlf >= 1 << 25 || block >= 1 << 24 || slot >= 1 << 14 {
-        return Err(format!("SQL Server LSN `{lsn}` does not fit in a version; use version.source=offset"));
+        return Err(format!(
+            "SQL Server LSN `{lsn}` does not fit in a version; use version.source=offset"
+        ));
     }
     Ok(vlf << 38 | block << 14 | slot)
 }
@@ -179,30 +202,52 @@ mod tests {
 
     #[test]
     fn postgres_version_is_the_lsn() {
-        assert_eq!(pos(r#"{"connector":"postgresql","lsn":24023128}"#), Ok(Some(24_023_128)));
+        assert_eq!(
+            pos(r#"{"connector":"postgresql","lsn":24023128}"#),
+            Ok(Some(24_023_128))
+        );
     }
 
     #[test]
     fn mysql_versions_grow_over_rows_events_and_binlog_rollover() {
         let v = |file: &str, p: u64, r: u64| {
-            pos(&format!(r#"{{"connector":"mysql","file":"{file}","pos":{p},"row":{r}}}"#))
-                .unwrap()
-                .unwrap()
+            pos(&format!(
+                r#"{{"connector":"mysql","file":"{file}","pos":{p},"row":{r}}}"#
+            ))
+            .unwrap()
+            .unwrap()
         };
         assert!(v("mysql-bin.000003", 1442, 0) < v("mysql-bin.000003", 1442, 1));
         assert!(v("mysql-bin.000003", 1442, 1) < v("mysql-bin.000003", 1831, 0));
         assert!(v("mysql-bin.000003", 900_000_000, 5) < v("mysql-bin.000004", 4, 0));
         assert_eq!(v("mysql-bin.000003", 392, 0), 3 << 40 | 392);
         assert!(pos(r#"{"connector":"mariadb","file":"bin","pos":4}"#).is_err());
+        assert_eq!(
+            pos(r#"{"connector":"mysql","file":"","pos":0,"row":0}"#),
+            Ok(None)
+        );
+        // Debezium 0.x had no `connector` field.
+        assert_eq!(
+            pos(r#"{"name":"dbserver1","file":"mysql-bin.000003","pos":154,"row":0}"#),
+            Ok(Some(3 << 40 | 154))
+        );
     }
 
     #[test]
     fn sqlserver_oracle_mongodb_positions() {
-        let a = pos(r#"{"connector":"sqlserver","change_lsn":"00000027:00000758:0005","commit_lsn":"00000027:00000758:0007"}"#);
+        let a = pos(
+            r#"{"connector":"sqlserver","change_lsn":"00000027:00000758:0005","commit_lsn":"00000027:00000758:0007"}"#,
+        );
         let b = pos(r#"{"connector":"sqlserver","change_lsn":"00000027:00000760:0002"}"#);
         assert!(a.unwrap().unwrap() < b.unwrap().unwrap());
-        assert_eq!(pos(r#"{"connector":"oracle","scn":"2122184"}"#), Ok(Some(2_122_184)));
-        assert_eq!(pos(r#"{"connector":"mongodb","ts_ms":1558965508000,"ord":3}"#), Ok(Some(1_558_965_508 << 32 | 3)));
+        assert_eq!(
+            pos(r#"{"connector":"oracle","scn":"2122184"}"#),
+            Ok(Some(2_122_184))
+        );
+        assert_eq!(
+            pos(r#"{"connector":"mongodb","ts_ms":1558965508000,"ord":3}"#),
+            Ok(Some(1_558_965_508 << 32 | 3))
+        );
     }
 
     #[test]

@@ -38,7 +38,10 @@ pub type Consumer<H> = BaseConsumer<SourceContext<H>>;
 impl<H: RebalanceHandler> ClientContext for SourceContext<H> {}
 
 fn partitions(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
-    tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect()
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect()
 }
 
 impl<H: RebalanceHandler> ConsumerContext for SourceContext<H> {
@@ -76,7 +79,10 @@ pub fn consumer_config(settings: &Settings, spec: &ConnectorSpec, task: usize) -
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &settings.kafka.bootstrap_servers);
     c.set("auto.offset.reset", "earliest");
-    c.set("client.id", format!("connector-consumer-{}-{task}", spec.name));
+    c.set(
+        "client.id",
+        format!("connector-consumer-{}-{task}", spec.name),
+    );
     let overlay = |c: &mut ClientConfig, props: &BTreeMap<String, String>| {
         for (k, v) in props {
             c.set(k, v);
@@ -131,9 +137,18 @@ pub fn commit<H: RebalanceHandler>(
 
 /// Pauses or resumes the whole current assignment.
 pub fn set_paused<H: RebalanceHandler>(consumer: &Consumer<H>, paused: bool) {
-    let Ok(tpl) = consumer.assignment() else { return };
-    let result = if paused { consumer.pause(&tpl) } else { consumer.resume(&tpl) };
+    let Ok(tpl) = consumer.assignment() else {
+        return;
+    };
+    let result = if paused {
+        consumer.pause(&tpl)
+    } else {
+        consumer.resume(&tpl)
+    };
     if let Err(e) = result {
-        warn!("cannot {} partitions: {e}", if paused { "pause" } else { "resume" });
+        warn!(
+            "cannot {} partitions: {e}",
+            if paused { "pause" } else { "resume" }
+        );
     }
 }

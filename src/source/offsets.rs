@@ -81,19 +81,31 @@ impl Offsets {
             self.assign(topic, partition);
         }
         let slot = self.by_name[&key];
-        let p = self.slots[slot as usize].as_mut().expect("slot of a tracked partition");
+        let p = self.slots[slot as usize]
+            .as_mut()
+            .expect("slot of a tracked partition");
         if p.next.is_some_and(|n| offset < n) {
             // Read again (a fetch after pause/resume): the first read is the one that counts.
-            return Ack { slot, epoch: NO_EPOCH, offset };
+            return Ack {
+                slot,
+                epoch: NO_EPOCH,
+                offset,
+            };
         }
         p.next = Some(offset + 1);
         p.pending.push_back((offset, false));
-        Ack { slot, epoch: p.epoch, offset }
+        Ack {
+            slot,
+            epoch: p.epoch,
+            offset,
+        }
     }
 
     /// Marks a record written; moves its partition's watermark when it closes a gap.
     pub fn ack(&mut self, ack: Ack) {
-        let Some(Some(p)) = self.slots.get_mut(ack.slot as usize) else { return };
+        let Some(Some(p)) = self.slots.get_mut(ack.slot as usize) else {
+            return;
+        };
         if p.epoch != ack.epoch {
             return;
         }
@@ -124,7 +136,9 @@ impl Offsets {
         self.slots
             .iter()
             .flatten()
-            .filter(|p| only.is_none_or(|o| o.iter().any(|(t, n)| **t == *p.topic && *n == p.partition)))
+            .filter(|p| {
+                only.is_none_or(|o| o.iter().any(|(t, n)| **t == *p.topic && *n == p.partition))
+            })
             .filter_map(|p| p.watermark.map(|w| (p.topic.clone(), p.partition, w)))
             .collect()
     }

@@ -13,7 +13,11 @@ use crate::support::{es, es_connector, servers, unique};
 fn good(id: i64) -> Rec {
     let payload = json!({"before": null, "after": {"id": id, "name": format!("n{id}")},
         "source": {"connector": "postgresql", "lsn": 1000 + id, "db": "d", "schema": "s", "table": "t"}, "op": "c"});
-    Rec { partition: 0, key: Some(json!({"id": id}).to_string()), value: Some(payload.to_string()) }
+    Rec {
+        partition: 0,
+        key: Some(json!({"id": id}).to_string()),
+        value: Some(payload.to_string()),
+    }
 }
 
 /// Five good records, `bad` at offset 5, four good after; returns the failure log line.
@@ -25,26 +29,51 @@ fn fails_at_offset_5(bad: Rec, extra: &[(&str, &str)]) -> String {
     recs.extend((6..10).map(good));
     kafka::produce(&topic, &recs);
     let name = unique("it-bad");
-    let mut w = Worker::start(&connector_file(&name, &es_connector(&topic, &servers().es, extra)));
+    let mut w = Worker::start(&connector_file(
+        &name,
+        &es_connector(&topic, &servers().es, extra),
+    ));
     let line = w.wait_log("task failed", Duration::from_secs(60));
-    assert!(line.contains(&format!("topic {topic} partition 0 offset 5")), "{line}");
-    assert_eq!(kafka::committed(&format!("connect-{name}"), &topic, 1), BTreeMap::from([(0, 5)]), "committed offsets");
+    assert!(
+        line.contains(&format!("topic {topic} partition 0 offset 5")),
+        "{line}"
+    );
+    assert_eq!(
+        kafka::committed(&format!("connect-{name}"), &topic, 1),
+        BTreeMap::from([(0, 5)]),
+        "committed offsets"
+    );
     let docs = es::sources(&topic);
-    let expected: BTreeMap<String, Value> =
-        (0..5).map(|id| (id.to_string(), json!({"id": id, "name": format!("n{id}")}))).collect();
+    let expected: BTreeMap<String, Value> = (0..5)
+        .map(|id| (id.to_string(), json!({"id": id, "name": format!("n{id}")})))
+        .collect();
     assert_eq!(docs, expected);
     line
 }
 
 #[test]
 fn malformed_json_fails_the_task_at_that_record() {
-    let line = fails_at_offset_5(Rec { partition: 0, key: Some(r#"{"id":5}"#.into()), value: Some(r#"{"op":"c","after":{"id":5"#.into()) }, &[]);
+    let line = fails_at_offset_5(
+        Rec {
+            partition: 0,
+            key: Some(r#"{"id":5}"#.into()),
+            value: Some(r#"{"op":"c","after":{"id":5"#.into()),
+        },
+        &[],
+    );
     assert!(line.contains("value is not valid JSON"), "{line}");
 }
 
 #[test]
 fn a_value_that_is_not_an_envelope_fails_the_task() {
-    let line = fails_at_offset_5(Rec { partition: 0, key: Some(r#"{"id":5}"#.into()), value: Some(r#"{"id":5,"name":"x"}"#.into()) }, &[]);
+    let line = fails_at_offset_5(
+        Rec {
+            partition: 0,
+            key: Some(r#"{"id":5}"#.into()),
+            value: Some(r#"{"id":5,"name":"x"}"#.into()),
+        },
+        &[],
+    );
     assert!(line.contains("not a Debezium change event"), "{line}");
 }
 
@@ -54,7 +83,14 @@ fn a_key_without_the_id_field_fails_the_task() {
     bad.key = Some(r#"{"uuid":"x"}"#.into());
     let line = fails_at_offset_5(
         bad,
-        &[("transforms", "key"), ("transforms.key.type", "org.apache.kafka.connect.transforms.ExtractField$Key"), ("transforms.key.field", "id")],
+        &[
+            ("transforms", "key"),
+            (
+                "transforms.key.type",
+                "org.apache.kafka.connect.transforms.ExtractField$Key",
+            ),
+            ("transforms.key.field", "id"),
+        ],
     );
     assert!(line.contains("the key has no field `id`"), "{line}");
 }

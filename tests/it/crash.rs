@@ -50,7 +50,11 @@ fn setup(seed: u64) -> (History, String, String, std::path::PathBuf) {
     let name = unique("it-crash");
     let file = connector_file(
         &name,
-        &es_connector(&topic, &servers().es, &[("behavior.on.null.values", "delete"), ("batch.size", "500")]),
+        &es_connector(
+            &topic,
+            &servers().es,
+            &[("behavior.on.null.values", "delete"), ("batch.size", "500")],
+        ),
     );
     (h, topic, name, file)
 }
@@ -68,10 +72,20 @@ fn sigkill_at_random_moments_loses_nothing_and_never_moves_a_document_back() {
         w = Worker::start(&file);
     }
     producer.join().unwrap();
-    wait_converged(&topic, &h.expected, &format!("connect-{name}"), &topic, 4, Duration::from_secs(240));
+    wait_converged(
+        &topic,
+        &h.expected,
+        &format!("connect-{name}"),
+        &topic,
+        4,
+        Duration::from_secs(240),
+    );
     stop.store(true, Ordering::Relaxed);
     let regressions = watcher.join().unwrap();
-    assert!(regressions.is_empty(), "versions went down: {regressions:?}");
+    assert!(
+        regressions.is_empty(),
+        "versions went down: {regressions:?}"
+    );
     assert!(w.stop().success());
 }
 
@@ -91,6 +105,13 @@ fn two_workers_share_partitions_and_survive_a_clean_stop_and_a_kill() {
     thread::sleep(Duration::from_secs(3));
     b.kill();
     producer.join().unwrap();
-    wait_converged(&topic, &h.expected, &format!("connect-{name}"), &topic, 4, Duration::from_secs(240));
+    wait_converged(
+        &topic,
+        &h.expected,
+        &format!("connect-{name}"),
+        &topic,
+        4,
+        Duration::from_secs(240),
+    );
     assert!(a2.stop().success());
 }

@@ -59,18 +59,40 @@ fn failing_and_unreachable_elasticsearch_still_converges_with_bounded_memory() {
     w.wait_log("Elasticsearch unreachable", Duration::from_secs(5));
     proxy.resume();
 
-    wait_converged(&topic, &h.expected, &format!("connect-{name}"), &topic, 4, Duration::from_secs(300));
+    wait_converged(
+        &topic,
+        &h.expected,
+        &format!("connect-{name}"),
+        &topic,
+        4,
+        Duration::from_secs(300),
+    );
     let s = proxy.stats();
-    let (req, failed_req) = (s.requests.load(Ordering::Relaxed), s.failed_requests.load(Ordering::Relaxed));
+    let (req, failed_req) = (
+        s.requests.load(Ordering::Relaxed),
+        s.failed_requests.load(Ordering::Relaxed),
+    );
     let (items, failed_items) = (
         s.forwarded_items.load(Ordering::Relaxed) + s.failed_items.load(Ordering::Relaxed),
         s.failed_items.load(Ordering::Relaxed),
     );
-    assert!(failed_req * 100 >= req * 25, "only {failed_req} of {req} requests failed");
-    assert!(failed_items * 100 >= items * 15, "only {failed_items} of {items} items failed");
+    assert!(
+        failed_req * 100 >= req * 25,
+        "only {failed_req} of {req} requests failed"
+    );
+    assert!(
+        failed_items * 100 >= items * 15,
+        "only {failed_items} of {items} items failed"
+    );
     // Bounded: paused at max.buffered.records, the worker does not grow while it waits.
     let (early, peak) = (rss[rss.len() / 3], *rss.iter().max().unwrap());
-    assert!(peak < 256 * 1024, "RSS reached {peak} KiB while Elasticsearch was down");
-    assert!(peak < early + 32 * 1024, "RSS grew from {early} to {peak} KiB while Elasticsearch was down");
+    assert!(
+        peak < 256 * 1024,
+        "RSS reached {peak} KiB while Elasticsearch was down"
+    );
+    assert!(
+        peak < early + 32 * 1024,
+        "RSS grew from {early} to {peak} KiB while Elasticsearch was down"
+    );
     assert!(w.stop().success());
 }

@@ -4,7 +4,8 @@
 #[path = "../support/mod.rs"]
 mod support;
 
-mod pipeline;
 mod bad_input;
 mod crash;
 mod faults;
+mod fixtures;
+mod pipeline;

@@ -12,12 +12,22 @@ use crate::support::worker::{Worker, connector_file};
 use crate::support::{es_connector, servers, unique, wait_converged};
 
 fn fixture_lines(name: &str) -> Vec<String> {
-    let path = crate::support::servers::repo().join("tests/fixtures/debezium/sequences").join(name);
-    std::fs::read_to_string(path).unwrap().lines().filter(|l| !l.trim().is_empty()).map(String::from).collect()
+    let path = crate::support::servers::repo()
+        .join("tests/fixtures/debezium/sequences")
+        .join(name);
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(String::from)
+        .collect()
 }
 
 fn customer(id: i64, first: &str, last: &str, email: &str) -> (String, Value) {
-    (id.to_string(), json!({"id": id, "first_name": first, "last_name": last, "email": email}))
+    (
+        id.to_string(),
+        json!({"id": id, "first_name": first, "last_name": last, "email": email}),
+    )
 }
 
 #[test]
@@ -26,15 +36,35 @@ fn recorded_mysql_sequences_end_as_the_final_rows() {
     let with = unique("it-seq-schema");
     let without = unique("it-seq-noschema");
     for (topic, file) in [
-        (&with, "mysql_customers_seq_withschema_value__rw-debezium_log.jsonl"),
-        (&without, "mysql_customers_seq_noschema_value__rw-debezium_log.jsonl"),
+        (
+            &with,
+            "mysql_customers_seq_withschema_value__rw-debezium_log.jsonl",
+        ),
+        (
+            &without,
+            "mysql_customers_seq_noschema_value__rw-debezium_log.jsonl",
+        ),
     ] {
         kafka::create_topic(topic, 1);
-        let recs: Vec<Rec> = fixture_lines(file).into_iter().map(|v| Rec { partition: 0, key: None, value: Some(v) }).collect();
+        let recs: Vec<Rec> = fixture_lines(file)
+            .into_iter()
+            .map(|v| Rec {
+                partition: 0,
+                key: None,
+                value: Some(v),
+            })
+            .collect();
         kafka::produce(topic, &recs);
     }
     let name = unique("it-seq");
-    let file = connector_file(&name, &es_connector(&format!("{with},{without}"), &servers().es, &[("pk.fields", "id")]));
+    let file = connector_file(
+        &name,
+        &es_connector(
+            &format!("{with},{without}"),
+            &servers().es,
+            &[("pk.fields", "id")],
+        ),
+    );
     let w = Worker::start(&file);
     let expected: BTreeMap<String, Value> = [
         customer(1001, "Sally", "Thomas", "sally.thomas@acme.com"),
@@ -47,7 +77,14 @@ fn recorded_mysql_sequences_end_as_the_final_rows() {
     .collect();
     let group = format!("connect-{name}");
     wait_converged(&with, &expected, &group, &with, 1, Duration::from_secs(60));
-    wait_converged(&without, &expected, &group, &without, 1, Duration::from_secs(60));
+    wait_converged(
+        &without,
+        &expected,
+        &group,
+        &without,
+        1,
+        Duration::from_secs(60),
+    );
     assert!(w.stop().success());
 }
 
@@ -64,26 +101,66 @@ fn recorded_postgres_snapshot_is_indexed_by_pk_fields() {
         expected.insert(id, after);
     }
     assert_eq!(expected.len(), 25);
-    let recs: Vec<Rec> = lines.into_iter().map(|v| Rec { partition: 0, key: None, value: Some(v) }).collect();
+    let recs: Vec<Rec> = lines
+        .into_iter()
+        .map(|v| Rec {
+            partition: 0,
+            key: None,
+            value: Some(v),
+        })
+        .collect();
     kafka::produce(&topic, &recs);
     let name = unique("it-pg");
-    let file = connector_file(&name, &es_connector(&topic, &servers().es, &[("pk.fields", "c_w_id,c_d_id,c_id")]));
+    let file = connector_file(
+        &name,
+        &es_connector(
+            &topic,
+            &servers().es,
+            &[("pk.fields", "c_w_id,c_d_id,c_id")],
+        ),
+    );
     let w = Worker::start(&file);
-    wait_converged(&topic, &expected, &format!("connect-{name}"), &topic, 1, Duration::from_secs(60));
+    wait_converged(
+        &topic,
+        &expected,
+        &format!("connect-{name}"),
+        &topic,
+        1,
+        Duration::from_secs(60),
+    );
     assert!(w.stop().success());
 }
 
 #[test]
 fn generated_history_converges_and_commits_every_offset() {
     let h = history::generate(7, &Options::default());
-    assert!(h.changes >= 20_000 && h.expected.len() >= 300, "{} changes, {} rows", h.changes, h.expected.len());
+    assert!(
+        h.changes >= 20_000 && h.expected.len() >= 300,
+        "{} changes, {} rows",
+        h.changes,
+        h.expected.len()
+    );
     let topic = unique("it-history");
     kafka::create_topic(&topic, 4);
     kafka::produce(&topic, &h.records);
     let name = unique("it-history");
-    let file = connector_file(&name, &es_connector(&topic, &servers().es, &[("behavior.on.null.values", "delete")]));
+    let file = connector_file(
+        &name,
+        &es_connector(
+            &topic,
+            &servers().es,
+            &[("behavior.on.null.values", "delete")],
+        ),
+    );
     let w = Worker::start(&file);
-    wait_converged(&topic, &h.expected, &format!("connect-{name}"), &topic, 4, Duration::from_secs(180));
+    wait_converged(
+        &topic,
+        &h.expected,
+        &format!("connect-{name}"),
+        &topic,
+        4,
+        Duration::from_secs(180),
+    );
     let log = w.log_text();
     assert!(w.stop().success());
     assert!(!log.contains("task failed"), "{log}");

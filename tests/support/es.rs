@@ -8,7 +8,10 @@ use serde_json::{Value, json};
 use super::servers::servers;
 
 fn client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap()
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
 }
 
 /// Every document of `index`: id → (`_version`, `_source`). Empty when the index is absent.
@@ -28,7 +31,10 @@ pub fn documents(index: &str) -> BTreeMap<String, (u64, Value)> {
         .json()
         .unwrap();
     loop {
-        let hits = resp["hits"]["hits"].as_array().cloned().unwrap_or_else(|| panic!("search failed: {resp}"));
+        let hits = resp["hits"]["hits"]
+            .as_array()
+            .cloned()
+            .unwrap_or_else(|| panic!("search failed: {resp}"));
         if hits.is_empty() {
             break;
         }
@@ -48,12 +54,18 @@ pub fn documents(index: &str) -> BTreeMap<String, (u64, Value)> {
             .unwrap();
     }
     if let Some(id) = resp["_scroll_id"].as_str() {
-        let _ = c.delete(format!("{base}/_search/scroll")).json(&json!({"scroll_id": id})).send();
+        let _ = c
+            .delete(format!("{base}/_search/scroll"))
+            .json(&json!({"scroll_id": id}))
+            .send();
     }
     out
 }
 
 /// The sources only.
 pub fn sources(index: &str) -> BTreeMap<String, Value> {
-    documents(index).into_iter().map(|(k, (_, v))| (k, v)).collect()
+    documents(index)
+        .into_iter()
+        .map(|(k, (_, v))| (k, v))
+        .collect()
 }

@@ -45,7 +45,14 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { changes: 20_000, keys: 600, partitions: 4, with_schema: true, rollover_every: 6_000, replay: 500 }
+        Options {
+            changes: 20_000,
+            keys: 600,
+            partitions: 4,
+            with_schema: true,
+            rollover_every: 6_000,
+            replay: 500,
+        }
     }
 }
 
@@ -96,7 +103,8 @@ fn decimal_bytes(v: i64) -> String {
     let bytes = v.to_be_bytes();
     let mut start = 0;
     while start < 7
-        && ((bytes[start] == 0 && bytes[start + 1] & 0x80 == 0) || (bytes[start] == 0xff && bytes[start + 1] & 0x80 != 0))
+        && ((bytes[start] == 0 && bytes[start + 1] & 0x80 == 0)
+            || (bytes[start] == 0xff && bytes[start + 1] & 0x80 != 0))
     {
         start += 1;
     }
@@ -106,7 +114,11 @@ fn decimal_bytes(v: i64) -> String {
 /// `cents` as the exact decimal text with two places.
 fn decimal_text(cents: i64) -> String {
     let sign = if cents < 0 { "-" } else { "" };
-    format!("{sign}{}.{:02}", cents.unsigned_abs() / 100, cents.unsigned_abs() % 100)
+    format!(
+        "{sign}{}.{:02}",
+        cents.unsigned_abs() / 100,
+        cents.unsigned_abs() % 100
+    )
 }
 
 #[derive(Clone)]
@@ -167,14 +179,17 @@ pub fn generate(seed: u64, o: &Options) -> History {
             let key_text = format!("{}|{}", TENANTS[k.0], k.1);
             let before = table.get(&k).cloned();
             let (op, after) = match &before {
-                None => ("c", Some(Row {
-                    tenant: TENANTS[k.0],
-                    id: k.1,
-                    name: format!("n{}-{}", k.1, rng.u32(..1000)),
-                    cents: rng.i64(-100_000..10_000_000),
-                    ts: rng.usize(..TIMESTAMPS.len()),
-                    date: rng.usize(..DATES.len()),
-                })),
+                None => (
+                    "c",
+                    Some(Row {
+                        tenant: TENANTS[k.0],
+                        id: k.1,
+                        name: format!("n{}-{}", k.1, rng.u32(..1000)),
+                        cents: rng.i64(-100_000..10_000_000),
+                        ts: rng.usize(..TIMESTAMPS.len()),
+                        date: rng.usize(..DATES.len()),
+                    }),
+                ),
                 Some(r) if rng.u8(..10) < 7 => {
                     let mut r = r.clone();
                     r.name = format!("n{}-{}", k.1, rng.u32(..1000));
@@ -189,14 +204,25 @@ pub fn generate(seed: u64, o: &Options) -> History {
             let payload = json!({"before": before.as_ref().map(|r| r.wire(o.with_schema)),
                 "after": after.as_ref().map(|r| r.wire(o.with_schema)), "source": source, "op": op, "ts_ms": ts_ms + 3});
             let (key_json, value_json) = if o.with_schema {
-                (json!({"schema": key_schema, "payload": key}), json!({"schema": value_schema, "payload": payload}))
+                (
+                    json!({"schema": key_schema, "payload": key}),
+                    json!({"schema": value_schema, "payload": payload}),
+                )
             } else {
                 (key.clone(), payload)
             };
             let partition = partition_of(&key_text, o.partitions);
-            records.push(Rec { partition, key: Some(key_json.to_string()), value: Some(value_json.to_string()) });
+            records.push(Rec {
+                partition,
+                key: Some(key_json.to_string()),
+                value: Some(value_json.to_string()),
+            });
             if op == "d" {
-                records.push(Rec { partition, key: Some(key_json.to_string()), value: None });
+                records.push(Rec {
+                    partition,
+                    key: Some(key_json.to_string()),
+                    value: None,
+                });
                 table.remove(&k);
             } else if let Some(r) = after {
                 table.insert(k, r);
@@ -219,7 +245,11 @@ pub fn generate(seed: u64, o: &Options) -> History {
         .values()
         .map(|r| (format!("{}|{}", r.tenant, r.id), r.expected(o.with_schema)))
         .collect();
-    History { records, expected, changes }
+    History {
+        records,
+        expected,
+        changes,
+    }
 }
 
 #[cfg(test)]
@@ -229,7 +259,11 @@ mod tests {
     #[test]
     fn decimals_are_minimal_twos_complement() {
         use base64::Engine as _;
-        let d = |v| base64::engine::general_purpose::STANDARD.decode(decimal_bytes(v)).unwrap();
+        let d = |v| {
+            base64::engine::general_purpose::STANDARD
+                .decode(decimal_bytes(v))
+                .unwrap()
+        };
         assert_eq!(d(3998), vec![0x0f, 0x9e]);
         assert_eq!(d(-5), vec![0xfb]);
         assert_eq!(d(128), vec![0x00, 0x80]);

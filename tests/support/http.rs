@@ -17,12 +17,16 @@ pub struct Request {
 }
 
 pub enum Reply {
-    Respond { status: u16, body: Vec<u8> },
+    Respond {
+        status: u16,
+        body: Vec<u8>,
+    },
     /// Close the connection without answering.
     Drop,
 }
 
-pub type Handler = Arc<dyn Fn(Request) -> Pin<Box<dyn Future<Output = Reply> + Send>> + Send + Sync>;
+pub type Handler =
+    Arc<dyn Fn(Request) -> Pin<Box<dyn Future<Output = Reply> + Send>> + Send + Sync>;
 
 /// Serves connections accepted on `listener` until the listener fails.
 pub async fn serve(listener: TcpListener, handler: Handler) {
@@ -65,7 +69,13 @@ pub async fn connection(stream: TcpStream, handler: Handler) -> std::io::Result<
         }
         let mut body = vec![0; len];
         r.read_exact(&mut body).await?;
-        match handler(Request { method, target, body }).await {
+        match handler(Request {
+            method,
+            target,
+            body,
+        })
+        .await
+        {
             Reply::Drop => return Ok(()),
             Reply::Respond { status, body } => {
                 let head = format!(
@@ -98,7 +108,11 @@ pub struct BulkLine<'a> {
 
 impl BulkLine<'_> {
     pub fn op(&self) -> &'static str {
-        if self.action.starts_with(b"{\"delete\"") { "delete" } else { "index" }
+        if self.action.starts_with(b"{\"delete\"") {
+            "delete"
+        } else {
+            "index"
+        }
     }
 }
 

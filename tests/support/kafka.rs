@@ -22,7 +22,10 @@ fn config() -> ClientConfig {
 
 pub fn create_topic(name: &str, partitions: i32) {
     let admin: AdminClient<DefaultClientContext> = config().create().expect("admin client");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let res = rt
         .block_on(admin.create_topics(
             &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
@@ -70,7 +73,12 @@ impl Producer_ {
             loop {
                 match self.p.send(rec) {
                     Ok(()) => break,
-                    Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                    Err((
+                        rdkafka::error::KafkaError::MessageProduction(
+                            rdkafka::types::RDKafkaErrorCode::QueueFull,
+                        ),
+                        r,
+                    )) => {
                         rec = r;
                         std::thread::sleep(Duration::from_millis(5));
                     }
@@ -91,7 +99,12 @@ pub fn produce(topic: &str, recs: &[Rec]) {
 pub fn end_offsets(topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
     let c: BaseConsumer = config().create().expect("consumer");
     (0..partitions)
-        .map(|p| (p, c.fetch_watermarks(topic, p, TIMEOUT).expect("watermarks").1))
+        .map(|p| {
+            (
+                p,
+                c.fetch_watermarks(topic, p, TIMEOUT).expect("watermarks").1,
+            )
+        })
         .collect()
 }
 
@@ -102,7 +115,9 @@ pub fn committed(group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64
     for p in 0..partitions {
         tpl.add_partition(topic, p);
     }
-    let got = c.committed_offsets(tpl, TIMEOUT).expect("committed offsets");
+    let got = c
+        .committed_offsets(tpl, TIMEOUT)
+        .expect("committed offsets");
     got.elements()
         .iter()
         .filter_map(|e| match e.offset() {

@@ -37,7 +37,14 @@ pub fn es_connector(topics: &str, es_url: &str, extra: &[(&str, &str)]) -> Value
 
 /// Waits until `index` holds exactly `expected` and `group` has committed the end offset of
 /// every partition of `topic`. On timeout, panics with what differs.
-pub fn wait_converged(index: &str, expected: &BTreeMap<String, Value>, group: &str, topic: &str, partitions: i32, timeout: Duration) {
+pub fn wait_converged(
+    index: &str,
+    expected: &BTreeMap<String, Value>,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+    timeout: Duration,
+) {
     let start = Instant::now();
     let end = kafka::end_offsets(topic, partitions);
     loop {
@@ -47,8 +54,16 @@ pub fn wait_converged(index: &str, expected: &BTreeMap<String, Value>, group: &s
             return;
         }
         if start.elapsed() > timeout {
-            let missing: Vec<&String> = expected.keys().filter(|k| !docs.contains_key(*k)).take(5).collect();
-            let extra: Vec<&String> = docs.keys().filter(|k| !expected.contains_key(*k)).take(5).collect();
+            let missing: Vec<&String> = expected
+                .keys()
+                .filter(|k| !docs.contains_key(*k))
+                .take(5)
+                .collect();
+            let extra: Vec<&String> = docs
+                .keys()
+                .filter(|k| !expected.contains_key(*k))
+                .take(5)
+                .collect();
             let wrong: Vec<String> = expected
                 .iter()
                 .filter(|(k, v)| docs.get(*k).is_some_and(|d| d != *v))

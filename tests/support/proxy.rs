@@ -3,8 +3,8 @@
 //! dropped connections, and refusing connections altogether.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -50,7 +50,11 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn start(upstream: &str) -> Proxy {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
         let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
         let port = listener.local_addr().unwrap().port();
         let state = Arc::new(State {
@@ -60,7 +64,13 @@ impl Proxy {
             stats: Stats::default(),
             http: reqwest::Client::new(),
         });
-        let p = Proxy { url: format!("http://127.0.0.1:{port}"), port, state, rt, listener: Mutex::new(None) };
+        let p = Proxy {
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+            state,
+            rt,
+            listener: Mutex::new(None),
+        };
         p.listen(listener);
         p
     }
@@ -138,7 +148,10 @@ async fn handle(s: Arc<State>, req: Request) -> Reply {
     }
     if is_bulk && roll(f.request_503) {
         s.stats.failed_requests.fetch_add(1, Ordering::Relaxed);
-        return Reply::Respond { status: 503, body: br#"{"error":"injected","status":503}"#.to_vec() };
+        return Reply::Respond {
+            status: 503,
+            body: br#"{"error":"injected","status":503}"#.to_vec(),
+        };
     }
     if roll(f.slow) {
         tokio::time::sleep(Duration::from_millis(f.slow_ms)).await;
@@ -163,13 +176,18 @@ async fn handle(s: Arc<State>, req: Request) -> Reply {
     } else {
         (req.body, None)
     };
-    let forwarded_items = injected.as_ref().map_or(0, |(f, _)| f.iter().filter(|x| !**x).count());
+    let forwarded_items = injected
+        .as_ref()
+        .map_or(0, |(f, _)| f.iter().filter(|x| !**x).count());
     let upstream_items: Vec<Value> = if injected.is_some() && forwarded_items == 0 {
         Vec::new()
     } else {
         let resp = s
             .http
-            .request(req.method.parse().unwrap_or(reqwest::Method::POST), format!("{}{}", s.upstream, req.target))
+            .request(
+                req.method.parse().unwrap_or(reqwest::Method::POST),
+                format!("{}{}", s.upstream, req.target),
+            )
             .header("content-type", "application/x-ndjson")
             .body(body)
             .send()
@@ -181,17 +199,27 @@ async fn handle(s: Arc<State>, req: Request) -> Reply {
             return Reply::Drop;
         }
         let Some((fail, _)) = &injected else {
-            return Reply::Respond { status, body: bytes };
+            return Reply::Respond {
+                status,
+                body: bytes,
+            };
         };
         if status != 200 {
-            return Reply::Respond { status, body: bytes };
+            return Reply::Respond {
+                status,
+                body: bytes,
+            };
         }
         let _ = fail;
         let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         v["items"].as_array().cloned().unwrap_or_default()
     };
-    let Some((fail, ops)) = injected else { unreachable!("handled above") };
-    s.stats.forwarded_items.fetch_add(forwarded_items as u64, Ordering::Relaxed);
+    let Some((fail, ops)) = injected else {
+        unreachable!("handled above")
+    };
+    s.stats
+        .forwarded_items
+        .fetch_add(forwarded_items as u64, Ordering::Relaxed);
     let mut up = upstream_items.into_iter();
     let mut items = Vec::with_capacity(fail.len());
     for (failed, op) in fail.iter().zip(ops) {
@@ -202,6 +230,13 @@ async fn handle(s: Arc<State>, req: Request) -> Reply {
             items.push(up.next().unwrap_or(Value::Null));
         }
     }
-    let errors = items.iter().any(|i| i.as_object().and_then(|o| o.values().next()).is_some_and(|x| x.get("error").is_some()));
-    Reply::Respond { status: 200, body: serde_json::to_vec(&serde_json::json!({"errors": errors, "items": items})).unwrap() }
+    let errors = items.iter().any(|i| {
+        i.as_object()
+            .and_then(|o| o.values().next())
+            .is_some_and(|x| x.get("error").is_some())
+    });
+    Reply::Respond {
+        status: 200,
+        body: serde_json::to_vec(&serde_json::json!({"errors": errors, "items": items})).unwrap(),
+    }
 }

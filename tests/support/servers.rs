@@ -19,7 +19,8 @@ pub fn repo() -> PathBuf {
 }
 
 fn read_env(dir: &Path, file: &str, key: &str) -> String {
-    let text = std::fs::read_to_string(dir.join(file)).unwrap_or_else(|e| panic!("{}: {e}", dir.join(file).display()));
+    let text = std::fs::read_to_string(dir.join(file))
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.join(file).display()));
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{key}=")))
         .unwrap_or_else(|| panic!("{key} not in {file}"))
@@ -41,7 +42,9 @@ pub fn servers() -> &'static Servers {
                     .stdout(Stdio::null())
                     .status()
                     .expect("running scripts/servers");
-                // Stop them when this process exits, also if it is killed.
+                // Stop them when this process exits, also if it is killed. The watchdog outlives
+                // us on purpose: it is never waited for.
+                #[allow(clippy::zombie_processes)]
                 Command::new("setsid")
                     .arg(repo().join("scripts/servers"))
                     .args(["watch", &std::process::id().to_string()])
@@ -51,7 +54,10 @@ pub fn servers() -> &'static Servers {
                     .stderr(Stdio::null())
                     .spawn()
                     .expect("starting the server watchdog");
-                assert!(status.success(), "scripts/servers start failed (see its output above)");
+                assert!(
+                    status.success(),
+                    "scripts/servers start failed (see its output above)"
+                );
                 dir
             }
         };

@@ -91,7 +91,10 @@ impl Worker {
             }
             if start.elapsed() > Duration::from_secs(60) {
                 let _ = self.child.kill();
-                panic!("worker did not stop within 60s after SIGTERM:\n{}", self.log_text());
+                panic!(
+                    "worker did not stop within 60s after SIGTERM:\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -100,7 +103,13 @@ impl Worker {
     /// Resident set size in KiB (from /proc).
     pub fn rss_kib(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
-        status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
     }
 }
 

@@ -22,7 +22,11 @@ pub struct Origin {
 
 impl std::fmt::Display for Origin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "topic {} partition {} offset {}", self.topic, self.partition, self.offset)
+        write!(
+            f,
+            "topic {} partition {} offset {}",
+            self.topic, self.partition, self.offset
+        )
     }
 }
 
@@ -130,7 +134,11 @@ impl Batch {
     /// The request to send. Superseded writes are cut out of the body.
     pub fn seal(self) -> Sealed {
         if self.live == self.items.len() {
-            return Sealed { body: Bytes::from(self.body), items: self.items, acks: self.acks };
+            return Sealed {
+                body: Bytes::from(self.body),
+                items: self.items,
+                acks: self.acks,
+            };
         }
         let mut body = Vec::with_capacity(self.body.len());
         let mut items = Vec::with_capacity(self.live);
@@ -140,7 +148,11 @@ impl Batch {
             it.range = start..body.len();
             items.push(it);
         }
-        Sealed { body: Bytes::from(body), items, acks: self.acks }
+        Sealed {
+            body: Bytes::from(body),
+            items,
+            acks: self.acks,
+        }
     }
 }
 
@@ -167,15 +179,28 @@ mod tests {
     use super::*;
 
     fn action(id: &str, version: u64, doc: &str) -> BulkAction {
-        BulkAction { index: "i".into(), id: id.into(), version: Some(version), kind: ActionKind::Index(doc.as_bytes().to_vec()) }
+        BulkAction {
+            index: "i".into(),
+            id: id.into(),
+            version: Some(version),
+            kind: ActionKind::Index(doc.as_bytes().to_vec()),
+        }
     }
 
     fn origin(offset: i64) -> Origin {
-        Origin { topic: "t".into(), partition: 0, offset }
+        Origin {
+            topic: "t".into(),
+            partition: 0,
+            offset,
+        }
     }
 
     fn ack(offset: i64) -> Ack {
-        Ack { slot: 0, epoch: 0, offset }
+        Ack {
+            slot: 0,
+            epoch: 0,
+            offset,
+        }
     }
 
     #[test]

@@ -11,7 +11,8 @@ use serde_json::value::RawValue;
 use super::config::EsConfig;
 
 /// Only what the sink reads of a bulk response (smaller responses, less parsing).
-const FILTER_PATH: &str = "filter_path=errors,items.*.status,items.*.error.type,items.*.error.reason";
+const FILTER_PATH: &str =
+    "filter_path=errors,items.*.status,items.*.error.type,items.*.error.reason";
 
 /// Sends bulk requests, failing over between the configured URLs.
 pub struct BulkClient {
@@ -41,29 +42,43 @@ impl BulkClient {
             .timeout(cfg.read_timeout + cfg.connect_timeout)
             .pool_max_idle_per_host(cfg.max_in_flight);
         if let Some(path) = &cfg.ca_location {
-            let pem = std::fs::read(path).map_err(|e| format!("elastic.https.ssl.ca.location: cannot read `{path}`: {e}"))?;
-            let cert = reqwest::Certificate::from_pem(&pem)
-                .map_err(|e| format!("elastic.https.ssl.ca.location: `{path}` is not a PEM certificate: {e}"))?;
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("elastic.https.ssl.ca.location: cannot read `{path}`: {e}"))?;
+            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
+                format!("elastic.https.ssl.ca.location: `{path}` is not a PEM certificate: {e}")
+            })?;
             builder = builder.add_root_certificate(cert);
         }
-        let http = builder.build().map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let http = builder
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         let auth = match (&cfg.api_key, &cfg.username) {
             (Some(key), _) => Some(format!("ApiKey {key}")),
             (None, Some(user)) => {
                 use base64::Engine as _;
                 let pair = format!("{user}:{}", cfg.password.as_deref().unwrap_or(""));
-                Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair)))
+                Some(format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(pair)
+                ))
             }
             _ => None,
         };
         let auth = auth
             .map(|a| {
-                let mut v = HeaderValue::from_str(&a).map_err(|_| "credentials contain invalid characters".to_string())?;
+                let mut v = HeaderValue::from_str(&a)
+                    .map_err(|_| "credentials contain invalid characters".to_string())?;
                 v.set_sensitive(true);
                 Ok::<_, String>(v)
             })
             .transpose()?;
-        Ok(BulkClient { http, urls: cfg.urls.clone(), current: AtomicUsize::new(0), auth, compression: cfg.compression })
+        Ok(BulkClient {
+            http,
+            urls: cfg.urls.clone(),
+            current: AtomicUsize::new(0),
+            auth,
+            compression: cfg.compression,
+        })
     }
 
     /// POSTs `body` to `_bulk`; returns the HTTP status and the response body. A connection
@@ -71,14 +86,21 @@ impl BulkClient {
     pub async fn bulk(&self, body: Bytes) -> Result<(u16, Bytes), TransportError> {
         let i = self.current.load(Ordering::Relaxed) % self.urls.len().max(1);
         let url = format!("{}/_bulk?{FILTER_PATH}", self.urls[i]);
-        let mut req = self.http.post(&url).header(CONTENT_TYPE, "application/x-ndjson");
+        let mut req = self
+            .http
+            .post(&url)
+            .header(CONTENT_TYPE, "application/x-ndjson");
         if let Some(a) = &self.auth {
             req = req.header(AUTHORIZATION, a.clone());
         }
         req = if self.compression {
-            let mut gz = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::fast());
+            let mut gz = flate2::write::GzEncoder::new(
+                Vec::with_capacity(body.len() / 4),
+                flate2::Compression::fast(),
+            );
             let _ = gz.write_all(&body);
-            req.header(CONTENT_ENCODING, "gzip").body(gz.finish().unwrap_or_default())
+            req.header(CONTENT_ENCODING, "gzip")
+                .body(gz.finish().unwrap_or_default())
         } else {
             req.body(body)
         };
@@ -141,18 +163,28 @@ pub fn parse_items(body: &[u8], sent: usize) -> Result<Option<Vec<ItemResult>>, 
         return Ok(None);
     }
     let items = resp.items.ok_or("bulk response has errors but no items")?;
-    let items: Vec<std::collections::HashMap<String, Item>> =
-        serde_json::from_str(items.get()).map_err(|e| format!("unreadable bulk response items: {e}"))?;
+    let items: Vec<std::collections::HashMap<String, Item>> = serde_json::from_str(items.get())
+        .map_err(|e| format!("unreadable bulk response items: {e}"))?;
     if items.len() != sent {
-        return Err(format!("bulk response has {} items for {sent} actions", items.len()));
+        return Err(format!(
+            "bulk response has {} items for {sent} actions",
+            items.len()
+        ));
     }
     Ok(Some(
         items
             .into_iter()
             .map(|m| {
-                let item = m.into_values().next().unwrap_or(Item { status: 0, error: None });
+                let item = m.into_values().next().unwrap_or(Item {
+                    status: 0,
+                    error: None,
+                });
                 let (error_type, reason) = item.error.map(|e| (e.ty, e.reason)).unwrap_or_default();
-                ItemResult { status: item.status, error_type, reason }
+                ItemResult {
+                    status: item.status,
+                    error_type,
+                    reason,
+                }
             })
             .collect(),
     ))
@@ -164,16 +196,29 @@ mod tests {
 
     #[test]
     fn responses_without_errors_are_not_read_item_by_item() {
-        assert_eq!(parse_items(br#"{"errors":false,"items":[{"index":{"status":201}}]}"#, 1), Ok(None));
+        assert_eq!(
+            parse_items(br#"{"errors":false,"items":[{"index":{"status":201}}]}"#, 1),
+            Ok(None)
+        );
     }
 
     #[test]
     fn item_errors_come_back_in_order() {
         let body = br#"{"errors":true,"items":[{"index":{"status":201}},{"delete":{"status":409,"error":{"type":"version_conflict_engine_exception","reason":"v"}}}]}"#;
         let items = parse_items(body, 2).unwrap().unwrap();
-        assert_eq!(items[0], ItemResult { status: 201, error_type: None, reason: None });
+        assert_eq!(
+            items[0],
+            ItemResult {
+                status: 201,
+                error_type: None,
+                reason: None
+            }
+        );
         assert_eq!(items[1].status, 409);
-        assert_eq!(items[1].error_type.as_deref(), Some("version_conflict_engine_exception"));
+        assert_eq!(
+            items[1].error_type.as_deref(),
+            Some("version_conflict_engine_exception")
+        );
         assert!(parse_items(body, 3).is_err());
     }
 }

@@ -9,42 +9,186 @@ use crate::connector::transforms::{Transforms, UnwrapDelete};
 
 /// Every option of the Elasticsearch connector (the README's table is checked against it).
 pub const OPTIONS: &[OptionDef] = &[
-    OptionDef { name: "connection.url", default: None, doc: "Elasticsearch URLs, comma-separated (`http://host:9200`). Requests go to the first that answers; a failing node is retried on the next." },
-    OptionDef { name: "connection.username", default: None, doc: "Basic-auth user." },
-    OptionDef { name: "connection.password", default: None, doc: "Basic-auth password (shown as `[hidden]`)." },
-    OptionDef { name: "connection.api.key", default: None, doc: "Elasticsearch API key, sent as `Authorization: ApiKey …` (shown as `[hidden]`)." },
-    OptionDef { name: "elastic.https.ssl.ca.location", default: None, doc: "PEM file of the CA that signed Elasticsearch's certificate, for `https://` URLs." },
-    OptionDef { name: "connection.compression", default: Some("false"), doc: "Gzip bulk request bodies." },
-    OptionDef { name: "connection.timeout.ms", default: Some("1000"), doc: "Time to establish a connection." },
-    OptionDef { name: "read.timeout.ms", default: Some("3000"), doc: "Time to wait for a bulk response; a timeout is retried." },
-    OptionDef { name: "index.name", default: Some("${topic}"), doc: "Index name template: `${topic}`, `${db}`, `${schema}`, `${table}` (the last three from `source`). Always lower-cased. May name an alias." },
-    OptionDef { name: "topic.index.map", default: None, doc: "`topic:index,topic2:index2`: fixed index per topic; wins over `index.name`." },
-    OptionDef { name: "key.ignore", default: Some("false"), doc: "`true`: the document id is `topic+partition+offset` (one document per change, an append-only history; deletes are indexed like soft deletes)." },
-    OptionDef { name: "pk.fields", default: None, doc: "Row columns that make the id when a record has no key (comma-separated, in order)." },
-    OptionDef { name: "key.separator", default: Some("|"), doc: "Joins the values of a composite key into one document id, in key order." },
-    OptionDef { name: "delete.mode", default: Some("hard"), doc: "`hard`: a `d` event deletes the document. `soft`: it indexes the `before` image with `__deleted: true` (live documents carry `__deleted: false`)." },
-    OptionDef { name: "behavior.on.null.values", default: Some("ignore"), doc: "Tombstones (null values): `ignore`, `delete` the document of the key, or `fail` the task." },
-    OptionDef { name: "behavior.on.malformed.documents", default: Some("fail"), doc: "A document Elasticsearch rejects (`mapper_parsing_exception`, other 400s): `fail` the task, or `warn`/`ignore` (logged and counted as failed, not retried)." },
-    OptionDef { name: "add.fields", default: None, doc: "Metadata fields to add, e.g. `op,ts_ms,source.ts_ms,source.table,source.lsn`; a bare name other than `op`/`ts_ms` is a `source` field." },
-    OptionDef { name: "add.fields.prefix", default: Some("__"), doc: "Prefix of the added fields; dots in names become `_` (`source.ts_ms` → `__source_ts_ms`)." },
-    OptionDef { name: "version.source", default: Some("source"), doc: "Document version (`version_type=external_gte`): `source` = the source log position (PostgreSQL lsn, MySQL/MariaDB binlog file+pos+row, SQL Server change_lsn, Oracle scn, MongoDB ts+ord; the Kafka offset for other connectors), `offset` = the Kafka offset, `none` = unversioned writes." },
-    OptionDef { name: "truncate.mode", default: Some("ignore"), doc: "`t` (truncate) events are counted and ignored." },
-    OptionDef { name: "decimal.format", default: Some("string"), doc: "Decimals as exact `string`s or as JSON `number`s." },
-    OptionDef { name: "bits.format", default: Some("base64"), doc: "`io.debezium.data.Bits` as `base64`, or as a `number` when at most 63 bits." },
-    OptionDef { name: "batch.size", default: Some("2000"), doc: "Most actions in one bulk request." },
-    OptionDef { name: "bulk.size.bytes", default: Some("5242880"), doc: "Most bytes in one bulk request body." },
-    OptionDef { name: "linger.ms", default: Some("100"), doc: "How long a partly filled batch waits for more records." },
-    OptionDef { name: "max.in.flight.requests", default: Some("4"), doc: "Bulk requests in flight at once; documents are spread over them by id, so each document's writes stay in order." },
-    OptionDef { name: "max.buffered.records", default: Some("20000"), doc: "Records held (batched or in flight) before the consumer pauses." },
-    OptionDef { name: "max.retries", default: None, doc: "Retries of a failed bulk item before the task fails; unset = retry without limit." },
-    OptionDef { name: "retry.backoff.ms", default: Some("100"), doc: "First retry delay; doubles per attempt, with jitter." },
-    OptionDef { name: "max.retry.backoff.ms", default: Some("10000"), doc: "Largest retry delay." },
-    OptionDef { name: "flush.timeout.ms", default: Some("180000"), doc: "How long shutdown and partition revocation wait for in-flight writes before committing what was written." },
-    OptionDef { name: "write.method", default: Some("insert"), doc: "Only `insert` (whole-document index); `upsert` is not supported." },
-    OptionDef { name: "schema.ignore", default: Some("true"), doc: "Accepted for compatibility; cdc-sink never creates mappings (use index templates)." },
-    OptionDef { name: "compact.map.entries", default: Some("true"), doc: "Accepted for compatibility; maps are always JSON objects." },
-    OptionDef { name: "drop.invalid.message", default: Some("false"), doc: "Only `false`: a record that cannot be mapped fails the task (the dead-letter queue is not available yet)." },
-    OptionDef { name: "type.name", default: None, doc: "Accepted and ignored (mapping types are gone in Elasticsearch 8)." },
+    OptionDef {
+        name: "connection.url",
+        default: None,
+        doc: "Elasticsearch URLs, comma-separated (`http://host:9200`). Requests go to the first that answers; a failing node is retried on the next.",
+    },
+    OptionDef {
+        name: "connection.username",
+        default: None,
+        doc: "Basic-auth user.",
+    },
+    OptionDef {
+        name: "connection.password",
+        default: None,
+        doc: "Basic-auth password (shown as `[hidden]`).",
+    },
+    OptionDef {
+        name: "connection.api.key",
+        default: None,
+        doc: "Elasticsearch API key, sent as `Authorization: ApiKey …` (shown as `[hidden]`).",
+    },
+    OptionDef {
+        name: "elastic.https.ssl.ca.location",
+        default: None,
+        doc: "PEM file of the CA that signed Elasticsearch's certificate, for `https://` URLs.",
+    },
+    OptionDef {
+        name: "connection.compression",
+        default: Some("false"),
+        doc: "Gzip bulk request bodies.",
+    },
+    OptionDef {
+        name: "connection.timeout.ms",
+        default: Some("1000"),
+        doc: "Time to establish a connection.",
+    },
+    OptionDef {
+        name: "read.timeout.ms",
+        default: Some("3000"),
+        doc: "Time to wait for a bulk response; a timeout is retried.",
+    },
+    OptionDef {
+        name: "index.name",
+        default: Some("${topic}"),
+        doc: "Index name template: `${topic}`, `${db}`, `${schema}`, `${table}` (the last three from `source`). Always lower-cased. May name an alias.",
+    },
+    OptionDef {
+        name: "topic.index.map",
+        default: None,
+        doc: "`topic:index,topic2:index2`: fixed index per topic; wins over `index.name`.",
+    },
+    OptionDef {
+        name: "key.ignore",
+        default: Some("false"),
+        doc: "`true`: the document id is `topic+partition+offset` (one document per change, an append-only history; deletes are indexed like soft deletes).",
+    },
+    OptionDef {
+        name: "pk.fields",
+        default: None,
+        doc: "Row columns that make the id when a record has no key (comma-separated, in order).",
+    },
+    OptionDef {
+        name: "key.separator",
+        default: Some("|"),
+        doc: "Joins the values of a composite key into one document id, in key order.",
+    },
+    OptionDef {
+        name: "delete.mode",
+        default: Some("hard"),
+        doc: "`hard`: a `d` event deletes the document. `soft`: it indexes the `before` image with `__deleted: true` (live documents carry `__deleted: false`).",
+    },
+    OptionDef {
+        name: "behavior.on.null.values",
+        default: Some("ignore"),
+        doc: "Tombstones (null values): `ignore`, `delete` the document of the key, or `fail` the task.",
+    },
+    OptionDef {
+        name: "behavior.on.malformed.documents",
+        default: Some("fail"),
+        doc: "A document Elasticsearch rejects (`mapper_parsing_exception`, other 400s): `fail` the task, or `warn`/`ignore` (logged and counted as failed, not retried).",
+    },
+    OptionDef {
+        name: "add.fields",
+        default: None,
+        doc: "Metadata fields to add, e.g. `op,ts_ms,source.ts_ms,source.table,source.lsn`; a bare name other than `op`/`ts_ms` is a `source` field.",
+    },
+    OptionDef {
+        name: "add.fields.prefix",
+        default: Some("__"),
+        doc: "Prefix of the added fields; dots in names become `_` (`source.ts_ms` → `__source_ts_ms`).",
+    },
+    OptionDef {
+        name: "version.source",
+        default: Some("source"),
+        doc: "Document version (`version_type=external_gte`): `source` = the source log position (PostgreSQL lsn, MySQL/MariaDB binlog file+pos+row, SQL Server change_lsn, Oracle scn, MongoDB ts+ord; the Kafka offset for other connectors), `offset` = the Kafka offset, `none` = unversioned writes.",
+    },
+    OptionDef {
+        name: "truncate.mode",
+        default: Some("ignore"),
+        doc: "`t` (truncate) events are counted and ignored.",
+    },
+    OptionDef {
+        name: "decimal.format",
+        default: Some("string"),
+        doc: "Decimals as exact `string`s or as JSON `number`s.",
+    },
+    OptionDef {
+        name: "bits.format",
+        default: Some("base64"),
+        doc: "`io.debezium.data.Bits` as `base64`, or as a `number` when at most 63 bits.",
+    },
+    OptionDef {
+        name: "batch.size",
+        default: Some("2000"),
+        doc: "Most actions in one bulk request.",
+    },
+    OptionDef {
+        name: "bulk.size.bytes",
+        default: Some("5242880"),
+        doc: "Most bytes in one bulk request body.",
+    },
+    OptionDef {
+        name: "linger.ms",
+        default: Some("100"),
+        doc: "How long a partly filled batch waits for more records.",
+    },
+    OptionDef {
+        name: "max.in.flight.requests",
+        default: Some("4"),
+        doc: "Bulk requests in flight at once; documents are spread over them by id, so each document's writes stay in order.",
+    },
+    OptionDef {
+        name: "max.buffered.records",
+        default: Some("20000"),
+        doc: "Records held (batched or in flight) before the consumer pauses.",
+    },
+    OptionDef {
+        name: "max.retries",
+        default: None,
+        doc: "Retries of a failed bulk item before the task fails; unset = retry without limit.",
+    },
+    OptionDef {
+        name: "retry.backoff.ms",
+        default: Some("100"),
+        doc: "First retry delay; doubles per attempt, with jitter.",
+    },
+    OptionDef {
+        name: "max.retry.backoff.ms",
+        default: Some("10000"),
+        doc: "Largest retry delay.",
+    },
+    OptionDef {
+        name: "flush.timeout.ms",
+        default: Some("180000"),
+        doc: "How long shutdown and partition revocation wait for in-flight writes before committing what was written.",
+    },
+    OptionDef {
+        name: "write.method",
+        default: Some("insert"),
+        doc: "Only `insert` (whole-document index); `upsert` is not supported.",
+    },
+    OptionDef {
+        name: "schema.ignore",
+        default: Some("true"),
+        doc: "Accepted for compatibility; cdc-sink never creates mappings (use index templates).",
+    },
+    OptionDef {
+        name: "compact.map.entries",
+        default: Some("true"),
+        doc: "Accepted for compatibility; maps are always JSON objects.",
+    },
+    OptionDef {
+        name: "drop.invalid.message",
+        default: Some("false"),
+        doc: "Only `false`: a record that cannot be mapped fails the task (the dead-letter queue is not available yet).",
+    },
+    OptionDef {
+        name: "type.name",
+        default: None,
+        doc: "Accepted and ignored (mapping types are gone in Elasticsearch 8).",
+    },
 ];
 
 /// What a `d` event does.
@@ -134,7 +278,10 @@ impl EsConfig {
         }
         for u in &urls {
             if !(u.starts_with("http://") || u.starts_with("https://")) {
-                o.error("connection.url", format!("`{u}` is not an http:// or https:// URL"));
+                o.error(
+                    "connection.url",
+                    format!("`{u}` is not an http:// or https:// URL"),
+                );
             }
         }
         let mut topic_index_map = HashMap::new();
@@ -152,9 +299,14 @@ impl EsConfig {
             while let Some(start) = rest.find("${") {
                 let end = rest[start..].find('}').map(|e| start + e);
                 match end.map(|e| &rest[start + 2..e]) {
-                    Some("topic" | "db" | "schema" | "table") => rest = &rest[end.unwrap_or(0) + 1..],
+                    Some("topic" | "db" | "schema" | "table") => {
+                        rest = &rest[end.unwrap_or(0) + 1..]
+                    }
                     other => {
-                        o.error("index.name", format!("unknown placeholder `${{{}}}`", other.unwrap_or(rest)));
+                        o.error(
+                            "index.name",
+                            format!("unknown placeholder `${{{}}}`", other.unwrap_or(rest)),
+                        );
                         break;
                     }
                 }
@@ -163,17 +315,28 @@ impl EsConfig {
 
         let key_ignore = o.bool("key.ignore", false);
         let delete_mode = o.choice("delete.mode", &["hard", "soft"], "hard");
-        let mut on_null = match o.choice("behavior.on.null.values", &["ignore", "delete", "fail"], "ignore") {
+        let mut on_null = match o.choice(
+            "behavior.on.null.values",
+            &["ignore", "delete", "fail"],
+            "ignore",
+        ) {
             "delete" => OnNull::Delete,
             "fail" => OnNull::Fail,
             _ => OnNull::Ignore,
         };
-        let mut on_delete = if delete_mode == "soft" { OnDelete::SoftDelete } else { OnDelete::Delete };
+        let mut on_delete = if delete_mode == "soft" {
+            OnDelete::SoftDelete
+        } else {
+            OnDelete::Delete
+        };
         let mut add_field_names = o.list("add.fields");
         let mut prefix = o.string("add.fields.prefix", "__");
         if let Some(u) = &transforms.unwrap {
             if o.get("delete.mode").is_some() {
-                o.error("delete.mode", "conflicts with the ExtractNewRecordState transform's delete handling; set one");
+                o.error(
+                    "delete.mode",
+                    "conflicts with the ExtractNewRecordState transform's delete handling; set one",
+                );
             }
             on_delete = match u.on_delete {
                 UnwrapDelete::Drop => OnDelete::Ignore,
@@ -215,13 +378,23 @@ impl EsConfig {
         o.choice("truncate.mode", &["ignore"], "ignore");
         o.choice("write.method", &["insert"], "insert");
         if o.bool("drop.invalid.message", false) {
-            o.error("drop.invalid.message", "`true` is not supported: a record that cannot be mapped fails the task");
+            o.error(
+                "drop.invalid.message",
+                "`true` is not supported: a record that cannot be mapped fails the task",
+            );
         }
-        let malformed = o.choice("behavior.on.malformed.documents", &["fail", "warn", "ignore"], "fail");
+        let malformed = o.choice(
+            "behavior.on.malformed.documents",
+            &["fail", "warn", "ignore"],
+            "fail",
+        );
         let max_retries = o.get("max.retries").map(|_| o.parse("max.retries", 0u32));
         let ms = |key: &str, default: u64| Duration::from_millis(o.parse(key, default));
         EsConfig {
-            urls: urls.iter().map(|u| u.trim_end_matches('/').to_string()).collect(),
+            urls: urls
+                .iter()
+                .map(|u| u.trim_end_matches('/').to_string())
+                .collect(),
             username: o.get("connection.username").map(String::from),
             password: o.get("connection.password").map(String::from),
             api_key: o.get("connection.api.key").map(String::from),

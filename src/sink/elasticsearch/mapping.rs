@@ -67,6 +67,9 @@ pub enum Mapped {
     Skip(&'static str),
 }
 
+/// (topic, document id).
+type DocKey = (Arc<str>, String);
+
 /// Maps records of one task; remembers a little state (index per topic, recent deletes).
 pub struct Mapper {
     cfg: Arc<EsConfig>,
@@ -74,16 +77,20 @@ pub struct Mapper {
     per_topic: bool,
     indices: HashMap<String, Arc<str>>,
     /// (topic, id) of `d` events → (index, version), for the tombstone that follows.
-    recent_deletes: HashMap<(Arc<str>, String), (Arc<str>, Option<u64>)>,
+    recent_deletes: HashMap<DocKey, (Arc<str>, Option<u64>)>,
 }
 
 impl Mapper {
     pub fn new(cfg: Arc<EsConfig>) -> Mapper {
-        let per_topic = cfg
-            .index_name
-            .as_deref()
-            .is_none_or(|t| !(t.contains("${db}") || t.contains("${schema}") || t.contains("${table}")));
-        Mapper { cfg, per_topic, indices: HashMap::new(), recent_deletes: HashMap::new() }
+        let per_topic = cfg.index_name.as_deref().is_none_or(|t| {
+            !(t.contains("${db}") || t.contains("${schema}") || t.contains("${table}"))
+        });
+        Mapper {
+            cfg,
+            per_topic,
+            indices: HashMap::new(),
+            recent_deletes: HashMap::new(),
+        }
     }
 
     /// Maps one record. An error names what is wrong with the record (the caller adds where
@@ -99,7 +106,12 @@ impl Mapper {
                     let id = self.id(rec, Some(after))?;
                     let version = self.version(rec, ev)?;
                     let doc = self.document(after, ev, self.cfg.mark_live.then_some(false))?;
-                    Ok(Mapped::Write(BulkAction { index, id, version, kind: ActionKind::Index(doc) }))
+                    Ok(Mapped::Write(BulkAction {
+                        index,
+                        id,
+                        version,
+                        kind: ActionKind::Index(doc),
+                    }))
                 }
                 Op::Delete => self.delete(rec, ev),
                 Op::Truncate => Ok(Mapped::Skip("truncate")),
@@ -123,7 +135,8 @@ impl Mapper {
             if self.recent_deletes.len() >= MAX_RECENT_DELETES {
                 self.recent_deletes.clear();
             }
-            self.recent_deletes.insert((rec.topic.into(), id.clone()), (index.clone(), version));
+            self.recent_deletes
+                .insert((rec.topic.into(), id.clone()), (index.clone(), version));
         }
         if on_delete == OnDelete::SoftDelete {
             let empty = Row::from_json("{}");
@@ -133,9 +146,19 @@ impl Mapper {
                 _ => &empty,
             };
             let doc = self.document(image, ev, Some(true))?;
-            return Ok(Mapped::Write(BulkAction { index, id, version, kind: ActionKind::Index(doc) }));
+            return Ok(Mapped::Write(BulkAction {
+                index,
+                id,
+                version,
+                kind: ActionKind::Index(doc),
+            }));
         }
-        Ok(Mapped::Write(BulkAction { index, id, version, kind: ActionKind::Delete }))
+        Ok(Mapped::Write(BulkAction {
+            index,
+            id,
+            version,
+            kind: ActionKind::Delete,
+        }))
     }
 
     fn tombstone(&mut self, rec: &SinkRecord<'_>) -> Result<Mapped, String> {
@@ -144,17 +167,29 @@ impl Mapper {
             OnNull::Fail => Err("null value (tombstone) and behavior.on.null.values=fail".into()),
             OnNull::Delete => {
                 let id = self.id(rec, None)?;
-                let (index, version) = match self.recent_deletes.remove(&(Arc::from(rec.topic), id.clone())) {
+                let (index, version) = match self
+                    .recent_deletes
+                    .remove(&(Arc::from(rec.topic), id.clone()))
+                {
                     Some(known) => known,
                     None => (self.index(rec, None)?, None),
                 };
-                Ok(Mapped::Write(BulkAction { index, id, version, kind: ActionKind::Delete }))
+                Ok(Mapped::Write(BulkAction {
+                    index,
+                    id,
+                    version,
+                    kind: ActionKind::Delete,
+                }))
             }
         }
     }
 
     /// The index of a record; `ev` is `None` for a tombstone.
-    fn index(&mut self, rec: &SinkRecord<'_>, ev: Option<&ChangeEvent>) -> Result<Arc<str>, String> {
+    fn index(
+        &mut self,
+        rec: &SinkRecord<'_>,
+        ev: Option<&ChangeEvent>,
+    ) -> Result<Arc<str>, String> {
         if let Some(i) = self.cfg.topic_index_map.get(rec.topic).cloned() {
             return Ok(self.intern_topic(rec.topic, || i));
         }
@@ -162,21 +197,27 @@ impl Mapper {
             return Ok(self.intern_topic(rec.topic, || rec.topic.to_lowercase()));
         };
         if self.per_topic {
-            return Ok(self.intern_topic(rec.topic, || template.replace("${topic}", rec.topic).to_lowercase()));
+            return Ok(self.intern_topic(rec.topic, || {
+                template.replace("${topic}", rec.topic).to_lowercase()
+            }));
         }
         let Some(source) = ev.and_then(|e| e.source.as_ref()) else {
             // A tombstone has no source: use the index this topic last wrote to.
-            return self
-                .indices
-                .get(rec.topic)
-                .cloned()
-                .ok_or_else(|| format!("index.name `{template}` needs `source`, which a tombstone does not have"));
+            return self.indices.get(rec.topic).cloned().ok_or_else(|| {
+                format!("index.name `{template}` needs `source`, which a tombstone does not have")
+            });
         };
         let field = |name: &str, v: &Option<Box<str>>| {
-            v.as_deref().map(str::to_string).ok_or_else(|| format!("index.name uses ${{{name}}} but `source.{name}` is absent"))
+            v.as_deref()
+                .map(str::to_string)
+                .ok_or_else(|| format!("index.name uses ${{{name}}} but `source.{name}` is absent"))
         };
         let mut name = template.replace("${topic}", rec.topic);
-        for (ph, key, v) in [("${db}", "db", &source.db), ("${schema}", "schema", &source.schema), ("${table}", "table", &source.table)] {
+        for (ph, key, v) in [
+            ("${db}", "db", &source.db),
+            ("${schema}", "schema", &source.schema),
+            ("${table}", "table", &source.table),
+        ] {
             if name.contains(ph) {
                 name = name.replace(ph, &field(key, v)?);
             }
@@ -206,11 +247,15 @@ impl Mapper {
         let id = match rec.key.filter(|k| !k.is_null()) {
             Some(key) => key_id(key, cfg.key_field.as_deref(), &cfg.key_separator)?,
             None if !cfg.pk_fields.is_empty() => {
-                let row = row.ok_or("record has no key, and no row image to take pk.fields from")?;
+                let row =
+                    row.ok_or("record has no key, and no row image to take pk.fields from")?;
                 let mut parts = Vec::with_capacity(cfg.pk_fields.len());
                 for f in &cfg.pk_fields {
-                    let v = row.get(f).ok_or_else(|| format!("pk.fields: the row has no field `{f}`"))?;
-                    parts.push(id_part(v).ok_or_else(|| format!("pk.fields: field `{f}` is null"))?);
+                    let v = row
+                        .get(f)
+                        .ok_or_else(|| format!("pk.fields: the row has no field `{f}`"))?;
+                    parts
+                        .push(id_part(v).ok_or_else(|| format!("pk.fields: field `{f}` is null"))?);
                 }
                 parts.join(&cfg.key_separator)
             }
@@ -220,7 +265,10 @@ impl Mapper {
             return Err("the document id is empty".into());
         }
         if id.len() > MAX_ID_BYTES {
-            return Err(format!("the document id is {} bytes; Elasticsearch allows {MAX_ID_BYTES}", id.len()));
+            return Err(format!(
+                "the document id is {} bytes; Elasticsearch allows {MAX_ID_BYTES}",
+                id.len()
+            ));
         }
         Ok(id)
     }
@@ -238,10 +286,18 @@ impl Mapper {
     }
 
     /// `image` plus the configured metadata fields and, with soft deletes, `__deleted`.
-    fn document(&self, image: &Row, ev: &ChangeEvent, deleted: Option<bool>) -> Result<Vec<u8>, String> {
+    fn document(
+        &self,
+        image: &Row,
+        ev: &ChangeEvent,
+        deleted: Option<bool>,
+    ) -> Result<Vec<u8>, String> {
         let text = image.as_str().trim_end();
         let Some(body) = text.strip_suffix('}').filter(|_| text.starts_with('{')) else {
-            return Err(format!("row image is not a JSON object: {}", truncate(text)));
+            return Err(format!(
+                "row image is not a JSON object: {}",
+                truncate(text)
+            ));
         };
         let mut out = Vec::with_capacity(text.len() + 64 * (self.cfg.add_fields.len() + 1));
         out.extend_from_slice(body.as_bytes());
@@ -257,7 +313,11 @@ impl Mapper {
         for f in &self.cfg.add_fields {
             match &f.from {
                 FieldRef::Op => field(&mut out, &f.name, &format!("\"{}\"", ev.op.code())),
-                FieldRef::TsMs => field(&mut out, &f.name, &ev.ts_ms.map_or("null".into(), |t| t.to_string())),
+                FieldRef::TsMs => field(
+                    &mut out,
+                    &f.name,
+                    &ev.ts_ms.map_or("null".into(), |t| t.to_string()),
+                ),
                 FieldRef::Source(path) => {
                     let v = ev.source.as_ref().and_then(|s| s.json.get(path));
                     field(&mut out, &f.name, v.map_or("null", RawValue::get));
@@ -275,7 +335,9 @@ impl Mapper {
 /// The id a key gives: one field's value as text, several joined by `separator` in key order.
 fn key_id(key: &Row, field: Option<&str>, separator: &str) -> Result<String, String> {
     if let Some(f) = field {
-        let v = key.get(f).ok_or_else(|| format!("the key has no field `{f}` (transforms ExtractField$Key)"))?;
+        let v = key
+            .get(f)
+            .ok_or_else(|| format!("the key has no field `{f}` (transforms ExtractField$Key)"))?;
         return id_part(v).ok_or_else(|| format!("key field `{f}` is null"));
     }
     if !key.as_str().starts_with('{') {
@@ -301,16 +363,15 @@ fn key_id(key: &Row, field: Option<&str>, separator: &str) -> Result<String, Str
 /// One id component; MongoDB's Extended JSON ids (`{"$oid": "…"}`) give their inner value.
 fn id_part(v: &RawValue) -> Option<String> {
     let text = id_text(v)?;
-    if text.starts_with("{\"$") || text.starts_with("{ \"$") {
-        if let Ok(serde_json::Value::Object(o)) = serde_json::from_str::<serde_json::Value>(&text)
-            && o.len() == 1
-            && let Some((_, inner)) = o.iter().next()
-        {
-            return Some(match inner {
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            });
-        }
+    if (text.starts_with("{\"$") || text.starts_with("{ \"$"))
+        && let Ok(serde_json::Value::Object(o)) = serde_json::from_str::<serde_json::Value>(&text)
+        && o.len() == 1
+        && let Some((_, inner)) = o.iter().next()
+    {
+        return Some(match inner {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        });
     }
     Some(text.into_owned())
 }

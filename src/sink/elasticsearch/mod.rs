@@ -70,11 +70,20 @@ impl ElasticsearchSink {
         let client = BulkClient::new(&cfg)?;
         let (done_tx, done_rx) = mpsc::channel();
         let lanes = (0..cfg.max_in_flight)
-            .map(|_| Lane { open: Batch::new(), sealed: VecDeque::new(), busy: false })
+            .map(|_| Lane {
+                open: Batch::new(),
+                sealed: VecDeque::new(),
+                busy: false,
+            })
             .collect();
         Ok(ElasticsearchSink {
             mapper: Mapper::new(cfg.clone()),
-            shared: Arc::new(Shared { cfg, client, metrics, trouble: Mutex::new(None) }),
+            shared: Arc::new(Shared {
+                cfg,
+                client,
+                metrics,
+                trouble: Mutex::new(None),
+            }),
             lanes,
             hasher: Default::default(),
             runtime,
@@ -98,14 +107,18 @@ impl ElasticsearchSink {
         let linger = self.shared.cfg.linger;
         for i in 0..self.lanes.len() {
             let lane = &mut self.lanes[i];
-            if !lane.open.is_empty() && (self.flushing || now.duration_since(lane.open.opened) >= linger) {
+            if !lane.open.is_empty()
+                && (self.flushing || now.duration_since(lane.open.opened) >= linger)
+            {
                 let b = std::mem::take(&mut lane.open);
                 lane.sealed.push_back(b.seal());
             }
             if lane.busy {
                 continue;
             }
-            let Some(batch) = lane.sealed.pop_front() else { continue };
+            let Some(batch) = lane.sealed.pop_front() else {
+                continue;
+            };
             lane.busy = true;
             let shared = self.shared.clone();
             let tx = self.done_tx.clone();
@@ -113,7 +126,11 @@ impl ElasticsearchSink {
                 let records = batch.acks.len();
                 let result = write(&shared, batch).await;
                 // The task thread may be gone (shutdown): nothing left to report to.
-                let _ = tx.send(Done { lane: i, records, result });
+                let _ = tx.send(Done {
+                    lane: i,
+                    records,
+                    result,
+                });
             });
         }
     }
@@ -147,8 +164,13 @@ impl Sink for ElasticsearchSink {
                 )));
             }
         };
-        let (batch_size, bulk_bytes) = (self.shared.cfg.batch_size, self.shared.cfg.bulk_size_bytes);
-        let origin = Origin { topic: self.topic(rec.topic), partition: rec.partition, offset: rec.offset };
+        let (batch_size, bulk_bytes) =
+            (self.shared.cfg.batch_size, self.shared.cfg.bulk_size_bytes);
+        let origin = Origin {
+            topic: self.topic(rec.topic),
+            partition: rec.partition,
+            offset: rec.offset,
+        };
         let lane = self.lane_of(&action.index, &action.id);
         let lane = &mut self.lanes[lane];
         if !lane.open.is_empty() && lane.open.body_len() >= bulk_bytes {
@@ -178,7 +200,10 @@ impl Sink for ElasticsearchSink {
                 .lanes
                 .iter()
                 .filter(|l| !l.open.is_empty())
-                .map(|l| (l.open.opened + self.shared.cfg.linger).saturating_duration_since(Instant::now()))
+                .map(|l| {
+                    (l.open.opened + self.shared.cfg.linger)
+                        .saturating_duration_since(Instant::now())
+                })
                 .min()
                 .map_or(wait, |d| d.min(wait));
             if let Ok(done) = self.done_rx.recv_timeout(wait) {
@@ -230,14 +255,25 @@ async fn write(shared: &Shared, batch: Sealed) -> Result<Vec<Ack>, SinkError> {
                 m.retry("transport", todo.len() as u64);
                 format!("Elasticsearch unreachable: {}", e.0)
             }
-            Ok((status, resp)) => match retry::request(status, &String::from_utf8_lossy(&resp[..resp.len().min(512)])) {
+            Ok((status, resp)) => match retry::request(
+                status,
+                &String::from_utf8_lossy(&resp[..resp.len().min(512)]),
+            ) {
                 RequestOutcome::Fail(msg) => return Err(SinkError::Fatal(msg)),
                 RequestOutcome::Retry(msg) => {
-                    m.retry(if status == 429 { "http_429" } else { "http_5xx" }, todo.len() as u64);
+                    m.retry(
+                        if status == 429 {
+                            "http_429"
+                        } else {
+                            "http_5xx"
+                        },
+                        todo.len() as u64,
+                    );
                     msg
                 }
                 RequestOutcome::Items => {
-                    let results = client::parse_items(&resp, todo.len()).map_err(SinkError::Fatal)?;
+                    let results =
+                        client::parse_items(&resp, todo.len()).map_err(SinkError::Fatal)?;
                     let Some(results) = results else {
                         Metrics::add(&m.written, todo.len() as u64);
                         break;
@@ -246,11 +282,23 @@ async fn write(shared: &Shared, batch: Sealed) -> Result<Vec<Ack>, SinkError> {
                     let mut first_reason = None;
                     for (&i, r) in todo.iter().zip(&results) {
                         let item = &batch.items[i];
-                        match retry::item(item.is_delete, r.status, r.error_type.as_deref(), r.reason.as_deref()) {
+                        match retry::item(
+                            item.is_delete,
+                            r.status,
+                            r.error_type.as_deref(),
+                            r.reason.as_deref(),
+                        ) {
                             ItemOutcome::Written => Metrics::add(&m.written, 1),
                             ItemOutcome::Stale => Metrics::add(&m.stale, 1),
                             ItemOutcome::Retry(why) => {
-                                m.retry(if r.status == 429 { "item_429" } else { "item_5xx" }, 1);
+                                m.retry(
+                                    if r.status == 429 {
+                                        "item_429"
+                                    } else {
+                                        "item_5xx"
+                                    },
+                                    1,
+                                );
                                 first_reason.get_or_insert(why);
                                 again.push(i);
                             }
@@ -272,7 +320,10 @@ async fn write(shared: &Shared, batch: Sealed) -> Result<Vec<Ack>, SinkError> {
                     }
                     body = batch.body_of(&again);
                     todo = again;
-                    format!("bulk items rejected, retrying: {}", first_reason.unwrap_or_default())
+                    format!(
+                        "bulk items rejected, retrying: {}",
+                        first_reason.unwrap_or_default()
+                    )
                 }
             },
         };
@@ -280,7 +331,9 @@ async fn write(shared: &Shared, batch: Sealed) -> Result<Vec<Ack>, SinkError> {
         if let Some(max) = cfg.max_retries
             && attempt > max
         {
-            return Err(SinkError::Fatal(format!("gave up after {max} retries: {problem}")));
+            return Err(SinkError::Fatal(format!(
+                "gave up after {max} retries: {problem}"
+            )));
         }
         let delay = retry::backoff(attempt, cfg.retry_backoff, cfg.max_retry_backoff);
         debug!(attempt, ?delay, items = todo.len(), "{problem}");

@@ -15,7 +15,12 @@ pub enum ItemOutcome {
 }
 
 /// Classifies one item result (`status`, `error.type`, `error.reason`).
-pub fn item(is_delete: bool, status: u16, error_type: Option<&str>, reason: Option<&str>) -> ItemOutcome {
+pub fn item(
+    is_delete: bool,
+    status: u16,
+    error_type: Option<&str>,
+    reason: Option<&str>,
+) -> ItemOutcome {
     let describe = || match (error_type, reason) {
         (Some(t), Some(r)) => format!("{status} {t}: {r}"),
         (Some(t), None) => format!("{status} {t}"),
@@ -27,7 +32,9 @@ pub fn item(is_delete: bool, status: u16, error_type: Option<&str>, reason: Opti
         404 if is_delete && error_type.is_none() => ItemOutcome::Written,
         409 => ItemOutcome::Stale,
         429 => ItemOutcome::Retry(describe()),
-        _ if error_type == Some("es_rejected_execution_exception") => ItemOutcome::Retry(describe()),
+        _ if error_type == Some("es_rejected_execution_exception") => {
+            ItemOutcome::Retry(describe())
+        }
         500..=599 => ItemOutcome::Retry(describe()),
         _ => ItemOutcome::Reject(describe()),
     }
@@ -50,7 +57,9 @@ pub fn request(status: u16, body: &str) -> RequestOutcome {
         413 => RequestOutcome::Fail(format!(
             "HTTP 413: the bulk request is larger than Elasticsearch accepts; lower bulk.size.bytes ({snippet})"
         )),
-        401 | 403 => RequestOutcome::Fail(format!("HTTP {status}: not allowed; check connection.username/password or connection.api.key ({snippet})")),
+        401 | 403 => RequestOutcome::Fail(format!(
+            "HTTP {status}: not allowed; check connection.username/password or connection.api.key ({snippet})"
+        )),
         _ => RequestOutcome::Fail(format!("HTTP {status} from the bulk API: {snippet}")),
     }
 }
@@ -72,14 +81,31 @@ mod tests {
     fn items_are_classified_by_status_and_type() {
         assert_eq!(item(false, 201, None, None), ItemOutcome::Written);
         assert_eq!(item(true, 404, None, None), ItemOutcome::Written);
-        assert_eq!(item(false, 409, Some("version_conflict_engine_exception"), None), ItemOutcome::Stale);
-        assert!(matches!(item(false, 429, Some("es_rejected_execution_exception"), None), ItemOutcome::Retry(_)));
-        assert!(matches!(item(false, 503, Some("unavailable_shards_exception"), None), ItemOutcome::Retry(_)));
         assert_eq!(
-            item(false, 400, Some("mapper_parsing_exception"), Some("failed to parse field [a]")),
+            item(false, 409, Some("version_conflict_engine_exception"), None),
+            ItemOutcome::Stale
+        );
+        assert!(matches!(
+            item(false, 429, Some("es_rejected_execution_exception"), None),
+            ItemOutcome::Retry(_)
+        ));
+        assert!(matches!(
+            item(false, 503, Some("unavailable_shards_exception"), None),
+            ItemOutcome::Retry(_)
+        ));
+        assert_eq!(
+            item(
+                false,
+                400,
+                Some("mapper_parsing_exception"),
+                Some("failed to parse field [a]")
+            ),
             ItemOutcome::Reject("400 mapper_parsing_exception: failed to parse field [a]".into())
         );
-        assert!(matches!(item(false, 404, Some("index_not_found_exception"), None), ItemOutcome::Reject(_)));
+        assert!(matches!(
+            item(false, 404, Some("index_not_found_exception"), None),
+            ItemOutcome::Reject(_)
+        ));
     }
 
     #[test]
