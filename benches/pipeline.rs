@@ -1,1 +1,317 @@
-fn main() {}
+//! Benchmarks (not tests): `cargo bench --bench pipeline [-- hot|e2e]`.
+//!
+//! * `hot`: decode → map → bulk body on one core, JSON with and without schema, records/s.
+//! * `e2e`: the real broker → the `cdc-sink` binary → an instant-acknowledging ES-compatible
+//!   endpoint of our own; records/s, records per worker CPU-second and peak RSS, beside a bare
+//!   rdkafka consumer reading the same topic in the same run (the Kafka client's own cost).
+//!
+//! Set `CDCSINK_TEST_SERVERS=DIR` to use a Kafka started with `scripts/servers start DIR kafka`.
+
+#[path = "../tests/support/mod.rs"]
+#[allow(dead_code, unused_imports)]
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cdc_sink::connector::{ConnectorConfig, ConnectorSpec, SinkSpec};
+use cdc_sink::decode::Decoder;
+use cdc_sink::sink::elasticsearch::batch::{Batch, Origin};
+use cdc_sink::sink::elasticsearch::mapping::{Mapped, Mapper};
+use cdc_sink::sink::{Ack, SinkRecord};
+use rdkafka::Message as _;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use serde_json::json;
+
+use support::history::{self, Options};
+
+/// As the `cdc-sink` binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+use support::http;
+use support::kafka::{self, Rec};
+use support::worker::{Worker, connector_file};
+
+fn cpu_seconds_self() -> f64 {
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
+fn cpu_seconds_of(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let n = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (n(11) + n(12)) / ticks
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+fn spec(extra: serde_json::Value) -> ConnectorSpec {
+    let mut config = json!({"connector.class": "elasticsearch", "topics": "bench", "connection.url": "http://127.0.0.1:9"});
+    for (k, v) in extra.as_object().unwrap() {
+        config[k] = v.clone();
+    }
+    ConnectorSpec::validate(
+        &ConnectorConfig::from_json(&json!({"name": "bench", "config": config}).to_string())
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// decode → map → batch (NDJSON body) for every record, on this thread.
+fn hot(label: &str, records: &[Rec], rounds: usize) {
+    let spec = spec(json!({"behavior.on.null.values": "delete"}));
+    let SinkSpec::Elasticsearch(es) = &spec.sink;
+    let mut mapper = Mapper::new(Arc::new((**es).clone()));
+    let mut decoder = Decoder::new(&spec);
+    let topic: Arc<str> = "bench".into();
+    let bytes: usize = records
+        .iter()
+        .map(|r| r.value.as_ref().map_or(0, String::len) + r.key.as_ref().map_or(0, String::len))
+        .sum();
+    let (cpu0, t0) = (cpu_seconds_self(), Instant::now());
+    let mut n = 0u64;
+    let mut body_bytes = 0usize;
+    for _ in 0..rounds {
+        let mut batch = Batch::new();
+        for (i, r) in records.iter().enumerate() {
+            let key = decoder
+                .key("bench", r.key.as_deref().map(str::as_bytes))
+                .unwrap();
+            let value = decoder
+                .value("bench", r.value.as_deref().map(str::as_bytes))
+                .unwrap();
+            let rec = SinkRecord {
+                topic: "bench",
+                partition: r.partition,
+                offset: i as i64,
+                timestamp_ms: None,
+                key: key.as_ref(),
+                value: &value,
+            };
+            if let Mapped::Write(a) = mapper.map(&rec).unwrap() {
+                batch.push(
+                    a,
+                    Origin {
+                        topic: topic.clone(),
+                        partition: r.partition,
+                        offset: i as i64,
+                    },
+                    Ack {
+                        slot: 0,
+                        epoch: 0,
+                        offset: i as i64,
+                    },
+                );
+            }
+            if batch.records() >= 2000 {
+                body_bytes += std::mem::take(&mut batch).seal().body.len();
+            }
+            n += 1;
+        }
+        body_bytes += batch.seal().body.len();
+    }
+    let (cpu, wall) = (cpu_seconds_self() - cpu0, t0.elapsed().as_secs_f64());
+    println!(
+        "hot {label:<16} {n:>8} records  {:>9.0} records/s  {:>9.0} records/CPU-s  {:>6.1} MB/s in  ({:.0} bytes/record in, {:.0} out)",
+        n as f64 / wall,
+        n as f64 / cpu,
+        (bytes * rounds) as f64 / wall / 1e6,
+        bytes as f64 / records.len() as f64,
+        body_bytes as f64 / n as f64,
+    );
+}
+
+/// Reads `topic` to its end with a plain rdkafka consumer, touching every payload; prints the
+/// CPU seconds this process spent. Run as a child process of the benchmark.
+fn bare_consumer(topic: &str, partitions: i32, expected: usize) {
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", support::servers::kafka())
+        .set("group.id", format!("bare-{}", fastrand::u32(..)))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    c.subscribe(&[topic]).unwrap();
+    let (mut n, mut bytes) = (0usize, 0usize);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while n < expected && Instant::now() < deadline {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            bytes += m.payload().map_or(0, |p| {
+                p.iter().fold(0usize, |a, b| a.wrapping_add(*b as usize)) & 1
+            });
+            n += 1;
+        }
+    }
+    let _ = (partitions, bytes);
+    println!("{n} {}", cpu_seconds_self());
+}
+
+fn e2e(label: &str, records: &[Rec], partitions: i32) {
+    let topic = support::unique(&format!("bench-{label}"));
+    kafka::create_topic(&topic, partitions);
+    kafka::produce(&topic, records);
+    let total = records.len();
+
+    // An Elasticsearch that acknowledges every action at once.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let handler: http::Handler = Arc::new(|req| {
+        Box::pin(async move {
+            let actions = http::bulk_actions(&req.body);
+            http::Reply::Respond {
+                status: 200,
+                body: http::ack_all(actions.iter().map(|a| a.op())),
+            }
+        })
+    });
+    rt.spawn(http::serve(listener, handler));
+
+    let name = support::unique("bench");
+    let file = connector_file(
+        &name,
+        &json!({"connector.class": "elasticsearch", "topics": topic, "connection.url": url,
+        "behavior.on.null.values": "delete"}),
+    );
+    let t0 = Instant::now();
+    let w = Worker::start(&file);
+    let group = format!("connect-{name}");
+    let end = kafka::end_offsets(&topic, partitions);
+    while kafka::committed(&group, &topic, partitions) != end {
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            t0.elapsed() < Duration::from_secs(900),
+            "worker did not finish:\n{}",
+            w.log_text()
+        );
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    let (cpu, rss) = (cpu_seconds_of(w.pid()), peak_rss_mib(w.pid()));
+    assert!(w.stop().success());
+
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--bare-consumer",
+            &topic,
+            &partitions.to_string(),
+            &total.to_string(),
+        ])
+        .env(
+            "CDCSINK_TEST_SERVERS",
+            std::env::var_os("CDCSINK_TEST_SERVERS").unwrap(),
+        )
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut parts = text.split_whitespace();
+    let bare_n: usize = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let bare_cpu: f64 = parts
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN);
+    println!(
+        "e2e {label:<16} {total:>8} records  {:>9.0} records/s (incl. startup)  worker {:.2} CPU-s = {:>9.0} records/CPU-s, peak RSS {rss:.0} MiB",
+        total as f64 / wall,
+        cpu,
+        total as f64 / cpu
+    );
+    println!(
+        "e2e {label:<16} bare rdkafka consumer: {bare_n} records, {bare_cpu:.2} CPU-s = {:>9.0} records/CPU-s  → worker/bare CPU per record = {:.2}x",
+        bare_n as f64 / bare_cpu,
+        cpu / bare_cpu
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--bare-consumer") {
+        bare_consumer(
+            &args[i + 1],
+            args[i + 2].parse().unwrap(),
+            args[i + 3].parse().unwrap(),
+        );
+        return;
+    }
+    let want = |what: &str| {
+        !args.iter().any(|a| a == "hot" || a == "e2e") || args.iter().any(|a| a == what)
+    };
+    let plain = history::generate(
+        1,
+        &Options {
+            changes: 50_000,
+            keys: 20_000,
+            with_schema: false,
+            replay: 0,
+            ..Options::default()
+        },
+    );
+    let schema = history::generate(
+        2,
+        &Options {
+            changes: 50_000,
+            keys: 20_000,
+            with_schema: true,
+            replay: 0,
+            ..Options::default()
+        },
+    );
+    if want("hot") {
+        let rounds: usize = std::env::var("BENCH_ROUNDS")
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(4);
+        hot("without schema", &plain.records, rounds);
+        hot("with schema", &schema.records, rounds.div_ceil(2));
+    }
+    if want("e2e") {
+        if std::env::var_os("CDCSINK_TEST_SERVERS").is_none() {
+            let dir = support::servers::start(&["kafka"]);
+            // SAFETY: set before any other thread reads the environment.
+            unsafe { std::env::set_var("CDCSINK_TEST_SERVERS", dir) };
+        }
+        let big = |seed, with_schema, changes| {
+            history::generate(
+                seed,
+                &Options {
+                    changes,
+                    keys: 100_000,
+                    with_schema,
+                    replay: 0,
+                    ..Options::default()
+                },
+            )
+            .records
+        };
+        e2e("without-schema", &big(3, false, 400_000), 4);
+        e2e("with-schema", &big(4, true, 150_000), 4);
+    }
+}

@@ -18,3 +18,7 @@ pub mod sink;
 pub mod source;
 pub mod task;
 pub mod worker;
+
+/// The hash map of hot paths: a fast, DoS-resistant-enough hasher for keys we produce ourselves
+/// (topic names, document ids).
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;

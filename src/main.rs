@@ -6,6 +6,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use cdc_sink::settings::Settings;
+
+/// mimalloc: the hot path allocates a few small buffers per record.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use cdc_sink::worker::{self, Worker};
 
 #[derive(Parser)]

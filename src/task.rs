@@ -30,6 +30,8 @@ use crate::source::{self, Consumer, RebalanceHandler};
 
 /// How long one consumer poll waits when there is nothing else to do.
 const POLL: Duration = Duration::from_millis(50);
+/// Records taken from the consumer between two looks at the sink (acks, linger, commits).
+const BURST: usize = 256;
 
 /// A task's state, as Kafka Connect reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -213,24 +215,38 @@ fn run(
     let mut last_commit = Instant::now();
     let mut trouble_logged: Option<String> = None;
 
-    let outcome = loop {
+    let outcome = 'run: loop {
         if shutdown.load(Ordering::Relaxed) {
             break Ok(());
         }
+        // A burst of records: the first poll may wait, the rest take what is already fetched.
+        // Each record is tracked before the next poll, which may run a rebalance callback.
         let paused = handler.lock().paused;
-        let msg = consumer.poll(if paused { Duration::ZERO } else { POLL });
+        for i in 0..BURST {
+            let wait = if i == 0 && !paused {
+                POLL
+            } else {
+                Duration::ZERO
+            };
+            let Some(msg) = consumer.poll(wait) else {
+                break;
+            };
+            let mut st = handler.lock();
+            match msg {
+                Err(e) => warn!(task = %label, "consumer error: {e}"),
+                Ok(m) => {
+                    if let Err(e) = handle(&mut st, &mut decoder, spec, &metrics, &m) {
+                        break 'run Err(e);
+                    }
+                }
+            }
+            if st.paused {
+                break;
+            }
+        }
         let mut st = handler.lock();
         if let Some(f) = st.failure.take() {
             break Err(f);
-        }
-        match msg {
-            None => {}
-            Some(Err(e)) => warn!(task = %label, "consumer error: {e}"),
-            Some(Ok(m)) => {
-                if let Err(e) = handle(&mut st, &mut decoder, spec, &metrics, &m) {
-                    break Err(e);
-                }
-            }
         }
         let wait = if st.paused { POLL } else { Duration::ZERO };
         match st.sink.poll(wait) {

@@ -7,7 +7,6 @@
 //! compiled only when it changes.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -27,7 +26,7 @@ pub struct JsonConverter {
     /// `schemas.enable`: `Some(false)` never unwraps `{"schema","payload"}`; `None` detects it.
     schemas_enable: Option<bool>,
     /// Per topic: the last schema text seen and what it compiled to.
-    schemas: HashMap<Box<str>, (Box<str>, Arc<EnvelopeSchema>)>,
+    schemas: crate::FastMap<Box<str>, (Box<str>, Arc<EnvelopeSchema>)>,
 }
 
 /// What a value schema (or key schema) tells the decoder.
@@ -88,7 +87,7 @@ impl JsonConverter {
         JsonConverter {
             opts,
             schemas_enable,
-            schemas: HashMap::new(),
+            schemas: Default::default(),
         }
     }
 
@@ -125,9 +124,36 @@ impl JsonConverter {
         Ok(compiled)
     }
 
+    /// `{"schema":<the topic's last schema>,"payload":<payload>}` byte for byte as
+    /// JsonConverter writes it: the compiled schema and the payload text, found with a
+    /// comparison instead of parsing the (often kilobytes long) schema again.
+    fn known_schema<'t>(
+        &self,
+        topic: &str,
+        text: &'t str,
+    ) -> Option<(Arc<EnvelopeSchema>, &'t str)> {
+        if self.schemas_enable == Some(false) {
+            return None;
+        }
+        let (schema_text, compiled) = self.schemas.get(topic)?;
+        let payload = text
+            .strip_prefix("{\"schema\":")?
+            .strip_prefix(&**schema_text)?
+            .strip_prefix(",\"payload\":")?
+            .trim_end()
+            .strip_suffix('}')?;
+        Some((compiled.clone(), payload))
+    }
+
     /// Decodes a record key to JSON text: a struct key becomes an object, a plain key a scalar.
     pub fn key(&mut self, topic: &str, bytes: &[u8]) -> Result<Row, DecodeError> {
         let text = parse_json(bytes)?;
+        if let Some((schema, payload)) = self.known_schema(topic, text)
+            && let Ok(raw) = serde_json::from_str::<&RawValue>(payload)
+        {
+            return to_row(raw, &schema.row, &self.opts)
+                .map_err(|e| DecodeError::new(format!("key: {e}")));
+        }
         let top: &RawValue = serde_json::from_str(text)
             .map_err(|e| DecodeError::new(format!("key is not valid JSON: {e}")))?;
         let (schema, payload) = self.unwrap_key(top);
@@ -166,6 +192,15 @@ impl JsonConverter {
             return Ok(Value::Tombstone);
         };
         let text = parse_json(bytes)?;
+        if let Some((schema, payload)) = self.known_schema(topic, text) {
+            if payload.trim() == "null" {
+                return Ok(Value::Tombstone);
+            }
+            // Anything unexpected falls through to the full parse, which names the problem.
+            if let Ok(inner) = serde_json::from_str::<Top<'_>>(payload) {
+                return self.envelope(&inner, Some(&schema));
+            }
+        }
         let top: Top<'_> = serde_json::from_str(text)
             .map_err(|e| DecodeError::new(format!("value is not valid JSON: {e}")))?;
         if top.op.is_some() || top.payload.is_none() || self.schemas_enable == Some(false) {

@@ -4,7 +4,7 @@
 //! Each assignment of a partition gets a new epoch; acks from an earlier assignment (writes that
 //! finished after a revocation) are ignored, so they can never move a later watermark.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::sink::Ack;
@@ -30,11 +30,30 @@ struct Partition {
 #[derive(Debug, Default)]
 pub struct Offsets {
     slots: Vec<Option<Partition>>,
-    by_name: HashMap<(Arc<str>, i32), u32>,
+    /// topic → slot of each partition (indexed by partition number).
+    by_name: crate::FastMap<Box<str>, Vec<Option<u32>>>,
     epochs: u32,
 }
 
 impl Offsets {
+    fn slot_of(&self, topic: &str, partition: i32) -> Option<u32> {
+        *self
+            .by_name
+            .get(topic)?
+            .get(usize::try_from(partition).ok()?)?
+    }
+
+    fn set_slot(&mut self, topic: &str, partition: i32, slot: Option<u32>) {
+        let Ok(p) = usize::try_from(partition) else {
+            return;
+        };
+        let v = self.by_name.entry(topic.into()).or_default();
+        if v.len() <= p {
+            v.resize(p + 1, None);
+        }
+        v[p] = slot;
+    }
+
     /// Starts tracking a newly assigned partition.
     pub fn assign(&mut self, topic: &str, partition: i32) {
         self.epochs = (self.epochs + 1) % NO_EPOCH;
@@ -48,8 +67,8 @@ impl Offsets {
             watermark: None,
             committed: None,
         };
-        match self.by_name.get(&(topic.clone(), partition)) {
-            Some(&slot) => self.slots[slot as usize] = Some(state),
+        match self.slot_of(&topic, partition) {
+            Some(slot) => self.slots[slot as usize] = Some(state),
             None => {
                 let slot = match self.slots.iter().position(Option::is_none) {
                     Some(s) => {
@@ -61,29 +80,37 @@ impl Offsets {
                         self.slots.len() - 1
                     }
                 };
-                self.by_name.insert((topic, partition), slot as u32);
+                self.set_slot(&topic, partition, Some(slot as u32));
             }
         }
     }
 
     /// Stops tracking a revoked partition.
     pub fn revoke(&mut self, topic: &str, partition: i32) {
-        if let Some(slot) = self.by_name.remove(&(Arc::from(topic), partition)) {
+        if let Some(slot) = self.slot_of(topic, partition) {
             self.slots[slot as usize] = None;
+            self.set_slot(topic, partition, None);
         }
     }
 
-    /// Registers a record just read; returns its ack.
+    /// Registers a record just read; returns its ack. A record of a partition that is not
+    /// assigned (never expected: librdkafka drops fetched records of revoked partitions) gets
+    /// an ack that never counts, so nothing is ever committed for it.
     pub fn track(&mut self, topic: &str, partition: i32, offset: i64) -> Ack {
-        let key = (Arc::from(topic), partition);
-        if !self.by_name.contains_key(&key) {
-            // A record of a partition not (yet) seen as assigned: track it from here.
-            self.assign(topic, partition);
-        }
-        let slot = self.by_name[&key];
-        let p = self.slots[slot as usize]
-            .as_mut()
-            .expect("slot of a tracked partition");
+        let Some(slot) = self.slot_of(topic, partition) else {
+            return Ack {
+                slot: u32::MAX,
+                epoch: NO_EPOCH,
+                offset,
+            };
+        };
+        let Some(p) = self.slots[slot as usize].as_mut() else {
+            return Ack {
+                slot,
+                epoch: NO_EPOCH,
+                offset,
+            };
+        };
         if p.next.is_some_and(|n| offset < n) {
             // Read again (a fetch after pause/resume): the first read is the one that counts.
             return Ack {
@@ -146,7 +173,7 @@ impl Offsets {
     /// Records that offsets were committed.
     pub fn committed(&mut self, done: &[(Arc<str>, i32, i64)]) {
         for (t, part, o) in done {
-            if let Some(&slot) = self.by_name.get(&(t.clone(), *part))
+            if let Some(slot) = self.slot_of(t, *part)
                 && let Some(p) = self.slots[slot as usize].as_mut()
             {
                 p.committed = Some(*o);
@@ -161,9 +188,8 @@ impl Offsets {
 
     /// Records read and not yet written, for one partition.
     pub fn in_flight_of(&self, topic: &str, partition: i32) -> usize {
-        self.by_name
-            .get(&(Arc::from(topic), partition))
-            .and_then(|&s| self.slots[s as usize].as_ref())
+        self.slot_of(topic, partition)
+            .and_then(|s| self.slots[s as usize].as_ref())
             .map_or(0, |p| p.pending.len())
     }
 }
@@ -204,6 +230,15 @@ mod tests {
         assert!(o.committable().is_empty());
         o.ack(new);
         assert_eq!(o.committable(), vec![("t".into(), 1, 51)]);
+    }
+
+    #[test]
+    fn records_of_unassigned_partitions_are_never_committed() {
+        let mut o = Offsets::default();
+        let a = o.track("t", 3, 7);
+        o.ack(a);
+        assert!(o.committable().is_empty());
+        assert!(o.watermarks(None).is_empty());
     }
 
     #[test]

@@ -10,13 +10,13 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
-use super::servers::servers;
+use super::servers::kafka;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 fn config() -> ClientConfig {
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &servers().kafka);
+    c.set("bootstrap.servers", kafka());
     c
 }
 

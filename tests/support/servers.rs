@@ -28,44 +28,58 @@ fn read_env(dir: &Path, file: &str, key: &str) -> String {
         .to_string()
 }
 
+/// Starts `which` servers (`kafka`, `elasticsearch`) in a new directory with a watchdog that
+/// stops them when this process exits; returns the directory.
+pub fn start(which: &[&str]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("cdc-sink-it-{}", std::process::id()));
+    let status = Command::new(repo().join("scripts/servers"))
+        .arg("start")
+        .arg(&dir)
+        .args(which)
+        .stdout(Stdio::null())
+        .status()
+        .expect("running scripts/servers");
+    // Stop them when this process exits, also if it is killed. The watchdog outlives us on
+    // purpose: it is never waited for.
+    #[allow(clippy::zombie_processes)]
+    Command::new("setsid")
+        .arg(repo().join("scripts/servers"))
+        .args(["watch", &std::process::id().to_string()])
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting the server watchdog");
+    assert!(
+        status.success(),
+        "scripts/servers start failed (see its output above)"
+    );
+    dir
+}
+
 /// Kafka and Elasticsearch, started on first use.
 pub fn servers() -> &'static Servers {
     static S: OnceLock<Servers> = OnceLock::new();
     S.get_or_init(|| {
         let dir = match std::env::var_os("CDCSINK_TEST_SERVERS") {
             Some(d) => PathBuf::from(d),
-            None => {
-                let dir = std::env::temp_dir().join(format!("cdc-sink-it-{}", std::process::id()));
-                let status = Command::new(repo().join("scripts/servers"))
-                    .arg("start")
-                    .arg(&dir)
-                    .stdout(Stdio::null())
-                    .status()
-                    .expect("running scripts/servers");
-                // Stop them when this process exits, also if it is killed. The watchdog outlives
-                // us on purpose: it is never waited for.
-                #[allow(clippy::zombie_processes)]
-                Command::new("setsid")
-                    .arg(repo().join("scripts/servers"))
-                    .args(["watch", &std::process::id().to_string()])
-                    .arg(&dir)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("starting the server watchdog");
-                assert!(
-                    status.success(),
-                    "scripts/servers start failed (see its output above)"
-                );
-                dir
-            }
+            None => start(&["kafka", "elasticsearch"]),
         };
         Servers {
             kafka: read_env(&dir, "kafka.env", "KAFKA_BOOTSTRAP"),
             es: read_env(&dir, "elasticsearch.env", "ES_URL"),
         }
     })
+}
+
+/// The Kafka bootstrap address: of `CDCSINK_TEST_SERVERS` when set (benchmarks start only
+/// Kafka there), else of [`servers`].
+pub fn kafka() -> String {
+    match std::env::var_os("CDCSINK_TEST_SERVERS") {
+        Some(d) => read_env(Path::new(&d), "kafka.env", "KAFKA_BOOTSTRAP"),
+        None => servers().kafka.clone(),
+    }
 }
 
 /// A name no other test (or earlier run) uses: `prefix-<random>`, lower case.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::servers::servers;
+use super::servers::kafka;
 
 pub struct Worker {
     child: Child,
@@ -32,7 +32,7 @@ impl Worker {
         let child = Command::new(env!("CARGO_BIN_EXE_cdc-sink"))
             .args(["run", "--connector"])
             .arg(connector)
-            .env("CDC_SINK_KAFKA__BOOTSTRAP_SERVERS", &servers().kafka)
+            .env("CDC_SINK_KAFKA__BOOTSTRAP_SERVERS", kafka())
             .env("CDC_SINK_WORKER__OFFSET_FLUSH_INTERVAL_MS", "500")
             .env("RUST_LOG", "info,cdc_sink=debug,librdkafka=warn")
             .stdin(Stdio::null())

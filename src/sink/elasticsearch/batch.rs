@@ -1,7 +1,6 @@
 //! A bulk request being filled: actions encoded straight into the NDJSON body, the last write
 //! per document kept, and the acks of every record the batch answers for.
 
-use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::ops::Range;
 use std::sync::Arc;
@@ -48,8 +47,8 @@ pub struct Batch {
     body: Vec<u8>,
     items: Vec<Item>,
     /// Hash of (index, id) → the item holding that document's current write.
-    latest: HashMap<u64, usize>,
-    hasher: std::collections::hash_map::RandomState,
+    latest: crate::FastMap<u64, usize>,
+    hasher: foldhash::fast::RandomState,
     acks: Vec<Ack>,
     live: usize,
     pub opened: Instant,
@@ -68,7 +67,7 @@ impl Batch {
         Batch {
             body: Vec::new(),
             items: Vec::new(),
-            latest: HashMap::new(),
+            latest: Default::default(),
             hasher: Default::default(),
             acks: Vec::new(),
             live: 0,

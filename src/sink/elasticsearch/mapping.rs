@@ -1,7 +1,6 @@
 //! A decoded change → one Elasticsearch bulk action (DESIGN §3): index name, document id,
 //! version, and the document itself. Plain functions over plain types.
 
-use std::collections::HashMap;
 use std::io::Write as _;
 use std::sync::Arc;
 
@@ -75,9 +74,9 @@ pub struct Mapper {
     cfg: Arc<EsConfig>,
     /// `index.name` uses only `${topic}` (or is unset): the index is a function of the topic.
     per_topic: bool,
-    indices: HashMap<String, Arc<str>>,
+    indices: crate::FastMap<String, Arc<str>>,
     /// (topic, id) of `d` events → (index, version), for the tombstone that follows.
-    recent_deletes: HashMap<DocKey, (Arc<str>, Option<u64>)>,
+    recent_deletes: crate::FastMap<DocKey, (Arc<str>, Option<u64>)>,
 }
 
 impl Mapper {
@@ -88,8 +87,8 @@ impl Mapper {
         Mapper {
             cfg,
             per_topic,
-            indices: HashMap::new(),
-            recent_deletes: HashMap::new(),
+            indices: Default::default(),
+            recent_deletes: Default::default(),
         }
     }
 

@@ -54,7 +54,7 @@ pub struct ElasticsearchSink {
     shared: Arc<Shared>,
     mapper: Mapper,
     lanes: Vec<Lane>,
-    hasher: std::collections::hash_map::RandomState,
+    hasher: foldhash::fast::RandomState,
     runtime: Handle,
     done_tx: mpsc::Sender<Done>,
     done_rx: mpsc::Receiver<Done>,
@@ -62,7 +62,7 @@ pub struct ElasticsearchSink {
     pending: usize,
     /// Every open batch is sent as soon as its lane is free.
     flushing: bool,
-    topics: std::collections::HashMap<String, Arc<str>>,
+    topics: crate::FastMap<String, Arc<str>>,
 }
 
 impl ElasticsearchSink {
