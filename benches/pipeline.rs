@@ -8,7 +8,7 @@
 //! Set `CDCSINK_TEST_SERVERS=DIR` to use a Kafka started with `scripts/servers start DIR kafka`.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod support;
 
 use std::sync::Arc;
