@@ -58,7 +58,9 @@ install_java_maven() {
 
 # Apache Kafka (broker, KRaft) and its runtime dependencies, from Maven Central, into one lib dir.
 fetch_kafka() {
-  [ -f "$KAFKA_LIB/kafka_2.13-$KAFKA_VERSION.jar" ] && return 0
+  # The lib dir is tied to the pom that filled it: a changed pom fetches again.
+  local stamp; stamp="$KAFKA_LIB/.pom-$(sha256sum "$REPO/scripts/maven/kafka/pom.xml" | cut -c1-16)"
+  [ -f "$stamp" ] && return 0
   install_java_maven
   say "fetching Apache Kafka $KAFKA_VERSION from Maven Central"
   mkdir -p "$KAFKA_LIB.tmp"
@@ -66,6 +68,7 @@ fetch_kafka() {
     -Dkafka.version="$KAFKA_VERSION" -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIB.tmp" >&2 \
     || die "could not fetch Kafka from Maven Central (see Maven's output above)"
   rm -rf "$KAFKA_LIB" && mv "$KAFKA_LIB.tmp" "$KAFKA_LIB"
+  touch "$stamp"
 }
 
 # Elasticsearch's integ-test distribution (runs on the machine's Java 17), from Maven Central.

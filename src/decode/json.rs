@@ -192,6 +192,10 @@ impl JsonConverter {
             return Ok(Value::Tombstone);
         };
         let text = parse_json(bytes)?;
+        if text.trim() == "null" {
+            // JsonConverter reads a JSON null as a null value: a tombstone.
+            return Ok(Value::Tombstone);
+        }
         if let Some((schema, payload)) = self.known_schema(topic, text) {
             if payload.trim() == "null" {
                 return Ok(Value::Tombstone);
@@ -529,6 +533,7 @@ mod tests {
         assert_eq!(value(r#"{"schema":null,"payload":null}"#), Value::Tombstone);
         let mut c = JsonConverter::default();
         assert_eq!(c.value("t", None).unwrap(), Value::Tombstone);
+        assert_eq!(c.value("t", Some(b"null")).unwrap(), Value::Tombstone);
     }
 
     #[test]

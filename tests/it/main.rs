@@ -6,6 +6,7 @@ mod support;
 
 mod bad_input;
 mod crash;
+mod docs;
 mod faults;
 mod fixtures;
 mod pipeline;
