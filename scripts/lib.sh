@@ -9,6 +9,10 @@ CACHE="${CDC_SINK_CACHE:-$REPO/.cache}"
 KAFKA_VERSION=4.3.1
 ES_VERSION=8.19.4
 KAFKA_LIB="$CACHE/kafka-$KAFKA_VERSION/lib"
+CONNECT_LIB="$CACHE/connect-$KAFKA_VERSION/lib"
+DEBEZIUM_VERSION=3.5.0.Final
+# Kafka Connect's plugin.path: one plugin dir holding Debezium's PostgreSQL and MariaDB connectors.
+DEBEZIUM_PLUGINS="$CACHE/debezium-$DEBEZIUM_VERSION/plugins"
 # Elasticsearch refuses to run as root: as root it runs as this unprivileged user, from a copy
 # of the distribution that user can read.
 ES_USER=cdcsink
@@ -58,17 +62,136 @@ install_java_maven() {
 
 # Apache Kafka (broker, KRaft) and its runtime dependencies, from Maven Central, into one lib dir.
 fetch_kafka() {
-  # The lib dir is tied to the pom that filled it: a changed pom fetches again.
-  local stamp; stamp="$KAFKA_LIB/.pom-$(sha256sum "$REPO/scripts/maven/kafka/pom.xml" | cut -c1-16)"
+  maven_libs "Apache Kafka $KAFKA_VERSION" "$REPO/scripts/maven/kafka/pom.xml" "$KAFKA_LIB" -Dkafka.version="$KAFKA_VERSION"
+}
+
+# maven_libs LABEL POM DIR [mvn args…]: the runtime dependencies of POM copied into DIR, once per
+# POM content (a changed POM fetches again).
+maven_libs() {
+  local label="$1" pom="$2" dir="$3"; shift 3
+  local stamp; stamp="$dir/.pom-$(sha256sum "$pom" | cut -c1-16)"
   [ -f "$stamp" ] && return 0
   install_java_maven
-  say "fetching Apache Kafka $KAFKA_VERSION from Maven Central"
-  mkdir -p "$KAFKA_LIB.tmp"
-  mvn -q -B -f "$REPO/scripts/maven/kafka/pom.xml" dependency:copy-dependencies \
-    -Dkafka.version="$KAFKA_VERSION" -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIB.tmp" >&2 \
-    || die "could not fetch Kafka from Maven Central (see Maven's output above)"
-  rm -rf "$KAFKA_LIB" && mv "$KAFKA_LIB.tmp" "$KAFKA_LIB"
+  say "fetching $label from Maven Central"
+  rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
+  mvn -q -B -Dstyle.color=never -f "$pom" dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$dir.tmp" "$@" >&2 \
+    || die "could not fetch the artifacts of $pom from Maven Central (see Maven's output above)"
+  rm -rf "$dir" && mv "$dir.tmp" "$dir"
   touch "$stamp"
+}
+
+# A Kafka Connect worker and the Debezium connectors, from Maven Central.
+fetch_connect() {
+  maven_libs "Kafka Connect $KAFKA_VERSION" "$REPO/scripts/maven/connect/pom.xml" "$CONNECT_LIB" \
+    -Dkafka.version="$KAFKA_VERSION"
+  # Kafka's and SLF4J's classes come from the worker, not from the plugin.
+  maven_libs "the Debezium $DEBEZIUM_VERSION PostgreSQL and MariaDB connectors" \
+    "$REPO/scripts/maven/debezium/pom.xml" "$DEBEZIUM_PLUGINS/debezium" \
+    -Ddebezium.version="$DEBEZIUM_VERSION" -DexcludeGroupIds=org.apache.kafka,org.slf4j
+}
+
+pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+
+# PostgreSQL and MariaDB servers and clients from Debian's packages (installing does not start them).
+install_databases() {
+  [ -n "$(pg_bin)" ] || apt_install postgresql
+  [ -n "$(pg_bin)" ] || die "PostgreSQL's server binaries not found under /usr/lib/postgresql"
+  command -v psql >/dev/null || apt_install postgresql-client
+  command -v mariadbd >/dev/null || apt_install mariadb-server
+  command -v mariadb >/dev/null || apt_install mariadb-client
+}
+
+# start_postgres DIR: a cluster of its own (wal_level=logical) on a free port; writes DIR/postgres.env.
+# PostgreSQL refuses to run as root: as root it runs as Debian's `postgres` user.
+start_postgres() {
+  local dir="$1/postgres"; mkdir -p "$dir"
+  local bin port; bin="$(pg_bin)"; port=$(free_port)
+  local run=()
+  if [ "$(id -u)" = 0 ]; then chown postgres "$dir"; run=(runuser -u postgres --); fi
+  "${run[@]}" "$bin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --no-instructions \
+    > "$dir/initdb.log" 2>&1 || { say "initdb failed:"; tail -n 20 "$dir/initdb.log" >&2; return 1; }
+  say "starting PostgreSQL on 127.0.0.1:$port (log: $dir/postgres.log)"
+  setsid "${run[@]}" "$bin/postgres" -D "$dir/data" -p "$port" \
+    -c listen_addresses=127.0.0.1 -c unix_socket_directories="$dir" -c wal_level=logical \
+    -c max_wal_senders=20 -c max_replication_slots=20 -c fsync=off -c synchronous_commit=off \
+    -c full_page_writes=off -c shared_buffers=64MB -c timezone=UTC > "$dir/postgres.log" 2>&1 < /dev/null &
+  echo $! > "$dir/pid"
+  wait_for PostgreSQL "$dir/postgres.log" "$(cat "$dir/pid")" "$bin/pg_isready" -q -h 127.0.0.1 -p "$port" || return 1
+  echo "PG_PORT=$port" > "$1/postgres.env"
+}
+
+# start_mariadb DIR: a server of its own (binlog in ROW format) on a free port; writes DIR/mariadb.env.
+start_mariadb() {
+  local dir="$1/mariadb"; mkdir -p "$dir"
+  local port; port=$(free_port)
+  local user=()
+  if [ "$(id -u)" = 0 ]; then chown mysql "$dir"; user=(--user=mysql); fi
+  mariadb-install-db --no-defaults "${user[@]}" --datadir="$dir/data" --skip-test-db \
+    --auth-root-authentication-method=socket > "$dir/install.log" 2>&1 \
+    || { say "mariadb-install-db failed:"; tail -n 20 "$dir/install.log" >&2; return 1; }
+  say "starting MariaDB on 127.0.0.1:$port (log: $dir/mariadb.log)"
+  setsid mariadbd --no-defaults "${user[@]}" --datadir="$dir/data" --port="$port" --bind-address=127.0.0.1 \
+    --socket="$dir/mariadb.sock" --pid-file="$dir/mariadb.pid" --log-error="$dir/mariadb.log" \
+    --log-bin="$dir/data/mariadb-bin" --binlog-format=ROW --binlog-row-image=FULL --server-id=1 \
+    --innodb-buffer-pool-size=64M --innodb-flush-log-at-trx-commit=0 --skip-name-resolve \
+    --default-time-zone=+00:00 > "$dir/stdout.log" 2>&1 < /dev/null &
+  echo $! > "$dir/pid"
+  wait_for MariaDB "$dir/mariadb.log" "$(cat "$dir/pid")" mariadb-admin --socket="$dir/mariadb.sock" ping || return 1
+  # Debezium's user (https://debezium.io/documentation/reference/stable/connectors/mariadb.html).
+  mariadb --socket="$dir/mariadb.sock" -e "
+    CREATE USER 'debezium'@'%' IDENTIFIED BY 'dbz';
+    GRANT SELECT, RELOAD, SHOW DATABASES, REPLICATION SLAVE, REPLICATION CLIENT, BINLOG MONITOR, LOCK TABLES ON *.* TO 'debezium'@'%';"
+  printf 'MARIADB_PORT=%s\nMARIADB_SOCKET=%s\n' "$port" "$dir/mariadb.sock" > "$1/mariadb.env"
+}
+
+# start_connect DIR: a Kafka Connect worker with the Debezium connectors, on the Kafka of DIR;
+# writes DIR/connect.env. Connector configs may use ${env:VAR} (EnvVarConfigProvider).
+start_connect() {
+  local dir="$1/connect"; mkdir -p "$dir"
+  local kafka; kafka="$(sed -n 's/^KAFKA_BOOTSTRAP=//p' "$1/kafka.env")"
+  local port; port=$(free_port)
+  cat > "$dir/connect.properties" <<EOF
+bootstrap.servers=$kafka
+group.id=cdc-sink-connect
+key.converter=org.apache.kafka.connect.json.JsonConverter
+value.converter=org.apache.kafka.connect.json.JsonConverter
+key.converter.schemas.enable=true
+value.converter.schemas.enable=true
+config.storage.topic=_connect-configs
+offset.storage.topic=_connect-offsets
+status.storage.topic=_connect-status
+config.storage.replication.factor=1
+offset.storage.replication.factor=1
+status.storage.replication.factor=1
+offset.storage.partitions=1
+status.storage.partitions=1
+offset.flush.interval.ms=5000
+listeners=http://127.0.0.1:$port
+rest.advertised.host.name=127.0.0.1
+rest.advertised.port=$port
+plugin.path=$DEBEZIUM_PLUGINS
+config.providers=env
+config.providers.env.class=org.apache.kafka.common.config.provider.EnvVarConfigProvider
+EOF
+  cat > "$dir/log4j2.properties" <<EOF
+rootLogger.level = INFO
+rootLogger.appenderRef.stdout.ref = STDOUT
+appender.stdout.type = Console
+appender.stdout.name = STDOUT
+appender.stdout.layout.type = PatternLayout
+appender.stdout.layout.pattern = [%d] %p %m (%c)%n
+logger.reflections.name = org.reflections
+logger.reflections.level = ERROR
+logger.kafka.name = org.apache.kafka
+logger.kafka.level = WARN
+EOF
+  say "starting Kafka Connect $KAFKA_VERSION with Debezium $DEBEZIUM_VERSION on 127.0.0.1:$port (log: $dir/connect.log)"
+  setsid "$(java_home)/bin/java" -Xms256m -Xmx768m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
+    -Dlog4j2.configurationFile="$dir/log4j2.properties" -cp "$CONNECT_LIB/*" \
+    org.apache.kafka.connect.cli.ConnectDistributed "$dir/connect.properties" > "$dir/connect.log" 2>&1 < /dev/null &
+  echo $! > "$dir/pid"
+  wait_for "Kafka Connect" "$dir/connect.log" "$(cat "$dir/pid")" curl -sf "http://127.0.0.1:$port/connector-plugins" || return 1
+  echo "CONNECT_URL=http://127.0.0.1:$port" > "$1/connect.env"
 }
 
 # Elasticsearch's integ-test distribution (runs on the machine's Java 17), from Maven Central.
@@ -80,7 +203,7 @@ fetch_elasticsearch() {
   say "fetching Elasticsearch $ES_VERSION from Maven Central"
   local zipdir="$CACHE/downloads"
   mkdir -p "$zipdir"
-  mvn -q -B dependency:copy -Dartifact="org.elasticsearch.distribution.integ-test-zip:elasticsearch:$ES_VERSION:zip" \
+  mvn -q -B -Dstyle.color=never dependency:copy -Dartifact="org.elasticsearch.distribution.integ-test-zip:elasticsearch:$ES_VERSION:zip" \
     -DoutputDirectory="$zipdir" >&2 || die "could not fetch Elasticsearch from Maven Central (see Maven's output above)"
   if [ "$(id -u)" = 0 ]; then
     id "$ES_USER" >/dev/null 2>&1 || useradd --system --create-home --home-dir "/var/lib/$ES_USER" --shell /usr/sbin/nologin "$ES_USER"
