@@ -9,7 +9,9 @@ CACHE="${CDC_SINK_CACHE:-$REPO/.cache}"
 KAFKA_VERSION=4.3.1
 ES_VERSION=8.19.4
 KAFKA_LIB="$CACHE/kafka-$KAFKA_VERSION/lib"
-CONNECT_LIB="$CACHE/connect-$KAFKA_VERSION/lib"
+# Kafka Connect at the Kafka version the Debezium release is built against.
+CONNECT_VERSION=4.1.1
+CONNECT_LIB="$CACHE/connect-$CONNECT_VERSION/lib"
 DEBEZIUM_VERSION=3.5.0.Final
 # Kafka Connect's plugin.path: one plugin dir holding Debezium's PostgreSQL and MariaDB connectors.
 DEBEZIUM_PLUGINS="$CACHE/debezium-$DEBEZIUM_VERSION/plugins"
@@ -82,8 +84,8 @@ maven_libs() {
 
 # A Kafka Connect worker and the Debezium connectors, from Maven Central.
 fetch_connect() {
-  maven_libs "Kafka Connect $KAFKA_VERSION" "$REPO/scripts/maven/connect/pom.xml" "$CONNECT_LIB" \
-    -Dkafka.version="$KAFKA_VERSION"
+  maven_libs "Kafka Connect $CONNECT_VERSION" "$REPO/scripts/maven/connect/pom.xml" "$CONNECT_LIB" \
+    -Dkafka.version="$CONNECT_VERSION"
   # Kafka's and SLF4J's classes come from the worker, not from the plugin.
   maven_libs "the Debezium $DEBEZIUM_VERSION PostgreSQL and MariaDB connectors" \
     "$REPO/scripts/maven/debezium/pom.xml" "$DEBEZIUM_PLUGINS/debezium" \
@@ -185,13 +187,36 @@ logger.reflections.level = ERROR
 logger.kafka.name = org.apache.kafka
 logger.kafka.level = WARN
 EOF
-  say "starting Kafka Connect $KAFKA_VERSION with Debezium $DEBEZIUM_VERSION on 127.0.0.1:$port (log: $dir/connect.log)"
-  setsid "$(java_home)/bin/java" -Xms256m -Xmx768m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
-    -Dlog4j2.configurationFile="$dir/log4j2.properties" -cp "$CONNECT_LIB/*" \
-    org.apache.kafka.connect.cli.ConnectDistributed "$dir/connect.properties" > "$dir/connect.log" 2>&1 < /dev/null &
+  echo "CONNECT_URL=http://127.0.0.1:$port" > "$dir/url.env"
+  run_connect "$1"
+}
+
+# run_connect DIR: (re)starts the Kafka Connect worker configured under DIR/connect, with the
+# addresses of DIR's servers in its environment for ${env:…} references in connector configs.
+run_connect() {
+  local dir="$1/connect" url
+  url="$(sed -n 's/^CONNECT_URL=//p' "$dir/url.env")"
+  say "starting Kafka Connect $CONNECT_VERSION with Debezium $DEBEZIUM_VERSION on ${url#http://} (log: $dir/connect.log)"
+  (
+    set -a
+    for f in "$1"/kafka.env "$1"/postgres.env "$1"/mariadb.env; do [ -f "$f" ] && source "$f"; done
+    PG_HOST=127.0.0.1 MARIADB_HOST=127.0.0.1
+    set +a
+    exec setsid "$(java_home)/bin/java" -Xms256m -Xmx768m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
+      -Dlog4j2.configurationFile="$dir/log4j2.properties" -cp "$CONNECT_LIB/*" \
+      org.apache.kafka.connect.cli.ConnectDistributed "$dir/connect.properties" >> "$dir/connect.log" 2>&1 < /dev/null
+  ) &
   echo $! > "$dir/pid"
-  wait_for "Kafka Connect" "$dir/connect.log" "$(cat "$dir/pid")" curl -sf "http://127.0.0.1:$port/connector-plugins" || return 1
-  echo "CONNECT_URL=http://127.0.0.1:$port" > "$1/connect.env"
+  wait_for "Kafka Connect" "$dir/connect.log" "$(cat "$dir/pid")" curl -sf "$url/connector-plugins" || return 1
+  cp "$dir/url.env" "$1/connect.env"
+}
+
+# kill_server DIR NAME: SIGKILL, as a crash (no shutdown hooks, nothing flushed).
+kill_server() {
+  local pidfile="$1/$2/pid"
+  [ -f "$pidfile" ] || return 0
+  kill -KILL -- "-$(cat "$pidfile")" 2>/dev/null || kill -KILL "$(cat "$pidfile")" 2>/dev/null || true
+  rm -f "$pidfile"
 }
 
 # Elasticsearch's integ-test distribution (runs on the machine's Java 17), from Maven Central.

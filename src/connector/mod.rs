@@ -221,7 +221,7 @@ pub const COMMON_OPTIONS: &[OptionDef] = &[
     OptionDef {
         name: "topics.regex",
         default: None,
-        doc: "Regular expression of topics to read (new matching topics are picked up).",
+        doc: "Regular expression of topics to read; new matching topics are picked up within 5 s (`consumer.override.topic.metadata.refresh.interval.ms`).",
     },
     OptionDef {
         name: "key.converter",

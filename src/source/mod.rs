@@ -73,6 +73,9 @@ impl<H: RebalanceHandler> ConsumerContext for SourceContext<H> {
     }
 }
 
+/// How often a `topics.regex` connector looks for new matching topics, unless overridden.
+pub const REGEX_REFRESH_MS: &str = "5000";
+
 /// The librdkafka settings of a task's consumer: the worker's `[kafka.properties]`, then the
 /// connector's `consumer.override.*`, then what delivery guarantees require.
 pub fn consumer_config(settings: &Settings, spec: &ConnectorSpec, task: usize) -> ClientConfig {
@@ -83,6 +86,11 @@ pub fn consumer_config(settings: &Settings, spec: &ConnectorSpec, task: usize) -
         "client.id",
         format!("connector-consumer-{}-{task}", spec.name),
     );
+    if matches!(spec.subscription, Subscription::Regex(_)) {
+        // New topics matching the pattern (Debezium creates one per table as it meets it) are
+        // found at each metadata refresh; librdkafka's default is five minutes.
+        c.set("topic.metadata.refresh.interval.ms", REGEX_REFRESH_MS);
+    }
     let overlay = |c: &mut ClientConfig, props: &BTreeMap<String, String>| {
         for (k, v) in props {
             c.set(k, v);

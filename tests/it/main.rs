@@ -9,4 +9,5 @@ mod crash;
 mod docs;
 mod faults;
 mod fixtures;
+mod live;
 mod pipeline;

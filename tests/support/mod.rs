@@ -6,6 +6,7 @@ pub mod es;
 pub mod history;
 pub mod http;
 pub mod kafka;
+pub mod live;
 pub mod proxy;
 pub mod servers;
 pub mod worker;

@@ -8,6 +8,8 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 pub struct Servers {
+    /// Where `scripts/servers` keeps their state (and more servers may be started).
+    pub dir: PathBuf,
     /// `host:port` of the Kafka broker.
     pub kafka: String,
     /// `http://host:port` of Elasticsearch.
@@ -18,7 +20,7 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn read_env(dir: &Path, file: &str, key: &str) -> String {
+pub fn read_env(dir: &Path, file: &str, key: &str) -> String {
     let text = std::fs::read_to_string(dir.join(file))
         .unwrap_or_else(|e| panic!("{}: {e}", dir.join(file).display()));
     text.lines()
@@ -69,6 +71,7 @@ pub fn servers() -> &'static Servers {
         Servers {
             kafka: read_env(&dir, "kafka.env", "KAFKA_BOOTSTRAP"),
             es: read_env(&dir, "elasticsearch.env", "ES_URL"),
+            dir,
         }
     })
 }

@@ -1,0 +1,213 @@
+//! The live pipeline's servers — PostgreSQL, MariaDB and Kafka Connect with Debezium — started
+//! once per run beside the shared Kafka (in the same `scripts/servers` directory, so the same
+//! watchdog stops them), and helpers to run SQL and register Debezium connectors.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::servers::{read_env, repo, servers};
+
+pub struct Live {
+    pub dir: PathBuf,
+    pub pg_port: String,
+    pub maria_port: String,
+    pub maria_socket: String,
+    pub connect: String,
+}
+
+/// The databases and Kafka Connect, started on first use.
+pub fn live() -> &'static Live {
+    static L: OnceLock<Live> = OnceLock::new();
+    L.get_or_init(|| {
+        let dir = servers().dir.clone();
+        if !dir.join("connect.env").exists() {
+            let status = Command::new(repo().join("scripts/servers"))
+                .arg("start")
+                .arg(&dir)
+                .args(["postgres", "mariadb", "connect"])
+                .stdout(Stdio::null())
+                .status()
+                .expect("running scripts/servers");
+            assert!(
+                status.success(),
+                "starting PostgreSQL, MariaDB and Kafka Connect failed (see above)"
+            );
+        }
+        Live {
+            pg_port: read_env(&dir, "postgres.env", "PG_PORT"),
+            maria_port: read_env(&dir, "mariadb.env", "MARIADB_PORT"),
+            maria_socket: read_env(&dir, "mariadb.env", "MARIADB_SOCKET"),
+            connect: read_env(&dir, "connect.env", "CONNECT_URL"),
+            dir,
+        }
+    })
+}
+
+/// Live tests run one at a time: each drives several servers hard on two cores.
+pub fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static M: Mutex<()> = Mutex::new(());
+    M.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn run(mut cmd: Command, input: &str) -> String {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs `sql` in PostgreSQL database `db`; returns what it printed (unaligned, tuples only).
+pub fn pg(db: &str, sql: &str) -> String {
+    let mut c = Command::new("psql");
+    c.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &live().pg_port,
+        "-U",
+        "postgres",
+        "-d",
+        db,
+        "-X",
+        "-q",
+        "-A",
+        "-t",
+        "-v",
+        "ON_ERROR_STOP=1",
+    ]);
+    run(c, sql)
+}
+
+/// Runs `sql` in MariaDB database `db` (empty: none); returns what it printed (batch, no headers).
+pub fn maria(db: &str, sql: &str) -> String {
+    let mut c = Command::new("mariadb");
+    c.arg(format!("--socket={}", live().maria_socket))
+        .args(["-N", "-B", "-r"]);
+    if !db.is_empty() {
+        c.arg(db);
+    }
+    run(c, sql)
+}
+
+/// The sample inventory SQL of `flavour` (`postgres` or `mariadb`).
+pub fn inventory_sql(flavour: &str) -> String {
+    std::fs::read_to_string(repo().join(format!("demo/sql/{flavour}-inventory.sql"))).unwrap()
+}
+
+fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+/// Registers a Debezium connector on Kafka Connect and waits for its task to run.
+pub fn register(name: &str, config: Value) {
+    let url = format!("{}/connectors/{name}/config", live().connect);
+    let r = http().put(&url).json(&config).send().unwrap();
+    assert!(
+        r.status().is_success(),
+        "registering {name}: {} {}",
+        r.status(),
+        r.text().unwrap_or_default()
+    );
+    let start = Instant::now();
+    loop {
+        let status: Value = http()
+            .get(format!("{}/connectors/{name}/status", live().connect))
+            .send()
+            .and_then(|r| r.json())
+            .unwrap_or(Value::Null);
+        if status["tasks"][0]["state"] == "RUNNING" {
+            return;
+        }
+        assert!(
+            status["tasks"][0]["state"] != "FAILED",
+            "Debezium connector {name} failed: {status}"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "Debezium connector {name} not running: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+pub fn unregister(name: &str) {
+    let _ = http()
+        .delete(format!("{}/connectors/{name}", live().connect))
+        .send();
+}
+
+/// Kills Kafka Connect with SIGKILL and starts it again: Debezium then re-emits what came
+/// after its last committed source offset.
+pub fn crash_restart_connect() {
+    let status = Command::new(repo().join("scripts/servers"))
+        .arg("crash-restart")
+        .arg(&live().dir)
+        .arg("connect")
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "restarting Kafka Connect failed");
+}
+
+/// A PostgreSQL Debezium connector for database `db` (schema `inventory`), topics `<db>.inventory.*`.
+pub fn pg_debezium(db: &str) -> Value {
+    json!({
+        "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
+        "tasks.max": "1",
+        "database.hostname": "127.0.0.1",
+        "database.port": live().pg_port,
+        "database.user": "postgres",
+        "database.password": "postgres",
+        "database.dbname": db,
+        "topic.prefix": db,
+        "schema.include.list": "inventory",
+        "plugin.name": "pgoutput",
+        "slot.name": db,
+        "publication.name": db,
+        "publication.autocreate.mode": "filtered",
+        "skipped.operations": "none",
+    })
+}
+
+/// A MariaDB Debezium connector for database `db`, topics `<db>.<db>.*`.
+pub fn maria_debezium(db: &str) -> Value {
+    json!({
+        "connector.class": "io.debezium.connector.mariadb.MariaDbConnector",
+        "tasks.max": "1",
+        "database.hostname": "127.0.0.1",
+        "database.port": live().maria_port,
+        "database.user": "debezium",
+        "database.password": "dbz",
+        "database.server.id": (10_000 + fastrand::u32(..1_000_000)).to_string(),
+        "database.ssl.mode": "disable",
+        "topic.prefix": db,
+        "database.include.list": db,
+        "schema.history.internal.kafka.bootstrap.servers": servers().kafka,
+        "schema.history.internal.kafka.topic": format!("{db}.schema-history"),
+        "skipped.operations": "none",
+        "bigint.unsigned.handling.mode": "precise",
+    })
+}
