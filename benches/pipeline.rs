@@ -1,6 +1,9 @@
 //! Benchmarks (not tests): `cargo bench --bench pipeline [-- hot|e2e]`.
 //!
 //! * `hot`: decode → map → bulk body on one core, JSON with and without schema, records/s.
+//! * `live`: PostgreSQL → Debezium → Kafka → cdc-sink → Elasticsearch at a steady 1 000 changes/s;
+//!   freshness p50/p99 from the source commit to the Elasticsearch acknowledgement, with
+//!   Debezium's share (source commit → Kafka timestamp) and cdc-sink's (Kafka → acknowledgement).
 //! * `e2e`: the real broker → the `cdc-sink` binary → an instant-acknowledging ES-compatible
 //!   endpoint of our own; records/s, records per worker CPU-second and peak RSS, beside a bare
 //!   rdkafka consumer reading the same topic in the same run (the Kafka client's own cost).
@@ -118,6 +121,8 @@ fn hot(label: &str, records: &[Rec], rounds: usize) {
                         topic: topic.clone(),
                         partition: r.partition,
                         offset: i as i64,
+                        source_ts_ms: None,
+                        kafka_ts_ms: None,
                     },
                     Ack {
                         slot: 0,
@@ -251,6 +256,116 @@ fn e2e(label: &str, records: &[Rec], partitions: i32) {
     );
 }
 
+/// Drives `rate` changes per second into PostgreSQL for `run`, through Debezium and cdc-sink
+/// into Elasticsearch, and prints the freshness the worker measured.
+fn live_freshness(rate: usize, run: Duration) {
+    use std::io::Write as _;
+    use support::live;
+    let es = support::servers().es.clone();
+    live::live();
+    let db = format!("bench_{:08x}", fastrand::u32(..));
+    live::pg("postgres", &format!("CREATE DATABASE {db};"));
+    live::pg(&db, &live::inventory_sql("postgres"));
+    // 10 000 rows to change, so that changes rarely meet in one bulk request.
+    live::pg(
+        &db,
+        "INSERT INTO inventory.customers SELECT g, 'f', 'l', 'e' || g FROM generate_series(100000, 109999) g;",
+    );
+    live::register(&db, live::pg_debezium(&db));
+    let config = json!({"connector.class": "elasticsearch", "topics.regex": format!("{db}\\.inventory\\..*"),
+        "connection.url": es, "linger.ms": "10"});
+    let file = connector_file(&format!("{db}-es"), &config);
+    let w = Worker::start(&file);
+    let index = format!("{db}.inventory.customers");
+    let t0 = Instant::now();
+    while support::es::sources(&index).len() < 10_004 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "snapshot did not arrive:\n{}",
+            w.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The snapshot is in; a new worker measures the steady state only.
+    assert!(w.stop().success());
+    let w = Worker::start(&file);
+    std::thread::sleep(Duration::from_secs(5));
+    // One psql session, fed a tenth of a second's changes every 100 ms.
+    let mut psql = std::process::Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &live::live().pg_port,
+            "-U",
+            "postgres",
+            "-d",
+            &db,
+            "-q",
+            "-X",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = psql.stdin.take().unwrap();
+    let tick = Duration::from_millis(100);
+    let per_tick = (rate / 10).max(1);
+    let start = Instant::now();
+    let mut n = 0usize;
+    while start.elapsed() < run {
+        let mut sql = String::new();
+        for _ in 0..per_tick {
+            n += 1;
+            let id = 100_000 + fastrand::usize(..10_000);
+            sql.push_str(&format!(
+                "UPDATE inventory.customers SET first_name = 'n{n}' WHERE id = {id};\n"
+            ));
+        }
+        stdin.write_all(sql.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+        let next = tick * (n / per_tick) as u32;
+        if let Some(wait) = next.checked_sub(start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+    drop(stdin);
+    let _ = psql.wait();
+    std::thread::sleep(Duration::from_secs(5));
+    let log = w.log.clone();
+    assert!(w.stop().success());
+    live::unregister(&db);
+    let text = std::fs::read_to_string(log).unwrap();
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.contains("connector stopped"))
+        .expect("final metrics line");
+    let json: serde_json::Value =
+        serde_json::from_str(line.split("metrics=").nth(1).unwrap().trim()).unwrap();
+    let lat = |k: &str| {
+        format!(
+            "p50 {:>5} ms  p99 {:>5} ms  ({} writes)",
+            json[k]["p50_ms"], json[k]["p99_ms"], json[k]["count"]
+        )
+    };
+    println!(
+        "live {n} changes at {rate}/s for {run:?} (PostgreSQL → Debezium → Kafka → cdc-sink → Elasticsearch)"
+    );
+    println!(
+        "live source commit → Elasticsearch ack   {}",
+        lat("source_to_sink")
+    );
+    println!(
+        "live   Debezium: source commit → Kafka   {}",
+        lat("source_to_kafka")
+    );
+    println!(
+        "live   cdc-sink: Kafka → Elasticsearch   {}",
+        lat("kafka_to_sink")
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--bare-consumer") {
@@ -262,8 +377,13 @@ fn main() {
         return;
     }
     let want = |what: &str| {
-        !args.iter().any(|a| a == "hot" || a == "e2e") || args.iter().any(|a| a == what)
+        !args.iter().any(|a| a == "hot" || a == "e2e" || a == "live")
+            || args.iter().any(|a| a == what)
     };
+    if want("live") && args.iter().any(|a| a == "live") {
+        live_freshness(1_000, Duration::from_secs(60));
+        return;
+    }
     let plain = history::generate(
         1,
         &Options {

@@ -221,10 +221,18 @@ fn run(
         }
         // A burst of records: the first poll may wait, the rest take what is already fetched.
         // Each record is tracked before the next poll, which may run a rebalance callback.
-        let paused = handler.lock().paused;
+        // Wait for records at most until the sink has a lingering batch to send.
+        let (paused, first_wait) = {
+            let st = handler.lock();
+            let until = st
+                .sink
+                .next_deadline()
+                .map(|d| d.saturating_duration_since(Instant::now()));
+            (st.paused, until.map_or(POLL, |d| d.min(POLL)))
+        };
         for i in 0..BURST {
             let wait = if i == 0 && !paused {
-                POLL
+                first_wait
             } else {
                 Duration::ZERO
             };

@@ -110,7 +110,7 @@ impl Worker {
     fn report(&self) {
         for c in &self.connectors {
             let states: Vec<&str> = c.statuses().iter().map(|s| s.state).collect();
-            info!(connector = %c.spec.name, tasks = ?states, metrics = ?c.metrics.snapshot(), "status");
+            info!(connector = %c.spec.name, tasks = ?states, metrics = %c.metrics.snapshot(), "status");
         }
     }
 
@@ -121,7 +121,7 @@ impl Worker {
             for t in c.tasks {
                 t.join();
             }
-            info!(connector = %c.spec.name, metrics = ?c.metrics.snapshot(), "connector stopped");
+            info!(connector = %c.spec.name, metrics = %c.metrics.snapshot(), "connector stopped");
         }
     }
 }

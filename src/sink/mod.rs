@@ -71,4 +71,7 @@ pub trait Sink: Send {
 
     /// Why the sink is not making progress, if it is not (shown in task status).
     fn trouble(&self) -> Option<String>;
+
+    /// When the sink next has something to send (a lingering batch), if it has.
+    fn next_deadline(&self) -> Option<std::time::Instant>;
 }

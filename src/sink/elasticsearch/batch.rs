@@ -11,12 +11,16 @@ use bytes::Bytes;
 use super::mapping::{ActionKind, BulkAction};
 use crate::sink::Ack;
 
-/// Where a record came from, for error messages.
+/// Where a record came from (for error messages) and when (for freshness).
 #[derive(Debug, Clone)]
 pub struct Origin {
     pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
+    /// `source.ts_ms`: when the change was committed in the source database.
+    pub source_ts_ms: Option<i64>,
+    /// The Kafka record's timestamp.
+    pub kafka_ts_ms: Option<i64>,
 }
 
 impl std::fmt::Display for Origin {
@@ -191,6 +195,8 @@ mod tests {
             topic: "t".into(),
             partition: 0,
             offset,
+            source_ts_ms: None,
+            kafka_ts_ms: None,
         }
     }
 

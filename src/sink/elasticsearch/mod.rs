@@ -26,7 +26,8 @@ use self::config::EsConfig;
 use self::mapping::{Mapped, Mapper};
 use self::retry::{ItemOutcome, RequestOutcome};
 use super::{Ack, Outcome, Sink, SinkError, SinkRecord};
-use crate::metrics::Metrics;
+use crate::decode::Value;
+use crate::metrics::{Metrics, now_ms};
 
 struct Lane {
     open: Batch,
@@ -166,10 +167,16 @@ impl Sink for ElasticsearchSink {
         };
         let (batch_size, bulk_bytes) =
             (self.shared.cfg.batch_size, self.shared.cfg.bulk_size_bytes);
+        let source_ts_ms = match rec.value {
+            Value::Change(ev) => ev.source.as_ref().and_then(|s| s.ts_ms),
+            _ => None,
+        };
         let origin = Origin {
             topic: self.topic(rec.topic),
             partition: rec.partition,
             offset: rec.offset,
+            source_ts_ms,
+            kafka_ts_ms: rec.timestamp_ms,
         };
         let lane = self.lane_of(&action.index, &action.id);
         let lane = &mut self.lanes[lane];
@@ -235,6 +242,15 @@ impl Sink for ElasticsearchSink {
         self.shared.cfg.max_buffered_records
     }
 
+    fn next_deadline(&self) -> Option<Instant> {
+        let linger = self.shared.cfg.linger;
+        self.lanes
+            .iter()
+            .filter(|l| !l.open.is_empty())
+            .map(|l| l.open.opened + linger)
+            .min()
+    }
+
     fn trouble(&self) -> Option<String> {
         self.shared.trouble.lock().ok().and_then(|t| t.clone())
     }
@@ -274,8 +290,13 @@ async fn write(shared: &Shared, batch: Sealed) -> Result<Vec<Ack>, SinkError> {
                 RequestOutcome::Items => {
                     let results =
                         client::parse_items(&resp, todo.len()).map_err(SinkError::Fatal)?;
+                    let now = now_ms();
                     let Some(results) = results else {
                         Metrics::add(&m.written, todo.len() as u64);
+                        for &i in &todo {
+                            let o = &batch.items[i].origin;
+                            m.acknowledged(now, o.source_ts_ms, o.kafka_ts_ms);
+                        }
                         break;
                     };
                     let mut again = Vec::new();
@@ -288,7 +309,14 @@ async fn write(shared: &Shared, batch: Sealed) -> Result<Vec<Ack>, SinkError> {
                             r.error_type.as_deref(),
                             r.reason.as_deref(),
                         ) {
-                            ItemOutcome::Written => Metrics::add(&m.written, 1),
+                            ItemOutcome::Written => {
+                                Metrics::add(&m.written, 1);
+                                m.acknowledged(
+                                    now,
+                                    item.origin.source_ts_ms,
+                                    item.origin.kafka_ts_ms,
+                                );
+                            }
                             ItemOutcome::Stale => Metrics::add(&m.stale, 1),
                             ItemOutcome::Retry(why) => {
                                 m.retry(
