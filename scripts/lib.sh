@@ -140,9 +140,7 @@ start_mariadb() {
   echo $! > "$dir/pid"
   wait_for MariaDB "$dir/mariadb.log" "$(cat "$dir/pid")" mariadb-admin --socket="$dir/mariadb.sock" ping || return 1
   # Debezium's user (https://debezium.io/documentation/reference/stable/connectors/mariadb.html).
-  mariadb --socket="$dir/mariadb.sock" -e "
-    CREATE USER 'debezium'@'%' IDENTIFIED BY 'dbz';
-    GRANT SELECT, RELOAD, SHOW DATABASES, REPLICATION SLAVE, REPLICATION CLIENT, BINLOG MONITOR, LOCK TABLES ON *.* TO 'debezium'@'%';"
+  mariadb --socket="$dir/mariadb.sock" < "$REPO/demo/sql/mariadb-debezium-user.sql"
   printf 'MARIADB_PORT=%s\nMARIADB_SOCKET=%s\n' "$port" "$dir/mariadb.sock" > "$1/mariadb.env"
 }
 

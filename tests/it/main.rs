@@ -5,6 +5,7 @@
 mod support;
 
 mod bad_input;
+mod compose;
 mod crash;
 mod docs;
 mod faults;
