@@ -173,18 +173,7 @@ plugin.path=$DEBEZIUM_PLUGINS
 config.providers=env
 config.providers.env.class=org.apache.kafka.common.config.provider.EnvVarConfigProvider
 EOF
-  cat > "$dir/log4j2.properties" <<EOF
-rootLogger.level = INFO
-rootLogger.appenderRef.stdout.ref = STDOUT
-appender.stdout.type = Console
-appender.stdout.name = STDOUT
-appender.stdout.layout.type = PatternLayout
-appender.stdout.layout.pattern = [%d] %p %m (%c)%n
-logger.reflections.name = org.reflections
-logger.reflections.level = ERROR
-logger.kafka.name = org.apache.kafka
-logger.kafka.level = WARN
-EOF
+  write_log4j2 "$dir/log4j2.properties" org.reflections=ERROR org.apache.kafka=WARN
   echo "CONNECT_URL=http://127.0.0.1:$port" > "$dir/url.env"
   run_connect "$1"
 }
@@ -240,6 +229,26 @@ fetch_elasticsearch() {
   return 0
 }
 
+# write_log4j2 FILE LOGGER=LEVEL…: a log4j2 config printing INFO and up to stdout, with the given
+# loggers set to their levels.
+write_log4j2() {
+  local file="$1"; shift
+  {
+    echo "rootLogger.level = INFO"
+    echo "rootLogger.appenderRef.stdout.ref = STDOUT"
+    echo "appender.stdout.type = Console"
+    echo "appender.stdout.name = STDOUT"
+    echo "appender.stdout.layout.type = PatternLayout"
+    echo "appender.stdout.layout.pattern = [%d] %p %m (%c)%n"
+    local i=0 l
+    for l in "$@"; do
+      i=$((i + 1))
+      echo "logger.l$i.name = ${l%=*}"
+      echo "logger.l$i.level = ${l#*=}"
+    done
+  } > "$file"
+}
+
 # wait_for NAME LOG PID COMMAND...: runs COMMAND until it succeeds; on timeout or when PID dies,
 # names the server and shows the last lines of its log.
 wait_for() {
@@ -280,20 +289,7 @@ group.initial.rebalance.delay.ms=0
 group.min.session.timeout.ms=1000
 auto.create.topics.enable=true
 EOF
-  cat > "$dir/log4j2.properties" <<EOF
-rootLogger.level = INFO
-rootLogger.appenderRef.stdout.ref = STDOUT
-appender.stdout.type = Console
-appender.stdout.name = STDOUT
-appender.stdout.layout.type = PatternLayout
-appender.stdout.layout.pattern = [%d] %p %m (%c)%n
-logger.kafka.name = kafka
-logger.kafka.level = WARN
-logger.org.name = org.apache.kafka
-logger.org.level = WARN
-logger.started.name = kafka.server.KafkaRaftServer
-logger.started.level = INFO
-EOF
+  write_log4j2 "$dir/log4j2.properties" kafka=WARN org.apache.kafka=WARN kafka.server.KafkaRaftServer=INFO
   local cluster_id
   cluster_id=$(python3 -c 'import uuid,base64; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
   local java; java="$(java_home)/bin/java"

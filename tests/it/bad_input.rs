@@ -7,8 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::support::kafka::{self, Rec};
-use crate::support::worker::{Worker, connector_file};
-use crate::support::{es, es_connector, servers, unique};
+use crate::support::{es, servers, start_es_worker, unique};
 
 fn good(id: i64) -> Rec {
     let payload = json!({"before": null, "after": {"id": id, "name": format!("n{id}")},
@@ -28,18 +27,14 @@ fn fails_at_offset_5(bad: Rec, extra: &[(&str, &str)]) -> String {
     recs.push(bad);
     recs.extend((6..10).map(good));
     kafka::produce(&topic, &recs);
-    let name = unique("it-bad");
-    let mut w = Worker::start(&connector_file(
-        &name,
-        &es_connector(&topic, &servers().es, extra),
-    ));
+    let (mut w, group) = start_es_worker("it-bad", &topic, &servers().es, extra);
     let line = w.wait_log("task failed", Duration::from_secs(60));
     assert!(
         line.contains(&format!("topic {topic} partition 0 offset 5")),
         "{line}"
     );
     assert_eq!(
-        kafka::committed(&format!("connect-{name}"), &topic, 1),
+        kafka::committed(&group, &topic, 1),
         BTreeMap::from([(0, 5)]),
         "committed offsets"
     );

@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 use crate::support::history::{self, Options};
 use crate::support::kafka;
 use crate::support::proxy::{Faults, Proxy};
-use crate::support::worker::{Worker, connector_file};
-use crate::support::{es_connector, servers, unique, wait_converged};
+use crate::support::{servers, start_es_worker, unique, wait_converged};
 
 #[test]
 fn failing_and_unreachable_elasticsearch_still_converges_with_bounded_memory() {
@@ -26,25 +25,21 @@ fn failing_and_unreachable_elasticsearch_still_converges_with_bounded_memory() {
         slow_ms: 300,
         drop_after_forward: 5,
     });
-    let name = unique("it-faults");
-    let file = connector_file(
-        &name,
-        &es_connector(
-            &topic,
-            &proxy.url,
-            &[
-                ("behavior.on.null.values", "delete"),
-                ("batch.size", "300"),
-                ("max.buffered.records", "2000"),
-                ("retry.backoff.ms", "20"),
-                ("max.retry.backoff.ms", "500"),
-                ("read.timeout.ms", "5000"),
-            ],
-        ),
-    );
     let (first, rest) = h.records.split_at(h.records.len() * 2 / 5);
     kafka::produce(&topic, first);
-    let mut w = Worker::start(&file);
+    let (mut w, group) = start_es_worker(
+        "it-faults",
+        &topic,
+        &proxy.url,
+        &[
+            ("behavior.on.null.values", "delete"),
+            ("batch.size", "300"),
+            ("max.buffered.records", "2000"),
+            ("retry.backoff.ms", "20"),
+            ("max.retry.backoff.ms", "500"),
+            ("read.timeout.ms", "5000"),
+        ],
+    );
     thread::sleep(Duration::from_secs(3));
 
     // Elasticsearch unreachable for 30 s, while the rest of the history arrives.
@@ -62,7 +57,7 @@ fn failing_and_unreachable_elasticsearch_still_converges_with_bounded_memory() {
     wait_converged(
         &topic,
         &h.expected,
-        &format!("connect-{name}"),
+        &group,
         &topic,
         4,
         Duration::from_secs(300),

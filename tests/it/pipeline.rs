@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 
 use crate::support::history::{self, Options};
 use crate::support::kafka::{self, Rec};
-use crate::support::worker::{Worker, connector_file};
-use crate::support::{es_connector, servers, unique, wait_converged};
+
+use crate::support::{servers, start_es_worker, unique, wait_converged};
 
 fn fixture_lines(name: &str) -> Vec<String> {
     let path = crate::support::servers::repo()
@@ -56,16 +56,12 @@ fn recorded_mysql_sequences_end_as_the_final_rows() {
             .collect();
         kafka::produce(topic, &recs);
     }
-    let name = unique("it-seq");
-    let file = connector_file(
-        &name,
-        &es_connector(
-            &format!("{with},{without}"),
-            &servers().es,
-            &[("pk.fields", "id")],
-        ),
+    let (w, group) = start_es_worker(
+        "it-seq",
+        &format!("{with},{without}"),
+        &servers().es,
+        &[("pk.fields", "id")],
     );
-    let w = Worker::start(&file);
     let expected: BTreeMap<String, Value> = [
         customer(1001, "Sally", "Thomas", "sally.thomas@acme.com"),
         customer(1002, "George", "Bailey", "gbailey@foobar.com"),
@@ -75,7 +71,6 @@ fn recorded_mysql_sequences_end_as_the_final_rows() {
     ]
     .into_iter()
     .collect();
-    let group = format!("connect-{name}");
     wait_converged(&with, &expected, &group, &with, 1, Duration::from_secs(60));
     wait_converged(
         &without,
@@ -110,20 +105,16 @@ fn recorded_postgres_snapshot_is_indexed_by_pk_fields() {
         })
         .collect();
     kafka::produce(&topic, &recs);
-    let name = unique("it-pg");
-    let file = connector_file(
-        &name,
-        &es_connector(
-            &topic,
-            &servers().es,
-            &[("pk.fields", "c_w_id,c_d_id,c_id")],
-        ),
+    let (w, group) = start_es_worker(
+        "it-pg",
+        &topic,
+        &servers().es,
+        &[("pk.fields", "c_w_id,c_d_id,c_id")],
     );
-    let w = Worker::start(&file);
     wait_converged(
         &topic,
         &expected,
-        &format!("connect-{name}"),
+        &group,
         &topic,
         1,
         Duration::from_secs(60),
@@ -143,20 +134,16 @@ fn generated_history_converges_and_commits_every_offset() {
     let topic = unique("it-history");
     kafka::create_topic(&topic, 4);
     kafka::produce(&topic, &h.records);
-    let name = unique("it-history");
-    let file = connector_file(
-        &name,
-        &es_connector(
-            &topic,
-            &servers().es,
-            &[("behavior.on.null.values", "delete")],
-        ),
+    let (w, group) = start_es_worker(
+        "it-history",
+        &topic,
+        &servers().es,
+        &[("behavior.on.null.values", "delete")],
     );
-    let w = Worker::start(&file);
     wait_converged(
         &topic,
         &h.expected,
-        &format!("connect-{name}"),
+        &group,
         &topic,
         4,
         Duration::from_secs(180),

@@ -36,6 +36,19 @@ pub fn es_connector(topics: &str, es_url: &str, extra: &[(&str, &str)]) -> Value
     c
 }
 
+/// Starts a worker with a new Elasticsearch connector (unique name `prefix-…`) reading `topics`;
+/// returns the worker and the connector's consumer group.
+pub fn start_es_worker(
+    prefix: &str,
+    topics: &str,
+    es_url: &str,
+    extra: &[(&str, &str)],
+) -> (worker::Worker, String) {
+    let name = unique(prefix);
+    let file = worker::connector_file(&name, &es_connector(topics, es_url, extra));
+    (worker::Worker::start(&file), format!("connect-{name}"))
+}
+
 /// Waits until `index` holds exactly `expected` and `group` has committed the end offset of
 /// every partition of `topic`. On timeout, panics with what differs.
 pub fn wait_converged(
