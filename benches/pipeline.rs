@@ -84,15 +84,22 @@ fn spec(extra: serde_json::Value) -> ConnectorSpec {
 }
 
 /// decode → map → batch (NDJSON body) for every record, on this thread.
-fn hot(label: &str, records: &[Rec], rounds: usize) {
-    let spec = spec(json!({"behavior.on.null.values": "delete"}));
+fn hot<T: AsRef<[u8]>>(label: &str, records: &[Rec<T>], rounds: usize, extra: serde_json::Value) {
+    let mut options = json!({"behavior.on.null.values": "delete"});
+    for (k, v) in extra.as_object().unwrap() {
+        options[k] = v.clone();
+    }
+    let spec = spec(options);
     let SinkSpec::Elasticsearch(es) = &spec.sink;
     let mut mapper = Mapper::new(Arc::new((**es).clone()));
-    let mut decoder = Decoder::new(&spec);
+    let mut decoder = Decoder::new(&spec).unwrap();
     let topic: Arc<str> = "bench".into();
     let bytes: usize = records
         .iter()
-        .map(|r| r.value.as_ref().map_or(0, String::len) + r.key.as_ref().map_or(0, String::len))
+        .map(|r| {
+            r.value.as_ref().map_or(0, |v| v.as_ref().len())
+                + r.key.as_ref().map_or(0, |k| k.as_ref().len())
+        })
         .sum();
     let (cpu0, t0) = (cpu_seconds_self(), Instant::now());
     let mut n = 0u64;
@@ -101,10 +108,10 @@ fn hot(label: &str, records: &[Rec], rounds: usize) {
         let mut batch = Batch::new();
         for (i, r) in records.iter().enumerate() {
             let key = decoder
-                .key("bench", r.key.as_deref().map(str::as_bytes))
+                .key("bench", r.key.as_ref().map(AsRef::as_ref))
                 .unwrap();
             let value = decoder
-                .value("bench", r.value.as_deref().map(str::as_bytes))
+                .value("bench", r.value.as_ref().map(AsRef::as_ref))
                 .unwrap();
             let rec = SinkRecord {
                 topic: "bench",
@@ -146,6 +153,77 @@ fn hot(label: &str, records: &[Rec], rounds: usize) {
         (bytes * rounds) as f64 / wall / 1e6,
         bytes as f64 / records.len() as f64,
         body_bytes as f64 / n as f64,
+    );
+}
+
+/// Our Avro decoder alone: key and value to rows (semantic types decoded), no mapping.
+fn avro_decode_only(registry: &str, records: &[Rec<Vec<u8>>], rounds: usize) {
+    let spec = spec(json!({"key.converter": "avro", "value.converter": "avro",
+        "key.converter.schema.registry.url": registry, "value.converter.schema.registry.url": registry}));
+    let mut decoder = Decoder::new(&spec).unwrap();
+    let (cpu0, t0) = (cpu_seconds_self(), Instant::now());
+    let mut n = 0u64;
+    for _ in 0..rounds {
+        for r in records {
+            std::hint::black_box(decoder.key("bench", r.key.as_deref()).unwrap());
+            std::hint::black_box(decoder.value("bench", r.value.as_deref()).unwrap());
+            n += 1;
+        }
+    }
+    let (cpu, wall) = (cpu_seconds_self() - cpu0, t0.elapsed().as_secs_f64());
+    println!(
+        "hot {:<16} {n:>8} records  {:>9.0} records/s  {:>9.0} records/CPU-s  (our decoder alone: key and value to documents' rows)",
+        "avro decode",
+        n as f64 / wall,
+        n as f64 / cpu
+    );
+}
+
+/// For comparison: apache-avro's own decoding of the same records into its `Value` tree (the
+/// writer schema parsed once per id), without even writing a document.
+fn apache_avro_value_path(
+    registry: &support::registry::Registry,
+    records: &[Rec<Vec<u8>>],
+    rounds: usize,
+) {
+    let schemas: Vec<apache_avro::Schema> = (1..=2)
+        .map(|id| {
+            let text = reqwest::blocking::get(format!("{}/schemas/ids/{id}", registry.url))
+                .unwrap()
+                .text()
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            apache_avro::Schema::parse_str(v["schema"].as_str().unwrap()).unwrap()
+        })
+        .collect();
+    // Resolved once per schema, as a careful user of the crate would.
+    let readers: Vec<_> = schemas
+        .iter()
+        .map(|s| {
+            apache_avro::reader::datum::GenericDatumReader::builder(s)
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let (cpu0, t0) = (cpu_seconds_self(), Instant::now());
+    let mut n = 0u64;
+    for _ in 0..rounds {
+        for r in records {
+            for bytes in [&r.key, &r.value].into_iter().flatten() {
+                let id = u32::from_be_bytes(bytes[1..5].try_into().unwrap()) as usize;
+                let mut body = &bytes[5..];
+                let v = readers[id - 1].read_value(&mut body).unwrap();
+                std::hint::black_box(v);
+            }
+            n += 1;
+        }
+    }
+    let (cpu, wall) = (cpu_seconds_self() - cpu0, t0.elapsed().as_secs_f64());
+    println!(
+        "hot {:<16} {n:>8} records  {:>9.0} records/s  {:>9.0} records/CPU-s  (apache-avro from_avro_datum to Value only, no document)",
+        "apache-avro",
+        n as f64 / wall,
+        n as f64 / cpu
     );
 }
 
@@ -409,8 +487,42 @@ fn main() {
             .ok()
             .and_then(|r| r.parse().ok())
             .unwrap_or(4);
-        hot("without schema", &plain.records, rounds);
-        hot("with schema", &schema.records, rounds.div_ceil(2));
+        // BENCH_ONLY=avro (or json) runs one family, for profiling.
+        let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+        if only != "avro" {
+            hot("without schema", &plain.records, rounds, json!({}));
+            hot(
+                "with schema",
+                &schema.records,
+                rounds.div_ceil(2),
+                json!({}),
+            );
+        }
+        // The same history in Avro, through a schema registry of the tests' own.
+        let registry = support::registry::Registry::start();
+        let mut enc = support::avro::Encoder::new(&registry);
+        let avro: Vec<Rec<Vec<u8>>> = schema
+            .records
+            .iter()
+            .map(|r| Rec {
+                partition: r.partition,
+                key: r.key.as_ref().map(|k| enc.record("bench-key", k)),
+                value: r.value.as_ref().map(|v| enc.record("bench-value", v)),
+            })
+            .collect();
+        let url = registry.url.clone();
+        if only == "json" {
+            return;
+        }
+        hot(
+            "avro",
+            &avro,
+            rounds,
+            json!({"key.converter": "avro", "value.converter": "avro",
+                   "key.converter.schema.registry.url": url, "value.converter.schema.registry.url": url}),
+        );
+        avro_decode_only(&url, &avro, rounds);
+        apache_avro_value_path(&registry, &avro, rounds);
     }
     if want("e2e") {
         if std::env::var_os("CDCSINK_TEST_SERVERS").is_none() {

@@ -10,6 +10,7 @@
 //! * [`sink`] — the `Sink` trait and the Elasticsearch sink (mapping, batching, bulk, retry);
 //! * [`metrics`] — every counter, defined once.
 
+pub mod backoff;
 pub mod connector;
 pub mod decode;
 pub mod metrics;

@@ -6,15 +6,16 @@
 //! commit, exit) or fails on a record it cannot handle: it then writes what came before, commits
 //! up to (never past) that record, and reports FAILED with the reason.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rdkafka::Message as _;
+use rdkafka::Message;
 use rdkafka::consumer::CommitMode;
 use rdkafka::consumer::Consumer as _;
-use rdkafka::message::BorrowedMessage;
+use rdkafka::message::OwnedMessage;
 use serde::Serialize;
 use tokio::runtime::Handle;
 use tracing::{error, info, warn};
@@ -32,6 +33,8 @@ use crate::source::{self, Consumer, RebalanceHandler};
 const POLL: Duration = Duration::from_millis(50);
 /// Records taken from the consumer between two looks at the sink (acks, linger, commits).
 const BURST: usize = 256;
+/// First and largest delay between two attempts at a stalled record.
+const STALL_BACKOFF: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(10));
 
 /// A task's state, as Kafka Connect reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -43,6 +46,9 @@ pub struct TaskStatus {
     /// Why it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace: Option<String>,
+    /// Why a running task is not making progress (Elasticsearch or the schema registry failing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trouble: Option<String>,
 }
 
 /// A running task, seen from the worker.
@@ -66,6 +72,26 @@ struct State {
     paused: bool,
     /// A failure found inside a callback, reported by the poll loop.
     failure: Option<String>,
+    /// Records waiting for something decoding needs (the schema registry), in read order.
+    stall: Option<Stall>,
+}
+
+/// Records that could not be decoded yet, not for what they are but because the schema registry
+/// is unavailable: retried in order, with backoff, while the consumer is paused. Nothing after
+/// them is processed and nothing is skipped.
+struct Stall {
+    queue: VecDeque<OwnedMessage>,
+    attempt: u32,
+    next: Instant,
+    why: String,
+}
+
+/// Why a record could not be handled.
+enum Failure {
+    /// The record (or the config) is wrong: the task fails.
+    Fatal(String),
+    /// Something needed is unavailable: try the record again later.
+    Wait(String),
 }
 
 struct Handler {
@@ -113,6 +139,17 @@ impl RebalanceHandler for Handler {
         for (t, p) in partitions {
             st.offsets.revoke(t, *p);
         }
+        // Stalled records of these partitions are the new owner's now.
+        if let Some(stall) = st.stall.as_mut() {
+            stall.queue.retain(|m| {
+                !partitions
+                    .iter()
+                    .any(|(t, p)| t == m.topic() && *p == m.partition())
+            });
+            if stall.queue.is_empty() {
+                st.stall = None;
+            }
+        }
     }
 }
 
@@ -150,6 +187,7 @@ pub fn spawn(
         state: "UNASSIGNED",
         worker_id: settings.worker_id(),
         trace: None,
+        trouble: None,
     }));
     let st = status.clone();
     let thread = std::thread::Builder::new()
@@ -160,10 +198,11 @@ pub fn spawn(
                 if let Ok(mut s) = st.lock() {
                     s.state = state;
                     s.trace = trace;
+                    s.trouble = None;
                 }
             };
             set("RUNNING", None);
-            match run(&spec, id, &settings, runtime, metrics, &shutdown) {
+            match run(&spec, id, &settings, runtime, metrics, &shutdown, &st) {
                 Ok(()) => {
                     info!(task = %label, "task stopped");
                     set("STOPPED", None);
@@ -185,6 +224,7 @@ fn run(
     runtime: Handle,
     metrics: Arc<Metrics>,
     shutdown: &AtomicBool,
+    status: &Mutex<TaskStatus>,
 ) -> Result<(), String> {
     let label = format!("{}-{id}", spec.name);
     let (sink, flush_timeout): (Box<dyn Sink>, Duration) = match &spec.sink {
@@ -203,6 +243,7 @@ fn run(
             sink,
             paused: false,
             failure: None,
+            stall: None,
         }),
         flush_timeout,
         label: label.clone(),
@@ -210,7 +251,7 @@ fn run(
     let config = source::consumer_config(settings, spec, id);
     let consumer = source::create(&config, handler, label.clone(), &spec.subscription)?;
     let handler = &consumer.context().handler;
-    let mut decoder = Decoder::new(spec);
+    let mut decoder = Decoder::new(spec)?;
     let commit_every = Duration::from_millis(settings.worker.offset_flush_interval_ms);
     let mut last_commit = Instant::now();
     let mut trouble_logged: Option<String> = None;
@@ -219,61 +260,102 @@ fn run(
         if shutdown.load(Ordering::Relaxed) {
             break Ok(());
         }
-        // A burst of records: the first poll may wait, the rest take what is already fetched.
-        // Each record is tracked before the next poll, which may run a rebalance callback.
-        // Wait for records at most until the sink has a lingering batch to send.
-        let (paused, first_wait) = {
+        let (paused, stalled, first_wait) = {
             let st = handler.lock();
+            // Wait for records at most until the sink has a lingering batch to send.
             let until = st
                 .sink
                 .next_deadline()
                 .map(|d| d.saturating_duration_since(Instant::now()));
-            (st.paused, until.map_or(POLL, |d| d.min(POLL)))
+            (
+                st.paused,
+                st.stall.is_some(),
+                until.map_or(POLL, |d| d.min(POLL)),
+            )
         };
-        for i in 0..BURST {
-            let wait = if i == 0 && !paused {
-                first_wait
-            } else {
-                Duration::ZERO
-            };
-            let Some(msg) = consumer.poll(wait) else {
-                break;
-            };
+        if stalled {
+            // Still poll, paused: the consumer stays in its group while the records wait.
+            let msg = consumer.poll(first_wait);
             let mut st = handler.lock();
-            match msg {
-                Err(e) => warn!(task = %label, "consumer error: {e}"),
-                Ok(m) => {
-                    if let Err(e) = handle(&mut st, &mut decoder, spec, &metrics, &m) {
-                        break 'run Err(e);
-                    }
+            if let Some(Ok(m)) = msg {
+                Metrics::add(&metrics.consumed, 1);
+                if let Some(stall) = st.stall.as_mut() {
+                    stall.queue.push_back(m.detach());
                 }
             }
-            if st.paused {
-                break;
+            if let Err(e) = retry_stall(&mut st, &mut decoder, spec, &metrics, &label) {
+                break 'run Err(e);
+            }
+        } else {
+            // A burst of records: the first poll may wait, the rest take what is already
+            // fetched. Each record is handled before the next poll, which may run a rebalance
+            // callback.
+            for i in 0..BURST {
+                let wait = if i == 0 && !paused {
+                    first_wait
+                } else {
+                    Duration::ZERO
+                };
+                let Some(msg) = consumer.poll(wait) else {
+                    break;
+                };
+                let mut st = handler.lock();
+                match msg {
+                    Err(e) => warn!(task = %label, "consumer error: {e}"),
+                    Ok(m) => {
+                        Metrics::add(&metrics.consumed, 1);
+                        match handle(&mut st, &mut decoder, spec, &metrics, &m) {
+                            Ok(()) => {}
+                            Err(Failure::Fatal(e)) => break 'run Err(e),
+                            Err(Failure::Wait(why)) => {
+                                warn!(task = %label, "waiting, consumption paused: {why}");
+                                st.stall = Some(Stall {
+                                    queue: VecDeque::from([m.detach()]),
+                                    attempt: 1,
+                                    next: Instant::now() + STALL_BACKOFF.0,
+                                    why,
+                                });
+                            }
+                        }
+                    }
+                }
+                if st.paused || st.stall.is_some() {
+                    break;
+                }
             }
         }
         let mut st = handler.lock();
         if let Some(f) = st.failure.take() {
             break Err(f);
         }
-        let wait = if st.paused { POLL } else { Duration::ZERO };
+        let wait = if st.paused && st.stall.is_none() {
+            POLL
+        } else {
+            Duration::ZERO
+        };
         match st.sink.poll(wait) {
             Ok(acks) => acks.into_iter().for_each(|a| st.offsets.ack(a)),
             Err(e) => break Err(e.to_string()),
         }
         let (pending, capacity) = (st.sink.pending(), st.sink.capacity());
-        if !st.paused && pending >= capacity {
-            source::set_paused(&consumer, true);
-            st.paused = true;
-        } else if st.paused && pending <= capacity / 2 {
-            source::set_paused(&consumer, false);
-            st.paused = false;
+        let pause =
+            st.stall.is_some() || pending >= capacity || (st.paused && pending > capacity / 2);
+        if pause != st.paused {
+            source::set_paused(&consumer, pause);
+            st.paused = pause;
         }
-        let trouble = st.sink.trouble();
+        let trouble = st
+            .stall
+            .as_ref()
+            .map(|s| s.why.clone())
+            .or_else(|| st.sink.trouble());
         if trouble != trouble_logged {
             match &trouble {
-                Some(t) => warn!(task = %label, "sink is retrying: {t}"),
-                None => info!(task = %label, "sink recovered"),
+                Some(t) => warn!(task = %label, "not making progress: {t}"),
+                None => info!(task = %label, "making progress again"),
+            }
+            if let Ok(mut s) = status.lock() {
+                s.trouble = trouble.clone();
             }
             trouble_logged = trouble;
         }
@@ -305,24 +387,65 @@ fn run(
     outcome
 }
 
+/// Retries the stalled records in order once their backoff is over.
+fn retry_stall(
+    st: &mut State,
+    decoder: &mut Decoder,
+    spec: &ConnectorSpec,
+    metrics: &Metrics,
+    label: &str,
+) -> Result<(), String> {
+    let Some(mut stall) = st.stall.take() else {
+        return Ok(());
+    };
+    if Instant::now() < stall.next {
+        st.stall = Some(stall);
+        return Ok(());
+    }
+    while let Some(m) = stall.queue.front() {
+        match handle(st, decoder, spec, metrics, m) {
+            Ok(()) => {
+                stall.queue.pop_front();
+            }
+            Err(Failure::Fatal(e)) => return Err(e),
+            Err(Failure::Wait(why)) => {
+                stall.attempt += 1;
+                stall.next = Instant::now()
+                    + crate::backoff::delay(stall.attempt, STALL_BACKOFF.0, STALL_BACKOFF.1);
+                if stall.attempt % 10 == 0 {
+                    warn!(task = %label, attempt = stall.attempt, "still waiting: {why}");
+                }
+                stall.why = why;
+                st.stall = Some(stall);
+                return Ok(());
+            }
+        }
+    }
+    info!(task = %label, attempts = stall.attempt, "going on; waited for: {}", stall.why);
+    Ok(())
+}
+
 /// Decodes one record and hands it to the sink.
 fn handle(
     st: &mut State,
     decoder: &mut Decoder,
     spec: &ConnectorSpec,
     metrics: &Metrics,
-    m: &BorrowedMessage<'_>,
-) -> Result<(), String> {
-    Metrics::add(&metrics.consumed, 1);
+    m: &impl Message,
+) -> Result<(), Failure> {
     let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
-    let ack = st.offsets.track(topic, partition, offset);
     let at = || format!("topic {topic} partition {partition} offset {offset}");
-    let key = decoder
-        .key(topic, m.key())
-        .map_err(|e| format!("{}: key: {e}", at()))?;
-    let value = decoder
-        .value(topic, m.payload())
-        .map_err(|e| format!("{}: {e}", at()))?;
+    let fail = |what: &str, e: crate::decode::DecodeError| {
+        let msg = format!("{}: {what}{e}", at());
+        if e.retry {
+            Failure::Wait(msg)
+        } else {
+            Failure::Fatal(msg)
+        }
+    };
+    let key = decoder.key(topic, m.key()).map_err(|e| fail("key: ", e))?;
+    let value = decoder.value(topic, m.payload()).map_err(|e| fail("", e))?;
+    let ack = st.offsets.track(topic, partition, offset);
     let timestamp_ms = m.timestamp().to_millis();
     let routed = spec.transforms.route(topic, timestamp_ms);
     let record = SinkRecord {
@@ -333,7 +456,11 @@ fn handle(
         key: key.as_ref(),
         value: &value,
     };
-    match st.sink.put(record, ack).map_err(|e| e.to_string())? {
+    match st
+        .sink
+        .put(record, ack)
+        .map_err(|e| Failure::Fatal(e.to_string()))?
+    {
         Outcome::Buffered => {}
         Outcome::Skipped(why) => {
             metrics.skip(why);

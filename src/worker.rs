@@ -109,8 +109,8 @@ impl Worker {
 
     fn report(&self) {
         for c in &self.connectors {
-            let states: Vec<&str> = c.statuses().iter().map(|s| s.state).collect();
-            info!(connector = %c.spec.name, tasks = ?states, metrics = %c.metrics.snapshot(), "status");
+            let tasks = serde_json::to_string(&c.statuses()).unwrap_or_default();
+            info!(connector = %c.spec.name, tasks = %tasks, metrics = %c.metrics.snapshot(), "status");
         }
     }
 

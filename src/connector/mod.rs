@@ -164,13 +164,19 @@ pub enum Subscription {
 }
 
 /// How record keys or values are decoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConverterKind {
     Json {
         schemas_enable: Option<bool>,
     },
     /// Keys only: the key bytes as UTF-8 text (`StringConverter`).
     String,
+    /// Confluent's wire format, writer schemas from a schema registry (`AvroConverter`).
+    Avro {
+        registry_urls: Vec<String>,
+        /// `user:password` for basic auth (`*.converter.basic.auth.user.info`).
+        user_info: Option<String>,
+    },
 }
 
 /// The sink a connector writes to, with its options.
@@ -226,12 +232,12 @@ pub const COMMON_OPTIONS: &[OptionDef] = &[
     OptionDef {
         name: "key.converter",
         default: Some("json"),
-        doc: "`json` (`org.apache.kafka.connect.json.JsonConverter`) or `string` (`org.apache.kafka.connect.storage.StringConverter`). Avro is not available yet.",
+        doc: "`json` (`org.apache.kafka.connect.json.JsonConverter`), `avro` (`io.confluent.connect.avro.AvroConverter`) or `string` (`org.apache.kafka.connect.storage.StringConverter`).",
     },
     OptionDef {
         name: "value.converter",
         default: Some("json"),
-        doc: "`json` (`org.apache.kafka.connect.json.JsonConverter`). Avro is not available yet.",
+        doc: "`json` (`org.apache.kafka.connect.json.JsonConverter`) or `avro` (`io.confluent.connect.avro.AvroConverter`).",
     },
     OptionDef {
         name: "key.converter.schemas.enable",
@@ -242,6 +248,26 @@ pub const COMMON_OPTIONS: &[OptionDef] = &[
         name: "value.converter.schemas.enable",
         default: None,
         doc: "As for keys; values are always detected, since Debezium envelopes are unambiguous.",
+    },
+    OptionDef {
+        name: "key.converter.schema.registry.url",
+        default: None,
+        doc: "Avro: the schema registry URL(s), comma-separated (tried in order).",
+    },
+    OptionDef {
+        name: "value.converter.schema.registry.url",
+        default: None,
+        doc: "Avro: as for keys.",
+    },
+    OptionDef {
+        name: "key.converter.basic.auth.user.info",
+        default: None,
+        doc: "Avro: `user:password` for the schema registry (`basic.auth.credentials.source=USER_INFO`; shown as `[hidden]`).",
+    },
+    OptionDef {
+        name: "value.converter.basic.auth.user.info",
+        default: None,
+        doc: "Avro: as for keys.",
     },
     OptionDef {
         name: "transforms",
@@ -331,8 +357,31 @@ impl ConnectorSpec {
                 Some(c) if CONVERTER_JSON.contains(&c) => ConverterKind::Json { schemas_enable },
                 Some(c) if allow_string && CONVERTER_STRING.contains(&c) => ConverterKind::String,
                 Some(c) if CONVERTER_AVRO.contains(&c) => {
-                    o.error(&key, "the Avro converter is not available yet");
-                    ConverterKind::Json { schemas_enable }
+                    let urls_key = format!("{key}.schema.registry.url");
+                    let registry_urls = o.list(&urls_key);
+                    if registry_urls.is_empty() {
+                        o.error(
+                            &urls_key,
+                            "missing: the Avro converter needs the schema registry URL(s)",
+                        );
+                    }
+                    for u in &registry_urls {
+                        if !(u.starts_with("http://") || u.starts_with("https://")) {
+                            o.error(
+                                &urls_key,
+                                format!("`{u}` is not an http:// or https:// URL"),
+                            );
+                        }
+                    }
+                    let source_key = format!("{key}.basic.auth.credentials.source");
+                    o.choice(&source_key, &["USER_INFO"], "USER_INFO");
+                    let user_info = o
+                        .get(&format!("{key}.basic.auth.user.info"))
+                        .map(String::from);
+                    ConverterKind::Avro {
+                        registry_urls,
+                        user_info,
+                    }
                 }
                 Some(c) => {
                     o.error(&key, format!("unknown converter `{c}`"));

@@ -17,7 +17,7 @@ use serde_json::value::RawValue;
 use super::row::{Row, for_each_field};
 use super::schema::{ConnectSchema, Conv};
 use super::semantic;
-use super::{ChangeEvent, DecodeError, Op, Options, Skip, Source, Value, mongodb};
+use super::{DecodeError, Options, Skip, Value, mongodb};
 
 /// Decodes keys or values of one connector (Kafka Connect makes one converter per role).
 #[derive(Debug, Default)]
@@ -232,8 +232,6 @@ impl JsonConverter {
         let Some(op) = top.op.as_deref() else {
             return classify_non_change(top, schema.and_then(|s| s.name.as_deref()));
         };
-        let op =
-            Op::parse(op).ok_or_else(|| DecodeError::new(format!("unknown Debezium op `{op}`")))?;
         let conv = schema.map(|s| &s.row).unwrap_or(&Conv::Keep);
         let image = |name: &str, raw: Option<&RawValue>| -> Result<Option<Row>, DecodeError> {
             match raw.filter(|r| r.get() != "null") {
@@ -248,42 +246,19 @@ impl JsonConverter {
         };
         let before = image("before", top.before)?;
         let after = image("after", top.after)?;
-        let source = match top.source.filter(|r| r.get() != "null") {
-            Some(r) => Some(Source::from_row(Row::from_json(r.get()))?),
-            None => None,
-        };
-        match op {
-            Op::Read | Op::Create | Op::Update if after.is_none() => {
-                return Err(DecodeError::new(format!(
-                    "op `{}` without an `after` image",
-                    op.code()
-                )));
-            }
-            _ => {}
-        }
-        Ok(Value::Change(ChangeEvent {
-            op,
-            before,
-            after,
-            source,
-            ts_ms: top.ts_ms,
-        }))
+        let source = top
+            .source
+            .filter(|r| r.get() != "null")
+            .map(|r| Row::from_json(r.get()));
+        super::change(op, before, after, source, top.ts_ms)
     }
 }
 
 /// Records without `op`: schema changes, heartbeats and transaction metadata are skipped;
 /// anything else is not a Debezium change event.
 fn classify_non_change(top: &Top<'_>, schema_name: Option<&str>) -> Result<Value, DecodeError> {
-    if let Some(name) = schema_name {
-        if name.ends_with("SchemaChangeValue") {
-            return Ok(Value::Skipped(Skip::SchemaChange));
-        }
-        if name.ends_with("TransactionMetadataValue") {
-            return Ok(Value::Skipped(Skip::TransactionMetadata));
-        }
-        if name.ends_with(".Heartbeat") {
-            return Ok(Value::Skipped(Skip::Heartbeat));
-        }
+    if let Some(skip) = schema_name.and_then(super::skip_by_schema_name) {
+        return Ok(Value::Skipped(skip));
     }
     if top.ddl.is_some() || top.table_changes.is_some() {
         return Ok(Value::Skipped(Skip::SchemaChange));
@@ -502,6 +477,7 @@ fn write_decimal(raw: &str, scale: i32, opts: &Options, out: &mut Vec<u8>) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode::ChangeEvent;
 
     fn value(json: &str) -> Value {
         JsonConverter::default()
@@ -550,11 +526,11 @@ mod tests {
         let err = JsonConverter::default()
             .value("t", Some(br#"{"id":1,"name":"x"}"#))
             .unwrap_err();
-        assert!(err.0.contains("no `op`"), "{err}");
+        assert!(err.message.contains("no `op`"), "{err}");
         let err = JsonConverter::default()
             .value("t", Some(b"{not json"))
             .unwrap_err();
-        assert!(err.0.contains("not valid JSON"), "{err}");
+        assert!(err.message.contains("not valid JSON"), "{err}");
     }
 
     #[test]
@@ -603,7 +579,7 @@ mod tests {
             .value("t", Some(json.as_bytes()))
             .unwrap_err();
         assert_eq!(
-            err.0,
+            err.message,
             "`after`: field `d`: expected an integer for a date, got `\"yesterday\"`"
         );
     }

@@ -5,6 +5,7 @@
 //! the `source` block with the fields sinks need, and the key as JSON text. Sinks never see the
 //! wire format.
 
+pub mod avro;
 pub mod json;
 mod mongodb;
 pub mod row;
@@ -17,12 +18,29 @@ pub use source::Source;
 
 /// A decode failure; the task adds topic/partition/offset when it reports it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct DecodeError(pub String);
+#[error("{message}")]
+pub struct DecodeError {
+    pub message: String,
+    /// Nothing is wrong with the record: something decoding needs (the schema registry) is
+    /// unavailable. Try the same record again later.
+    pub retry: bool,
+}
 
 impl DecodeError {
+    /// The record cannot be decoded.
     pub fn new(msg: impl Into<String>) -> Self {
-        DecodeError(msg.into())
+        DecodeError {
+            message: msg.into(),
+            retry: false,
+        }
+    }
+
+    /// Decoding must wait for something unavailable.
+    pub fn unavailable(msg: impl Into<String>) -> Self {
+        DecodeError {
+            message: msg.into(),
+            retry: true,
+        }
     }
 }
 
@@ -109,6 +127,45 @@ pub enum Value {
     Skipped(Skip),
 }
 
+/// A Debezium envelope's decoded parts → the decoded value (shared by the converters).
+pub(crate) fn change(
+    op: &str,
+    before: Option<Row>,
+    after: Option<Row>,
+    source: Option<Row>,
+    ts_ms: Option<i64>,
+) -> Result<Value, DecodeError> {
+    let op =
+        Op::parse(op).ok_or_else(|| DecodeError::new(format!("unknown Debezium op `{op}`")))?;
+    if matches!(op, Op::Read | Op::Create | Op::Update) && after.is_none() {
+        return Err(DecodeError::new(format!(
+            "op `{}` without an `after` image",
+            op.code()
+        )));
+    }
+    let source = source.map(Source::from_row).transpose()?;
+    Ok(Value::Change(ChangeEvent {
+        op,
+        before,
+        after,
+        source,
+        ts_ms,
+    }))
+}
+
+/// Records Debezium writes beside row changes, known by their schema name.
+pub(crate) fn skip_by_schema_name(name: &str) -> Option<Skip> {
+    if name.ends_with("SchemaChangeValue") {
+        Some(Skip::SchemaChange)
+    } else if name.ends_with("TransactionMetadataValue") {
+        Some(Skip::TransactionMetadata)
+    } else if name.ends_with(".Heartbeat") {
+        Some(Skip::Heartbeat)
+    } else {
+        None
+    }
+}
+
 /// How decimals and bit strings are written (connector options `decimal.format`, `bits.format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Options {
@@ -118,38 +175,47 @@ pub struct Options {
     pub bits_as_number: bool,
 }
 
-/// How a connector decodes its records' keys.
+/// One role's converter (Kafka Connect makes one per role: keys, values).
 #[derive(Debug)]
-enum KeyFormat {
+enum Converter {
     Json(json::JsonConverter),
-    /// `StringConverter`: the key bytes are the text of the id.
+    Avro(avro::AvroConverter),
+    /// `StringConverter` (keys only): the key bytes are the text of the id.
     String,
+}
+
+impl Converter {
+    fn new(kind: &crate::connector::ConverterKind, opts: Options) -> Result<Converter, String> {
+        use crate::connector::ConverterKind;
+        Ok(match kind {
+            ConverterKind::Json { schemas_enable } => {
+                Converter::Json(json::JsonConverter::new(opts, *schemas_enable))
+            }
+            ConverterKind::String => Converter::String,
+            ConverterKind::Avro {
+                registry_urls,
+                user_info,
+            } => {
+                let registry = avro::registry::shared(registry_urls, user_info.as_deref())?;
+                Converter::Avro(avro::AvroConverter::new(registry, opts))
+            }
+        })
+    }
 }
 
 /// The key and value converters of one task.
 #[derive(Debug)]
 pub struct Decoder {
-    key: KeyFormat,
-    value: json::JsonConverter,
+    key: Converter,
+    value: Converter,
 }
 
 impl Decoder {
-    pub fn new(spec: &crate::connector::ConnectorSpec) -> Decoder {
-        use crate::connector::ConverterKind;
-        let json = |k: ConverterKind| match k {
-            ConverterKind::Json { schemas_enable } => {
-                json::JsonConverter::new(spec.decode, schemas_enable)
-            }
-            ConverterKind::String => json::JsonConverter::new(spec.decode, None),
-        };
-        let key = match spec.key_converter {
-            ConverterKind::String => KeyFormat::String,
-            k => KeyFormat::Json(json(k)),
-        };
-        Decoder {
-            key,
-            value: json(spec.value_converter),
-        }
+    pub fn new(spec: &crate::connector::ConnectorSpec) -> Result<Decoder, String> {
+        Ok(Decoder {
+            key: Converter::new(&spec.key_converter, spec.decode)?,
+            value: Converter::new(&spec.value_converter, spec.decode)?,
+        })
     }
 
     /// The record key as JSON text; `None` for a record without key.
@@ -158,8 +224,9 @@ impl Decoder {
             return Ok(None);
         };
         match &mut self.key {
-            KeyFormat::Json(c) => c.key(topic, bytes).map(Some),
-            KeyFormat::String => {
+            Converter::Json(c) => c.key(topic, bytes).map(Some),
+            Converter::Avro(c) => c.key(bytes).map(Some),
+            Converter::String => {
                 let text = std::str::from_utf8(bytes)
                     .map_err(|e| DecodeError::new(format!("key is not UTF-8 text: {e}")))?;
                 let json =
@@ -170,6 +237,10 @@ impl Decoder {
     }
 
     pub fn value(&mut self, topic: &str, bytes: Option<&[u8]>) -> Result<Value, DecodeError> {
-        self.value.value(topic, bytes)
+        match &mut self.value {
+            Converter::Json(c) => c.value(topic, bytes),
+            Converter::Avro(c) => c.value(bytes),
+            Converter::String => Err(DecodeError::new("values cannot use the string converter")),
+        }
     }
 }

@@ -46,23 +46,71 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
+/// Writes `v` in decimal, zero-padded to at least `width` digits (no formatting machinery:
+/// this runs for several columns of every row).
+pub fn push_digits(out: &mut Vec<u8>, v: u128, width: usize) {
+    let mut buf = [0u8; 40];
+    let d = digits(&mut buf, v);
+    out.extend(std::iter::repeat_n(b'0', width.saturating_sub(d.len())));
+    out.extend_from_slice(d.as_bytes());
+}
+
+/// The decimal digits of `v`, written at the end of `buf`.
+fn digits(buf: &mut [u8; 40], mut v: u128) -> &str {
+    let mut i = buf.len();
+    if let Ok(mut small) = u64::try_from(v) {
+        // 64-bit division is several times cheaper than 128-bit.
+        loop {
+            i -= 1;
+            buf[i] = b'0' + (small % 10) as u8;
+            small /= 10;
+            if small == 0 {
+                return std::str::from_utf8(&buf[i..]).unwrap_or("0");
+            }
+        }
+    }
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[i..]).unwrap_or("0")
+}
+
+/// Writes `v` in decimal.
+pub fn push_i64(out: &mut Vec<u8>, v: i64) {
+    if v < 0 {
+        out.push(b'-');
+    }
+    push_digits(out, u128::from(v.unsigned_abs()), 1);
+}
+
 fn write_date(out: &mut Vec<u8>, days: i64) {
     let (y, m, d) = civil_from_days(days);
     if (0..=9999).contains(&y) {
-        let _ = write!(out, "{y:04}-{m:02}-{d:02}");
+        push_digits(out, y as u128, 4);
     } else {
         // ISO 8601 expanded years carry a sign.
-        let _ = write!(out, "{y:+05}-{m:02}-{d:02}");
+        let _ = write!(out, "{y:+05}");
     }
+    out.push(b'-');
+    push_digits(out, u128::from(m), 2);
+    out.push(b'-');
+    push_digits(out, u128::from(d), 2);
 }
 
 fn write_time_of_day(out: &mut Vec<u8>, secs_of_day: i64, frac: i64, unit: TimeUnit) {
     let (h, m, s) = (secs_of_day / 3600, secs_of_day / 60 % 60, secs_of_day % 60);
-    let _ = write!(
-        out,
-        "{h:02}:{m:02}:{s:02}.{frac:0width$}",
-        width = unit.digits()
-    );
+    push_digits(out, h as u128, 2);
+    out.push(b':');
+    push_digits(out, m as u128, 2);
+    out.push(b':');
+    push_digits(out, s as u128, 2);
+    out.push(b'.');
+    push_digits(out, frac as u128, unit.digits());
 }
 
 /// `io.debezium.time.Date` / Connect `Date`: days since the epoch → `"2024-03-01"`.
@@ -105,6 +153,17 @@ pub fn timestamp(out: &mut Vec<u8>, value: i64, unit: TimeUnit) {
 /// plain decimal digits (`"39.98"`, `"-0.05"`, `"1200"` for a negative scale).
 pub fn decimal_digits(out: &mut Vec<u8>, bytes: &[u8], scale: i32) {
     let negative = bytes.first().is_some_and(|b| b & 0x80 != 0);
+    if bytes.len() <= 15 {
+        // Fits an i128 with room to negate: no allocation.
+        let v = bytes
+            .iter()
+            .fold(if negative { -1i128 } else { 0 }, |acc, b| {
+                (acc << 8) | i128::from(*b)
+            });
+        let mut buf = [0u8; 40];
+        write_scaled(out, v < 0, digits(&mut buf, v.unsigned_abs()), scale);
+        return;
+    }
     // Magnitude as big-endian bytes.
     let mut mag: Vec<u8> = if negative {
         let mut v: Vec<u8> = bytes.iter().map(|b| !b).collect();

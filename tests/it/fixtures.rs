@@ -38,7 +38,7 @@ fn map(
     let spec = ConnectorSpec::validate(&cc).unwrap();
     let SinkSpec::Elasticsearch(es) = &spec.sink;
     let mut mapper = Mapper::new(std::sync::Arc::new((**es).clone()));
-    let mut decoder = Decoder::new(&spec);
+    let mut decoder = Decoder::new(&spec).unwrap();
     let value_text = fixture(value_file);
     let value = decoder.value(TOPIC, Some(value_text.as_bytes())).unwrap();
     let key = key.map(|k| decoder.key(TOPIC, Some(k.as_bytes())).unwrap().unwrap());

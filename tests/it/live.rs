@@ -384,6 +384,43 @@ fn all_types(flavour: Flavour, expected: Value) {
     }
     assert_eq!(got.len(), want.len());
     assert!(worker.stop().success());
+    check_avro_schemas(&src);
+}
+
+/// `schemas/` holds the Avro schemas (as Confluent's AvroConverter makes them) of the sample
+/// inventory database's Debezium topics. They are checked against what Debezium emits here;
+/// `CDCSINK_WRITE_SCHEMAS=1` writes them instead.
+fn check_avro_schemas(src: &Source) {
+    let (prefix, test_prefix) = match src.flavour {
+        Flavour::Postgres => ("pg", format!("{}.inventory.", src.db)),
+        Flavour::MariaDb => ("mariadb", format!("{0}.{0}.", src.db)),
+    };
+    let write = std::env::var_os("CDCSINK_WRITE_SCHEMAS").is_some();
+    for table in ["customers", "products", "orders", "addresses", "all_types"] {
+        let (key, value) = crate::support::kafka::first_record(&src.topic(table));
+        for (role, record) in [("key", key), ("value", value)] {
+            let connect: Value = serde_json::from_slice(&record).unwrap();
+            let avro = crate::support::avro::schema(&connect["schema"]);
+            let text = serde_json::to_string_pretty(&avro)
+                .unwrap()
+                .replace(&test_prefix, &format!("{prefix}.inventory."))
+                + "\n";
+            let path = crate::support::servers::repo()
+                .join(format!("schemas/{prefix}.inventory.{table}-{role}.avsc"));
+            if write {
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(&path, &text).unwrap();
+            } else {
+                let committed = std::fs::read_to_string(&path).unwrap_or_default();
+                assert_eq!(
+                    committed,
+                    text,
+                    "{} differs from Debezium's schema; regenerate with CDCSINK_WRITE_SCHEMAS=1",
+                    path.display()
+                );
+            }
+        }
+    }
 }
 
 #[test]

@@ -1,9 +1,13 @@
 //! Integration tests, one binary: the real Kafka and Elasticsearch start once per run
 //! (`tests/support`) and every test uses its own topics, indices and connector names.
 
+// The all-types Avro schema of tests/it/avro.rs is one deep json! literal.
+#![recursion_limit = "512"]
+
 #[path = "../support/mod.rs"]
 mod support;
 
+mod avro;
 mod bad_input;
 mod compose;
 mod crash;

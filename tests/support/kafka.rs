@@ -37,12 +37,12 @@ pub fn create_topic(name: &str, partitions: i32) {
     }
 }
 
-/// One record to produce: partition, key, value (`None` = tombstone).
+/// One record to produce: partition, key, value (`None` = tombstone); text or bytes.
 #[derive(Debug, Clone)]
-pub struct Rec {
+pub struct Rec<T = String> {
     pub partition: i32,
-    pub key: Option<String>,
-    pub value: Option<String>,
+    pub key: Option<T>,
+    pub value: Option<T>,
 }
 
 pub struct Producer_ {
@@ -60,16 +60,15 @@ pub fn producer() -> Producer_ {
 }
 
 impl Producer_ {
-    pub fn send(&self, topic: &str, recs: &[Rec]) {
+    pub fn send<T: AsRef<[u8]>>(&self, topic: &str, recs: &[Rec<T>]) {
         for r in recs {
-            let mut rec: BaseRecord<'_, str, str> = BaseRecord::to(topic).partition(r.partition);
+            let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).partition(r.partition);
             if let Some(k) = &r.key {
-                rec = rec.key(k.as_str());
+                rec = rec.key(k.as_ref());
             }
             if let Some(v) = &r.value {
-                rec = rec.payload(v.as_str());
+                rec = rec.payload(v.as_ref());
             }
-            let mut rec = rec;
             loop {
                 match self.p.send(rec) {
                     Ok(()) => break,
@@ -93,6 +92,33 @@ impl Producer_ {
 /// Produces `recs` to `topic` and waits for them to be acknowledged.
 pub fn produce(topic: &str, recs: &[Rec]) {
     producer().send(topic, recs);
+}
+
+/// [`produce`] for binary records.
+pub fn produce_bytes(topic: &str, recs: &[Rec<Vec<u8>>]) {
+    producer().send(topic, recs);
+}
+
+/// Key and value of the first record with a value in partition 0 of `topic`.
+pub fn first_record(topic: &str) -> (Vec<u8>, Vec<u8>) {
+    use rdkafka::Message as _;
+    let c: BaseConsumer = config()
+        .set("group.id", "first-record")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    c.assign(&tpl).unwrap();
+    let start = std::time::Instant::now();
+    while start.elapsed() < TIMEOUT {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(200))
+            && let Some(v) = m.payload()
+        {
+            return (m.key().unwrap_or_default().to_vec(), v.to_vec());
+        }
+    }
+    panic!("no record in {topic}");
 }
 
 /// The end (high watermark) offset of each partition.

@@ -2,12 +2,14 @@
 //! worker as a child process, a generated CDC history, and HTTP test doubles (fault proxy).
 #![allow(dead_code)]
 
+pub mod avro;
 pub mod es;
 pub mod history;
 pub mod http;
 pub mod kafka;
 pub mod live;
 pub mod proxy;
+pub mod registry;
 pub mod servers;
 pub mod worker;
 

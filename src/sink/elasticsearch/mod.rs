@@ -363,7 +363,7 @@ async fn write(shared: &Shared, batch: Sealed) -> Result<Vec<Ack>, SinkError> {
                 "gave up after {max} retries: {problem}"
             )));
         }
-        let delay = retry::backoff(attempt, cfg.retry_backoff, cfg.max_retry_backoff);
+        let delay = crate::backoff::delay(attempt, cfg.retry_backoff, cfg.max_retry_backoff);
         debug!(attempt, ?delay, items = todo.len(), "{problem}");
         if attempt >= 3 {
             warn!(attempt, items = todo.len(), "{problem}");

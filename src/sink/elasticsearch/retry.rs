@@ -1,7 +1,5 @@
 //! Retry decisions: pure functions from a bulk response (whole, or per item) to what to do.
 
-use std::time::Duration;
-
 /// What became of one bulk item.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ItemOutcome {
@@ -64,15 +62,6 @@ pub fn request(status: u16, body: &str) -> RequestOutcome {
     }
 }
 
-/// The delay before retry `attempt` (1-based): doubling from `base`, capped at `max`, then
-/// jittered down by up to half so that many tasks do not retry in step.
-pub fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
-    let exp = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
-    let capped = exp.min(max);
-    let half = capped / 2;
-    half + half.mul_f64(fastrand::f64())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,16 +104,5 @@ mod tests {
         assert!(matches!(request(429, ""), RequestOutcome::Retry(_)));
         assert!(matches!(request(413, ""), RequestOutcome::Fail(_)));
         assert!(matches!(request(401, ""), RequestOutcome::Fail(_)));
-    }
-
-    #[test]
-    fn backoff_doubles_with_jitter_and_is_capped() {
-        let base = Duration::from_millis(100);
-        let max = Duration::from_secs(10);
-        for attempt in 1..40 {
-            let d = backoff(attempt, base, max);
-            let full = (base * 2u32.pow((attempt - 1).min(20))).min(max);
-            assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d:?}");
-        }
     }
 }

@@ -1,0 +1,156 @@
+//! The Avro converter: Confluent's wire format (byte 0 = 0, bytes 1–4 = big-endian schema id,
+//! then Avro binary), writer schemas from a schema registry, decoded into the same model the
+//! JSON converter produces.
+
+pub mod plan;
+pub mod read;
+pub mod registry;
+
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+
+use self::plan::Plan;
+use self::read::Reader;
+use self::registry::Registry;
+use super::{DecodeError, Options, Row, Value, mongodb};
+
+/// Decodes keys or values of one connector (one per role, as in Kafka Connect).
+#[derive(Debug)]
+pub struct AvroConverter {
+    registry: Arc<Registry>,
+    opts: Options,
+    /// One buffer per top-level envelope field, reused from record to record.
+    scratch: Vec<Vec<u8>>,
+}
+
+/// The schema id and the Avro body of a Confluent-framed record.
+fn frame(bytes: &[u8]) -> Result<(u32, &[u8]), DecodeError> {
+    match bytes {
+        [0, a, b, c, d, body @ ..] => Ok((u32::from_be_bytes([*a, *b, *c, *d]), body)),
+        [m, ..] if bytes.len() >= 5 => Err(DecodeError::new(format!(
+            "not in the Confluent Avro wire format: the first byte is {m}, not 0"
+        ))),
+        _ => Err(DecodeError::new(format!(
+            "not in the Confluent Avro wire format: {} bytes, fewer than the 5-byte header",
+            bytes.len()
+        ))),
+    }
+}
+
+impl AvroConverter {
+    pub fn new(registry: Arc<Registry>, opts: Options) -> AvroConverter {
+        AvroConverter {
+            registry,
+            opts,
+            scratch: Vec::new(),
+        }
+    }
+
+    fn plan(&self, id: u32) -> Result<Arc<Plan>, DecodeError> {
+        self.registry.plan(id)
+    }
+
+    /// Decodes a record key to JSON text.
+    pub fn key(&mut self, bytes: &[u8]) -> Result<Row, DecodeError> {
+        let (id, body) = frame(bytes)?;
+        let plan = self.plan(id)?;
+        let mut r = Reader::new(body);
+        let mut out = Vec::with_capacity(body.len() * 2 + 16);
+        read::write(&mut r, &plan, &self.opts, &mut out).map_err(|e| bad(id, &e))?;
+        finished(&r, id)?;
+        Ok(Row::from_bytes(out))
+    }
+
+    /// Decodes a record value. `None` (a Kafka null) is a tombstone.
+    pub fn value(&mut self, bytes: Option<&[u8]>) -> Result<Value, DecodeError> {
+        let Some(bytes) = bytes.filter(|b| !b.is_empty()) else {
+            return Ok(Value::Tombstone);
+        };
+        let (id, body) = frame(bytes)?;
+        let plan = self.plan(id)?;
+        let Some(fields) = plan.fields().filter(|f| f.iter().any(|f| f.name == "op")) else {
+            return match plan.name().and_then(super::skip_by_schema_name) {
+                Some(skip) => Ok(Value::Skipped(skip)),
+                None => Err(DecodeError::new(format!(
+                    "schema id {id} ({}) is not a Debezium change event: it has no `op` field",
+                    plan.name().unwrap_or("not a record")
+                ))),
+            };
+        };
+        if self.scratch.len() < fields.len() {
+            self.scratch.resize_with(fields.len(), Vec::new);
+        }
+        let mut r = Reader::new(body);
+        for (f, buf) in fields.iter().zip(self.scratch.iter_mut()) {
+            buf.clear();
+            read::write(&mut r, &f.plan, &self.opts, buf)
+                .map_err(|e| bad(id, &format!("field `{}`: {e}", f.name)))?;
+        }
+        finished(&r, id)?;
+        let (mut op, mut before, mut after, mut source, mut ts_ms) = (None, None, None, None, None);
+        for (f, buf) in fields.iter().zip(self.scratch.iter_mut()) {
+            if buf == b"null" {
+                continue;
+            }
+            match f.name.as_str() {
+                "op" => op = serde_json::from_slice::<String>(buf).ok(),
+                "before" => {
+                    before = Some(image(buf).map_err(|e| bad(id, &format!("`before`: {e}")))?)
+                }
+                "after" => after = Some(image(buf).map_err(|e| bad(id, &format!("`after`: {e}")))?),
+                "source" => source = Some(Row::from_bytes(std::mem::take(buf))),
+                "ts_ms" => ts_ms = std::str::from_utf8(buf).ok().and_then(|t| t.parse().ok()),
+                _ => {}
+            }
+        }
+        let op = op.ok_or_else(|| bad(id, "`op` is null"))?;
+        super::change(&op, before, after, source, ts_ms)
+    }
+}
+
+/// A row image, taken from its buffer; MongoDB's are strings of Extended JSON.
+fn image(buf: &mut Vec<u8>) -> Result<Row, String> {
+    if buf.starts_with(b"\"") {
+        let raw: &RawValue = serde_json::from_slice(buf).map_err(|e| e.to_string())?;
+        return mongodb::document(raw);
+    }
+    // The reader writes single-line JSON only.
+    Ok(Row::from_bytes(std::mem::take(buf)))
+}
+
+fn bad(id: u32, why: &str) -> DecodeError {
+    DecodeError::new(format!(
+        "Avro data does not decode with schema id {id}: {why}"
+    ))
+}
+
+fn finished(r: &Reader<'_>, id: u32) -> Result<(), DecodeError> {
+    match r.remaining() {
+        0 => Ok(()),
+        n => Err(bad(
+            id,
+            &format!("{n} bytes left over after the record (not written with this schema)"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_confluent_header_is_checked() {
+        assert_eq!(frame(&[0, 0, 0, 1, 2, 9]).unwrap(), (258, &[9u8][..]));
+        assert_eq!(
+            frame(&[1, 0, 0, 0, 2, 9]).unwrap_err().message,
+            "not in the Confluent Avro wire format: the first byte is 1, not 0"
+        );
+        assert!(
+            frame(&[0, 0, 0])
+                .unwrap_err()
+                .message
+                .contains("fewer than the 5-byte header")
+        );
+    }
+}

@@ -1,0 +1,358 @@
+//! An Avro writer schema compiled into a decode plan: what to read, in order, and what each
+//! value becomes in the document.
+//!
+//! apache-avro parses and validates the schema, but its model keeps no custom attributes on
+//! primitive types, and Debezium names its semantic types exactly there
+//! (`{"type": "int", "connect.name": "io.debezium.time.Date"}`). So the plan is compiled from
+//! the schema's JSON, with Avro's naming rules for references.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value as Json};
+
+use crate::decode::schema::{Conv, semantic_conv};
+use crate::decode::semantic::TimeUnit;
+
+/// One value to read and how to write it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub node: Node,
+    pub conv: Conv,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Node {
+    Null,
+    Boolean,
+    Int,
+    Long,
+    Float,
+    Double,
+    Bytes,
+    String,
+    Fixed(usize),
+    /// The symbols, each already a JSON string.
+    Enum(Vec<String>),
+    Array(Box<Plan>),
+    Map(Box<Plan>),
+    Record {
+        /// Full name (or `connect.name`).
+        name: String,
+        fields: Vec<Field>,
+    },
+    Union(Vec<Plan>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Field {
+    pub name: String,
+    /// `"name":` as JSON, ready to copy into the document.
+    pub key: Vec<u8>,
+    pub plan: Plan,
+}
+
+impl Plan {
+    fn keep(node: Node) -> Plan {
+        Plan {
+            node,
+            conv: Conv::Keep,
+        }
+    }
+
+    /// The record's fields when this is a record.
+    pub fn fields(&self) -> Option<&[Field]> {
+        match &self.node {
+            Node::Record { fields, .. } => Some(fields),
+            _ => None,
+        }
+    }
+
+    /// The record's name when this is a record.
+    pub fn name(&self) -> Option<&str> {
+        match &self.node {
+            Node::Record { name, .. } => Some(name),
+            _ => None,
+        }
+    }
+}
+
+/// Compiles `schema` (Avro schema JSON, as a registry returns it).
+pub fn compile(schema: &str) -> Result<Plan, String> {
+    apache_avro::Schema::parse_str(schema).map_err(|e| format!("not a valid Avro schema: {e}"))?;
+    let json: Json =
+        serde_json::from_str(schema).map_err(|e| format!("not a valid Avro schema: {e}"))?;
+    let mut names = HashMap::new();
+    collect(&json, "", &mut names);
+    build(&json, "", &names, 0)
+}
+
+/// Full name of a named type defined by `obj` inside namespace `ns`, and its own namespace.
+fn fullname(obj: &Map<String, Json>, ns: &str) -> (String, String) {
+    let name = obj.get("name").and_then(Json::as_str).unwrap_or("");
+    if let Some((space, _)) = name.rsplit_once('.') {
+        return (name.to_string(), space.to_string());
+    }
+    let space = obj
+        .get("namespace")
+        .and_then(Json::as_str)
+        .unwrap_or(ns)
+        .to_string();
+    let full = if space.is_empty() {
+        name.to_string()
+    } else {
+        format!("{space}.{name}")
+    };
+    (full, space)
+}
+
+/// Every named type (record, enum, fixed) by full name.
+fn collect<'a>(v: &'a Json, ns: &str, names: &mut HashMap<String, (&'a Json, String)>) {
+    match v {
+        Json::Array(branches) => branches.iter().for_each(|b| collect(b, ns, names)),
+        Json::Object(obj) => {
+            let ty = obj.get("type");
+            match ty.and_then(Json::as_str) {
+                Some("record" | "error" | "enum" | "fixed") => {
+                    let (full, space) = fullname(obj, ns);
+                    names.insert(full, (v, space.clone()));
+                    for f in obj
+                        .get("fields")
+                        .and_then(Json::as_array)
+                        .into_iter()
+                        .flatten()
+                    {
+                        if let Some(t) = f.get("type") {
+                            collect(t, &space, names);
+                        }
+                    }
+                }
+                Some("array") => obj
+                    .get("items")
+                    .into_iter()
+                    .for_each(|i| collect(i, ns, names)),
+                Some("map") => obj
+                    .get("values")
+                    .into_iter()
+                    .for_each(|i| collect(i, ns, names)),
+                _ => ty.into_iter().for_each(|t| collect(t, ns, names)),
+            }
+        }
+        _ => {}
+    }
+}
+
+fn primitive(name: &str) -> Option<Node> {
+    Some(match name {
+        "null" => Node::Null,
+        "boolean" => Node::Boolean,
+        "int" => Node::Int,
+        "long" => Node::Long,
+        "float" => Node::Float,
+        "double" => Node::Double,
+        "bytes" => Node::Bytes,
+        "string" => Node::String,
+        _ => return None,
+    })
+}
+
+/// What an annotated type decodes to: Debezium/Connect's `connect.name` first, then Avro's
+/// `logicalType`.
+fn conv_of(obj: &Map<String, Json>, wire: &str, connect_name: Option<&str>) -> Conv {
+    let params = obj.get("connect.parameters").and_then(Json::as_object);
+    let param = |k: &str| -> Option<String> {
+        params
+            .and_then(|p| p.get(k))
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), String::from))
+    };
+    if let Some(c) = semantic_conv(connect_name, wire, &param) {
+        return c;
+    }
+    let scale = || obj.get("scale").and_then(Json::as_i64).unwrap_or(0) as i32;
+    match obj.get("logicalType").and_then(Json::as_str) {
+        Some("decimal") if matches!(wire, "bytes" | "fixed") => Conv::Decimal { scale: scale() },
+        Some("date") if wire == "int" => Conv::Date,
+        Some("time-millis") if wire == "int" => Conv::Time(TimeUnit::Millis),
+        Some("time-micros") if wire == "long" => Conv::Time(TimeUnit::Micros),
+        Some("timestamp-millis" | "local-timestamp-millis") if wire == "long" => {
+            Conv::Timestamp(TimeUnit::Millis)
+        }
+        Some("timestamp-micros" | "local-timestamp-micros") if wire == "long" => {
+            Conv::Timestamp(TimeUnit::Micros)
+        }
+        Some("timestamp-nanos" | "local-timestamp-nanos") if wire == "long" => {
+            Conv::Timestamp(TimeUnit::Nanos)
+        }
+        _ => Conv::Keep,
+    }
+}
+
+fn build(
+    v: &Json,
+    ns: &str,
+    names: &HashMap<String, (&Json, String)>,
+    depth: usize,
+) -> Result<Plan, String> {
+    if depth > 64 {
+        return Err("recursive Avro schemas are not supported".into());
+    }
+    match v {
+        Json::String(s) => {
+            if let Some(n) = primitive(s) {
+                return Ok(Plan::keep(n));
+            }
+            let full = if s.contains('.') || ns.is_empty() {
+                s.clone()
+            } else {
+                format!("{ns}.{s}")
+            };
+            let (def, space) = names
+                .get(&full)
+                .or_else(|| names.get(s.as_str()))
+                .ok_or_else(|| format!("Avro schema refers to unknown type `{s}`"))?;
+            build(def, space, names, depth + 1)
+        }
+        Json::Array(branches) => {
+            let plans = branches
+                .iter()
+                .map(|b| build(b, ns, names, depth + 1))
+                .collect::<Result<_, _>>()?;
+            Ok(Plan::keep(Node::Union(plans)))
+        }
+        Json::Object(obj) => {
+            let ty = obj.get("type").ok_or("Avro schema object without `type`")?;
+            let connect_name = obj.get("connect.name").and_then(Json::as_str);
+            let ty_name = match ty {
+                Json::String(t) => t.as_str(),
+                nested => return build(nested, ns, names, depth + 1),
+            };
+            if let Some(node) = primitive(ty_name) {
+                let conv = conv_of(obj, ty_name, connect_name);
+                return Ok(Plan { node, conv });
+            }
+            match ty_name {
+                "record" | "error" => {
+                    let (full, space) = fullname(obj, ns);
+                    let mut fields = Vec::new();
+                    for f in obj
+                        .get("fields")
+                        .and_then(Json::as_array)
+                        .ok_or("Avro record without `fields`")?
+                    {
+                        let name = f
+                            .get("name")
+                            .and_then(Json::as_str)
+                            .ok_or("Avro field without `name`")?;
+                        let plan = build(
+                            f.get("type").ok_or("Avro field without `type`")?,
+                            &space,
+                            names,
+                            depth + 1,
+                        )?;
+                        let mut key = serde_json::to_vec(name).map_err(|e| e.to_string())?;
+                        key.push(b':');
+                        fields.push(Field {
+                            name: name.to_string(),
+                            key,
+                            plan,
+                        });
+                    }
+                    let name = connect_name.map_or(full, String::from);
+                    let conv =
+                        semantic_conv(Some(&name), "record", &|_| None).unwrap_or(Conv::Keep);
+                    Ok(Plan {
+                        node: Node::Record { name, fields },
+                        conv,
+                    })
+                }
+                "enum" => {
+                    let symbols = obj
+                        .get("symbols")
+                        .and_then(Json::as_array)
+                        .ok_or("Avro enum without `symbols`")?
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect();
+                    Ok(Plan::keep(Node::Enum(symbols)))
+                }
+                "array" => {
+                    let items = build(
+                        obj.get("items").ok_or("Avro array without `items`")?,
+                        ns,
+                        names,
+                        depth + 1,
+                    )?;
+                    Ok(Plan::keep(Node::Array(Box::new(items))))
+                }
+                "map" => {
+                    let values = build(
+                        obj.get("values").ok_or("Avro map without `values`")?,
+                        ns,
+                        names,
+                        depth + 1,
+                    )?;
+                    Ok(Plan::keep(Node::Map(Box::new(values))))
+                }
+                "fixed" => {
+                    let size =
+                        obj.get("size")
+                            .and_then(Json::as_u64)
+                            .ok_or("Avro fixed without `size`")? as usize;
+                    Ok(Plan {
+                        node: Node::Fixed(size),
+                        conv: conv_of(obj, "fixed", connect_name),
+                    })
+                }
+                other => build(&Json::String(other.to_string()), ns, names, depth + 1),
+            }
+        }
+        other => Err(format!("not an Avro schema: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debezium_annotations_become_conversions() {
+        let plan = compile(
+            r#"{"type":"record","name":"Value","namespace":"db.inv.t","fields":[
+                {"name":"id","type":"int"},
+                {"name":"d","type":["null",{"type":"int","connect.version":1,"connect.name":"io.debezium.time.Date"}],"default":null},
+                {"name":"p","type":{"type":"bytes","scale":2,"precision":10,"connect.version":1,
+                  "connect.parameters":{"scale":"2","connect.decimal.precision":"10"},
+                  "connect.name":"org.apache.kafka.connect.data.Decimal","logicalType":"decimal"}},
+                {"name":"ts","type":{"type":"long","logicalType":"timestamp-micros"}},
+                {"name":"e","type":{"type":"enum","name":"Mood","symbols":["sad","happy"]}},
+                {"name":"again","type":["null","Mood"]}]}"#,
+        )
+        .unwrap();
+        let f = plan.fields().unwrap();
+        assert_eq!(plan.name(), Some("db.inv.t.Value"));
+        assert_eq!(f[0].plan, Plan::keep(Node::Int));
+        let Node::Union(d) = &f[1].plan.node else {
+            panic!("union")
+        };
+        assert_eq!(d[1].conv, Conv::Date);
+        assert_eq!(f[2].plan.conv, Conv::Decimal { scale: 2 });
+        assert_eq!(f[3].plan.conv, Conv::Timestamp(TimeUnit::Micros));
+        assert_eq!(
+            f[4].plan.node,
+            Node::Enum(vec!["\"sad\"".into(), "\"happy\"".into()])
+        );
+        let Node::Union(again) = &f[5].plan.node else {
+            panic!("union")
+        };
+        assert_eq!(
+            again[1].node, f[4].plan.node,
+            "a named type is found by its short name"
+        );
+        assert_eq!(f[1].key, br#""d":"#);
+    }
+
+    #[test]
+    fn invalid_schemas_are_rejected() {
+        assert!(compile(r#"{"type":"record","name":"x"}"#).is_err());
+        assert!(compile("not json").is_err());
+    }
+}
