@@ -501,15 +501,7 @@ fn main() {
         // The same history in Avro, through a schema registry of the tests' own.
         let registry = support::registry::Registry::start();
         let mut enc = support::avro::Encoder::new(&registry);
-        let avro: Vec<Rec<Vec<u8>>> = schema
-            .records
-            .iter()
-            .map(|r| Rec {
-                partition: r.partition,
-                key: r.key.as_ref().map(|k| enc.record("bench-key", k)),
-                value: r.value.as_ref().map(|v| enc.record("bench-value", v)),
-            })
-            .collect();
+        let avro = enc.records("bench", &schema.records);
         let url = registry.url.clone();
         if only == "json" {
             return;

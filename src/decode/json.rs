@@ -390,16 +390,7 @@ pub(crate) fn write_value(
                 }
                 Ok(())
             })?;
-            match (x, y) {
-                (Some(x), Some(y)) if x != "null" && y != "null" => {
-                    out.extend_from_slice(b"{\"lat\":");
-                    out.extend_from_slice(y.as_bytes());
-                    out.extend_from_slice(b",\"lon\":");
-                    out.extend_from_slice(x.as_bytes());
-                    out.push(b'}');
-                }
-                _ => out.extend_from_slice(b"null"),
-            }
+            semantic::point(out, x, y);
         }
         Conv::Struct(st) => {
             out.push(b'{');

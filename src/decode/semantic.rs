@@ -270,6 +270,21 @@ pub fn plain_number(text: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// `io.debezium.data.geometry.Point` (x, y as JSON number text) → `{"lat": y, "lon": x}`, an
+/// Elasticsearch `geo_point`; `null` without coordinates.
+pub fn point(out: &mut Vec<u8>, x: Option<&str>, y: Option<&str>) {
+    match (x, y) {
+        (Some(x), Some(y)) if x != "null" && y != "null" => {
+            out.extend_from_slice(b"{\"lat\":");
+            out.extend_from_slice(y.as_bytes());
+            out.extend_from_slice(b",\"lon\":");
+            out.extend_from_slice(x.as_bytes());
+            out.push(b'}');
+        }
+        _ => out.extend_from_slice(b"null"),
+    }
+}
+
 /// `io.debezium.data.Bits` as a number: the bytes are little-endian (Connect's `BitSet` order).
 pub fn bits_number(bytes: &[u8]) -> Option<u64> {
     if bytes.len() > 8 {

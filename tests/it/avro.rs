@@ -302,21 +302,7 @@ fn every_semantic_type_and_avro_construct_decodes_as_design_says() {
 
 /// Avro records of a generated history, keys and values, schemas registered in `registry`.
 fn avro_history(registry: &Registry, topic: &str, h: &history::History) -> Vec<Rec<Vec<u8>>> {
-    let mut enc = avro::Encoder::new(registry);
-    h.records
-        .iter()
-        .map(|r| Rec {
-            partition: r.partition,
-            key: r
-                .key
-                .as_ref()
-                .map(|k| enc.record(&format!("{topic}-key"), k)),
-            value: r
-                .value
-                .as_ref()
-                .map(|v| enc.record(&format!("{topic}-value"), v)),
-        })
-        .collect()
+    avro::Encoder::new(registry).records(topic, &h.records)
 }
 
 fn avro_options(registry: &str) -> Vec<(&'static str, String)> {
@@ -425,20 +411,7 @@ fn an_unavailable_schema_registry_pauses_the_task_and_loses_nothing() {
     // Unreachable mid-stream, when a new schema version appears: the same again.
     let mut enc = avro::Encoder::new(&registry);
     enc.next_version = true;
-    let rest: Vec<Rec<Vec<u8>>> = h.records[half..]
-        .iter()
-        .map(|r| Rec {
-            partition: r.partition,
-            key: r
-                .key
-                .as_ref()
-                .map(|k| enc.record(&format!("{topic}-key"), k)),
-            value: r
-                .value
-                .as_ref()
-                .map(|v| enc.record(&format!("{topic}-value"), v)),
-        })
-        .collect();
+    let rest = enc.records(&topic, &h.records[half..]);
     registry.drop_connections(true);
     kafka::produce_bytes(&topic, &rest);
     std::thread::sleep(Duration::from_secs(5));

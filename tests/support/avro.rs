@@ -315,6 +315,29 @@ impl<'r> Encoder<'r> {
         }
     }
 
+    /// Records of `topic` (keys and values JSON with schema) in Avro, subjects `<topic>-key`
+    /// and `<topic>-value`.
+    pub fn records(
+        &mut self,
+        topic: &str,
+        records: &[super::kafka::Rec],
+    ) -> Vec<super::kafka::Rec<Vec<u8>>> {
+        records
+            .iter()
+            .map(|r| super::kafka::Rec {
+                partition: r.partition,
+                key: r
+                    .key
+                    .as_ref()
+                    .map(|k| self.record(&format!("{topic}-key"), k)),
+                value: r
+                    .value
+                    .as_ref()
+                    .map(|v| self.record(&format!("{topic}-value"), v)),
+            })
+            .collect()
+    }
+
     pub fn record(&mut self, subject: &str, json_record: &str) -> Vec<u8> {
         let v: Value = serde_json::from_str(json_record).unwrap();
         let key = (subject.to_string(), v["schema"].to_string());

@@ -220,16 +220,7 @@ pub fn write(
                     _ => {}
                 }
             }
-            match (x, y) {
-                (Some(x), Some(y)) if x != "null" && y != "null" => {
-                    out.extend_from_slice(b"{\"lat\":");
-                    out.extend_from_slice(y.as_bytes());
-                    out.extend_from_slice(b",\"lon\":");
-                    out.extend_from_slice(x.as_bytes());
-                    out.push(b'}');
-                }
-                _ => out.extend_from_slice(b"null"),
-            }
+            semantic::point(out, x.as_deref(), y.as_deref());
             Ok(())
         }
         (node, _) => write_plain(r, node, opts, out),
