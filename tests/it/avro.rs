@@ -1,7 +1,6 @@
 //! Avro through a Confluent schema registry (the test registry of `tests/support/registry.rs`):
 //! the same documents as JSON, every semantic type, and every failure named.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use apache_avro::types::Value as Avro;
@@ -14,7 +13,9 @@ use crate::support::avro;
 use crate::support::history::{self, Options};
 use crate::support::kafka::{self, Rec};
 use crate::support::registry::Registry;
-use crate::support::{es, servers, start_es_worker, unique, wait_converged};
+use crate::support::{
+    assert_failed_at_offset_5, es, servers, start_es_worker, unique, wait_converged,
+};
 
 fn repo_file(path: &str) -> String {
     std::fs::read_to_string(crate::support::servers::repo().join(path)).unwrap()
@@ -351,7 +352,6 @@ fn a_json_topic_and_an_avro_topic_of_the_same_history_give_the_same_index() {
         &json_topic,
         &h.expected,
         &json_group,
-        &json_topic,
         4,
         Duration::from_secs(180),
     );
@@ -359,7 +359,6 @@ fn a_json_topic_and_an_avro_topic_of_the_same_history_give_the_same_index() {
         &avro_topic,
         &h.expected,
         &avro_group,
-        &avro_topic,
         4,
         Duration::from_secs(180),
     );
@@ -416,14 +415,7 @@ fn an_unavailable_schema_registry_pauses_the_task_and_loses_nothing() {
     kafka::produce_bytes(&topic, &rest);
     std::thread::sleep(Duration::from_secs(5));
     registry.drop_connections(false);
-    wait_converged(
-        &topic,
-        &h.expected,
-        &group,
-        &topic,
-        2,
-        Duration::from_secs(180),
-    );
+    wait_converged(&topic, &h.expected, &group, 2, Duration::from_secs(180));
     let log = w.log_text();
     assert!(
         log.contains("unreachable"),
@@ -462,16 +454,7 @@ fn avro_fails_at_offset_5(bad: impl Fn(&Registry, Vec<u8>) -> Vec<u8>) -> String
     let opts = avro_options(&registry.url);
     let extra: Vec<(&str, &str)> = opts.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let (mut w, group) = start_es_worker("it-avro-bad", &topic, &servers().es, &extra);
-    let line = w.wait_log("task failed", Duration::from_secs(60));
-    assert!(
-        line.contains(&format!("topic {topic} partition 0 offset 5")),
-        "{line}"
-    );
-    assert_eq!(
-        kafka::committed(&group, &topic, 1),
-        BTreeMap::from([(0, 5)]),
-        "committed offsets"
-    );
+    let line = assert_failed_at_offset_5(&mut w, &topic, &group);
     assert_eq!(es::sources(&topic).len(), 5);
     line
 }

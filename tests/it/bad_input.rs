@@ -2,12 +2,11 @@
 //! records before it are written and committed, nothing at or after it is.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::support::kafka::{self, Rec};
-use crate::support::{es, servers, start_es_worker, unique};
+use crate::support::{assert_failed_at_offset_5, es, servers, start_es_worker, unique};
 
 fn good(id: i64) -> Rec {
     let payload = json!({"before": null, "after": {"id": id, "name": format!("n{id}")},
@@ -28,16 +27,7 @@ fn fails_at_offset_5(bad: Rec, extra: &[(&str, &str)]) -> String {
     recs.extend((6..10).map(good));
     kafka::produce(&topic, &recs);
     let (mut w, group) = start_es_worker("it-bad", &topic, &servers().es, extra);
-    let line = w.wait_log("task failed", Duration::from_secs(60));
-    assert!(
-        line.contains(&format!("topic {topic} partition 0 offset 5")),
-        "{line}"
-    );
-    assert_eq!(
-        kafka::committed(&group, &topic, 1),
-        BTreeMap::from([(0, 5)]),
-        "committed offsets"
-    );
+    let line = assert_failed_at_offset_5(&mut w, &topic, &group);
     let docs = es::sources(&topic);
     let expected: BTreeMap<String, Value> = (0..5)
         .map(|id| (id.to_string(), json!({"id": id, "name": format!("n{id}")})))

@@ -76,7 +76,6 @@ fn sigkill_at_random_moments_loses_nothing_and_never_moves_a_document_back() {
         &topic,
         &h.expected,
         &format!("connect-{name}"),
-        &topic,
         4,
         Duration::from_secs(240),
     );
@@ -109,7 +108,6 @@ fn two_workers_share_partitions_and_survive_a_clean_stop_and_a_kill() {
         &topic,
         &h.expected,
         &format!("connect-{name}"),
-        &topic,
         4,
         Duration::from_secs(240),
     );

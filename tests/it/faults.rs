@@ -54,14 +54,7 @@ fn failing_and_unreachable_elasticsearch_still_converges_with_bounded_memory() {
     w.wait_log("Elasticsearch unreachable", Duration::from_secs(5));
     proxy.resume();
 
-    wait_converged(
-        &topic,
-        &h.expected,
-        &group,
-        &topic,
-        4,
-        Duration::from_secs(300),
-    );
+    wait_converged(&topic, &h.expected, &group, 4, Duration::from_secs(300));
     let s = proxy.stats();
     let (req, failed_req) = (
         s.requests.load(Ordering::Relaxed),

@@ -71,15 +71,8 @@ fn recorded_mysql_sequences_end_as_the_final_rows() {
     ]
     .into_iter()
     .collect();
-    wait_converged(&with, &expected, &group, &with, 1, Duration::from_secs(60));
-    wait_converged(
-        &without,
-        &expected,
-        &group,
-        &without,
-        1,
-        Duration::from_secs(60),
-    );
+    wait_converged(&with, &expected, &group, 1, Duration::from_secs(60));
+    wait_converged(&without, &expected, &group, 1, Duration::from_secs(60));
     assert!(w.stop().success());
 }
 
@@ -111,14 +104,7 @@ fn recorded_postgres_snapshot_is_indexed_by_pk_fields() {
         &servers().es,
         &[("pk.fields", "c_w_id,c_d_id,c_id")],
     );
-    wait_converged(
-        &topic,
-        &expected,
-        &group,
-        &topic,
-        1,
-        Duration::from_secs(60),
-    );
+    wait_converged(&topic, &expected, &group, 1, Duration::from_secs(60));
     assert!(w.stop().success());
 }
 
@@ -140,14 +126,7 @@ fn generated_history_converges_and_commits_every_offset() {
         &servers().es,
         &[("behavior.on.null.values", "delete")],
     );
-    wait_converged(
-        &topic,
-        &h.expected,
-        &group,
-        &topic,
-        4,
-        Duration::from_secs(180),
-    );
+    wait_converged(&topic, &h.expected, &group, 4, Duration::from_secs(180));
     let log = w.log_text();
     assert!(w.stop().success());
     assert!(!log.contains("task failed"), "{log}");

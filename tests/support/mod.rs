@@ -38,6 +38,22 @@ pub fn es_connector(topics: &str, es_url: &str, extra: &[(&str, &str)]) -> Value
     c
 }
 
+/// Asserts that a task failed at offset 5 of partition 0 of `topic`, committing exactly the
+/// five records before it; returns the failure line of the log.
+pub fn assert_failed_at_offset_5(w: &mut worker::Worker, topic: &str, group: &str) -> String {
+    let line = w.wait_log("task failed", Duration::from_secs(60));
+    assert!(
+        line.contains(&format!("topic {topic} partition 0 offset 5")),
+        "{line}"
+    );
+    assert_eq!(
+        kafka::committed(group, topic, 1),
+        BTreeMap::from([(0, 5)]),
+        "committed offsets"
+    );
+    line
+}
+
 /// Starts a worker with a new Elasticsearch connector (unique name `prefix-…`) reading `topics`;
 /// returns the worker and the connector's consumer group.
 pub fn start_es_worker(
@@ -51,16 +67,17 @@ pub fn start_es_worker(
     (worker::Worker::start(&file), format!("connect-{name}"))
 }
 
-/// Waits until `index` holds exactly `expected` and `group` has committed the end offset of
-/// every partition of `topic`. On timeout, panics with what differs.
+/// Waits until the index of `topic` (its name: the connector default) holds exactly `expected`
+/// and `group` has committed the end offset of every partition. On timeout, panics with what
+/// differs.
 pub fn wait_converged(
-    index: &str,
+    topic: &str,
     expected: &BTreeMap<String, Value>,
     group: &str,
-    topic: &str,
     partitions: i32,
     timeout: Duration,
 ) {
+    let index = topic;
     let start = Instant::now();
     let end = kafka::end_offsets(topic, partitions);
     loop {
