@@ -115,6 +115,7 @@ fn hot<T: AsRef<[u8]>>(label: &str, records: &[Rec<T>], rounds: usize, extra: se
                 .unwrap();
             let rec = SinkRecord {
                 topic: "bench",
+                kafka_topic: "bench",
                 partition: r.partition,
                 offset: i as i64,
                 timestamp_ms: None,

@@ -450,12 +450,17 @@ fn handle(
     let routed = spec.transforms.route(topic, timestamp_ms);
     let record = SinkRecord {
         topic: routed.as_deref().unwrap_or(topic),
+        kafka_topic: topic,
         partition,
         offset,
         timestamp_ms,
         key: key.as_ref(),
         value: &value,
     };
+    // Before the record can be acked (a skipped one is acked at once).
+    if st.sink.holds(&record) {
+        st.offsets.hold(ack);
+    }
     match st
         .sink
         .put(record, ack)

@@ -28,8 +28,8 @@ pub enum UnwrapDelete {
     Drop,
     /// Rewritten into the `before` image with `__deleted=true` (soft delete).
     Rewrite,
-    /// Passed on with a null value: handled as a tombstone.
-    AsTombstone,
+    /// Passed on as a record with a null value (then `behavior.on.null.values` applies).
+    AsNull,
 }
 
 /// A router that renames the topic a record is indexed under.
@@ -139,8 +139,14 @@ pub fn parse(o: &Options<'_>) -> Transforms {
                     o.error(&key(unsupported), "is not supported by cdc-sink");
                 }
             }
+            // As Debezium's ExtractNewRecordState does it (its DefaultDeleteHandlingStrategy and
+            // LegacyDeleteHandlingStrategy): the new option wins when set; the legacy options
+            // (Debezium before 3.2) apply when one of them is set; neither: Debezium 3.2's
+            // default, `tombstone`.
+            let legacy = o.get(&key("delete.handling.mode")).is_some()
+                || o.get(&key("drop.tombstones")).is_some();
             let (on_delete, keep_tombstones) =
-                if o.get(&key("delete.tombstone.handling.mode")).is_some() {
+                if o.get(&key("delete.tombstone.handling.mode")).is_some() || !legacy {
                     match o.choice(
                         &key("delete.tombstone.handling.mode"),
                         &[
@@ -153,10 +159,11 @@ pub fn parse(o: &Options<'_>) -> Transforms {
                         "tombstone",
                     ) {
                         "drop" => (UnwrapDelete::Drop, false),
-                        "tombstone" => (UnwrapDelete::AsTombstone, false),
                         "rewrite" => (UnwrapDelete::Rewrite, false),
                         "rewrite-with-tombstone" => (UnwrapDelete::Rewrite, true),
-                        _ => (UnwrapDelete::AsTombstone, true),
+                        // `tombstone` and `delete-to-tombstone`: the delete event becomes a
+                        // null value, Debezium's tombstone is dropped.
+                        _ => (UnwrapDelete::AsNull, false),
                     }
                 } else {
                     let on_delete = match o.choice(
@@ -166,7 +173,7 @@ pub fn parse(o: &Options<'_>) -> Transforms {
                     ) {
                         "drop" => UnwrapDelete::Drop,
                         "rewrite" => UnwrapDelete::Rewrite,
-                        _ => UnwrapDelete::AsTombstone,
+                        _ => UnwrapDelete::AsNull,
                     };
                     (on_delete, !o.bool(&key("drop.tombstones"), true))
                 };
@@ -320,6 +327,104 @@ mod tests {
         assert_eq!(u.on_delete, UnwrapDelete::Drop);
         assert!(u.keep_tombstones);
         assert_eq!(t.key_field.as_deref(), Some("id"));
+    }
+
+    #[test]
+    fn every_delete_and_tombstone_mode_means_what_debezium_makes_of_it() {
+        use UnwrapDelete::*;
+        let unwrap = |opts: &[(&str, &str)]| {
+            let mut pairs = vec![
+                ("transforms", "unwrap"),
+                (
+                    "transforms.unwrap.type",
+                    "io.debezium.transforms.ExtractNewRecordState",
+                ),
+            ];
+            pairs.extend_from_slice(opts);
+            let u = transforms(&pairs).unwrap().unwrap.unwrap();
+            (u.on_delete, u.keep_tombstones)
+        };
+        // (options, what becomes of the delete event, whether Debezium's tombstone goes on)
+        let table: &[(&[(&str, &str)], (UnwrapDelete, bool))] = &[
+            (&[], (AsNull, false)),
+            (
+                &[("transforms.unwrap.delete.handling.mode", "drop")],
+                (Drop, false),
+            ),
+            (
+                &[("transforms.unwrap.drop.tombstones", "false")],
+                (Drop, true),
+            ),
+            (
+                &[("transforms.unwrap.delete.handling.mode", "none")],
+                (AsNull, false),
+            ),
+            (
+                &[
+                    ("transforms.unwrap.delete.handling.mode", "none"),
+                    ("transforms.unwrap.drop.tombstones", "false"),
+                ],
+                (AsNull, true),
+            ),
+            (
+                &[("transforms.unwrap.delete.handling.mode", "rewrite")],
+                (Rewrite, false),
+            ),
+            (
+                &[
+                    ("transforms.unwrap.delete.handling.mode", "rewrite"),
+                    ("transforms.unwrap.drop.tombstones", "false"),
+                ],
+                (Rewrite, true),
+            ),
+            (
+                &[("transforms.unwrap.delete.tombstone.handling.mode", "drop")],
+                (Drop, false),
+            ),
+            (
+                &[(
+                    "transforms.unwrap.delete.tombstone.handling.mode",
+                    "tombstone",
+                )],
+                (AsNull, false),
+            ),
+            (
+                &[(
+                    "transforms.unwrap.delete.tombstone.handling.mode",
+                    "rewrite",
+                )],
+                (Rewrite, false),
+            ),
+            (
+                &[(
+                    "transforms.unwrap.delete.tombstone.handling.mode",
+                    "rewrite-with-tombstone",
+                )],
+                (Rewrite, true),
+            ),
+            (
+                &[(
+                    "transforms.unwrap.delete.tombstone.handling.mode",
+                    "delete-to-tombstone",
+                )],
+                (AsNull, false),
+            ),
+            // The new option wins over the legacy ones.
+            (
+                &[
+                    (
+                        "transforms.unwrap.delete.tombstone.handling.mode",
+                        "rewrite",
+                    ),
+                    ("transforms.unwrap.delete.handling.mode", "drop"),
+                    ("transforms.unwrap.drop.tombstones", "false"),
+                ],
+                (Rewrite, false),
+            ),
+        ];
+        for (opts, expected) in table {
+            assert_eq!(unwrap(opts), *expected, "{opts:?}");
+        }
     }
 
     #[test]

@@ -143,7 +143,8 @@ pub(crate) fn change(
             op.code()
         )));
     }
-    let source = source.map(Source::from_row).transpose()?;
+    let read = op == Op::Read;
+    let source = source.map(|s| Source::from_row(s, read)).transpose()?;
     Ok(Value::Change(ChangeEvent {
         op,
         before,

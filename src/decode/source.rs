@@ -1,6 +1,6 @@
 //! Debezium's `source` block: where a change comes from, and its position in the source log.
 //!
-//! The position becomes the document version (DESIGN §3): a number that only grows for a
+//! The position becomes the document version (docs/versions.md): a number that only grows for a
 //! given row, whatever replays and restarts happen upstream.
 
 use std::borrow::Cow;
@@ -60,6 +60,9 @@ struct Fields<'a> {
     // PostgreSQL
     #[serde(borrow, default)]
     lsn: Option<Num<'a>>,
+    /// `["<lastCommitLsn>","<lsn>"]`, as a string of JSON.
+    #[serde(borrow, default)]
+    sequence: Option<Cow<'a, str>>,
     // MySQL, MariaDB
     #[serde(borrow, default)]
     file: Option<Cow<'a, str>>,
@@ -75,21 +78,27 @@ struct Fields<'a> {
     // Oracle
     #[serde(borrow, default)]
     scn: Option<Num<'a>>,
+    #[serde(borrow, default)]
+    commit_scn: Option<Num<'a>>,
     // MongoDB
     #[serde(default)]
-    ord: Option<u64>,
+    ord: Option<i64>,
 }
 
 /// Bits of a MySQL version given to the position within a binlog file (`pos + row`).
 const BINLOG_OFFSET_BITS: u32 = 40;
 const MAX_VERSION: u64 = i64::MAX as u64;
+/// Bits of a MongoDB version given to `ord` (the oplog increment within a second): 31, so that
+/// seconds fit until the year 2106.
+const MONGO_ORD_BITS: u32 = 31;
 
 impl Source {
-    /// Reads the fields sinks use from a decoded `source` block.
-    pub fn from_row(json: Row) -> Result<Source, DecodeError> {
+    /// Reads the fields sinks use from a decoded `source` block; `read`: the event is a
+    /// snapshot read (`op: r`).
+    pub fn from_row(json: Row, read: bool) -> Result<Source, DecodeError> {
         let f: Fields<'_> = serde_json::from_str(json.as_str())
             .map_err(|e| DecodeError::new(format!("`source` block is malformed: {e}")))?;
-        let position = position(&f);
+        let position = position(&f, read);
         let boxed = |c: &Option<Cow<'_, str>>| c.as_deref().map(Box::from);
         Ok(Source {
             connector: boxed(&f.connector),
@@ -103,15 +112,26 @@ impl Source {
     }
 }
 
-/// The version a change's source position gives, per connector (DESIGN §3):
-/// * PostgreSQL: `lsn`;
-/// * MySQL / MariaDB: binlog file index << 40 | (`pos` + `row`). Each row of a rows event
-///   takes at least a byte, so `pos + row` grows strictly within a file, and the file index
-///   keeps it growing over a binlog rollover;
-/// * SQL Server: `change_lsn` (or `commit_lsn` for snapshot reads), packed;
-/// * Oracle: `scn`;
-/// * MongoDB: oplog seconds << 32 | `ord`.
-fn position(f: &Fields<'_>) -> Result<Option<u64>, String> {
+/// The version a change's source position gives, per connector. A version must follow the
+/// source's *commit* order for each row: a change committed later must never get a lower
+/// version than any snapshot read or change it must win over. (docs/versions.md explains each.)
+///
+/// * PostgreSQL: `2 × sequence[0] + phase`, where `sequence[0]` is the end LSN of the last
+///   transaction committed before this event (Debezium's `lastCommitLsn`; null = 0), and phase
+///   is 0 for snapshot reads (`op: r`: initial, blocking and incremental snapshots), 1 for
+///   streamed changes. Not `lsn`: a streamed change carries its
+///   own WAL position, which lies *before* the snapshot point when its transaction was open
+///   while the snapshot read; and a transaction's commit LSN is not in the event. Old
+///   Debezium versions without `sequence`: `lsn`.
+/// * MySQL / MariaDB: binlog file index << 40 | (`pos` + `row`). The binlog is in commit
+///   order; each row of a rows event takes at least a byte, so `pos + row` grows strictly
+///   within a file, and the file index keeps it growing over a rollover.
+/// * SQL Server: `commit_lsn` (the transaction's commit LSN; the snapshot's highest LSN for
+///   snapshot reads), packed.
+/// * Oracle: `commit_scn` (streamed changes), else `scn` (snapshot reads: the snapshot's SCN).
+/// * MongoDB: oplog seconds << 31 | `ord`; snapshot reads 0 (the change stream replays from the
+///   snapshot's start).
+fn position(f: &Fields<'_>, snapshot: bool) -> Result<Option<u64>, String> {
     // Old Debezium versions have no `connector` field; their position fields tell.
     let connector = f
         .connector
@@ -124,9 +144,18 @@ fn position(f: &Fields<'_>) -> Result<Option<u64>, String> {
             None
         });
     let version = match connector {
-        Some("postgresql") => match &f.lsn {
-            Some(lsn) => lsn.value()?,
-            None => return Ok(None),
+        Some("postgresql") => match (&f.sequence, &f.lsn) {
+            (Some(seq), _) => {
+                let last_commit = last_commit_lsn(seq)?;
+                last_commit
+                    .checked_mul(2)
+                    .map(|v| v + u64::from(!snapshot))
+                    .ok_or_else(|| {
+                        format!("PostgreSQL LSN {last_commit} does not fit in a version")
+                    })?
+            }
+            (None, Some(lsn)) => lsn.value()?,
+            (None, None) => return Ok(None),
         },
         Some("mysql") | Some("mariadb") => {
             let (Some(file), Some(pos)) = (f.file.as_deref().filter(|f| !f.is_empty()), f.pos)
@@ -143,16 +172,19 @@ fn position(f: &Fields<'_>) -> Result<Option<u64>, String> {
             }
             index << BINLOG_OFFSET_BITS | offset
         }
-        Some("sqlserver") => match f.change_lsn.as_deref().or(f.commit_lsn.as_deref()) {
+        Some("sqlserver") => match f.commit_lsn.as_deref().or(f.change_lsn.as_deref()) {
             Some(lsn) => sqlserver_lsn(lsn)?,
             None => return Ok(None),
         },
-        Some("oracle") => match &f.scn {
+        Some("oracle") => match f.commit_scn.as_ref().or(f.scn.as_ref()) {
             Some(scn) => scn.value()?,
             None => return Ok(None),
         },
         Some("mongodb") => match (f.ts_ms, f.ord) {
-            (Some(ts), Some(ord)) if ts >= 0 && ord < 1 << 32 => (ts as u64 / 1000) << 32 | ord,
+            _ if snapshot => 0,
+            (Some(ts), Some(ord)) if ts >= 0 && (0..1 << MONGO_ORD_BITS).contains(&ord) => {
+                (ts as u64 / 1000) << MONGO_ORD_BITS | ord as u64
+            }
             (Some(_), Some(_)) => return Err("MongoDB oplog position out of range".into()),
             _ => return Ok(None),
         },
@@ -164,6 +196,18 @@ fn position(f: &Fields<'_>) -> Result<Option<u64>, String> {
         ));
     }
     Ok(Some(version))
+}
+
+/// The first element of PostgreSQL's `sequence` (`["24023119","24023128"]`): the end LSN of the
+/// last commit before the event; 0 when null (the first transaction after a snapshot).
+fn last_commit_lsn(sequence: &str) -> Result<u64, String> {
+    let parts: Vec<Option<Num<'_>>> = serde_json::from_str(sequence)
+        .map_err(|_| format!("`sequence` `{sequence}` is not a JSON array of LSNs"))?;
+    match parts.first() {
+        Some(Some(n)) => n.value(),
+        Some(None) => Ok(0),
+        None => Err(format!("`sequence` `{sequence}` is empty")),
+    }
 }
 
 /// `mysql-bin.000003` → 3.
@@ -196,16 +240,58 @@ fn sqlserver_lsn(lsn: &str) -> Result<u64, String> {
 mod tests {
     use super::*;
 
+    /// The version of a streamed change, or of a snapshot read when `source.snapshot` is set.
     fn pos(json: &str) -> Result<Option<u64>, String> {
-        Source::from_row(Row::from_json(json)).unwrap().position
+        let read = json.contains(r#""snapshot":"#) && !json.contains(r#""snapshot":"false""#);
+        Source::from_row(Row::from_json(json), read)
+            .unwrap()
+            .position
     }
 
     #[test]
-    fn postgres_version_is_the_lsn() {
+    fn postgres_versions_follow_commit_order() {
+        // Old Debezium versions without `sequence`: the lsn.
         assert_eq!(
             pos(r#"{"connector":"postgresql","lsn":24023128}"#),
             Ok(Some(24_023_128))
         );
+        // Streamed: twice the last commit before it, plus one.
+        assert_eq!(
+            pos(
+                r#"{"connector":"postgresql","snapshot":"false","lsn":24023128,"sequence":"[\"24023119\",\"24023128\"]"}"#
+            ),
+            Ok(Some(2 * 24_023_119 + 1))
+        );
+        // A snapshot read at LSN 5000 and a change of a transaction that was open during the
+        // snapshot (its own LSN 4000 lies before the snapshot point) and committed after it:
+        // the change must win.
+        let snapshot = pos(
+            r#"{"connector":"postgresql","snapshot":"last","lsn":5000,"sequence":"[null,\"5000\"]"}"#,
+        );
+        let first_streamed = pos(
+            r#"{"connector":"postgresql","snapshot":"false","lsn":4000,"sequence":"[null,\"4000\"]"}"#,
+        );
+        let next_streamed = pos(
+            r#"{"connector":"postgresql","snapshot":"false","lsn":4100,"sequence":"[\"5200\",\"4100\"]"}"#,
+        );
+        assert!(snapshot < first_streamed, "{snapshot:?} {first_streamed:?}");
+        assert!(first_streamed < next_streamed);
+        // An incremental snapshot read (no lsn) at the window's close, and the changes of
+        // transactions committed before and after it.
+        let chunk = pos(
+            r#"{"connector":"postgresql","snapshot":"incremental","sequence":"[\"7000\",\"7100\"]"}"#,
+        );
+        let before = pos(
+            r#"{"connector":"postgresql","snapshot":"false","lsn":6900,"sequence":"[\"6800\",\"6900\"]"}"#,
+        );
+        let after = pos(
+            r#"{"connector":"postgresql","snapshot":"false","lsn":7050,"sequence":"[\"7300\",\"7050\"]"}"#,
+        );
+        assert!(
+            before < chunk && chunk < after,
+            "{before:?} {chunk:?} {after:?}"
+        );
+        assert!(pos(r#"{"connector":"postgresql","sequence":"nope"}"#).is_err());
     }
 
     #[test]
@@ -235,18 +321,40 @@ mod tests {
 
     #[test]
     fn sqlserver_oracle_mongodb_positions() {
-        let a = pos(
-            r#"{"connector":"sqlserver","change_lsn":"00000027:00000758:0005","commit_lsn":"00000027:00000758:0007"}"#,
+        // SQL Server: by commit_lsn first; a snapshot read carries the snapshot's highest LSN.
+        let snapshot = pos(
+            r#"{"connector":"sqlserver","snapshot":"true","commit_lsn":"00000027:00000760:0001"}"#,
         );
-        let b = pos(r#"{"connector":"sqlserver","change_lsn":"00000027:00000760:0002"}"#);
-        assert!(a.unwrap().unwrap() < b.unwrap().unwrap());
+        let open_during_snapshot = pos(
+            r#"{"connector":"sqlserver","change_lsn":"00000027:00000758:0005","commit_lsn":"00000027:00000768:0007"}"#,
+        );
+        assert!(snapshot.unwrap().unwrap() < open_during_snapshot.unwrap().unwrap());
+        // Oracle: commit_scn for streamed changes, scn (the snapshot's) for snapshot reads.
         assert_eq!(
-            pos(r#"{"connector":"oracle","scn":"2122184"}"#),
+            pos(r#"{"connector":"oracle","snapshot":"true","scn":"2122184"}"#),
             Ok(Some(2_122_184))
         );
         assert_eq!(
+            pos(r#"{"connector":"oracle","scn":"2122100","commit_scn":"2122190"}"#),
+            Ok(Some(2_122_190))
+        );
+        assert_eq!(
             pos(r#"{"connector":"mongodb","ts_ms":1558965508000,"ord":3}"#),
-            Ok(Some(1_558_965_508 << 32 | 3))
+            Ok(Some(1_558_965_508 << 31 | 3))
+        );
+        // Past 2038 (2^31 seconds) and up to 2106.
+        let y2100 = 4_102_444_800_000i64;
+        assert_eq!(
+            pos(&format!(
+                r#"{{"connector":"mongodb","ts_ms":{y2100},"ord":7}}"#
+            )),
+            Ok(Some((4_102_444_800u64 << 31) | 7))
+        );
+        assert!(pos(r#"{"connector":"mongodb","ts_ms":1558965508000,"ord":2147483648}"#).is_err());
+        // Snapshot reads (ord -1) lose to every streamed change.
+        assert_eq!(
+            pos(r#"{"connector":"mongodb","snapshot":"true","ts_ms":1558965508000,"ord":-1}"#),
+            Ok(Some(0))
         );
     }
 

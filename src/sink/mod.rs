@@ -22,6 +22,8 @@ pub struct Ack {
 pub struct SinkRecord<'a> {
     /// The topic, after any router transform.
     pub topic: &'a str,
+    /// The Kafka topic the record was read from (before routing).
+    pub kafka_topic: &'a str,
     pub partition: i32,
     pub offset: i64,
     /// The Kafka record timestamp.
@@ -74,4 +76,12 @@ pub trait Sink: Send {
 
     /// When the sink next has something to send (a lingering batch), if it has.
     fn next_deadline(&self) -> Option<std::time::Instant>;
+
+    /// Whether the partition's committed offset must not pass `record` until the record after
+    /// it in the partition has been handled too: the sink needs `record` to handle the next one
+    /// correctly after a restart (a delete event and its tombstone). Asked before [`Sink::put`].
+    fn holds(&self, record: &SinkRecord<'_>) -> bool {
+        let _ = record;
+        false
+    }
 }

@@ -3,6 +3,10 @@
 //!
 //! Each assignment of a partition gets a new epoch; acks from an earlier assignment (writes that
 //! finished after a revocation) are ignored, so they can never move a later watermark.
+//!
+//! A record may be *held*: the watermark then stops at it (it is read again after a restart)
+//! until the record after it in the partition is written too. A delete event is held so that a
+//! restart never starts between it and its tombstone (see `sink::elasticsearch::deletes`).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -17,13 +21,27 @@ struct Partition {
     topic: Arc<str>,
     partition: i32,
     epoch: u32,
-    /// Offsets read and not yet contiguous-acked, in read order, with their done flag.
-    pending: VecDeque<(i64, bool)>,
+    /// Offsets read and not yet contiguous-acked, in read order.
+    pending: VecDeque<Entry>,
     /// One past the last offset read.
     next: Option<i64>,
     /// The offset to commit: every record below it is written.
     watermark: Option<i64>,
     committed: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    offset: i64,
+    done: bool,
+    /// The watermark may pass this record only together with the next one.
+    held: bool,
+}
+
+impl Partition {
+    fn unwritten(&self) -> usize {
+        self.pending.iter().filter(|e| !e.done).count()
+    }
 }
 
 /// The watermarks of the partitions assigned to one task.
@@ -120,7 +138,11 @@ impl Offsets {
             };
         }
         p.next = Some(offset + 1);
-        p.pending.push_back((offset, false));
+        p.pending.push_back(Entry {
+            offset,
+            done: false,
+            held: false,
+        });
         Ack {
             slot,
             epoch: p.epoch,
@@ -130,18 +152,36 @@ impl Offsets {
 
     /// Marks a record written; moves its partition's watermark when it closes a gap.
     pub fn ack(&mut self, ack: Ack) {
-        let Some(Some(p)) = self.slots.get_mut(ack.slot as usize) else {
+        let Some(p) = self.entry(ack) else {
             return;
         };
-        if p.epoch != ack.epoch {
-            return;
+        if let Ok(i) = p.pending.binary_search_by_key(&ack.offset, |e| e.offset) {
+            p.pending[i].done = true;
         }
-        if let Ok(i) = p.pending.binary_search_by_key(&ack.offset, |(o, _)| *o) {
-            p.pending[i].1 = true;
-        }
-        while let Some(&(o, true)) = p.pending.front() {
-            p.watermark = Some(o + 1);
+        while let Some(&e) = p.pending.front() {
+            if !e.done || (e.held && !p.pending.get(1).is_some_and(|n| n.done)) {
+                break;
+            }
+            p.watermark = Some(e.offset + 1);
             p.pending.pop_front();
+        }
+    }
+
+    /// Holds a record just read (before it is acked): its partition's watermark will not pass
+    /// it until the next record read from the partition is written too.
+    pub fn hold(&mut self, ack: Ack) {
+        if let Some(p) = self.entry(ack)
+            && let Ok(i) = p.pending.binary_search_by_key(&ack.offset, |e| e.offset)
+        {
+            p.pending[i].held = true;
+        }
+    }
+
+    /// The partition state an ack of the current assignment belongs to.
+    fn entry(&mut self, ack: Ack) -> Option<&mut Partition> {
+        match self.slots.get_mut(ack.slot as usize) {
+            Some(Some(p)) if p.epoch == ack.epoch => Some(p),
+            _ => None,
         }
     }
 
@@ -183,14 +223,14 @@ impl Offsets {
 
     /// Records read and not yet written, over all partitions.
     pub fn in_flight(&self) -> usize {
-        self.slots.iter().flatten().map(|p| p.pending.len()).sum()
+        self.slots.iter().flatten().map(Partition::unwritten).sum()
     }
 
     /// Records read and not yet written, for one partition.
     pub fn in_flight_of(&self, topic: &str, partition: i32) -> usize {
         self.slot_of(topic, partition)
             .and_then(|s| self.slots[s as usize].as_ref())
-            .map_or(0, |p| p.pending.len())
+            .map_or(0, Partition::unwritten)
     }
 }
 
@@ -216,6 +256,28 @@ mod tests {
         assert_eq!(o.watermarks(None), vec![("t".into(), 0, 15)]);
         assert!(o.watermarks(Some(&[("t".into(), 1)])).is_empty());
         assert_eq!(o.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_held_record_is_committed_only_with_the_next_one() {
+        let mut o = Offsets::default();
+        o.assign("t", 0);
+        let d = o.track("t", 0, 10);
+        o.hold(d);
+        o.ack(d);
+        assert!(o.committable().is_empty(), "10 is held until 11 is written");
+        assert_eq!(o.in_flight(), 0, "a held record is written, not in flight");
+        let tombstone = o.track("t", 0, 11);
+        assert!(o.committable().is_empty());
+        o.ack(tombstone);
+        assert_eq!(o.committable(), vec![("t".into(), 0, 12)]);
+        // A held record after written ones: the watermark stops at it.
+        let a = o.track("t", 0, 12);
+        let d = o.track("t", 0, 13);
+        o.hold(d);
+        o.ack(a);
+        o.ack(d);
+        assert_eq!(o.watermarks(None), vec![("t".into(), 0, 13)]);
     }
 
     #[test]

@@ -44,6 +44,7 @@ fn map(
     let key = key.map(|k| decoder.key(TOPIC, Some(k.as_bytes())).unwrap().unwrap());
     let rec = SinkRecord {
         topic: TOPIC,
+        kafka_topic: TOPIC,
         partition: 0,
         offset: 42,
         timestamp_ms: None,
@@ -230,13 +231,14 @@ fn mysql_customer_changes_index_the_after_image_versioned_by_binlog_position() {
 
 #[test]
 #[allow(clippy::approx_constant)]
-fn postgres_changes_are_versioned_by_lsn_and_pass_schemaless_values_through() {
+fn postgres_changes_are_versioned_by_commit_order_and_pass_schemaless_values_through() {
     let k = |id: i64| json!({"id": id}).to_string();
     assert_index(
         "postgresql_customers_c_withschema_value__dbzdoc.json",
         &k(1),
         "1",
-        24_023_128,
+        // `sequence` ["24023119","24023128"]: twice the last commit LSN, plus one (streamed).
+        2 * 24_023_119 + 1,
         customer(1, "Anne", "Kretchmar", "annek@noanswer.org"),
     );
     // Without a schema, the Decimal stays base64 and the MicroTimestamp a number.
@@ -292,7 +294,9 @@ fn postgres_snapshot_without_key_takes_the_id_from_pk_fields() {
         &[("pk.fields", "c_w_id,c_d_id,c_id")],
     )
     .unwrap();
-    assert_eq!(line, index_line("1|1|1", 24_363_832));
+    // A snapshot read of a fresh snapshot (`sequence` [null, …]): version 0, below every change
+    // streamed after it.
+    assert_eq!(line, index_line("1|1|1", 0));
     let doc = doc.unwrap();
     assert_eq!(doc["c_credit_lim"], json!(50000.0));
     assert_eq!(doc["c_since"], json!("2015-11-22 00:00:00"));
@@ -352,7 +356,8 @@ fn deletes_delete_or_soft_delete_and_tombstones_follow_behavior_on_null_values()
     )
     .unwrap();
     assert_eq!((line, doc), (delete_line("1004", None), None));
-    // ExtractNewRecordState with its default drop.tombstones=true: tombstones never arrive.
+    // ExtractNewRecordState with Debezium 3.2's default (`tombstone`): the delete event becomes
+    // a null value, which deletes at the event's version; Debezium's tombstone is dropped.
     let unwrap = [
         ("transforms", "unwrap"),
         (
@@ -365,13 +370,28 @@ fn deletes_delete_or_soft_delete_and_tombstones_follow_behavior_on_null_values()
         map(tombstone, Some(&key), &unwrap),
         Err("skip: tombstone".into())
     );
+    let d1006 = "mysql_customers_d_noschema_value__rw-log-l10.json";
     assert_eq!(
-        map(
-            "mysql_customers_d_noschema_value__rw-log-l10.json",
-            Some(&k1006),
-            &unwrap
-        ),
+        map(d1006, Some(&k1006), &unwrap).unwrap().0,
+        delete_line("1006", Some(MYSQL_BIN_3 + 1831))
+    );
+    // Legacy `delete.handling.mode=drop` (Debezium before 3.2): deletes are dropped.
+    let mut legacy = unwrap.to_vec();
+    legacy.push(("transforms.unwrap.delete.handling.mode", "drop"));
+    assert_eq!(
+        map(d1006, Some(&k1006), &legacy),
         Err("skip: delete_dropped".into())
+    );
+    // `none` keeps the delete event as a null value: deleted, even though drop.tombstones
+    // (default true) drops Debezium's tombstone.
+    legacy[3] = ("transforms.unwrap.delete.handling.mode", "none");
+    assert_eq!(
+        map(d1006, Some(&k1006), &legacy).unwrap().0,
+        delete_line("1006", Some(MYSQL_BIN_3 + 1831))
+    );
+    assert_eq!(
+        map(tombstone, Some(&key), &legacy),
+        Err("skip: tombstone".into())
     );
 }
 

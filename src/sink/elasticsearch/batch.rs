@@ -98,8 +98,9 @@ impl Batch {
     }
 
     /// Adds `action`. A later write of the same document supersedes an earlier one in the batch
-    /// unless its version is lower (a replayed older change), in which case it is dropped: the
-    /// batch then sends exactly what sending both in order would leave in the index.
+    /// unless both are versioned and its version is lower (a replayed older change), in which
+    /// case it is dropped: the batch then sends exactly what sending both in order would leave
+    /// in the index. (An unversioned write always applies, so it always supersedes.)
     pub fn push(&mut self, action: BulkAction, origin: Origin, ack: Ack) {
         if self.acks.is_empty() {
             self.opened = Instant::now();
@@ -112,7 +113,9 @@ impl Batch {
         if let Some(&j) = self.latest.get(&h) {
             let prev = &mut self.items[j];
             if prev.live && prev.index == action.index && prev.id == action.id {
-                if action.version < prev.version {
+                if let (Some(new), Some(old)) = (action.version, prev.version)
+                    && new < old
+                {
                     return;
                 }
                 prev.live = false;
@@ -227,6 +230,41 @@ mod tests {
         assert_eq!(s.acks.len(), 4);
         assert_eq!(
             std::str::from_utf8(&s.body_of(&[1])).unwrap(),
+            "{\"index\":{\"_index\":\"i\",\"_id\":\"1\",\"version\":7,\"version_type\":\"external_gte\"}}\n{\"v\":7}\n"
+        );
+    }
+
+    #[test]
+    fn an_unversioned_delete_after_a_versioned_write_is_sent() {
+        let mut b = Batch::new();
+        b.push(action("1", 5, r#"{"v":5}"#), origin(0), ack(0));
+        let delete = BulkAction {
+            index: "i".into(),
+            id: "1".into(),
+            version: None,
+            kind: ActionKind::Delete,
+        };
+        b.push(delete, origin(1), ack(1));
+        let s = b.seal();
+        assert_eq!(
+            std::str::from_utf8(&s.body).unwrap(),
+            "{\"delete\":{\"_index\":\"i\",\"_id\":\"1\"}}\n"
+        );
+        // And a versioned write after an unversioned one supersedes it too.
+        let mut b = Batch::new();
+        b.push(
+            BulkAction {
+                index: "i".into(),
+                id: "1".into(),
+                version: None,
+                kind: ActionKind::Delete,
+            },
+            origin(0),
+            ack(0),
+        );
+        b.push(action("1", 5, r#"{"v":5}"#), origin(1), ack(1));
+        assert_eq!(
+            std::str::from_utf8(&b.seal().body).unwrap(),
             "{\"index\":{\"_index\":\"i\",\"_id\":\"1\",\"version\":7,\"version_type\":\"external_gte\"}}\n{\"v\":7}\n"
         );
     }

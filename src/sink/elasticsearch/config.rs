@@ -200,8 +200,11 @@ pub enum OnDelete {
     SoftDelete,
     /// Skip it (ExtractNewRecordState `delete.handling.mode=drop`).
     Ignore,
-    /// Treat it as a tombstone (ExtractNewRecordState `delete.handling.mode=none`).
-    AsTombstone,
+    /// Handle it as a record with a null value, by `behavior.on.null.values`, as the Confluent
+    /// sink would after ExtractNewRecordState turned it into one (`delete.handling.mode=none`,
+    /// `delete.tombstone.handling.mode=tombstone|delete-to-tombstone`). A delete is applied at
+    /// the event's own version.
+    AsNull,
 }
 
 /// What a tombstone does (`behavior.on.null.values`).
@@ -252,7 +255,11 @@ pub struct EsConfig {
     pub key_separator: String,
     pub key_field: Option<String>,
     pub on_delete: OnDelete,
+    /// `behavior.on.null.values`: what a record with a null value does.
     pub on_null: OnNull,
+    /// Debezium's own tombstones (the null-value record after each delete) are dropped, as
+    /// ExtractNewRecordState's `drop.tombstones` (or its tombstone handling mode) says.
+    pub drop_tombstones: bool,
     /// Live documents carry `__deleted: false` (soft deletes are on).
     pub mark_live: bool,
     pub fail_on_malformed: bool,
@@ -315,7 +322,7 @@ impl EsConfig {
 
         let key_ignore = o.bool("key.ignore", false);
         let delete_mode = o.choice("delete.mode", &["hard", "soft"], "hard");
-        let mut on_null = match o.choice(
+        let on_null = match o.choice(
             "behavior.on.null.values",
             &["ignore", "delete", "fail"],
             "ignore",
@@ -329,6 +336,7 @@ impl EsConfig {
         } else {
             OnDelete::Delete
         };
+        let mut drop_tombstones = false;
         let mut add_field_names = o.list("add.fields");
         let mut prefix = o.string("add.fields.prefix", "__");
         if let Some(u) = &transforms.unwrap {
@@ -341,11 +349,9 @@ impl EsConfig {
             on_delete = match u.on_delete {
                 UnwrapDelete::Drop => OnDelete::Ignore,
                 UnwrapDelete::Rewrite => OnDelete::SoftDelete,
-                UnwrapDelete::AsTombstone => OnDelete::AsTombstone,
+                UnwrapDelete::AsNull => OnDelete::AsNull,
             };
-            if !u.keep_tombstones {
-                on_null = OnNull::Ignore;
-            }
+            drop_tombstones = !u.keep_tombstones;
             if !u.add_fields.is_empty() {
                 if !add_field_names.is_empty() {
                     o.error("add.fields", "set in both the connector and the ExtractNewRecordState transform; set one");
@@ -410,6 +416,7 @@ impl EsConfig {
             key_field: transforms.key_field.clone(),
             on_delete,
             on_null,
+            drop_tombstones,
             mark_live: on_delete == OnDelete::SoftDelete,
             fail_on_malformed: malformed == "fail",
             add_fields,

@@ -7,14 +7,13 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 
 use super::config::{EsConfig, FieldRef, OnDelete, OnNull, VersionSource};
+use super::deletes::{Deleted, RecentDeletes};
 use crate::decode::row::id_text;
 use crate::decode::{ChangeEvent, Op, Row, Value};
 use crate::sink::SinkRecord;
 
 /// Elasticsearch refuses longer ids.
 const MAX_ID_BYTES: usize = 512;
-/// Tombstones remembered between a `d` event and its tombstone, to version the delete.
-const MAX_RECENT_DELETES: usize = 100_000;
 
 /// One bulk action.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,17 +65,15 @@ pub enum Mapped {
     Skip(&'static str),
 }
 
-/// (topic, document id).
-type DocKey = (Arc<str>, String);
-
-/// Maps records of one task; remembers a little state (index per topic, recent deletes).
+/// Maps records of one task; remembers a little state (index per topic, the delete event each
+/// tombstone follows).
 pub struct Mapper {
     cfg: Arc<EsConfig>,
     /// `index.name` uses only `${topic}` (or is unset): the index is a function of the topic.
     per_topic: bool,
     indices: crate::FastMap<String, Arc<str>>,
-    /// (topic, id) of `d` events → (index, version), for the tombstone that follows.
-    recent_deletes: crate::FastMap<DocKey, (Arc<str>, Option<u64>)>,
+    /// Delete events, for the tombstone that follows each.
+    deletes: RecentDeletes,
 }
 
 impl Mapper {
@@ -88,8 +85,21 @@ impl Mapper {
             cfg,
             per_topic,
             indices: Default::default(),
-            recent_deletes: Default::default(),
+            deletes: RecentDeletes::default(),
         }
+    }
+
+    /// Debezium's tombstones reach the sink and delete documents: each needs the version of
+    /// the delete event before it.
+    fn tombstones_delete(&self) -> bool {
+        !self.cfg.drop_tombstones && self.cfg.on_null == OnNull::Delete
+    }
+
+    /// Whether the offset commit must wait at `rec` for the record after it: a delete event
+    /// whose tombstone (the next record of the partition) needs the delete's version, also after
+    /// a restart.
+    pub fn holds(&self, rec: &SinkRecord<'_>) -> bool {
+        self.tombstones_delete() && matches!(rec.value, Value::Change(ev) if ev.op == Op::Delete)
     }
 
     /// Maps one record. An error names what is wrong with the record (the caller adds where
@@ -97,12 +107,14 @@ impl Mapper {
     pub fn map(&mut self, rec: &SinkRecord<'_>) -> Result<Mapped, String> {
         match rec.value {
             Value::Skipped(s) => Ok(Mapped::Skip(s.name())),
+            Value::Tombstone if self.cfg.drop_tombstones => Ok(Mapped::Skip("tombstone")),
             Value::Tombstone => self.tombstone(rec),
             Value::Change(ev) => match ev.op {
                 Op::Read | Op::Create | Op::Update => {
                     let after = ev.after.as_ref().ok_or("change without an `after` image")?;
                     let index = self.index(rec, Some(ev))?;
                     let id = self.id(rec, Some(after))?;
+                    self.deletes.written(rec.kafka_topic, rec.partition, &id);
                     let version = self.version(rec, ev)?;
                     let doc = self.document(after, ev, self.cfg.mark_live.then_some(false))?;
                     Ok(Mapped::Write(BulkAction {
@@ -121,58 +133,74 @@ impl Mapper {
 
     fn delete(&mut self, rec: &SinkRecord<'_>, ev: &ChangeEvent) -> Result<Mapped, String> {
         let on_delete = self.cfg.on_delete;
-        if on_delete == OnDelete::Ignore {
+        let remember = self.tombstones_delete();
+        if on_delete == OnDelete::Ignore && !remember {
             return Ok(Mapped::Skip("delete_dropped"));
-        }
-        if on_delete == OnDelete::AsTombstone {
-            return self.tombstone(rec);
         }
         let index = self.index(rec, Some(ev))?;
         let id = self.id(rec, ev.before.as_ref())?;
         let version = self.version(rec, ev)?;
-        if self.cfg.on_null == OnNull::Delete {
-            if self.recent_deletes.len() >= MAX_RECENT_DELETES {
-                self.recent_deletes.clear();
-            }
-            self.recent_deletes
-                .insert((rec.topic.into(), id.clone()), (index.clone(), version));
-        }
-        if on_delete == OnDelete::SoftDelete {
-            let empty = Row::from_json("{}");
-            let image = match (&ev.before, rec.key) {
-                (Some(b), _) => b,
-                (None, Some(k)) if k.as_str().starts_with('{') => k,
-                _ => &empty,
+        if remember {
+            let deleted = Deleted {
+                index: index.clone(),
+                version,
             };
-            let doc = self.document(image, ev, Some(true))?;
-            return Ok(Mapped::Write(BulkAction {
+            self.deletes
+                .deleted(rec.kafka_topic, rec.partition, id.clone(), deleted);
+        }
+        let delete = |index, id| {
+            Ok(Mapped::Write(BulkAction {
                 index,
                 id,
                 version,
-                kind: ActionKind::Index(doc),
-            }));
+                kind: ActionKind::Delete,
+            }))
+        };
+        match on_delete {
+            OnDelete::Ignore => Ok(Mapped::Skip("delete_dropped")),
+            OnDelete::Delete => delete(index, id),
+            // ExtractNewRecordState made it a null value: `behavior.on.null.values` decides,
+            // and a delete keeps the event's version.
+            OnDelete::AsNull => match self.cfg.on_null {
+                OnNull::Ignore => Ok(Mapped::Skip("null_value")),
+                OnNull::Fail => Err(
+                    "delete event (a null value after ExtractNewRecordState) and behavior.on.null.values=fail"
+                        .into(),
+                ),
+                OnNull::Delete => delete(index, id),
+            },
+            OnDelete::SoftDelete => {
+                let empty = Row::from_json("{}");
+                let image = match (&ev.before, rec.key) {
+                    (Some(b), _) => b,
+                    (None, Some(k)) if k.as_str().starts_with('{') => k,
+                    _ => &empty,
+                };
+                let doc = self.document(image, ev, Some(true))?;
+                Ok(Mapped::Write(BulkAction {
+                    index,
+                    id,
+                    version,
+                    kind: ActionKind::Index(doc),
+                }))
+            }
         }
-        Ok(Mapped::Write(BulkAction {
-            index,
-            id,
-            version,
-            kind: ActionKind::Delete,
-        }))
     }
 
+    /// Debezium's tombstone (a null value after a delete event), by `behavior.on.null.values`.
+    /// A delete takes the index and version of the delete event it follows; one whose delete
+    /// event was not read by this task (a compacted topic) is unversioned.
     fn tombstone(&mut self, rec: &SinkRecord<'_>) -> Result<Mapped, String> {
         match self.cfg.on_null {
             OnNull::Ignore => Ok(Mapped::Skip("tombstone")),
             OnNull::Fail => Err("null value (tombstone) and behavior.on.null.values=fail".into()),
             OnNull::Delete => {
                 let id = self.id(rec, None)?;
-                let (index, version) = match self
-                    .recent_deletes
-                    .remove(&(Arc::from(rec.topic), id.clone()))
-                {
-                    Some(known) => known,
-                    None => (self.index(rec, None)?, None),
-                };
+                let (index, version) =
+                    match self.deletes.tombstone(rec.kafka_topic, rec.partition, &id) {
+                        Some(d) => (d.index, d.version),
+                        None => (self.index(rec, None)?, None),
+                    };
                 Ok(Mapped::Write(BulkAction {
                     index,
                     id,

@@ -8,6 +8,7 @@
 pub mod batch;
 pub mod client;
 pub mod config;
+pub mod deletes;
 pub mod mapping;
 pub mod retry;
 
@@ -253,6 +254,10 @@ impl Sink for ElasticsearchSink {
 
     fn trouble(&self) -> Option<String> {
         self.shared.trouble.lock().ok().and_then(|t| t.clone())
+    }
+
+    fn holds(&self, record: &SinkRecord<'_>) -> bool {
+        self.mapper.holds(record)
     }
 }
 

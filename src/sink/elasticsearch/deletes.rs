@@ -1,0 +1,111 @@
+//! The memory a task keeps between a Debezium delete event and the tombstone that follows it.
+//!
+//! Debezium writes a delete as two records of the same key, one right after the other in the
+//! partition: the `d` event (which carries the source position) and a tombstone (which carries
+//! nothing but the key). When tombstones delete documents (`behavior.on.null.values=delete`),
+//! the tombstone must delete *at the version of its `d` event*: an unversioned delete would bump
+//! Elasticsearch's version past a re-created row's, and that row's replay would then be refused
+//! as stale (the document lost).
+//!
+//! So each partition remembers its last delete event. The task also holds the partition's offset
+//! commit at the delete until the record after it is handled (see `source::offsets`), so a
+//! restart never begins between a delete and its tombstone: the delete is always read again
+//! first. What is remembered per partition is one entry, so memory is bounded by the number of
+//! assigned partitions.
+
+use std::sync::Arc;
+
+/// The delete event a tombstone belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deleted {
+    pub index: Arc<str>,
+    pub version: Option<u64>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    id: String,
+    deleted: Deleted,
+}
+
+/// The last delete event of each partition, by (Kafka topic, partition).
+#[derive(Debug, Default)]
+pub struct RecentDeletes {
+    last: crate::FastMap<(Arc<str>, i32), Entry>,
+}
+
+impl RecentDeletes {
+    /// A delete event of document `id` was read from (`topic`, `partition`).
+    pub fn deleted(&mut self, topic: &str, partition: i32, id: String, deleted: Deleted) {
+        self.last
+            .insert((topic.into(), partition), Entry { id, deleted });
+    }
+
+    /// Document `id` was written again (re-created): an older delete of it no longer applies.
+    pub fn written(&mut self, topic: &str, partition: i32, id: &str) {
+        let key: (Arc<str>, i32) = (topic.into(), partition);
+        if self.last.get(&key).is_some_and(|e| e.id == id) {
+            self.last.remove(&key);
+        }
+    }
+
+    /// The delete event that the tombstone of `id` read from (`topic`, `partition`) follows, if
+    /// it was read in this task; consumed.
+    pub fn tombstone(&mut self, topic: &str, partition: i32, id: &str) -> Option<Deleted> {
+        let key: (Arc<str>, i32) = (topic.into(), partition);
+        match self.last.get(&key) {
+            Some(e) if e.id == id => self.last.remove(&key).map(|e| e.deleted),
+            _ => None,
+        }
+    }
+
+    /// Partitions remembered (bounded by the partitions ever assigned).
+    pub fn len(&self) -> usize {
+        self.last.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.last.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(v: u64) -> Deleted {
+        Deleted {
+            index: "i".into(),
+            version: Some(v),
+        }
+    }
+
+    #[test]
+    fn a_tombstone_takes_the_version_of_its_delete_event() {
+        let mut r = RecentDeletes::default();
+        r.deleted("t", 0, "7".into(), d(40));
+        assert_eq!(r.tombstone("t", 1, "7"), None, "another partition");
+        assert_eq!(r.tombstone("t", 0, "8"), None, "another document");
+        assert_eq!(r.tombstone("t", 0, "7"), Some(d(40)));
+        assert_eq!(r.tombstone("t", 0, "7"), None, "used once");
+    }
+
+    #[test]
+    fn a_rewrite_of_the_document_forgets_its_delete() {
+        let mut r = RecentDeletes::default();
+        r.deleted("t", 0, "7".into(), d(40));
+        r.written("t", 0, "8");
+        r.written("t", 0, "7");
+        assert_eq!(r.tombstone("t", 0, "7"), None);
+    }
+
+    #[test]
+    fn memory_is_one_entry_per_partition() {
+        let mut r = RecentDeletes::default();
+        for i in 0..1000 {
+            r.deleted("t", i % 4, i.to_string(), d(i as u64));
+        }
+        assert_eq!(r.len(), 4);
+        assert_eq!(r.tombstone("t", 3, "999"), Some(d(999)));
+    }
+}
