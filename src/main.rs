@@ -103,8 +103,12 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             }
-            w.run_until_signal();
-            ExitCode::SUCCESS
+            if w.run_until_signal() {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("cdc-sink: stopped with failed tasks (see the log)");
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -74,6 +74,9 @@ struct State {
     failure: Option<String>,
     /// Records waiting for something decoding needs (the schema registry), in read order.
     stall: Option<Stall>,
+    /// The task has finished its final drain and commit: a revocation while the consumer
+    /// closes has nothing left to write or commit.
+    closed: bool,
 }
 
 /// Records that could not be decoded yet, not for what they are but because the schema registry
@@ -120,7 +123,7 @@ impl RebalanceHandler for Handler {
 
     fn revoking(&self, consumer: &Consumer<Self>, partitions: &[(String, i32)], lost: bool) {
         let mut st = self.lock();
-        if !lost && st.failure.is_none() {
+        if !lost && st.failure.is_none() && !st.closed {
             let done = |st: &State| {
                 partitions
                     .iter()
@@ -202,14 +205,27 @@ pub fn spawn(
                 }
             };
             set("RUNNING", None);
-            match run(&spec, id, &settings, runtime, metrics, &shutdown, &st) {
-                Ok(()) => {
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run(&spec, id, &settings, runtime, metrics, &shutdown, &st)
+            }));
+            match ran {
+                Ok(Ok(())) => {
                     info!(task = %label, "task stopped");
                     set("STOPPED", None);
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     error!(task = %label, "task failed: {e}");
                     set("FAILED", Some(e));
+                }
+                Err(panic) => {
+                    // A bug; the offsets committed are still only those of written records.
+                    let why = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic".into());
+                    error!(task = %label, "task failed: panicked: {why}");
+                    set("FAILED", Some(format!("panicked: {why}")));
                 }
             }
         })
@@ -244,6 +260,7 @@ fn run(
             paused: false,
             failure: None,
             stall: None,
+            closed: false,
         }),
         flush_timeout,
         label: label.clone(),
@@ -382,6 +399,8 @@ fn run(
     if st.offsets.in_flight() > 0 && outcome.is_ok() {
         warn!(task = %label, records = st.offsets.in_flight(), "stopped with unwritten records; they will be read again");
     }
+    // Closing the consumer revokes the partitions: that revocation must not drain again.
+    st.closed = true;
     drop(st);
     drop(consumer);
     outcome

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tracing::info;
+use tracing::{error, info};
 
 use crate::connector::{ConnectorConfig, ConnectorSpec};
 use crate::metrics::Metrics;
@@ -89,8 +89,9 @@ impl Worker {
         Ok(())
     }
 
-    /// Runs until SIGINT or SIGTERM, then stops every task (each flushes and commits).
-    pub fn run_until_signal(self) {
+    /// Runs until SIGINT or SIGTERM, then stops every task (each flushes and commits). Returns
+    /// false when a task had failed.
+    pub fn run_until_signal(self) -> bool {
         self.runtime.block_on(async {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
             let mut report = tokio::time::interval(std::time::Duration::from_secs(30));
@@ -104,7 +105,7 @@ impl Worker {
             }
         });
         info!("shutting down: finishing in-flight writes and committing offsets");
-        self.stop();
+        self.stop()
     }
 
     fn report(&self) {
@@ -114,14 +115,26 @@ impl Worker {
         }
     }
 
-    /// Stops every task and waits for them.
-    pub fn stop(self) {
+    /// Stops every task and waits for them; false when a task had failed.
+    pub fn stop(self) -> bool {
         self.shutdown.store(true, Ordering::Relaxed);
+        let mut ok = true;
         for c in self.connectors {
+            let statuses: Vec<_> = c.tasks.iter().map(|t| t.status.clone()).collect();
             for t in c.tasks {
                 t.join();
             }
+            let failed: Vec<TaskStatus> = statuses
+                .iter()
+                .filter_map(|s| s.lock().ok().map(|s| s.clone()))
+                .filter(|s| s.state == "FAILED")
+                .collect();
+            for s in &failed {
+                error!(connector = %c.spec.name, task = s.id, trace = s.trace.as_deref().unwrap_or(""), "task had failed");
+            }
+            ok &= failed.is_empty();
             info!(connector = %c.spec.name, metrics = %c.metrics.snapshot(), "connector stopped");
         }
+        ok
     }
 }

@@ -426,6 +426,19 @@ impl ConnectorSpec {
 
         let es = EsConfig::read(&o, &transforms);
         let tasks_max = o.at_least("tasks.max", 1usize, 1);
+        // A revocation waits up to flush.timeout.ms for in-flight writes inside the rebalance;
+        // the group expels a member that takes longer than max.poll.interval.ms.
+        let max_poll = o.parse("consumer.override.max.poll.interval.ms", 300_000u64);
+        if es.flush_timeout.as_millis() >= u128::from(max_poll) {
+            o.error(
+                "flush.timeout.ms",
+                format!(
+                    "{} ms must be less than max.poll.interval.ms ({max_poll} ms), or the group \
+                     expels the task while it finishes its writes on a rebalance",
+                    es.flush_timeout.as_millis()
+                ),
+            );
+        }
 
         // Unknown keys: anything not documented, not a prefix family, not a framework key.
         let sink_options = crate::sink::elasticsearch::config::OPTIONS;
@@ -521,6 +534,25 @@ mod tests {
         assert!(
             err.contains("errors.tolerance: `all` needs the dead-letter queue"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn flush_timeout_must_fit_in_the_poll_interval() {
+        let err = spec(
+            r#"{"name":"x","config":{"connector.class":"elasticsearch","topics":"t","connection.url":"http://es:9200",
+               "flush.timeout.ms":"60000","consumer.override.max.poll.interval.ms":"30000"}}"#,
+        )
+        .unwrap_err();
+        assert!(
+            err.contains(
+                "flush.timeout.ms: 60000 ms must be less than max.poll.interval.ms (30000 ms)"
+            ),
+            "{err}"
+        );
+        assert!(
+            spec(r#"{"name":"x","config":{"connector.class":"elasticsearch","topics":"t","connection.url":"http://es:9200"}}"#)
+                .is_ok()
         );
     }
 

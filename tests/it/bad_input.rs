@@ -33,6 +33,10 @@ fn fails_at_offset_5(bad: Rec, extra: &[(&str, &str)]) -> String {
         .map(|id| (id.to_string(), json!({"id": id, "name": format!("n{id}")})))
         .collect();
     assert_eq!(docs, expected);
+    assert!(
+        !w.stop().success(),
+        "a worker whose task failed must exit non-zero after SIGTERM"
+    );
     line
 }
 

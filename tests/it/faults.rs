@@ -64,13 +64,13 @@ fn failing_and_unreachable_elasticsearch_still_converges_with_bounded_memory() {
         s.forwarded_items.load(Ordering::Relaxed) + s.failed_items.load(Ordering::Relaxed),
         s.failed_items.load(Ordering::Relaxed),
     );
+    // The faults really happened (counted by the proxy, not expected from a rate).
     assert!(
-        failed_req * 100 >= req * 25,
-        "only {failed_req} of {req} requests failed"
+        failed_req > 0 && failed_items > 0,
+        "no fault injected: {failed_req} of {req} requests, {failed_items} of {items} items"
     );
-    assert!(
-        failed_items * 100 >= items * 15,
-        "only {failed_items} of {items} items failed"
+    eprintln!(
+        "injected: {failed_req} of {req} requests failed, {failed_items} of {items} items failed"
     );
     // Bounded: paused at max.buffered.records, the worker does not grow while it waits.
     let (early, peak) = (rss[rss.len() / 3], *rss.iter().max().unwrap());
@@ -81,6 +81,53 @@ fn failing_and_unreachable_elasticsearch_still_converges_with_bounded_memory() {
     assert!(
         peak < early + 32 * 1024,
         "RSS grew from {early} to {peak} KiB while Elasticsearch was down"
+    );
+    assert!(w.stop().success());
+}
+
+/// Elasticsearch answering every bulk after 5 s, longer than `read.timeout.ms`: the sink must
+/// wait longer after a timeout instead of resending the same bulk at the same pace (each copy
+/// is executed by Elasticsearch), and it converges.
+#[test]
+fn a_slow_elasticsearch_is_waited_for_not_flooded_with_copies() {
+    let h = history::generate(
+        33,
+        &Options {
+            changes: 2_000,
+            keys: 200,
+            ..Options::default()
+        },
+    );
+    let topic = unique("it-slow");
+    kafka::create_topic(&topic, 4);
+    let proxy = Proxy::start(&servers().es);
+    proxy.set_faults(Faults {
+        slow: 100,
+        slow_ms: 5_000,
+        ..Faults::default()
+    });
+    kafka::produce(&topic, &h.records);
+    let (w, group) = start_es_worker(
+        "it-slow",
+        &topic,
+        &proxy.url,
+        &[
+            ("behavior.on.null.values", "delete"),
+            ("read.timeout.ms", "2000"),
+            ("retry.backoff.ms", "50"),
+            ("max.retry.backoff.ms", "200"),
+            ("max.in.flight.requests", "2"),
+            // Everything fits in one bulk per lane.
+            ("batch.size", "5000"),
+            ("linger.ms", "2000"),
+        ],
+    );
+    wait_converged(&topic, &h.expected, &group, 4, Duration::from_secs(180));
+    let requests = proxy.stats().requests.load(Ordering::Relaxed);
+    // Two lanes, each: a first try and a few retries while the wait grows (2 s, 4 s, 8 s).
+    assert!(
+        requests <= 12,
+        "{requests} bulk requests for two lanes' batches: resent at the same pace"
     );
     assert!(w.stop().success());
 }

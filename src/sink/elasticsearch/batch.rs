@@ -265,7 +265,7 @@ mod tests {
         b.push(action("1", 5, r#"{"v":5}"#), origin(1), ack(1));
         assert_eq!(
             std::str::from_utf8(&b.seal().body).unwrap(),
-            "{\"index\":{\"_index\":\"i\",\"_id\":\"1\",\"version\":7,\"version_type\":\"external_gte\"}}\n{\"v\":7}\n"
+            "{\"index\":{\"_index\":\"i\",\"_id\":\"1\",\"version\":5,\"version_type\":\"external_gte\"}}\n{\"v\":5}\n"
         );
     }
 }

@@ -2,6 +2,7 @@
 
 use std::io::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderValue};
@@ -19,13 +20,18 @@ pub struct BulkClient {
     http: reqwest::Client,
     urls: Vec<String>,
     current: AtomicUsize,
+    connect_timeout: Duration,
     auth: Option<HeaderValue>,
     compression: bool,
 }
 
 /// A bulk request that got no HTTP response.
 #[derive(Debug, Clone)]
-pub struct TransportError(pub String);
+pub struct TransportError {
+    pub message: String,
+    /// No response within the time allowed (the request may still be executing).
+    pub timed_out: bool,
+}
 
 /// One item's result, in request order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +45,6 @@ impl BulkClient {
     pub fn new(cfg: &EsConfig) -> Result<BulkClient, String> {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(cfg.connect_timeout)
-            .timeout(cfg.read_timeout + cfg.connect_timeout)
             .pool_max_idle_per_host(cfg.max_in_flight);
         if let Some(path) = &cfg.ca_location {
             let pem = std::fs::read(path)
@@ -76,14 +81,16 @@ impl BulkClient {
             http,
             urls: cfg.urls.clone(),
             current: AtomicUsize::new(0),
+            connect_timeout: cfg.connect_timeout,
             auth,
             compression: cfg.compression,
         })
     }
 
-    /// POSTs `body` to `_bulk`; returns the HTTP status and the response body. A connection
-    /// failure or timeout moves later requests to the next URL.
-    pub async fn bulk(&self, body: Bytes) -> Result<(u16, Bytes), TransportError> {
+    /// POSTs `body` to `_bulk`; returns the HTTP status and the response body, or an error when
+    /// no whole response came within `wait` after the connection was made. A connection failure
+    /// or timeout moves later requests to the next URL.
+    pub async fn bulk(&self, body: Bytes, wait: Duration) -> Result<(u16, Bytes), TransportError> {
         let i = self.current.load(Ordering::Relaxed) % self.urls.len().max(1);
         let url = format!("{}/_bulk?{FILTER_PATH}", self.urls[i]);
         let mut req = self
@@ -106,12 +113,33 @@ impl BulkClient {
         };
         let fail = |e: reqwest::Error| {
             self.current.store(i + 1, Ordering::Relaxed);
-            TransportError(format!("{}: {}", self.urls[i], error_chain(&e)))
+            TransportError {
+                message: format!("{}: {}", self.urls[i], error_chain(&e)),
+                timed_out: e.is_timeout(),
+            }
         };
-        let resp = req.send().await.map_err(fail)?;
-        let status = resp.status().as_u16();
-        let bytes = resp.bytes().await.map_err(fail)?;
-        Ok((status, bytes))
+        // The time allowed for the response (reqwest's own timeouts are either per read, which
+        // a bulk response's single late burst defeats, or include connecting).
+        let response = async {
+            let resp = req.send().await.map_err(fail)?;
+            let status = resp.status().as_u16();
+            let bytes = resp.bytes().await.map_err(fail)?;
+            Ok((status, bytes))
+        };
+        match tokio::time::timeout(wait + self.connect_timeout, response).await {
+            Ok(r) => r,
+            Err(_) => {
+                self.current.store(i + 1, Ordering::Relaxed);
+                Err(TransportError {
+                    message: format!(
+                        "{}: no bulk response within {} ms (read.timeout.ms)",
+                        self.urls[i],
+                        wait.as_millis()
+                    ),
+                    timed_out: true,
+                })
+            }
+        }
     }
 }
 
@@ -133,7 +161,7 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 #[derive(Deserialize)]
 struct Response<'a> {
     #[serde(default)]
-    errors: bool,
+    errors: Option<bool>,
     #[serde(borrow, default)]
     items: Option<&'a RawValue>,
 }
@@ -155,14 +183,28 @@ struct ItemError {
 }
 
 /// Reads a 200 bulk response for `sent` actions: `None` when every item succeeded, else each
-/// item's result in request order.
+/// item's result in request order. A response without `errors`, or whose items do not answer
+/// the actions one to one, is an error: nothing in it may be acknowledged.
 pub fn parse_items(body: &[u8], sent: usize) -> Result<Option<Vec<ItemResult>>, String> {
-    let resp: Response<'_> =
-        serde_json::from_slice(body).map_err(|e| format!("unreadable bulk response: {e}"))?;
-    if !resp.errors {
+    let snippet = || String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+    let resp: Response<'_> = serde_json::from_slice(body)
+        .map_err(|e| format!("unreadable bulk response ({e}): {}", snippet()))?;
+    let errors = resp
+        .errors
+        .ok_or_else(|| format!("bulk response without `errors`: {}", snippet()))?;
+    let items = resp
+        .items
+        .ok_or_else(|| format!("bulk response without `items`: {}", snippet()))?;
+    if !errors {
+        // Count the items without building them.
+        let n = serde_json::from_str::<Vec<serde::de::IgnoredAny>>(items.get())
+            .map_err(|e| format!("unreadable bulk response items: {e}"))?
+            .len();
+        if n != sent {
+            return Err(format!("bulk response has {n} items for {sent} actions"));
+        }
         return Ok(None);
     }
-    let items = resp.items.ok_or("bulk response has errors but no items")?;
     let items: Vec<std::collections::HashMap<String, Item>> = serde_json::from_str(items.get())
         .map_err(|e| format!("unreadable bulk response items: {e}"))?;
     if items.len() != sent {
@@ -198,6 +240,31 @@ mod tests {
     fn responses_without_errors_are_not_read_item_by_item() {
         assert_eq!(
             parse_items(br#"{"errors":false,"items":[{"index":{"status":201}}]}"#, 1),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn a_response_that_does_not_answer_every_action_acknowledges_nothing() {
+        for body in [
+            &br#"{}"#[..],
+            br#"{"took":3}"#,
+            br#"{"errors":false}"#,
+            br#"{"errors":false,"items":[]}"#,
+            br#"{"errors":false,"items":[{"index":{"status":201}}]}"#,
+            br#"<html>proxy</html>"#,
+        ] {
+            assert!(
+                parse_items(body, 2).is_err(),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        assert_eq!(
+            parse_items(
+                br#"{"errors":false,"items":[{"index":{"status":201}},{"delete":{"status":200}}]}"#,
+                2
+            ),
             Ok(None)
         );
     }

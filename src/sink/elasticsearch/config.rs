@@ -47,7 +47,7 @@ pub const OPTIONS: &[OptionDef] = &[
     OptionDef {
         name: "read.timeout.ms",
         default: Some("3000"),
-        doc: "Time to wait for a bulk response; a timeout is retried.",
+        doc: "Time to wait for a bulk response. A timeout is retried, and doubles the wait of later requests (up to 16×; prompt responses bring it back), so a slow Elasticsearch is not sent copies of a bulk it is still executing.",
     },
     OptionDef {
         name: "index.name",
@@ -87,7 +87,7 @@ pub const OPTIONS: &[OptionDef] = &[
     OptionDef {
         name: "behavior.on.malformed.documents",
         default: Some("fail"),
-        doc: "A document Elasticsearch rejects (`mapper_parsing_exception`, other 400s): `fail` the task, or `warn`/`ignore` (logged and counted as failed, not retried).",
+        doc: "A document Elasticsearch rejects as malformed (400 `mapper_parsing_exception`, `strict_dynamic_mapping_exception`, `document_parsing_exception`, `illegal_argument_exception`, `action_request_validation_exception`): `fail` the task, or `warn`/`ignore` (logged, counted as failed, offset committed). Any other refusal (no permission, missing index…) fails the task whatever this says.",
     },
     OptionDef {
         name: "add.fields",

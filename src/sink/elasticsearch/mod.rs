@@ -14,6 +14,7 @@ pub mod retry;
 
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -50,6 +51,9 @@ struct Shared {
     metrics: Arc<Metrics>,
     /// Why requests are failing right now, for status.
     trouble: Mutex<Option<String>>,
+    /// Bulk responses wait `read.timeout.ms` × 2^this: raised by each timeout (up to 4), lowered
+    /// by each prompt response.
+    slow: AtomicU32,
 }
 
 pub struct ElasticsearchSink {
@@ -85,6 +89,7 @@ impl ElasticsearchSink {
                 client,
                 metrics,
                 trouble: Mutex::new(None),
+                slow: AtomicU32::new(0),
             }),
             lanes,
             hasher: Default::default(),
@@ -271,10 +276,30 @@ async fn write(shared: &Shared, batch: Sealed) -> Result<Vec<Ack>, SinkError> {
     let mut attempt = 0u32;
     while !todo.is_empty() {
         Metrics::add(&m.requests, 1);
-        let problem: String = match shared.client.bulk(body.clone()).await {
+        // Each timeout doubles the time later requests wait for their response (up to 16×): a
+        // slow Elasticsearch executes every copy it is sent, so resending at the same pace
+        // floods it. A prompt response brings the wait back down step by step.
+        let wait = cfg.read_timeout * (1 << shared.slow.load(Ordering::Relaxed).min(4));
+        let sent = Instant::now();
+        let result = shared.client.bulk(body.clone(), wait).await;
+        if result.is_ok() && sent.elapsed() < wait / 4 {
+            let _ = shared
+                .slow
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| s.checked_sub(1));
+        }
+        let problem: String = match result {
             Err(e) => {
-                m.retry("transport", todo.len() as u64);
-                format!("Elasticsearch unreachable: {}", e.0)
+                if e.timed_out {
+                    let _ = shared
+                        .slow
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
+                            Some((s + 1).min(4))
+                        });
+                    m.retry("timeout", todo.len() as u64);
+                } else {
+                    m.retry("transport", todo.len() as u64);
+                }
+                format!("Elasticsearch unreachable: {}", e.message)
             }
             Ok((status, resp)) => match retry::request(
                 status,
@@ -292,72 +317,83 @@ async fn write(shared: &Shared, batch: Sealed) -> Result<Vec<Ack>, SinkError> {
                     );
                     msg
                 }
-                RequestOutcome::Items => {
-                    let results =
-                        client::parse_items(&resp, todo.len()).map_err(SinkError::Fatal)?;
-                    let now = now_ms();
-                    let Some(results) = results else {
-                        Metrics::add(&m.written, todo.len() as u64);
-                        for &i in &todo {
-                            let o = &batch.items[i].origin;
-                            m.acknowledged(now, o.source_ts_ms, o.kafka_ts_ms);
-                        }
-                        break;
-                    };
-                    let mut again = Vec::new();
-                    let mut first_reason = None;
-                    for (&i, r) in todo.iter().zip(&results) {
-                        let item = &batch.items[i];
-                        match retry::item(
-                            item.is_delete,
-                            r.status,
-                            r.error_type.as_deref(),
-                            r.reason.as_deref(),
-                        ) {
-                            ItemOutcome::Written => {
-                                Metrics::add(&m.written, 1);
-                                m.acknowledged(
-                                    now,
-                                    item.origin.source_ts_ms,
-                                    item.origin.kafka_ts_ms,
-                                );
+                RequestOutcome::Items => match client::parse_items(&resp, todo.len()) {
+                    Err(e) => {
+                        // Nothing in it can be trusted: send the same items again.
+                        m.retry("bad_response", todo.len() as u64);
+                        e
+                    }
+                    Ok(results) => {
+                        let now = now_ms();
+                        let Some(results) = results else {
+                            Metrics::add(&m.written, todo.len() as u64);
+                            for &i in &todo {
+                                let o = &batch.items[i].origin;
+                                m.acknowledged(now, o.source_ts_ms, o.kafka_ts_ms);
                             }
-                            ItemOutcome::Stale => Metrics::add(&m.stale, 1),
-                            ItemOutcome::Retry(why) => {
-                                m.retry(
-                                    if r.status == 429 {
-                                        "item_429"
-                                    } else {
-                                        "item_5xx"
-                                    },
-                                    1,
-                                );
-                                first_reason.get_or_insert(why);
-                                again.push(i);
-                            }
-                            ItemOutcome::Reject(why) => {
-                                let msg = format!(
-                                    "Elasticsearch rejected document `{}` of index `{}` ({}): {why}",
-                                    item.id, item.index, item.origin
-                                );
-                                if cfg.fail_on_malformed {
-                                    return Err(SinkError::Record(msg));
+                            break;
+                        };
+                        let mut again = Vec::new();
+                        let mut first_reason = None;
+                        for (&i, r) in todo.iter().zip(&results) {
+                            let item = &batch.items[i];
+                            match retry::item(
+                                item.is_delete,
+                                r.status,
+                                r.error_type.as_deref(),
+                                r.reason.as_deref(),
+                            ) {
+                                ItemOutcome::Written => {
+                                    Metrics::add(&m.written, 1);
+                                    m.acknowledged(
+                                        now,
+                                        item.origin.source_ts_ms,
+                                        item.origin.kafka_ts_ms,
+                                    );
                                 }
-                                warn!("{msg} (skipped: behavior.on.malformed.documents)");
-                                Metrics::add(&m.failed, 1);
+                                ItemOutcome::Stale => Metrics::add(&m.stale, 1),
+                                ItemOutcome::Retry(why) => {
+                                    m.retry(
+                                        if r.status == 429 {
+                                            "item_429"
+                                        } else {
+                                            "item_5xx"
+                                        },
+                                        1,
+                                    );
+                                    first_reason.get_or_insert(why);
+                                    again.push(i);
+                                }
+                                ItemOutcome::Malformed(why) => {
+                                    let msg = format!(
+                                        "Elasticsearch rejected document `{}` of index `{}` ({}): {why}",
+                                        item.id, item.index, item.origin
+                                    );
+                                    if cfg.fail_on_malformed {
+                                        return Err(SinkError::Record(msg));
+                                    }
+                                    warn!("{msg} (skipped: behavior.on.malformed.documents)");
+                                    Metrics::add(&m.failed, 1);
+                                }
+                                ItemOutcome::Fail(why) => {
+                                    return Err(SinkError::Record(format!(
+                                        "Elasticsearch refused to write document `{}` of index `{}` ({}): {why}",
+                                        item.id, item.index, item.origin
+                                    )));
+                                }
                             }
                         }
+                        if again.is_empty() {
+                            break;
+                        }
+                        body = batch.body_of(&again);
+                        todo = again;
+                        format!(
+                            "bulk items rejected, retrying: {}",
+                            first_reason.unwrap_or_default()
+                        )
                     }
-                    if again.is_empty() {
-                        break;
-                    }
-                    body = batch.body_of(&again);
-                    todo = again;
-                    format!(
-                        "bulk items rejected, retrying: {}",
-                        first_reason.unwrap_or_default()
-                    )
-                }
+                },
             },
         };
         attempt += 1;

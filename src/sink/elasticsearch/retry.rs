@@ -8,9 +8,22 @@ pub enum ItemOutcome {
     Stale,
     /// Try this item again later; the text says why (for metrics and status).
     Retry(String),
-    /// Elasticsearch will never take this document as it is.
-    Reject(String),
+    /// Elasticsearch will never take this document as it is (a mapping or argument problem):
+    /// `behavior.on.malformed.documents` decides.
+    Malformed(String),
+    /// Anything else (no permission, no such index…): never acknowledged; the task fails.
+    Fail(String),
 }
+
+/// The error types the Confluent sink counts as malformed documents (its `MALFORMED_DOC_ERRORS`):
+/// only these may be skipped under `behavior.on.malformed.documents=warn|ignore`.
+const MALFORMED: &[&str] = &[
+    "strict_dynamic_mapping_exception",
+    "mapper_parsing_exception",
+    "illegal_argument_exception",
+    "action_request_validation_exception",
+    "document_parsing_exception",
+];
 
 /// Classifies one item result (`status`, `error.type`, `error.reason`).
 pub fn item(
@@ -33,8 +46,13 @@ pub fn item(
         _ if error_type == Some("es_rejected_execution_exception") => {
             ItemOutcome::Retry(describe())
         }
+        // A read-only index (disk flood stage) or a cluster not yet recovered: it clears.
+        _ if error_type == Some("cluster_block_exception") => ItemOutcome::Retry(describe()),
         500..=599 => ItemOutcome::Retry(describe()),
-        _ => ItemOutcome::Reject(describe()),
+        400 if error_type.is_some_and(|t| MALFORMED.contains(&t)) => {
+            ItemOutcome::Malformed(describe())
+        }
+        _ => ItemOutcome::Fail(describe()),
     }
 }
 
@@ -89,12 +107,43 @@ mod tests {
                 Some("mapper_parsing_exception"),
                 Some("failed to parse field [a]")
             ),
-            ItemOutcome::Reject("400 mapper_parsing_exception: failed to parse field [a]".into())
+            ItemOutcome::Malformed(
+                "400 mapper_parsing_exception: failed to parse field [a]".into()
+            )
         );
         assert!(matches!(
-            item(false, 404, Some("index_not_found_exception"), None),
-            ItemOutcome::Reject(_)
+            item(false, 400, Some("document_parsing_exception"), None),
+            ItemOutcome::Malformed(_)
         ));
+    }
+
+    #[test]
+    fn operational_item_errors_are_never_malformed_documents() {
+        for (status, ty) in [
+            (404, "index_not_found_exception"),
+            (401, "security_exception"),
+            (403, "security_exception"),
+            (400, "invalid_index_name_exception"),
+            (404, "type_missing_exception"),
+        ] {
+            assert!(
+                matches!(item(false, status, Some(ty), None), ItemOutcome::Fail(_)),
+                "{status} {ty}"
+            );
+        }
+        for status in [403, 429] {
+            assert!(matches!(
+                item(
+                    false,
+                    status,
+                    Some("cluster_block_exception"),
+                    Some(
+                        "index [i] blocked by: [TOO_MANY_REQUESTS/12/disk usage exceeded flood-stage watermark, index has read-only-allow-delete block]"
+                    )
+                ),
+                ItemOutcome::Retry(_)
+            ));
+        }
     }
 
     #[test]
