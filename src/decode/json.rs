@@ -347,7 +347,9 @@ pub(crate) fn write_value(
             })?;
             match (scale, value) {
                 (Some(s), Some(v)) => {
-                    write_decimal(v, int(s, "a decimal scale")? as i32, opts, out)?
+                    let scale = i32::try_from(int(s, "a decimal scale")?)
+                        .map_err(|_| format!("decimal scale {s} is out of range"))?;
+                    write_decimal(v, scale, opts, out)?
                 }
                 _ => {
                     return Err(format!(
@@ -451,10 +453,9 @@ fn write_decimal(raw: &str, scale: i32, opts: &Options, out: &mut Vec<u8>) -> Re
     }
     if raw.starts_with('"') {
         let bytes = bytes_of(raw, "a decimal")?;
-        semantic::decimal_digits(out, &bytes, scale);
+        semantic::decimal_digits(out, &bytes, scale)?;
     } else {
-        let digits = semantic::plain_number(raw)
-            .ok_or_else(|| format!("expected a decimal, got `{raw}`"))?;
+        let digits = semantic::plain_number(raw)?;
         out.extend_from_slice(digits.as_bytes());
     }
     if !opts.decimal_as_number {

@@ -149,9 +149,24 @@ pub fn timestamp(out: &mut Vec<u8>, value: i64, unit: TimeUnit) {
     out.extend_from_slice(b"Z\"");
 }
 
+/// The largest decimal scale, either way: PostgreSQL's `numeric` has up to 131 072 digits
+/// before the point and 16 383 after. A scale from the data beyond it is refused: it would
+/// make the sink write that many zeros.
+pub const MAX_SCALE: i64 = 131_072;
+
+fn check_scale(scale: i64) -> Result<(), String> {
+    if scale.abs() > MAX_SCALE {
+        return Err(format!(
+            "decimal scale {scale} is out of range (at most ±{MAX_SCALE})"
+        ));
+    }
+    Ok(())
+}
+
 /// Writes the unscaled two's-complement big-endian integer `bytes` with `scale` decimals as
 /// plain decimal digits (`"39.98"`, `"-0.05"`, `"1200"` for a negative scale).
-pub fn decimal_digits(out: &mut Vec<u8>, bytes: &[u8], scale: i32) {
+pub fn decimal_digits(out: &mut Vec<u8>, bytes: &[u8], scale: i32) -> Result<(), String> {
+    check_scale(i64::from(scale))?;
     let negative = bytes.first().is_some_and(|b| b & 0x80 != 0);
     if bytes.len() <= 15 {
         // Fits an i128 with room to negate: no allocation.
@@ -162,7 +177,7 @@ pub fn decimal_digits(out: &mut Vec<u8>, bytes: &[u8], scale: i32) {
             });
         let mut buf = [0u8; 40];
         write_scaled(out, v < 0, digits(&mut buf, v.unsigned_abs()), scale);
-        return;
+        return Ok(());
     }
     // Magnitude as big-endian bytes.
     let mut mag: Vec<u8> = if negative {
@@ -180,6 +195,7 @@ pub fn decimal_digits(out: &mut Vec<u8>, bytes: &[u8], scale: i32) {
     };
     let digits = magnitude_to_decimal(&mut mag);
     write_scaled(out, negative && digits != "0", &digits, scale);
+    Ok(())
 }
 
 /// Big-endian unsigned magnitude to decimal digits (repeated division by 10^9).
@@ -217,6 +233,7 @@ fn magnitude_to_decimal(mag: &mut [u8]) -> String {
 }
 
 /// Places the decimal point `scale` digits from the right of `digits` (no sign, no point).
+/// `scale` is within ±[`MAX_SCALE`].
 fn write_scaled(out: &mut Vec<u8>, negative: bool, digits: &str, scale: i32) {
     if negative {
         out.push(b'-');
@@ -242,22 +259,30 @@ fn write_scaled(out: &mut Vec<u8>, negative: bool, digits: &str, scale: i32) {
 }
 
 /// Rewrites a JSON number's text (`1.2345e+32`, `-0.5`, `12`) as plain exact decimal digits,
-/// without exponent. Returns `None` when `text` is not a JSON number.
-pub fn plain_number(text: &str) -> Option<String> {
+/// without exponent. An error when `text` is not a JSON number, or its exponent would make
+/// more than [`MAX_SCALE`] digits.
+pub fn plain_number(text: &str) -> Result<String, String> {
+    let not_a_number = || format!("expected a decimal, got `{text}`");
     let (negative, rest) = match text.strip_prefix('-') {
         Some(r) => (true, r),
         None => (false, text),
     };
     let (mantissa, exp) = match rest.find(['e', 'E']) {
-        Some(i) => (&rest[..i], rest[i + 1..].parse::<i32>().ok()?),
+        Some(i) => (
+            &rest[..i],
+            rest[i + 1..].parse::<i64>().map_err(|_| not_a_number())?,
+        ),
         None => (rest, 0),
     };
     let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
     if int.is_empty() || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
-        return None;
+        return Err(not_a_number());
     }
+    let scale = (frac.len() as i64)
+        .checked_sub(exp)
+        .ok_or_else(not_a_number)?;
+    check_scale(scale)?;
     let mut digits: String = format!("{int}{frac}");
-    let scale = frac.len() as i32 - exp;
     // Strip leading zeros of the unscaled value.
     let trimmed = digits.trim_start_matches('0');
     digits = if trimmed.is_empty() {
@@ -266,8 +291,8 @@ pub fn plain_number(text: &str) -> Option<String> {
         trimmed.into()
     };
     let mut out = Vec::new();
-    write_scaled(&mut out, negative && digits != "0", &digits, scale);
-    String::from_utf8(out).ok()
+    write_scaled(&mut out, negative && digits != "0", &digits, scale as i32);
+    String::from_utf8(out).map_err(|_| not_a_number())
 }
 
 /// `io.debezium.data.geometry.Point` (x, y as JSON number text) → `{"lat": y, "lon": x}`, an
@@ -359,39 +384,59 @@ mod tests {
     }
 
     #[test]
+    fn decimal_scales_and_exponents_from_the_data_are_bounded() {
+        let mut out = Vec::new();
+        assert!(decimal_digits(&mut out, &[1], i32::MAX).is_err());
+        assert!(decimal_digits(&mut out, &[1], i32::MIN).is_err());
+        assert!(decimal_digits(&mut out, &[1], -131_073).is_err());
+        assert!(out.is_empty(), "nothing written for a refused value");
+        assert!(decimal_digits(&mut out, &[1], 16_383).is_ok());
+        assert_eq!(out.len(), 16_385);
+        for text in [
+            "1e2147483647",
+            "1e-2147483648",
+            "1e99999999999999999999",
+            "1e200000",
+        ] {
+            assert!(plain_number(text).is_err(), "{text}");
+        }
+        assert_eq!(plain_number("1e3").as_deref(), Ok("1000"));
+    }
+
+    #[test]
     fn decimals_from_twos_complement_bytes() {
-        assert_eq!(s(|o| decimal_digits(o, &[0x0f, 0x9e], 2)), "39.98");
-        assert_eq!(s(|o| decimal_digits(o, &[0x0b, 0xb7], 2)), "29.99");
-        assert_eq!(s(|o| decimal_digits(o, &[0xff, 0xfb], 2)), "-0.05");
-        assert_eq!(s(|o| decimal_digits(o, &[0x00], 3)), "0.000");
-        assert_eq!(s(|o| decimal_digits(o, &[0x0c], -2)), "1200");
-        assert_eq!(s(|o| decimal_digits(o, &[0x80], 0)), "-128");
+        assert_eq!(s(|o| decimal_digits(o, &[0x0f, 0x9e], 2).unwrap()), "39.98");
+        assert_eq!(s(|o| decimal_digits(o, &[0x0b, 0xb7], 2).unwrap()), "29.99");
+        assert_eq!(s(|o| decimal_digits(o, &[0xff, 0xfb], 2).unwrap()), "-0.05");
+        assert_eq!(s(|o| decimal_digits(o, &[0x00], 3).unwrap()), "0.000");
+        assert_eq!(s(|o| decimal_digits(o, &[0x0c], -2).unwrap()), "1200");
+        assert_eq!(s(|o| decimal_digits(o, &[0x80], 0).unwrap()), "-128");
         // 2^160 needs the wide path; so does its negation.
         let mut big = vec![0x01];
         big.extend([0u8; 20]);
         assert_eq!(
-            s(|o| decimal_digits(o, &big, 0)),
+            s(|o| decimal_digits(o, &big, 0).unwrap()),
             "1461501637330902918203684832716283019655932542976"
         );
         let mut neg = vec![0xff];
         neg.extend([0u8; 20]);
         assert_eq!(
-            s(|o| decimal_digits(o, &neg, 10)),
+            s(|o| decimal_digits(o, &neg, 10).unwrap()),
             "-146150163733090291820368483271628301965.5932542976"
         );
     }
 
     #[test]
     fn json_numbers_become_plain_decimal_text() {
-        assert_eq!(plain_number("39.98").as_deref(), Some("39.98"));
+        assert_eq!(plain_number("39.98").as_deref(), Ok("39.98"));
         assert_eq!(
             plain_number("1.2345678987654322e+32").as_deref(),
-            Some("123456789876543220000000000000000")
+            Ok("123456789876543220000000000000000")
         );
-        assert_eq!(plain_number("-5E-3").as_deref(), Some("-0.005"));
-        assert_eq!(plain_number("0").as_deref(), Some("0"));
-        assert_eq!(plain_number("-0.0").as_deref(), Some("0.0"));
-        assert_eq!(plain_number("abc"), None);
+        assert_eq!(plain_number("-5E-3").as_deref(), Ok("-0.005"));
+        assert_eq!(plain_number("0").as_deref(), Ok("0"));
+        assert_eq!(plain_number("-0.0").as_deref(), Ok("0.0"));
+        assert!(plain_number("abc").is_err());
     }
 
     #[test]

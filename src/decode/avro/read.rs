@@ -121,14 +121,20 @@ fn write_float(out: &mut Vec<u8>, text: String, finite: bool) {
     }
 }
 
-fn write_decimal(out: &mut Vec<u8>, bytes: &[u8], scale: i32, opts: &Options) {
+fn write_decimal(
+    out: &mut Vec<u8>,
+    bytes: &[u8],
+    scale: i32,
+    opts: &Options,
+) -> Result<(), String> {
     if !opts.decimal_as_number {
         out.push(b'"');
     }
-    semantic::decimal_digits(out, bytes, scale);
+    semantic::decimal_digits(out, bytes, scale)?;
     if !opts.decimal_as_number {
         out.push(b'"');
     }
+    Ok(())
 }
 
 /// Reads one value by `plan` and writes it as JSON into `out`.
@@ -160,11 +166,11 @@ pub fn write(
             Ok(())
         }
         (Node::Bytes, Conv::Decimal { scale }) => {
-            write_decimal(out, r.bytes()?, *scale, opts);
+            write_decimal(out, r.bytes()?, *scale, opts)?;
             Ok(())
         }
         (Node::Fixed(n), Conv::Decimal { scale }) => {
-            write_decimal(out, r.take(*n)?, *scale, opts);
+            write_decimal(out, r.take(*n)?, *scale, opts)?;
             Ok(())
         }
         (Node::String, Conv::Decimal { .. }) => {
@@ -202,7 +208,7 @@ pub fn write(
                 }
             }
             match (scale, value) {
-                (Some(s), Some(v)) => write_decimal(out, v, s, opts),
+                (Some(s), Some(v)) => write_decimal(out, v, s, opts)?,
                 _ => return Err("a VariableScaleDecimal without scale or value".into()),
             }
             Ok(())
@@ -306,10 +312,15 @@ fn write_plain(
 }
 
 /// Array and map items come in blocks: a count (negative: followed by a byte size), 0 ends.
+/// The count comes from the data: items that take no bytes (nulls, empty records) would let a
+/// forged count loop and write without end, so no array or map may have more items than
+/// [`MAX_ITEMS_PER_BYTE`] per byte left in the record (plus a few).
 fn blocks(
     r: &mut Reader<'_>,
     mut item: impl FnMut(&mut Reader<'_>) -> Result<(), String>,
 ) -> Result<(), String> {
+    let limit = r.remaining().saturating_mul(MAX_ITEMS_PER_BYTE) + 64;
+    let mut total = 0usize;
     loop {
         let mut n = r.long()?;
         if n == 0 {
@@ -319,11 +330,21 @@ fn blocks(
             n = n.checked_neg().ok_or("bad Avro block count")?;
             r.long()?;
         }
+        total = usize::try_from(n)
+            .ok()
+            .and_then(|n| total.checked_add(n))
+            .filter(|t| *t <= limit)
+            .ok_or_else(|| {
+                format!("Avro block of {n} items is larger than the record could hold")
+            })?;
         for _ in 0..n {
             item(r)?;
         }
     }
 }
+
+/// See [`blocks`].
+const MAX_ITEMS_PER_BYTE: usize = 8;
 
 /// Reads past one value.
 pub fn skip(r: &mut Reader<'_>, plan: &Plan) -> Result<(), String> {
@@ -368,6 +389,37 @@ mod tests {
             assert_eq!(Reader::new(&zz(v)).long().unwrap(), v);
         }
         assert!(Reader::new(&[0x80]).long().is_err());
+    }
+
+    #[test]
+    fn a_forged_block_count_of_empty_items_is_an_error_not_an_endless_loop() {
+        let plan = compile(
+            r#"{"type":"record","name":"r","fields":[{"name":"n","type":{"type":"array","items":"null"}}]}"#,
+        )
+        .unwrap();
+        let mut data = zz(i64::MAX / 2);
+        data.extend(zz(0));
+        let mut out = Vec::new();
+        let err = write(
+            &mut Reader::new(&data),
+            &plan,
+            &Options::default(),
+            &mut out,
+        )
+        .unwrap_err();
+        assert!(err.contains("larger than the record could hold"), "{err}");
+        // A small array of nulls is fine.
+        let mut data = zz(3);
+        data.extend(zz(0));
+        let mut out = Vec::new();
+        write(
+            &mut Reader::new(&data),
+            &plan,
+            &Options::default(),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), r#"{"n":[null,null,null]}"#);
     }
 
     #[test]
