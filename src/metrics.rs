@@ -22,6 +22,8 @@ pub struct Metrics {
     skipped: Mutex<BTreeMap<&'static str, u64>>,
     /// Retries, by reason (`transport`, `http_429`, `http_5xx`, `item_429`, `item_5xx`…).
     retries: Mutex<BTreeMap<&'static str, u64>>,
+    /// Stale writes by `topic/partition`.
+    stale_by_partition: Mutex<BTreeMap<String, u64>>,
     /// Freshness of acknowledged writes: source commit (`source.ts_ms`) → sink acknowledgement.
     pub source_to_sink: Histogram,
     /// Debezium's share: source commit → the record's Kafka timestamp.
@@ -108,6 +110,8 @@ pub struct Snapshot {
     pub requests: u64,
     pub skipped: BTreeMap<String, u64>,
     pub retries: BTreeMap<String, u64>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub stale_by_partition: BTreeMap<String, u64>,
     pub source_to_sink: Latency,
     pub source_to_kafka: Latency,
     pub kafka_to_sink: Latency,
@@ -130,6 +134,14 @@ impl Metrics {
         }
     }
 
+    /// Counts `n` stale writes of `topic` partition `partition`.
+    pub fn stale_in(&self, topic: &str, partition: i32, n: u64) {
+        Self::add(&self.stale, n);
+        if let Ok(mut m) = self.stale_by_partition.lock() {
+            *m.entry(format!("{topic}/{partition}")).or_default() += n;
+        }
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let copy = |m: &Mutex<BTreeMap<&'static str, u64>>| {
@@ -145,6 +157,11 @@ impl Metrics {
             requests: load(&self.requests),
             skipped: copy(&self.skipped),
             retries: copy(&self.retries),
+            stale_by_partition: self
+                .stale_by_partition
+                .lock()
+                .map(|m| m.clone())
+                .unwrap_or_default(),
             source_to_sink: self.source_to_sink.latency(),
             source_to_kafka: self.source_to_kafka.latency(),
             kafka_to_sink: self.kafka_to_sink.latency(),

@@ -345,7 +345,8 @@ mod tests {
             (u.on_delete, u.keep_tombstones)
         };
         // (options, what becomes of the delete event, whether Debezium's tombstone goes on)
-        let table: &[(&[(&str, &str)], (UnwrapDelete, bool))] = &[
+        type Case<'a> = (&'a [(&'a str, &'a str)], (UnwrapDelete, bool));
+        let table: &[Case<'_>] = &[
             (&[], (AsNull, false)),
             (
                 &[("transforms.unwrap.delete.handling.mode", "drop")],

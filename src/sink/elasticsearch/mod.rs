@@ -11,6 +11,7 @@ pub mod config;
 pub mod deletes;
 pub mod mapping;
 pub mod retry;
+pub mod stale;
 
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hash, Hasher};
@@ -51,6 +52,8 @@ struct Shared {
     metrics: Arc<Metrics>,
     /// Why requests are failing right now, for status.
     trouble: Mutex<Option<String>>,
+    /// Stale writes per partition, and the warning when they dominate.
+    stale: Mutex<stale::StaleWatch>,
     /// Bulk responses wait `read.timeout.ms` × 2^this: raised by each timeout (up to 4), lowered
     /// by each prompt response.
     slow: AtomicU32,
@@ -90,6 +93,7 @@ impl ElasticsearchSink {
                 metrics,
                 trouble: Mutex::new(None),
                 slow: AtomicU32::new(0),
+                stale: Mutex::new(stale::StaleWatch::default()),
             }),
             lanes,
             hasher: Default::default(),
@@ -274,6 +278,25 @@ async fn write(shared: &Shared, batch: Sealed) -> Result<Vec<Ack>, SinkError> {
     let mut todo: Vec<usize> = (0..batch.items.len()).collect();
     let mut body = batch.body.clone();
     let mut attempt = 0u32;
+    // (topic, partition) → (written, stale), for the stale watch.
+    let mut tally: Vec<(Arc<str>, i32, u64, u64)> = Vec::new();
+    let mut count = |o: &batch::Origin, stale: bool| {
+        let i = match tally
+            .iter()
+            .position(|(t, p, _, _)| *p == o.partition && *t == o.topic)
+        {
+            Some(i) => i,
+            None => {
+                tally.push((o.topic.clone(), o.partition, 0, 0));
+                tally.len() - 1
+            }
+        };
+        if stale {
+            tally[i].3 += 1;
+        } else {
+            tally[i].2 += 1;
+        }
+    };
     while !todo.is_empty() {
         Metrics::add(&m.requests, 1);
         // Each timeout doubles the time later requests wait for their response (up to 16×): a
@@ -330,6 +353,7 @@ async fn write(shared: &Shared, batch: Sealed) -> Result<Vec<Ack>, SinkError> {
                             for &i in &todo {
                                 let o = &batch.items[i].origin;
                                 m.acknowledged(now, o.source_ts_ms, o.kafka_ts_ms);
+                                count(o, false);
                             }
                             break;
                         };
@@ -350,8 +374,12 @@ async fn write(shared: &Shared, batch: Sealed) -> Result<Vec<Ack>, SinkError> {
                                         item.origin.source_ts_ms,
                                         item.origin.kafka_ts_ms,
                                     );
+                                    count(&item.origin, false);
                                 }
-                                ItemOutcome::Stale => Metrics::add(&m.stale, 1),
+                                ItemOutcome::Stale => {
+                                    m.stale_in(&item.origin.topic, item.origin.partition, 1);
+                                    count(&item.origin, true);
+                                }
                                 ItemOutcome::Retry(why) => {
                                     m.retry(
                                         if r.status == 429 {
@@ -418,6 +446,14 @@ async fn write(shared: &Shared, batch: Sealed) -> Result<Vec<Ack>, SinkError> {
         && let Ok(mut t) = shared.trouble.lock()
     {
         *t = None;
+    }
+    if let Ok(mut watch) = shared.stale.lock() {
+        let now = Instant::now();
+        for (topic, partition, written, stale) in &tally {
+            if let Some(warning) = watch.record(topic, *partition, *written, *stale, now) {
+                warn!("{warning}");
+            }
+        }
     }
     Ok(batch.acks)
 }
