@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::support::committed::{self, assert_versions};
 use crate::support::history::{self, Options};
 use crate::support::kafka;
 use crate::support::proxy::{Faults, Proxy};
@@ -42,7 +43,9 @@ fn failing_and_unreachable_elasticsearch_still_converges_with_bounded_memory() {
     );
     thread::sleep(Duration::from_secs(3));
 
-    // Elasticsearch unreachable for 30 s, while the rest of the history arrives.
+    // Elasticsearch unreachable for 30 s, while the rest of the history arrives. The committed
+    // offsets may not run ahead of what Elasticsearch holds meanwhile.
+    let watch = committed::watch(&topic, &topic, 4, &group, &h.log);
     proxy.refuse();
     kafka::produce(&topic, rest);
     let start = Instant::now();
@@ -51,10 +54,18 @@ fn failing_and_unreachable_elasticsearch_still_converges_with_bounded_memory() {
         rss.extend(w.rss_kib());
         thread::sleep(Duration::from_millis(500));
     }
+    let committed_while_down = kafka::committed(&group, &topic, 4);
     w.wait_log("Elasticsearch unreachable", Duration::from_secs(5));
     proxy.resume();
 
     wait_converged(&topic, &h.expected, &group, 4, Duration::from_secs(300));
+    assert!(watch.finish() > 10);
+    assert_versions(&topic, &h.versions);
+    assert!(
+        committed_while_down.values().sum::<i64>()
+            < kafka::end_offsets(&topic, 4).values().sum::<i64>(),
+        "everything was committed while Elasticsearch was unreachable: {committed_while_down:?}"
+    );
     let s = proxy.stats();
     let (req, failed_req) = (
         s.requests.load(Ordering::Relaxed),
@@ -123,6 +134,7 @@ fn a_slow_elasticsearch_is_waited_for_not_flooded_with_copies() {
         ],
     );
     wait_converged(&topic, &h.expected, &group, 4, Duration::from_secs(180));
+    assert_versions(&topic, &h.versions);
     let requests = proxy.stats().requests.load(Ordering::Relaxed);
     // Two lanes, each: a first try and a few retries while the wait grows (2 s, 4 s, 8 s).
     assert!(

@@ -11,6 +11,7 @@ mod avro;
 mod bad_input;
 mod compose;
 mod crash;
+mod deletes;
 mod docs;
 mod faults;
 mod fixtures;

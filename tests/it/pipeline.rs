@@ -127,6 +127,7 @@ fn generated_history_converges_and_commits_every_offset() {
         &[("behavior.on.null.values", "delete")],
     );
     wait_converged(&topic, &h.expected, &group, 4, Duration::from_secs(180));
+    crate::support::committed::assert_versions(&topic, &h.versions);
     let log = w.log_text();
     assert!(w.stop().success());
     assert!(!log.contains("task failed"), "{log}");

@@ -58,10 +58,31 @@ impl Default for Options {
 
 pub struct History {
     pub records: Vec<Rec>,
+    /// What each record of `records` is (same order).
+    pub log: Vec<Logged>,
     /// Document id (`tenant|id`) → the document Elasticsearch must end with.
     pub expected: BTreeMap<String, Value>,
+    /// Document id → the version it must end with: the source position of its row's last
+    /// change (docs/versions.md: binlog file index << 40 | pos + row).
+    pub versions: BTreeMap<String, u64>,
     /// Changes (not counting tombstones and replays).
     pub changes: usize,
+}
+
+/// One record of a history, as the checks need it.
+#[derive(Debug, Clone)]
+pub struct Logged {
+    pub partition: i32,
+    pub id: String,
+    /// The record deletes the row (a `d` event or its tombstone).
+    pub delete: bool,
+    /// The version the change carries (a tombstone: its delete's).
+    pub version: u64,
+}
+
+/// The version of a MySQL change at binlog `file`:`pos`, row `row`.
+pub fn mysql_version(file: u32, pos: u64, row: usize) -> u64 {
+    u64::from(file) << 40 | (pos + row as u64)
 }
 
 fn key_schema() -> Value {
@@ -164,6 +185,8 @@ pub fn generate(seed: u64, o: &Options) -> History {
     let value_schema = value_schema();
     let mut table: BTreeMap<(usize, i32), Row> = BTreeMap::new();
     let mut records: Vec<Rec> = Vec::new();
+    let mut log: Vec<Logged> = Vec::new();
+    let mut versions: BTreeMap<String, u64> = BTreeMap::new();
     let (mut file, mut pos, mut ts_ms) = (3u32, 4u64, 1_700_000_000_000i64);
     let mut changes = 0;
     let mut replayed = o.replay == 0;
@@ -212,20 +235,31 @@ pub fn generate(seed: u64, o: &Options) -> History {
                 (key.clone(), payload)
             };
             let partition = partition_of(&key_text, o.partitions);
+            let version = mysql_version(file, pos, row);
+            let logged = Logged {
+                partition,
+                id: key_text.clone(),
+                delete: op == "d",
+                version,
+            };
             records.push(Rec {
                 partition,
                 key: Some(key_json.to_string()),
                 value: Some(value_json.to_string()),
             });
+            log.push(logged.clone());
             if op == "d" {
                 records.push(Rec {
                     partition,
                     key: Some(key_json.to_string()),
                     value: None,
                 });
+                log.push(logged);
                 table.remove(&k);
+                versions.remove(&key_text);
             } else if let Some(r) = after {
                 table.insert(k, r);
+                versions.insert(key_text.clone(), version);
             }
             changes += 1;
             if changes % o.rollover_every == 0 {
@@ -238,6 +272,8 @@ pub fn generate(seed: u64, o: &Options) -> History {
                 let from = records.len().saturating_sub(o.replay);
                 let again: Vec<Rec> = records[from..].to_vec();
                 records.extend(again);
+                let again: Vec<Logged> = log[from..].to_vec();
+                log.extend(again);
             }
         }
     }
@@ -247,7 +283,9 @@ pub fn generate(seed: u64, o: &Options) -> History {
         .collect();
     History {
         records,
+        log,
         expected,
+        versions,
         changes,
     }
 }

@@ -141,9 +141,19 @@ pub fn committed(group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64
     for p in 0..partitions {
         tpl.add_partition(topic, p);
     }
-    let got = c
-        .committed_offsets(tpl, TIMEOUT)
-        .expect("committed offsets");
+    // A group coordinator that is loading or moving answers with a retriable error.
+    let mut tries = 0;
+    let got = loop {
+        match c.committed_offsets(tpl.clone(), TIMEOUT) {
+            Ok(got) => break got,
+            Err(e) if tries < 20 => {
+                tries += 1;
+                eprintln!("committed offsets of {group} (retrying): {e}");
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            Err(e) => panic!("committed offsets of {group}: {e}"),
+        }
+    };
     got.elements()
         .iter()
         .filter_map(|e| match e.offset() {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod avro;
+pub mod committed;
 pub mod es;
 pub mod history;
 pub mod http;

@@ -27,14 +27,25 @@ pub fn connector_file(name: &str, config: &Value) -> PathBuf {
 impl Worker {
     /// Starts a worker on the shared Kafka with the given connector file.
     pub fn start(connector: &PathBuf) -> Worker {
+        Worker::start_with(&[connector], &[])
+    }
+
+    /// Starts a worker running several connectors, with extra environment variables.
+    pub fn start_with(connectors: &[&PathBuf], env: &[(&str, &str)]) -> Worker {
         let log = std::env::temp_dir().join(format!("cdc-sink-worker-{}.log", fastrand::u32(..)));
         let out = File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_cdc-sink"))
-            .args(["run", "--connector"])
-            .arg(connector)
-            .env("CDC_SINK_KAFKA__BOOTSTRAP_SERVERS", kafka())
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cdc-sink"));
+        cmd.arg("run");
+        for c in connectors {
+            cmd.arg("--connector").arg(c);
+        }
+        cmd.env("CDC_SINK_KAFKA__BOOTSTRAP_SERVERS", kafka())
             .env("CDC_SINK_WORKER__OFFSET_FLUSH_INTERVAL_MS", "500")
-            .env("RUST_LOG", "info,cdc_sink=debug,librdkafka=warn")
+            .env("RUST_LOG", "info,cdc_sink=debug,librdkafka=warn");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)

@@ -1,0 +1,318 @@
+//! Deletes stay deleted, on the real broker and Elasticsearch: every ExtractNewRecordState delete
+//! and tombstone mode ends as the Confluent sink behind that transform would leave the index
+//! (versions included), and a restart between a delete event and its tombstone never loses the
+//! row created again after it.
+
+use std::collections::BTreeMap;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::kafka::{self, Rec};
+use crate::support::worker::{Worker, connector_file};
+use crate::support::{es, es_connector, servers, unique};
+
+/// The version of a change at binlog position `pos` of `mysql-bin.000001` (docs/versions.md).
+fn version(pos: u64) -> u64 {
+    1 << 40 | pos
+}
+
+fn row(id: i64, name: &str) -> Value {
+    json!({"id": id, "name": name})
+}
+
+/// A MySQL change event without schema: `op` on row `id` at binlog `pos`.
+fn change(
+    partition: i32,
+    id: i64,
+    op: &str,
+    pos: u64,
+    before: Option<Value>,
+    after: Option<Value>,
+) -> Rec {
+    let source = json!({"connector": "mysql", "name": "it", "ts_ms": 1_700_000_000_000i64, "db": "inventory",
+        "table": "customers", "file": "mysql-bin.000001", "pos": pos, "row": 0});
+    Rec {
+        partition,
+        key: Some(json!({"id": id}).to_string()),
+        value: Some(
+            json!({"before": before, "after": after, "source": source, "op": op}).to_string(),
+        ),
+    }
+}
+
+fn tombstone(partition: i32, id: i64) -> Rec {
+    Rec {
+        partition,
+        key: Some(json!({"id": id}).to_string()),
+        value: None,
+    }
+}
+
+/// Id → (version, source) of the index; waits until it holds `expected` (or panics with both).
+fn wait_index(index: &str, expected: &BTreeMap<String, (u64, Value)>, timeout: Duration) {
+    let start = Instant::now();
+    loop {
+        let docs = es::documents(index);
+        if &docs == expected {
+            return;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "{index}: expected {expected:?}\n got {docs:?}"
+        );
+        thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn every_delete_and_tombstone_mode_ends_as_the_confluent_sink_would() {
+    // A, B created; A deleted (and tombstoned); Z created and deleted within one batch.
+    let records = vec![
+        change(0, 1, "c", 100, None, Some(row(1, "a"))),
+        change(0, 2, "c", 200, None, Some(row(2, "b"))),
+        change(0, 1, "d", 300, Some(row(1, "a")), None),
+        tombstone(0, 1),
+        change(0, 9, "c", 400, None, Some(row(9, "z"))),
+        change(0, 9, "d", 410, Some(row(9, "z")), None),
+        tombstone(0, 9),
+    ];
+    let unwrap = |extra: &[(&'static str, &'static str)]| {
+        let mut v = vec![
+            ("transforms", "unwrap"),
+            (
+                "transforms.unwrap.type",
+                "io.debezium.transforms.ExtractNewRecordState",
+            ),
+        ];
+        v.extend_from_slice(extra);
+        v
+    };
+    let null_delete = ("behavior.on.null.values", "delete");
+    let live = |id: i64, name: &str, pos: u64| (id.to_string(), (version(pos), row(id, name)));
+    let soft = |id: i64, name: &str, pos: u64, deleted: bool| {
+        let mut doc = row(id, name);
+        doc["__deleted"] = json!(deleted);
+        (id.to_string(), (version(pos), doc))
+    };
+    let only_b: BTreeMap<_, _> = [live(2, "b", 200)].into();
+    let all_kept: BTreeMap<_, _> = [live(1, "a", 100), live(2, "b", 200), live(9, "z", 400)].into();
+    let soft_deleted: BTreeMap<_, _> = [
+        soft(1, "a", 300, true),
+        soft(2, "b", 200, false),
+        soft(9, "z", 410, true),
+    ]
+    .into();
+    type Case = (
+        Vec<(&'static str, &'static str)>,
+        BTreeMap<String, (u64, Value)>,
+    );
+    let cases: Vec<Case> = vec![
+        // No transform: a delete event deletes (delete.mode=hard), whatever tombstones do.
+        (vec![], only_b.clone()),
+        (vec![null_delete], only_b.clone()),
+        (vec![("delete.mode", "soft")], soft_deleted.clone()),
+        // Debezium 3.2's default mode (`tombstone`): the delete event becomes a null value.
+        (unwrap(&[null_delete]), only_b.clone()),
+        (unwrap(&[]), all_kept.clone()),
+        (
+            unwrap(&[
+                null_delete,
+                (
+                    "transforms.unwrap.delete.tombstone.handling.mode",
+                    "delete-to-tombstone",
+                ),
+            ]),
+            only_b.clone(),
+        ),
+        (
+            unwrap(&[
+                null_delete,
+                ("transforms.unwrap.delete.tombstone.handling.mode", "drop"),
+            ]),
+            all_kept.clone(),
+        ),
+        (
+            unwrap(&[(
+                "transforms.unwrap.delete.tombstone.handling.mode",
+                "rewrite",
+            )]),
+            soft_deleted.clone(),
+        ),
+        // Soft delete, then Debezium's tombstone deletes the document.
+        (
+            unwrap(&[
+                null_delete,
+                (
+                    "transforms.unwrap.delete.tombstone.handling.mode",
+                    "rewrite-with-tombstone",
+                ),
+            ]),
+            [soft(2, "b", 200, false)].into(),
+        ),
+        // Legacy options (Debezium before 3.2).
+        (
+            unwrap(&[
+                null_delete,
+                ("transforms.unwrap.delete.handling.mode", "none"),
+            ]),
+            only_b.clone(),
+        ),
+        (
+            unwrap(&[
+                null_delete,
+                ("transforms.unwrap.delete.handling.mode", "none"),
+                ("transforms.unwrap.drop.tombstones", "false"),
+            ]),
+            only_b.clone(),
+        ),
+        (
+            unwrap(&[
+                null_delete,
+                ("transforms.unwrap.delete.handling.mode", "drop"),
+                ("transforms.unwrap.drop.tombstones", "false"),
+            ]),
+            only_b.clone(),
+        ),
+        (
+            unwrap(&[
+                null_delete,
+                ("transforms.unwrap.delete.handling.mode", "drop"),
+            ]),
+            all_kept.clone(),
+        ),
+        (
+            unwrap(&[("transforms.unwrap.delete.handling.mode", "rewrite")]),
+            soft_deleted.clone(),
+        ),
+    ];
+    let mut files = Vec::new();
+    let mut checks = Vec::new();
+    for (options, expected) in cases {
+        let topic = unique("it-del");
+        kafka::create_topic(&topic, 1);
+        kafka::produce(&topic, &records);
+        let mut extra = options.clone();
+        // Z's create and delete share a batch.
+        extra.push(("linger.ms", "1000"));
+        files.push(connector_file(
+            &unique("it-del"),
+            &es_connector(&topic, &servers().es, &extra),
+        ));
+        checks.push((topic, options, expected));
+    }
+    let refs: Vec<&std::path::PathBuf> = files.iter().collect();
+    let w = Worker::start_with(&refs, &[]);
+    for (topic, options, expected) in &checks {
+        let start = Instant::now();
+        loop {
+            let docs = es::documents(topic);
+            if &docs == expected {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(90),
+                "with {options:?}: expected {expected:?}\n got {docs:?}"
+            );
+            thread::sleep(Duration::from_millis(300));
+        }
+    }
+    assert!(w.stop().success());
+}
+
+/// The crash of the issue "Never stale, never lost" (defect 3), made deterministic on 8
+/// partitions: row X is created and deleted; the worker stops; then come X's tombstone and X
+/// created again, which a second worker writes and is killed before committing them; a third
+/// worker starts from the committed offset. Had the commit landed between the delete and its
+/// tombstone, the tombstone would arrive without its delete, as an unversioned delete: it would
+/// remove the re-created X and push Elasticsearch's version past the re-create's, which would
+/// then be refused as stale: X lost. The worker therefore never commits between the two.
+#[test]
+fn a_restart_between_a_delete_and_its_tombstone_never_loses_the_recreated_row() {
+    const P: i32 = 8;
+    let topic = unique("it-del-restart");
+    kafka::create_topic(&topic, P);
+    let name = unique("it-del-restart");
+    let group = format!("connect-{name}");
+    let file = connector_file(
+        &name,
+        &es_connector(
+            &topic,
+            &servers().es,
+            // One action per bulk: no batch may merge the tombstone with the re-create.
+            &[("behavior.on.null.values", "delete"), ("batch.size", "1")],
+        ),
+    );
+    let id = |p: i32| 100 + i64::from(p);
+    let first: Vec<Rec> = (0..P)
+        .flat_map(|p| {
+            [
+                change(p, id(p), "c", 1000, None, Some(row(id(p), "first"))),
+                change(p, id(p), "d", 2000, Some(row(id(p), "first")), None),
+            ]
+        })
+        .collect();
+    kafka::produce(&topic, &first);
+
+    // 1. Create and delete, then a clean stop: the delete is written, but its offset is not
+    // committed past it until its tombstone is handled too.
+    let w = Worker::start(&file);
+    let start = Instant::now();
+    while kafka::committed(&group, &topic, P).values().sum::<i64>() < i64::from(P) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "nothing committed"
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    wait_index(&topic, &BTreeMap::new(), Duration::from_secs(30));
+    thread::sleep(Duration::from_secs(1));
+    assert!(w.stop().success());
+    let held: BTreeMap<i32, i64> = (0..P).map(|p| (p, 1)).collect();
+    assert_eq!(
+        kafka::committed(&group, &topic, P),
+        held,
+        "each partition's commit must stop at its delete event (offset 1), not between it and its tombstone"
+    );
+
+    // 2. The tombstone and the re-create, written by a worker that never commits (no periodic
+    // commit) and is killed.
+    let second: Vec<Rec> = (0..P)
+        .flat_map(|p| {
+            [
+                tombstone(p, id(p)),
+                change(p, id(p), "c", 3000, None, Some(row(id(p), "again"))),
+            ]
+        })
+        .collect();
+    kafka::produce(&topic, &second);
+    let recreated: BTreeMap<String, (u64, Value)> = (0..P)
+        .map(|p| (id(p).to_string(), (version(3000), row(id(p), "again"))))
+        .collect();
+    let w = Worker::start_with(
+        &[&file],
+        &[("CDC_SINK_WORKER__OFFSET_FLUSH_INTERVAL_MS", "3600000")],
+    );
+    wait_index(&topic, &recreated, Duration::from_secs(60));
+    w.kill();
+    assert_eq!(
+        kafka::committed(&group, &topic, P),
+        held,
+        "the killed worker committed"
+    );
+
+    // 3. Restart from the committed offsets: the replay must leave every re-created row.
+    let w = Worker::start(&file);
+    let end = kafka::end_offsets(&topic, P);
+    let start = Instant::now();
+    while kafka::committed(&group, &topic, P) != end {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "replay not committed"
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    wait_index(&topic, &recreated, Duration::from_secs(30));
+    assert!(w.stop().success());
+}
