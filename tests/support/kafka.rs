@@ -162,3 +162,41 @@ pub fn committed(group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64
         })
         .collect()
 }
+
+/// Every record of `topic` (partitions 0..`partitions`, up to their end offsets now): partition,
+/// key and value (`None`: tombstone), in offset order per partition.
+pub fn read_all(topic: &str, partitions: i32) -> Vec<(i32, Option<Vec<u8>>, Option<Vec<u8>>)> {
+    use rdkafka::Message as _;
+    let end = end_offsets(topic, partitions);
+    let c: BaseConsumer = config()
+        .set("group.id", "read-all")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let total: i64 = end.values().sum();
+    let mut out = Vec::new();
+    let start = std::time::Instant::now();
+    while (out.len() as i64) < total {
+        assert!(
+            start.elapsed() < TIMEOUT * 2,
+            "reading {topic}: {} of {total} records",
+            out.len()
+        );
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(200))
+            && m.offset() < end[&m.partition()]
+        {
+            out.push((
+                m.partition(),
+                m.key().map(<[u8]>::to_vec),
+                m.payload().map(<[u8]>::to_vec),
+            ));
+        }
+    }
+    out
+}

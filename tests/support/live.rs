@@ -211,3 +211,70 @@ pub fn maria_debezium(db: &str) -> Value {
         "bigint.unsigned.handling.mode": "precise",
     })
 }
+
+/// A psql session kept open (to hold a transaction across other events).
+pub struct PgSession {
+    child: std::process::Child,
+    db: String,
+}
+
+impl PgSession {
+    pub fn open(db: &str) -> PgSession {
+        let child = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &live().pg_port,
+                "-U",
+                "postgres",
+                "-d",
+                db,
+            ])
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("psql");
+        PgSession {
+            child,
+            db: db.to_string(),
+        }
+    }
+
+    pub fn send(&mut self, sql: &str) {
+        let stdin = self.child.stdin.as_mut().expect("psql stdin");
+        writeln!(stdin, "{sql}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Waits until the session's transaction is open and its statements done.
+    pub fn wait_idle_in_transaction(&self) {
+        let start = Instant::now();
+        let q = format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND state = 'idle in transaction';",
+            self.db
+        );
+        while pg("postgres", &q).trim() != "1" {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the transaction did not open"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Ends the session (what was sent is done).
+    pub fn close(mut self) {
+        drop(self.child.stdin.take());
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "psql session failed");
+    }
+}
+
+impl Drop for PgSession {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
