@@ -1,6 +1,6 @@
 //! cdc-sink: a Kafka Connect-style sink worker for Debezium change events.
 //!
-//! The data path (DESIGN §1), one module per stage:
+//! The data path (docs/design.md), one module per stage:
 //!
 //! * [`settings`] — worker settings (figment: defaults → TOML → env);
 //! * [`connector`] — connector configs: parsing, placeholders, validation, transforms;

@@ -1,5 +1,5 @@
 //! A connector task: one thread that polls its consumer, decodes each record, hands it to the
-//! sink, and commits the offsets of what the sink has written (DESIGN §1).
+//! sink, and commits the offsets of what the sink has written (docs/design.md).
 //!
 //! The thread owns everything; rebalance callbacks run on it too (inside `poll`), so they can
 //! finish in-flight writes and commit before partitions move. A task stops on shutdown (flush,

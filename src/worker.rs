@@ -1,7 +1,7 @@
 //! The worker: runs the tasks of its connectors, and stops them all on shutdown.
 //!
 //! Standalone mode: connectors come from `--connector` files. (The REST API and distributed
-//! mode of DESIGN §5 are not available yet.)
+//! mode are not available yet.)
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,4 +1,4 @@
-//! The single message transforms a ported Kafka Connect config may carry (DESIGN §3).
+//! The single message transforms a ported Kafka Connect config may carry (docs/design.md).
 //!
 //! Debezium's `ExtractNewRecordState` is native here (the connector always writes the row
 //! image), so its options are read for their meaning; `ExtractField$Key`, `RegexRouter` and

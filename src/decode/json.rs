@@ -318,7 +318,7 @@ fn bytes_of(raw: &str, what: &str) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("expected base64 bytes for {what}, got `{raw}`: {e}"))
 }
 
-/// Writes the JSON value `raw` converted by `conv` (DESIGN §2's table) into `out`.
+/// Writes the JSON value `raw` converted by `conv` (the README's semantic type table) into `out`.
 pub(crate) fn write_value(
     raw: &str,
     conv: &Conv,

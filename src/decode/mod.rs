@@ -1,7 +1,7 @@
 //! Envelope decoding: Kafka record bytes → one [`ChangeEvent`] model.
 //!
 //! Every converter (JSON now; Avro through a schema registry next) produces the same model:
-//! row images as compact JSON text with Debezium's semantic types already decoded (DESIGN §2),
+//! row images as compact JSON text with Debezium's semantic types already decoded (docs/design.md),
 //! the `source` block with the fields sinks need, and the key as JSON text. Sinks never see the
 //! wire format.
 

@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::semantic::TimeUnit;
 
-/// What to do with one value on its way into a document (DESIGN §2).
+/// What to do with one value on its way into a document (docs/design.md).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub enum Conv {
     /// Written as the wire gives it.

@@ -1,4 +1,4 @@
-//! Debezium and Kafka Connect semantic types, decoded to document values (DESIGN §2).
+//! Debezium and Kafka Connect semantic types, decoded to document values (docs/design.md).
 //!
 //! Pure functions from a wire value (days, micros, two's-complement bytes…) to the text that
 //! goes into a document. They write straight into the output buffer so the hot path allocates

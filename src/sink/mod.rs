@@ -1,6 +1,6 @@
 //! Sinks: where decoded changes are written. Each sink buffers records, writes them, and hands
 //! back the [`Ack`] of every record once it is durably written, so the task can commit offsets
-//! (DESIGN §1). Elasticsearch now; the Druid connector will implement the same trait.
+//! (docs/design.md). Elasticsearch now; the Druid connector will implement the same trait.
 
 pub mod elasticsearch;
 

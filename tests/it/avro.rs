@@ -287,7 +287,7 @@ fn every_semantic_type_and_avro_construct_decodes_as_design_says() {
         .key("t", Some(&bytes))
         .unwrap()
         .unwrap();
-    // The whole document, written out by hand from DESIGN §2.
+    // The whole document, written out by hand from docs/design.md.
     let expected = r#"{"d":"2024-03-01","t_ms":"13:45:07.123","t_us":"13:45:07.123456","t_ns":"13:45:07.123456789",
         "ts_ms":"2024-03-01T13:45:07.123Z","ts_us":"2024-03-01T13:45:07.123456Z","ts_ns":"2024-03-01T13:45:07.123456789Z",
         "zoned":"2024-03-01T11:45:07.123456Z","year":2024,"interval":93784500000,"dec":"39.98","vsd":"1234.5678",

@@ -1,5 +1,5 @@
 //! Every recorded Debezium envelope in `tests/fixtures/debezium/` decoded and mapped to the bulk
-//! action DESIGN §2–3 call for. The expected actions and documents are written out here by
+//! action docs/design.md call for. The expected actions and documents are written out here by
 //! hand; semantic values (dates, timestamps, decimals) were checked with Python's `datetime`
 //! and `decimal`. No servers needed.
 

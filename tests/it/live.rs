@@ -3,7 +3,7 @@
 //! connector, topics and indices on the shared servers.
 //!
 //! Expected documents come from the databases themselves: a `SELECT` per table that writes each
-//! row as DESIGN §2 says it must look (dates as ISO text, decimals as exact strings…), compared
+//! row as docs/design.md says it must look (dates as ISO text, decimals as exact strings…), compared
 //! value by value with the index.
 
 use std::collections::BTreeMap;
@@ -28,7 +28,7 @@ struct Source {
     db: String,
 }
 
-/// (table, document id column, the row as DESIGN §2 says the document must be: PostgreSQL, MariaDB)
+/// (table, document id column, the row as docs/design.md says the document must be: PostgreSQL, MariaDB)
 const TABLES: &[(&str, &str, &str, &str)] = &[
     (
         "items",
@@ -468,7 +468,7 @@ fn check_avro_schemas(src: &Source) {
 #[test]
 fn postgres_every_column_type_arrives_as_design_says() {
     // demo/sql/postgres-inventory.sql inserts these two rows; the documents are written out here
-    // by hand from DESIGN §2.
+    // by hand from docs/design.md.
     all_types(
         Flavour::Postgres,
         json!([
@@ -494,7 +494,7 @@ fn postgres_every_column_type_arrives_as_design_says() {
 #[test]
 fn mariadb_every_column_type_arrives_as_design_says() {
     // demo/sql/mariadb-inventory.sql inserts these two rows; the documents are written out here
-    // by hand from DESIGN §2. MariaDB's JSON is a LONGTEXT alias: Debezium gives a plain string.
+    // by hand from docs/design.md. MariaDB's JSON is a LONGTEXT alias: Debezium gives a plain string.
     all_types(
         Flavour::MariaDb,
         json!([
@@ -622,18 +622,17 @@ fn postgres_a_transaction_open_across_the_snapshot_point_wins_over_the_snapshot(
         "CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL);\n\
          INSERT INTO items SELECT g, g FROM generate_series(1, 200) g;",
     );
-    pg(
-        &src.db,
-        &format!(
-            "SELECT pg_create_logical_replication_slot('{}', 'pgoutput');",
-            src.db
-        ),
-    );
+    // The publication first: pgoutput reads it as of each change's position.
+    src.sql(&format!(
+        "CREATE PUBLICATION {0} FOR TABLES IN SCHEMA inventory;\n\
+         SELECT pg_create_logical_replication_slot('{0}', 'pgoutput');",
+        src.db
+    ));
     // Half the rows changed by a transaction held open while Debezium snapshots.
     let mut open = live::PgSession::open(&src.db);
     open.send("BEGIN; UPDATE inventory.items SET v = v + 1000 WHERE id <= 100;");
     open.wait_idle_in_transaction();
-    src.start_debezium();
+    src.start_debezium_with(&[("publication.autocreate.mode", "disabled")]);
     let worker = src.worker(&[]);
     let index = src.topic("items");
     wait_count(&index, 200, Duration::from_secs(120));

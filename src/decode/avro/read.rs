@@ -1,5 +1,5 @@
 //! Avro binary, read by a [`Plan`] and written straight out as JSON with semantic types decoded
-//! (DESIGN §2): no intermediate value tree, no schema resolution per record.
+//! (docs/design.md): no intermediate value tree, no schema resolution per record.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;

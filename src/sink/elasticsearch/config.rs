@@ -1,5 +1,5 @@
 //! The Elasticsearch connector's options: Confluent's names and meanings where they exist
-//! (DESIGN §3), defaults in one table, cross-field checks naming the bad key.
+//! (docs/design.md), defaults in one table, cross-field checks naming the bad key.
 
 use std::collections::HashMap;
 use std::time::Duration;

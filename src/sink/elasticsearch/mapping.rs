@@ -1,4 +1,4 @@
-//! A decoded change → one Elasticsearch bulk action (DESIGN §3): index name, document id,
+//! A decoded change → one Elasticsearch bulk action (docs/design.md): index name, document id,
 //! version, and the document itself. Plain functions over plain types.
 
 use std::io::Write as _;
@@ -265,7 +265,7 @@ impl Mapper {
         i
     }
 
-    /// The document id (DESIGN §3): from the key, else from `pk.fields` of `row`.
+    /// The document id (docs/design.md): from the key, else from `pk.fields` of `row`.
     fn id(&self, rec: &SinkRecord<'_>, row: Option<&Row>) -> Result<String, String> {
         let cfg = &self.cfg;
         if cfg.key_ignore {
