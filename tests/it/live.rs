@@ -309,8 +309,8 @@ fn workload(seed: u64, chunks: usize) -> Vec<String> {
 /// deciding change is a delete has no document.
 fn topic_versions(topic: &str, flavour: Flavour) -> BTreeMap<String, u64> {
     let mut rows: BTreeMap<String, (u64, bool)> = BTreeMap::new();
-    for (_, key, value) in crate::support::kafka::read_all(topic, 1) {
-        let (Some(key), Some(value)) = (key, value) else {
+    for rec in crate::support::kafka::read_all(topic, 1) {
+        let (Some(key), Some(value)) = (rec.key, rec.value) else {
             continue;
         };
         let key: Value = serde_json::from_slice(&key).unwrap();

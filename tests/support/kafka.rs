@@ -163,9 +163,9 @@ pub fn committed(group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64
         .collect()
 }
 
-/// Every record of `topic` (partitions 0..`partitions`, up to their end offsets now): partition,
-/// key and value (`None`: tombstone), in offset order per partition.
-pub fn read_all(topic: &str, partitions: i32) -> Vec<(i32, Option<Vec<u8>>, Option<Vec<u8>>)> {
+/// Every record of `topic` (partitions 0..`partitions`, up to their end offsets now), in offset
+/// order per partition.
+pub fn read_all(topic: &str, partitions: i32) -> Vec<Rec<Vec<u8>>> {
     use rdkafka::Message as _;
     let end = end_offsets(topic, partitions);
     let c: BaseConsumer = config()
