@@ -191,11 +191,11 @@ pub fn read_all(topic: &str, partitions: i32) -> Vec<Rec<Vec<u8>>> {
         if let Some(Ok(m)) = c.poll(Duration::from_millis(200))
             && m.offset() < end[&m.partition()]
         {
-            out.push((
-                m.partition(),
-                m.key().map(<[u8]>::to_vec),
-                m.payload().map(<[u8]>::to_vec),
-            ));
+            out.push(Rec {
+                partition: m.partition(),
+                key: m.key().map(<[u8]>::to_vec),
+                value: m.payload().map(<[u8]>::to_vec),
+            });
         }
     }
     out
