@@ -690,8 +690,7 @@ fn postgres_incremental_snapshot_while_rows_change_ends_as_the_table() {
          '{\"data-collections\": [\"inventory.items\"], \"type\": \"incremental\"}');",
     );
     let mut rng = fastrand::Rng::with_seed(64);
-    let mut next = 3000;
-    for _ in 0..60 {
+    for next in 3000..3060 {
         let ids: Vec<String> = (0..20).map(|_| rng.i32(1..2000).to_string()).collect();
         src.sql(&format!(
             "UPDATE items SET v = v + 1 WHERE id IN ({});\n\
@@ -700,7 +699,6 @@ fn postgres_incremental_snapshot_while_rows_change_ends_as_the_table() {
             ids.join(","),
             rng.i32(1..2000)
         ));
-        next += 1;
         thread::sleep(Duration::from_millis(100));
     }
     wait_tables(&src, &["items"], Duration::from_secs(240));
