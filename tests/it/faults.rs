@@ -1,5 +1,5 @@
 //! Elasticsearch misbehaving: a third of the requests and items failing with 429/503, slow and
-//! dropped responses, then no Elasticsearch at all for 30 s. The index still ends as the source
+//! dropped responses, answers without items, then no Elasticsearch at all for 30 s. The index still ends as the source
 //! table, every offset is committed, and memory stays bounded while it is down.
 
 use std::sync::atomic::Ordering;
@@ -25,6 +25,7 @@ fn failing_and_unreachable_elasticsearch_still_converges_with_bounded_memory() {
         slow: 5,
         slow_ms: 300,
         drop_after_forward: 5,
+        empty_200: 5,
     });
     let (first, rest) = h.records.split_at(h.records.len() * 2 / 5);
     kafka::produce(&topic, first);

@@ -17,3 +17,4 @@ mod faults;
 mod fixtures;
 mod live;
 mod pipeline;
+mod refusals;

@@ -22,6 +22,8 @@ pub struct Faults {
     pub slow_ms: u64,
     /// Forward the request, then close the connection without answering.
     pub drop_after_forward: u32,
+    /// Answer a bulk request 200 `{"took":1,"errors":false}` without items, not forwarding it.
+    pub empty_200: u32,
 }
 
 #[derive(Default)]
@@ -151,6 +153,13 @@ async fn handle(s: Arc<State>, req: Request) -> Reply {
         return Reply::Respond {
             status: 503,
             body: br#"{"error":"injected","status":503}"#.to_vec(),
+        };
+    }
+    if is_bulk && roll(f.empty_200) {
+        s.stats.failed_requests.fetch_add(1, Ordering::Relaxed);
+        return Reply::Respond {
+            status: 200,
+            body: br#"{"took":1,"errors":false}"#.to_vec(),
         };
     }
     if roll(f.slow) {

@@ -1,0 +1,171 @@
+//! What Elasticsearch refuses, on the real server: a write-blocked index is waited for (never
+//! acknowledged), while a malformed document is skipped only because the connector says so; a
+//! worker stopped while Elasticsearch is unreachable waits `flush.timeout.ms` once; a partition
+//! whose writes are all stale is warned about.
+
+use std::collections::BTreeMap;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::kafka::{self, Rec};
+use crate::support::proxy::Proxy;
+use crate::support::{es, servers, start_es_worker, unique};
+
+fn record(id: i64, name: Value, pos: u64) -> Rec {
+    let source = json!({"connector": "mysql", "name": "it", "ts_ms": 1_700_000_000_000i64, "db": "d",
+        "table": "t", "file": "mysql-bin.000001", "pos": pos, "row": 0});
+    Rec {
+        partition: 0,
+        key: Some(json!({"id": id}).to_string()),
+        value: Some(
+            json!({"before": null, "after": {"id": id, "name": name}, "source": source, "op": "c"})
+                .to_string(),
+        ),
+    }
+}
+
+fn es_request(method: reqwest::Method, path: &str, body: Value) -> Value {
+    let c = reqwest::blocking::Client::new();
+    let r = c
+        .request(method, format!("{}/{path}", servers().es))
+        .json(&body)
+        .send()
+        .unwrap();
+    assert!(r.status().is_success(), "{path}: {}", r.status());
+    r.json().unwrap()
+}
+
+#[test]
+fn a_write_blocked_index_is_waited_for_and_only_malformed_documents_are_skipped() {
+    let topic = unique("it-refused");
+    kafka::create_topic(&topic, 1);
+    // `name` is an integer in the index: a text name is a malformed document.
+    es_request(
+        reqwest::Method::PUT,
+        &topic,
+        json!({"settings": {"index.blocks.write": true},
+               "mappings": {"properties": {"id": {"type": "long"}, "name": {"type": "integer"}}}}),
+    );
+    let mut recs: Vec<Rec> = (0..10)
+        .map(|i| record(i, json!(i), 100 + i as u64))
+        .collect();
+    recs[4] = record(4, json!("not a number"), 104);
+    kafka::produce(&topic, &recs);
+    let (mut w, group) = start_es_worker(
+        "it-refused",
+        &topic,
+        &servers().es,
+        &[
+            ("behavior.on.malformed.documents", "ignore"),
+            ("retry.backoff.ms", "50"),
+            ("max.retry.backoff.ms", "500"),
+        ],
+    );
+    // Blocked: retried, never acknowledged, whatever behavior.on.malformed.documents says.
+    w.wait_log("cluster_block_exception", Duration::from_secs(60));
+    thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        kafka::committed(&group, &topic, 1),
+        BTreeMap::new(),
+        "writes refused by a blocked index were acknowledged"
+    );
+    es_request(
+        reqwest::Method::PUT,
+        &format!("{topic}/_settings"),
+        json!({"index.blocks.write": false}),
+    );
+    // Unblocked: everything is written but the malformed document, which is skipped.
+    let expected: BTreeMap<String, Value> = (0..10)
+        .filter(|i| *i != 4)
+        .map(|i| (i.to_string(), json!({"id": i, "name": i})))
+        .collect();
+    let start = Instant::now();
+    while es::sources(&topic) != expected
+        || kafka::committed(&group, &topic, 1).get(&0) != Some(&10)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "not converged: {:?}, committed {:?}",
+            es::sources(&topic),
+            kafka::committed(&group, &topic, 1)
+        );
+        thread::sleep(Duration::from_millis(300));
+    }
+    let line = w.wait_log(
+        "skipped: behavior.on.malformed.documents",
+        Duration::from_secs(5),
+    );
+    assert!(
+        line.contains("document `4`") && line.contains("offset 4"),
+        "{line}"
+    );
+    assert!(w.stop().success());
+}
+
+#[test]
+fn stopping_while_elasticsearch_is_unreachable_waits_the_flush_timeout_once() {
+    let topic = unique("it-stop-down");
+    kafka::create_topic(&topic, 1);
+    let proxy = Proxy::start(&servers().es);
+    proxy.refuse();
+    kafka::produce(
+        &topic,
+        &(0..20)
+            .map(|i| record(i, json!(i), 100 + i as u64))
+            .collect::<Vec<_>>(),
+    );
+    let (mut w, group) = start_es_worker(
+        "it-stop-down",
+        &topic,
+        &proxy.url,
+        &[
+            ("flush.timeout.ms", "8000"),
+            ("max.retry.backoff.ms", "500"),
+        ],
+    );
+    w.wait_log("Elasticsearch unreachable", Duration::from_secs(60));
+    let start = Instant::now();
+    let status = w.stop();
+    let took = start.elapsed();
+    assert!(status.success(), "{status}");
+    // One wait of flush.timeout.ms (8 s), not one more when the consumer closes.
+    assert!(
+        took >= Duration::from_secs(7) && took < Duration::from_secs(14),
+        "stopping took {took:?}"
+    );
+    assert_eq!(kafka::committed(&group, &topic, 1), BTreeMap::new());
+}
+
+#[test]
+fn a_partition_whose_writes_stay_stale_is_warned_about() {
+    let topic = unique("it-stale");
+    kafka::create_topic(&topic, 1);
+    // 3 000 rows at high positions; then changes of them at lower positions, as after a binlog
+    // reset.
+    const N: i64 = 3_000;
+    let high: Vec<Rec> = (0..N)
+        .map(|i| record(i, json!(i), 1_000_000 + i as u64))
+        .collect();
+    kafka::produce(&topic, &high);
+    let (mut w, _) = start_es_worker("it-stale", &topic, &servers().es, &[]);
+    let start = Instant::now();
+    while es::sources(&topic).len() < N as usize {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "rows not indexed"
+        );
+        thread::sleep(Duration::from_millis(300));
+    }
+    let low: Vec<Rec> = (0..N)
+        .map(|i| record(i, json!(-i), 1_000 + i as u64))
+        .collect();
+    kafka::produce(&topic, &low);
+    let line = w.wait_log("writes were stale", Duration::from_secs(60));
+    assert!(
+        line.contains(&format!("topic {topic} partition 0:")) && line.contains("docs/versions.md"),
+        "{line}"
+    );
+    assert!(w.stop().success());
+}
