@@ -4,13 +4,14 @@
 //! whose writes are all stale is warned about.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::support::kafka::{self, Rec};
-use crate::support::proxy::Proxy;
+use crate::support::proxy::{Faults, Proxy};
 use crate::support::{es, servers, start_es_worker, unique};
 
 fn record(id: i64, name: Value, pos: u64) -> Rec {
@@ -167,5 +168,54 @@ fn a_partition_whose_writes_stay_stale_is_warned_about() {
         line.contains(&format!("topic {topic} partition 0:")) && line.contains("docs/versions.md"),
         "{line}"
     );
+    assert!(w.stop().success());
+}
+
+#[test]
+fn a_bulk_answer_without_items_acknowledges_nothing() {
+    let topic = unique("it-no-items");
+    kafka::create_topic(&topic, 1);
+    let proxy = Proxy::start(&servers().es);
+    // Every bulk answered `200 {"took":1,"errors":false}`, not forwarded.
+    proxy.set_faults(Faults {
+        empty_200: 100,
+        ..Faults::default()
+    });
+    kafka::produce(
+        &topic,
+        &(0..20)
+            .map(|i| record(i, json!(i), 100 + i as u64))
+            .collect::<Vec<_>>(),
+    );
+    let (mut w, group) = start_es_worker(
+        "it-no-items",
+        &topic,
+        &proxy.url,
+        &[("retry.backoff.ms", "50"), ("max.retry.backoff.ms", "500")],
+    );
+    let start = Instant::now();
+    while proxy.stats().failed_requests.load(Ordering::Relaxed) == 0 {
+        assert!(start.elapsed() < Duration::from_secs(60), "no bulk request");
+        thread::sleep(Duration::from_millis(100));
+    }
+    // Past the next periodic commit (500 ms).
+    thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        kafka::committed(&group, &topic, 1),
+        BTreeMap::new(),
+        "a response without items was taken for a write"
+    );
+    w.wait_log("bulk response without `items`", Duration::from_secs(5));
+    proxy.set_faults(Faults::default());
+    let expected: BTreeMap<String, Value> = (0..20)
+        .map(|i| (i.to_string(), json!({"id": i, "name": i})))
+        .collect();
+    let start = Instant::now();
+    while es::sources(&topic) != expected
+        || kafka::committed(&group, &topic, 1).get(&0) != Some(&20)
+    {
+        assert!(start.elapsed() < Duration::from_secs(60), "not converged");
+        thread::sleep(Duration::from_millis(300));
+    }
     assert!(w.stop().success());
 }
