@@ -28,44 +28,55 @@ struct Entry {
     deleted: Deleted,
 }
 
-/// The last delete event of each partition, by (Kafka topic, partition).
+/// The last delete event of each partition, by Kafka topic, then partition (looked up by
+/// `&str` without allocating: this is on every record's path).
 #[derive(Debug, Default)]
 pub struct RecentDeletes {
-    last: crate::FastMap<(Arc<str>, i32), Entry>,
+    last: crate::FastMap<Box<str>, crate::FastMap<i32, Entry>>,
 }
 
 impl RecentDeletes {
     /// A delete event of document `id` was read from (`topic`, `partition`).
     pub fn deleted(&mut self, topic: &str, partition: i32, id: String, deleted: Deleted) {
-        self.last
-            .insert((topic.into(), partition), Entry { id, deleted });
+        let entry = Entry { id, deleted };
+        match self.last.get_mut(topic) {
+            Some(parts) => {
+                parts.insert(partition, entry);
+            }
+            None => {
+                let mut parts = crate::FastMap::default();
+                parts.insert(partition, entry);
+                self.last.insert(topic.into(), parts);
+            }
+        }
     }
 
     /// Document `id` was written again (re-created): an older delete of it no longer applies.
     pub fn written(&mut self, topic: &str, partition: i32, id: &str) {
-        let key: (Arc<str>, i32) = (topic.into(), partition);
-        if self.last.get(&key).is_some_and(|e| e.id == id) {
-            self.last.remove(&key);
+        if let Some(parts) = self.last.get_mut(topic)
+            && parts.get(&partition).is_some_and(|e| e.id == id)
+        {
+            parts.remove(&partition);
         }
     }
 
     /// The delete event that the tombstone of `id` read from (`topic`, `partition`) follows, if
     /// it was read in this task; consumed.
     pub fn tombstone(&mut self, topic: &str, partition: i32, id: &str) -> Option<Deleted> {
-        let key: (Arc<str>, i32) = (topic.into(), partition);
-        match self.last.get(&key) {
-            Some(e) if e.id == id => self.last.remove(&key).map(|e| e.deleted),
+        let parts = self.last.get_mut(topic)?;
+        match parts.get(&partition) {
+            Some(e) if e.id == id => parts.remove(&partition).map(|e| e.deleted),
             _ => None,
         }
     }
 
     /// Partitions remembered (bounded by the partitions ever assigned).
     pub fn len(&self) -> usize {
-        self.last.len()
+        self.last.values().map(|p| p.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.last.is_empty()
+        self.len() == 0
     }
 }
 

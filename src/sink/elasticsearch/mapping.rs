@@ -114,7 +114,9 @@ impl Mapper {
                     let after = ev.after.as_ref().ok_or("change without an `after` image")?;
                     let index = self.index(rec, Some(ev))?;
                     let id = self.id(rec, Some(after))?;
-                    self.deletes.written(rec.kafka_topic, rec.partition, &id);
+                    if self.tombstones_delete() {
+                        self.deletes.written(rec.kafka_topic, rec.partition, &id);
+                    }
                     let version = self.version(rec, ev)?;
                     let doc = self.document(after, ev, self.cfg.mark_live.then_some(false))?;
                     Ok(Mapped::Write(BulkAction {
