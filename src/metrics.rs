@@ -20,7 +20,8 @@ pub struct Metrics {
     pub requests: AtomicU64,
     /// Records with nothing to write, by reason (`tombstone`, `schema_change`, `truncate`…).
     skipped: Mutex<BTreeMap<&'static str, u64>>,
-    /// Retries, by reason (`transport`, `http_429`, `http_5xx`, `item_429`, `item_5xx`…).
+    /// Retries, by reason (`transport`, `timeout`, `bad_response`, `http_429`, `http_5xx`,
+    /// `item_429`, `item_5xx`).
     retries: Mutex<BTreeMap<&'static str, u64>>,
     /// Stale writes by `topic/partition`.
     stale_by_partition: Mutex<BTreeMap<String, u64>>,

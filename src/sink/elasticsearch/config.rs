@@ -102,7 +102,7 @@ pub const OPTIONS: &[OptionDef] = &[
     OptionDef {
         name: "version.source",
         default: Some("source"),
-        doc: "Document version (`version_type=external_gte`): `source` = the source log position (PostgreSQL lsn, MySQL/MariaDB binlog file+pos+row, SQL Server change_lsn, Oracle scn, MongoDB ts+ord; the Kafka offset for other connectors), `offset` = the Kafka offset, `none` = unversioned writes.",
+        doc: "Document version (`version_type=external_gte`): `source` = the source log position in commit order (PostgreSQL: the last commit LSN from `sequence`; MySQL/MariaDB: binlog file+pos+row; SQL Server: commit_lsn; Oracle: commit_scn; MongoDB: ts+ord; the Kafka offset for other connectors; see docs/versions.md), `offset` = the Kafka offset, `none` = unversioned writes.",
     },
     OptionDef {
         name: "truncate.mode",
