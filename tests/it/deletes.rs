@@ -50,8 +50,14 @@ fn tombstone(partition: i32, id: i64) -> Rec {
     }
 }
 
-/// Id → (version, source) of the index; waits until it holds `expected` (or panics with both).
-fn wait_index(index: &str, expected: &BTreeMap<String, (u64, Value)>, timeout: Duration) {
+/// Waits until `index` holds exactly `expected` (id → version and source), or panics with
+/// both and `what`.
+fn wait_index(
+    index: &str,
+    expected: &BTreeMap<String, (u64, Value)>,
+    timeout: Duration,
+    what: &str,
+) {
     let start = Instant::now();
     loop {
         let docs = es::documents(index);
@@ -60,7 +66,7 @@ fn wait_index(index: &str, expected: &BTreeMap<String, (u64, Value)>, timeout: D
         }
         assert!(
             start.elapsed() < timeout,
-            "{index}: expected {expected:?}\n got {docs:?}"
+            "{index} {what}: expected {expected:?}\n got {docs:?}"
         );
         thread::sleep(Duration::from_millis(300));
     }
@@ -205,18 +211,8 @@ fn every_delete_and_tombstone_mode_ends_as_the_confluent_sink_would() {
     let refs: Vec<&std::path::PathBuf> = files.iter().collect();
     let w = Worker::start_with(&refs, &[]);
     for (topic, options, expected) in &checks {
-        let start = Instant::now();
-        loop {
-            let docs = es::documents(topic);
-            if &docs == expected {
-                break;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(90),
-                "with {options:?}: expected {expected:?}\n got {docs:?}"
-            );
-            thread::sleep(Duration::from_millis(300));
-        }
+        let what = format!("with {options:?}");
+        wait_index(topic, expected, Duration::from_secs(90), &what);
     }
     assert!(w.stop().success());
 }
@@ -266,7 +262,7 @@ fn a_restart_between_a_delete_and_its_tombstone_never_loses_the_recreated_row() 
         );
         thread::sleep(Duration::from_millis(200));
     }
-    wait_index(&topic, &BTreeMap::new(), Duration::from_secs(30));
+    wait_index(&topic, &BTreeMap::new(), Duration::from_secs(30), "deleted");
     thread::sleep(Duration::from_secs(1));
     assert!(w.stop().success());
     let held: BTreeMap<i32, i64> = (0..P).map(|p| (p, 1)).collect();
@@ -294,7 +290,7 @@ fn a_restart_between_a_delete_and_its_tombstone_never_loses_the_recreated_row() 
         &[&file],
         &[("CDC_SINK_WORKER__OFFSET_FLUSH_INTERVAL_MS", "3600000")],
     );
-    wait_index(&topic, &recreated, Duration::from_secs(60));
+    wait_index(&topic, &recreated, Duration::from_secs(60), "re-created");
     w.kill();
     assert_eq!(
         kafka::committed(&group, &topic, P),
@@ -313,6 +309,11 @@ fn a_restart_between_a_delete_and_its_tombstone_never_loses_the_recreated_row() 
         );
         thread::sleep(Duration::from_millis(200));
     }
-    wait_index(&topic, &recreated, Duration::from_secs(30));
+    wait_index(
+        &topic,
+        &recreated,
+        Duration::from_secs(30),
+        "after the replay",
+    );
     assert!(w.stop().success());
 }

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::support::kafka::{self, Rec};
 use crate::support::proxy::{Faults, Proxy};
-use crate::support::{es, servers, start_es_worker, unique};
+use crate::support::{es, servers, start_es_worker, unique, wait_converged};
 
 fn record(id: i64, name: Value, pos: u64) -> Rec {
     let source = json!({"connector": "mysql", "name": "it", "ts_ms": 1_700_000_000_000i64, "db": "d",
@@ -82,18 +82,7 @@ fn a_write_blocked_index_is_waited_for_and_only_malformed_documents_are_skipped(
         .filter(|i| *i != 4)
         .map(|i| (i.to_string(), json!({"id": i, "name": i})))
         .collect();
-    let start = Instant::now();
-    while es::sources(&topic) != expected
-        || kafka::committed(&group, &topic, 1).get(&0) != Some(&10)
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "not converged: {:?}, committed {:?}",
-            es::sources(&topic),
-            kafka::committed(&group, &topic, 1)
-        );
-        thread::sleep(Duration::from_millis(300));
-    }
+    wait_converged(&topic, &expected, &group, 1, Duration::from_secs(60));
     let line = w.wait_log(
         "skipped: behavior.on.malformed.documents",
         Duration::from_secs(5),
@@ -210,12 +199,6 @@ fn a_bulk_answer_without_items_acknowledges_nothing() {
     let expected: BTreeMap<String, Value> = (0..20)
         .map(|i| (i.to_string(), json!({"id": i, "name": i})))
         .collect();
-    let start = Instant::now();
-    while es::sources(&topic) != expected
-        || kafka::committed(&group, &topic, 1).get(&0) != Some(&20)
-    {
-        assert!(start.elapsed() < Duration::from_secs(60), "not converged");
-        thread::sleep(Duration::from_millis(300));
-    }
+    wait_converged(&topic, &expected, &group, 1, Duration::from_secs(60));
     assert!(w.stop().success());
 }

@@ -78,6 +78,13 @@ fn run(mut cmd: Command, input: &str) -> String {
 
 /// Runs `sql` in PostgreSQL database `db`; returns what it printed (unaligned, tuples only).
 pub fn pg(db: &str, sql: &str) -> String {
+    let mut c = psql(db);
+    c.args(["-A", "-t"]);
+    run(c, sql)
+}
+
+/// psql on database `db` of the test PostgreSQL, stopping at the first error.
+fn psql(db: &str) -> Command {
     let mut c = Command::new("psql");
     c.args([
         "-h",
@@ -88,14 +95,9 @@ pub fn pg(db: &str, sql: &str) -> String {
         "postgres",
         "-d",
         db,
-        "-X",
-        "-q",
-        "-A",
-        "-t",
-        "-v",
-        "ON_ERROR_STOP=1",
-    ]);
-    run(c, sql)
+    ])
+    .args(["-X", "-q", "-v", "ON_ERROR_STOP=1"]);
+    c
 }
 
 /// Runs `sql` in MariaDB database `db` (empty: none); returns what it printed (batch, no headers).
@@ -220,18 +222,7 @@ pub struct PgSession {
 
 impl PgSession {
     pub fn open(db: &str) -> PgSession {
-        let child = Command::new("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &live().pg_port,
-                "-U",
-                "postgres",
-                "-d",
-                db,
-            ])
-            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1"])
+        let child = psql(db)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
