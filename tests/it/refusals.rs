@@ -27,6 +27,13 @@ fn record(id: i64, name: Value, pos: u64) -> Rec {
     }
 }
 
+/// A new one-partition topic, and a proxy in front of Elasticsearch.
+fn topic_behind_proxy(prefix: &str) -> (String, Proxy) {
+    let topic = unique(prefix);
+    kafka::create_topic(&topic, 1);
+    (topic, Proxy::start(&servers().es))
+}
+
 fn es_request(method: reqwest::Method, path: &str, body: Value) -> Value {
     let c = reqwest::blocking::Client::new();
     let r = c
@@ -96,9 +103,7 @@ fn a_write_blocked_index_is_waited_for_and_only_malformed_documents_are_skipped(
 
 #[test]
 fn stopping_while_elasticsearch_is_unreachable_waits_the_flush_timeout_once() {
-    let topic = unique("it-stop-down");
-    kafka::create_topic(&topic, 1);
-    let proxy = Proxy::start(&servers().es);
+    let (topic, proxy) = topic_behind_proxy("it-stop-down");
     proxy.refuse();
     kafka::produce(
         &topic,
@@ -162,9 +167,7 @@ fn a_partition_whose_writes_stay_stale_is_warned_about() {
 
 #[test]
 fn a_bulk_answer_without_items_acknowledges_nothing() {
-    let topic = unique("it-no-items");
-    kafka::create_topic(&topic, 1);
-    let proxy = Proxy::start(&servers().es);
+    let (topic, proxy) = topic_behind_proxy("it-no-items");
     // Every bulk answered `200 {"took":1,"errors":false}`, not forwarded.
     proxy.set_faults(Faults {
         empty_200: 100,
