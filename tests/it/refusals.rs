@@ -27,6 +27,13 @@ fn record(id: i64, name: Value, pos: u64) -> Rec {
     }
 }
 
+/// Rows 0..`n`, each `{"id": i, "name": i}` at position 100 + i.
+fn rows(n: i64) -> Vec<Rec> {
+    (0..n)
+        .map(|i| record(i, json!(i), 100 + i as u64))
+        .collect()
+}
+
 /// A new one-partition topic, and a proxy in front of Elasticsearch.
 fn topic_behind_proxy(prefix: &str) -> (String, Proxy) {
     let topic = unique(prefix);
@@ -105,12 +112,7 @@ fn a_write_blocked_index_is_waited_for_and_only_malformed_documents_are_skipped(
 fn stopping_while_elasticsearch_is_unreachable_waits_the_flush_timeout_once() {
     let (topic, proxy) = topic_behind_proxy("it-stop-down");
     proxy.refuse();
-    kafka::produce(
-        &topic,
-        &(0..20)
-            .map(|i| record(i, json!(i), 100 + i as u64))
-            .collect::<Vec<_>>(),
-    );
+    kafka::produce(&topic, &rows(20));
     let (mut w, group) = start_es_worker(
         "it-stop-down",
         &topic,
@@ -173,12 +175,7 @@ fn a_bulk_answer_without_items_acknowledges_nothing() {
         empty_200: 100,
         ..Faults::default()
     });
-    kafka::produce(
-        &topic,
-        &(0..20)
-            .map(|i| record(i, json!(i), 100 + i as u64))
-            .collect::<Vec<_>>(),
-    );
+    kafka::produce(&topic, &rows(20));
     let (mut w, group) = start_es_worker(
         "it-no-items",
         &topic,
