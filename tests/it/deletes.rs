@@ -217,8 +217,7 @@ fn every_delete_and_tombstone_mode_ends_as_the_confluent_sink_would() {
     assert!(w.stop().success());
 }
 
-/// The crash of the issue "Never stale, never lost" (defect 3), made deterministic on 8
-/// partitions: row X is created and deleted; the worker stops; then come X's tombstone and X
+/// A crash between a delete and its tombstone, made deterministic on 8 partitions: row X is created and deleted; the worker stops; then come X's tombstone and X
 /// created again, which a second worker writes and is killed before committing them; a third
 /// worker starts from the committed offset. Had the commit landed between the delete and its
 /// tombstone, the tombstone would arrive without its delete, as an unversioned delete: it would

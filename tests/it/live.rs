@@ -607,7 +607,7 @@ fn debezium_restart_and_worker_kill_mid_stream_lose_nothing() {
     assert!(worker.stop().success());
 }
 
-/// Defect 1 of the issue "Never stale, never lost": with a replication slot that exists before
+/// With a replication slot that exists before
 /// Debezium snapshots (a slot made beforehand, `snapshot.mode=always`), the snapshot's position
 /// is the WAL position when it reads. A transaction that changed rows before that point and
 /// commits after it is not in the snapshot; Debezium streams its changes with their own, lower

@@ -63,9 +63,7 @@ fn a_write_blocked_index_is_waited_for_and_only_malformed_documents_are_skipped(
         json!({"settings": {"index.blocks.write": true},
                "mappings": {"properties": {"id": {"type": "long"}, "name": {"type": "integer"}}}}),
     );
-    let mut recs: Vec<Rec> = (0..10)
-        .map(|i| record(i, json!(i), 100 + i as u64))
-        .collect();
+    let mut recs = rows(10);
     recs[4] = record(4, json!("not a number"), 104);
     kafka::produce(&topic, &recs);
     let (mut w, group) = start_es_worker(
