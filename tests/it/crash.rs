@@ -23,13 +23,19 @@ fn produce_slowly(topic: String, records: Vec<Rec>) -> thread::JoinHandle<()> {
     })
 }
 
-/// Waits until `group` has committed more of `topic` than `before` (summed over partitions),
-/// or everything produced so far.
-fn wait_progress(group: &str, topic: &str, before: i64, timeout: Duration) {
+/// Records of `topic` produced and not committed by `group`.
+fn uncommitted(group: &str, topic: &str) -> i64 {
+    let end: i64 = kafka::end_offsets(topic, 4).values().sum();
+    end - kafka::committed(group, topic, 4).values().sum::<i64>()
+}
+
+/// Waits until `group` has committed more of `topic` than `before` (summed over partitions), or
+/// all `total` records of the history.
+fn wait_progress(group: &str, topic: &str, before: i64, total: usize, timeout: Duration) {
     let start = Instant::now();
     loop {
         let now: i64 = kafka::committed(group, topic, 4).values().sum();
-        if now > before || now == kafka::end_offsets(topic, 4).values().sum::<i64>() {
+        if now > before || now == total as i64 {
             return;
         }
         assert!(
@@ -67,15 +73,23 @@ fn sigkill_at_random_moments_loses_nothing_and_never_commits_ahead_of_the_index(
     for kill in 0..4 {
         // Kill only after this worker has committed progress of its own, at a random moment
         // while it writes.
-        wait_progress(&group, &topic, committed, Duration::from_secs(120));
-        thread::sleep(Duration::from_millis(fastrand::u64(0..1500)));
-        w.kill();
-        let end: i64 = kafka::end_offsets(&topic, 4).values().sum();
-        committed = kafka::committed(&group, &topic, 4).values().sum();
-        eprintln!(
-            "kill {kill}: {committed} records committed, {} read or produced since and not committed",
-            end - committed
+        wait_progress(
+            &group,
+            &topic,
+            committed,
+            h.records.len(),
+            Duration::from_secs(120),
         );
+        // A random moment at which records are produced and not yet committed (mid-write).
+        thread::sleep(Duration::from_millis(fastrand::u64(0..1500)));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while uncommitted(&group, &topic) == 0 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(fastrand::u64(5..50)));
+        }
+        w.kill();
+        let after = uncommitted(&group, &topic);
+        committed = kafka::committed(&group, &topic, 4).values().sum();
+        eprintln!("kill {kill}: {committed} records committed, {after} produced and not committed");
         w = Worker::start(&file);
     }
     producer.join().unwrap();

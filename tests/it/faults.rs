@@ -137,6 +137,7 @@ fn a_slow_elasticsearch_is_waited_for_not_flooded_with_copies() {
     wait_converged(&topic, &h.expected, &group, 4, Duration::from_secs(180));
     assert_versions(&topic, &h.versions);
     let requests = proxy.stats().requests.load(Ordering::Relaxed);
+    eprintln!("{requests} bulk requests reached the slow Elasticsearch");
     // Two lanes, each: a first try and a few retries while the wait grows (2 s, 4 s, 8 s).
     assert!(
         requests <= 12,
