@@ -200,3 +200,30 @@ fn a_bulk_answer_without_items_acknowledges_nothing() {
     wait_converged(&topic, &expected, &group, 1, Duration::from_secs(60));
     assert!(w.stop().success());
 }
+
+#[test]
+fn a_missing_index_fails_the_task_whatever_behavior_on_malformed_documents_says() {
+    // Elasticsearch creates indices on first write, except these.
+    es_request(
+        reqwest::Method::PUT,
+        "_cluster/settings",
+        json!({"persistent": {"action.auto_create_index": "-it-noindex-*,+*"}}),
+    );
+    let topic = unique("it-noindex");
+    kafka::create_topic(&topic, 1);
+    kafka::produce(&topic, &rows(5));
+    let (mut w, group) = start_es_worker(
+        "it-noindex",
+        &topic,
+        &servers().es,
+        &[("behavior.on.malformed.documents", "ignore")],
+    );
+    let line = w.wait_log("task failed", Duration::from_secs(60));
+    assert!(line.contains("index_not_found_exception"), "{line}");
+    assert_eq!(
+        kafka::committed(&group, &topic, 1),
+        BTreeMap::new(),
+        "writes to a missing index were acknowledged"
+    );
+    assert!(!w.stop().success());
+}
