@@ -456,7 +456,9 @@ fn main() {
         return;
     }
     let want = |what: &str| {
-        !args.iter().any(|a| a == "hot" || a == "e2e" || a == "live")
+        !args
+            .iter()
+            .any(|a| a == "hot" || a == "e2e" || a == "live" || a == "backlog")
             || args.iter().any(|a| a == what)
     };
     if want("live") && args.iter().any(|a| a == "live") {
@@ -538,5 +540,25 @@ fn main() {
         };
         e2e("without-schema", &big(3, false, 400_000), 4);
         e2e("with-schema", &big(4, true, 150_000), 4);
+    }
+    if args.iter().any(|a| a == "backlog") {
+        // Catching up a backlog of a million records over 8 partitions: peak memory.
+        if std::env::var_os("CDCSINK_TEST_SERVERS").is_none() {
+            let dir = support::servers::start(&["kafka"]);
+            // SAFETY: set before any other thread reads the environment.
+            unsafe { std::env::set_var("CDCSINK_TEST_SERVERS", dir) };
+        }
+        let backlog = history::generate(
+            5,
+            &Options {
+                changes: 1_000_000,
+                keys: 200_000,
+                partitions: 8,
+                with_schema: false,
+                replay: 0,
+                ..Options::default()
+            },
+        );
+        e2e("backlog-1M", &backlog.records[..1_000_000], 8);
     }
 }
