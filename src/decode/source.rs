@@ -22,6 +22,24 @@ pub struct Source {
     /// The change's position in the source log, as a version; `None` when the connector is
     /// not one whose position is known; an error when the position does not fit.
     pub position: Result<Option<u64>, String>,
+    /// How the position relates to snapshot reads of the same partition (PostgreSQL).
+    pub ordering: Ordering,
+}
+
+/// What a sink must add to [`Source::position`] to keep commit order across a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Ordering {
+    /// The position alone orders the change.
+    #[default]
+    Plain,
+    /// A snapshot read: later changes of the first transaction after the snapshot must be
+    /// ordered after it (see [`Ordering::AfterSnapshot`]).
+    SnapshotRead,
+    /// A change of the first transaction streamed after a snapshot (PostgreSQL with no
+    /// `lastCommitLsn` yet): its position is its own WAL position, which may lie before the
+    /// snapshot's when the transaction was open while the snapshot read. It must be ordered
+    /// after every snapshot read of its partition.
+    AfterSnapshot,
 }
 
 /// A number that some connectors write as a string (Oracle `scn`).
@@ -98,7 +116,10 @@ impl Source {
     pub fn from_row(json: Row, read: bool) -> Result<Source, DecodeError> {
         let f: Fields<'_> = serde_json::from_str(json.as_str())
             .map_err(|e| DecodeError::new(format!("`source` block is malformed: {e}")))?;
-        let position = position(&f, read);
+        let (position, ordering) = match position(&f, read) {
+            Ok((p, o)) => (Ok(p), o),
+            Err(e) => (Err(e), Ordering::Plain),
+        };
         let boxed = |c: &Option<Cow<'_, str>>| c.as_deref().map(Box::from);
         Ok(Source {
             connector: boxed(&f.connector),
@@ -107,6 +128,7 @@ impl Source {
             table: boxed(&f.table),
             ts_ms: f.ts_ms,
             position,
+            ordering,
             json,
         })
     }
@@ -117,12 +139,14 @@ impl Source {
 /// version than any snapshot read or change it must win over. (docs/versions.md explains each.)
 ///
 /// * PostgreSQL: `2 × sequence[0] + phase`, where `sequence[0]` is the end LSN of the last
-///   transaction committed before this event (Debezium's `lastCommitLsn`; null = 0), and phase
-///   is 0 for snapshot reads (`op: r`: initial, blocking and incremental snapshots), 1 for
-///   streamed changes. Not `lsn`: a streamed change carries its
-///   own WAL position, which lies *before* the snapshot point when its transaction was open
-///   while the snapshot read; and a transaction's commit LSN is not in the event. Old
-///   Debezium versions without `sequence`: `lsn`.
+///   transaction committed before this event (Debezium's `lastCommitLsn`), and phase is 0 for
+///   snapshot reads (`op: r`: initial, blocking and incremental snapshots), 1 for streamed
+///   changes. Not `lsn`: a streamed change carries its own WAL position, which lies *before*
+///   the snapshot point when its transaction was open while the snapshot read; and a
+///   transaction's commit LSN is not in the event. Before the first commit after a snapshot
+///   `sequence[0]` is null: `2 × lsn + phase`, with [`Ordering`] telling the sink to raise
+///   that first transaction above the snapshot reads (`sink::snapshot_floors`). Old Debezium
+///   versions without `sequence`: `lsn`.
 /// * MySQL / MariaDB: binlog file index << 40 | (`pos` + `row`). The binlog is in commit
 ///   order; each row of a rows event takes at least a byte, so `pos + row` grows strictly
 ///   within a file, and the file index keeps it growing over a rollover.
@@ -131,7 +155,7 @@ impl Source {
 /// * Oracle: `commit_scn` (streamed changes), else `scn` (snapshot reads: the snapshot's SCN).
 /// * MongoDB: oplog seconds << 31 | `ord`; snapshot reads 0 (the change stream replays from the
 ///   snapshot's start).
-fn position(f: &Fields<'_>, snapshot: bool) -> Result<Option<u64>, String> {
+fn position(f: &Fields<'_>, snapshot: bool) -> Result<(Option<u64>, Ordering), String> {
     // Old Debezium versions have no `connector` field; their position fields tell.
     let connector = f
         .connector
@@ -144,24 +168,42 @@ fn position(f: &Fields<'_>, snapshot: bool) -> Result<Option<u64>, String> {
             None
         });
     let version = match connector {
-        Some("postgresql") => match (&f.sequence, &f.lsn) {
-            (Some(seq), _) => {
-                let last_commit = last_commit_lsn(seq)?;
-                last_commit
-                    .checked_mul(2)
-                    .map(|v| v + u64::from(!snapshot))
-                    .ok_or_else(|| {
-                        format!("PostgreSQL LSN {last_commit} does not fit in a version")
-                    })?
+        Some("postgresql") => {
+            let lsn = match &f.lsn {
+                Some(l) => Some(l.value()?),
+                None => None,
+            };
+            let (last_commit, own) = match &f.sequence {
+                Some(seq) => last_commit_lsn(seq)?,
+                None => (None, None),
+            };
+            let double = |v: u64, phase: bool| {
+                v.checked_mul(2)
+                    .map(|d| d + u64::from(phase))
+                    .ok_or_else(|| format!("PostgreSQL LSN {v} does not fit in a version"))
+            };
+            match (&f.sequence, last_commit, lsn.or(own)) {
+                // Old Debezium versions without `sequence`: the lsn.
+                (None, _, Some(lsn)) => lsn,
+                (None, _, None) => return Ok((None, Ordering::Plain)),
+                (Some(_), Some(c), _) => double(c, !snapshot)?,
+                // No commit seen since the snapshot (or a fresh snapshot): the position.
+                (Some(_), None, Some(p)) => {
+                    let ordering = if snapshot {
+                        Ordering::SnapshotRead
+                    } else {
+                        Ordering::AfterSnapshot
+                    };
+                    return Ok((Some(check(double(p, !snapshot)?)?), ordering));
+                }
+                (Some(_), None, None) => return Ok((None, Ordering::Plain)),
             }
-            (None, Some(lsn)) => lsn.value()?,
-            (None, None) => return Ok(None),
-        },
+        }
         Some("mysql") | Some("mariadb") => {
             let (Some(file), Some(pos)) = (f.file.as_deref().filter(|f| !f.is_empty()), f.pos)
             else {
                 // No binlog position (some snapshot tools write an empty file name).
-                return Ok(None);
+                return Ok((None, Ordering::Plain));
             };
             let index = binlog_index(file)?;
             let offset = pos + f.row.unwrap_or(0);
@@ -174,11 +216,11 @@ fn position(f: &Fields<'_>, snapshot: bool) -> Result<Option<u64>, String> {
         }
         Some("sqlserver") => match f.commit_lsn.as_deref().or(f.change_lsn.as_deref()) {
             Some(lsn) => sqlserver_lsn(lsn)?,
-            None => return Ok(None),
+            None => return Ok((None, Ordering::Plain)),
         },
         Some("oracle") => match f.commit_scn.as_ref().or(f.scn.as_ref()) {
             Some(scn) => scn.value()?,
-            None => return Ok(None),
+            None => return Ok((None, Ordering::Plain)),
         },
         Some("mongodb") => match (f.ts_ms, f.ord) {
             _ if snapshot => 0,
@@ -186,28 +228,35 @@ fn position(f: &Fields<'_>, snapshot: bool) -> Result<Option<u64>, String> {
                 (ts as u64 / 1000) << MONGO_ORD_BITS | ord as u64
             }
             (Some(_), Some(_)) => return Err("MongoDB oplog position out of range".into()),
-            _ => return Ok(None),
+            _ => return Ok((None, Ordering::Plain)),
         },
-        _ => return Ok(None),
+        _ => return Ok((None, Ordering::Plain)),
     };
+    Ok((Some(check(version)?), Ordering::Plain))
+}
+
+fn check(version: u64) -> Result<u64, String> {
     if version > MAX_VERSION {
         return Err(format!(
             "source position {version} exceeds Elasticsearch's largest version"
         ));
     }
-    Ok(Some(version))
+    Ok(version)
 }
 
-/// The first element of PostgreSQL's `sequence` (`["24023119","24023128"]`): the end LSN of the
-/// last commit before the event; 0 when null (the first transaction after a snapshot).
-fn last_commit_lsn(sequence: &str) -> Result<u64, String> {
+/// PostgreSQL's `sequence` (`["24023119","24023128"]`): the end LSN of the last commit before
+/// the event (null before the first commit after a snapshot), and the event's own LSN.
+fn last_commit_lsn(sequence: &str) -> Result<(Option<u64>, Option<u64>), String> {
     let parts: Vec<Option<Num<'_>>> = serde_json::from_str(sequence)
         .map_err(|_| format!("`sequence` `{sequence}` is not a JSON array of LSNs"))?;
-    match parts.first() {
-        Some(Some(n)) => n.value(),
-        Some(None) => Ok(0),
-        None => Err(format!("`sequence` `{sequence}` is empty")),
+    let value = |i: usize| match parts.get(i) {
+        Some(Some(n)) => n.value().map(Some),
+        _ => Ok(None),
+    };
+    if parts.is_empty() {
+        return Err(format!("`sequence` `{sequence}` is empty"));
     }
+    Ok((value(0)?, value(1)?))
 }
 
 /// `mysql-bin.000003` → 3.
@@ -262,20 +311,46 @@ mod tests {
             ),
             Ok(Some(2 * 24_023_119 + 1))
         );
-        // A snapshot read at LSN 5000 and a change of a transaction that was open during the
-        // snapshot (its own LSN 4000 lies before the snapshot point) and committed after it:
-        // the change must win.
-        let snapshot = pos(
-            r#"{"connector":"postgresql","snapshot":"last","lsn":5000,"sequence":"[null,\"5000\"]"}"#,
+        // A fresh snapshot (no commit seen yet) reads at LSN 5000: 2 × 5000, and the sink is
+        // told to order the first transaction after it above it. A change of a transaction
+        // that was open during the snapshot carries its own LSN 4000, before the snapshot
+        // point: 2 × 4000 + 1, marked to be raised above the partition's snapshot reads
+        // (sink::snapshot_floors). The next transaction has a last commit past the snapshot.
+        let full = |json: &str| {
+            let read = json.contains(r#""snapshot":"last""#);
+            let s = Source::from_row(Row::from_json(json), read).unwrap();
+            (s.position.unwrap().unwrap(), s.ordering)
+        };
+        assert_eq!(
+            full(
+                r#"{"connector":"postgresql","snapshot":"last","lsn":5000,"sequence":"[null,\"5000\"]"}"#
+            ),
+            (10_000, Ordering::SnapshotRead)
         );
-        let first_streamed = pos(
-            r#"{"connector":"postgresql","snapshot":"false","lsn":4000,"sequence":"[null,\"4000\"]"}"#,
+        assert_eq!(
+            full(
+                r#"{"connector":"postgresql","snapshot":"false","lsn":4000,"sequence":"[null,\"4000\"]"}"#
+            ),
+            (8_001, Ordering::AfterSnapshot)
         );
-        let next_streamed = pos(
+        let next_streamed = full(
             r#"{"connector":"postgresql","snapshot":"false","lsn":4100,"sequence":"[\"5200\",\"4100\"]"}"#,
         );
-        assert!(snapshot < first_streamed, "{snapshot:?} {first_streamed:?}");
-        assert!(first_streamed < next_streamed);
+        assert_eq!(next_streamed, (10_401, Ordering::Plain));
+        // A fresh snapshot taken later (offsets lost): its reads are above every change
+        // before it, so they overwrite what changed in between.
+        assert!(
+            full(r#"{"connector":"postgresql","snapshot":"last","lsn":12000,"sequence":"[null,\"12000\"]"}"#).0
+                > next_streamed.0
+        );
+        // A snapshot taken while Debezium had offsets (blocking, or after a restart): its
+        // reads carry the last commit, and earlier changes stay below them.
+        assert_eq!(
+            full(
+                r#"{"connector":"postgresql","snapshot":"last","lsn":9000,"sequence":"[\"8800\",\"9000\"]"}"#
+            ),
+            (17_600, Ordering::Plain)
+        );
         // An incremental snapshot read (no lsn) at the window's close, and the changes of
         // transactions committed before and after it.
         let chunk = pos(

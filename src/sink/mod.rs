@@ -3,6 +3,7 @@
 //! (docs/design.md). Elasticsearch now; the Druid connector will implement the same trait.
 
 pub mod elasticsearch;
+pub mod snapshot_floors;
 
 use std::time::Duration;
 

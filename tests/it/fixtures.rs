@@ -294,9 +294,8 @@ fn postgres_snapshot_without_key_takes_the_id_from_pk_fields() {
         &[("pk.fields", "c_w_id,c_d_id,c_id")],
     )
     .unwrap();
-    // A snapshot read of a fresh snapshot (`sequence` [null, …]): version 0, below every change
-    // streamed after it.
-    assert_eq!(line, index_line("1|1|1", 0));
+    // A snapshot read of a fresh snapshot (`sequence` [null, "24363832"]): twice its LSN.
+    assert_eq!(line, index_line("1|1|1", 2 * 24_363_832));
     let doc = doc.unwrap();
     assert_eq!(doc["c_credit_lim"], json!(50000.0));
     assert_eq!(doc["c_since"], json!("2015-11-22 00:00:00"));

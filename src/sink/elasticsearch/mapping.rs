@@ -11,6 +11,7 @@ use super::deletes::{Deleted, RecentDeletes};
 use crate::decode::row::id_text;
 use crate::decode::{ChangeEvent, Op, Row, Value};
 use crate::sink::SinkRecord;
+use crate::sink::snapshot_floors::SnapshotFloors;
 
 /// Elasticsearch refuses longer ids.
 const MAX_ID_BYTES: usize = 512;
@@ -74,6 +75,8 @@ pub struct Mapper {
     indices: crate::FastMap<String, Arc<str>>,
     /// Delete events, for the tombstone that follows each.
     deletes: RecentDeletes,
+    /// Snapshot reads, for the first transaction streamed after them.
+    floors: SnapshotFloors,
 }
 
 impl Mapper {
@@ -86,6 +89,7 @@ impl Mapper {
             per_topic,
             indices: Default::default(),
             deletes: RecentDeletes::default(),
+            floors: SnapshotFloors::default(),
         }
     }
 
@@ -302,14 +306,22 @@ impl Mapper {
         Ok(id)
     }
 
-    fn version(&self, rec: &SinkRecord<'_>, ev: &ChangeEvent) -> Result<Option<u64>, String> {
+    fn version(&mut self, rec: &SinkRecord<'_>, ev: &ChangeEvent) -> Result<Option<u64>, String> {
         match self.cfg.version {
             VersionSource::None => Ok(None),
             VersionSource::Offset => Ok(Some(rec.offset as u64)),
-            VersionSource::Source => match ev.source.as_ref().map(|s| &s.position) {
-                Some(Ok(Some(v))) => Ok(Some(*v)),
-                Some(Err(e)) => Err(format!("cannot version the document: {e}")),
-                _ => Ok(Some(rec.offset as u64)),
+            VersionSource::Source => match ev.source.as_ref() {
+                Some(s) => match &s.position {
+                    Ok(Some(v)) => Ok(Some(self.floors.version(
+                        rec.kafka_topic,
+                        rec.partition,
+                        *v,
+                        s.ordering,
+                    ))),
+                    Err(e) => Err(format!("cannot version the document: {e}")),
+                    Ok(None) => Ok(Some(rec.offset as u64)),
+                },
+                None => Ok(Some(rec.offset as u64)),
             },
         }
     }
