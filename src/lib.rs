@@ -8,7 +8,8 @@
 //! * [`source`] — the Kafka consumer, rebalances, per-partition offset watermarks;
 //! * [`decode`] — Debezium envelopes (JSON) → one `ChangeEvent` model, semantic types decoded;
 //! * [`sink`] — the `Sink` trait and the Elasticsearch sink (mapping, batching, bulk, retry);
-//! * [`metrics`] — every counter, defined once.
+//! * [`metrics`] — every counter, defined once;
+//! * [`verify`] — `cdc-sink verify`: replay a connector's topics and compare with its indices.
 
 pub mod backoff;
 pub mod connector;
@@ -18,6 +19,7 @@ pub mod settings;
 pub mod sink;
 pub mod source;
 pub mod task;
+pub mod verify;
 pub mod worker;
 
 /// The hash map of hot paths: a fast, DoS-resistant-enough hasher for keys we produce ourselves

@@ -18,6 +18,8 @@ pub struct Metrics {
     pub failed: AtomicU64,
     /// Bulk requests sent (retries included).
     pub requests: AtomicU64,
+    /// Documents removed (or soft-deleted) by reconciliation after a snapshot.
+    pub reconciled: AtomicU64,
     /// Records with nothing to write, by reason (`tombstone`, `schema_change`, `truncate`…).
     skipped: Mutex<BTreeMap<&'static str, u64>>,
     /// Retries, by reason (`transport`, `timeout`, `bad_response`, `http_429`, `http_5xx`,
@@ -109,6 +111,7 @@ pub struct Snapshot {
     pub stale: u64,
     pub failed: u64,
     pub requests: u64,
+    pub reconciled: u64,
     pub skipped: BTreeMap<String, u64>,
     pub retries: BTreeMap<String, u64>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -156,6 +159,7 @@ impl Metrics {
             stale: load(&self.stale),
             failed: load(&self.failed),
             requests: load(&self.requests),
+            reconciled: load(&self.reconciled),
             skipped: copy(&self.skipped),
             retries: copy(&self.retries),
             stale_by_partition: self

@@ -26,6 +26,7 @@ use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::sink::elasticsearch::ElasticsearchSink;
 use crate::sink::{Outcome, Sink, SinkRecord};
+use crate::source::barriers::Barriers;
 use crate::source::offsets::Offsets;
 use crate::source::{self, Consumer, RebalanceHandler};
 
@@ -77,6 +78,8 @@ struct State {
     /// The task has finished its final drain and commit: a revocation while the consumer
     /// closes has nothing left to write or commit.
     closed: bool,
+    /// Records whose sink work waits for their whole topic to be written (`Sink::awaits_topic`).
+    barriers: Barriers,
 }
 
 /// Records that could not be decoded yet, not for what they are but because the schema registry
@@ -123,6 +126,11 @@ impl RebalanceHandler for Handler {
 
     fn revoking(&self, consumer: &Consumer<Self>, partitions: &[(String, i32)], lost: bool) {
         let mut st = self.lock();
+        // A record waiting for its topic leaves with its partition: whoever reads it next
+        // does the work.
+        for ack in st.barriers.revoke(partitions) {
+            st.sink.topic_caught_up(ack, false);
+        }
         if !lost && st.failure.is_none() && !st.closed {
             let done = |st: &State| {
                 partitions
@@ -261,6 +269,7 @@ fn run(
             failure: None,
             stall: None,
             closed: false,
+            barriers: Barriers::default(),
         }),
         flush_timeout,
         label: label.clone(),
@@ -353,6 +362,15 @@ fn run(
         match st.sink.poll(wait) {
             Ok(acks) => acks.into_iter().for_each(|a| st.offsets.ack(a)),
             Err(e) => break Err(e.to_string()),
+        }
+        let State {
+            barriers,
+            offsets,
+            sink,
+            ..
+        } = &mut *st;
+        for ack in barriers.check(&consumer, offsets, &label) {
+            sink.topic_caught_up(ack, true);
         }
         let (pending, capacity) = (st.sink.pending(), st.sink.capacity());
         let pause =
@@ -479,6 +497,9 @@ fn handle(
     // Before the record can be acked (a skipped one is acked at once).
     if st.sink.holds(&record) {
         st.offsets.hold(ack);
+    }
+    if st.sink.awaits_topic(&record) {
+        st.barriers.add(ack, topic, partition, offset);
     }
     match st
         .sink

@@ -24,6 +24,47 @@ pub struct Source {
     pub position: Result<Option<u64>, String>,
     /// How the position relates to snapshot reads of the same partition (PostgreSQL).
     pub ordering: Ordering,
+    /// Where the event stands in a snapshot (`source.snapshot`).
+    pub snapshot: SnapshotMark,
+}
+
+/// Debezium's `source.snapshot`: whether an event is a snapshot read, and whether it is the
+/// last read of its table in a snapshot (`last_in_data_collection`, or `last` for the last table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SnapshotMark {
+    /// Streamed (`false`, or absent).
+    #[default]
+    No,
+    /// A read of a snapshot that is not its table's last: `true`, `first`,
+    /// `first_in_data_collection`, and every read of an incremental snapshot (`incremental`),
+    /// whose end Debezium does not mark in the data.
+    Read,
+    /// The last read of its table: every row the snapshot found in the table came before it in
+    /// the table's topic.
+    EndOfTable,
+}
+
+impl SnapshotMark {
+    fn parse(v: Option<&Marker<'_>>) -> SnapshotMark {
+        match v {
+            None | Some(Marker::Bool(false)) => SnapshotMark::No,
+            Some(Marker::Bool(true)) => SnapshotMark::Read,
+            Some(Marker::Text(t)) => match t.as_ref() {
+                "last" | "last_in_data_collection" => SnapshotMark::EndOfTable,
+                "false" => SnapshotMark::No,
+                _ => SnapshotMark::Read,
+            },
+        }
+    }
+}
+
+/// `source.snapshot`: a string in Debezium ≥ 1.x, a boolean in some older connectors.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Marker<'a> {
+    Bool(bool),
+    #[serde(borrow)]
+    Text(Cow<'a, str>),
 }
 
 /// What a sink must add to [`Source::position`] to keep commit order across a snapshot.
@@ -75,6 +116,8 @@ struct Fields<'a> {
     table: Option<Cow<'a, str>>,
     #[serde(default)]
     ts_ms: Option<i64>,
+    #[serde(borrow, default)]
+    snapshot: Option<Marker<'a>>,
     // PostgreSQL
     #[serde(borrow, default)]
     lsn: Option<Num<'a>>,
@@ -129,6 +172,7 @@ impl Source {
             ts_ms: f.ts_ms,
             position,
             ordering,
+            snapshot: SnapshotMark::parse(f.snapshot.as_ref()),
             json,
         })
     }
@@ -295,6 +339,30 @@ mod tests {
         Source::from_row(Row::from_json(json), read)
             .unwrap()
             .position
+    }
+
+    #[test]
+    fn snapshot_marks_say_where_a_table_ends() {
+        let mark = |v: &str| {
+            Source::from_row(Row::from_json(&format!(r#"{{"snapshot":{v}}}"#)), true)
+                .unwrap()
+                .snapshot
+        };
+        for v in [r#""last""#, r#""last_in_data_collection""#] {
+            assert_eq!(mark(v), SnapshotMark::EndOfTable, "{v}");
+        }
+        for v in [
+            r#""true""#,
+            r#""first""#,
+            r#""first_in_data_collection""#,
+            r#""incremental""#,
+            "true",
+        ] {
+            assert_eq!(mark(v), SnapshotMark::Read, "{v}");
+        }
+        for v in [r#""false""#, "false", "null"] {
+            assert_eq!(mark(v), SnapshotMark::No, "{v}");
+        }
     }
 
     #[test]

@@ -85,4 +85,21 @@ pub trait Sink: Send {
         let _ = record;
         false
     }
+
+    /// Whether the sink must finish something once every partition of `record`'s Kafka topic
+    /// is written up to where the topic ended when `record` was read (after a table's
+    /// snapshot: remove what the snapshot did not contain). The task then watches those
+    /// partitions and calls [`Sink::topic_caught_up`]; the record's ack comes back only after
+    /// that work is done. Asked before [`Sink::put`].
+    fn awaits_topic(&self, record: &SinkRecord<'_>) -> bool {
+        let _ = record;
+        false
+    }
+
+    /// The task's answer for a record [`Sink::awaits_topic`] asked about: `true` when its topic
+    /// is written up to that point, `false` when the record's partition was revoked (the work
+    /// is left to whoever reads the record again).
+    fn topic_caught_up(&mut self, ack: Ack, caught_up: bool) {
+        let _ = (ack, caught_up);
+    }
 }

@@ -4,6 +4,7 @@
 //! Offsets are never auto-committed nor auto-stored: the task commits exactly the watermarks
 //! of [`offsets::Offsets`], periodically, on revocation and on shutdown.
 
+pub mod barriers;
 pub mod offsets;
 
 use std::collections::BTreeMap;

@@ -221,6 +221,14 @@ impl Offsets {
         }
     }
 
+    /// Whether every record of a partition below `offset` has been read and written (holds
+    /// aside); `None` when the partition is not assigned or nothing was read since it was.
+    pub fn written_below(&self, topic: &str, partition: i32, offset: i64) -> Option<bool> {
+        let p = self.slots[self.slot_of(topic, partition)? as usize].as_ref()?;
+        let next = p.next?;
+        Some(next >= offset && p.pending.iter().all(|e| e.done || e.offset >= offset))
+    }
+
     /// Records read and not yet written, over all partitions.
     pub fn in_flight(&self) -> usize {
         self.slots.iter().flatten().map(Partition::unwritten).sum()
@@ -313,5 +321,23 @@ mod tests {
         assert!(o.committable().is_empty());
         o.ack(first);
         assert_eq!(o.committable(), vec![("t".into(), 0, 6)]);
+    }
+
+    #[test]
+    fn written_below_needs_every_earlier_record_read_and_written() {
+        let mut o = Offsets::default();
+        assert_eq!(o.written_below("t", 0, 5), None, "not assigned");
+        o.assign("t", 0);
+        assert_eq!(o.written_below("t", 0, 5), None, "nothing read yet");
+        let a: Vec<Ack> = (3..6).map(|off| o.track("t", 0, off)).collect();
+        assert_eq!(o.written_below("t", 0, 5), Some(false));
+        o.ack(a[0]);
+        o.ack(a[1]);
+        assert_eq!(o.written_below("t", 0, 5), Some(true), "5 itself may wait");
+        assert_eq!(o.written_below("t", 0, 7), Some(false), "6 not read yet");
+        // A held record that is written counts as written.
+        o.hold(a[2]);
+        o.ack(a[2]);
+        assert_eq!(o.written_below("t", 0, 6), Some(true));
     }
 }

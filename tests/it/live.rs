@@ -134,9 +134,14 @@ impl Source {
     }
 
     fn worker(&self, extra: &[(&str, &str)]) -> Worker {
+        self.worker_at(&servers().es, extra)
+    }
+
+    /// A worker writing through `es` (a fault proxy in front of Elasticsearch).
+    fn worker_at(&self, es: &str, extra: &[(&str, &str)]) -> Worker {
         let mut options = vec![("topics.regex", self.topics_regex())];
         options.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
-        let mut config = es_connector("", &servers().es, &[("behavior.on.null.values", "delete")]);
+        let mut config = es_connector("", es, &[("behavior.on.null.values", "delete")]);
         config.as_object_mut().unwrap().remove("topics");
         for (k, v) in options {
             config[k] = json!(v);
@@ -727,4 +732,131 @@ fn postgres_incremental_snapshot_while_rows_change_ends_as_the_table() {
     wait_tables(&src, &["items"], Duration::from_secs(240));
     assert_versions(&src, &["items"]);
     assert!(worker.stop().success());
+}
+
+/// Waits until `cond` holds.
+fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < timeout, "not within {timeout:?}: {what}");
+        thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The offset of the last record of `topic` (one partition) that ends a table's snapshot.
+fn last_snapshot_end(topic: &str) -> i64 {
+    crate::support::kafka::read_all(topic, 1)
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| {
+            r.value.as_ref().is_some_and(|v| {
+                let v: Value = serde_json::from_slice(v).unwrap();
+                matches!(
+                    v["payload"]["source"]["snapshot"].as_str(),
+                    Some("last" | "last_in_data_collection")
+                )
+            })
+        })
+        .map(|(i, _)| i as i64)
+        .next_back()
+        .expect("a snapshot end")
+}
+
+/// Debezium's offsets lost (Kafka Connect killed before it flushed them) while rows are
+/// deleted: Debezium snapshots the table again, and the rows deleted meanwhile get no delete
+/// event. Once that snapshot is written, the worker removes their documents (snapshot.reconcile,
+/// docs/reconcile.md). A worker killed while it reconciles has not committed the snapshot's last
+/// record, so the next one reads it again and reconciles.
+#[test]
+fn postgres_resnapshot_after_lost_offsets_removes_the_rows_deleted_meanwhile() {
+    use std::sync::atomic::Ordering::SeqCst;
+
+    use crate::support::kafka;
+    use crate::support::proxy::{Faults, Proxy};
+
+    let _one = live::one_at_a_time();
+    live();
+    let src = Source::create(Flavour::Postgres);
+    src.sql(
+        "CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL);\n\
+         INSERT INTO items SELECT g, g FROM generate_series(1, 300) g;",
+    );
+    src.start_debezium();
+    let proxy = Proxy::start(&servers().es);
+    let mut worker = src.worker_at(&proxy.url, &[]);
+    let index = src.topic("items");
+    let group = format!("connect-{}-es", src.db);
+    wait_tables(&src, &["items"], Duration::from_secs(120));
+    // The first snapshot's reconciliation (nothing to remove) is over before searches fail.
+    worker.wait_log("removed=0", Duration::from_secs(60));
+    let first = es::documents(&index);
+    let first_version = first["1"].0;
+    let searches = proxy.stats().searches.load(SeqCst);
+    proxy.set_faults(Faults {
+        search_503: true,
+        ..Faults::default()
+    });
+
+    live::kill_connect();
+    src.sql(
+        "DELETE FROM items WHERE id % 3 = 0;\n\
+         UPDATE items SET v = v + 1000 WHERE id % 3 = 1;\n\
+         INSERT INTO items SELECT g, g FROM generate_series(301, 350) g;",
+    );
+    live::forget_source_offsets(&src.db);
+    live::start_connect();
+
+    // The second snapshot is written, every row of the table above the first snapshot's
+    // version, and its reconciliation cannot search: the deleted rows are still documents,
+    // and the snapshot's last record is not committed (everything before it is).
+    let expected = src.expected("items");
+    wait_until(
+        "the second snapshot written and its reconciliation tried",
+        Duration::from_secs(180),
+        || {
+            let docs = es::documents(&index);
+            expected
+                .keys()
+                .all(|id| docs.get(id).is_some_and(|(v, _)| *v > first_version))
+                && proxy.stats().searches.load(SeqCst) > searches
+        },
+    );
+    assert_eq!(
+        es::documents(&index).len(),
+        350,
+        "every row the table ever had"
+    );
+    let end = last_snapshot_end(&index);
+    wait_until(
+        "offsets committed up to the snapshot's end",
+        Duration::from_secs(30),
+        || kafka::committed(&group, &index, 1).get(&0) == Some(&end),
+    );
+    thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        kafka::committed(&group, &index, 1).get(&0),
+        Some(&end),
+        "the snapshot's end is committed before its reconciliation"
+    );
+    worker.kill();
+
+    let worker = src.worker(&[]);
+    wait_tables(&src, &["items"], Duration::from_secs(120));
+    // Each document at the version of its row's last change: the second snapshot's reads and
+    // nothing older.
+    let want: BTreeMap<String, u64> = topic_versions(&index, Flavour::Postgres)
+        .into_iter()
+        .filter(|(id, _)| expected.contains_key(id))
+        .collect();
+    crate::support::committed::assert_versions(&index, &want);
+    assert!(want.values().all(|v| *v > first_version));
+    wait_until(
+        "the snapshot's end committed",
+        Duration::from_secs(30),
+        || kafka::committed(&group, &index, 1).get(&0) > Some(&end),
+    );
+    let log = worker.log.clone();
+    assert!(worker.stop().success());
+    let text = std::fs::read_to_string(log).unwrap();
+    assert!(text.contains("removed=100"), "reconciliation:\n{text}");
 }

@@ -17,4 +17,5 @@ mod faults;
 mod fixtures;
 mod live;
 mod pipeline;
+mod reconcile;
 mod refusals;

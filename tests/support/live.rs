@@ -174,6 +174,49 @@ pub fn crash_restart_connect() {
     assert!(status.success(), "restarting Kafka Connect failed");
 }
 
+/// Kills Kafka Connect with SIGKILL (`start_connect` brings it back).
+pub fn kill_connect() {
+    servers_cmd("crash");
+}
+
+/// Starts the Kafka Connect worker [`kill_connect`] killed.
+pub fn start_connect() {
+    servers_cmd("restart");
+}
+
+fn servers_cmd(what: &str) {
+    let status = Command::new(repo().join("scripts/servers"))
+        .arg(what)
+        .arg(&live().dir)
+        .arg("connect")
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "scripts/servers {what} connect failed");
+}
+
+/// Removes what Kafka Connect stored of source connector `name`'s offsets (a tombstone per key
+/// on its offsets topic), as if it had never flushed them. Kafka Connect must be down.
+pub fn forget_source_offsets(name: &str) {
+    use super::kafka::{self, Rec};
+    let needle = format!("[\"{name}\",");
+    let keys: std::collections::BTreeSet<Vec<u8>> = kafka::read_all("_connect-offsets", 1)
+        .into_iter()
+        .filter_map(|r| r.key)
+        .filter(|k| k.starts_with(needle.as_bytes()))
+        .collect();
+    assert!(!keys.is_empty(), "no offsets of {name} stored");
+    let tombstones: Vec<Rec<Vec<u8>>> = keys
+        .into_iter()
+        .map(|k| Rec {
+            partition: 0,
+            key: Some(k),
+            value: None,
+        })
+        .collect();
+    kafka::produce_bytes("_connect-offsets", &tombstones);
+}
+
 /// A PostgreSQL Debezium connector for database `db` (schema `inventory`), topics `<db>.inventory.*`.
 pub fn pg_debezium(db: &str) -> Value {
     json!({

@@ -24,6 +24,8 @@ pub struct Faults {
     pub drop_after_forward: u32,
     /// Answer a bulk request 200 `{"took":1,"errors":false}` without items, not forwarding it.
     pub empty_200: u32,
+    /// Answer every search (and scroll) request 503, not forwarding it.
+    pub search_503: bool,
 }
 
 #[derive(Default)]
@@ -32,6 +34,8 @@ pub struct Stats {
     pub failed_requests: AtomicU64,
     pub failed_items: AtomicU64,
     pub forwarded_items: AtomicU64,
+    /// Search and scroll requests seen.
+    pub searches: AtomicU64,
 }
 
 struct State {
@@ -144,6 +148,15 @@ async fn handle(s: Arc<State>, req: Request) -> Reply {
     s.stats.requests.fetch_add(1, Ordering::Relaxed);
     let f = *s.faults.lock().unwrap();
     let is_bulk = req.target.contains("_bulk");
+    if req.target.contains("_search") {
+        s.stats.searches.fetch_add(1, Ordering::Relaxed);
+        if f.search_503 {
+            return Reply::Respond {
+                status: 503,
+                body: br#"{"error":"injected","status":503}"#.to_vec(),
+            };
+        }
+    }
     if is_bulk && roll(f.request_429) {
         s.stats.failed_requests.fetch_add(1, Ordering::Relaxed);
         return Reply::Respond { status: 429, body: br#"{"error":{"type":"es_rejected_execution_exception","reason":"injected"},"status":429}"#.to_vec() };
@@ -197,7 +210,14 @@ async fn handle(s: Arc<State>, req: Request) -> Reply {
                 req.method.parse().unwrap_or(reqwest::Method::POST),
                 format!("{}{}", s.upstream, req.target),
             )
-            .header("content-type", "application/x-ndjson")
+            .header(
+                "content-type",
+                if is_bulk {
+                    "application/x-ndjson"
+                } else {
+                    "application/json"
+                },
+            )
             .body(body)
             .send()
             .await;

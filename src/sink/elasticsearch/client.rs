@@ -91,12 +91,46 @@ impl BulkClient {
     /// no whole response came within `wait` after the connection was made. A connection failure
     /// or timeout moves later requests to the next URL.
     pub async fn bulk(&self, body: Bytes, wait: Duration) -> Result<(u16, Bytes), TransportError> {
+        self.send(
+            reqwest::Method::POST,
+            &format!("_bulk?{FILTER_PATH}"),
+            "application/x-ndjson",
+            body,
+            wait,
+        )
+        .await
+    }
+
+    /// Sends a JSON request (`path` relative to the cluster URL, with its query; no body when
+    /// `body` is `None`), as [`Self::bulk`] does.
+    pub async fn json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        wait: Duration,
+    ) -> Result<(u16, Bytes), TransportError> {
+        let bytes = body.map_or_else(Bytes::new, |b| {
+            Bytes::from(serde_json::to_vec(b).unwrap_or_default())
+        });
+        self.send(method, path, "application/json", bytes, wait)
+            .await
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        content_type: &'static str,
+        body: Bytes,
+        wait: Duration,
+    ) -> Result<(u16, Bytes), TransportError> {
         let i = self.current.load(Ordering::Relaxed) % self.urls.len().max(1);
-        let url = format!("{}/_bulk?{FILTER_PATH}", self.urls[i]);
+        let url = format!("{}/{path}", self.urls[i]);
         let mut req = self
             .http
-            .post(&url)
-            .header(CONTENT_TYPE, "application/x-ndjson");
+            .request(method, &url)
+            .header(CONTENT_TYPE, content_type);
         if let Some(a) = &self.auth {
             req = req.header(AUTHORIZATION, a.clone());
         }
@@ -132,7 +166,7 @@ impl BulkClient {
                 self.current.store(i + 1, Ordering::Relaxed);
                 Err(TransportError {
                     message: format!(
-                        "{}: no bulk response within {} ms (read.timeout.ms)",
+                        "{}: no response within {} ms (read.timeout.ms)",
                         self.urls[i],
                         wait.as_millis()
                     ),

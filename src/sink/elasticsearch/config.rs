@@ -105,6 +105,11 @@ pub const OPTIONS: &[OptionDef] = &[
         doc: "Document version (`version_type=external_gte`): `source` = the source log position in commit order (PostgreSQL: the last commit LSN from `sequence`; MySQL/MariaDB: binlog file+pos+row; SQL Server: commit_lsn; Oracle: commit_scn; MongoDB: ts+ord; the Kafka offset for other connectors; see docs/versions.md), `offset` = the Kafka offset, `none` = unversioned writes.",
     },
     OptionDef {
+        name: "snapshot.reconcile",
+        default: Some("true"),
+        doc: "When a Debezium snapshot of a table has been written, remove from its index the documents of rows the snapshot did not contain and no later change wrote (rows deleted while Debezium was not streaming), by a version-conditional delete (`delete.mode=soft`: marked `__deleted: true`); see docs/reconcile.md. Needs `version.source=source`, applied deletes, and an index fed by one topic of one table. Set `false` for filtered snapshots (`snapshot.select.statement.overrides`, ad-hoc snapshots with `additional-conditions`) and for indices that other writers share.",
+    },
+    OptionDef {
         name: "truncate.mode",
         default: Some("ignore"),
         doc: "`t` (truncate) events are counted and ignored.",
@@ -265,6 +270,9 @@ pub struct EsConfig {
     pub fail_on_malformed: bool,
     pub add_fields: Vec<AddField>,
     pub version: VersionSource,
+    /// `snapshot.reconcile`, where it applies (source versions, deletes applied, not
+    /// `key.ignore`).
+    pub reconcile: bool,
     pub batch_size: usize,
     pub bulk_size_bytes: usize,
     pub linger: Duration,
@@ -381,6 +389,19 @@ impl EsConfig {
             "none" => VersionSource::None,
             _ => VersionSource::Source,
         };
+        let deletes_applied = match on_delete {
+            OnDelete::Delete | OnDelete::SoftDelete => true,
+            OnDelete::AsNull => on_null == OnNull::Delete,
+            OnDelete::Ignore => false,
+        };
+        let reconcile_possible = version == VersionSource::Source && !key_ignore && deletes_applied;
+        let reconcile = o.bool("snapshot.reconcile", true);
+        if reconcile && !reconcile_possible && o.get("snapshot.reconcile").is_some() {
+            o.error(
+                "snapshot.reconcile",
+                "`true` needs version.source=source, key.ignore=false and deletes that are applied (not dropped)",
+            );
+        }
         o.choice("truncate.mode", &["ignore"], "ignore");
         o.choice("write.method", &["insert"], "insert");
         if o.bool("drop.invalid.message", false) {
@@ -421,6 +442,7 @@ impl EsConfig {
             fail_on_malformed: malformed == "fail",
             add_fields,
             version,
+            reconcile: reconcile && reconcile_possible,
             batch_size: o.at_least("batch.size", 2000usize, 1),
             bulk_size_bytes: o.at_least("bulk.size.bytes", 5 * 1024 * 1024usize, 1024),
             linger: ms("linger.ms", 100),

@@ -8,7 +8,9 @@ use serde_json::value::RawValue;
 
 use super::config::{EsConfig, FieldRef, OnDelete, OnNull, VersionSource};
 use super::deletes::{Deleted, RecentDeletes};
+use super::scopes::Scopes;
 use crate::decode::row::id_text;
+use crate::decode::source::SnapshotMark;
 use crate::decode::{ChangeEvent, Op, Row, Value};
 use crate::sink::SinkRecord;
 use crate::sink::snapshot_floors::SnapshotFloors;
@@ -66,6 +68,17 @@ pub enum Mapped {
     Skip(&'static str),
 }
 
+/// The end of a table's snapshot, written: what reconciling its index needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotEnd {
+    pub index: Arc<str>,
+    /// The Kafka topic of the table.
+    pub topic: Box<str>,
+    /// The snapshot's version: a document below it was written by no snapshot read and no later
+    /// change.
+    pub below: u64,
+}
+
 /// Maps records of one task; remembers a little state (index per topic, the delete event each
 /// tombstone follows).
 pub struct Mapper {
@@ -77,6 +90,10 @@ pub struct Mapper {
     deletes: RecentDeletes,
     /// Snapshot reads, for the first transaction streamed after them.
     floors: SnapshotFloors,
+    /// The table each index holds (`snapshot.reconcile`).
+    scopes: Scopes,
+    /// Indices already warned about as not reconcilable.
+    warned: Vec<Arc<str>>,
 }
 
 impl Mapper {
@@ -90,7 +107,56 @@ impl Mapper {
             indices: Default::default(),
             deletes: RecentDeletes::default(),
             floors: SnapshotFloors::default(),
+            scopes: Scopes::default(),
+            warned: Vec::new(),
         }
+    }
+
+    /// Whether `rec` is the last read of a table's snapshot and reconciliation is on.
+    pub fn ends_snapshot(&self, rec: &SinkRecord<'_>) -> bool {
+        self.cfg.reconcile
+            && matches!(rec.value, Value::Change(ev) if ev.op == Op::Read
+                && ev.source.as_ref().is_some_and(|s| s.snapshot == SnapshotMark::EndOfTable))
+    }
+
+    /// What reconciling the index after `rec` (written as `action`) needs, when `rec` ends a
+    /// table's snapshot and the index can be reconciled; warns once per index that cannot.
+    pub fn snapshot_end(
+        &mut self,
+        rec: &SinkRecord<'_>,
+        action: &BulkAction,
+    ) -> Option<SnapshotEnd> {
+        if !self.ends_snapshot(rec) {
+            return None;
+        }
+        let Value::Change(ev) = rec.value else {
+            return None;
+        };
+        let from_source = ev
+            .source
+            .as_ref()
+            .is_some_and(|s| matches!(s.position, Ok(Some(_))));
+        let why = match (from_source, action.version) {
+            (false, _) | (_, None) => {
+                Some("the source position of its records is not known".to_string())
+            }
+            // MongoDB snapshot reads: every document is at or above it.
+            (true, Some(0)) => return None,
+            _ => self.scopes.shared(&action.index).map(str::to_string),
+        };
+        if let Some(why) = why {
+            if !self.warned.contains(&action.index) {
+                self.warned.push(action.index.clone());
+                tracing::warn!(index = %action.index, topic = rec.kafka_topic,
+                    "a snapshot of the table ended; the index is not reconciled: {why} (snapshot.reconcile)");
+            }
+            return None;
+        }
+        Some(SnapshotEnd {
+            index: action.index.clone(),
+            topic: rec.kafka_topic.into(),
+            below: action.version?,
+        })
     }
 
     /// Debezium's tombstones reach the sink and delete documents: each needs the version of
@@ -123,6 +189,9 @@ impl Mapper {
                     }
                     let version = self.version(rec, ev)?;
                     let doc = self.document(after, ev, self.cfg.mark_live.then_some(false))?;
+                    if self.cfg.reconcile {
+                        self.scopes.wrote(&index, rec.kafka_topic, table_of(ev));
+                    }
                     Ok(Mapped::Write(BulkAction {
                         index,
                         id,
@@ -146,6 +215,9 @@ impl Mapper {
         let index = self.index(rec, Some(ev))?;
         let id = self.id(rec, ev.before.as_ref())?;
         let version = self.version(rec, ev)?;
+        if self.cfg.reconcile {
+            self.scopes.wrote(&index, rec.kafka_topic, table_of(ev));
+        }
         if remember {
             let deleted = Deleted {
                 index: index.clone(),
@@ -371,6 +443,10 @@ impl Mapper {
         out.push(b'}');
         Ok(out)
     }
+}
+
+fn table_of(ev: &ChangeEvent) -> Option<&str> {
+    ev.source.as_ref().and_then(|s| s.table.as_deref())
 }
 
 /// The id a key gives: one field's value as text, several joined by `separator` in key order.

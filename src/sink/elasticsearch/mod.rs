@@ -10,7 +10,9 @@ pub mod client;
 pub mod config;
 pub mod deletes;
 pub mod mapping;
+pub mod reconcile;
 pub mod retry;
+pub mod scopes;
 pub mod stale;
 
 use std::collections::VecDeque;
@@ -26,7 +28,7 @@ use tracing::{debug, warn};
 use self::batch::{Batch, Origin, Sealed};
 use self::client::BulkClient;
 use self::config::EsConfig;
-use self::mapping::{Mapped, Mapper};
+use self::mapping::{Mapped, Mapper, SnapshotEnd};
 use self::retry::{ItemOutcome, RequestOutcome};
 use super::{Ack, Outcome, Sink, SinkError, SinkRecord};
 use crate::decode::Value;
@@ -43,6 +45,23 @@ struct Done {
     lane: usize,
     records: usize,
     result: Result<Vec<Ack>, SinkError>,
+}
+
+/// What the lanes and reconciliations report back to the task thread.
+enum Event {
+    Batch(Done),
+    /// The reconciliation after the snapshot record `Ack` is over.
+    Reconciled(Ack, Result<(), SinkError>),
+}
+
+/// The record that ended a table's snapshot: its ack comes back once the record is written,
+/// the task has seen its whole topic written up to it, and the index is reconciled.
+struct Reconciliation {
+    ack: Ack,
+    end: SnapshotEnd,
+    written: bool,
+    caught_up: bool,
+    running: bool,
 }
 
 /// Shared by the lanes' requests.
@@ -65,8 +84,10 @@ pub struct ElasticsearchSink {
     lanes: Vec<Lane>,
     hasher: foldhash::fast::RandomState,
     runtime: Handle,
-    done_tx: mpsc::Sender<Done>,
-    done_rx: mpsc::Receiver<Done>,
+    done_tx: mpsc::Sender<Event>,
+    done_rx: mpsc::Receiver<Event>,
+    /// Snapshot ends waiting to be (or being) reconciled.
+    reconciliations: Vec<Reconciliation>,
     /// Records taken and not yet acked.
     pending: usize,
     /// Every open batch is sent as soon as its lane is free.
@@ -100,6 +121,7 @@ impl ElasticsearchSink {
             runtime,
             done_tx,
             done_rx,
+            reconciliations: Vec::new(),
             pending: 0,
             flushing: false,
             topics: Default::default(),
@@ -137,20 +159,60 @@ impl ElasticsearchSink {
                 let records = batch.acks.len();
                 let result = write(&shared, batch).await;
                 // The task thread may be gone (shutdown): nothing left to report to.
-                let _ = tx.send(Done {
+                let _ = tx.send(Event::Batch(Done {
                     lane: i,
                     records,
                     result,
-                });
+                }));
             });
         }
     }
 
-    fn finish(&mut self, done: Done, acks: &mut Vec<Ack>) -> Result<(), SinkError> {
-        self.lanes[done.lane].busy = false;
-        self.pending -= done.records;
-        acks.extend(done.result?);
+    fn finish(&mut self, event: Event, acks: &mut Vec<Ack>) -> Result<(), SinkError> {
+        match event {
+            Event::Batch(done) => {
+                self.lanes[done.lane].busy = false;
+                self.pending -= done.records;
+                for ack in done.result? {
+                    match self.reconciliations.iter_mut().find(|r| r.ack == ack) {
+                        Some(r) => r.written = true,
+                        None => acks.push(ack),
+                    }
+                }
+                self.start_reconciliations();
+            }
+            Event::Reconciled(ack, result) => {
+                self.reconciliations.retain(|r| r.ack != ack);
+                result?;
+                acks.push(ack);
+            }
+        }
         Ok(())
+    }
+
+    /// Starts each reconciliation whose record is written and whose topic has caught up.
+    fn start_reconciliations(&mut self) {
+        for r in &mut self.reconciliations {
+            if r.running || !r.written || !r.caught_up {
+                continue;
+            }
+            r.running = true;
+            let (shared, tx, ack, end) = (
+                self.shared.clone(),
+                self.done_tx.clone(),
+                r.ack,
+                r.end.clone(),
+            );
+            self.runtime.spawn(async move {
+                let result = reconcile::run(&shared, &end).await;
+                let _ = tx.send(Event::Reconciled(ack, result));
+            });
+        }
+    }
+
+    /// Reconciliations running: the task waits for them as for writes.
+    fn running(&self) -> usize {
+        self.reconciliations.iter().filter(|r| r.running).count()
     }
 
     fn topic(&mut self, topic: &str) -> Arc<str> {
@@ -188,6 +250,15 @@ impl Sink for ElasticsearchSink {
             source_ts_ms,
             kafka_ts_ms: rec.timestamp_ms,
         };
+        if let Some(end) = self.mapper.snapshot_end(&rec, &action) {
+            self.reconciliations.push(Reconciliation {
+                ack,
+                end,
+                written: false,
+                caught_up: false,
+                running: false,
+            });
+        }
         let lane = self.lane_of(&action.index, &action.id);
         let lane = &mut self.lanes[lane];
         if !lane.open.is_empty() && lane.open.body_len() >= bulk_bytes {
@@ -211,7 +282,7 @@ impl Sink for ElasticsearchSink {
             got = true;
             self.finish(done, &mut acks)?;
         }
-        if !got && self.pending > 0 && !wait.is_zero() {
+        if !got && self.pending() > 0 && !wait.is_zero() {
             // Wake in time for the next linger deadline.
             let wait = self
                 .lanes
@@ -234,7 +305,7 @@ impl Sink for ElasticsearchSink {
         if got || self.flushing {
             self.dispatch(Instant::now());
         }
-        if self.pending == 0 {
+        if self.pending() == 0 {
             self.flushing = false;
         }
         Ok(acks)
@@ -245,7 +316,7 @@ impl Sink for ElasticsearchSink {
     }
 
     fn pending(&self) -> usize {
-        self.pending
+        self.pending + self.running()
     }
 
     fn capacity(&self) -> usize {
@@ -267,6 +338,22 @@ impl Sink for ElasticsearchSink {
 
     fn holds(&self, record: &SinkRecord<'_>) -> bool {
         self.mapper.holds(record)
+    }
+
+    fn awaits_topic(&self, record: &SinkRecord<'_>) -> bool {
+        self.mapper.ends_snapshot(record)
+    }
+
+    fn topic_caught_up(&mut self, ack: Ack, caught_up: bool) {
+        if caught_up {
+            if let Some(r) = self.reconciliations.iter_mut().find(|r| r.ack == ack) {
+                r.caught_up = true;
+            }
+            self.start_reconciliations();
+        } else {
+            // Its partition is gone: the record is read again by the next owner.
+            self.reconciliations.retain(|r| r.ack != ack || r.running);
+        }
     }
 }
 

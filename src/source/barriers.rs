@@ -1,0 +1,208 @@
+//! Waiting for a whole topic. Some records need, before their sink may finish with them, every
+//! partition of their Kafka topic written up to where the topic ended when they were read (the
+//! last read of a table's snapshot: the other partitions hold the rest of the snapshot; see
+//! [`crate::sink::Sink::awaits_topic`]).
+//!
+//! A partition this task reads counts as written by the task's own [`Offsets`]; any other (read
+//! by another task or worker of the group) by the group's committed offset, which only ever
+//! covers written records.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::Consumer as _;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use tracing::{info, warn};
+
+use super::offsets::Offsets;
+use super::{Consumer, RebalanceHandler};
+use crate::sink::Ack;
+
+/// How often waiting barriers are looked at.
+const CHECK_EVERY: Duration = Duration::from_millis(500);
+/// How long a metadata, watermark or committed-offset request may take.
+const TIMEOUT: Duration = Duration::from_secs(5);
+/// A barrier waiting longer than this is reported (and again each time as long).
+const REPORT_AFTER: Duration = Duration::from_secs(60);
+
+/// One partition's end when the barrier was set.
+#[derive(Debug, Clone, Copy)]
+struct Target {
+    partition: i32,
+    /// The partition's first offset: a target at or below it has nothing to wait for.
+    low: i64,
+    /// Every record below this offset must be written.
+    end: i64,
+}
+
+#[derive(Debug)]
+struct Barrier {
+    ack: Ack,
+    topic: String,
+    partition: i32,
+    offset: i64,
+    /// Taken at the first check after the record was read.
+    targets: Option<Vec<Target>>,
+    since: Instant,
+    reported: Instant,
+}
+
+/// The barriers of one task.
+#[derive(Debug, Default)]
+pub struct Barriers {
+    waiting: Vec<Barrier>,
+    next_check: Option<Instant>,
+}
+
+impl Barriers {
+    /// Waits for topic `topic` on behalf of the record (`partition`, `offset`) acked by `ack`.
+    pub fn add(&mut self, ack: Ack, topic: &str, partition: i32, offset: i64) {
+        let now = Instant::now();
+        self.waiting.push(Barrier {
+            ack,
+            topic: topic.to_string(),
+            partition,
+            offset,
+            targets: None,
+            since: now,
+            reported: now,
+        });
+    }
+
+    /// Forgets the barriers of records of revoked `partitions`; returns their acks.
+    pub fn revoke(&mut self, partitions: &[(String, i32)]) -> Vec<Ack> {
+        let mut gone = Vec::new();
+        self.waiting.retain(|b| {
+            let revoked = partitions
+                .iter()
+                .any(|(t, p)| *t == b.topic && *p == b.partition);
+            if revoked {
+                gone.push(b.ack);
+            }
+            !revoked
+        });
+        gone
+    }
+
+    /// Looks (at most every [`CHECK_EVERY`]) whether the topics waited for have caught up;
+    /// returns the acks of the records whose topic has.
+    pub fn check<H: RebalanceHandler>(
+        &mut self,
+        consumer: &Consumer<H>,
+        offsets: &Offsets,
+        label: &str,
+    ) -> Vec<Ack> {
+        let now = Instant::now();
+        if self.waiting.is_empty() || self.next_check.is_some_and(|n| now < n) {
+            return Vec::new();
+        }
+        self.next_check = Some(now + CHECK_EVERY);
+        let mut passed = Vec::new();
+        self.waiting.retain_mut(|b| {
+            if b.targets.is_none() {
+                match targets(consumer, &b.topic, b.partition, b.offset) {
+                    Ok(t) => b.targets = Some(t),
+                    Err(e) => {
+                        warn!(task = %label, topic = %b.topic, "cannot read where the topic ends: {e}");
+                        return true;
+                    }
+                }
+            }
+            let targets = b.targets.as_deref().unwrap_or_default();
+            match behind(consumer, offsets, &b.topic, targets) {
+                Ok(lagging) if lagging.is_empty() => {
+                    if b.since.elapsed() >= REPORT_AFTER {
+                        info!(task = %label, topic = %b.topic, "every partition caught up");
+                    }
+                    passed.push(b.ack);
+                    false
+                }
+                Ok(lagging) => {
+                    if b.reported.elapsed() >= REPORT_AFTER {
+                        b.reported = Instant::now();
+                        warn!(task = %label, topic = %b.topic, waiting_s = b.since.elapsed().as_secs(),
+                            "waiting for partitions {lagging:?} to be written up to the end of a snapshot");
+                    }
+                    true
+                }
+                Err(e) => {
+                    warn!(task = %label, topic = %b.topic, "cannot read the group's committed offsets: {e}");
+                    true
+                }
+            }
+        });
+        passed
+    }
+}
+
+/// Every partition of `topic` and its end now; the record's own partition ends at the record.
+fn targets<H: RebalanceHandler>(
+    consumer: &Consumer<H>,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> Result<Vec<Target>, String> {
+    let meta = consumer
+        .fetch_metadata(Some(topic), TIMEOUT)
+        .map_err(|e| e.to_string())?;
+    let t = meta
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .ok_or("topic missing from the metadata")?;
+    if let Some(e) = t.error() {
+        return Err(format!("{e:?}"));
+    }
+    let mut out = Vec::with_capacity(t.partitions().len());
+    for p in t.partitions() {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p.id(), TIMEOUT)
+            .map_err(|e| format!("partition {}: {e}", p.id()))?;
+        let end = if p.id() == partition { offset } else { high };
+        out.push(Target {
+            partition: p.id(),
+            low,
+            end,
+        });
+    }
+    Ok(out)
+}
+
+/// The partitions of `targets` not yet written up to their end.
+fn behind<H: RebalanceHandler>(
+    consumer: &Consumer<H>,
+    offsets: &Offsets,
+    topic: &str,
+    targets: &[Target],
+) -> Result<Vec<i32>, String> {
+    let mut lagging = Vec::new();
+    let mut ask = TopicPartitionList::new();
+    for t in targets {
+        if t.end <= t.low {
+            continue;
+        }
+        match offsets.written_below(topic, t.partition, t.end) {
+            Some(true) => {}
+            Some(false) => lagging.push(t.partition),
+            None => {
+                ask.add_partition(topic, t.partition);
+            }
+        }
+    }
+    if ask.count() > 0 {
+        let committed = consumer
+            .committed_offsets(ask, TIMEOUT)
+            .map_err(|e| e.to_string())?;
+        for e in committed.elements() {
+            let end = targets
+                .iter()
+                .find(|t| t.partition == e.partition())
+                .map_or(i64::MAX, |t| t.end);
+            match e.offset() {
+                Offset::Offset(c) if c >= end => {}
+                _ => lagging.push(e.partition()),
+            }
+        }
+    }
+    lagging.sort_unstable();
+    Ok(lagging)
+}

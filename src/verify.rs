@@ -1,0 +1,393 @@
+//! `cdc-sink verify`: replays a connector's topics through the same decoding and mapping as its
+//! tasks, into the index state they must produce (newest version per document, deletes, the
+//! reconciliation after each snapshot), and compares that with what the indices hold: counts,
+//! documents missing or extra, documents whose content differs, and versions behind.
+//!
+//! It reads the topics from their beginning to their current end with a consumer of its own that
+//! never commits, and scans the indices; it writes nothing. The expected state is held in memory:
+//! one id and two 64-bit numbers per document.
+
+use std::collections::BTreeMap;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::Message as _;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use reqwest::Method;
+use serde_json::{Value as Json, json};
+
+use crate::connector::{ConnectorSpec, SinkSpec, Subscription};
+use crate::decode::Decoder;
+use crate::settings::Settings;
+use crate::sink::SinkRecord;
+use crate::sink::elasticsearch::client::BulkClient;
+use crate::sink::elasticsearch::config::EsConfig;
+use crate::sink::elasticsearch::mapping::{ActionKind, Mapped, Mapper};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+/// Ids listed per kind of difference.
+const SHOW: usize = 10;
+
+/// What a replay says one document must be.
+#[derive(Debug, Clone, Copy)]
+struct Expected {
+    version: Option<u64>,
+    /// Hash of the document's JSON; `None`: deleted.
+    doc: Option<u64>,
+}
+
+/// The differences found in one index.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct IndexReport {
+    pub expected: usize,
+    pub found: usize,
+    pub missing: usize,
+    pub extra: usize,
+    pub differing: usize,
+    pub stale: usize,
+    /// A few ids of each kind.
+    pub examples: BTreeMap<&'static str, Vec<String>>,
+}
+
+impl IndexReport {
+    pub fn drift(&self) -> bool {
+        self.missing + self.extra + self.differing + self.stale > 0
+    }
+
+    fn note(&mut self, kind: &'static str, id: &str) {
+        let n = match kind {
+            "missing" => &mut self.missing,
+            "extra" => &mut self.extra,
+            "differing" => &mut self.differing,
+            _ => &mut self.stale,
+        };
+        *n += 1;
+        let ex = self.examples.entry(kind).or_default();
+        if ex.len() < SHOW {
+            ex.push(id.to_string());
+        }
+    }
+}
+
+/// The whole report: per index, and the records read.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Report {
+    pub records: u64,
+    pub indices: BTreeMap<String, IndexReport>,
+}
+
+impl Report {
+    pub fn drift(&self) -> bool {
+        self.indices.values().any(IndexReport::drift)
+    }
+}
+
+/// Replays `spec`'s topics and compares the result with its indices.
+pub fn run(settings: &Settings, spec: &ConnectorSpec) -> Result<Report, String> {
+    let SinkSpec::Elasticsearch(cfg) = &spec.sink;
+    let cfg: Arc<EsConfig> = Arc::new((**cfg).clone());
+    let (expected, records) = replay(settings, spec, cfg.clone())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let client = BulkClient::new(&cfg)?;
+    let mut report = Report {
+        records,
+        ..Report::default()
+    };
+    let hasher = foldhash::fast::FixedState::with_seed(0);
+    for (index, docs) in expected {
+        let mut r = IndexReport {
+            expected: docs.values().filter(|e| e.doc.is_some()).count(),
+            ..IndexReport::default()
+        };
+        let mut seen = crate::FastMap::default();
+        runtime.block_on(scan(&client, &cfg, &index, |id, version, source| {
+            r.found += 1;
+            seen.insert(id.to_string(), ());
+            match docs.get(id) {
+                None | Some(Expected { doc: None, .. }) => r.note("extra", id),
+                Some(e) => {
+                    if e.doc != Some(canonical_hash(&hasher, source)) {
+                        r.note("differing", id);
+                    }
+                    if let (Some(want), Some(got)) = (e.version, version)
+                        && got < want
+                    {
+                        r.note("stale", id);
+                    }
+                }
+            }
+        }))?;
+        for (id, e) in &docs {
+            if e.doc.is_some() && !seen.contains_key(id) {
+                r.note("missing", id);
+            }
+        }
+        report.indices.insert(index.to_string(), r);
+    }
+    Ok(report)
+}
+
+type Model = BTreeMap<Arc<str>, crate::FastMap<String, Expected>>;
+
+/// Reads every topic of the connector from its beginning to its end now, through decoding and
+/// mapping, into the expected state of each index.
+fn replay(
+    settings: &Settings,
+    spec: &ConnectorSpec,
+    cfg: Arc<EsConfig>,
+) -> Result<(Model, u64), String> {
+    let mut config = crate::source::consumer_config(settings, spec, 0);
+    config.set(
+        "group.id",
+        format!("cdc-sink-verify-{}", std::process::id()),
+    );
+    let consumer: BaseConsumer = config
+        .create()
+        .map_err(|e| format!("cannot create the Kafka consumer: {e}"))?;
+    let meta = consumer
+        .fetch_metadata(None, TIMEOUT)
+        .map_err(|e| format!("cannot read the topics: {e}"))?;
+    let wanted = |name: &str| match &spec.subscription {
+        Subscription::Topics(t) => t.iter().any(|t| t == name),
+        Subscription::Regex(r) => {
+            regex::Regex::new(&format!("^(?:{})$", r.trim_start_matches('^')))
+                .is_ok_and(|re| re.is_match(name))
+        }
+    };
+    let mut tpl = TopicPartitionList::new();
+    let mut ends: crate::FastMap<(String, i32), i64> = Default::default();
+    for t in meta.topics().iter().filter(|t| wanted(t.name())) {
+        for p in t.partitions() {
+            let (low, high) = consumer
+                .fetch_watermarks(t.name(), p.id(), TIMEOUT)
+                .map_err(|e| format!("{} partition {}: {e}", t.name(), p.id()))?;
+            if high > low {
+                tpl.add_partition_offset(t.name(), p.id(), Offset::Offset(low))
+                    .map_err(|e| e.to_string())?;
+                ends.insert((t.name().to_string(), p.id()), high);
+            }
+        }
+    }
+    consumer.assign(&tpl).map_err(|e| e.to_string())?;
+    let mut decoder = Decoder::new(spec)?;
+    let mut mapper = Mapper::new(cfg);
+    let hasher = foldhash::fast::FixedState::with_seed(0);
+    let mut model = Model::new();
+    let mut reconciles = Vec::new();
+    let mut records = 0u64;
+    let mut last_progress = Instant::now();
+    while !ends.is_empty() {
+        let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
+            if last_progress.elapsed() > TIMEOUT * 6 {
+                return Err(format!(
+                    "no records for a minute; still to read: {:?}",
+                    ends.keys()
+                ));
+            }
+            continue;
+        };
+        let m = msg.map_err(|e| format!("reading the topics: {e}"))?;
+        last_progress = Instant::now();
+        let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
+        let key_end = (topic.to_string(), partition);
+        match ends.get(&key_end) {
+            Some(end) if offset < *end => {}
+            _ => continue,
+        }
+        if offset + 1 >= ends[&key_end] {
+            ends.remove(&key_end);
+        }
+        records += 1;
+        let at = || format!("topic {topic} partition {partition} offset {offset}");
+        let key = decoder
+            .key(topic, m.key())
+            .map_err(|e| format!("{}: key: {e}", at()))?;
+        let value = decoder
+            .value(topic, m.payload())
+            .map_err(|e| format!("{}: {e}", at()))?;
+        let timestamp_ms = m.timestamp().to_millis();
+        let routed = spec.transforms.route(topic, timestamp_ms);
+        let rec = SinkRecord {
+            topic: routed.as_deref().unwrap_or(topic),
+            kafka_topic: topic,
+            partition,
+            offset,
+            timestamp_ms,
+            key: key.as_ref(),
+            value: &value,
+        };
+        let action = match mapper.map(&rec).map_err(|e| format!("{}: {e}", at()))? {
+            Mapped::Write(a) => a,
+            Mapped::Skip(_) => continue,
+        };
+        if let Some(end) = mapper.snapshot_end(&rec, &action) {
+            reconciles.push(end);
+        }
+        let docs = model.entry(action.index.clone()).or_default();
+        let doc = match &action.kind {
+            ActionKind::Index(d) => {
+                let json: Json = serde_json::from_slice(d).map_err(|e| e.to_string())?;
+                Some(canonical_hash(&hasher, &json))
+            }
+            ActionKind::Delete => None,
+        };
+        // Elasticsearch's external_gte: an older version never replaces a newer one.
+        let older = matches!((docs.get(&action.id), action.version),
+            (Some(Expected { version: Some(have), .. }), Some(v)) if v < *have);
+        if !older {
+            docs.insert(
+                action.id,
+                Expected {
+                    version: action.version,
+                    doc,
+                },
+            );
+        }
+    }
+    // After a snapshot, what it did not write and no later change wrote is gone.
+    for end in reconciles {
+        if let Some(docs) = model.get_mut(&end.index) {
+            for e in docs.values_mut() {
+                if e.version.is_some_and(|v| v < end.below) {
+                    e.doc = None;
+                }
+            }
+        }
+    }
+    Ok((model, records))
+}
+
+/// Scrolls through `index`, calling `each(id, version, source)` per document.
+async fn scan(
+    client: &BulkClient,
+    cfg: &EsConfig,
+    index: &str,
+    mut each: impl FnMut(&str, Option<u64>, &Json),
+) -> Result<(), String> {
+    let wait = cfg.read_timeout * 10;
+    let call = |method: Method, path: String, body: Option<Json>| async move {
+        let (status, bytes) = client
+            .json(method, &path, body.as_ref(), wait)
+            .await
+            .map_err(|e| e.message)?;
+        let v: Json = serde_json::from_slice(&bytes).unwrap_or(Json::Null);
+        match status {
+            200 => Ok(Some(v)),
+            404 => Ok(None),
+            s => Err(format!("{path} answered {s}: {v}")),
+        }
+    };
+    if call(Method::POST, format!("{index}/_refresh"), None)
+        .await?
+        .is_none()
+    {
+        return Ok(());
+    }
+    let mut page = call(
+        Method::POST,
+        format!("{index}/_search?scroll=2m"),
+        Some(json!({"size": 1000, "version": true, "sort": ["_doc"], "query": {"match_all": {}}})),
+    )
+    .await?
+    .unwrap_or(Json::Null);
+    loop {
+        let hits = page["hits"]["hits"].as_array().cloned().unwrap_or_default();
+        if hits.is_empty() {
+            break;
+        }
+        for h in &hits {
+            each(
+                h["_id"].as_str().unwrap_or_default(),
+                h["_version"].as_u64(),
+                &h["_source"],
+            );
+        }
+        let id = page["_scroll_id"].clone();
+        page = call(
+            Method::POST,
+            "_search/scroll".into(),
+            Some(json!({"scroll": "2m", "scroll_id": id})),
+        )
+        .await?
+        .unwrap_or(Json::Null);
+    }
+    if let Some(id) = page["_scroll_id"].as_str() {
+        let _ = call(
+            Method::DELETE,
+            "_search/scroll".into(),
+            Some(json!({"scroll_id": id})),
+        )
+        .await;
+    }
+    Ok(())
+}
+
+/// A hash of a JSON value that does not depend on the order of object keys.
+fn canonical_hash(state: &impl BuildHasher, v: &Json) -> u64 {
+    fn feed(h: &mut impl Hasher, v: &Json) {
+        match v {
+            Json::Null => h.write_u8(0),
+            Json::Bool(b) => {
+                h.write_u8(1);
+                h.write_u8(u8::from(*b));
+            }
+            Json::Number(n) => {
+                h.write_u8(2);
+                h.write(n.to_string().as_bytes());
+            }
+            Json::String(s) => {
+                h.write_u8(3);
+                h.write(s.as_bytes());
+                h.write_u8(0xff);
+            }
+            Json::Array(a) => {
+                h.write_u8(4);
+                h.write_usize(a.len());
+                a.iter().for_each(|x| feed(h, x));
+            }
+            Json::Object(o) => {
+                h.write_u8(5);
+                h.write_usize(o.len());
+                let mut keys: Vec<&String> = o.keys().collect();
+                keys.sort();
+                for k in keys {
+                    h.write(k.as_bytes());
+                    h.write_u8(0xff);
+                    feed(h, &o[k]);
+                }
+            }
+        }
+    }
+    let mut h = state.build_hasher();
+    feed(&mut h, v);
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hash_of_a_document_ignores_key_order_and_sees_values() {
+        let s = foldhash::fast::FixedState::with_seed(0);
+        let a: Json = serde_json::from_str(r#"{"a":1,"b":{"x":[1,"2"],"y":null}}"#).unwrap();
+        let b: Json = serde_json::from_str(r#"{"b":{"y":null,"x":[1,"2"]},"a":1}"#).unwrap();
+        let c: Json = serde_json::from_str(r#"{"a":1,"b":{"x":[1,"3"],"y":null}}"#).unwrap();
+        assert_eq!(canonical_hash(&s, &a), canonical_hash(&s, &b));
+        assert_ne!(canonical_hash(&s, &a), canonical_hash(&s, &c));
+    }
+
+    #[test]
+    fn a_report_drifts_on_any_difference() {
+        let mut r = IndexReport::default();
+        assert!(!r.drift());
+        r.note("stale", "7");
+        assert!(r.drift());
+        assert_eq!(r.examples["stale"], vec!["7".to_string()]);
+    }
+}

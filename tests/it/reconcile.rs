@@ -1,0 +1,183 @@
+//! Reconciliation after a snapshot (docs/reconcile.md) and `cdc-sink verify`, on the real broker
+//! and Elasticsearch, with MySQL-shaped change events: a table's second snapshot leaves out rows
+//! deleted while Debezium was not streaming; once it is written their documents go, and nothing
+//! the snapshot or a later change wrote. `verify` replays the topic and finds each injected drift.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::kafka::{self, Rec};
+use crate::support::worker::{Worker, connector_file};
+use crate::support::{es, es_connector, servers, unique};
+
+/// The version of a change at binlog position `pos` of `mysql-bin.000001` (docs/versions.md).
+fn version(pos: u64) -> u64 {
+    1 << 40 | pos
+}
+
+/// A MySQL change event without schema on row `id` at binlog `pos`; `snapshot`: the
+/// `source.snapshot` mark.
+fn event(id: i64, op: &str, pos: u64, snapshot: &str, name: &str) -> Rec {
+    let source = json!({"connector": "mysql", "name": "it", "ts_ms": 1_700_000_000_000i64, "db": "inventory",
+        "table": "items", "file": "mysql-bin.000001", "pos": pos, "row": 0, "snapshot": snapshot});
+    let row = json!({"id": id, "name": name});
+    let (before, after) = if op == "d" {
+        (Some(row), None)
+    } else {
+        (None, Some(row))
+    };
+    Rec {
+        partition: (id % 3) as i32,
+        key: Some(json!({"id": id}).to_string()),
+        value: Some(
+            json!({"before": before, "after": after, "source": source, "op": op}).to_string(),
+        ),
+    }
+}
+
+/// Ids 1–30 created by streamed changes, then a second snapshot (binlog position 1000) that
+/// reads ids 1–20 only (21–30 were deleted while Debezium was not streaming; no delete events),
+/// then id 31 created and id 5 updated after it.
+fn history() -> (Vec<Rec>, BTreeMap<String, (u64, Value)>) {
+    let mut recs: Vec<Rec> = (1..=30)
+        .map(|id| event(id, "c", 100 + id as u64, "false", "old"))
+        .collect();
+    for id in 1..=20 {
+        let mark = match id {
+            1 => "first",
+            20 => "last",
+            _ => "true",
+        };
+        recs.push(event(id, "r", 1000, mark, "snap"));
+    }
+    recs.push(event(31, "c", 1100, "false", "new"));
+    recs.push(event(5, "u", 1200, "false", "updated"));
+    let mut expected: BTreeMap<String, (u64, Value)> = (1..=20)
+        .map(|id| {
+            (
+                id.to_string(),
+                (version(1000), json!({"id": id, "name": "snap"})),
+            )
+        })
+        .collect();
+    expected.insert(
+        "31".into(),
+        (version(1100), json!({"id": 31, "name": "new"})),
+    );
+    expected.insert(
+        "5".into(),
+        (version(1200), json!({"id": 5, "name": "updated"})),
+    );
+    (recs, expected)
+}
+
+fn wait_index(index: &str, expected: &BTreeMap<String, (u64, Value)>, timeout: Duration) {
+    let start = Instant::now();
+    loop {
+        let docs = es::documents(index);
+        if &docs == expected {
+            return;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "{index}: expected {expected:?}\n got {docs:?}"
+        );
+        thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Runs `cdc-sink verify` on `connector`; returns its exit code and report.
+fn verify(connector: &std::path::Path) -> (i32, Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cdc-sink"))
+        .arg("verify")
+        .arg(connector)
+        .env(
+            "CDC_SINK_KAFKA__BOOTSTRAP_SERVERS",
+            servers().kafka.as_str(),
+        )
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let report = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out.status.code().unwrap_or(-1), report)
+}
+
+#[test]
+fn a_written_snapshot_removes_what_it_did_not_contain_and_verify_sees_every_drift() {
+    let topic = unique("reconcile");
+    kafka::create_topic(&topic, 3);
+    let (recs, expected) = history();
+    kafka::produce(&topic, &recs);
+    let name = unique("reconcile");
+    let file = connector_file(
+        &name,
+        &es_connector(
+            &topic,
+            &servers().es,
+            &[("behavior.on.null.values", "delete")],
+        ),
+    );
+    let worker = Worker::start(&file);
+    wait_index(&topic, &expected, Duration::from_secs(60));
+    let end = kafka::end_offsets(&topic, 3);
+    let group = format!("connect-{name}");
+    let start = Instant::now();
+    while kafka::committed(&group, &topic, 3) != end {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "offsets not committed"
+        );
+        thread::sleep(Duration::from_millis(300));
+    }
+    let log = worker.log.clone();
+    assert!(worker.stop().success());
+    let text = std::fs::read_to_string(log).unwrap();
+    assert!(text.contains("removed=10"), "reconciliation:\n{text}");
+    assert!(text.contains("\"reconciled\":10"), "counted:\n{text}");
+
+    // The index matches a replay of the topic.
+    let (code, report) = verify(&file);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["indices"][&topic]["expected"], 21, "{report}");
+
+    // Drift: a document deleted, one changed, one extra, one at an older version.
+    let es = reqwest::blocking::Client::new();
+    let base = format!("{}/{topic}", servers().es);
+    let ok = |r: reqwest::blocking::Response| assert!(r.status().is_success(), "{:?}", r.text());
+    ok(es.delete(format!("{base}/_doc/1")).send().unwrap());
+    ok(es
+        .put(format!("{base}/_doc/2"))
+        .json(&json!({"id": 2, "name": "changed by hand"}))
+        .send()
+        .unwrap());
+    ok(es
+        .put(format!("{base}/_doc/999"))
+        .json(&json!({"id": 999}))
+        .send()
+        .unwrap());
+    // Older than the topic's last change of 3: deleted, its delete forgotten at once, written
+    // again at version 7.
+    ok(es
+        .put(format!("{base}/_settings"))
+        .json(&json!({"index": {"gc_deletes": "0s"}}))
+        .send()
+        .unwrap());
+    ok(es.delete(format!("{base}/_doc/3?refresh=true")).send().unwrap());
+    thread::sleep(Duration::from_millis(100));
+    ok(es
+        .put(format!("{base}/_doc/3?version=7&version_type=external"))
+        .json(&json!({"id": 3, "name": "snap"}))
+        .send()
+        .unwrap());
+    let (code, report) = verify(&file);
+    assert_eq!(code, 1, "{report}");
+    let r = &report["indices"][&topic];
+    assert_eq!(r["examples"]["missing"], json!(["1"]), "{report}");
+    assert_eq!(r["examples"]["differing"], json!(["2"]), "{report}");
+    assert_eq!(r["examples"]["extra"], json!(["999"]), "{report}");
+    assert_eq!(r["examples"]["stale"], json!(["3"]), "{report}");
+}
