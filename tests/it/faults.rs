@@ -85,15 +85,22 @@ fn failing_and_unreachable_elasticsearch_still_converges_with_bounded_memory() {
     eprintln!(
         "injected: {failed_req} of {req} requests failed, {failed_items} of {items} items failed"
     );
-    // Bounded: paused at max.buffered.records, the worker does not grow while it waits.
-    let (early, peak) = (rss[rss.len() / 3], *rss.iter().max().unwrap());
+    // Bounded: paused at max.buffered.records, the worker stops growing while it waits. Under
+    // load it may take a while to fill its buffer and librdkafka's prefetch, so the plateau is
+    // judged on the last two thirds of the outage.
+    let third = rss.len() / 3;
+    let middle = *rss[third..2 * third].iter().max().unwrap();
+    let (last, peak) = (
+        *rss[2 * third..].iter().max().unwrap(),
+        *rss.iter().max().unwrap(),
+    );
     assert!(
         peak < 256 * 1024,
         "RSS reached {peak} KiB while Elasticsearch was down"
     );
     assert!(
-        peak < early + 32 * 1024,
-        "RSS grew from {early} to {peak} KiB while Elasticsearch was down (samples every 0.5 s: {rss:?})"
+        last < middle + 16 * 1024,
+        "RSS still growing while Elasticsearch was down: {middle} KiB, then {last} KiB (samples every 0.5 s: {rss:?})"
     );
     assert!(w.stop().success());
 }

@@ -166,7 +166,10 @@ fn a_written_snapshot_removes_what_it_did_not_contain_and_verify_sees_every_drif
         .json(&json!({"index": {"gc_deletes": "0s"}}))
         .send()
         .unwrap());
-    ok(es.delete(format!("{base}/_doc/3?refresh=true")).send().unwrap());
+    ok(es
+        .delete(format!("{base}/_doc/3?refresh=true"))
+        .send()
+        .unwrap());
     thread::sleep(Duration::from_millis(100));
     ok(es
         .put(format!("{base}/_doc/3?version=7&version_type=external"))
