@@ -9,12 +9,14 @@
 //! * [`decode`] — Debezium envelopes (JSON) → one `ChangeEvent` model, semantic types decoded;
 //! * [`sink`] — the `Sink` trait and the Elasticsearch sink (mapping, batching, bulk, retry);
 //! * [`metrics`] — every counter, defined once;
-//! * [`verify`] — `cdc-sink verify`: replay a connector's topics and compare with its indices.
+//! * [`verify`] — `cdc-sink verify`: replay a connector's topics and compare with its indices;
+//! * [`rebuild`] — `cdc-sink rebuild`: rebuild a connector's indices behind their aliases.
 
 pub mod backoff;
 pub mod connector;
 pub mod decode;
 pub mod metrics;
+pub mod rebuild;
 pub mod settings;
 pub mod sink;
 pub mod source;

@@ -39,6 +39,18 @@ enum Command {
         #[arg(required = true)]
         connectors: Vec<PathBuf>,
     },
+    /// Rebuild a connector's indices from its topics into new physical indices behind their
+    /// aliases, and move the aliases once caught up with the live connector.
+    Rebuild {
+        /// Worker settings (TOML), for the Kafka connection.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Move the aliases back to the indices the last rebuild replaced (caught up first).
+        #[arg(long)]
+        rollback: bool,
+        /// The connector config (`{"name": …, "config": {…}}`).
+        connector: PathBuf,
+    },
     /// Replay a connector's topics and compare the result with its indices: documents missing,
     /// extra, differing or at an older version. Exit status 1 when they drifted.
     Verify {
@@ -48,6 +60,16 @@ enum Command {
         /// The connector config (`{"name": …, "config": {…}}`).
         connector: PathBuf,
     },
+}
+
+/// Worker settings and one connector, for the commands that act on a connector.
+fn load_one(
+    config: Option<&std::path::Path>,
+    connector: &std::path::Path,
+) -> Result<(Settings, cdc_sink::connector::ConnectorSpec), String> {
+    let settings = Settings::load(config).map_err(|e| format!("invalid settings: {e}"))?;
+    let spec = worker::load_connector(connector).map_err(|e| format!("invalid connector: {e}"))?;
+    Ok((settings, spec))
 }
 
 fn main() -> ExitCode {
@@ -76,18 +98,31 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-        Command::Verify { config, connector } => {
-            let settings = match Settings::load(config.as_deref()) {
-                Ok(s) => s,
+        Command::Rebuild {
+            config,
+            rollback,
+            connector,
+        } => {
+            let (settings, spec) = match load_one(config.as_deref(), &connector) {
+                Ok(x) => x,
                 Err(e) => {
-                    eprintln!("cdc-sink: invalid settings: {e}");
+                    eprintln!("cdc-sink: {e}");
                     return ExitCode::from(2);
                 }
             };
-            let spec = match worker::load_connector(&connector) {
-                Ok(s) => s,
+            match cdc_sink::rebuild::run(&settings, &spec, rollback) {
+                Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("cdc-sink: invalid connector: {e}");
+                    eprintln!("cdc-sink: rebuild: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Verify { config, connector } => {
+            let (settings, spec) = match load_one(config.as_deref(), &connector) {
+                Ok(x) => x,
+                Err(e) => {
+                    eprintln!("cdc-sink: {e}");
                     return ExitCode::from(2);
                 }
             };

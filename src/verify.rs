@@ -18,7 +18,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use reqwest::Method;
 use serde_json::{Value as Json, json};
 
-use crate::connector::{ConnectorSpec, SinkSpec, Subscription};
+use crate::connector::{ConnectorSpec, SinkSpec};
 use crate::decode::Decoder;
 use crate::settings::Settings;
 use crate::sink::SinkRecord;
@@ -149,28 +149,15 @@ fn replay(
     let consumer: BaseConsumer = config
         .create()
         .map_err(|e| format!("cannot create the Kafka consumer: {e}"))?;
-    let meta = consumer
-        .fetch_metadata(None, TIMEOUT)
-        .map_err(|e| format!("cannot read the topics: {e}"))?;
-    let wanted = |name: &str| match &spec.subscription {
-        Subscription::Topics(t) => t.iter().any(|t| t == name),
-        Subscription::Regex(r) => {
-            regex::Regex::new(&format!("^(?:{})$", r.trim_start_matches('^')))
-                .is_ok_and(|re| re.is_match(name))
-        }
-    };
     let mut tpl = TopicPartitionList::new();
     let mut ends: crate::FastMap<(String, i32), i64> = Default::default();
-    for t in meta.topics().iter().filter(|t| wanted(t.name())) {
-        for p in t.partitions() {
-            let (low, high) = consumer
-                .fetch_watermarks(t.name(), p.id(), TIMEOUT)
-                .map_err(|e| format!("{} partition {}: {e}", t.name(), p.id()))?;
-            if high > low {
-                tpl.add_partition_offset(t.name(), p.id(), Offset::Offset(low))
-                    .map_err(|e| e.to_string())?;
-                ends.insert((t.name().to_string(), p.id()), high);
-            }
+    for (topic, partition, low, high) in
+        crate::source::partitions_of(&consumer, &spec.subscription, TIMEOUT)?
+    {
+        if high > low {
+            tpl.add_partition_offset(&topic, partition, Offset::Offset(low))
+                .map_err(|e| e.to_string())?;
+            ends.insert((topic, partition), high);
         }
     }
     consumer.assign(&tpl).map_err(|e| e.to_string())?;

@@ -89,6 +89,15 @@ impl Worker {
         Ok(())
     }
 
+    /// The trace of a failed task, if one failed.
+    pub fn failure(&self) -> Option<String> {
+        self.connectors
+            .iter()
+            .flat_map(RunningConnector::statuses)
+            .find(|s| s.state == "FAILED")
+            .map(|s| s.trace.unwrap_or_default())
+    }
+
     /// Runs until SIGINT or SIGTERM, then stops every task (each flushes and commits). Returns
     /// false when a task had failed.
     pub fn run_until_signal(self) -> bool {

@@ -128,6 +128,94 @@ pub fn create<H: RebalanceHandler>(
     Ok(consumer)
 }
 
+/// The partitions of every topic `subscription` names that exist now, with their first and end
+/// offsets.
+pub fn partitions_of<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    subscription: &Subscription,
+    timeout: std::time::Duration,
+) -> Result<Vec<(String, i32, i64, i64)>, String> {
+    let regex = match subscription {
+        Subscription::Regex(r) => Some(
+            regex::Regex::new(&format!("^(?:{})$", r.trim_start_matches('^')))
+                .map_err(|e| format!("topics.regex: {e}"))?,
+        ),
+        Subscription::Topics(_) => None,
+    };
+    let wanted = |name: &str| match (&regex, subscription) {
+        (Some(re), _) => re.is_match(name),
+        (None, Subscription::Topics(t)) => t.iter().any(|t| t == name),
+        _ => false,
+    };
+    let meta = consumer
+        .fetch_metadata(None, timeout)
+        .map_err(|e| format!("cannot read the topics: {e}"))?;
+    let mut out = Vec::new();
+    for t in meta.topics().iter().filter(|t| wanted(t.name())) {
+        for p in t.partitions() {
+            let (low, high) = consumer
+                .fetch_watermarks(t.name(), p.id(), timeout)
+                .map_err(|e| format!("{} partition {}: {e}", t.name(), p.id()))?;
+            out.push((t.name().to_string(), p.id(), low, high));
+        }
+    }
+    Ok(out)
+}
+
+/// The offsets consumer group `group` committed for `partitions` (absent: none committed).
+pub fn committed_of(
+    settings: &Settings,
+    group: &str,
+    partitions: &[(String, i32)],
+    timeout: std::time::Duration,
+) -> Result<BTreeMap<(String, i32), i64>, String> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &settings.kafka.bootstrap_servers);
+    for (k, v) in &settings.kafka.properties {
+        c.set(k, v);
+    }
+    c.set("group.id", group);
+    let consumer: BaseConsumer = c.create().map_err(|e| e.to_string())?;
+    let mut tpl = TopicPartitionList::new();
+    for (t, p) in partitions {
+        tpl.add_partition(t, *p);
+    }
+    let got = consumer
+        .committed_offsets(tpl, timeout)
+        .map_err(|e| format!("committed offsets of group {group}: {e}"))?;
+    Ok(got
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Commits `offsets` for consumer group `group` without joining it (the group must be empty).
+pub fn commit_for(
+    settings: &Settings,
+    group: &str,
+    offsets: &BTreeMap<(String, i32), i64>,
+) -> Result<(), String> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &settings.kafka.bootstrap_servers);
+    for (k, v) in &settings.kafka.properties {
+        c.set(k, v);
+    }
+    c.set("group.id", group).set("enable.auto.commit", "false");
+    let consumer: BaseConsumer = c.create().map_err(|e| e.to_string())?;
+    let mut tpl = TopicPartitionList::new();
+    for ((t, p), o) in offsets {
+        tpl.add_partition_offset(t, *p, Offset::Offset(*o))
+            .map_err(|e| e.to_string())?;
+    }
+    consumer
+        .commit(&tpl, CommitMode::Sync)
+        .map_err(|e| format!("committing offsets for group {group}: {e}"))
+}
+
 /// Commits `offsets` (topic, partition, next offset to read).
 pub fn commit<H: RebalanceHandler>(
     consumer: &Consumer<H>,

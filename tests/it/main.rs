@@ -17,5 +17,6 @@ mod faults;
 mod fixtures;
 mod live;
 mod pipeline;
+mod rebuild;
 mod reconcile;
 mod refusals;

@@ -110,6 +110,11 @@ pub const OPTIONS: &[OptionDef] = &[
         doc: "When a Debezium snapshot of a table has been written, remove from its index the documents of rows the snapshot did not contain and no later change wrote (rows deleted while Debezium was not streaming), by a version-conditional delete (`delete.mode=soft`: marked `__deleted: true`); see docs/reconcile.md. Needs `version.source=source`, applied deletes, and an index fed by one topic of one table. Set `false` for filtered snapshots (`snapshot.select.statement.overrides`, ad-hoc snapshots with `additional-conditions`) and for indices that other writers share.",
     },
     OptionDef {
+        name: "rebuild.retain.hours",
+        default: Some("24"),
+        doc: "`cdc-sink rebuild`: how long an index replaced by a rebuild is kept for `rebuild --rollback`; older ones are deleted by the next rebuild.",
+    },
+    OptionDef {
         name: "truncate.mode",
         default: Some("ignore"),
         doc: "`t` (truncate) events are counted and ignored.",
@@ -273,6 +278,8 @@ pub struct EsConfig {
     /// `snapshot.reconcile`, where it applies (source versions, deletes applied, not
     /// `key.ignore`).
     pub reconcile: bool,
+    /// `rebuild.retain.hours`.
+    pub rebuild_retain: Duration,
     pub batch_size: usize,
     pub bulk_size_bytes: usize,
     pub linger: Duration,
@@ -285,6 +292,23 @@ pub struct EsConfig {
 }
 
 impl EsConfig {
+    /// The index of (routed) `topic` when it depends on the topic alone, as the sink names it;
+    /// an error when `index.name` uses fields of the records' `source`.
+    pub fn index_of_topic(&self, topic: &str) -> Result<String, String> {
+        if let Some(i) = self.topic_index_map.get(topic) {
+            return Ok(i.clone());
+        }
+        match &self.index_name {
+            None => Ok(topic.to_lowercase()),
+            Some(t) if t.contains("${db}") || t.contains("${schema}") || t.contains("${table}") => {
+                Err(format!(
+                    "index.name `{t}` takes the index from each record's source, not from the topic"
+                ))
+            }
+            Some(t) => Ok(t.replace("${topic}", topic).to_lowercase()),
+        }
+    }
+
     /// Reads and checks the options; problems are recorded in `o`.
     pub fn read(o: &Options<'_>, transforms: &Transforms) -> EsConfig {
         let urls = o.list("connection.url");
@@ -443,6 +467,7 @@ impl EsConfig {
             add_fields,
             version,
             reconcile: reconcile && reconcile_possible,
+            rebuild_retain: Duration::from_secs(3600 * o.parse("rebuild.retain.hours", 24u64)),
             batch_size: o.at_least("batch.size", 2000usize, 1),
             bulk_size_bytes: o.at_least("bulk.size.bytes", 5 * 1024 * 1024usize, 1024),
             linger: ms("linger.ms", 100),

@@ -1,0 +1,419 @@
+//! `cdc-sink rebuild`: a connector's read model rebuilt from its topics into fresh physical
+//! indices while the live connector keeps serving (and writing) the old ones through their
+//! aliases; then each alias moves to the new index in one atomic `_aliases` request.
+//! `--rollback` moves the aliases back to the indices the last rebuild replaced, after catching
+//! those up on what changed since.
+//!
+//! The connector must write to aliases (`<alias>` → `<alias>-v<N>`): the live connector keeps
+//! writing through them, so after the move it writes to the new index from its own offsets.
+//!
+//! One move: a task of its own (consumer group `connect-<connector>-rebuild-v<N>`, or
+//! `…-rollback-…` starting from the offsets recorded when the target was replaced) writes every
+//! topic into the target indices, at most one bulk request in flight (the live connector keeps
+//! the rest of Elasticsearch). When it has written every partition up to the live connector's
+//! committed offsets, the offsets are recorded in the old index's `_meta`, the aliases move,
+//! and the task goes on until it has written everything that was in the topics at the move.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{Value as Json, json};
+use tracing::{info, warn};
+
+use crate::connector::{ConnectorSpec, SinkSpec};
+use crate::settings::Settings;
+use crate::sink::elasticsearch::client::BulkClient;
+use crate::sink::elasticsearch::config::EsConfig;
+use crate::source;
+use crate::worker::Worker;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+/// How often progress is looked at, and logged.
+const TICK: Duration = Duration::from_secs(1);
+const LOG_EVERY: Duration = Duration::from_secs(5);
+/// How long the task may take to write what was in the topics at the move.
+const AFTER_MOVE: Duration = Duration::from_secs(300);
+
+type Offsets = BTreeMap<(String, i32), i64>;
+
+/// One alias to move: from its current index to `to`.
+#[derive(Debug, Clone)]
+struct Move {
+    alias: String,
+    from: String,
+    to: String,
+}
+
+/// Elasticsearch calls of a rebuild, on a runtime of its own.
+struct Es {
+    client: BulkClient,
+    runtime: tokio::runtime::Runtime,
+    wait: Duration,
+}
+
+impl Es {
+    fn call(&self, method: Method, path: &str, body: Option<Json>) -> Result<(u16, Json), String> {
+        let (status, bytes) = self
+            .runtime
+            .block_on(self.client.json(method, path, body.as_ref(), self.wait))
+            .map_err(|e| e.message)?;
+        Ok((status, serde_json::from_slice(&bytes).unwrap_or(Json::Null)))
+    }
+
+    fn ok(&self, method: Method, path: &str, body: Option<Json>) -> Result<Json, String> {
+        match self.call(method, path, body)? {
+            (200..=299, v) => Ok(v),
+            (s, v) => Err(format!("{path} answered {s}: {v}")),
+        }
+    }
+
+    /// The index alias `alias` points to.
+    fn target(&self, alias: &str) -> Result<String, String> {
+        match self.call(Method::GET, &format!("_alias/{alias}"), None)? {
+            (200, Json::Object(m)) if m.len() == 1 => {
+                Ok(m.keys().next().cloned().unwrap_or_default())
+            }
+            (200, v) => Err(format!("alias `{alias}` points to several indices: {v}")),
+            _ => Err(format!(
+                "`{alias}` is not an alias. A rebuild moves an alias from one index to another: \
+                 write to an alias `{alias}` → `{alias}-v1` (see the README, \"Rebuilding an index\")"
+            )),
+        }
+    }
+
+    /// Every index `<alias>-v<N>` with its version and the `_meta` cdc-sink wrote on it.
+    fn family(&self, alias: &str) -> Result<BTreeMap<u32, (String, Json)>, String> {
+        let v = self.ok(Method::GET, &format!("{alias}-v*/_mapping"), None)?;
+        Ok(v.as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(index, m)| {
+                let n = version_of(alias, index)?;
+                Some((
+                    n,
+                    (index.clone(), m["mappings"]["_meta"]["cdc_sink"].clone()),
+                ))
+            })
+            .collect())
+    }
+
+    /// Creates `to` with the mappings and shard settings of `from`, unless it exists.
+    fn create_like(&self, from: &str, to: &str) -> Result<(), String> {
+        if self.call(Method::HEAD, to, None)?.0 == 200 {
+            info!(
+                index = to,
+                "the new index exists: the rebuild goes on where it was"
+            );
+            return Ok(());
+        }
+        let v = self.ok(Method::GET, from, None)?;
+        let def = &v[from];
+        let mut mappings = def["mappings"].clone();
+        if let Some(m) = mappings.as_object_mut() {
+            m.remove("_meta");
+        }
+        let idx = &def["settings"]["index"];
+        let mut settings = json!({});
+        for k in ["number_of_shards", "number_of_replicas", "analysis"] {
+            if !idx[k].is_null() {
+                settings[k] = idx[k].clone();
+            }
+        }
+        self.ok(
+            Method::PUT,
+            to,
+            Some(json!({"settings": {"index": settings}, "mappings": mappings})),
+        )?;
+        info!(index = to, like = from, "created");
+        Ok(())
+    }
+}
+
+/// `alias-v<N>` → N.
+fn version_of(alias: &str, index: &str) -> Option<u32> {
+    index.strip_prefix(alias)?.strip_prefix("-v")?.parse().ok()
+}
+
+/// Rebuilds (or, with `rollback`, rolls back) every index `spec` writes to.
+pub fn run(settings: &Settings, spec: &ConnectorSpec, rollback: bool) -> Result<(), String> {
+    let SinkSpec::Elasticsearch(cfg) = &spec.sink;
+    let es = Es {
+        client: BulkClient::new(cfg)?,
+        runtime: tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?,
+        wait: cfg.read_timeout * 4,
+    };
+    if !spec.transforms.routers.is_empty() {
+        return Err("rebuild does not support RegexRouter/TimestampRouter connectors yet".into());
+    }
+    let consumer: rdkafka::consumer::BaseConsumer = {
+        let mut c = rdkafka::config::ClientConfig::new();
+        c.set("bootstrap.servers", &settings.kafka.bootstrap_servers);
+        for (k, v) in &settings.kafka.properties {
+            c.set(k, v);
+        }
+        c.create().map_err(|e| e.to_string())?
+    };
+    let partitions = source::partitions_of(&consumer, &spec.subscription, TIMEOUT)?;
+    if partitions.is_empty() {
+        return Err("the connector's topics do not exist".into());
+    }
+    // alias → topics writing to it.
+    let mut aliases: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (topic, ..) in &partitions {
+        let alias = cfg.index_of_topic(topic)?;
+        let topics = aliases.entry(alias).or_default();
+        if !topics.contains(topic) {
+            topics.push(topic.clone());
+        }
+    }
+    let mut moves = Vec::new();
+    let mut start: Option<Offsets> = None;
+    let mut group_suffix = String::new();
+    for alias in aliases.keys() {
+        let from = es.target(alias)?;
+        let current = version_of(alias, &from).unwrap_or(1);
+        let family = es.family(alias)?;
+        let to = if rollback {
+            let (n, (index, meta)) = family
+                .range(..current)
+                .next_back()
+                .ok_or_else(|| format!("no earlier index of `{alias}` to roll back to"))?;
+            let offsets = meta["offsets"].as_object().ok_or_else(|| {
+                format!("`{index}` has no offsets recorded by a rebuild: it cannot catch up")
+            })?;
+            let at = start.get_or_insert_with(Offsets::new);
+            for (k, v) in offsets {
+                let (t, p) = k.rsplit_once('/').unwrap_or((k, "0"));
+                at.insert(
+                    (t.to_string(), p.parse().unwrap_or(0)),
+                    v.as_i64().unwrap_or(0),
+                );
+            }
+            group_suffix = format!(
+                "rollback-v{n}-{}",
+                meta["retired_at_ms"].as_i64().unwrap_or(0)
+            );
+            index.clone()
+        } else {
+            // A new index above the current one that no rebuild finished (no `_meta`): an
+            // interrupted rebuild, continued; else the next version.
+            let next = match family.range(current + 1..).next_back() {
+                Some((n, (_, meta))) if meta.is_null() => *n,
+                _ => {
+                    family
+                        .keys()
+                        .next_back()
+                        .copied()
+                        .unwrap_or(current)
+                        .max(current)
+                        + 1
+                }
+            };
+            let to = format!("{alias}-v{next}");
+            es.create_like(&from, &to)?;
+            group_suffix = format!("rebuild-v{next}");
+            to
+        };
+        moves.push(Move {
+            alias: alias.clone(),
+            from,
+            to,
+        });
+    }
+    let parts: Vec<(String, i32)> = partitions
+        .iter()
+        .map(|(t, p, ..)| (t.clone(), *p))
+        .collect();
+    let mut mover = spec.clone();
+    mover.name = format!("{}-{group_suffix}", spec.name);
+    let mut es_cfg: EsConfig = (**cfg).clone();
+    // At most one bulk request at a time: the live connector keeps the rest of Elasticsearch.
+    es_cfg.max_in_flight = 1;
+    for (alias, topics) in &aliases {
+        let to = &moves
+            .iter()
+            .find(|m| &m.alias == alias)
+            .map(|m| m.to.clone());
+        for t in topics {
+            es_cfg
+                .topic_index_map
+                .insert(t.clone(), to.clone().unwrap_or_default());
+        }
+    }
+    mover.sink = SinkSpec::Elasticsearch(Box::new(es_cfg));
+    mover.tasks_max = 1;
+    let group = mover.group_id();
+    if let Some(at) = &start
+        && source::committed_of(settings, &group, &parts, TIMEOUT)?.is_empty()
+    {
+        source::commit_for(settings, &group, at)?;
+    }
+    info!(moves = ?moves, group, "writing the topics into the new indices");
+    let mut worker = Worker::new(settings.clone())?;
+    worker.start(mover)?;
+    let result = follow(
+        settings, spec, &es, &worker, &moves, &group, &parts, &consumer,
+    );
+    let ok = worker.stop();
+    result?;
+    if !ok {
+        return Err("the rebuild's task failed (see the log)".into());
+    }
+    for m in &moves {
+        retire_old(&es, &m.alias, &m.to, cfg.rebuild_retain)?;
+    }
+    Ok(())
+}
+
+/// Waits for the move's task to catch up with the live connector, moves the aliases, and waits
+/// for the task to write what was in the topics then.
+#[allow(clippy::too_many_arguments)]
+fn follow(
+    settings: &Settings,
+    spec: &ConnectorSpec,
+    es: &Es,
+    worker: &Worker,
+    moves: &[Move],
+    group: &str,
+    parts: &[(String, i32)],
+    consumer: &rdkafka::consumer::BaseConsumer,
+) -> Result<(), String> {
+    let live_group = spec.group_id();
+    let started = Instant::now();
+    let mut logged = Instant::now();
+    let ends = |consumer: &rdkafka::consumer::BaseConsumer| -> Result<Offsets, String> {
+        source::partitions_of(consumer, &spec.subscription, TIMEOUT).map(|v| {
+            v.into_iter()
+                .map(|(t, p, _, high)| ((t, p), high))
+                .collect()
+        })
+    };
+    // Phase 1: up to the live connector's committed offsets (its end offsets when it has none).
+    let live_at = loop {
+        if let Some(f) = worker.failure() {
+            return Err(format!("the rebuild's task failed: {f}"));
+        }
+        let end = ends(consumer)?;
+        let live = source::committed_of(settings, &live_group, parts, TIMEOUT)?;
+        let target: Offsets = end
+            .iter()
+            .map(|(k, e)| (k.clone(), live.get(k).copied().unwrap_or(*e)))
+            .collect();
+        let done = source::committed_of(settings, group, parts, TIMEOUT)?;
+        let (have, want) = progress(&done, &target);
+        if target
+            .iter()
+            .all(|(k, t)| done.get(k).is_some_and(|d| d >= t))
+        {
+            info!(records = have, "caught up with the live connector");
+            break target;
+        }
+        if logged.elapsed() >= LOG_EVERY {
+            logged = Instant::now();
+            let rate = have as f64 / started.elapsed().as_secs_f64().max(1.0);
+            let eta = (want.saturating_sub(have)) as f64 / rate.max(1.0);
+            info!(done = have, total = want, eta_s = eta as u64, "rebuilding");
+        }
+        std::thread::sleep(TICK);
+    };
+    // The old indices keep the offsets they are complete up to, for a rollback.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let offsets: serde_json::Map<String, Json> = live_at
+        .iter()
+        .map(|((t, p), o)| (format!("{t}/{p}"), json!(o)))
+        .collect();
+    for m in moves {
+        es.ok(
+            Method::PUT,
+            &format!("{}/_mapping", m.from),
+            Some(json!({"_meta": {"cdc_sink": {"retired_at_ms": now, "connector": spec.name, "replaced_by": m.to, "offsets": offsets}}})),
+        )?;
+    }
+    let actions: Vec<Json> = moves
+        .iter()
+        .flat_map(|m| {
+            [
+                json!({"remove": {"index": m.from, "alias": m.alias}}),
+                json!({"add": {"index": m.to, "alias": m.alias}}),
+            ]
+        })
+        .collect();
+    es.ok(Method::POST, "_aliases", Some(json!({"actions": actions})))?;
+    for m in moves {
+        info!(alias = m.alias, from = m.from, to = m.to, "alias moved");
+    }
+    // Phase 2: what the live connector may have written to the old index just before the move.
+    let end = ends(consumer)?;
+    let deadline = Instant::now() + AFTER_MOVE;
+    loop {
+        if let Some(f) = worker.failure() {
+            return Err(format!("the rebuild's task failed after the move: {f}"));
+        }
+        let done = source::committed_of(settings, group, parts, TIMEOUT)?;
+        if end.iter().all(|(k, e)| done.get(k).is_some_and(|d| d >= e)) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            warn!("the rebuild's task is slow to write what was in the topics at the move");
+            return Err("not caught up with the topics after the move".into());
+        }
+        std::thread::sleep(TICK);
+    }
+}
+
+/// Records written (summed over partitions) and to write.
+fn progress(done: &Offsets, target: &Offsets) -> (u64, u64) {
+    let have = target
+        .iter()
+        .map(|(k, t)| done.get(k).copied().unwrap_or(0).min(*t).max(0) as u64)
+        .sum();
+    let want = target.values().map(|t| (*t).max(0) as u64).sum();
+    (have, want)
+}
+
+/// Deletes the indices of `alias`'s family replaced longer than `retain` ago (never `current`).
+fn retire_old(es: &Es, alias: &str, current: &str, retain: Duration) -> Result<(), String> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    for (index, meta) in es.family(alias)?.into_values() {
+        let Some(at) = meta["retired_at_ms"].as_i64() else {
+            continue;
+        };
+        if index != current && now - at > retain.as_millis() as i64 {
+            es.ok(Method::DELETE, &index, None)?;
+            info!(
+                index,
+                "deleted: replaced longer than rebuild.retain.hours ago"
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_of_an_alias_family() {
+        assert_eq!(version_of("orders", "orders-v3"), Some(3));
+        assert_eq!(version_of("orders", "orders-v"), None);
+        assert_eq!(version_of("orders", "orders-archive-v3"), None);
+        assert_eq!(version_of("orders", "orders"), None);
+    }
+
+    #[test]
+    fn progress_counts_only_up_to_the_target() {
+        let k = |p| ("t".to_string(), p);
+        let target = Offsets::from([(k(0), 10), (k(1), 5)]);
+        let done = Offsets::from([(k(0), 12)]);
+        assert_eq!(progress(&done, &target), (10, 15));
+    }
+}

@@ -1,0 +1,215 @@
+//! `cdc-sink rebuild` on the real broker and Elasticsearch: under live traffic the rebuilt index
+//! takes the alias once it has caught up, reads through the alias never fail nor lose documents
+//! during the move, the live connector goes on writing to the new index, and `--rollback` brings
+//! the old index back caught up.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::kafka::{self, Rec};
+use crate::support::worker::{Worker, connector_file};
+use crate::support::{es, es_connector, servers, unique};
+
+/// Ids of the table.
+const ROWS: u64 = 200;
+
+/// The change at binlog position `pos`: row `pos % ROWS + 1` created (first time) or updated.
+fn change(pos: u64) -> Rec {
+    let id = pos % ROWS + 1;
+    let op = if pos <= ROWS { "c" } else { "u" };
+    let source = json!({"connector": "mysql", "name": "it", "ts_ms": 1_700_000_000_000i64, "db": "inventory",
+        "table": "items", "file": "mysql-bin.000001", "pos": 1000 + pos, "row": 0, "snapshot": "false"});
+    Rec {
+        partition: (id % 2) as i32,
+        key: Some(json!({"id": id}).to_string()),
+        value: Some(
+            json!({"before": null, "after": {"id": id, "v": pos}, "source": source, "op": op})
+                .to_string(),
+        ),
+    }
+}
+
+/// What the index must hold after changes 1..=n: id → (version, document).
+fn expected(n: u64) -> BTreeMap<String, (u64, Value)> {
+    let mut out = BTreeMap::new();
+    for pos in 1..=n {
+        let id = pos % ROWS + 1;
+        out.insert(
+            id.to_string(),
+            (1 << 40 | (1000 + pos), json!({"id": id, "v": pos})),
+        );
+    }
+    out
+}
+
+fn wait_index(index: &str, want: &BTreeMap<String, (u64, Value)>, timeout: Duration) {
+    let start = Instant::now();
+    loop {
+        let docs = es::documents(index);
+        if &docs == want {
+            return;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "{index}: {} documents, expected {}; first difference: {:?}",
+            docs.len(),
+            want.len(),
+            want.iter().find(|(k, v)| docs.get(*k) != Some(v))
+        );
+        thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn rebuild(connector: &std::path::Path, rollback: bool) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cdc-sink"));
+    cmd.arg("rebuild");
+    if rollback {
+        cmd.arg("--rollback");
+    }
+    let out = cmd
+        .arg(connector)
+        .env(
+            "CDC_SINK_KAFKA__BOOTSTRAP_SERVERS",
+            servers().kafka.as_str(),
+        )
+        .env("CDC_SINK_WORKER__OFFSET_FLUSH_INTERVAL_MS", "500")
+        .env("RUST_LOG", "info,librdkafka=warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "rebuild (rollback: {rollback}) failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn alias_target(alias: &str) -> String {
+    let v: Value = reqwest::blocking::get(format!("{}/_alias/{alias}", servers().es))
+        .unwrap()
+        .json()
+        .unwrap();
+    v.as_object().unwrap().keys().next().unwrap().clone()
+}
+
+#[test]
+fn a_rebuild_under_live_traffic_moves_the_alias_without_a_failed_read_and_rollback_catches_up() {
+    let topic = unique("rebuild");
+    kafka::create_topic(&topic, 2);
+    let alias = topic.clone();
+    let http = reqwest::blocking::Client::new();
+    let es_url = servers().es.clone();
+    assert!(
+        http.put(format!("{es_url}/{alias}-v1"))
+            .send()
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    assert!(
+        http.post(format!("{es_url}/_aliases"))
+            .json(&json!({"actions": [{"add": {"index": format!("{alias}-v1"), "alias": alias}}]}))
+            .send()
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    let file = connector_file(
+        &unique("rebuild"),
+        &es_connector(&topic, &es_url, &[("behavior.on.null.values", "delete")]),
+    );
+    let live = Worker::start(&file);
+
+    // Changes keep coming (inserts first, then updates: the document count never drops), and a
+    // reader counts documents through the alias all along.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (batches, per) = (60u64, 100u64);
+    let producer = {
+        let stop = stop.clone();
+        let topic = topic.clone();
+        thread::spawn(move || {
+            let p = kafka::producer();
+            for b in 0..batches {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let recs: Vec<Rec> = (b * per + 1..=(b + 1) * per).map(change).collect();
+                p.send(&topic, &recs);
+                thread::sleep(Duration::from_millis(250));
+            }
+        })
+    };
+    // Each read: its status, the document count, and the newest change it reflects (the
+    // highest `v`); neither may ever go back.
+    let reader = {
+        let stop = stop.clone();
+        let url = format!("{es_url}/{alias}/_search");
+        thread::spawn(move || {
+            let c = reqwest::blocking::Client::new();
+            let query = json!({"size": 0, "track_total_hits": true, "aggs": {"newest": {"max": {"field": "v"}}}});
+            let mut seen = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let r = c.post(&url).json(&query).send().unwrap();
+                let status = r.status().as_u16();
+                let v = r.json::<Value>().unwrap_or(Value::Null);
+                let n = v["hits"]["total"]["value"].as_u64().unwrap_or(0);
+                let newest = v["aggregations"]["newest"]["value"].as_f64().unwrap_or(0.0) as u64;
+                seen.push((status, (n, newest)));
+                thread::sleep(Duration::from_millis(20));
+            }
+            seen
+        })
+    };
+    wait_until(
+        || es::documents(&alias).len() as u64 == ROWS,
+        "the live index filled",
+    );
+
+    rebuild(&file, false);
+    assert_eq!(alias_target(&alias), format!("{alias}-v2"));
+    assert!(!producer.is_finished(), "the move came after the traffic");
+    producer.join().unwrap();
+    let n = batches * per;
+    wait_index(&alias, &expected(n), Duration::from_secs(60));
+    stop.store(true, Ordering::Relaxed);
+    let seen = reader.join().unwrap();
+    assert!(
+        seen.iter().all(|(s, _)| *s == 200),
+        "a read through the alias failed: {:?}",
+        seen.iter().find(|(s, _)| *s != 200)
+    );
+    assert!(
+        seen.windows(2)
+            .all(|w| w[1].1.0 >= w[0].1.0 && w[1].1.1 >= w[0].1.1),
+        "a read through the alias went back (documents, newest change) during the move: {:?}",
+        seen.windows(2)
+            .find(|w| w[1].1.0 < w[0].1.0 || w[1].1.1 < w[0].1.1)
+    );
+    assert!(seen.len() > 50, "too few reads: {}", seen.len());
+
+    // More changes after the move reach the new index only; the rollback catches the old one
+    // up on them before the alias goes back.
+    let more: Vec<Rec> = (n + 1..=n + 300).map(change).collect();
+    kafka::produce(&topic, &more);
+    wait_index(&alias, &expected(n + 300), Duration::from_secs(60));
+    rebuild(&file, true);
+    assert_eq!(alias_target(&alias), format!("{alias}-v1"));
+    wait_index(&alias, &expected(n + 300), Duration::from_secs(5));
+    assert!(live.stop().success());
+}
+
+fn wait_until(mut cond: impl FnMut() -> bool, what: &str) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "not within 60 s: {what}"
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+}
