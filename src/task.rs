@@ -498,8 +498,8 @@ fn handle(
     if st.sink.holds(&record) {
         st.offsets.hold(ack);
     }
-    if st.sink.awaits_topic(&record) {
-        st.barriers.add(ack, topic, partition, offset);
+    if st.sink.awaits_topic(&record) && st.offsets.counts(ack) {
+        st.barriers.add(ack, topic, partition, offset, timestamp_ms);
     }
     match st
         .sink

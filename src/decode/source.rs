@@ -146,6 +146,10 @@ struct Fields<'a> {
     ord: Option<i64>,
 }
 
+/// The residue modulo 4 of a PostgreSQL version of a change streamed before the first commit
+/// after a snapshot, when the sink could not raise it above the snapshot's reads.
+pub const PG_AFTER_SNAPSHOT: u64 = 3;
+
 /// Bits of a MySQL version given to the position within a binlog file (`pos + row`).
 const BINLOG_OFFSET_BITS: u32 = 40;
 const MAX_VERSION: u64 = i64::MAX as u64;
@@ -182,13 +186,14 @@ impl Source {
 /// source's *commit* order for each row: a change committed later must never get a lower
 /// version than any snapshot read or change it must win over. (docs/versions.md explains each.)
 ///
-/// * PostgreSQL: `2 × sequence[0] + phase`, where `sequence[0]` is the end LSN of the last
+/// * PostgreSQL: `4 × sequence[0] + phase`, where `sequence[0]` is the end LSN of the last
 ///   transaction committed before this event (Debezium's `lastCommitLsn`), and phase is 0 for
 ///   snapshot reads (`op: r`: initial, blocking and incremental snapshots), 1 for streamed
 ///   changes. Not `lsn`: a streamed change carries its own WAL position, which lies *before*
 ///   the snapshot point when its transaction was open while the snapshot read; and a
 ///   transaction's commit LSN is not in the event. Before the first commit after a snapshot
-///   `sequence[0]` is null: `2 × lsn + phase`, with [`Ordering`] telling the sink to raise
+///   `sequence[0]` is null: `4 × lsn + phase`, phase 3 for streamed changes (so that one left
+///   below the snapshot stays recognisable), with [`Ordering`] telling the sink to raise
 ///   that first transaction above the snapshot reads (`sink::snapshot_floors`). Old Debezium
 ///   versions without `sequence`: `lsn`.
 /// * MySQL / MariaDB: binlog file index << 40 | (`pos` + `row`). The binlog is in commit
@@ -221,16 +226,19 @@ fn position(f: &Fields<'_>, snapshot: bool) -> Result<(Option<u64>, Ordering), S
                 Some(seq) => last_commit_lsn(seq)?,
                 None => (None, None),
             };
-            let double = |v: u64, phase: bool| {
-                v.checked_mul(2)
-                    .map(|d| d + u64::from(phase))
+            // Phase: 0 snapshot read, 1 streamed, 3 streamed before the first commit after a
+            // snapshot (marks a change whose version may lie below the snapshot's: see
+            // `sink::snapshot_floors` and docs/reconcile.md).
+            let quad = |v: u64, phase: u64| {
+                v.checked_mul(4)
+                    .map(|d| d + phase)
                     .ok_or_else(|| format!("PostgreSQL LSN {v} does not fit in a version"))
             };
             match (&f.sequence, last_commit, lsn.or(own)) {
                 // Old Debezium versions without `sequence`: the lsn.
                 (None, _, Some(lsn)) => lsn,
                 (None, _, None) => return Ok((None, Ordering::Plain)),
-                (Some(_), Some(c), _) => double(c, !snapshot)?,
+                (Some(_), Some(c), _) => quad(c, u64::from(!snapshot))?,
                 // No commit seen since the snapshot (or a fresh snapshot): the position.
                 (Some(_), None, Some(p)) => {
                     let ordering = if snapshot {
@@ -238,7 +246,8 @@ fn position(f: &Fields<'_>, snapshot: bool) -> Result<(Option<u64>, Ordering), S
                     } else {
                         Ordering::AfterSnapshot
                     };
-                    return Ok((Some(check(double(p, !snapshot)?)?), ordering));
+                    let phase = if snapshot { 0 } else { PG_AFTER_SNAPSHOT };
+                    return Ok((Some(check(quad(p, phase)?)?), ordering));
                 }
                 (Some(_), None, None) => return Ok((None, Ordering::Plain)),
             }
@@ -372,17 +381,17 @@ mod tests {
             pos(r#"{"connector":"postgresql","lsn":24023128}"#),
             Ok(Some(24_023_128))
         );
-        // Streamed: twice the last commit before it, plus one.
+        // Streamed: four times the last commit before it, plus one.
         assert_eq!(
             pos(
                 r#"{"connector":"postgresql","snapshot":"false","lsn":24023128,"sequence":"[\"24023119\",\"24023128\"]"}"#
             ),
-            Ok(Some(2 * 24_023_119 + 1))
+            Ok(Some(4 * 24_023_119 + 1))
         );
-        // A fresh snapshot (no commit seen yet) reads at LSN 5000: 2 × 5000, and the sink is
+        // A fresh snapshot (no commit seen yet) reads at LSN 5000: 4 × 5000, and the sink is
         // told to order the first transaction after it above it. A change of a transaction
         // that was open during the snapshot carries its own LSN 4000, before the snapshot
-        // point: 2 × 4000 + 1, marked to be raised above the partition's snapshot reads
+        // point: 4 × 4000 + 3, marked to be raised above the partition's snapshot reads
         // (sink::snapshot_floors). The next transaction has a last commit past the snapshot.
         let full = |json: &str| {
             let read = json.contains(r#""snapshot":"last""#);
@@ -393,18 +402,18 @@ mod tests {
             full(
                 r#"{"connector":"postgresql","snapshot":"last","lsn":5000,"sequence":"[null,\"5000\"]"}"#
             ),
-            (10_000, Ordering::SnapshotRead)
+            (20_000, Ordering::SnapshotRead)
         );
         assert_eq!(
             full(
                 r#"{"connector":"postgresql","snapshot":"false","lsn":4000,"sequence":"[null,\"4000\"]"}"#
             ),
-            (8_001, Ordering::AfterSnapshot)
+            (16_003, Ordering::AfterSnapshot)
         );
         let next_streamed = full(
             r#"{"connector":"postgresql","snapshot":"false","lsn":4100,"sequence":"[\"5200\",\"4100\"]"}"#,
         );
-        assert_eq!(next_streamed, (10_401, Ordering::Plain));
+        assert_eq!(next_streamed, (20_801, Ordering::Plain));
         // A fresh snapshot taken later (offsets lost): its reads are above every change
         // before it, so they overwrite what changed in between.
         assert!(
@@ -417,7 +426,7 @@ mod tests {
             full(
                 r#"{"connector":"postgresql","snapshot":"last","lsn":9000,"sequence":"[\"8800\",\"9000\"]"}"#
             ),
-            (17_600, Ordering::Plain)
+            (35_200, Ordering::Plain)
         );
         // An incremental snapshot read (no lsn) at the window's close, and the changes of
         // transactions committed before and after it.

@@ -48,7 +48,7 @@ impl SnapshotFloors {
                     .and_then(|p| p.get(&partition))
                     .copied();
                 match floor {
-                    // Odd: a streamed change above the (even) snapshot reads.
+                    // A streamed change (4n + 1) above the snapshot reads (4n).
                     Some(f) if f >= position => f | 1,
                     _ => position,
                 }
@@ -64,14 +64,14 @@ mod tests {
     #[test]
     fn the_first_transaction_after_a_snapshot_is_versioned_above_its_reads() {
         let mut f = SnapshotFloors::default();
-        // Snapshot reads at 2 × 5000; a change of a transaction open during the snapshot, at
-        // its own position 2 × 4000 + 1.
-        assert_eq!(f.version("t", 0, 10_000, Ordering::SnapshotRead), 10_000);
-        assert_eq!(f.version("t", 0, 8_001, Ordering::AfterSnapshot), 10_001);
+        // Snapshot reads at 4 × 5000; a change of a transaction open during the snapshot, at
+        // its own position 4 × 4000 + 3.
+        assert_eq!(f.version("t", 0, 20_000, Ordering::SnapshotRead), 20_000);
+        assert_eq!(f.version("t", 0, 16_003, Ordering::AfterSnapshot), 20_001);
         // Another partition saw no snapshot read: its own position.
-        assert_eq!(f.version("t", 1, 8_001, Ordering::AfterSnapshot), 8_001);
+        assert_eq!(f.version("t", 1, 16_003, Ordering::AfterSnapshot), 16_003);
         // A change past the snapshot keeps its position; plain ones are untouched.
-        assert_eq!(f.version("t", 0, 12_001, Ordering::AfterSnapshot), 12_001);
+        assert_eq!(f.version("t", 0, 24_003, Ordering::AfterSnapshot), 24_003);
         assert_eq!(f.version("t", 0, 7, Ordering::Plain), 7);
     }
 }

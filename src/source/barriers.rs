@@ -40,6 +40,8 @@ struct Barrier {
     topic: String,
     partition: i32,
     offset: i64,
+    /// The record's Kafka timestamp: what was produced before it is what it waits for.
+    timestamp_ms: Option<i64>,
     /// Taken at the first check after the record was read.
     targets: Option<Vec<Target>>,
     since: Instant,
@@ -54,14 +56,23 @@ pub struct Barriers {
 }
 
 impl Barriers {
-    /// Waits for topic `topic` on behalf of the record (`partition`, `offset`) acked by `ack`.
-    pub fn add(&mut self, ack: Ack, topic: &str, partition: i32, offset: i64) {
+    /// Waits for topic `topic` on behalf of the record (`partition`, `offset`, Kafka timestamp
+    /// `timestamp_ms`) acked by `ack`.
+    pub fn add(
+        &mut self,
+        ack: Ack,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        timestamp_ms: Option<i64>,
+    ) {
         let now = Instant::now();
         self.waiting.push(Barrier {
             ack,
             topic: topic.to_string(),
             partition,
             offset,
+            timestamp_ms,
             targets: None,
             since: now,
             reported: now,
@@ -99,7 +110,7 @@ impl Barriers {
         let mut passed = Vec::new();
         self.waiting.retain_mut(|b| {
             if b.targets.is_none() {
-                match targets(consumer, &b.topic, b.partition, b.offset) {
+                match targets(consumer, &b.topic, b.partition, b.offset, b.timestamp_ms) {
                     Ok(t) => b.targets = Some(t),
                     Err(e) => {
                         warn!(task = %label, topic = %b.topic, "cannot read where the topic ends: {e}");
@@ -134,12 +145,16 @@ impl Barriers {
     }
 }
 
-/// Every partition of `topic` and its end now; the record's own partition ends at the record.
+/// Every partition of `topic` and where the record's wait ends in it: the first record produced
+/// after it (by Kafka timestamp), else the partition's end now; the record's own partition ends
+/// at the record. Ending at the record's time, not at "now", keeps a later snapshot's end (in
+/// another partition) out of this one's wait, so two never wait for each other.
 fn targets<H: RebalanceHandler>(
     consumer: &Consumer<H>,
     topic: &str,
     partition: i32,
     offset: i64,
+    timestamp_ms: Option<i64>,
 ) -> Result<Vec<Target>, String> {
     let meta = consumer
         .fetch_metadata(Some(topic), TIMEOUT)
@@ -152,12 +167,32 @@ fn targets<H: RebalanceHandler>(
     if let Some(e) = t.error() {
         return Err(format!("{e:?}"));
     }
+    let mut after: crate::FastMap<i32, i64> = Default::default();
+    if let Some(ts) = timestamp_ms.filter(|ts| *ts >= 0) {
+        let mut tpl = TopicPartitionList::new();
+        for p in t.partitions() {
+            tpl.add_partition_offset(topic, p.id(), Offset::Offset(ts + 1))
+                .map_err(|e| e.to_string())?;
+        }
+        let found = consumer
+            .offsets_for_times(tpl, TIMEOUT)
+            .map_err(|e| format!("offsets by time: {e}"))?;
+        for e in found.elements() {
+            if let Offset::Offset(o) = e.offset() {
+                after.insert(e.partition(), o);
+            }
+        }
+    }
     let mut out = Vec::with_capacity(t.partitions().len());
     for p in t.partitions() {
         let (low, high) = consumer
             .fetch_watermarks(topic, p.id(), TIMEOUT)
             .map_err(|e| format!("partition {}: {e}", p.id()))?;
-        let end = if p.id() == partition { offset } else { high };
+        let end = if p.id() == partition {
+            offset
+        } else {
+            after.get(&p.id()).copied().unwrap_or(high)
+        };
         out.push(Target {
             partition: p.id(),
             low,
@@ -176,11 +211,25 @@ fn behind<H: RebalanceHandler>(
 ) -> Result<Vec<i32>, String> {
     let mut lagging = Vec::new();
     let mut ask = TopicPartitionList::new();
+    // The consumer's position passes records it never hands out (transaction markers).
+    let positions: crate::FastMap<i32, i64> = consumer
+        .position()
+        .map(|tpl| {
+            tpl.elements_for_topic(topic)
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    Offset::Offset(o) => Some((e.partition(), o)),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     for t in targets {
         if t.end <= t.low {
             continue;
         }
-        match offsets.written_below(topic, t.partition, t.end) {
+        let position = positions.get(&t.partition).copied();
+        match offsets.written_below(topic, t.partition, t.end, position) {
             Some(true) => {}
             Some(false) => lagging.push(t.partition),
             None => {

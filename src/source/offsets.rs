@@ -167,6 +167,12 @@ impl Offsets {
         }
     }
 
+    /// Whether `ack` belongs to the current assignment and is the first read of its record.
+    pub fn counts(&self, ack: Ack) -> bool {
+        ack.epoch != NO_EPOCH
+            && matches!(self.slots.get(ack.slot as usize), Some(Some(p)) if p.epoch == ack.epoch)
+    }
+
     /// Holds a record just read (before it is acked): its partition's watermark will not pass
     /// it until the next record read from the partition is written too.
     pub fn hold(&mut self, ack: Ack) {
@@ -223,9 +229,17 @@ impl Offsets {
 
     /// Whether every record of a partition below `offset` has been read and written (holds
     /// aside); `None` when the partition is not assigned or nothing was read since it was.
-    pub fn written_below(&self, topic: &str, partition: i32, offset: i64) -> Option<bool> {
+    /// `position`: the consumer's position, which may be past the last record read (records
+    /// that are never handed out, as transaction markers).
+    pub fn written_below(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        position: Option<i64>,
+    ) -> Option<bool> {
         let p = self.slots[self.slot_of(topic, partition)? as usize].as_ref()?;
-        let next = p.next?;
+        let next = p.next?.max(position.unwrap_or(0));
         Some(next >= offset && p.pending.iter().all(|e| e.done || e.offset >= offset))
     }
 
@@ -326,18 +340,28 @@ mod tests {
     #[test]
     fn written_below_needs_every_earlier_record_read_and_written() {
         let mut o = Offsets::default();
-        assert_eq!(o.written_below("t", 0, 5), None, "not assigned");
+        assert_eq!(o.written_below("t", 0, 5, None), None, "not assigned");
         o.assign("t", 0);
-        assert_eq!(o.written_below("t", 0, 5), None, "nothing read yet");
+        assert_eq!(o.written_below("t", 0, 5, None), None, "nothing read yet");
         let a: Vec<Ack> = (3..6).map(|off| o.track("t", 0, off)).collect();
-        assert_eq!(o.written_below("t", 0, 5), Some(false));
+        assert_eq!(o.written_below("t", 0, 5, None), Some(false));
         o.ack(a[0]);
         o.ack(a[1]);
-        assert_eq!(o.written_below("t", 0, 5), Some(true), "5 itself may wait");
-        assert_eq!(o.written_below("t", 0, 7), Some(false), "6 not read yet");
+        assert_eq!(
+            o.written_below("t", 0, 5, None),
+            Some(true),
+            "5 itself may wait"
+        );
+        assert_eq!(
+            o.written_below("t", 0, 7, None),
+            Some(false),
+            "6 not read yet"
+        );
         // A held record that is written counts as written.
         o.hold(a[2]);
         o.ack(a[2]);
-        assert_eq!(o.written_below("t", 0, 6), Some(true));
+        assert_eq!(o.written_below("t", 0, 6, None), Some(true));
+        // The consumer's position past a transaction marker at 6.
+        assert_eq!(o.written_below("t", 0, 7, Some(7)), Some(true));
     }
 }

@@ -237,8 +237,8 @@ fn postgres_changes_are_versioned_by_commit_order_and_pass_schemaless_values_thr
         "postgresql_customers_c_withschema_value__dbzdoc.json",
         &k(1),
         "1",
-        // `sequence` ["24023119","24023128"]: twice the last commit LSN, plus one (streamed).
-        2 * 24_023_119 + 1,
+        // `sequence` ["24023119","24023128"]: four times the last commit LSN, plus one (streamed).
+        4 * 24_023_119 + 1,
         customer(1, "Anne", "Kretchmar", "annek@noanswer.org"),
     );
     // Without a schema, the Decimal stays base64 and the MicroTimestamp a number.
@@ -294,8 +294,8 @@ fn postgres_snapshot_without_key_takes_the_id_from_pk_fields() {
         &[("pk.fields", "c_w_id,c_d_id,c_id")],
     )
     .unwrap();
-    // A snapshot read of a fresh snapshot (`sequence` [null, "24363832"]): twice its LSN.
-    assert_eq!(line, index_line("1|1|1", 2 * 24_363_832));
+    // A snapshot read of a fresh snapshot (`sequence` [null, "24363832"]): four times its LSN.
+    assert_eq!(line, index_line("1|1|1", 4 * 24_363_832));
     let doc = doc.unwrap();
     assert_eq!(doc["c_credit_lim"], json!(50000.0));
     assert_eq!(doc["c_since"], json!("2015-11-22 00:00:00"));

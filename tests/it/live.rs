@@ -308,8 +308,8 @@ fn workload(seed: u64, chunks: usize) -> Vec<String> {
 }
 
 /// The version each document of a Debezium topic must end with, computed from the topic itself
-/// by the rules of docs/versions.md (PostgreSQL: twice `sequence[0]`, plus one unless a snapshot
-/// read, or twice the own LSN before the first commit after a snapshot, the first transaction
+/// by the rules of docs/versions.md (PostgreSQL: four times `sequence[0]`, plus one unless a
+/// snapshot read, or four times the own LSN (plus 3) before the first commit after a snapshot, the first transaction
 /// above the snapshot reads; MariaDB: binlog file index << 40 | pos + row): per row, the change with the highest
 /// version decides (Debezium re-emits older changes after its own restart); a row whose
 /// deciding change is a delete has no document.
@@ -339,12 +339,12 @@ fn topic_versions(topic: &str, flavour: Flavour) -> BTreeMap<String, u64> {
                     serde_json::from_str(src["sequence"].as_str().unwrap()).unwrap();
                 let phase = u64::from(op != "r");
                 match seq[0].as_deref() {
-                    Some(c) => 2 * c.parse::<u64>().unwrap() + phase,
+                    Some(c) => 4 * c.parse::<u64>().unwrap() + phase,
                     // No commit since the snapshot: the own position, and the first transaction
                     // after the snapshot above every snapshot read of the topic.
                     None => {
                         let own: u64 = seq[1].as_deref().unwrap().parse().unwrap();
-                        let v = 2 * own + phase;
+                        let v = 4 * own + 3 * phase;
                         if op == "r" {
                             snapshot_floor = snapshot_floor.max(v);
                             v
@@ -674,10 +674,10 @@ fn postgres_a_transaction_open_across_the_snapshot_point_wins_over_the_snapshot(
     for (id, (version, _)) in &docs {
         let id: i32 = id.parse().unwrap();
         // Snapshot reads at an even version; the open transaction's changes, streamed, above
-        // them (at 2 × the snapshot's LSN + 1 when their own positions lie before it).
+        // them (at 4 × the snapshot's LSN + 1 when their own positions lie before it).
         if id <= 100 {
             assert!(
-                *version > snapshot_version && version % 2 == 1,
+                *version > snapshot_version && version % 4 == 1,
                 "document {id} at {version}, snapshot reads at {snapshot_version}"
             );
         } else {

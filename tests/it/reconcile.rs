@@ -170,12 +170,20 @@ fn a_written_snapshot_removes_what_it_did_not_contain_and_verify_sees_every_drif
         .delete(format!("{base}/_doc/3?refresh=true"))
         .send()
         .unwrap());
-    thread::sleep(Duration::from_millis(100));
-    ok(es
+    // The delete's tombstone goes at the next refresh once gc_deletes has passed.
+    let start = Instant::now();
+    while !es
         .put(format!("{base}/_doc/3?version=7&version_type=external"))
         .json(&json!({"id": 3, "name": "snap"}))
         .send()
-        .unwrap());
+        .unwrap()
+        .status()
+        .is_success()
+    {
+        assert!(start.elapsed() < Duration::from_secs(30), "cannot write 3 at version 7");
+        let _ = es.post(format!("{base}/_refresh")).send();
+        thread::sleep(Duration::from_millis(200));
+    }
     let (code, report) = verify(&file);
     assert_eq!(code, 1, "{report}");
     let r = &report["indices"][&topic];
@@ -183,4 +191,103 @@ fn a_written_snapshot_removes_what_it_did_not_contain_and_verify_sees_every_drif
     assert_eq!(r["examples"]["differing"], json!(["2"]), "{report}");
     assert_eq!(r["examples"]["extra"], json!(["999"]), "{report}");
     assert_eq!(r["examples"]["stale"], json!(["3"]), "{report}");
+}
+
+/// With soft deletes the rows the snapshot did not contain are marked `__deleted: true`, and
+/// `verify` agrees.
+#[test]
+fn with_soft_deletes_the_rows_missing_from_a_snapshot_are_marked_deleted() {
+    let topic = unique("reconcile-soft");
+    kafka::create_topic(&topic, 3);
+    let (recs, expected) = history();
+    kafka::produce(&topic, &recs);
+    let index = format!("{topic}-soft");
+    let file = connector_file(
+        &unique("reconcile-soft"),
+        &es_connector(
+            &topic,
+            &servers().es,
+            &[("delete.mode", "soft"), ("index.name", "${topic}-soft")],
+        ),
+    );
+    let worker = Worker::start(&file);
+    let start = Instant::now();
+    loop {
+        let docs = es::sources(&index);
+        let marked: Vec<&String> = docs
+            .iter()
+            .filter(|(_, d)| d["__deleted"] == json!(true))
+            .map(|(id, _)| id)
+            .collect();
+        let live_ok = expected.iter().all(|(id, (_, d))| {
+            let mut d = d.clone();
+            d["__deleted"] = json!(false);
+            docs.get(id) == Some(&d)
+        });
+        if live_ok && marked.len() == 10 && docs.len() == 31 {
+            let mut ids: Vec<i64> = marked.iter().map(|i| i.parse().unwrap()).collect();
+            ids.sort();
+            assert_eq!(ids, (21..=30).collect::<Vec<_>>());
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{index}: {docs:?}"
+        );
+        thread::sleep(Duration::from_millis(300));
+    }
+    assert!(worker.stop().success());
+    let (code, report) = verify(&file);
+    assert_eq!(code, 0, "{report}");
+}
+
+/// Two snapshots of one table whose last reads are in different partitions, both already in
+/// the topic when the worker starts: each waits only for what was produced before it, so
+/// neither waits for the other, and the rows the second snapshot left out are removed.
+#[test]
+fn two_snapshot_ends_in_different_partitions_do_not_wait_for_each_other() {
+    let topic = unique("reconcile-two");
+    kafka::create_topic(&topic, 3);
+    let (mut first, _) = history();
+    // The first snapshot's last read (id 20) is in partition 2; the second's (id 15) in 0.
+    kafka::produce(&topic, &first.drain(..).collect::<Vec<_>>());
+    thread::sleep(Duration::from_millis(50));
+    let second: Vec<Rec> = (1..=15)
+        .map(|id| {
+            let mark = match id {
+                1 => "first",
+                15 => "last",
+                _ => "true",
+            };
+            event(id, "r", 2000, mark, "again")
+        })
+        .collect();
+    kafka::produce(&topic, &second);
+    let expected: BTreeMap<String, (u64, Value)> = (1..=15)
+        .map(|id| {
+            (
+                id.to_string(),
+                (version(2000), json!({"id": id, "name": "again"})),
+            )
+        })
+        .collect();
+    let name = unique("reconcile-two");
+    let file = connector_file(
+        &name,
+        &es_connector(&topic, &servers().es, &[("behavior.on.null.values", "delete")]),
+    );
+    let worker = Worker::start(&file);
+    wait_index(&topic, &expected, Duration::from_secs(60));
+    let end = kafka::end_offsets(&topic, 3);
+    let group = format!("connect-{name}");
+    let start = Instant::now();
+    while kafka::committed(&group, &topic, 3) != end {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "offsets not committed: {:?} of {end:?}",
+            kafka::committed(&group, &topic, 3)
+        );
+        thread::sleep(Duration::from_millis(300));
+    }
+    assert!(worker.stop().success());
 }

@@ -413,17 +413,50 @@ impl EsConfig {
             "none" => VersionSource::None,
             _ => VersionSource::Source,
         };
+        let malformed = o.choice(
+            "behavior.on.malformed.documents",
+            &["fail", "warn", "ignore"],
+            "fail",
+        );
         let deletes_applied = match on_delete {
             OnDelete::Delete | OnDelete::SoftDelete => true,
             OnDelete::AsNull => on_null == OnNull::Delete,
             OnDelete::Ignore => false,
         };
-        let reconcile_possible = version == VersionSource::Source && !key_ignore && deletes_applied;
+        let mut targets: Vec<&String> = topic_index_map.values().collect();
+        targets.sort();
+        let shared_map = targets.windows(2).any(|w| w[0] == w[1]);
+        // Why an index may hold documents of more than this one table, or lose some silently.
+        let not_reconcilable = if version != VersionSource::Source {
+            Some("version.source is not `source`")
+        } else if key_ignore {
+            Some("key.ignore=true")
+        } else if !deletes_applied {
+            Some("deletes are dropped")
+        } else if malformed != "fail" {
+            Some(
+                "behavior.on.malformed.documents skips documents (a skipped snapshot read would look deleted)",
+            )
+        } else if !transforms.routers.is_empty() {
+            Some("a router transform may send several topics to one index")
+        } else if shared_map {
+            Some("topic.index.map sends several topics to one index")
+        } else if index_name
+            .as_deref()
+            .is_some_and(|t| !t.contains("${topic}"))
+        {
+            Some("index.name without ${topic} may send several topics to one index")
+        } else {
+            None
+        };
         let reconcile = o.bool("snapshot.reconcile", true);
-        if reconcile && !reconcile_possible && o.get("snapshot.reconcile").is_some() {
+        if let Some(why) = not_reconcilable
+            && reconcile
+            && o.get("snapshot.reconcile").is_some()
+        {
             o.error(
                 "snapshot.reconcile",
-                "`true` needs version.source=source, key.ignore=false and deletes that are applied (not dropped)",
+                format!("`true` is not possible here: {why}"),
             );
         }
         o.choice("truncate.mode", &["ignore"], "ignore");
@@ -434,11 +467,6 @@ impl EsConfig {
                 "`true` is not supported: a record that cannot be mapped fails the task",
             );
         }
-        let malformed = o.choice(
-            "behavior.on.malformed.documents",
-            &["fail", "warn", "ignore"],
-            "fail",
-        );
         let max_retries = o.get("max.retries").map(|_| o.parse("max.retries", 0u32));
         let ms = |key: &str, default: u64| Duration::from_millis(o.parse(key, default));
         EsConfig {
@@ -466,7 +494,7 @@ impl EsConfig {
             fail_on_malformed: malformed == "fail",
             add_fields,
             version,
-            reconcile: reconcile && reconcile_possible,
+            reconcile: reconcile && not_reconcilable.is_none(),
             rebuild_retain: Duration::from_secs(3600 * o.parse("rebuild.retain.hours", 24u64)),
             batch_size: o.at_least("batch.size", 2000usize, 1),
             bulk_size_bytes: o.at_least("bulk.size.bytes", 5 * 1024 * 1024usize, 1024),

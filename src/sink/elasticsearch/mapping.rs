@@ -77,7 +77,20 @@ pub struct SnapshotEnd {
     /// The snapshot's version: a document below it was written by no snapshot read and no later
     /// change.
     pub below: u64,
+    /// PostgreSQL: versions `4n + 3` (a change of the first transaction after a snapshot that
+    /// could not be raised above it) may be below `below` and are never removed.
+    pub protect_after_snapshot: bool,
 }
+
+/// Whether a document at `version` is one the snapshot `end` did not write and no later change
+/// wrote (docs/reconcile.md).
+pub fn removable(version: u64, end: &SnapshotEnd) -> bool {
+    version < end.below
+        && !(end.protect_after_snapshot && version % 4 == crate::decode::source::PG_AFTER_SNAPSHOT)
+}
+
+/// The key field Debezium's ByLogicalTableRouter adds when it merges tables into one topic.
+const MERGED_TABLES_KEY: &str = "__dbz__physicalTableIdentifier";
 
 /// Maps records of one task; remembers a little state (index per topic, the delete event each
 /// tombstone follows).
@@ -136,10 +149,14 @@ impl Mapper {
             .source
             .as_ref()
             .is_some_and(|s| matches!(s.position, Ok(Some(_))));
+        let merged = rec.key.is_some_and(|k| k.get(MERGED_TABLES_KEY).is_some());
         let why = match (from_source, action.version) {
             (false, _) | (_, None) => {
                 Some("the source position of its records is not known".to_string())
             }
+            _ if merged => Some(format!(
+                "the topic merges several tables (its keys carry `{MERGED_TABLES_KEY}`)"
+            )),
             // MongoDB snapshot reads: every document is at or above it.
             (true, Some(0)) => return None,
             _ => self.scopes.shared(&action.index).map(str::to_string),
@@ -152,10 +169,15 @@ impl Mapper {
             }
             return None;
         }
+        let postgres = ev
+            .source
+            .as_ref()
+            .is_some_and(|s| s.connector.as_deref() == Some("postgresql"));
         Some(SnapshotEnd {
             index: action.index.clone(),
             topic: rec.kafka_topic.into(),
             below: action.version?,
+            protect_after_snapshot: postgres,
         })
     }
 
@@ -190,7 +212,8 @@ impl Mapper {
                     let version = self.version(rec, ev)?;
                     let doc = self.document(after, ev, self.cfg.mark_live.then_some(false))?;
                     if self.cfg.reconcile {
-                        self.scopes.wrote(&index, rec.kafka_topic, table_of(ev));
+                        self.scopes
+                            .wrote(&index, rec.kafka_topic, table_of(ev).as_deref());
                     }
                     Ok(Mapped::Write(BulkAction {
                         index,
@@ -216,7 +239,8 @@ impl Mapper {
         let id = self.id(rec, ev.before.as_ref())?;
         let version = self.version(rec, ev)?;
         if self.cfg.reconcile {
-            self.scopes.wrote(&index, rec.kafka_topic, table_of(ev));
+            self.scopes
+                .wrote(&index, rec.kafka_topic, table_of(ev).as_deref());
         }
         if remember {
             let deleted = Deleted {
@@ -445,8 +469,12 @@ impl Mapper {
     }
 }
 
-fn table_of(ev: &ChangeEvent) -> Option<&str> {
-    ev.source.as_ref().and_then(|s| s.table.as_deref())
+/// The table an event comes from, `db.schema.table` as far as `source` has them.
+fn table_of(ev: &ChangeEvent) -> Option<String> {
+    let s = ev.source.as_ref()?;
+    let table = s.table.as_deref()?;
+    let parts = [s.db.as_deref(), s.schema.as_deref(), Some(table)];
+    Some(parts.into_iter().flatten().collect::<Vec<_>>().join("."))
 }
 
 /// The id a key gives: one field's value as text, several joined by `separator` in key order.

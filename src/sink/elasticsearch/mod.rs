@@ -51,7 +51,7 @@ struct Done {
 enum Event {
     Batch(Done),
     /// The reconciliation after the snapshot record `Ack` is over.
-    Reconciled(Ack, Result<(), SinkError>),
+    Reconciled(Ack),
 }
 
 /// The record that ended a table's snapshot: its ack comes back once the record is written,
@@ -62,6 +62,10 @@ struct Reconciliation {
     written: bool,
     caught_up: bool,
     running: bool,
+    /// The record's partition left the task: its ack must never come back (whoever reads the
+    /// record next reconciles), and a running reconciliation stops.
+    abandoned: bool,
+    cancel: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Shared by the lanes' requests.
@@ -179,12 +183,17 @@ impl ElasticsearchSink {
                         None => acks.push(ack),
                     }
                 }
+                self.reconciliations
+                    .retain(|r| !(r.abandoned && r.written && !r.running));
                 self.start_reconciliations();
             }
-            Event::Reconciled(ack, result) => {
-                self.reconciliations.retain(|r| r.ack != ack);
-                result?;
-                acks.push(ack);
+            Event::Reconciled(ack) => {
+                if let Some(i) = self.reconciliations.iter().position(|r| r.ack == ack) {
+                    if !self.reconciliations[i].abandoned {
+                        acks.push(ack);
+                    }
+                    self.reconciliations.remove(i);
+                }
             }
         }
         Ok(())
@@ -193,26 +202,22 @@ impl ElasticsearchSink {
     /// Starts each reconciliation whose record is written and whose topic has caught up.
     fn start_reconciliations(&mut self) {
         for r in &mut self.reconciliations {
-            if r.running || !r.written || !r.caught_up {
+            if r.running || r.abandoned || !r.written || !r.caught_up {
                 continue;
             }
             r.running = true;
-            let (shared, tx, ack, end) = (
+            let (shared, tx, ack, end, cancel) = (
                 self.shared.clone(),
                 self.done_tx.clone(),
                 r.ack,
                 r.end.clone(),
+                r.cancel.clone(),
             );
             self.runtime.spawn(async move {
-                let result = reconcile::run(&shared, &end).await;
-                let _ = tx.send(Event::Reconciled(ack, result));
+                reconcile::run(&shared, &end, &cancel).await;
+                let _ = tx.send(Event::Reconciled(ack));
             });
         }
-    }
-
-    /// Reconciliations running: the task waits for them as for writes.
-    fn running(&self) -> usize {
-        self.reconciliations.iter().filter(|r| r.running).count()
     }
 
     fn topic(&mut self, topic: &str) -> Arc<str> {
@@ -257,6 +262,8 @@ impl Sink for ElasticsearchSink {
                 written: false,
                 caught_up: false,
                 running: false,
+                abandoned: false,
+                cancel: Default::default(),
             });
         }
         let lane = self.lane_of(&action.index, &action.id);
@@ -315,8 +322,10 @@ impl Sink for ElasticsearchSink {
         self.flushing = true;
     }
 
+    /// Records in batches. A reconciliation is not waited for: stopping or losing the
+    /// partition leaves its record uncommitted, and whoever reads it next reconciles again.
     fn pending(&self) -> usize {
-        self.pending + self.running()
+        self.pending
     }
 
     fn capacity(&self) -> usize {
@@ -353,6 +362,15 @@ impl Sink for ElasticsearchSink {
         } else {
             // Its partition is gone: the record is read again by the next owner.
             self.reconciliations.retain(|r| r.ack != ack || r.running);
+        }
+    }
+}
+
+impl Drop for ElasticsearchSink {
+    /// A stopped task leaves no reconciliation running behind it.
+    fn drop(&mut self) {
+        for r in &self.reconciliations {
+            r.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }

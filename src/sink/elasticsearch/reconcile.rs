@@ -4,19 +4,20 @@
 //! soft deletes: marked `__deleted: true`).
 //!
 //! Each removal is conditional, evaluated by Elasticsearch per document: a delete (or index)
-//! at version `below − 1` with `version_type=external_gte` succeeds only while the document's
-//! version is still below the snapshot's. A change written meanwhile has a higher version and
-//! wins (409). Running it again, after a crash or on two tasks, removes nothing else.
+//! with `if_seq_no`/`if_primary_term` of the scan succeeds only if the document has not been
+//! written since it was judged removable; a change written meanwhile stands (409). Running it
+//! again, after a crash or on two tasks, removes nothing else.
 
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::Shared;
-use super::mapping::SnapshotEnd;
+use super::mapping::{SnapshotEnd, removable};
 use crate::metrics::Metrics;
-use crate::sink::SinkError;
 
 /// Documents per scroll page (and so per bulk request of removals).
 const PAGE: usize = 1000;
@@ -43,6 +44,10 @@ struct Hit {
     id: String,
     #[serde(rename = "_version", default)]
     version: Option<u64>,
+    #[serde(rename = "_seq_no", default)]
+    seq_no: Option<u64>,
+    #[serde(rename = "_primary_term", default)]
+    primary_term: Option<u64>,
     #[serde(rename = "_source", default)]
     source: Option<serde_json::Map<String, Json>>,
 }
@@ -69,34 +74,31 @@ impl Failed {
     }
 }
 
-/// Reconciles `end.index`, retrying whole passes (each is harmless to repeat) with backoff.
-pub(super) async fn run(shared: &Shared, end: &SnapshotEnd) -> Result<(), SinkError> {
+/// Reconciles `end.index`, retrying whole passes (each is harmless to repeat) with backoff,
+/// until done or `cancel` is set (the record's partition left the task, or the task stopped).
+/// A refusal that retrying cannot cure (no permission to search the index…) skips the
+/// reconciliation with an error in the log: the index keeps what it has.
+pub(super) async fn run(shared: &Shared, end: &SnapshotEnd, cancel: &AtomicBool) {
     let cfg = &shared.cfg;
     let mut attempt = 0u32;
     loop {
-        match pass(shared, end).await {
+        if cancel.load(Ordering::Relaxed) {
+            return;
+        }
+        match pass(shared, end, cancel).await {
             Ok(r) => {
                 Metrics::add(&shared.metrics.reconciled, r.removed);
                 info!(index = %end.index, topic = %end.topic, scanned = r.scanned, removed = r.removed,
                     "snapshot of the table written; documents of rows it did not contain removed");
-                return Ok(());
+                return;
             }
             Err(f) if !f.retry => {
-                return Err(SinkError::Fatal(format!(
-                    "reconciling index `{}` after the snapshot of topic `{}`: {}",
-                    end.index, end.topic, f.message
-                )));
+                error!(index = %end.index, topic = %end.topic,
+                    "reconciliation after the snapshot skipped, the index may keep documents of rows deleted meanwhile: {}                      (give the connector's user read access to the index, or set snapshot.reconcile=false)", f.message);
+                return;
             }
             Err(f) => {
                 attempt += 1;
-                if let Some(max) = cfg.max_retries
-                    && attempt > max
-                {
-                    return Err(SinkError::Fatal(format!(
-                        "reconciling index `{}`: gave up after {max} retries: {}",
-                        end.index, f.message
-                    )));
-                }
                 let delay =
                     crate::backoff::delay(attempt, cfg.retry_backoff, cfg.max_retry_backoff);
                 if attempt >= 3 {
@@ -111,7 +113,7 @@ pub(super) async fn run(shared: &Shared, end: &SnapshotEnd) -> Result<(), SinkEr
 }
 
 /// One scan of the index, removing the documents below the snapshot's version page by page.
-async fn pass(shared: &Shared, end: &SnapshotEnd) -> Result<Report, Failed> {
+async fn pass(shared: &Shared, end: &SnapshotEnd, cancel: &AtomicBool) -> Result<Report, Failed> {
     let soft = shared.cfg.mark_live;
     let index = urlencoding(&end.index);
     // Documents written just before are searchable only after a refresh.
@@ -126,18 +128,18 @@ async fn pass(shared: &Shared, end: &SnapshotEnd) -> Result<Report, Failed> {
             shared,
             Method::POST,
             &format!("{index}/_search?scroll={SCROLL}"),
-            Some(&json!({"size": PAGE, "version": true, "_source": soft, "sort": ["_doc"], "query": query})),
+            Some(&json!({"size": PAGE, "version": true, "seq_no_primary_term": true, "_source": soft, "sort": ["_doc"], "query": query})),
         )
         .await?,
     )?;
     let mut report = Report::default();
     let result = async {
         loop {
-            if page.hits.hits.is_empty() {
+            if page.hits.hits.is_empty() || cancel.load(Ordering::Relaxed) {
                 return Ok(());
             }
             report.scanned += page.hits.hits.len() as u64;
-            report.removed += remove(shared, end.below, &page.hits.hits).await?;
+            report.removed += remove(shared, end, &page.hits.hits).await?;
             let Some(id) = page.scroll_id.clone() else {
                 return Ok(());
             };
@@ -167,16 +169,22 @@ async fn pass(shared: &Shared, end: &SnapshotEnd) -> Result<Report, Failed> {
     result.map(|()| report)
 }
 
-/// Removes the hits below version `below`, each on condition that it still is; returns how
-/// many were removed.
-async fn remove(shared: &Shared, below: u64, hits: &[Hit]) -> Result<u64, Failed> {
+/// Removes the hits `end` makes removable, each on condition that it has not been written
+/// since the scan; returns how many were removed.
+async fn remove(shared: &Shared, end: &SnapshotEnd, hits: &[Hit]) -> Result<u64, Failed> {
     let soft = shared.cfg.mark_live;
-    let at = below - 1;
     let mut body = Vec::new();
     let mut sent = 0;
-    for h in hits.iter().filter(|h| h.version.is_some_and(|v| v < below)) {
+    for h in hits {
+        let (Some(version), Some(seq_no), Some(term)) = (h.version, h.seq_no, h.primary_term)
+        else {
+            continue;
+        };
+        if !removable(version, end) {
+            continue;
+        }
         let action = if soft { "index" } else { "delete" };
-        let meta = json!({action: {"_index": h.index, "_id": h.id, "version": at, "version_type": "external_gte"}});
+        let meta = json!({action: {"_index": h.index, "_id": h.id, "if_seq_no": seq_no, "if_primary_term": term}});
         body.extend_from_slice(meta.to_string().as_bytes());
         body.push(b'\n');
         if soft {
@@ -190,10 +198,9 @@ async fn remove(shared: &Shared, below: u64, hits: &[Hit]) -> Result<u64, Failed
     if sent == 0 {
         return Ok(0);
     }
-    let wait = shared.cfg.read_timeout;
     let (status, resp) = shared
         .client
-        .bulk(body.into(), wait)
+        .bulk(body.into(), shared.cfg.read_timeout)
         .await
         .map_err(|e| Failed::retry(e.message))?;
     if status == 429 || status >= 500 {
@@ -205,30 +212,34 @@ async fn remove(shared: &Shared, below: u64, hits: &[Hit]) -> Result<u64, Failed
             retry: false,
         });
     }
-    let items = super::client::parse_items(&resp, sent).map_err(Failed::retry)?;
-    let Some(items) = items else {
-        return Ok(sent as u64);
-    };
+    let items: Json = serde_json::from_slice(&resp)
+        .map_err(|e| Failed::retry(format!("unreadable bulk response ({e})")))?;
+    let items = items["items"].as_array().cloned().unwrap_or_default();
+    if items.len() != sent {
+        return Err(Failed::retry(format!(
+            "bulk response has {} items for {sent} removals",
+            items.len()
+        )));
+    }
     let mut removed = 0;
-    for item in items {
-        match item.status {
+    for item in &items {
+        let r = item
+            .as_object()
+            .and_then(|o| o.values().next())
+            .unwrap_or(&Json::Null);
+        match r["status"].as_u64().unwrap_or(0) {
             200 | 201 => removed += 1,
-            // Gone already, or changed since the scan: a newer write stands.
+            // Gone already, or written since the scan: what is there stands.
             404 | 409 => {}
-            429 | 500.. => {
+            s @ (0 | 429 | 500..) => {
                 return Err(Failed::retry(format!(
-                    "a removal answered {}: {}",
-                    item.status,
-                    item.reason.unwrap_or_default()
+                    "a removal answered {s}: {}",
+                    r["error"]
                 )));
             }
             s => {
                 return Err(Failed {
-                    message: format!(
-                        "a removal answered {s} {}: {}",
-                        item.error_type.unwrap_or_default(),
-                        item.reason.unwrap_or_default()
-                    ),
+                    message: format!("a removal answered {s}: {}", r["error"]),
                     retry: false,
                 });
             }
