@@ -576,4 +576,26 @@ mod tests {
             "a: environment variable `CDCSINK_NOPE` is not set"
         );
     }
+
+    #[test]
+    fn reconciliation_is_on_only_where_an_index_holds_one_topic() {
+        let es = |extra: &str| {
+            spec(&format!(
+                r#"{{"name":"r","config":{{"connector.class":"elasticsearch","topics":"a,b","connection.url":"http://es:9200"{extra}}}}}"#
+            ))
+        };
+        let reconcile = |extra: &str| {
+            let SinkSpec::Elasticsearch(c) = es(extra).unwrap().sink;
+            c.reconcile
+        };
+        assert!(reconcile(""));
+        assert!(reconcile(r#","index.name":"cdc-${topic}""#));
+        assert!(!reconcile(r#","index.name":"all""#));
+        assert!(!reconcile(r#","topic.index.map":"a:x,b:x""#));
+        assert!(!reconcile(r#","behavior.on.malformed.documents":"warn""#));
+        assert!(!reconcile(r#","version.source":"offset""#));
+        assert!(!reconcile(r#","snapshot.reconcile":"false""#));
+        let err = es(r#","snapshot.reconcile":"true","index.name":"all""#).unwrap_err();
+        assert!(err.contains("snapshot.reconcile"), "{err}");
+    }
 }

@@ -180,7 +180,10 @@ fn a_written_snapshot_removes_what_it_did_not_contain_and_verify_sees_every_drif
         .status()
         .is_success()
     {
-        assert!(start.elapsed() < Duration::from_secs(30), "cannot write 3 at version 7");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "cannot write 3 at version 7"
+        );
         let _ = es.post(format!("{base}/_refresh")).send();
         thread::sleep(Duration::from_millis(200));
     }
@@ -248,9 +251,9 @@ fn with_soft_deletes_the_rows_missing_from_a_snapshot_are_marked_deleted() {
 fn two_snapshot_ends_in_different_partitions_do_not_wait_for_each_other() {
     let topic = unique("reconcile-two");
     kafka::create_topic(&topic, 3);
-    let (mut first, _) = history();
+    let (first, _) = history();
     // The first snapshot's last read (id 20) is in partition 2; the second's (id 15) in 0.
-    kafka::produce(&topic, &first.drain(..).collect::<Vec<_>>());
+    kafka::produce(&topic, &first);
     thread::sleep(Duration::from_millis(50));
     let second: Vec<Rec> = (1..=15)
         .map(|id| {
@@ -274,7 +277,11 @@ fn two_snapshot_ends_in_different_partitions_do_not_wait_for_each_other() {
     let name = unique("reconcile-two");
     let file = connector_file(
         &name,
-        &es_connector(&topic, &servers().es, &[("behavior.on.null.values", "delete")]),
+        &es_connector(
+            &topic,
+            &servers().es,
+            &[("behavior.on.null.values", "delete")],
+        ),
     );
     let worker = Worker::start(&file);
     wait_index(&topic, &expected, Duration::from_secs(60));

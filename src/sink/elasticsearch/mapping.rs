@@ -527,3 +527,27 @@ fn truncate(s: &str) -> &str {
         None => s,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_postgres_change_left_below_the_snapshot_is_never_removable() {
+        let end = |protect| SnapshotEnd {
+            index: "i".into(),
+            topic: "t".into(),
+            below: 4 * 5000,
+            protect_after_snapshot: protect,
+        };
+        // A snapshot read and a streamed change of an earlier time: gone rows.
+        assert!(removable(4 * 4000, &end(true)));
+        assert!(removable(4 * 4000 + 1, &end(true)));
+        // The first transaction after the snapshot, not raised above it (4n + 3): kept.
+        assert!(!removable(4 * 4000 + 3, &end(true)));
+        assert!(removable(4 * 4000 + 3, &end(false)), "other connectors");
+        // At or above the snapshot: written by it or after it.
+        assert!(!removable(4 * 5000, &end(true)));
+        assert!(!removable(4 * 5000 + 1, &end(false)));
+    }
+}
