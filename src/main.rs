@@ -57,6 +57,10 @@ enum Command {
         /// Worker settings (TOML), for the Kafka connection.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Compare two indices (on the connector's Elasticsearch) instead: `--compare A B`
+        /// reports B against A.
+        #[arg(long, num_args = 2, value_names = ["A", "B"])]
+        compare: Vec<String>,
         /// The connector config (`{"name": …, "config": {…}}`).
         connector: PathBuf,
     },
@@ -118,7 +122,11 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Verify { config, connector } => {
+        Command::Verify {
+            config,
+            compare,
+            connector,
+        } => {
             let (settings, spec) = match load_one(config.as_deref(), &connector) {
                 Ok(x) => x,
                 Err(e) => {
@@ -126,7 +134,11 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            match cdc_sink::verify::run(&settings, &spec) {
+            let report = match compare.as_slice() {
+                [a, b] => cdc_sink::verify::compare(&spec, a, b),
+                _ => cdc_sink::verify::run(&settings, &spec),
+            };
+            match report {
                 Ok(report) => {
                     println!(
                         "{}",

@@ -11,15 +11,18 @@
 //! `…-rollback-…` starting from the offsets recorded when the target was replaced) writes every
 //! topic into the target indices, at most one bulk request in flight (the live connector keeps
 //! the rest of Elasticsearch). When it has written every partition up to the live connector's
-//! committed offsets, the offsets are recorded in the old index's `_meta`, the aliases move,
-//! and the task goes on until it has written everything that was in the topics at the move.
+//! committed offsets, the old indices are write-blocked (the live connector's writes to them
+//! are refused and retried, as for any read-only index), the task writes everything in the
+//! topics at that moment, the live connector's committed offsets are recorded in the old
+//! indices' `_meta`, and the aliases move: the live connector's retried writes reach the new
+//! indices, and a read through an alias never sees older data after the move than before.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::{Value as Json, json};
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::connector::{ConnectorSpec, SinkSpec};
 use crate::settings::Settings;
@@ -193,6 +196,12 @@ pub fn run(settings: &Settings, spec: &ConnectorSpec, rollback: bool) -> Result<
                     v.as_i64().unwrap_or(0),
                 );
             }
+            // Replaced indices are write-blocked; this one takes writes again.
+            es.ok(
+                Method::PUT,
+                &format!("{index}/_settings"),
+                Some(json!({"index": {"blocks": {"write": false}}})),
+            )?;
             group_suffix = format!(
                 "rollback-v{n}-{}",
                 meta["retired_at_ms"].as_i64().unwrap_or(0)
@@ -293,7 +302,7 @@ fn follow(
         })
     };
     // Phase 1: up to the live connector's committed offsets (its end offsets when it has none).
-    let live_at = loop {
+    loop {
         if let Some(f) = worker.failure() {
             return Err(format!("the rebuild's task failed: {f}"));
         }
@@ -310,7 +319,7 @@ fn follow(
             .all(|(k, t)| done.get(k).is_some_and(|d| d >= t))
         {
             info!(records = have, "caught up with the live connector");
-            break target;
+            break;
         }
         if logged.elapsed() >= LOG_EVERY {
             logged = Instant::now();
@@ -319,7 +328,23 @@ fn follow(
             info!(done = have, total = want, eta_s = eta as u64, "rebuilding");
         }
         std::thread::sleep(TICK);
-    };
+    }
+    // Phase 2: the old indices take no more writes (the live connector retries them, and after
+    // the move they reach the new ones); the new ones catch up with everything the old ones
+    // have, so a read through the alias never goes back.
+    for m in moves {
+        es.ok(Method::PUT, &format!("{}/_block/write", m.from), None)?;
+    }
+    let live_at = source::committed_of(settings, &live_group, parts, TIMEOUT)?;
+    let frozen = ends(consumer)?;
+    wait_written(
+        worker,
+        settings,
+        group,
+        parts,
+        &frozen,
+        "the old index froze",
+    )?;
     // The old indices keep the offsets they are complete up to, for a rollback.
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -348,22 +373,36 @@ fn follow(
     for m in moves {
         info!(alias = m.alias, from = m.from, to = m.to, "alias moved");
     }
-    // Phase 2: what the live connector may have written to the old index just before the move.
-    let end = ends(consumer)?;
+    Ok(())
+}
+
+/// Waits until the move's task has written every partition up to `until`.
+fn wait_written(
+    worker: &Worker,
+    settings: &Settings,
+    group: &str,
+    parts: &[(String, i32)],
+    until: &Offsets,
+    what: &str,
+) -> Result<(), String> {
     let deadline = Instant::now() + AFTER_MOVE;
     loop {
         if let Some(f) = worker.failure() {
-            return Err(format!("the rebuild's task failed after the move: {f}"));
+            return Err(format!("the rebuild's task failed: {f}"));
         }
         let done = source::committed_of(settings, group, parts, TIMEOUT)?;
-        if end.iter().all(|(k, e)| done.get(k).is_some_and(|d| d >= e)) {
+        if until
+            .iter()
+            .all(|(k, e)| done.get(k).is_some_and(|d| d >= e))
+        {
             return Ok(());
         }
         if Instant::now() > deadline {
-            warn!("the rebuild's task is slow to write what was in the topics at the move");
-            return Err("not caught up with the topics after the move".into());
+            return Err(format!(
+                "the rebuild's task did not write what was in the topics when {what} within {AFTER_MOVE:?}"
+            ));
         }
-        std::thread::sleep(TICK);
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 

@@ -140,6 +140,59 @@ pub fn run(settings: &Settings, spec: &ConnectorSpec) -> Result<Report, String> 
     Ok(report)
 }
 
+/// Compares index `b` with index `a` (on the connector's Elasticsearch): documents of `a`
+/// missing from `b`, extra in `b`, differing, and at an older version in `b`.
+pub fn compare(spec: &ConnectorSpec, a: &str, b: &str) -> Result<Report, String> {
+    let SinkSpec::Elasticsearch(cfg) = &spec.sink;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let client = BulkClient::new(cfg)?;
+    let hasher = foldhash::fast::FixedState::with_seed(0);
+    let mut left: crate::FastMap<String, Expected> = Default::default();
+    runtime.block_on(scan(&client, cfg, a, |id, version, source| {
+        left.insert(
+            id.to_string(),
+            Expected {
+                version,
+                doc: Some(canonical_hash(&hasher, source)),
+                soft_deleted: false,
+            },
+        );
+    }))?;
+    let mut r = IndexReport {
+        expected: left.len(),
+        ..IndexReport::default()
+    };
+    let mut seen = crate::FastMap::default();
+    runtime.block_on(scan(&client, cfg, b, |id, version, source| {
+        r.found += 1;
+        seen.insert(id.to_string(), ());
+        match left.get(id) {
+            None => r.note("extra", id),
+            Some(e) => {
+                if e.doc != Some(canonical_hash(&hasher, source)) {
+                    r.note("differing", id);
+                }
+                if let (Some(want), Some(got)) = (e.version, version)
+                    && got < want
+                {
+                    r.note("stale", id);
+                }
+            }
+        }
+    }))?;
+    for id in left.keys() {
+        if !seen.contains_key(id) {
+            r.note("missing", id);
+        }
+    }
+    let mut report = Report::default();
+    report.indices.insert(format!("{b} (against {a})"), r);
+    Ok(report)
+}
+
 type Model = BTreeMap<Arc<str>, crate::FastMap<String, Expected>>;
 
 /// Reads every topic of the connector from its beginning to its end now, through decoding and

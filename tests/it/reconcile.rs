@@ -90,10 +90,12 @@ fn wait_index(index: &str, expected: &BTreeMap<String, (u64, Value)>, timeout: D
     }
 }
 
-/// Runs `cdc-sink verify` on `connector`; returns its exit code and report.
-fn verify(connector: &std::path::Path) -> (i32, Value) {
+/// Runs `cdc-sink verify` on `connector` (with `extra` arguments); returns its exit code and
+/// report.
+fn verify_with(connector: &std::path::Path, extra: &[&str]) -> (i32, Value) {
     let out = Command::new(env!("CARGO_BIN_EXE_cdc-sink"))
         .arg("verify")
+        .args(extra)
         .arg(connector)
         .env(
             "CDC_SINK_KAFKA__BOOTSTRAP_SERVERS",
@@ -104,6 +106,10 @@ fn verify(connector: &std::path::Path) -> (i32, Value) {
         .unwrap();
     let report = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     (out.status.code().unwrap_or(-1), report)
+}
+
+fn verify(connector: &std::path::Path) -> (i32, Value) {
+    verify_with(connector, &[])
 }
 
 #[test]
@@ -144,10 +150,28 @@ fn a_written_snapshot_removes_what_it_did_not_contain_and_verify_sees_every_drif
     assert_eq!(code, 0, "{report}");
     assert_eq!(report["indices"][&topic]["expected"], 21, "{report}");
 
-    // Drift: a document deleted, one changed, one extra, one at an older version.
+    // A copy, versions kept, to compare the index with once it has drifted.
     let es = reqwest::blocking::Client::new();
     let base = format!("{}/{topic}", servers().es);
     let ok = |r: reqwest::blocking::Response| assert!(r.status().is_success(), "{:?}", r.text());
+    let copy = format!("{topic}-copy");
+    let mut body = String::new();
+    for (id, (version, doc)) in es::documents(&topic) {
+        body.push_str(&format!(
+            "{}\n{doc}\n",
+            json!({"index": {"_index": copy, "_id": id, "version": version, "version_type": "external"}})
+        ));
+    }
+    ok(es
+        .post(format!("{}/_bulk?refresh=true", servers().es))
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .unwrap());
+    let (code, report) = verify_with(&file, &["--compare", &copy, &topic]);
+    assert_eq!(code, 0, "{report}");
+
+    // Drift: a document deleted, one changed, one extra, one at an older version.
     ok(es.delete(format!("{base}/_doc/1")).send().unwrap());
     ok(es
         .put(format!("{base}/_doc/2"))
@@ -194,6 +218,18 @@ fn a_written_snapshot_removes_what_it_did_not_contain_and_verify_sees_every_drif
     assert_eq!(r["examples"]["differing"], json!(["2"]), "{report}");
     assert_eq!(r["examples"]["extra"], json!(["999"]), "{report}");
     assert_eq!(r["examples"]["stale"], json!(["3"]), "{report}");
+    // The same differences between the copy and the index.
+    let (code, report) = verify_with(&file, &["--compare", &copy, &topic]);
+    assert_eq!(code, 1, "{report}");
+    let r = &report["indices"][format!("{topic} (against {copy})")];
+    for (kind, id) in [
+        ("missing", "1"),
+        ("differing", "2"),
+        ("extra", "999"),
+        ("stale", "3"),
+    ] {
+        assert_eq!(r["examples"][kind], json!([id]), "{kind}: {report}");
+    }
 }
 
 /// With soft deletes the rows the snapshot did not contain are marked `__deleted: true`, and
