@@ -50,28 +50,6 @@ fn tombstone(partition: i32, id: i64) -> Rec {
     }
 }
 
-/// Waits until `index` holds exactly `expected` (id → version and source), or panics with
-/// both and `what`.
-fn wait_index(
-    index: &str,
-    expected: &BTreeMap<String, (u64, Value)>,
-    timeout: Duration,
-    what: &str,
-) {
-    let start = Instant::now();
-    loop {
-        let docs = es::documents(index);
-        if &docs == expected {
-            return;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "{index} {what}: expected {expected:?}\n got {docs:?}"
-        );
-        thread::sleep(Duration::from_millis(300));
-    }
-}
-
 #[test]
 fn every_delete_and_tombstone_mode_ends_as_the_confluent_sink_would() {
     // A, B created; A deleted (and tombstoned); Z created and deleted within one batch.
@@ -212,7 +190,7 @@ fn every_delete_and_tombstone_mode_ends_as_the_confluent_sink_would() {
     let w = Worker::start_with(&refs, &[]);
     for (topic, options, expected) in &checks {
         let what = format!("with {options:?}");
-        wait_index(topic, expected, Duration::from_secs(90), &what);
+        es::wait_documents(topic, expected, Duration::from_secs(90), &what);
     }
     assert!(w.stop().success());
 }
@@ -261,7 +239,7 @@ fn a_restart_between_a_delete_and_its_tombstone_never_loses_the_recreated_row() 
         );
         thread::sleep(Duration::from_millis(200));
     }
-    wait_index(&topic, &BTreeMap::new(), Duration::from_secs(30), "deleted");
+    es::wait_documents(&topic, &BTreeMap::new(), Duration::from_secs(30), "deleted");
     thread::sleep(Duration::from_secs(1));
     assert!(w.stop().success());
     let held: BTreeMap<i32, i64> = (0..P).map(|p| (p, 1)).collect();
@@ -289,7 +267,7 @@ fn a_restart_between_a_delete_and_its_tombstone_never_loses_the_recreated_row() 
         &[&file],
         &[("CDC_SINK_WORKER__OFFSET_FLUSH_INTERVAL_MS", "3600000")],
     );
-    wait_index(&topic, &recreated, Duration::from_secs(60), "re-created");
+    es::wait_documents(&topic, &recreated, Duration::from_secs(60), "re-created");
     w.kill();
     assert_eq!(
         kafka::committed(&group, &topic, P),
@@ -308,7 +286,7 @@ fn a_restart_between_a_delete_and_its_tombstone_never_loses_the_recreated_row() 
         );
         thread::sleep(Duration::from_millis(200));
     }
-    wait_index(
+    es::wait_documents(
         &topic,
         &recreated,
         Duration::from_secs(30),

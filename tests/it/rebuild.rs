@@ -48,24 +48,6 @@ fn expected(n: u64) -> BTreeMap<String, (u64, Value)> {
     out
 }
 
-fn wait_index(index: &str, want: &BTreeMap<String, (u64, Value)>, timeout: Duration) {
-    let start = Instant::now();
-    loop {
-        let docs = es::documents(index);
-        if &docs == want {
-            return;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "{index}: {} documents, expected {}; first difference: {:?}",
-            docs.len(),
-            want.len(),
-            want.iter().find(|(k, v)| docs.get(*k) != Some(v))
-        );
-        thread::sleep(Duration::from_millis(300));
-    }
-}
-
 fn rebuild(connector: &std::path::Path, rollback: bool) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cdc-sink"));
     cmd.arg("rebuild");
@@ -175,7 +157,7 @@ fn a_rebuild_under_live_traffic_moves_the_alias_without_a_failed_read_and_rollba
     assert!(!producer.is_finished(), "the move came after the traffic");
     producer.join().unwrap();
     let n = batches * per;
-    wait_index(&alias, &expected(n), Duration::from_secs(60));
+    es::wait_documents(&alias, &expected(n), Duration::from_secs(60), "");
     stop.store(true, Ordering::Relaxed);
     let seen = reader.join().unwrap();
     assert!(
@@ -196,10 +178,10 @@ fn a_rebuild_under_live_traffic_moves_the_alias_without_a_failed_read_and_rollba
     // up on them before the alias goes back.
     let more: Vec<Rec> = (n + 1..=n + 300).map(change).collect();
     kafka::produce(&topic, &more);
-    wait_index(&alias, &expected(n + 300), Duration::from_secs(60));
+    es::wait_documents(&alias, &expected(n + 300), Duration::from_secs(60), "");
     rebuild(&file, true);
     assert_eq!(alias_target(&alias), format!("{alias}-v1"));
-    wait_index(&alias, &expected(n + 300), Duration::from_secs(5));
+    es::wait_documents(&alias, &expected(n + 300), Duration::from_secs(5), "");
     assert!(live.stop().success());
 }
 

@@ -75,19 +75,29 @@ fn history() -> (Vec<Rec>, BTreeMap<String, (u64, Value)>) {
     (recs, expected)
 }
 
-fn wait_index(index: &str, expected: &BTreeMap<String, (u64, Value)>, timeout: Duration) {
+/// Starts a worker with a new connector on `topic` (3 partitions; `extra` options), waits until
+/// the index is `expected` and every offset is committed; returns the worker, its connector file.
+fn converge(
+    topic: &str,
+    expected: &BTreeMap<String, (u64, Value)>,
+    extra: &[(&str, &str)],
+) -> (Worker, std::path::PathBuf) {
+    let name = unique("reconcile");
+    let file = connector_file(&name, &es_connector(topic, &servers().es, extra));
+    let worker = Worker::start(&file);
+    es::wait_documents(topic, expected, Duration::from_secs(60), "");
+    let end = kafka::end_offsets(topic, 3);
+    let group = format!("connect-{name}");
     let start = Instant::now();
-    loop {
-        let docs = es::documents(index);
-        if &docs == expected {
-            return;
-        }
+    while kafka::committed(&group, topic, 3) != end {
         assert!(
-            start.elapsed() < timeout,
-            "{index}: expected {expected:?}\n got {docs:?}"
+            start.elapsed() < Duration::from_secs(30),
+            "offsets not committed: {:?} of {end:?}",
+            kafka::committed(&group, topic, 3)
         );
         thread::sleep(Duration::from_millis(300));
     }
+    (worker, file)
 }
 
 /// Runs `cdc-sink verify` on `connector` (with `extra` arguments); returns its exit code and
@@ -118,27 +128,7 @@ fn a_written_snapshot_removes_what_it_did_not_contain_and_verify_sees_every_drif
     kafka::create_topic(&topic, 3);
     let (recs, expected) = history();
     kafka::produce(&topic, &recs);
-    let name = unique("reconcile");
-    let file = connector_file(
-        &name,
-        &es_connector(
-            &topic,
-            &servers().es,
-            &[("behavior.on.null.values", "delete")],
-        ),
-    );
-    let worker = Worker::start(&file);
-    wait_index(&topic, &expected, Duration::from_secs(60));
-    let end = kafka::end_offsets(&topic, 3);
-    let group = format!("connect-{name}");
-    let start = Instant::now();
-    while kafka::committed(&group, &topic, 3) != end {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "offsets not committed"
-        );
-        thread::sleep(Duration::from_millis(300));
-    }
+    let (worker, file) = converge(&topic, &expected, &[("behavior.on.null.values", "delete")]);
     let log = worker.log.clone();
     assert!(worker.stop().success());
     let text = std::fs::read_to_string(log).unwrap();
@@ -310,27 +300,6 @@ fn two_snapshot_ends_in_different_partitions_do_not_wait_for_each_other() {
             )
         })
         .collect();
-    let name = unique("reconcile-two");
-    let file = connector_file(
-        &name,
-        &es_connector(
-            &topic,
-            &servers().es,
-            &[("behavior.on.null.values", "delete")],
-        ),
-    );
-    let worker = Worker::start(&file);
-    wait_index(&topic, &expected, Duration::from_secs(60));
-    let end = kafka::end_offsets(&topic, 3);
-    let group = format!("connect-{name}");
-    let start = Instant::now();
-    while kafka::committed(&group, &topic, 3) != end {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "offsets not committed: {:?} of {end:?}",
-            kafka::committed(&group, &topic, 3)
-        );
-        thread::sleep(Duration::from_millis(300));
-    }
+    let (worker, _) = converge(&topic, &expected, &[("behavior.on.null.values", "delete")]);
     assert!(worker.stop().success());
 }

@@ -69,3 +69,25 @@ pub fn sources(index: &str) -> BTreeMap<String, Value> {
         .map(|(k, (_, v))| (k, v))
         .collect()
 }
+
+/// Waits until `index` holds exactly `expected` (id → version and source), or panics with both
+/// and `what`.
+pub fn wait_documents(
+    index: &str,
+    expected: &BTreeMap<String, (u64, Value)>,
+    timeout: Duration,
+    what: &str,
+) {
+    let start = std::time::Instant::now();
+    loop {
+        let docs = documents(index);
+        if &docs == expected {
+            return;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "{index} {what}: expected {expected:?}\n got {docs:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
