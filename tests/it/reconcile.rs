@@ -303,3 +303,31 @@ fn two_snapshot_ends_in_different_partitions_do_not_wait_for_each_other() {
     let (worker, _) = converge(&topic, &expected, &[("behavior.on.null.values", "delete")]);
     assert!(worker.stop().success());
 }
+
+/// Three tasks, one partition each: the task that reads the snapshot's last read waits for the
+/// other partitions through the group's committed offsets, then reconciles.
+#[test]
+fn a_snapshot_end_waits_for_partitions_other_tasks_read() {
+    let topic = unique("reconcile-tasks");
+    kafka::create_topic(&topic, 3);
+    let (recs, expected) = history();
+    kafka::produce(&topic, &recs);
+    let (worker, _) = converge(
+        &topic,
+        &expected,
+        &[("behavior.on.null.values", "delete"), ("tasks.max", "3")],
+    );
+    let log = worker.log.clone();
+    assert!(worker.stop().success());
+    let text = std::fs::read_to_string(log).unwrap();
+    assert!(text.contains("removed=10"), "reconciliation:\n{text}");
+    // Each task had one partition.
+    for task in 0..3 {
+        assert!(
+            text.lines().any(|l| l.contains("partitions assigned")
+                && l.contains(&format!("-{task} partitions=[(\"{topic}\""))
+                && l.matches(&topic).count() == 1),
+            "task {task} did not get exactly one partition:\n{text}"
+        );
+    }
+}
