@@ -768,8 +768,7 @@ fn last_snapshot_end(topic: &str) -> i64 {
 /// event. Once that snapshot is written, the worker removes their documents (snapshot.reconcile,
 /// docs/reconcile.md). A worker killed while it reconciles has not committed the snapshot's last
 /// record, so the next one reads it again and reconciles.
-#[test]
-fn postgres_resnapshot_after_lost_offsets_removes_the_rows_deleted_meanwhile() {
+fn resnapshot_after_lost_offsets(flavour: Flavour) {
     use std::sync::atomic::Ordering::SeqCst;
 
     use crate::support::kafka;
@@ -777,19 +776,27 @@ fn postgres_resnapshot_after_lost_offsets_removes_the_rows_deleted_meanwhile() {
 
     let _one = live::one_at_a_time();
     live();
-    let src = Source::create(Flavour::Postgres);
-    src.sql(
-        "CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL);\n\
-         INSERT INTO items SELECT g, g FROM generate_series(1, 300) g;",
-    );
+    let src = Source::create(flavour);
+    let rows = |from: u32, to: u32| match flavour {
+        Flavour::Postgres => format!("SELECT g, g FROM generate_series({from}, {to}) g"),
+        Flavour::MariaDb => format!("SELECT seq, seq FROM seq_{from}_to_{to}"),
+    };
+    src.sql(&format!(
+        "CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL);\nINSERT INTO items {};",
+        rows(1, 300)
+    ));
     src.start_debezium();
     let proxy = Proxy::start(&servers().es);
     let mut worker = src.worker_at(&proxy.url, &[]);
     let index = src.topic("items");
     let group = format!("connect-{}-es", src.db);
     wait_tables(&src, &["items"], Duration::from_secs(120));
-    // The first snapshot's reconciliation (nothing to remove) is over before searches fail.
-    worker.wait_log("removed=0", Duration::from_secs(60));
+    // The first snapshot's reconciliation of `items` (nothing to remove) is over before
+    // searches fail.
+    worker.wait_log(
+        &format!("index={index} topic={index} scanned=300 removed=0"),
+        Duration::from_secs(60),
+    );
     let first = es::documents(&index);
     let first_version = first["1"].0;
     let searches = proxy.stats().searches.load(SeqCst);
@@ -799,11 +806,12 @@ fn postgres_resnapshot_after_lost_offsets_removes_the_rows_deleted_meanwhile() {
     });
 
     live::kill_connect();
-    src.sql(
+    src.sql(&format!(
         "DELETE FROM items WHERE id % 3 = 0;\n\
          UPDATE items SET v = v + 1000 WHERE id % 3 = 1;\n\
-         INSERT INTO items SELECT g, g FROM generate_series(301, 350) g;",
-    );
+         INSERT INTO items {};",
+        rows(301, 350)
+    ));
     live::forget_source_offsets(&src.db);
     live::start_connect();
 
@@ -845,7 +853,7 @@ fn postgres_resnapshot_after_lost_offsets_removes_the_rows_deleted_meanwhile() {
     wait_tables(&src, &["items"], Duration::from_secs(120));
     // Each document at the version of its row's last change: the second snapshot's reads and
     // nothing older.
-    let want: BTreeMap<String, u64> = topic_versions(&index, Flavour::Postgres)
+    let want: BTreeMap<String, u64> = topic_versions(&index, flavour)
         .into_iter()
         .filter(|(id, _)| expected.contains_key(id))
         .collect();
@@ -860,4 +868,14 @@ fn postgres_resnapshot_after_lost_offsets_removes_the_rows_deleted_meanwhile() {
     assert!(worker.stop().success());
     let text = std::fs::read_to_string(log).unwrap();
     assert!(text.contains("removed=100"), "reconciliation:\n{text}");
+}
+
+#[test]
+fn postgres_resnapshot_after_lost_offsets_removes_the_rows_deleted_meanwhile() {
+    resnapshot_after_lost_offsets(Flavour::Postgres);
+}
+
+#[test]
+fn mariadb_resnapshot_after_lost_offsets_removes_the_rows_deleted_meanwhile() {
+    resnapshot_after_lost_offsets(Flavour::MariaDb);
 }
