@@ -324,6 +324,8 @@ impl Sink for ElasticsearchSink {
 
     /// Records in batches. A reconciliation is not waited for: stopping or losing the
     /// partition leaves its record uncommitted, and whoever reads it next reconciles again.
+    /// Records in batches. A reconciliation is not waited for: stopping or losing the
+    /// partition leaves its record uncommitted, and whoever reads it next reconciles again.
     fn pending(&self) -> usize {
         self.pending
     }
@@ -359,9 +361,14 @@ impl Sink for ElasticsearchSink {
                 r.caught_up = true;
             }
             self.start_reconciliations();
-        } else {
-            // Its partition is gone: the record is read again by the next owner.
-            self.reconciliations.retain(|r| r.ack != ack || r.running);
+        } else if let Some(r) = self.reconciliations.iter_mut().find(|r| r.ack == ack) {
+            // Its partition is gone: the record is read again by the next owner, who
+            // reconciles. Its ack is swallowed when its write comes back, and a running
+            // reconciliation stops.
+            r.abandoned = true;
+            r.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+            self.reconciliations
+                .retain(|r| !(r.abandoned && r.written && !r.running));
         }
     }
 }
