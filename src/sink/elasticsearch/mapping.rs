@@ -212,8 +212,7 @@ impl Mapper {
                     let version = self.version(rec, ev)?;
                     let doc = self.document(after, ev, self.cfg.mark_live.then_some(false))?;
                     if self.cfg.reconcile {
-                        self.scopes
-                            .wrote(&index, rec.kafka_topic, table_of(ev).as_deref());
+                        self.scopes.wrote(&index, rec.kafka_topic, table_of(ev));
                     }
                     Ok(Mapped::Write(BulkAction {
                         index,
@@ -239,8 +238,7 @@ impl Mapper {
         let id = self.id(rec, ev.before.as_ref())?;
         let version = self.version(rec, ev)?;
         if self.cfg.reconcile {
-            self.scopes
-                .wrote(&index, rec.kafka_topic, table_of(ev).as_deref());
+            self.scopes.wrote(&index, rec.kafka_topic, table_of(ev));
         }
         if remember {
             let deleted = Deleted {
@@ -469,12 +467,12 @@ impl Mapper {
     }
 }
 
-/// The table an event comes from, `db.schema.table` as far as `source` has them.
-fn table_of(ev: &ChangeEvent) -> Option<String> {
-    let s = ev.source.as_ref()?;
-    let table = s.table.as_deref()?;
-    let parts = [s.db.as_deref(), s.schema.as_deref(), Some(table)];
-    Some(parts.into_iter().flatten().collect::<Vec<_>>().join("."))
+/// The table an event comes from, as `source` names it.
+fn table_of(ev: &ChangeEvent) -> super::scopes::TableId<'_> {
+    match &ev.source {
+        Some(s) => [s.db.as_deref(), s.schema.as_deref(), s.table.as_deref()],
+        None => [None, None, None],
+    }
 }
 
 /// The id a key gives: one field's value as text, several joined by `separator` in key order.

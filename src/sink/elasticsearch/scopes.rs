@@ -15,8 +15,11 @@ struct Scope {
     shared: Option<String>,
 }
 
-/// The (index, topic, table) of the last record noted.
-type Last = (Arc<str>, Box<str>, Option<Box<str>>);
+/// The (index, topic, [db, schema, table]) of the last record noted.
+type Last = (Arc<str>, Box<str>, [Option<Box<str>>; 3]);
+
+/// A table as `source` names it: db, schema, table (each may be absent).
+pub type TableId<'a> = [Option<&'a str>; 3];
 
 /// Per index: the Kafka topic and source table its documents come from.
 #[derive(Debug, Default)]
@@ -26,16 +29,19 @@ pub struct Scopes {
 }
 
 impl Scopes {
-    /// Notes that `index` received a document of `table` read from Kafka topic `topic`.
-    pub fn wrote(&mut self, index: &Arc<str>, topic: &str, table: Option<&str>) {
+    /// Notes that `index` received a document of table `id` read from Kafka topic `topic`.
+    pub fn wrote(&mut self, index: &Arc<str>, topic: &str, id: TableId<'_>) {
         if let Some((i, t, tb)) = &self.last
             && Arc::ptr_eq(i, index)
             && **t == *topic
-            && tb.as_deref() == table
+            && tb.iter().zip(id).all(|(a, b)| a.as_deref() == b)
         {
             return;
         }
-        self.last = Some((index.clone(), topic.into(), table.map(Box::from)));
+        self.last = Some((index.clone(), topic.into(), id.map(|p| p.map(Box::from))));
+        // `db.schema.table`, as far as known; nothing without a table.
+        let joined = id[2].map(|_| id.into_iter().flatten().collect::<Vec<_>>().join("."));
+        let table = joined.as_deref();
         let scope = self.by_index.entry(index.clone()).or_insert_with(|| Scope {
             topic: topic.into(),
             table: table.map(Box::from),
@@ -78,22 +84,28 @@ mod tests {
         let mut s = Scopes::default();
         let a: Arc<str> = "a".into();
         let b: Arc<str> = "b".into();
-        s.wrote(&a, "db.public.a", Some("a"));
-        s.wrote(&a, "db.public.a", Some("a"));
+        let t = |name| [None, None, Some(name)];
+        s.wrote(&a, "db.public.a", t("a"));
+        s.wrote(&a, "db.public.a", t("a"));
         assert_eq!(s.shared("a"), None);
-        s.wrote(&b, "db.public.b1", Some("b1"));
-        s.wrote(&b, "db.public.b2", Some("b2"));
+        s.wrote(&b, "db.public.b1", t("b1"));
+        s.wrote(&b, "db.public.b2", t("b2"));
         assert!(s.shared("b").unwrap().contains("db.public.b2"));
         let c: Arc<str> = "c".into();
-        s.wrote(&c, "routed", Some("x"));
-        s.wrote(&c, "routed", None);
+        s.wrote(&c, "routed", t("x"));
+        s.wrote(&c, "routed", [None, None, None]);
         assert_eq!(
             s.shared("c"),
             None,
             "a record without source is no other table"
         );
-        s.wrote(&c, "routed", Some("y"));
+        s.wrote(&c, "routed", t("y"));
         assert!(s.shared("c").unwrap().contains("tables `x` and `y`"));
+        // The same table name in two databases is two tables.
+        let d: Arc<str> = "d".into();
+        s.wrote(&d, "merged", [Some("db1"), None, Some("orders")]);
+        s.wrote(&d, "merged", [Some("db2"), None, Some("orders")]);
+        assert!(s.shared("d").unwrap().contains("db1.orders"));
         assert!(s.shared("never").is_some());
     }
 }
