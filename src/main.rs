@@ -66,14 +66,20 @@ enum Command {
     },
 }
 
-/// Worker settings and one connector, for the commands that act on a connector.
+/// Worker settings and one connector, for the commands that act on a connector; `None` once
+/// the problem is printed.
 fn load_one(
     config: Option<&std::path::Path>,
     connector: &std::path::Path,
-) -> Result<(Settings, cdc_sink::connector::ConnectorSpec), String> {
-    let settings = Settings::load(config).map_err(|e| format!("invalid settings: {e}"))?;
-    let spec = worker::load_connector(connector).map_err(|e| format!("invalid connector: {e}"))?;
-    Ok((settings, spec))
+) -> Option<(Settings, cdc_sink::connector::ConnectorSpec)> {
+    let loaded = Settings::load(config)
+        .map_err(|e| format!("invalid settings: {e}"))
+        .and_then(|settings| {
+            let spec =
+                worker::load_connector(connector).map_err(|e| format!("invalid connector: {e}"))?;
+            Ok((settings, spec))
+        });
+    loaded.map_err(|e| eprintln!("cdc-sink: {e}")).ok()
 }
 
 fn main() -> ExitCode {
@@ -107,12 +113,8 @@ fn main() -> ExitCode {
             rollback,
             connector,
         } => {
-            let (settings, spec) = match load_one(config.as_deref(), &connector) {
-                Ok(x) => x,
-                Err(e) => {
-                    eprintln!("cdc-sink: {e}");
-                    return ExitCode::from(2);
-                }
+            let Some((settings, spec)) = load_one(config.as_deref(), &connector) else {
+                return ExitCode::from(2);
             };
             match cdc_sink::rebuild::run(&settings, &spec, rollback) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -127,12 +129,8 @@ fn main() -> ExitCode {
             compare,
             connector,
         } => {
-            let (settings, spec) = match load_one(config.as_deref(), &connector) {
-                Ok(x) => x,
-                Err(e) => {
-                    eprintln!("cdc-sink: {e}");
-                    return ExitCode::from(2);
-                }
+            let Some((settings, spec)) = load_one(config.as_deref(), &connector) else {
+                return ExitCode::from(2);
             };
             let report = match compare.as_slice() {
                 [a, b] => cdc_sink::verify::compare(&spec, a, b),

@@ -152,14 +152,7 @@ pub fn run(settings: &Settings, spec: &ConnectorSpec, rollback: bool) -> Result<
     if !spec.transforms.routers.is_empty() {
         return Err("rebuild does not support RegexRouter/TimestampRouter connectors yet".into());
     }
-    let consumer: rdkafka::consumer::BaseConsumer = {
-        let mut c = rdkafka::config::ClientConfig::new();
-        c.set("bootstrap.servers", &settings.kafka.bootstrap_servers);
-        for (k, v) in &settings.kafka.properties {
-            c.set(k, v);
-        }
-        c.create().map_err(|e| e.to_string())?
-    };
+    let consumer = source::plain_client(settings)?;
     let partitions = source::partitions_of(&consumer, &spec.subscription, TIMEOUT)?;
     if partitions.is_empty() {
         return Err("the connector's topics do not exist".into());
@@ -256,17 +249,20 @@ pub fn run(settings: &Settings, spec: &ConnectorSpec, rollback: bool) -> Result<
     mover.sink = SinkSpec::Elasticsearch(Box::new(es_cfg));
     mover.tasks_max = 1;
     let group = mover.group_id();
+    let clients = Clients {
+        plain: consumer,
+        live: source::group_client(settings, &spec.group_id())?,
+        mover: source::group_client(settings, &group)?,
+    };
     if let Some(at) = &start
-        && source::committed_of(settings, &group, &parts, TIMEOUT)?.is_empty()
+        && source::committed_of(&clients.mover, &parts, TIMEOUT)?.is_empty()
     {
-        source::commit_for(settings, &group, at)?;
+        source::commit_for(&clients.mover, at)?;
     }
     info!(moves = ?moves, group, "writing the topics into the new indices");
     let mut worker = Worker::new(settings.clone())?;
     worker.start(mover)?;
-    let result = follow(
-        settings, spec, &es, &worker, &moves, &group, &parts, &consumer,
-    );
+    let result = follow(spec, &es, &worker, &moves, &parts, &clients);
     let ok = worker.stop();
     result?;
     if !ok {
@@ -278,20 +274,25 @@ pub fn run(settings: &Settings, spec: &ConnectorSpec, rollback: bool) -> Result<
     Ok(())
 }
 
+/// The Kafka clients of a move, made once: metadata and watermarks, and the live connector's
+/// and the move's groups (their committed offsets).
+struct Clients {
+    plain: rdkafka::consumer::BaseConsumer,
+    live: rdkafka::consumer::BaseConsumer,
+    mover: rdkafka::consumer::BaseConsumer,
+}
+
 /// Waits for the move's task to catch up with the live connector, moves the aliases, and waits
 /// for the task to write what was in the topics then.
-#[allow(clippy::too_many_arguments)]
 fn follow(
-    settings: &Settings,
     spec: &ConnectorSpec,
     es: &Es,
     worker: &Worker,
     moves: &[Move],
-    group: &str,
     parts: &[(String, i32)],
-    consumer: &rdkafka::consumer::BaseConsumer,
+    clients: &Clients,
 ) -> Result<(), String> {
-    let live_group = spec.group_id();
+    let consumer = &clients.plain;
     let started = Instant::now();
     let mut logged = Instant::now();
     let ends = |consumer: &rdkafka::consumer::BaseConsumer| -> Result<Offsets, String> {
@@ -307,12 +308,12 @@ fn follow(
             return Err(format!("the rebuild's task failed: {f}"));
         }
         let end = ends(consumer)?;
-        let live = source::committed_of(settings, &live_group, parts, TIMEOUT)?;
+        let live = source::committed_of(&clients.live, parts, TIMEOUT)?;
         let target: Offsets = end
             .iter()
             .map(|(k, e)| (k.clone(), live.get(k).copied().unwrap_or(*e)))
             .collect();
-        let done = source::committed_of(settings, group, parts, TIMEOUT)?;
+        let done = source::committed_of(&clients.mover, parts, TIMEOUT)?;
         let (have, want) = progress(&done, &target);
         if target
             .iter()
@@ -335,12 +336,11 @@ fn follow(
     for m in moves {
         es.ok(Method::PUT, &format!("{}/_block/write", m.from), None)?;
     }
-    let live_at = source::committed_of(settings, &live_group, parts, TIMEOUT)?;
+    let live_at = source::committed_of(&clients.live, parts, TIMEOUT)?;
     let frozen = ends(consumer)?;
     wait_written(
         worker,
-        settings,
-        group,
+        &clients.mover,
         parts,
         &frozen,
         "the old index froze",
@@ -379,8 +379,7 @@ fn follow(
 /// Waits until the move's task has written every partition up to `until`.
 fn wait_written(
     worker: &Worker,
-    settings: &Settings,
-    group: &str,
+    mover: &rdkafka::consumer::BaseConsumer,
     parts: &[(String, i32)],
     until: &Offsets,
     what: &str,
@@ -390,7 +389,7 @@ fn wait_written(
         if let Some(f) = worker.failure() {
             return Err(format!("the rebuild's task failed: {f}"));
         }
-        let done = source::committed_of(settings, group, parts, TIMEOUT)?;
+        let done = source::committed_of(mover, parts, TIMEOUT)?;
         if until
             .iter()
             .all(|(k, e)| done.get(k).is_some_and(|d| d >= e))

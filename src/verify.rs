@@ -87,54 +87,82 @@ impl Report {
     }
 }
 
-/// Replays `spec`'s topics and compares the result with its indices.
-pub fn run(settings: &Settings, spec: &ConnectorSpec) -> Result<Report, String> {
-    let SinkSpec::Elasticsearch(cfg) = &spec.sink;
-    let cfg: Arc<EsConfig> = Arc::new((**cfg).clone());
-    let (expected, records) = replay(settings, spec, cfg.clone())?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let client = BulkClient::new(&cfg)?;
-    let mut report = Report {
-        records,
-        ..Report::default()
-    };
-    let hasher = foldhash::fast::FixedState::with_seed(0);
-    for (index, docs) in expected {
+/// What a check needs to read an index.
+struct Es {
+    client: BulkClient,
+    runtime: tokio::runtime::Runtime,
+    hasher: foldhash::fast::FixedState,
+}
+
+impl Es {
+    fn new(cfg: &EsConfig) -> Result<Es, String> {
+        Ok(Es {
+            client: BulkClient::new(cfg)?,
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?,
+            hasher: foldhash::fast::FixedState::with_seed(0),
+        })
+    }
+
+    /// Compares `index` with what it must hold: documents missing, extra, differing, and at
+    /// an older version.
+    fn check(
+        &self,
+        cfg: &EsConfig,
+        index: &str,
+        docs: &crate::FastMap<String, Expected>,
+    ) -> Result<IndexReport, String> {
         let mut r = IndexReport {
             expected: docs.values().filter(|e| e.doc.is_some()).count(),
             ..IndexReport::default()
         };
         let mut seen = crate::FastMap::default();
-        runtime.block_on(scan(&client, &cfg, &index, |id, version, source| {
-            r.found += 1;
-            seen.insert(id.to_string(), ());
-            match docs.get(id) {
-                None | Some(Expected { doc: None, .. }) => r.note("extra", id),
-                Some(e) => {
-                    let same = if e.soft_deleted {
-                        source["__deleted"] == Json::Bool(true)
-                    } else {
-                        e.doc == Some(canonical_hash(&hasher, source))
-                    };
-                    if !same {
-                        r.note("differing", id);
-                    }
-                    if let (Some(want), Some(got)) = (e.version, version)
-                        && got < want
-                    {
-                        r.note("stale", id);
+        self.runtime
+            .block_on(scan(&self.client, cfg, index, |id, version, source| {
+                r.found += 1;
+                seen.insert(id.to_string(), ());
+                match docs.get(id) {
+                    None | Some(Expected { doc: None, .. }) => r.note("extra", id),
+                    Some(e) => {
+                        let same = if e.soft_deleted {
+                            source["__deleted"] == Json::Bool(true)
+                        } else {
+                            e.doc == Some(canonical_hash(&self.hasher, source))
+                        };
+                        if !same {
+                            r.note("differing", id);
+                        }
+                        if let (Some(want), Some(got)) = (e.version, version)
+                            && got < want
+                        {
+                            r.note("stale", id);
+                        }
                     }
                 }
-            }
-        }))?;
-        for (id, e) in &docs {
+            }))?;
+        for (id, e) in docs {
             if e.doc.is_some() && !seen.contains_key(id) {
                 r.note("missing", id);
             }
         }
+        Ok(r)
+    }
+}
+
+/// Replays `spec`'s topics and compares the result with its indices.
+pub fn run(settings: &Settings, spec: &ConnectorSpec) -> Result<Report, String> {
+    let SinkSpec::Elasticsearch(cfg) = &spec.sink;
+    let cfg: Arc<EsConfig> = Arc::new((**cfg).clone());
+    let (expected, records) = replay(settings, spec, cfg.clone())?;
+    let es = Es::new(&cfg)?;
+    let mut report = Report {
+        records,
+        ..Report::default()
+    };
+    for (index, docs) in expected {
+        let r = es.check(&cfg, &index, &docs)?;
         report.indices.insert(index.to_string(), r);
     }
     Ok(report)
@@ -144,52 +172,23 @@ pub fn run(settings: &Settings, spec: &ConnectorSpec) -> Result<Report, String> 
 /// missing from `b`, extra in `b`, differing, and at an older version in `b`.
 pub fn compare(spec: &ConnectorSpec, a: &str, b: &str) -> Result<Report, String> {
     let SinkSpec::Elasticsearch(cfg) = &spec.sink;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let client = BulkClient::new(cfg)?;
-    let hasher = foldhash::fast::FixedState::with_seed(0);
+    let es = Es::new(cfg)?;
     let mut left: crate::FastMap<String, Expected> = Default::default();
-    runtime.block_on(scan(&client, cfg, a, |id, version, source| {
-        left.insert(
-            id.to_string(),
-            Expected {
-                version,
-                doc: Some(canonical_hash(&hasher, source)),
-                soft_deleted: false,
-            },
-        );
-    }))?;
-    let mut r = IndexReport {
-        expected: left.len(),
-        ..IndexReport::default()
-    };
-    let mut seen = crate::FastMap::default();
-    runtime.block_on(scan(&client, cfg, b, |id, version, source| {
-        r.found += 1;
-        seen.insert(id.to_string(), ());
-        match left.get(id) {
-            None => r.note("extra", id),
-            Some(e) => {
-                if e.doc != Some(canonical_hash(&hasher, source)) {
-                    r.note("differing", id);
-                }
-                if let (Some(want), Some(got)) = (e.version, version)
-                    && got < want
-                {
-                    r.note("stale", id);
-                }
-            }
-        }
-    }))?;
-    for id in left.keys() {
-        if !seen.contains_key(id) {
-            r.note("missing", id);
-        }
-    }
+    es.runtime
+        .block_on(scan(&es.client, cfg, a, |id, version, source| {
+            left.insert(
+                id.to_string(),
+                Expected {
+                    version,
+                    doc: Some(canonical_hash(&es.hasher, source)),
+                    soft_deleted: false,
+                },
+            );
+        }))?;
     let mut report = Report::default();
-    report.indices.insert(format!("{b} (against {a})"), r);
+    report
+        .indices
+        .insert(format!("{b} (against {a})"), es.check(cfg, b, &left)?);
     Ok(report)
 }
 

@@ -162,27 +162,43 @@ pub fn partitions_of<C: ConsumerContext>(
     Ok(out)
 }
 
-/// The offsets consumer group `group` committed for `partitions` (absent: none committed).
-pub fn committed_of(
-    settings: &Settings,
-    group: &str,
-    partitions: &[(String, i32)],
-    timeout: std::time::Duration,
-) -> Result<BTreeMap<(String, i32), i64>, String> {
+/// A client with the worker's Kafka settings only (no group): metadata, watermarks.
+pub fn plain_client(settings: &Settings) -> Result<BaseConsumer, String> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &settings.kafka.bootstrap_servers);
     for (k, v) in &settings.kafka.properties {
         c.set(k, v);
     }
-    c.set("group.id", group);
-    let consumer: BaseConsumer = c.create().map_err(|e| e.to_string())?;
+    c.create()
+        .map_err(|e| format!("cannot create a Kafka client: {e}"))
+}
+
+/// A client of consumer group `group` that never joins it: reads and commits its offsets.
+pub fn group_client(settings: &Settings, group: &str) -> Result<BaseConsumer, String> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &settings.kafka.bootstrap_servers);
+    for (k, v) in &settings.kafka.properties {
+        c.set(k, v);
+    }
+    c.set("group.id", group).set("enable.auto.commit", "false");
+    c.create()
+        .map_err(|e| format!("cannot create a Kafka client for group {group}: {e}"))
+}
+
+/// The offsets the group of `client` (a [`group_client`]) committed for `partitions` (absent:
+/// none committed).
+pub fn committed_of(
+    client: &BaseConsumer,
+    partitions: &[(String, i32)],
+    timeout: std::time::Duration,
+) -> Result<BTreeMap<(String, i32), i64>, String> {
     let mut tpl = TopicPartitionList::new();
     for (t, p) in partitions {
         tpl.add_partition(t, *p);
     }
-    let got = consumer
+    let got = client
         .committed_offsets(tpl, timeout)
-        .map_err(|e| format!("committed offsets of group {group}: {e}"))?;
+        .map_err(|e| format!("committed offsets: {e}"))?;
     Ok(got
         .elements()
         .iter()
@@ -193,27 +209,19 @@ pub fn committed_of(
         .collect())
 }
 
-/// Commits `offsets` for consumer group `group` without joining it (the group must be empty).
+/// Commits `offsets` for the group of `client` (a [`group_client`]; the group must be empty).
 pub fn commit_for(
-    settings: &Settings,
-    group: &str,
+    client: &BaseConsumer,
     offsets: &BTreeMap<(String, i32), i64>,
 ) -> Result<(), String> {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &settings.kafka.bootstrap_servers);
-    for (k, v) in &settings.kafka.properties {
-        c.set(k, v);
-    }
-    c.set("group.id", group).set("enable.auto.commit", "false");
-    let consumer: BaseConsumer = c.create().map_err(|e| e.to_string())?;
     let mut tpl = TopicPartitionList::new();
     for ((t, p), o) in offsets {
         tpl.add_partition_offset(t, *p, Offset::Offset(*o))
             .map_err(|e| e.to_string())?;
     }
-    consumer
+    client
         .commit(&tpl, CommitMode::Sync)
-        .map_err(|e| format!("committing offsets for group {group}: {e}"))
+        .map_err(|e| format!("committing offsets: {e}"))
 }
 
 /// Commits `offsets` (topic, partition, next offset to read).
