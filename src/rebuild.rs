@@ -369,6 +369,10 @@ fn follow(
             ]
         })
         .collect();
+    // What the new indices hold must be searchable before readers see them.
+    for m in moves {
+        es.ok(Method::POST, &format!("{}/_refresh", m.to), None)?;
+    }
     es.ok(Method::POST, "_aliases", Some(json!({"actions": actions})))?;
     for m in moves {
         info!(alias = m.alias, from = m.from, to = m.to, "alias moved");
