@@ -290,11 +290,12 @@ group.min.session.timeout.ms=1000
 auto.create.topics.enable=true
 EOF
   write_log4j2 "$dir/log4j2.properties" kafka=WARN org.apache.kafka=WARN kafka.server.KafkaRaftServer=INFO
+  # A URL-safe id may start with `-`: passed as `--cluster-id=…`, or the parser takes it for an option.
   local cluster_id
   cluster_id=$(python3 -c 'import uuid,base64; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
   local java; java="$(java_home)/bin/java"
   "$java" -cp "$KAFKA_LIB/*" -Dlog4j2.configurationFile="$dir/log4j2.properties" kafka.tools.StorageTool format \
-    -t "$cluster_id" -c "$dir/server.properties" > "$dir/format.log" 2>&1 \
+    --cluster-id="$cluster_id" -c "$dir/server.properties" > "$dir/format.log" 2>&1 \
     || { say "formatting Kafka's storage failed:"; tail -n 20 "$dir/format.log" >&2; return 1; }
   say "starting Kafka $KAFKA_VERSION on 127.0.0.1:$port (log: $dir/kafka.log)"
   setsid "$java" -Xms256m -Xmx512m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xshare:auto \
