@@ -4,6 +4,8 @@
 //!
 //! * [`settings`] — worker settings (figment: defaults → TOML → env);
 //! * [`connector`] — connector configs: parsing, placeholders, validation, transforms;
+//! * [`standalone`] — `cdc-sink run`: the worker process; [`rest`] — the REST API (Kafka
+//!   Connect's); [`herder`] — connectors' configs and target states, kept in the state file;
 //! * [`worker`] — runs connectors' tasks; [`task`] — one task's poll → decode → sink → commit loop;
 //! * [`source`] — the Kafka consumer, rebalances, per-partition offset watermarks;
 //! * [`decode`] — Debezium envelopes (JSON) → one `ChangeEvent` model, semantic types decoded;
@@ -15,11 +17,14 @@
 pub mod backoff;
 pub mod connector;
 pub mod decode;
+pub mod herder;
 pub mod metrics;
 pub mod rebuild;
+pub mod rest;
 pub mod settings;
 pub mod sink;
 pub mod source;
+pub mod standalone;
 pub mod task;
 pub mod verify;
 pub mod worker;

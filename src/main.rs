@@ -10,7 +10,7 @@ use cdc_sink::settings::Settings;
 /// mimalloc: the hot path allocates a few small buffers per record.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use cdc_sink::worker::{self, Worker};
+use cdc_sink::worker;
 
 #[derive(Parser)]
 #[command(
@@ -177,29 +177,16 @@ fn main() -> ExitCode {
                     }
                 }
             }
-            if specs.is_empty() {
-                eprintln!("cdc-sink: no connector given (--connector FILE.json)");
-                return ExitCode::from(2);
-            }
-            let mut w = match Worker::new(settings) {
-                Ok(w) => w,
+            match cdc_sink::standalone::run(settings, specs) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => {
+                    eprintln!("cdc-sink: stopped with failed tasks (see the log)");
+                    ExitCode::FAILURE
+                }
                 Err(e) => {
                     eprintln!("cdc-sink: {e}");
-                    return ExitCode::FAILURE;
+                    ExitCode::FAILURE
                 }
-            };
-            for spec in specs {
-                if let Err(e) = w.start(spec) {
-                    eprintln!("cdc-sink: {e}");
-                    w.stop();
-                    return ExitCode::FAILURE;
-                }
-            }
-            if w.run_until_signal() {
-                ExitCode::SUCCESS
-            } else {
-                eprintln!("cdc-sink: stopped with failed tasks (see the log)");
-                ExitCode::FAILURE
             }
         }
     }

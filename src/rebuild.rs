@@ -260,8 +260,12 @@ pub fn run(settings: &Settings, spec: &ConnectorSpec, rollback: bool) -> Result<
         source::commit_for(&clients.mover, at)?;
     }
     info!(moves = ?moves, group, "writing the topics into the new indices");
-    let mut worker = Worker::new(settings.clone())?;
-    worker.start(mover)?;
+    let runtime = crate::worker::runtime()?;
+    let mut worker = Worker::new(
+        std::sync::Arc::new(settings.clone()),
+        runtime.handle().clone(),
+    );
+    worker.start(mover, false)?;
     let result = follow(spec, &es, &worker, &moves, &parts, &clients);
     let ok = worker.stop();
     result?;

@@ -6,7 +6,7 @@
 //! commit, exit) or fails on a record it cannot handle: it then writes what came before, commits
 //! up to (never past) that record, and reports FAILED with the reason.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -41,7 +41,7 @@ const STALL_BACKOFF: (Duration, Duration) = (Duration::from_millis(200), Duratio
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TaskStatus {
     pub id: usize,
-    /// `UNASSIGNED`, `RUNNING`, `FAILED` or `STOPPED`.
+    /// `UNASSIGNED`, `RUNNING`, `PAUSED`, `FAILED`, or `STOPPED` once it has exited.
     pub state: &'static str,
     pub worker_id: String,
     /// Why it failed.
@@ -52,17 +52,41 @@ pub struct TaskStatus {
     pub trouble: Option<String>,
 }
 
+/// What a connector's tasks share with the worker that runs them.
+#[derive(Debug, Default)]
+pub struct Control {
+    /// Paused by the user (`PUT /connectors/{n}/pause`): the tasks keep their partitions and
+    /// stay in the group, consume nothing, and commit what they wrote.
+    pub paused: AtomicBool,
+    /// The topics the tasks were assigned partitions of (`GET /connectors/{n}/topics`).
+    pub topics: Mutex<BTreeSet<String>>,
+}
+
 /// A running task, seen from the worker.
 pub struct TaskHandle {
     pub status: Arc<Mutex<TaskStatus>>,
+    stop: Arc<AtomicBool>,
     thread: JoinHandle<()>,
 }
 
 impl TaskHandle {
+    /// Asks the task to finish its writes, commit and leave its group.
+    pub fn signal_stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Waits for the task's thread to exit (after [`TaskHandle::signal_stop`], or once failed).
     pub fn join(self) {
         if self.thread.join().is_err() {
             error!("a task thread panicked");
         }
+    }
+
+    pub fn status(&self) -> TaskStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -104,6 +128,7 @@ struct Handler {
     state: Mutex<State>,
     flush_timeout: Duration,
     label: String,
+    control: Arc<Control>,
 }
 
 impl Handler {
@@ -118,6 +143,9 @@ impl RebalanceHandler for Handler {
         let mut st = self.lock();
         for (t, p) in partitions {
             st.offsets.assign(t, *p);
+        }
+        if let Ok(mut topics) = self.control.topics.lock() {
+            topics.extend(partitions.iter().map(|(t, _)| t.clone()));
         }
         if st.paused {
             source::set_paused(consumer, true);
@@ -191,8 +219,10 @@ pub fn spawn(
     settings: Arc<Settings>,
     runtime: Handle,
     metrics: Arc<Metrics>,
-    shutdown: Arc<AtomicBool>,
+    control: Arc<Control>,
 ) -> TaskHandle {
+    let stop = Arc::new(AtomicBool::new(false));
+    let shutdown = stop.clone();
     let status = Arc::new(Mutex::new(TaskStatus {
         id,
         state: "UNASSIGNED",
@@ -212,9 +242,18 @@ pub fn spawn(
                     s.trouble = None;
                 }
             };
-            set("RUNNING", None);
+            set(
+                if control.paused.load(Ordering::Relaxed) {
+                    "PAUSED"
+                } else {
+                    "RUNNING"
+                },
+                None,
+            );
             let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                run(&spec, id, &settings, runtime, metrics, &shutdown, &st)
+                run(
+                    &spec, id, &settings, runtime, metrics, &shutdown, control, &st,
+                )
             }));
             match ran {
                 Ok(Ok(())) => {
@@ -238,9 +277,14 @@ pub fn spawn(
             }
         })
         .expect("spawning a thread");
-    TaskHandle { status, thread }
+    TaskHandle {
+        status,
+        stop,
+        thread,
+    }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run(
     spec: &ConnectorSpec,
     id: usize,
@@ -248,6 +292,7 @@ fn run(
     runtime: Handle,
     metrics: Arc<Metrics>,
     shutdown: &AtomicBool,
+    control: Arc<Control>,
     status: &Mutex<TaskStatus>,
 ) -> Result<(), String> {
     let label = format!("{}-{id}", spec.name);
@@ -273,6 +318,7 @@ fn run(
         }),
         flush_timeout,
         label: label.clone(),
+        control,
     };
     let config = source::consumer_config(settings, spec, id);
     let consumer = source::create(&config, handler, label.clone(), &spec.subscription)?;
@@ -281,6 +327,9 @@ fn run(
     let commit_every = Duration::from_millis(settings.worker.offset_flush_interval_ms);
     let mut last_commit = Instant::now();
     let mut trouble_logged: Option<String> = None;
+    // Paused by the user, as last seen; and a commit due as soon as the sink is idle.
+    let mut user_paused = false;
+    let mut commit_soon = false;
 
     let outcome = 'run: loop {
         if shutdown.load(Ordering::Relaxed) {
@@ -312,6 +361,8 @@ fn run(
             if let Err(e) = retry_stall(&mut st, &mut decoder, spec, &metrics, &label) {
                 break 'run Err(e);
             }
+        } else if handler.control.paused.load(Ordering::Relaxed) && !paused {
+            // Paused by the user: the consumer is paused below before anything more is read.
         } else {
             // A burst of records: the first poll may wait, the rest take what is already
             // fetched. Each record is handled before the next poll, which may run a rebalance
@@ -345,7 +396,8 @@ fn run(
                         }
                     }
                 }
-                if st.paused || st.stall.is_some() {
+                if st.paused || st.stall.is_some() || handler.control.paused.load(Ordering::Relaxed)
+                {
                     break;
                 }
             }
@@ -372,9 +424,20 @@ fn run(
         for ack in barriers.check(&consumer, offsets, &label) {
             sink.topic_caught_up(ack, true);
         }
+        let paused_now = handler.control.paused.load(Ordering::Relaxed);
+        if paused_now != user_paused {
+            user_paused = paused_now;
+            commit_soon = paused_now;
+            info!(task = %label, "{}", if paused_now { "paused" } else { "resumed" });
+            if let Ok(mut s) = status.lock() {
+                s.state = if paused_now { "PAUSED" } else { "RUNNING" };
+            }
+        }
         let (pending, capacity) = (st.sink.pending(), st.sink.capacity());
-        let pause =
-            st.stall.is_some() || pending >= capacity || (st.paused && pending > capacity / 2);
+        let pause = user_paused
+            || st.stall.is_some()
+            || pending >= capacity
+            || (st.paused && pending > capacity / 2);
         if pause != st.paused {
             source::set_paused(&consumer, pause);
             st.paused = pause;
@@ -394,7 +457,8 @@ fn run(
             }
             trouble_logged = trouble;
         }
-        if last_commit.elapsed() >= commit_every {
+        if last_commit.elapsed() >= commit_every || (commit_soon && st.sink.pending() == 0) {
+            commit_soon = false;
             let marks = st.offsets.committable();
             match source::commit(&consumer, &marks, CommitMode::Async) {
                 Ok(()) => st.offsets.committed(&marks),

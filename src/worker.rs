@@ -1,39 +1,36 @@
-//! The worker: runs the tasks of its connectors, and stops them all on shutdown.
-//!
-//! Standalone mode: connectors come from `--connector` files. (The REST API and distributed
-//! mode are not available yet.)
+//! The worker: runs the tasks of its connectors — starts, pauses, restarts and stops them — on
+//! one async runtime shared by their sinks. What runs, and in which state, is decided by the
+//! herder (`crate::herder`); the worker only carries it out.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use tracing::{error, info};
 
 use crate::connector::{ConnectorConfig, ConnectorSpec};
 use crate::metrics::Metrics;
 use crate::settings::Settings;
-use crate::task::{self, TaskHandle, TaskStatus};
+use crate::task::{self, Control, TaskHandle, TaskStatus};
 
 /// A connector and its running tasks.
-pub struct RunningConnector {
-    pub spec: Arc<ConnectorSpec>,
-    pub metrics: Arc<Metrics>,
+struct RunningConnector {
+    spec: Arc<ConnectorSpec>,
+    metrics: Arc<Metrics>,
+    control: Arc<Control>,
     tasks: Vec<TaskHandle>,
 }
 
 impl RunningConnector {
-    pub fn statuses(&self) -> Vec<TaskStatus> {
-        self.tasks
-            .iter()
-            .filter_map(|t| t.status.lock().ok().map(|s| s.clone()))
-            .collect()
+    fn statuses(&self) -> Vec<TaskStatus> {
+        self.tasks.iter().map(TaskHandle::status).collect()
     }
 }
 
 pub struct Worker {
     settings: Arc<Settings>,
-    runtime: tokio::runtime::Runtime,
-    shutdown: Arc<AtomicBool>,
-    connectors: Vec<RunningConnector>,
+    runtime: tokio::runtime::Handle,
+    connectors: BTreeMap<String, RunningConnector>,
 }
 
 /// Reads and validates a connector file.
@@ -45,105 +42,181 @@ pub fn load_connector(path: &std::path::Path) -> Result<ConnectorSpec, String> {
         .map_err(|e| format!("{}: connector `{}`: {e}", path.display(), config.name))
 }
 
+/// The async runtime the sinks' requests and the REST API run on.
+pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("cdc-sink-io")
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
 impl Worker {
-    pub fn new(settings: Settings) -> Result<Worker, String> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("cdc-sink-io")
-            .enable_all()
-            .build()
-            .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-        Ok(Worker {
-            settings: Arc::new(settings),
+    pub fn new(settings: Arc<Settings>, runtime: tokio::runtime::Handle) -> Worker {
+        Worker {
+            settings,
             runtime,
-            shutdown: Arc::new(AtomicBool::new(false)),
-            connectors: Vec::new(),
-        })
+            connectors: BTreeMap::new(),
+        }
     }
 
-    /// Starts the tasks of a validated connector.
-    pub fn start(&mut self, spec: ConnectorSpec) -> Result<(), String> {
-        if self.connectors.iter().any(|c| c.spec.name == spec.name) {
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Starts the tasks of a validated connector, paused if `paused`.
+    pub fn start(&mut self, spec: ConnectorSpec, paused: bool) -> Result<(), String> {
+        if self.connectors.contains_key(&spec.name) {
             return Err(format!("connector `{}` is already running", spec.name));
         }
         let spec = Arc::new(spec);
-        info!(connector = %spec.name, config = ?spec.config.redacted(), "starting connector");
-        let metrics = Arc::new(Metrics::default());
-        let tasks = (0..spec.tasks_max)
-            .map(|id| {
-                task::spawn(
-                    spec.clone(),
-                    id,
-                    self.settings.clone(),
-                    self.runtime.handle().clone(),
-                    metrics.clone(),
-                    self.shutdown.clone(),
-                )
-            })
-            .collect();
-        self.connectors.push(RunningConnector {
+        info!(connector = %spec.name, config = ?spec.config.redacted(), paused, "starting connector");
+        let control = Arc::new(Control::default());
+        control.paused.store(paused, Ordering::Relaxed);
+        let mut running = RunningConnector {
             spec,
-            metrics,
-            tasks,
-        });
+            metrics: Arc::new(Metrics::default()),
+            control,
+            tasks: Vec::new(),
+        };
+        running.tasks = (0..running.spec.tasks_max)
+            .map(|id| self.spawn(&running, id))
+            .collect();
+        self.connectors.insert(running.spec.name.clone(), running);
         Ok(())
+    }
+
+    fn spawn(&self, c: &RunningConnector, id: usize) -> TaskHandle {
+        task::spawn(
+            c.spec.clone(),
+            id,
+            self.settings.clone(),
+            self.runtime.clone(),
+            c.metrics.clone(),
+            c.control.clone(),
+        )
+    }
+
+    pub fn is_running(&self, name: &str) -> bool {
+        self.connectors.contains_key(name)
+    }
+
+    /// The states of a connector's tasks; `None` when it is not running here.
+    pub fn statuses(&self, name: &str) -> Option<Vec<TaskStatus>> {
+        self.connectors.get(name).map(RunningConnector::statuses)
+    }
+
+    /// The topics a connector's tasks were assigned partitions of.
+    pub fn topics(&self, name: &str) -> BTreeSet<String> {
+        self.connectors
+            .get(name)
+            .and_then(|c| c.control.topics.lock().ok().map(|t| t.clone()))
+            .unwrap_or_default()
+    }
+
+    pub fn reset_topics(&self, name: &str) {
+        if let Some(c) = self.connectors.get(name)
+            && let Ok(mut t) = c.control.topics.lock()
+        {
+            t.clear();
+        }
+    }
+
+    /// Pauses (or resumes) a connector's tasks: they keep their partitions and consume nothing.
+    pub fn set_paused(&self, name: &str, paused: bool) {
+        if let Some(c) = self.connectors.get(name) {
+            c.control.paused.store(paused, Ordering::Relaxed);
+        }
+    }
+
+    /// Restarts the tasks of `name` that `which` selects: each finishes its writes, commits and
+    /// leaves the group, and a new one takes its place. Returns the ids restarted.
+    pub fn restart_tasks(&mut self, name: &str, which: impl Fn(&TaskStatus) -> bool) -> Vec<usize> {
+        let Some(mut c) = self.connectors.remove(name) else {
+            return Vec::new();
+        };
+        let chosen: Vec<usize> = c
+            .tasks
+            .iter()
+            .map(TaskHandle::status)
+            .filter(|s| which(s))
+            .map(|s| s.id)
+            .collect();
+        // Stop them all first, so they leave the group together: one rebalance, not one each.
+        for t in c.tasks.iter().filter(|t| chosen.contains(&t.status().id)) {
+            t.signal_stop();
+        }
+        let mut tasks = Vec::with_capacity(c.tasks.len());
+        for (id, t) in std::mem::take(&mut c.tasks).into_iter().enumerate() {
+            if chosen.contains(&id) {
+                t.join();
+                tasks.push(self.spawn(&c, id));
+            } else {
+                tasks.push(t);
+            }
+        }
+        c.tasks = tasks;
+        self.connectors.insert(name.to_string(), c);
+        chosen
+    }
+
+    /// Stops a connector's tasks (each finishes its writes and commits) and forgets it. False
+    /// when a task had failed.
+    pub fn stop_connector(&mut self, name: &str) -> bool {
+        match self.connectors.remove(name) {
+            Some(c) => stop_connector(c),
+            None => true,
+        }
     }
 
     /// The trace of a failed task, if one failed.
     pub fn failure(&self) -> Option<String> {
         self.connectors
-            .iter()
+            .values()
             .flat_map(RunningConnector::statuses)
             .find(|s| s.state == "FAILED")
             .map(|s| s.trace.unwrap_or_default())
     }
 
-    /// Runs until SIGINT or SIGTERM, then stops every task (each flushes and commits). Returns
-    /// false when a task had failed.
-    pub fn run_until_signal(self) -> bool {
-        self.runtime.block_on(async {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            let mut report = tokio::time::interval(std::time::Duration::from_secs(30));
-            report.tick().await;
-            loop {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => break,
-                    _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => break,
-                    _ = report.tick() => self.report(),
-                }
-            }
-        });
-        info!("shutting down: finishing in-flight writes and committing offsets");
-        self.stop()
-    }
-
-    fn report(&self) {
-        for c in &self.connectors {
+    /// Logs every connector's task states and counters.
+    pub fn report(&self) {
+        for c in self.connectors.values() {
             let tasks = serde_json::to_string(&c.statuses()).unwrap_or_default();
             info!(connector = %c.spec.name, tasks = %tasks, metrics = %c.metrics.snapshot(), "status");
         }
     }
 
     /// Stops every task and waits for them; false when a task had failed.
-    pub fn stop(self) -> bool {
-        self.shutdown.store(true, Ordering::Relaxed);
+    pub fn stop(&mut self) -> bool {
+        for c in self.connectors.values() {
+            for t in &c.tasks {
+                t.signal_stop();
+            }
+        }
         let mut ok = true;
-        for c in self.connectors {
-            let statuses: Vec<_> = c.tasks.iter().map(|t| t.status.clone()).collect();
-            for t in c.tasks {
-                t.join();
-            }
-            let failed: Vec<TaskStatus> = statuses
-                .iter()
-                .filter_map(|s| s.lock().ok().map(|s| s.clone()))
-                .filter(|s| s.state == "FAILED")
-                .collect();
-            for s in &failed {
-                error!(connector = %c.spec.name, task = s.id, trace = s.trace.as_deref().unwrap_or(""), "task had failed");
-            }
-            ok &= failed.is_empty();
-            info!(connector = %c.spec.name, metrics = %c.metrics.snapshot(), "connector stopped");
+        for (_, c) in std::mem::take(&mut self.connectors) {
+            ok &= stop_connector(c);
         }
         ok
     }
+}
+
+fn stop_connector(c: RunningConnector) -> bool {
+    for t in &c.tasks {
+        t.signal_stop();
+    }
+    let mut failed = Vec::new();
+    for t in c.tasks {
+        let s = t.status();
+        t.join();
+        if s.state == "FAILED" {
+            failed.push(s);
+        }
+    }
+    for s in &failed {
+        error!(connector = %c.spec.name, task = s.id, trace = s.trace.as_deref().unwrap_or(""), "task had failed");
+    }
+    info!(connector = %c.spec.name, metrics = %c.metrics.snapshot(), "connector stopped");
+    failed.is_empty()
 }

@@ -294,6 +294,33 @@ const ES_CLASSES: &[&str] = &[
     "io.confluent.connect.elasticsearch.ElasticsearchSinkConnector",
 ];
 
+/// A connector plugin this worker runs (`GET /connector-plugins`).
+pub struct Plugin {
+    /// The class name it is listed under.
+    pub class: &'static str,
+    /// Every `connector.class` value that names it.
+    pub names: &'static [&'static str],
+    /// Its own options (the framework's are [`COMMON_OPTIONS`]).
+    pub options: &'static [OptionDef],
+    /// The group its own options are shown in by `config/validate`.
+    pub group: &'static str,
+}
+
+pub const PLUGINS: &[Plugin] = &[Plugin {
+    class: "elasticsearch",
+    names: ES_CLASSES,
+    options: crate::sink::elasticsearch::config::OPTIONS,
+    group: "Elasticsearch",
+}];
+
+/// The plugin `name` (a class name or alias) names.
+pub fn plugin(name: &str) -> Option<&'static Plugin> {
+    PLUGINS.iter().find(|p| p.names.contains(&name))
+}
+
+/// Options without which a connector is invalid.
+pub const REQUIRED: &[&str] = &["name", "connector.class", "connection.url"];
+
 /// Framework keys accepted and not acted on (they change nothing a user would notice here).
 const ACCEPTED_FRAMEWORK_KEYS: &[&str] = &[
     "header.converter",
