@@ -20,3 +20,4 @@ mod pipeline;
 mod rebuild;
 mod reconcile;
 mod refusals;
+mod rest;

@@ -11,6 +11,7 @@ pub mod kafka;
 pub mod live;
 pub mod proxy;
 pub mod registry;
+pub mod rest;
 pub mod servers;
 pub mod worker;
 

@@ -30,7 +30,8 @@ impl Worker {
         Worker::start_with(&[connector], &[])
     }
 
-    /// Starts a worker running several connectors, with extra environment variables.
+    /// Starts a worker running several connectors, with extra environment variables. Each
+    /// worker has its own state directory and REST port unless `env` sets them.
     pub fn start_with(connectors: &[&PathBuf], env: &[(&str, &str)]) -> Worker {
         let log = std::env::temp_dir().join(format!("cdc-sink-worker-{}.log", fastrand::u32(..)));
         let out = File::create(&log).unwrap();
@@ -39,7 +40,10 @@ impl Worker {
         for c in connectors {
             cmd.arg("--connector").arg(c);
         }
+        let state = std::env::temp_dir().join(format!("cdc-sink-state-{}", fastrand::u32(..)));
         cmd.env("CDC_SINK_KAFKA__BOOTSTRAP_SERVERS", kafka())
+            .env("CDC_SINK_REST__LISTEN", "127.0.0.1:0")
+            .env("CDC_SINK_WORKER__STATE_DIR", &state)
             .env("CDC_SINK_WORKER__OFFSET_FLUSH_INTERVAL_MS", "500")
             .env("RUST_LOG", "info,cdc_sink=debug,librdkafka=warn");
         for (k, v) in env {
@@ -52,6 +56,18 @@ impl Worker {
             .spawn()
             .expect("starting cdc-sink");
         Worker { child, log }
+    }
+
+    /// The REST API's base URL, once the worker listens.
+    pub fn rest_url(&mut self) -> String {
+        let line = self.wait_log("REST API listening on ", Duration::from_secs(60));
+        let at = line.find("http://").expect("an address in the line");
+        line[at..].split_whitespace().next().unwrap().to_string()
+    }
+
+    /// Whether the process has exited, and how.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     pub fn pid(&self) -> u32 {

@@ -1,0 +1,67 @@
+//! A client for the REST API of Kafka Connect and of cdc-sink: status code and JSON body.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap()
+}
+
+/// Sends `method path` with an optional JSON body; returns the status and the body (`Null` when
+/// empty, a string when not JSON).
+pub fn call(base: &str, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut req = client().request(m, format!("{base}{path}"));
+    if let Some(b) = body {
+        req = req
+            .header("Content-Type", "application/json")
+            .body(serde_json::to_vec(b).unwrap());
+    }
+    let resp = req
+        .send()
+        .unwrap_or_else(|e| panic!("{method} {base}{path}: {e}"));
+    let status = resp.status().as_u16();
+    let text = resp.text().unwrap_or_default();
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    (status, body)
+}
+
+/// Polls `GET path` until `ok` holds for the body; panics with the last body after `timeout`.
+pub fn wait_for(base: &str, path: &str, timeout: Duration, ok: impl Fn(&Value) -> bool) -> Value {
+    let start = Instant::now();
+    loop {
+        let (code, body) = call(base, "GET", path, None);
+        if code == 200 && ok(&body) {
+            return body;
+        }
+        if start.elapsed() > timeout {
+            panic!("GET {path}: condition not met after {timeout:?}; last: {code} {body}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The states of a connector and its tasks, from its status.
+pub fn states(status: &Value) -> (String, Vec<String>) {
+    let connector = status["connector"]["state"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let tasks = status["tasks"]
+        .as_array()
+        .map(|t| {
+            t.iter()
+                .map(|t| t["state"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    (connector, tasks)
+}
