@@ -15,7 +15,10 @@ FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates libssl3 zlib1g \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 cdc-sink
+ && useradd --system --uid 10001 cdc-sink \
+ && mkdir -p /var/lib/cdc-sink && chown cdc-sink /var/lib/cdc-sink
+# Standalone mode keeps connectors posted over REST here (a volume in docker-compose.yml).
+ENV CDC_SINK_WORKER__STATE_DIR=/var/lib/cdc-sink
 COPY --from=build /src/target/release/cdc-sink /usr/local/bin/cdc-sink
 COPY connectors /etc/cdc-sink/connectors
 USER cdc-sink

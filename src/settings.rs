@@ -30,8 +30,7 @@ pub struct KafkaSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RestSettings {
-    /// Address of the REST API and `/metrics`. The REST API is not available yet: the setting
-    /// is accepted and reserved.
+    /// Address of the REST API (`host:port`; port 0 picks a free one, logged at start).
     pub listen: String,
 }
 
@@ -43,7 +42,7 @@ pub struct WorkerSettings {
     /// Shown in task status and logs; defaults to `hostname:port` of `rest.listen`.
     #[serde(default)]
     pub id: Option<String>,
-    /// Standalone mode: where connectors posted over REST will be kept (reserved).
+    /// Standalone mode: where connectors posted over REST are kept (`connectors.json`).
     pub state_dir: PathBuf,
     /// How often each task commits the offsets of written records, in milliseconds.
     pub offset_flush_interval_ms: u64,

@@ -87,6 +87,11 @@ fn docker_compose_uses_only_files_that_exist_and_pinned_images() {
                     repo().join(host).exists(),
                     "{name}: mounts {host}, which does not exist"
                 );
+            } else if !host.starts_with('/') {
+                assert!(
+                    !doc["volumes"][host].is_badvalue(),
+                    "{name}: named volume {host} is not declared under top-level volumes"
+                );
             }
         }
         if let Yaml::Hash(deps) = &svc["depends_on"] {
