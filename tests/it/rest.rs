@@ -436,16 +436,17 @@ fn the_rest_api_answers_as_kafka_connect_does() {
         ("create: bad initial_state", 500, 400),
     ];
 
+    type Body = Option<Box<dyn Fn(&Side) -> Value>>;
     type Step = (
         &'static str,
         &'static str,
         Box<dyn Fn(&Side) -> String>,
-        Option<Box<dyn Fn(&Side) -> Value>>,
+        Body,
     );
     let n = |f: &'static str| -> Box<dyn Fn(&Side) -> String> {
         Box::new(move |s: &Side| f.replace("{n}", &s.name).replace("{p}", s.plugin))
     };
-    let body = |f: fn(&Side) -> Value| -> Option<Box<dyn Fn(&Side) -> Value>> { Some(Box::new(f)) };
+    let body = |f: fn(&Side) -> Value| -> Body { Some(Box::new(f)) };
     let steps: Vec<(&str, Step)> = vec![
         ("root", ("GET", "", n("/"), None)),
         ("plugins", ("GET", "", n("/connector-plugins"), None)),
