@@ -4,8 +4,9 @@
 //!
 //! * [`settings`] — worker settings (figment: defaults → TOML → env);
 //! * [`connector`] — connector configs: parsing, placeholders, validation, transforms;
-//! * [`standalone`] — `cdc-sink run`: the worker process; [`rest`] — the REST API (Kafka
-//!   Connect's); [`herder`] — connectors' configs and target states, kept in the state file;
+//! * [`serve`] — `cdc-sink run`: the worker process; [`rest`] — the REST API (Kafka
+//!   Connect's); [`herder`] — connectors' configs and target states, kept in the state file
+//!   (standalone) or shared through Kafka topics (distributed);
 //! * [`worker`] — runs connectors' tasks; [`task`] — one task's poll → decode → sink → commit loop;
 //! * [`source`] — the Kafka consumer, rebalances, per-partition offset watermarks;
 //! * [`decode`] — Debezium envelopes (JSON) → one `ChangeEvent` model, semantic types decoded;
@@ -21,10 +22,10 @@ pub mod herder;
 pub mod metrics;
 pub mod rebuild;
 pub mod rest;
+pub mod serve;
 pub mod settings;
 pub mod sink;
 pub mod source;
-pub mod standalone;
 pub mod task;
 pub mod verify;
 pub mod worker;

@@ -177,7 +177,7 @@ fn main() -> ExitCode {
                     }
                 }
             }
-            match cdc_sink::standalone::run(settings, specs) {
+            match cdc_sink::serve::run(settings, specs) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => {
                     eprintln!("cdc-sink: stopped with failed tasks (see the log)");

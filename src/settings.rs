@@ -37,8 +37,23 @@ pub struct RestSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerSettings {
-    /// `standalone` (the only mode available yet; `distributed` is planned).
+    /// `standalone` (connectors kept in `state_dir`) or `distributed` (connectors shared by the
+    /// workers of `group` through Kafka topics).
     pub mode: String,
+    /// Distributed mode: the cluster this worker belongs to; workers with the same group share
+    /// their connectors.
+    #[serde(default = "default_group")]
+    pub group: String,
+    /// Distributed mode: the compacted topic of connector configs (default `<group>-configs`).
+    #[serde(default)]
+    pub config_topic: Option<String>,
+    /// Distributed mode: the compacted topic of task states (default `<group>-status`).
+    #[serde(default)]
+    pub status_topic: Option<String>,
+    /// Distributed mode: replication factor of the two topics when the worker creates them
+    /// (-1: the broker's default).
+    #[serde(default = "default_rf")]
+    pub topic_replication_factor: i32,
     /// Shown in task status and logs; defaults to `hostname:port` of `rest.listen`.
     #[serde(default)]
     pub id: Option<String>,
@@ -46,6 +61,14 @@ pub struct WorkerSettings {
     pub state_dir: PathBuf,
     /// How often each task commits the offsets of written records, in milliseconds.
     pub offset_flush_interval_ms: u64,
+}
+
+fn default_group() -> String {
+    "cdc-sink".into()
+}
+
+fn default_rf() -> i32 {
+    -1
 }
 
 impl Default for Settings {
@@ -60,6 +83,10 @@ impl Default for Settings {
             },
             worker: WorkerSettings {
                 mode: "standalone".into(),
+                group: default_group(),
+                config_topic: None,
+                status_topic: None,
+                topic_replication_factor: default_rf(),
                 id: None,
                 state_dir: "./cdc-sink-state".into(),
                 offset_flush_interval_ms: 5_000,
@@ -91,10 +118,7 @@ impl Settings {
 
     fn validate(&self) -> Result<(), String> {
         match self.worker.mode.as_str() {
-            "standalone" => {}
-            "distributed" => {
-                return Err("worker.mode: distributed mode is not available yet".into());
-            }
+            "standalone" | "distributed" => {}
             m => {
                 return Err(format!(
                     "worker.mode: `{m}` is not standalone or distributed"
@@ -105,6 +129,23 @@ impl Settings {
             return Err("kafka.bootstrap_servers: must not be empty".into());
         }
         Ok(())
+    }
+
+    pub fn distributed(&self) -> bool {
+        self.worker.mode == "distributed"
+    }
+
+    /// The config and status topics of distributed mode.
+    pub fn cluster_topics(&self) -> (String, String) {
+        let w = &self.worker;
+        (
+            w.config_topic
+                .clone()
+                .unwrap_or_else(|| format!("{}-configs", w.group)),
+            w.status_topic
+                .clone()
+                .unwrap_or_else(|| format!("{}-status", w.group)),
+        )
     }
 
     /// The worker id shown in status: `worker.id`, else `hostname:port`.

@@ -1,25 +1,33 @@
 //! The herder (Kafka Connect's word): the connectors this worker knows, their configs and
-//! target states (RUNNING, PAUSED, STOPPED), kept in the state file, and carried out by the
-//! worker. The REST API (`crate::rest`) is a thin layer over these operations.
+//! target states (RUNNING, PAUSED, STOPPED), and what the worker runs for them. The REST API
+//! (`crate::rest`) is a thin layer over these operations.
 //!
-//! Standalone mode only: every connector runs all its tasks here. Operations are serialized by
-//! one lock; each either applies completely or changes nothing (a config is validated and stored
-//! before anything is stopped or started).
+//! Every operation that changes something is a [`Change`], validated first, then:
+//! * standalone: kept in the state file (`store.rs`), then applied here;
+//! * distributed: published to the config topic and applied by every worker — this one
+//!   included — when it reads it back (`cluster.rs`); the operation answers once this worker
+//!   has applied it. All workers apply the same changes in the log's order, so they agree.
+//!
+//! Each worker runs `tasks.max` tasks of every connector; the consumer group spreads the
+//! partitions over all of them.
 
+pub mod cluster;
 pub mod offsets;
 pub mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::connector::{ConnectorConfig, ConnectorSpec};
 use crate::settings::Settings;
 use crate::task::TaskStatus;
 use crate::worker::Worker;
+use cluster::Cluster;
 use store::{Store, Stored};
 
 /// What a connector should be doing.
@@ -44,6 +52,26 @@ pub enum Error {
     Internal(String),
 }
 
+/// A change to the connectors, as the config topic carries it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// Create or replace a connector's config, and set its target state.
+    Put {
+        config: ConnectorConfig,
+        target: TargetState,
+    },
+    Delete {
+        name: String,
+    },
+    /// Restart tasks (all, or the failed ones) on every worker, or task `task` of `worker`.
+    Restart {
+        name: String,
+        only_failed: bool,
+        worker: Option<String>,
+        task: Option<usize>,
+    },
+}
+
 /// The version reported in `GET /` and in statuses.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -51,6 +79,16 @@ struct Entry {
     config: ConnectorConfig,
     spec: Arc<ConnectorSpec>,
     target: TargetState,
+}
+
+/// A task as the cluster sees it.
+struct ClusterTask {
+    /// Its number across the cluster: workers in the order of their ids, each worker's tasks
+    /// after the previous worker's.
+    id: usize,
+    /// Its number on its worker.
+    local: usize,
+    status: TaskStatus,
 }
 
 struct Inner {
@@ -63,6 +101,10 @@ pub struct Herder {
     settings: Arc<Settings>,
     worker_id: String,
     inner: Mutex<Inner>,
+    /// Distributed mode: the config and status topics.
+    cluster: OnceLock<Arc<Cluster>>,
+    /// Shut down: changes read from the config topic are no longer applied.
+    closed: AtomicBool,
 }
 
 /// The message of a 400 for an invalid config, as Kafka Connect words it.
@@ -99,6 +141,8 @@ impl Herder {
                 connectors: BTreeMap::new(),
                 store,
             }),
+            cluster: OnceLock::new(),
+            closed: AtomicBool::new(false),
         };
         {
             let mut inner = herder.lock();
@@ -127,9 +171,19 @@ impl Herder {
         &self.settings
     }
 
+    /// Distributed mode: the config and status topics this herder publishes to.
+    pub fn set_cluster(&self, cluster: Arc<Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
     /// The target state of a connector, if it is known.
     pub fn target(&self, name: &str) -> Option<TargetState> {
         self.lock().connectors.get(name).map(|e| e.target)
+    }
+
+    /// The config of a connector as posted, if it is known.
+    pub fn config_of(&self, name: &str) -> Option<ConnectorConfig> {
+        self.lock().connectors.get(name).map(|e| e.config.clone())
     }
 
     pub fn names(&self) -> Vec<String> {
@@ -137,34 +191,31 @@ impl Herder {
     }
 
     /// Creates a connector (`POST /connectors`); a connector from a `--connector` file replaces
-    /// a stored one of the same name when `replace`.
+    /// a known one of the same name when `replace`.
     pub fn create(
         &self,
         config: ConnectorConfig,
         initial: TargetState,
         replace: bool,
     ) -> Result<Value, Error> {
-        let mut inner = self.lock();
-        if inner.connectors.contains_key(&config.name) && !replace {
-            return Err(Error::Conflict(format!(
-                "Connector {} already exists",
-                config.name
-            )));
-        }
-        let spec = validate(&config)?;
         let name = config.name.clone();
-        if let Some(old) = inner.connectors.get(&name) {
-            if old.config == config && old.target == initial {
-                return Ok(inner.info(&name));
+        {
+            let inner = self.lock();
+            if let Some(old) = inner.connectors.get(&name) {
+                if !replace {
+                    return Err(Error::Conflict(format!("Connector {name} already exists")));
+                }
+                if old.config == config && old.target == initial {
+                    return Ok(inner.info(&name));
+                }
             }
-            inner.worker.stop_connector(&name);
-            inner.connectors.remove(&name);
         }
-        inner.save_with(Some((&config, initial)), None)?;
-        inner
-            .launch(spec, config, initial)
-            .map_err(Error::Internal)?;
-        Ok(inner.info(&name))
+        validate(&config)?;
+        self.submit(Change::Put {
+            config,
+            target: initial,
+        })?;
+        self.info(&name)
     }
 
     /// Creates or replaces a connector's config (`PUT /connectors/{n}/config`); true when created.
@@ -185,26 +236,11 @@ impl Herder {
             name: name.to_string(),
             config: map,
         };
-        let mut inner = self.lock();
-        let spec = validate(&config)?;
-        let target = match inner.connectors.get(name) {
-            None => {
-                inner.save_with(Some((&config, TargetState::Running)), None)?;
-                inner
-                    .launch(spec, config, TargetState::Running)
-                    .map_err(Error::Internal)?;
-                return Ok((inner.info(name), true));
-            }
-            Some(e) => e.target,
-        };
-        inner.save_with(Some((&config, target)), None)?;
-        info!(connector = %name, "config changed: restarting its tasks");
-        inner.worker.stop_connector(name);
-        inner.connectors.remove(name);
-        inner
-            .launch(spec, config, target)
-            .map_err(Error::Internal)?;
-        Ok((inner.info(name), false))
+        validate(&config)?;
+        let existing = self.target(name);
+        let target = existing.unwrap_or(TargetState::Running);
+        self.submit(Change::Put { config, target })?;
+        Ok((self.info(name)?, existing.is_none()))
     }
 
     /// Changes some keys of a connector's config (`PATCH /connectors/{n}/config`; a null value
@@ -214,16 +250,7 @@ impl Herder {
         name: &str,
         patch: BTreeMap<String, Option<String>>,
     ) -> Result<Value, Error> {
-        let mut map = {
-            let inner = self.lock();
-            inner
-                .connectors
-                .get(name)
-                .ok_or_else(|| not_found(name))?
-                .config
-                .config
-                .clone()
-        };
+        let mut map = self.config_of(name).ok_or_else(|| not_found(name))?.config;
         for (k, v) in patch {
             match v {
                 Some(v) => map.insert(k, v),
@@ -235,15 +262,10 @@ impl Herder {
 
     /// Stops a connector's tasks (they commit what they wrote) and forgets it.
     pub fn delete(&self, name: &str) -> Result<(), Error> {
-        let mut inner = self.lock();
-        if !inner.connectors.contains_key(name) {
-            return Err(not_found(name));
-        }
-        inner.save_with(None, Some(name))?;
-        inner.worker.stop_connector(name);
-        inner.connectors.remove(name);
-        info!(connector = %name, "deleted");
-        Ok(())
+        self.lock().entry(name)?;
+        self.submit(Change::Delete {
+            name: name.to_string(),
+        })
     }
 
     /// `{"name", "config", "tasks", "type"}`, secrets hidden.
@@ -258,13 +280,18 @@ impl Herder {
         Ok(self.lock().entry(name)?.config.redacted())
     }
 
-    /// `[{"id": {"connector", "task"}, "config"}]`.
+    /// `[{"id": {"connector", "task"}, "config"}]`, every worker's tasks.
     pub fn tasks(&self, name: &str) -> Result<Value, Error> {
         let inner = self.lock();
         let e = inner.entry(name)?;
-        let tasks: Vec<Value> = inner
-            .task_ids(name)
-            .map(|id| json!({"id": {"connector": name, "task": id}, "config": e.config.redacted()}))
+        let config = e.config.redacted();
+        let n = if e.target == TargetState::Stopped {
+            0
+        } else {
+            self.all_tasks(&inner, name).len()
+        };
+        let tasks: Vec<Value> = (0..n)
+            .map(|id| json!({"id": {"connector": name, "task": id}, "config": config}))
             .collect();
         Ok(Value::Array(tasks))
     }
@@ -281,16 +308,41 @@ impl Herder {
 
     pub fn task_status(&self, name: &str, id: usize) -> Result<Value, Error> {
         let inner = self.lock();
-        inner
-            .worker
-            .statuses(name)
-            .and_then(|s| s.into_iter().find(|s| s.id == id))
-            .map(|s| self.task_json(&s, None))
+        self.all_tasks(&inner, name)
+            .into_iter()
+            .find(|t| t.id == id)
+            .map(|t| self.task_json(&t, None))
             .ok_or_else(|| Error::NotFound(format!("No status found for task {name}-{id}")))
     }
 
-    fn task_json(&self, s: &TaskStatus, state: Option<&str>) -> Value {
-        let mut v = json!({"id": s.id, "state": state.unwrap_or(s.state), "worker_id": s.worker_id, "version": VERSION});
+    /// The tasks of `name` on every worker, numbered across the cluster.
+    fn all_tasks(&self, inner: &Inner, name: &str) -> Vec<ClusterTask> {
+        let mut by_worker: BTreeMap<String, Vec<TaskStatus>> = BTreeMap::new();
+        if let Some(c) = self.cluster.get() {
+            for (w, tasks) in c.others(name) {
+                by_worker.insert(w, tasks);
+            }
+        }
+        if let Some(local) = inner.worker.statuses(name) {
+            by_worker.insert(self.worker_id.clone(), local);
+        }
+        let mut out = Vec::new();
+        for tasks in by_worker.into_values() {
+            let base = out.len();
+            for t in tasks {
+                out.push(ClusterTask {
+                    id: base + t.id,
+                    local: t.id,
+                    status: t,
+                });
+            }
+        }
+        out
+    }
+
+    fn task_json(&self, t: &ClusterTask, state: Option<&str>) -> Value {
+        let s = &t.status;
+        let mut v = json!({"id": t.id, "state": state.unwrap_or(s.state), "worker_id": s.worker_id, "version": VERSION});
         if let Some(t) = &s.trace {
             v["trace"] = json!(t);
         }
@@ -313,12 +365,10 @@ impl Herder {
             Some(TargetState::Stopped) => "STOPPED",
             _ => "RUNNING",
         };
-        let tasks: Vec<Value> = inner
-            .worker
-            .statuses(name)
-            .unwrap_or_default()
+        let tasks: Vec<Value> = self
+            .all_tasks(inner, name)
             .iter()
-            .map(|s| self.task_json(s, restarting(s)))
+            .map(|t| self.task_json(t, restarting(&t.status)))
             .collect();
         json!({
             "name": name,
@@ -342,31 +392,15 @@ impl Herder {
     }
 
     fn set_target(&self, name: &str, target: TargetState) -> Result<(), Error> {
-        let mut inner = self.lock();
-        let e = inner.entry(name)?;
-        if e.target == target {
-            return Ok(());
-        }
-        let (config, spec) = (e.config.clone(), e.spec.clone());
-        inner.save_with(Some((&config, target)), None)?;
-        if let Some(e) = inner.connectors.get_mut(name) {
-            e.target = target;
-        }
-        info!(connector = %name, ?target, "target state changed");
-        match target {
-            TargetState::Stopped => {
-                inner.worker.stop_connector(name);
+        let config = {
+            let inner = self.lock();
+            let e = inner.entry(name)?;
+            if e.target == target {
+                return Ok(());
             }
-            _ if !inner.worker.is_running(name) => {
-                let paused = target == TargetState::Paused;
-                inner
-                    .worker
-                    .start((*spec).clone(), paused)
-                    .map_err(Error::Internal)?;
-            }
-            _ => inner.worker.set_paused(name, target == TargetState::Paused),
-        }
-        Ok(())
+            e.config.clone()
+        };
+        self.submit(Change::Put { config, target })
     }
 
     /// `POST /connectors/{n}/restart`: `None` for the plain form (the connector alone, which
@@ -378,30 +412,86 @@ impl Herder {
         include_tasks: bool,
         only_failed: bool,
     ) -> Result<Option<Value>, Error> {
-        let mut inner = self.lock();
-        inner.entry(name)?;
-        if !include_tasks && !only_failed {
-            return Ok(None);
+        let status = {
+            let inner = self.lock();
+            inner.entry(name)?;
+            if !include_tasks && !only_failed {
+                return Ok(None);
+            }
+            let chosen = |s: &TaskStatus| include_tasks && (!only_failed || s.state == "FAILED");
+            let mut status = self.status_of(&inner, name, |s| chosen(s).then_some("RESTARTING"));
+            if !only_failed && inner.connectors[name].target != TargetState::Stopped {
+                status["connector"]["state"] = json!("RESTARTING");
+            }
+            status
+        };
+        if include_tasks {
+            self.submit(Change::Restart {
+                name: name.to_string(),
+                only_failed,
+                worker: None,
+                task: None,
+            })?;
         }
-        let chosen = |s: &TaskStatus| include_tasks && (!only_failed || s.state == "FAILED");
-        let mut status = self.status_of(&inner, name, |s| chosen(s).then_some("RESTARTING"));
-        if !only_failed && inner.connectors[name].target != TargetState::Stopped {
-            status["connector"]["state"] = json!("RESTARTING");
-        }
-        let restarted = inner.worker.restart_tasks(name, chosen);
-        info!(connector = %name, tasks = ?restarted, "restarted");
         Ok(Some(status))
     }
 
     pub fn restart_task(&self, name: &str, id: usize) -> Result<(), Error> {
-        let mut inner = self.lock();
-        inner.entry(name)?;
-        if !inner.task_ids(name).any(|t| t == id) {
+        let task = {
+            let inner = self.lock();
+            inner.entry(name)?;
+            self.all_tasks(&inner, name)
+                .into_iter()
+                .find(|t| t.id == id)
+        };
+        let Some(task) = task else {
             return Err(Error::NotFound(format!("Unknown task: {name}-{id}")));
+        };
+        self.submit(Change::Restart {
+            name: name.to_string(),
+            only_failed: false,
+            worker: Some(task.status.worker_id),
+            task: Some(task.local),
+        })
+    }
+
+    /// Makes `change` happen: kept and applied here (standalone), or published for every worker
+    /// and applied here once read back (distributed).
+    fn submit(&self, change: Change) -> Result<(), Error> {
+        if let Some(c) = self.cluster.get() {
+            let offset = c.publish(&change)?;
+            return c.wait_applied(offset);
         }
-        inner.worker.restart_tasks(name, |s| s.id == id);
-        info!(connector = %name, task = id, "task restarted");
-        Ok(())
+        let mut inner = self.lock();
+        inner.save(&change)?;
+        inner
+            .apply(&change, &self.worker_id)
+            .map_err(Error::Internal)
+    }
+
+    /// Applies a change read from the config topic (`replay`: read at start, from before this
+    /// worker ran: restarts are history then, not requests).
+    pub fn apply(&self, change: &Change, replay: bool) {
+        if replay && matches!(change, Change::Restart { .. }) {
+            return;
+        }
+        let mut inner = self.lock();
+        if self.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Err(e) = inner.apply(change, &self.worker_id) {
+            error!("cannot apply a change to the connectors: {e}");
+        }
+    }
+
+    /// This worker's task states, per connector (for the status topic).
+    pub fn local_statuses(&self) -> BTreeMap<String, Vec<TaskStatus>> {
+        let inner = self.lock();
+        inner
+            .connectors
+            .keys()
+            .map(|n| (n.clone(), inner.worker.statuses(n).unwrap_or_default()))
+            .collect()
     }
 
     /// The topics the connector's tasks read (were assigned partitions of).
@@ -427,21 +517,21 @@ impl Herder {
 
     /// Commits `to` for the connector's group (`PATCH /connectors/{n}/offsets`); only when stopped.
     pub fn alter_offsets(&self, name: &str, to: &[offsets::SinkOffset]) -> Result<(), Error> {
-        let inner = self.lock();
-        let spec = inner.stopped(name)?;
+        let spec = self.lock().stopped(name)?;
         offsets::alter(&self.settings, &spec, to)
     }
 
     /// Deletes the connector's consumer group (`DELETE /connectors/{n}/offsets`); only when stopped.
     pub fn reset_offsets(&self, name: &str) -> Result<(), Error> {
-        let inner = self.lock();
-        let spec = inner.stopped(name)?;
+        let spec = self.lock().stopped(name)?;
         offsets::reset(&self.settings, &spec).map_err(Error::Internal)
     }
 
     /// Stops every task (each commits); false when a task had failed.
     pub fn shutdown(&self) -> bool {
-        self.lock().worker.stop()
+        let mut inner = self.lock();
+        self.closed.store(true, Ordering::Relaxed);
+        inner.worker.stop()
     }
 
     /// Logs every connector's task states and counters.
@@ -466,20 +556,15 @@ impl Inner {
         Ok(e.spec.clone())
     }
 
-    fn task_ids(&self, name: &str) -> impl Iterator<Item = usize> + use<> {
-        let n = match self.connectors.get(name) {
-            Some(e) if e.target != TargetState::Stopped => e.spec.tasks_max,
-            _ => 0,
-        };
-        0..n
-    }
-
     fn info(&self, name: &str) -> Value {
         let Some(e) = self.connectors.get(name) else {
             return Value::Null;
         };
-        let tasks: Vec<Value> = self
-            .task_ids(name)
+        let n = match e.target {
+            TargetState::Stopped => 0,
+            _ => e.spec.tasks_max,
+        };
+        let tasks: Vec<Value> = (0..n)
             .map(|id| json!({"connector": name, "task": id}))
             .collect();
         json!({"name": name, "config": e.config.redacted(), "tasks": tasks, "type": "sink"})
@@ -508,13 +593,86 @@ impl Inner {
         Ok(())
     }
 
-    /// Writes the state file as it will be with `set` applied and `remove` removed, before the
-    /// change is made: a change that cannot be kept is not made.
-    fn save_with(
-        &mut self,
-        set: Option<(&ConnectorConfig, TargetState)>,
-        remove: Option<&str>,
-    ) -> Result<(), Error> {
+    /// Carries out a change on this worker (`me`).
+    fn apply(&mut self, change: &Change, me: &str) -> Result<(), String> {
+        match change {
+            Change::Put { config, target } => {
+                let name = &config.name;
+                let same = self
+                    .connectors
+                    .get(name)
+                    .map(|e| (e.config == *config, e.target));
+                match same {
+                    Some((true, t)) if t == *target => Ok(()),
+                    Some((true, _)) => self.set_target(name, *target),
+                    existing => {
+                        let spec = ConnectorSpec::validate(config)
+                            .map_err(|e| format!("connector `{name}`: {e}"))?;
+                        if existing.is_some() {
+                            info!(connector = %name, "config changed: restarting its tasks");
+                            self.worker.stop_connector(name);
+                            self.connectors.remove(name);
+                        }
+                        self.launch(spec, config.clone(), *target)
+                    }
+                }
+            }
+            Change::Delete { name } => {
+                self.worker.stop_connector(name);
+                if self.connectors.remove(name).is_some() {
+                    info!(connector = %name, "deleted");
+                }
+                Ok(())
+            }
+            Change::Restart {
+                name,
+                only_failed,
+                worker,
+                task,
+            } => {
+                if worker.as_deref().is_some_and(|w| w != me) {
+                    return Ok(());
+                }
+                let restarted = self.worker.restart_tasks(name, |s| {
+                    (!only_failed || s.state == "FAILED") && task.is_none_or(|t| t == s.id)
+                });
+                if !restarted.is_empty() {
+                    info!(connector = %name, tasks = ?restarted, "restarted");
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Moves a known connector to `target`.
+    fn set_target(&mut self, name: &str, target: TargetState) -> Result<(), String> {
+        let Some(e) = self.connectors.get_mut(name) else {
+            return Ok(());
+        };
+        e.target = target;
+        let spec = e.spec.clone();
+        info!(connector = %name, ?target, "target state changed");
+        match target {
+            TargetState::Stopped => {
+                self.worker.stop_connector(name);
+            }
+            _ if !self.worker.is_running(name) => {
+                self.worker
+                    .start((*spec).clone(), target == TargetState::Paused)?;
+            }
+            _ => self.worker.set_paused(name, target == TargetState::Paused),
+        }
+        Ok(())
+    }
+
+    /// Writes the state file as it will be with `change` made, before it is made: a change
+    /// that cannot be kept is not made.
+    fn save(&mut self, change: &Change) -> Result<(), Error> {
+        let (set, remove) = match change {
+            Change::Put { config, target } => (Some((config, *target)), None),
+            Change::Delete { name } => (None, Some(name.as_str())),
+            Change::Restart { .. } => return Ok(()),
+        };
         let Some(store) = &self.store else {
             return Ok(());
         };

@@ -12,6 +12,7 @@ mod bad_input;
 mod compose;
 mod crash;
 mod deletes;
+mod distributed;
 mod docs;
 mod faults;
 mod fixtures;

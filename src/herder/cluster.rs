@@ -1,0 +1,533 @@
+//! Distributed mode: the workers of a cluster (`worker.group`) share their connectors through
+//! two compacted Kafka topics, as Kafka Connect's do. Kafka is the only coordination service.
+//!
+//! * The **config topic** (one partition, so one order): every change — a config with its
+//!   target state, a delete (a tombstone), a restart request — is a record. Every worker reads
+//!   it from the beginning and applies each change in order, so all of them end with the same
+//!   connectors in the same states, whichever worker a request reached; conflicting requests
+//!   are decided by the log's order. A worker answers a request once it has read its own record
+//!   back and applied it.
+//! * The **status topic**: every worker publishes its tasks' states per connector (on change,
+//!   and every few seconds as a heartbeat) and removes them when it stops; every worker reads
+//!   them all, so `GET /connectors/{n}/status` on any worker shows every worker's tasks.
+//!   States not refreshed for [`STALE`] are those of a worker that died: left out.
+//!
+//! Each worker runs `tasks.max` tasks of every connector; their consumer group spreads the
+//! partitions over every worker's tasks, and moves a dead worker's partitions to the others.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tracing::{error, info, warn};
+
+use super::{Change, Error, Herder, TargetState};
+use crate::connector::ConnectorConfig;
+use crate::metrics::now_ms;
+use crate::settings::Settings;
+use crate::task::TaskStatus;
+
+/// How often a worker republishes its task states.
+const HEARTBEAT: Duration = Duration::from_secs(2);
+/// Task states older than this are a dead worker's.
+pub const STALE: Duration = Duration::from_secs(10);
+/// How long a request waits for its change to come back from the config topic.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(60);
+const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
+/// Partitions of the status topic (Kafka Connect's default).
+const STATUS_PARTITIONS: i32 = 5;
+
+/// A task state as the status topic carries it.
+#[derive(Serialize, Deserialize)]
+struct WireTask {
+    id: usize,
+    state: String,
+    worker_id: String,
+    #[serde(default)]
+    trace: Option<String>,
+    #[serde(default)]
+    trouble: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireStatus {
+    at_ms: i64,
+    tasks: Vec<WireTask>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WirePut {
+    config: BTreeMap<String, String>,
+    state: TargetState,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireRestart {
+    only_failed: bool,
+    worker: Option<String>,
+    task: Option<usize>,
+    /// Makes every request a new record (compaction keeps only the last per key).
+    at_ms: i64,
+}
+
+fn state_name(s: &str) -> &'static str {
+    match s {
+        "RUNNING" => "RUNNING",
+        "PAUSED" => "PAUSED",
+        "FAILED" => "FAILED",
+        "STOPPED" => "STOPPED",
+        "RESTARTING" => "RESTARTING",
+        _ => "UNASSIGNED",
+    }
+}
+
+/// The record of a change: key and value (`None`: a tombstone).
+fn encode(change: &Change) -> (String, Option<String>) {
+    match change {
+        Change::Put { config, target } => (
+            json!(["connector", config.name]).to_string(),
+            Some(
+                json!(WirePut {
+                    config: config.config.clone(),
+                    state: *target,
+                })
+                .to_string(),
+            ),
+        ),
+        Change::Delete { name } => (json!(["connector", name]).to_string(), None),
+        Change::Restart {
+            name,
+            only_failed,
+            worker,
+            task,
+        } => (
+            json!(["restart", name]).to_string(),
+            Some(
+                json!(WireRestart {
+                    only_failed: *only_failed,
+                    worker: worker.clone(),
+                    task: *task,
+                    at_ms: now_ms(),
+                })
+                .to_string(),
+            ),
+        ),
+    }
+}
+
+fn decode(key: &[u8], value: Option<&[u8]>) -> Result<Option<Change>, String> {
+    let (kind, name): (String, String) =
+        serde_json::from_slice(key).map_err(|e| format!("key: {e}"))?;
+    Ok(match (kind.as_str(), value) {
+        ("connector", None) => Some(Change::Delete { name }),
+        ("connector", Some(v)) => {
+            let put: WirePut = serde_json::from_slice(v).map_err(|e| format!("value: {e}"))?;
+            Some(Change::Put {
+                config: ConnectorConfig {
+                    name,
+                    config: put.config,
+                },
+                target: put.state,
+            })
+        }
+        ("restart", Some(v)) => {
+            let r: WireRestart = serde_json::from_slice(v).map_err(|e| format!("value: {e}"))?;
+            Some(Change::Restart {
+                name,
+                only_failed: r.only_failed,
+                worker: r.worker,
+                task: r.task,
+            })
+        }
+        _ => None,
+    })
+}
+
+/// Other workers' task states: connector → worker → (states, when published).
+type Statuses = BTreeMap<String, BTreeMap<String, (Vec<TaskStatus>, i64)>>;
+
+pub struct Cluster {
+    worker_id: String,
+    config_topic: String,
+    status_topic: String,
+    producer: FutureProducer,
+    runtime: tokio::runtime::Handle,
+    /// The offset of the last config record applied here (-1: none).
+    applied: Mutex<i64>,
+    applied_cv: Condvar,
+    statuses: Mutex<Statuses>,
+    stop: AtomicBool,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+fn client_config(settings: &Settings) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &settings.kafka.bootstrap_servers);
+    for (k, v) in &settings.kafka.properties {
+        c.set(k, v);
+    }
+    c
+}
+
+/// Creates the config and status topics if missing (compacted, as Kafka Connect's are).
+fn ensure_topics(
+    settings: &Settings,
+    runtime: &tokio::runtime::Handle,
+    config_topic: &str,
+    status_topic: &str,
+) -> Result<(), String> {
+    let admin: AdminClient<DefaultClientContext> = client_config(settings)
+        .create()
+        .map_err(|e| format!("cannot create a Kafka admin client: {e}"))?;
+    let rf = settings.worker.topic_replication_factor;
+    let topics = [
+        NewTopic::new(config_topic, 1, TopicReplication::Fixed(rf))
+            .set("cleanup.policy", "compact"),
+        NewTopic::new(status_topic, STATUS_PARTITIONS, TopicReplication::Fixed(rf))
+            .set("cleanup.policy", "compact"),
+    ];
+    let opts = AdminOptions::new().operation_timeout(Some(KAFKA_TIMEOUT));
+    let results = runtime
+        .block_on(admin.create_topics(&topics, &opts))
+        .map_err(|e| format!("cannot create the cluster's topics: {e}"))?;
+    for r in results {
+        match r {
+            Ok(t) => info!(topic = %t, "created"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, e)) => return Err(format!("cannot create topic {t}: {e}")),
+        }
+    }
+    Ok(())
+}
+
+impl Cluster {
+    /// Joins the cluster: creates its topics if needed, reads the config topic up to its end
+    /// (applying every change to `herder`), then keeps reading both topics and publishing this
+    /// worker's task states until [`Cluster::shutdown`].
+    pub fn start(
+        settings: &Settings,
+        runtime: tokio::runtime::Handle,
+        herder: Arc<Herder>,
+    ) -> Result<Arc<Cluster>, String> {
+        let (config_topic, status_topic) = settings.cluster_topics();
+        ensure_topics(settings, &runtime, &config_topic, &status_topic)?;
+        let producer: FutureProducer = client_config(settings)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .create()
+            .map_err(|e| format!("cannot create a Kafka producer: {e}"))?;
+        let tail: BaseConsumer = client_config(settings)
+            .set("enable.auto.commit", "false")
+            .set("group.id", format!("cdc-sink-tail-{}", herder.worker_id()))
+            .create()
+            .map_err(|e| format!("cannot create a Kafka consumer: {e}"))?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&config_topic, 0, Offset::Beginning)
+            .map_err(|e| e.to_string())?;
+        // A topic just created may take a moment to show its partitions.
+        let started = Instant::now();
+        let status_partitions = loop {
+            let meta = tail
+                .fetch_metadata(Some(&status_topic), KAFKA_TIMEOUT)
+                .map_err(|e| format!("cannot read topic {status_topic}: {e}"))?;
+            let n = meta.topics().first().map_or(0, |t| t.partitions().len());
+            if n > 0 || started.elapsed() > KAFKA_TIMEOUT {
+                break n as i32;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        if status_partitions == 0 {
+            return Err(format!("topic {status_topic} has no partitions"));
+        }
+        for p in 0..status_partitions {
+            tpl.add_partition_offset(&status_topic, p, Offset::Beginning)
+                .map_err(|e| e.to_string())?;
+        }
+        tail.assign(&tpl)
+            .map_err(|e| format!("cannot read the cluster's topics: {e}"))?;
+        let (_, end) = tail
+            .fetch_watermarks(&config_topic, 0, KAFKA_TIMEOUT)
+            .map_err(|e| format!("cannot read topic {config_topic}: {e}"))?;
+        let cluster = Arc::new(Cluster {
+            worker_id: herder.worker_id().to_string(),
+            config_topic,
+            status_topic,
+            producer,
+            runtime,
+            applied: Mutex::new(-1),
+            applied_cv: Condvar::new(),
+            statuses: Mutex::new(BTreeMap::new()),
+            stop: AtomicBool::new(false),
+            threads: Mutex::new(Vec::new()),
+        });
+        herder.set_cluster(cluster.clone());
+        info!(
+            config_topic = %cluster.config_topic,
+            status_topic = %cluster.status_topic,
+            changes = end,
+            "distributed mode: reading the cluster's connectors"
+        );
+        let reader = {
+            let (c, h) = (cluster.clone(), herder.clone());
+            std::thread::Builder::new()
+                .name("cluster-read".into())
+                .spawn(move || c.read(tail, &h, end))
+                .map_err(|e| e.to_string())?
+        };
+        let publisher = {
+            let (c, h) = (cluster.clone(), herder);
+            std::thread::Builder::new()
+                .name("cluster-status".into())
+                .spawn(move || c.publish_statuses(&h))
+                .map_err(|e| e.to_string())?
+        };
+        cluster.lock_threads().extend([reader, publisher]);
+        if end > 0 {
+            cluster
+                .wait_applied(end - 1)
+                .map_err(|e| format!("reading the cluster's connectors: {e}"))?;
+        }
+        Ok(cluster)
+    }
+
+    fn lock_threads(&self) -> std::sync::MutexGuard<'_, Vec<JoinHandle<()>>> {
+        self.threads.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads both topics until stopped; config records before `replay_end` are history.
+    fn read(&self, tail: BaseConsumer, herder: &Herder, replay_end: i64) {
+        while !self.stop.load(Ordering::Relaxed) {
+            let Some(msg) = tail.poll(Duration::from_millis(100)) else {
+                continue;
+            };
+            let m = match msg {
+                Ok(m) => m,
+                Err(e) => {
+                    warn!("reading the cluster's topics: {e}");
+                    continue;
+                }
+            };
+            let key = m.key().unwrap_or_default();
+            if m.topic() == self.config_topic {
+                match decode(key, m.payload()) {
+                    Ok(Some(change)) => herder.apply(&change, m.offset() < replay_end),
+                    Ok(None) => {}
+                    Err(e) => error!(
+                        topic = %self.config_topic,
+                        offset = m.offset(),
+                        "unreadable change, skipped: {e}"
+                    ),
+                }
+                let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
+                *applied = m.offset();
+                self.applied_cv.notify_all();
+            } else if let Ok((connector, worker)) = serde_json::from_slice::<(String, String)>(key)
+            {
+                let mut all = self.statuses.lock().unwrap_or_else(|p| p.into_inner());
+                let status = m
+                    .payload()
+                    .and_then(|v| serde_json::from_slice::<WireStatus>(v).ok());
+                match status {
+                    Some(s) => {
+                        let tasks = s
+                            .tasks
+                            .into_iter()
+                            .map(|t| TaskStatus {
+                                id: t.id,
+                                state: state_name(&t.state),
+                                worker_id: t.worker_id,
+                                trace: t.trace,
+                                trouble: t.trouble,
+                            })
+                            .collect();
+                        all.entry(connector)
+                            .or_default()
+                            .insert(worker, (tasks, s.at_ms));
+                    }
+                    None => {
+                        if let Some(w) = all.get_mut(&connector) {
+                            w.remove(&worker);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Publishes this worker's task states on change and every [`HEARTBEAT`]; removes them
+    /// when a connector is gone and when the worker stops.
+    fn publish_statuses(&self, herder: &Herder) {
+        let mut last: BTreeMap<String, (String, Instant)> = BTreeMap::new();
+        loop {
+            let stopping = self.stop.load(Ordering::Relaxed);
+            let now = if stopping {
+                BTreeMap::new()
+            } else {
+                herder.local_statuses()
+            };
+            for (connector, tasks) in &now {
+                let body: Vec<WireTask> = tasks
+                    .iter()
+                    .map(|t| WireTask {
+                        id: t.id,
+                        state: t.state.to_string(),
+                        worker_id: t.worker_id.clone(),
+                        trace: t.trace.clone(),
+                        trouble: t.trouble.clone(),
+                    })
+                    .collect();
+                let text = serde_json::to_string(&body).unwrap_or_default();
+                let due = last
+                    .get(connector)
+                    .is_none_or(|(t, at)| *t != text || at.elapsed() >= HEARTBEAT);
+                if due {
+                    let value = json!(WireStatus {
+                        at_ms: now_ms(),
+                        tasks: body
+                    })
+                    .to_string();
+                    if self.send_status(connector, Some(&value)) {
+                        last.insert(connector.clone(), (text, Instant::now()));
+                    }
+                }
+            }
+            let gone: Vec<String> = last
+                .keys()
+                .filter(|c| !now.contains_key(*c))
+                .cloned()
+                .collect();
+            for c in gone {
+                if self.send_status(&c, None) {
+                    last.remove(&c);
+                }
+            }
+            if stopping {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    fn send_status(&self, connector: &str, value: Option<&str>) -> bool {
+        let key = json!([connector, self.worker_id]).to_string();
+        let mut record = FutureRecord::to(&self.status_topic).key(&key);
+        if let Some(v) = value {
+            record = record.payload(v);
+        }
+        match self
+            .runtime
+            .block_on(self.producer.send(record, KAFKA_TIMEOUT))
+        {
+            Ok(_) => true,
+            Err((e, _)) => {
+                warn!("cannot publish the task states of {connector}: {e}");
+                false
+            }
+        }
+    }
+
+    /// Publishes `change` to the config topic; returns its offset.
+    pub fn publish(&self, change: &Change) -> Result<i64, Error> {
+        let (key, value) = encode(change);
+        let mut record = FutureRecord::to(&self.config_topic).key(&key);
+        if let Some(v) = &value {
+            record = record.payload(v);
+        }
+        self.runtime
+            .block_on(self.producer.send(record, KAFKA_TIMEOUT))
+            .map(|d| d.offset)
+            .map_err(|(e, _)| {
+                Error::Internal(format!(
+                    "cannot write the change to topic {}: {e}",
+                    self.config_topic
+                ))
+            })
+    }
+
+    /// Waits until the config record at `offset` has been applied here.
+    pub fn wait_applied(&self, offset: i64) -> Result<(), Error> {
+        let deadline = Instant::now() + APPLY_TIMEOUT;
+        let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
+        while *applied < offset {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::Internal(format!(
+                    "the change was written to topic {} (offset {offset}) but not read back within {APPLY_TIMEOUT:?}",
+                    self.config_topic
+                )));
+            }
+            applied = self
+                .applied_cv
+                .wait_timeout(applied, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        Ok(())
+    }
+
+    /// The task states other live workers published for `connector`.
+    pub fn others(&self, connector: &str) -> Vec<(String, Vec<TaskStatus>)> {
+        let fresh_after = now_ms() - STALE.as_millis() as i64;
+        let all = self.statuses.lock().unwrap_or_else(|p| p.into_inner());
+        all.get(connector)
+            .map(|w| {
+                w.iter()
+                    .filter(|(id, (_, at))| **id != self.worker_id && *at >= fresh_after)
+                    .map(|(id, (tasks, _))| (id.clone(), tasks.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Stops reading and publishing; this worker's task states are removed. Call after the
+    /// tasks have stopped.
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let threads: Vec<JoinHandle<()>> = self.lock_threads().drain(..).collect();
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_round_trip_through_their_records() {
+        let put = Change::Put {
+            config: ConnectorConfig {
+                name: "a:b".into(),
+                config: BTreeMap::from([("topics".into(), "t".into())]),
+            },
+            target: TargetState::Paused,
+        };
+        let delete = Change::Delete { name: "a".into() };
+        let restart = Change::Restart {
+            name: "a".into(),
+            only_failed: true,
+            worker: Some("w:1".into()),
+            task: Some(2),
+        };
+        for c in [put, delete, restart] {
+            let (k, v) = encode(&c);
+            assert_eq!(
+                decode(k.as_bytes(), v.as_deref().map(str::as_bytes)).unwrap(),
+                Some(c)
+            );
+        }
+        assert!(decode(b"not json", None).is_err());
+    }
+}

@@ -1,0 +1,213 @@
+//! Distributed mode on the real Kafka: worker processes of one cluster share their connectors
+//! through the config and status topics, and the partitions through the consumer group. A
+//! connector posted to one worker runs on all; scaling out and a SIGKILL mid-stream lose
+//! nothing (versions and committed offsets checked); actions on one worker act on all;
+//! conflicting writes converge.
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::committed::{self, assert_versions};
+use crate::support::history::{self, Options};
+use crate::support::kafka::{self, Rec};
+use crate::support::rest::{call, states, wait_for};
+use crate::support::worker::Worker;
+use crate::support::{es_connector, servers, unique, wait_converged};
+
+const WAIT: Duration = Duration::from_secs(120);
+
+/// A worker of cluster `group`, its REST API ready.
+fn cluster_worker(group: &str) -> (Worker, String) {
+    let mut w = Worker::start_with(
+        &[],
+        &[
+            ("CDC_SINK_WORKER__MODE", "distributed"),
+            ("CDC_SINK_WORKER__GROUP", group),
+        ],
+    );
+    let url = w.rest_url();
+    (w, url)
+}
+
+/// Waits until `url` reports connector `name` in `state`, with tasks on `workers` distinct
+/// workers, every task in `task_state`.
+fn wait_cluster_state(
+    url: &str,
+    name: &str,
+    state: &str,
+    task_state: &str,
+    workers: usize,
+) -> Value {
+    wait_for(url, &format!("/connectors/{name}/status"), WAIT, |s| {
+        let (c, tasks) = states(s);
+        let mut ids: Vec<&str> = s["tasks"]
+            .as_array()
+            .map(|t| t.iter().filter_map(|t| t["worker_id"].as_str()).collect())
+            .unwrap_or_default();
+        ids.sort();
+        ids.dedup();
+        c == state && ids.len() == workers && tasks.iter().all(|t| t == task_state)
+    })
+}
+
+fn produce_slowly(topic: String, records: Vec<Rec>) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        let p = kafka::producer();
+        for chunk in records.chunks(300) {
+            p.send(&topic, chunk);
+            thread::sleep(Duration::from_millis(300));
+        }
+    })
+}
+
+fn committed_sum(group: &str, topic: &str) -> i64 {
+    kafka::committed(group, topic, 8).values().sum()
+}
+
+fn wait_progress(group: &str, topic: &str, beyond: i64) {
+    let start = Instant::now();
+    while committed_sum(group, topic) <= beyond {
+        assert!(start.elapsed() < WAIT, "no progress beyond {beyond}");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_connector_posted_to_one_worker_scales_to_three_and_survives_a_kill() {
+    let h = history::generate(
+        41,
+        &Options {
+            partitions: 8,
+            changes: 12_000,
+            ..Options::default()
+        },
+    );
+    let topic = unique("it-dist");
+    kafka::create_topic(&topic, 8);
+    let cluster = unique("it-dist-cluster");
+    let name = unique("it-dist");
+    let group = format!("connect-{name}");
+
+    let (mut a, url_a) = cluster_worker(&cluster);
+    let config = json!({"name": name, "config": es_connector(&topic, &servers().es,
+        &[("behavior.on.null.values", "delete"), ("batch.size", "500")])});
+    let (code, body) = call(&url_a, "POST", "/connectors", Some(&config));
+    assert_eq!(code, 201, "{body}");
+    wait_cluster_state(&url_a, &name, "RUNNING", "RUNNING", 1);
+
+    let producer = produce_slowly(topic.clone(), h.records.clone());
+    let watch = committed::watch(&topic, &topic, 8, &group, &h.log);
+    a.wait_log("partitions assigned", WAIT);
+    wait_progress(&group, &topic, 0);
+
+    // Scale out mid-stream: two more workers read the connector from the config topic.
+    let (mut b, url_b) = cluster_worker(&cluster);
+    let (mut c, _) = cluster_worker(&cluster);
+    for w in [&mut b, &mut c] {
+        w.wait_log("partitions assigned", WAIT);
+    }
+    // Any worker shows every worker's tasks.
+    wait_cluster_state(&url_b, &name, "RUNNING", "RUNNING", 3);
+    let progress = committed_sum(&group, &topic);
+    wait_progress(&group, &topic, progress);
+
+    // A worker killed mid-stream: its partitions move to the others.
+    let before = committed_sum(&group, &topic);
+    thread::sleep(Duration::from_millis(fastrand::u64(0..1000)));
+    b.kill();
+    eprintln!("killed a worker with {before} records committed");
+    wait_cluster_state(&url_a, &name, "RUNNING", "RUNNING", 2);
+
+    producer.join().unwrap();
+    wait_converged(&topic, &h.expected, &group, 8, Duration::from_secs(240));
+    assert_versions(&topic, &h.versions);
+    let samples = watch.finish();
+    assert!(
+        samples > 5,
+        "only {samples} samples of the committed offsets"
+    );
+    assert!(a.stop().success());
+    assert!(c.stop().success());
+}
+
+#[test]
+fn actions_on_one_worker_act_on_all_and_conflicting_writes_converge() {
+    let topic = unique("it-dist-act");
+    kafka::create_topic(&topic, 4);
+    let cluster = unique("it-dist-act-cluster");
+    let name = unique("it-dist-act");
+    let (a, url_a) = cluster_worker(&cluster);
+    let (b, url_b) = cluster_worker(&cluster);
+    let config = es_connector(&topic, &servers().es, &[]);
+    let (code, body) = call(
+        &url_a,
+        "POST",
+        "/connectors",
+        Some(&json!({"name": name, "config": config})),
+    );
+    assert_eq!(code, 201, "{body}");
+    // Known on the other worker at once (it answered only after reading the change back, and
+    // the other reads the same topic), running on both.
+    wait_cluster_state(&url_b, &name, "RUNNING", "RUNNING", 2);
+    let (code, body) = call(
+        &url_b,
+        "POST",
+        "/connectors",
+        Some(&json!({"name": name, "config": config})),
+    );
+    assert_eq!(code, 409, "{body}");
+
+    let path = |what: &str| format!("/connectors/{name}/{what}");
+    assert_eq!(call(&url_b, "PUT", &path("pause"), None).0, 202);
+    wait_cluster_state(&url_a, &name, "PAUSED", "PAUSED", 2);
+    assert_eq!(call(&url_a, "PUT", &path("resume"), None).0, 202);
+    wait_cluster_state(&url_b, &name, "RUNNING", "RUNNING", 2);
+    assert_eq!(call(&url_b, "PUT", &path("stop"), None).0, 204);
+    let stopped = wait_for(&url_a, &path("status"), WAIT, |s| {
+        states(s) == ("STOPPED".to_string(), vec![])
+    });
+    assert_eq!(stopped["tasks"], json!([]));
+    // With every worker's tasks stopped, the group's offsets can be moved.
+    let rewind = json!({"offsets": [{"partition": {"kafka_topic": topic, "kafka_partition": 0}, "offset": {"kafka_offset": 0}}]});
+    let (code, body) = call(&url_a, "PATCH", &path("offsets"), Some(&rewind));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(call(&url_b, "PUT", &path("resume"), None).0, 202);
+    wait_cluster_state(&url_a, &name, "RUNNING", "RUNNING", 2);
+
+    // Two workers told different things at the same time end with the same one.
+    let put = |url: String, batch: &'static str| {
+        let mut c = config.clone();
+        c["batch.size"] = json!(batch);
+        let p = path("config");
+        thread::spawn(move || call(&url, "PUT", &p, Some(&c)))
+    };
+    let (x, y) = (put(url_a.clone(), "100"), put(url_b.clone(), "200"));
+    assert_eq!(x.join().unwrap().0, 200);
+    assert_eq!(y.join().unwrap().0, 200);
+    let start = Instant::now();
+    loop {
+        let (ca, cb) = (
+            call(&url_a, "GET", &path("config"), None).1,
+            call(&url_b, "GET", &path("config"), None).1,
+        );
+        if ca == cb && ["100", "200"].contains(&ca["batch.size"].as_str().unwrap_or("")) {
+            break;
+        }
+        assert!(start.elapsed() < WAIT, "the workers disagree: {ca} vs {cb}");
+        thread::sleep(Duration::from_millis(200));
+    }
+    wait_cluster_state(&url_a, &name, "RUNNING", "RUNNING", 2);
+
+    assert_eq!(
+        call(&url_b, "DELETE", &format!("/connectors/{name}"), None).0,
+        204
+    );
+    wait_for(&url_a, "/connectors", WAIT, |l| {
+        !l.as_array().unwrap().iter().any(|n| n == &json!(name))
+    });
+    assert_eq!(call(&url_a, "GET", &path("status"), None).0, 404);
+    assert!(a.stop().success());
+    assert!(b.stop().success());
+}
