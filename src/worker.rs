@@ -208,8 +208,10 @@ fn stop_connector(c: RunningConnector) -> bool {
     }
     let mut failed = Vec::new();
     for t in c.tasks {
-        let s = t.status();
+        // Read after the join: a task can fail while it finishes its writes.
+        let status = t.status.clone();
         t.join();
+        let s = status.lock().unwrap_or_else(|p| p.into_inner()).clone();
         if s.state == "FAILED" {
             failed.push(s);
         }

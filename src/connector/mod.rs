@@ -129,6 +129,26 @@ pub fn is_secret(key: &str) -> bool {
     .any(|s| k.contains(s))
 }
 
+/// The largest file a `${file:…}` placeholder reads.
+const MAX_FILE_PLACEHOLDER: u64 = 1 << 20;
+
+/// The text of a `${file:…}` placeholder: a regular file of at most 1 MiB, trailing newline
+/// dropped (not a device or a pipe, which could block or never end).
+fn read_secret_file(path: &str) -> Result<String, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read `{path}`: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("`{path}` is not a regular file"));
+    }
+    if meta.len() > MAX_FILE_PLACEHOLDER {
+        return Err(format!(
+            "`{path}` is larger than {MAX_FILE_PLACEHOLDER} bytes"
+        ));
+    }
+    std::fs::read_to_string(path)
+        .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+        .map_err(|e| format!("cannot read `{path}`: {e}"))
+}
+
 fn resolve(value: &str) -> Result<String, String> {
     let mut out = String::with_capacity(value.len());
     let mut rest = value;
@@ -140,9 +160,7 @@ fn resolve(value: &str) -> Result<String, String> {
         let resolved = if let Some(var) = inner.strip_prefix("env:") {
             std::env::var(var).map_err(|_| format!("environment variable `{var}` is not set"))?
         } else if let Some(path) = inner.strip_prefix("file:") {
-            std::fs::read_to_string(path)
-                .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
-                .map_err(|e| format!("cannot read `{path}`: {e}"))?
+            read_secret_file(path)?
         } else {
             // Not a config provider reference (e.g. `${topic}` in index.name): kept as is.
             rest[start..start + len + 1].to_string()
@@ -217,7 +235,7 @@ pub const COMMON_OPTIONS: &[OptionDef] = &[
     OptionDef {
         name: "tasks.max",
         default: Some("1"),
-        doc: "Tasks (consumers of the group) this worker runs for the connector.",
+        doc: "Tasks (consumers of the group) this worker runs for the connector, at most 256. In distributed mode every worker runs this many.",
     },
     OptionDef {
         name: "topics",
@@ -317,6 +335,9 @@ pub const PLUGINS: &[Plugin] = &[Plugin {
 pub fn plugin(name: &str) -> Option<&'static Plugin> {
     PLUGINS.iter().find(|p| p.names.contains(&name))
 }
+
+/// The most tasks a connector may have on one worker.
+pub const MAX_TASKS: usize = 256;
 
 /// Options without which a connector is invalid.
 pub const REQUIRED: &[&str] = &["name", "connector.class", "connection.url"];
@@ -453,6 +474,12 @@ impl ConnectorSpec {
 
         let es = EsConfig::read(&o, &transforms);
         let tasks_max = o.at_least("tasks.max", 1usize, 1);
+        if tasks_max > MAX_TASKS {
+            o.error(
+                "tasks.max",
+                format!("must be at most {MAX_TASKS} (each task is a thread and a Kafka consumer)"),
+            );
+        }
         // A revocation waits up to flush.timeout.ms for in-flight writes inside the rebalance;
         // the group expels a member that takes longer than max.poll.interval.ms.
         let max_poll = o.parse("consumer.override.max.poll.interval.ms", 300_000u64);

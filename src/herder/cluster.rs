@@ -69,6 +69,12 @@ struct WireStatus {
 #[derive(Serialize, Deserialize)]
 struct WirePut {
     config: BTreeMap<String, String>,
+    #[serde(default)]
+    state: Option<TargetState>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireTarget {
     state: TargetState,
 }
 
@@ -104,6 +110,10 @@ fn encode(change: &Change) -> (String, Option<String>) {
                 })
                 .to_string(),
             ),
+        ),
+        Change::Target { name, target } => (
+            json!(["target", name]).to_string(),
+            Some(json!(WireTarget { state: *target }).to_string()),
         ),
         Change::Delete { name } => (json!(["connector", name]).to_string(), None),
         Change::Restart {
@@ -141,6 +151,13 @@ fn decode(key: &[u8], value: Option<&[u8]>) -> Result<Option<Change>, String> {
                 target: put.state,
             })
         }
+        ("target", Some(v)) => {
+            let t: WireTarget = serde_json::from_slice(v).map_err(|e| format!("value: {e}"))?;
+            Some(Change::Target {
+                name,
+                target: t.state,
+            })
+        }
         ("restart", Some(v)) => {
             let r: WireRestart = serde_json::from_slice(v).map_err(|e| format!("value: {e}"))?;
             Some(Change::Restart {
@@ -152,6 +169,38 @@ fn decode(key: &[u8], value: Option<&[u8]>) -> Result<Option<Change>, String> {
         }
         _ => None,
     })
+}
+
+/// The history of the config topic folded: each connector's last config and target state.
+#[derive(Default)]
+struct Replay(BTreeMap<String, (Option<ConnectorConfig>, Option<TargetState>)>);
+
+impl Replay {
+    fn fold(&mut self, change: Change) {
+        match change {
+            Change::Put { config, target } => {
+                let e = self.0.entry(config.name.clone()).or_default();
+                e.0 = Some(config);
+                if target.is_some() {
+                    e.1 = target;
+                }
+            }
+            // A target may come before the config it applies to once the topic is compacted.
+            Change::Target { name, target } => self.0.entry(name).or_default().1 = Some(target),
+            Change::Delete { name } => {
+                self.0.remove(&name);
+            }
+            Change::Restart { .. } => {}
+        }
+    }
+}
+
+/// Applies a change; a bug in doing so is logged, and the reader goes on.
+fn apply(herder: &Herder, change: &Change) {
+    let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| herder.apply(change)));
+    if done.is_err() {
+        error!("applying a change to the connectors panicked: {change:?}");
+    }
 }
 
 /// Other workers' task states: connector → worker → (states, when published).
@@ -305,10 +354,24 @@ impl Cluster {
         self.threads.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Reads both topics until stopped; config records before `replay_end` are history.
+    /// Reads both topics until stopped. Config records before `replay_end` are history: they
+    /// are folded into each connector's last config and state, which are then applied at once
+    /// (a worker joining a cluster starts each connector once, not once per past version, and
+    /// replays no restart).
     fn read(&self, tail: BaseConsumer, herder: &Herder, replay_end: i64) {
+        let mut replay: Option<Replay> = (replay_end > 0).then(Replay::default);
         while !self.stop.load(Ordering::Relaxed) {
             let Some(msg) = tail.poll(Duration::from_millis(100)) else {
+                // The history may end before `replay_end` (records compacted away).
+                if replay.is_some() {
+                    let position = tail.position().ok().and_then(|tpl| {
+                        tpl.find_partition(&self.config_topic, 0)
+                            .and_then(|p| p.offset().to_raw())
+                    });
+                    if position.is_some_and(|p| p >= replay_end) {
+                        self.finish_replay(herder, replay.take(), replay_end - 1);
+                    }
+                }
                 continue;
             };
             let m = match msg {
@@ -321,7 +384,10 @@ impl Cluster {
             let key = m.key().unwrap_or_default();
             if m.topic() == self.config_topic {
                 match decode(key, m.payload()) {
-                    Ok(Some(change)) => herder.apply(&change, m.offset() < replay_end),
+                    Ok(Some(change)) => match replay.as_mut() {
+                        Some(r) if m.offset() < replay_end => r.fold(change),
+                        _ => apply(herder, &change),
+                    },
                     Ok(None) => {}
                     Err(e) => error!(
                         topic = %self.config_topic,
@@ -329,9 +395,11 @@ impl Cluster {
                         "unreadable change, skipped: {e}"
                     ),
                 }
-                let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
-                *applied = m.offset();
-                self.applied_cv.notify_all();
+                if replay.is_some() && m.offset() >= replay_end - 1 {
+                    self.finish_replay(herder, replay.take(), m.offset());
+                } else if replay.is_none() {
+                    self.set_applied(m.offset());
+                }
             } else if let Ok((connector, worker)) = serde_json::from_slice::<(String, String)>(key)
             {
                 let mut all = self.statuses.lock().unwrap_or_else(|p| p.into_inner());
@@ -363,6 +431,24 @@ impl Cluster {
                 }
             }
         }
+    }
+
+    fn set_applied(&self, offset: i64) {
+        let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
+        *applied = (*applied).max(offset);
+        self.applied_cv.notify_all();
+    }
+
+    fn finish_replay(&self, herder: &Herder, replay: Option<Replay>, offset: i64) {
+        if let Some(r) = replay {
+            for (name, (config, target)) in r.0 {
+                if let Some(config) = config {
+                    debug_assert_eq!(config.name, name);
+                    apply(herder, &Change::Put { config, target });
+                }
+            }
+        }
+        self.set_applied(offset);
     }
 
     /// Publishes this worker's task states on change and every [`HEARTBEAT`]; removes them
@@ -512,7 +598,11 @@ mod tests {
                 name: "a:b".into(),
                 config: BTreeMap::from([("topics".into(), "t".into())]),
             },
-            target: TargetState::Paused,
+            target: Some(TargetState::Paused),
+        };
+        let target = Change::Target {
+            name: "a".into(),
+            target: TargetState::Stopped,
         };
         let delete = Change::Delete { name: "a".into() };
         let restart = Change::Restart {
@@ -521,7 +611,7 @@ mod tests {
             worker: Some("w:1".into()),
             task: Some(2),
         };
-        for c in [put, delete, restart] {
+        for c in [put, target, delete, restart] {
             let (k, v) = encode(&c);
             assert_eq!(
                 decode(k.as_bytes(), v.as_deref().map(str::as_bytes)).unwrap(),
@@ -529,5 +619,31 @@ mod tests {
             );
         }
         assert!(decode(b"not json", None).is_err());
+    }
+
+    #[test]
+    fn a_compacted_history_folds_to_each_connectors_last_config_and_state() {
+        let config = |batch: &str| ConnectorConfig {
+            name: "c".into(),
+            config: BTreeMap::from([("batch.size".into(), batch.into())]),
+        };
+        let mut r = Replay::default();
+        // Compaction kept the pause (an older offset) and the last config (a newer one).
+        r.fold(Change::Target {
+            name: "c".into(),
+            target: TargetState::Paused,
+        });
+        r.fold(Change::Put {
+            config: config("2"),
+            target: None,
+        });
+        assert_eq!(r.0["c"], (Some(config("2")), Some(TargetState::Paused)));
+        r.fold(Change::Delete { name: "c".into() });
+        assert!(r.0.is_empty());
+        r.fold(Change::Put {
+            config: config("3"),
+            target: Some(TargetState::Running),
+        });
+        assert_eq!(r.0["c"], (Some(config("3")), Some(TargetState::Running)));
     }
 }

@@ -52,12 +52,20 @@ pub enum Error {
     Internal(String),
 }
 
-/// A change to the connectors, as the config topic carries it.
+/// A change to the connectors, as the config topic carries it. A config and a target state are
+/// separate changes (as in Kafka Connect), so a pause never carries an older config with it and
+/// a config change never undoes a pause.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
-    /// Create or replace a connector's config, and set its target state.
+    /// Create or replace a connector's config; `target` sets its state too (a new connector
+    /// without one runs; a known one keeps its state).
     Put {
         config: ConnectorConfig,
+        target: Option<TargetState>,
+    },
+    /// Set a known connector's target state.
+    Target {
+        name: String,
         target: TargetState,
     },
     Delete {
@@ -77,8 +85,21 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 struct Entry {
     config: ConnectorConfig,
-    spec: Arc<ConnectorSpec>,
+    /// `Err`: the config does not validate on this worker (distributed mode: a placeholder not
+    /// set here, an option this version does not know); the connector shows FAILED with it.
+    spec: Result<Arc<ConnectorSpec>, String>,
     target: TargetState,
+}
+
+impl Entry {
+    fn spec(&self) -> Result<Arc<ConnectorSpec>, Error> {
+        self.spec.clone().map_err(|e| {
+            Error::BadRequest(format!(
+                "Connector {} is not valid on this worker: {e}",
+                self.config.name
+            ))
+        })
+    }
 }
 
 /// A task as the cluster sees it.
@@ -206,14 +227,14 @@ impl Herder {
                     return Err(Error::Conflict(format!("Connector {name} already exists")));
                 }
                 if old.config == config && old.target == initial {
-                    return Ok(inner.info(&name));
+                    return Ok(self.info_of(&inner, &name));
                 }
             }
         }
         validate(&config)?;
         self.submit(Change::Put {
             config,
-            target: initial,
+            target: Some(initial),
         })?;
         self.info(&name)
     }
@@ -238,8 +259,11 @@ impl Herder {
         };
         validate(&config)?;
         let existing = self.target(name);
-        let target = existing.unwrap_or(TargetState::Running);
-        self.submit(Change::Put { config, target })?;
+        // A new connector runs (whatever an older one of the same name was set to).
+        self.submit(Change::Put {
+            config,
+            target: existing.is_none().then_some(TargetState::Running),
+        })?;
         Ok((self.info(name)?, existing.is_none()))
     }
 
@@ -272,7 +296,31 @@ impl Herder {
     pub fn info(&self, name: &str) -> Result<Value, Error> {
         let inner = self.lock();
         inner.entry(name)?;
-        Ok(inner.info(name))
+        Ok(self.info_of(&inner, name))
+    }
+
+    fn info_of(&self, inner: &Inner, name: &str) -> Value {
+        let Some(e) = inner.connectors.get(name) else {
+            return Value::Null;
+        };
+        let tasks: Vec<Value> = (0..self.task_count(inner, name))
+            .map(|id| json!({"connector": name, "task": id}))
+            .collect();
+        json!({"name": name, "config": e.config.redacted(), "tasks": tasks, "type": "sink"})
+    }
+
+    /// How many tasks a connector has across the cluster (none when stopped).
+    fn task_count(&self, inner: &Inner, name: &str) -> usize {
+        match inner.connectors.get(name) {
+            Some(e) if e.target != TargetState::Stopped => {
+                let all = self.all_tasks(inner, name).len();
+                match &e.spec {
+                    Ok(spec) if all == 0 => spec.tasks_max,
+                    _ => all,
+                }
+            }
+            _ => 0,
+        }
     }
 
     /// The config, secrets hidden.
@@ -283,14 +331,8 @@ impl Herder {
     /// `[{"id": {"connector", "task"}, "config"}]`, every worker's tasks.
     pub fn tasks(&self, name: &str) -> Result<Value, Error> {
         let inner = self.lock();
-        let e = inner.entry(name)?;
-        let config = e.config.redacted();
-        let n = if e.target == TargetState::Stopped {
-            0
-        } else {
-            self.all_tasks(&inner, name).len()
-        };
-        let tasks: Vec<Value> = (0..n)
+        let config = inner.entry(name)?.config.redacted();
+        let tasks: Vec<Value> = (0..self.task_count(&inner, name))
             .map(|id| json!({"id": {"connector": name, "task": id}, "config": config}))
             .collect();
         Ok(Value::Array(tasks))
@@ -359,8 +401,10 @@ impl Herder {
         name: &str,
         restarting: impl Fn(&TaskStatus) -> Option<&'static str>,
     ) -> Value {
-        let target = inner.connectors.get(name).map(|e| e.target);
-        let state = match target {
+        let entry = inner.connectors.get(name);
+        let failed = entry.and_then(|e| e.spec.as_ref().err());
+        let state = match entry.map(|e| e.target) {
+            _ if failed.is_some() => "FAILED",
             Some(TargetState::Paused) => "PAUSED",
             Some(TargetState::Stopped) => "STOPPED",
             _ => "RUNNING",
@@ -370,9 +414,14 @@ impl Herder {
             .iter()
             .map(|t| self.task_json(t, restarting(&t.status)))
             .collect();
+        let mut connector =
+            json!({"state": state, "worker_id": self.worker_id, "version": VERSION});
+        if let Some(why) = failed {
+            connector["trace"] = json!(why);
+        }
         json!({
             "name": name,
-            "connector": {"state": state, "worker_id": self.worker_id, "version": VERSION},
+            "connector": connector,
             "tasks": tasks,
             "type": "sink",
         })
@@ -392,15 +441,16 @@ impl Herder {
     }
 
     fn set_target(&self, name: &str, target: TargetState) -> Result<(), Error> {
-        let config = {
+        {
             let inner = self.lock();
-            let e = inner.entry(name)?;
-            if e.target == target {
+            if inner.entry(name)?.target == target {
                 return Ok(());
             }
-            e.config.clone()
-        };
-        self.submit(Change::Put { config, target })
+        }
+        self.submit(Change::Target {
+            name: name.to_string(),
+            target,
+        })
     }
 
     /// `POST /connectors/{n}/restart`: `None` for the plain form (the connector alone, which
@@ -463,18 +513,17 @@ impl Herder {
             return c.wait_applied(offset);
         }
         let mut inner = self.lock();
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(Error::Internal("the worker is shutting down".into()));
+        }
         inner.save(&change)?;
         inner
             .apply(&change, &self.worker_id)
             .map_err(Error::Internal)
     }
 
-    /// Applies a change read from the config topic (`replay`: read at start, from before this
-    /// worker ran: restarts are history then, not requests).
-    pub fn apply(&self, change: &Change, replay: bool) {
-        if replay && matches!(change, Change::Restart { .. }) {
-            return;
-        }
+    /// Applies a change read from the config topic.
+    pub fn apply(&self, change: &Change) {
         let mut inner = self.lock();
         if self.closed.load(Ordering::Relaxed) {
             return;
@@ -511,7 +560,7 @@ impl Herder {
 
     /// The offsets the connector's consumer group committed.
     pub fn offsets(&self, name: &str) -> Result<Vec<offsets::SinkOffset>, Error> {
-        let spec = self.lock().entry(name)?.spec.clone();
+        let spec = self.lock().entry(name)?.spec()?;
         offsets::read(&self.settings, &spec).map_err(Error::Internal)
     }
 
@@ -553,21 +602,7 @@ impl Inner {
                 "Connectors must be in the STOPPED state before their offsets can be modified. This can be done for the specified connector by issuing a 'PUT' request to the '/connectors/{name}/stop' endpoint"
             )));
         }
-        Ok(e.spec.clone())
-    }
-
-    fn info(&self, name: &str) -> Value {
-        let Some(e) = self.connectors.get(name) else {
-            return Value::Null;
-        };
-        let n = match e.target {
-            TargetState::Stopped => 0,
-            _ => e.spec.tasks_max,
-        };
-        let tasks: Vec<Value> = (0..n)
-            .map(|id| json!({"connector": name, "task": id}))
-            .collect();
-        json!({"name": name, "config": e.config.redacted(), "tasks": tasks, "type": "sink"})
+        e.spec()
     }
 
     /// Registers a validated connector and starts it in `target`.
@@ -586,7 +621,7 @@ impl Inner {
             config.name.clone(),
             Entry {
                 config,
-                spec,
+                spec: Ok(spec),
                 target,
             },
         );
@@ -598,25 +633,43 @@ impl Inner {
         match change {
             Change::Put { config, target } => {
                 let name = &config.name;
-                let same = self
+                let known = self
                     .connectors
                     .get(name)
                     .map(|e| (e.config == *config, e.target));
-                match same {
-                    Some((true, t)) if t == *target => Ok(()),
-                    Some((true, _)) => self.set_target(name, *target),
-                    existing => {
-                        let spec = ConnectorSpec::validate(config)
-                            .map_err(|e| format!("connector `{name}`: {e}"))?;
-                        if existing.is_some() {
+                let target = target
+                    .or(known.map(|k| k.1))
+                    .unwrap_or(TargetState::Running);
+                match known {
+                    Some((true, t)) if t == target => Ok(()),
+                    Some((true, _)) => self.set_target(name, target),
+                    known => {
+                        if known.is_some() {
                             info!(connector = %name, "config changed: restarting its tasks");
                             self.worker.stop_connector(name);
                             self.connectors.remove(name);
                         }
-                        self.launch(spec, config.clone(), *target)
+                        match ConnectorSpec::validate(config) {
+                            Ok(spec) => self.launch(spec, config.clone(), target),
+                            Err(e) => {
+                                // Known, and FAILED: a pause, stop or delete still applies.
+                                let why = format!("the config is not valid on this worker: {e}");
+                                error!(connector = %name, "{why}");
+                                self.connectors.insert(
+                                    name.clone(),
+                                    Entry {
+                                        config: config.clone(),
+                                        spec: Err(why),
+                                        target,
+                                    },
+                                );
+                                Ok(())
+                            }
+                        }
                     }
                 }
             }
+            Change::Target { name, target } => self.set_target(name, *target),
             Change::Delete { name } => {
                 self.worker.stop_connector(name);
                 if self.connectors.remove(name).is_some() {
@@ -650,8 +703,10 @@ impl Inner {
             return Ok(());
         };
         e.target = target;
-        let spec = e.spec.clone();
         info!(connector = %name, ?target, "target state changed");
+        let Ok(spec) = e.spec.clone() else {
+            return Ok(());
+        };
         match target {
             TargetState::Stopped => {
                 self.worker.stop_connector(name);
@@ -669,7 +724,15 @@ impl Inner {
     /// that cannot be kept is not made.
     fn save(&mut self, change: &Change) -> Result<(), Error> {
         let (set, remove) = match change {
-            Change::Put { config, target } => (Some((config, *target)), None),
+            Change::Put { config, target } => {
+                let known = self.connectors.get(&config.name).map(|e| e.target);
+                let t = target.or(known).unwrap_or(TargetState::Running);
+                (Some((config.clone(), t)), None)
+            }
+            Change::Target { name, target } => match self.connectors.get(name) {
+                Some(e) => (Some((e.config.clone(), *target)), None),
+                None => return Ok(()),
+            },
             Change::Delete { name } => (None, Some(name.as_str())),
             Change::Restart { .. } => return Ok(()),
         };
@@ -689,12 +752,12 @@ impl Inner {
                 )
             })
             .collect();
-        if let Some((c, state)) = set {
+        if let Some((c, state)) = &set {
             all.insert(
                 &c.name,
                 Stored {
                     config: c.clone(),
-                    state,
+                    state: *state,
                 },
             );
         }

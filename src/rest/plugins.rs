@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-use super::{Api, ApiError, Reply, json_body, reply};
+use super::{Api, ApiError, Reply, blocking, json_body, reply};
 use crate::connector::options::OptionDef;
 use crate::connector::{self, COMMON_OPTIONS, ConnectorConfig, ConnectorSpec, Plugin};
 use crate::herder::VERSION;
@@ -90,9 +90,16 @@ pub async fn validate(State(_): State<Api>, Path(plugin): Path<String>, body: By
         name: values.get("name").cloned().unwrap_or_default(),
         config: values,
     };
-    let errors = match ConnectorSpec::validate(&config) {
-        Ok(_) => Vec::new(),
-        Err(e) => e.0,
+    // Placeholders read files: not on the async runtime's threads.
+    let errors = {
+        let config = config.clone();
+        blocking(move || {
+            Ok(match ConnectorSpec::validate(&config) {
+                Ok(_) => Vec::new(),
+                Err(e) => e.0,
+            })
+        })
+        .await?
     };
 
     // One entry per documented option, then one per other key given (unknown ones carry their

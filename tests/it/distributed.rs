@@ -211,3 +211,51 @@ fn actions_on_one_worker_act_on_all_and_conflicting_writes_converge() {
     assert!(a.stop().success());
     assert!(b.stop().success());
 }
+
+#[test]
+fn a_config_invalid_on_one_worker_shows_failed_there_and_still_obeys() {
+    let topic = unique("it-dist-env");
+    kafka::create_topic(&topic, 2);
+    let cluster = unique("it-dist-env-cluster");
+    let name = unique("it-dist-env");
+    // Only worker A has the variable the config's placeholder names.
+    let mut a = Worker::start_with(
+        &[],
+        &[
+            ("CDC_SINK_WORKER__MODE", "distributed"),
+            ("CDC_SINK_WORKER__GROUP", &cluster),
+            ("CDCSINK_DIST_ES_URL", &servers().es),
+        ],
+    );
+    let url_a = a.rest_url();
+    let (b, url_b) = cluster_worker(&cluster);
+    let config = es_connector(&topic, "${env:CDCSINK_DIST_ES_URL}", &[]);
+    let (code, body) = call(
+        &url_a,
+        "POST",
+        "/connectors",
+        Some(&json!({"name": name, "config": config})),
+    );
+    assert_eq!(code, 201, "{body}");
+    let s = wait_for(&url_b, &format!("/connectors/{name}/status"), WAIT, |s| {
+        s["connector"]["state"] == "FAILED" && s["tasks"].as_array().is_some_and(|t| t.len() == 1)
+    });
+    let trace = s["connector"]["trace"].as_str().unwrap_or("");
+    assert!(trace.contains("CDCSINK_DIST_ES_URL"), "{s}");
+    // The task on A runs; a stop sent to B stops it.
+    assert_eq!(s["tasks"][0]["state"], "RUNNING", "{s}");
+    assert_eq!(
+        call(&url_b, "PUT", &format!("/connectors/{name}/stop"), None).0,
+        204
+    );
+    wait_for(&url_a, &format!("/connectors/{name}/status"), WAIT, |s| {
+        states(s) == ("STOPPED".to_string(), vec![])
+    });
+    assert_eq!(
+        call(&url_b, "DELETE", &format!("/connectors/{name}"), None).0,
+        204
+    );
+    wait_for(&url_a, "/connectors", WAIT, |l| l == &json!([]));
+    assert!(a.stop().success());
+    assert!(b.stop().success());
+}
