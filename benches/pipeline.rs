@@ -17,7 +17,7 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cdc_sink::connector::{ConnectorConfig, ConnectorSpec, SinkSpec};
+use cdc_sink::connector::{ConnectorConfig, ConnectorSpec};
 use cdc_sink::decode::Decoder;
 use cdc_sink::sink::elasticsearch::batch::{Batch, Origin};
 use cdc_sink::sink::elasticsearch::mapping::{Mapped, Mapper};
@@ -90,8 +90,8 @@ fn hot<T: AsRef<[u8]>>(label: &str, records: &[Rec<T>], rounds: usize, extra: se
         options[k] = v.clone();
     }
     let spec = spec(options);
-    let SinkSpec::Elasticsearch(es) = &spec.sink;
-    let mut mapper = Mapper::new(Arc::new((**es).clone()));
+    let es = spec.sink.elasticsearch().unwrap();
+    let mut mapper = Mapper::new(Arc::new(es.clone()));
     let mut decoder = Decoder::new(&spec).unwrap();
     let topic: Arc<str> = "bench".into();
     let bytes: usize = records

@@ -140,7 +140,10 @@ fn version_of(alias: &str, index: &str) -> Option<u32> {
 
 /// Rebuilds (or, with `rollback`, rolls back) every index `spec` writes to.
 pub fn run(settings: &Settings, spec: &ConnectorSpec, rollback: bool) -> Result<(), String> {
-    let SinkSpec::Elasticsearch(cfg) = &spec.sink;
+    let cfg = spec
+        .sink
+        .elasticsearch()
+        .ok_or("this command works on Elasticsearch connectors only")?;
     let es = Es {
         client: BulkClient::new(cfg)?,
         runtime: tokio::runtime::Builder::new_current_thread()
@@ -232,7 +235,7 @@ pub fn run(settings: &Settings, spec: &ConnectorSpec, rollback: bool) -> Result<
         .collect();
     let mut mover = spec.clone();
     mover.name = format!("{}-{group_suffix}", spec.name);
-    let mut es_cfg: EsConfig = (**cfg).clone();
+    let mut es_cfg: EsConfig = cfg.clone();
     // At most one bulk request at a time: the live connector keeps the rest of Elasticsearch.
     es_cfg.max_in_flight = 1;
     for (alias, topics) in &aliases {

@@ -24,6 +24,7 @@ use crate::connector::{ConnectorSpec, SinkSpec};
 use crate::decode::Decoder;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
+use crate::sink::druid::DruidSink;
 use crate::sink::elasticsearch::ElasticsearchSink;
 use crate::sink::{Outcome, Sink, SinkRecord};
 use crate::source::barriers::Barriers;
@@ -305,6 +306,14 @@ fn run(
                 flush,
             )
         }
+        SinkSpec::Druid(cfg) => (
+            Box::new(DruidSink::new(
+                Arc::new((**cfg).clone()),
+                settings,
+                metrics.clone(),
+            )?),
+            cfg.flush_timeout,
+        ),
     };
     let handler = Handler {
         state: Mutex::new(State {

@@ -18,7 +18,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use reqwest::Method;
 use serde_json::{Value as Json, json};
 
-use crate::connector::{ConnectorSpec, SinkSpec};
+use crate::connector::ConnectorSpec;
 use crate::decode::Decoder;
 use crate::settings::Settings;
 use crate::sink::SinkRecord;
@@ -153,8 +153,11 @@ impl Es {
 
 /// Replays `spec`'s topics and compares the result with its indices.
 pub fn run(settings: &Settings, spec: &ConnectorSpec) -> Result<Report, String> {
-    let SinkSpec::Elasticsearch(cfg) = &spec.sink;
-    let cfg: Arc<EsConfig> = Arc::new((**cfg).clone());
+    let cfg = spec
+        .sink
+        .elasticsearch()
+        .ok_or("this command works on Elasticsearch connectors only")?;
+    let cfg: Arc<EsConfig> = Arc::new(cfg.clone());
     let (expected, records) = replay(settings, spec, cfg.clone())?;
     let es = Es::new(&cfg)?;
     let mut report = Report {
@@ -171,7 +174,10 @@ pub fn run(settings: &Settings, spec: &ConnectorSpec) -> Result<Report, String> 
 /// Compares index `b` with index `a` (on the connector's Elasticsearch): documents of `a`
 /// missing from `b`, extra in `b`, differing, and at an older version in `b`.
 pub fn compare(spec: &ConnectorSpec, a: &str, b: &str) -> Result<Report, String> {
-    let SinkSpec::Elasticsearch(cfg) = &spec.sink;
+    let cfg = spec
+        .sink
+        .elasticsearch()
+        .ok_or("this command works on Elasticsearch connectors only")?;
     let es = Es::new(cfg)?;
     let mut left: crate::FastMap<String, Expected> = Default::default();
     es.runtime

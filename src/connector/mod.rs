@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::decode;
+use crate::sink::druid::config::DruidConfig;
 use crate::sink::elasticsearch::config::EsConfig;
 use options::{ConfigError, OptionDef, Options};
 use transforms::Transforms;
@@ -201,6 +202,25 @@ pub enum ConverterKind {
 #[derive(Debug, Clone)]
 pub enum SinkSpec {
     Elasticsearch(Box<EsConfig>),
+    Druid(Box<DruidConfig>),
+}
+
+impl SinkSpec {
+    /// The Elasticsearch options, for the commands that work on indices.
+    pub fn elasticsearch(&self) -> Option<&EsConfig> {
+        match self {
+            SinkSpec::Elasticsearch(c) => Some(c),
+            SinkSpec::Druid(_) => None,
+        }
+    }
+
+    /// How long stopping or a rebalance waits for writes in flight.
+    pub fn flush_timeout(&self) -> std::time::Duration {
+        match self {
+            SinkSpec::Elasticsearch(c) => c.flush_timeout,
+            SinkSpec::Druid(c) => c.flush_timeout,
+        }
+    }
 }
 
 /// A validated connector: everything a task needs to run it.
@@ -230,7 +250,7 @@ pub const COMMON_OPTIONS: &[OptionDef] = &[
     OptionDef {
         name: "connector.class",
         default: None,
-        doc: "`elasticsearch` (or `io.confluent.connect.elasticsearch.ElasticsearchSinkConnector`).",
+        doc: "`elasticsearch` (or `io.confluent.connect.elasticsearch.ElasticsearchSinkConnector`), or `druid`.",
     },
     OptionDef {
         name: "tasks.max",
@@ -322,14 +342,28 @@ pub struct Plugin {
     pub options: &'static [OptionDef],
     /// The group its own options are shown in by `config/validate`.
     pub group: &'static str,
+    /// Its options without which a connector is invalid (beyond `name`, `connector.class`).
+    pub required: &'static [&'static str],
 }
 
-pub const PLUGINS: &[Plugin] = &[Plugin {
-    class: "elasticsearch",
-    names: ES_CLASSES,
-    options: crate::sink::elasticsearch::config::OPTIONS,
-    group: "Elasticsearch",
-}];
+pub const PLUGINS: &[Plugin] = &[
+    Plugin {
+        class: "elasticsearch",
+        names: ES_CLASSES,
+        options: crate::sink::elasticsearch::config::OPTIONS,
+        group: "Elasticsearch",
+        required: &["connection.url"],
+    },
+    Plugin {
+        class: "druid",
+        names: DRUID_CLASSES,
+        options: crate::sink::druid::config::OPTIONS,
+        group: "Druid",
+        required: &[],
+    },
+];
+
+const DRUID_CLASSES: &[&str] = &["druid"];
 
 /// The plugin `name` (a class name or alias) names.
 pub fn plugin(name: &str) -> Option<&'static Plugin> {
@@ -339,8 +373,8 @@ pub fn plugin(name: &str) -> Option<&'static Plugin> {
 /// The most tasks a connector may have on one worker.
 pub const MAX_TASKS: usize = 256;
 
-/// Options without which a connector is invalid.
-pub const REQUIRED: &[&str] = &["name", "connector.class", "connection.url"];
+/// Options without which any connector is invalid.
+pub const REQUIRED: &[&str] = &["name", "connector.class"];
 
 /// Framework keys accepted and not acted on (they change nothing a user would notice here).
 const ACCEPTED_FRAMEWORK_KEYS: &[&str] = &[
@@ -359,18 +393,16 @@ impl ConnectorSpec {
         let o = Options::new(&resolved.config);
 
         let class = o.get("connector.class").unwrap_or("");
-        let is_es = ES_CLASSES.contains(&class);
+        let is_druid = DRUID_CLASSES.contains(&class);
         if class.is_empty() {
-            o.error("connector.class", "missing (use `elasticsearch`)");
-        } else if class == "druid" {
             o.error(
                 "connector.class",
-                "the Druid connector is not available yet",
+                "missing (use `elasticsearch` or `druid`)",
             );
-        } else if !is_es {
+        } else if plugin(class).is_none() {
             o.error(
                 "connector.class",
-                format!("unknown connector `{class}` (known: elasticsearch)"),
+                format!("unknown connector `{class}` (known: elasticsearch, druid)"),
             );
         }
         if config.name.is_empty() || config.name.contains('/') {
@@ -472,7 +504,11 @@ impl ConnectorSpec {
             }
         }
 
-        let es = EsConfig::read(&o, &transforms);
+        let sink = if is_druid {
+            SinkSpec::Druid(Box::new(DruidConfig::read(&o, &transforms)))
+        } else {
+            SinkSpec::Elasticsearch(Box::new(EsConfig::read(&o, &transforms)))
+        };
         let tasks_max = o.at_least("tasks.max", 1usize, 1);
         if tasks_max > MAX_TASKS {
             o.error(
@@ -483,19 +519,28 @@ impl ConnectorSpec {
         // A revocation waits up to flush.timeout.ms for in-flight writes inside the rebalance;
         // the group expels a member that takes longer than max.poll.interval.ms.
         let max_poll = o.parse("consumer.override.max.poll.interval.ms", 300_000u64);
-        if es.flush_timeout.as_millis() >= u128::from(max_poll) {
+        if sink.flush_timeout().as_millis() >= u128::from(max_poll) {
             o.error(
                 "flush.timeout.ms",
                 format!(
                     "{} ms must be less than max.poll.interval.ms ({max_poll} ms), or the group \
                      expels the task while it finishes its writes on a rebalance",
-                    es.flush_timeout.as_millis()
+                    sink.flush_timeout().as_millis()
                 ),
             );
         }
 
         // Unknown keys: anything not documented, not a prefix family, not a framework key.
-        let sink_options = crate::sink::elasticsearch::config::OPTIONS;
+        let sink_options = if is_druid {
+            crate::sink::druid::config::OPTIONS
+        } else {
+            crate::sink::elasticsearch::config::OPTIONS
+        };
+        let family = if is_druid {
+            "producer.override."
+        } else {
+            "errors.deadletterqueue."
+        };
         for key in resolved.config.keys() {
             let known = COMMON_OPTIONS
                 .iter()
@@ -508,6 +553,7 @@ impl ConnectorSpec {
                     "key.converter.",
                     "value.converter.",
                     "errors.deadletterqueue.",
+                    family,
                 ]
                 .iter()
                 .any(|p| key.starts_with(p));
@@ -525,7 +571,7 @@ impl ConnectorSpec {
             decode,
             transforms,
             consumer_overrides,
-            sink: SinkSpec::Elasticsearch(Box::new(es)),
+            sink,
             config: config.clone(),
         })
     }
@@ -556,7 +602,7 @@ mod tests {
             s.subscription,
             Subscription::Topics(vec!["customers".into()])
         );
-        let SinkSpec::Elasticsearch(es) = &s.sink;
+        let es = s.sink.elasticsearch().unwrap();
         assert_eq!(es.urls, ["http://elastic:9200"]);
         assert_eq!(
             es.on_null,
@@ -639,7 +685,9 @@ mod tests {
             ))
         };
         let reconcile = |extra: &str| {
-            let SinkSpec::Elasticsearch(c) = es(extra).unwrap().sink;
+            let SinkSpec::Elasticsearch(c) = es(extra).unwrap().sink else {
+                panic!("not an Elasticsearch connector");
+            };
             c.reconcile
         };
         assert!(reconcile(""));

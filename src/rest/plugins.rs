@@ -39,8 +39,14 @@ fn options(plugin: &Plugin) -> Vec<(&'static OptionDef, &'static str)> {
 
 /// Kafka Connect's `ConfigKeyInfo` for an option. Types are not declared per option here:
 /// every value is a string, secrets are `PASSWORD`.
-fn definition(name: &str, def: Option<&OptionDef>, group: &str, order: usize) -> Value {
-    let required = connector::REQUIRED.contains(&name);
+fn definition(
+    plugin: &Plugin,
+    name: &str,
+    def: Option<&OptionDef>,
+    group: &str,
+    order: usize,
+) -> Value {
+    let required = connector::REQUIRED.contains(&name) || plugin.required.contains(&name);
     json!({
         "name": name,
         "type": if connector::is_secret(name) { "PASSWORD" } else { "STRING" },
@@ -61,7 +67,7 @@ pub async fn config(State(_): State<Api>, Path(plugin): Path<String>) -> Reply {
     let defs: Vec<Value> = options(p)
         .iter()
         .enumerate()
-        .map(|(i, (d, g))| definition(d.name, Some(d), g, i + 1))
+        .map(|(i, (d, g))| definition(p, d.name, Some(d), g, i + 1))
         .collect();
     Ok(reply(StatusCode::OK, &defs))
 }
@@ -138,7 +144,7 @@ pub async fn validate(State(_): State<Api>, Path(plugin): Path<String>, body: By
             })
             .or_else(|| def.and_then(|d| d.default).map(String::from));
         configs.push(json!({
-            "definition": definition(name, *def, group, order + 1),
+                        "definition": definition(p, name, *def, group, order + 1),
             "value": {"name": name, "value": value, "recommended_values": [], "errors": mine, "visible": true},
         }));
     }

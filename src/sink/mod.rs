@@ -1,8 +1,11 @@
 //! Sinks: where decoded changes are written. Each sink buffers records, writes them, and hands
 //! back the [`Ack`] of every record once it is durably written, so the task can commit offsets
-//! (docs/design.md). Elasticsearch now; the Druid connector will implement the same trait.
+//! (docs/design.md). Two implement the trait: Elasticsearch (documents by id) and Druid (one
+//! row per change on an ingestion topic).
 
+pub mod druid;
 pub mod elasticsearch;
+pub mod identity;
 pub mod snapshot_floors;
 
 use std::time::Duration;

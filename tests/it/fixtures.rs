@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 
-use cdc_sink::connector::{ConnectorConfig, ConnectorSpec, SinkSpec};
+use cdc_sink::connector::{ConnectorConfig, ConnectorSpec};
 use cdc_sink::decode::Decoder;
 use cdc_sink::sink::SinkRecord;
 use cdc_sink::sink::elasticsearch::mapping::{Mapped, Mapper};
@@ -15,7 +15,7 @@ use cdc_sink::sink::elasticsearch::mapping::{Mapped, Mapper};
 const TOPIC: &str = "dbserver1.inventory.customers";
 const MYSQL_BIN_3: u64 = 3 << 40;
 
-fn fixture(name: &str) -> String {
+pub(crate) fn fixture(name: &str) -> String {
     let path = crate::support::servers::repo()
         .join("tests/fixtures/debezium/envelopes")
         .join(name);
@@ -24,7 +24,7 @@ fn fixture(name: &str) -> String {
 
 /// What the connector does with one record: `Ok((action line, document))`, or
 /// `Err("skip: <reason>")`, or `Err(<why it cannot be mapped>)`.
-fn map(
+pub(crate) fn map(
     value_file: &str,
     key: Option<&str>,
     extra: &[(&str, &str)],
@@ -36,8 +36,8 @@ fn map(
     let cc = ConnectorConfig::from_json(&json!({"name": "fixtures", "config": config}).to_string())
         .unwrap();
     let spec = ConnectorSpec::validate(&cc).unwrap();
-    let SinkSpec::Elasticsearch(es) = &spec.sink;
-    let mut mapper = Mapper::new(std::sync::Arc::new((**es).clone()));
+    let es = spec.sink.elasticsearch().unwrap();
+    let mut mapper = Mapper::new(std::sync::Arc::new(es.clone()));
     let mut decoder = Decoder::new(&spec).unwrap();
     let value_text = fixture(value_file);
     let value = decoder.value(TOPIC, Some(value_text.as_bytes())).unwrap();

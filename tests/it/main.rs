@@ -14,6 +14,8 @@ mod crash;
 mod deletes;
 mod distributed;
 mod docs;
+mod druid;
+mod druid_rows;
 mod faults;
 mod fixtures;
 mod live;

@@ -9,7 +9,8 @@ use serde_json::value::RawValue;
 use super::config::{EsConfig, FieldRef, OnDelete, OnNull, VersionSource};
 use super::deletes::{Deleted, RecentDeletes};
 use super::scopes::Scopes;
-use crate::decode::row::id_text;
+use crate::sink::identity::{key_id, row_id, source_version};
+
 use crate::decode::source::SnapshotMark;
 use crate::decode::{ChangeEvent, Op, Row, Value};
 use crate::sink::SinkRecord;
@@ -376,15 +377,7 @@ impl Mapper {
             None if !cfg.pk_fields.is_empty() => {
                 let row =
                     row.ok_or("record has no key, and no row image to take pk.fields from")?;
-                let mut parts = Vec::with_capacity(cfg.pk_fields.len());
-                for f in &cfg.pk_fields {
-                    let v = row
-                        .get(f)
-                        .ok_or_else(|| format!("pk.fields: the row has no field `{f}`"))?;
-                    parts
-                        .push(id_part(v).ok_or_else(|| format!("pk.fields: field `{f}` is null"))?);
-                }
-                parts.join(&cfg.key_separator)
+                row_id(row, &cfg.pk_fields, &cfg.key_separator)?
             }
             None => return Err("record has no key: set pk.fields, or key.ignore=true".into()),
         };
@@ -404,19 +397,7 @@ impl Mapper {
         match self.cfg.version {
             VersionSource::None => Ok(None),
             VersionSource::Offset => Ok(Some(rec.offset as u64)),
-            VersionSource::Source => match ev.source.as_ref() {
-                Some(s) => match &s.position {
-                    Ok(Some(v)) => Ok(Some(self.floors.version(
-                        rec.kafka_topic,
-                        rec.partition,
-                        *v,
-                        s.ordering,
-                    ))),
-                    Err(e) => Err(format!("cannot version the document: {e}")),
-                    Ok(None) => Ok(Some(rec.offset as u64)),
-                },
-                None => Ok(Some(rec.offset as u64)),
-            },
+            VersionSource::Source => source_version(&mut self.floors, rec, ev).map(Some),
         }
     }
 
@@ -476,49 +457,6 @@ fn table_of(ev: &ChangeEvent) -> super::scopes::TableId<'_> {
 }
 
 /// The id a key gives: one field's value as text, several joined by `separator` in key order.
-fn key_id(key: &Row, field: Option<&str>, separator: &str) -> Result<String, String> {
-    if let Some(f) = field {
-        let v = key
-            .get(f)
-            .ok_or_else(|| format!("the key has no field `{f}` (transforms ExtractField$Key)"))?;
-        return id_part(v).ok_or_else(|| format!("key field `{f}` is null"));
-    }
-    if !key.as_str().starts_with('{') {
-        let raw: &RawValue = serde_json::from_str(key.as_str()).map_err(|e| e.to_string())?;
-        return id_part(raw).ok_or_else(|| "the key is null".to_string());
-    }
-    let mut id = String::new();
-    let mut n = 0;
-    key.for_each_field(|name, v| {
-        if n > 0 {
-            id.push_str(separator);
-        }
-        n += 1;
-        id.push_str(&id_part(v).ok_or_else(|| format!("key field `{name}` is null"))?);
-        Ok(())
-    })?;
-    if n == 0 {
-        return Err("the key has no fields".into());
-    }
-    Ok(id)
-}
-
-/// One id component; MongoDB's Extended JSON ids (`{"$oid": "…"}`) give their inner value.
-fn id_part(v: &RawValue) -> Option<String> {
-    let text = id_text(v)?;
-    if (text.starts_with("{\"$") || text.starts_with("{ \"$"))
-        && let Ok(serde_json::Value::Object(o)) = serde_json::from_str::<serde_json::Value>(&text)
-        && o.len() == 1
-        && let Some((_, inner)) = o.iter().next()
-    {
-        return Some(match inner {
-            serde_json::Value::String(s) => s.clone(),
-            other => other.to_string(),
-        });
-    }
-    Some(text.into_owned())
-}
-
 fn truncate(s: &str) -> &str {
     match s.char_indices().nth(200) {
         Some((i, _)) => &s[..i],

@@ -1,0 +1,127 @@
+//! The Druid connector's options.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::connector::options::{OptionDef, Options};
+use crate::connector::transforms::Transforms;
+
+/// Every option of the Druid connector (beyond the common ones). The README lists exactly these.
+pub const OPTIONS: &[OptionDef] = &[
+    OptionDef {
+        name: "druid.topic",
+        default: Some("druid.${topic}"),
+        doc: "The topic the rows go to; `${topic}` is the record's topic (after any router).",
+    },
+    OptionDef {
+        name: "flatten.separator",
+        default: Some("_"),
+        doc: "Joins the names of nested fields into one column name (`address` `{\"city\"}` → `address_city`).",
+    },
+    OptionDef {
+        name: "druid.timestamp.field",
+        default: Some("source.ts_ms"),
+        doc: "What `__time` is: `source.ts_ms` (when the source committed the change), `ts_ms` (when Debezium processed it) or `kafka` (the record's Kafka timestamp). Absent on a record: its Kafka timestamp.",
+    },
+    OptionDef {
+        name: "pk.fields",
+        default: None,
+        doc: "Row columns that make the row key when a record has no key (comma-separated, in order).",
+    },
+    OptionDef {
+        name: "key.separator",
+        default: Some("|"),
+        doc: "Joins the values of a composite key into one row key, in key order.",
+    },
+    OptionDef {
+        name: "exactly.once",
+        default: Some("false"),
+        doc: "Only `false`: rows are delivered at least once (an idempotent producer; offsets committed after the broker acknowledged the rows, so a crash can write a row twice, never lose one). Transactions (`true`) are not available yet.",
+    },
+    OptionDef {
+        name: "flush.timeout.ms",
+        default: Some("10000"),
+        doc: "How long stopping or a rebalance waits for rows in flight to be acknowledged.",
+    },
+    OptionDef {
+        name: "producer.override.<property>",
+        default: None,
+        doc: "Any librdkafka producer property for this connector (e.g. `producer.override.compression.type`).",
+    },
+];
+
+/// What `__time` is taken from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeField {
+    SourceTs,
+    DebeziumTs,
+    Kafka,
+}
+
+#[derive(Debug, Clone)]
+pub struct DruidConfig {
+    /// `druid.topic`, with `${topic}` to replace.
+    pub topic: String,
+    pub separator: String,
+    pub time: TimeField,
+    pub pk_fields: Vec<String>,
+    pub key_separator: String,
+    /// `ExtractField$Key`: the row key is this field of the key.
+    pub key_field: Option<String>,
+    pub producer_overrides: BTreeMap<String, String>,
+    pub flush_timeout: Duration,
+}
+
+impl DruidConfig {
+    pub fn read(o: &Options<'_>, transforms: &Transforms) -> DruidConfig {
+        let time = match o.choice(
+            "druid.timestamp.field",
+            &["source.ts_ms", "ts_ms", "kafka"],
+            "source.ts_ms",
+        ) {
+            "ts_ms" => TimeField::DebeziumTs,
+            "kafka" => TimeField::Kafka,
+            _ => TimeField::SourceTs,
+        };
+        if o.bool("exactly.once", false) {
+            o.error(
+                "exactly.once",
+                "transactions are not available yet: rows are delivered at least once (use false)",
+            );
+        }
+        if transforms.unwrap.is_some() {
+            o.error(
+                "transforms",
+                "ExtractNewRecordState cannot be used with the druid connector: a row carries the change's op, version and time, which that transform removes",
+            );
+        }
+        let topic = o.string("druid.topic", "druid.${topic}");
+        if topic.trim().is_empty() {
+            o.error("druid.topic", "must not be empty");
+        }
+        let producer_overrides = o.with_prefix("producer.override.");
+        for key in ["transactional.id", "enable.idempotence", "acks"] {
+            if producer_overrides.contains_key(key) {
+                o.error(
+                    &format!("producer.override.{key}"),
+                    "is set by cdc-sink and cannot be overridden",
+                );
+            }
+        }
+        DruidConfig {
+            topic,
+            separator: o.raw("flatten.separator").unwrap_or_else(|| "_".into()),
+            time,
+            pk_fields: o.list("pk.fields"),
+            key_separator: o.raw("key.separator").unwrap_or_else(|| "|".into()),
+            key_field: transforms.key_field.clone(),
+            producer_overrides,
+            flush_timeout: Duration::from_millis(o.at_least("flush.timeout.ms", 10_000u64, 1)),
+        }
+    }
+
+    /// The output topic of records of `topic`.
+    pub fn topic_of(&self, topic: &str) -> String {
+        self.topic.replace("${topic}", topic)
+    }
+}

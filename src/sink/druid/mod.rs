@@ -1,0 +1,171 @@
+//! The Druid connector's sink: each change becomes one JSON row (`row.rs`) produced to a Druid
+//! ingestion topic, which Druid's Kafka indexing service ingests. An idempotent producer keeps
+//! each partition's rows in order and written once per send; a record's ack comes back when
+//! the broker has acknowledged its row, so the task commits offsets only past rows written.
+//! (Delivery is at least once: a crash between the acknowledgement and the commit sends those
+//! rows again. Queries that take the latest row per key by `__version` are not affected.)
+
+pub mod config;
+pub mod row;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::client::ClientContext;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::metrics::Metrics;
+use crate::settings::Settings;
+use crate::sink::{Ack, Outcome, Sink, SinkError, SinkRecord};
+use config::DruidConfig;
+use row::{Mapped, Rows};
+
+/// Rows held by the producer before the consumer pauses.
+const CAPACITY: usize = 50_000;
+
+/// The producer's delivery reports: each row's ack, and the error if it was not written.
+#[derive(Default)]
+struct Deliveries {
+    done: Mutex<Vec<(Ack, Option<String>)>>,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = Box<Ack>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, ack: Box<Ack>) {
+        let error = result.as_ref().err().map(|(e, m)| {
+            use rdkafka::Message as _;
+            format!("topic {} partition {}: {e}", m.topic(), m.partition())
+        });
+        if let Ok(mut done) = self.done.lock() {
+            done.push((*ack, error));
+        }
+    }
+}
+
+pub struct DruidSink {
+    rows: Rows,
+    producer: BaseProducer<Deliveries>,
+    metrics: Arc<Metrics>,
+    /// Rows sent and not yet reported.
+    in_flight: usize,
+}
+
+impl DruidSink {
+    pub fn new(
+        cfg: Arc<DruidConfig>,
+        settings: &Settings,
+        metrics: Arc<Metrics>,
+    ) -> Result<DruidSink, String> {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &settings.kafka.bootstrap_servers)
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4");
+        for (k, v) in &settings.kafka.properties {
+            c.set(k, v);
+        }
+        for (k, v) in &cfg.producer_overrides {
+            c.set(k, v);
+        }
+        c.set("enable.idempotence", "true").set("acks", "all");
+        let producer = c
+            .create_with_context(Deliveries::default())
+            .map_err(|e| format!("cannot create the Kafka producer of the druid connector: {e}"))?;
+        Ok(DruidSink {
+            rows: Rows::new(cfg),
+            producer,
+            metrics,
+            in_flight: 0,
+        })
+    }
+}
+
+impl Sink for DruidSink {
+    fn put(&mut self, record: SinkRecord<'_>, ack: Ack) -> Result<Outcome, SinkError> {
+        let at = || {
+            format!(
+                "topic {} partition {} offset {}",
+                record.kafka_topic, record.partition, record.offset
+            )
+        };
+        let (topic, key, value) = match self.rows.map(&record) {
+            Ok(Mapped::Skip(why)) => return Ok(Outcome::Skipped(why)),
+            Ok(Mapped::Row { topic, key, value }) => (topic, key, value),
+            Err(e) => return Err(SinkError::Record(format!("{}: {e}", at()))),
+        };
+        let mut rec = BaseRecord::with_opaque_to(&topic, Box::new(ack))
+            .key(key.as_bytes())
+            .payload(&value);
+        loop {
+            match self.producer.send(rec) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    // The producer's queue is full: let it deliver, then try again.
+                    rec = r;
+                    self.producer.poll(Duration::from_millis(10));
+                }
+                Err((e, _)) => {
+                    return Err(SinkError::Fatal(format!(
+                        "{}: cannot produce to {topic}: {e}",
+                        at()
+                    )));
+                }
+            }
+        }
+        self.in_flight += 1;
+        Ok(Outcome::Buffered)
+    }
+
+    fn poll(&mut self, wait: Duration) -> Result<Vec<Ack>, SinkError> {
+        let wait = if self.in_flight == 0 {
+            Duration::ZERO
+        } else {
+            wait
+        };
+        self.producer.poll(wait);
+        let done = std::mem::take(
+            &mut *self
+                .producer
+                .context()
+                .done
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        let mut acks = Vec::with_capacity(done.len());
+        for (ack, error) in done {
+            self.in_flight = self.in_flight.saturating_sub(1);
+            if let Some(e) = error {
+                // librdkafka retried until delivery.timeout.ms: the row is not written.
+                return Err(SinkError::Fatal(format!("a row could not be written: {e}")));
+            }
+            acks.push(ack);
+        }
+        Metrics::add(&self.metrics.written, acks.len() as u64);
+        Ok(acks)
+    }
+
+    fn flush(&mut self) {
+        // librdkafka sends what it holds by itself (linger.ms); nothing is sealed here.
+    }
+
+    fn pending(&self) -> usize {
+        self.in_flight
+    }
+
+    fn capacity(&self) -> usize {
+        CAPACITY
+    }
+
+    fn trouble(&self) -> Option<String> {
+        None
+    }
+
+    fn next_deadline(&self) -> Option<std::time::Instant> {
+        None
+    }
+}

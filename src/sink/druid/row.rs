@@ -1,0 +1,188 @@
+//! A change → one Druid row: the row image (`after`, or `before` for a delete) flattened, plus
+//! `__op`, `__deleted`, `__source_ts_ms`, `__version` and `__time`. Keyed by the row's id, so
+//! a key's rows stay in one partition, in order.
+
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+
+use super::config::{DruidConfig, TimeField};
+use crate::decode::row::for_each_field;
+use crate::decode::{ChangeEvent, Op, Row, Value};
+use crate::sink::SinkRecord;
+use crate::sink::identity::{key_id, row_id, source_version};
+use crate::sink::snapshot_floors::SnapshotFloors;
+
+/// A record as the Druid sink writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mapped {
+    Row {
+        topic: Arc<str>,
+        key: String,
+        value: Vec<u8>,
+    },
+    /// Nothing to write (tombstones, schema changes, heartbeats, transaction markers…).
+    Skip(&'static str),
+}
+
+pub struct Rows {
+    cfg: Arc<DruidConfig>,
+    floors: SnapshotFloors,
+    topics: crate::FastMap<String, Arc<str>>,
+}
+
+impl Rows {
+    pub fn new(cfg: Arc<DruidConfig>) -> Rows {
+        Rows {
+            cfg,
+            floors: SnapshotFloors::default(),
+            topics: Default::default(),
+        }
+    }
+
+    pub fn map(&mut self, rec: &SinkRecord<'_>) -> Result<Mapped, String> {
+        let ev = match rec.value {
+            Value::Skipped(s) => return Ok(Mapped::Skip(s.name())),
+            Value::Tombstone => return Ok(Mapped::Skip("tombstone")),
+            Value::Change(ev) => ev,
+        };
+        let image = match ev.op {
+            Op::Read | Op::Create | Op::Update => ev.after.as_ref(),
+            Op::Delete => ev
+                .before
+                .as_ref()
+                .or(rec.key.filter(|k| k.as_str().starts_with('{'))),
+            Op::Truncate => None,
+            Op::Message => return Ok(Mapped::Skip("message")),
+        };
+        let key = match ev.op {
+            // A truncate has no row: its key is the table.
+            Op::Truncate => table_of(ev).unwrap_or_else(|| rec.topic.to_string()),
+            _ => self.id(rec, image)?,
+        };
+        let version = source_version(&mut self.floors, rec, ev)?;
+        let mut out = Vec::with_capacity(image.map_or(0, |r| r.as_str().len()) + 128);
+        out.push(b'{');
+        let mut first = true;
+        if let Some(row) = image {
+            if !row.as_str().starts_with('{') {
+                return Err(format!(
+                    "row image is not a JSON object: {}",
+                    truncate(row.as_str())
+                ));
+            }
+            flatten(row.as_str(), "", &self.cfg.separator, &mut out, &mut first)?;
+        }
+        let source_ts = ev
+            .source
+            .as_ref()
+            .and_then(|s| s.json.get("ts_ms"))
+            .map(RawValue::get)
+            .filter(|v| *v != "null");
+        let time = match self.cfg.time {
+            TimeField::SourceTs => source_ts.map(str::to_string),
+            TimeField::DebeziumTs => ev.ts_ms.map(|t| t.to_string()),
+            TimeField::Kafka => None,
+        }
+        .or_else(|| rec.timestamp_ms.map(|t| t.to_string()))
+        .unwrap_or_else(|| "null".into());
+        let mut field = |name: &str, value: &str| {
+            if !std::mem::take(&mut first) {
+                out.push(b',');
+            }
+            out.extend_from_slice(name.as_bytes());
+            out.push(b':');
+            out.extend_from_slice(value.as_bytes());
+        };
+        field("\"__op\"", &format!("\"{}\"", ev.op.code()));
+        field(
+            "\"__deleted\"",
+            if ev.op == Op::Delete { "true" } else { "false" },
+        );
+        field("\"__source_ts_ms\"", source_ts.unwrap_or("null"));
+        field("\"__version\"", &version.to_string());
+        field("\"__time\"", &time);
+        out.push(b'}');
+        Ok(Mapped::Row {
+            topic: self.topic(rec.topic),
+            key,
+            value: out,
+        })
+    }
+
+    fn topic(&mut self, topic: &str) -> Arc<str> {
+        if let Some(t) = self.topics.get(topic) {
+            return t.clone();
+        }
+        let t: Arc<str> = self.cfg.topic_of(topic).into();
+        self.topics.insert(topic.to_string(), t.clone());
+        t
+    }
+
+    /// The row key: from the record key, else from `pk.fields` of the image.
+    fn id(&self, rec: &SinkRecord<'_>, image: Option<&Row>) -> Result<String, String> {
+        let cfg = &self.cfg;
+        let id = match rec.key.filter(|k| !k.is_null()) {
+            Some(key) => key_id(key, cfg.key_field.as_deref(), &cfg.key_separator)?,
+            None if !cfg.pk_fields.is_empty() => {
+                let row =
+                    image.ok_or("record has no key, and no row image to take pk.fields from")?;
+                row_id(row, &cfg.pk_fields, &cfg.key_separator)?
+            }
+            None => return Err("record has no key: set pk.fields".into()),
+        };
+        if id.is_empty() {
+            return Err("the row key is empty".into());
+        }
+        Ok(id)
+    }
+}
+
+/// `db.schema.table` (the parts the source names).
+fn table_of(ev: &ChangeEvent) -> Option<String> {
+    let s = ev.source.as_ref()?;
+    let parts: Vec<&str> = [&s.db, &s.schema, &s.table]
+        .into_iter()
+        .filter_map(|p| p.as_deref())
+        .collect();
+    (!parts.is_empty()).then(|| parts.join("."))
+}
+
+/// Writes the fields of object `json` into `out`, nested objects as `parent<sep>child` columns.
+fn flatten(
+    json: &str,
+    prefix: &str,
+    sep: &str,
+    out: &mut Vec<u8>,
+    first: &mut bool,
+) -> Result<(), String> {
+    for_each_field(json, |name, v| {
+        let column = if prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{prefix}{sep}{name}")
+        };
+        let raw = v.get().trim();
+        if raw.starts_with('{') {
+            return flatten(raw, &column, sep, out, first);
+        }
+        if !std::mem::take(first) {
+            out.push(b',');
+        }
+        out.extend_from_slice(
+            serde_json::to_string(&column)
+                .unwrap_or_default()
+                .as_bytes(),
+        );
+        out.push(b':');
+        out.extend_from_slice(raw.as_bytes());
+        Ok(())
+    })
+}
+
+fn truncate(s: &str) -> &str {
+    match s.char_indices().nth(200) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}

@@ -1,0 +1,84 @@
+//! What identifies a change in every sink: the id of its row — from the record key, else from
+//! the row's primary-key fields — and its version, its position in the source
+//! (docs/versions.md), so that "newest wins" means the same in Elasticsearch and in Druid.
+
+use serde_json::value::RawValue;
+
+use crate::decode::row::id_text;
+use crate::decode::{ChangeEvent, Row};
+use crate::sink::SinkRecord;
+use crate::sink::snapshot_floors::SnapshotFloors;
+
+/// The id a key gives: the value of `field` (`ExtractField$Key`), the key itself when it is a
+/// primitive, else its fields' values joined with `separator`, in key order.
+pub fn key_id(key: &Row, field: Option<&str>, separator: &str) -> Result<String, String> {
+    if let Some(f) = field {
+        let v = key
+            .get(f)
+            .ok_or_else(|| format!("the key has no field `{f}` (transforms ExtractField$Key)"))?;
+        return id_part(v).ok_or_else(|| format!("key field `{f}` is null"));
+    }
+    if !key.as_str().starts_with('{') {
+        let raw: &RawValue = serde_json::from_str(key.as_str()).map_err(|e| e.to_string())?;
+        return id_part(raw).ok_or_else(|| "the key is null".to_string());
+    }
+    let mut id = String::new();
+    let mut n = 0;
+    key.for_each_field(|name, v| {
+        if n > 0 {
+            id.push_str(separator);
+        }
+        n += 1;
+        id.push_str(&id_part(v).ok_or_else(|| format!("key field `{name}` is null"))?);
+        Ok(())
+    })?;
+    if n == 0 {
+        return Err("the key has no fields".into());
+    }
+    Ok(id)
+}
+
+/// The id `pk_fields` of `row` give, joined with `separator`.
+pub fn row_id(row: &Row, pk_fields: &[String], separator: &str) -> Result<String, String> {
+    let mut parts = Vec::with_capacity(pk_fields.len());
+    for f in pk_fields {
+        let v = row
+            .get(f)
+            .ok_or_else(|| format!("pk.fields: the row has no field `{f}`"))?;
+        parts.push(id_part(v).ok_or_else(|| format!("pk.fields: field `{f}` is null"))?);
+    }
+    Ok(parts.join(separator))
+}
+
+/// One id component; MongoDB's Extended JSON ids (`{"$oid": "…"}`) give their inner value.
+pub fn id_part(v: &RawValue) -> Option<String> {
+    let text = id_text(v)?;
+    if (text.starts_with("{\"$") || text.starts_with("{ \"$"))
+        && let Ok(serde_json::Value::Object(o)) = serde_json::from_str::<serde_json::Value>(&text)
+        && o.len() == 1
+        && let Some((_, inner)) = o.iter().next()
+    {
+        return Some(match inner {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        });
+    }
+    Some(text.into_owned())
+}
+
+/// The version of a change: its source position (PostgreSQL changes raised above their
+/// partition's snapshot reads by `floors`), or the Kafka offset when the source has none.
+pub fn source_version(
+    floors: &mut SnapshotFloors,
+    rec: &SinkRecord<'_>,
+    ev: &ChangeEvent,
+) -> Result<u64, String> {
+    match ev.source.as_ref() {
+        Some(s) => match &s.position {
+            Ok(Some(v)) => Ok(floors.version(rec.kafka_topic, rec.partition, *v, s.ordering)),
+            Err(e) => Err(format!("cannot version the change: {e}")),
+            Ok(None) => Ok(rec.offset as u64),
+        },
+        None => Ok(rec.offset as u64),
+    }
+}

@@ -1,0 +1,187 @@
+//! The Druid connector on the real Kafka: a generated history becomes one row per change on
+//! the Druid ingestion topic, keyed by the row id, in each key's order, offsets committed; the
+//! worker killed with SIGKILL mid-stream loses no row (delivery is at least once: rows may
+//! repeat, never go missing, and each key's newest row is its last change).
+
+use std::collections::BTreeMap;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::history::{self, History, Options};
+use crate::support::kafka;
+use crate::support::unique;
+use crate::support::worker::{Worker, connector_file};
+
+const WAIT: Duration = Duration::from_secs(180);
+const OUT_PARTITIONS: i32 = 3;
+
+/// (row key, `__version`, `__deleted`) of every change of `h`, in history order.
+fn expected(h: &History) -> Vec<(String, u64, bool)> {
+    h.records
+        .iter()
+        .zip(&h.log)
+        .filter(|(r, _)| r.value.is_some())
+        .map(|(_, l)| (l.id.clone(), l.version, l.delete))
+        .collect()
+}
+
+/// Every row of `topic`: (row key, `__version`, `__deleted`), each partition in order.
+fn rows(topic: &str) -> Vec<(i32, String, u64, bool)> {
+    kafka::read_all(topic, OUT_PARTITIONS)
+        .into_iter()
+        .map(|r| {
+            let v: Value = serde_json::from_slice(r.value.as_deref().expect("a row")).unwrap();
+            let key = String::from_utf8(r.key.expect("a row key")).unwrap();
+            (
+                r.partition,
+                key,
+                v["__version"].as_u64().unwrap(),
+                v["__deleted"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn total(topic: &str, partitions: i32) -> i64 {
+    kafka::end_offsets(topic, partitions).values().sum()
+}
+
+/// Waits until `group` committed every offset of `topic`.
+fn wait_committed_all(group: &str, topic: &str, partitions: i32) {
+    let start = Instant::now();
+    let end = kafka::end_offsets(topic, partitions);
+    while kafka::committed(group, topic, partitions) != end {
+        assert!(start.elapsed() < WAIT, "{group} did not commit {end:?}");
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn setup(seed: u64, changes: usize) -> (History, String, String, std::path::PathBuf) {
+    let h = history::generate(
+        seed,
+        &Options {
+            changes,
+            ..Options::default()
+        },
+    );
+    let topic = unique("it-druid");
+    kafka::create_topic(&topic, 4);
+    kafka::create_topic(&format!("druid.{topic}"), OUT_PARTITIONS);
+    let name = unique("it-druid");
+    let file = connector_file(
+        &name,
+        &json!({"connector.class": "druid", "topics": topic,
+            "consumer.override.session.timeout.ms": "3000",
+            "consumer.override.heartbeat.interval.ms": "500"}),
+    );
+    (h, topic, name, file)
+}
+
+#[test]
+fn a_history_becomes_one_row_per_change_in_each_keys_order() {
+    let (h, topic, name, file) = setup(51, 6_000);
+    kafka::produce(&topic, &h.records);
+    let w = Worker::start(&file);
+    let want = expected(&h);
+    let out = format!("druid.{topic}");
+    let start = Instant::now();
+    while total(&out, OUT_PARTITIONS) < want.len() as i64 {
+        assert!(
+            start.elapsed() < WAIT,
+            "{} rows of {}",
+            total(&out, OUT_PARTITIONS),
+            want.len()
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    wait_committed_all(&format!("connect-{name}"), &topic, 4);
+    assert!(w.stop().success());
+    let got = rows(&out);
+    assert_eq!(got.len(), want.len(), "one row per change, none twice");
+    // Each key in one partition, its rows in its changes' order.
+    let mut by_key: BTreeMap<&str, Vec<(u64, bool)>> = BTreeMap::new();
+    let mut partition_of: BTreeMap<&str, i32> = BTreeMap::new();
+    for (p, k, v, d) in &got {
+        by_key.entry(k).or_default().push((*v, *d));
+        assert_eq!(
+            *partition_of.entry(k).or_insert(*p),
+            *p,
+            "key {k} in two partitions"
+        );
+    }
+    let mut want_by_key: BTreeMap<&str, Vec<(u64, bool)>> = BTreeMap::new();
+    for (k, v, d) in &want {
+        want_by_key.entry(k).or_default().push((*v, *d));
+    }
+    assert_eq!(by_key, want_by_key);
+}
+
+#[test]
+fn sigkill_mid_stream_loses_no_row_and_each_keys_newest_row_is_its_last_change() {
+    let (h, topic, name, file) = setup(52, 8_000);
+    let group = format!("connect-{name}");
+    let producer = {
+        let (topic, records) = (topic.clone(), h.records.clone());
+        thread::spawn(move || {
+            let p = kafka::producer();
+            for chunk in records.chunks(400) {
+                p.send(&topic, chunk);
+                thread::sleep(Duration::from_millis(250));
+            }
+        })
+    };
+    let mut w = Worker::start(&file);
+    let mut committed = 0;
+    for kill in 0..3 {
+        // Kill only after this worker has committed progress of its own.
+        let start = Instant::now();
+        loop {
+            let now: i64 = kafka::committed(&group, &topic, 4).values().sum();
+            if now > committed || now == h.records.len() as i64 {
+                break;
+            }
+            assert!(start.elapsed() < WAIT, "no progress beyond {committed}");
+            thread::sleep(Duration::from_millis(100));
+        }
+        thread::sleep(Duration::from_millis(fastrand::u64(0..800)));
+        w.kill();
+        committed = kafka::committed(&group, &topic, 4).values().sum();
+        eprintln!("kill {kill}: {committed} records committed");
+        w = Worker::start(&file);
+    }
+    producer.join().unwrap();
+    wait_committed_all(&group, &topic, 4);
+    assert!(w.stop().success());
+
+    let want = expected(&h);
+    let got = rows(&format!("druid.{topic}"));
+    let got_set: std::collections::BTreeSet<(String, u64, bool)> =
+        got.iter().map(|(_, k, v, d)| (k.clone(), *v, *d)).collect();
+    let want_set: std::collections::BTreeSet<(String, u64, bool)> = want.iter().cloned().collect();
+    let missing: Vec<_> = want_set.difference(&got_set).take(5).collect();
+    let extra: Vec<_> = got_set.difference(&want_set).take(5).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:?}, unexpected {extra:?}"
+    );
+    eprintln!("{} rows for {} changes", got.len(), want.len());
+    // The newest row of each key (by __version) is its last change.
+    let mut newest: BTreeMap<&str, (u64, bool)> = BTreeMap::new();
+    for (_, k, v, d) in &got {
+        let e = newest.entry(k).or_insert((*v, *d));
+        if *v > e.0 {
+            *e = (*v, *d);
+        }
+    }
+    // Each key's change with the highest version (a replayed older change may come later).
+    let mut last: BTreeMap<&str, (u64, bool)> = BTreeMap::new();
+    for (k, v, d) in &want {
+        let e = last.entry(k).or_insert((*v, *d));
+        if *v > e.0 {
+            *e = (*v, *d);
+        }
+    }
+    assert_eq!(newest, last);
+}
