@@ -38,6 +38,25 @@ pub fn key_id(key: &Row, field: Option<&str>, separator: &str) -> Result<String,
     Ok(id)
 }
 
+/// The id of a record: from its key (see [`key_id`]), else from `pk_fields` of `image`;
+/// `None` when it has neither key nor `pk_fields`.
+pub fn record_id(
+    key: Option<&Row>,
+    image: Option<&Row>,
+    key_field: Option<&str>,
+    pk_fields: &[String],
+    separator: &str,
+) -> Result<Option<String>, String> {
+    match key.filter(|k| !k.is_null()) {
+        Some(key) => key_id(key, key_field, separator).map(Some),
+        None if !pk_fields.is_empty() => {
+            let row = image.ok_or("record has no key, and no row image to take pk.fields from")?;
+            row_id(row, pk_fields, separator).map(Some)
+        }
+        None => Ok(None),
+    }
+}
+
 /// The id `pk_fields` of `row` give, joined with `separator`.
 pub fn row_id(row: &Row, pk_fields: &[String], separator: &str) -> Result<String, String> {
     let mut parts = Vec::with_capacity(pk_fields.len());

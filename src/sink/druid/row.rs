@@ -10,7 +10,7 @@ use super::config::{DruidConfig, TimeField};
 use crate::decode::row::for_each_field;
 use crate::decode::{ChangeEvent, Op, Row, Value};
 use crate::sink::SinkRecord;
-use crate::sink::identity::{key_id, row_id, source_version};
+use crate::sink::identity::{record_id, source_version};
 use crate::sink::snapshot_floors::SnapshotFloors;
 
 /// A record as the Druid sink writes it.
@@ -122,15 +122,14 @@ impl Rows {
     /// The row key: from the record key, else from `pk.fields` of the image.
     fn id(&self, rec: &SinkRecord<'_>, image: Option<&Row>) -> Result<String, String> {
         let cfg = &self.cfg;
-        let id = match rec.key.filter(|k| !k.is_null()) {
-            Some(key) => key_id(key, cfg.key_field.as_deref(), &cfg.key_separator)?,
-            None if !cfg.pk_fields.is_empty() => {
-                let row =
-                    image.ok_or("record has no key, and no row image to take pk.fields from")?;
-                row_id(row, &cfg.pk_fields, &cfg.key_separator)?
-            }
-            None => return Err("record has no key: set pk.fields".into()),
-        };
+        let id = record_id(
+            rec.key,
+            image,
+            cfg.key_field.as_deref(),
+            &cfg.pk_fields,
+            &cfg.key_separator,
+        )?
+        .ok_or("record has no key: set pk.fields")?;
         if id.is_empty() {
             return Err("the row key is empty".into());
         }

@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 use super::config::{EsConfig, FieldRef, OnDelete, OnNull, VersionSource};
 use super::deletes::{Deleted, RecentDeletes};
 use super::scopes::Scopes;
-use crate::sink::identity::{key_id, row_id, source_version};
+use crate::sink::identity::{record_id, source_version};
 
 use crate::decode::source::SnapshotMark;
 use crate::decode::{ChangeEvent, Op, Row, Value};
@@ -372,15 +372,14 @@ impl Mapper {
         if cfg.key_ignore {
             return Ok(format!("{}+{}+{}", rec.topic, rec.partition, rec.offset));
         }
-        let id = match rec.key.filter(|k| !k.is_null()) {
-            Some(key) => key_id(key, cfg.key_field.as_deref(), &cfg.key_separator)?,
-            None if !cfg.pk_fields.is_empty() => {
-                let row =
-                    row.ok_or("record has no key, and no row image to take pk.fields from")?;
-                row_id(row, &cfg.pk_fields, &cfg.key_separator)?
-            }
-            None => return Err("record has no key: set pk.fields, or key.ignore=true".into()),
-        };
+        let id = record_id(
+            rec.key,
+            row,
+            cfg.key_field.as_deref(),
+            &cfg.pk_fields,
+            &cfg.key_separator,
+        )?
+        .ok_or("record has no key: set pk.fields, or key.ignore=true")?;
         if id.is_empty() {
             return Err("the document id is empty".into());
         }
