@@ -170,10 +170,18 @@ impl RebalanceHandler for Handler {
                 st.failure = Some(e);
             }
             let marks = st.offsets.watermarks(Some(partitions));
-            if let Err(e) = source::commit(consumer, &marks, CommitMode::Sync) {
-                warn!(task = %self.label, "commit on revocation failed: {e}");
-            } else {
-                st.offsets.committed(&marks);
+            match commit(
+                consumer,
+                &mut st,
+                marks,
+                CommitMode::Sync,
+                self.flush_timeout,
+            ) {
+                Ok(()) => {}
+                Err(Failure::Fatal(e)) => st.failure = Some(e),
+                Err(Failure::Wait(e)) => {
+                    warn!(task = %self.label, "commit on revocation failed: {e}");
+                }
             }
         }
         for (t, p) in partitions {
@@ -191,6 +199,40 @@ impl RebalanceHandler for Handler {
             }
         }
     }
+}
+
+/// Commits `marks` through the consumer; or, when the sink commits offsets with its writes (a
+/// transaction), through the sink, once every write in flight is acknowledged — then the
+/// offsets of every partition are committed, since the transaction holds rows of all of them.
+/// `Fatal`: the transaction failed and the task must stop; `Wait`: not committed this time.
+fn commit<H: RebalanceHandler>(
+    consumer: &Consumer<H>,
+    st: &mut State,
+    marks: Vec<(Arc<str>, i32, i64)>,
+    mode: CommitMode,
+    flush_timeout: Duration,
+) -> Result<(), Failure> {
+    if !st.sink.commits_offsets() {
+        source::commit(consumer, &marks, mode).map_err(|e| Failure::Wait(e.to_string()))?;
+        st.offsets.committed(&marks);
+        return Ok(());
+    }
+    drain(st, flush_timeout, |st| st.sink.pending() == 0).map_err(Failure::Fatal)?;
+    if st.sink.pending() > 0 {
+        return Err(Failure::Wait(format!(
+            "{} writes still in flight: the transaction is committed later",
+            st.sink.pending()
+        )));
+    }
+    let marks = st.offsets.watermarks(None);
+    let group = consumer
+        .group_metadata()
+        .ok_or_else(|| Failure::Fatal("the consumer has no group metadata".into()))?;
+    st.sink
+        .commit_offsets(&marks, &group)
+        .map_err(|e| Failure::Fatal(e.to_string()))?;
+    st.offsets.committed(&marks);
+    Ok(())
 }
 
 /// Sends everything buffered and collects acks until `done` or `timeout`.
@@ -306,14 +348,20 @@ fn run(
                 flush,
             )
         }
-        SinkSpec::Druid(cfg) => (
-            Box::new(DruidSink::new(
-                Arc::new((**cfg).clone()),
-                settings,
-                metrics.clone(),
-            )?),
-            cfg.flush_timeout,
-        ),
+        SinkSpec::Druid(cfg) => {
+            // One transactional id per task of each worker: stable across restarts of a worker,
+            // distinct between workers (each runs tasks 0..tasks.max).
+            let txn_id = format!("cdc-sink-{}-{}-{id}", spec.name, settings.worker_id());
+            (
+                Box::new(DruidSink::new(
+                    Arc::new((**cfg).clone()),
+                    settings,
+                    metrics.clone(),
+                    Some(txn_id),
+                )?),
+                cfg.flush_timeout,
+            )
+        }
     };
     let handler = Handler {
         state: Mutex::new(State {
@@ -469,9 +517,10 @@ fn run(
         if last_commit.elapsed() >= commit_every || (commit_soon && st.sink.pending() == 0) {
             commit_soon = false;
             let marks = st.offsets.committable();
-            match source::commit(&consumer, &marks, CommitMode::Async) {
-                Ok(()) => st.offsets.committed(&marks),
-                Err(e) => warn!(task = %label, "offset commit failed: {e}"),
+            match commit(&consumer, &mut st, marks, CommitMode::Async, flush_timeout) {
+                Ok(()) => {}
+                Err(Failure::Fatal(e)) => break Err(e),
+                Err(Failure::Wait(e)) => warn!(task = %label, "offset commit failed: {e}"),
             }
             last_commit = Instant::now();
         }
@@ -483,9 +532,10 @@ fn run(
         warn!(task = %label, "while finishing in-flight writes: {e}");
     }
     let marks = st.offsets.watermarks(None);
-    match source::commit(&consumer, &marks, CommitMode::Sync) {
-        Ok(()) => st.offsets.committed(&marks),
-        Err(e) => warn!(task = %label, "final offset commit failed: {e}"),
+    if let Err(Failure::Fatal(e) | Failure::Wait(e)) =
+        commit(&consumer, &mut st, marks, CommitMode::Sync, flush_timeout)
+    {
+        warn!(task = %label, "final offset commit failed: {e}");
     }
     if st.offsets.in_flight() > 0 && outcome.is_ok() {
         warn!(task = %label, records = st.offsets.in_flight(), "stopped with unwritten records; they will be read again");

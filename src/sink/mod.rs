@@ -105,4 +105,25 @@ pub trait Sink: Send {
     fn topic_caught_up(&mut self, ack: Ack, caught_up: bool) {
         let _ = (ack, caught_up);
     }
+
+    /// Whether this sink commits the consumed offsets itself, in one transaction with its
+    /// writes (the Druid connector with `exactly.once=true`). The task then hands it the offsets
+    /// to commit, once every write in flight is acknowledged, instead of committing them.
+    fn commits_offsets(&self) -> bool {
+        false
+    }
+
+    /// Commits everything written since the last call together with `offsets` (topic,
+    /// partition, next offset) for the consumer group `group`, atomically. On failure none of
+    /// it becomes visible, and the task must stop (its consumer is past those records).
+    fn commit_offsets(
+        &mut self,
+        offsets: &[(std::sync::Arc<str>, i32, i64)],
+        group: &rdkafka::consumer::ConsumerGroupMetadata,
+    ) -> Result<(), SinkError> {
+        let _ = (offsets, group);
+        Err(SinkError::Fatal(
+            "this sink does not commit offsets itself".into(),
+        ))
+    }
 }

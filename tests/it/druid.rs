@@ -59,6 +59,14 @@ fn wait_committed_all(group: &str, topic: &str, partitions: i32) {
 }
 
 fn setup(seed: u64, changes: usize) -> (History, String, String, std::path::PathBuf) {
+    setup_with(seed, changes, &[])
+}
+
+fn setup_with(
+    seed: u64,
+    changes: usize,
+    extra: &[(&str, &str)],
+) -> (History, String, String, std::path::PathBuf) {
     let h = history::generate(
         seed,
         &Options {
@@ -70,12 +78,13 @@ fn setup(seed: u64, changes: usize) -> (History, String, String, std::path::Path
     kafka::create_topic(&topic, 4);
     kafka::create_topic(&format!("druid.{topic}"), OUT_PARTITIONS);
     let name = unique("it-druid");
-    let file = connector_file(
-        &name,
-        &json!({"connector.class": "druid", "topics": topic,
-            "consumer.override.session.timeout.ms": "3000",
-            "consumer.override.heartbeat.interval.ms": "500"}),
-    );
+    let mut config = json!({"connector.class": "druid", "topics": topic,
+        "consumer.override.session.timeout.ms": "3000",
+        "consumer.override.heartbeat.interval.ms": "500"});
+    for (k, v) in extra {
+        config[*k] = json!(v);
+    }
+    let file = connector_file(&name, &config);
     (h, topic, name, file)
 }
 
@@ -184,4 +193,136 @@ fn sigkill_mid_stream_loses_no_row_and_each_keys_newest_row_is_its_last_change()
         }
     }
     assert_eq!(newest, last);
+}
+
+/// Every committed row of `topic` as a `read_committed` reader (Druid's default) sees it.
+fn committed_rows(topic: &str) -> Vec<(i32, String, u64, bool)> {
+    use rdkafka::Message as _;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", crate::support::servers::kafka())
+        .set("group.id", "druid-read-committed")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..OUT_PARTITIONS {
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+            .unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let high: BTreeMap<i32, i64> = (0..OUT_PARTITIONS)
+        .map(|p| {
+            (
+                p,
+                c.fetch_watermarks(topic, p, Duration::from_secs(10))
+                    .unwrap()
+                    .1,
+            )
+        })
+        .collect();
+    let mut out = Vec::new();
+    let start = Instant::now();
+    loop {
+        let pos = c.position().unwrap();
+        let done = (0..OUT_PARTITIONS).all(|p| {
+            pos.find_partition(topic, p)
+                .and_then(|e| e.offset().to_raw())
+                .is_some_and(|o| o >= high[&p])
+        });
+        if done {
+            return out;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "reading {topic}: {} rows so far",
+            out.len()
+        );
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+            let v: Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+            out.push((
+                m.partition(),
+                String::from_utf8(m.key().unwrap().to_vec()).unwrap(),
+                v["__version"].as_u64().unwrap(),
+                v["__deleted"].as_bool().unwrap(),
+            ));
+        }
+    }
+}
+
+#[test]
+fn exactly_once_sigkill_mid_stream_gives_each_change_one_committed_row_in_order() {
+    let (h, topic, name, file) = setup_with(
+        53,
+        8_000,
+        &[
+            ("exactly.once", "true"),
+            ("producer.override.transaction.timeout.ms", "10000"),
+        ],
+    );
+    let group = format!("connect-{name}");
+    let producer = {
+        let (topic, records) = (topic.clone(), h.records.clone());
+        thread::spawn(move || {
+            let p = kafka::producer();
+            for chunk in records.chunks(400) {
+                p.send(&topic, chunk);
+                thread::sleep(Duration::from_millis(250));
+            }
+        })
+    };
+    // A stable worker id, as in production: a restarted worker's producer fences the killed
+    // one's and aborts its open transaction.
+    let env = [("CDC_SINK_WORKER__ID", "druid-eos-worker")];
+    let mut w = Worker::start_with(&[&file], &env);
+    let mut committed = 0;
+    for kill in 0..3 {
+        let start = Instant::now();
+        loop {
+            let now: i64 = kafka::committed(&group, &topic, 4).values().sum();
+            if now > committed || now == h.records.len() as i64 {
+                break;
+            }
+            assert!(start.elapsed() < WAIT, "no progress beyond {committed}");
+            thread::sleep(Duration::from_millis(100));
+        }
+        thread::sleep(Duration::from_millis(fastrand::u64(0..800)));
+        w.kill();
+        committed = kafka::committed(&group, &topic, 4).values().sum();
+        eprintln!("kill {kill}: {committed} records committed");
+        w = Worker::start_with(&[&file], &env);
+    }
+    producer.join().unwrap();
+    wait_committed_all(&group, &topic, 4);
+    assert!(w.stop().success());
+
+    let want = expected(&h);
+    let got = committed_rows(&format!("druid.{topic}"));
+    eprintln!("{} committed rows for {} changes", got.len(), want.len());
+    let mut by_key: BTreeMap<&str, Vec<(u64, bool)>> = BTreeMap::new();
+    for (_, k, v, d) in &got {
+        by_key.entry(k).or_default().push((*v, *d));
+    }
+    let mut want_by_key: BTreeMap<&str, Vec<(u64, bool)>> = BTreeMap::new();
+    for (k, v, d) in &want {
+        want_by_key.entry(k).or_default().push((*v, *d));
+    }
+    let differing: Vec<&&str> = want_by_key
+        .keys()
+        .filter(|k| by_key.get(*k) != want_by_key.get(*k))
+        .take(3)
+        .collect();
+    for k in &differing {
+        eprintln!(
+            "{k}: got {:?}\n  want {:?}",
+            by_key.get(**k),
+            want_by_key.get(**k)
+        );
+    }
+    assert_eq!(got.len(), want.len(), "each change exactly once");
+    assert!(
+        differing.is_empty(),
+        "keys whose rows differ: {differing:?}"
+    );
 }

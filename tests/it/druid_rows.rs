@@ -245,8 +245,8 @@ fn a_record_without_key_needs_pk_fields_and_options_are_checked() {
         ConnectorSpec::validate(&cc).unwrap_err().to_string()
     };
     assert!(
-        invalid(json!({"exactly.once": "true"}))
-            .contains("exactly.once: transactions are not available yet")
+        invalid(json!({"exactly.once": "maybe"}))
+            .contains("exactly.once: `maybe` is not true or false")
     );
     assert!(
         invalid(json!({"connection.url": "http://es:9200"}))

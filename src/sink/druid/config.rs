@@ -36,7 +36,7 @@ pub const OPTIONS: &[OptionDef] = &[
     OptionDef {
         name: "exactly.once",
         default: Some("false"),
-        doc: "Only `false`: rows are delivered at least once (an idempotent producer; offsets committed after the broker acknowledged the rows, so a crash can write a row twice, never lose one). Transactions (`true`) are not available yet.",
+        doc: "`true`: each task writes its rows and commits the consumed offsets in one Kafka transaction (one per offset commit, `worker.offset_flush_interval_ms`), so a `read_committed` reader (Druid's default) sees every change exactly once across crashes and rebalances. `false`: at least once (an idempotent producer; offsets committed after the broker acknowledged the rows: a crash can write a row twice, never lose one).",
     },
     OptionDef {
         name: "flush.timeout.ms",
@@ -70,6 +70,8 @@ pub struct DruidConfig {
     pub key_field: Option<String>,
     pub producer_overrides: BTreeMap<String, String>,
     pub flush_timeout: Duration,
+    /// Rows and offsets in one transaction per commit.
+    pub exactly_once: bool,
 }
 
 impl DruidConfig {
@@ -83,12 +85,7 @@ impl DruidConfig {
             "kafka" => TimeField::Kafka,
             _ => TimeField::SourceTs,
         };
-        if o.bool("exactly.once", false) {
-            o.error(
-                "exactly.once",
-                "transactions are not available yet: rows are delivered at least once (use false)",
-            );
-        }
+        let exactly_once = o.bool("exactly.once", false);
         if transforms.unwrap.is_some() {
             o.error(
                 "transforms",
@@ -117,6 +114,7 @@ impl DruidConfig {
             key_field: transforms.key_field.clone(),
             producer_overrides,
             flush_timeout: Duration::from_millis(o.at_least("flush.timeout.ms", 10_000u64, 1)),
+            exactly_once,
         }
     }
 

@@ -4,6 +4,13 @@
 //! the broker has acknowledged its row, so the task commits offsets only past rows written.
 //! (Delivery is at least once: a crash between the acknowledgement and the commit sends those
 //! rows again. Queries that take the latest row per key by `__version` are not affected.)
+//!
+//! With `exactly.once=true` the producer is transactional: the task hands the sink the offsets
+//! to commit (`Sink::commit_offsets`) once every row is acknowledged, and the sink sends them
+//! in the open transaction and commits it, then opens the next. A crash leaves the open
+//! transaction to be aborted, invisible to `read_committed` readers; its records are read again
+//! from the committed offsets. A task that lost its partitions (a zombie) cannot commit: the
+//! broker refuses offsets from an older generation of the group (KIP-447).
 
 pub mod config;
 pub mod row;
@@ -13,9 +20,11 @@ use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
+use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
 
 use crate::metrics::Metrics;
 use crate::settings::Settings;
@@ -25,6 +34,8 @@ use row::{Mapped, Rows};
 
 /// Rows held by the producer before the consumer pauses.
 const CAPACITY: usize = 50_000;
+/// How long a transaction call may take.
+const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The producer's delivery reports: each row's ack, and the error if it was not written.
 #[derive(Default)]
@@ -54,13 +65,18 @@ pub struct DruidSink {
     metrics: Arc<Metrics>,
     /// Rows sent and not yet reported.
     in_flight: usize,
+    /// Transactional (`exactly.once`): a transaction is open.
+    transactional: bool,
 }
 
 impl DruidSink {
+    /// A sink producing with the worker's Kafka settings; transactional under
+    /// `transactional_id` (required with `exactly.once`).
     pub fn new(
         cfg: Arc<DruidConfig>,
         settings: &Settings,
         metrics: Arc<Metrics>,
+        transactional_id: Option<String>,
     ) -> Result<DruidSink, String> {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &settings.kafka.bootstrap_servers)
@@ -73,14 +89,26 @@ impl DruidSink {
             c.set(k, v);
         }
         c.set("enable.idempotence", "true").set("acks", "all");
-        let producer = c
+        let transactional = cfg.exactly_once;
+        if transactional {
+            let id = transactional_id.ok_or("exactly.once needs a transactional id")?;
+            c.set("transactional.id", id);
+        }
+        let producer: BaseProducer<Deliveries> = c
             .create_with_context(Deliveries::default())
             .map_err(|e| format!("cannot create the Kafka producer of the druid connector: {e}"))?;
+        if transactional {
+            producer
+                .init_transactions(TXN_TIMEOUT)
+                .and_then(|()| producer.begin_transaction())
+                .map_err(|e| format!("cannot start a Kafka transaction: {e}"))?;
+        }
         Ok(DruidSink {
             rows: Rows::new(cfg),
             producer,
             metrics,
             in_flight: 0,
+            transactional,
         })
     }
 }
@@ -167,5 +195,45 @@ impl Sink for DruidSink {
 
     fn next_deadline(&self) -> Option<std::time::Instant> {
         None
+    }
+
+    fn commits_offsets(&self) -> bool {
+        self.transactional
+    }
+
+    fn commit_offsets(
+        &mut self,
+        offsets: &[(Arc<str>, i32, i64)],
+        group: &ConsumerGroupMetadata,
+    ) -> Result<(), SinkError> {
+        let mut tpl = TopicPartitionList::with_capacity(offsets.len());
+        for (t, p, o) in offsets {
+            tpl.add_partition_offset(t, *p, Offset::Offset(*o))
+                .map_err(|e| SinkError::Fatal(e.to_string()))?;
+        }
+        let done = self
+            .producer
+            .send_offsets_to_transaction(&tpl, group, TXN_TIMEOUT)
+            .and_then(|()| self.producer.commit_transaction(TXN_TIMEOUT));
+        if let Err(e) = done {
+            // Nothing of this transaction becomes visible; the task stops, and its records
+            // are read again from the last committed offsets.
+            let _ = self.producer.abort_transaction(TXN_TIMEOUT);
+            return Err(SinkError::Fatal(format!(
+                "the transaction of rows and offsets failed (aborted): {e}"
+            )));
+        }
+        self.producer
+            .begin_transaction()
+            .map_err(|e| SinkError::Fatal(format!("cannot start a Kafka transaction: {e}")))
+    }
+}
+
+impl Drop for DruidSink {
+    fn drop(&mut self) {
+        if self.transactional {
+            // What was not committed must not become visible.
+            let _ = self.producer.abort_transaction(Duration::from_secs(5));
+        }
     }
 }
