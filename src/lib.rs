@@ -13,11 +13,13 @@
 //! * [`sink`] — the `Sink` trait and the Elasticsearch sink (mapping, batching, bulk, retry);
 //! * [`metrics`] — every counter, defined once;
 //! * [`verify`] — `cdc-sink verify`: replay a connector's topics and compare with its indices;
-//! * [`rebuild`] — `cdc-sink rebuild`: rebuild a connector's indices behind their aliases.
+//! * [`rebuild`] — `cdc-sink rebuild`: rebuild a connector's indices behind their aliases;
+//! * [`druid_spec`] — `cdc-sink druid-spec`: Druid supervisor specs for a `druid` connector.
 
 pub mod backoff;
 pub mod connector;
 pub mod decode;
+pub mod druid_spec;
 pub mod herder;
 pub mod metrics;
 pub mod rebuild;

@@ -51,6 +51,15 @@ enum Command {
         /// The connector config (`{"name": …, "config": {…}}`).
         connector: PathBuf,
     },
+    /// Print a Druid Kafka supervisor spec for each topic a `druid` connector writes (columns
+    /// and types learned from the last records of its topics).
+    DruidSpec {
+        /// Worker settings (TOML), for the Kafka connection.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The connector config (`{"name": …, "config": {…}}`).
+        connector: PathBuf,
+    },
     /// Replay a connector's topics and compare the result with its indices: documents missing,
     /// extra, differing or at an older version. Exit status 1 when they drifted.
     Verify {
@@ -120,6 +129,24 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("cdc-sink: rebuild: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::DruidSpec { config, connector } => {
+            let Some((settings, spec)) = load_one(config.as_deref(), &connector) else {
+                return ExitCode::from(2);
+            };
+            match cdc_sink::druid_spec::run(&settings, &spec) {
+                Ok(specs) => {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&specs).unwrap_or_default()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("cdc-sink: druid-spec: {e}");
                     ExitCode::FAILURE
                 }
             }

@@ -558,6 +558,19 @@ impl Herder {
         Ok(())
     }
 
+    /// Druid supervisor specs for a `druid` connector's output topics.
+    pub fn druid_spec(&self, name: &str) -> Result<Value, Error> {
+        let spec = self.lock().entry(name)?.spec()?;
+        if !matches!(spec.sink, crate::connector::SinkSpec::Druid(_)) {
+            return Err(Error::BadRequest(format!(
+                "Connector {name} is not a druid connector"
+            )));
+        }
+        crate::druid_spec::run(&self.settings, &spec)
+            .map(Value::from)
+            .map_err(Error::BadRequest)
+    }
+
     /// The offsets the connector's consumer group committed.
     pub fn offsets(&self, name: &str) -> Result<Vec<offsets::SinkOffset>, Error> {
         let spec = self.lock().entry(name)?.spec()?;

@@ -241,6 +241,13 @@ pub async fn reset_topics(State(api): State<Api>, Path(name): Path<String>) -> R
     Ok(no_content(StatusCode::ACCEPTED))
 }
 
+/// `GET /connectors/{n}/druid-spec` (cdc-sink's own): Druid supervisor specs.
+pub async fn druid_spec(State(api): State<Api>, Path(name): Path<String>) -> Reply {
+    let h = api.herder.clone();
+    let v = blocking(move || h.druid_spec(&name)).await?;
+    Ok(reply(StatusCode::OK, &v))
+}
+
 pub async fn offsets(State(api): State<Api>, Path(name): Path<String>) -> Reply {
     let h = api.herder.clone();
     let list = blocking(move || h.offsets(&name)).await?;

@@ -157,6 +157,7 @@ pub fn router(herder: Arc<Herder>) -> Router {
         .route("/connectors/{name}/resume", put(c::resume))
         .route("/connectors/{name}/stop", put(c::stop))
         .route("/connectors/{name}/topics", get(c::topics))
+        .route("/connectors/{name}/druid-spec", get(c::druid_spec))
         .route("/connectors/{name}/topics/reset", put(c::reset_topics))
         .route(
             "/connectors/{name}/offsets",

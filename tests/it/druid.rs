@@ -92,7 +92,8 @@ fn setup_with(
 fn a_history_becomes_one_row_per_change_in_each_keys_order() {
     let (h, topic, name, file) = setup(51, 6_000);
     kafka::produce(&topic, &h.records);
-    let w = Worker::start(&file);
+    let mut w = Worker::start(&file);
+    let url = w.rest_url();
     let want = expected(&h);
     let out = format!("druid.{topic}");
     let start = Instant::now();
@@ -106,6 +107,54 @@ fn a_history_becomes_one_row_per_change_in_each_keys_order() {
         thread::sleep(Duration::from_millis(200));
     }
     wait_committed_all(&format!("connect-{name}"), &topic, 4);
+
+    // The supervisor spec, from the CLI and over REST: Druid's documented shape, the columns
+    // of the rows with their types.
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_cdc-sink"))
+        .args(["druid-spec", file.to_str().unwrap()])
+        .env(
+            "CDC_SINK_KAFKA__BOOTSTRAP_SERVERS",
+            crate::support::servers::kafka(),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    let specs: Value = serde_json::from_slice(&cli.stdout).unwrap();
+    let dims: Vec<Value> = [
+        ("string", "tenant"),
+        ("long", "id"),
+        ("string", "name"),
+        ("string", "balance"),
+        ("string", "updated_at"),
+        ("string", "birthday"),
+        ("string", "__op"),
+        ("string", "__deleted"),
+        ("long", "__source_ts_ms"),
+        ("long", "__version"),
+    ]
+    .iter()
+    .map(|(t, n)| json!({"type": t, "name": n}))
+    .collect();
+    assert_eq!(
+        specs,
+        json!([{"type": "kafka", "spec": {
+            "ioConfig": {"type": "kafka", "topic": out,
+                "consumerProperties": {"bootstrap.servers": crate::support::servers::kafka(), "isolation.level": "read_committed"},
+                "inputFormat": {"type": "json"}, "useEarliestOffset": true},
+            "tuningConfig": {"type": "kafka"},
+            "dataSchema": {"dataSource": out, "timestampSpec": {"column": "__time", "format": "millis"},
+                "dimensionsSpec": {"dimensions": dims},
+                "granularitySpec": {"queryGranularity": "none", "rollup": false, "segmentGranularity": "day"}}}}])
+    );
+    let (code, over_rest) =
+        crate::support::rest::call(&url, "GET", &format!("/connectors/{name}/druid-spec"), None);
+    assert_eq!(code, 200, "{over_rest}");
+    assert_eq!(over_rest, specs);
+
     assert!(w.stop().success());
     let got = rows(&out);
     assert_eq!(got.len(), want.len(), "one row per change, none twice");

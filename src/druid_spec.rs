@@ -1,0 +1,246 @@
+//! `cdc-sink druid-spec`: a Druid Kafka supervisor spec for each topic a `druid` connector
+//! writes, ready to POST to Druid's `/druid/indexer/v1/supervisor`.
+//!
+//! The columns and their types come from the rows the connector writes for the last records of
+//! its topics (up to [`SAMPLE`] per partition, decoded and mapped as the connector does):
+//! integers are `long`, other numbers `double`, objects and arrays `json`, everything else —
+//! strings, booleans, and the semantic types the decoder renders as text — `string`. The
+//! timestamp is `__time` (milliseconds); the reader is `read_committed`, so with
+//! `exactly.once` Druid ingests each change once.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use serde_json::{Value, json};
+
+use crate::connector::{ConnectorSpec, SinkSpec};
+use crate::decode::Decoder;
+use crate::settings::Settings;
+use crate::sink::SinkRecord;
+use crate::sink::druid::row::{Mapped, Rows};
+
+/// Records read from the end of each partition to learn the columns.
+const SAMPLE: i64 = 200;
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A column's type, as Druid's `dimensionsSpec` names it; merged over the rows seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Unknown,
+    Long,
+    Double,
+    String,
+    Json,
+}
+
+impl Kind {
+    fn of(v: &Value) -> Kind {
+        match v {
+            Value::Null => Kind::Unknown,
+            Value::Number(n) if n.is_i64() || n.is_u64() => Kind::Long,
+            Value::Number(_) => Kind::Double,
+            Value::Object(_) | Value::Array(_) => Kind::Json,
+            Value::String(_) | Value::Bool(_) => Kind::String,
+        }
+    }
+
+    fn merge(self, other: Kind) -> Kind {
+        match (self, other) {
+            (Kind::Unknown, k) | (k, Kind::Unknown) => k,
+            (a, b) if a == b => a,
+            (Kind::Long, Kind::Double) | (Kind::Double, Kind::Long) => Kind::Double,
+            _ => Kind::String,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Long => "long",
+            Kind::Double => "double",
+            Kind::Json => "json",
+            Kind::Unknown | Kind::String => "string",
+        }
+    }
+}
+
+/// The supervisor specs of `spec` (a `druid` connector), one per output topic.
+pub fn run(settings: &Settings, spec: &ConnectorSpec) -> Result<Vec<Value>, String> {
+    let SinkSpec::Druid(cfg) = &spec.sink else {
+        return Err("druid-spec works on druid connectors only".into());
+    };
+    let columns = sample(settings, spec, cfg)?;
+    if columns.is_empty() {
+        return Err(
+            "no change in the connector's topics yet to learn the columns from: run druid-spec once Debezium has written some"
+                .into(),
+        );
+    }
+    let mut consumer_properties = json!({
+        "bootstrap.servers": settings.kafka.bootstrap_servers,
+        "isolation.level": "read_committed",
+    });
+    for (k, v) in &settings.kafka.properties {
+        consumer_properties[k] = json!(v);
+    }
+    Ok(columns
+        .into_iter()
+        .map(|(topic, cols)| {
+            let dimensions: Vec<Value> = cols
+                .into_iter()
+                .filter(|(name, _)| name != "__time")
+                .map(|(name, kind)| json!({"type": kind.name(), "name": name}))
+                .collect();
+            json!({
+                "type": "kafka",
+                "spec": {
+                    "ioConfig": {
+                        "type": "kafka",
+                        "topic": topic,
+                        "consumerProperties": consumer_properties,
+                        "inputFormat": {"type": "json"},
+                        "useEarliestOffset": true,
+                    },
+                    "tuningConfig": {"type": "kafka"},
+                    "dataSchema": {
+                        "dataSource": topic,
+                        "timestampSpec": {"column": "__time", "format": "millis"},
+                        "dimensionsSpec": {"dimensions": dimensions},
+                        "granularitySpec": {
+                            "queryGranularity": "none",
+                            "rollup": false,
+                            "segmentGranularity": "day",
+                        },
+                    },
+                },
+            })
+        })
+        .collect())
+}
+
+/// Output topic → column → type, in the order columns first appear.
+type Columns = BTreeMap<String, Vec<(String, Kind)>>;
+
+/// Maps the last records of every partition and collects the columns of the rows.
+fn sample(
+    settings: &Settings,
+    spec: &ConnectorSpec,
+    cfg: &crate::sink::druid::config::DruidConfig,
+) -> Result<Columns, String> {
+    let mut config = crate::source::consumer_config(settings, spec, 0);
+    config.set(
+        "group.id",
+        format!("cdc-sink-druid-spec-{}", std::process::id()),
+    );
+    let consumer: BaseConsumer = config
+        .create()
+        .map_err(|e| format!("cannot create the Kafka consumer: {e}"))?;
+    let mut tpl = TopicPartitionList::new();
+    let mut ends: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    for (topic, partition, low, high) in
+        crate::source::partitions_of(&consumer, &spec.subscription, TIMEOUT)?
+    {
+        if high > low {
+            tpl.add_partition_offset(&topic, partition, Offset::Offset(low.max(high - SAMPLE)))
+                .map_err(|e| e.to_string())?;
+            ends.insert((topic, partition), high);
+        }
+    }
+    consumer.assign(&tpl).map_err(|e| e.to_string())?;
+    let mut decoder = Decoder::new(spec)?;
+    let mut rows = Rows::new(std::sync::Arc::new(cfg.clone()));
+    let mut columns = Columns::new();
+    let started = Instant::now();
+    while !ends.is_empty() && started.elapsed() < TIMEOUT {
+        let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
+            // Partitions that end with records never handed out (transaction markers).
+            if let Ok(pos) = consumer.position() {
+                for e in pos.elements() {
+                    if let Offset::Offset(o) = e.offset() {
+                        let k = (e.topic().to_string(), e.partition());
+                        if ends.get(&k).is_some_and(|end| o >= *end) {
+                            ends.remove(&k);
+                        }
+                    }
+                }
+            }
+            continue;
+        };
+        let m = msg.map_err(|e| format!("reading the topics: {e}"))?;
+        let k = (m.topic().to_string(), m.partition());
+        if ends.get(&k).is_some_and(|end| m.offset() + 1 >= *end) {
+            ends.remove(&k);
+        }
+        let at = || {
+            format!(
+                "topic {} partition {} offset {}",
+                m.topic(),
+                m.partition(),
+                m.offset()
+            )
+        };
+        let key = decoder
+            .key(m.topic(), m.key())
+            .map_err(|e| format!("{}: key: {e}", at()))?;
+        let value = decoder
+            .value(m.topic(), m.payload())
+            .map_err(|e| format!("{}: {e}", at()))?;
+        let routed = spec.transforms.route(m.topic(), m.timestamp().to_millis());
+        let record = SinkRecord {
+            topic: routed.as_deref().unwrap_or(m.topic()),
+            kafka_topic: m.topic(),
+            partition: m.partition(),
+            offset: m.offset(),
+            timestamp_ms: m.timestamp().to_millis(),
+            key: key.as_ref(),
+            value: &value,
+        };
+        let Mapped::Row { topic, value, .. } =
+            rows.map(&record).map_err(|e| format!("{}: {e}", at()))?
+        else {
+            continue;
+        };
+        let row: serde_json::Map<String, Value> =
+            serde_json::from_slice(&value).map_err(|e| format!("{}: {e}", at()))?;
+        let cols = columns.entry(topic.to_string()).or_default();
+        for (name, v) in row {
+            let kind = Kind::of(&v);
+            match cols.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, k)) => *k = k.merge(kind),
+                None => cols.push((name, kind)),
+            }
+        }
+    }
+    if !ends.is_empty() {
+        return Err(format!(
+            "could not read the end of {:?} within {TIMEOUT:?}",
+            ends.keys()
+        ));
+    }
+    Ok(columns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn column_types_merge_as_druid_can_hold_them() {
+        assert_eq!(
+            Kind::of(&json!(1)).merge(Kind::of(&json!(2.5))),
+            Kind::Double
+        );
+        assert_eq!(
+            Kind::of(&json!(null)).merge(Kind::of(&json!(3))),
+            Kind::Long
+        );
+        assert_eq!(
+            Kind::of(&json!(1)).merge(Kind::of(&json!("a"))),
+            Kind::String
+        );
+        assert_eq!(Kind::of(&json!(true)).name(), "string");
+        assert_eq!(Kind::of(&json!([1])).name(), "json");
+        assert_eq!(Kind::Unknown.name(), "string");
+    }
+}
