@@ -11,8 +11,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::Message;
 use serde_json::{Value, json};
 
 use crate::connector::{ConnectorSpec, SinkSpec};
@@ -128,43 +127,20 @@ fn sample(
     spec: &ConnectorSpec,
     cfg: &crate::sink::druid::config::DruidConfig,
 ) -> Result<Columns, String> {
-    let mut config = crate::source::consumer_config(settings, spec, 0);
-    config.set(
-        "group.id",
-        format!("cdc-sink-druid-spec-{}", std::process::id()),
-    );
-    let consumer: BaseConsumer = config
-        .create()
-        .map_err(|e| format!("cannot create the Kafka consumer: {e}"))?;
-    let mut tpl = TopicPartitionList::new();
-    let mut ends: BTreeMap<(String, i32), i64> = BTreeMap::new();
-    for (topic, partition, low, high) in
-        crate::source::partitions_of(&consumer, &spec.subscription, TIMEOUT)?
-    {
-        if high > low {
-            tpl.add_partition_offset(&topic, partition, Offset::Offset(low.max(high - SAMPLE)))
-                .map_err(|e| e.to_string())?;
-            ends.insert((topic, partition), high);
-        }
-    }
-    consumer.assign(&tpl).map_err(|e| e.to_string())?;
+    let (consumer, mut ends) = crate::source::reader(
+        settings,
+        spec,
+        "druid-spec",
+        |low, high| low.max(high - SAMPLE),
+        TIMEOUT,
+    )?;
     let mut decoder = Decoder::new(spec)?;
     let mut rows = Rows::new(std::sync::Arc::new(cfg.clone()));
     let mut columns = Columns::new();
     let started = Instant::now();
     while !ends.is_empty() && started.elapsed() < TIMEOUT {
         let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
-            // Partitions that end with records never handed out (transaction markers).
-            if let Ok(pos) = consumer.position() {
-                for e in pos.elements() {
-                    if let Offset::Offset(o) = e.offset() {
-                        let k = (e.topic().to_string(), e.partition());
-                        if ends.get(&k).is_some_and(|end| o >= *end) {
-                            ends.remove(&k);
-                        }
-                    }
-                }
-            }
+            crate::source::forget_reached(&consumer, &mut ends);
             continue;
         };
         let m = msg.map_err(|e| format!("reading the topics: {e}"))?;

@@ -13,8 +13,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::Message as _;
-use rdkafka::consumer::{BaseConsumer, Consumer as _};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use reqwest::Method;
 use serde_json::{Value as Json, json};
 
@@ -207,26 +205,8 @@ fn replay(
     spec: &ConnectorSpec,
     cfg: Arc<EsConfig>,
 ) -> Result<(Model, u64), String> {
-    let mut config = crate::source::consumer_config(settings, spec, 0);
-    config.set(
-        "group.id",
-        format!("cdc-sink-verify-{}", std::process::id()),
-    );
-    let consumer: BaseConsumer = config
-        .create()
-        .map_err(|e| format!("cannot create the Kafka consumer: {e}"))?;
-    let mut tpl = TopicPartitionList::new();
-    let mut ends: crate::FastMap<(String, i32), i64> = Default::default();
-    for (topic, partition, low, high) in
-        crate::source::partitions_of(&consumer, &spec.subscription, TIMEOUT)?
-    {
-        if high > low {
-            tpl.add_partition_offset(&topic, partition, Offset::Offset(low))
-                .map_err(|e| e.to_string())?;
-            ends.insert((topic, partition), high);
-        }
-    }
-    consumer.assign(&tpl).map_err(|e| e.to_string())?;
+    let (consumer, mut ends) =
+        crate::source::reader(settings, spec, "verify", |low, _| low, TIMEOUT)?;
     let mut decoder = Decoder::new(spec)?;
     let mapper_soft = cfg.mark_live;
     let mut mapper = Mapper::new(cfg);
@@ -237,17 +217,7 @@ fn replay(
     let mut last_progress = Instant::now();
     while !ends.is_empty() {
         let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
-            // Partitions that end with records never handed out (transaction markers).
-            if let Ok(pos) = consumer.position() {
-                for e in pos.elements() {
-                    if let Offset::Offset(o) = e.offset() {
-                        let k = (e.topic().to_string(), e.partition());
-                        if ends.get(&k).is_some_and(|end| o >= *end) {
-                            ends.remove(&k);
-                        }
-                    }
-                }
-            }
+            crate::source::forget_reached(&consumer, &mut ends);
             if last_progress.elapsed() > TIMEOUT * 6 {
                 return Err(format!(
                     "no records for a minute; still to read: {:?}",

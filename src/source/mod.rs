@@ -162,6 +162,55 @@ pub fn partitions_of<C: ConsumerContext>(
     Ok(out)
 }
 
+/// The end offset of each partition a [`reader`] reads, until it gets there.
+pub type Ends = BTreeMap<(String, i32), i64>;
+
+/// A consumer of `spec`'s topics outside the connector's group (its own, `cdc-sink-<purpose>-
+/// <pid>`, never committed), assigned every non-empty partition from the offset `from(low,
+/// high)` gives; with each partition's end offset now.
+pub fn reader(
+    settings: &Settings,
+    spec: &ConnectorSpec,
+    purpose: &str,
+    from: impl Fn(i64, i64) -> i64,
+    timeout: std::time::Duration,
+) -> Result<(BaseConsumer, Ends), String> {
+    let mut config = consumer_config(settings, spec, 0);
+    config.set(
+        "group.id",
+        format!("cdc-sink-{purpose}-{}", std::process::id()),
+    );
+    let consumer: BaseConsumer = config
+        .create()
+        .map_err(|e| format!("cannot create the Kafka consumer: {e}"))?;
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = Ends::new();
+    for (topic, partition, low, high) in partitions_of(&consumer, &spec.subscription, timeout)? {
+        if high > low {
+            tpl.add_partition_offset(&topic, partition, Offset::Offset(from(low, high)))
+                .map_err(|e| e.to_string())?;
+            ends.insert((topic, partition), high);
+        }
+    }
+    consumer.assign(&tpl).map_err(|e| e.to_string())?;
+    Ok((consumer, ends))
+}
+
+/// Forgets the partitions whose position reached their end: a partition may end with records
+/// never handed out (transaction markers).
+pub fn forget_reached(consumer: &BaseConsumer, ends: &mut Ends) {
+    if let Ok(pos) = consumer.position() {
+        for e in pos.elements() {
+            if let Offset::Offset(o) = e.offset() {
+                let k = (e.topic().to_string(), e.partition());
+                if ends.get(&k).is_some_and(|end| o >= *end) {
+                    ends.remove(&k);
+                }
+            }
+        }
+    }
+}
+
 /// A client with the worker's Kafka settings only (no group): metadata, watermarks.
 pub fn plain_client(settings: &Settings) -> Result<BaseConsumer, String> {
     let mut c = ClientConfig::new();
