@@ -8,20 +8,9 @@ use std::time::{Duration, Instant};
 
 use crate::support::committed::{self, assert_versions};
 use crate::support::history::{self, History, Options};
-use crate::support::kafka::{self, Rec};
+use crate::support::kafka;
 use crate::support::worker::{Worker, connector_file};
 use crate::support::{es_connector, servers, unique, wait_converged};
-
-/// Produces `records` in chunks over a few seconds, so that workers come and go mid-stream.
-fn produce_slowly(topic: String, records: Vec<Rec>) -> thread::JoinHandle<()> {
-    thread::spawn(move || {
-        let p = kafka::producer();
-        for chunk in records.chunks(400) {
-            p.send(&topic, chunk);
-            thread::sleep(Duration::from_millis(300));
-        }
-    })
-}
 
 /// Records of `topic` produced and not committed by `group`.
 fn uncommitted(group: &str, topic: &str) -> i64 {
@@ -66,7 +55,12 @@ fn setup(seed: u64) -> (History, String, String, std::path::PathBuf) {
 fn sigkill_at_random_moments_loses_nothing_and_never_commits_ahead_of_the_index() {
     let (h, topic, name, file) = setup(21);
     let group = format!("connect-{name}");
-    let producer = produce_slowly(topic.clone(), h.records.clone());
+    let producer = kafka::produce_slowly(
+        topic.clone(),
+        h.records.clone(),
+        400,
+        Duration::from_millis(300),
+    );
     let watch = committed::watch(&topic, &topic, 4, &group, &h.log);
     let mut w = Worker::start(&file);
     let mut committed = 0;
@@ -106,7 +100,12 @@ fn sigkill_at_random_moments_loses_nothing_and_never_commits_ahead_of_the_index(
 #[test]
 fn two_workers_share_partitions_and_survive_a_clean_stop_and_a_kill() {
     let (h, topic, name, file) = setup(22);
-    let producer = produce_slowly(topic.clone(), h.records.clone());
+    let producer = kafka::produce_slowly(
+        topic.clone(),
+        h.records.clone(),
+        400,
+        Duration::from_millis(300),
+    );
     let watch = committed::watch(&topic, &topic, 4, &format!("connect-{name}"), &h.log);
     let mut a = Worker::start(&file);
     let mut b = Worker::start(&file);

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::support::committed::{self, assert_versions};
 use crate::support::history::{self, Options};
-use crate::support::kafka::{self, Rec};
+use crate::support::kafka;
 use crate::support::rest::{call, states, wait_for};
 use crate::support::worker::Worker;
 use crate::support::{es_connector, servers, unique, wait_converged};
@@ -52,16 +52,6 @@ fn wait_cluster_state(
     })
 }
 
-fn produce_slowly(topic: String, records: Vec<Rec>) -> thread::JoinHandle<()> {
-    thread::spawn(move || {
-        let p = kafka::producer();
-        for chunk in records.chunks(300) {
-            p.send(&topic, chunk);
-            thread::sleep(Duration::from_millis(300));
-        }
-    })
-}
-
 fn committed_sum(group: &str, topic: &str) -> i64 {
     kafka::committed(group, topic, 8).values().sum()
 }
@@ -97,7 +87,12 @@ fn a_connector_posted_to_one_worker_scales_to_three_and_survives_a_kill() {
     assert_eq!(code, 201, "{body}");
     wait_cluster_state(&url_a, &name, "RUNNING", "RUNNING", 1);
 
-    let producer = produce_slowly(topic.clone(), h.records.clone());
+    let producer = kafka::produce_slowly(
+        topic.clone(),
+        h.records.clone(),
+        300,
+        Duration::from_millis(300),
+    );
     let watch = committed::watch(&topic, &topic, 8, &group, &h.log);
     a.wait_log("partitions assigned", WAIT);
     wait_progress(&group, &topic, 0);

@@ -58,6 +58,36 @@ fn wait_committed_all(group: &str, topic: &str, partitions: i32) {
     }
 }
 
+/// Starts a worker with `file` and kills it (SIGKILL) three times, each time after it committed
+/// progress of its own, at a random moment; returns the fourth worker.
+fn kill_three_times(
+    file: &std::path::PathBuf,
+    env: &[(&str, &str)],
+    group: &str,
+    topic: &str,
+    records: usize,
+) -> Worker {
+    let mut w = Worker::start_with(&[file], env);
+    let mut committed = 0;
+    for kill in 0..3 {
+        let start = Instant::now();
+        loop {
+            let now: i64 = kafka::committed(group, topic, 4).values().sum();
+            if now > committed || now == records as i64 {
+                break;
+            }
+            assert!(start.elapsed() < WAIT, "no progress beyond {committed}");
+            thread::sleep(Duration::from_millis(100));
+        }
+        thread::sleep(Duration::from_millis(fastrand::u64(0..800)));
+        w.kill();
+        committed = kafka::committed(group, topic, 4).values().sum();
+        eprintln!("kill {kill}: {committed} records committed");
+        w = Worker::start_with(&[file], env);
+    }
+    w
+}
+
 fn setup(seed: u64, changes: usize) -> (History, String, String, std::path::PathBuf) {
     setup_with(seed, changes, &[])
 }
@@ -180,35 +210,13 @@ fn a_history_becomes_one_row_per_change_in_each_keys_order() {
 fn sigkill_mid_stream_loses_no_row_and_each_keys_newest_row_is_its_last_change() {
     let (h, topic, name, file) = setup(52, 8_000);
     let group = format!("connect-{name}");
-    let producer = {
-        let (topic, records) = (topic.clone(), h.records.clone());
-        thread::spawn(move || {
-            let p = kafka::producer();
-            for chunk in records.chunks(400) {
-                p.send(&topic, chunk);
-                thread::sleep(Duration::from_millis(250));
-            }
-        })
-    };
-    let mut w = Worker::start(&file);
-    let mut committed = 0;
-    for kill in 0..3 {
-        // Kill only after this worker has committed progress of its own.
-        let start = Instant::now();
-        loop {
-            let now: i64 = kafka::committed(&group, &topic, 4).values().sum();
-            if now > committed || now == h.records.len() as i64 {
-                break;
-            }
-            assert!(start.elapsed() < WAIT, "no progress beyond {committed}");
-            thread::sleep(Duration::from_millis(100));
-        }
-        thread::sleep(Duration::from_millis(fastrand::u64(0..800)));
-        w.kill();
-        committed = kafka::committed(&group, &topic, 4).values().sum();
-        eprintln!("kill {kill}: {committed} records committed");
-        w = Worker::start(&file);
-    }
+    let producer = kafka::produce_slowly(
+        topic.clone(),
+        h.records.clone(),
+        400,
+        Duration::from_millis(250),
+    );
+    let w = kill_three_times(&file, &[], &group, &topic, h.records.len());
     producer.join().unwrap();
     wait_committed_all(&group, &topic, 4);
     assert!(w.stop().success());
@@ -311,37 +319,16 @@ fn exactly_once_sigkill_mid_stream_gives_each_change_one_committed_row_in_order(
         ],
     );
     let group = format!("connect-{name}");
-    let producer = {
-        let (topic, records) = (topic.clone(), h.records.clone());
-        thread::spawn(move || {
-            let p = kafka::producer();
-            for chunk in records.chunks(400) {
-                p.send(&topic, chunk);
-                thread::sleep(Duration::from_millis(250));
-            }
-        })
-    };
+    let producer = kafka::produce_slowly(
+        topic.clone(),
+        h.records.clone(),
+        400,
+        Duration::from_millis(250),
+    );
     // A stable worker id, as in production: a restarted worker's producer fences the killed
     // one's and aborts its open transaction.
     let env = [("CDC_SINK_WORKER__ID", "druid-eos-worker")];
-    let mut w = Worker::start_with(&[&file], &env);
-    let mut committed = 0;
-    for kill in 0..3 {
-        let start = Instant::now();
-        loop {
-            let now: i64 = kafka::committed(&group, &topic, 4).values().sum();
-            if now > committed || now == h.records.len() as i64 {
-                break;
-            }
-            assert!(start.elapsed() < WAIT, "no progress beyond {committed}");
-            thread::sleep(Duration::from_millis(100));
-        }
-        thread::sleep(Duration::from_millis(fastrand::u64(0..800)));
-        w.kill();
-        committed = kafka::committed(&group, &topic, 4).values().sum();
-        eprintln!("kill {kill}: {committed} records committed");
-        w = Worker::start_with(&[&file], &env);
-    }
+    let w = kill_three_times(&file, &env, &group, &topic, h.records.len());
     producer.join().unwrap();
     wait_committed_all(&group, &topic, 4);
     assert!(w.stop().success());

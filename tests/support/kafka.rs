@@ -94,6 +94,23 @@ pub fn produce(topic: &str, recs: &[Rec]) {
     producer().send(topic, recs);
 }
 
+/// Produces `records` to `topic` on a thread, `chunk` at a time, `pause` apart, so that
+/// workers come and go mid-stream.
+pub fn produce_slowly(
+    topic: String,
+    records: Vec<Rec>,
+    chunk: usize,
+    pause: Duration,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let p = producer();
+        for c in records.chunks(chunk) {
+            p.send(&topic, c);
+            std::thread::sleep(pause);
+        }
+    })
+}
+
 /// [`produce`] for binary records.
 pub fn produce_bytes(topic: &str, recs: &[Rec<Vec<u8>>]) {
     producer().send(topic, recs);

@@ -156,23 +156,24 @@ fn flatten(
     first: &mut bool,
 ) -> Result<(), String> {
     for_each_field(json, |name, v| {
-        let column = if prefix.is_empty() {
-            name.to_string()
-        } else {
-            format!("{prefix}{sep}{name}")
-        };
         let raw = v.get().trim();
         if raw.starts_with('{') {
+            let column = if prefix.is_empty() {
+                name.to_string()
+            } else {
+                format!("{prefix}{sep}{name}")
+            };
             return flatten(raw, &column, sep, out, first);
         }
         if !std::mem::take(first) {
             out.push(b',');
         }
-        out.extend_from_slice(
-            serde_json::to_string(&column)
-                .unwrap_or_default()
-                .as_bytes(),
-        );
+        // A top-level column (the usual case) is written without building its name.
+        let _ = if prefix.is_empty() {
+            serde_json::to_writer(&mut *out, name)
+        } else {
+            serde_json::to_writer(&mut *out, &format!("{prefix}{sep}{name}"))
+        };
         out.push(b':');
         out.extend_from_slice(raw.as_bytes());
         Ok(())
