@@ -18,6 +18,9 @@ DEBEZIUM_PLUGINS="$CACHE/debezium-$DEBEZIUM_VERSION/plugins"
 # Elasticsearch refuses to run as root: as root it runs as this unprivileged user, from a copy
 # of the distribution that user can read.
 ES_USER=cdcsink
+DRUID_VERSION=33.0.0
+DRUID_LIB="$CACHE/druid-$DRUID_VERSION/lib"
+DRUID_EXTENSIONS="$CACHE/druid-$DRUID_VERSION/extensions"
 
 say() { printf '\033[1m[cdc-sink]\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31m[cdc-sink] %s\033[0m\n' "$*" >&2; exit 1; }
@@ -90,6 +93,25 @@ fetch_connect() {
   maven_libs "the Debezium $DEBEZIUM_VERSION PostgreSQL and MariaDB connectors" \
     "$REPO/scripts/maven/debezium/pom.xml" "$DEBEZIUM_PLUGINS/debezium" \
     -Ddebezium.version="$DEBEZIUM_VERSION" -DexcludeGroupIds=org.apache.kafka,org.slf4j
+}
+
+# Apache Druid from Maven Central: the services into one lib dir, and the Kafka indexing service as
+# an extension folder holding only the jars the lib dir lacks (as Druid's distribution lays it out).
+fetch_druid() {
+  maven_libs "Apache Druid $DRUID_VERSION" "$REPO/scripts/maven/druid/pom.xml" "$DRUID_LIB" \
+    -Ddruid.version="$DRUID_VERSION"
+  local ext="$DRUID_EXTENSIONS/druid-kafka-indexing-service"
+  local stamp; stamp="$ext/.pom-$(cat "$REPO/scripts/maven/druid/pom.xml" "$REPO/scripts/maven/druid-kafka/pom.xml" | sha256sum | cut -c1-16)"
+  [ -f "$stamp" ] && return 0
+  maven_libs "Druid's Kafka indexing service" "$REPO/scripts/maven/druid-kafka/pom.xml" "$ext.all" \
+    -Ddruid.version="$DRUID_VERSION"
+  rm -rf "$ext.tmp" && mkdir -p "$ext.tmp"
+  local jar
+  for jar in "$ext.all"/*.jar; do
+    [ -f "$DRUID_LIB/$(basename "$jar")" ] || cp "$jar" "$ext.tmp/"
+  done
+  rm -rf "$ext" && mv "$ext.tmp" "$ext"
+  touch "$stamp"
 }
 
 pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
@@ -345,15 +367,118 @@ EOF
   echo "ES_URL=http://127.0.0.1:$port" > "$1/elasticsearch.env"
 }
 
-# stop_dir DIR: stops every server started under DIR (their whole process groups).
+# start_druid DIR: the smallest Apache Druid cluster that ingests from the Kafka of DIR and answers
+# SQL, all on loopback: ZooKeeper, a coordinator that is also the overlord (it starts the Derby
+# metadata store), a broker, a historical and an indexer (tasks run as its threads), with local
+# deep storage under DIR/druid. Writes DIR/druid.env (DRUID_URL: the broker, for SQL;
+# DRUID_OVERLORD_URL: the coordinator/overlord, for supervisors).
+start_druid() {
+  local dir="$1/druid"; mkdir -p "$dir"
+  local zk derby coord broker hist idx
+  zk=$(free_port); derby=$(free_port); coord=$(free_port); broker=$(free_port); hist=$(free_port); idx=$(free_port)
+  mkdir -p "$dir/_common" "$dir/zookeeper/data"
+  cat > "$dir/_common/common.runtime.properties" <<EOF
+druid.extensions.directory=$DRUID_EXTENSIONS
+druid.extensions.loadList=["druid-kafka-indexing-service"]
+druid.host=127.0.0.1
+druid.bindOnHost=true
+druid.startup.logging.logProperties=false
+druid.zk.service.host=127.0.0.1:$zk
+druid.zk.paths.base=/druid
+druid.metadata.storage.type=derby
+druid.metadata.storage.connector.connectURI=jdbc:derby://127.0.0.1:$derby/$dir/metadata.db;create=true
+druid.metadata.storage.connector.host=127.0.0.1
+druid.metadata.storage.connector.port=$derby
+druid.storage.type=local
+druid.storage.storageDirectory=$dir/segments
+druid.indexer.logs.type=file
+druid.indexer.logs.directory=$dir/indexing-logs
+druid.selectors.indexing.serviceName=druid/overlord
+druid.selectors.coordinator.serviceName=druid/coordinator
+druid.monitoring.monitors=[]
+druid.emitter=noop
+druid.sql.enable=true
+druid.lookup.enableLookupSyncOnStartup=false
+druid.processing.buffer.sizeBytes=16MiB
+druid.processing.numMergeBuffers=2
+druid.processing.numThreads=1
+EOF
+  cat > "$dir/_common/log4j2.xml" <<'EOF'
+<Configuration status="WARN">
+  <Appenders>
+    <Console name="Console" target="SYSTEM_OUT">
+      <PatternLayout pattern="%d{ISO8601} %p [%t] %c - %m%n"/>
+    </Console>
+  </Appenders>
+  <Loggers>
+    <Root level="warn"><AppenderRef ref="Console"/></Root>
+    <Logger name="org.apache.druid.java.util.common.lifecycle.Lifecycle" level="info" additivity="false">
+      <AppenderRef ref="Console"/>
+    </Logger>
+    <Logger name="org.apache.druid.indexing.seekablestream" level="info" additivity="false">
+      <AppenderRef ref="Console"/>
+    </Logger>
+  </Loggers>
+</Configuration>
+EOF
+  local s
+  for s in coordinator broker historical indexer; do mkdir -p "$dir/$s/tmp"; done
+  printf 'druid.service=druid/coordinator\ndruid.plaintextPort=%s\ndruid.coordinator.startDelay=PT5S\ndruid.coordinator.period=PT5S\ndruid.manager.segments.pollDuration=PT5S\ndruid.coordinator.asOverlord.enabled=true\ndruid.coordinator.asOverlord.overlordService=druid/overlord\ndruid.indexer.queue.startDelay=PT1S\ndruid.indexer.storage.type=metadata\n' \
+    "$coord" > "$dir/coordinator/runtime.properties"
+  printf 'druid.service=druid/broker\ndruid.plaintextPort=%s\ndruid.broker.http.numConnections=5\ndruid.server.http.numThreads=12\n' \
+    "$broker" > "$dir/broker/runtime.properties"
+  printf 'druid.service=druid/historical\ndruid.plaintextPort=%s\ndruid.server.http.numThreads=12\ndruid.segmentCache.locations=[{"path":"%s","maxSize":"2GiB"}]\n' \
+    "$hist" "$dir/historical/segment-cache" > "$dir/historical/runtime.properties"
+  printf 'druid.service=druid/indexer\ndruid.plaintextPort=%s\ndruid.worker.capacity=8\ndruid.indexer.task.baseTaskDir=%s\ndruid.indexer.task.restoreTasksOnRestart=true\n' \
+    "$idx" "$dir/indexer/task" > "$dir/indexer/runtime.properties"
+
+  local java; java="$(java_home)/bin/java"
+  # Druid's Java 17 flags (its docs, "Java runtime": strong encapsulation).
+  local flags=(-XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Duser.timezone=UTC -Dfile.encoding=UTF-8
+    -Djava.util.logging.manager=org.apache.logging.log4j.jul.LogManager
+    --add-exports=java.base/jdk.internal.misc=ALL-UNNAMED --add-exports=java.base/jdk.internal.ref=ALL-UNNAMED
+    --add-opens=java.base/java.nio=ALL-UNNAMED --add-opens=java.base/sun.nio.ch=ALL-UNNAMED
+    --add-opens=java.base/jdk.internal.ref=ALL-UNNAMED --add-opens=java.base/java.io=ALL-UNNAMED
+    --add-opens=java.base/java.lang=ALL-UNNAMED --add-opens=jdk.management/com.sun.management.internal=ALL-UNNAMED)
+  say "starting Apache Druid $DRUID_VERSION: ZooKeeper, coordinator/overlord, broker, historical, indexer (logs: $dir/*/*.log)"
+  setsid "$java" -Xms32m -Xmx128m -XX:+UseSerialGC -Dzookeeper.admin.enableServer=false \
+    -Dlog4j2.configurationFile="$dir/_common/log4j2.xml" -cp "$DRUID_LIB/*" \
+    org.apache.zookeeper.server.ZooKeeperServerMain "$zk" "$dir/zookeeper/data" > "$dir/zookeeper/zookeeper.log" 2>&1 < /dev/null &
+  echo $! > "$dir/zookeeper/pid"
+  wait_for ZooKeeper "$dir/zookeeper/zookeeper.log" "$(cat "$dir/zookeeper/pid")" \
+    python3 -c "import socket; socket.create_connection(('127.0.0.1', $zk), 1)" || return 1
+  local heap
+  for s in coordinator broker historical indexer; do
+    case "$s" in indexer) heap=640m ;; *) heap=384m ;; esac
+    setsid "$java" -Xms"$heap" -Xmx"$heap" -XX:MaxDirectMemorySize=256m "${flags[@]}" \
+      -Djava.io.tmpdir="$dir/$s/tmp" -cp "$dir/_common:$dir/$s:$DRUID_LIB/*" \
+      org.apache.druid.cli.Main server "$s" > "$dir/$s/$s.log" 2>&1 < /dev/null &
+    echo $! > "$dir/$s/pid"
+  done
+  local port
+  for s in coordinator broker historical indexer; do
+    port=$(sed -n 's/^druid.plaintextPort=//p' "$dir/$s/runtime.properties")
+    wait_for "Druid $s" "$dir/$s/$s.log" "$(cat "$dir/$s/pid")" curl -sf "http://127.0.0.1:$port/status/health" || return 1
+  done
+  # Ready to ingest once the overlord lists the indexer as a worker; ready to query once the
+  # broker answers SQL.
+  wait_for "Druid's overlord" "$dir/coordinator/coordinator.log" "$(cat "$dir/coordinator/pid")" \
+    sh -c "curl -sf http://127.0.0.1:$coord/druid/indexer/v1/workers | grep -q '\"host\"'" || return 1
+  wait_for "Druid's broker" "$dir/broker/broker.log" "$(cat "$dir/broker/pid")" \
+    curl -sf -H 'Content-Type: application/json' -d '{"query":"SELECT 1"}' "http://127.0.0.1:$broker/druid/v2/sql" || return 1
+  printf 'DRUID_URL=http://127.0.0.1:%s\nDRUID_OVERLORD_URL=http://127.0.0.1:%s\n' "$broker" "$coord" > "$1/druid.env"
+}
+
+# stop_dir DIR: stops every server started under DIR (their whole process groups; Druid's
+# services keep their pid files one level deeper, under DIR/druid).
 stop_dir() {
   local d="$1" pidfile pid
-  for pidfile in "$d"/*/pid; do
+  for pidfile in "$d"/*/pid "$d"/*/*/pid; do
     [ -f "$pidfile" ] || continue
     pid=$(cat "$pidfile")
     kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
   done
-  for pidfile in "$d"/*/pid; do
+  for pidfile in "$d"/*/pid "$d"/*/*/pid; do
     [ -f "$pidfile" ] || continue
     pid=$(cat "$pidfile")
     for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::support::druid;
 use crate::support::history::{self, History, Options};
 use crate::support::kafka;
 use crate::support::unique;
@@ -88,6 +89,24 @@ fn kill_three_times(
     w
 }
 
+/// What `cdc-sink druid-spec FILE` prints for the connector file.
+fn druid_spec(file: &std::path::Path) -> Value {
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_cdc-sink"))
+        .args(["druid-spec", file.to_str().unwrap()])
+        .env(
+            "CDC_SINK_KAFKA__BOOTSTRAP_SERVERS",
+            crate::support::servers::kafka(),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    serde_json::from_slice(&cli.stdout).unwrap()
+}
+
 fn setup(seed: u64, changes: usize) -> (History, String, String, std::path::PathBuf) {
     setup_with(seed, changes, &[])
 }
@@ -140,20 +159,7 @@ fn a_history_becomes_one_row_per_change_in_each_keys_order() {
 
     // The supervisor spec, from the CLI and over REST: Druid's documented shape, the columns
     // of the rows with their types.
-    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_cdc-sink"))
-        .args(["druid-spec", file.to_str().unwrap()])
-        .env(
-            "CDC_SINK_KAFKA__BOOTSTRAP_SERVERS",
-            crate::support::servers::kafka(),
-        )
-        .output()
-        .unwrap();
-    assert!(
-        cli.status.success(),
-        "{}",
-        String::from_utf8_lossy(&cli.stderr)
-    );
-    let specs: Value = serde_json::from_slice(&cli.stdout).unwrap();
+    let specs = druid_spec(&file);
     let dims: Vec<Value> = [
         ("string", "tenant"),
         ("long", "id"),
@@ -361,4 +367,58 @@ fn exactly_once_sigkill_mid_stream_gives_each_change_one_committed_row_in_order(
         differing.is_empty(),
         "keys whose rows differ: {differing:?}"
     );
+
+    // The real Druid ingests the topic with the spec druid-spec prints (read_committed): it
+    // holds each change once, and the README's query gives the source table with its versions.
+    let out = format!("druid.{topic}");
+    let specs = druid_spec(&file);
+    let _supervisor = druid::submit(&specs[0]);
+    let count = format!("SELECT COUNT(*) AS \"n\" FROM \"{out}\"");
+    druid::wait_sql(&count, WAIT, |r| {
+        r.first().is_some_and(|r| r["n"] == json!(want.len()))
+    });
+    let all = druid::sql(&format!(
+        "SELECT \"tenant\", \"id\", \"__version\", \"__deleted\" FROM \"{out}\""
+    ))
+    .unwrap();
+    let mut in_druid: BTreeMap<String, Vec<(u64, bool)>> = BTreeMap::new();
+    for r in &all {
+        let key = format!("{}|{}", r["tenant"].as_str().unwrap(), r["id"]);
+        let deleted = r["__deleted"].as_str().unwrap() == "true";
+        in_druid
+            .entry(key)
+            .or_default()
+            .push((r["__version"].as_u64().unwrap(), deleted));
+    }
+    let mut sorted_want: BTreeMap<String, Vec<(u64, bool)>> = want_by_key
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    for rows in in_druid.values_mut().chain(sorted_want.values_mut()) {
+        rows.sort();
+    }
+    assert_eq!(in_druid, sorted_want, "Druid's rows: each change once");
+    let columns = [
+        "tenant",
+        "id",
+        "name",
+        "balance",
+        "updated_at",
+        "birthday",
+        "__version",
+    ];
+    let latest = druid::sql(&druid::latest_query(&out, &["tenant", "id"], &columns)).unwrap();
+    let mut table: BTreeMap<String, Value> = BTreeMap::new();
+    let mut versions: BTreeMap<String, u64> = BTreeMap::new();
+    for mut r in latest {
+        let key = format!("{}|{}", r["tenant"].as_str().unwrap(), r["id"]);
+        versions.insert(key.clone(), r["__version"].as_u64().unwrap());
+        r.as_object_mut().unwrap().remove("__version");
+        assert!(table.insert(key.clone(), r).is_none(), "{key} twice");
+    }
+    assert_eq!(
+        versions, h.versions,
+        "the latest row's version of every key"
+    );
+    assert_eq!(table, h.expected, "the latest rows are the source table");
 }

@@ -4,6 +4,7 @@
 
 pub mod avro;
 pub mod committed;
+pub mod druid;
 pub mod es;
 pub mod history;
 pub mod http;

@@ -1,0 +1,126 @@
+//! The real Apache Druid (ZooKeeper, coordinator/overlord, broker, historical, indexer), started
+//! once per run beside the shared Kafka by `scripts/servers start DIR druid`, and helpers to
+//! submit supervisors and run SQL.
+
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::rest::call;
+use super::servers::{read_env, repo, servers};
+
+pub struct Druid {
+    /// The broker: SQL.
+    pub url: String,
+    /// The coordinator, which is also the overlord: supervisors.
+    pub overlord: String,
+}
+
+/// Druid, started on first use.
+pub fn druid() -> &'static Druid {
+    static D: OnceLock<Druid> = OnceLock::new();
+    D.get_or_init(|| {
+        let dir = servers().dir.clone();
+        if !dir.join("druid.env").exists() {
+            let status = Command::new(repo().join("scripts/servers"))
+                .arg("start")
+                .arg(&dir)
+                .arg("druid")
+                .stdout(Stdio::null())
+                .status()
+                .expect("running scripts/servers");
+            assert!(status.success(), "starting Druid failed (see above)");
+        }
+        Druid {
+            url: read_env(&dir, "druid.env", "DRUID_URL"),
+            overlord: read_env(&dir, "druid.env", "DRUID_OVERLORD_URL"),
+        }
+    })
+}
+
+/// A running supervisor; terminated when dropped, which frees its indexer slot.
+pub struct Supervisor {
+    pub id: String,
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        let path = format!("/druid/indexer/v1/supervisor/{}/terminate", self.id);
+        let _ = call(&druid().overlord, "POST", &path, None);
+    }
+}
+
+/// Submits a Kafka supervisor spec (as `cdc-sink druid-spec` prints it).
+pub fn submit(spec: &Value) -> Supervisor {
+    let (code, body) = call(
+        &druid().overlord,
+        "POST",
+        "/druid/indexer/v1/supervisor",
+        Some(spec),
+    );
+    assert_eq!(code, 200, "submitting the supervisor: {body}");
+    Supervisor {
+        id: body["id"].as_str().expect("a supervisor id").to_string(),
+    }
+}
+
+/// Runs `query` on the broker: the rows as JSON objects, or the error Druid answered.
+pub fn sql(query: &str) -> Result<Vec<Value>, String> {
+    let (code, body) = call(
+        &druid().url,
+        "POST",
+        "/druid/v2/sql",
+        Some(&json!({"query": query})),
+    );
+    match (code, body) {
+        (200, Value::Array(rows)) => Ok(rows),
+        (code, body) => Err(format!("{code}: {body}")),
+    }
+}
+
+/// Runs `query` until `ok` holds for its rows (a datasource is unknown to the broker until
+/// its first rows are ingested); panics with the last answer after `timeout`.
+pub fn wait_sql(query: &str, timeout: Duration, ok: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let start = Instant::now();
+    loop {
+        let answer = sql(query);
+        if let Ok(rows) = &answer
+            && ok(rows)
+        {
+            return answer.unwrap();
+        }
+        if start.elapsed() > timeout {
+            let last = match answer {
+                Ok(rows) => format!("{} rows, first {:?}", rows.len(), rows.first()),
+                Err(e) => e,
+            };
+            panic!("Druid SQL: condition not met after {timeout:?}: {query}\nlast: {last}");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The latest row of every key that is not deleted — the query the README gives for a read
+/// model on Druid: each key's row with the highest `__version`, dropped when it is a delete.
+/// `DISTINCT`: a change Debezium sent twice (a replay after its restart) is two equal rows
+/// with the same version. `key` are the key columns, `columns` the columns returned.
+pub fn latest_query(datasource: &str, key: &[&str], columns: &[&str]) -> String {
+    let q = |c: &str| format!("\"{c}\"");
+    let keys: Vec<String> = key.iter().map(|k| q(k)).collect();
+    let on: Vec<String> = key
+        .iter()
+        .map(|k| format!("t.{} = m.{}", q(k), q(k)))
+        .collect();
+    let cols: Vec<String> = columns.iter().map(|c| format!("t.{}", q(c))).collect();
+    format!(
+        "SELECT DISTINCT {cols} FROM \"{datasource}\" t \
+         JOIN (SELECT {keys}, MAX(\"__version\") AS \"v\" FROM \"{datasource}\" GROUP BY {keys}) m \
+         ON {on} AND t.\"__version\" = m.\"v\" \
+         WHERE t.\"__deleted\" = 'false'",
+        cols = cols.join(", "),
+        keys = keys.join(", "),
+        on = on.join(" AND "),
+    )
+}
