@@ -89,24 +89,6 @@ fn kill_three_times(
     w
 }
 
-/// What `cdc-sink druid-spec FILE` prints for the connector file.
-fn druid_spec(file: &std::path::Path) -> Value {
-    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_cdc-sink"))
-        .args(["druid-spec", file.to_str().unwrap()])
-        .env(
-            "CDC_SINK_KAFKA__BOOTSTRAP_SERVERS",
-            crate::support::servers::kafka(),
-        )
-        .output()
-        .unwrap();
-    assert!(
-        cli.status.success(),
-        "{}",
-        String::from_utf8_lossy(&cli.stderr)
-    );
-    serde_json::from_slice(&cli.stdout).unwrap()
-}
-
 fn setup(seed: u64, changes: usize) -> (History, String, String, std::path::PathBuf) {
     setup_with(seed, changes, &[])
 }
@@ -159,7 +141,7 @@ fn a_history_becomes_one_row_per_change_in_each_keys_order() {
 
     // The supervisor spec, from the CLI and over REST: Druid's documented shape, the columns
     // of the rows with their types.
-    let specs = druid_spec(&file);
+    let specs = druid::spec_of(&file);
     let dims: Vec<Value> = [
         ("string", "tenant"),
         ("long", "id"),
@@ -371,7 +353,7 @@ fn exactly_once_sigkill_mid_stream_gives_each_change_one_committed_row_in_order(
     // The real Druid ingests the topic with the spec druid-spec prints (read_committed): it
     // holds each change once, and the README's query gives the source table with its versions.
     let out = format!("druid.{topic}");
-    let specs = druid_spec(&file);
+    let specs = druid::spec_of(&file);
     let _supervisor = druid::submit(&specs[0]);
     let count = format!("SELECT COUNT(*) AS \"n\" FROM \"{out}\"");
     druid::wait_sql(&count, WAIT, |r| {

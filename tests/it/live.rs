@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::support::druid;
 use crate::support::live::{self, live, maria, pg};
 use crate::support::worker::{Worker, connector_file};
 use crate::support::{es, es_connector, servers};
@@ -417,6 +418,91 @@ fn snapshot_then_stream(flavour: Flavour) {
             "truncate not counted:\n{text}"
         );
     }
+}
+
+/// PostgreSQL → Debezium → Kafka → cdc-sink (druid, exactly once) → Druid: the supervisors
+/// `druid-spec` prints ingest the rows, and the README's latest-row query gives each table's
+/// `SELECT`, deleted rows dropped.
+#[test]
+fn postgres_to_druid_the_latest_rows_are_the_tables() {
+    let _one = live::one_at_a_time();
+    live();
+    let d = druid::druid();
+    let src = Source::create(Flavour::Postgres);
+    src.start_debezium();
+    let name = format!("{}-druid", src.db);
+    let file = connector_file(
+        &name,
+        &json!({"connector.class": "druid", "topics.regex": src.topics_regex(),
+            "exactly.once": "true",
+            "consumer.override.session.timeout.ms": "3000",
+            "consumer.override.heartbeat.interval.ms": "500"}),
+    );
+    let worker = Worker::start(&file);
+    let tables = ["customers", "products", "orders"];
+    let rows = |t: &str| {
+        crate::support::kafka::try_end_offsets(&format!("druid.{}", src.topic(t)), 1)
+            .map_or(0, |e| e.values().sum::<i64>())
+    };
+    wait_until("the snapshot's rows", Duration::from_secs(120), || {
+        tables.iter().all(|t| rows(t) > 0)
+    });
+    let specs = druid::spec_of(&file);
+    let supervisors: Vec<druid::Supervisor> = specs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| {
+            let topic = s["spec"]["ioConfig"]["topic"].as_str().unwrap();
+            tables
+                .iter()
+                .any(|t| topic == format!("druid.{}", src.topic(t)))
+        })
+        .map(druid::submit)
+        .collect();
+    assert_eq!(supervisors.len(), tables.len(), "a spec per table: {specs}");
+    for chunk in workload(62, 4) {
+        src.sql(&chunk);
+    }
+    for t in tables {
+        let (_, id, pg_row, _) = TABLES.iter().find(|x| x.0 == t).unwrap();
+        let columns: Vec<String> = pg_row
+            .split("'")
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect();
+        let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+        let query = druid::latest_query(&format!("druid.{}", src.topic(t)), &[id], &columns);
+        let start = Instant::now();
+        loop {
+            let expected = src.expected(t);
+            let got: BTreeMap<String, Value> = druid::sql(&query)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|r| (r[*id].to_string(), r))
+                .collect();
+            let diffs = differences(&got, &expected);
+            if diffs.is_empty() {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(300),
+                "Druid's latest rows of {t} differ from the table ({} rows, {} expected): {:?}",
+                got.len(),
+                expected.len(),
+                &diffs[..diffs.len().min(3)]
+            );
+            thread::sleep(Duration::from_secs(1));
+        }
+        eprintln!(
+            "{t}: Druid's latest rows are the table's {} rows",
+            src.expected(t).len()
+        );
+    }
+    drop(supervisors);
+    let _ = d;
+    assert!(worker.stop().success());
 }
 
 #[test]

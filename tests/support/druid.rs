@@ -124,3 +124,18 @@ pub fn latest_query(datasource: &str, key: &[&str], columns: &[&str]) -> String 
         on = on.join(" AND "),
     )
 }
+
+/// What `cdc-sink druid-spec FILE` prints for the connector file: a supervisor spec per topic.
+pub fn spec_of(file: &std::path::Path) -> Value {
+    let cli = Command::new(env!("CARGO_BIN_EXE_cdc-sink"))
+        .args(["druid-spec", file.to_str().unwrap()])
+        .env("CDC_SINK_KAFKA__BOOTSTRAP_SERVERS", super::servers::kafka())
+        .output()
+        .unwrap();
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    serde_json::from_slice(&cli.stdout).unwrap()
+}

@@ -140,13 +140,17 @@ pub fn first_record(topic: &str) -> (Vec<u8>, Vec<u8>) {
 
 /// The end (high watermark) offset of each partition.
 pub fn end_offsets(topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
+    try_end_offsets(topic, partitions).unwrap_or_else(|e| panic!("watermarks of {topic}: {e}"))
+}
+
+/// [`end_offsets`], or why not (the topic does not exist yet).
+pub fn try_end_offsets(topic: &str, partitions: i32) -> Result<BTreeMap<i32, i64>, String> {
     let c: BaseConsumer = config().create().expect("consumer");
     (0..partitions)
         .map(|p| {
-            (
-                p,
-                c.fetch_watermarks(topic, p, TIMEOUT).expect("watermarks").1,
-            )
+            c.fetch_watermarks(topic, p, TIMEOUT)
+                .map(|w| (p, w.1))
+                .map_err(|e| e.to_string())
         })
         .collect()
 }
