@@ -20,6 +20,8 @@ pub struct Metrics {
     pub requests: AtomicU64,
     /// Documents removed (or soft-deleted) by reconciliation after a snapshot.
     pub reconciled: AtomicU64,
+    /// Kafka transactions committed (the Druid connector with `exactly.once`).
+    pub transactions: AtomicU64,
     /// Records with nothing to write, by reason (`tombstone`, `schema_change`, `truncate`…).
     skipped: Mutex<BTreeMap<&'static str, u64>>,
     /// Retries, by reason (`transport`, `timeout`, `bad_response`, `http_429`, `http_5xx`,
@@ -103,6 +105,10 @@ impl Histogram {
     }
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// A copy of the counters at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Snapshot {
@@ -112,6 +118,8 @@ pub struct Snapshot {
     pub failed: u64,
     pub requests: u64,
     pub reconciled: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub transactions: u64,
     pub skipped: BTreeMap<String, u64>,
     pub retries: BTreeMap<String, u64>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -160,6 +168,7 @@ impl Metrics {
             failed: load(&self.failed),
             requests: load(&self.requests),
             reconciled: load(&self.reconciled),
+            transactions: load(&self.transactions),
             skipped: copy(&self.skipped),
             retries: copy(&self.retries),
             stale_by_partition: self

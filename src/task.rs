@@ -26,7 +26,7 @@ use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::sink::druid::DruidSink;
 use crate::sink::elasticsearch::ElasticsearchSink;
-use crate::sink::{Outcome, Sink, SinkRecord};
+use crate::sink::{Outcome, Sink, SinkError, SinkRecord};
 use crate::source::barriers::Barriers;
 use crate::source::offsets::Offsets;
 use crate::source::{self, Consumer, RebalanceHandler};
@@ -35,6 +35,8 @@ use crate::source::{self, Consumer, RebalanceHandler};
 const POLL: Duration = Duration::from_millis(50);
 /// Records taken from the consumer between two looks at the sink (acks, linger, commits).
 const BURST: usize = 256;
+/// The first and the longest wait before a task starts over from its committed offsets.
+const REWIND_BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30));
 /// First and largest delay between two attempts at a stalled record.
 const STALL_BACKOFF: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(10));
 
@@ -97,7 +99,7 @@ struct State {
     sink: Box<dyn Sink>,
     paused: bool,
     /// A failure found inside a callback, reported by the poll loop.
-    failure: Option<String>,
+    failure: Option<End>,
     /// Records waiting for something decoding needs (the schema registry), in read order.
     stall: Option<Stall>,
     /// The task has finished its final drain and commit: a revocation while the consumer
@@ -123,6 +125,60 @@ enum Failure {
     Fatal(String),
     /// Something needed is unavailable: try the record again later.
     Wait(String),
+    /// The sink discarded what it wrote since the last commit: the task starts over from the
+    /// committed offsets.
+    Rewind(String),
+}
+
+impl From<SinkError> for Failure {
+    fn from(e: SinkError) -> Failure {
+        match e {
+            SinkError::Rewind(m) => Failure::Rewind(m),
+            e => Failure::Fatal(e.to_string()),
+        }
+    }
+}
+
+impl From<End> for Failure {
+    fn from(e: End) -> Failure {
+        match e {
+            End::Failed(m) => Failure::Fatal(m),
+            End::Rewind(m) => Failure::Rewind(m),
+        }
+    }
+}
+
+/// How a run of a task ended, when not by being stopped.
+#[derive(Debug)]
+enum End {
+    /// The task fails (shown as FAILED with this trace) until restarted.
+    Failed(String),
+    /// Nothing past the committed offsets is written: the task runs again from there, after a
+    /// backoff, with a new consumer and sink (a transaction aborted, a row not delivered).
+    Rewind(String),
+}
+
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            End::Failed(m) | End::Rewind(m) => f.write_str(m),
+        }
+    }
+}
+
+impl From<String> for End {
+    fn from(e: String) -> End {
+        End::Failed(e)
+    }
+}
+
+impl From<SinkError> for End {
+    fn from(e: SinkError) -> End {
+        match e {
+            SinkError::Rewind(m) => End::Rewind(m),
+            e => End::Failed(e.to_string()),
+        }
+    }
 }
 
 struct Handler {
@@ -178,7 +234,8 @@ impl RebalanceHandler for Handler {
                 self.flush_timeout,
             ) {
                 Ok(()) => {}
-                Err(Failure::Fatal(e)) => st.failure = Some(e),
+                Err(Failure::Fatal(e)) => st.failure = Some(End::Failed(e)),
+                Err(Failure::Rewind(e)) => st.failure = Some(End::Rewind(e)),
                 Err(Failure::Wait(e)) => {
                     warn!(task = %self.label, "commit on revocation failed: {e}");
                 }
@@ -217,7 +274,7 @@ fn commit<H: RebalanceHandler>(
         st.offsets.committed(&marks);
         return Ok(());
     }
-    drain(st, flush_timeout, |st| st.sink.pending() == 0).map_err(Failure::Fatal)?;
+    drain(st, flush_timeout, |st| st.sink.pending() == 0)?;
     if st.sink.pending() > 0 {
         return Err(Failure::Wait(format!(
             "{} writes still in flight: the transaction is committed later",
@@ -228,22 +285,17 @@ fn commit<H: RebalanceHandler>(
     let group = consumer
         .group_metadata()
         .ok_or_else(|| Failure::Fatal("the consumer has no group metadata".into()))?;
-    st.sink
-        .commit_offsets(&marks, &group)
-        .map_err(|e| Failure::Fatal(e.to_string()))?;
+    st.sink.commit_offsets(&marks, &group)?;
     st.offsets.committed(&marks);
     Ok(())
 }
 
 /// Sends everything buffered and collects acks until `done` or `timeout`.
-fn drain(st: &mut State, timeout: Duration, done: impl Fn(&State) -> bool) -> Result<(), String> {
+fn drain(st: &mut State, timeout: Duration, done: impl Fn(&State) -> bool) -> Result<(), End> {
     let deadline = Instant::now() + timeout;
     st.sink.flush();
     while !done(st) && Instant::now() < deadline {
-        let acks = st
-            .sink
-            .poll(Duration::from_millis(100))
-            .map_err(|e| e.to_string())?;
+        let acks = st.sink.poll(Duration::from_millis(100))?;
         for a in acks {
             st.offsets.ack(a);
         }
@@ -293,11 +345,43 @@ pub fn spawn(
                 },
                 None,
             );
-            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                run(
-                    &spec, id, &settings, runtime, metrics, &shutdown, control, &st,
-                )
-            }));
+            let mut rewinds = 0u32;
+            let ran = loop {
+                let started = Instant::now();
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    run(
+                        &spec,
+                        id,
+                        &settings,
+                        runtime.clone(),
+                        metrics.clone(),
+                        &shutdown,
+                        control.clone(),
+                        &st,
+                    )
+                }));
+                let Ok(Err(End::Rewind(why))) = ran else {
+                    break ran;
+                };
+                // Start over from the committed offsets, with a backoff that grows while the
+                // runs keep ending this way.
+                if started.elapsed() > REWIND_BACKOFF.1 * 2 {
+                    rewinds = 0;
+                }
+                rewinds += 1;
+                let wait = crate::backoff::delay(rewinds, REWIND_BACKOFF.0, REWIND_BACKOFF.1);
+                warn!(task = %label, attempt = rewinds, "starting over from the committed offsets in {wait:?}: {why}");
+                if let Ok(mut s) = st.lock() {
+                    s.trouble = Some(format!("starting over from the committed offsets: {why}"));
+                }
+                let until = Instant::now() + wait;
+                while Instant::now() < until && !shutdown.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                if shutdown.load(Ordering::Relaxed) {
+                    break Ok(Ok(()));
+                }
+            };
             match ran {
                 Ok(Ok(())) => {
                     info!(task = %label, "task stopped");
@@ -305,7 +389,7 @@ pub fn spawn(
                 }
                 Ok(Err(e)) => {
                     error!(task = %label, "task failed: {e}");
-                    set("FAILED", Some(e));
+                    set("FAILED", Some(e.to_string()));
                 }
                 Err(panic) => {
                     // A bug; the offsets committed are still only those of written records.
@@ -337,7 +421,7 @@ fn run(
     shutdown: &AtomicBool,
     control: Arc<Control>,
     status: &Mutex<TaskStatus>,
-) -> Result<(), String> {
+) -> Result<(), End> {
     let label = format!("{}-{id}", spec.name);
     let (sink, flush_timeout): (Box<dyn Sink>, Duration) = match &spec.sink {
         SinkSpec::Elasticsearch(cfg) => {
@@ -440,7 +524,8 @@ fn run(
                         Metrics::add(&metrics.consumed, 1);
                         match handle(&mut st, &mut decoder, spec, &metrics, &m) {
                             Ok(()) => {}
-                            Err(Failure::Fatal(e)) => break 'run Err(e),
+                            Err(Failure::Fatal(e)) => break 'run Err(End::Failed(e)),
+                            Err(Failure::Rewind(e)) => break 'run Err(End::Rewind(e)),
                             Err(Failure::Wait(why)) => {
                                 warn!(task = %label, "waiting, consumption paused: {why}");
                                 st.stall = Some(Stall {
@@ -470,7 +555,7 @@ fn run(
         };
         match st.sink.poll(wait) {
             Ok(acks) => acks.into_iter().for_each(|a| st.offsets.ack(a)),
-            Err(e) => break Err(e.to_string()),
+            Err(e) => break Err(End::from(e)),
         }
         let State {
             barriers,
@@ -514,12 +599,16 @@ fn run(
             }
             trouble_logged = trouble;
         }
-        if last_commit.elapsed() >= commit_every || (commit_soon && st.sink.pending() == 0) {
+        if last_commit.elapsed() >= commit_every
+            || (commit_soon && st.sink.pending() == 0)
+            || st.sink.commit_due()
+        {
             commit_soon = false;
             let marks = st.offsets.committable();
             match commit(&consumer, &mut st, marks, CommitMode::Async, flush_timeout) {
                 Ok(()) => {}
-                Err(Failure::Fatal(e)) => break Err(e),
+                Err(Failure::Fatal(e)) => break Err(End::Failed(e)),
+                Err(Failure::Rewind(e)) => break Err(End::Rewind(e)),
                 Err(Failure::Wait(e)) => warn!(task = %label, "offset commit failed: {e}"),
             }
             last_commit = Instant::now();
@@ -527,15 +616,18 @@ fn run(
     };
 
     // Stopping or failing: write what was taken before, commit up to there, leave the group.
+    // Rewinding: the sink discarded its uncommitted writes, so nothing more is committed.
     let mut st = handler.lock();
-    if let Err(e) = drain(&mut st, flush_timeout, |st| st.sink.pending() == 0) {
-        warn!(task = %label, "while finishing in-flight writes: {e}");
-    }
-    let marks = st.offsets.watermarks(None);
-    if let Err(Failure::Fatal(e) | Failure::Wait(e)) =
-        commit(&consumer, &mut st, marks, CommitMode::Sync, flush_timeout)
-    {
-        warn!(task = %label, "final offset commit failed: {e}");
+    if !matches!(outcome, Err(End::Rewind(_))) {
+        if let Err(e) = drain(&mut st, flush_timeout, |st| st.sink.pending() == 0) {
+            warn!(task = %label, "while finishing in-flight writes: {e}");
+        }
+        let marks = st.offsets.watermarks(None);
+        if let Err(Failure::Fatal(e) | Failure::Wait(e) | Failure::Rewind(e)) =
+            commit(&consumer, &mut st, marks, CommitMode::Sync, flush_timeout)
+        {
+            warn!(task = %label, "final offset commit failed: {e}");
+        }
     }
     if st.offsets.in_flight() > 0 && outcome.is_ok() {
         warn!(task = %label, records = st.offsets.in_flight(), "stopped with unwritten records; they will be read again");
@@ -554,7 +646,7 @@ fn retry_stall(
     spec: &ConnectorSpec,
     metrics: &Metrics,
     label: &str,
-) -> Result<(), String> {
+) -> Result<(), End> {
     let Some(mut stall) = st.stall.take() else {
         return Ok(());
     };
@@ -567,7 +659,8 @@ fn retry_stall(
             Ok(()) => {
                 stall.queue.pop_front();
             }
-            Err(Failure::Fatal(e)) => return Err(e),
+            Err(Failure::Fatal(e)) => return Err(End::Failed(e)),
+            Err(Failure::Rewind(e)) => return Err(End::Rewind(e)),
             Err(Failure::Wait(why)) => {
                 stall.attempt += 1;
                 stall.next = Instant::now()
@@ -624,11 +717,7 @@ fn handle(
     if st.sink.awaits_topic(&record) && st.offsets.counts(ack) {
         st.barriers.add(ack, topic, partition, offset, timestamp_ms);
     }
-    match st
-        .sink
-        .put(record, ack)
-        .map_err(|e| Failure::Fatal(e.to_string()))?
-    {
+    match st.sink.put(record, ack).map_err(Failure::from)? {
         Outcome::Buffered => {}
         Outcome::Skipped(why) => {
             metrics.skip(why);

@@ -55,6 +55,11 @@ pub enum SinkError {
     /// The sink gave up (retries exhausted, or an unexpected response).
     #[error("{0}")]
     Fatal(String),
+    /// The sink discarded everything it took since the last offset commit (an aborted
+    /// transaction, a row the producer could not deliver): the task starts over from the
+    /// committed offsets, with a new sink.
+    #[error("{0}")]
+    Rewind(String),
 }
 
 /// A destination for decoded changes, driven by one task's thread.
@@ -113,9 +118,16 @@ pub trait Sink: Send {
         false
     }
 
+    /// Whether the sink wants its writes committed now, before the next periodic commit (its
+    /// open transaction reached its size or age limit).
+    fn commit_due(&self) -> bool {
+        false
+    }
+
     /// Commits everything written since the last call together with `offsets` (topic,
     /// partition, next offset) for the consumer group `group`, atomically. On failure none of
-    /// it becomes visible, and the task must stop (its consumer is past those records).
+    /// it becomes visible: `Rewind` when the task can start over from the committed offsets,
+    /// `Fatal` when it must stop.
     fn commit_offsets(
         &mut self,
         offsets: &[(std::sync::Arc<str>, i32, i64)],

@@ -89,10 +89,6 @@ fn kill_three_times(
     w
 }
 
-fn setup(seed: u64, changes: usize) -> (History, String, String, std::path::PathBuf) {
-    setup_with(seed, changes, &[])
-}
-
 fn setup_with(
     seed: u64,
     changes: usize,
@@ -121,7 +117,8 @@ fn setup_with(
 
 #[test]
 fn a_history_becomes_one_row_per_change_in_each_keys_order() {
-    let (h, topic, name, file) = setup(51, 6_000);
+    // At least once, so that the output topic holds only rows (no transaction markers).
+    let (h, topic, name, file) = setup_with(51, 6_000, &[("exactly.once", "false")]);
     kafka::produce(&topic, &h.records);
     let mut w = Worker::start(&file);
     let url = w.rest_url();
@@ -196,7 +193,8 @@ fn a_history_becomes_one_row_per_change_in_each_keys_order() {
 
 #[test]
 fn sigkill_mid_stream_loses_no_row_and_each_keys_newest_row_is_its_last_change() {
-    let (h, topic, name, file) = setup(52, 8_000);
+    // At least once: exactly.once off.
+    let (h, topic, name, file) = setup_with(52, 8_000, &[("exactly.once", "false")]);
     let group = format!("connect-{name}");
     let producer = kafka::produce_slowly(
         topic.clone(),
@@ -403,4 +401,119 @@ fn exactly_once_sigkill_mid_stream_gives_each_change_one_committed_row_in_order(
         "the latest row's version of every key"
     );
     assert_eq!(table, h.expected, "the latest rows are the source table");
+}
+
+/// Counts the rows of `topic` a `read_committed` reader sees, until `target` or `timeout`.
+fn count_committed(topic: &str, target: usize, timeout: Duration) -> usize {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", crate::support::servers::kafka())
+        .set("group.id", "druid-read-committed")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..OUT_PARTITIONS {
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+            .unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let start = Instant::now();
+    let mut n = 0;
+    while n < target && start.elapsed() < timeout {
+        if let Some(Ok(_)) = c.poll(Duration::from_millis(200)) {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// With offset commits 10 minutes apart, only `transaction.max.records` and
+/// `transaction.max.ms` commit transactions: rows become visible to `read_committed` readers
+/// in transactions of about that many rows, or that often.
+#[test]
+fn a_transaction_commits_at_transaction_max_records_or_max_ms() {
+    let env = [("CDC_SINK_WORKER__OFFSET_FLUSH_INTERVAL_MS", "600000")];
+    for (max_records, max_ms) in [(500, 600_000), (1_000_000, 300)] {
+        let (h, topic, _, file) = setup_with(
+            54,
+            2_000,
+            &[
+                ("transaction.max.records", &max_records.to_string()),
+                ("transaction.max.ms", &max_ms.to_string()),
+            ],
+        );
+        kafka::produce(&topic, &h.records);
+        let w = Worker::start_with(&[&file], &env);
+        let want = expected(&h).len();
+        // By size: every transaction but the last, open one (under 500 rows) is committed.
+        let target = if max_ms == 600_000 {
+            want - max_records
+        } else {
+            want
+        };
+        let seen = count_committed(&format!("druid.{topic}"), target, Duration::from_secs(60));
+        assert!(
+            seen >= target,
+            "transaction.max.records={max_records} transaction.max.ms={max_ms}: {seen} of {want} rows committed, expected at least {target}"
+        );
+        assert!(w.stop().success());
+    }
+}
+
+/// A worker frozen (SIGSTOP) past its transaction timeout and its group session: the broker
+/// aborts the open transaction and the group moves on without it. Resumed (SIGCONT), its
+/// producer finds the transaction gone; the task aborts, starts over from the committed
+/// offsets and goes on. Each change is still committed exactly once, in each key's order.
+#[test]
+fn a_worker_frozen_past_its_transaction_timeout_starts_over_and_stays_exactly_once() {
+    let (h, topic, name, file) = setup_with(
+        55,
+        6_000,
+        &[
+            ("transaction.max.ms", "60000"),
+            ("transaction.max.records", "1000000"),
+            ("producer.override.transaction.timeout.ms", "4000"),
+        ],
+    );
+    let group = format!("connect-{name}");
+    let producer = kafka::produce_slowly(
+        topic.clone(),
+        h.records.clone(),
+        400,
+        Duration::from_millis(250),
+    );
+    // Offset commits (and so transactions) every 2.5 s; the freeze outlasts one.
+    let env = [("CDC_SINK_WORKER__OFFSET_FLUSH_INTERVAL_MS", "2500")];
+    let w = Worker::start_with(&[&file], &env);
+    let start = Instant::now();
+    while kafka::committed(&group, &topic, 4).values().sum::<i64>() == 0 {
+        assert!(start.elapsed() < WAIT, "no progress");
+        thread::sleep(Duration::from_millis(100));
+    }
+    thread::sleep(Duration::from_millis(1_000));
+    unsafe { libc::kill(w.pid() as i32, libc::SIGSTOP) };
+    thread::sleep(Duration::from_secs(12));
+    unsafe { libc::kill(w.pid() as i32, libc::SIGCONT) };
+    producer.join().unwrap();
+    wait_committed_all(&group, &topic, 4);
+    let log = w.log_text();
+    assert!(w.stop().success(), "the task must not fail");
+    assert!(
+        log.contains("starting over from the committed offsets"),
+        "the frozen task did not start over:\n{log}"
+    );
+    let want = expected(&h);
+    let got = committed_rows(&format!("druid.{topic}"));
+    let mut by_key: BTreeMap<&str, Vec<(u64, bool)>> = BTreeMap::new();
+    for (_, k, v, d) in &got {
+        by_key.entry(k).or_default().push((*v, *d));
+    }
+    let mut want_by_key: BTreeMap<&str, Vec<(u64, bool)>> = BTreeMap::new();
+    for (k, v, d) in &want {
+        want_by_key.entry(k).or_default().push((*v, *d));
+    }
+    assert_eq!(got.len(), want.len(), "each change exactly once");
+    assert_eq!(by_key, want_by_key, "each key's rows in its changes' order");
 }

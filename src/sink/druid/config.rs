@@ -35,8 +35,18 @@ pub const OPTIONS: &[OptionDef] = &[
     },
     OptionDef {
         name: "exactly.once",
-        default: Some("false"),
-        doc: "`true`: each task writes its rows and commits the consumed offsets in one Kafka transaction (one per offset commit, `worker.offset_flush_interval_ms`), so a `read_committed` reader (Druid's default) sees every change exactly once across crashes and rebalances. `false`: at least once (an idempotent producer; offsets committed after the broker acknowledged the rows: a crash can write a row twice, never lose one).",
+        default: Some("true"),
+        doc: "`true`: each task writes its rows and commits the consumed offsets in one Kafka transaction, so a `read_committed` reader (Druid's default) sees every change exactly once across crashes and rebalances; needs a Kafka cluster with transactions (a task that cannot start one fails and says so). `false`: at least once (an idempotent producer; offsets committed after the broker acknowledged the rows: a crash can write a row twice, never lose one).",
+    },
+    OptionDef {
+        name: "transaction.max.records",
+        default: Some("10000"),
+        doc: "With `exactly.once`: a transaction is committed once it holds about this many rows (checked every 256 records)…",
+    },
+    OptionDef {
+        name: "transaction.max.ms",
+        default: Some("1000"),
+        doc: "…or once it has been open this long, whichever comes first (and at every offset commit, `worker.offset_flush_interval_ms`). Rows become visible to `read_committed` readers when their transaction commits; keep it below the producer's `transaction.timeout.ms` (60 s).",
     },
     OptionDef {
         name: "flush.timeout.ms",
@@ -72,6 +82,10 @@ pub struct DruidConfig {
     pub flush_timeout: Duration,
     /// Rows and offsets in one transaction per commit.
     pub exactly_once: bool,
+    /// A transaction is committed at this many rows…
+    pub txn_max_records: usize,
+    /// …or this old.
+    pub txn_max: Duration,
 }
 
 impl DruidConfig {
@@ -85,7 +99,7 @@ impl DruidConfig {
             "kafka" => TimeField::Kafka,
             _ => TimeField::SourceTs,
         };
-        let exactly_once = o.bool("exactly.once", false);
+        let exactly_once = o.bool("exactly.once", true);
         if transforms.unwrap.is_some() {
             o.error(
                 "transforms",
@@ -115,6 +129,8 @@ impl DruidConfig {
             producer_overrides,
             flush_timeout: Duration::from_millis(o.at_least("flush.timeout.ms", 10_000u64, 1)),
             exactly_once,
+            txn_max_records: o.at_least("transaction.max.records", 10_000usize, 1),
+            txn_max: Duration::from_millis(o.at_least("transaction.max.ms", 1_000u64, 1)),
         }
     }
 

@@ -5,18 +5,28 @@
 //! (Delivery is at least once: a crash between the acknowledgement and the commit sends those
 //! rows again. Queries that take the latest row per key by `__version` are not affected.)
 //!
-//! With `exactly.once=true` the producer is transactional: the task hands the sink the offsets
-//! to commit (`Sink::commit_offsets`) once every row is acknowledged, and the sink sends them
-//! in the open transaction and commits it, then opens the next. A crash leaves the open
-//! transaction to be aborted, invisible to `read_committed` readers; its records are read again
-//! from the committed offsets. A task that lost its partitions (a zombie) cannot commit: the
-//! broker refuses offsets from an older generation of the group (KIP-447).
+//! With `exactly.once=true` (the default) the producer is transactional: the task hands the
+//! sink the offsets to commit (`Sink::commit_offsets`) once every row is acknowledged, and the
+//! sink sends them in the open transaction and commits it, then opens the next — at every offset
+//! commit, and sooner when the transaction reaches `transaction.max.records` rows or
+//! `transaction.max.ms` of age (`Sink::commit_due`). A crash leaves the open transaction to be
+//! aborted, invisible to `read_committed` readers; its records are read again from the
+//! committed offsets. A task that lost its partitions (a zombie) cannot commit: the broker
+//! refuses offsets from an older generation of the group (KIP-447), and a restarted worker's
+//! producer fences the old one by its transactional id.
+//!
+//! Errors follow librdkafka's transactional API: a retriable one retries the same call; any
+//! other aborts the transaction, and the task starts over from the committed offsets with a
+//! new producer (`SinkError::Rewind`) — also when the producer was fenced, as Kafka Streams
+//! does: the broker fences a producer whose transaction outlived `transaction.timeout.ms` (a
+//! worker frozen, a long GC pause) the same way as one replaced by a newer instance. Only an
+//! authorization error stops the task: starting over cannot help it.
 
 pub mod config;
 pub mod row;
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
@@ -36,6 +46,8 @@ use row::{Mapped, Rows};
 const CAPACITY: usize = 50_000;
 /// How long a transaction call may take.
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a transaction call that failed with a retriable error is tried again.
+const TXN_RETRIES: u32 = 5;
 
 /// The producer's delivery reports: each row's ack, and the error if it was not written.
 #[derive(Default)]
@@ -65,8 +77,15 @@ pub struct DruidSink {
     metrics: Arc<Metrics>,
     /// Rows sent and not yet reported.
     in_flight: usize,
-    /// Transactional (`exactly.once`): a transaction is open.
+    /// `exactly.once`: rows and offsets are committed in transactions.
     transactional: bool,
+    /// A transaction is open (false once one failed: the sink then commits nothing more).
+    txn_open: bool,
+    /// Rows in the open transaction, and when its first row was sent.
+    txn_rows: usize,
+    txn_started: Option<Instant>,
+    txn_max_records: usize,
+    txn_max: Duration,
 }
 
 impl DruidSink {
@@ -101,14 +120,23 @@ impl DruidSink {
             producer
                 .init_transactions(TXN_TIMEOUT)
                 .and_then(|()| producer.begin_transaction())
-                .map_err(|e| format!("cannot start a Kafka transaction: {e}"))?;
+                .map_err(|e| {
+                    format!(
+                        "cannot start a Kafka transaction ({e}); exactly.once needs a Kafka cluster with transactions (set exactly.once=false for at-least-once delivery)"
+                    )
+                })?;
         }
         Ok(DruidSink {
+            txn_max_records: cfg.txn_max_records,
+            txn_max: cfg.txn_max,
             rows: Rows::new(cfg),
             producer,
             metrics,
             in_flight: 0,
             transactional,
+            txn_open: transactional,
+            txn_rows: 0,
+            txn_started: None,
         })
     }
 }
@@ -146,6 +174,10 @@ impl Sink for DruidSink {
             }
         }
         self.in_flight += 1;
+        if self.transactional {
+            self.txn_rows += 1;
+            self.txn_started.get_or_insert_with(Instant::now);
+        }
         Ok(Outcome::Buffered)
     }
 
@@ -168,8 +200,17 @@ impl Sink for DruidSink {
         for (ack, error) in done {
             self.in_flight = self.in_flight.saturating_sub(1);
             if let Some(e) = error {
-                // librdkafka retried until delivery.timeout.ms: the row is not written.
-                return Err(SinkError::Fatal(format!("a row could not be written: {e}")));
+                // librdkafka retried until delivery.timeout.ms: the row is not written, nor
+                // may any row after it be counted as written. With a transaction, abort it
+                // (nothing of it becomes visible); either way, start over from the committed
+                // offsets.
+                if self.txn_open {
+                    let _ = self.producer.abort_transaction(TXN_TIMEOUT);
+                    self.txn_open = false;
+                }
+                return Err(SinkError::Rewind(format!(
+                    "a row could not be written: {e}"
+                )));
             }
             acks.push(ack);
         }
@@ -193,12 +234,19 @@ impl Sink for DruidSink {
         None
     }
 
-    fn next_deadline(&self) -> Option<std::time::Instant> {
-        None
+    fn next_deadline(&self) -> Option<Instant> {
+        self.txn_started.map(|t| t + self.txn_max)
     }
 
     fn commits_offsets(&self) -> bool {
         self.transactional
+    }
+
+    fn commit_due(&self) -> bool {
+        self.txn_rows >= self.txn_max_records
+            || self
+                .txn_started
+                .is_some_and(|t| t.elapsed() >= self.txn_max)
     }
 
     fn commit_offsets(
@@ -206,32 +254,76 @@ impl Sink for DruidSink {
         offsets: &[(Arc<str>, i32, i64)],
         group: &ConsumerGroupMetadata,
     ) -> Result<(), SinkError> {
+        if !self.txn_open {
+            return Err(SinkError::Rewind(
+                "no transaction open: an earlier one failed".into(),
+            ));
+        }
         let mut tpl = TopicPartitionList::with_capacity(offsets.len());
         for (t, p, o) in offsets {
             tpl.add_partition_offset(t, *p, Offset::Offset(*o))
                 .map_err(|e| SinkError::Fatal(e.to_string()))?;
         }
-        let done = self
-            .producer
-            .send_offsets_to_transaction(&tpl, group, TXN_TIMEOUT)
-            .and_then(|()| self.producer.commit_transaction(TXN_TIMEOUT));
+        let done = txn_call(|| {
+            self.producer
+                .send_offsets_to_transaction(&tpl, group, TXN_TIMEOUT)
+        })
+        .and_then(|()| txn_call(|| self.producer.commit_transaction(TXN_TIMEOUT)));
         if let Err(e) = done {
-            // Nothing of this transaction becomes visible; the task stops, and its records
-            // are read again from the last committed offsets.
+            // Nothing of this transaction becomes visible; its records are read again from
+            // the last committed offsets.
+            let rows = self.txn_rows;
             let _ = self.producer.abort_transaction(TXN_TIMEOUT);
-            return Err(SinkError::Fatal(format!(
-                "the transaction of rows and offsets failed (aborted): {e}"
-            )));
+            self.txn_open = false;
+            let why = format!("the transaction of {rows} rows and their offsets failed: {e}");
+            return Err(if unauthorized(&e) {
+                SinkError::Fatal(why)
+            } else {
+                SinkError::Rewind(why)
+            });
         }
+        Metrics::add(&self.metrics.transactions, 1);
+        self.txn_rows = 0;
+        self.txn_started = None;
+        self.txn_open = false;
         self.producer
             .begin_transaction()
-            .map_err(|e| SinkError::Fatal(format!("cannot start a Kafka transaction: {e}")))
+            .map_err(|e| SinkError::Rewind(format!("cannot start a Kafka transaction: {e}")))?;
+        self.txn_open = true;
+        Ok(())
+    }
+}
+
+/// Whether `e` says the producer is not allowed to do what it tried.
+fn unauthorized(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::TransactionalIdAuthorizationFailed
+                | RDKafkaErrorCode::ClusterAuthorizationFailed
+                | RDKafkaErrorCode::GroupAuthorizationFailed
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+        )
+    )
+}
+
+/// Runs a transactional call again while librdkafka says its error is retriable.
+fn txn_call(mut call: impl FnMut() -> Result<(), KafkaError>) -> Result<(), KafkaError> {
+    let mut attempt = 0;
+    loop {
+        match call() {
+            Err(KafkaError::Transaction(e)) if e.is_retriable() && attempt < TXN_RETRIES => {
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(100 << attempt));
+            }
+            done => return done,
+        }
     }
 }
 
 impl Drop for DruidSink {
     fn drop(&mut self) {
-        if self.transactional {
+        if self.txn_open {
             // What was not committed must not become visible.
             let _ = self.producer.abort_transaction(Duration::from_secs(5));
         }
