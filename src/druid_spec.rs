@@ -1,5 +1,5 @@
 //! `cdc-sink druid-spec`: a Druid Kafka supervisor spec for each topic a `druid` connector
-//! writes, ready to POST to Druid's `/druid/indexer/v1/supervisor`.
+//! writes, ready to POST to Druid's `/druid/indexer/v1/supervisor` (`--submit` does that).
 //!
 //! The columns and their types come from the rows the connector writes for the last records of
 //! its topics (up to [`SAMPLE`] per partition, decoded and mapped as the connector does):
@@ -116,6 +116,43 @@ pub fn run(settings: &Settings, spec: &ConnectorSpec) -> Result<Vec<Value>, Stri
             })
         })
         .collect())
+}
+
+/// POSTs each spec to Druid's overlord at `url` (`/druid/indexer/v1/supervisor`, which creates
+/// or updates the supervisor of the spec's datasource); returns the supervisor ids.
+pub fn submit(specs: &[Value], url: &str) -> Result<Vec<String>, String> {
+    let endpoint = format!("{}/druid/indexer/v1/supervisor", url.trim_end_matches('/'));
+    let runtime = crate::worker::runtime()?;
+    runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+        let mut ids = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let topic = spec["spec"]["ioConfig"]["topic"].as_str().unwrap_or("?");
+            let resp = client
+                .post(&endpoint)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(spec.to_string())
+                .send()
+                .await
+                .map_err(|e| format!("POST {endpoint} (topic {topic}): {e}"))?;
+            let status = resp.status();
+            let body = resp.text().await.unwrap_or_default();
+            if !status.is_success() {
+                return Err(format!("POST {endpoint} (topic {topic}): {status}: {body}"));
+            }
+            let id = serde_json::from_str::<Value>(&body)
+                .ok()
+                .and_then(|v| v["id"].as_str().map(String::from))
+                .ok_or_else(|| {
+                    format!("POST {endpoint} (topic {topic}): unexpected answer {body}")
+                })?;
+            ids.push(id);
+        }
+        Ok(ids)
+    })
 }
 
 /// Output topic → column → type, in the order columns first appear.

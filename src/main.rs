@@ -57,6 +57,10 @@ enum Command {
         /// Worker settings (TOML), for the Kafka connection.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Submit each spec to the Druid overlord (or router) at this URL instead of printing
+        /// them: `POST URL/druid/indexer/v1/supervisor`.
+        #[arg(long, value_name = "URL")]
+        submit: Option<String>,
         /// The connector config (`{"name": …, "config": {…}}`).
         connector: PathBuf,
     },
@@ -133,11 +137,31 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::DruidSpec { config, connector } => {
+        Command::DruidSpec {
+            config,
+            submit,
+            connector,
+        } => {
             let Some((settings, spec)) = load_one(config.as_deref(), &connector) else {
                 return ExitCode::from(2);
             };
-            match cdc_sink::druid_spec::run(&settings, &spec) {
+            let specs = cdc_sink::druid_spec::run(&settings, &spec);
+            if let Some(url) = submit {
+                let submitted = specs.and_then(|specs| cdc_sink::druid_spec::submit(&specs, &url));
+                return match submitted {
+                    Ok(ids) => {
+                        for id in ids {
+                            println!("submitted the supervisor of {id}");
+                        }
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("cdc-sink: druid-spec: {e}");
+                        ExitCode::FAILURE
+                    }
+                };
+            }
+            match specs {
                 Ok(specs) => {
                     println!(
                         "{}",

@@ -31,22 +31,34 @@ fn strings(y: &Yaml) -> Vec<String> {
     }
 }
 
-/// `KEY: value` pairs of a service's `environment` (map form).
+/// `KEY: value` pairs of a service's `environment` (map form, with `<<:` merged maps).
 fn env(service: &Yaml) -> Vec<(String, String)> {
-    match &service["environment"] {
-        Yaml::Hash(h) => h
-            .iter()
-            .map(|(k, v)| {
-                let v = match v {
-                    Yaml::String(s) => s.clone(),
-                    Yaml::Integer(i) => i.to_string(),
-                    other => format!("{other:?}"),
-                };
-                (k.as_str().unwrap_or("").to_string(), v)
-            })
-            .collect(),
-        _ => vec![],
+    fn pairs(h: &Yaml, out: &mut Vec<(String, String)>) {
+        let Yaml::Hash(h) = h else { return };
+        for (k, v) in h {
+            let k = k.as_str().unwrap_or("");
+            if k == "<<" {
+                pairs(v, out);
+                continue;
+            }
+            let v = match v {
+                Yaml::String(s) => s.clone(),
+                Yaml::Integer(i) => i.to_string(),
+                other => format!("{other:?}"),
+            };
+            out.push((k.to_string(), v));
+        }
     }
+    let mut out = Vec::new();
+    pairs(&service["environment"], &mut out);
+    out
+}
+
+/// The host an address names: `kafka:9092`, `http://elasticsearch:9200`,
+/// `jdbc:postgresql://druid-metadata:5432/druid` → the service name.
+fn host_of(address: &str) -> &str {
+    let rest = address.rsplit_once("://").map_or(address, |(_, r)| r);
+    rest.split([':', '/']).next().unwrap_or("")
 }
 
 #[test]
@@ -62,6 +74,13 @@ fn docker_compose_uses_only_files_that_exist_and_pinned_images() {
         "register",
         "elasticsearch",
         "cdc-sink",
+        "druid-zookeeper",
+        "druid-metadata",
+        "druid-coordinator",
+        "druid-broker",
+        "druid-historical",
+        "druid-indexer",
+        "druid-supervisors",
     ] {
         assert!(names.contains(want), "service {want} is missing");
     }
@@ -94,18 +113,36 @@ fn docker_compose_uses_only_files_that_exist_and_pinned_images() {
                 );
             }
         }
-        if let Yaml::Hash(deps) = &svc["depends_on"] {
-            for d in deps.keys().filter_map(|k| k.as_str()) {
-                assert!(names.contains(d), "{name} depends on unknown service {d}");
-            }
+        let deps: Vec<String> = match &svc["depends_on"] {
+            Yaml::Hash(deps) => deps
+                .keys()
+                .filter_map(|k| k.as_str().map(String::from))
+                .collect(),
+            other => strings(other),
+        };
+        for d in &deps {
+            assert!(
+                names.contains(d.as_str()),
+                "{name} depends on unknown service {d}"
+            );
         }
-        // Addresses of other services (`kafka:9092`, `http://elasticsearch:9200`) name services.
+        // Druid's services run only with the `druid` profile, and only they do.
+        let profiles = strings(&svc["profiles"]);
+        assert_eq!(
+            name.starts_with("druid-"),
+            profiles == ["druid"],
+            "{name}: profiles {profiles:?}"
+        );
+        // Addresses of other services (`kafka:9092`, `http://elasticsearch:9200`, a JDBC URL,
+        // a `…_host`) name services.
         for (k, v) in env(svc) {
-            if let Some(host) = v.trim_start_matches("http://").split(':').next()
-                && v.contains(':')
-                && host.chars().all(|c| c.is_ascii_lowercase() || c == '-')
+            let host = host_of(&v);
+            let address = v.contains(':') || k.ends_with("_host");
+            if address
                 && !host.is_empty()
+                && host.chars().all(|c| c.is_ascii_lowercase() || c == '-')
                 && host != "env"
+                && !v.starts_with('[')
             {
                 assert!(names.contains(host), "{name}: {k}={v} names no service");
             }
@@ -118,23 +155,37 @@ fn docker_compose_connector_files_are_valid_and_their_env_is_set() {
     let doc = compose();
     let s = &doc["services"];
 
-    // cdc-sink's connector: mounted from ./connectors, valid with the service's environment.
+    // cdc-sink's connectors: mounted from ./connectors, valid with the service's environment;
+    // the druid one is the one whose supervisors druid-supervisors submits to the coordinator.
     let command = strings(&s["cdc-sink"]["command"]);
-    let path = command
+    let paths: Vec<&String> = command
         .iter()
-        .find(|a| a.starts_with("/etc/cdc-sink/connectors/"))
-        .expect("connector in command");
-    let file = repo()
-        .join("connectors")
-        .join(path.trim_start_matches("/etc/cdc-sink/connectors/"));
-    let text = std::fs::read_to_string(&file).unwrap();
+        .filter(|a| a.starts_with("/etc/cdc-sink/connectors/"))
+        .collect();
+    assert_eq!(paths.len(), 2, "both connectors in {command:?}");
     let es_url = env(&s["cdc-sink"])
         .into_iter()
         .find(|(k, _)| k == "ES_URL")
         .expect("ES_URL")
         .1;
-    let config = ConnectorConfig::from_json(&text.replace("${env:ES_URL}", &es_url)).unwrap();
-    ConnectorSpec::validate(&config).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let mut classes = Vec::new();
+    for path in paths {
+        let file = repo()
+            .join("connectors")
+            .join(path.trim_start_matches("/etc/cdc-sink/connectors/"));
+        let text = std::fs::read_to_string(&file).unwrap();
+        let config = ConnectorConfig::from_json(&text.replace("${env:ES_URL}", &es_url)).unwrap();
+        ConnectorSpec::validate(&config).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        classes.push(config.config["connector.class"].clone());
+    }
+    assert_eq!(classes, ["elasticsearch", "druid"]);
+    let submit = strings(&s["druid-supervisors"]["command"]);
+    assert_eq!(submit[..2], ["druid-spec", "--submit"]);
+    assert_eq!(host_of(&submit[2]), "druid-coordinator");
+    assert!(
+        command.contains(&submit[3]),
+        "{submit:?} submits a connector cdc-sink does not run"
+    );
 
     // Debezium's connectors: registered by `register` from ./demo/connect.
     let connect_env: BTreeSet<String> = env(&s["connect"]).into_iter().map(|(k, _)| k).collect();

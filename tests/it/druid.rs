@@ -351,8 +351,34 @@ fn exactly_once_sigkill_mid_stream_gives_each_change_one_committed_row_in_order(
     // The real Druid ingests the topic with the spec druid-spec prints (read_committed): it
     // holds each change once, and the README's query gives the source table with its versions.
     let out = format!("druid.{topic}");
-    let specs = druid::spec_of(&file);
-    let _supervisor = druid::submit(&specs[0]);
+    // Submitted by druid-spec itself; an unreachable Druid is an error naming its URL.
+    let unreachable = std::process::Command::new(env!("CARGO_BIN_EXE_cdc-sink"))
+        .args([
+            "druid-spec",
+            "--submit",
+            "http://127.0.0.1:9",
+            file.to_str().unwrap(),
+        ])
+        .env(
+            "CDC_SINK_KAFKA__BOOTSTRAP_SERVERS",
+            crate::support::servers::kafka(),
+        )
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&unreachable.stderr);
+    assert_eq!(unreachable.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("POST http://127.0.0.1:9/druid/indexer/v1/supervisor"),
+        "{err}"
+    );
+    let supervisors = druid::submit_cli(&file);
+    assert_eq!(
+        supervisors
+            .iter()
+            .map(|s| s.id.as_str())
+            .collect::<Vec<_>>(),
+        [out.as_str()]
+    );
     let count = format!("SELECT COUNT(*) AS \"n\" FROM \"{out}\"");
     druid::wait_sql(&count, WAIT, |r| {
         r.first().is_some_and(|r| r["n"] == json!(want.len()))

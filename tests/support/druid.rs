@@ -139,3 +139,32 @@ pub fn spec_of(file: &std::path::Path) -> Value {
     );
     serde_json::from_slice(&cli.stdout).unwrap()
 }
+
+/// `cdc-sink druid-spec --submit OVERLORD FILE`: the supervisors it submitted.
+pub fn submit_cli(file: &std::path::Path) -> Vec<Supervisor> {
+    let out = Command::new(env!("CARGO_BIN_EXE_cdc-sink"))
+        .args([
+            "druid-spec",
+            "--submit",
+            &druid().overlord,
+            file.to_str().unwrap(),
+        ])
+        .env("CDC_SINK_KAFKA__BOOTSTRAP_SERVERS", super::servers::kafka())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| Supervisor {
+            id: l
+                .strip_prefix("submitted the supervisor of ")
+                .unwrap_or_else(|| panic!("unexpected output: {l}"))
+                .to_string(),
+        })
+        .collect()
+}
