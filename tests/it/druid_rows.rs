@@ -9,7 +9,7 @@ use cdc_sink::decode::Decoder;
 use cdc_sink::sink::SinkRecord;
 use cdc_sink::sink::druid::row::{Mapped, Rows};
 
-use crate::fixtures::{fixture, map as map_es};
+use crate::fixtures::{after_with, fixture, map as map_es, paimon_semantic_columns, with};
 
 const TOPIC: &str = "dbserver1.inventory.customers";
 
@@ -258,4 +258,388 @@ fn a_record_without_key_needs_pk_fields_and_options_are_checked() {
     );
     assert!(invalid(json!({"transforms": "u", "transforms.u.type": "io.debezium.transforms.ExtractNewRecordState"}))
         .contains("ExtractNewRecordState cannot be used with the druid connector"));
+}
+
+/// `doc` as a row holds it: nested objects joined into `parent_child` columns.
+fn flatten(doc: &Value) -> Value {
+    fn walk(prefix: &str, v: &Value, out: &mut serde_json::Map<String, Value>) {
+        match v {
+            Value::Object(m) if !prefix.is_empty() || out.is_empty() => {
+                for (k, v) in m {
+                    let name = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}_{k}")
+                    };
+                    walk(&name, v, out);
+                }
+            }
+            other => {
+                out.insert(prefix.to_string(), other.clone());
+            }
+        }
+    }
+    let mut out = serde_json::Map::new();
+    walk("", doc, &mut out);
+    Value::Object(out)
+}
+
+/// The recorded row image of `file` (`before` of a delete, else `after`), schema or not.
+fn image(file: &str) -> Value {
+    let v: Value = serde_json::from_str(&fixture(file)).unwrap();
+    let p = if v.get("schema").is_some() {
+        &v["payload"]
+    } else {
+        &v
+    };
+    if p["op"] == "d" {
+        p["before"].clone()
+    } else {
+        p["after"].clone()
+    }
+}
+
+/// Every recorded change envelope becomes exactly its row: the image as the Elasticsearch
+/// connector decodes it (hand-written there: plain values as recorded, semantic types decoded),
+/// flattened, with its op, delete flag, source time (`__time` too; absent: the Kafka
+/// timestamp) and the Elasticsearch connector's version of the same record.
+#[test]
+fn every_recorded_envelope_becomes_its_row() {
+    let k = |id: i64| format!(r#"{{"id":{id}}}"#);
+    let all_types_r = "mysql_all_types_table_r_withschema_value__paimon-alltype.json";
+    let all_types_1 = "mysql_all_types_table_c_withschema_value__paimon-avroalltype-1.json";
+    let all_types_2 = "mysql_all_types_table_c_withschema_value__paimon-avroalltype-2.json";
+    let decimals = json!({
+        "pt": "1.1",
+        "_bigint_unsigned": "20000000000", "_bigint_unsigned_zerofill": "30000000000", "_serial": "40000000000",
+        "_numeric": "12345.110", "_numeric_unsigned": "12345.220", "_numeric_unsigned_zerofill": "12345.330",
+        "_fixed": "123456789876543212345678987654321.110",
+        "_fixed_unsigned": "123456789876543212345678987654321.220",
+        "_fixed_unsigned_zerofill": "123456789876543212345678987654321.330",
+        "_decimal": "11111", "_decimal_unsigned": "22222", "_decimal_unsigned_zerofill": "33333",
+        "_big_decimal": "2222222222222222300000001111.1234567890",
+    });
+    // (value file, key, options, row key, image, op, source.ts_ms)
+    let cases: Vec<(
+        &str,
+        Option<String>,
+        Vec<(&str, &str)>,
+        &str,
+        Value,
+        &str,
+        Option<i64>,
+    )> = vec![
+        (
+            all_types_r,
+            Some(r#"{"_id":1}"#.into()),
+            vec![],
+            "1",
+            with(after_with(all_types_r, decimals), paimon_semantic_columns()),
+            "r",
+            Some(0),
+        ),
+        (
+            all_types_1,
+            Some(fixture(
+                "mysql_all_types_table_c_withschema_key__paimon-avroalltype-1.json",
+            )),
+            vec![],
+            "1",
+            after_with(all_types_1, paimon_semantic_columns()),
+            "c",
+            Some(1_695_606_891_000),
+        ),
+        (
+            all_types_2,
+            Some(fixture(
+                "mysql_all_types_table_c_withschema_key__paimon-avroalltype-2.json",
+            )),
+            vec![],
+            "2",
+            after_with(all_types_2, json!({})),
+            "c",
+            Some(1_695_126_006_000),
+        ),
+        (
+            "mysql_customers_c_noschema_value__dbz-serde.json",
+            Some(k(1004)),
+            vec![],
+            "1004",
+            customer(1004, "Anne", "Kretchmar", "annek@noanswer.org"),
+            "c",
+            Some(0),
+        ),
+        (
+            "mysql_customers_c_noschema_value__rw-log-l05.json",
+            Some(k(1005)),
+            vec![],
+            "1005",
+            customer(1005, "add", "add", "add"),
+            "c",
+            Some(1_661_328_018_000),
+        ),
+        (
+            "mysql_customers_c_withschema_value__dbz-serde.json",
+            Some(k(1004)),
+            vec![],
+            "1004",
+            customer(1004, "Anne", "Kretchmar", "annek@noanswer.org"),
+            "c",
+            Some(0),
+        ),
+        (
+            "mysql_customers_c_withschema_value__dbzdoc.json",
+            Some(k(1004)),
+            vec![],
+            "1004",
+            customer(1004, "Anne", "Kretchmar", "annek@noanswer.org"),
+            "c",
+            Some(0),
+        ),
+        (
+            "mysql_customers_c_withschema_value__rw-log-l05.json",
+            Some(k(1005)),
+            vec![],
+            "1005",
+            customer(1005, "add", "add", "add"),
+            "c",
+            Some(1_661_328_018_000),
+        ),
+        (
+            "mysql_customers_d_noschema_value__rw-log-l10.json",
+            Some(k(1006)),
+            vec![],
+            "1006",
+            customer(1006, "add1", "add2", "add1"),
+            "d",
+            Some(1_661_328_550_000),
+        ),
+        (
+            "mysql_customers_d_withschema_value__rw-log-l10.json",
+            Some(fixture(
+                "mysql_customers_d_withschema_key__dbzdoc-tutorial.json",
+            )),
+            vec![],
+            "1004",
+            customer(1006, "add1", "add2", "add1"),
+            "d",
+            Some(1_661_328_550_000),
+        ),
+        (
+            "mysql_customers_r_noschema_value__dbzx-wasm.json",
+            Some(k(1004)),
+            vec![],
+            "1004",
+            customer(1004, "Anne", "Kretchmar", "annek@noanswer.org"),
+            "r",
+            Some(1_731_327_511_000),
+        ),
+        (
+            "mysql_customers_r_noschema_value__rw-log-l01.json",
+            Some(fixture("mysql_customers_any_withschema_key__dbzdoc.json")),
+            vec![],
+            "1001",
+            customer(1001, "Sally", "Thomas", "sally.thomas@acme.com"),
+            "r",
+            Some(1_661_327_688_868),
+        ),
+        (
+            "mysql_customers_r_withschema_value__dbzdoc-tutorial.json",
+            Some(fixture(
+                "mysql_customers_r_withschema_key__dbzdoc-tutorial.json",
+            )),
+            vec![],
+            "1004",
+            customer(1004, "Anne", "Kretchmar", "annek@noanswer.org"),
+            "r",
+            None,
+        ),
+        (
+            "mysql_customers_r_withschema_value__rw-log-l01.json",
+            Some(k(1001)),
+            vec![],
+            "1001",
+            customer(1001, "Sally", "Thomas", "sally.thomas@acme.com"),
+            "r",
+            Some(1_661_327_688_868),
+        ),
+        (
+            "mysql_customers_u_noschema_value__dbz-serde-unknownprop.json",
+            Some(k(1004)),
+            vec![],
+            "1004",
+            json!({"id": 1004, "first_name": "Anne", "last_name": "Kretchmar", "middle_name": "L", "email": "annek@noanswer.org"}),
+            "u",
+            Some(0),
+        ),
+        (
+            "mysql_customers_u_noschema_value__dbz-serde.json",
+            Some(k(1004)),
+            vec![],
+            "1004",
+            customer(1004, "Anne", "Kretchmar", "annek@noanswer.org"),
+            "u",
+            Some(0),
+        ),
+        (
+            "mysql_customers_u_noschema_value__dbzx-wasm.json",
+            Some(k(1001)),
+            vec![],
+            "1001",
+            customer(1001, "Sarah", "Thomas", "sally.thomas@acme.com"),
+            "u",
+            Some(1_731_327_659_000),
+        ),
+        (
+            "mysql_customers_u_noschema_value__rw-log-l06.json",
+            Some(k(1004)),
+            vec![],
+            "1004",
+            customer(1004, "Anne1", "Kretchmar", "annek@noanswer.org"),
+            "u",
+            Some(1_661_328_309_000),
+        ),
+        (
+            "mysql_customers_u_withschema_value__rw-log-l06.json",
+            Some(fixture(
+                "mysql_customers_u_withschema_key__dbzdoc-tutorial.json",
+            )),
+            vec![],
+            "1004",
+            customer(1004, "Anne1", "Kretchmar", "annek@noanswer.org"),
+            "u",
+            Some(1_661_328_309_000),
+        ),
+        (
+            "mysql_test_c_noschema_value__paimon.json",
+            Some(k(1)),
+            vec![],
+            "1",
+            json!({"id": 1, "value": "A"}),
+            "c",
+            Some(1_596_684_883_000),
+        ),
+        (
+            "postgresql_customer_r_withschema_value__rw-bugbash.json",
+            None,
+            vec![("pk.fields", "c_w_id,c_d_id,c_id")],
+            "1|1|1",
+            image("postgresql_customer_r_withschema_value__rw-bugbash.json"),
+            "r",
+            Some(1_664_141_081_149),
+        ),
+        (
+            "postgresql_customers_c_withschema_value__dbzdoc.json",
+            Some(k(1)),
+            vec![],
+            "1",
+            customer(1, "Anne", "Kretchmar", "annek@noanswer.org"),
+            "c",
+            Some(1_559_033_904_863),
+        ),
+        (
+            "postgresql_orderline_c_noschema_value__dbzx-caching-1.json",
+            Some(fixture(
+                "postgresql_orderline_c_noschema_key__dbzx-caching-1.json",
+            )),
+            vec![],
+            "1",
+            json!({"id": 1, "item": "Debezium in Action", "quantity": 2, "status": "ENTERED", "totalprice": "D54=", "order_id": 1}),
+            "c",
+            Some(1_610_716_846_989),
+        ),
+        (
+            "postgresql_orderline_u_noschema_value__dbzx-caching-2.json",
+            Some(fixture(
+                "postgresql_orderline_u_noschema_key__dbzx-caching-2.json",
+            )),
+            vec![],
+            "2",
+            json!({"id": 2, "item": "Debezium for Dummies", "quantity": 1, "status": "CANCELLED", "totalprice": "C7c=", "order_id": 1}),
+            "u",
+            Some(1_610_716_988_917),
+        ),
+        (
+            "postgresql_products_c_noschema_value__flink-l12.json",
+            Some(k(110)),
+            vec![],
+            "110",
+            json!({"id": 110, "name": "jacket", "description": "water resistent white wind breaker", "weight": 0.2}),
+            "c",
+            Some(1_596_010_946_488),
+        ),
+        (
+            "postgresql_products_d_noschema_value__flink-l16.json",
+            Some(k(111)),
+            vec![],
+            "111",
+            json!({"id": 111, "name": "scooter", "description": "Big 2-wheel scooter ", "weight": 5.17}),
+            "d",
+            Some(1_596_010_988_168),
+        ),
+        (
+            "postgresql_products_r_noschema_value__flink-l01.json",
+            Some(k(101)),
+            vec![],
+            "101",
+            json!({"id": 101, "name": "scooter", "description": "Small 2-wheel scooter", "weight": 3.14}),
+            "r",
+            Some(1_596_001_099_434),
+        ),
+        (
+            "postgresql_products_u_noschema_value__flink-l10.json",
+            Some(k(106)),
+            vec![],
+            "106",
+            json!({"id": 106, "name": "hammer", "description": "18oz carpenter hammer", "weight": 1.0}),
+            "u",
+            Some(1_596_010_889_629),
+        ),
+        (
+            "postgresql_purchaseorder_c_noschema_value__dbzx-caching.json",
+            Some(fixture(
+                "postgresql_purchaseorder_c_noschema_key__dbzx-caching.json",
+            )),
+            vec![],
+            "1",
+            json!({"id": 1, "customerid": 123, "orderdate": 1_548_936_781_000_000_i64}),
+            "c",
+            Some(1_610_716_846_989),
+        ),
+    ];
+    let mut covered = std::collections::BTreeSet::new();
+    for (file, key, options, row_key, image, op, source_ts) in cases {
+        covered.insert(file);
+        let (line, _) = map_es(file, key.as_deref(), &options).unwrap();
+        let action: Value = serde_json::from_str(&line).unwrap();
+        let version = action.as_object().unwrap().values().next().unwrap()["version"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{file}: no version in {line}"));
+        let (topic, got_key, got) = row(file, key.as_deref(), &options).unwrap();
+        assert_eq!(topic, format!("druid.{TOPIC}"), "{file}");
+        assert_eq!(got_key, row_key, "{file}");
+        let mut want = flatten(&image);
+        let m = want.as_object_mut().unwrap();
+        m.insert("__op".into(), json!(op));
+        m.insert("__deleted".into(), json!(op == "d"));
+        // Always there: null when the envelope has no `source.ts_ms`.
+        m.insert("__source_ts_ms".into(), json!(source_ts));
+        m.insert("__version".into(), json!(version));
+        m.insert(
+            "__time".into(),
+            json!(source_ts.unwrap_or(1_700_000_000_000)),
+        );
+        assert_eq!(got, want, "{file}");
+    }
+    // Every change envelope of the fixtures is above (keys and the tombstone are not changes).
+    let dir = crate::support::servers::repo().join("tests/fixtures/debezium/envelopes");
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if !name.contains("_key_") && !name.contains("tombstone") {
+            assert!(
+                covered.contains(name.as_str()),
+                "{name} has no expected row"
+            );
+        }
+    }
 }

@@ -452,7 +452,7 @@ fn add_fields_and_unwrap_rewrite_add_metadata() {
 }
 
 /// The Paimon all-types rows' date, time, JSON and point columns as documents hold them.
-fn paimon_semantic_columns() -> Value {
+pub(crate) fn paimon_semantic_columns() -> Value {
     json!({
             "_date": "2023-03-23",
             "_datetime": "2023-03-23T14:30:05.000Z",
@@ -467,7 +467,7 @@ fn paimon_semantic_columns() -> Value {
 }
 
 /// `doc` with `changes` applied.
-fn with(mut doc: Value, changes: Value) -> Value {
+pub(crate) fn with(mut doc: Value, changes: Value) -> Value {
     for (k, v) in changes.as_object().unwrap() {
         doc[k] = v.clone();
     }
@@ -475,7 +475,7 @@ fn with(mut doc: Value, changes: Value) -> Value {
 }
 
 /// `after` of `file` with `changes` applied: what the document must be.
-fn after_with(file: &str, changes: Value) -> Value {
+pub(crate) fn after_with(file: &str, changes: Value) -> Value {
     let v: Value = serde_json::from_str(&fixture(file)).unwrap();
     let mut after = v["payload"]["after"].clone();
     for (k, val) in changes.as_object().unwrap() {
