@@ -299,11 +299,24 @@ fn image(file: &str) -> Value {
     }
 }
 
+/// (value file, key, options, row key, image, op, source.ts_ms)
+type Case<'a> = (
+    &'a str,
+    Option<String>,
+    Vec<(&'a str, &'a str)>,
+    &'a str,
+    Value,
+    &'a str,
+    Option<i64>,
+);
+
 /// Every recorded change envelope becomes exactly its row: the image as the Elasticsearch
 /// connector decodes it (hand-written there: plain values as recorded, semantic types decoded),
 /// flattened, with its op, delete flag, source time (`__time` too; absent: the Kafka
 /// timestamp) and the Elasticsearch connector's version of the same record.
 #[test]
+// 3.14 is a recorded weight, not π.
+#[allow(clippy::approx_constant)]
 fn every_recorded_envelope_becomes_its_row() {
     let k = |id: i64| format!(r#"{{"id":{id}}}"#);
     let all_types_r = "mysql_all_types_table_r_withschema_value__paimon-alltype.json";
@@ -319,16 +332,7 @@ fn every_recorded_envelope_becomes_its_row() {
         "_decimal": "11111", "_decimal_unsigned": "22222", "_decimal_unsigned_zerofill": "33333",
         "_big_decimal": "2222222222222222300000001111.1234567890",
     });
-    // (value file, key, options, row key, image, op, source.ts_ms)
-    let cases: Vec<(
-        &str,
-        Option<String>,
-        Vec<(&str, &str)>,
-        &str,
-        Value,
-        &str,
-        Option<i64>,
-    )> = vec![
+    let cases: Vec<Case> = vec![
         (
             all_types_r,
             Some(r#"{"_id":1}"#.into()),
