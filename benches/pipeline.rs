@@ -7,6 +7,8 @@
 //! * `e2e`: the real broker → the `cdc-sink` binary → an instant-acknowledging ES-compatible
 //!   endpoint of our own; records/s, records per worker CPU-second and peak RSS, beside a bare
 //!   rdkafka consumer reading the same topic in the same run (the Kafka client's own cost).
+//! * `druid`: the Druid connector — decode → row on one core, and end to end on the real broker
+//!   (rows produced to the ingestion topic, transactions on and off) beside a bare consumer.
 //!
 //! Set `CDCSINK_TEST_SERVERS=DIR` to use a Kafka started with `scripts/servers start DIR kafka`.
 
@@ -253,6 +255,137 @@ fn bare_consumer(topic: &str, partitions: i32, expected: usize) {
     println!("{n} {}", cpu_seconds_self());
 }
 
+/// Runs [`bare_consumer`] in a process of its own (its CPU time is its own).
+fn run_bare(topic: &str, partitions: i32, total: usize) -> std::process::Output {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--bare-consumer",
+            topic,
+            &partitions.to_string(),
+            &total.to_string(),
+        ])
+        .env(
+            "CDCSINK_TEST_SERVERS",
+            std::env::var_os("CDCSINK_TEST_SERVERS").unwrap(),
+        )
+        .output()
+        .unwrap()
+}
+
+/// (records read, CPU-seconds) as [`bare_consumer`] printed them.
+fn bare_result(stdout: &[u8]) -> (usize, f64) {
+    let text = String::from_utf8_lossy(stdout);
+    let mut parts = text.split_whitespace();
+    let n = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let cpu = parts
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN);
+    (n, cpu)
+}
+
+/// decode → Druid row (the bytes handed to the producer) for every record, on this thread.
+fn hot_druid<T: AsRef<[u8]>>(label: &str, records: &[Rec<T>], rounds: usize) {
+    use cdc_sink::connector::SinkSpec;
+    use cdc_sink::sink::druid::row::{Mapped as RowMapped, Rows};
+    let spec = ConnectorSpec::validate(
+        &ConnectorConfig::from_json(
+            &json!({"name": "bench", "config": {"connector.class": "druid", "topics": "bench"}})
+                .to_string(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let SinkSpec::Druid(cfg) = &spec.sink else {
+        unreachable!()
+    };
+    let mut rows = Rows::new(Arc::new((**cfg).clone()));
+    let mut decoder = Decoder::new(&spec).unwrap();
+    let (cpu0, t0) = (cpu_seconds_self(), Instant::now());
+    let (mut n, mut out_bytes) = (0u64, 0usize);
+    for _ in 0..rounds {
+        for (i, r) in records.iter().enumerate() {
+            let key = decoder
+                .key("bench", r.key.as_ref().map(AsRef::as_ref))
+                .unwrap();
+            let value = decoder
+                .value("bench", r.value.as_ref().map(AsRef::as_ref))
+                .unwrap();
+            let rec = SinkRecord {
+                topic: "bench",
+                kafka_topic: "bench",
+                partition: r.partition,
+                offset: i as i64,
+                timestamp_ms: Some(1_700_000_000_000),
+                key: key.as_ref(),
+                value: &value,
+            };
+            if let RowMapped::Row { value, key, .. } = rows.map(&rec).unwrap() {
+                out_bytes += value.len() + key.len();
+            }
+            n += 1;
+        }
+    }
+    let (cpu, wall) = (cpu_seconds_self() - cpu0, t0.elapsed().as_secs_f64());
+    println!(
+        "hot druid {label:<16} {n:>8} records  {:>9.0} records/s  {:>9.0} records/CPU-s  ({:.0} bytes/row out)",
+        n as f64 / wall,
+        n as f64 / cpu,
+        out_bytes as f64 / n as f64,
+    );
+}
+
+/// The real broker → the `cdc-sink` binary running the Druid connector → its ingestion topic,
+/// with transactions (`exactly.once`) on or off; beside a bare consumer of the same topic.
+fn e2e_druid(label: &str, records: &[Rec], partitions: i32, exactly_once: bool) {
+    let topic = support::unique(&format!("bench-druid-{label}"));
+    kafka::create_topic(&topic, partitions);
+    kafka::create_topic(&format!("druid.{topic}"), partitions);
+    kafka::produce(&topic, records);
+    let total = records.len();
+    let name = support::unique("bench-druid");
+    let file = connector_file(
+        &name,
+        &json!({"connector.class": "druid", "topics": topic, "exactly.once": exactly_once.to_string()}),
+    );
+    let t0 = Instant::now();
+    // The worker's default offset commit interval (the tests' worker sets 500 ms).
+    let w = Worker::start_with(
+        &[&file],
+        &[("CDC_SINK_WORKER__OFFSET_FLUSH_INTERVAL_MS", "5000")],
+    );
+    let group = format!("connect-{name}");
+    let end = kafka::end_offsets(&topic, partitions);
+    while kafka::committed(&group, &topic, partitions) != end {
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            t0.elapsed() < Duration::from_secs(900),
+            "worker did not finish:\n{}",
+            w.log_text()
+        );
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    let (cpu, rss) = (cpu_seconds_of(w.pid()), peak_rss_mib(w.pid()));
+    assert!(w.stop().success());
+    let (bare_n, bare_cpu) = bare_result(&run_bare(&topic, partitions, total).stdout);
+    let txn = if exactly_once {
+        "exactly once"
+    } else {
+        "at least once"
+    };
+    println!(
+        "e2e druid {label:<16} {txn:<13} {total:>8} records  {:>9.0} records/s (incl. startup)  worker {:.2} CPU-s = {:>9.0} records/CPU-s, peak RSS {rss:.0} MiB",
+        total as f64 / wall,
+        cpu,
+        total as f64 / cpu
+    );
+    println!(
+        "e2e druid {label:<16} {txn:<13} bare rdkafka consumer: {bare_n} records, {bare_cpu:.2} CPU-s = {:>9.0} records/CPU-s  → worker/bare CPU per record = {:.2}x",
+        bare_n as f64 / bare_cpu,
+        cpu / bare_cpu
+    );
+}
+
 fn e2e(label: &str, records: &[Rec], partitions: i32) {
     let topic = support::unique(&format!("bench-{label}"));
     kafka::create_topic(&topic, partitions);
@@ -302,26 +435,8 @@ fn e2e(label: &str, records: &[Rec], partitions: i32) {
     let (cpu, rss) = (cpu_seconds_of(w.pid()), peak_rss_mib(w.pid()));
     assert!(w.stop().success());
 
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--bare-consumer",
-            &topic,
-            &partitions.to_string(),
-            &total.to_string(),
-        ])
-        .env(
-            "CDCSINK_TEST_SERVERS",
-            std::env::var_os("CDCSINK_TEST_SERVERS").unwrap(),
-        )
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut parts = text.split_whitespace();
-    let bare_n: usize = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
-    let bare_cpu: f64 = parts
-        .next()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(f64::NAN);
+    let out = run_bare(&topic, partitions, total);
+    let (bare_n, bare_cpu) = bare_result(&out.stdout);
     println!(
         "e2e {label:<16} {total:>8} records  {:>9.0} records/s (incl. startup)  worker {:.2} CPU-s = {:>9.0} records/CPU-s, peak RSS {rss:.0} MiB",
         total as f64 / wall,
@@ -458,7 +573,7 @@ fn main() {
     let want = |what: &str| {
         !args
             .iter()
-            .any(|a| a == "hot" || a == "e2e" || a == "live" || a == "backlog")
+            .any(|a| a == "hot" || a == "e2e" || a == "druid" || a == "live" || a == "backlog")
             || args.iter().any(|a| a == what)
     };
     if want("live") && args.iter().any(|a| a == "live") {
@@ -540,6 +655,32 @@ fn main() {
         };
         e2e("without-schema", &big(3, false, 400_000), 4);
         e2e("with-schema", &big(4, true, 150_000), 4);
+    }
+    if want("druid") {
+        let rounds: usize = std::env::var("BENCH_ROUNDS")
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(4);
+        hot_druid("without schema", &plain.records, rounds);
+        hot_druid("with schema", &schema.records, rounds.div_ceil(2));
+        if std::env::var_os("CDCSINK_TEST_SERVERS").is_none() {
+            let dir = support::servers::start(&["kafka"]);
+            // SAFETY: set before any other thread reads the environment.
+            unsafe { std::env::set_var("CDCSINK_TEST_SERVERS", dir) };
+        }
+        let records = history::generate(
+            6,
+            &Options {
+                changes: 200_000,
+                keys: 100_000,
+                with_schema: true,
+                replay: 0,
+                ..Options::default()
+            },
+        )
+        .records;
+        e2e_druid("with-schema", &records, 4, false);
+        e2e_druid("with-schema", &records, 4, true);
     }
     if args.iter().any(|a| a == "backlog") {
         // Catching up a backlog of a million records over 8 partitions: peak memory.

@@ -477,12 +477,17 @@ fn postgres_to_druid_the_latest_rows_are_the_tables() {
         let start = Instant::now();
         loop {
             let expected = src.expected(t);
-            let got: BTreeMap<String, Value> = druid::sql(&query)
+            let answer = druid::sql(&query);
+            let got: BTreeMap<String, Value> = answer
+                .clone()
                 .unwrap_or_default()
                 .into_iter()
                 .map(|r| (r[*id].to_string(), r))
                 .collect();
-            let diffs = differences(&got, &expected);
+            let mut diffs = differences(&got, &expected);
+            if let Err(e) = answer {
+                diffs.insert(0, format!("Druid answered {e}"));
+            }
             if diffs.is_empty() {
                 break;
             }

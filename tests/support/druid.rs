@@ -40,15 +40,29 @@ pub fn druid() -> &'static Druid {
     })
 }
 
-/// A running supervisor; terminated when dropped, which frees its indexer slot.
+/// A running supervisor (its id is its datasource); terminated when dropped, and its tasks
+/// shut down, which frees their indexer slots (a terminated supervisor's tasks otherwise run
+/// on until their `taskDuration`, an hour).
 pub struct Supervisor {
     pub id: String,
 }
 
 impl Drop for Supervisor {
     fn drop(&mut self) {
+        let overlord = &druid().overlord;
         let path = format!("/druid/indexer/v1/supervisor/{}/terminate", self.id);
-        let _ = call(&druid().overlord, "POST", &path, None);
+        let _ = call(overlord, "POST", &path, None);
+        for list in ["runningTasks", "pendingTasks"] {
+            let (_, tasks) = call(overlord, "GET", &format!("/druid/indexer/v1/{list}"), None);
+            for t in tasks.as_array().into_iter().flatten() {
+                if t["dataSource"] == self.id.as_str()
+                    && let Some(task) = t["id"].as_str()
+                {
+                    let path = format!("/druid/indexer/v1/task/{task}/shutdown");
+                    let _ = call(overlord, "POST", &path, None);
+                }
+            }
+        }
     }
 }
 
