@@ -640,3 +640,61 @@ fn recorded_sequences_become_their_rows_once_each_in_order() {
     }
     assert!(w.stop().success());
 }
+
+/// Exactly once across rebalances: a second worker joins mid-stream (partitions move while
+/// transactions are open), the first is killed (SIGKILL; its open transaction is never
+/// committed, and its successor for those partitions reads them again from the committed
+/// offsets), and it comes back under its id (fencing what it left). Each change is committed
+/// exactly once, in each key's order.
+#[test]
+fn exactly_once_across_rebalances_and_a_killed_worker() {
+    let (h, topic, name, file) = setup_with(
+        56,
+        8_000,
+        &[("producer.override.transaction.timeout.ms", "10000")],
+    );
+    let group = format!("connect-{name}");
+    let producer = kafka::produce_slowly(
+        topic.clone(),
+        h.records.clone(),
+        400,
+        Duration::from_millis(250),
+    );
+    let committed = || kafka::committed(&group, &topic, 4).values().sum::<i64>();
+    let progress_beyond = |n: i64| {
+        let start = Instant::now();
+        while committed() <= n {
+            assert!(start.elapsed() < WAIT, "no progress beyond {n}");
+            thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let a = Worker::start_with(&[&file], &[("CDC_SINK_WORKER__ID", "druid-a")]);
+    progress_beyond(0);
+    let mut b = Worker::start_with(&[&file], &[("CDC_SINK_WORKER__ID", "druid-b")]);
+    // Both have partitions once b has joined: wait for progress after it started.
+    let before = committed();
+    b.wait_log("partitions assigned", WAIT);
+    progress_beyond(before);
+    thread::sleep(Duration::from_millis(fastrand::u64(0..800)));
+    a.kill();
+    eprintln!("a killed at {} committed records", committed());
+    progress_beyond(committed());
+    let a = Worker::start_with(&[&file], &[("CDC_SINK_WORKER__ID", "druid-a")]);
+    producer.join().unwrap();
+    wait_committed_all(&group, &topic, 4);
+    assert!(a.stop().success());
+    assert!(b.stop().success());
+
+    let want = expected(&h);
+    let got = committed_rows(&format!("druid.{topic}"));
+    let mut by_key: BTreeMap<&str, Vec<(u64, bool)>> = BTreeMap::new();
+    for (_, k, v, d) in &got {
+        by_key.entry(k).or_default().push((*v, *d));
+    }
+    let mut want_by_key: BTreeMap<&str, Vec<(u64, bool)>> = BTreeMap::new();
+    for (k, v, d) in &want {
+        want_by_key.entry(k).or_default().push((*v, *d));
+    }
+    assert_eq!(got.len(), want.len(), "each change exactly once");
+    assert_eq!(by_key, want_by_key, "each key's rows in its changes' order");
+}
