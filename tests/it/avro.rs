@@ -378,6 +378,67 @@ fn a_json_topic_and_an_avro_topic_of_the_same_history_give_the_same_index() {
     assert!(aw.stop().success());
 }
 
+/// The Druid connector on Avro: a JSON topic and an Avro topic of the same history give the
+/// same committed rows (images, ops, versions, times), key by key, in order.
+#[test]
+fn a_json_topic_and_an_avro_topic_of_the_same_history_give_the_same_druid_rows() {
+    use crate::support::worker::{Worker, connector_file};
+    let h = history::generate(
+        42,
+        &Options {
+            changes: 3_000,
+            ..Options::default()
+        },
+    );
+    let registry = Registry::start();
+    let (json_topic, avro_topic) = (unique("it-druid-json"), unique("it-druid-avro"));
+    for t in [&json_topic, &avro_topic] {
+        kafka::create_topic(t, 4);
+        kafka::create_topic(&format!("druid.{t}"), 4);
+    }
+    kafka::produce(&json_topic, &h.records);
+    kafka::produce_bytes(&avro_topic, &avro_history(&registry, &avro_topic, &h));
+    let (json_name, avro_name) = (unique("it-druid-json"), unique("it-druid-avro"));
+    let json_file = connector_file(
+        &json_name,
+        &json!({"connector.class": "druid", "topics": json_topic}),
+    );
+    let mut avro_config = json!({"connector.class": "druid", "topics": avro_topic});
+    for (k, v) in avro_options(&registry.url) {
+        if k != "behavior.on.null.values" {
+            avro_config[k] = json!(v);
+        }
+    }
+    let avro_file = connector_file(&avro_name, &avro_config);
+    let w = Worker::start_with(&[&json_file, &avro_file], &[]);
+    let by_key = |topic: &str, name: &str| {
+        let group = format!("connect-{name}");
+        let end = kafka::end_offsets(topic, 4);
+        let start = std::time::Instant::now();
+        while kafka::committed(&group, topic, 4) != end {
+            assert!(
+                start.elapsed() < Duration::from_secs(180),
+                "{name} did not commit {end:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let mut rows: std::collections::BTreeMap<String, Vec<Value>> = Default::default();
+        for (_, key, row) in kafka::read_committed_rows(&format!("druid.{topic}"), 4) {
+            rows.entry(key).or_default().push(row);
+        }
+        rows
+    };
+    let from_json = by_key(&json_topic, &json_name);
+    let from_avro = by_key(&avro_topic, &avro_name);
+    assert_eq!(
+        from_json.values().map(Vec::len).sum::<usize>(),
+        h.records.iter().filter(|r| r.value.is_some()).count(),
+        "a row per change"
+    );
+    assert_eq!(from_json, from_avro);
+    assert!(w.stop().success());
+}
+
 #[test]
 fn an_unavailable_schema_registry_pauses_the_task_and_loses_nothing() {
     let h = history::generate(

@@ -255,56 +255,7 @@ fn committed_rows(topic: &str) -> Vec<(i32, String, u64, bool)> {
 
 /// Every committed row of `topic` (partition, key, row), each partition in order.
 fn committed_values(topic: &str) -> Vec<(i32, String, Value)> {
-    use rdkafka::Message as _;
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let c: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", crate::support::servers::kafka())
-        .set("group.id", "druid-read-committed")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()
-        .unwrap();
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for p in 0..OUT_PARTITIONS {
-        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
-            .unwrap();
-    }
-    c.assign(&tpl).unwrap();
-    let high: BTreeMap<i32, i64> = (0..OUT_PARTITIONS)
-        .map(|p| {
-            (
-                p,
-                c.fetch_watermarks(topic, p, Duration::from_secs(10))
-                    .unwrap()
-                    .1,
-            )
-        })
-        .collect();
-    let mut out = Vec::new();
-    let start = Instant::now();
-    loop {
-        let pos = c.position().unwrap();
-        let done = (0..OUT_PARTITIONS).all(|p| {
-            pos.find_partition(topic, p)
-                .and_then(|e| e.offset().to_raw())
-                .is_some_and(|o| o >= high[&p])
-        });
-        if done {
-            return out;
-        }
-        assert!(
-            start.elapsed() < WAIT,
-            "reading {topic}: {} rows so far",
-            out.len()
-        );
-        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
-            out.push((
-                m.partition(),
-                String::from_utf8(m.key().unwrap().to_vec()).unwrap(),
-                serde_json::from_slice(m.payload().unwrap()).unwrap(),
-            ));
-        }
-    }
+    kafka::read_committed_rows(topic, OUT_PARTITIONS)
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Kafka helpers for tests: topics, producing, end offsets and a group's committed offsets.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -220,4 +220,59 @@ pub fn read_all(topic: &str, partitions: i32) -> Vec<Rec<Vec<u8>>> {
         }
     }
     out
+}
+
+/// Every committed row (a JSON value with a key) of `topic` as a `read_committed` reader sees
+/// it: (partition, key, row), each partition in order; waits up to 3 minutes for the end.
+pub fn read_committed_rows(topic: &str, partitions: i32) -> Vec<(i32, String, serde_json::Value)> {
+    use rdkafka::Message as _;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka())
+        .set("group.id", "druid-read-committed")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+            .unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let high: BTreeMap<i32, i64> = (0..partitions)
+        .map(|p| {
+            (
+                p,
+                c.fetch_watermarks(topic, p, Duration::from_secs(10))
+                    .unwrap()
+                    .1,
+            )
+        })
+        .collect();
+    let mut out = Vec::new();
+    let start = Instant::now();
+    loop {
+        let pos = c.position().unwrap();
+        let done = (0..partitions).all(|p| {
+            pos.find_partition(topic, p)
+                .and_then(|e| e.offset().to_raw())
+                .is_some_and(|o| o >= high[&p])
+        });
+        if done {
+            return out;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(180),
+            "reading {topic}: {} rows so far",
+            out.len()
+        );
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+            out.push((
+                m.partition(),
+                String::from_utf8(m.key().unwrap().to_vec()).unwrap(),
+                serde_json::from_slice(m.payload().unwrap()).unwrap(),
+            ));
+        }
+    }
 }
