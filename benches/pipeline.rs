@@ -255,6 +255,25 @@ fn bare_consumer(topic: &str, partitions: i32, expected: usize) {
     println!("{n} {}", cpu_seconds_self());
 }
 
+/// Waits until the worker committed every offset of `topic` for connector `name`, then stops
+/// it: (seconds since `t0`, the worker's CPU-seconds, its peak RSS in MiB).
+fn finish(w: Worker, name: &str, topic: &str, partitions: i32, t0: Instant) -> (f64, f64, f64) {
+    let group = format!("connect-{name}");
+    let end = kafka::end_offsets(topic, partitions);
+    while kafka::committed(&group, topic, partitions) != end {
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            t0.elapsed() < Duration::from_secs(900),
+            "worker did not finish:\n{}",
+            w.log_text()
+        );
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    let (cpu, rss) = (cpu_seconds_of(w.pid()), peak_rss_mib(w.pid()));
+    assert!(w.stop().success());
+    (wall, cpu, rss)
+}
+
 /// Runs [`bare_consumer`] in a process of its own (its CPU time is its own).
 fn run_bare(topic: &str, partitions: i32, total: usize) -> std::process::Output {
     std::process::Command::new(std::env::current_exe().unwrap())
@@ -354,19 +373,7 @@ fn e2e_druid(label: &str, records: &[Rec], partitions: i32, exactly_once: bool) 
         &[&file],
         &[("CDC_SINK_WORKER__OFFSET_FLUSH_INTERVAL_MS", "5000")],
     );
-    let group = format!("connect-{name}");
-    let end = kafka::end_offsets(&topic, partitions);
-    while kafka::committed(&group, &topic, partitions) != end {
-        std::thread::sleep(Duration::from_millis(100));
-        assert!(
-            t0.elapsed() < Duration::from_secs(900),
-            "worker did not finish:\n{}",
-            w.log_text()
-        );
-    }
-    let wall = t0.elapsed().as_secs_f64();
-    let (cpu, rss) = (cpu_seconds_of(w.pid()), peak_rss_mib(w.pid()));
-    assert!(w.stop().success());
+    let (wall, cpu, rss) = finish(w, &name, &topic, partitions, t0);
     let (bare_n, bare_cpu) = bare_result(&run_bare(&topic, partitions, total).stdout);
     let txn = if exactly_once {
         "exactly once"
@@ -421,19 +428,7 @@ fn e2e(label: &str, records: &[Rec], partitions: i32) {
     );
     let t0 = Instant::now();
     let w = Worker::start(&file);
-    let group = format!("connect-{name}");
-    let end = kafka::end_offsets(&topic, partitions);
-    while kafka::committed(&group, &topic, partitions) != end {
-        std::thread::sleep(Duration::from_millis(100));
-        assert!(
-            t0.elapsed() < Duration::from_secs(900),
-            "worker did not finish:\n{}",
-            w.log_text()
-        );
-    }
-    let wall = t0.elapsed().as_secs_f64();
-    let (cpu, rss) = (cpu_seconds_of(w.pid()), peak_rss_mib(w.pid()));
-    assert!(w.stop().success());
+    let (wall, cpu, rss) = finish(w, &name, &topic, partitions, t0);
 
     let out = run_bare(&topic, partitions, total);
     let (bare_n, bare_cpu) = bare_result(&out.stdout);

@@ -216,6 +216,14 @@ impl RebalanceHandler for Handler {
         for ack in st.barriers.revoke(partitions) {
             st.sink.topic_caught_up(ack, false);
         }
+        // A sink that commits offsets in its transaction holds rows of these partitions in it:
+        // lost (the group moved on without this task), they must never be committed, so the
+        // transaction is abandoned and the task starts over from the committed offsets.
+        if lost && st.sink.commits_offsets() && st.failure.is_none() && !st.closed {
+            st.failure = Some(End::Rewind(
+                "partitions lost while their rows were in an open transaction".into(),
+            ));
+        }
         if !lost && st.failure.is_none() && !st.closed {
             let done = |st: &State| {
                 partitions
@@ -236,6 +244,13 @@ impl RebalanceHandler for Handler {
                 Ok(()) => {}
                 Err(Failure::Fatal(e)) => st.failure = Some(End::Failed(e)),
                 Err(Failure::Rewind(e)) => st.failure = Some(End::Rewind(e)),
+                Err(Failure::Wait(e)) if st.sink.commits_offsets() => {
+                    // The transaction holds rows of partitions that leave now: it must not
+                    // commit later under another owner's feet.
+                    st.failure = Some(End::Rewind(format!(
+                        "the transaction could not be committed before its partitions were revoked: {e}"
+                    )));
+                }
                 Err(Failure::Wait(e)) => {
                     warn!(task = %self.label, "commit on revocation failed: {e}");
                 }
@@ -337,16 +352,17 @@ pub fn spawn(
                     s.trouble = None;
                 }
             };
-            set(
-                if control.paused.load(Ordering::Relaxed) {
-                    "PAUSED"
-                } else {
-                    "RUNNING"
-                },
-                None,
-            );
             let mut rewinds = 0u32;
             let ran = loop {
+                // Each run starts clean: a rewind's trouble is shown only while it waits.
+                set(
+                    if control.paused.load(Ordering::Relaxed) {
+                        "PAUSED"
+                    } else {
+                        "RUNNING"
+                    },
+                    None,
+                );
                 let started = Instant::now();
                 let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     run(
@@ -437,12 +453,15 @@ fn run(
             // distinct between workers (each runs tasks 0..tasks.max).
             let txn_id = format!("cdc-sink-{}-{}-{id}", spec.name, settings.worker_id());
             (
-                Box::new(DruidSink::new(
-                    Arc::new((**cfg).clone()),
-                    settings,
-                    metrics.clone(),
-                    Some(txn_id),
-                )?),
+                Box::new(
+                    DruidSink::new(
+                        Arc::new((**cfg).clone()),
+                        settings,
+                        metrics.clone(),
+                        Some(txn_id),
+                    )
+                    .map_err(End::from)?,
+                ),
                 cfg.flush_timeout,
             )
         }
@@ -538,7 +557,10 @@ fn run(
                         }
                     }
                 }
-                if st.paused || st.stall.is_some() || handler.control.paused.load(Ordering::Relaxed)
+                if st.paused
+                    || st.stall.is_some()
+                    || st.failure.is_some()
+                    || handler.control.paused.load(Ordering::Relaxed)
                 {
                     break;
                 }
@@ -699,6 +721,13 @@ fn handle(
     let key = decoder.key(topic, m.key()).map_err(|e| fail("key: ", e))?;
     let value = decoder.value(topic, m.payload()).map_err(|e| fail("", e))?;
     let ack = st.offsets.track(topic, partition, offset);
+    if !st.offsets.counts(ack) {
+        // Delivered again (or of a partition no longer assigned): its first read is the one
+        // that is written and committed; writing it twice would be a second row for a Druid
+        // transaction.
+        metrics.skip("read_again");
+        return Ok(());
+    }
     let timestamp_ms = m.timestamp().to_millis();
     let routed = spec.transforms.route(topic, timestamp_ms);
     let record = SinkRecord {

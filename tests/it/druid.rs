@@ -238,6 +238,47 @@ fn sigkill_mid_stream_loses_no_row_and_each_keys_newest_row_is_its_last_change()
     assert_eq!(newest, last);
 }
 
+/// Asserts that the committed rows of `druid.<topic>` hold each change of `h` exactly once, in
+/// each key's order (versions and delete flags compared); returns them by key.
+fn assert_each_change_committed_once_in_order(
+    h: &History,
+    topic: &str,
+) -> BTreeMap<String, Vec<(u64, bool)>> {
+    let want = expected(h);
+    let got = committed_rows(&format!("druid.{topic}"));
+    eprintln!("{} committed rows for {} changes", got.len(), want.len());
+    let mut by_key: BTreeMap<String, Vec<(u64, bool)>> = BTreeMap::new();
+    for (_, k, v, d) in got {
+        by_key.entry(k).or_default().push((v, d));
+    }
+    let mut want_by_key: BTreeMap<String, Vec<(u64, bool)>> = BTreeMap::new();
+    for (k, v, d) in want {
+        want_by_key.entry(k).or_default().push((v, d));
+    }
+    let differing: Vec<&String> = want_by_key
+        .keys()
+        .filter(|k| by_key.get(*k) != want_by_key.get(*k))
+        .take(3)
+        .collect();
+    for k in &differing {
+        eprintln!(
+            "{k}: got {:?}\n  want {:?}",
+            by_key.get(*k),
+            want_by_key.get(*k)
+        );
+    }
+    let (rows, changes): (usize, usize) = (
+        by_key.values().map(Vec::len).sum(),
+        want_by_key.values().map(Vec::len).sum(),
+    );
+    assert_eq!(rows, changes, "each change exactly once");
+    assert!(
+        differing.is_empty(),
+        "keys whose rows differ: {differing:?}"
+    );
+    want_by_key
+}
+
 /// Every committed row of `topic` as a `read_committed` reader (Druid's default) sees it.
 fn committed_rows(topic: &str) -> Vec<(i32, String, u64, bool)> {
     committed_values(topic)
@@ -283,34 +324,8 @@ fn exactly_once_sigkill_mid_stream_gives_each_change_one_committed_row_in_order(
     wait_committed_all(&group, &topic, 4);
     assert!(w.stop().success());
 
+    let want_by_key = assert_each_change_committed_once_in_order(&h, &topic);
     let want = expected(&h);
-    let got = committed_rows(&format!("druid.{topic}"));
-    eprintln!("{} committed rows for {} changes", got.len(), want.len());
-    let mut by_key: BTreeMap<&str, Vec<(u64, bool)>> = BTreeMap::new();
-    for (_, k, v, d) in &got {
-        by_key.entry(k).or_default().push((*v, *d));
-    }
-    let mut want_by_key: BTreeMap<&str, Vec<(u64, bool)>> = BTreeMap::new();
-    for (k, v, d) in &want {
-        want_by_key.entry(k).or_default().push((*v, *d));
-    }
-    let differing: Vec<&&str> = want_by_key
-        .keys()
-        .filter(|k| by_key.get(*k) != want_by_key.get(*k))
-        .take(3)
-        .collect();
-    for k in &differing {
-        eprintln!(
-            "{k}: got {:?}\n  want {:?}",
-            by_key.get(**k),
-            want_by_key.get(**k)
-        );
-    }
-    assert_eq!(got.len(), want.len(), "each change exactly once");
-    assert!(
-        differing.is_empty(),
-        "keys whose rows differ: {differing:?}"
-    );
 
     // The real Druid ingests the topic with the spec druid-spec prints (read_committed): it
     // holds each change once, and the README's query gives the source table with its versions.
@@ -360,10 +375,7 @@ fn exactly_once_sigkill_mid_stream_gives_each_change_one_committed_row_in_order(
             .or_default()
             .push((r["__version"].as_u64().unwrap(), deleted));
     }
-    let mut sorted_want: BTreeMap<String, Vec<(u64, bool)>> = want_by_key
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect();
+    let mut sorted_want = want_by_key;
     for rows in in_druid.values_mut().chain(sorted_want.values_mut()) {
         rows.sort();
     }
@@ -395,20 +407,7 @@ fn exactly_once_sigkill_mid_stream_gives_each_change_one_committed_row_in_order(
 
 /// Counts the rows of `topic` a `read_committed` reader sees, until `target` or `timeout`.
 fn count_committed(topic: &str, target: usize, timeout: Duration) -> usize {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let c: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", crate::support::servers::kafka())
-        .set("group.id", "druid-read-committed")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()
-        .unwrap();
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for p in 0..OUT_PARTITIONS {
-        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
-            .unwrap();
-    }
-    c.assign(&tpl).unwrap();
+    let c = kafka::read_committed_consumer(topic, OUT_PARTITIONS);
     let start = Instant::now();
     let mut n = 0;
     while n < target && start.elapsed() < timeout {
@@ -425,20 +424,21 @@ fn count_committed(topic: &str, target: usize, timeout: Duration) -> usize {
 #[test]
 fn a_transaction_commits_at_transaction_max_records_or_max_ms() {
     let env = [("CDC_SINK_WORKER__OFFSET_FLUSH_INTERVAL_MS", "600000")];
-    for (max_records, max_ms) in [(500, 600_000), (1_000_000, 300)] {
+    for (max_records, max_ms) in [(500, 300_000), (1_000_000, 300)] {
         let (h, topic, _, file) = setup_with(
             54,
             2_000,
             &[
                 ("transaction.max.records", &max_records.to_string()),
                 ("transaction.max.ms", &max_ms.to_string()),
+                ("producer.override.transaction.timeout.ms", "600000"),
             ],
         );
         kafka::produce(&topic, &h.records);
         let w = Worker::start_with(&[&file], &env);
         let want = expected(&h).len();
         // By size: every transaction but the last, open one (under 500 rows) is committed.
-        let target = if max_ms == 600_000 {
+        let target = if max_ms == 300_000 {
             want - max_records
         } else {
             want
@@ -462,7 +462,7 @@ fn a_worker_frozen_past_its_transaction_timeout_starts_over_and_stays_exactly_on
         55,
         6_000,
         &[
-            ("transaction.max.ms", "60000"),
+            ("transaction.max.ms", "2000"),
             ("transaction.max.records", "1000000"),
             ("producer.override.transaction.timeout.ms", "4000"),
         ],
@@ -474,7 +474,8 @@ fn a_worker_frozen_past_its_transaction_timeout_starts_over_and_stays_exactly_on
         400,
         Duration::from_millis(250),
     );
-    // Offset commits (and so transactions) every 2.5 s; the freeze outlasts one.
+    // Transactions every 2 s at most (transaction.max.ms); the freeze (12 s) outlasts the
+    // transaction timeout (4 s).
     let env = [("CDC_SINK_WORKER__OFFSET_FLUSH_INTERVAL_MS", "2500")];
     let w = Worker::start_with(&[&file], &env);
     let start = Instant::now();
@@ -494,18 +495,7 @@ fn a_worker_frozen_past_its_transaction_timeout_starts_over_and_stays_exactly_on
         log.contains("starting over from the committed offsets"),
         "the frozen task did not start over:\n{log}"
     );
-    let want = expected(&h);
-    let got = committed_rows(&format!("druid.{topic}"));
-    let mut by_key: BTreeMap<&str, Vec<(u64, bool)>> = BTreeMap::new();
-    for (_, k, v, d) in &got {
-        by_key.entry(k).or_default().push((*v, *d));
-    }
-    let mut want_by_key: BTreeMap<&str, Vec<(u64, bool)>> = BTreeMap::new();
-    for (k, v, d) in &want {
-        want_by_key.entry(k).or_default().push((*v, *d));
-    }
-    assert_eq!(got.len(), want.len(), "each change exactly once");
-    assert_eq!(by_key, want_by_key, "each key's rows in its changes' order");
+    assert_each_change_committed_once_in_order(&h, &topic);
 }
 
 /// The recorded sequences (MySQL with and without schema, a PostgreSQL snapshot), exactly once
@@ -636,16 +626,51 @@ fn exactly_once_across_rebalances_and_a_killed_worker() {
     assert!(a.stop().success());
     assert!(b.stop().success());
 
-    let want = expected(&h);
-    let got = committed_rows(&format!("druid.{topic}"));
-    let mut by_key: BTreeMap<&str, Vec<(u64, bool)>> = BTreeMap::new();
-    for (_, k, v, d) in &got {
-        by_key.entry(k).or_default().push((*v, *d));
-    }
-    let mut want_by_key: BTreeMap<&str, Vec<(u64, bool)>> = BTreeMap::new();
-    for (k, v, d) in &want {
-        want_by_key.entry(k).or_default().push((*v, *d));
-    }
-    assert_eq!(got.len(), want.len(), "each change exactly once");
-    assert_eq!(by_key, want_by_key, "each key's rows in its changes' order");
+    assert_each_change_committed_once_in_order(&h, &topic);
+}
+
+/// A worker frozen (SIGSTOP) past its group session but not its transaction timeout, beside
+/// another: the group gives its partitions to the other worker, which reads them again from the
+/// committed offsets. Resumed, the frozen one must not commit the transaction it had open (its
+/// rows are the other worker's now): it abandons it and starts over. Each change is committed
+/// exactly once, in each key's order.
+#[test]
+fn a_worker_frozen_past_its_session_abandons_its_transaction() {
+    let (h, topic, name, file) = setup_with(
+        57,
+        8_000,
+        &[("producer.override.transaction.timeout.ms", "30000")],
+    );
+    let group = format!("connect-{name}");
+    let producer = kafka::produce_slowly(
+        topic.clone(),
+        h.records.clone(),
+        400,
+        Duration::from_millis(250),
+    );
+    let committed = || kafka::committed(&group, &topic, 4).values().sum::<i64>();
+    let progress_beyond = |n: i64| {
+        let start = Instant::now();
+        while committed() <= n {
+            assert!(start.elapsed() < WAIT, "no progress beyond {n}");
+            thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let mut a = Worker::start_with(&[&file], &[("CDC_SINK_WORKER__ID", "druid-frozen-a")]);
+    a.wait_log("partitions assigned", WAIT);
+    progress_beyond(0);
+    let mut b = Worker::start_with(&[&file], &[("CDC_SINK_WORKER__ID", "druid-frozen-b")]);
+    b.wait_log("partitions assigned", WAIT);
+    progress_beyond(committed());
+    unsafe { libc::kill(a.pid() as i32, libc::SIGSTOP) };
+    // Past the session (3 s): b gets every partition and makes progress.
+    thread::sleep(Duration::from_secs(5));
+    progress_beyond(committed());
+    thread::sleep(Duration::from_secs(3));
+    unsafe { libc::kill(a.pid() as i32, libc::SIGCONT) };
+    producer.join().unwrap();
+    wait_committed_all(&group, &topic, 4);
+    assert!(a.stop().success(), "the frozen worker's task must not fail");
+    assert!(b.stop().success());
+    assert_each_change_committed_once_in_order(&h, &topic);
 }

@@ -9,7 +9,9 @@ use cdc_sink::decode::Decoder;
 use cdc_sink::sink::SinkRecord;
 use cdc_sink::sink::druid::row::{Mapped, Rows};
 
-use crate::fixtures::{after_with, fixture, map as map_es, paimon_semantic_columns, with};
+use crate::fixtures::{
+    after_with, fixture, map as map_es, paimon_semantic_columns, paimon_snapshot_decimals, with,
+};
 
 const TOPIC: &str = "dbserver1.inventory.customers";
 
@@ -258,6 +260,20 @@ fn a_record_without_key_needs_pk_fields_and_options_are_checked() {
     );
     assert!(invalid(json!({"transforms": "u", "transforms.u.type": "io.debezium.transforms.ExtractNewRecordState"}))
         .contains("ExtractNewRecordState cannot be used with the druid connector"));
+    // Transactions that would always be aborted, and a consumer that would not wait for
+    // transactional offsets.
+    assert!(invalid(json!({"transaction.max.ms": "60000"})).contains(
+        "transaction.max.ms: must be below the producer's transaction.timeout.ms (60000 ms)"
+    ));
+    assert!(
+        invalid(json!({"transaction.max.ms": "5000", "producer.override.transaction.timeout.ms": "4000"}))
+            .contains("transaction.timeout.ms (4000 ms)")
+    );
+    assert!(
+        invalid(json!({"consumer.override.isolation.level": "read_uncommitted"})).contains(
+            "consumer.override.isolation.level: must stay read_committed with exactly.once"
+        )
+    );
 }
 
 /// `doc` as a row holds it: nested objects joined into `parent_child` columns.
@@ -322,23 +338,16 @@ fn every_recorded_envelope_becomes_its_row() {
     let all_types_r = "mysql_all_types_table_r_withschema_value__paimon-alltype.json";
     let all_types_1 = "mysql_all_types_table_c_withschema_value__paimon-avroalltype-1.json";
     let all_types_2 = "mysql_all_types_table_c_withschema_value__paimon-avroalltype-2.json";
-    let decimals = json!({
-        "pt": "1.1",
-        "_bigint_unsigned": "20000000000", "_bigint_unsigned_zerofill": "30000000000", "_serial": "40000000000",
-        "_numeric": "12345.110", "_numeric_unsigned": "12345.220", "_numeric_unsigned_zerofill": "12345.330",
-        "_fixed": "123456789876543212345678987654321.110",
-        "_fixed_unsigned": "123456789876543212345678987654321.220",
-        "_fixed_unsigned_zerofill": "123456789876543212345678987654321.330",
-        "_decimal": "11111", "_decimal_unsigned": "22222", "_decimal_unsigned_zerofill": "33333",
-        "_big_decimal": "2222222222222222300000001111.1234567890",
-    });
     let cases: Vec<Case> = vec![
         (
             all_types_r,
             Some(r#"{"_id":1}"#.into()),
             vec![],
             "1",
-            with(after_with(all_types_r, decimals), paimon_semantic_columns()),
+            with(
+                after_with(all_types_r, paimon_snapshot_decimals()),
+                paimon_semantic_columns(),
+            ),
             "r",
             Some(0),
         ),

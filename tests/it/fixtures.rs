@@ -466,6 +466,22 @@ pub(crate) fn paimon_semantic_columns() -> Value {
     })
 }
 
+/// The Paimon all-types snapshot row's decimals (JsonConverter `decimal.format=NUMERIC`) as
+/// documents hold them: the exact digits of the JSON numbers, not what a double would make of
+/// them.
+pub(crate) fn paimon_snapshot_decimals() -> Value {
+    json!({
+        "pt": "1.1",
+        "_bigint_unsigned": "20000000000", "_bigint_unsigned_zerofill": "30000000000", "_serial": "40000000000",
+        "_numeric": "12345.110", "_numeric_unsigned": "12345.220", "_numeric_unsigned_zerofill": "12345.330",
+        "_fixed": "123456789876543212345678987654321.110",
+        "_fixed_unsigned": "123456789876543212345678987654321.220",
+        "_fixed_unsigned_zerofill": "123456789876543212345678987654321.330",
+        "_decimal": "11111", "_decimal_unsigned": "22222", "_decimal_unsigned_zerofill": "33333",
+        "_big_decimal": "2222222222222222300000001111.1234567890",
+    })
+}
+
 /// `doc` with `changes` applied.
 pub(crate) fn with(mut doc: Value, changes: Value) -> Value {
     for (k, v) in changes.as_object().unwrap() {
@@ -491,20 +507,7 @@ fn mysql_all_types_decode_every_semantic_type() {
     let file = "mysql_all_types_table_r_withschema_value__paimon-alltype.json";
     let (line, doc) = map(file, Some(r#"{"_id":1}"#), &[]).unwrap();
     assert_eq!(line, index_line("1", 42));
-    let expected = after_with(
-        file,
-        json!({
-            "pt": "1.1",
-            "_bigint_unsigned": "20000000000", "_bigint_unsigned_zerofill": "30000000000", "_serial": "40000000000",
-            // The exact digits of the JSON numbers (not what a double would make of them).
-            "_numeric": "12345.110", "_numeric_unsigned": "12345.220", "_numeric_unsigned_zerofill": "12345.330",
-            "_fixed": "123456789876543212345678987654321.110",
-            "_fixed_unsigned": "123456789876543212345678987654321.220",
-            "_fixed_unsigned_zerofill": "123456789876543212345678987654321.330",
-            "_decimal": "11111", "_decimal_unsigned": "22222", "_decimal_unsigned_zerofill": "33333",
-            "_big_decimal": "2222222222222222300000001111.1234567890",
-        }),
-    );
+    let expected = after_with(file, paimon_snapshot_decimals());
     let expected = with(expected, paimon_semantic_columns());
     assert_eq!(doc.as_ref(), Some(&expected));
     // Unchanged: ZonedTimestamp, Year, Enum, EnumSet, bytes (base64), Geometry, Bits of 64 bits.

@@ -226,20 +226,7 @@ pub fn read_all(topic: &str, partitions: i32) -> Vec<Rec<Vec<u8>>> {
 /// it: (partition, key, row), each partition in order; waits up to 3 minutes for the end.
 pub fn read_committed_rows(topic: &str, partitions: i32) -> Vec<(i32, String, serde_json::Value)> {
     use rdkafka::Message as _;
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let c: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", kafka())
-        .set("group.id", "druid-read-committed")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()
-        .unwrap();
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
-            .unwrap();
-    }
-    c.assign(&tpl).unwrap();
+    let c = read_committed_consumer(topic, partitions);
     let high: BTreeMap<i32, i64> = (0..partitions)
         .map(|p| {
             (
@@ -275,4 +262,21 @@ pub fn read_committed_rows(topic: &str, partitions: i32) -> Vec<(i32, String, se
             ));
         }
     }
+}
+
+/// A `read_committed` consumer (as Druid reads) of every partition of `topic` from the start.
+pub fn read_committed_consumer(topic: &str, partitions: i32) -> BaseConsumer {
+    let c: BaseConsumer = config()
+        .set("group.id", "read-committed")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    c
 }

@@ -46,7 +46,7 @@ pub const OPTIONS: &[OptionDef] = &[
     OptionDef {
         name: "transaction.max.ms",
         default: Some("1000"),
-        doc: "…or once it has been open this long, whichever comes first (and at every offset commit, `worker.offset_flush_interval_ms`). Rows become visible to `read_committed` readers when their transaction commits; keep it below the producer's `transaction.timeout.ms` (60 s).",
+        doc: "…or once it has been open this long, whichever comes first (and at every offset commit, `worker.offset_flush_interval_ms`). Rows become visible to `read_committed` readers when their transaction commits. Must be below the producer's `transaction.timeout.ms` (60 s; `producer.override.transaction.timeout.ms`).",
     },
     OptionDef {
         name: "flush.timeout.ms",
@@ -100,6 +100,31 @@ impl DruidConfig {
             _ => TimeField::SourceTs,
         };
         let exactly_once = o.bool("exactly.once", true);
+        let txn_max_records = o.at_least("transaction.max.records", 10_000usize, 1);
+        let txn_max = Duration::from_millis(o.at_least("transaction.max.ms", 1_000u64, 1));
+        if exactly_once {
+            // Rows of a transaction are committed with the offsets the consumer's group
+            // commits; a consumer reading uncommitted offsets would not wait for them (KIP-447).
+            if o.get("consumer.override.isolation.level") == Some("read_uncommitted") {
+                o.error(
+                    "consumer.override.isolation.level",
+                    "must stay read_committed with exactly.once",
+                );
+            }
+            // The broker aborts a transaction older than transaction.timeout.ms.
+            let timeout = o
+                .get("producer.override.transaction.timeout.ms")
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(60_000);
+            if txn_max.as_millis() as u64 >= timeout {
+                o.error(
+                    "transaction.max.ms",
+                    format!(
+                        "must be below the producer's transaction.timeout.ms ({timeout} ms), or every transaction is aborted"
+                    ),
+                );
+            }
+        }
         if transforms.unwrap.is_some() {
             o.error(
                 "transforms",
@@ -129,8 +154,8 @@ impl DruidConfig {
             producer_overrides,
             flush_timeout: Duration::from_millis(o.at_least("flush.timeout.ms", 10_000u64, 1)),
             exactly_once,
-            txn_max_records: o.at_least("transaction.max.records", 10_000usize, 1),
-            txn_max: Duration::from_millis(o.at_least("transaction.max.ms", 1_000u64, 1)),
+            txn_max_records,
+            txn_max,
         }
     }
 

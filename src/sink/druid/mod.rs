@@ -49,10 +49,13 @@ const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a transaction call that failed with a retriable error is tried again.
 const TXN_RETRIES: u32 = 5;
 
-/// The producer's delivery reports: each row's ack, and the error if it was not written.
+/// Why a row was not written, and whether the broker refused it for good.
+type Undelivered = (String, bool);
+
+/// The producer's delivery reports: each row's ack, and why it was not written if it was not.
 #[derive(Default)]
 struct Deliveries {
-    done: Mutex<Vec<(Ack, Option<String>)>>,
+    done: Mutex<Vec<(Ack, Option<Undelivered>)>>,
 }
 
 impl ClientContext for Deliveries {}
@@ -63,7 +66,19 @@ impl ProducerContext for Deliveries {
     fn delivery(&self, result: &DeliveryResult<'_>, ack: Box<Ack>) {
         let error = result.as_ref().err().map(|(e, m)| {
             use rdkafka::Message as _;
-            format!("topic {} partition {}: {e}", m.topic(), m.partition())
+            let permanent = unauthorized(e)
+                || matches!(
+                    e.rdkafka_error_code(),
+                    Some(
+                        RDKafkaErrorCode::MessageSizeTooLarge
+                            | RDKafkaErrorCode::InvalidMessage
+                            | RDKafkaErrorCode::InvalidMessageSize
+                            | RDKafkaErrorCode::InvalidRecord
+                            | RDKafkaErrorCode::PolicyViolation
+                    )
+                );
+            let why = format!("topic {} partition {}: {e}", m.topic(), m.partition());
+            (why, permanent)
         });
         if let Ok(mut done) = self.done.lock() {
             done.push((*ack, error));
@@ -96,7 +111,7 @@ impl DruidSink {
         settings: &Settings,
         metrics: Arc<Metrics>,
         transactional_id: Option<String>,
-    ) -> Result<DruidSink, String> {
+    ) -> Result<DruidSink, SinkError> {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &settings.kafka.bootstrap_servers)
             .set("linger.ms", "5")
@@ -110,20 +125,42 @@ impl DruidSink {
         c.set("enable.idempotence", "true").set("acks", "all");
         let transactional = cfg.exactly_once;
         if transactional {
-            let id = transactional_id.ok_or("exactly.once needs a transactional id")?;
+            let id = transactional_id
+                .ok_or_else(|| SinkError::Fatal("exactly.once needs a transactional id".into()))?;
             c.set("transactional.id", id);
         }
-        let producer: BaseProducer<Deliveries> = c
-            .create_with_context(Deliveries::default())
-            .map_err(|e| format!("cannot create the Kafka producer of the druid connector: {e}"))?;
+        let producer: BaseProducer<Deliveries> =
+            c.create_with_context(Deliveries::default()).map_err(|e| {
+                SinkError::Fatal(format!(
+                    "cannot create the Kafka producer of the druid connector: {e}"
+                ))
+            })?;
         if transactional {
             producer
                 .init_transactions(TXN_TIMEOUT)
                 .and_then(|()| producer.begin_transaction())
                 .map_err(|e| {
-                    format!(
-                        "cannot start a Kafka transaction ({e}); exactly.once needs a Kafka cluster with transactions (set exactly.once=false for at-least-once delivery)"
-                    )
+                    // An unreachable or busy broker: start over later. A cluster that cannot
+                    // do transactions, or refuses this producer: fail, saying so.
+                    let unsupported = matches!(
+                        e.rdkafka_error_code(),
+                        Some(
+                            RDKafkaErrorCode::UnsupportedVersion
+                                | RDKafkaErrorCode::UnsupportedFeature
+                                | RDKafkaErrorCode::UnsupportedForMessageFormat
+                        )
+                    );
+                    if unsupported {
+                        SinkError::Fatal(format!(
+                            "cannot start a Kafka transaction ({e}): exactly.once needs a Kafka cluster with transactions (set exactly.once=false for at-least-once delivery)"
+                        ))
+                    } else if unauthorized(&e) {
+                        SinkError::Fatal(format!(
+                            "cannot start a Kafka transaction ({e}): the producer is not allowed to use its transactional id"
+                        ))
+                    } else {
+                        SinkError::Rewind(format!("cannot start a Kafka transaction: {e}"))
+                    }
                 })?;
         }
         Ok(DruidSink {
@@ -166,10 +203,20 @@ impl Sink for DruidSink {
                     self.producer.poll(Duration::from_millis(10));
                 }
                 Err((e, _)) => {
-                    return Err(SinkError::Fatal(format!(
-                        "{}: cannot produce to {topic}: {e}",
-                        at()
-                    )));
+                    let why = format!("{}: cannot produce to {topic}: {e}", at());
+                    // The producer is in an error state (its transaction failed, or it was
+                    // fenced): abort and start over. Anything else is about this record.
+                    let state = matches!(
+                        e.rdkafka_error_code(),
+                        Some(RDKafkaErrorCode::State | RDKafkaErrorCode::Fatal)
+                    );
+                    if state {
+                        self.abort();
+                        return Err(SinkError::Rewind(format!(
+                            "the producer's transaction failed: {why}"
+                        )));
+                    }
+                    return Err(SinkError::Fatal(why));
                 }
             }
         }
@@ -216,18 +263,18 @@ impl Sink for DruidSink {
         let mut acks = Vec::with_capacity(done.len());
         for (ack, error) in done {
             self.in_flight = self.in_flight.saturating_sub(1);
-            if let Some(e) = error {
-                // librdkafka retried until delivery.timeout.ms: the row is not written, nor
-                // may any row after it be counted as written. With a transaction, abort it
-                // (nothing of it becomes visible); either way, start over from the committed
-                // offsets.
-                if self.txn_open {
-                    let _ = self.producer.abort_transaction(TXN_TIMEOUT);
-                    self.txn_open = false;
-                }
-                return Err(SinkError::Rewind(format!(
-                    "a row could not be written: {e}"
-                )));
+            if let Some((e, permanent)) = error {
+                // The row is not written, nor may any row after it be counted as written.
+                // With a transaction, abort it (nothing of it becomes visible). The broker
+                // refusing this row for good fails the task; anything else (librdkafka gave up
+                // after delivery.timeout.ms) starts over from the committed offsets.
+                self.abort();
+                let why = format!("a row could not be written: {e}");
+                return Err(if permanent {
+                    SinkError::Fatal(why)
+                } else {
+                    SinkError::Rewind(why)
+                });
             }
             acks.push(ack);
         }
@@ -290,8 +337,7 @@ impl Sink for DruidSink {
             // Nothing of this transaction becomes visible; its records are read again from
             // the last committed offsets.
             let rows = self.txn_rows;
-            let _ = self.producer.abort_transaction(TXN_TIMEOUT);
-            self.txn_open = false;
+            self.abort();
             let why = format!("the transaction of {rows} rows and their offsets failed: {e}");
             return Err(if unauthorized(&e) {
                 SinkError::Fatal(why)
@@ -324,6 +370,11 @@ fn unauthorized(e: &KafkaError) -> bool {
     )
 }
 
+/// Whether retrying a transactional call after `e` cannot help.
+fn gives_up(e: &KafkaError) -> bool {
+    unauthorized(e) || matches!(e, KafkaError::Transaction(t) if t.is_fatal())
+}
+
 /// Runs a transactional call again while librdkafka says its error is retriable.
 fn txn_call(mut call: impl FnMut() -> Result<(), KafkaError>) -> Result<(), KafkaError> {
     let mut attempt = 0;
@@ -338,11 +389,46 @@ fn txn_call(mut call: impl FnMut() -> Result<(), KafkaError>) -> Result<(), Kafk
     }
 }
 
+impl DruidSink {
+    /// Aborts the open transaction, if any: nothing of it becomes visible, and the sink
+    /// commits nothing more. librdkafka's abort waits until the delivery reports of the purged
+    /// rows are served, which only this thread does: it is called in short steps, serving the
+    /// reports between them (their acks are dropped: those rows are not written).
+    fn abort(&mut self) {
+        if !self.txn_open {
+            return;
+        }
+        self.txn_open = false;
+        let deadline = Instant::now() + TXN_TIMEOUT;
+        loop {
+            match self.producer.abort_transaction(Duration::from_millis(200)) {
+                Ok(()) => break,
+                Err(e) if Instant::now() < deadline && !gives_up(&e) => {
+                    self.producer.poll(Duration::ZERO);
+                    let served = std::mem::take(
+                        &mut *self
+                            .producer
+                            .context()
+                            .done
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner()),
+                    );
+                    self.in_flight = self.in_flight.saturating_sub(served.len());
+                }
+                Err(e) => {
+                    // The broker aborts it after transaction.timeout.ms, or the next
+                    // producer with this transactional id fences it.
+                    tracing::warn!("could not abort the Kafka transaction: {e}");
+                    break;
+                }
+            }
+        }
+    }
+}
+
 impl Drop for DruidSink {
     fn drop(&mut self) {
-        if self.txn_open {
-            // What was not committed must not become visible.
-            let _ = self.producer.abort_transaction(Duration::from_secs(5));
-        }
+        // What was not committed must not become visible.
+        self.abort();
     }
 }
