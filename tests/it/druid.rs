@@ -49,6 +49,20 @@ fn total(topic: &str, partitions: i32) -> i64 {
     kafka::end_offsets(topic, partitions).values().sum()
 }
 
+/// The offsets `group` has committed over the 4 partitions of `topic`, summed.
+fn committed_total(group: &str, topic: &str) -> i64 {
+    kafka::committed(group, topic, 4).values().sum()
+}
+
+/// Waits until `group` has committed more than `n` records of `topic` (4 partitions).
+fn wait_committed_beyond(group: &str, topic: &str, n: i64) {
+    let start = Instant::now();
+    while committed_total(group, topic) <= n {
+        assert!(start.elapsed() < WAIT, "no progress beyond {n}");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Waits until `group` committed every offset of `topic`.
 fn wait_committed_all(group: &str, topic: &str, partitions: i32) {
     let start = Instant::now();
@@ -71,18 +85,12 @@ fn kill_three_times(
     let mut w = Worker::start_with(&[file], env);
     let mut committed = 0;
     for kill in 0..3 {
-        let start = Instant::now();
-        loop {
-            let now: i64 = kafka::committed(group, topic, 4).values().sum();
-            if now > committed || now == records as i64 {
-                break;
-            }
-            assert!(start.elapsed() < WAIT, "no progress beyond {committed}");
-            thread::sleep(Duration::from_millis(100));
+        if committed < records as i64 {
+            wait_committed_beyond(group, topic, committed);
         }
         thread::sleep(Duration::from_millis(fastrand::u64(0..800)));
         w.kill();
-        committed = kafka::committed(group, topic, 4).values().sum();
+        committed = committed_total(group, topic);
         eprintln!("kill {kill}: {committed} records committed");
         w = Worker::start_with(&[file], env);
     }
@@ -478,11 +486,7 @@ fn a_worker_frozen_past_its_transaction_timeout_starts_over_and_stays_exactly_on
     // transaction timeout (4 s).
     let env = [("CDC_SINK_WORKER__OFFSET_FLUSH_INTERVAL_MS", "2500")];
     let w = Worker::start_with(&[&file], &env);
-    let start = Instant::now();
-    while kafka::committed(&group, &topic, 4).values().sum::<i64>() == 0 {
-        assert!(start.elapsed() < WAIT, "no progress");
-        thread::sleep(Duration::from_millis(100));
-    }
+    wait_committed_beyond(&group, &topic, 0);
     thread::sleep(Duration::from_millis(1_000));
     unsafe { libc::kill(w.pid() as i32, libc::SIGSTOP) };
     thread::sleep(Duration::from_secs(12));
@@ -601,14 +605,8 @@ fn exactly_once_across_rebalances_and_a_killed_worker() {
         400,
         Duration::from_millis(250),
     );
-    let committed = || kafka::committed(&group, &topic, 4).values().sum::<i64>();
-    let progress_beyond = |n: i64| {
-        let start = Instant::now();
-        while committed() <= n {
-            assert!(start.elapsed() < WAIT, "no progress beyond {n}");
-            thread::sleep(Duration::from_millis(100));
-        }
-    };
+    let committed = || committed_total(&group, &topic);
+    let progress_beyond = |n: i64| wait_committed_beyond(&group, &topic, n);
     let a = Worker::start_with(&[&file], &[("CDC_SINK_WORKER__ID", "druid-a")]);
     progress_beyond(0);
     let mut b = Worker::start_with(&[&file], &[("CDC_SINK_WORKER__ID", "druid-b")]);
@@ -648,14 +646,8 @@ fn a_worker_frozen_past_its_session_abandons_its_transaction() {
         400,
         Duration::from_millis(250),
     );
-    let committed = || kafka::committed(&group, &topic, 4).values().sum::<i64>();
-    let progress_beyond = |n: i64| {
-        let start = Instant::now();
-        while committed() <= n {
-            assert!(start.elapsed() < WAIT, "no progress beyond {n}");
-            thread::sleep(Duration::from_millis(100));
-        }
-    };
+    let committed = || committed_total(&group, &topic);
+    let progress_beyond = |n: i64| wait_committed_beyond(&group, &topic, n);
     let mut a = Worker::start_with(&[&file], &[("CDC_SINK_WORKER__ID", "druid-frozen-a")]);
     a.wait_log("partitions assigned", WAIT);
     progress_beyond(0);

@@ -252,14 +252,7 @@ impl Sink for DruidSink {
                 break;
             }
         }
-        let done = std::mem::take(
-            &mut *self
-                .producer
-                .context()
-                .done
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-        );
+        let done = self.take_reports();
         let mut acks = Vec::with_capacity(done.len());
         for (ack, error) in done {
             self.in_flight = self.in_flight.saturating_sub(1);
@@ -390,6 +383,18 @@ fn txn_call(mut call: impl FnMut() -> Result<(), KafkaError>) -> Result<(), Kafk
 }
 
 impl DruidSink {
+    /// The delivery reports served since the last call.
+    fn take_reports(&self) -> Vec<(Ack, Option<Undelivered>)> {
+        std::mem::take(
+            &mut *self
+                .producer
+                .context()
+                .done
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        )
+    }
+
     /// Aborts the open transaction, if any: nothing of it becomes visible, and the sink
     /// commits nothing more. librdkafka's abort waits until the delivery reports of the purged
     /// rows are served, which only this thread does: it is called in short steps, serving the
@@ -405,15 +410,8 @@ impl DruidSink {
                 Ok(()) => break,
                 Err(e) if Instant::now() < deadline && !gives_up(&e) => {
                     self.producer.poll(Duration::ZERO);
-                    let served = std::mem::take(
-                        &mut *self
-                            .producer
-                            .context()
-                            .done
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner()),
-                    );
-                    self.in_flight = self.in_flight.saturating_sub(served.len());
+                    let served = self.take_reports().len();
+                    self.in_flight = self.in_flight.saturating_sub(served);
                 }
                 Err(e) => {
                     // The broker aborts it after transaction.timeout.ms, or the next
