@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cdc_sink::connector::{ConnectorConfig, ConnectorSpec};
-use cdc_sink::decode::Decoder;
+use cdc_sink::decode::{Decoder, Row, Value as DecodedValue};
 use cdc_sink::sink::elasticsearch::batch::{Batch, Origin};
 use cdc_sink::sink::elasticsearch::mapping::{Mapped, Mapper};
 use cdc_sink::sink::{Ack, SinkRecord};
@@ -85,6 +85,17 @@ fn spec(extra: serde_json::Value) -> ConnectorSpec {
     .unwrap()
 }
 
+/// A benchmark record's key and value, decoded (topic `bench`).
+fn decode<T: AsRef<[u8]>>(decoder: &mut Decoder, r: &Rec<T>) -> (Option<Row>, DecodedValue) {
+    let key = decoder
+        .key("bench", r.key.as_ref().map(AsRef::as_ref))
+        .unwrap();
+    let value = decoder
+        .value("bench", r.value.as_ref().map(AsRef::as_ref))
+        .unwrap();
+    (key, value)
+}
+
 /// decode → map → batch (NDJSON body) for every record, on this thread.
 fn hot<T: AsRef<[u8]>>(label: &str, records: &[Rec<T>], rounds: usize, extra: serde_json::Value) {
     let mut options = json!({"behavior.on.null.values": "delete"});
@@ -109,12 +120,7 @@ fn hot<T: AsRef<[u8]>>(label: &str, records: &[Rec<T>], rounds: usize, extra: se
     for _ in 0..rounds {
         let mut batch = Batch::new();
         for (i, r) in records.iter().enumerate() {
-            let key = decoder
-                .key("bench", r.key.as_ref().map(AsRef::as_ref))
-                .unwrap();
-            let value = decoder
-                .value("bench", r.value.as_ref().map(AsRef::as_ref))
-                .unwrap();
+            let (key, value) = decode(&mut decoder, r);
             let rec = SinkRecord {
                 topic: "bench",
                 kafka_topic: "bench",
@@ -324,12 +330,7 @@ fn hot_druid<T: AsRef<[u8]>>(label: &str, records: &[Rec<T>], rounds: usize) {
     let (mut n, mut out_bytes) = (0u64, 0usize);
     for _ in 0..rounds {
         for (i, r) in records.iter().enumerate() {
-            let key = decoder
-                .key("bench", r.key.as_ref().map(AsRef::as_ref))
-                .unwrap();
-            let value = decoder
-                .value("bench", r.value.as_ref().map(AsRef::as_ref))
-                .unwrap();
+            let (key, value) = decode(&mut decoder, r);
             let rec = SinkRecord {
                 topic: "bench",
                 kafka_topic: "bench",

@@ -63,6 +63,17 @@ fn wait_committed_beyond(group: &str, topic: &str, n: i64) {
     }
 }
 
+/// Produces the history's records to `topic` in the background, 400 every 250 ms, so that a
+/// worker is mid-stream when a test kills, freezes or adds one.
+fn stream_slowly(h: &History, topic: &str) -> thread::JoinHandle<()> {
+    kafka::produce_slowly(
+        topic.to_string(),
+        h.records.clone(),
+        400,
+        Duration::from_millis(250),
+    )
+}
+
 /// Waits until `group` committed every offset of `topic`.
 fn wait_committed_all(group: &str, topic: &str, partitions: i32) {
     let start = Instant::now();
@@ -204,12 +215,7 @@ fn sigkill_mid_stream_loses_no_row_and_each_keys_newest_row_is_its_last_change()
     // At least once: exactly.once off.
     let (h, topic, name, file) = setup_with(52, 8_000, &[("exactly.once", "false")]);
     let group = format!("connect-{name}");
-    let producer = kafka::produce_slowly(
-        topic.clone(),
-        h.records.clone(),
-        400,
-        Duration::from_millis(250),
-    );
+    let producer = stream_slowly(&h, &topic);
     let w = kill_three_times(&file, &[], &group, &topic, h.records.len());
     producer.join().unwrap();
     wait_committed_all(&group, &topic, 4);
@@ -318,12 +324,7 @@ fn exactly_once_sigkill_mid_stream_gives_each_change_one_committed_row_in_order(
         ],
     );
     let group = format!("connect-{name}");
-    let producer = kafka::produce_slowly(
-        topic.clone(),
-        h.records.clone(),
-        400,
-        Duration::from_millis(250),
-    );
+    let producer = stream_slowly(&h, &topic);
     // A stable worker id, as in production: a restarted worker's producer fences the killed
     // one's and aborts its open transaction.
     let env = [("CDC_SINK_WORKER__ID", "druid-eos-worker")];
@@ -339,19 +340,7 @@ fn exactly_once_sigkill_mid_stream_gives_each_change_one_committed_row_in_order(
     // holds each change once, and the README's query gives the source table with its versions.
     let out = format!("druid.{topic}");
     // Submitted by druid-spec itself; an unreachable Druid is an error naming its URL.
-    let unreachable = std::process::Command::new(env!("CARGO_BIN_EXE_cdc-sink"))
-        .args([
-            "druid-spec",
-            "--submit",
-            "http://127.0.0.1:9",
-            file.to_str().unwrap(),
-        ])
-        .env(
-            "CDC_SINK_KAFKA__BOOTSTRAP_SERVERS",
-            crate::support::servers::kafka(),
-        )
-        .output()
-        .unwrap();
+    let unreachable = druid::druid_spec_cli(&["--submit", "http://127.0.0.1:9"], &file);
     let err = String::from_utf8_lossy(&unreachable.stderr);
     assert_eq!(unreachable.status.code(), Some(1), "{err}");
     assert!(
@@ -476,12 +465,7 @@ fn a_worker_frozen_past_its_transaction_timeout_starts_over_and_stays_exactly_on
         ],
     );
     let group = format!("connect-{name}");
-    let producer = kafka::produce_slowly(
-        topic.clone(),
-        h.records.clone(),
-        400,
-        Duration::from_millis(250),
-    );
+    let producer = stream_slowly(&h, &topic);
     // Transactions every 2 s at most (transaction.max.ms); the freeze (12 s) outlasts the
     // transaction timeout (4 s).
     let env = [("CDC_SINK_WORKER__OFFSET_FLUSH_INTERVAL_MS", "2500")];
@@ -599,12 +583,7 @@ fn exactly_once_across_rebalances_and_a_killed_worker() {
         &[("producer.override.transaction.timeout.ms", "10000")],
     );
     let group = format!("connect-{name}");
-    let producer = kafka::produce_slowly(
-        topic.clone(),
-        h.records.clone(),
-        400,
-        Duration::from_millis(250),
-    );
+    let producer = stream_slowly(&h, &topic);
     let committed = || committed_total(&group, &topic);
     let progress_beyond = |n: i64| wait_committed_beyond(&group, &topic, n);
     let a = Worker::start_with(&[&file], &[("CDC_SINK_WORKER__ID", "druid-a")]);
@@ -640,12 +619,7 @@ fn a_worker_frozen_past_its_session_abandons_its_transaction() {
         &[("producer.override.transaction.timeout.ms", "30000")],
     );
     let group = format!("connect-{name}");
-    let producer = kafka::produce_slowly(
-        topic.clone(),
-        h.records.clone(),
-        400,
-        Duration::from_millis(250),
-    );
+    let producer = stream_slowly(&h, &topic);
     let committed = || committed_total(&group, &topic);
     let progress_beyond = |n: i64| wait_committed_beyond(&group, &topic, n);
     let mut a = Worker::start_with(&[&file], &[("CDC_SINK_WORKER__ID", "druid-frozen-a")]);

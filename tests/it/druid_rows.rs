@@ -5,15 +5,13 @@
 use serde_json::{Value, json};
 
 use cdc_sink::connector::{ConnectorConfig, ConnectorSpec, SinkSpec};
-use cdc_sink::decode::Decoder;
 use cdc_sink::sink::SinkRecord;
 use cdc_sink::sink::druid::row::{Mapped, Rows};
 
 use crate::fixtures::{
-    after_with, fixture, map as map_es, paimon_semantic_columns, paimon_snapshot_decimals, with,
+    TOPIC, after_with, decode, fixture, map as map_es, paimon_semantic_columns,
+    paimon_snapshot_decimals, spec_on_topic, with,
 };
-
-const TOPIC: &str = "dbserver1.inventory.customers";
 
 /// The row key and row of one record (`value` is a fixture file name or, starting with `{`,
 /// the envelope itself), or `Err("skip: …")` / the error.
@@ -22,26 +20,17 @@ fn row(
     key: Option<&str>,
     extra: &[(&str, &str)],
 ) -> Result<(String, String, Value), String> {
-    let mut config = json!({"connector.class": "druid", "topics": TOPIC});
-    for (k, v) in extra {
-        config[*k] = json!(v);
-    }
-    let cc =
-        ConnectorConfig::from_json(&json!({"name": "druid-rows", "config": config}).to_string())
-            .unwrap();
-    let spec = ConnectorSpec::validate(&cc).unwrap();
+    let spec = spec_on_topic(json!({"connector.class": "druid"}), extra);
     let SinkSpec::Druid(cfg) = &spec.sink else {
         panic!("not a druid connector")
     };
     let mut rows = Rows::new(std::sync::Arc::new((**cfg).clone()));
-    let mut decoder = Decoder::new(&spec).unwrap();
     let text = if value.starts_with('{') {
         value.to_string()
     } else {
         fixture(value)
     };
-    let value = decoder.value(TOPIC, Some(text.as_bytes())).unwrap();
-    let key = key.map(|k| decoder.key(TOPIC, Some(k.as_bytes())).unwrap().unwrap());
+    let (key, value) = decode(&spec, &text, key);
     let rec = SinkRecord {
         topic: TOPIC,
         kafka_topic: TOPIC,

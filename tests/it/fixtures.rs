@@ -8,11 +8,11 @@ use std::collections::BTreeSet;
 use serde_json::{Value, json};
 
 use cdc_sink::connector::{ConnectorConfig, ConnectorSpec};
-use cdc_sink::decode::Decoder;
+use cdc_sink::decode::{Decoder, Row, Value as DecodedValue};
 use cdc_sink::sink::SinkRecord;
 use cdc_sink::sink::elasticsearch::mapping::{Mapped, Mapper};
 
-const TOPIC: &str = "dbserver1.inventory.customers";
+pub(crate) const TOPIC: &str = "dbserver1.inventory.customers";
 const MYSQL_BIN_3: u64 = 3 << 40;
 
 pub(crate) fn fixture(name: &str) -> String {
@@ -22,6 +22,29 @@ pub(crate) fn fixture(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// A connector on [`TOPIC`]: `config` (its class and required options) with `extra` options.
+pub(crate) fn spec_on_topic(mut config: Value, extra: &[(&str, &str)]) -> ConnectorSpec {
+    config["topics"] = json!(TOPIC);
+    for (k, v) in extra {
+        config[*k] = json!(v);
+    }
+    let cc = ConnectorConfig::from_json(&json!({"name": "fixtures", "config": config}).to_string())
+        .unwrap();
+    ConnectorSpec::validate(&cc).unwrap()
+}
+
+/// The key (JSON text) and value of one record of [`TOPIC`], as `spec` decodes them.
+pub(crate) fn decode(
+    spec: &ConnectorSpec,
+    value_text: &str,
+    key: Option<&str>,
+) -> (Option<Row>, DecodedValue) {
+    let mut decoder = Decoder::new(spec).unwrap();
+    let value = decoder.value(TOPIC, Some(value_text.as_bytes())).unwrap();
+    let key = key.map(|k| decoder.key(TOPIC, Some(k.as_bytes())).unwrap().unwrap());
+    (key, value)
+}
+
 /// What the connector does with one record: `Ok((action line, document))`, or
 /// `Err("skip: <reason>")`, or `Err(<why it cannot be mapped>)`.
 pub(crate) fn map(
@@ -29,19 +52,13 @@ pub(crate) fn map(
     key: Option<&str>,
     extra: &[(&str, &str)],
 ) -> Result<(String, Option<Value>), String> {
-    let mut config = json!({"connector.class": "elasticsearch", "topics": TOPIC, "connection.url": "http://es:9200"});
-    for (k, v) in extra {
-        config[*k] = json!(v);
-    }
-    let cc = ConnectorConfig::from_json(&json!({"name": "fixtures", "config": config}).to_string())
-        .unwrap();
-    let spec = ConnectorSpec::validate(&cc).unwrap();
+    let spec = spec_on_topic(
+        json!({"connector.class": "elasticsearch", "connection.url": "http://es:9200"}),
+        extra,
+    );
     let es = spec.sink.elasticsearch().unwrap();
     let mut mapper = Mapper::new(std::sync::Arc::new(es.clone()));
-    let mut decoder = Decoder::new(&spec).unwrap();
-    let value_text = fixture(value_file);
-    let value = decoder.value(TOPIC, Some(value_text.as_bytes())).unwrap();
-    let key = key.map(|k| decoder.key(TOPIC, Some(k.as_bytes())).unwrap().unwrap());
+    let (key, value) = decode(&spec, &fixture(value_file), key);
     let rec = SinkRecord {
         topic: TOPIC,
         kafka_topic: TOPIC,

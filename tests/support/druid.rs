@@ -139,39 +139,36 @@ pub fn latest_query(datasource: &str, key: &[&str], columns: &[&str]) -> String 
     )
 }
 
-/// What `cdc-sink druid-spec FILE` prints for the connector file: a supervisor spec per topic.
-pub fn spec_of(file: &std::path::Path) -> Value {
-    let cli = Command::new(env!("CARGO_BIN_EXE_cdc-sink"))
-        .args(["druid-spec", file.to_str().unwrap()])
+/// Runs `cdc-sink druid-spec ARGS… FILE` against the shared Kafka.
+pub fn druid_spec_cli(args: &[&str], file: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_cdc-sink"))
+        .arg("druid-spec")
+        .args(args)
+        .arg(file)
         .env("CDC_SINK_KAFKA__BOOTSTRAP_SERVERS", super::servers::kafka())
         .output()
-        .unwrap();
-    assert!(
-        cli.status.success(),
-        "{}",
-        String::from_utf8_lossy(&cli.stderr)
-    );
-    serde_json::from_slice(&cli.stdout).unwrap()
+        .unwrap()
 }
 
-/// `cdc-sink druid-spec --submit OVERLORD FILE`: the supervisors it submitted.
-pub fn submit_cli(file: &std::path::Path) -> Vec<Supervisor> {
-    let out = Command::new(env!("CARGO_BIN_EXE_cdc-sink"))
-        .args([
-            "druid-spec",
-            "--submit",
-            &druid().overlord,
-            file.to_str().unwrap(),
-        ])
-        .env("CDC_SINK_KAFKA__BOOTSTRAP_SERVERS", super::servers::kafka())
-        .output()
-        .unwrap();
+/// `out`'s standard output, after asserting it succeeded.
+fn succeeded(out: std::process::Output) -> Vec<u8> {
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout)
+    out.stdout
+}
+
+/// What `cdc-sink druid-spec FILE` prints for the connector file: a supervisor spec per topic.
+pub fn spec_of(file: &std::path::Path) -> Value {
+    serde_json::from_slice(&succeeded(druid_spec_cli(&[], file))).unwrap()
+}
+
+/// `cdc-sink druid-spec --submit OVERLORD FILE`: the supervisors it submitted.
+pub fn submit_cli(file: &std::path::Path) -> Vec<Supervisor> {
+    let out = succeeded(druid_spec_cli(&["--submit", &druid().overlord], file));
+    String::from_utf8(out)
         .unwrap()
         .lines()
         .map(|l| Supervisor {

@@ -92,15 +92,13 @@ pub struct DruidSink {
     metrics: Arc<Metrics>,
     /// Rows sent and not yet reported.
     in_flight: usize,
-    /// `exactly.once`: rows and offsets are committed in transactions.
-    transactional: bool,
+    /// The connector's options (`exactly.once`, the transaction limits).
+    cfg: Arc<DruidConfig>,
     /// A transaction is open (false once one failed: the sink then commits nothing more).
     txn_open: bool,
     /// Rows in the open transaction, and when its first row was sent.
     txn_rows: usize,
     txn_started: Option<Instant>,
-    txn_max_records: usize,
-    txn_max: Duration,
 }
 
 impl DruidSink {
@@ -164,13 +162,11 @@ impl DruidSink {
                 })?;
         }
         Ok(DruidSink {
-            txn_max_records: cfg.txn_max_records,
-            txn_max: cfg.txn_max,
-            rows: Rows::new(cfg),
+            rows: Rows::new(cfg.clone()),
+            cfg,
             producer,
             metrics,
             in_flight: 0,
-            transactional,
             txn_open: transactional,
             txn_rows: 0,
             txn_started: None,
@@ -221,7 +217,7 @@ impl Sink for DruidSink {
             }
         }
         self.in_flight += 1;
-        if self.transactional {
+        if self.cfg.exactly_once {
             self.txn_rows += 1;
             self.txn_started.get_or_insert_with(Instant::now);
         }
@@ -292,18 +288,18 @@ impl Sink for DruidSink {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        self.txn_started.map(|t| t + self.txn_max)
+        self.txn_started.map(|t| t + self.cfg.txn_max)
     }
 
     fn commits_offsets(&self) -> bool {
-        self.transactional
+        self.cfg.exactly_once
     }
 
     fn commit_due(&self) -> bool {
-        self.txn_rows >= self.txn_max_records
+        self.txn_rows >= self.cfg.txn_max_records
             || self
                 .txn_started
-                .is_some_and(|t| t.elapsed() >= self.txn_max)
+                .is_some_and(|t| t.elapsed() >= self.cfg.txn_max)
     }
 
     fn commit_offsets(
