@@ -556,6 +556,16 @@ fn live_freshness(rate: usize, run: Duration) {
     );
 }
 
+/// A Kafka for the end-to-end runs: `CDCSINK_TEST_SERVERS`'s, or one started now (and named
+/// there for the worker processes).
+fn ensure_kafka() {
+    if std::env::var_os("CDCSINK_TEST_SERVERS").is_none() {
+        let dir = support::servers::start(&["kafka"]);
+        // SAFETY: set before any other thread reads the environment.
+        unsafe { std::env::set_var("CDCSINK_TEST_SERVERS", dir) };
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--bare-consumer") {
@@ -631,11 +641,7 @@ fn main() {
         apache_avro_value_path(&registry, &avro, rounds);
     }
     if want("e2e") {
-        if std::env::var_os("CDCSINK_TEST_SERVERS").is_none() {
-            let dir = support::servers::start(&["kafka"]);
-            // SAFETY: set before any other thread reads the environment.
-            unsafe { std::env::set_var("CDCSINK_TEST_SERVERS", dir) };
-        }
+        ensure_kafka();
         let big = |seed, with_schema, changes| {
             history::generate(
                 seed,
@@ -659,11 +665,7 @@ fn main() {
             .unwrap_or(4);
         hot_druid("without schema", &plain.records, rounds);
         hot_druid("with schema", &schema.records, rounds.div_ceil(2));
-        if std::env::var_os("CDCSINK_TEST_SERVERS").is_none() {
-            let dir = support::servers::start(&["kafka"]);
-            // SAFETY: set before any other thread reads the environment.
-            unsafe { std::env::set_var("CDCSINK_TEST_SERVERS", dir) };
-        }
+        ensure_kafka();
         let records = history::generate(
             6,
             &Options {
@@ -680,11 +682,7 @@ fn main() {
     }
     if args.iter().any(|a| a == "backlog") {
         // Catching up a backlog of a million records over 8 partitions: peak memory.
-        if std::env::var_os("CDCSINK_TEST_SERVERS").is_none() {
-            let dir = support::servers::start(&["kafka"]);
-            // SAFETY: set before any other thread reads the environment.
-            unsafe { std::env::set_var("CDCSINK_TEST_SERVERS", dir) };
-        }
+        ensure_kafka();
         let backlog = history::generate(
             5,
             &Options {
