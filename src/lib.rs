@@ -11,13 +11,14 @@
 //! * [`source`] — the Kafka consumer, rebalances, per-partition offset watermarks;
 //! * [`decode`] — Debezium envelopes (JSON) → one `ChangeEvent` model, semantic types decoded;
 //! * [`sink`] — the `Sink` trait and the Elasticsearch sink (mapping, batching, bulk, retry);
-//! * [`metrics`] — every counter, defined once;
+//! * [`metrics`] — every metric (Prometheus), defined once; [`status`] — `cdc-sink status`;
 //! * [`verify`] — `cdc-sink verify`: replay a connector's topics and compare with its indices;
 //! * [`rebuild`] — `cdc-sink rebuild`: rebuild a connector's indices behind their aliases;
 //! * [`druid_spec`] — `cdc-sink druid-spec`: Druid supervisor specs for a `druid` connector.
 
 pub mod backoff;
 pub mod connector;
+pub mod dead_letter;
 pub mod decode;
 pub mod druid_spec;
 pub mod herder;
@@ -28,6 +29,7 @@ pub mod serve;
 pub mod settings;
 pub mod sink;
 pub mod source;
+pub mod status;
 pub mod task;
 pub mod verify;
 pub mod worker;

@@ -64,6 +64,13 @@ enum Command {
         /// The connector config (`{"name": …, "config": {…}}`).
         connector: PathBuf,
     },
+    /// Print a worker's connectors and tasks as a table: states, lag, records/s, ETA and
+    /// freshness (p99 of Kafka timestamp → acknowledged).
+    Status {
+        /// The worker's REST API.
+        #[arg(long, default_value = "http://127.0.0.1:8083")]
+        url: String,
+    },
     /// Replay a connector's topics and compare the result with its indices: documents missing,
     /// extra, differing or at an older version. Exit status 1 when they drifted.
     Verify {
@@ -210,6 +217,16 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Status { url } => match cdc_sink::status::table(&url) {
+            Ok(t) => {
+                print!("{t}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("cdc-sink: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Run { config, connectors } => {
             let settings = match Settings::load(config.as_deref()) {
                 Ok(s) => s,

@@ -1,202 +1,491 @@
-//! Every counter a connector keeps, defined once. Shared by its tasks; read for status and,
-//! later, for `/metrics`.
+//! Every metric the worker keeps, defined once, with the `prometheus` crate: the families are
+//! registered in one registry per process ([`Registry`]), each task writes through its own
+//! label children ([`Metrics`]), `GET /metrics` encodes the registry, and the 30-second status
+//! line and `cdc-sink status` read per-connector totals out of it ([`Summary`]).
+//!
+//! Names follow Prometheus conventions (`cdc_sink_…_total`, base units, `_seconds`); the README
+//! "Operations" section lists them with what to alert on.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-/// Counters of one connector.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    /// Records read from Kafka.
-    pub consumed: AtomicU64,
-    /// Writes acknowledged by the sink (bulk items 2xx, deletes of absent documents).
-    pub written: AtomicU64,
-    /// Writes refused as older than what is there (409): success, counted apart.
-    pub stale: AtomicU64,
-    /// Writes the sink refused for good and, by configuration, skipped (logged).
-    pub failed: AtomicU64,
-    /// Bulk requests sent (retries included).
-    pub requests: AtomicU64,
-    /// Documents removed (or soft-deleted) by reconciliation after a snapshot.
-    pub reconciled: AtomicU64,
-    /// Kafka transactions committed (the Druid connector with `exactly.once`).
-    pub transactions: AtomicU64,
-    /// Records with nothing to write, by reason (`tombstone`, `schema_change`, `truncate`…).
-    skipped: Mutex<BTreeMap<&'static str, u64>>,
-    /// Retries, by reason (`transport`, `timeout`, `bad_response`, `http_429`, `http_5xx`,
-    /// `item_429`, `item_5xx`).
-    retries: Mutex<BTreeMap<&'static str, u64>>,
-    /// Stale writes by `topic/partition`.
-    stale_by_partition: Mutex<BTreeMap<String, u64>>,
-    /// Freshness of acknowledged writes: source commit (`source.ts_ms`) → sink acknowledgement.
-    pub source_to_sink: Histogram,
-    /// Debezium's share: source commit → the record's Kafka timestamp.
-    pub source_to_kafka: Histogram,
-    /// cdc-sink's share: the record's Kafka timestamp → sink acknowledgement.
-    pub kafka_to_sink: Histogram,
-}
+use prometheus::core::Collector;
+use prometheus::proto::MetricFamily;
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+};
 
-/// Upper bounds of the latency buckets, in milliseconds (about ten per decade).
-const BOUNDS_MS: &[u64] = &[
-    1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 80, 100, 120, 150, 200, 250, 300, 400,
-    500, 600, 800, 1_000, 1_200, 1_500, 2_000, 2_500, 3_000, 4_000, 5_000, 6_000, 8_000, 10_000,
-    15_000, 20_000, 30_000, 60_000, 120_000, 300_000,
+/// Freshness buckets (seconds): 5 ms to 10 min, about three per decade.
+const FRESHNESS_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+/// Bulk request latency buckets (seconds).
+const REQUEST_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+/// Bulk batch size buckets (records).
+const BATCH_BUCKETS: &[f64] = &[
+    1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0,
 ];
 
-/// A latency histogram (milliseconds) with fixed log-spaced buckets.
-#[derive(Debug)]
-pub struct Histogram {
-    counts: Vec<AtomicU64>,
+/// The task states Kafka Connect reports, each a series of `cdc_sink_task_state`.
+pub const TASK_STATES: &[&str] = &["UNASSIGNED", "RUNNING", "PAUSED", "FAILED", "STOPPED"];
+
+/// The metric families of one process.
+struct Families {
+    consumed: IntCounterVec,
+    written: IntCounterVec,
+    stale: IntCounterVec,
+    skipped: IntCounterVec,
+    failed: IntCounterVec,
+    dead_lettered: IntCounterVec,
+    retries: IntCounterVec,
+    rebalances: IntCounterVec,
+    reconciled: IntCounterVec,
+    rows_produced: IntCounterVec,
+    transactions: IntCounterVec,
+    bulk_seconds: HistogramVec,
+    bulk_records: HistogramVec,
+    source_to_kafka: HistogramVec,
+    kafka_to_ack: HistogramVec,
+    source_to_ack: HistogramVec,
+    committed: IntGaugeVec,
+    end: IntGaugeVec,
+    lag: IntGaugeVec,
 }
 
-impl Default for Histogram {
+const TASK: &[&str] = &["connector", "task"];
+const PARTITION: &[&str] = &["connector", "task", "topic", "partition"];
+
+/// The process's metrics registry (cheap to clone).
+#[derive(Clone)]
+pub struct Registry {
+    registry: prometheus::Registry,
+    f: Arc<Families>,
+}
+
+impl Default for Registry {
     fn default() -> Self {
-        Histogram {
-            counts: (0..=BOUNDS_MS.len()).map(|_| AtomicU64::new(0)).collect(),
+        Self::new()
+    }
+}
+
+impl Registry {
+    pub fn new() -> Registry {
+        let registry = prometheus::Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("a valid counter");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("registered once");
+            c
+        };
+        let histogram = |name: &str, help: &str, labels: &[&str], buckets: &[f64]| {
+            let h = HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+                labels,
+            )
+            .expect("a valid histogram");
+            registry
+                .register(Box::new(h.clone()))
+                .expect("registered once");
+            h
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGaugeVec::new(Opts::new(name, help), PARTITION).expect("a valid gauge");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("registered once");
+            g
+        };
+        let f = Families {
+            consumed: counter(
+                "cdc_sink_records_consumed_total",
+                "Records read from Kafka.",
+                TASK,
+            ),
+            written: counter(
+                "cdc_sink_records_written_total",
+                "Writes acknowledged by the sink, by action (index, delete, row).",
+                &["connector", "task", "action"],
+            ),
+            stale: counter(
+                "cdc_sink_records_stale_total",
+                "Writes Elasticsearch refused as older than the document there (409): success, counted apart.",
+                PARTITION,
+            ),
+            skipped: counter(
+                "cdc_sink_records_skipped_total",
+                "Records with nothing to write, by reason (tombstone, schema_change, truncate, read_again…).",
+                &["connector", "task", "reason"],
+            ),
+            failed: counter(
+                "cdc_sink_records_failed_total",
+                "Records that could not be decoded, mapped or written and were tolerated (errors.tolerance=all, behavior.on.malformed.documents, drop.invalid.message), by stage.",
+                &["connector", "task", "stage"],
+            ),
+            dead_lettered: counter(
+                "cdc_sink_records_dead_lettered_total",
+                "Records written to the dead-letter queue (acknowledged by Kafka).",
+                TASK,
+            ),
+            retries: counter(
+                "cdc_sink_retries_total",
+                "Writes retried, by reason (transport, timeout, bad_response, http_429, http_5xx, item_429, item_5xx).",
+                &["connector", "task", "reason"],
+            ),
+            rebalances: counter(
+                "cdc_sink_rebalances_total",
+                "Partition assignment changes of a task's consumer, by kind (assigned, revoked, lost).",
+                &["connector", "task", "kind"],
+            ),
+            reconciled: counter(
+                "cdc_sink_documents_reconciled_total",
+                "Documents removed (or soft-deleted) by reconciliation after a snapshot.",
+                TASK,
+            ),
+            rows_produced: counter(
+                "cdc_sink_druid_rows_produced_total",
+                "Rows the Druid connector produced to its ingestion topics (acknowledged).",
+                TASK,
+            ),
+            transactions: counter(
+                "cdc_sink_druid_transactions_total",
+                "Kafka transactions the Druid connector committed (exactly.once).",
+                TASK,
+            ),
+            bulk_seconds: histogram(
+                "cdc_sink_bulk_request_duration_seconds",
+                "Elasticsearch bulk request latency, retries included as separate requests.",
+                TASK,
+                REQUEST_BUCKETS,
+            ),
+            bulk_records: histogram(
+                "cdc_sink_bulk_batch_records",
+                "Records per Elasticsearch bulk request.",
+                TASK,
+                BATCH_BUCKETS,
+            ),
+            source_to_kafka: histogram(
+                "cdc_sink_freshness_source_to_kafka_seconds",
+                "Debezium's share of freshness: source commit (source.ts_ms) to the record's Kafka timestamp.",
+                TASK,
+                FRESHNESS_BUCKETS,
+            ),
+            kafka_to_ack: histogram(
+                "cdc_sink_freshness_kafka_to_ack_seconds",
+                "cdc-sink's share of freshness: the record's Kafka timestamp to the sink's acknowledgement.",
+                TASK,
+                FRESHNESS_BUCKETS,
+            ),
+            source_to_ack: histogram(
+                "cdc_sink_freshness_source_to_ack_seconds",
+                "Freshness end to end: source commit (source.ts_ms) to the sink's acknowledgement.",
+                TASK,
+                FRESHNESS_BUCKETS,
+            ),
+            committed: gauge(
+                "cdc_sink_committed_offset",
+                "The offset committed for a partition (the next record to read after a restart).",
+            ),
+            end: gauge(
+                "cdc_sink_end_offset",
+                "The partition's end offset as last fetched (high watermark, or last stable offset for read_committed).",
+            ),
+            lag: gauge(
+                "cdc_sink_lag_records",
+                "Records of the partition not yet committed: end offset minus committed offset.",
+            ),
+        };
+        Registry {
+            registry,
+            f: Arc::new(f),
         }
     }
-}
 
-/// Percentiles of a histogram: each is the upper bound of the bucket it falls in.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Latency {
-    pub count: u64,
-    pub p50_ms: u64,
-    pub p99_ms: u64,
-}
-
-impl Histogram {
-    pub fn record(&self, ms: i64) {
-        let ms = ms.max(0) as u64;
-        let i = BOUNDS_MS.partition_point(|b| *b < ms);
-        self.counts[i].fetch_add(1, Ordering::Relaxed);
+    /// The handles task `task` of `connector` writes through.
+    pub fn task(&self, connector: &str, task: usize) -> Metrics {
+        let t = task.to_string();
+        let l = [connector, t.as_str()];
+        let f = &self.f;
+        Metrics {
+            consumed: f.consumed.with_label_values(&l),
+            source_to_kafka: f.source_to_kafka.with_label_values(&l),
+            kafka_to_ack: f.kafka_to_ack.with_label_values(&l),
+            source_to_ack: f.source_to_ack.with_label_values(&l),
+            bulk_seconds: f.bulk_seconds.with_label_values(&l),
+            bulk_records: f.bulk_records.with_label_values(&l),
+            connector: connector.to_string(),
+            task: t,
+            f: self.f.clone(),
+        }
     }
 
-    pub fn count(&self) -> u64 {
-        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    /// Every family, plus `extra` (gauges built at scrape time), in the text exposition format.
+    pub fn encode(&self, extra: Vec<MetricFamily>) -> String {
+        let mut families = self.registry.gather();
+        families.extend(extra);
+        families.sort_by(|a, b| a.name().cmp(b.name()));
+        prometheus::TextEncoder::new()
+            .encode_to_string(&families)
+            .unwrap_or_else(|e| format!("# cannot encode the metrics: {e}\n"))
     }
 
-    /// The smallest bucket bound below which a fraction `p` of the values fall.
-    pub fn percentile(&self, p: f64) -> u64 {
-        let counts: Vec<u64> = self
-            .counts
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
-            .collect();
-        let total: u64 = counts.iter().sum();
-        let want = (p * total as f64).ceil() as u64;
-        let mut seen = 0;
-        for (i, c) in counts.iter().enumerate() {
-            seen += c;
-            if seen >= want.max(1) {
-                return BOUNDS_MS.get(i).copied().unwrap_or(u64::MAX);
+    /// `cdc_sink_task_state`: 1 for the state each task is in, 0 for the others.
+    pub fn task_states<'a>(
+        tasks: impl IntoIterator<Item = (&'a str, usize, &'a str)>,
+    ) -> Vec<MetricFamily> {
+        let g = IntGaugeVec::new(
+            Opts::new(
+                "cdc_sink_task_state",
+                "The state of each task this worker runs: 1 for the state it is in.",
+            ),
+            &["connector", "task", "state"],
+        )
+        .expect("a valid gauge");
+        for (connector, task, state) in tasks {
+            let t = task.to_string();
+            for s in TASK_STATES {
+                g.with_label_values(&[connector, t.as_str(), s])
+                    .set(i64::from(*s == state));
             }
         }
-        0
+        g.collect()
     }
 
-    fn latency(&self) -> Latency {
-        Latency {
-            count: self.count(),
-            p50_ms: self.percentile(0.5),
-            p99_ms: self.percentile(0.99),
+    /// Totals of one connector over its tasks on this worker, or of one task.
+    pub fn summary(&self, connector: &str, task: Option<usize>) -> Summary {
+        let task = task.map(|t| t.to_string());
+        let mut s = Summary::default();
+        for fam in self.registry.gather() {
+            for m in fam.get_metric() {
+                let labels: BTreeMap<&str, &str> = m
+                    .get_label()
+                    .iter()
+                    .map(|l| (l.name(), l.value()))
+                    .collect();
+                if labels.get("connector") != Some(&connector)
+                    || task
+                        .as_deref()
+                        .is_some_and(|t| labels.get("task") != Some(&t))
+                {
+                    continue;
+                }
+                let counter = m.get_counter().get_value() as u64;
+                let label = |k: &str| labels.get(k).copied().unwrap_or("").to_string();
+                match fam.name() {
+                    "cdc_sink_records_consumed_total" => s.consumed += counter,
+                    "cdc_sink_records_written_total" => s.written += counter,
+                    "cdc_sink_records_stale_total" => s.stale += counter,
+                    "cdc_sink_records_failed_total" => s.failed += counter,
+                    "cdc_sink_records_dead_lettered_total" => s.dead_lettered += counter,
+                    "cdc_sink_druid_transactions_total" => s.transactions += counter,
+                    "cdc_sink_records_skipped_total" => {
+                        *s.skipped.entry(label("reason")).or_default() += counter
+                    }
+                    "cdc_sink_retries_total" => {
+                        *s.retries.entry(label("reason")).or_default() += counter
+                    }
+                    "cdc_sink_lag_records" => s.lag += m.get_gauge().get_value().max(0.0) as u64,
+                    "cdc_sink_freshness_kafka_to_ack_seconds" => {
+                        s.kafka_to_ack.add(m.get_histogram())
+                    }
+                    "cdc_sink_freshness_source_to_ack_seconds" => {
+                        s.source_to_ack.add(m.get_histogram())
+                    }
+                    _ => {}
+                }
+            }
+        }
+        s
+    }
+}
+
+/// One task's metrics: the label children of the per-record families are looked up once.
+pub struct Metrics {
+    connector: String,
+    task: String,
+    f: Arc<Families>,
+    consumed: IntCounter,
+    source_to_kafka: Histogram,
+    kafka_to_ack: Histogram,
+    source_to_ack: Histogram,
+    bulk_seconds: Histogram,
+    bulk_records: Histogram,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Metrics({}-{})", self.connector, self.task)
+    }
+}
+
+impl Metrics {
+    fn of(&self, v: &IntCounterVec, extra: &str) -> IntCounter {
+        v.with_label_values(&[self.connector.as_str(), self.task.as_str(), extra])
+    }
+
+    fn task_counter(&self, v: &IntCounterVec) -> IntCounter {
+        v.with_label_values(&[self.connector.as_str(), self.task.as_str()])
+    }
+
+    pub fn consumed(&self) {
+        self.consumed.inc();
+    }
+
+    /// `n` writes acknowledged, of `action` (`index`, `delete`, `row`).
+    pub fn written(&self, action: &str, n: u64) {
+        if n > 0 {
+            self.of(&self.f.written, action).inc_by(n);
         }
     }
+
+    pub fn skip(&self, reason: &str) {
+        self.of(&self.f.skipped, reason).inc();
+    }
+
+    /// A record tolerated at `stage` (`KEY_CONVERTER`, `VALUE_CONVERTER`, `TASK_PUT`).
+    pub fn failed(&self, stage: &str) {
+        self.of(&self.f.failed, stage).inc();
+    }
+
+    pub fn dead_lettered(&self, n: u64) {
+        self.task_counter(&self.f.dead_lettered).inc_by(n);
+    }
+
+    pub fn retry(&self, reason: &str, n: u64) {
+        self.of(&self.f.retries, reason).inc_by(n);
+    }
+
+    pub fn rebalance(&self, kind: &str) {
+        self.of(&self.f.rebalances, kind).inc();
+    }
+
+    pub fn reconciled(&self, n: u64) {
+        self.task_counter(&self.f.reconciled).inc_by(n);
+    }
+
+    pub fn rows_produced(&self, n: u64) {
+        self.task_counter(&self.f.rows_produced).inc_by(n);
+    }
+
+    pub fn transaction(&self) {
+        self.task_counter(&self.f.transactions).inc();
+    }
+
+    /// Counts `n` stale writes of `topic` partition `partition`.
+    pub fn stale(&self, topic: &str, partition: i32, n: u64) {
+        let p = partition.to_string();
+        self.f
+            .stale
+            .with_label_values(&[self.connector.as_str(), self.task.as_str(), topic, &p])
+            .inc_by(n);
+    }
+
+    /// One bulk request of `records` records that took `seconds`.
+    pub fn bulk(&self, seconds: f64, records: usize) {
+        self.bulk_seconds.observe(seconds);
+        self.bulk_records.observe(records as f64);
+    }
+
+    /// Records the freshness of a write acknowledged at `now_ms`.
+    pub fn acknowledged(&self, now_ms: i64, source_ts_ms: Option<i64>, kafka_ts_ms: Option<i64>) {
+        let secs = |ms: i64| ms.max(0) as f64 / 1000.0;
+        if let Some(s) = source_ts_ms {
+            self.source_to_ack.observe(secs(now_ms - s));
+        }
+        if let Some(k) = kafka_ts_ms {
+            self.kafka_to_ack.observe(secs(now_ms - k));
+            if let Some(s) = source_ts_ms {
+                self.source_to_kafka.observe(secs(k - s));
+            }
+        }
+    }
+
+    /// Sets a partition's committed offset, end offset and their difference (the lag); `None`
+    /// leaves the value as it was.
+    pub fn partition(&self, topic: &str, partition: i32, committed: Option<i64>, end: Option<i64>) {
+        let p = partition.to_string();
+        let l = [self.connector.as_str(), self.task.as_str(), topic, &p];
+        if let Some(c) = committed {
+            self.f.committed.with_label_values(&l).set(c);
+        }
+        if let Some(e) = end {
+            self.f.end.with_label_values(&l).set(e);
+        }
+        let c = self.f.committed.with_label_values(&l).get();
+        let e = self.f.end.with_label_values(&l).get();
+        self.f.lag.with_label_values(&l).set((e - c).max(0));
+    }
+
+    /// Forgets a partition that left this task (revoked).
+    pub fn forget_partition(&self, topic: &str, partition: i32) {
+        let p = partition.to_string();
+        let l = [self.connector.as_str(), self.task.as_str(), topic, &p];
+        for g in [&self.f.committed, &self.f.end, &self.f.lag] {
+            let _ = g.remove_label_values(&l);
+        }
+    }
+}
+
+/// Percentiles of a freshness histogram, merged over tasks.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Latency {
+    pub count: u64,
+    /// The upper bound (seconds) of the bucket the median falls in; `None` without samples
+    /// or beyond the largest bucket.
+    pub p50_seconds: Option<f64>,
+    pub p99_seconds: Option<f64>,
+    #[serde(skip)]
+    buckets: Vec<(f64, u64)>,
+}
+
+impl Latency {
+    fn add(&mut self, h: &prometheus::proto::Histogram) {
+        self.count += h.get_sample_count();
+        for b in h.get_bucket() {
+            match self.buckets.iter_mut().find(|(u, _)| *u == b.upper_bound()) {
+                Some((_, c)) => *c += b.cumulative_count(),
+                None => self.buckets.push((b.upper_bound(), b.cumulative_count())),
+            }
+        }
+        self.p50_seconds = self.quantile(0.5);
+        self.p99_seconds = self.quantile(0.99);
+    }
+
+    /// The smallest bucket bound below which a fraction `q` of the samples fall.
+    fn quantile(&self, q: f64) -> Option<f64> {
+        let want = ((q * self.count as f64).ceil() as u64).max(1);
+        self.buckets
+            .iter()
+            .find(|(_, c)| *c >= want)
+            .map(|(u, _)| *u)
+    }
+}
+
+/// A connector's totals at one moment (status lines, `cdc-sink status`).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Summary {
+    pub consumed: u64,
+    pub written: u64,
+    pub stale: u64,
+    pub failed: u64,
+    pub dead_lettered: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub transactions: u64,
+    /// Records not yet committed, over the connector's partitions on this worker.
+    pub lag: u64,
+    pub skipped: BTreeMap<String, u64>,
+    pub retries: BTreeMap<String, u64>,
+    pub kafka_to_ack: Latency,
+    pub source_to_ack: Latency,
 }
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-/// A copy of the counters at one moment.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Snapshot {
-    pub consumed: u64,
-    pub written: u64,
-    pub stale: u64,
-    pub failed: u64,
-    pub requests: u64,
-    pub reconciled: u64,
-    #[serde(skip_serializing_if = "is_zero")]
-    pub transactions: u64,
-    pub skipped: BTreeMap<String, u64>,
-    pub retries: BTreeMap<String, u64>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub stale_by_partition: BTreeMap<String, u64>,
-    pub source_to_sink: Latency,
-    pub source_to_kafka: Latency,
-    pub kafka_to_sink: Latency,
-}
-
-impl Metrics {
-    pub fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-
-    pub fn skip(&self, reason: &'static str) {
-        if let Ok(mut m) = self.skipped.lock() {
-            *m.entry(reason).or_default() += 1;
-        }
-    }
-
-    pub fn retry(&self, reason: &'static str, n: u64) {
-        if let Ok(mut m) = self.retries.lock() {
-            *m.entry(reason).or_default() += n;
-        }
-    }
-
-    /// Counts `n` stale writes of `topic` partition `partition`.
-    pub fn stale_in(&self, topic: &str, partition: i32, n: u64) {
-        Self::add(&self.stale, n);
-        if let Ok(mut m) = self.stale_by_partition.lock() {
-            *m.entry(format!("{topic}/{partition}")).or_default() += n;
-        }
-    }
-
-    pub fn snapshot(&self) -> Snapshot {
-        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let copy = |m: &Mutex<BTreeMap<&'static str, u64>>| {
-            m.lock()
-                .map(|m| m.iter().map(|(k, v)| (k.to_string(), *v)).collect())
-                .unwrap_or_default()
-        };
-        Snapshot {
-            consumed: load(&self.consumed),
-            written: load(&self.written),
-            stale: load(&self.stale),
-            failed: load(&self.failed),
-            requests: load(&self.requests),
-            reconciled: load(&self.reconciled),
-            transactions: load(&self.transactions),
-            skipped: copy(&self.skipped),
-            retries: copy(&self.retries),
-            stale_by_partition: self
-                .stale_by_partition
-                .lock()
-                .map(|m| m.clone())
-                .unwrap_or_default(),
-            source_to_sink: self.source_to_sink.latency(),
-            source_to_kafka: self.source_to_kafka.latency(),
-            kafka_to_sink: self.kafka_to_sink.latency(),
-        }
-    }
-
-    /// Records the freshness of a write acknowledged at `now_ms`.
-    pub fn acknowledged(&self, now_ms: i64, source_ts_ms: Option<i64>, kafka_ts_ms: Option<i64>) {
-        if let Some(s) = source_ts_ms {
-            self.source_to_sink.record(now_ms - s);
-        }
-        if let Some(k) = kafka_ts_ms {
-            self.kafka_to_sink.record(now_ms - k);
-            if let Some(s) = source_ts_ms {
-                self.source_to_kafka.record(k - s);
-            }
-        }
-    }
-}
-
-impl std::fmt::Display for Snapshot {
+impl std::fmt::Display for Summary {
     /// One line of JSON (for logs).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&serde_json::to_string(self).map_err(|_| std::fmt::Error)?)
@@ -215,16 +504,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn percentiles_are_bucket_bounds() {
-        let h = Histogram::default();
-        for ms in 1..=100 {
-            h.record(ms);
+    fn summary_sums_tasks_and_reads_percentiles_from_buckets() {
+        let r = Registry::new();
+        let (a, b) = (r.task("c", 0), r.task("c", 1));
+        let other = r.task("other", 0);
+        for _ in 0..3 {
+            a.consumed();
         }
-        assert_eq!(h.count(), 100);
-        assert_eq!(h.percentile(0.5), 50);
-        assert_eq!(h.percentile(0.99), 100);
-        h.record(-5);
-        h.record(1_000_000);
-        assert_eq!(h.percentile(1.0), u64::MAX);
+        b.consumed();
+        other.consumed();
+        a.written("index", 2);
+        b.written("delete", 1);
+        a.skip("tombstone");
+        b.skip("tombstone");
+        for ms in 1..=100 {
+            a.acknowledged(10_000, None, Some(10_000 - ms * 10));
+        }
+        let fresh = r.summary("c", None).kafka_to_ack;
+        assert_eq!(
+            (fresh.p50_seconds, fresh.p99_seconds),
+            (Some(0.5), Some(1.0))
+        );
+        // Beyond the largest bucket: no bound to name.
+        b.acknowledged(10_000_000, None, Some(0));
+        a.partition("t", 0, Some(10), Some(25));
+        b.partition("t", 1, Some(5), Some(5));
+        let s = r.summary("c", None);
+        assert_eq!(r.summary("c", Some(1)).consumed, 1);
+        assert_eq!((s.consumed, s.written, s.lag), (4, 3, 15));
+        assert_eq!(s.skipped["tombstone"], 2);
+        assert_eq!(s.kafka_to_ack.count, 101);
+        assert_eq!(s.kafka_to_ack.p99_seconds, Some(1.0));
+        b.acknowledged(10_000_000, None, Some(0));
+        b.acknowledged(10_000_000, None, Some(0));
+        assert_eq!(r.summary("c", None).kafka_to_ack.p99_seconds, None);
+        a.forget_partition("t", 0);
+        assert_eq!(r.summary("c", None).lag, 0);
+        let text = r.encode(Registry::task_states([("c", 0, "RUNNING")]));
+        assert!(text.contains(r#"cdc_sink_records_consumed_total{connector="c",task="0"} 3"#));
+        assert!(text.contains(r#"cdc_sink_task_state{connector="c",state="RUNNING",task="0"} 1"#));
+        assert!(text.contains(r#"cdc_sink_task_state{connector="c",state="FAILED",task="0"} 0"#));
     }
 }

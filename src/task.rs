@@ -20,13 +20,15 @@ use serde::Serialize;
 use tokio::runtime::Handle;
 use tracing::{error, info, warn};
 
+use crate::connector::errors::Stage;
 use crate::connector::{ConnectorSpec, SinkSpec};
+use crate::dead_letter::{self, DeadLetterQueue};
 use crate::decode::Decoder;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::sink::druid::DruidSink;
 use crate::sink::elasticsearch::ElasticsearchSink;
-use crate::sink::{Outcome, Sink, SinkError, SinkRecord};
+use crate::sink::{Ack, Outcome, Sink, SinkError, SinkRecord};
 use crate::source::barriers::Barriers;
 use crate::source::offsets::Offsets;
 use crate::source::{self, Consumer, RebalanceHandler};
@@ -38,7 +40,9 @@ const BURST: usize = 256;
 /// The first and the longest wait before a task starts over from its committed offsets.
 const REWIND_BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30));
 /// First and largest delay between two attempts at a stalled record.
-const STALL_BACKOFF: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(10));
+/// The first delay before a stalled record is tried again; the longest is
+/// `errors.retry.delay.max.ms`.
+const STALL_FIRST_RETRY: Duration = Duration::from_millis(200);
 
 /// A task's state, as Kafka Connect reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -53,6 +57,25 @@ pub struct TaskStatus {
     /// Why a running task is not making progress (Elasticsearch or the schema registry failing).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trouble: Option<String>,
+    /// How far behind it is, as of the worker's last 30-second report.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+}
+
+/// A task's progress through its backlog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Progress {
+    /// Records of its partitions not yet committed.
+    pub lag: u64,
+    /// Records consumed per second since the previous report.
+    pub records_per_second: u64,
+    /// When the lag would be gone at that rate; absent when caught up or not moving.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eta_seconds: Option<u64>,
+    /// 99th percentile of cdc-sink's share of freshness (Kafka timestamp → acknowledged), in
+    /// milliseconds, since the task started; absent without samples or beyond 10 minutes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub freshness_p99_ms: Option<u64>,
 }
 
 /// What a connector's tasks share with the worker that runs them.
@@ -107,6 +130,12 @@ struct State {
     closed: bool,
     /// Records whose sink work waits for their whole topic to be written (`Sink::awaits_topic`).
     barriers: Barriers,
+    metrics: Arc<Metrics>,
+    /// Where tolerated records go (`errors.deadletterqueue.topic.name`).
+    dlq: Option<DeadLetterQueue>,
+    /// A dropped record was announced in this run's log.
+    warned_drop: bool,
+    spec: Arc<ConnectorSpec>,
 }
 
 /// Records that could not be decoded yet, not for what they are but because the schema registry
@@ -117,6 +146,8 @@ struct Stall {
     attempt: u32,
     next: Instant,
     why: String,
+    /// When the first record in the queue first failed (`errors.retry.timeout`).
+    since: Instant,
 }
 
 /// Why a record could not be handled.
@@ -128,6 +159,18 @@ enum Failure {
     /// The sink discarded what it wrote since the last commit: the task starts over from the
     /// committed offsets.
     Rewind(String),
+}
+
+/// Why a record was not handed to the sink.
+enum Refused {
+    Failure(Failure),
+    /// The record cannot be decoded or mapped: the task fails, unless the connector tolerates
+    /// it (`errors.tolerance`, `drop.invalid.message`). `ack`: the record's, once tracked.
+    Record {
+        stage: Stage,
+        why: String,
+        ack: Option<Ack>,
+    },
 }
 
 impl From<SinkError> for Failure {
@@ -198,6 +241,7 @@ impl Handler {
 impl RebalanceHandler for Handler {
     fn assigned(&self, consumer: &Consumer<Self>, partitions: &[(String, i32)]) {
         let mut st = self.lock();
+        st.metrics.rebalance("assigned");
         for (t, p) in partitions {
             st.offsets.assign(t, *p);
         }
@@ -211,6 +255,7 @@ impl RebalanceHandler for Handler {
 
     fn revoking(&self, consumer: &Consumer<Self>, partitions: &[(String, i32)], lost: bool) {
         let mut st = self.lock();
+        st.metrics.rebalance(if lost { "lost" } else { "revoked" });
         // A record waiting for its topic leaves with its partition: whoever reads it next
         // does the work.
         for ack in st.barriers.revoke(partitions) {
@@ -258,6 +303,7 @@ impl RebalanceHandler for Handler {
         }
         for (t, p) in partitions {
             st.offsets.revoke(t, *p);
+            st.metrics.forget_partition(t, *p);
         }
         // Stalled records of these partitions are the new owner's now.
         if let Some(stall) = st.stall.as_mut() {
@@ -268,6 +314,18 @@ impl RebalanceHandler for Handler {
             });
             if stall.queue.is_empty() {
                 st.stall = None;
+            }
+        }
+    }
+
+    fn partition_ends(&self, ends: &[source::PartitionEnd]) {
+        let st = self.lock();
+        for e in ends {
+            // Only partitions this task holds: a revoked one's series are gone.
+            if let Some(ours) = st.offsets.committed_of(&e.topic, e.partition) {
+                let committed = ours.or(e.committed);
+                st.metrics
+                    .partition(&e.topic, e.partition, committed, Some(e.end));
             }
         }
     }
@@ -286,7 +344,7 @@ fn commit<H: RebalanceHandler>(
 ) -> Result<(), Failure> {
     if !st.sink.commits_offsets() {
         source::commit(consumer, &marks, mode).map_err(|e| Failure::Wait(e.to_string()))?;
-        st.offsets.committed(&marks);
+        committed(st, &marks);
         return Ok(());
     }
     drain(st, flush_timeout, |st| st.sink.pending() == 0)?;
@@ -301,8 +359,16 @@ fn commit<H: RebalanceHandler>(
         .group_metadata()
         .ok_or_else(|| Failure::Fatal("the consumer has no group metadata".into()))?;
     st.sink.commit_offsets(&marks, &group)?;
-    st.offsets.committed(&marks);
+    committed(st, &marks);
     Ok(())
+}
+
+/// Notes offsets as committed, in the watermarks and the metrics.
+fn committed(st: &mut State, marks: &[(Arc<str>, i32, i64)]) {
+    st.offsets.committed(marks);
+    for (t, p, o) in marks {
+        st.metrics.partition(t, *p, Some(*o), None);
+    }
 }
 
 /// Sends everything buffered and collects acks until `done` or `timeout`.
@@ -310,13 +376,48 @@ fn drain(st: &mut State, timeout: Duration, done: impl Fn(&State) -> bool) -> Re
     let deadline = Instant::now() + timeout;
     st.sink.flush();
     while !done(st) && Instant::now() < deadline {
-        let acks = st.sink.poll(Duration::from_millis(100))?;
-        for a in acks {
-            st.offsets.ack(a);
-        }
-        if st.sink.pending() == 0 && !done(st) {
+        collect(st, Duration::from_millis(100))?;
+        if pending(st) == 0 && !done(st) {
             // Nothing left in the sink: what remains is a record that never reached it.
             break;
+        }
+    }
+    Ok(())
+}
+
+/// Writes in flight: in the sink, and copies on their way to the dead-letter queue.
+fn pending(st: &State) -> usize {
+    st.sink.pending() + st.dlq.as_ref().map_or(0, DeadLetterQueue::pending)
+}
+
+/// Takes the acks of what the sink wrote (waiting up to `wait` for some) and of copies the
+/// dead-letter queue wrote; records the sink rejected are copied to the queue, read again
+/// from Kafka.
+fn collect(st: &mut State, wait: Duration) -> Result<(), End> {
+    for a in st.sink.poll(wait)? {
+        st.offsets.ack(a);
+    }
+    let rejected = st.sink.take_rejected();
+    if !rejected.is_empty() {
+        let spec = st.spec.clone();
+        let class_name = class_name(&spec, Stage::TaskPut);
+        let dlq = st.dlq.as_mut().ok_or_else(|| {
+            End::Failed("the sink rejected records but there is no dead-letter queue".into())
+        })?;
+        for r in rejected {
+            let failure = dead_letter::Failure {
+                stage: Stage::TaskPut,
+                class_name,
+                exception_class: dead_letter::CONNECT_EXCEPTION,
+                message: &r.reason,
+            };
+            dlq.send_again_from_kafka(r.ack, &r.topic, r.partition, r.offset, &failure)
+                .map_err(End::Rewind)?;
+        }
+    }
+    if let Some(dlq) = st.dlq.as_mut() {
+        for a in dlq.poll() {
+            st.offsets.ack(a);
         }
     }
     Ok(())
@@ -339,6 +440,7 @@ pub fn spawn(
         worker_id: settings.worker_id(),
         trace: None,
         trouble: None,
+        progress: None,
     }));
     let st = status.clone();
     let thread = std::thread::Builder::new()
@@ -429,7 +531,7 @@ pub fn spawn(
 
 #[allow(clippy::too_many_arguments)]
 fn run(
-    spec: &ConnectorSpec,
+    spec: &Arc<ConnectorSpec>,
     id: usize,
     settings: &Settings,
     runtime: Handle,
@@ -444,7 +546,11 @@ fn run(
             let cfg = Arc::new((**cfg).clone());
             let flush = cfg.flush_timeout;
             (
-                Box::new(ElasticsearchSink::new(cfg, metrics.clone(), runtime)?),
+                Box::new(ElasticsearchSink::new(
+                    cfg,
+                    metrics.clone(),
+                    runtime.clone(),
+                )?),
                 flush,
             )
         }
@@ -466,6 +572,29 @@ fn run(
             )
         }
     };
+    let config = source::consumer_config(settings, spec, id);
+    let dlq = match &spec.errors.dead_letter {
+        None => None,
+        Some(cfg) => {
+            let mut fetch = config.clone();
+            fetch.set("group.id", format!("cdc-sink-dlq-{}", std::process::id()));
+            Some(
+                DeadLetterQueue::open(
+                    cfg,
+                    &source::client_config(settings),
+                    fetch,
+                    &spec.name,
+                    id,
+                    metrics.clone(),
+                    &runtime,
+                )
+                .map_err(|p| match p {
+                    dead_letter::Problem::Config(e) => End::Failed(e),
+                    dead_letter::Problem::Unavailable(e) => End::Rewind(e),
+                })?,
+            )
+        }
+    };
     let handler = Handler {
         state: Mutex::new(State {
             offsets: Offsets::default(),
@@ -475,12 +604,15 @@ fn run(
             stall: None,
             closed: false,
             barriers: Barriers::default(),
+            metrics: metrics.clone(),
+            dlq,
+            warned_drop: false,
+            spec: spec.clone(),
         }),
         flush_timeout,
         label: label.clone(),
         control,
     };
-    let config = source::consumer_config(settings, spec, id);
     let consumer = source::create(&config, handler, label.clone(), &spec.subscription)?;
     let handler = &consumer.context().handler;
     let mut decoder = Decoder::new(spec)?;
@@ -513,7 +645,7 @@ fn run(
             let msg = consumer.poll(first_wait);
             let mut st = handler.lock();
             if let Some(Ok(m)) = msg {
-                Metrics::add(&metrics.consumed, 1);
+                metrics.consumed();
                 if let Some(stall) = st.stall.as_mut() {
                     stall.queue.push_back(m.detach());
                 }
@@ -540,7 +672,7 @@ fn run(
                 match msg {
                     Err(e) => warn!(task = %label, "consumer error: {e}"),
                     Ok(m) => {
-                        Metrics::add(&metrics.consumed, 1);
+                        metrics.consumed();
                         match handle(&mut st, &mut decoder, spec, &metrics, &m) {
                             Ok(()) => {}
                             Err(Failure::Fatal(e)) => break 'run Err(End::Failed(e)),
@@ -550,8 +682,9 @@ fn run(
                                 st.stall = Some(Stall {
                                     queue: VecDeque::from([m.detach()]),
                                     attempt: 1,
-                                    next: Instant::now() + STALL_BACKOFF.0,
+                                    next: Instant::now() + STALL_FIRST_RETRY,
                                     why,
+                                    since: Instant::now(),
                                 });
                             }
                         }
@@ -575,9 +708,8 @@ fn run(
         } else {
             Duration::ZERO
         };
-        match st.sink.poll(wait) {
-            Ok(acks) => acks.into_iter().for_each(|a| st.offsets.ack(a)),
-            Err(e) => break Err(End::from(e)),
+        if let Err(e) = collect(&mut st, wait) {
+            break Err(e);
         }
         let State {
             barriers,
@@ -610,7 +742,8 @@ fn run(
             .stall
             .as_ref()
             .map(|s| s.why.clone())
-            .or_else(|| st.sink.trouble());
+            .or_else(|| st.sink.trouble())
+            .or_else(|| st.dlq.as_ref().and_then(DeadLetterQueue::trouble));
         if trouble != trouble_logged {
             match &trouble {
                 Some(t) => warn!(task = %label, "not making progress: {t}"),
@@ -680,13 +813,26 @@ fn retry_stall(
         match handle(st, decoder, spec, metrics, m) {
             Ok(()) => {
                 stall.queue.pop_front();
+                stall.since = Instant::now();
             }
             Err(Failure::Fatal(e)) => return Err(End::Failed(e)),
             Err(Failure::Rewind(e)) => return Err(End::Rewind(e)),
             Err(Failure::Wait(why)) => {
+                if let Some(limit) = spec.errors.retry_timeout
+                    && stall.since.elapsed() >= limit
+                {
+                    return Err(End::Failed(format!(
+                        "gave up after errors.retry.timeout={} ms: {why}",
+                        limit.as_millis()
+                    )));
+                }
                 stall.attempt += 1;
                 stall.next = Instant::now()
-                    + crate::backoff::delay(stall.attempt, STALL_BACKOFF.0, STALL_BACKOFF.1);
+                    + crate::backoff::delay(
+                        stall.attempt,
+                        STALL_FIRST_RETRY,
+                        spec.errors.retry_delay_max.max(STALL_FIRST_RETRY),
+                    );
                 if stall.attempt % 10 == 0 {
                     warn!(task = %label, attempt = stall.attempt, "still waiting: {why}");
                 }
@@ -700,7 +846,9 @@ fn retry_stall(
     Ok(())
 }
 
-/// Decodes one record and hands it to the sink.
+/// Decodes one record and hands it to the sink; a record that cannot be decoded or mapped
+/// fails the task or, when the connector tolerates it, goes to the dead-letter queue (or is
+/// dropped, counted and logged).
 fn handle(
     st: &mut State,
     decoder: &mut Decoder,
@@ -708,18 +856,122 @@ fn handle(
     metrics: &Metrics,
     m: &impl Message,
 ) -> Result<(), Failure> {
+    match put(st, decoder, spec, metrics, m) {
+        Ok(()) => Ok(()),
+        Err(Refused::Failure(f)) => Err(f),
+        Err(Refused::Record { stage, why, ack }) => {
+            if !spec.errors.tolerates(stage) {
+                return Err(Failure::Fatal(why));
+            }
+            let ack = ack.unwrap_or_else(|| st.offsets.track(m.topic(), m.partition(), m.offset()));
+            if !st.offsets.counts(ack) {
+                metrics.skip("read_again");
+                return Ok(());
+            }
+            tolerate(st, spec, metrics, m, ack, stage, &why);
+            Ok(())
+        }
+    }
+}
+
+/// A record that failed at `stage` and is tolerated: copied to the dead-letter queue (acked
+/// once the copy is), or else dropped and acked now; counted, and logged as configured.
+fn tolerate(
+    st: &mut State,
+    spec: &ConnectorSpec,
+    metrics: &Metrics,
+    m: &impl Message,
+    ack: Ack,
+    stage: Stage,
+    why: &str,
+) {
+    metrics.failed(stage.name());
+    let policy = &spec.errors;
+    let class_name = class_name(spec, stage);
+    match st.dlq.as_mut() {
+        Some(dlq) if policy.tolerate => dlq.send(
+            ack,
+            m,
+            &dead_letter::Failure {
+                stage,
+                class_name,
+                exception_class: dead_letter::DATA_EXCEPTION,
+                message: why,
+            },
+        ),
+        _ => st.offsets.ack(ack),
+    }
+    let dropped = st.dlq.is_none() || !policy.tolerate;
+    if policy.log || (dropped && stage == Stage::TaskPut && policy.drop_invalid) {
+        let content = if policy.log_messages {
+            format!(
+                ", key {:?}, value {:?}, headers {:?}",
+                m.key().map(String::from_utf8_lossy),
+                m.payload().map(String::from_utf8_lossy),
+                m.headers().map(|h| {
+                    use rdkafka::message::Headers as _;
+                    h.iter()
+                        .map(|h| (h.key.to_string(), h.value.map(String::from_utf8_lossy)))
+                        .collect::<Vec<_>>()
+                }),
+            )
+        } else {
+            String::new()
+        };
+        let fate = if dropped {
+            "dropped"
+        } else {
+            "sent to the dead-letter queue"
+        };
+        error!(connector = %spec.name, stage = stage.name(), class = class_name, "error tolerated ({fate}), where the consumed record is {{topic={}, partition={}, offset={}, timestamp={:?}}}{content}: {why}", m.topic(), m.partition(), m.offset(), m.timestamp().to_millis());
+    } else if dropped && !st.warned_drop {
+        // Kafka Connect drops such records silently; say so once per run.
+        st.warned_drop = true;
+        warn!(connector = %spec.name, stage = stage.name(), "errors.tolerance=all without a dead-letter queue: a record that failed is dropped (counted in cdc_sink_records_failed_total; errors.log.enable=true logs each): topic {} partition {} offset {}: {why}", m.topic(), m.partition(), m.offset());
+    }
+}
+
+/// The class whose operation failed at `stage`, for the dead-letter queue's headers.
+fn class_name(spec: &ConnectorSpec, stage: Stage) -> &str {
+    match stage {
+        Stage::KeyConverter => spec.key_converter.class_name(),
+        Stage::ValueConverter => spec.value_converter.class_name(),
+        Stage::TaskPut => spec
+            .config
+            .config
+            .get("connector.class")
+            .map_or("", String::as_str),
+    }
+}
+
+/// Decodes one record and hands it to the sink.
+fn put(
+    st: &mut State,
+    decoder: &mut Decoder,
+    spec: &ConnectorSpec,
+    metrics: &Metrics,
+    m: &impl Message,
+) -> Result<(), Refused> {
     let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
     let at = || format!("topic {topic} partition {partition} offset {offset}");
-    let fail = |what: &str, e: crate::decode::DecodeError| {
-        let msg = format!("{}: {what}{e}", at());
+    let fail = |stage: Stage, what: &str, e: crate::decode::DecodeError| {
+        let why = format!("{}: {what}{e}", at());
         if e.retry {
-            Failure::Wait(msg)
+            Refused::Failure(Failure::Wait(why))
         } else {
-            Failure::Fatal(msg)
+            Refused::Record {
+                stage,
+                why,
+                ack: None,
+            }
         }
     };
-    let key = decoder.key(topic, m.key()).map_err(|e| fail("key: ", e))?;
-    let value = decoder.value(topic, m.payload()).map_err(|e| fail("", e))?;
+    let key = decoder
+        .key(topic, m.key())
+        .map_err(|e| fail(Stage::KeyConverter, "key: ", e))?;
+    let value = decoder
+        .value(topic, m.payload())
+        .map_err(|e| fail(Stage::ValueConverter, "", e))?;
     let ack = st.offsets.track(topic, partition, offset);
     if !st.offsets.counts(ack) {
         // Delivered again (or of a partition no longer assigned): its first read is the one
@@ -746,12 +998,20 @@ fn handle(
     if st.sink.awaits_topic(&record) && st.offsets.counts(ack) {
         st.barriers.add(ack, topic, partition, offset, timestamp_ms);
     }
-    match st.sink.put(record, ack).map_err(Failure::from)? {
-        Outcome::Buffered => {}
-        Outcome::Skipped(why) => {
+    match st.sink.put(record, ack) {
+        Ok(Outcome::Buffered) => {}
+        Ok(Outcome::Skipped(why)) => {
             metrics.skip(why);
             st.offsets.ack(ack);
         }
+        Err(SinkError::Record(why)) => {
+            return Err(Refused::Record {
+                stage: Stage::TaskPut,
+                why,
+                ack: Some(ack),
+            });
+        }
+        Err(e) => return Err(Refused::Failure(Failure::from(e))),
     }
     Ok(())
 }

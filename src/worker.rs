@@ -3,20 +3,20 @@
 //! herder (`crate::herder`); the worker only carries it out.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use tracing::{error, info};
 
 use crate::connector::{ConnectorConfig, ConnectorSpec};
-use crate::metrics::Metrics;
+use crate::metrics::Registry;
 use crate::settings::Settings;
-use crate::task::{self, Control, TaskHandle, TaskStatus};
+use crate::task::{self, Control, Progress, TaskHandle, TaskStatus};
 
 /// A connector and its running tasks.
 struct RunningConnector {
     spec: Arc<ConnectorSpec>,
-    metrics: Arc<Metrics>,
     control: Arc<Control>,
     tasks: Vec<TaskHandle>,
 }
@@ -31,6 +31,10 @@ pub struct Worker {
     settings: Arc<Settings>,
     runtime: tokio::runtime::Handle,
     connectors: BTreeMap<String, RunningConnector>,
+    /// The metrics of every task this worker runs (`GET /metrics`).
+    metrics: Registry,
+    /// Each task's records consumed at the last report, for its rate.
+    last_report: Mutex<BTreeMap<(String, usize), (Instant, u64)>>,
 }
 
 /// Reads and validates a connector file.
@@ -58,6 +62,8 @@ impl Worker {
             settings,
             runtime,
             connectors: BTreeMap::new(),
+            metrics: Registry::new(),
+            last_report: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -76,7 +82,6 @@ impl Worker {
         control.paused.store(paused, Ordering::Relaxed);
         let mut running = RunningConnector {
             spec,
-            metrics: Arc::new(Metrics::default()),
             control,
             tasks: Vec::new(),
         };
@@ -93,7 +98,7 @@ impl Worker {
             id,
             self.settings.clone(),
             self.runtime.clone(),
-            c.metrics.clone(),
+            Arc::new(self.metrics.task(&c.spec.name, id)),
             c.control.clone(),
         )
     }
@@ -165,7 +170,7 @@ impl Worker {
     /// when a task had failed.
     pub fn stop_connector(&mut self, name: &str) -> bool {
         match self.connectors.remove(name) {
-            Some(c) => stop_connector(c),
+            Some(c) => stop_connector(c, &self.metrics),
             None => true,
         }
     }
@@ -179,11 +184,58 @@ impl Worker {
             .map(|s| s.trace.unwrap_or_default())
     }
 
-    /// Logs every connector's task states and counters.
+    /// Every metric of the tasks this worker runs, with their states, in Prometheus' text
+    /// format.
+    pub fn metrics_text(&self) -> String {
+        let states: Vec<(&str, TaskStatus)> = self
+            .connectors
+            .values()
+            .flat_map(|c| c.statuses().into_iter().map(|s| (c.spec.name.as_str(), s)))
+            .collect();
+        self.metrics.encode(Registry::task_states(
+            states.iter().map(|(c, s)| (*c, s.id, s.state)),
+        ))
+    }
+
+    /// Sets each task's progress (shown in status), logs it for connectors catching up, and
+    /// logs every connector's task states and counters. Called every 30 s.
     pub fn report(&self) {
+        let now = Instant::now();
+        let mut last = self.last_report.lock().unwrap_or_else(|p| p.into_inner());
         for c in self.connectors.values() {
+            let name = c.spec.name.as_str();
+            let (mut lag, mut rate) = (0, 0);
+            for t in &c.tasks {
+                let id = t.status().id;
+                let s = self.metrics.summary(name, Some(id));
+                let before = last.insert((name.to_string(), id), (now, s.consumed));
+                let per_second = before
+                    .map(|(at, n)| {
+                        let secs = now.duration_since(at).as_secs_f64().max(0.001);
+                        (s.consumed.saturating_sub(n) as f64 / secs).round() as u64
+                    })
+                    .unwrap_or(0);
+                lag += s.lag;
+                rate += per_second;
+                if let Ok(mut st) = t.status.lock() {
+                    st.progress = Some(Progress {
+                        lag: s.lag,
+                        records_per_second: per_second,
+                        eta_seconds: eta(s.lag, per_second),
+                        freshness_p99_ms: s
+                            .kafka_to_ack
+                            .p99_seconds
+                            .map(|p| (p * 1000.0).round() as u64),
+                    });
+                }
+            }
+            if lag > 0 {
+                let eta =
+                    eta(lag, rate).map_or("unknown (not moving)".to_string(), |s| format!("{s} s"));
+                info!(connector = %name, lag, records_per_second = rate, "catching up: {lag} records behind, ETA {eta}");
+            }
             let tasks = serde_json::to_string(&c.statuses()).unwrap_or_default();
-            info!(connector = %c.spec.name, tasks = %tasks, metrics = %c.metrics.snapshot(), "status");
+            info!(connector = %name, tasks = %tasks, metrics = %self.metrics.summary(name, None), "status");
         }
     }
 
@@ -196,13 +248,13 @@ impl Worker {
         }
         let mut ok = true;
         for (_, c) in std::mem::take(&mut self.connectors) {
-            ok &= stop_connector(c);
+            ok &= stop_connector(c, &self.metrics);
         }
         ok
     }
 }
 
-fn stop_connector(c: RunningConnector) -> bool {
+fn stop_connector(c: RunningConnector, metrics: &Registry) -> bool {
     for t in &c.tasks {
         t.signal_stop();
     }
@@ -219,6 +271,11 @@ fn stop_connector(c: RunningConnector) -> bool {
     for s in &failed {
         error!(connector = %c.spec.name, task = s.id, trace = s.trace.as_deref().unwrap_or(""), "task had failed");
     }
-    info!(connector = %c.spec.name, metrics = %c.metrics.snapshot(), "connector stopped");
+    info!(connector = %c.spec.name, metrics = %metrics.summary(&c.spec.name, None), "connector stopped");
     failed.is_empty()
+}
+
+/// Seconds until `lag` records are consumed at `per_second`; `None` when caught up or stalled.
+fn eta(lag: u64, per_second: u64) -> Option<u64> {
+    (lag > 0 && per_second > 0).then(|| lag.div_ceil(per_second))
 }

@@ -1,6 +1,7 @@
 //! Connector configs: the JSON users post (`{"name", "config"}`), placeholder resolution,
 //! secret redaction, and validation into a typed [`ConnectorSpec`] that names every bad key.
 
+pub mod errors;
 pub mod options;
 pub mod transforms;
 
@@ -11,6 +12,7 @@ use serde::Deserialize;
 use crate::decode;
 use crate::sink::druid::config::DruidConfig;
 use crate::sink::elasticsearch::config::EsConfig;
+use errors::ErrorPolicy;
 use options::{ConfigError, OptionDef, Options};
 use transforms::Transforms;
 
@@ -198,6 +200,18 @@ pub enum ConverterKind {
     },
 }
 
+impl ConverterKind {
+    /// Kafka Connect's class name of this converter (the dead-letter queue's
+    /// `__connect.errors.class.name`).
+    pub fn class_name(&self) -> &'static str {
+        match self {
+            ConverterKind::Json { .. } => CONVERTER_JSON[1],
+            ConverterKind::String => CONVERTER_STRING[1],
+            ConverterKind::Avro { .. } => CONVERTER_AVRO[1],
+        }
+    }
+}
+
 /// The sink a connector writes to, with its options.
 #[derive(Debug, Clone)]
 pub enum SinkSpec {
@@ -236,6 +250,8 @@ pub struct ConnectorSpec {
     /// `consumer.override.*`: librdkafka properties for this connector's consumers.
     pub consumer_overrides: BTreeMap<String, String>,
     pub sink: SinkSpec,
+    /// What happens to records that cannot be decoded or mapped (`errors.*`).
+    pub errors: ErrorPolicy,
     /// The config as posted, placeholders unresolved (so secrets stay out of status output).
     pub config: ConnectorConfig,
 }
@@ -313,11 +329,6 @@ pub const COMMON_OPTIONS: &[OptionDef] = &[
         doc: "Only `ExtractNewRecordState`, `ExtractField$Key`, `RegexRouter` and `TimestampRouter`, with Kafka Connect's meaning; others are rejected.",
     },
     OptionDef {
-        name: "errors.tolerance",
-        default: Some("none"),
-        doc: "Only `none`: a record that cannot be decoded, mapped or written fails the task (the dead-letter queue is not available yet).",
-    },
-    OptionDef {
         name: "consumer.override.<property>",
         default: None,
         doc: "Any librdkafka consumer property for this connector (e.g. `consumer.override.session.timeout.ms`).",
@@ -377,14 +388,7 @@ pub const MAX_TASKS: usize = 256;
 pub const REQUIRED: &[&str] = &["name", "connector.class"];
 
 /// Framework keys accepted and not acted on (they change nothing a user would notice here).
-const ACCEPTED_FRAMEWORK_KEYS: &[&str] = &[
-    "header.converter",
-    "config.action.reload",
-    "errors.log.enable",
-    "errors.log.include.messages",
-    "errors.retry.timeout",
-    "errors.retry.delay.max.ms",
-];
+const ACCEPTED_FRAMEWORK_KEYS: &[&str] = &["header.converter", "config.action.reload"];
 
 impl ConnectorSpec {
     /// Validates `config`; every bad key is named in the error.
@@ -477,19 +481,7 @@ impl ConnectorSpec {
                 == "number",
             bits_as_number: o.choice("bits.format", &["base64", "number"], "base64") == "number",
         };
-        let tolerance = o.choice("errors.tolerance", &["none", "all"], "none");
-        if tolerance == "all" {
-            o.error(
-                "errors.tolerance",
-                "`all` needs the dead-letter queue, which is not available yet",
-            );
-        }
-        if o.get("errors.deadletterqueue.topic.name").is_some() {
-            o.error(
-                "errors.deadletterqueue.topic.name",
-                "the dead-letter queue is not available yet",
-            );
-        }
+        let errors = ErrorPolicy::read(&o, !is_druid);
         if o.get("predicates").is_some() {
             o.error("predicates", "transform predicates are not supported");
         }
@@ -507,7 +499,7 @@ impl ConnectorSpec {
         let sink = if is_druid {
             SinkSpec::Druid(Box::new(DruidConfig::read(&o, &transforms)))
         } else {
-            SinkSpec::Elasticsearch(Box::new(EsConfig::read(&o, &transforms)))
+            SinkSpec::Elasticsearch(Box::new(EsConfig::read(&o, &transforms, &errors)))
         };
         let tasks_max = o.at_least("tasks.max", 1usize, 1);
         if tasks_max > MAX_TASKS {
@@ -539,11 +531,13 @@ impl ConnectorSpec {
         let family = if is_druid {
             "producer.override."
         } else {
-            "errors.deadletterqueue."
+            // No family of its own.
+            "transforms."
         };
         for key in resolved.config.keys() {
             let known = COMMON_OPTIONS
                 .iter()
+                .chain(errors::OPTIONS)
                 .chain(sink_options)
                 .any(|d| d.name == key)
                 || ACCEPTED_FRAMEWORK_KEYS.contains(&key.as_str())
@@ -552,7 +546,6 @@ impl ConnectorSpec {
                     "consumer.override.",
                     "key.converter.",
                     "value.converter.",
-                    "errors.deadletterqueue.",
                     family,
                 ]
                 .iter()
@@ -572,6 +565,7 @@ impl ConnectorSpec {
             transforms,
             consumer_overrides,
             sink,
+            errors,
             config: config.clone(),
         })
     }
@@ -631,10 +625,7 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("batch.szie: unknown option"), "{err}");
-        assert!(
-            err.contains("errors.tolerance: `all` needs the dead-letter queue"),
-            "{err}"
-        );
+        assert!(!err.contains("errors.tolerance"), "{err}");
     }
 
     #[test]

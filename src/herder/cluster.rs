@@ -27,7 +27,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tracing::{error, info, warn};
@@ -36,7 +36,7 @@ use super::{Change, Error, Herder, TargetState};
 use crate::connector::ConnectorConfig;
 use crate::metrics::now_ms;
 use crate::settings::Settings;
-use crate::task::TaskStatus;
+use crate::task::{Progress, TaskStatus};
 
 /// How often a worker republishes its task states.
 const HEARTBEAT: Duration = Duration::from_secs(2);
@@ -58,6 +58,8 @@ struct WireTask {
     trace: Option<String>,
     #[serde(default)]
     trouble: Option<String>,
+    #[serde(default)]
+    progress: Option<Progress>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -220,14 +222,7 @@ pub struct Cluster {
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
-fn client_config(settings: &Settings) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &settings.kafka.bootstrap_servers);
-    for (k, v) in &settings.kafka.properties {
-        c.set(k, v);
-    }
-    c
-}
+use crate::source::client_config;
 
 /// Creates the config and status topics if missing (compacted, as Kafka Connect's are).
 fn ensure_topics(
@@ -417,6 +412,7 @@ impl Cluster {
                                 worker_id: t.worker_id,
                                 trace: t.trace,
                                 trouble: t.trouble,
+                                progress: t.progress,
                             })
                             .collect();
                         all.entry(connector)
@@ -471,6 +467,7 @@ impl Cluster {
                         worker_id: t.worker_id.clone(),
                         trace: t.trace.clone(),
                         trouble: t.trouble.clone(),
+                        progress: t.progress.clone(),
                     })
                     .collect();
                 let text = serde_json::to_string(&body).unwrap_or_default();

@@ -391,6 +391,9 @@ impl Herder {
         if let Some(t) = &s.trouble {
             v["trouble"] = json!(t);
         }
+        if let Some(p) = &s.progress {
+            v["progress"] = json!(p);
+        }
         v
     }
 
@@ -597,6 +600,11 @@ impl Herder {
     }
 
     /// Logs every connector's task states and counters.
+    /// `GET /metrics`: the metrics of the tasks running on this worker.
+    pub fn metrics_text(&self) -> String {
+        self.lock().worker.metrics_text()
+    }
+
     pub fn report(&self) {
         self.lock().worker.report();
     }

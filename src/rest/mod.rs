@@ -127,6 +127,18 @@ async fn root(axum::extract::State(api): axum::extract::State<Api>) -> Reply {
     ))
 }
 
+/// `GET /metrics`: Prometheus' text exposition format (version 0.0.4).
+async fn metrics(axum::extract::State(api): axum::extract::State<Api>) -> Reply {
+    let herder = api.herder.clone();
+    let text = blocking(move || Ok(herder.metrics_text())).await?;
+    let mut r = (StatusCode::OK, text).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(prometheus::TEXT_FORMAT),
+    );
+    Ok(r)
+}
+
 /// The routes, over `herder`.
 pub fn router(herder: Arc<Herder>) -> Router {
     use connectors as c;
@@ -136,6 +148,7 @@ pub fn router(herder: Arc<Herder>) -> Router {
     };
     Router::new()
         .route("/", get(root))
+        .route("/metrics", get(metrics))
         .route("/connectors", get(c::list).post(c::create))
         .route("/connectors/{name}", get(c::info).delete(c::delete))
         .route(

@@ -32,6 +32,11 @@ fn options(plugin: &Plugin) -> Vec<(&'static OptionDef, &'static str)> {
     COMMON_OPTIONS
         .iter()
         .map(|d| (d, "Common"))
+        .chain(
+            connector::errors::OPTIONS
+                .iter()
+                .map(|d| (d, "Error Handling")),
+        )
         .chain(plugin.options.iter().map(|d| (d, plugin.group)))
         .filter(|(d, _)| !d.name.contains('<'))
         .collect()

@@ -37,6 +37,17 @@ pub struct SinkRecord<'a> {
     pub value: &'a Value,
 }
 
+/// A record the sink did not write for a reason of its own (a document Elasticsearch rejected
+/// as malformed), handed back instead of its ack for the dead-letter queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    pub ack: Ack,
+    pub topic: std::sync::Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+    pub reason: String,
+}
+
 /// What the sink did with a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -70,6 +81,12 @@ pub trait Sink: Send {
     /// Sends what is ready (full or lingered batches) and returns the acks of records written
     /// since the last call, waiting up to `wait` for one when there are none yet.
     fn poll(&mut self, wait: Duration) -> Result<Vec<Ack>, SinkError>;
+
+    /// Records rejected since the last call (see [`Rejected`]); their acks never come back from
+    /// [`Sink::poll`]. Only a sink told to hand them back returns any.
+    fn take_rejected(&mut self) -> Vec<Rejected> {
+        Vec::new()
+    }
 
     /// Seals every partly filled batch so that the next polls send it (shutdown, revocation).
     fn flush(&mut self);

@@ -26,6 +26,21 @@ pub trait RebalanceHandler: Send + Sync + Sized + 'static {
     fn assigned(&self, consumer: &Consumer<Self>, partitions: &[(String, i32)]);
     /// `lost`: the assignment was lost (session timeout); nothing may be committed for it.
     fn revoking(&self, consumer: &Consumer<Self>, partitions: &[(String, i32)], lost: bool);
+    /// The consumer's statistics (every `statistics.interval.ms`): each partition's end offset
+    /// as last fetched (the last stable offset under `read_committed`, else the high watermark)
+    /// and the offset librdkafka knows to be committed (`None` when it knows none).
+    fn partition_ends(&self, ends: &[PartitionEnd]) {
+        let _ = ends;
+    }
+}
+
+/// One partition's end as the consumer's statistics report it.
+#[derive(Debug, Clone)]
+pub struct PartitionEnd {
+    pub topic: String,
+    pub partition: i32,
+    pub end: i64,
+    pub committed: Option<i64>,
 }
 
 /// The consumer's context: forwards rebalances to the task's handler.
@@ -36,7 +51,30 @@ pub struct SourceContext<H> {
 
 pub type Consumer<H> = BaseConsumer<SourceContext<H>>;
 
-impl<H: RebalanceHandler> ClientContext for SourceContext<H> {}
+impl<H: RebalanceHandler> ClientContext for SourceContext<H> {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let mut ends = Vec::new();
+        for (topic, t) in statistics.topics {
+            // Partition -1 is librdkafka's internal "unassigned" partition.
+            for (partition, p) in t.partitions.into_iter().filter(|(n, _)| *n >= 0) {
+                let end = if p.ls_offset >= 0 {
+                    p.ls_offset
+                } else {
+                    p.hi_offset
+                };
+                if end >= 0 {
+                    ends.push(PartitionEnd {
+                        topic: topic.clone(),
+                        partition,
+                        end,
+                        committed: (p.committed_offset >= 0).then_some(p.committed_offset),
+                    });
+                }
+            }
+        }
+        self.handler.partition_ends(&ends);
+    }
+}
 
 fn partitions(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
     tpl.elements()
@@ -74,6 +112,19 @@ impl<H: RebalanceHandler> ConsumerContext for SourceContext<H> {
     }
 }
 
+/// The worker's Kafka client settings: `kafka.bootstrap_servers` and `[kafka.properties]`.
+pub fn client_config(settings: &Settings) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &settings.kafka.bootstrap_servers);
+    for (k, v) in &settings.kafka.properties {
+        c.set(k, v);
+    }
+    c
+}
+
+/// How often a task's consumer reports its partitions' end offsets, unless overridden.
+pub const STATISTICS_MS: &str = "5000";
+
 /// How often a `topics.regex` connector looks for new matching topics, unless overridden.
 pub const REGEX_REFRESH_MS: &str = "5000";
 
@@ -83,6 +134,8 @@ pub fn consumer_config(settings: &Settings, spec: &ConnectorSpec, task: usize) -
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &settings.kafka.bootstrap_servers);
     c.set("auto.offset.reset", "earliest");
+    // End offsets for the lag metrics (`RebalanceHandler::partition_ends`).
+    c.set("statistics.interval.ms", STATISTICS_MS);
     c.set(
         "client.id",
         format!("connector-consumer-{}-{task}", spec.name),

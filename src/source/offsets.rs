@@ -243,6 +243,13 @@ impl Offsets {
         Some(next >= offset && p.pending.iter().all(|e| e.done || e.offset >= offset))
     }
 
+    /// The offset last committed for a partition this task holds: `None` when it is not
+    /// assigned, `Some(None)` when nothing was committed since it was.
+    pub fn committed_of(&self, topic: &str, partition: i32) -> Option<Option<i64>> {
+        let slot = self.slot_of(topic, partition)?;
+        self.slots[slot as usize].as_ref().map(|p| p.committed)
+    }
+
     /// Records read and not yet written, over all partitions.
     pub fn in_flight(&self) -> usize {
         self.slots.iter().flatten().map(Partition::unwritten).sum()

@@ -91,3 +91,17 @@ pub fn wait_documents(
         std::thread::sleep(Duration::from_millis(300));
     }
 }
+
+/// Creates `index` with `body` (settings, mappings).
+pub fn create_index(index: &str, body: &Value) {
+    let resp = client()
+        .put(format!("{}/{index}", servers().es))
+        .json(body)
+        .send()
+        .expect("PUT index");
+    assert!(
+        resp.status().is_success(),
+        "creating {index}: {}",
+        resp.text().unwrap_or_default()
+    );
+}

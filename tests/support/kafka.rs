@@ -280,3 +280,110 @@ pub fn read_committed_consumer(topic: &str, partitions: i32) -> BaseConsumer {
     c.assign(&tpl).unwrap();
     c
 }
+
+/// A record as read back whole: offset, key, value, headers in order, timestamp.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Full {
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+    pub timestamp: Option<i64>,
+}
+
+/// Produces one record to partition 0 with `headers` and `timestamp_ms`.
+pub fn produce_full(topic: &str, r: &Full) {
+    use rdkafka::message::{Header, OwnedHeaders};
+    let p: rdkafka::producer::BaseProducer = config().create().expect("producer");
+    let mut headers = OwnedHeaders::new();
+    for (k, v) in &r.headers {
+        headers = headers.insert(Header {
+            key: k,
+            value: v.as_deref(),
+        });
+    }
+    let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).partition(0);
+    rec.key = r.key.as_deref();
+    rec.payload = r.value.as_deref();
+    rec.timestamp = r.timestamp;
+    rec.headers = Some(headers);
+    p.send(rec).map_err(|(e, _)| e).expect("send");
+    p.flush(TIMEOUT).expect("flush");
+}
+
+/// Every record of partition 0 of `topic` up to its end now, whole.
+pub fn read_full(topic: &str) -> Vec<Full> {
+    use rdkafka::Message as _;
+    use rdkafka::message::Headers as _;
+    let end = end_offsets(topic, 1)[&0];
+    let c: BaseConsumer = config()
+        .set("group.id", "read-full")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    c.assign(&tpl).unwrap();
+    let mut out: Vec<Full> = Vec::new();
+    let start = Instant::now();
+    while out.last().map_or(end > 0, |r| r.offset + 1 < end) {
+        assert!(start.elapsed() < TIMEOUT, "reading {topic}: {out:?}");
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+            out.push(Full {
+                offset: m.offset(),
+                key: m.key().map(<[u8]>::to_vec),
+                value: m.payload().map(<[u8]>::to_vec),
+                headers: m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                timestamp: m.timestamp().to_millis(),
+            });
+        }
+    }
+    out
+}
+
+/// Creates `name` (1 partition) with topic-level `configs`.
+pub fn create_topic_with(name: &str, configs: &[(&str, &str)]) {
+    let admin: AdminClient<DefaultClientContext> = config().create().expect("admin client");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut t = NewTopic::new(name, 1, TopicReplication::Fixed(1));
+    for (k, v) in configs {
+        t = t.set(k, v);
+    }
+    for r in rt
+        .block_on(admin.create_topics(&[t], &AdminOptions::new().operation_timeout(Some(TIMEOUT))))
+        .expect("create_topics")
+    {
+        r.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
+    }
+}
+
+/// Sets topic-level config `key` of `topic`.
+pub fn set_topic_config(topic: &str, key: &str, value: &str) {
+    use rdkafka::admin::{AlterConfig, ResourceSpecifier};
+    let admin: AdminClient<DefaultClientContext> = config().create().expect("admin client");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let change = AlterConfig::new(ResourceSpecifier::Topic(topic)).set(key, value);
+    for r in rt
+        .block_on(admin.alter_configs(
+            &[change],
+            &AdminOptions::new().operation_timeout(Some(TIMEOUT)),
+        ))
+        .expect("alter_configs")
+    {
+        r.unwrap_or_else(|(t, e)| panic!("altering {t:?}: {e}"));
+    }
+}

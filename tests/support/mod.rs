@@ -116,3 +116,15 @@ pub fn wait_converged(
         std::thread::sleep(Duration::from_millis(500));
     }
 }
+
+/// Polls `f` every 200 ms until it gives a value; panics naming `what` after `timeout`.
+pub fn wait_until<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "{what}: not after {timeout:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

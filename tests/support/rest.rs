@@ -65,3 +65,40 @@ pub fn states(status: &Value) -> (String, Vec<String>) {
         .unwrap_or_default();
     (connector, tasks)
 }
+
+/// `GET /metrics` of a worker: Prometheus' text format.
+pub fn metrics(base: &str) -> String {
+    let resp = client()
+        .get(format!("{base}/metrics"))
+        .send()
+        .unwrap_or_else(|e| panic!("GET {base}/metrics: {e}"));
+    assert_eq!(resp.status().as_u16(), 200);
+    let kind = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    assert!(kind.starts_with("text/plain; version=0.0.4"), "{kind}");
+    resp.text().unwrap()
+}
+
+/// The value of series `name` whose labels include `labels`, from [`metrics`]' text; `None`
+/// when there is none. Panics when several match.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let found: Vec<f64> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (n, rest) = series.split_once('{').unwrap_or((series, ""));
+            (n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))))
+            .then(|| value.parse().ok())?
+        })
+        .collect();
+    assert!(found.len() <= 1, "{name} {labels:?}: several series match");
+    found.first().copied()
+}

@@ -111,10 +111,8 @@ impl DruidSink {
         transactional_id: Option<String>,
     ) -> Result<DruidSink, SinkError> {
         let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", &settings.kafka.bootstrap_servers)
-            .set("linger.ms", "5")
-            .set("compression.type", "lz4");
-        for (k, v) in &settings.kafka.properties {
+        c.set("linger.ms", "5").set("compression.type", "lz4");
+        for (k, v) in crate::source::client_config(settings).config_map() {
             c.set(k, v);
         }
         for (k, v) in &cfg.producer_overrides {
@@ -267,7 +265,8 @@ impl Sink for DruidSink {
             }
             acks.push(ack);
         }
-        Metrics::add(&self.metrics.written, acks.len() as u64);
+        self.metrics.written("row", acks.len() as u64);
+        self.metrics.rows_produced(acks.len() as u64);
         Ok(acks)
     }
 
@@ -334,7 +333,7 @@ impl Sink for DruidSink {
                 SinkError::Rewind(why)
             });
         }
-        Metrics::add(&self.metrics.transactions, 1);
+        self.metrics.transaction();
         self.txn_rows = 0;
         self.txn_started = None;
         self.txn_open = false;

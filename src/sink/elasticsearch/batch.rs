@@ -43,6 +43,8 @@ pub struct Item {
     pub version: Option<u64>,
     pub is_delete: bool,
     pub origin: Origin,
+    /// The ack of the record this write is of.
+    pub ack: Ack,
     live: bool,
 }
 
@@ -132,6 +134,7 @@ impl Batch {
             id: action.id,
             version: action.version,
             origin,
+            ack,
             live: true,
         });
         self.live += 1;

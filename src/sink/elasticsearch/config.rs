@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::connector::errors::ErrorPolicy;
 use crate::connector::options::{OptionDef, Options};
 use crate::connector::transforms::{Transforms, UnwrapDelete};
 
@@ -87,7 +88,7 @@ pub const OPTIONS: &[OptionDef] = &[
     OptionDef {
         name: "behavior.on.malformed.documents",
         default: Some("fail"),
-        doc: "A document Elasticsearch rejects as malformed (400 `mapper_parsing_exception`, `strict_dynamic_mapping_exception`, `document_parsing_exception`, `illegal_argument_exception`, `action_request_validation_exception`): `fail` the task, or `warn`/`ignore` (logged, counted as failed, offset committed). Any other refusal (no permission, missing index…) fails the task whatever this says.",
+        doc: "A document Elasticsearch rejects as malformed (400 `mapper_parsing_exception`, `strict_dynamic_mapping_exception`, `document_parsing_exception`, `illegal_argument_exception`, `action_request_validation_exception`): `fail` the task, or `warn`/`ignore` (logged, counted as failed, offset committed; written to the dead-letter queue first when `errors.tolerance=all` and `errors.deadletterqueue.topic.name` are set). Any other refusal (no permission, missing index…) fails the task whatever this says.",
     },
     OptionDef {
         name: "add.fields",
@@ -192,7 +193,7 @@ pub const OPTIONS: &[OptionDef] = &[
     OptionDef {
         name: "drop.invalid.message",
         default: Some("false"),
-        doc: "Only `false`: a record that cannot be mapped fails the task (the dead-letter queue is not available yet).",
+        doc: "`true`: a record that cannot be mapped to a document (no key, a key field missing…) is logged at ERROR level and skipped, as the Confluent sink does; with `errors.tolerance=all` it goes to the dead-letter queue instead. `false`: it fails the task unless `errors.tolerance=all`.",
     },
     OptionDef {
         name: "type.name",
@@ -273,6 +274,9 @@ pub struct EsConfig {
     /// Live documents carry `__deleted: false` (soft deletes are on).
     pub mark_live: bool,
     pub fail_on_malformed: bool,
+    /// Documents skipped under `behavior.on.malformed.documents` go to the dead-letter queue
+    /// (handed back by `Sink::take_rejected`) instead of being acked.
+    pub dead_letters: bool,
     pub add_fields: Vec<AddField>,
     pub version: VersionSource,
     /// `snapshot.reconcile`, where it applies (source versions, deletes applied, not
@@ -310,7 +314,7 @@ impl EsConfig {
     }
 
     /// Reads and checks the options; problems are recorded in `o`.
-    pub fn read(o: &Options<'_>, transforms: &Transforms) -> EsConfig {
+    pub fn read(o: &Options<'_>, transforms: &Transforms, errors: &ErrorPolicy) -> EsConfig {
         let urls = o.list("connection.url");
         if urls.is_empty() {
             o.error("connection.url", "missing: give the Elasticsearch URL(s)");
@@ -437,6 +441,10 @@ impl EsConfig {
             Some(
                 "behavior.on.malformed.documents skips documents (a skipped snapshot read would look deleted)",
             )
+        } else if errors.tolerate || errors.drop_invalid {
+            Some(
+                "errors.tolerance=all or drop.invalid.message=true skips records (a skipped snapshot read would look deleted)",
+            )
         } else if !transforms.routers.is_empty() {
             Some("a router transform may send several topics to one index")
         } else if shared_map {
@@ -461,12 +469,7 @@ impl EsConfig {
         }
         o.choice("truncate.mode", &["ignore"], "ignore");
         o.choice("write.method", &["insert"], "insert");
-        if o.bool("drop.invalid.message", false) {
-            o.error(
-                "drop.invalid.message",
-                "`true` is not supported: a record that cannot be mapped fails the task",
-            );
-        }
+
         let max_retries = o.get("max.retries").map(|_| o.parse("max.retries", 0u32));
         let ms = |key: &str, default: u64| Duration::from_millis(o.parse(key, default));
         EsConfig {
@@ -492,6 +495,7 @@ impl EsConfig {
             drop_tombstones,
             mark_live: on_delete == OnDelete::SoftDelete,
             fail_on_malformed: malformed == "fail",
+            dead_letters: errors.dead_letter.is_some(),
             add_fields,
             version,
             reconcile: reconcile && not_reconcilable.is_none(),

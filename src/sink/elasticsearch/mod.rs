@@ -30,7 +30,7 @@ use self::client::BulkClient;
 use self::config::EsConfig;
 use self::mapping::{Mapped, Mapper, SnapshotEnd};
 use self::retry::{ItemOutcome, RequestOutcome};
-use super::{Ack, Outcome, Sink, SinkError, SinkRecord};
+use super::{Ack, Outcome, Rejected, Sink, SinkError, SinkRecord};
 use crate::decode::Value;
 use crate::metrics::{Metrics, now_ms};
 
@@ -44,8 +44,12 @@ struct Lane {
 struct Done {
     lane: usize,
     records: usize,
-    result: Result<Vec<Ack>, SinkError>,
+    result: Result<Written, SinkError>,
 }
+
+/// A batch's outcome: the acks of records written (or stale, or skipped), and the records
+/// rejected for the dead-letter queue.
+type Written = (Vec<Ack>, Vec<Rejected>);
 
 /// What the lanes and reconciliations report back to the task thread.
 enum Event {
@@ -97,6 +101,8 @@ pub struct ElasticsearchSink {
     /// Every open batch is sent as soon as its lane is free.
     flushing: bool,
     topics: crate::FastMap<String, Arc<str>>,
+    /// Rejected for the dead-letter queue, not yet taken by the task.
+    rejected: Vec<Rejected>,
 }
 
 impl ElasticsearchSink {
@@ -129,6 +135,7 @@ impl ElasticsearchSink {
             pending: 0,
             flushing: false,
             topics: Default::default(),
+            rejected: Vec::new(),
         })
     }
 
@@ -177,7 +184,9 @@ impl ElasticsearchSink {
             Event::Batch(done) => {
                 self.lanes[done.lane].busy = false;
                 self.pending -= done.records;
-                for ack in done.result? {
+                let (written, rejected) = done.result?;
+                self.rejected.extend(rejected);
+                for ack in written {
                     match self.reconciliations.iter_mut().find(|r| r.ack == ack) {
                         Some(r) => r.written = true,
                         None => acks.push(ack),
@@ -318,6 +327,10 @@ impl Sink for ElasticsearchSink {
         Ok(acks)
     }
 
+    fn take_rejected(&mut self) -> Vec<Rejected> {
+        std::mem::take(&mut self.rejected)
+    }
+
     fn flush(&mut self) {
         self.flushing = true;
     }
@@ -384,12 +397,13 @@ impl Drop for ElasticsearchSink {
 
 /// Writes one batch: sends it, then only its failed items, until every item is written or
 /// stale. Retries back off exponentially with jitter; `max.retries` bounds them when set.
-async fn write(shared: &Shared, batch: Sealed) -> Result<Vec<Ack>, SinkError> {
+async fn write(shared: &Shared, batch: Sealed) -> Result<Written, SinkError> {
     let cfg = &shared.cfg;
     let m = &shared.metrics;
     let mut todo: Vec<usize> = (0..batch.items.len()).collect();
     let mut body = batch.body.clone();
     let mut attempt = 0u32;
+    let mut rejected = Vec::new();
     // (topic, partition) → (written, stale), for the stale watch.
     let mut tally: Vec<(Arc<str>, i32, u64, u64)> = Vec::new();
     let mut count = |o: &batch::Origin, stale: bool| {
@@ -410,13 +424,13 @@ async fn write(shared: &Shared, batch: Sealed) -> Result<Vec<Ack>, SinkError> {
         }
     };
     while !todo.is_empty() {
-        Metrics::add(&m.requests, 1);
         // Each timeout doubles the time later requests wait for their response (up to 16×): a
         // slow Elasticsearch executes every copy it is sent, so resending at the same pace
         // floods it. A prompt response brings the wait back down step by step.
         let wait = cfg.read_timeout * (1 << shared.slow.load(Ordering::Relaxed).min(4));
         let sent = Instant::now();
         let result = shared.client.bulk(body.clone(), wait).await;
+        m.bulk(sent.elapsed().as_secs_f64(), todo.len());
         if result.is_ok() && sent.elapsed() < wait / 4 {
             let _ = shared
                 .slow
@@ -461,12 +475,16 @@ async fn write(shared: &Shared, batch: Sealed) -> Result<Vec<Ack>, SinkError> {
                     Ok(results) => {
                         let now = now_ms();
                         let Some(results) = results else {
-                            Metrics::add(&m.written, todo.len() as u64);
+                            let mut deletes = 0;
                             for &i in &todo {
-                                let o = &batch.items[i].origin;
+                                let item = &batch.items[i];
+                                deletes += u64::from(item.is_delete);
+                                let o = &item.origin;
                                 m.acknowledged(now, o.source_ts_ms, o.kafka_ts_ms);
                                 count(o, false);
                             }
+                            m.written(action(true), deletes);
+                            m.written(action(false), todo.len() as u64 - deletes);
                             break;
                         };
                         let mut again = Vec::new();
@@ -480,7 +498,7 @@ async fn write(shared: &Shared, batch: Sealed) -> Result<Vec<Ack>, SinkError> {
                                 r.reason.as_deref(),
                             ) {
                                 ItemOutcome::Written => {
-                                    Metrics::add(&m.written, 1);
+                                    m.written(action(item.is_delete), 1);
                                     m.acknowledged(
                                         now,
                                         item.origin.source_ts_ms,
@@ -489,7 +507,7 @@ async fn write(shared: &Shared, batch: Sealed) -> Result<Vec<Ack>, SinkError> {
                                     count(&item.origin, false);
                                 }
                                 ItemOutcome::Stale => {
-                                    m.stale_in(&item.origin.topic, item.origin.partition, 1);
+                                    m.stale(&item.origin.topic, item.origin.partition, 1);
                                     count(&item.origin, true);
                                 }
                                 ItemOutcome::Retry(why) => {
@@ -512,8 +530,18 @@ async fn write(shared: &Shared, batch: Sealed) -> Result<Vec<Ack>, SinkError> {
                                     if cfg.fail_on_malformed {
                                         return Err(SinkError::Record(msg));
                                     }
-                                    warn!("{msg} (skipped: behavior.on.malformed.documents)");
-                                    Metrics::add(&m.failed, 1);
+                                    m.failed("TASK_PUT");
+                                    if cfg.dead_letters {
+                                        rejected.push(Rejected {
+                                            ack: item.ack,
+                                            topic: item.origin.topic.clone(),
+                                            partition: item.origin.partition,
+                                            offset: item.origin.offset,
+                                            reason: msg,
+                                        });
+                                    } else {
+                                        warn!("{msg} (skipped: behavior.on.malformed.documents)");
+                                    }
                                 }
                                 ItemOutcome::Fail(why) => {
                                     return Err(SinkError::Record(format!(
@@ -567,5 +595,14 @@ async fn write(shared: &Shared, batch: Sealed) -> Result<Vec<Ack>, SinkError> {
             }
         }
     }
-    Ok(batch.acks)
+    let mut acks = batch.acks;
+    if !rejected.is_empty() {
+        acks.retain(|a| !rejected.iter().any(|r: &Rejected| r.ack == *a));
+    }
+    Ok((acks, rejected))
+}
+
+/// The `action` label of a written item.
+fn action(is_delete: bool) -> &'static str {
+    if is_delete { "delete" } else { "index" }
 }

@@ -17,7 +17,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::Shared;
 use super::mapping::{SnapshotEnd, removable};
-use crate::metrics::Metrics;
 
 /// Documents per scroll page (and so per bulk request of removals).
 const PAGE: usize = 1000;
@@ -87,7 +86,7 @@ pub(super) async fn run(shared: &Shared, end: &SnapshotEnd, cancel: &AtomicBool)
         }
         match pass(shared, end, cancel).await {
             Ok(r) => {
-                Metrics::add(&shared.metrics.reconciled, r.removed);
+                shared.metrics.reconciled(r.removed);
                 info!(index = %end.index, topic = %end.topic, scanned = r.scanned, removed = r.removed,
                     "snapshot of the table written; documents of rows it did not contain removed");
                 return;

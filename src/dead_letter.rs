@@ -1,0 +1,432 @@
+//! The dead-letter queue (`errors.deadletterqueue.topic.name`): records a task tolerates
+//! (`errors.tolerance=all`) are copied to a Kafka topic unchanged — key, value, headers and
+//! timestamp — with Kafka Connect's `__connect.errors.*` headers appended when
+//! `errors.deadletterqueue.context.headers.enable=true`.
+//!
+//! A record's ack is handed back only once Kafka has acknowledged its copy, so its offset is
+//! never committed before: a copy that cannot be written (the topic unavailable) is sent again,
+//! with backoff, for as long as it takes; the partition's committed offset waits for it. The
+//! producer is idempotent with `acks=all`. Delivery is at least once: a crash between the
+//! copy's acknowledgement and the offset commit copies the record again.
+//!
+//! A record Elasticsearch rejects is no longer in memory when the rejection comes back; it is
+//! read again from Kafka by its offset (which is not committed yet, so it is still there).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::Message;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+use tracing::warn;
+
+use crate::connector::errors::{DeadLetterConfig, Stage};
+use crate::metrics::Metrics;
+use crate::sink::Ack;
+
+/// How long topic creation and a re-read may take.
+const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
+/// First and longest wait before a copy that failed is sent again.
+const RESEND_BACKOFF: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(30));
+/// A copy unacknowledged for this long makes the queue show as trouble in task status.
+const SLOW: Duration = Duration::from_secs(10);
+
+/// Why a record failed, as the context headers carry it.
+pub struct Failure<'a> {
+    pub stage: Stage,
+    /// The class whose operation failed: the converter's, or the connector's for `TASK_PUT`.
+    pub class_name: &'a str,
+    /// Kafka Connect's exception class for this kind of failure.
+    pub exception_class: &'static str,
+    pub message: &'a str,
+}
+
+/// The exception classes Kafka Connect reports for a record that cannot be converted or mapped
+/// (`DataException`) and for one the sink system refused (`ConnectException`).
+pub const DATA_EXCEPTION: &str = "org.apache.kafka.connect.errors.DataException";
+pub const CONNECT_EXCEPTION: &str = "org.apache.kafka.connect.errors.ConnectException";
+
+/// One copy, kept until Kafka acknowledges it (the producer's opaque is its id).
+struct Letter {
+    ack: Ack,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    headers: OwnedHeaders,
+    timestamp: Option<i64>,
+    /// When it was first sent, and how many times it was.
+    since: Instant,
+    attempts: u32,
+}
+
+/// The producer's delivery reports: the copy's id, and why it was not written if it was not.
+#[derive(Default)]
+struct Reports {
+    done: Mutex<Vec<(usize, Option<String>)>>,
+}
+
+impl ClientContext for Reports {}
+
+impl ProducerContext for Reports {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, id: usize) {
+        let error = result.as_ref().err().map(|(e, _)| e.to_string());
+        if let Ok(mut done) = self.done.lock() {
+            done.push((id, error));
+        }
+    }
+}
+
+pub struct DeadLetterQueue {
+    producer: BaseProducer<Reports>,
+    cfg: DeadLetterConfig,
+    connector: String,
+    task: String,
+    metrics: Arc<Metrics>,
+    /// Copies not yet acknowledged, by id.
+    letters: BTreeMap<usize, Letter>,
+    next_id: usize,
+    /// Copies whose write failed, each with when to send it again.
+    resend: VecDeque<(Instant, usize)>,
+    /// Why the last write failed, until one succeeds.
+    failing: Option<String>,
+    /// Reads rejected records again; made on first use.
+    fetcher: Option<BaseConsumer>,
+    fetch_config: ClientConfig,
+}
+
+impl DeadLetterQueue {
+    /// Creates the topic if it is missing and opens the producer. `kafka`: the worker's Kafka
+    /// client settings; `fetch`: a consumer config able to read the connector's topics.
+    pub fn open(
+        cfg: &DeadLetterConfig,
+        kafka: &ClientConfig,
+        fetch: ClientConfig,
+        connector: &str,
+        task: usize,
+        metrics: Arc<Metrics>,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<DeadLetterQueue, Problem> {
+        ensure_topic(cfg, kafka, runtime)?;
+        let mut c = kafka.clone();
+        c.set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5");
+        let producer: BaseProducer<Reports> =
+            c.create_with_context(Reports::default()).map_err(|e| {
+                Problem::Config(format!(
+                    "cannot create the dead-letter queue's producer: {e}"
+                ))
+            })?;
+        Ok(DeadLetterQueue {
+            producer,
+            cfg: cfg.clone(),
+            connector: connector.to_string(),
+            task: task.to_string(),
+            metrics,
+            letters: BTreeMap::new(),
+            next_id: 0,
+            resend: VecDeque::new(),
+            failing: None,
+            fetcher: None,
+            fetch_config: fetch,
+        })
+    }
+
+    /// Copies `m` (its ack `ack`) to the queue. Its ack comes back from [`Self::poll`] once
+    /// Kafka has acknowledged the copy.
+    pub fn send(&mut self, ack: Ack, m: &impl Message, failure: &Failure<'_>) {
+        let mut headers = OwnedHeaders::new();
+        if let Some(h) = m.headers() {
+            for h in h.iter() {
+                headers = headers.insert(Header {
+                    key: h.key,
+                    value: h.value,
+                });
+            }
+        }
+        if self.cfg.context_headers {
+            headers = self.context_headers(headers, m, failure);
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.letters.insert(
+            id,
+            Letter {
+                ack,
+                key: m.key().map(<[u8]>::to_vec),
+                value: m.payload().map(<[u8]>::to_vec),
+                headers,
+                timestamp: m.timestamp().to_millis(),
+                since: Instant::now(),
+                attempts: 0,
+            },
+        );
+        self.produce(id);
+    }
+
+    /// Reads record `topic`/`partition`/`offset` again from Kafka and copies it to the queue.
+    pub fn send_again_from_kafka(
+        &mut self,
+        ack: Ack,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        failure: &Failure<'_>,
+    ) -> Result<(), String> {
+        let at = format!("topic {topic} partition {partition} offset {offset}");
+        if self.fetcher.is_none() {
+            let c: BaseConsumer = self.fetch_config.create().map_err(|e| {
+                format!(
+                    "cannot create a consumer to read {at} again for the dead-letter queue: {e}"
+                )
+            })?;
+            self.fetcher = Some(c);
+        }
+        let fetcher = self.fetcher.as_ref().expect("made above");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
+            .map_err(|e| e.to_string())?;
+        fetcher.assign(&tpl).map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + KAFKA_TIMEOUT;
+        let m = loop {
+            match fetcher.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) if m.topic() == topic && m.partition() == partition => {
+                    if m.offset() != offset {
+                        return Err(format!(
+                            "{at} is no longer in Kafka (the first record there is at offset {}): it cannot be copied to the dead-letter queue",
+                            m.offset()
+                        ));
+                    }
+                    break m.detach();
+                }
+                Some(Err(e)) => {
+                    return Err(format!(
+                        "cannot read {at} again for the dead-letter queue: {e}"
+                    ));
+                }
+                _ if Instant::now() > deadline => {
+                    return Err(format!(
+                        "cannot read {at} again for the dead-letter queue within {KAFKA_TIMEOUT:?}"
+                    ));
+                }
+                _ => {}
+            }
+        };
+        self.send(ack, &m, failure);
+        Ok(())
+    }
+
+    fn context_headers(
+        &self,
+        headers: OwnedHeaders,
+        m: &impl Message,
+        failure: &Failure<'_>,
+    ) -> OwnedHeaders {
+        let (partition, offset) = (m.partition().to_string(), m.offset().to_string());
+        let trace = format!(
+            "{}: {} (stage {}, {} in connector {} task {}; cdc-sink has no Java stack trace)",
+            failure.exception_class,
+            failure.message,
+            failure.stage.name(),
+            failure.class_name,
+            self.connector,
+            self.task,
+        );
+        let pairs: [(&str, &str); 10] = [
+            ("__connect.errors.topic", m.topic()),
+            ("__connect.errors.partition", &partition),
+            ("__connect.errors.offset", &offset),
+            ("__connect.errors.connector.name", &self.connector),
+            ("__connect.errors.task.id", &self.task),
+            ("__connect.errors.stage", failure.stage.name()),
+            ("__connect.errors.class.name", failure.class_name),
+            (
+                "__connect.errors.exception.class.name",
+                failure.exception_class,
+            ),
+            ("__connect.errors.exception.message", failure.message),
+            ("__connect.errors.exception.stacktrace", &trace),
+        ];
+        pairs.into_iter().fold(headers, |h, (key, value)| {
+            h.insert(Header {
+                key,
+                value: Some(value),
+            })
+        })
+    }
+
+    /// Sends copy `id`; a send the producer refuses is tried again like a failed write.
+    fn produce(&mut self, id: usize) {
+        let Some(l) = self.letters.get_mut(&id) else {
+            return;
+        };
+        l.attempts += 1;
+        loop {
+            let mut rec: BaseRecord<'_, [u8], [u8], usize> =
+                BaseRecord::with_opaque_to(&self.cfg.topic, id);
+            rec.key = l.key.as_deref();
+            rec.payload = l.value.as_deref();
+            rec.timestamp = l.timestamp;
+            rec.headers = Some(l.headers.clone());
+            match self.producer.send(rec) {
+                Ok(()) => return,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    self.producer.poll(Duration::from_millis(10));
+                }
+                Err((e, _)) => {
+                    let why = e.to_string();
+                    self.failed(id, why);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Schedules copy `id` to be sent again after a backoff.
+    fn failed(&mut self, id: usize, why: String) {
+        let attempts = self.letters.get(&id).map_or(1, |l| l.attempts);
+        let wait = crate::backoff::delay(attempts, RESEND_BACKOFF.0, RESEND_BACKOFF.1);
+        warn!(topic = %self.cfg.topic, attempt = attempts, "a record could not be written to the dead-letter queue, sending it again in {wait:?}: {why}");
+        self.failing = Some(why);
+        self.resend.push_back((Instant::now() + wait, id));
+    }
+
+    /// The acks of copies Kafka acknowledged since the last call; copies that failed are sent
+    /// again once their backoff is over.
+    pub fn poll(&mut self) -> Vec<Ack> {
+        self.producer.poll(Duration::ZERO);
+        let done = self
+            .producer
+            .context()
+            .done
+            .lock()
+            .map(|mut d| std::mem::take(&mut *d))
+            .unwrap_or_default();
+        let mut acks = Vec::new();
+        for (id, error) in done {
+            match error {
+                None => {
+                    self.failing = None;
+                    if let Some(l) = self.letters.remove(&id) {
+                        acks.push(l.ack);
+                    }
+                }
+                Some(e) => self.failed(id, e),
+            }
+        }
+        let now = Instant::now();
+        while self.resend.front().is_some_and(|(at, _)| *at <= now) {
+            let (_, id) = self.resend.pop_front().expect("checked");
+            self.produce(id);
+        }
+        self.metrics.dead_lettered(acks.len() as u64);
+        acks
+    }
+
+    /// Copies not yet acknowledged (in flight or waiting to be sent again).
+    pub fn pending(&self) -> usize {
+        self.letters.len()
+    }
+
+    /// Why the queue holds offsets back, if it does for long.
+    pub fn trouble(&self) -> Option<String> {
+        let oldest = self.letters.values().map(|l| l.since).min()?;
+        let waiting = format!("the offsets of {} records wait for it", self.letters.len());
+        match &self.failing {
+            Some(e) => Some(format!(
+                "the dead-letter queue topic {} refuses writes ({e}); {waiting}",
+                self.cfg.topic
+            )),
+            None if oldest.elapsed() >= SLOW => Some(format!(
+                "the dead-letter queue topic {} has not acknowledged a write for {} s; {waiting}",
+                self.cfg.topic,
+                oldest.elapsed().as_secs()
+            )),
+            None => None,
+        }
+    }
+}
+
+/// Why the queue could not be opened.
+#[derive(Debug)]
+pub enum Problem {
+    /// A setting or permission: starting over will not help.
+    Config(String),
+    /// Kafka unreachable or busy: try again later.
+    Unavailable(String),
+}
+
+/// Creates the queue's topic (1 partition, the configured replication factor) if it is missing.
+fn ensure_topic(
+    cfg: &DeadLetterConfig,
+    kafka: &ClientConfig,
+    runtime: &tokio::runtime::Handle,
+) -> Result<(), Problem> {
+    let topic = &cfg.topic;
+    let probe: BaseConsumer = kafka
+        .clone()
+        .set("allow.auto.create.topics", "false")
+        .create()
+        .map_err(|e| Problem::Config(format!("cannot create a Kafka client: {e}")))?;
+    let meta = probe
+        .fetch_metadata(Some(topic), KAFKA_TIMEOUT)
+        .map_err(|e| {
+            Problem::Unavailable(format!(
+                "cannot look up the dead-letter queue topic {topic}: {e}"
+            ))
+        })?;
+    let exists = meta
+        .topics()
+        .iter()
+        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+    if exists {
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> = kafka
+        .create()
+        .map_err(|e| Problem::Config(format!("cannot create a Kafka admin client: {e}")))?;
+    let replication = TopicReplication::Fixed(cfg.replication_factor);
+    let new = NewTopic::new(topic, 1, replication);
+    let opts = AdminOptions::new().operation_timeout(Some(KAFKA_TIMEOUT));
+    let results = runtime
+        .block_on(admin.create_topics([&new], &opts))
+        .map_err(|e| {
+            Problem::Unavailable(format!(
+                "cannot create the dead-letter queue topic {topic}: {e}"
+            ))
+        })?;
+    for r in results {
+        match r {
+            Ok(_) => warn!(topic = %topic, "created the dead-letter queue topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, e)) => {
+                let msg = format!(
+                    "cannot create the dead-letter queue topic {topic} (1 partition, errors.deadletterqueue.topic.replication.factor={}): {e}",
+                    cfg.replication_factor
+                );
+                let transient = matches!(
+                    e,
+                    RDKafkaErrorCode::RequestTimedOut
+                        | RDKafkaErrorCode::NotController
+                        | RDKafkaErrorCode::BrokerNotAvailable
+                        | RDKafkaErrorCode::OperationTimedOut
+                );
+                return Err(if transient {
+                    Problem::Unavailable(msg)
+                } else {
+                    Problem::Config(msg)
+                });
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,288 @@
+//! The dead-letter queue: a record that cannot be decoded, or that Elasticsearch rejects as
+//! malformed, is copied to the queue unchanged with Kafka Connect's context headers, and the
+//! stream goes on; its offset is committed only once the copy is acknowledged.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::kafka::{self, Full};
+use crate::support::rest::{self, metric};
+use crate::support::worker::{Worker, connector_file};
+use crate::support::{assert_failed_at_offset_5, es, es_connector, servers, unique, wait_until};
+
+fn good(id: i64, extra: Option<&str>) -> Full {
+    let mut after = json!({"id": id, "name": format!("n{id}")});
+    if let Some(e) = extra {
+        after[e] = json!("not in the mapping");
+    }
+    Full {
+        offset: id,
+        key: Some(json!({"id": id}).to_string().into_bytes()),
+        value: Some(
+            json!({"before": null, "after": after, "op": "c",
+                "source": {"connector": "postgresql", "lsn": 1000 + id, "db": "d", "schema": "s", "table": "t"}})
+            .to_string()
+            .into_bytes(),
+        ),
+        headers: vec![("trace-id".into(), Some(format!("t{id}").into_bytes()))],
+        timestamp: Some(1_700_000_000_000 + id),
+    }
+}
+
+/// A value that is not JSON, with a header and a null-valued header of its own.
+fn poison(id: i64) -> Full {
+    Full {
+        value: Some(br#"{"op":"c","after":{"id":"#.to_vec()),
+        headers: vec![
+            ("trace-id".into(), Some(b"poison".to_vec())),
+            ("empty".into(), None),
+        ],
+        ..good(id, None)
+    }
+}
+
+fn produce(topic: &str, recs: &[Full]) {
+    for r in recs {
+        kafka::produce_full(topic, r);
+    }
+}
+
+fn header<'a>(r: &'a Full, key: &str) -> &'a str {
+    let v = r
+        .headers
+        .iter()
+        .find(|(k, _)| k == key)
+        .and_then(|(_, v)| v.as_deref())
+        .unwrap_or_else(|| panic!("no header {key} in {:?}", r.headers));
+    std::str::from_utf8(v).unwrap()
+}
+
+/// Asserts that `copy` is `original` unchanged, its own headers first, then the context.
+fn assert_copy(copy: &Full, original: &Full, topic: &str, connector: &str) {
+    assert_eq!(copy.key, original.key);
+    assert_eq!(copy.value, original.value);
+    assert_eq!(copy.timestamp, original.timestamp);
+    assert_eq!(
+        copy.headers[..original.headers.len()],
+        original.headers[..],
+        "the record's own headers come first, unchanged"
+    );
+    let names: Vec<&str> = copy.headers[original.headers.len()..]
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "__connect.errors.topic",
+            "__connect.errors.partition",
+            "__connect.errors.offset",
+            "__connect.errors.connector.name",
+            "__connect.errors.task.id",
+            "__connect.errors.stage",
+            "__connect.errors.class.name",
+            "__connect.errors.exception.class.name",
+            "__connect.errors.exception.message",
+            "__connect.errors.exception.stacktrace",
+        ]
+    );
+    assert_eq!(header(copy, "__connect.errors.topic"), topic);
+    assert_eq!(header(copy, "__connect.errors.partition"), "0");
+    assert_eq!(
+        header(copy, "__connect.errors.offset"),
+        original.offset.to_string()
+    );
+    assert_eq!(header(copy, "__connect.errors.connector.name"), connector);
+    assert_eq!(header(copy, "__connect.errors.task.id"), "0");
+    assert!(
+        header(copy, "__connect.errors.exception.message")
+            .contains(&format!("offset {}", original.offset)),
+        "{copy:?}"
+    );
+}
+
+#[test]
+fn a_poison_record_and_a_rejected_document_go_to_the_queue_unchanged_and_the_stream_goes_on() {
+    let topic = unique("it-dlq");
+    let dlq = format!("{topic}-dlq");
+    kafka::create_topic(&topic, 1);
+    // The index refuses fields it does not know: the document with `extra` is malformed.
+    es::create_index(
+        &topic,
+        &json!({"mappings": {"dynamic": "strict", "properties": {
+            "id": {"type": "long"}, "name": {"type": "keyword"}}}}),
+    );
+    let mut recs: Vec<Full> = (0..5).map(|id| good(id, None)).collect();
+    recs.push(poison(5));
+    recs.extend((6..9).map(|id| good(id, None)));
+    recs.push(good(9, Some("extra")));
+    recs.push(good(10, None));
+    produce(&topic, &recs);
+
+    let name = unique("it-dlq");
+    let config = es_connector(
+        &topic,
+        &servers().es,
+        &[
+            ("errors.tolerance", "all"),
+            ("errors.deadletterqueue.topic.name", &dlq),
+            ("errors.deadletterqueue.topic.replication.factor", "1"),
+            ("errors.deadletterqueue.context.headers.enable", "true"),
+            ("errors.log.enable", "true"),
+            ("behavior.on.malformed.documents", "warn"),
+        ],
+    );
+    let mut w = Worker::start(&connector_file(&name, &config));
+    let url = w.rest_url();
+    let group = format!("connect-{name}");
+    wait_until(Duration::from_secs(90), "every offset committed", || {
+        (kafka::committed(&group, &topic, 1) == BTreeMap::from([(0, 11)])).then_some(())
+    });
+    let ids: Vec<String> = es::sources(&topic).into_keys().collect();
+    let mut expected: Vec<String> = [0, 1, 2, 3, 4, 6, 7, 8, 10]
+        .iter()
+        .map(i64::to_string)
+        .collect();
+    expected.sort();
+    assert_eq!(ids, expected);
+
+    let copies = kafka::read_full(&dlq);
+    assert_eq!(copies.len(), 2, "{copies:?}");
+    let (decode, rejected) = (&copies[0], &copies[1]);
+    assert_copy(decode, &recs[5], &topic, &name);
+    assert_eq!(header(decode, "__connect.errors.stage"), "VALUE_CONVERTER");
+    assert_eq!(
+        header(decode, "__connect.errors.class.name"),
+        "org.apache.kafka.connect.json.JsonConverter"
+    );
+    assert_eq!(
+        header(decode, "__connect.errors.exception.class.name"),
+        "org.apache.kafka.connect.errors.DataException"
+    );
+    assert!(header(decode, "__connect.errors.exception.message").contains("not valid JSON"));
+    assert_copy(rejected, &recs[9], &topic, &name);
+    assert_eq!(header(rejected, "__connect.errors.stage"), "TASK_PUT");
+    assert_eq!(
+        header(rejected, "__connect.errors.class.name"),
+        "elasticsearch"
+    );
+    assert!(
+        header(rejected, "__connect.errors.exception.message")
+            .contains("strict_dynamic_mapping_exception"),
+        "{rejected:?}"
+    );
+
+    let text = rest::metrics(&url);
+    let c = ("connector", name.as_str());
+    assert_eq!(
+        metric(&text, "cdc_sink_records_dead_lettered_total", &[c]),
+        Some(2.0)
+    );
+    for stage in ["VALUE_CONVERTER", "TASK_PUT"] {
+        assert_eq!(
+            metric(
+                &text,
+                "cdc_sink_records_failed_total",
+                &[c, ("stage", stage)]
+            ),
+            Some(1.0),
+            "{stage}"
+        );
+    }
+    let log = w.log_text();
+    assert!(
+        log.contains("error tolerated (sent to the dead-letter queue)") && log.contains("offset=5"),
+        "errors.log.enable logs each"
+    );
+    assert!(w.stop().success());
+}
+
+#[test]
+fn with_errors_tolerance_none_the_task_fails_and_nothing_is_copied() {
+    let topic = unique("it-dlq-none");
+    let dlq = format!("{topic}-dlq");
+    kafka::create_topic(&topic, 1);
+    let mut recs: Vec<Full> = (0..5).map(|id| good(id, None)).collect();
+    recs.push(poison(5));
+    recs.extend((6..8).map(|id| good(id, None)));
+    produce(&topic, &recs);
+    let name = unique("it-dlq-none");
+    let config = es_connector(
+        &topic,
+        &servers().es,
+        &[
+            ("errors.deadletterqueue.topic.name", &dlq),
+            ("errors.deadletterqueue.topic.replication.factor", "1"),
+        ],
+    );
+    let mut w = Worker::start(&connector_file(&name, &config));
+    assert_failed_at_offset_5(&mut w, &topic, &format!("connect-{name}"));
+    assert!(
+        kafka::try_end_offsets(&dlq, 1).map_or(true, |e| e[&0] == 0),
+        "nothing copied"
+    );
+    assert!(!w.stop().success());
+}
+
+#[test]
+fn while_the_queue_refuses_writes_the_offset_waits_at_the_failed_record() {
+    let topic = unique("it-dlq-down");
+    let dlq = format!("{topic}-dlq");
+    kafka::create_topic(&topic, 1);
+    // The queue's topic refuses records over 64 bytes (MESSAGE_TOO_LARGE) until its limit is
+    // raised: every copy fails, and is sent again.
+    kafka::create_topic_with(&dlq, &[("max.message.bytes", "64")]);
+    let mut recs: Vec<Full> = (0..3).map(|id| good(id, None)).collect();
+    recs.push(poison(3));
+    recs.extend((4..8).map(|id| good(id, None)));
+    produce(&topic, &recs);
+    let name = unique("it-dlq-down");
+    let config = es_connector(
+        &topic,
+        &servers().es,
+        &[
+            ("errors.tolerance", "all"),
+            ("errors.deadletterqueue.topic.name", &dlq),
+        ],
+    );
+    let mut w = Worker::start(&connector_file(&name, &config));
+    let url = w.rest_url();
+    let group = format!("connect-{name}");
+    // The records after it are written, and the task says what it waits for...
+    wait_until(
+        Duration::from_secs(60),
+        "documents after the poison",
+        || (es::sources(&topic).len() == 7).then_some(()),
+    );
+    let status = rest::wait_for(
+        &url,
+        &format!("/connectors/{name}/status"),
+        Duration::from_secs(60),
+        |s| {
+            s["tasks"][0]["trouble"]
+                .as_str()
+                .is_some_and(|t| t.contains(&format!("dead-letter queue topic {dlq}")))
+        },
+    );
+    assert_eq!(status["tasks"][0]["state"], json!("RUNNING"));
+    // ...but the committed offset stays at the record whose copy is not written.
+    assert_eq!(
+        kafka::committed(&group, &topic, 1),
+        BTreeMap::from([(0, 3)]),
+        "{}",
+        w.log_text()
+    );
+    assert_eq!(kafka::end_offsets(&dlq, 1)[&0], 0);
+
+    kafka::set_topic_config(&dlq, "max.message.bytes", "1048588");
+    wait_until(Duration::from_secs(60), "the offset moves on", || {
+        (kafka::committed(&group, &topic, 1) == BTreeMap::from([(0, 8)])).then_some(())
+    });
+    let copies = kafka::read_full(&dlq);
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert_eq!(copies[0].value, recs[3].value);
+
+    assert!(w.stop().success());
+}
