@@ -28,6 +28,8 @@ const BATCH_BUCKETS: &[f64] = &[
     1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0,
 ];
 
+const TASK_STATE: &str = "cdc_sink_task_state";
+
 /// The task states Kafka Connect reports, each a series of `cdc_sink_task_state`.
 pub const TASK_STATES: &[&str] = &["UNASSIGNED", "RUNNING", "PAUSED", "FAILED", "STOPPED"];
 
@@ -203,6 +205,37 @@ impl Registry {
         }
     }
 
+    /// The name of every metric family (`GET /metrics` shows those with series).
+    pub fn names(&self) -> Vec<String> {
+        let f = &self.f;
+        let all: [&dyn Collector; 19] = [
+            &f.consumed,
+            &f.written,
+            &f.stale,
+            &f.skipped,
+            &f.failed,
+            &f.dead_lettered,
+            &f.retries,
+            &f.rebalances,
+            &f.reconciled,
+            &f.rows_produced,
+            &f.transactions,
+            &f.bulk_seconds,
+            &f.bulk_records,
+            &f.source_to_kafka,
+            &f.kafka_to_ack,
+            &f.source_to_ack,
+            &f.committed,
+            &f.end,
+            &f.lag,
+        ];
+        all.iter()
+            .flat_map(|c| c.desc())
+            .map(|d| d.fq_name.clone())
+            .chain([TASK_STATE.to_string()])
+            .collect()
+    }
+
     /// The handles task `task` of `connector` writes through.
     pub fn task(&self, connector: &str, task: usize) -> Metrics {
         let t = task.to_string();
@@ -237,7 +270,7 @@ impl Registry {
     ) -> Vec<MetricFamily> {
         let g = IntGaugeVec::new(
             Opts::new(
-                "cdc_sink_task_state",
+                TASK_STATE,
                 "The state of each task this worker runs: 1 for the state it is in.",
             ),
             &["connector", "task", "state"],
