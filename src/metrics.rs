@@ -313,6 +313,7 @@ impl Registry {
                     "cdc_sink_records_failed_total" => s.failed += counter,
                     "cdc_sink_records_dead_lettered_total" => s.dead_lettered += counter,
                     "cdc_sink_druid_transactions_total" => s.transactions += counter,
+                    "cdc_sink_documents_reconciled_total" => s.reconciled += counter,
                     "cdc_sink_records_skipped_total" => {
                         *s.skipped.entry(label("reason")).or_default() += counter
                     }
@@ -504,6 +505,8 @@ pub struct Summary {
     pub stale: u64,
     pub failed: u64,
     pub dead_lettered: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub reconciled: u64,
     #[serde(skip_serializing_if = "is_zero")]
     pub transactions: u64,
     /// Records not yet committed, over the connector's partitions on this worker.

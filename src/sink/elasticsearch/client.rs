@@ -1,11 +1,24 @@
 //! The HTTP side: one bulk request to Elasticsearch, and its response read item by item.
+//!
+//! The transport is the official client's (`elasticsearch` crate, `Transport`): its connection
+//! pool over `connection.url` (round robin), basic auth or API key, TLS with a CA file, and
+//! request compression. The bulk body stays the sink's own NDJSON, handed over as bytes.
+//!
+//! What the official client cannot do, and so cdc-sink does not: a connect timeout apart from the
+//! request's (`connection.timeout.ms` only adds to the time allowed for a response), marking a
+//! failed node dead (the pool keeps sending to it in its turn; its requests fail and are
+//! retried), and trusting a certificate by its fingerprint (use `elastic.https.ssl.ca.location`).
 
-use std::io::Write as _;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderValue};
+use elasticsearch::auth::Credentials;
+use elasticsearch::cert::{Certificate, CertificateValidation};
+use elasticsearch::http::headers::{CONTENT_TYPE, HeaderMap, HeaderValue};
+use elasticsearch::http::transport::{
+    MultiNodeConnectionPool, SingleNodeConnectionPool, Transport, TransportBuilder,
+};
+use elasticsearch::http::{Method, Url};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -15,22 +28,28 @@ use super::config::EsConfig;
 const FILTER_PATH: &str =
     "filter_path=errors,items.*.status,items.*.error.type,items.*.error.reason";
 
-/// Sends bulk requests, failing over between the configured URLs.
+/// Sends requests to Elasticsearch through the official client's transport.
 pub struct BulkClient {
-    http: reqwest::Client,
-    urls: Vec<String>,
-    current: AtomicUsize,
+    transport: Transport,
+    /// The configured URLs, for messages when no single node can be named.
+    urls: String,
     connect_timeout: Duration,
-    auth: Option<HeaderValue>,
-    compression: bool,
 }
 
-/// A bulk request that got no HTTP response.
+/// A request that got no HTTP response.
 #[derive(Debug, Clone)]
 pub struct TransportError {
     pub message: String,
     /// No response within the time allowed (the request may still be executing).
     pub timed_out: bool,
+}
+
+/// An HTTP response: status, body, and the node that answered.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Bytes,
+    pub url: String,
 }
 
 /// One item's result, in request order.
@@ -43,56 +62,53 @@ pub struct ItemResult {
 
 impl BulkClient {
     pub fn new(cfg: &EsConfig) -> Result<BulkClient, String> {
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(cfg.connect_timeout)
-            .pool_max_idle_per_host(cfg.max_in_flight);
+        let urls: Vec<Url> = cfg
+            .urls
+            .iter()
+            .map(|u| {
+                // A trailing slash keeps the URL's path when request paths are joined to it.
+                Url::parse(&format!("{u}/"))
+                    .map_err(|e| format!("connection.url: `{u}` is not a URL: {e}"))
+            })
+            .collect::<Result<_, _>>()?;
+        let mut builder = match urls.as_slice() {
+            [one] => TransportBuilder::new(SingleNodeConnectionPool::new(one.clone())),
+            _ => TransportBuilder::new(MultiNodeConnectionPool::round_robin(urls, None)),
+        }
+        .request_body_compression(cfg.compression);
         if let Some(path) = &cfg.ca_location {
             let pem = std::fs::read(path)
                 .map_err(|e| format!("elastic.https.ssl.ca.location: cannot read `{path}`: {e}"))?;
-            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
+            let cert = Certificate::from_pem(&pem).map_err(|e| {
                 format!("elastic.https.ssl.ca.location: `{path}` is not a PEM certificate: {e}")
             })?;
-            builder = builder.add_root_certificate(cert);
+            builder = builder.cert_validation(CertificateValidation::Full(cert));
         }
-        let http = builder
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        let auth = match (&cfg.api_key, &cfg.username) {
-            (Some(key), _) => Some(format!("ApiKey {key}")),
+        match (&cfg.api_key, &cfg.username) {
+            (Some(key), _) => builder = builder.auth(Credentials::EncodedApiKey(key.clone())),
             (None, Some(user)) => {
-                use base64::Engine as _;
-                let pair = format!("{user}:{}", cfg.password.as_deref().unwrap_or(""));
-                Some(format!(
-                    "Basic {}",
-                    base64::engine::general_purpose::STANDARD.encode(pair)
+                builder = builder.auth(Credentials::Basic(
+                    user.clone(),
+                    cfg.password.clone().unwrap_or_default(),
                 ))
             }
-            _ => None,
-        };
-        let auth = auth
-            .map(|a| {
-                let mut v = HeaderValue::from_str(&a)
-                    .map_err(|_| "credentials contain invalid characters".to_string())?;
-                v.set_sensitive(true);
-                Ok::<_, String>(v)
-            })
-            .transpose()?;
+            _ => {}
+        }
+        let transport = builder
+            .build()
+            .map_err(|e| format!("cannot build the Elasticsearch client: {e}"))?;
         Ok(BulkClient {
-            http,
-            urls: cfg.urls.clone(),
-            current: AtomicUsize::new(0),
+            transport,
+            urls: cfg.urls.join(","),
             connect_timeout: cfg.connect_timeout,
-            auth,
-            compression: cfg.compression,
         })
     }
 
-    /// POSTs `body` to `_bulk`; returns the HTTP status and the response body, or an error when
-    /// no whole response came within `wait` after the connection was made. A connection failure
-    /// or timeout moves later requests to the next URL.
-    pub async fn bulk(&self, body: Bytes, wait: Duration) -> Result<(u16, Bytes), TransportError> {
+    /// POSTs `body` to `_bulk`; returns the response, or an error when no whole response came
+    /// within `wait` (plus `connection.timeout.ms`).
+    pub async fn bulk(&self, body: Bytes, wait: Duration) -> Result<Answer, TransportError> {
         self.send(
-            reqwest::Method::POST,
+            Method::Post,
             &format!("_bulk?{FILTER_PATH}"),
             "application/x-ndjson",
             body,
@@ -102,7 +118,7 @@ impl BulkClient {
     }
 
     /// Sends a JSON request (`path` relative to the cluster URL, with its query; no body when
-    /// `body` is `None`), as [`Self::bulk`] does.
+    /// `body` is `None`), as [`Self::bulk`] does; returns the status and the body.
     pub async fn json(
         &self,
         method: reqwest::Method,
@@ -113,72 +129,64 @@ impl BulkClient {
         let bytes = body.map_or_else(Bytes::new, |b| {
             Bytes::from(serde_json::to_vec(b).unwrap_or_default())
         });
-        self.send(method, path, "application/json", bytes, wait)
-            .await
+        let method = match method.as_str() {
+            "GET" => Method::Get,
+            "PUT" => Method::Put,
+            "DELETE" => Method::Delete,
+            "HEAD" => Method::Head,
+
+            _ => Method::Post,
+        };
+        let a = self
+            .send(method, path, "application/json", bytes, wait)
+            .await?;
+        Ok((a.status, a.body))
     }
 
     async fn send(
         &self,
-        method: reqwest::Method,
+        method: Method,
         path: &str,
         content_type: &'static str,
         body: Bytes,
         wait: Duration,
-    ) -> Result<(u16, Bytes), TransportError> {
-        let i = self.current.load(Ordering::Relaxed) % self.urls.len().max(1);
-        let url = format!("{}/{path}", self.urls[i]);
-        let mut req = self
-            .http
-            .request(method, &url)
-            .header(CONTENT_TYPE, content_type);
-        if let Some(a) = &self.auth {
-            req = req.header(AUTHORIZATION, a.clone());
-        }
-        req = if self.compression {
-            let mut gz = flate2::write::GzEncoder::new(
-                Vec::with_capacity(body.len() / 4),
-                flate2::Compression::fast(),
-            );
-            let _ = gz.write_all(&body);
-            req.header(CONTENT_ENCODING, "gzip")
-                .body(gz.finish().unwrap_or_default())
-        } else {
-            req.body(body)
+    ) -> Result<Answer, TransportError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        let fail = |e: &dyn std::error::Error, timed_out: bool| TransportError {
+            message: format!("{}: {}", self.urls, error_chain(e)),
+            timed_out,
         };
-        let fail = |e: reqwest::Error| {
-            self.current.store(i + 1, Ordering::Relaxed);
-            TransportError {
-                message: format!("{}: {}", self.urls[i], error_chain(&e)),
-                timed_out: e.is_timeout(),
-            }
-        };
-        // The time allowed for the response (reqwest's own timeouts are either per read, which
-        // a bulk response's single late burst defeats, or include connecting).
+        // The time allowed for the whole response: the client's own timeout would apply per
+        // request too, but a late answer must also be told apart from a refused connection.
         let response = async {
-            let resp = req.send().await.map_err(fail)?;
-            let status = resp.status().as_u16();
-            let bytes = resp.bytes().await.map_err(fail)?;
-            Ok((status, bytes))
+            let body = (!body.is_empty()).then_some(body);
+            let resp = self
+                .transport
+                .send(method, path, headers, None::<&()>, body, None)
+                .await
+                .map_err(|e| fail(&e, e.is_timeout()))?;
+            let status = resp.status_code().as_u16();
+            let url = resp.url().as_str().to_string();
+            let body = resp.bytes().await.map_err(|e| fail(&e, false))?;
+            Ok(Answer { status, body, url })
         };
         match tokio::time::timeout(wait + self.connect_timeout, response).await {
             Ok(r) => r,
-            Err(_) => {
-                self.current.store(i + 1, Ordering::Relaxed);
-                Err(TransportError {
-                    message: format!(
-                        "{}: no response within {} ms (read.timeout.ms)",
-                        self.urls[i],
-                        wait.as_millis()
-                    ),
-                    timed_out: true,
-                })
-            }
+            Err(_) => Err(TransportError {
+                message: format!(
+                    "{}: no response within {} ms (read.timeout.ms)",
+                    self.urls,
+                    wait.as_millis()
+                ),
+                timed_out: true,
+            }),
         }
     }
 }
 
-/// reqwest's error with its causes (`error sending request: connection refused`).
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+/// An error with its causes (`error sending request: connection refused`).
+fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

@@ -26,7 +26,7 @@ use tokio::runtime::Handle;
 use tracing::{debug, warn};
 
 use self::batch::{Batch, Origin, Sealed};
-use self::client::BulkClient;
+use self::client::{Answer, BulkClient};
 use self::config::EsConfig;
 use self::mapping::{Mapped, Mapper, SnapshotEnd};
 use self::retry::{ItemOutcome, RequestOutcome};
@@ -450,11 +450,17 @@ async fn write(shared: &Shared, batch: Sealed) -> Result<Written, SinkError> {
                 }
                 format!("Elasticsearch unreachable: {}", e.message)
             }
-            Ok((status, resp)) => match retry::request(
+            Ok(Answer {
+                status,
+                body: resp,
+                url,
+            }) => match retry::request(
                 status,
                 &String::from_utf8_lossy(&resp[..resp.len().min(512)]),
             ) {
-                RequestOutcome::Fail(msg) => return Err(SinkError::Fatal(msg)),
+                RequestOutcome::Fail(msg) => {
+                    return Err(SinkError::Fatal(format!("POST {url}: {msg}")));
+                }
                 RequestOutcome::Retry(msg) => {
                     m.retry(
                         if status == 429 {

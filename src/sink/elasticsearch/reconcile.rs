@@ -197,7 +197,9 @@ async fn remove(shared: &Shared, end: &SnapshotEnd, hits: &[Hit]) -> Result<u64,
     if sent == 0 {
         return Ok(0);
     }
-    let (status, resp) = shared
+    let super::client::Answer {
+        status, body: resp, ..
+    } = shared
         .client
         .bulk(body.into(), shared.cfg.read_timeout)
         .await
