@@ -56,7 +56,7 @@ apt_install() {
 
 # Build dependencies of the worker (librdkafka is compiled from source by rdkafka-sys).
 install_build_deps() {
-  apt_install build-essential pkg-config libssl-dev zlib1g-dev python3 curl
+  apt_install build-essential pkg-config libssl-dev zlib1g-dev python3 curl openssl
   command -v cargo >/dev/null || die "cargo not found: install Rust from https://rustup.rs"
 }
 
@@ -287,19 +287,44 @@ wait_for() {
   done
 }
 
-# start_kafka DIR: a single KRaft node on free loopback ports; writes DIR/kafka.env.
+# make_tls DIR: a throwaway CA (DIR/ca.pem) and a certificate for 127.0.0.1 and localhost that it
+# signed (DIR/server.pem: the PKCS#8 key, then the certificate), for the test stack's TLS
+# listeners. Kept if already there.
+make_tls() {
+  local d="$1"; mkdir -p "$d"
+  [ -s "$d/server.pem" ] && return 0
+  openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=cdc-sink test CA" \
+    -keyout "$d/ca.key" -out "$d/ca.pem" 2>/dev/null || die "openssl could not make the test CA"
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+    -keyout "$d/server.key" -out "$d/server.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' > "$d/san.ext"
+  openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial \
+    -days 30 -extfile "$d/san.ext" -out "$d/server.crt" 2>/dev/null || die "openssl could not sign the test certificate"
+  cat "$d/server.key" "$d/server.crt" > "$d/server.pem"
+}
+
+# start_kafka DIR: a single KRaft node on free loopback ports; writes DIR/kafka.env. Besides the
+# PLAINTEXT listener it has a SASL_SSL one (SCRAM-SHA-512 over TLS, a certificate of a throwaway
+# CA in DIR/tls) with one user, for the secured-connection tests.
 start_kafka() {
   local dir="$1/kafka"; mkdir -p "$dir"
-  local port ctl; port=$(free_port); ctl=$(free_port)
+  local port ctl sport; port=$(free_port); ctl=$(free_port); sport=$(free_port)
+  make_tls "$1/tls"
+  local scram_user=cdc-sink scram_password
+  scram_password=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
   cat > "$dir/server.properties" <<EOF
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$ctl
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$ctl
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$ctl,SASL_SSL://127.0.0.1:$sport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port,SASL_SSL://127.0.0.1:$sport
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL
 inter.broker.listener.name=PLAINTEXT
+listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+ssl.keystore.type=PEM
+ssl.keystore.location=$1/tls/server.pem
 log.dirs=$dir/data
 num.partitions=1
 offsets.topic.replication.factor=1
@@ -318,7 +343,8 @@ EOF
   cluster_id=$(python3 -c 'import uuid,base64; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
   local java; java="$(java_home)/bin/java"
   "$java" -cp "$KAFKA_LIB/*" -Dlog4j2.configurationFile="$dir/log4j2.properties" kafka.tools.StorageTool format \
-    --cluster-id="$cluster_id" -c "$dir/server.properties" > "$dir/format.log" 2>&1 \
+    --cluster-id="$cluster_id" -c "$dir/server.properties" \
+    --add-scram "SCRAM-SHA-512=[name=$scram_user,password=$scram_password]" > "$dir/format.log" 2>&1 \
     || { say "formatting Kafka's storage failed:"; tail -n 20 "$dir/format.log" >&2; return 1; }
   say "starting Kafka $KAFKA_VERSION on 127.0.0.1:$port (log: $dir/kafka.log)"
   setsid "$java" -Xms256m -Xmx512m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xshare:auto \
@@ -329,7 +355,14 @@ EOF
     python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)" || return 1
   # The broker answers metadata requests once it has registered with its controller.
   wait_for Kafka "$dir/kafka.log" "$(cat "$dir/pid")" grep -q "Kafka Server started" "$dir/kafka.log" || return 1
-  echo "KAFKA_BOOTSTRAP=127.0.0.1:$port" > "$1/kafka.env"
+  cat > "$1/kafka.env" <<EOF
+KAFKA_BOOTSTRAP=127.0.0.1:$port
+KAFKA_SASL_SSL=127.0.0.1:$sport
+KAFKA_SCRAM_USER=$scram_user
+KAFKA_SCRAM_PASSWORD=$scram_password
+TLS_CA=$1/tls/ca.pem
+TLS_SERVER_PEM=$1/tls/server.pem
+EOF
 }
 
 # start_elasticsearch DIR: a single node on free loopback ports; writes DIR/elasticsearch.env.

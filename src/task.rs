@@ -958,6 +958,8 @@ fn put(
         let why = format!("{}: {what}{e}", at());
         if e.retry {
             Refused::Failure(Failure::Wait(why))
+        } else if e.refused {
+            Refused::Failure(Failure::Fatal(why))
         } else {
             Refused::Record {
                 stage,

@@ -24,6 +24,10 @@ pub struct DecodeError {
     /// Nothing is wrong with the record: something decoding needs (the schema registry) is
     /// unavailable. Try the same record again later.
     pub retry: bool,
+    /// Nothing is wrong with the record either: a service decoding needs refused this worker
+    /// (the schema registry answered 401 or 403). The task fails, whatever `errors.tolerance`
+    /// says.
+    pub refused: bool,
 }
 
 impl DecodeError {
@@ -32,6 +36,16 @@ impl DecodeError {
         DecodeError {
             message: msg.into(),
             retry: false,
+            refused: false,
+        }
+    }
+
+    /// A service decoding needs refused this worker's credentials.
+    pub fn refused(msg: impl Into<String>) -> Self {
+        DecodeError {
+            message: msg.into(),
+            retry: false,
+            refused: true,
         }
     }
 
@@ -40,6 +54,7 @@ impl DecodeError {
         DecodeError {
             message: msg.into(),
             retry: true,
+            refused: false,
         }
     }
 }

@@ -26,3 +26,4 @@ mod rebuild;
 mod reconcile;
 mod refusals;
 mod rest;
+mod security;

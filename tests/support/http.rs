@@ -7,13 +7,25 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 pub struct Request {
     pub method: String,
     /// Path with query string.
     pub target: String,
+    /// Header names lowercased, in order.
+    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+}
+
+impl Request {
+    /// The first header named `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 pub enum Reply {
@@ -33,15 +45,18 @@ pub async fn serve(listener: TcpListener, handler: Handler) {
     while let Ok((stream, _)) = listener.accept().await {
         let h = handler.clone();
         tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
             let _ = connection(stream, h).await;
         });
     }
 }
 
-/// Serves one connection. `alive` is consulted before each request: false closes it.
-pub async fn connection(stream: TcpStream, handler: Handler) -> std::io::Result<()> {
-    stream.set_nodelay(true)?;
-    let (r, mut w) = stream.into_split();
+/// Serves one connection (plain TCP, or TLS over it).
+pub async fn connection<S>(stream: S, handler: Handler) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let (r, mut w) = tokio::io::split(stream);
     let mut r = BufReader::with_capacity(64 * 1024, r);
     loop {
         let mut line = String::new();
@@ -52,6 +67,7 @@ pub async fn connection(stream: TcpStream, handler: Handler) -> std::io::Result<
         let method = parts.next().unwrap_or("").to_string();
         let target = parts.next().unwrap_or("/").to_string();
         let mut len = 0usize;
+        let mut headers = Vec::new();
         loop {
             let mut h = String::new();
             if r.read_line(&mut h).await? == 0 {
@@ -61,10 +77,12 @@ pub async fn connection(stream: TcpStream, handler: Handler) -> std::io::Result<
             if h.is_empty() {
                 break;
             }
-            if let Some((k, v)) = h.split_once(':')
-                && k.eq_ignore_ascii_case("content-length")
-            {
-                len = v.trim().parse().unwrap_or(0);
+            if let Some((k, v)) = h.split_once(':') {
+                let k = k.trim().to_ascii_lowercase();
+                if k == "content-length" {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                headers.push((k, v.trim().to_string()));
             }
         }
         let mut body = vec![0; len];
@@ -72,6 +90,7 @@ pub async fn connection(stream: TcpStream, handler: Handler) -> std::io::Result<
         match handler(Request {
             method,
             target,
+            headers,
             body,
         })
         .await

@@ -13,6 +13,7 @@ pub mod live;
 pub mod proxy;
 pub mod registry;
 pub mod rest;
+pub mod secure;
 pub mod servers;
 pub mod worker;
 

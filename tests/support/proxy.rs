@@ -99,6 +99,7 @@ impl Proxy {
                 }
                 let h = h.clone();
                 tokio::spawn(async move {
+                    let _ = stream.set_nodelay(true);
                     let _ = http::connection(stream, h).await;
                 });
             }

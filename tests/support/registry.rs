@@ -27,6 +27,10 @@ struct State {
     failing: AtomicU16,
     /// Close every connection without an answer.
     dropping: AtomicBool,
+    /// The `Authorization` header every request must carry, when set.
+    auth: Mutex<Option<String>>,
+    /// Requests refused for their credentials.
+    unauthorized: std::sync::atomic::AtomicU64,
 }
 
 pub struct Registry {
@@ -49,6 +53,11 @@ fn not_found(code: u32, msg: &str) -> Reply {
 fn handle(s: &State, req: Request) -> Reply {
     if s.dropping.load(Ordering::SeqCst) {
         return Reply::Drop;
+    }
+    let wanted = s.auth.lock().unwrap().clone();
+    if wanted.is_some() && req.header("authorization") != wanted.as_deref() {
+        s.unauthorized.fetch_add(1, Ordering::SeqCst);
+        return reply(401, json!({"error_code": 401, "message": "Unauthorized"}));
     }
     let failing = s.failing.load(Ordering::SeqCst);
     if failing != 0 {
@@ -137,6 +146,8 @@ impl Registry {
             store: Mutex::default(),
             failing: AtomicU16::new(0),
             dropping: AtomicBool::new(false),
+            auth: Mutex::new(None),
+            unauthorized: Default::default(),
         });
         let s = state.clone();
         let handler: Handler = Arc::new(move |req| {
@@ -156,6 +167,7 @@ impl Registry {
         let req = Request {
             method: "POST".into(),
             target: format!("/subjects/{subject}/versions"),
+            headers: Vec::new(),
             body: serde_json::to_vec(&json!({"schema": schema})).unwrap(),
         };
         let failing = self.state.failing.swap(0, Ordering::SeqCst);
@@ -174,6 +186,18 @@ impl Registry {
             ),
             Reply::Drop => unreachable!(),
         }
+    }
+
+    /// Refuses (401) every request without HTTP basic auth as `user`:`password`.
+    pub fn require_basic_auth(&self, user: &str, password: &str) {
+        use base64::Engine as _;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        *self.state.auth.lock().unwrap() = Some(format!("Basic {token}"));
+    }
+
+    /// Requests refused for their credentials so far.
+    pub fn unauthorized(&self) -> u64 {
+        self.state.unauthorized.load(Ordering::SeqCst)
     }
 
     /// Answers every request with `status` (e.g. 503) until `fail(None)`.

@@ -33,10 +33,23 @@ impl Worker {
     /// Starts a worker running several connectors, with extra environment variables. Each
     /// worker has its own state directory and REST port unless `env` sets them.
     pub fn start_with(connectors: &[&PathBuf], env: &[(&str, &str)]) -> Worker {
+        Worker::start_configured(None, connectors, env)
+    }
+
+    /// [`Worker::start_with`] with worker settings from the TOML file `config` (`--config`);
+    /// `env` still overrides them.
+    pub fn start_configured(
+        config: Option<&std::path::Path>,
+        connectors: &[&PathBuf],
+        env: &[(&str, &str)],
+    ) -> Worker {
         let log = std::env::temp_dir().join(format!("cdc-sink-worker-{}.log", fastrand::u32(..)));
         let out = File::create(&log).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cdc-sink"));
         cmd.arg("run");
+        if let Some(c) = config {
+            cmd.arg("--config").arg(c);
+        }
         for c in connectors {
             cmd.arg("--connector").arg(c);
         }

@@ -97,6 +97,10 @@ impl Registry {
                     "unknown schema id {id}: the schema registry ({}) has no such schema",
                     self.urls
                 )),
+                Some(code @ (401 | 403)) => DecodeError::refused(format!(
+                    "the schema registry ({}) answered {code}: check key.converter.basic.auth.user.info / value.converter.basic.auth.user.info ({why})",
+                    self.urls
+                )),
                 Some(429 | 500..=599) => DecodeError::unavailable(format!(
                     "schema registry {} failing: {why}",
                     self.urls

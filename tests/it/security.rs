@@ -1,0 +1,252 @@
+//! Secured connections on the real servers: Kafka over SASL/SCRAM-SHA-512 and TLS (the
+//! broker's SASL_SSL listener, `scripts/lib.sh`), Elasticsearch over HTTPS with basic auth and
+//! with an API key (a TLS-terminating, credential-checking proxy in front of the real one), the
+//! schema registry with basic auth; wrong credentials fail the task naming the URL and status.
+//! No secret appears in the logs, REST responses, metrics or `cdc-sink status`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::history::{self, Options};
+use crate::support::kafka::{self, Full, Rec};
+use crate::support::registry::Registry;
+use crate::support::rest;
+use crate::support::secure::{Auth, SecureProxy, ca_file};
+use crate::support::servers::{read_env, servers};
+use crate::support::worker::{Worker, connector_file};
+use crate::support::{avro, es, es_connector, unique, wait_converged, wait_until};
+
+fn record(id: i64) -> Rec {
+    Rec {
+        partition: 0,
+        key: Some(json!({"id": id}).to_string()),
+        value: Some(
+            json!({"before": null, "after": {"id": id, "name": format!("n{id}")}, "op": "c",
+                "source": {"connector": "postgresql", "lsn": 1000 + id, "db": "d", "schema": "s", "table": "t"}})
+            .to_string(),
+        ),
+    }
+}
+
+/// Everything a user could read from a worker: its log, the connector's config, status and
+/// offsets over REST, `/metrics`, and `cdc-sink status`.
+fn everything_shown(w: &Worker, url: &str, name: &str) -> String {
+    let mut all = w.log_text();
+    for path in [
+        format!("/connectors/{name}"),
+        format!("/connectors/{name}/config"),
+        format!("/connectors/{name}/status"),
+        format!("/connectors/{name}/tasks"),
+        "/connectors?expand=status&expand=info".to_string(),
+    ] {
+        all.push_str(&rest::call(url, "GET", &path, None).1.to_string());
+    }
+    all.push_str(&rest::metrics(url));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cdc-sink"))
+        .args(["status", "--url", url])
+        .output()
+        .unwrap();
+    all.push_str(&String::from_utf8_lossy(&out.stdout));
+    all
+}
+
+fn assert_no_secret(shown: &str, secrets: &[&str]) {
+    for s in secrets {
+        assert!(!shown.contains(s), "a secret was shown: {s}");
+    }
+}
+
+#[test]
+fn kafka_over_sasl_scram_and_tls_into_elasticsearch_over_https_with_basic_auth() {
+    let dir = &servers().dir;
+    let scram_user = read_env(dir, "kafka.env", "KAFKA_SCRAM_USER");
+    let scram_password = read_env(dir, "kafka.env", "KAFKA_SCRAM_PASSWORD");
+    let es_password = format!("es-{}", fastrand::u64(..));
+    let proxy = SecureProxy::start(Auth::Basic("elastic".into(), es_password.clone()));
+
+    let topic = unique("it-secure");
+    kafka::create_topic(&topic, 1);
+    kafka::produce(&topic, &(0..20).map(record).collect::<Vec<_>>());
+    // A record that is not JSON: its copy goes to the dead-letter queue over SASL_SSL too.
+    kafka::produce_full(
+        &topic,
+        &Full {
+            offset: 20,
+            key: Some(b"{\"id\":20}".to_vec()),
+            value: Some(b"not json".to_vec()),
+            headers: Vec::new(),
+            timestamp: None,
+        },
+    );
+    let dlq = format!("{topic}-dlq");
+
+    let settings = std::env::temp_dir().join(format!("{topic}.toml"));
+    std::fs::write(
+        &settings,
+        format!(
+            "[kafka.properties]\n\"security.protocol\" = \"SASL_SSL\"\n\"sasl.mechanism\" = \"SCRAM-SHA-512\"\n\
+             \"sasl.username\" = \"{scram_user}\"\n\"sasl.password\" = \"{scram_password}\"\n\
+             \"ssl.ca.location\" = \"{}\"\n",
+            ca_file()
+        ),
+    )
+    .unwrap();
+    let name = unique("it-secure");
+    let config = es_connector(
+        &topic,
+        &proxy.url,
+        &[
+            ("connection.username", "elastic"),
+            ("connection.password", &es_password),
+            ("elastic.https.ssl.ca.location", &ca_file()),
+            ("errors.tolerance", "all"),
+            ("errors.deadletterqueue.topic.name", &dlq),
+            ("errors.deadletterqueue.topic.replication.factor", "1"),
+        ],
+    );
+    let file = connector_file(&name, &config);
+    let sasl = read_env(dir, "kafka.env", "KAFKA_SASL_SSL");
+    let mut w = Worker::start_configured(
+        Some(&settings),
+        &[&file],
+        &[("CDC_SINK_KAFKA__BOOTSTRAP_SERVERS", &sasl)],
+    );
+    let url = w.rest_url();
+    let group = format!("connect-{name}");
+    wait_until(Duration::from_secs(90), "every offset committed", || {
+        (kafka::committed(&group, &topic, 1) == BTreeMap::from([(0, 21)])).then_some(())
+    });
+    assert_eq!(es::sources(&topic).len(), 20);
+    assert_eq!(kafka::read_full(&dlq).len(), 1);
+    assert!(proxy.forwarded.load(std::sync::atomic::Ordering::SeqCst) > 0);
+    assert_eq!(proxy.refused.load(std::sync::atomic::Ordering::SeqCst), 0);
+    // The worker really used the SASL_SSL listener: no other address was given to it.
+    assert!(!w.log_text().contains(&servers().kafka));
+
+    let shown = everything_shown(&w, &url, &name);
+    assert_no_secret(&shown, &[&scram_password, &es_password]);
+    assert!(w.stop().success());
+}
+
+#[test]
+fn an_elasticsearch_api_key_works_and_wrong_credentials_fail_the_task_naming_url_and_status() {
+    let key = format!("{}", fastrand::u64(..));
+    let proxy = SecureProxy::start(Auth::ApiKey(key.clone()));
+    let topic = unique("it-apikey");
+    kafka::create_topic(&topic, 1);
+    kafka::produce(&topic, &(0..10).map(record).collect::<Vec<_>>());
+    let base = [("elastic.https.ssl.ca.location", ca_file())];
+    let with = |k: &str| {
+        let mut opts: Vec<(&str, &str)> = base.iter().map(|(a, b)| (*a, b.as_str())).collect();
+        opts.push(("connection.api.key", k));
+        es_connector(&topic, &proxy.url, &opts)
+    };
+    let (good, bad) = (unique("it-apikey-good"), unique("it-apikey-bad"));
+    let wrong = format!("wrong-{}", fastrand::u64(..));
+    let (good_file, bad_file) = (
+        connector_file(&good, &with(&key)),
+        connector_file(&bad, &with(&wrong)),
+    );
+    let mut w = Worker::start_with(&[&good_file, &bad_file], &[]);
+    let url = w.rest_url();
+    wait_until(Duration::from_secs(60), "documents written", || {
+        (es::sources(&topic).len() == 10).then_some(())
+    });
+    let status = rest::wait_for(
+        &url,
+        &format!("/connectors/{bad}/status"),
+        Duration::from_secs(60),
+        |s| s["tasks"][0]["state"] == json!("FAILED"),
+    );
+    let trace = status["tasks"][0]["trace"].as_str().unwrap();
+    assert!(
+        trace.contains(&format!("POST {}/_bulk", proxy.url)) && trace.contains("HTTP 401"),
+        "{trace}"
+    );
+    // Refused once per request in flight (one per lane, 4 by default), never retried: a wrong
+    // key is not a failure that passes.
+    let refused = proxy.refused.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((1..=4).contains(&refused), "{refused} refusals");
+    assert_eq!(
+        kafka::committed(&format!("connect-{bad}"), &topic, 1).get(&0),
+        None,
+        "nothing committed for the failed connector"
+    );
+    let shown = everything_shown(&w, &url, &good) + &everything_shown(&w, &url, &bad);
+    assert_no_secret(&shown, &[&key, &wrong]);
+    assert!(!w.stop().success(), "a task failed");
+}
+
+#[test]
+fn avro_through_a_schema_registry_with_basic_auth() {
+    let registry = Registry::start();
+    let password = format!("sr-{}", fastrand::u64(..));
+    let topic = unique("it-sr-auth");
+    kafka::create_topic(&topic, 4);
+    let h = history::generate(
+        43,
+        &Options {
+            changes: 500,
+            keys: 50,
+            replay: 0,
+            ..Options::default()
+        },
+    );
+    let avro_records = avro::Encoder::new(&registry).records(&topic, &h.records);
+    kafka::produce_bytes(&topic, &avro_records);
+    // From now on (the schemas are registered): every request needs the credentials.
+    registry.require_basic_auth("reader", &password);
+    let opts = |user_info: &str| -> Value {
+        let info = format!("reader:{user_info}");
+        es_connector(
+            &topic,
+            &servers().es,
+            &[
+                ("key.converter", "avro"),
+                ("value.converter", "avro"),
+                ("key.converter.schema.registry.url", &registry.url),
+                ("value.converter.schema.registry.url", &registry.url),
+                ("key.converter.basic.auth.user.info", &info),
+                ("value.converter.basic.auth.user.info", &info),
+                ("behavior.on.null.values", "delete"),
+            ],
+        )
+    };
+    let (good, bad) = (unique("it-sr-good"), unique("it-sr-bad"));
+    let wrong = format!("wrong-{}", fastrand::u64(..));
+    let mut bad_config = opts(&wrong);
+    // Even when errors are tolerated: refused credentials are not the record's fault.
+    bad_config["errors.tolerance"] = json!("all");
+    bad_config["topic.index.map"] = json!(format!("{topic}:{topic}-bad"));
+    let (good_file, bad_file) = (
+        connector_file(&good, &opts(&password)),
+        connector_file(&bad, &bad_config),
+    );
+    let mut w = Worker::start_with(&[&good_file, &bad_file], &[]);
+    let url = w.rest_url();
+    wait_converged(
+        &topic,
+        &h.expected,
+        &format!("connect-{good}"),
+        4,
+        Duration::from_secs(120),
+    );
+    let status = rest::wait_for(
+        &url,
+        &format!("/connectors/{bad}/status"),
+        Duration::from_secs(60),
+        |s| s["tasks"][0]["state"] == json!("FAILED"),
+    );
+    let trace = status["tasks"][0]["trace"].as_str().unwrap();
+    assert!(registry.unauthorized() >= 1);
+    assert!(
+        trace.contains(&registry.url) && trace.contains("answered 401"),
+        "{trace}"
+    );
+    assert!(es::sources(&format!("{topic}-bad")).is_empty());
+    let shown = everything_shown(&w, &url, &good) + &everything_shown(&w, &url, &bad);
+    assert_no_secret(&shown, &[&password, &wrong]);
+    assert!(!w.stop().success(), "a task failed");
+}

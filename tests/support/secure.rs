@@ -1,0 +1,112 @@
+//! A TLS-terminating, credential-checking proxy in front of the real Elasticsearch, standing in
+//! for Elasticsearch's own security (the integ-test distribution has none): it serves HTTPS
+//! with the certificate `scripts/servers` made (signed by the test CA), answers 401 as
+//! Elasticsearch does to a request without the expected `Authorization`, and forwards the rest.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use base64::Engine as _;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use super::http::{self, Handler, Reply, Request};
+use super::servers::{read_env, servers};
+
+/// The credentials the proxy accepts.
+pub enum Auth {
+    Basic(String, String),
+    /// The encoded API key (`base64(id:api_key)`), sent as `ApiKey <key>`.
+    ApiKey(String),
+}
+
+pub struct SecureProxy {
+    /// `https://127.0.0.1:port`
+    pub url: String,
+    /// Requests refused for their credentials.
+    pub refused: Arc<AtomicU64>,
+    /// Requests forwarded.
+    pub forwarded: Arc<AtomicU64>,
+    _rt: tokio::runtime::Runtime,
+}
+
+/// The test CA's certificate (PEM file path), which signed the proxy's and the broker's.
+pub fn ca_file() -> String {
+    read_env(&servers().dir, "kafka.env", "TLS_CA")
+}
+
+impl SecureProxy {
+    pub fn start(auth: Auth) -> SecureProxy {
+        let pem = std::fs::read_to_string(read_env(&servers().dir, "kafka.env", "TLS_SERVER_PEM"))
+            .unwrap();
+        let at = pem.find("-----BEGIN CERTIFICATE-----").unwrap();
+        let (key, cert) = pem.split_at(at);
+        let identity = native_tls::Identity::from_pkcs8(cert.as_bytes(), key.as_bytes()).unwrap();
+        let acceptor =
+            tokio_native_tls::TlsAcceptor::from(native_tls::TlsAcceptor::new(identity).unwrap());
+        let expected = match auth {
+            Auth::Basic(u, p) => format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+            ),
+            Auth::ApiKey(k) => format!("ApiKey {k}"),
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+        let url = format!("https://{}", listener.local_addr().unwrap());
+        let (refused, forwarded) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let upstream = servers().es.clone();
+        let client = reqwest::Client::new();
+        let (r, f) = (refused.clone(), forwarded.clone());
+        let handler: Handler = Arc::new(move |req: Request| {
+            let ok = req.header("authorization") == Some(expected.as_str());
+            let (client, upstream, r, f) = (client.clone(), upstream.clone(), r.clone(), f.clone());
+            Box::pin(async move {
+                if !ok {
+                    r.fetch_add(1, Ordering::SeqCst);
+                    let body = json!({"error": {"type": "security_exception",
+                        "reason": "unable to authenticate user for REST request"}, "status": 401});
+                    return Reply::Respond {
+                        status: 401,
+                        body: body.to_string().into_bytes(),
+                    };
+                }
+                f.fetch_add(1, Ordering::SeqCst);
+                let method = reqwest::Method::from_bytes(req.method.as_bytes()).unwrap();
+                let mut out = client.request(method, format!("{upstream}{}", req.target));
+                for name in ["content-type", "content-encoding"] {
+                    if let Some(v) = req.header(name) {
+                        out = out.header(name, v);
+                    }
+                }
+                match out.body(req.body).send().await {
+                    Ok(resp) => Reply::Respond {
+                        status: resp.status().as_u16(),
+                        body: resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default(),
+                    },
+                    Err(_) => Reply::Drop,
+                }
+            })
+        });
+        rt.spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (acceptor, h) = (acceptor.clone(), handler.clone());
+                tokio::spawn(async move {
+                    if let Ok(tls) = acceptor.accept(stream).await {
+                        let _ = http::connection(tls, h).await;
+                    }
+                });
+            }
+        });
+        SecureProxy {
+            url,
+            refused,
+            forwarded,
+            _rt: rt,
+        }
+    }
+}
