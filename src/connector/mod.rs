@@ -363,7 +363,8 @@ pub const PLUGINS: &[Plugin] = &[
         names: ES_CLASSES,
         options: crate::sink::elasticsearch::config::OPTIONS,
         group: "Elasticsearch",
-        required: &["connection.url"],
+        // `connection.url`, or `connection.cloud.id` instead.
+        required: &[],
     },
     Plugin {
         class: "druid",

@@ -16,7 +16,8 @@ use elasticsearch::auth::Credentials;
 use elasticsearch::cert::{Certificate, CertificateValidation};
 use elasticsearch::http::headers::{CONTENT_TYPE, HeaderMap, HeaderValue};
 use elasticsearch::http::transport::{
-    MultiNodeConnectionPool, SingleNodeConnectionPool, Transport, TransportBuilder,
+    CloudConnectionPool, MultiNodeConnectionPool, SingleNodeConnectionPool, Transport,
+    TransportBuilder,
 };
 use elasticsearch::http::{Method, Url};
 use serde::Deserialize;
@@ -71,9 +72,13 @@ impl BulkClient {
                     .map_err(|e| format!("connection.url: `{u}` is not a URL: {e}"))
             })
             .collect::<Result<_, _>>()?;
-        let mut builder = match urls.as_slice() {
-            [one] => TransportBuilder::new(SingleNodeConnectionPool::new(one.clone())),
-            _ => TransportBuilder::new(MultiNodeConnectionPool::round_robin(urls, None)),
+        let mut builder = match (&cfg.cloud_id, urls.as_slice()) {
+            (Some(id), _) => TransportBuilder::new(
+                CloudConnectionPool::new(id)
+                    .map_err(|e| format!("connection.cloud.id: not an Elastic Cloud ID: {e}"))?,
+            ),
+            (None, [one]) => TransportBuilder::new(SingleNodeConnectionPool::new(one.clone())),
+            (None, _) => TransportBuilder::new(MultiNodeConnectionPool::round_robin(urls, None)),
         }
         .request_body_compression(cfg.compression);
         if let Some(path) = &cfg.ca_location {
@@ -97,9 +102,13 @@ impl BulkClient {
         let transport = builder
             .build()
             .map_err(|e| format!("cannot build the Elasticsearch client: {e}"))?;
+        let urls = match &cfg.cloud_id {
+            Some(_) => "the Elastic Cloud deployment of connection.cloud.id".to_string(),
+            None => cfg.urls.join(","),
+        };
         Ok(BulkClient {
             transport,
-            urls: cfg.urls.join(","),
+            urls,
             connect_timeout: cfg.connect_timeout,
         })
     }
@@ -277,6 +286,40 @@ pub fn parse_items(body: &[u8], sent: usize) -> Result<Option<Vec<ItemResult>>, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn es_config(extra: &str) -> Result<EsConfig, String> {
+        let json = format!(
+            r#"{{"name":"c","config":{{"connector.class":"elasticsearch","topics":"t"{extra}}}}}"#
+        );
+        let config =
+            crate::connector::ConnectorConfig::from_json(&json).map_err(|e| e.to_string())?;
+        let spec = crate::connector::ConnectorSpec::validate(&config).map_err(|e| e.to_string())?;
+        Ok(spec.sink.elasticsearch().unwrap().clone())
+    }
+
+    #[test]
+    fn an_elastic_cloud_id_replaces_the_urls() {
+        // The example ID of Elastic's documentation: us-east-1.aws.found.io$<es>$<kibana>.
+        let id = "my-deployment:dXMtZWFzdC0xLmF3cy5mb3VuZC5pbyRjZWM2ZjI2MWE3NGJmMjRjZTMzYmI4ODExYjg0Mjk0ZiRjNmMyY2E2ZDA0MjI0OWFmMGNjN2Q3YTllOTYyNTc0Mw==";
+        let cfg = es_config(&format!(
+            r#","connection.cloud.id":"{id}","connection.api.key":"k""#
+        ))
+        .unwrap();
+        assert!(BulkClient::new(&cfg).is_ok());
+        let bad = es_config(r#","connection.cloud.id":"nope""#).unwrap();
+        let err = BulkClient::new(&bad).err().unwrap();
+        assert!(
+            err.starts_with("connection.cloud.id: not an Elastic Cloud ID"),
+            "{err}"
+        );
+        let both = es_config(&format!(
+            r#","connection.cloud.id":"{id}","connection.url":"http://es:9200""#
+        ))
+        .unwrap_err();
+        assert!(both.contains("not both"), "{both}");
+        let none = es_config("").unwrap_err();
+        assert!(none.contains("connection.url: missing"), "{none}");
+    }
 
     #[test]
     fn responses_without_errors_are_not_read_item_by_item() {

@@ -13,7 +13,12 @@ pub const OPTIONS: &[OptionDef] = &[
     OptionDef {
         name: "connection.url",
         default: None,
-        doc: "Elasticsearch URLs, comma-separated (`http://host:9200`). Requests go to the first that answers; a failing node is retried on the next.",
+        doc: "Elasticsearch URLs, comma-separated (`http://host:9200`). Requests go to them in turn (the official client's round-robin pool); a failed request is retried. Required unless `connection.cloud.id` is set.",
+    },
+    OptionDef {
+        name: "connection.cloud.id",
+        default: None,
+        doc: "An Elastic Cloud deployment's Cloud ID, instead of `connection.url` (with `connection.username`/`password` or `connection.api.key`).",
     },
     OptionDef {
         name: "connection.username",
@@ -43,7 +48,7 @@ pub const OPTIONS: &[OptionDef] = &[
     OptionDef {
         name: "connection.timeout.ms",
         default: Some("1000"),
-        doc: "Time to establish a connection.",
+        doc: "Added to `read.timeout.ms` for the time a request may take in all (the official client has no separate connect timeout).",
     },
     OptionDef {
         name: "read.timeout.ms",
@@ -252,6 +257,8 @@ pub enum FieldRef {
 #[derive(Debug, Clone)]
 pub struct EsConfig {
     pub urls: Vec<String>,
+    /// `connection.cloud.id`: an Elastic Cloud deployment, instead of `urls`.
+    pub cloud_id: Option<String>,
     pub username: Option<String>,
     pub password: Option<String>,
     pub api_key: Option<String>,
@@ -316,8 +323,17 @@ impl EsConfig {
     /// Reads and checks the options; problems are recorded in `o`.
     pub fn read(o: &Options<'_>, transforms: &Transforms, errors: &ErrorPolicy) -> EsConfig {
         let urls = o.list("connection.url");
-        if urls.is_empty() {
-            o.error("connection.url", "missing: give the Elasticsearch URL(s)");
+        let cloud_id = o.get("connection.cloud.id").map(String::from);
+        match (urls.is_empty(), &cloud_id) {
+            (true, None) => o.error(
+                "connection.url",
+                "missing: give the Elasticsearch URL(s) (or connection.cloud.id)",
+            ),
+            (false, Some(_)) => o.error(
+                "connection.cloud.id",
+                "give either connection.url or connection.cloud.id, not both",
+            ),
+            _ => {}
         }
         for u in &urls {
             if !(u.starts_with("http://") || u.starts_with("https://")) {
@@ -477,6 +493,7 @@ impl EsConfig {
                 .iter()
                 .map(|u| u.trim_end_matches('/').to_string())
                 .collect(),
+            cloud_id,
             username: o.get("connection.username").map(String::from),
             password: o.get("connection.password").map(String::from),
             api_key: o.get("connection.api.key").map(String::from),
