@@ -81,6 +81,8 @@ fn docker_compose_uses_only_files_that_exist_and_pinned_images() {
         "druid-historical",
         "druid-indexer",
         "druid-supervisors",
+        "prometheus",
+        "grafana",
     ] {
         assert!(names.contains(want), "service {want} is missing");
     }
@@ -126,13 +128,17 @@ fn docker_compose_uses_only_files_that_exist_and_pinned_images() {
                 "{name} depends on unknown service {d}"
             );
         }
-        // Druid's services run only with the `druid` profile, and only they do.
+        // Druid's services run only with the `druid` profile, Prometheus and Grafana only with
+        // `monitoring`, the rest always.
         let profiles = strings(&svc["profiles"]);
-        assert_eq!(
-            name.starts_with("druid-"),
-            profiles == ["druid"],
-            "{name}: profiles {profiles:?}"
-        );
+        let expected: Vec<&str> = if name.starts_with("druid-") {
+            vec!["druid"]
+        } else if name == "prometheus" || name == "grafana" {
+            vec!["monitoring"]
+        } else {
+            vec![]
+        };
+        assert_eq!(profiles, expected, "{name}: profiles");
         // Addresses of other services (`kafka:9092`, `http://elasticsearch:9200`, a JDBC URL,
         // a `…_host`) name services.
         for (k, v) in env(svc) {
@@ -244,4 +250,54 @@ fn dockerfile_copies_only_what_exists() {
     assert!(copies >= 4);
     // The image's connector is the one docker-compose mounts over it.
     assert!(text.contains("/etc/cdc-sink/connectors/inventory-elasticsearch.json"));
+}
+
+#[test]
+fn monitoring_scrapes_cdc_sink_and_provisions_the_dashboard() {
+    let doc = compose();
+    let load = |path: &str| {
+        let text = std::fs::read_to_string(repo().join(path)).unwrap();
+        YamlLoader::load_from_str(&text)
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+            .remove(0)
+    };
+    // Prometheus scrapes cdc-sink's REST listener, a service of the stack, at /metrics.
+    let prom = load("ops/prometheus/prometheus.yml");
+    let job = &prom["scrape_configs"][0];
+    assert_eq!(job["metrics_path"].as_str(), Some("/metrics"));
+    let targets = strings(&job["static_configs"][0]["targets"]);
+    assert_eq!(targets, ["cdc-sink:8083"]);
+    let listen = env(&doc["services"]["cdc-sink"])
+        .into_iter()
+        .find(|(k, _)| k == "CDC_SINK_REST__LISTEN")
+        .map(|(_, v)| v)
+        .unwrap();
+    assert!(listen.ends_with(":8083"), "{listen}");
+    // Grafana's data source is that Prometheus; its dashboard provider reads the folder the
+    // dashboard file is mounted into.
+    let ds = load("ops/grafana/provisioning/datasources/prometheus.yml");
+    assert_eq!(ds["datasources"][0]["type"].as_str(), Some("prometheus"));
+    assert_eq!(
+        ds["datasources"][0]["url"].as_str(),
+        Some("http://prometheus:9090")
+    );
+    let provider = load("ops/grafana/provisioning/dashboards/cdc-sink.yml");
+    let folder = provider["providers"][0]["options"]["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mounts = strings(&doc["services"]["grafana"]["volumes"]);
+    assert!(
+        mounts
+            .iter()
+            .any(|m| m.starts_with("./ops/grafana/cdc-sink.json:")
+                && m.contains(&format!(":{folder}/"))),
+        "{mounts:?}"
+    );
+    assert!(
+        mounts
+            .iter()
+            .any(|m| m.starts_with("./ops/grafana/provisioning:/etc/grafana/provisioning")),
+        "{mounts:?}"
+    );
 }
