@@ -118,7 +118,7 @@ fn hot<T: AsRef<[u8]>>(label: &str, records: &[Rec<T>], rounds: usize, extra: se
     let mut n = 0u64;
     let mut body_bytes = 0usize;
     for _ in 0..rounds {
-        let mut batch = Batch::new();
+        let mut batch = Batch::new(false);
         for (i, r) in records.iter().enumerate() {
             let (key, value) = decode(&mut decoder, r);
             let rec = SinkRecord {

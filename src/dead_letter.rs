@@ -22,7 +22,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
@@ -30,7 +30,7 @@ use tracing::warn;
 
 use crate::connector::errors::{DeadLetterConfig, Stage};
 use crate::metrics::Metrics;
-use crate::sink::Ack;
+use crate::sink::{Ack, Rejected};
 
 /// How long topic creation and a re-read may take.
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
@@ -173,16 +173,46 @@ impl DeadLetterQueue {
         self.produce(id);
     }
 
-    /// Reads record `topic`/`partition`/`offset` again from Kafka and copies it to the queue.
+    /// Reads the records `rejected` names again from Kafka and copies each to the queue
+    /// (stage `TASK_PUT`, refused by the sink system). Records of one partition are read in one
+    /// pass, from the first of them forward.
     pub fn send_again_from_kafka(
         &mut self,
-        ack: Ack,
+        rejected: &[Rejected],
+        class_name: &str,
+    ) -> Result<(), String> {
+        let mut by_partition: BTreeMap<(&str, i32), Vec<&Rejected>> = BTreeMap::new();
+        for r in rejected {
+            by_partition
+                .entry((&r.topic, r.partition))
+                .or_default()
+                .push(r);
+        }
+        for ((topic, partition), mut wanted) in by_partition {
+            wanted.sort_by_key(|r| r.offset);
+            let found = self.read_again(topic, partition, &wanted)?;
+            for (r, m) in wanted.iter().zip(&found) {
+                let failure = Failure {
+                    stage: Stage::TaskPut,
+                    class_name,
+                    exception_class: CONNECT_EXCEPTION,
+                    message: &r.reason,
+                };
+                self.send(r.ack, m, &failure);
+            }
+        }
+        Ok(())
+    }
+
+    /// The records at the offsets of `wanted` (sorted) in `topic`/`partition`, read from Kafka.
+    fn read_again(
+        &mut self,
         topic: &str,
         partition: i32,
-        offset: i64,
-        failure: &Failure<'_>,
-    ) -> Result<(), String> {
-        let at = format!("topic {topic} partition {partition} offset {offset}");
+        wanted: &[&Rejected],
+    ) -> Result<Vec<OwnedMessage>, String> {
+        let first = wanted.first().map_or(0, |r| r.offset);
+        let at = format!("topic {topic} partition {partition} offset {first}");
         if self.fetcher.is_none() {
             let c: BaseConsumer = self.fetch_config.create().map_err(|e| {
                 format!(
@@ -193,20 +223,23 @@ impl DeadLetterQueue {
         }
         let fetcher = self.fetcher.as_ref().expect("made above");
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
+        tpl.add_partition_offset(topic, partition, Offset::Offset(first))
             .map_err(|e| e.to_string())?;
         fetcher.assign(&tpl).map_err(|e| e.to_string())?;
         let deadline = Instant::now() + KAFKA_TIMEOUT;
-        let m = loop {
+        let mut found = Vec::with_capacity(wanted.len());
+        while found.len() < wanted.len() {
+            let next = wanted[found.len()].offset;
             match fetcher.poll(Duration::from_millis(200)) {
                 Some(Ok(m)) if m.topic() == topic && m.partition() == partition => {
-                    if m.offset() != offset {
+                    if m.offset() == next {
+                        found.push(m.detach());
+                    } else if m.offset() > next {
                         return Err(format!(
-                            "{at} is no longer in Kafka (the first record there is at offset {}): it cannot be copied to the dead-letter queue",
+                            "topic {topic} partition {partition} offset {next} is no longer in Kafka (the next record there is at offset {}): it cannot be copied to the dead-letter queue",
                             m.offset()
                         ));
                     }
-                    break m.detach();
                 }
                 Some(Err(e)) => {
                     return Err(format!(
@@ -220,9 +253,8 @@ impl DeadLetterQueue {
                 }
                 _ => {}
             }
-        };
-        self.send(ack, &m, failure);
-        Ok(())
+        }
+        Ok(found)
     }
 
     fn context_headers(
@@ -301,9 +333,17 @@ impl DeadLetterQueue {
     }
 
     /// The acks of copies Kafka acknowledged since the last call; copies that failed are sent
-    /// again once their backoff is over.
-    pub fn poll(&mut self) -> Vec<Ack> {
+    /// again once their backoff is over. An error when the producer itself failed for good
+    /// (librdkafka's fatal errors, e.g. of the idempotent producer): the task starts over with
+    /// a new one.
+    pub fn poll(&mut self) -> Result<Vec<Ack>, String> {
         self.producer.poll(Duration::ZERO);
+        if let Some((_, why)) = self.producer.client().fatal_error() {
+            return Err(format!(
+                "the dead-letter queue's producer failed (topic {}): {why}",
+                self.cfg.topic
+            ));
+        }
         let done = self
             .producer
             .context()
@@ -329,7 +369,7 @@ impl DeadLetterQueue {
             self.produce(id);
         }
         self.metrics.dead_lettered(acks.len() as u64);
-        acks
+        Ok(acks)
     }
 
     /// Copies not yet acknowledged (in flight or waiting to be sent again).

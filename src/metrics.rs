@@ -248,6 +248,7 @@ impl Registry {
             source_to_ack: f.source_to_ack.with_label_values(&l),
             bulk_seconds: f.bulk_seconds.with_label_values(&l),
             bulk_records: f.bulk_records.with_label_values(&l),
+            offsets: Default::default(),
             connector: connector.to_string(),
             task: t,
             f: self.f.clone(),
@@ -257,7 +258,8 @@ impl Registry {
     /// Every family, plus `extra` (gauges built at scrape time), in the text exposition format.
     pub fn encode(&self, extra: Vec<MetricFamily>) -> String {
         let mut families = self.registry.gather();
-        families.extend(extra);
+        // The encoder refuses a family without series (no task running here).
+        families.extend(extra.into_iter().filter(|f| !f.get_metric().is_empty()));
         families.sort_by(|a, b| a.name().cmp(b.name()));
         prometheus::TextEncoder::new()
             .encode_to_string(&families)
@@ -286,10 +288,15 @@ impl Registry {
         g.collect()
     }
 
-    /// Totals of one connector over its tasks on this worker, or of one task.
-    pub fn summary(&self, connector: &str, task: Option<usize>) -> Summary {
-        let task = task.map(|t| t.to_string());
-        let mut s = Summary::default();
+    /// Totals of one connector over its tasks on this worker.
+    pub fn summary(&self, connector: &str) -> Summary {
+        self.summaries(connector).0
+    }
+
+    /// Totals of one connector over its tasks on this worker, and of each task, from one
+    /// gathering of the registry.
+    pub fn summaries(&self, connector: &str) -> (Summary, BTreeMap<usize, Summary>) {
+        let (mut total, mut tasks) = (Summary::default(), BTreeMap::<usize, Summary>::new());
         for fam in self.registry.gather() {
             for m in fam.get_metric() {
                 let labels: BTreeMap<&str, &str> = m
@@ -297,41 +304,43 @@ impl Registry {
                     .iter()
                     .map(|l| (l.name(), l.value()))
                     .collect();
-                if labels.get("connector") != Some(&connector)
-                    || task
-                        .as_deref()
-                        .is_some_and(|t| labels.get("task") != Some(&t))
-                {
+                if labels.get("connector") != Some(&connector) {
                     continue;
                 }
-                let counter = m.get_counter().get_value() as u64;
-                let label = |k: &str| labels.get(k).copied().unwrap_or("").to_string();
-                match fam.name() {
-                    "cdc_sink_records_consumed_total" => s.consumed += counter,
-                    "cdc_sink_records_written_total" => s.written += counter,
-                    "cdc_sink_records_stale_total" => s.stale += counter,
-                    "cdc_sink_records_failed_total" => s.failed += counter,
-                    "cdc_sink_records_dead_lettered_total" => s.dead_lettered += counter,
-                    "cdc_sink_druid_transactions_total" => s.transactions += counter,
-                    "cdc_sink_documents_reconciled_total" => s.reconciled += counter,
-                    "cdc_sink_records_skipped_total" => {
-                        *s.skipped.entry(label("reason")).or_default() += counter
-                    }
-                    "cdc_sink_retries_total" => {
-                        *s.retries.entry(label("reason")).or_default() += counter
-                    }
-                    "cdc_sink_lag_records" => s.lag += m.get_gauge().get_value().max(0.0) as u64,
-                    "cdc_sink_freshness_kafka_to_ack_seconds" => {
-                        s.kafka_to_ack.add(m.get_histogram())
-                    }
-                    "cdc_sink_freshness_source_to_ack_seconds" => {
-                        s.source_to_ack.add(m.get_histogram())
-                    }
-                    _ => {}
+                total.add(fam.name(), m, &labels);
+                if let Some(t) = labels.get("task").and_then(|t| t.parse().ok()) {
+                    tasks.entry(t).or_default().add(fam.name(), m, &labels);
                 }
             }
         }
-        s
+        (total, tasks)
+    }
+}
+
+impl Summary {
+    /// Adds series `m` of family `family`, labelled `labels`.
+    fn add(&mut self, family: &str, m: &prometheus::proto::Metric, labels: &BTreeMap<&str, &str>) {
+        let counter = m.get_counter().get_value() as u64;
+        let label = |k: &str| labels.get(k).copied().unwrap_or("").to_string();
+        match family {
+            "cdc_sink_records_consumed_total" => self.consumed += counter,
+            "cdc_sink_records_written_total" => self.written += counter,
+            "cdc_sink_records_stale_total" => self.stale += counter,
+            "cdc_sink_records_failed_total" => self.failed += counter,
+            "cdc_sink_records_dead_lettered_total" => self.dead_lettered += counter,
+            "cdc_sink_druid_transactions_total" => self.transactions += counter,
+            "cdc_sink_documents_reconciled_total" => self.reconciled += counter,
+            "cdc_sink_records_skipped_total" => {
+                *self.skipped.entry(label("reason")).or_default() += counter
+            }
+            "cdc_sink_retries_total" => {
+                *self.retries.entry(label("reason")).or_default() += counter
+            }
+            "cdc_sink_lag_records" => self.lag += m.get_gauge().get_value().max(0.0) as u64,
+            "cdc_sink_freshness_kafka_to_ack_seconds" => self.kafka_to_ack.add(m.get_histogram()),
+            "cdc_sink_freshness_source_to_ack_seconds" => self.source_to_ack.add(m.get_histogram()),
+            _ => {}
+        }
     }
 }
 
@@ -346,7 +355,12 @@ pub struct Metrics {
     source_to_ack: Histogram,
     bulk_seconds: Histogram,
     bulk_records: Histogram,
+    /// Each held partition's committed and end offsets, as far as known (for the lag).
+    offsets: std::sync::Mutex<BTreeMap<(String, i32), PartitionOffsets>>,
 }
+
+/// A partition's committed and end offsets, each once known.
+type PartitionOffsets = (Option<i64>, Option<i64>);
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -436,20 +450,24 @@ impl Metrics {
         }
     }
 
-    /// Sets a partition's committed offset, end offset and their difference (the lag); `None`
-    /// leaves the value as it was.
+    /// Sets a partition's committed offset and end offset (`None` leaves what is known), and
+    /// their difference, the lag, once both are known.
     pub fn partition(&self, topic: &str, partition: i32, committed: Option<i64>, end: Option<i64>) {
         let p = partition.to_string();
         let l = [self.connector.as_str(), self.task.as_str(), topic, &p];
+        let mut known = self.offsets.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = known.entry((topic.to_string(), partition)).or_default();
         if let Some(c) = committed {
+            entry.0 = Some(c);
             self.f.committed.with_label_values(&l).set(c);
         }
         if let Some(e) = end {
+            entry.1 = Some(e);
             self.f.end.with_label_values(&l).set(e);
         }
-        let c = self.f.committed.with_label_values(&l).get();
-        let e = self.f.end.with_label_values(&l).get();
-        self.f.lag.with_label_values(&l).set((e - c).max(0));
+        if let (Some(c), Some(e)) = *entry {
+            self.f.lag.with_label_values(&l).set((e - c).max(0));
+        }
     }
 
     /// Forgets a partition that left this task (revoked).
@@ -458,6 +476,9 @@ impl Metrics {
         let l = [self.connector.as_str(), self.task.as_str(), topic, &p];
         for g in [&self.f.committed, &self.f.end, &self.f.lag] {
             let _ = g.remove_label_values(&l);
+        }
+        if let Ok(mut known) = self.offsets.lock() {
+            known.remove(&(topic.to_string(), partition));
         }
     }
 }
@@ -556,7 +577,7 @@ mod tests {
         for ms in 1..=100 {
             a.acknowledged(10_000, None, Some(10_000 - ms * 10));
         }
-        let fresh = r.summary("c", None).kafka_to_ack;
+        let fresh = r.summary("c").kafka_to_ack;
         assert_eq!(
             (fresh.p50_seconds, fresh.p99_seconds),
             (Some(0.5), Some(1.0))
@@ -565,17 +586,27 @@ mod tests {
         b.acknowledged(10_000_000, None, Some(0));
         a.partition("t", 0, Some(10), Some(25));
         b.partition("t", 1, Some(5), Some(5));
-        let s = r.summary("c", None);
-        assert_eq!(r.summary("c", Some(1)).consumed, 1);
+        let (s, tasks) = r.summaries("c");
+        assert_eq!(tasks[&1].consumed, 1);
         assert_eq!((s.consumed, s.written, s.lag), (4, 3, 15));
         assert_eq!(s.skipped["tombstone"], 2);
         assert_eq!(s.kafka_to_ack.count, 101);
         assert_eq!(s.kafka_to_ack.p99_seconds, Some(1.0));
         b.acknowledged(10_000_000, None, Some(0));
         b.acknowledged(10_000_000, None, Some(0));
-        assert_eq!(r.summary("c", None).kafka_to_ack.p99_seconds, None);
+        assert_eq!(r.summary("c").kafka_to_ack.p99_seconds, None);
+        // A partition whose committed offset is not known yet has no lag (not its end).
+        b.partition("t", 2, None, Some(1_000));
+        assert_eq!(r.summary("c").lag, 15);
         a.forget_partition("t", 0);
-        assert_eq!(r.summary("c", None).lag, 0);
+        assert_eq!(r.summary("c").lag, 0);
+        // No task here: an empty family is left out, not an encoding error.
+
+        assert!(
+            !Registry::new()
+                .encode(Registry::task_states([]))
+                .contains("cannot encode")
+        );
         let text = r.encode(Registry::task_states([("c", 0, "RUNNING")]));
         assert!(text.contains(r#"cdc_sink_records_consumed_total{connector="c",task="0"} 3"#));
         assert!(text.contains(r#"cdc_sink_task_state{connector="c",state="RUNNING",task="0"} 1"#));

@@ -347,11 +347,13 @@ fn commit<H: RebalanceHandler>(
         committed(st, &marks);
         return Ok(());
     }
-    drain(st, flush_timeout, |st| st.sink.pending() == 0)?;
-    if st.sink.pending() > 0 {
+    // Copies on their way to the dead-letter queue too: the transaction holds rows of records
+    // after them, which must not commit while the offsets stop before them.
+    drain(st, flush_timeout, |st| pending(st) == 0)?;
+    if pending(st) > 0 {
         return Err(Failure::Wait(format!(
             "{} writes still in flight: the transaction is committed later",
-            st.sink.pending()
+            pending(st)
         )));
     }
     let marks = st.offsets.watermarks(None);
@@ -375,6 +377,8 @@ fn committed(st: &mut State, marks: &[(Arc<str>, i32, i64)]) {
 fn drain(st: &mut State, timeout: Duration, done: impl Fn(&State) -> bool) -> Result<(), End> {
     let deadline = Instant::now() + timeout;
     st.sink.flush();
+    // At least once: acks already reported are taken even when `done` holds from the start.
+    collect(st, Duration::ZERO)?;
     while !done(st) && Instant::now() < deadline {
         collect(st, Duration::from_millis(100))?;
         if pending(st) == 0 && !done(st) {
@@ -404,19 +408,16 @@ fn collect(st: &mut State, wait: Duration) -> Result<(), End> {
         let dlq = st.dlq.as_mut().ok_or_else(|| {
             End::Failed("the sink rejected records but there is no dead-letter queue".into())
         })?;
-        for r in rejected {
-            let failure = dead_letter::Failure {
-                stage: Stage::TaskPut,
-                class_name,
-                exception_class: dead_letter::CONNECT_EXCEPTION,
-                message: &r.reason,
-            };
-            dlq.send_again_from_kafka(r.ack, &r.topic, r.partition, r.offset, &failure)
-                .map_err(End::Rewind)?;
+        if spec.errors.log {
+            for r in &rejected {
+                error!(connector = %spec.name, stage = Stage::TaskPut.name(), class = class_name, "error tolerated (sent to the dead-letter queue), where the consumed record is {{topic={}, partition={}, offset={}}}: {}", r.topic, r.partition, r.offset, r.reason);
+            }
         }
+        dlq.send_again_from_kafka(&rejected, class_name)
+            .map_err(End::Rewind)?;
     }
     if let Some(dlq) = st.dlq.as_mut() {
-        for a in dlq.poll() {
+        for a in dlq.poll().map_err(End::Rewind)? {
             st.offsets.ack(a);
         }
     }
@@ -577,7 +578,9 @@ fn run(
         None => None,
         Some(cfg) => {
             let mut fetch = config.clone();
-            fetch.set("group.id", format!("cdc-sink-dlq-{}", std::process::id()));
+            fetch
+                .set("group.id", format!("cdc-sink-dlq-{}", std::process::id()))
+                .set("statistics.interval.ms", "0");
             Some(
                 DeadLetterQueue::open(
                     cfg,
@@ -729,7 +732,7 @@ fn run(
                 s.state = if paused_now { "PAUSED" } else { "RUNNING" };
             }
         }
-        let (pending, capacity) = (st.sink.pending(), st.sink.capacity());
+        let (pending, capacity) = (pending(&st), st.sink.capacity());
         let pause = user_paused
             || st.stall.is_some()
             || pending >= capacity
@@ -774,7 +777,7 @@ fn run(
     // Rewinding: the sink discarded its uncommitted writes, so nothing more is committed.
     let mut st = handler.lock();
     if !matches!(outcome, Err(End::Rewind(_))) {
-        if let Err(e) = drain(&mut st, flush_timeout, |st| st.sink.pending() == 0) {
+        if let Err(e) = drain(&mut st, flush_timeout, |st| pending(st) == 0) {
             warn!(task = %label, "while finishing in-flight writes: {e}");
         }
         let marks = st.offsets.watermarks(None);

@@ -205,9 +205,10 @@ impl Worker {
         for c in self.connectors.values() {
             let name = c.spec.name.as_str();
             let (mut lag, mut rate) = (0, 0);
+            let (total, by_task) = self.metrics.summaries(name);
             for t in &c.tasks {
                 let id = t.status().id;
-                let s = self.metrics.summary(name, Some(id));
+                let s = by_task.get(&id).cloned().unwrap_or_default();
                 let before = last.insert((name.to_string(), id), (now, s.consumed));
                 let per_second = before
                     .map(|(at, n)| {
@@ -235,7 +236,7 @@ impl Worker {
                 info!(connector = %name, lag, records_per_second = rate, "catching up: {lag} records behind, ETA {eta}");
             }
             let tasks = serde_json::to_string(&c.statuses()).unwrap_or_default();
-            info!(connector = %name, tasks = %tasks, metrics = %self.metrics.summary(name, None), "status");
+            info!(connector = %name, tasks = %tasks, metrics = %total, "status");
         }
     }
 
@@ -271,7 +272,7 @@ fn stop_connector(c: RunningConnector, metrics: &Registry) -> bool {
     for s in &failed {
         error!(connector = %c.spec.name, task = s.id, trace = s.trace.as_deref().unwrap_or(""), "task had failed");
     }
-    info!(connector = %c.spec.name, metrics = %metrics.summary(&c.spec.name, None), "connector stopped");
+    info!(connector = %c.spec.name, metrics = %metrics.summary(&c.spec.name), "connector stopped");
     failed.is_empty()
 }
 

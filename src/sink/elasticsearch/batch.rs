@@ -58,6 +58,10 @@ pub struct Batch {
     acks: Vec<Ack>,
     live: usize,
     pub opened: Instant,
+    /// Every write is sent, none superseded by a later one of its document: when a document
+    /// Elasticsearch rejects as malformed may be skipped (`behavior.on.malformed.documents`),
+    /// the write before it must still reach the index, in order.
+    keep_every_write: bool,
 }
 
 /// A batch ready to send: only live items, body compacted.
@@ -69,7 +73,8 @@ pub struct Sealed {
 }
 
 impl Batch {
-    pub fn new() -> Batch {
+    /// An empty batch; `keep_every_write`: see the field.
+    pub fn new(keep_every_write: bool) -> Batch {
         Batch {
             body: Vec::new(),
             items: Vec::new(),
@@ -78,7 +83,13 @@ impl Batch {
             acks: Vec::new(),
             live: 0,
             opened: Instant::now(),
+            keep_every_write,
         }
+    }
+
+    /// This batch, leaving an empty one of the same kind in its place.
+    pub fn take(&mut self) -> Batch {
+        std::mem::replace(self, Batch::new(self.keep_every_write))
     }
 
     /// Records the batch answers for (live writes, superseded writes, and dropped ones).
@@ -112,7 +123,7 @@ impl Batch {
         action.index.hash(&mut h);
         action.id.hash(&mut h);
         let h = h.finish();
-        if let Some(&j) = self.latest.get(&h) {
+        if let Some(&j) = self.latest.get(&h).filter(|_| !self.keep_every_write) {
             let prev = &mut self.items[j];
             if prev.live && prev.index == action.index && prev.id == action.id {
                 if let (Some(new), Some(old)) = (action.version, prev.version)
@@ -165,12 +176,6 @@ impl Batch {
     }
 }
 
-impl Default for Batch {
-    fn default() -> Self {
-        Batch::new()
-    }
-}
-
 impl Sealed {
     /// A body with only the items at `which` (for a retry).
     pub fn body_of(&self, which: &[usize]) -> Bytes {
@@ -216,7 +221,7 @@ mod tests {
 
     #[test]
     fn only_the_newest_write_per_document_is_sent() {
-        let mut b = Batch::new();
+        let mut b = Batch::new(false);
         b.push(action("1", 5, r#"{"v":5}"#), origin(0), ack(0));
         b.push(action("2", 6, r#"{"v":6}"#), origin(1), ack(1));
         b.push(action("1", 7, r#"{"v":7}"#), origin(2), ack(2));
@@ -238,8 +243,27 @@ mod tests {
     }
 
     #[test]
+    fn when_a_malformed_document_may_be_skipped_every_write_is_sent_in_order() {
+        // If the newest write of document 1 is rejected and skipped, the one before it must
+        // still be in the index: nothing is superseded.
+        let mut open = Batch::new(true);
+        open.push(action("1", 5, r#"{"v":5}"#), origin(0), ack(0));
+        open.push(action("1", 7, r#"{"v":7}"#), origin(1), ack(1));
+        let b = open.take();
+        assert_eq!((b.records(), b.actions()), (2, 2));
+        let s = b.seal();
+        let ids: Vec<i64> = s.items.iter().map(|i| i.origin.offset).collect();
+        assert_eq!(ids, [0, 1]);
+        assert_eq!(s.items[0].ack, ack(0));
+        // The batch left in its place keeps every write too.
+        open.push(action("2", 1, "{}"), origin(2), ack(2));
+        open.push(action("2", 2, "{}"), origin(3), ack(3));
+        assert_eq!(open.actions(), 2);
+    }
+
+    #[test]
     fn an_unversioned_delete_after_a_versioned_write_is_sent() {
-        let mut b = Batch::new();
+        let mut b = Batch::new(false);
         b.push(action("1", 5, r#"{"v":5}"#), origin(0), ack(0));
         let delete = BulkAction {
             index: "i".into(),
@@ -254,7 +278,7 @@ mod tests {
             "{\"delete\":{\"_index\":\"i\",\"_id\":\"1\"}}\n"
         );
         // And a versioned write after an unversioned one supersedes it too.
-        let mut b = Batch::new();
+        let mut b = Batch::new(false);
         b.push(
             BulkAction {
                 index: "i".into(),

@@ -78,7 +78,9 @@ impl BulkClient {
                     .map_err(|e| format!("connection.cloud.id: not an Elastic Cloud ID: {e}"))?,
             ),
             (None, [one]) => TransportBuilder::new(SingleNodeConnectionPool::new(one.clone())),
-            (None, _) => TransportBuilder::new(MultiNodeConnectionPool::round_robin(urls, None)),
+            (None, _) => {
+                TransportBuilder::new(MultiNodeConnectionPool::round_robin(urls.clone(), None))
+            }
         }
         .request_body_compression(cfg.compression);
         if let Some(path) = &cfg.ca_location {
@@ -90,7 +92,14 @@ impl BulkClient {
             builder = builder.cert_validation(CertificateValidation::Full(cert));
         }
         match (&cfg.api_key, &cfg.username) {
-            (Some(key), _) => builder = builder.auth(Credentials::EncodedApiKey(key.clone())),
+            (Some(key), _) => {
+                // The client unwraps this header when it builds each request: check it here.
+                HeaderValue::from_str(&format!("ApiKey {key}")).map_err(|_| {
+                    "connection.api.key: contains characters an HTTP header cannot carry"
+                        .to_string()
+                })?;
+                builder = builder.auth(Credentials::EncodedApiKey(key.clone()))
+            }
             (None, Some(user)) => {
                 builder = builder.auth(Credentials::Basic(
                     user.clone(),
@@ -102,9 +111,19 @@ impl BulkClient {
         let transport = builder
             .build()
             .map_err(|e| format!("cannot build the Elasticsearch client: {e}"))?;
+        // For messages: the URLs without any user and password they may carry.
         let urls = match &cfg.cloud_id {
             Some(_) => "the Elastic Cloud deployment of connection.cloud.id".to_string(),
-            None => cfg.urls.join(","),
+            None => urls
+                .iter()
+                .map(|u| {
+                    let mut u = u.clone();
+                    let _ = u.set_username("");
+                    let _ = u.set_password(None);
+                    u.as_str().trim_end_matches('/').to_string()
+                })
+                .collect::<Vec<_>>()
+                .join(","),
         };
         Ok(BulkClient {
             transport,
@@ -143,8 +162,13 @@ impl BulkClient {
             "PUT" => Method::Put,
             "DELETE" => Method::Delete,
             "HEAD" => Method::Head,
-
-            _ => Method::Post,
+            "POST" => Method::Post,
+            other => {
+                return Err(TransportError {
+                    message: format!("{other} requests are not supported by the client"),
+                    timed_out: false,
+                });
+            }
         };
         let a = self
             .send(method, path, "application/json", bytes, wait)

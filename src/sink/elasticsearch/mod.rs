@@ -111,7 +111,7 @@ impl ElasticsearchSink {
         let (done_tx, done_rx) = mpsc::channel();
         let lanes = (0..cfg.max_in_flight)
             .map(|_| Lane {
-                open: Batch::new(),
+                open: Batch::new(!cfg.fail_on_malformed),
                 sealed: VecDeque::new(),
                 busy: false,
             })
@@ -154,7 +154,7 @@ impl ElasticsearchSink {
             if !lane.open.is_empty()
                 && (self.flushing || now.duration_since(lane.open.opened) >= linger)
             {
-                let b = std::mem::take(&mut lane.open);
+                let b = lane.open.take();
                 lane.sealed.push_back(b.seal());
             }
             if lane.busy {
@@ -168,7 +168,15 @@ impl ElasticsearchSink {
             let tx = self.done_tx.clone();
             self.runtime.spawn(async move {
                 let records = batch.acks.len();
-                let result = write(&shared, batch).await;
+                // In a task of its own: a panic (a bug, or one in a library) fails the sink
+                // with a reason instead of leaving the lane busy forever.
+                let result = tokio::spawn(async move { write(&shared, batch).await })
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(SinkError::Fatal(format!(
+                            "a bulk request failed unexpectedly: {e}"
+                        )))
+                    });
                 // The task thread may be gone (shutdown): nothing left to report to.
                 let _ = tx.send(Event::Batch(Done {
                     lane: i,
@@ -258,7 +266,7 @@ impl Sink for ElasticsearchSink {
             _ => None,
         };
         let origin = Origin {
-            topic: self.topic(rec.topic),
+            topic: self.topic(rec.kafka_topic),
             partition: rec.partition,
             offset: rec.offset,
             source_ts_ms,
@@ -278,12 +286,12 @@ impl Sink for ElasticsearchSink {
         let lane = self.lane_of(&action.index, &action.id);
         let lane = &mut self.lanes[lane];
         if !lane.open.is_empty() && lane.open.body_len() >= bulk_bytes {
-            let b = std::mem::take(&mut lane.open);
+            let b = lane.open.take();
             lane.sealed.push_back(b.seal());
         }
         lane.open.push(action, origin, ack);
         if lane.open.actions() >= batch_size || lane.open.body_len() >= bulk_bytes {
-            let b = std::mem::take(&mut lane.open);
+            let b = lane.open.take();
             lane.sealed.push_back(b.seal());
         }
         self.pending += 1;
