@@ -148,7 +148,7 @@ fn hot<T: AsRef<[u8]>>(label: &str, records: &[Rec<T>], rounds: usize, extra: se
                 );
             }
             if batch.records() >= 2000 {
-                body_bytes += std::mem::take(&mut batch).seal().body.len();
+                body_bytes += batch.take().seal().body.len();
             }
             n += 1;
         }
