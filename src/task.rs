@@ -673,7 +673,15 @@ fn run(
                 };
                 let mut st = handler.lock();
                 match msg {
-                    Err(e) => warn!(task = %label, "consumer error: {e}"),
+                    Err(e) => {
+                        if let Some(why) = source::refused(&e) {
+                            break 'run Err(End::Failed(format!(
+                                "Kafka ({}) refused this worker: {why}",
+                                settings.kafka.bootstrap_servers
+                            )));
+                        }
+                        warn!(task = %label, "consumer error: {e}");
+                    }
                     Ok(m) => {
                         metrics.consumed();
                         match handle(&mut st, &mut decoder, spec, &metrics, &m) {

@@ -112,6 +112,26 @@ impl<H: RebalanceHandler> ConsumerContext for SourceContext<H> {
     }
 }
 
+/// Why a consumer error means Kafka refuses this client for good (wrong credentials, no
+/// permission, a fatal error): retrying cannot help, the task fails saying so. `None` for the
+/// errors librdkafka recovers from by itself.
+pub fn refused(e: &rdkafka::error::KafkaError) -> Option<String> {
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaErrorCode as C;
+    let advice = "check security.protocol, sasl.* and ssl.* in [kafka.properties], and the ACLs";
+    match e {
+        KafkaError::MessageConsumptionFatal(_) => Some(format!("{e} (fatal)")),
+        _ => match e.rdkafka_error_code()? {
+            C::Authentication
+            | C::SaslAuthenticationFailed
+            | C::TopicAuthorizationFailed
+            | C::GroupAuthorizationFailed
+            | C::ClusterAuthorizationFailed => Some(format!("{e}; {advice}")),
+            _ => None,
+        },
+    }
+}
+
 /// The worker's Kafka client settings: `kafka.bootstrap_servers` and `[kafka.properties]`.
 pub fn client_config(settings: &Settings) -> ClientConfig {
     let mut c = ClientConfig::new();

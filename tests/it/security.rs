@@ -250,3 +250,49 @@ fn avro_through_a_schema_registry_with_basic_auth() {
     assert_no_secret(&shown, &[&password, &wrong]);
     assert!(!w.stop().success(), "a task failed");
 }
+
+#[test]
+fn a_wrong_kafka_password_fails_the_task_naming_the_broker() {
+    let dir = &servers().dir;
+    let scram_user = read_env(dir, "kafka.env", "KAFKA_SCRAM_USER");
+    let wrong = format!("wrong-{}", fastrand::u64(..));
+    let topic = unique("it-sasl-wrong");
+    kafka::create_topic(&topic, 1);
+    kafka::produce(&topic, &(0..5).map(record).collect::<Vec<_>>());
+    let settings = std::env::temp_dir().join(format!("{topic}.toml"));
+    std::fs::write(
+        &settings,
+        format!(
+            "[kafka.properties]\n\"security.protocol\" = \"SASL_SSL\"\n\"sasl.mechanism\" = \"SCRAM-SHA-512\"\n\
+             \"sasl.username\" = \"{scram_user}\"\n\"sasl.password\" = \"{wrong}\"\n\
+             \"ssl.ca.location\" = \"{}\"\n",
+            ca_file()
+        ),
+    )
+    .unwrap();
+    let name = unique("it-sasl-wrong");
+    let file = connector_file(&name, &es_connector(&topic, &servers().es, &[]));
+    let sasl = read_env(dir, "kafka.env", "KAFKA_SASL_SSL");
+    let mut w = Worker::start_configured(
+        Some(&settings),
+        &[&file],
+        &[("CDC_SINK_KAFKA__BOOTSTRAP_SERVERS", &sasl)],
+    );
+    let url = w.rest_url();
+    let status = rest::wait_for(
+        &url,
+        &format!("/connectors/{name}/status"),
+        Duration::from_secs(60),
+        |s| s["tasks"][0]["state"] == json!("FAILED"),
+    );
+    let trace = status["tasks"][0]["trace"].as_str().unwrap();
+    assert!(
+        trace.contains(&format!("Kafka ({sasl}) refused this worker"))
+            && trace.contains("uthenticat"),
+        "{trace}"
+    );
+    assert!(es::sources(&topic).is_empty());
+    let shown = everything_shown(&w, &url, &name);
+    assert_no_secret(&shown, &[&wrong]);
+    assert!(!w.stop().success(), "a task failed");
+}
