@@ -295,3 +295,76 @@ fn while_the_queue_refuses_writes_the_offset_waits_at_the_failed_record() {
 
     assert!(w.stop().success());
 }
+
+/// The rows a `read_committed` reader of `topic` (1 partition) sees now: read until 2 s pass
+/// without one.
+fn visible_rows(topic: &str) -> Vec<serde_json::Value> {
+    use rdkafka::Message as _;
+    let c = kafka::read_committed_consumer(topic, 1);
+    let mut rows = Vec::new();
+    let mut quiet = std::time::Instant::now();
+    while quiet.elapsed() < Duration::from_secs(2) {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            rows.push(serde_json::from_slice(m.payload().unwrap_or_default()).unwrap());
+            quiet = std::time::Instant::now();
+        }
+    }
+    rows
+}
+
+#[test]
+fn a_druid_transaction_waits_for_the_dead_letter_copies_before_it() {
+    let topic = unique("it-dlq-druid");
+    let (out, dlq) = (format!("druid.{topic}"), format!("{topic}-dlq"));
+    kafka::create_topic(&topic, 1);
+    kafka::create_topic(&out, 1);
+    kafka::create_topic_with(&dlq, &[("max.message.bytes", "64")]);
+    let mut recs: Vec<Full> = (0..3).map(|id| good(id, None)).collect();
+    recs.push(poison(3));
+    recs.extend((4..8).map(|id| good(id, None)));
+    produce(&topic, &recs);
+    let name = unique("it-dlq-druid");
+    let config = json!({"connector.class": "druid", "topics": topic,
+        "errors.tolerance": "all", "errors.deadletterqueue.topic.name": dlq});
+    let mut w = Worker::start(&connector_file(&name, &config));
+    let url = w.rest_url();
+    let group = format!("connect-{name}");
+    rest::wait_for(
+        &url,
+        &format!("/connectors/{name}/status"),
+        Duration::from_secs(60),
+        |s| {
+            s["tasks"][0]["trouble"]
+                .as_str()
+                .is_some_and(|t| t.contains("dead-letter queue topic"))
+        },
+    );
+    // Several transaction.max.ms later: whatever rows are visible belong to records below the
+    // committed offset, which stays at the record whose copy is not written.
+    for _ in 0..3 {
+        let committed = kafka::committed(&group, &topic, 1)
+            .get(&0)
+            .copied()
+            .unwrap_or(0);
+        let rows = visible_rows(&out);
+        assert!(committed <= 3, "committed {committed}");
+        assert!(
+            rows.len() as i64 <= committed,
+            "{} rows visible, {committed} records committed: rows after the failed copy were committed before it",
+            rows.len()
+        );
+    }
+    kafka::set_topic_config(&dlq, "max.message.bytes", "1048588");
+    wait_until(Duration::from_secs(120), "the offset moves on", || {
+        (kafka::committed(&group, &topic, 1) == BTreeMap::from([(0, 8)])).then_some(())
+    });
+    let mut ids: Vec<i64> = visible_rows(&out)
+        .iter()
+        .map(|r| r["id"].as_i64().unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, [0, 1, 2, 4, 5, 6, 7], "each change once");
+    let copies = kafka::read_full(&dlq);
+    assert!(!copies.is_empty() && copies.iter().all(|c| c.value == recs[3].value));
+    assert!(w.stop().success());
+}
