@@ -108,6 +108,51 @@ fn assert_copy(copy: &Full, original: &Full, topic: &str, connector: &str) {
     );
 }
 
+/// A topic holding 3 changes, a record that is not JSON at offset 3, then 4 changes; and its
+/// dead-letter queue's topic, which refuses records over 64 bytes (MESSAGE_TOO_LARGE) until its
+/// limit is raised: every copy fails, and is sent again. (topic, queue, records)
+fn refusing_queue(prefix: &str) -> (String, String, Vec<Full>) {
+    let topic = unique(prefix);
+    let dlq = format!("{topic}-dlq");
+    kafka::create_topic(&topic, 1);
+    kafka::create_topic_with(&dlq, &[("max.message.bytes", "64")]);
+    let mut recs: Vec<Full> = (0..3).map(|id| good(id, None)).collect();
+    recs.push(poison(3));
+    recs.extend((4..8).map(|id| good(id, None)));
+    produce(&topic, &recs);
+    (topic, dlq, recs)
+}
+
+/// A started worker running one connector: (worker, connector name, REST URL, group).
+fn run(prefix: &str, config: &serde_json::Value) -> (Worker, String, String, String) {
+    let name = unique(prefix);
+    let mut w = Worker::start(&connector_file(&name, config));
+    let url = w.rest_url();
+    let group = format!("connect-{name}");
+    (w, name, url, group)
+}
+
+/// Waits until `group` has committed offset `offset` of partition 0 of `topic`.
+fn wait_committed(group: &str, topic: &str, offset: i64) {
+    wait_until(Duration::from_secs(120), "the offset committed", || {
+        (kafka::committed(group, topic, 1) == BTreeMap::from([(0, offset)])).then_some(())
+    });
+}
+
+/// Waits until task 0 of `name` says it waits for the dead-letter queue `dlq`.
+fn wait_queue_trouble(url: &str, name: &str, dlq: &str) -> serde_json::Value {
+    rest::wait_for(
+        url,
+        &format!("/connectors/{name}/status"),
+        Duration::from_secs(60),
+        |s| {
+            s["tasks"][0]["trouble"]
+                .as_str()
+                .is_some_and(|t| t.contains(&format!("dead-letter queue topic {dlq}")))
+        },
+    )
+}
+
 #[test]
 fn a_poison_record_and_a_rejected_document_go_to_the_queue_unchanged_and_the_stream_goes_on() {
     let topic = unique("it-dlq");
@@ -128,7 +173,6 @@ fn a_poison_record_and_a_rejected_document_go_to_the_queue_unchanged_and_the_str
     recs.push(good(11, None));
     produce(&topic, &recs);
 
-    let name = unique("it-dlq");
     let config = es_connector(
         &topic,
         &servers().es,
@@ -141,12 +185,8 @@ fn a_poison_record_and_a_rejected_document_go_to_the_queue_unchanged_and_the_str
             ("behavior.on.malformed.documents", "warn"),
         ],
     );
-    let mut w = Worker::start(&connector_file(&name, &config));
-    let url = w.rest_url();
-    let group = format!("connect-{name}");
-    wait_until(Duration::from_secs(90), "every offset committed", || {
-        (kafka::committed(&group, &topic, 1) == BTreeMap::from([(0, 12)])).then_some(())
-    });
+    let (w, name, url, group) = run("it-dlq", &config);
+    wait_committed(&group, &topic, 12);
     let docs = es::sources(&topic);
     let ids: Vec<&String> = docs.keys().collect();
     let mut expected: Vec<String> = [0, 1, 2, 3, 4, 6, 7, 8, 9, 11]
@@ -237,17 +277,7 @@ fn with_errors_tolerance_none_the_task_fails_and_nothing_is_copied() {
 
 #[test]
 fn while_the_queue_refuses_writes_the_offset_waits_at_the_failed_record() {
-    let topic = unique("it-dlq-down");
-    let dlq = format!("{topic}-dlq");
-    kafka::create_topic(&topic, 1);
-    // The queue's topic refuses records over 64 bytes (MESSAGE_TOO_LARGE) until its limit is
-    // raised: every copy fails, and is sent again.
-    kafka::create_topic_with(&dlq, &[("max.message.bytes", "64")]);
-    let mut recs: Vec<Full> = (0..3).map(|id| good(id, None)).collect();
-    recs.push(poison(3));
-    recs.extend((4..8).map(|id| good(id, None)));
-    produce(&topic, &recs);
-    let name = unique("it-dlq-down");
+    let (topic, dlq, recs) = refusing_queue("it-dlq-down");
     let config = es_connector(
         &topic,
         &servers().es,
@@ -256,27 +286,18 @@ fn while_the_queue_refuses_writes_the_offset_waits_at_the_failed_record() {
             ("errors.deadletterqueue.topic.name", &dlq),
         ],
     );
-    let mut w = Worker::start(&connector_file(&name, &config));
-    let url = w.rest_url();
-    let group = format!("connect-{name}");
+    let (w, name, url, group) = run("it-dlq-down", &config);
     // The records after it are written, and the task says what it waits for...
     wait_until(
         Duration::from_secs(60),
         "documents after the poison",
         || (es::sources(&topic).len() == 7).then_some(()),
     );
-    let status = rest::wait_for(
-        &url,
-        &format!("/connectors/{name}/status"),
-        Duration::from_secs(60),
-        |s| {
-            s["tasks"][0]["trouble"]
-                .as_str()
-                .is_some_and(|t| t.contains(&format!("dead-letter queue topic {dlq}")))
-        },
-    );
+    let status = wait_queue_trouble(&url, &name, &dlq);
     assert_eq!(status["tasks"][0]["state"], json!("RUNNING"));
-    // ...but the committed offset stays at the record whose copy is not written.
+    // ...but the committed offset goes up to the record whose copy is not written, and stays.
+    wait_committed(&group, &topic, 3);
+    wait_queue_trouble(&url, &name, &dlq);
     assert_eq!(
         kafka::committed(&group, &topic, 1),
         BTreeMap::from([(0, 3)]),
@@ -286,9 +307,7 @@ fn while_the_queue_refuses_writes_the_offset_waits_at_the_failed_record() {
     assert_eq!(kafka::end_offsets(&dlq, 1)[&0], 0);
 
     kafka::set_topic_config(&dlq, "max.message.bytes", "1048588");
-    wait_until(Duration::from_secs(60), "the offset moves on", || {
-        (kafka::committed(&group, &topic, 1) == BTreeMap::from([(0, 8)])).then_some(())
-    });
+    wait_committed(&group, &topic, 8);
     let copies = kafka::read_full(&dlq);
     assert_eq!(copies.len(), 1, "{copies:?}");
     assert_eq!(copies[0].value, recs[3].value);
@@ -314,31 +333,13 @@ fn visible_rows(topic: &str) -> Vec<serde_json::Value> {
 
 #[test]
 fn a_druid_transaction_waits_for_the_dead_letter_copies_before_it() {
-    let topic = unique("it-dlq-druid");
-    let (out, dlq) = (format!("druid.{topic}"), format!("{topic}-dlq"));
-    kafka::create_topic(&topic, 1);
+    let (topic, dlq, recs) = refusing_queue("it-dlq-druid");
+    let out = format!("druid.{topic}");
     kafka::create_topic(&out, 1);
-    kafka::create_topic_with(&dlq, &[("max.message.bytes", "64")]);
-    let mut recs: Vec<Full> = (0..3).map(|id| good(id, None)).collect();
-    recs.push(poison(3));
-    recs.extend((4..8).map(|id| good(id, None)));
-    produce(&topic, &recs);
-    let name = unique("it-dlq-druid");
     let config = json!({"connector.class": "druid", "topics": topic,
         "errors.tolerance": "all", "errors.deadletterqueue.topic.name": dlq});
-    let mut w = Worker::start(&connector_file(&name, &config));
-    let url = w.rest_url();
-    let group = format!("connect-{name}");
-    rest::wait_for(
-        &url,
-        &format!("/connectors/{name}/status"),
-        Duration::from_secs(60),
-        |s| {
-            s["tasks"][0]["trouble"]
-                .as_str()
-                .is_some_and(|t| t.contains("dead-letter queue topic"))
-        },
-    );
+    let (w, name, url, group) = run("it-dlq-druid", &config);
+    wait_queue_trouble(&url, &name, &dlq);
     // Several transaction.max.ms later: whatever rows are visible belong to records below the
     // committed offset, which stays at the record whose copy is not written.
     for _ in 0..3 {
@@ -355,9 +356,7 @@ fn a_druid_transaction_waits_for_the_dead_letter_copies_before_it() {
         );
     }
     kafka::set_topic_config(&dlq, "max.message.bytes", "1048588");
-    wait_until(Duration::from_secs(120), "the offset moves on", || {
-        (kafka::committed(&group, &topic, 1) == BTreeMap::from([(0, 8)])).then_some(())
-    });
+    wait_committed(&group, &topic, 8);
     let mut ids: Vec<i64> = visible_rows(&out)
         .iter()
         .map(|r| r["id"].as_i64().unwrap())

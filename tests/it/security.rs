@@ -58,11 +58,33 @@ fn assert_no_secret(shown: &str, secrets: &[&str]) {
     }
 }
 
+/// A worker reading Kafka over the SASL_SSL listener as the test stack's SCRAM user with
+/// `password`, running the connector in `file`.
+fn sasl_worker(password: &str, file: &std::path::Path) -> Worker {
+    let dir = &servers().dir;
+    let user = read_env(dir, "kafka.env", "KAFKA_SCRAM_USER");
+    let settings = std::env::temp_dir().join(format!("cdc-sink-sasl-{}.toml", fastrand::u32(..)));
+    std::fs::write(
+        &settings,
+        format!(
+            "[kafka.properties]\n\"security.protocol\" = \"SASL_SSL\"\n\"sasl.mechanism\" = \"SCRAM-SHA-512\"\n\
+             \"sasl.username\" = \"{user}\"\n\"sasl.password\" = \"{password}\"\n\
+             \"ssl.ca.location\" = \"{}\"\n",
+            ca_file()
+        ),
+    )
+    .unwrap();
+    let sasl = read_env(dir, "kafka.env", "KAFKA_SASL_SSL");
+    Worker::start_configured(
+        Some(&settings),
+        &[&file.to_path_buf()],
+        &[("CDC_SINK_KAFKA__BOOTSTRAP_SERVERS", &sasl)],
+    )
+}
+
 #[test]
 fn kafka_over_sasl_scram_and_tls_into_elasticsearch_over_https_with_basic_auth() {
-    let dir = &servers().dir;
-    let scram_user = read_env(dir, "kafka.env", "KAFKA_SCRAM_USER");
-    let scram_password = read_env(dir, "kafka.env", "KAFKA_SCRAM_PASSWORD");
+    let scram_password = read_env(&servers().dir, "kafka.env", "KAFKA_SCRAM_PASSWORD");
     let es_password = format!("es-{}", fastrand::u64(..));
     let proxy = SecureProxy::start(Auth::Basic("elastic".into(), es_password.clone()));
 
@@ -81,18 +103,6 @@ fn kafka_over_sasl_scram_and_tls_into_elasticsearch_over_https_with_basic_auth()
         },
     );
     let dlq = format!("{topic}-dlq");
-
-    let settings = std::env::temp_dir().join(format!("{topic}.toml"));
-    std::fs::write(
-        &settings,
-        format!(
-            "[kafka.properties]\n\"security.protocol\" = \"SASL_SSL\"\n\"sasl.mechanism\" = \"SCRAM-SHA-512\"\n\
-             \"sasl.username\" = \"{scram_user}\"\n\"sasl.password\" = \"{scram_password}\"\n\
-             \"ssl.ca.location\" = \"{}\"\n",
-            ca_file()
-        ),
-    )
-    .unwrap();
     let name = unique("it-secure");
     let config = es_connector(
         &topic,
@@ -106,13 +116,7 @@ fn kafka_over_sasl_scram_and_tls_into_elasticsearch_over_https_with_basic_auth()
             ("errors.deadletterqueue.topic.replication.factor", "1"),
         ],
     );
-    let file = connector_file(&name, &config);
-    let sasl = read_env(dir, "kafka.env", "KAFKA_SASL_SSL");
-    let mut w = Worker::start_configured(
-        Some(&settings),
-        &[&file],
-        &[("CDC_SINK_KAFKA__BOOTSTRAP_SERVERS", &sasl)],
-    );
+    let mut w = sasl_worker(&scram_password, &connector_file(&name, &config));
     let url = w.rest_url();
     let group = format!("connect-{name}");
     wait_until(Duration::from_secs(90), "every offset committed", || {
@@ -253,31 +257,14 @@ fn avro_through_a_schema_registry_with_basic_auth() {
 
 #[test]
 fn a_wrong_kafka_password_fails_the_task_naming_the_broker() {
-    let dir = &servers().dir;
-    let scram_user = read_env(dir, "kafka.env", "KAFKA_SCRAM_USER");
     let wrong = format!("wrong-{}", fastrand::u64(..));
     let topic = unique("it-sasl-wrong");
     kafka::create_topic(&topic, 1);
     kafka::produce(&topic, &(0..5).map(record).collect::<Vec<_>>());
-    let settings = std::env::temp_dir().join(format!("{topic}.toml"));
-    std::fs::write(
-        &settings,
-        format!(
-            "[kafka.properties]\n\"security.protocol\" = \"SASL_SSL\"\n\"sasl.mechanism\" = \"SCRAM-SHA-512\"\n\
-             \"sasl.username\" = \"{scram_user}\"\n\"sasl.password\" = \"{wrong}\"\n\
-             \"ssl.ca.location\" = \"{}\"\n",
-            ca_file()
-        ),
-    )
-    .unwrap();
     let name = unique("it-sasl-wrong");
     let file = connector_file(&name, &es_connector(&topic, &servers().es, &[]));
-    let sasl = read_env(dir, "kafka.env", "KAFKA_SASL_SSL");
-    let mut w = Worker::start_configured(
-        Some(&settings),
-        &[&file],
-        &[("CDC_SINK_KAFKA__BOOTSTRAP_SERVERS", &sasl)],
-    );
+    let mut w = sasl_worker(&wrong, &file);
+    let sasl = read_env(&servers().dir, "kafka.env", "KAFKA_SASL_SSL");
     let url = w.rest_url();
     let status = rest::wait_for(
         &url,

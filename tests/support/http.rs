@@ -147,3 +147,16 @@ pub fn ack_all<'a>(ops: impl Iterator<Item = &'a str>) -> Vec<u8> {
     body.extend_from_slice(b"]}");
     body
 }
+
+/// A one-thread runtime for a test server, with a listener on a free loopback port bound in
+/// it, and that port's `host:port`.
+pub fn local_server() -> (tokio::runtime::Runtime, TcpListener, String) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    (rt, listener, addr)
+}

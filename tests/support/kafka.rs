@@ -116,17 +116,24 @@ pub fn produce_bytes(topic: &str, recs: &[Rec<Vec<u8>>]) {
     producer().send(topic, recs);
 }
 
-/// Key and value of the first record with a value in partition 0 of `topic`.
-pub fn first_record(topic: &str) -> (Vec<u8>, Vec<u8>) {
-    use rdkafka::Message as _;
+/// A consumer of partition 0 of `topic` from its beginning, outside any group.
+fn partition_0(topic: &str) -> BaseConsumer {
     let c: BaseConsumer = config()
-        .set("group.id", "first-record")
+        .set("group.id", "partition-0")
+        .set("enable.auto.commit", "false")
         .create()
         .expect("consumer");
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, 0, Offset::Beginning)
         .unwrap();
     c.assign(&tpl).unwrap();
+    c
+}
+
+/// Key and value of the first record with a value in partition 0 of `topic`.
+pub fn first_record(topic: &str) -> (Vec<u8>, Vec<u8>) {
+    use rdkafka::Message as _;
+    let c = partition_0(topic);
     let start = std::time::Instant::now();
     while start.elapsed() < TIMEOUT {
         if let Some(Ok(m)) = c.poll(Duration::from_millis(200))
@@ -316,15 +323,7 @@ pub fn read_full(topic: &str) -> Vec<Full> {
     use rdkafka::Message as _;
     use rdkafka::message::Headers as _;
     let end = end_offsets(topic, 1)[&0];
-    let c: BaseConsumer = config()
-        .set("group.id", "read-full")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning)
-        .unwrap();
-    c.assign(&tpl).unwrap();
+    let c = partition_0(topic);
     let mut out: Vec<Full> = Vec::new();
     let start = Instant::now();
     while out.last().map_or(end > 0, |r| r.offset + 1 < end) {

@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 
 use super::http::{self, Handler, Reply, Request};
 
@@ -135,13 +134,8 @@ fn handle(s: &State, req: Request) -> Reply {
 
 impl Registry {
     pub fn start() -> Registry {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (rt, listener, addr) = http::local_server();
+        let url = format!("http://{addr}");
         let state = Arc::new(State {
             store: Mutex::default(),
             failing: AtomicU16::new(0),

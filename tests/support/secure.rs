@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64::Engine as _;
 use serde_json::json;
-use tokio::net::TcpListener;
 
 use super::http::{self, Handler, Reply, Request};
 use super::servers::{read_env, servers};
@@ -51,13 +50,8 @@ impl SecureProxy {
             ),
             Auth::ApiKey(k) => format!("ApiKey {k}"),
         };
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
-        let url = format!("https://{}", listener.local_addr().unwrap());
+        let (rt, listener, addr) = http::local_server();
+        let url = format!("https://{addr}");
         let (refused, forwarded) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let upstream = servers().es.clone();
         let client = reqwest::Client::new();
