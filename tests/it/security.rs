@@ -52,6 +52,17 @@ fn everything_shown(w: &Worker, url: &str, name: &str) -> String {
     all
 }
 
+/// Waits until task 0 of connector `name` is FAILED; its trace.
+fn failed_trace(url: &str, name: &str) -> String {
+    let status = rest::wait_for(
+        url,
+        &format!("/connectors/{name}/status"),
+        Duration::from_secs(60),
+        |s| s["tasks"][0]["state"] == json!("FAILED"),
+    );
+    status["tasks"][0]["trace"].as_str().unwrap().to_string()
+}
+
 fn assert_no_secret(shown: &str, secrets: &[&str]) {
     for s in secrets {
         assert!(!shown.contains(s), "a secret was shown: {s}");
@@ -158,13 +169,7 @@ fn an_elasticsearch_api_key_works_and_wrong_credentials_fail_the_task_naming_url
     wait_until(Duration::from_secs(60), "documents written", || {
         (es::sources(&topic).len() == 10).then_some(())
     });
-    let status = rest::wait_for(
-        &url,
-        &format!("/connectors/{bad}/status"),
-        Duration::from_secs(60),
-        |s| s["tasks"][0]["state"] == json!("FAILED"),
-    );
-    let trace = status["tasks"][0]["trace"].as_str().unwrap();
+    let trace = failed_trace(&url, &bad);
     assert!(
         trace.contains(&format!("POST {}/_bulk", proxy.url)) && trace.contains("HTTP 401"),
         "{trace}"
@@ -237,13 +242,7 @@ fn avro_through_a_schema_registry_with_basic_auth() {
         4,
         Duration::from_secs(120),
     );
-    let status = rest::wait_for(
-        &url,
-        &format!("/connectors/{bad}/status"),
-        Duration::from_secs(60),
-        |s| s["tasks"][0]["state"] == json!("FAILED"),
-    );
-    let trace = status["tasks"][0]["trace"].as_str().unwrap();
+    let trace = failed_trace(&url, &bad);
     assert!(registry.unauthorized() >= 1);
     assert!(
         trace.contains(&registry.url) && trace.contains("answered 401"),
@@ -266,13 +265,7 @@ fn a_wrong_kafka_password_fails_the_task_naming_the_broker() {
     let mut w = sasl_worker(&wrong, &file);
     let sasl = read_env(&servers().dir, "kafka.env", "KAFKA_SASL_SSL");
     let url = w.rest_url();
-    let status = rest::wait_for(
-        &url,
-        &format!("/connectors/{name}/status"),
-        Duration::from_secs(60),
-        |s| s["tasks"][0]["state"] == json!("FAILED"),
-    );
-    let trace = status["tasks"][0]["trace"].as_str().unwrap();
+    let trace = failed_trace(&url, &name);
     assert!(
         trace.contains(&format!("Kafka ({sasl}) refused this worker"))
             && trace.contains("uthenticat"),
