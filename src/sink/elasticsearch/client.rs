@@ -149,7 +149,7 @@ impl BulkClient {
     /// `body` is `None`), as [`Self::bulk`] does; returns the status and the body.
     pub async fn json(
         &self,
-        method: reqwest::Method,
+        method: Method,
         path: &str,
         body: Option<&serde_json::Value>,
         wait: Duration,
@@ -157,19 +157,7 @@ impl BulkClient {
         let bytes = body.map_or_else(Bytes::new, |b| {
             Bytes::from(serde_json::to_vec(b).unwrap_or_default())
         });
-        let method = match method.as_str() {
-            "GET" => Method::Get,
-            "PUT" => Method::Put,
-            "DELETE" => Method::Delete,
-            "HEAD" => Method::Head,
-            "POST" => Method::Post,
-            other => {
-                return Err(TransportError {
-                    message: format!("{other} requests are not supported by the client"),
-                    timed_out: false,
-                });
-            }
-        };
+
         let a = self
             .send(method, path, "application/json", bytes, wait)
             .await?;
