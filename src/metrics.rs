@@ -72,33 +72,36 @@ impl Default for Registry {
     }
 }
 
+/// `collector`, registered in `registry`.
+fn registered<C: Collector + Clone + 'static>(registry: &prometheus::Registry, collector: C) -> C {
+    registry
+        .register(Box::new(collector.clone()))
+        .expect("each family registered once");
+    collector
+}
+
 impl Registry {
     pub fn new() -> Registry {
         let registry = prometheus::Registry::new();
+        // Names, labels and buckets are constants of this file: an error here is a bug in it.
         let counter = |name: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("a valid counter");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("registered once");
-            c
+            registered(
+                &registry,
+                IntCounterVec::new(Opts::new(name, help), labels).expect("a valid counter"),
+            )
         };
         let histogram = |name: &str, help: &str, labels: &[&str], buckets: &[f64]| {
-            let h = HistogramVec::new(
-                HistogramOpts::new(name, help).buckets(buckets.to_vec()),
-                labels,
+            let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+            registered(
+                &registry,
+                HistogramVec::new(opts, labels).expect("a valid histogram"),
             )
-            .expect("a valid histogram");
-            registry
-                .register(Box::new(h.clone()))
-                .expect("registered once");
-            h
         };
         let gauge = |name: &str, help: &str| {
-            let g = IntGaugeVec::new(Opts::new(name, help), PARTITION).expect("a valid gauge");
-            registry
-                .register(Box::new(g.clone()))
-                .expect("registered once");
-            g
+            registered(
+                &registry,
+                IntGaugeVec::new(Opts::new(name, help), PARTITION).expect("a valid gauge"),
+            )
         };
         let f = Families {
             consumed: counter(
@@ -293,55 +296,61 @@ impl Registry {
         self.summaries(connector).0
     }
 
-    /// Totals of one connector over its tasks on this worker, and of each task, from one
-    /// gathering of the registry.
+    /// Totals of one connector over its tasks on this worker, and of each task, read from the
+    /// families a summary shows.
     pub fn summaries(&self, connector: &str) -> (Summary, BTreeMap<usize, Summary>) {
+        type Add = fn(&mut Summary, &prometheus::proto::Metric, &dyn Fn(&str) -> String);
+
         let (mut total, mut tasks) = (Summary::default(), BTreeMap::<usize, Summary>::new());
-        for fam in self.registry.gather() {
-            for m in fam.get_metric() {
-                let labels: BTreeMap<&str, &str> = m
-                    .get_label()
-                    .iter()
-                    .map(|l| (l.name(), l.value()))
-                    .collect();
-                if labels.get("connector") != Some(&connector) {
-                    continue;
-                }
-                total.add(fam.name(), m, &labels);
-                if let Some(t) = labels.get("task").and_then(|t| t.parse().ok()) {
-                    tasks.entry(t).or_default().add(fam.name(), m, &labels);
+        let mut visit = |c: &dyn Collector, add: Add| {
+            for fam in c.collect() {
+                for m in fam.get_metric() {
+                    let labels: BTreeMap<&str, &str> = m
+                        .get_label()
+                        .iter()
+                        .map(|l| (l.name(), l.value()))
+                        .collect();
+                    if labels.get("connector") != Some(&connector) {
+                        continue;
+                    }
+                    let label = |k: &str| labels.get(k).copied().unwrap_or("").to_string();
+                    add(&mut total, m, &label);
+                    if let Some(t) = labels.get("task").and_then(|t| t.parse().ok()) {
+                        add(tasks.entry(t).or_default(), m, &label);
+                    }
                 }
             }
-        }
+        };
+        let f = &self.f;
+        visit(&f.consumed, |s, m, _| s.consumed += count(m));
+        visit(&f.written, |s, m, _| s.written += count(m));
+        visit(&f.stale, |s, m, _| s.stale += count(m));
+        visit(&f.failed, |s, m, _| s.failed += count(m));
+        visit(&f.dead_lettered, |s, m, _| s.dead_lettered += count(m));
+        visit(&f.transactions, |s, m, _| s.transactions += count(m));
+        visit(&f.reconciled, |s, m, _| s.reconciled += count(m));
+        visit(&f.skipped, |s, m, label| {
+            *s.skipped.entry(label("reason")).or_default() += count(m)
+        });
+        visit(&f.retries, |s, m, label| {
+            *s.retries.entry(label("reason")).or_default() += count(m)
+        });
+        visit(&f.lag, |s, m, _| {
+            s.lag += m.get_gauge().get_value().max(0.0) as u64
+        });
+        visit(&f.kafka_to_ack, |s, m, _| {
+            s.kafka_to_ack.add(m.get_histogram())
+        });
+        visit(&f.source_to_ack, |s, m, _| {
+            s.source_to_ack.add(m.get_histogram())
+        });
         (total, tasks)
     }
 }
 
-impl Summary {
-    /// Adds series `m` of family `family`, labelled `labels`.
-    fn add(&mut self, family: &str, m: &prometheus::proto::Metric, labels: &BTreeMap<&str, &str>) {
-        let counter = m.get_counter().get_value() as u64;
-        let label = |k: &str| labels.get(k).copied().unwrap_or("").to_string();
-        match family {
-            "cdc_sink_records_consumed_total" => self.consumed += counter,
-            "cdc_sink_records_written_total" => self.written += counter,
-            "cdc_sink_records_stale_total" => self.stale += counter,
-            "cdc_sink_records_failed_total" => self.failed += counter,
-            "cdc_sink_records_dead_lettered_total" => self.dead_lettered += counter,
-            "cdc_sink_druid_transactions_total" => self.transactions += counter,
-            "cdc_sink_documents_reconciled_total" => self.reconciled += counter,
-            "cdc_sink_records_skipped_total" => {
-                *self.skipped.entry(label("reason")).or_default() += counter
-            }
-            "cdc_sink_retries_total" => {
-                *self.retries.entry(label("reason")).or_default() += counter
-            }
-            "cdc_sink_lag_records" => self.lag += m.get_gauge().get_value().max(0.0) as u64,
-            "cdc_sink_freshness_kafka_to_ack_seconds" => self.kafka_to_ack.add(m.get_histogram()),
-            "cdc_sink_freshness_source_to_ack_seconds" => self.source_to_ack.add(m.get_histogram()),
-            _ => {}
-        }
-    }
+/// A counter series' value.
+fn count(m: &prometheus::proto::Metric) -> u64 {
+    m.get_counter().get_value() as u64
 }
 
 /// One task's metrics: the label children of the per-record families are looked up once.
