@@ -30,6 +30,7 @@ use tracing::warn;
 
 use crate::connector::errors::{DeadLetterConfig, Stage};
 use crate::metrics::Metrics;
+use crate::settings::Settings;
 use crate::sink::{Ack, Rejected};
 
 /// How long topic creation and a re-read may take.
@@ -104,19 +105,19 @@ pub struct DeadLetterQueue {
 }
 
 impl DeadLetterQueue {
-    /// Creates the topic if it is missing and opens the producer. `kafka`: the worker's Kafka
-    /// client settings; `fetch`: a consumer config able to read the connector's topics.
+    /// Creates the topic if it is missing and opens the producer, with the worker's Kafka
+    /// `settings`; `fetch`: a consumer config able to read the connector's topics.
     pub fn open(
         cfg: &DeadLetterConfig,
-        kafka: &ClientConfig,
+        settings: &Settings,
         fetch: ClientConfig,
         connector: &str,
         task: usize,
         metrics: Arc<Metrics>,
         runtime: &tokio::runtime::Handle,
     ) -> Result<DeadLetterQueue, Problem> {
-        ensure_topic(cfg, kafka, runtime)?;
-        let mut c = kafka.clone();
+        ensure_topic(cfg, settings, runtime)?;
+        let mut c = crate::source::client_config(settings);
         c.set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5");
@@ -364,8 +365,11 @@ impl DeadLetterQueue {
             }
         }
         let now = Instant::now();
-        while self.resend.front().is_some_and(|(at, _)| *at <= now) {
-            let (_, id) = self.resend.pop_front().expect("checked");
+        while let Some(&(at, id)) = self.resend.front() {
+            if at > now {
+                break;
+            }
+            self.resend.pop_front();
             self.produce(id);
         }
         self.metrics.dead_lettered(acks.len() as u64);
@@ -408,15 +412,12 @@ pub enum Problem {
 /// Creates the queue's topic (1 partition, the configured replication factor) if it is missing.
 fn ensure_topic(
     cfg: &DeadLetterConfig,
-    kafka: &ClientConfig,
+    settings: &Settings,
     runtime: &tokio::runtime::Handle,
 ) -> Result<(), Problem> {
     let topic = &cfg.topic;
-    let probe: BaseConsumer = kafka
-        .clone()
-        .set("allow.auto.create.topics", "false")
-        .create()
-        .map_err(|e| Problem::Config(format!("cannot create a Kafka client: {e}")))?;
+    // A consumer: looking the topic up does not create it.
+    let probe = crate::source::plain_client(settings).map_err(Problem::Config)?;
     let meta = probe
         .fetch_metadata(Some(topic), KAFKA_TIMEOUT)
         .map_err(|e| {
@@ -431,7 +432,7 @@ fn ensure_topic(
     if exists {
         return Ok(());
     }
-    let admin: AdminClient<DefaultClientContext> = kafka
+    let admin: AdminClient<DefaultClientContext> = crate::source::client_config(settings)
         .create()
         .map_err(|e| Problem::Config(format!("cannot create a Kafka admin client: {e}")))?;
     let replication = TopicReplication::Fixed(cfg.replication_factor);

@@ -584,7 +584,7 @@ fn run(
             Some(
                 DeadLetterQueue::open(
                     cfg,
-                    &source::client_config(settings),
+                    settings,
                     fetch,
                     &spec.name,
                     id,

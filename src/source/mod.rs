@@ -286,24 +286,17 @@ pub fn forget_reached(consumer: &BaseConsumer, ends: &mut Ends) {
 
 /// A client with the worker's Kafka settings only (no group): metadata, watermarks.
 pub fn plain_client(settings: &Settings) -> Result<BaseConsumer, String> {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &settings.kafka.bootstrap_servers);
-    for (k, v) in &settings.kafka.properties {
-        c.set(k, v);
-    }
-    c.create()
+    client_config(settings)
+        .create()
         .map_err(|e| format!("cannot create a Kafka client: {e}"))
 }
 
 /// A client of consumer group `group` that never joins it: reads and commits its offsets.
 pub fn group_client(settings: &Settings, group: &str) -> Result<BaseConsumer, String> {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &settings.kafka.bootstrap_servers);
-    for (k, v) in &settings.kafka.properties {
-        c.set(k, v);
-    }
-    c.set("group.id", group).set("enable.auto.commit", "false");
-    c.create()
+    client_config(settings)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
         .map_err(|e| format!("cannot create a Kafka client for group {group}: {e}"))
 }
 
