@@ -36,6 +36,7 @@ use super::{Change, Error, Herder, TargetState};
 use crate::connector::ConnectorConfig;
 use crate::metrics::now_ms;
 use crate::settings::Settings;
+use crate::source::client_config;
 use crate::task::{Progress, TaskStatus};
 
 /// How often a worker republishes its task states.
@@ -221,8 +222,6 @@ pub struct Cluster {
     stop: AtomicBool,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
-
-use crate::source::client_config;
 
 /// Creates the config and status topics if missing (compacted, as Kafka Connect's are).
 fn ensure_topics(
