@@ -127,33 +127,37 @@ impl JsonConverter {
     /// `{"schema":<the topic's last schema>,"payload":<payload>}` byte for byte as
     /// JsonConverter writes it: the compiled schema and the payload text, found with a
     /// comparison instead of parsing the (often kilobytes long) schema again.
+    /// Works on the record's bytes: the schema part was checked to be UTF-8 when it was first
+    /// seen, so only the payload is validated here (with schemas on, most of a record is its
+    /// schema).
     fn known_schema<'t>(
         &self,
         topic: &str,
-        text: &'t str,
+        bytes: &'t [u8],
     ) -> Option<(Arc<EnvelopeSchema>, &'t str)> {
         if self.schemas_enable == Some(false) {
             return None;
         }
         let (schema_text, compiled) = self.schemas.get(topic)?;
-        let payload = text
-            .strip_prefix("{\"schema\":")?
-            .strip_prefix(&**schema_text)?
-            .strip_prefix(",\"payload\":")?
-            .trim_end()
-            .strip_suffix('}')?;
+        let payload = bytes
+            .strip_prefix(b"{\"schema\":")?
+            .strip_prefix(schema_text.as_bytes())?
+            .strip_prefix(b",\"payload\":")?
+            .trim_ascii_end()
+            .strip_suffix(b"}")?;
+        let payload = std::str::from_utf8(payload).ok()?;
         Some((compiled.clone(), payload))
     }
 
     /// Decodes a record key to JSON text: a struct key becomes an object, a plain key a scalar.
     pub fn key(&mut self, topic: &str, bytes: &[u8]) -> Result<Row, DecodeError> {
-        let text = parse_json(bytes)?;
-        if let Some((schema, payload)) = self.known_schema(topic, text)
+        if let Some((schema, payload)) = self.known_schema(topic, bytes)
             && let Ok(raw) = serde_json::from_str::<&RawValue>(payload)
         {
             return to_row(raw, &schema.row, &self.opts)
                 .map_err(|e| DecodeError::new(format!("key: {e}")));
         }
+        let text = parse_json(bytes)?;
         let top: &RawValue = serde_json::from_str(text)
             .map_err(|e| DecodeError::new(format!("key is not valid JSON: {e}")))?;
         let (schema, payload) = self.unwrap_key(top);
@@ -191,12 +195,7 @@ impl JsonConverter {
         let Some(bytes) = bytes.filter(|b| !b.is_empty()) else {
             return Ok(Value::Tombstone);
         };
-        let text = parse_json(bytes)?;
-        if text.trim() == "null" {
-            // JsonConverter reads a JSON null as a null value: a tombstone.
-            return Ok(Value::Tombstone);
-        }
-        if let Some((schema, payload)) = self.known_schema(topic, text) {
+        if let Some((schema, payload)) = self.known_schema(topic, bytes) {
             if payload.trim() == "null" {
                 return Ok(Value::Tombstone);
             }
@@ -204,6 +203,11 @@ impl JsonConverter {
             if let Ok(inner) = serde_json::from_str::<Top<'_>>(payload) {
                 return self.envelope(&inner, Some(&schema));
             }
+        }
+        let text = parse_json(bytes)?;
+        if text.trim() == "null" {
+            // JsonConverter reads a JSON null as a null value: a tombstone.
+            return Ok(Value::Tombstone);
         }
         let top: Top<'_> = serde_json::from_str(text)
             .map_err(|e| DecodeError::new(format!("value is not valid JSON: {e}")))?;
@@ -293,7 +297,7 @@ pub(crate) fn to_row(raw: &RawValue, conv: &Conv, opts: &Options) -> Result<Row,
 }
 
 fn push_raw(out: &mut Vec<u8>, raw: &str) {
-    if raw.bytes().any(|b| b == b'\n' || b == b'\r') {
+    if memchr::memchr2(b'\n', b'\r', raw.as_bytes()).is_some() {
         out.extend(raw.bytes().filter(|b| *b != b'\n' && *b != b'\r'));
     } else {
         out.extend_from_slice(raw.as_bytes());

@@ -16,7 +16,7 @@ impl Row {
     /// Wraps JSON text that is known to be valid; newlines (only possible as whitespace in
     /// valid JSON) are dropped so the text fits on one NDJSON line.
     pub fn from_json(text: &str) -> Row {
-        if text.bytes().any(|b| b == b'\n' || b == b'\r') {
+        if memchr::memchr2(b'\n', b'\r', text.as_bytes()).is_some() {
             Row(text
                 .chars()
                 .filter(|c| *c != '\n' && *c != '\r')
