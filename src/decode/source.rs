@@ -6,6 +6,7 @@
 use std::borrow::Cow;
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use super::{DecodeError, Row};
 
@@ -45,26 +46,31 @@ pub enum SnapshotMark {
 }
 
 impl SnapshotMark {
-    fn parse(v: Option<&Marker<'_>>) -> SnapshotMark {
-        match v {
-            None | Some(Marker::Bool(false)) => SnapshotMark::No,
-            Some(Marker::Bool(true)) => SnapshotMark::Read,
-            Some(Marker::Text(t)) => match t.as_ref() {
+    /// `source.snapshot`: a string in Debezium ≥ 1.x, a boolean in some older connectors.
+    fn parse(v: Option<&RawValue>) -> Result<SnapshotMark, String> {
+        let Some(raw) = v.map(RawValue::get) else {
+            return Ok(SnapshotMark::No);
+        };
+        Ok(match raw {
+            "null" | "false" => SnapshotMark::No,
+            "true" => SnapshotMark::Read,
+            _ if raw.starts_with('"') => match text(raw)?.as_ref() {
                 "last" | "last_in_data_collection" => SnapshotMark::EndOfTable,
                 "false" => SnapshotMark::No,
                 _ => SnapshotMark::Read,
             },
-        }
+            _ => {
+                return Err(format!(
+                    "`snapshot` is `{raw}`, neither a boolean nor a string"
+                ));
+            }
+        })
     }
 }
 
-/// `source.snapshot`: a string in Debezium ≥ 1.x, a boolean in some older connectors.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Marker<'a> {
-    Bool(bool),
-    #[serde(borrow)]
-    Text(Cow<'a, str>),
+/// A JSON string's content.
+fn text(raw: &str) -> Result<Cow<'_, str>, String> {
+    serde_json::from_str(raw).map_err(|e| format!("`{raw}` is not a JSON string: {e}"))
 }
 
 /// What a sink must add to [`Source::position`] to keep commit order across a snapshot.
@@ -83,25 +89,28 @@ pub enum Ordering {
     AfterSnapshot,
 }
 
-/// A number that some connectors write as a string (Oracle `scn`).
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Num<'a> {
-    Int(u64),
-    #[serde(borrow)]
-    Text(Cow<'a, str>),
+/// A number that some connectors write as a string (Oracle `scn`); `None` for null.
+///
+/// Read from the raw text rather than through a serde untagged enum, which buffers every
+/// value it tries: that made `source` a fifth of the hot path (docs/performance.md).
+fn number(raw: Option<&RawValue>) -> Result<Option<u64>, String> {
+    let Some(raw) = raw.map(RawValue::get).filter(|r| *r != "null") else {
+        return Ok(None);
+    };
+    let digits = if raw.starts_with('"') {
+        text(raw)?
+    } else {
+        Cow::Borrowed(raw)
+    };
+    digits
+        .trim()
+        .parse()
+        .map(Some)
+        .map_err(|_| format!("`{digits}` is not a number"))
 }
 
-impl Num<'_> {
-    fn value(&self) -> Result<u64, String> {
-        match self {
-            Num::Int(v) => Ok(*v),
-            Num::Text(s) => s
-                .trim()
-                .parse()
-                .map_err(|_| format!("`{s}` is not a number")),
-        }
-    }
+fn some_raw<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
 }
 
 #[derive(Deserialize, Default)]
@@ -116,11 +125,11 @@ struct Fields<'a> {
     table: Option<Cow<'a, str>>,
     #[serde(default)]
     ts_ms: Option<i64>,
-    #[serde(borrow, default)]
-    snapshot: Option<Marker<'a>>,
+    #[serde(borrow, default, deserialize_with = "some_raw")]
+    snapshot: Option<&'a RawValue>,
     // PostgreSQL
-    #[serde(borrow, default)]
-    lsn: Option<Num<'a>>,
+    #[serde(borrow, default, deserialize_with = "some_raw")]
+    lsn: Option<&'a RawValue>,
     /// `["<lastCommitLsn>","<lsn>"]`, as a string of JSON.
     #[serde(borrow, default)]
     sequence: Option<Cow<'a, str>>,
@@ -137,10 +146,10 @@ struct Fields<'a> {
     #[serde(borrow, default)]
     commit_lsn: Option<Cow<'a, str>>,
     // Oracle
-    #[serde(borrow, default)]
-    scn: Option<Num<'a>>,
-    #[serde(borrow, default)]
-    commit_scn: Option<Num<'a>>,
+    #[serde(borrow, default, deserialize_with = "some_raw")]
+    scn: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "some_raw")]
+    commit_scn: Option<&'a RawValue>,
     // MongoDB
     #[serde(default)]
     ord: Option<i64>,
@@ -163,6 +172,8 @@ impl Source {
     pub fn from_row(json: Row, read: bool) -> Result<Source, DecodeError> {
         let f: Fields<'_> = serde_json::from_str(json.as_str())
             .map_err(|e| DecodeError::new(format!("`source` block is malformed: {e}")))?;
+        let snapshot = SnapshotMark::parse(f.snapshot)
+            .map_err(|e| DecodeError::new(format!("`source` block is malformed: {e}")))?;
         let (position, ordering) = match position(&f, read) {
             Ok((p, o)) => (Ok(p), o),
             Err(e) => (Err(e), Ordering::Plain),
@@ -176,7 +187,7 @@ impl Source {
             ts_ms: f.ts_ms,
             position,
             ordering,
-            snapshot: SnapshotMark::parse(f.snapshot.as_ref()),
+            snapshot,
             json,
         })
     }
@@ -211,17 +222,14 @@ fn position(f: &Fields<'_>, snapshot: bool) -> Result<(Option<u64>, Ordering), S
         .as_deref()
         .or(if f.file.is_some() && f.pos.is_some() {
             Some("mysql")
-        } else if f.lsn.is_some() {
+        } else if f.lsn.is_some_and(|l| l.get() != "null") {
             Some("postgresql")
         } else {
             None
         });
     let version = match connector {
         Some("postgresql") => {
-            let lsn = match &f.lsn {
-                Some(l) => Some(l.value()?),
-                None => None,
-            };
+            let lsn = number(f.lsn)?;
             let (last_commit, own) = match &f.sequence {
                 Some(seq) => last_commit_lsn(seq)?,
                 None => (None, None),
@@ -271,10 +279,12 @@ fn position(f: &Fields<'_>, snapshot: bool) -> Result<(Option<u64>, Ordering), S
             Some(lsn) => sqlserver_lsn(lsn)?,
             None => return Ok((None, Ordering::Plain)),
         },
-        Some("oracle") => match f.commit_scn.as_ref().or(f.scn.as_ref()) {
-            Some(scn) => scn.value()?,
-            None => return Ok((None, Ordering::Plain)),
-        },
+        Some("oracle") => {
+            match number(f.commit_scn)?.map_or_else(|| number(f.scn), |c| Ok(Some(c)))? {
+                Some(scn) => scn,
+                None => return Ok((None, Ordering::Plain)),
+            }
+        }
         Some("mongodb") => match (f.ts_ms, f.ord) {
             _ if snapshot => 0,
             (Some(ts), Some(ord)) if ts >= 0 && (0..1 << MONGO_ORD_BITS).contains(&ord) => {
@@ -300,11 +310,11 @@ fn check(version: u64) -> Result<u64, String> {
 /// PostgreSQL's `sequence` (`["24023119","24023128"]`): the end LSN of the last commit before
 /// the event (null before the first commit after a snapshot), and the event's own LSN.
 fn last_commit_lsn(sequence: &str) -> Result<(Option<u64>, Option<u64>), String> {
-    let parts: Vec<Option<Num<'_>>> = serde_json::from_str(sequence)
+    let parts: Vec<&RawValue> = serde_json::from_str(sequence)
         .map_err(|_| format!("`sequence` `{sequence}` is not a JSON array of LSNs"))?;
-    let value = |i: usize| match parts.get(i) {
-        Some(Some(n)) => n.value().map(Some),
-        _ => Ok(None),
+    let value = |i: usize| {
+        number(parts.get(i).copied())
+            .map_err(|e| format!("`sequence` `{sequence}` is not a JSON array of LSNs: {e}"))
     };
     if parts.is_empty() {
         return Err(format!("`sequence` `{sequence}` is empty"));
