@@ -85,6 +85,127 @@ fn spec(extra: serde_json::Value) -> ConnectorSpec {
     .unwrap()
 }
 
+/// A wide MySQL-shaped table as Debezium's MySQL connector and JsonConverter with schemas write
+/// its change events: `columns` columns cycling through the types such tables hold most
+/// (integers, text, DECIMAL, DATETIME(6), DATE, TINYINT(1)); updates carry the before image
+/// (`binlog_row_image=FULL`). 20 columns make records of about 6 KB.
+fn wide(seed: u64, changes: usize, columns: usize, partitions: i32) -> Vec<Rec> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let kinds = [
+        ("int64", None, "id_"),
+        ("string", None, "name_"),
+        (
+            "bytes",
+            Some("org.apache.kafka.connect.data.Decimal"),
+            "amount_",
+        ),
+        ("int64", Some("io.debezium.time.MicroTimestamp"), "at_"),
+        ("int32", Some("io.debezium.time.Date"), "day_"),
+        ("int16", None, "flag_"),
+        ("string", None, "note_"),
+    ];
+    let fields: Vec<serde_json::Value> = (0..columns)
+        .map(|c| {
+            let (ty, name, prefix) = kinds[c % kinds.len()];
+            let mut f = json!({"type": ty, "optional": c != 0, "field": format!("{prefix}{c}")});
+            if c == 0 {
+                f["field"] = json!("id");
+            }
+            if let Some(n) = name {
+                f["name"] = json!(n);
+                f["version"] = json!(1);
+            }
+            if ty == "bytes" {
+                f["parameters"] = json!({"scale": "2", "connect.decimal.precision": "12"});
+            }
+            f
+        })
+        .collect();
+    let image = |field: &str| json!({"type":"struct","name":"bench.inventory.orders.Value","optional":true,"field":field,"fields":fields});
+    let value_schema = json!({"type":"struct","name":"bench.inventory.orders.Envelope","optional":false,"fields":[
+        image("before"), image("after"),
+        {"type":"struct","name":"io.debezium.connector.mysql.Source","optional":false,"field":"source","fields":[
+            {"type":"string","optional":false,"field":"version"},{"type":"string","optional":false,"field":"connector"},
+            {"type":"string","optional":false,"field":"name"},{"type":"int64","optional":false,"field":"ts_ms"},
+            {"type":"string","optional":true,"name":"io.debezium.data.Enum","version":1,"parameters":{"allowed":"true,last,false,incremental"},"default":"false","field":"snapshot"},
+            {"type":"string","optional":false,"field":"db"},{"type":"string","optional":true,"field":"sequence"},
+            {"type":"string","optional":true,"field":"table"},{"type":"int64","optional":false,"field":"server_id"},
+            {"type":"string","optional":true,"field":"gtid"},{"type":"string","optional":false,"field":"file"},
+            {"type":"int64","optional":false,"field":"pos"},{"type":"int32","optional":false,"field":"row"},
+            {"type":"int64","optional":true,"field":"thread"},{"type":"string","optional":true,"field":"query"}]},
+        {"type":"string","optional":false,"field":"op"},{"type":"int64","optional":true,"field":"ts_ms"},
+        {"type":"struct","optional":true,"name":"event.block","version":1,"field":"transaction","fields":[
+            {"type":"string","optional":false,"field":"id"},{"type":"int64","optional":false,"field":"total_order"},
+            {"type":"int64","optional":false,"field":"data_collection_order"}]}]});
+    let key_schema = json!({"type":"struct","name":"bench.inventory.orders.Key","optional":false,
+        "fields":[{"type":"int64","optional":false,"field":"id"}]});
+    let row = |id: u64, rng: &mut fastrand::Rng| {
+        let mut r = serde_json::Map::new();
+        for c in 0..columns {
+            let (_, _, prefix) = kinds[c % kinds.len()];
+            let v = match (c, prefix) {
+                (0, _) => json!(id),
+                (_, "id_") => json!(rng.u64(..1 << 40)),
+                (_, "name_") => json!(format!("customer {} of tenant {}", rng.u32(..), rng.u8(..))),
+                (_, "amount_") => {
+                    use base64::Engine as _;
+                    json!(
+                        base64::engine::general_purpose::STANDARD.encode(rng.u32(..).to_be_bytes())
+                    )
+                }
+                (_, "at_") => json!(1_700_000_000_000_000i64 + rng.i64(..1 << 40)),
+                (_, "day_") => json!(rng.i32(..30_000)),
+                (_, "flag_") => json!(rng.u8(..2)),
+                _ => json!(format!(
+                    "free text note {:x} about the order, written by hand",
+                    rng.u64(..)
+                )),
+            };
+            let name = if c == 0 {
+                "id".to_string()
+            } else {
+                format!("{prefix}{c}")
+            };
+            r.insert(name, v);
+        }
+        serde_json::Value::Object(r)
+    };
+    let mut out = Vec::with_capacity(changes + changes / 10);
+    let keys = (changes / 3).max(1) as u64;
+    let mut pos = 4u64;
+    for n in 0..changes {
+        let id = rng.u64(..keys);
+        let partition = (id % partitions as u64) as i32;
+        let roll = rng.u8(..100);
+        let (op, before, after) = match roll {
+            0..20 => ("c", None, Some(row(id, &mut rng))),
+            20..95 => ("u", Some(row(id, &mut rng)), Some(row(id, &mut rng))),
+            _ => ("d", Some(row(id, &mut rng)), None),
+        };
+        pos += 300 + rng.u64(..200);
+        let ts = 1_700_000_000_000i64 + n as i64;
+        let payload = json!({"before": before, "after": after,
+            "source": {"version":"2.7.0.Final","connector":"mysql","name":"bench","ts_ms":ts,"snapshot":"false",
+                "db":"inventory","sequence":null,"table":"orders","server_id":223344,"gtid":null,
+                "file":"mysql-bin.000003","pos":pos,"row":0,"thread":7,"query":null},
+            "op": op, "ts_ms": ts + 3, "transaction": null});
+        let key = json!({"schema": key_schema, "payload": {"id": id}}).to_string();
+        out.push(Rec {
+            partition,
+            key: Some(key.clone()),
+            value: Some(json!({"schema": value_schema, "payload": payload}).to_string()),
+        });
+        if op == "d" {
+            out.push(Rec {
+                partition,
+                key: Some(key),
+                value: None,
+            });
+        }
+    }
+    out
+}
+
 /// A benchmark record's key and value, decoded (topic `bench`).
 fn decode<T: AsRef<[u8]>>(decoder: &mut Decoder, r: &Rec<T>) -> (Option<Row>, DecodedValue) {
     let key = decoder
@@ -97,7 +218,13 @@ fn decode<T: AsRef<[u8]>>(decoder: &mut Decoder, r: &Rec<T>) -> (Option<Row>, De
 }
 
 /// decode → map → batch (NDJSON body) for every record, on this thread.
-fn hot<T: AsRef<[u8]>>(label: &str, records: &[Rec<T>], rounds: usize, extra: serde_json::Value) {
+/// Returns the best round's records per CPU-second.
+fn hot<T: AsRef<[u8]>>(
+    label: &str,
+    records: &[Rec<T>],
+    rounds: usize,
+    extra: serde_json::Value,
+) -> f64 {
     let mut options = json!({"behavior.on.null.values": "delete"});
     for (k, v) in extra.as_object().unwrap() {
         options[k] = v.clone();
@@ -167,6 +294,7 @@ fn hot<T: AsRef<[u8]>>(label: &str, records: &[Rec<T>], rounds: usize, extra: se
         bytes as f64 / records.len() as f64,
         body_bytes as f64 / n as f64,
     );
+    records.len() as f64 / best
 }
 
 /// Our Avro decoder alone: key and value to rows (semantic types decoded), no mapping.
@@ -265,23 +393,55 @@ fn bare_consumer(topic: &str, partitions: i32, expected: usize) {
     println!("{n} {}", cpu_seconds_self());
 }
 
+/// How a worker run went.
+struct Run {
+    /// Seconds from the worker's start to its last commit.
+    wall: f64,
+    cpu: f64,
+    rss_mib: f64,
+    /// Records per second from its first commit to its last (startup and group join left out).
+    steady: f64,
+}
+
 /// Waits until the worker committed every offset of `topic` for connector `name`, then stops
-/// it: (seconds since `t0`, the worker's CPU-seconds, its peak RSS in MiB).
-fn finish(w: Worker, name: &str, topic: &str, partitions: i32, t0: Instant) -> (f64, f64, f64) {
+/// it.
+fn finish(w: Worker, name: &str, topic: &str, partitions: i32, t0: Instant) -> Run {
     let group = format!("connect-{name}");
     let end = kafka::end_offsets(topic, partitions);
-    while kafka::committed(&group, topic, partitions) != end {
-        std::thread::sleep(Duration::from_millis(100));
+    let total: i64 = end.values().sum();
+    let mut first: Option<(Instant, i64)> = None;
+    loop {
+        let committed = kafka::committed(&group, topic, partitions);
+        if committed == end {
+            break;
+        }
+        let done: i64 = committed.values().filter(|o| **o > 0).sum();
+        if first.is_none() && done > 0 {
+            first = Some((Instant::now(), done));
+        }
+        std::thread::sleep(Duration::from_millis(50));
         assert!(
             t0.elapsed() < Duration::from_secs(900),
             "worker did not finish:\n{}",
             w.log_text()
         );
     }
+    let done_at = Instant::now();
     let wall = t0.elapsed().as_secs_f64();
-    let (cpu, rss) = (cpu_seconds_of(w.pid()), peak_rss_mib(w.pid()));
+    let (cpu, rss_mib) = (cpu_seconds_of(w.pid()), peak_rss_mib(w.pid()));
     assert!(w.stop().success());
-    (wall, cpu, rss)
+    let steady = match first {
+        Some((t, done)) if (done_at - t).as_secs_f64() > 0.5 => {
+            (total - done) as f64 / (done_at - t).as_secs_f64()
+        }
+        _ => f64::NAN,
+    };
+    Run {
+        wall,
+        cpu,
+        rss_mib,
+        steady,
+    }
 }
 
 /// Runs [`bare_consumer`] in a process of its own (its CPU time is its own).
@@ -378,7 +538,12 @@ fn e2e_druid(label: &str, records: &[Rec], partitions: i32, exactly_once: bool) 
         &[&file],
         &[("CDC_SINK_WORKER__OFFSET_FLUSH_INTERVAL_MS", "5000")],
     );
-    let (wall, cpu, rss) = finish(w, &name, &topic, partitions, t0);
+    let Run {
+        wall,
+        cpu,
+        rss_mib: rss,
+        ..
+    } = finish(w, &name, &topic, partitions, t0);
     let (bare_n, bare_cpu) = bare_result(&run_bare(&topic, partitions, total).stdout);
     let txn = if exactly_once {
         "exactly once"
@@ -398,10 +563,25 @@ fn e2e_druid(label: &str, records: &[Rec], partitions: i32, exactly_once: bool) 
     );
 }
 
-fn e2e(label: &str, records: &[Rec], partitions: i32) {
+/// What an end-to-end run measured.
+struct E2e {
+    run: Run,
+    /// The worker's CPU per record over the bare consumer's.
+    ratio: f64,
+}
+
+/// The real broker → the `cdc-sink` binary (`tasks.max` tasks, `extra` connector options) → an
+/// instant-acknowledging endpoint; beside a bare consumer of the same topic.
+fn e2e<T: AsRef<[u8]>>(
+    label: &str,
+    records: &[Rec<T>],
+    partitions: i32,
+    tasks: usize,
+    extra: serde_json::Value,
+) -> E2e {
     let topic = support::unique(&format!("bench-{label}"));
     kafka::create_topic(&topic, partitions);
-    kafka::produce(&topic, records);
+    kafka::producer().send(&topic, records);
     let total = records.len();
 
     // An Elasticsearch that acknowledges every action at once.
@@ -426,14 +606,16 @@ fn e2e(label: &str, records: &[Rec], partitions: i32) {
     rt.spawn(http::serve(listener, handler));
 
     let name = support::unique("bench");
-    let file = connector_file(
-        &name,
-        &json!({"connector.class": "elasticsearch", "topics": topic, "connection.url": url,
-        "behavior.on.null.values": "delete"}),
-    );
+    let mut config = json!({"connector.class": "elasticsearch", "topics": topic, "connection.url": url,
+        "behavior.on.null.values": "delete", "tasks.max": tasks.to_string()});
+    for (k, v) in extra.as_object().unwrap() {
+        config[k] = v.clone();
+    }
+    let file = connector_file(&name, &config);
     let t0 = Instant::now();
     let w = Worker::start(&file);
-    let (wall, cpu, rss) = finish(w, &name, &topic, partitions, t0);
+    let run = finish(w, &name, &topic, partitions, t0);
+    let (wall, cpu, rss) = (run.wall, run.cpu, run.rss_mib);
 
     let out = run_bare(&topic, partitions, total);
     let (bare_n, bare_cpu) = bare_result(&out.stdout);
@@ -448,6 +630,14 @@ fn e2e(label: &str, records: &[Rec], partitions: i32) {
         bare_n as f64 / bare_cpu,
         cpu / bare_cpu
     );
+    println!(
+        "e2e {label:<16} tasks.max={tasks}: {:>9.0} records/s from the first commit to the last",
+        run.steady
+    );
+    E2e {
+        ratio: cpu / bare_cpu,
+        run,
+    }
 }
 
 /// Drives `rate` changes per second into PostgreSQL for `run`, through Debezium and cdc-sink
@@ -570,6 +760,35 @@ fn ensure_kafka() {
     }
 }
 
+/// The targets beside what this run measured, printed at the end.
+#[derive(Default)]
+struct Targets(Vec<String>);
+
+impl Targets {
+    fn at_least(&mut self, what: &str, measured: f64, target: f64, unit: &str) {
+        self.line(
+            what,
+            measured >= target,
+            format!("{measured:>10.0} {unit}"),
+            format!("≥ {target:.0}"),
+        );
+    }
+    fn at_most(&mut self, what: &str, measured: f64, target: f64, unit: &str) {
+        self.line(
+            what,
+            measured <= target,
+            format!("{measured:>10.2} {unit}"),
+            format!("≤ {target}"),
+        );
+    }
+    fn line(&mut self, what: &str, met: bool, measured: String, target: String) {
+        let verdict = if met { "met" } else { "NOT met" };
+        self.0.push(format!(
+            "target {what:<44} {measured:<22} {target:<10} {verdict}"
+        ));
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--bare-consumer") {
@@ -590,6 +809,7 @@ fn main() {
         live_freshness(1_000, Duration::from_secs(60));
         return;
     }
+    let mut targets = Targets::default();
     let plain = history::generate(
         1,
         &Options {
@@ -610,6 +830,11 @@ fn main() {
             ..Options::default()
         },
     );
+    // The same history in Avro, through a schema registry of the tests' own.
+    let registry = support::registry::Registry::start();
+    let avro = support::avro::Encoder::new(&registry).records("bench", &schema.records);
+    let avro_options = json!({"key.converter": "avro", "value.converter": "avro",
+        "key.converter.schema.registry.url": registry.url, "value.converter.schema.registry.url": registry.url});
     if want("hot") {
         let rounds: usize = std::env::var("BENCH_ROUNDS")
             .ok()
@@ -618,31 +843,34 @@ fn main() {
         // BENCH_ONLY=avro (or json) runs one family, for profiling.
         let only = std::env::var("BENCH_ONLY").unwrap_or_default();
         if only != "avro" {
-            hot("without schema", &plain.records, rounds, json!({}));
-            hot(
+            let r = hot("without schema", &plain.records, rounds, json!({}));
+            targets.at_least(
+                "hot: JSON without schema, one core",
+                r,
+                500_000.0,
+                "records/CPU-s",
+            );
+            let r = hot(
                 "with schema",
                 &schema.records,
                 rounds.div_ceil(2),
                 json!({}),
             );
+            targets.at_least(
+                "hot: JSON with schema (~2 KB), one core",
+                r,
+                300_000.0,
+                "records/CPU-s",
+            );
+            let wide = wide(7, 20_000, 20, 8);
+            hot("with schema 6 KB", &wide, rounds.div_ceil(2), json!({}));
         }
-        // The same history in Avro, through a schema registry of the tests' own.
-        let registry = support::registry::Registry::start();
-        let mut enc = support::avro::Encoder::new(&registry);
-        let avro = enc.records("bench", &schema.records);
-        let url = registry.url.clone();
-        if only == "json" {
-            return;
+        if only != "json" {
+            let r = hot("avro", &avro, rounds, avro_options.clone());
+            targets.at_least("hot: Avro, one core", r, 400_000.0, "records/CPU-s");
+            avro_decode_only(&registry.url, &avro, rounds);
+            apache_avro_value_path(&registry, &avro, rounds);
         }
-        hot(
-            "avro",
-            &avro,
-            rounds,
-            json!({"key.converter": "avro", "value.converter": "avro",
-                   "key.converter.schema.registry.url": url, "value.converter.schema.registry.url": url}),
-        );
-        avro_decode_only(&url, &avro, rounds);
-        apache_avro_value_path(&registry, &avro, rounds);
     }
     if want("e2e") {
         ensure_kafka();
@@ -659,8 +887,41 @@ fn main() {
             )
             .records
         };
-        e2e("without-schema", &big(3, false, 400_000), 4);
-        e2e("with-schema", &big(4, true, 150_000), 4);
+        let r = e2e("without-schema", &big(3, false, 400_000), 4, 1, json!({}));
+        targets.at_most(
+            "e2e: JSON without schema, worker/bare CPU",
+            r.ratio,
+            2.0,
+            "x",
+        );
+        let r = e2e("with-schema", &big(4, true, 150_000), 4, 1, json!({}));
+        targets.at_most(
+            "e2e: JSON with schema ~2 KB, worker/bare CPU",
+            r.ratio,
+            2.5,
+            "x",
+        );
+        let r = e2e("with-schema-6KB", &wide(8, 60_000, 20, 4), 4, 1, json!({}));
+        targets.at_most(
+            "e2e: JSON with schema ~6 KB, worker/bare CPU",
+            r.ratio,
+            2.5,
+            "x",
+        );
+        let avro_big =
+            support::avro::Encoder::new(&registry).records("bench", &big(4, true, 150_000));
+        let r = e2e("avro", &avro_big, 4, 1, avro_options.clone());
+        targets.at_most("e2e: Avro, worker/bare CPU", r.ratio, 2.0, "x");
+        // Scale on cores: the same CPU-bound run with one task and with two.
+        let scale = big(9, true, 200_000);
+        let one = e2e("scale-1-task", &scale, 4, 1, json!({}));
+        let two = e2e("scale-2-tasks", &scale, 4, 2, json!({}));
+        targets.at_least(
+            "e2e: tasks.max=2 over tasks.max=1, records/s ×100",
+            100.0 * two.run.steady / one.run.steady,
+            170.0,
+            "%",
+        );
     }
     if want("druid") {
         let rounds: usize = std::env::var("BENCH_ROUNDS")
@@ -698,6 +959,15 @@ fn main() {
                 ..Options::default()
             },
         );
-        e2e("backlog-1M", &backlog.records[..1_000_000], 8);
+        let r = e2e("backlog-1M", &backlog.records[..1_000_000], 8, 1, json!({}));
+        targets.at_most(
+            "backlog of 1M records over 8 partitions, peak RSS",
+            r.run.rss_mib,
+            120.0,
+            "MiB",
+        );
+    }
+    for t in &targets.0 {
+        println!("{t}");
     }
 }

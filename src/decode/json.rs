@@ -248,7 +248,13 @@ impl JsonConverter {
                     .map_err(|e| DecodeError::new(format!("`{name}`: {e}"))),
             }
         };
-        let before = image("before", top.before)?;
+        // Only a delete's before image is read by a sink (`ChangeEvent::before`): the others
+        // are not converted (on 6 KB MySQL records with full row images, a third of the work).
+        let before = if op == "d" {
+            image("before", top.before)?
+        } else {
+            None
+        };
         let after = image("after", top.after)?;
         let source = top
             .source

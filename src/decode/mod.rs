@@ -105,7 +105,9 @@ impl Op {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChangeEvent {
     pub op: Op,
-    /// The row before the change (updates with a full replica identity, deletes).
+    /// The row before a delete (its id when the record has no key, its last content for soft
+    /// deletes). Left out of other changes, for which no sink reads it: decoding it cost as
+    /// much as the after image (docs/performance.md).
     pub before: Option<Row>,
     /// The row after the change (reads, creates, updates).
     pub after: Option<Row>,
@@ -158,6 +160,7 @@ pub(crate) fn change(
             op.code()
         )));
     }
+    let before = before.filter(|_| op == Op::Delete);
     let read = op == Op::Read;
     let source = source.map(|s| Source::from_row(s, read)).transpose()?;
     Ok(Value::Change(ChangeEvent {
