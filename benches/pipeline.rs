@@ -640,6 +640,134 @@ fn e2e<T: AsRef<[u8]>>(
     }
 }
 
+/// The bulk bodies the worker would send for `records` into `index` (decode → map → batch of
+/// `batch.size` 2000, as in [`hot`]): what an ideal client sends, built before the clock starts.
+fn bodies(records: &[Rec], index: &str) -> Vec<bytes::Bytes> {
+    let spec = spec(json!({"behavior.on.null.values": "delete", "index.name": index}));
+    let mut mapper = Mapper::new(Arc::new(spec.sink.elasticsearch().unwrap().clone()));
+    let mut decoder = Decoder::new(&spec).unwrap();
+    let topic: Arc<str> = "bench".into();
+    let mut out = Vec::new();
+    let mut batch = Batch::new(false);
+    for (i, r) in records.iter().enumerate() {
+        let (key, value) = decode(&mut decoder, r);
+        let rec = SinkRecord {
+            topic: "bench",
+            kafka_topic: "bench",
+            partition: r.partition,
+            offset: i as i64,
+            timestamp_ms: None,
+            key: key.as_ref(),
+            value: &value,
+        };
+        if let Mapped::Write(a) = mapper.map(&rec).unwrap() {
+            let origin = Origin {
+                topic: topic.clone(),
+                partition: r.partition,
+                offset: i as i64,
+                source_ts_ms: None,
+                kafka_ts_ms: None,
+            };
+            let ack = Ack {
+                slot: 0,
+                epoch: 0,
+                offset: i as i64,
+            };
+            batch.push(a, origin, ack);
+        }
+        if batch.records() >= 2000 {
+            out.push(batch.take().seal().body);
+        }
+    }
+    if !batch.is_empty() {
+        out.push(batch.seal().body);
+    }
+    out
+}
+
+/// Sends `bodies` to `_bulk` of the real Elasticsearch from `threads` threads; records/s.
+fn ideal_client(bodies: &[bytes::Bytes], records: usize, threads: usize) -> f64 {
+    let es = support::servers().es.clone();
+    let client = reqwest::blocking::Client::new();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(body) = bodies.get(i) else { break };
+                    let resp = client
+                        .post(format!("{es}/_bulk"))
+                        .header("content-type", "application/x-ndjson")
+                        .body(body.clone())
+                        .send()
+                        .unwrap();
+                    assert!(resp.status().is_success());
+                    let text = resp.text().unwrap();
+                    assert!(
+                        text.starts_with("{\"errors\":false") || !text.contains("\"error\""),
+                        "{}",
+                        &text[..text.len().min(500)]
+                    );
+                }
+            });
+        }
+    });
+    records as f64 / t0.elapsed().as_secs_f64()
+}
+
+/// The CPU-seconds of the benchmark's Elasticsearch so far.
+fn es_cpu() -> f64 {
+    std::fs::read_to_string(support::servers().dir.join("elasticsearch/pid"))
+        .ok()
+        .and_then(|p| p.trim().parse().ok())
+        .map_or(f64::NAN, cpu_seconds_of)
+}
+
+/// The worker into the real Elasticsearch beside an ideal client sending the same documents as
+/// pre-built bulk bodies with the best concurrency found: (worker, ideal) records/s.
+fn es_vs_ideal(records: &[Rec], partitions: i32) -> (f64, f64) {
+    let es = support::servers().es.clone();
+    let topic = support::unique("bench-es");
+    kafka::create_topic(&topic, partitions);
+    kafka::produce(&topic, records);
+    let name = support::unique("bench-es");
+    let file = connector_file(
+        &name,
+        &json!({"connector.class": "elasticsearch", "topics": topic, "connection.url": es,
+            "behavior.on.null.values": "delete"}),
+    );
+    let es0 = es_cpu();
+    let t0 = Instant::now();
+    let w = Worker::start(&file);
+    let run = finish(w, &name, &topic, partitions, t0);
+    let es_worker = es_cpu() - es0;
+    println!(
+        "es  cdc-sink → Elasticsearch: {} records, {:>8.0} records/s from the first commit to the last; worker {:.2} CPU-s, Elasticsearch {:.2} CPU-s",
+        records.len(),
+        run.steady,
+        run.cpu,
+        es_worker
+    );
+    let mut best = 0.0f64;
+    for threads in [2, 4, 8] {
+        let body = bodies(records, &support::unique("bench-ideal"));
+        let es0 = es_cpu();
+        let rate = ideal_client(&body, records.len(), threads);
+        println!(
+            "es  ideal client, {threads} concurrent requests, pre-built bodies: {rate:>8.0} records/s; Elasticsearch {:.2} CPU-s",
+            es_cpu() - es0
+        );
+        best = best.max(rate);
+    }
+    println!(
+        "es  cdc-sink reaches {:.0}% of the ideal client's rate",
+        100.0 * run.steady / best
+    );
+    (run.steady, best)
+}
+
 /// Drives `rate` changes per second into PostgreSQL for `run`, through Debezium and cdc-sink
 /// into Elasticsearch, and prints the freshness the worker measured.
 fn live_freshness(rate: usize, run: Duration) {
@@ -789,6 +917,15 @@ impl Targets {
     }
 }
 
+/// Kafka and Elasticsearch for the runs against the real one.
+fn ensure_es() {
+    if std::env::var_os("CDCSINK_TEST_SERVERS").is_none() {
+        let dir = support::servers::start(&["kafka", "elasticsearch"]);
+        // SAFETY: set before any other thread reads the environment.
+        unsafe { std::env::set_var("CDCSINK_TEST_SERVERS", dir) };
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--bare-consumer") {
@@ -802,7 +939,7 @@ fn main() {
     let want = |what: &str| {
         !args
             .iter()
-            .any(|a| a == "hot" || a == "e2e" || a == "druid" || a == "live" || a == "backlog")
+            .any(|a| ["hot", "e2e", "es", "druid", "live", "backlog"].contains(&a.as_str()))
             || args.iter().any(|a| a == what)
     };
     if want("live") && args.iter().any(|a| a == "live") {
@@ -810,6 +947,10 @@ fn main() {
         return;
     }
     let mut targets = Targets::default();
+    if want("es") {
+        // Before any run starts a Kafka alone.
+        ensure_es();
+    }
     let plain = history::generate(
         1,
         &Options {
@@ -920,6 +1061,26 @@ fn main() {
             "e2e: tasks.max=2 over tasks.max=1, records/s ×100",
             100.0 * two.run.steady / one.run.steady,
             170.0,
+            "%",
+        );
+    }
+    if want("es") {
+        let records = history::generate(
+            10,
+            &Options {
+                changes: 200_000,
+                keys: 100_000,
+                with_schema: true,
+                replay: 0,
+                ..Options::default()
+            },
+        )
+        .records;
+        let (worker, ideal) = es_vs_ideal(&records, 4);
+        targets.at_least(
+            "es: cdc-sink over an ideal client, records/s ×100",
+            100.0 * worker / ideal,
+            90.0,
             "%",
         );
     }

@@ -142,6 +142,9 @@ pub fn client_config(settings: &Settings) -> ClientConfig {
     c
 }
 
+/// How much a task's consumer prefetches, unless overridden.
+pub const PREFETCH_KBYTES: &str = "16384";
+
 /// How often a task's consumer reports its partitions' end offsets, unless overridden.
 pub const STATISTICS_MS: &str = "5000";
 
@@ -156,6 +159,10 @@ pub fn consumer_config(settings: &Settings, spec: &ConnectorSpec, task: usize) -
     c.set("auto.offset.reset", "earliest");
     // End offsets for the lag metrics (`RebalanceHandler::partition_ends`).
     c.set("statistics.interval.ms", STATISTICS_MS);
+    // librdkafka prefetches up to this much per consumer (its default: 64 MiB); 16 MiB keeps
+    // a catching-up worker's memory low and still holds about a second of records at full
+    // speed (docs/performance.md).
+    c.set("queued.max.messages.kbytes", PREFETCH_KBYTES);
     c.set(
         "client.id",
         format!("connector-consumer-{}-{task}", spec.name),
