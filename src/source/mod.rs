@@ -143,7 +143,7 @@ pub fn client_config(settings: &Settings) -> ClientConfig {
 }
 
 /// How much a task's consumer prefetches, unless overridden.
-pub const PREFETCH_KBYTES: &str = "16384";
+pub const PREFETCH_KBYTES: &str = "8192";
 
 /// How often a task's consumer reports its partitions' end offsets, unless overridden.
 pub const STATISTICS_MS: &str = "5000";

@@ -1,7 +1,6 @@
 //! A decoded change → one Elasticsearch bulk action (docs/design.md): index name, document id,
 //! version, and the document itself. Plain functions over plain types.
 
-use std::io::Write as _;
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
@@ -47,7 +46,10 @@ impl BulkAction {
         out.extend_from_slice(b",\"_id\":");
         write_json_str(out, &self.id);
         if let Some(v) = self.version {
-            let _ = write!(out, ",\"version\":{v},\"version_type\":\"external_gte\"");
+            // itoa: `write!` went through the formatting machinery, a tenth of this function.
+            out.extend_from_slice(b",\"version\":");
+            out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+            out.extend_from_slice(b",\"version_type\":\"external_gte\"");
         }
         out.extend_from_slice(b"}}\n");
         if let ActionKind::Index(doc) = &self.kind {
