@@ -37,6 +37,12 @@ use crate::source::{self, Consumer, RebalanceHandler};
 const POLL: Duration = Duration::from_millis(50);
 /// Records taken from the consumer between two looks at the sink (acks, linger, commits).
 const BURST: usize = 256;
+/// How long a full sink (`Sink::capacity`) holds the consumer before it is paused. Holding
+/// takes no records and keeps librdkafka's prefetch; pausing purges it, and the refetch after
+/// every resume left bulk requests half full: a task fed a real Elasticsearch reached 40% of
+/// the rate it reaches now (docs/performance.md). A pause, which keeps the consumer in its
+/// group while nothing is read, is for a sink that stays full (Elasticsearch down).
+const HOLD: Duration = Duration::from_secs(1);
 /// The first and the longest wait before a task starts over from its committed offsets.
 const REWIND_BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30));
 /// First and largest delay between two attempts at a stalled record.
@@ -625,6 +631,8 @@ fn run(
     // Paused by the user, as last seen; and a commit due as soon as the sink is idle.
     let mut user_paused = false;
     let mut commit_soon = false;
+    // Since when the sink has been full, while it is (see `HOLD`).
+    let mut full_since: Option<Instant> = None;
 
     let outcome = 'run: loop {
         if shutdown.load(Ordering::Relaxed) {
@@ -658,6 +666,8 @@ fn run(
             }
         } else if handler.control.paused.load(Ordering::Relaxed) && !paused {
             // Paused by the user: the consumer is paused below before anything more is read.
+        } else if full_since.is_some() && !paused {
+            // Full: records wait in the consumer's prefetch until the sink takes them.
         } else {
             // A burst of records: the first poll may wait, the rest take what is already
             // fetched. Each record is handled before the next poll, which may run a rebalance
@@ -714,7 +724,7 @@ fn run(
         if let Some(f) = st.failure.take() {
             break Err(f);
         }
-        let wait = if st.paused && st.stall.is_none() {
+        let wait = if (st.paused && st.stall.is_none()) || full_since.is_some() {
             POLL
         } else {
             Duration::ZERO
@@ -741,9 +751,14 @@ fn run(
             }
         }
         let (pending, capacity) = (pending(&st), st.sink.capacity());
+        full_since = match full_since {
+            _ if pending < capacity => None,
+            None => Some(Instant::now()),
+            since => since,
+        };
         let pause = user_paused
             || st.stall.is_some()
-            || pending >= capacity
+            || full_since.is_some_and(|t| t.elapsed() >= HOLD)
             || (st.paused && pending > capacity / 2);
         if pause != st.paused {
             source::set_paused(&consumer, pause);

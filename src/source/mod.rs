@@ -145,6 +145,9 @@ pub fn client_config(settings: &Settings) -> ClientConfig {
 /// How much a task's consumer prefetches, unless overridden.
 pub const PREFETCH_KBYTES: &str = "8192";
 
+/// How long a partition's fetch waits when the prefetch queue is full, unless overridden.
+pub const FETCH_QUEUE_BACKOFF_MS: &str = "20";
+
 /// How often a task's consumer reports its partitions' end offsets, unless overridden.
 pub const STATISTICS_MS: &str = "5000";
 
@@ -159,10 +162,13 @@ pub fn consumer_config(settings: &Settings, spec: &ConnectorSpec, task: usize) -
     c.set("auto.offset.reset", "earliest");
     // End offsets for the lag metrics (`RebalanceHandler::partition_ends`).
     c.set("statistics.interval.ms", STATISTICS_MS);
-    // librdkafka prefetches up to this much per consumer (its default: 64 MiB); 16 MiB keeps
-    // a catching-up worker's memory low and still holds about a second of records at full
-    // speed (docs/performance.md).
+    // librdkafka prefetches up to this much per consumer (its default: 64 MiB); 8 MiB keeps a
+    // catching-up worker's memory low and still holds tens of thousands of Debezium records
+    // (docs/performance.md).
     c.set("queued.max.messages.kbytes", PREFETCH_KBYTES);
+    // A full prefetch queue postpones the partition's next fetch by this much (librdkafka's
+    // default: 1 s, which left a worker with a small queue idle most of the time).
+    c.set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS);
     c.set(
         "client.id",
         format!("connector-consumer-{}-{task}", spec.name),
