@@ -565,6 +565,8 @@ fn e2e_druid(label: &str, records: &[Rec], partitions: i32, exactly_once: bool) 
 
 /// What an end-to-end run measured.
 struct E2e {
+    topic: String,
+    records_per_cpu: f64,
     run: Run,
     /// The worker's CPU per record over the bare consumer's.
     ratio: f64,
@@ -636,7 +638,9 @@ fn e2e<T: AsRef<[u8]>>(
     );
     E2e {
         ratio: cpu / bare_cpu,
+        records_per_cpu: total as f64 / cpu,
         run,
+        topic,
     }
 }
 
@@ -721,9 +725,26 @@ fn ideal_client(bodies: &[bytes::Bytes], records: usize, threads: usize) -> f64 
     records as f64 / t0.elapsed().as_secs_f64()
 }
 
-/// The CPU-seconds of the benchmark's Elasticsearch so far (the JVM is a descendant of the
-/// process whose id `scripts/servers` keeps).
-fn es_cpu() -> f64 {
+/// Kafka Connect of the benchmark's servers (started there if it is not running yet).
+fn connect_url() -> String {
+    let dir = support::servers().dir.clone();
+    if !dir.join("connect.env").exists() {
+        let ok = std::process::Command::new(support::servers::repo().join("scripts/servers"))
+            .arg("start")
+            .arg(&dir)
+            .arg("connect")
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "Kafka Connect did not start");
+    }
+    support::servers::read_env(&dir, "connect.env", "CONNECT_URL")
+}
+
+/// The CPU-seconds of a server of the benchmark's (`connect`, `elasticsearch`) so far: its
+/// process tree (the JVM is a descendant of the process whose id `scripts/servers` keeps).
+fn server_cpu(name: &str) -> f64 {
     fn tree(pid: u32) -> f64 {
         // Each thread lists the children it started.
         let children: String = std::fs::read_dir(format!("/proc/{pid}/task"))
@@ -740,10 +761,56 @@ fn es_cpu() -> f64 {
                 .map(tree)
                 .sum::<f64>()
     }
-    std::fs::read_to_string(support::servers().dir.join("elasticsearch/pid"))
+    std::fs::read_to_string(support::servers().dir.join(name).join("pid"))
         .ok()
         .and_then(|p| p.trim().parse::<u32>().ok())
         .map_or(f64::NAN, tree)
+}
+
+/// Kafka Connect's JsonConverter (schemas on) → FileStreamSink over `topic`: the least any
+/// Connect-based sink spends per record. Records per CPU-second of the Connect worker.
+fn connect_file_sink(topic: &str, partitions: i32) -> f64 {
+    let url = connect_url();
+    let name = support::unique("bench-connect-file");
+    let file = std::env::temp_dir().join(format!("{name}.txt"));
+    let total: i64 = kafka::end_offsets(topic, partitions).values().sum();
+    let config = json!({"connector.class": "org.apache.kafka.connect.file.FileStreamSinkConnector",
+        "topics": topic, "file": file, "tasks.max": "1",
+        "key.converter": "org.apache.kafka.connect.json.JsonConverter",
+        "value.converter": "org.apache.kafka.connect.json.JsonConverter",
+        "key.converter.schemas.enable": "true", "value.converter.schemas.enable": "true"});
+    let client = reqwest::blocking::Client::new();
+    let cpu0 = server_cpu("connect");
+    let t0 = Instant::now();
+    let resp = client
+        .put(format!("{url}/connectors/{name}/config"))
+        .json(&config)
+        .send()
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.text().unwrap());
+    let group = format!("connect-{name}");
+    let end = kafka::end_offsets(topic, partitions);
+    while kafka::committed(&group, topic, partitions) != end {
+        assert!(
+            t0.elapsed() < Duration::from_secs(900),
+            "Kafka Connect did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let cpu = server_cpu("connect") - cpu0;
+    let _ = client.delete(format!("{url}/connectors/{name}")).send();
+    let _ = std::fs::remove_file(&file);
+    println!(
+        "e2e Kafka Connect 4.1 JsonConverter → FileStreamSink: {total} records, {:.2} CPU-s = {:>9.0} records/CPU-s (the Connect worker's whole process, offset commits every 5 s)",
+        cpu,
+        total as f64 / cpu
+    );
+    total as f64 / cpu
+}
+
+/// The CPU-seconds of the benchmark's Elasticsearch so far.
+fn es_cpu() -> f64 {
+    server_cpu("elasticsearch")
 }
 
 /// The worker into the real Elasticsearch beside an ideal client sending the same documents as
@@ -1071,6 +1138,11 @@ fn main() {
             r.ratio,
             2.5,
             "x",
+        );
+        let connect = connect_file_sink(&r.topic, 4);
+        println!(
+            "e2e Kafka Connect (no Elasticsearch at all) spends {:.1}x the worker's CPU per record",
+            r.records_per_cpu / connect
         );
         let r = e2e("with-schema-6KB", &wide(8, 60_000, 20, 4), 4, 1, json!({}));
         targets.at_most(
