@@ -15,9 +15,11 @@ use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
 };
 
-/// Freshness buckets (seconds): 5 ms to 10 min, about three per decade.
+/// Freshness buckets (seconds): 5 ms to 10 min, finer between 50 ms and 1 s, where a healthy
+/// pipeline sits.
 const FRESHNESS_BUCKETS: &[f64] = &[
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.12, 0.15, 0.2, 0.25, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0,
+    10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 ];
 /// Bulk request latency buckets (seconds).
 const REQUEST_BUCKETS: &[f64] = &[
