@@ -93,7 +93,7 @@ pub enum Ordering {
 ///
 /// Read from the raw text rather than through a serde untagged enum, which buffers every
 /// value it tries: that made `source` a fifth of the hot path (docs/performance.md).
-fn number(raw: Option<&RawValue>) -> Result<Option<u64>, String> {
+fn number(field: &str, raw: Option<&RawValue>) -> Result<Option<u64>, String> {
     let Some(raw) = raw.map(RawValue::get).filter(|r| *r != "null") else {
         return Ok(None);
     };
@@ -106,7 +106,7 @@ fn number(raw: Option<&RawValue>) -> Result<Option<u64>, String> {
         .trim()
         .parse()
         .map(Some)
-        .map_err(|_| format!("`{digits}` is not a number"))
+        .map_err(|_| format!("`source.{field}` `{digits}` is not a number"))
 }
 
 fn some_raw<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
@@ -229,7 +229,7 @@ fn position(f: &Fields<'_>, snapshot: bool) -> Result<(Option<u64>, Ordering), S
         });
     let version = match connector {
         Some("postgresql") => {
-            let lsn = number(f.lsn)?;
+            let lsn = number("lsn", f.lsn)?;
             let (last_commit, own) = match &f.sequence {
                 Some(seq) => last_commit_lsn(seq)?,
                 None => (None, None),
@@ -280,7 +280,9 @@ fn position(f: &Fields<'_>, snapshot: bool) -> Result<(Option<u64>, Ordering), S
             None => return Ok((None, Ordering::Plain)),
         },
         Some("oracle") => {
-            match number(f.commit_scn)?.map_or_else(|| number(f.scn), |c| Ok(Some(c)))? {
+            match number("commit_scn", f.commit_scn)?
+                .map_or_else(|| number("scn", f.scn), |c| Ok(Some(c)))?
+            {
                 Some(scn) => scn,
                 None => return Ok((None, Ordering::Plain)),
             }
@@ -313,7 +315,7 @@ fn last_commit_lsn(sequence: &str) -> Result<(Option<u64>, Option<u64>), String>
     let parts: Vec<&RawValue> = serde_json::from_str(sequence)
         .map_err(|_| format!("`sequence` `{sequence}` is not a JSON array of LSNs"))?;
     let value = |i: usize| {
-        number(parts.get(i).copied())
+        number("sequence", parts.get(i).copied())
             .map_err(|e| format!("`sequence` `{sequence}` is not a JSON array of LSNs: {e}"))
     };
     if parts.is_empty() {

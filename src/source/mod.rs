@@ -145,8 +145,9 @@ pub fn client_config(settings: &Settings) -> ClientConfig {
 /// How much a task's consumer prefetches, unless overridden.
 pub const PREFETCH_KBYTES: &str = "8192";
 
-/// The largest fetch response a task's consumer asks for, unless overridden.
-pub const FETCH_MAX_BYTES: &str = "4194304";
+/// The largest fetch response a task's consumer asks for, unless overridden (see
+/// `fetch_max_bytes`).
+pub const FETCH_MAX_BYTES: u64 = 4 * 1024 * 1024;
 
 /// How long a partition's fetch waits when the prefetch queue is full, unless overridden.
 pub const FETCH_QUEUE_BACKOFF_MS: &str = "20";
@@ -169,9 +170,7 @@ pub fn consumer_config(settings: &Settings, spec: &ConnectorSpec, task: usize) -
     // catching-up worker's memory low and still holds tens of thousands of Debezium records
     // (docs/performance.md).
     c.set("queued.max.messages.kbytes", PREFETCH_KBYTES);
-    // One fetch response is held in memory while any of its records waits in the queue; at
-    // librdkafka's 50 MiB a catching-up worker peaked near 150 MiB, at 4 MiB near 110 MiB.
-    c.set("fetch.max.bytes", FETCH_MAX_BYTES);
+
     // A full prefetch queue postpones the partition's next fetch by this much (librdkafka's
     // default: 1 s, which left a worker with a small queue idle most of the time).
     c.set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS);
@@ -191,10 +190,27 @@ pub fn consumer_config(settings: &Settings, spec: &ConnectorSpec, task: usize) -
     };
     overlay(&mut c, &settings.kafka.properties);
     overlay(&mut c, &spec.consumer_overrides);
+    if c.get("fetch.max.bytes").is_none() {
+        c.set("fetch.max.bytes", fetch_max_bytes(&c).to_string());
+    }
     c.set("group.id", spec.group_id());
     c.set("enable.auto.commit", "false");
     c.set("enable.auto.offset.store", "false");
     c
+}
+
+/// The largest fetch response to ask for when the user did not say. One response is held in
+/// memory while any of its records waits in the queue: at librdkafka's 50 MiB a catching-up
+/// worker peaked near 150 MiB, at 4 MiB near 110 MiB (docs/performance.md). librdkafka refuses
+/// a `fetch.max.bytes` below `message.max.bytes` or above `receive.message.max.bytes` − 512
+/// (both may be set in `[kafka.properties]` for the producers), so it stays within them.
+fn fetch_max_bytes(c: &ClientConfig) -> u64 {
+    let get = |k: &str| c.get(k).and_then(|v| v.trim().parse::<u64>().ok());
+    let mut bytes = FETCH_MAX_BYTES.max(get("message.max.bytes").unwrap_or(0));
+    if let Some(receive) = get("receive.message.max.bytes") {
+        bytes = bytes.min(receive.saturating_sub(512));
+    }
+    bytes
 }
 
 /// Creates the consumer and subscribes it.
@@ -388,6 +404,29 @@ pub fn set_paused<H: RebalanceHandler>(consumer: &Consumer<H>, paused: bool) {
         warn!(
             "cannot {} partitions: {e}",
             if paused { "pause" } else { "resume" }
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fetch_max_bytes_stays_within_what_librdkafka_accepts() {
+        let with = |props: &[(&str, &str)]| {
+            let mut c = ClientConfig::new();
+            for (k, v) in props {
+                c.set(*k, *v);
+            }
+            fetch_max_bytes(&c)
+        };
+        assert_eq!(with(&[]), 4 * 1024 * 1024);
+        // Raised for the producers' large rows: fetches must hold one.
+        assert_eq!(with(&[("message.max.bytes", "10000000")]), 10_000_000);
+        assert_eq!(
+            with(&[("receive.message.max.bytes", "1000000")]),
+            1_000_000 - 512
         );
     }
 }

@@ -147,8 +147,8 @@ pub const OPTIONS: &[OptionDef] = &[
     },
     OptionDef {
         name: "linger.ms",
-        default: Some("100"),
-        doc: "How long a partly filled batch waits for more records.",
+        default: Some("1"),
+        doc: "How long a partly filled batch waits for more records before it is sent.",
     },
     OptionDef {
         name: "max.in.flight.requests",
@@ -158,7 +158,7 @@ pub const OPTIONS: &[OptionDef] = &[
     OptionDef {
         name: "max.buffered.records",
         default: Some("20000"),
-        doc: "Records held (batched or in flight) before the consumer pauses.",
+        doc: "Records held (batched or in flight) before the task stops reading; it pauses the consumer when they stay that many for 1 s.",
     },
     OptionDef {
         name: "max.retries",
@@ -519,7 +519,7 @@ impl EsConfig {
             rebuild_retain: Duration::from_secs(3600 * o.parse("rebuild.retain.hours", 24u64)),
             batch_size: o.at_least("batch.size", 2000usize, 1),
             bulk_size_bytes: o.at_least("bulk.size.bytes", 5 * 1024 * 1024usize, 1024),
-            linger: ms("linger.ms", 100),
+            linger: ms("linger.ms", 1),
             max_in_flight: o.at_least("max.in.flight.requests", 4usize, 1),
             max_buffered_records: o.at_least("max.buffered.records", 20_000usize, 1),
             max_retries,

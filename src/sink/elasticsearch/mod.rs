@@ -40,6 +40,14 @@ struct Lane {
     busy: bool,
 }
 
+impl Lane {
+    /// The open batch goes out when it has lingered: nothing else of the lane is waiting to be
+    /// sent or being sent (see `dispatch`).
+    fn waiting_for_linger(&self) -> bool {
+        !self.open.is_empty() && !self.busy && self.sealed.is_empty()
+    }
+}
+
 /// A finished batch, reported back to the task thread.
 struct Done {
     lane: usize,
@@ -147,12 +155,18 @@ impl ElasticsearchSink {
     }
 
     /// Seals batches that are full, lingered, or flushed; starts a request on each free lane.
+    /// A lingering batch is sealed only when its lane is free: while a request is out, its
+    /// batch keeps filling, so a busy pipeline sends full batches whatever `linger.ms` says
+    /// (sealing it anyway queued one small request per linger behind the busy one, and a
+    /// pipeline at 1 000 changes/s fell 30 s behind with `linger.ms=1`).
     fn dispatch(&mut self, now: Instant) {
         let linger = self.shared.cfg.linger;
         for i in 0..self.lanes.len() {
             let lane = &mut self.lanes[i];
             if !lane.open.is_empty()
-                && (self.flushing || now.duration_since(lane.open.opened) >= linger)
+                && (self.flushing
+                    || (lane.waiting_for_linger()
+                        && now.duration_since(lane.open.opened) >= linger))
             {
                 let b = lane.open.take();
                 lane.sealed.push_back(b.seal());
@@ -311,7 +325,7 @@ impl Sink for ElasticsearchSink {
             let wait = self
                 .lanes
                 .iter()
-                .filter(|l| !l.open.is_empty())
+                .filter(|l| l.waiting_for_linger())
                 .map(|l| {
                     (l.open.opened + self.shared.cfg.linger)
                         .saturating_duration_since(Instant::now())
@@ -359,7 +373,7 @@ impl Sink for ElasticsearchSink {
         let linger = self.shared.cfg.linger;
         self.lanes
             .iter()
-            .filter(|l| !l.open.is_empty())
+            .filter(|l| l.waiting_for_linger())
             .map(|l| l.open.opened + linger)
             .min()
     }
