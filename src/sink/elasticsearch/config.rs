@@ -147,7 +147,7 @@ pub const OPTIONS: &[OptionDef] = &[
     },
     OptionDef {
         name: "linger.ms",
-        default: Some("1"),
+        default: Some("10"),
         doc: "How long a partly filled batch waits for more records before it is sent.",
     },
     OptionDef {
@@ -519,7 +519,7 @@ impl EsConfig {
             rebuild_retain: Duration::from_secs(3600 * o.parse("rebuild.retain.hours", 24u64)),
             batch_size: o.at_least("batch.size", 2000usize, 1),
             bulk_size_bytes: o.at_least("bulk.size.bytes", 5 * 1024 * 1024usize, 1024),
-            linger: ms("linger.ms", 1),
+            linger: ms("linger.ms", 10),
             max_in_flight: o.at_least("max.in.flight.requests", 4usize, 1),
             max_buffered_records: o.at_least("max.buffered.records", 20_000usize, 1),
             max_retries,
