@@ -217,6 +217,42 @@ fn decode<T: AsRef<[u8]>>(decoder: &mut Decoder, r: &Rec<T>) -> (Option<Row>, De
     (key, value)
 }
 
+/// decode → map → `batch` for record `i` of the benchmark topic, as a task does.
+fn feed<T: AsRef<[u8]>>(
+    decoder: &mut Decoder,
+    mapper: &mut Mapper,
+    batch: &mut Batch,
+    topic: &Arc<str>,
+    i: usize,
+    r: &Rec<T>,
+) {
+    let (key, value) = decode(decoder, r);
+    let rec = SinkRecord {
+        topic: "bench",
+        kafka_topic: "bench",
+        partition: r.partition,
+        offset: i as i64,
+        timestamp_ms: None,
+        key: key.as_ref(),
+        value: &value,
+    };
+    if let Mapped::Write(a) = mapper.map(&rec).unwrap() {
+        let origin = Origin {
+            topic: topic.clone(),
+            partition: r.partition,
+            offset: i as i64,
+            source_ts_ms: None,
+            kafka_ts_ms: None,
+        };
+        let ack = Ack {
+            slot: 0,
+            epoch: 0,
+            offset: i as i64,
+        };
+        batch.push(a, origin, ack);
+    }
+}
+
 /// decode → map → batch (NDJSON body) for every record, on this thread.
 /// Returns the best round's records per CPU-second.
 fn hot<T: AsRef<[u8]>>(
@@ -249,33 +285,7 @@ fn hot<T: AsRef<[u8]>>(
         let round_cpu = cpu_seconds_self();
         let mut batch = Batch::new(false);
         for (i, r) in records.iter().enumerate() {
-            let (key, value) = decode(&mut decoder, r);
-            let rec = SinkRecord {
-                topic: "bench",
-                kafka_topic: "bench",
-                partition: r.partition,
-                offset: i as i64,
-                timestamp_ms: None,
-                key: key.as_ref(),
-                value: &value,
-            };
-            if let Mapped::Write(a) = mapper.map(&rec).unwrap() {
-                batch.push(
-                    a,
-                    Origin {
-                        topic: topic.clone(),
-                        partition: r.partition,
-                        offset: i as i64,
-                        source_ts_ms: None,
-                        kafka_ts_ms: None,
-                    },
-                    Ack {
-                        slot: 0,
-                        epoch: 0,
-                        offset: i as i64,
-                    },
-                );
-            }
+            feed(&mut decoder, &mut mapper, &mut batch, &topic, i, r);
             if batch.records() >= 2000 {
                 body_bytes += batch.take().seal().body.len();
             }
@@ -661,31 +671,7 @@ fn bodies(records: &[Rec], index: &str) -> Vec<bytes::Bytes> {
     let mut out = Vec::new();
     let mut batch = Batch::new(false);
     for (i, r) in records.iter().enumerate() {
-        let (key, value) = decode(&mut decoder, r);
-        let rec = SinkRecord {
-            topic: "bench",
-            kafka_topic: "bench",
-            partition: r.partition,
-            offset: i as i64,
-            timestamp_ms: None,
-            key: key.as_ref(),
-            value: &value,
-        };
-        if let Mapped::Write(a) = mapper.map(&rec).unwrap() {
-            let origin = Origin {
-                topic: topic.clone(),
-                partition: r.partition,
-                offset: i as i64,
-                source_ts_ms: None,
-                kafka_ts_ms: None,
-            };
-            let ack = Ack {
-                slot: 0,
-                epoch: 0,
-                offset: i as i64,
-            };
-            batch.push(a, origin, ack);
-        }
+        feed(&mut decoder, &mut mapper, &mut batch, &topic, i, r);
         if batch.records() >= 2000 {
             out.push(batch.take().seal().body);
         }
@@ -1045,6 +1031,21 @@ impl Targets {
     }
 }
 
+/// `changes` changes of 100 000 rows in 4 partitions, for the runs on the real broker.
+fn big_history(seed: u64, with_schema: bool, changes: usize) -> Vec<Rec> {
+    history::generate(
+        seed,
+        &Options {
+            changes,
+            keys: 100_000,
+            with_schema,
+            replay: 0,
+            ..Options::default()
+        },
+    )
+    .records
+}
+
 /// Kafka and Elasticsearch for the runs against the real one.
 fn ensure_es() {
     if std::env::var_os("CDCSINK_TEST_SERVERS").is_none() {
@@ -1159,27 +1160,26 @@ fn main() {
     }
     if want("e2e") {
         ensure_kafka();
-        let big = |seed, with_schema, changes| {
-            history::generate(
-                seed,
-                &Options {
-                    changes,
-                    keys: 100_000,
-                    with_schema,
-                    replay: 0,
-                    ..Options::default()
-                },
-            )
-            .records
-        };
-        let r = e2e("without-schema", &big(3, false, 400_000), 4, 1, json!({}));
+        let r = e2e(
+            "without-schema",
+            &big_history(3, false, 400_000),
+            4,
+            1,
+            json!({}),
+        );
         targets.at_most(
             "e2e: JSON without schema, worker/bare CPU",
             r.ratio,
             2.0,
             "x",
         );
-        let r = e2e("with-schema", &big(4, true, 150_000), 4, 1, json!({}));
+        let r = e2e(
+            "with-schema",
+            &big_history(4, true, 150_000),
+            4,
+            1,
+            json!({}),
+        );
         targets.at_most(
             "e2e: JSON with schema ~2 KB, worker/bare CPU",
             r.ratio,
@@ -1199,11 +1199,11 @@ fn main() {
             "x",
         );
         let avro_big =
-            support::avro::Encoder::new(&registry).records("bench", &big(4, true, 150_000));
+            support::avro::Encoder::new(&registry).records("bench", &big_history(4, true, 150_000));
         let r = e2e("avro", &avro_big, 4, 1, avro_options.clone());
         targets.at_most("e2e: Avro, worker/bare CPU", r.ratio, 2.0, "x");
         // Scale on cores: the same CPU-bound run with one task and with two.
-        let scale = big(9, true, 200_000);
+        let scale = big_history(9, true, 200_000);
         let one = e2e("scale-1-task", &scale, 4, 1, json!({}));
         let two = e2e("scale-2-tasks", &scale, 4, 2, json!({}));
         targets.at_least(
@@ -1214,17 +1214,7 @@ fn main() {
         );
     }
     if want("es") {
-        let records = history::generate(
-            10,
-            &Options {
-                changes: 200_000,
-                keys: 100_000,
-                with_schema: true,
-                replay: 0,
-                ..Options::default()
-            },
-        )
-        .records;
+        let records = big_history(10, true, 200_000);
         let (worker, ideal) = es_vs_ideal(&records, 4);
         targets.at_least(
             "es: cdc-sink over an ideal client, records/s ×100",
@@ -1241,17 +1231,7 @@ fn main() {
         hot_druid("without schema", &plain.records, rounds);
         hot_druid("with schema", &schema.records, rounds.div_ceil(2));
         ensure_kafka();
-        let records = history::generate(
-            6,
-            &Options {
-                changes: 200_000,
-                keys: 100_000,
-                with_schema: true,
-                replay: 0,
-                ..Options::default()
-            },
-        )
-        .records;
+        let records = big_history(6, true, 200_000);
         e2e_druid("with-schema", &records, 4, false);
         e2e_druid("with-schema", &records, 4, true);
     }
