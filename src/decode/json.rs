@@ -11,10 +11,10 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::row::{Row, for_each_field};
+use super::row::{Row, for_each_field, some_raw};
 use super::schema::{ConnectSchema, Conv};
 use super::semantic;
 use super::{DecodeError, Options, Skip, Value, mongodb};
@@ -35,10 +35,6 @@ struct EnvelopeSchema {
     name: Option<String>,
     /// Conversion of the row images (`before`/`after`), or of the whole key.
     row: Conv,
-}
-
-fn some_raw<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
-    <&RawValue>::deserialize(d).map(Some)
 }
 
 /// Every top-level field the decoder looks at, borrowed from the record.

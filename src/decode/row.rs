@@ -124,6 +124,14 @@ pub fn for_each_field<'a>(
     de.end().map_err(|e| e.to_string())
 }
 
+/// For `#[serde(deserialize_with)]`: an optional field kept as its raw JSON, borrowed (a JSON
+/// `null` is `Some("null")`; an absent field takes the field's default).
+pub(crate) fn some_raw<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue as serde::Deserialize>::deserialize(d).map(Some)
+}
+
 /// The text a JSON scalar stands for as an identifier: a string's content, a number or a
 /// boolean as written, objects and arrays as compact JSON. `None` for `null`.
 pub fn id_text(raw: &RawValue) -> Option<Cow<'_, str>> {

@@ -8,6 +8,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::row::some_raw;
 use super::{DecodeError, Row};
 
 /// The fields of `source` that sinks use, plus the whole block for `add.fields`.
@@ -107,10 +108,6 @@ fn number(field: &str, raw: Option<&RawValue>) -> Result<Option<u64>, String> {
         .parse()
         .map(Some)
         .map_err(|_| format!("`source.{field}` `{digits}` is not a number"))
-}
-
-fn some_raw<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
-    <&RawValue>::deserialize(d).map(Some)
 }
 
 #[derive(Deserialize, Default)]
