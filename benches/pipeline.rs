@@ -37,6 +37,13 @@ use support::http;
 use support::kafka::{self, Rec};
 use support::worker::{Worker, connector_file};
 
+/// `extra`'s keys set on `config` (both JSON objects).
+fn merge(config: &mut serde_json::Value, extra: &serde_json::Value) {
+    for (k, v) in extra.as_object().expect("an object of connector options") {
+        config[k] = v.clone();
+    }
+}
+
 fn cpu_seconds_self() -> f64 {
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
@@ -75,9 +82,7 @@ fn peak_rss_mib(pid: u32) -> f64 {
 
 fn spec(extra: serde_json::Value) -> ConnectorSpec {
     let mut config = json!({"connector.class": "elasticsearch", "topics": "bench", "connection.url": "http://127.0.0.1:9"});
-    for (k, v) in extra.as_object().unwrap() {
-        config[k] = v.clone();
-    }
+    merge(&mut config, &extra);
     ConnectorSpec::validate(
         &ConnectorConfig::from_json(&json!({"name": "bench", "config": config}).to_string())
             .unwrap(),
@@ -262,9 +267,7 @@ fn hot<T: AsRef<[u8]>>(
     extra: serde_json::Value,
 ) -> f64 {
     let mut options = json!({"behavior.on.null.values": "delete"});
-    for (k, v) in extra.as_object().unwrap() {
-        options[k] = v.clone();
-    }
+    merge(&mut options, &extra);
     let spec = spec(options);
     let es = spec.sink.elasticsearch().unwrap();
     let mut mapper = Mapper::new(Arc::new(es.clone()));
@@ -620,15 +623,11 @@ fn e2e<T: AsRef<[u8]>>(
     let name = support::unique("bench");
     let mut config = json!({"connector.class": "elasticsearch", "topics": topic, "connection.url": url,
         "behavior.on.null.values": "delete", "tasks.max": tasks.to_string()});
-    for (k, v) in extra.as_object().unwrap() {
-        config[k] = v.clone();
-    }
+    merge(&mut config, &extra);
     // BENCH_OPTIONS='{"consumer.override.fetch.max.bytes":"4194304"}' tries other settings.
     if let Ok(more) = std::env::var("BENCH_OPTIONS") {
         let more: serde_json::Value = serde_json::from_str(&more).unwrap();
-        for (k, v) in more.as_object().unwrap() {
-            config[k] = v.clone();
-        }
+        merge(&mut config, &more);
     }
     let file = connector_file(&name, &config);
     let t0 = Instant::now();
@@ -801,11 +800,6 @@ fn connect_file_sink(topic: &str, partitions: i32) -> f64 {
     total as f64 / cpu
 }
 
-/// The CPU-seconds of the benchmark's Elasticsearch so far.
-fn es_cpu() -> f64 {
-    server_cpu("elasticsearch")
-}
-
 /// The worker into the real Elasticsearch beside an ideal client sending the same documents as
 /// pre-built bulk bodies with the best concurrency found: (worker, ideal) records/s.
 fn es_vs_ideal(records: &[Rec], partitions: i32) -> (f64, f64) {
@@ -819,16 +813,14 @@ fn es_vs_ideal(records: &[Rec], partitions: i32) -> (f64, f64) {
     // BENCH_ES_OPTIONS='{"max.in.flight.requests":"8"}' tries other connector settings.
     if let Ok(extra) = std::env::var("BENCH_ES_OPTIONS") {
         let extra: serde_json::Value = serde_json::from_str(&extra).unwrap();
-        for (k, v) in extra.as_object().unwrap() {
-            config[k] = v.clone();
-        }
+        merge(&mut config, &extra);
     }
     let file = connector_file(&name, &config);
-    let es0 = es_cpu();
+    let es0 = server_cpu("elasticsearch");
     let t0 = Instant::now();
     let w = Worker::start(&file);
     let run = finish(w, &name, &topic, partitions, t0);
-    let es_worker = es_cpu() - es0;
+    let es_worker = server_cpu("elasticsearch") - es0;
     println!(
         "es  cdc-sink → Elasticsearch: {} records, {:>8.0} records/s from the first commit to the last; worker {:.2} CPU-s, Elasticsearch {:.2} CPU-s",
         records.len(),
@@ -843,11 +835,11 @@ fn es_vs_ideal(records: &[Rec], partitions: i32) -> (f64, f64) {
     };
     for &threads in concurrency {
         let body = bodies(records, &support::unique("bench-ideal"));
-        let es0 = es_cpu();
+        let es0 = server_cpu("elasticsearch");
         let rate = ideal_client(&body, records.len(), threads);
         println!(
             "es  ideal client, {threads} concurrent requests, pre-built bodies: {rate:>8.0} records/s; Elasticsearch {:.2} CPU-s",
-            es_cpu() - es0
+            server_cpu("elasticsearch") - es0
         );
         best = best.max(rate);
     }
