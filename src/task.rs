@@ -638,7 +638,7 @@ fn run(
         if shutdown.load(Ordering::Relaxed) {
             break Ok(());
         }
-        let (paused, stalled, first_wait) = {
+        let (paused, stalled, sink_idle, first_wait) = {
             let st = handler.lock();
             // Wait for records at most until the sink has a lingering batch to send.
             let until = st
@@ -648,6 +648,7 @@ fn run(
             (
                 st.paused,
                 st.stall.is_some(),
+                st.sink.pending() == 0,
                 until.map_or(POLL, |d| d.min(POLL)),
             )
         };
@@ -671,9 +672,10 @@ fn run(
         } else {
             // A burst of records: the first poll may wait, the rest take what is already
             // fetched. Each record is handled before the next poll, which may run a rebalance
-            // callback.
+            // callback. Paused, the task waits on the sink's acks below instead, unless there
+            // are none to wait for: then here, or it would spin.
             for i in 0..BURST {
-                let wait = if i == 0 && !paused {
+                let wait = if i == 0 && (!paused || sink_idle) {
                     first_wait
                 } else {
                     Duration::ZERO

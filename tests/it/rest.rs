@@ -115,8 +115,16 @@ fn pause_resume_stop_and_offsets_act_on_the_running_tasks() {
         &topic,
         &(10..20).map(|i| change(i, None)).collect::<Vec<_>>(),
     );
-    // Nothing may happen now; give it the time a running task needs to write them.
+    // Nothing may happen now; give it the time a running task needs to write them. Paused
+    // with nothing in flight, the task waits: it does not spin on an empty sink.
+    let (cpu, wall) = (w.cpu_seconds(), std::time::Instant::now());
     std::thread::sleep(Duration::from_secs(3));
+    let busy = (w.cpu_seconds() - cpu) / wall.elapsed().as_secs_f64();
+    assert!(
+        busy < 0.25,
+        "a paused worker used {:.0}% of a core",
+        busy * 100.0
+    );
     assert_eq!(es::documents(&topic).len(), 10, "written while paused");
     assert_eq!(
         kafka::committed(&group, &topic, 1),

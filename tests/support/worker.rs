@@ -140,6 +140,22 @@ impl Worker {
         }
     }
 
+    /// CPU time (user and system) the worker has used so far, in seconds (from /proc).
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        // Fields after the command name, which is in parentheses: utime is the 12th, stime
+        // the 13th, in clock ticks.
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        let n = |i: usize| fields[i].parse::<f64>().unwrap();
+        (n(11) + n(12)) / ticks
+    }
+
     /// Resident set size in KiB (from /proc).
     pub fn rss_kib(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
