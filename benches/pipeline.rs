@@ -248,6 +248,8 @@ fn feed<T: AsRef<[u8]>>(
             offset: i as i64,
             source_ts_ms: None,
             kafka_ts_ms: None,
+            // As the sink takes it (ElasticsearchSink::put).
+            received_ms: cdc_sink::metrics::now_ms(),
         };
         let ack = Ack {
             slot: 0,
@@ -885,6 +887,31 @@ fn live_freshness(rate: usize, run: Duration) -> (f64, f64) {
     // The snapshot is in; a new worker measures the steady state only.
     assert!(w.stop().success());
     let w = Worker::start(&file);
+    // Beside the worker, a bare consumer of the same topic: how old each record is when any
+    // consumer can first have it (the part of "Kafka → acknowledgement" no sink can save).
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let receipt = {
+        let (topic, stop) = (index.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let c: BaseConsumer = rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", support::servers::kafka())
+                .set("group.id", format!("bare-{}", fastrand::u32(..)))
+                .set("auto.offset.reset", "latest")
+                .set("enable.auto.commit", "false")
+                .create()
+                .unwrap();
+            c.subscribe(&[&topic]).unwrap();
+            let mut ages = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(Ok(m)) = c.poll(Duration::from_millis(100))
+                    && let Some(ts) = m.timestamp().to_millis()
+                {
+                    ages.push(cdc_sink::metrics::now_ms() - ts);
+                }
+            }
+            ages
+        })
+    };
     std::thread::sleep(Duration::from_secs(5));
     // One psql session, fed a tenth of a second's changes every 100 ms.
     let mut psql = std::process::Command::new("psql")
@@ -928,6 +955,17 @@ fn live_freshness(rate: usize, run: Duration) -> (f64, f64) {
     drop(stdin);
     let _ = psql.wait();
     std::thread::sleep(Duration::from_secs(5));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut ages = receipt.join().unwrap();
+    ages.sort_unstable();
+    let at =
+        |q: f64| ages.get(((ages.len() as f64 * q) as usize).min(ages.len().saturating_sub(1)));
+    println!(
+        "live   a bare consumer's receipt: Kafka timestamp → poll  p50 {:?} ms  p99 {:?} ms  ({} records)",
+        at(0.5),
+        at(0.99),
+        ages.len()
+    );
     // Where cdc-sink's share goes: the bulk requests' own latency.
     let mut w = w;
     let text = support::rest::metrics(&w.rest_url());
@@ -977,6 +1015,10 @@ fn live_freshness(rate: usize, run: Duration) -> (f64, f64) {
     println!(
         "live   cdc-sink: Kafka → Elasticsearch   {}",
         lat("kafka_to_ack")
+    );
+    println!(
+        "live     of which in the sink: put → ack {}",
+        lat("received_to_ack")
     );
     (
         ms("kafka_to_ack", "p50_seconds"),
@@ -1118,9 +1160,10 @@ fn main() {
             .ok()
             .and_then(|r| r.parse().ok())
             .unwrap_or(4);
-        // BENCH_ONLY=avro (or json) runs one family, for profiling.
+        // BENCH_ONLY=avro (or json, or schema: JSON with schema only) runs one family, for
+        // profiling.
         let only = std::env::var("BENCH_ONLY").unwrap_or_default();
-        if only != "avro" {
+        if only != "avro" && only != "schema" {
             let r = hot("without schema", &plain.records, rounds, json!({}));
             targets.at_least(
                 "hot: JSON without schema, one core",
@@ -1128,6 +1171,8 @@ fn main() {
                 500_000.0,
                 "records/CPU-s",
             );
+        }
+        if only != "avro" {
             let r = hot(
                 "with schema",
                 &schema.records,
@@ -1143,7 +1188,7 @@ fn main() {
             let wide = wide(7, 20_000, 20, 8);
             hot("with schema 6 KB", &wide, rounds.div_ceil(2), json!({}));
         }
-        if only != "json" {
+        if only != "json" && only != "schema" {
             let r = hot("avro", &avro, rounds, avro_options.clone());
             targets.at_least("hot: Avro, one core", r, 400_000.0, "records/CPU-s");
             avro_decode_only(&registry.url, &avro, rounds);

@@ -52,6 +52,7 @@ struct Families {
     bulk_records: HistogramVec,
     source_to_kafka: HistogramVec,
     kafka_to_ack: HistogramVec,
+    received_to_ack: HistogramVec,
     source_to_ack: HistogramVec,
     committed: IntGaugeVec,
     end: IntGaugeVec,
@@ -185,6 +186,12 @@ impl Registry {
                 TASK,
                 FRESHNESS_BUCKETS,
             ),
+            received_to_ack: histogram(
+                "cdc_sink_freshness_received_to_ack_seconds",
+                "The sink's own part of cdc-sink's share: the record handed to the sink (just after it is read from Kafka) to the sink's acknowledgement.",
+                TASK,
+                FRESHNESS_BUCKETS,
+            ),
             source_to_ack: histogram(
                 "cdc_sink_freshness_source_to_ack_seconds",
                 "Freshness end to end: source commit (source.ts_ms) to the sink's acknowledgement.",
@@ -213,7 +220,7 @@ impl Registry {
     /// The name of every metric family (`GET /metrics` shows those with series).
     pub fn names(&self) -> Vec<String> {
         let f = &self.f;
-        let all: [&dyn Collector; 19] = [
+        let all: [&dyn Collector; 20] = [
             &f.consumed,
             &f.written,
             &f.stale,
@@ -229,6 +236,7 @@ impl Registry {
             &f.bulk_records,
             &f.source_to_kafka,
             &f.kafka_to_ack,
+            &f.received_to_ack,
             &f.source_to_ack,
             &f.committed,
             &f.end,
@@ -250,6 +258,7 @@ impl Registry {
             consumed: f.consumed.with_label_values(&l),
             source_to_kafka: f.source_to_kafka.with_label_values(&l),
             kafka_to_ack: f.kafka_to_ack.with_label_values(&l),
+            received_to_ack: f.received_to_ack.with_label_values(&l),
             source_to_ack: f.source_to_ack.with_label_values(&l),
             bulk_seconds: f.bulk_seconds.with_label_values(&l),
             bulk_records: f.bulk_records.with_label_values(&l),
@@ -343,6 +352,9 @@ impl Registry {
         visit(&f.kafka_to_ack, |s, m, _| {
             s.kafka_to_ack.add(m.get_histogram())
         });
+        visit(&f.received_to_ack, |s, m, _| {
+            s.received_to_ack.add(m.get_histogram())
+        });
         visit(&f.source_to_ack, |s, m, _| {
             s.source_to_ack.add(m.get_histogram())
         });
@@ -363,6 +375,7 @@ pub struct Metrics {
     consumed: IntCounter,
     source_to_kafka: Histogram,
     kafka_to_ack: Histogram,
+    received_to_ack: Histogram,
     source_to_ack: Histogram,
     bulk_seconds: Histogram,
     bulk_records: Histogram,
@@ -447,9 +460,17 @@ impl Metrics {
         self.bulk_records.observe(records as f64);
     }
 
-    /// Records the freshness of a write acknowledged at `now_ms`.
-    pub fn acknowledged(&self, now_ms: i64, source_ts_ms: Option<i64>, kafka_ts_ms: Option<i64>) {
+    /// Records the freshness of a write acknowledged at `now_ms`, of a record handed to the
+    /// sink at `received_ms`.
+    pub fn acknowledged(
+        &self,
+        now_ms: i64,
+        source_ts_ms: Option<i64>,
+        kafka_ts_ms: Option<i64>,
+        received_ms: i64,
+    ) {
         let secs = |ms: i64| ms.max(0) as f64 / 1000.0;
+        self.received_to_ack.observe(secs(now_ms - received_ms));
         if let Some(s) = source_ts_ms {
             self.source_to_ack.observe(secs(now_ms - s));
         }
@@ -546,6 +567,7 @@ pub struct Summary {
     pub skipped: BTreeMap<String, u64>,
     pub retries: BTreeMap<String, u64>,
     pub kafka_to_ack: Latency,
+    pub received_to_ack: Latency,
     pub source_to_ack: Latency,
 }
 
@@ -586,15 +608,21 @@ mod tests {
         a.skip("tombstone");
         b.skip("tombstone");
         for ms in 1..=100 {
-            a.acknowledged(10_000, None, Some(10_000 - ms * 10));
+            a.acknowledged(10_000, None, Some(10_000 - ms * 10), 10_000);
         }
         let fresh = r.summary("c").kafka_to_ack;
         assert_eq!(
             (fresh.p50_seconds, fresh.p99_seconds),
             (Some(0.5), Some(1.0))
         );
+        // Each write acknowledged as it was handed to the sink: the smallest bucket.
+        let own = r.summary("c").received_to_ack;
+        assert_eq!(
+            (own.count, own.p99_seconds),
+            (100, Some(FRESHNESS_BUCKETS[0]))
+        );
         // Beyond the largest bucket: no bound to name.
-        b.acknowledged(10_000_000, None, Some(0));
+        b.acknowledged(10_000_000, None, Some(0), 10_000_000);
         a.partition("t", 0, Some(10), Some(25));
         b.partition("t", 1, Some(5), Some(5));
         let (s, tasks) = r.summaries("c");
@@ -603,8 +631,8 @@ mod tests {
         assert_eq!(s.skipped["tombstone"], 2);
         assert_eq!(s.kafka_to_ack.count, 101);
         assert_eq!(s.kafka_to_ack.p99_seconds, Some(1.0));
-        b.acknowledged(10_000_000, None, Some(0));
-        b.acknowledged(10_000_000, None, Some(0));
+        b.acknowledged(10_000_000, None, Some(0), 10_000_000);
+        b.acknowledged(10_000_000, None, Some(0), 10_000_000);
         assert_eq!(r.summary("c").kafka_to_ack.p99_seconds, None);
         // A partition whose committed offset is not known yet has no lag (not its end).
         b.partition("t", 2, None, Some(1_000));

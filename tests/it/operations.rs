@@ -107,6 +107,15 @@ fn metrics_count_a_known_run_exactly_and_the_lag_reaches_zero() {
         m("cdc_sink_freshness_kafka_to_ack_seconds_count", &[]),
         Some(15.0)
     );
+    // The sink's own part of each, counted for every write, is a part of the whole.
+    assert_eq!(
+        m("cdc_sink_freshness_received_to_ack_seconds_count", &[]),
+        Some(15.0)
+    );
+    assert!(
+        m("cdc_sink_freshness_received_to_ack_seconds_sum", &[]).unwrap()
+            <= m("cdc_sink_freshness_kafka_to_ack_seconds_sum", &[]).unwrap()
+    );
     // Only the creates carry source.ts_ms.
     assert_eq!(
         m("cdc_sink_freshness_source_to_ack_seconds_count", &[]),

@@ -21,6 +21,8 @@ pub struct Origin {
     pub source_ts_ms: Option<i64>,
     /// The Kafka record's timestamp.
     pub kafka_ts_ms: Option<i64>,
+    /// When the sink was handed the record (ms since the epoch).
+    pub received_ms: i64,
 }
 
 impl std::fmt::Display for Origin {
@@ -208,6 +210,7 @@ mod tests {
             offset,
             source_ts_ms: None,
             kafka_ts_ms: None,
+            received_ms: 0,
         }
     }
 

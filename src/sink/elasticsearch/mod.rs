@@ -285,6 +285,7 @@ impl Sink for ElasticsearchSink {
             offset: rec.offset,
             source_ts_ms,
             kafka_ts_ms: rec.timestamp_ms,
+            received_ms: now_ms(),
         };
         if let Some(end) = self.mapper.snapshot_end(&rec, &action) {
             self.reconciliations.push(Reconciliation {
@@ -508,7 +509,7 @@ async fn write(shared: &Shared, batch: Sealed) -> Result<Written, SinkError> {
                                 let item = &batch.items[i];
                                 deletes += u64::from(item.is_delete);
                                 let o = &item.origin;
-                                m.acknowledged(now, o.source_ts_ms, o.kafka_ts_ms);
+                                m.acknowledged(now, o.source_ts_ms, o.kafka_ts_ms, o.received_ms);
                                 count(o, false);
                             }
                             m.written(action(true), deletes);
@@ -531,6 +532,7 @@ async fn write(shared: &Shared, batch: Sealed) -> Result<Written, SinkError> {
                                         now,
                                         item.origin.source_ts_ms,
                                         item.origin.kafka_ts_ms,
+                                        item.origin.received_ms,
                                     );
                                     count(&item.origin, false);
                                 }
