@@ -312,6 +312,36 @@ fn hot<T: AsRef<[u8]>>(
     records.len() as f64 / best
 }
 
+/// decode → map → batch on `threads` threads at once, each as a task with its own decoder and
+/// mapper over the same records; records/s of them all (wall clock). Against one thread, it
+/// says whether anything in the worker serialises its tasks, apart from the machine's cores.
+fn hot_threads<T: AsRef<[u8]> + Sync>(records: &[Rec<T>], threads: usize, rounds: usize) -> f64 {
+    let spec = spec(json!({"behavior.on.null.values": "delete"}));
+    let es = Arc::new(spec.sink.elasticsearch().unwrap().clone());
+    let topic: Arc<str> = "bench".into();
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            let (spec, es, topic) = (&spec, es.clone(), topic.clone());
+            s.spawn(move || {
+                let mut mapper = Mapper::new(es);
+                let mut decoder = Decoder::new(spec).unwrap();
+                for _ in 0..rounds {
+                    let mut batch = Batch::new(false);
+                    for (i, r) in records.iter().enumerate() {
+                        feed(&mut decoder, &mut mapper, &mut batch, &topic, i, r);
+                        if batch.records() >= 2000 {
+                            std::hint::black_box(batch.take().seal());
+                        }
+                    }
+                    std::hint::black_box(batch.seal());
+                }
+            });
+        }
+    });
+    (records.len() * rounds * threads) as f64 / t0.elapsed().as_secs_f64()
+}
+
 /// Our Avro decoder alone: key and value to rows (semantic types decoded), no mapping.
 fn avro_decode_only(registry: &str, records: &[Rec<Vec<u8>>], rounds: usize) {
     let spec = spec(json!({"key.converter": "avro", "value.converter": "avro",
@@ -1187,6 +1217,17 @@ fn main() {
             );
             let wide = wide(7, 20_000, 20, 8);
             hot("with schema 6 KB", &wide, rounds.div_ceil(2), json!({}));
+            // Two tasks' hot paths on the two cores, against one: alternated, best of three.
+            let (mut one, mut two) = (0f64, 0f64);
+            for _ in 0..3 {
+                one = one.max(hot_threads(&schema.records, 1, rounds.div_ceil(2)));
+                two = two.max(hot_threads(&schema.records, 2, rounds.div_ceil(2)));
+            }
+            println!(
+                "hot with schema on 2 threads: {two:>9.0} records/s, on 1: {one:>9.0} → {:.2}x ({} cores here)",
+                two / one,
+                std::thread::available_parallelism().map_or(0, |n| n.get())
+            );
         }
         if only != "json" && only != "schema" {
             let r = hot("avro", &avro, rounds, avro_options.clone());
