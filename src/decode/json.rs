@@ -14,7 +14,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::row::{Row, for_each_field, some_raw};
+use super::row::{Row, for_each_field, some_raw, some_str};
 use super::schema::{ConnectSchema, Conv};
 use super::semantic;
 use super::{DecodeError, Options, Skip, Value, mongodb};
@@ -44,7 +44,7 @@ struct Top<'a> {
     schema: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "some_raw")]
     payload: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "some_str")]
     op: Option<Cow<'a, str>>,
     #[serde(borrow, default, deserialize_with = "some_raw")]
     before: Option<&'a RawValue>,

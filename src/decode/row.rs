@@ -132,6 +132,40 @@ pub(crate) fn some_raw<'de, D: serde::Deserializer<'de>>(
     <&RawValue as serde::Deserialize>::deserialize(d).map(Some)
 }
 
+/// For `#[serde(deserialize_with)]`: an optional string, borrowed unless it has escapes. (serde's
+/// `borrow` attribute borrows a `Cow<str>` field but not an `Option<Cow<str>>`, which it
+/// allocates every time: 9% of the Avro value decoder, in `source`: docs/performance.md.)
+pub(crate) fn some_str<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Cow<'de, str>>, D::Error> {
+    struct Str;
+    impl<'de> Visitor<'de> for Str {
+        type Value = Option<Cow<'de, str>>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string or null")
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_str(self)
+        }
+        fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Borrowed(v)))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v.to_owned())))
+        }
+        fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v)))
+        }
+    }
+    d.deserialize_option(Str)
+}
+
 /// The text a JSON scalar stands for as an identifier: a string's content, a number or a
 /// boolean as written, objects and arrays as compact JSON. `None` for `null`.
 pub fn id_text(raw: &RawValue) -> Option<Cow<'_, str>> {
@@ -168,6 +202,22 @@ mod tests {
         assert_eq!(seen, ["id=1", r#"name="x""#, r#"p={"lat":1.5}"#]);
         assert_eq!(r.get("p.lat").unwrap().get(), "1.5");
         assert!(r.get("q").is_none());
+    }
+
+    #[test]
+    fn optional_strings_borrow_unless_escaped() {
+        #[derive(serde::Deserialize)]
+        struct S<'a> {
+            #[serde(borrow, default, deserialize_with = "some_str")]
+            a: Option<Cow<'a, str>>,
+        }
+        let s = |json: &'static str| serde_json::from_str::<S<'static>>(json).map(|s| s.a);
+        assert!(matches!(s(r#"{"a":"x"}"#), Ok(Some(Cow::Borrowed("x")))));
+        assert!(matches!(s(r#"{"a":"\u0078"}"#), Ok(Some(Cow::Owned(o))) if o == "x"));
+        assert!(matches!(s(r#"{"a":null}"#), Ok(None)));
+        assert!(matches!(s("{}"), Ok(None)));
+        let e = s(r#"{"a":5}"#).unwrap_err().to_string();
+        assert!(e.contains("expected a string or null"), "{e}");
     }
 
     #[test]

@@ -46,38 +46,23 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
-/// Writes `v` in decimal, zero-padded to at least `width` digits (no formatting machinery:
-/// this runs for several columns of every row).
+/// Writes `v` in decimal, zero-padded to at least `width` digits. With `itoa`: this runs for
+/// several columns of every row, and a digit loop of our own checked its digits as UTF-8 each
+/// time (half of the Avro value decoder's `from_utf8`, 5% of it: docs/performance.md).
 pub fn push_digits(out: &mut Vec<u8>, v: u128, width: usize) {
-    let mut buf = [0u8; 40];
+    let mut buf = itoa::Buffer::new();
     let d = digits(&mut buf, v);
     out.extend(std::iter::repeat_n(b'0', width.saturating_sub(d.len())));
     out.extend_from_slice(d.as_bytes());
 }
 
-/// The decimal digits of `v`, written at the end of `buf`.
-fn digits(buf: &mut [u8; 40], mut v: u128) -> &str {
-    let mut i = buf.len();
-    if let Ok(mut small) = u64::try_from(v) {
-        // 64-bit division is several times cheaper than 128-bit.
-        loop {
-            i -= 1;
-            buf[i] = b'0' + (small % 10) as u8;
-            small /= 10;
-            if small == 0 {
-                return std::str::from_utf8(&buf[i..]).unwrap_or("0");
-            }
-        }
+/// The decimal digits of `v`.
+fn digits(buf: &mut itoa::Buffer, v: u128) -> &str {
+    // 64-bit division is several times cheaper than 128-bit.
+    match u64::try_from(v) {
+        Ok(small) => buf.format(small),
+        Err(_) => buf.format(v),
     }
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    std::str::from_utf8(&buf[i..]).unwrap_or("0")
 }
 
 /// Writes `v` in decimal.
@@ -175,7 +160,7 @@ pub fn decimal_digits(out: &mut Vec<u8>, bytes: &[u8], scale: i32) -> Result<(),
             .fold(if negative { -1i128 } else { 0 }, |acc, b| {
                 (acc << 8) | i128::from(*b)
             });
-        let mut buf = [0u8; 40];
+        let mut buf = itoa::Buffer::new();
         write_scaled(out, v < 0, digits(&mut buf, v.unsigned_abs()), scale);
         return Ok(());
     }

@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::row::some_raw;
+use super::row::{some_raw, some_str};
 use super::{DecodeError, Row};
 
 /// The fields of `source` that sinks use, plus the whole block for `add.fields`.
@@ -112,13 +112,13 @@ fn number(field: &str, raw: Option<&RawValue>) -> Result<Option<u64>, String> {
 
 #[derive(Deserialize, Default)]
 struct Fields<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "some_str")]
     connector: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "some_str")]
     db: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "some_str")]
     schema: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "some_str")]
     table: Option<Cow<'a, str>>,
     #[serde(default)]
     ts_ms: Option<i64>,
@@ -128,19 +128,19 @@ struct Fields<'a> {
     #[serde(borrow, default, deserialize_with = "some_raw")]
     lsn: Option<&'a RawValue>,
     /// `["<lastCommitLsn>","<lsn>"]`, as a string of JSON.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "some_str")]
     sequence: Option<Cow<'a, str>>,
     // MySQL, MariaDB
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "some_str")]
     file: Option<Cow<'a, str>>,
     #[serde(default)]
     pos: Option<u64>,
     #[serde(default)]
     row: Option<u64>,
     // SQL Server
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "some_str")]
     change_lsn: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "some_str")]
     commit_lsn: Option<Cow<'a, str>>,
     // Oracle
     #[serde(borrow, default, deserialize_with = "some_raw")]
