@@ -413,17 +413,24 @@ fn apache_avro_value_path(
     );
 }
 
-/// Reads `topic` to its end with a plain rdkafka consumer, touching every payload; prints the
-/// CPU seconds this process spent. Run as a child process of the benchmark.
-fn bare_consumer(topic: &str, partitions: i32, expected: usize) {
+/// A plain rdkafka consumer of `topic` in a group of its own, librdkafka's defaults otherwise,
+/// starting at `reset` (`earliest` or `latest`).
+fn plain_consumer(topic: &str, reset: &str) -> BaseConsumer {
     let c: BaseConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", support::servers::kafka())
         .set("group.id", format!("bare-{}", fastrand::u32(..)))
-        .set("auto.offset.reset", "earliest")
+        .set("auto.offset.reset", reset)
         .set("enable.auto.commit", "false")
         .create()
         .unwrap();
     c.subscribe(&[topic]).unwrap();
+    c
+}
+
+/// Reads `topic` to its end with a plain rdkafka consumer, touching every payload; prints the
+/// CPU seconds this process spent. Run as a child process of the benchmark.
+fn bare_consumer(topic: &str, partitions: i32, expected: usize) {
+    let c = plain_consumer(topic, "earliest");
     let (mut n, mut bytes) = (0usize, 0usize);
     let deadline = Instant::now() + Duration::from_secs(600);
     while n < expected && Instant::now() < deadline {
@@ -925,14 +932,7 @@ fn live_freshness(rate: usize, run: Duration) -> (f64, f64) {
     let receipt = {
         let (topic, stop) = (index.clone(), stop.clone());
         std::thread::spawn(move || {
-            let c: BaseConsumer = rdkafka::ClientConfig::new()
-                .set("bootstrap.servers", support::servers::kafka())
-                .set("group.id", format!("bare-{}", fastrand::u32(..)))
-                .set("auto.offset.reset", "latest")
-                .set("enable.auto.commit", "false")
-                .create()
-                .unwrap();
-            c.subscribe(&[&topic]).unwrap();
+            let c = plain_consumer(&topic, "latest");
             let mut ages = Vec::new();
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 if let Some(Ok(m)) = c.poll(Duration::from_millis(100))
