@@ -1074,10 +1074,17 @@ struct Targets(Vec<String>);
 
 impl Targets {
     fn at_least(&mut self, what: &str, measured: f64, target: f64, unit: &str) {
+        // Small figures (percentages) keep a decimal, so that 169.6 is not shown as 170 and
+        // "NOT met" beside a target of 170.
+        let measured_text = if measured.abs() < 1000.0 {
+            format!("{measured:>10.1} {unit}")
+        } else {
+            format!("{measured:>10.0} {unit}")
+        };
         self.line(
             what,
             measured >= target,
-            format!("{measured:>10.0} {unit}"),
+            measured_text,
             format!("≥ {target:.0}"),
         );
     }
