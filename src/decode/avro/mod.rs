@@ -92,7 +92,12 @@ impl AvroConverter {
             .iter()
             .zip(&self.scratch)
             .find(|(f, _)| f.name == "op")
-            .and_then(|(_, buf)| serde_json::from_slice::<String>(buf).ok())
+            // Borrowed: no allocation per record for a one-letter string.
+            .and_then(|(_, buf)| {
+                super::row::some_str(&mut serde_json::Deserializer::from_slice(buf))
+                    .ok()
+                    .flatten()
+            })
             .ok_or_else(|| bad(id, "`op` is null"))?;
         let (mut before, mut after, mut source, mut ts_ms) = (None, None, None, None);
         // Rows are copied out of the buffers, which keep their capacity for the next record
@@ -107,7 +112,7 @@ impl AvroConverter {
                     before = Some(image(buf).map_err(|e| bad(id, &format!("`before`: {e}")))?)
                 }
                 "after" => after = Some(image(buf).map_err(|e| bad(id, &format!("`after`: {e}")))?),
-                "source" => source = Some(Row::from_bytes(buf.clone())),
+                "source" => source = Some(Row::from_bytes(buf.to_vec())),
                 "ts_ms" => ts_ms = std::str::from_utf8(buf).ok().and_then(|t| t.parse().ok()),
                 _ => {}
             }
