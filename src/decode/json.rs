@@ -17,7 +17,7 @@ use serde_json::value::RawValue;
 use super::row::{Row, for_each_field, some_raw, some_str};
 use super::schema::{ConnectSchema, Conv};
 use super::semantic;
-use super::{DecodeError, Options, Skip, Value, mongodb};
+use super::{DecodeError, Options, Skip, Source, Value, mongodb};
 
 /// Decodes keys or values of one connector (Kafka Connect makes one converter per role).
 #[derive(Debug, Default)]
@@ -252,10 +252,12 @@ impl JsonConverter {
             None
         };
         let after = image("after", top.after)?;
-        let source = top
-            .source
-            .filter(|r| r.get() != "null")
-            .map(|r| Row::from_json(r.get()));
+        let source = |read| {
+            top.source
+                .filter(|r| r.get() != "null")
+                .map(|r| Source::from_row(Row::from_json(r.get()), read))
+                .transpose()
+        };
         super::change(op, before, after, source, top.ts_ms)
     }
 }

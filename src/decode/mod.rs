@@ -145,11 +145,12 @@ pub enum Value {
 }
 
 /// A Debezium envelope's decoded parts → the decoded value (shared by the converters).
+/// `source` reads the `source` block, told whether the event is a snapshot read.
 pub(crate) fn change(
     op: &str,
     before: Option<Row>,
     after: Option<Row>,
-    source: Option<Row>,
+    source: impl FnOnce(bool) -> Result<Option<Source>, DecodeError>,
     ts_ms: Option<i64>,
 ) -> Result<Value, DecodeError> {
     let op =
@@ -161,8 +162,7 @@ pub(crate) fn change(
         )));
     }
     let before = before.filter(|_| op == Op::Delete);
-    let read = op == Op::Read;
-    let source = source.map(|s| Source::from_row(s, read)).transpose()?;
+    let source = source(op == Op::Read)?;
     Ok(Value::Change(ChangeEvent {
         op,
         before,

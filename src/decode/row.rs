@@ -36,6 +36,11 @@ impl Row {
         }
     }
 
+    /// An empty text (not JSON), for a struct whose row is set right after; allocates nothing.
+    pub(crate) fn placeholder() -> Row {
+        Row(Box::default())
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -130,6 +135,13 @@ pub(crate) fn some_raw<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<Option<&'de RawValue>, D::Error> {
     <&RawValue as serde::Deserialize>::deserialize(d).map(Some)
+}
+
+/// [`some_raw`]'s JSON text.
+pub(crate) fn some_raw_text<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<&'de str>, D::Error> {
+    some_raw(d).map(|r| r.map(RawValue::get))
 }
 
 /// For `#[serde(deserialize_with)]`: an optional string, borrowed unless it has escapes. (serde's

@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::row::{some_raw, some_str};
+use super::row::{some_raw_text, some_str};
 use super::{DecodeError, Row};
 
 /// The fields of `source` that sinks use, plus the whole block for `add.fields`.
@@ -48,8 +48,8 @@ pub enum SnapshotMark {
 
 impl SnapshotMark {
     /// `source.snapshot`: a string in Debezium ≥ 1.x, a boolean in some older connectors.
-    fn parse(v: Option<&RawValue>) -> Result<SnapshotMark, String> {
-        let Some(raw) = v.map(RawValue::get) else {
+    fn parse(raw: Option<&str>) -> Result<SnapshotMark, String> {
+        let Some(raw) = raw else {
             return Ok(SnapshotMark::No);
         };
         Ok(match raw {
@@ -94,8 +94,8 @@ pub enum Ordering {
 ///
 /// Read from the raw text rather than through a serde untagged enum, which buffers every
 /// value it tries: that made `source` a fifth of the hot path (docs/performance.md).
-fn number(field: &str, raw: Option<&RawValue>) -> Result<Option<u64>, String> {
-    let Some(raw) = raw.map(RawValue::get).filter(|r| *r != "null") else {
+fn number(field: &str, raw: Option<&str>) -> Result<Option<u64>, String> {
+    let Some(raw) = raw.filter(|r| *r != "null") else {
         return Ok(None);
     };
     let digits = if raw.starts_with('"') {
@@ -122,11 +122,11 @@ struct Fields<'a> {
     table: Option<Cow<'a, str>>,
     #[serde(default)]
     ts_ms: Option<i64>,
-    #[serde(borrow, default, deserialize_with = "some_raw")]
-    snapshot: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "some_raw_text")]
+    snapshot: Option<&'a str>,
     // PostgreSQL
-    #[serde(borrow, default, deserialize_with = "some_raw")]
-    lsn: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "some_raw_text")]
+    lsn: Option<&'a str>,
     /// `["<lastCommitLsn>","<lsn>"]`, as a string of JSON.
     #[serde(borrow, default, deserialize_with = "some_str")]
     sequence: Option<Cow<'a, str>>,
@@ -143,10 +143,10 @@ struct Fields<'a> {
     #[serde(borrow, default, deserialize_with = "some_str")]
     commit_lsn: Option<Cow<'a, str>>,
     // Oracle
-    #[serde(borrow, default, deserialize_with = "some_raw")]
-    scn: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "some_raw")]
-    commit_scn: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "some_raw_text")]
+    scn: Option<&'a str>,
+    #[serde(borrow, default, deserialize_with = "some_raw_text")]
+    commit_scn: Option<&'a str>,
     // MongoDB
     #[serde(default)]
     ord: Option<i64>,
@@ -167,11 +167,34 @@ impl Source {
     /// Reads the fields sinks use from a decoded `source` block; `read`: the event is a
     /// snapshot read (`op: r`).
     pub fn from_row(json: Row, read: bool) -> Result<Source, DecodeError> {
-        let f: Fields<'_> = serde_json::from_str(json.as_str())
-            .map_err(|e| DecodeError::new(format!("`source` block is malformed: {e}")))?;
-        let snapshot = SnapshotMark::parse(f.snapshot)
-            .map_err(|e| DecodeError::new(format!("`source` block is malformed: {e}")))?;
-        let (position, ordering) = match position(&f, read) {
+        let f: Fields<'_> = serde_json::from_str(json.as_str()).map_err(malformed)?;
+        let source = Source::new(&f, read).map_err(malformed)?;
+        Ok(Source { json, ..source })
+    }
+
+    /// The same from a block already written as `json`, with each member's name and JSON text
+    /// known (the Avro decoder writes them itself): parsing the block again was a third of
+    /// the Avro value decoder (docs/performance.md).
+    pub fn from_members<'a>(
+        json: &'a str,
+        members: impl IntoIterator<Item = (&'a str, &'a str)>,
+        read: bool,
+    ) -> Result<Source, DecodeError> {
+        let mut f = Fields::default();
+        for (name, raw) in members {
+            f.set(name, raw).map_err(malformed)?;
+        }
+        let source = Source::new(&f, read).map_err(malformed)?;
+        Ok(Source {
+            json: Row::from_json(json),
+            ..source
+        })
+    }
+
+    /// Everything but `json`, which the caller sets (`f` borrows from it).
+    fn new(f: &Fields<'_>, read: bool) -> Result<Source, String> {
+        let snapshot = SnapshotMark::parse(f.snapshot)?;
+        let (position, ordering) = match position(f, read) {
             Ok((p, o)) => (Ok(p), o),
             Err(e) => (Err(e), Ordering::Plain),
         };
@@ -185,8 +208,58 @@ impl Source {
             position,
             ordering,
             snapshot,
-            json,
+            json: Row::placeholder(),
         })
+    }
+}
+
+fn malformed(e: impl std::fmt::Display) -> DecodeError {
+    DecodeError::new(format!("`source` block is malformed: {e}"))
+}
+
+impl<'a> Fields<'a> {
+    /// Sets the field `name` from its JSON text `raw`, with the types the derived
+    /// deserializer asks for; other names are ignored, as there.
+    fn set(&mut self, name: &str, raw: &'a str) -> Result<(), String> {
+        fn string<'a>(name: &str, raw: &'a str) -> Result<Option<Cow<'a, str>>, String> {
+            match raw.as_bytes() {
+                b"null" => Ok(None),
+                [b'"', inner @ .., b'"'] if !inner.contains(&b'\\') => {
+                    Ok(Some(Cow::Borrowed(&raw[1..raw.len() - 1])))
+                }
+                [b'"', ..] => text(raw).map(Some),
+                _ => Err(format!("`{name}` is `{raw}`, expected a string or null")),
+            }
+        }
+        fn int<T: std::str::FromStr>(name: &str, raw: &str) -> Result<Option<T>, String> {
+            match raw {
+                "null" => Ok(None),
+                _ => raw
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| format!("`{name}` is `{raw}`, expected an integer or null")),
+            }
+        }
+        match name {
+            "connector" => self.connector = string(name, raw)?,
+            "db" => self.db = string(name, raw)?,
+            "schema" => self.schema = string(name, raw)?,
+            "table" => self.table = string(name, raw)?,
+            "ts_ms" => self.ts_ms = int(name, raw)?,
+            "snapshot" => self.snapshot = Some(raw),
+            "lsn" => self.lsn = Some(raw),
+            "sequence" => self.sequence = string(name, raw)?,
+            "file" => self.file = string(name, raw)?,
+            "pos" => self.pos = int(name, raw)?,
+            "row" => self.row = int(name, raw)?,
+            "change_lsn" => self.change_lsn = string(name, raw)?,
+            "commit_lsn" => self.commit_lsn = string(name, raw)?,
+            "scn" => self.scn = Some(raw),
+            "commit_scn" => self.commit_scn = Some(raw),
+            "ord" => self.ord = int(name, raw)?,
+            _ => {}
+        }
+        Ok(())
     }
 }
 
@@ -219,7 +292,7 @@ fn position(f: &Fields<'_>, snapshot: bool) -> Result<(Option<u64>, Ordering), S
         .as_deref()
         .or(if f.file.is_some() && f.pos.is_some() {
             Some("mysql")
-        } else if f.lsn.is_some_and(|l| l.get() != "null") {
+        } else if f.lsn.is_some_and(|l| l != "null") {
             Some("postgresql")
         } else {
             None
@@ -312,7 +385,7 @@ fn last_commit_lsn(sequence: &str) -> Result<(Option<u64>, Option<u64>), String>
     let parts: Vec<&RawValue> = serde_json::from_str(sequence)
         .map_err(|_| format!("`sequence` `{sequence}` is not a JSON array of LSNs"))?;
     let value = |i: usize| {
-        number("sequence", parts.get(i).copied())
+        number("sequence", parts.get(i).map(|p| p.get()))
             .map_err(|e| format!("`sequence` `{sequence}` is not a JSON array of LSNs: {e}"))
     };
     if parts.is_empty() {
@@ -351,18 +424,57 @@ fn sqlserver_lsn(lsn: &str) -> Result<u64, String> {
 mod tests {
     use super::*;
 
+    /// `source` read from JSON text, checked to read the same from its members (as the Avro
+    /// decoder gives them).
+    fn read_source(json: &str, read: bool) -> Result<Source, DecodeError> {
+        let from_row = Source::from_row(Row::from_json(json), read);
+        let mut members = vec![];
+        crate::decode::row::for_each_field(json, |k, v| {
+            members.push((k.to_string(), v.get()));
+            Ok(())
+        })
+        .unwrap();
+        let from_members =
+            Source::from_members(json, members.iter().map(|(k, v)| (k.as_str(), *v)), read);
+        assert_eq!(from_row.is_ok(), from_members.is_ok(), "{json}");
+        if let (Ok(a), Ok(b)) = (&from_row, &from_members) {
+            assert_eq!(a, b, "{json}");
+        }
+        from_row
+    }
+
     /// The version of a streamed change, or of a snapshot read when `source.snapshot` is set.
     fn pos(json: &str) -> Result<Option<u64>, String> {
         let read = json.contains(r#""snapshot":"#) && !json.contains(r#""snapshot":"false""#);
-        Source::from_row(Row::from_json(json), read)
-            .unwrap()
-            .position
+        read_source(json, read).unwrap().position
+    }
+
+    #[test]
+    fn malformed_fields_are_errors_read_either_way() {
+        for json in [
+            r#"{"connector":5}"#,
+            r#"{"ts_ms":"1"}"#,
+            r#"{"ts_ms":1.5}"#,
+            r#"{"pos":-1}"#,
+            r#"{"snapshot":{}}"#,
+        ] {
+            let e = read_source(json, false).unwrap_err().message;
+            assert!(e.starts_with("`source` block is malformed"), "{json}: {e}");
+        }
+        let s = read_source(
+            r#"{"connector":"mysql","db":"in\u0076","table":null,"ts_ms":null,"snapshot":"true"}"#,
+            true,
+        )
+        .unwrap();
+        assert_eq!(s.db.as_deref(), Some("inv"));
+        assert_eq!((s.table, s.ts_ms), (None, None));
+        assert_eq!(s.snapshot, SnapshotMark::Read);
     }
 
     #[test]
     fn snapshot_marks_say_where_a_table_ends() {
         let mark = |v: &str| {
-            Source::from_row(Row::from_json(&format!(r#"{{"snapshot":{v}}}"#)), true)
+            read_source(&format!(r#"{{"snapshot":{v}}}"#), true)
                 .unwrap()
                 .snapshot
         };
@@ -404,7 +516,7 @@ mod tests {
         // (sink::snapshot_floors). The next transaction has a last commit past the snapshot.
         let full = |json: &str| {
             let read = json.contains(r#""snapshot":"last""#);
-            let s = Source::from_row(Row::from_json(json), read).unwrap();
+            let s = read_source(json, read).unwrap();
             (s.position.unwrap().unwrap(), s.ordering)
         };
         assert_eq!(

@@ -6,14 +6,16 @@ pub mod plan;
 pub mod read;
 pub mod registry;
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
 
-use self::plan::Plan;
+use self::plan::{Node, Plan};
 use self::read::Reader;
 use self::registry::Registry;
-use super::{DecodeError, Options, Row, Value, mongodb};
+use super::schema::Conv;
+use super::{DecodeError, Options, Row, Source, Value, mongodb};
 
 /// Decodes keys or values of one connector (one per role, as in Kafka Connect).
 #[derive(Debug)]
@@ -22,6 +24,8 @@ pub struct AvroConverter {
     opts: Options,
     /// One buffer per top-level envelope field, reused from record to record.
     scratch: Vec<Vec<u8>>,
+    /// Where each field of `source` lies in its buffer: (index among its fields, range).
+    members: Vec<(usize, Range<usize>)>,
 }
 
 /// The schema id and the Avro body of a Confluent-framed record.
@@ -44,6 +48,7 @@ impl AvroConverter {
             registry,
             opts,
             scratch: Vec::new(),
+            members: Vec::new(),
         }
     }
 
@@ -82,10 +87,23 @@ impl AvroConverter {
             self.scratch.resize_with(fields.len(), Vec::new);
         }
         let mut r = Reader::new(body);
+        self.members.clear();
+        let mut source_fields = None;
         for (f, buf) in fields.iter().zip(self.scratch.iter_mut()) {
             buf.clear();
-            read::write(&mut r, &f.plan, &self.opts, buf)
-                .map_err(|e| bad(id, &format!("field `{}`: {e}", f.name)))?;
+            let written = match (&f.plan.node, &f.plan.conv, f.name.as_str()) {
+                // `source` (a record in every Debezium connector): where each of its fields
+                // lies, so that its fields need not be parsed again from the JSON.
+                (Node::Record { fields: sf, .. }, Conv::Keep, "source") => {
+                    source_fields = Some(sf);
+                    let members = &mut self.members;
+                    read::write_record(&mut r, sf, &self.opts, buf, |i, range| {
+                        members.push((i, range))
+                    })
+                }
+                _ => read::write(&mut r, &f.plan, &self.opts, buf),
+            };
+            written.map_err(|e| bad(id, &format!("field `{}`: {e}", f.name)))?;
         }
         finished(&r, id)?;
         let op = fields
@@ -112,11 +130,24 @@ impl AvroConverter {
                     before = Some(image(buf).map_err(|e| bad(id, &format!("`before`: {e}")))?)
                 }
                 "after" => after = Some(image(buf).map_err(|e| bad(id, &format!("`after`: {e}")))?),
-                "source" => source = Some(Row::from_bytes(buf.to_vec())),
+                "source" => source = Some(buf.as_slice()),
                 "ts_ms" => ts_ms = std::str::from_utf8(buf).ok().and_then(|t| t.parse().ok()),
                 _ => {}
             }
         }
+        let members = &self.members;
+        let source = |read| match (source, source_fields) {
+            (None, _) => Ok(None),
+            (Some(buf), Some(sf)) => {
+                let text =
+                    std::str::from_utf8(buf).map_err(|e| bad(id, &format!("`source`: {e}")))?;
+                let named = members
+                    .iter()
+                    .map(|(i, range)| (sf[*i].name.as_str(), &text[range.clone()]));
+                Source::from_members(text, named, read).map(Some)
+            }
+            (Some(buf), None) => Source::from_row(Row::from_bytes(buf.to_vec()), read).map(Some),
+        };
         super::change(&op, before, after, source, ts_ms)
     }
 }

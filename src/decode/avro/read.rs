@@ -1,10 +1,12 @@
 //! Avro binary, read by a [`Plan`] and written straight out as JSON with semantic types decoded
 //! (docs/design.md): no intermediate value tree, no schema resolution per record.
 
+use std::ops::Range;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
-use super::plan::{Node, Plan};
+use super::plan::{Field, Node, Plan};
 use crate::decode::Options;
 use crate::decode::schema::Conv;
 use crate::decode::semantic;
@@ -292,22 +294,35 @@ fn write_plain(
             })?;
             out.push(b'}');
         }
-        Node::Record { fields, .. } => {
-            out.push(b'{');
-            for (i, f) in fields.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                out.extend_from_slice(&f.key);
-                write(r, &f.plan, opts, out).map_err(|e| format!("field `{}`: {e}", f.name))?;
-            }
-            out.push(b'}');
-        }
+        Node::Record { fields, .. } => write_record(r, fields, opts, out, |_, _| {})?,
         Node::Union(branches) => {
             let b = r.branch(branches)?;
             write(r, b, opts, out)?;
         }
     }
+    Ok(())
+}
+
+/// Reads a record's fields and writes them as a JSON object, telling `each` where in `out`
+/// field's value (by its index in `fields`) was written.
+pub fn write_record(
+    r: &mut Reader<'_>,
+    fields: &[Field],
+    opts: &Options,
+    out: &mut Vec<u8>,
+    mut each: impl FnMut(usize, Range<usize>),
+) -> Result<(), String> {
+    out.push(b'{');
+    for (i, f) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(&f.key);
+        let start = out.len();
+        write(r, &f.plan, opts, out).map_err(|e| format!("field `{}`: {e}", f.name))?;
+        each(i, start..out.len());
+    }
+    out.push(b'}');
     Ok(())
 }
 
