@@ -219,7 +219,9 @@ fn malformed(e: impl std::fmt::Display) -> DecodeError {
 
 impl<'a> Fields<'a> {
     /// Sets the field `name` from its JSON text `raw`, with the types the derived
-    /// deserializer asks for; other names are ignored, as there.
+    /// deserializer asks for; other names are ignored, as there. A name given twice would
+    /// keep its last value where the derived deserializer fails; Avro records cannot have
+    /// two fields of one name (apache-avro refuses such a schema before it is compiled).
     fn set(&mut self, name: &str, raw: &'a str) -> Result<(), String> {
         fn string<'a>(name: &str, raw: &'a str) -> Result<Option<Cow<'a, str>>, String> {
             match raw.as_bytes() {
@@ -450,7 +452,7 @@ mod tests {
     }
 
     #[test]
-    fn malformed_fields_are_errors_read_either_way() {
+    fn source_fields_read_alike_by_serde_and_from_members() {
         for json in [
             r#"{"connector":5}"#,
             r#"{"ts_ms":"1"}"#,
@@ -469,6 +471,17 @@ mod tests {
         assert_eq!(s.db.as_deref(), Some("inv"));
         assert_eq!((s.table, s.ts_ms), (None, None));
         assert_eq!(s.snapshot, SnapshotMark::Read);
+        let s = read_source(
+            r#"{"connector":"sqlserver","db":"d","schema":"dbo","table":"t","ts_ms":5,"change_lsn":"00000027:00000758:0005","commit_lsn":null}"#,
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            (s.connector.as_deref(), s.db.as_deref(), s.schema.as_deref()),
+            (Some("sqlserver"), Some("d"), Some("dbo"))
+        );
+        assert_eq!((s.table.as_deref(), s.ts_ms), (Some("t"), Some(5)));
+        assert_eq!(s.position, Ok(Some(0x27 << 38 | 0x758 << 14 | 5)));
     }
 
     #[test]

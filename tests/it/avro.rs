@@ -53,6 +53,11 @@ fn normalized(v: &Decoded) -> Value {
             "op": c.op.code(), "before": row(&c.before), "after": row(&c.after), "ts_ms": c.ts_ms,
             "source": c.source.as_ref().map(|s| serde_json::from_str::<Value>(s.json.as_str()).unwrap()),
             "position": c.source.as_ref().map(|s| format!("{:?}", s.position)),
+            // What sinks read of `source` besides its JSON and version.
+            "source_fields": c.source.as_ref().map(|s| format!(
+                "{:?} {:?} {:?} {:?} {:?} {:?} {:?}",
+                s.connector, s.db, s.schema, s.table, s.ts_ms, s.ordering, s.snapshot
+            )),
         }),
         other => json!(format!("{other:?}")),
     }

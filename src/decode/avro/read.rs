@@ -304,7 +304,7 @@ fn write_plain(
 }
 
 /// Reads a record's fields and writes them as a JSON object, telling `each` where in `out`
-/// field's value (by its index in `fields`) was written.
+/// each field's value (by the field's index in `fields`) was written.
 pub fn write_record(
     r: &mut Reader<'_>,
     fields: &[Field],
