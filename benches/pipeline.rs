@@ -1245,7 +1245,13 @@ fn main() {
             apache_avro_value_path(&registry, &avro, rounds);
         }
     }
-    if want("e2e") {
+    // BENCH_ONLY=avro runs the Avro run alone, for profiling.
+    if want("e2e") && std::env::var("BENCH_ONLY").as_deref() == Ok("avro") {
+        ensure_kafka();
+        let avro_big =
+            support::avro::Encoder::new(&registry).records("bench", &big_history(4, true, 150_000));
+        e2e("avro", &avro_big, 4, 1, avro_options.clone());
+    } else if want("e2e") {
         ensure_kafka();
         let r = e2e(
             "without-schema",
