@@ -2,6 +2,8 @@
 //! the row's primary-key fields — and its version, its position in the source
 //! (docs/versions.md), so that "newest wins" means the same in Elasticsearch and in Druid.
 
+use std::borrow::Cow;
+
 use serde_json::value::RawValue;
 
 use crate::decode::row::id_text;
@@ -16,20 +18,28 @@ pub fn key_id(key: &Row, field: Option<&str>, separator: &str) -> Result<String,
         let v = key
             .get(f)
             .ok_or_else(|| format!("the key has no field `{f}` (transforms ExtractField$Key)"))?;
-        return id_part(v).ok_or_else(|| format!("key field `{f}` is null"));
+        return id_part(v)
+            .map(Cow::into_owned)
+            .ok_or_else(|| format!("key field `{f}` is null"));
     }
     if !key.as_str().starts_with('{') {
         let raw: &RawValue = serde_json::from_str(key.as_str()).map_err(|e| e.to_string())?;
-        return id_part(raw).ok_or_else(|| "the key is null".to_string());
+        return id_part(raw)
+            .map(Cow::into_owned)
+            .ok_or_else(|| "the key is null".to_string());
     }
     let mut id = String::new();
     let mut n = 0;
     key.for_each_field(|name, v| {
-        if n > 0 {
+        let part = id_part(v).ok_or_else(|| format!("key field `{name}` is null"))?;
+        // The first part becomes the id: one allocation for a key of one field.
+        if n == 0 {
+            id = part.into_owned();
+        } else {
             id.push_str(separator);
+            id.push_str(&part);
         }
         n += 1;
-        id.push_str(&id_part(v).ok_or_else(|| format!("key field `{name}` is null"))?);
         Ok(())
     })?;
     if n == 0 {
@@ -70,19 +80,19 @@ pub fn row_id(row: &Row, pk_fields: &[String], separator: &str) -> Result<String
 }
 
 /// One id component; MongoDB's Extended JSON ids (`{"$oid": "…"}`) give their inner value.
-pub fn id_part(v: &RawValue) -> Option<String> {
+pub fn id_part(v: &RawValue) -> Option<Cow<'_, str>> {
     let text = id_text(v)?;
     if (text.starts_with("{\"$") || text.starts_with("{ \"$"))
         && let Ok(serde_json::Value::Object(o)) = serde_json::from_str::<serde_json::Value>(&text)
         && o.len() == 1
         && let Some((_, inner)) = o.iter().next()
     {
-        return Some(match inner {
+        return Some(Cow::Owned(match inner {
             serde_json::Value::String(s) => s.clone(),
             other => other.to_string(),
-        });
+        }));
     }
-    Some(text.into_owned())
+    Some(text)
 }
 
 /// The version of a change: its source position (PostgreSQL changes raised above their

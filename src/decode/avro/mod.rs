@@ -24,6 +24,8 @@ pub struct AvroConverter {
     opts: Options,
     /// One buffer per top-level envelope field, reused from record to record.
     scratch: Vec<Vec<u8>>,
+    /// The key's buffer, reused likewise.
+    key: Vec<u8>,
     /// Where each field of `source` lies in its buffer: (index among its fields, range).
     members: Vec<(usize, Range<usize>)>,
 }
@@ -48,6 +50,7 @@ impl AvroConverter {
             registry,
             opts,
             scratch: Vec::new(),
+            key: Vec::new(),
             members: Vec::new(),
         }
     }
@@ -61,10 +64,10 @@ impl AvroConverter {
         let (id, body) = frame(bytes)?;
         let plan = self.plan(id)?;
         let mut r = Reader::new(body);
-        let mut out = Vec::with_capacity(body.len() * 2 + 16);
-        read::write(&mut r, &plan, &self.opts, &mut out).map_err(|e| bad(id, &e))?;
+        self.key.clear();
+        read::write(&mut r, &plan, &self.opts, &mut self.key).map_err(|e| bad(id, &e))?;
         finished(&r, id)?;
-        Ok(Row::from_bytes(out))
+        Ok(Row::from_bytes(self.key.to_vec()))
     }
 
     /// Decodes a record value. `None` (a Kafka null) is a tombstone.
