@@ -4,8 +4,6 @@
 
 use std::sync::Arc;
 
-use serde_json::value::RawValue;
-
 use super::config::{DruidConfig, TimeField};
 use crate::decode::row::for_each_field;
 use crate::decode::{ChangeEvent, Op, Row, Value};
@@ -73,14 +71,15 @@ impl Rows {
             }
             flatten(row.as_str(), "", &self.cfg.separator, &mut out, &mut first)?;
         }
+        // Read with the rest of `source` when it was decoded (parsing its JSON again for it
+        // was a second walk over the block per row).
         let source_ts = ev
             .source
             .as_ref()
-            .and_then(|s| s.json.get("ts_ms"))
-            .map(RawValue::get)
-            .filter(|v| *v != "null");
+            .and_then(|s| s.ts_ms)
+            .map(|t| t.to_string());
         let time = match self.cfg.time {
-            TimeField::SourceTs => source_ts.map(str::to_string),
+            TimeField::SourceTs => source_ts.clone(),
             TimeField::DebeziumTs => ev.ts_ms.map(|t| t.to_string()),
             TimeField::Kafka => None,
         }
@@ -99,7 +98,7 @@ impl Rows {
             "\"__deleted\"",
             if ev.op == Op::Delete { "true" } else { "false" },
         );
-        field("\"__source_ts_ms\"", source_ts.unwrap_or("null"));
+        field("\"__source_ts_ms\"", source_ts.as_deref().unwrap_or("null"));
         field("\"__version\"", &version.to_string());
         field("\"__time\"", &time);
         out.push(b'}');
