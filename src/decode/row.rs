@@ -59,19 +59,22 @@ impl Row {
 
     /// The raw JSON of field `name` of an object row (`a.b` walks into nested objects).
     pub fn get(&self, path: &str) -> Option<&RawValue> {
-        let mut cur: &RawValue = serde_json::from_str(&self.0).ok()?;
+        // Walked once per level: parsing the whole row first (to start from a `RawValue`) was
+        // a second walk over it, for `add.fields`, `pk.fields` and `key.field` on every record.
+        let mut cur: &str = &self.0;
+        let mut found = None;
         for part in path.split('.') {
-            let mut found = None;
-            for_each_field(cur.get(), |k, v| {
+            found = None;
+            for_each_field(cur, |k, v| {
                 if k == part {
                     found = Some(v);
                 }
                 Ok(())
             })
             .ok()?;
-            cur = found?;
+            cur = found?.get();
         }
-        Some(cur)
+        found
     }
 }
 
