@@ -14,7 +14,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::row::{Row, for_each_field, some_raw, some_str};
+use super::row::{Row, for_each_field, some_raw, some_str, unquote};
 use super::schema::{ConnectSchema, Conv};
 use super::semantic;
 use super::{DecodeError, Options, Skip, Source, Value, mongodb};
@@ -319,8 +319,7 @@ fn int(raw: &str, what: &str) -> Result<i64, String> {
 }
 
 fn bytes_of(raw: &str, what: &str) -> Result<Vec<u8>, String> {
-    let s: Cow<'_, str> = serde_json::from_str(raw)
-        .map_err(|_| format!("expected base64 bytes for {what}, got `{raw}`"))?;
+    let s = unquote(raw).map_err(|_| format!("expected base64 bytes for {what}, got `{raw}`"))?;
     BASE64
         .decode(s.as_bytes())
         .map_err(|e| format!("expected base64 bytes for {what}, got `{raw}`: {e}"))
@@ -367,7 +366,7 @@ pub(crate) fn write_value(
             }
         }
         Conv::Json => {
-            let s: Cow<'_, str> = serde_json::from_str(raw)
+            let s = unquote(raw)
                 .map_err(|_| format!("expected a JSON string for a Json column, got `{raw}`"))?;
             match serde_json::from_str::<serde_json::Value>(&s) {
                 // Re-serialised: compact, one line.

@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use serde::Deserializer as _;
-use serde::de::{self, MapAccess, Visitor};
+use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 /// JSON text on one line (safe to put in an NDJSON body as is), semantic types decoded.
@@ -109,7 +109,7 @@ pub fn for_each_field<'a>(
             f.write_str("a JSON object")
         }
         fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
-            while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            while let Some(key) = map.next_key_seed(Key)? {
                 let value: &'de RawValue = map.next_value()?;
                 if let Err(e) = (self.f)(&key, value) {
                     *self.failed = Some(e);
@@ -130,6 +130,42 @@ pub fn for_each_field<'a>(
     }
     result.map_err(|e| e.to_string())?;
     de.end().map_err(|e| e.to_string())
+}
+
+/// A JSON string (or an object's key), borrowed from the JSON unless it has escapes. (serde's
+/// `Cow<str>` always allocates: a string per field of every row walked, `to_row`'s field names
+/// among them, and per base64 value decoded.)
+struct Key;
+
+/// The content of the JSON string `raw`, borrowed unless it has escapes.
+pub(crate) fn unquote(raw: &str) -> serde_json::Result<Cow<'_, str>> {
+    let mut de = serde_json::Deserializer::from_str(raw);
+    let s = Key.deserialize(&mut de)?;
+    de.end()?;
+    Ok(s)
+}
+
+impl<'de> DeserializeSeed<'de> for Key {
+    type Value = Cow<'de, str>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key {
+    type Value = Cow<'de, str>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v))
+    }
 }
 
 /// For `#[serde(deserialize_with)]`: an optional field kept as its raw JSON, borrowed (a JSON
@@ -186,7 +222,7 @@ pub(crate) fn some_str<'de, D: serde::Deserializer<'de>>(
 pub fn id_text(raw: &RawValue) -> Option<Cow<'_, str>> {
     let text = raw.get().trim();
     match text.as_bytes().first() {
-        Some(b'"') => serde_json::from_str::<Cow<'_, str>>(text).ok(),
+        Some(b'"') => unquote(text).ok(),
         Some(b'n') => None,
         Some(b'{') | Some(b'[') => serde_json::from_str::<serde_json::Value>(text)
             .ok()
@@ -233,6 +269,14 @@ mod tests {
         assert!(matches!(s("{}"), Ok(None)));
         let e = s(r#"{"a":5}"#).unwrap_err().to_string();
         assert!(e.contains("expected a string or null"), "{e}");
+    }
+
+    #[test]
+    fn strings_unquote_borrowed_unless_escaped() {
+        assert!(matches!(unquote(r#""QUJD""#), Ok(Cow::Borrowed("QUJD"))));
+        assert!(matches!(unquote(r#""a\/b""#), Ok(Cow::Owned(o)) if o == "a/b"));
+        assert!(unquote("5").is_err());
+        assert!(unquote(r#""a" x"#).is_err());
     }
 
     #[test]

@@ -71,7 +71,7 @@ impl SnapshotMark {
 
 /// A JSON string's content.
 fn text(raw: &str) -> Result<Cow<'_, str>, String> {
-    serde_json::from_str(raw).map_err(|e| format!("`{raw}` is not a JSON string: {e}"))
+    super::row::unquote(raw).map_err(|e| format!("`{raw}` is not a JSON string: {e}"))
 }
 
 /// What a sink must add to [`Source::position`] to keep commit order across a snapshot.
