@@ -196,7 +196,7 @@ impl JsonConverter {
                 return Ok(Value::Tombstone);
             }
             // Anything unexpected falls through to the full parse, which names the problem.
-            if let Ok(inner) = serde_json::from_str::<Top<'_>>(payload) {
+            if let Ok(inner) = parse_top(payload, "`payload`") {
                 return self.envelope(&inner, Some(&schema));
             }
         }
@@ -205,8 +205,7 @@ impl JsonConverter {
             // JsonConverter reads a JSON null as a null value: a tombstone.
             return Ok(Value::Tombstone);
         }
-        let top: Top<'_> = serde_json::from_str(text)
-            .map_err(|e| DecodeError::new(format!("value is not valid JSON: {e}")))?;
+        let top = parse_top(text, "value")?;
         if top.op.is_some() || top.payload.is_none() || self.schemas_enable == Some(false) {
             return self.envelope(&top, None);
         }
@@ -219,8 +218,7 @@ impl JsonConverter {
         if payload == "null" {
             return Ok(Value::Tombstone);
         }
-        let inner: Top<'_> = serde_json::from_str(payload)
-            .map_err(|e| DecodeError::new(format!("`payload` is not a JSON object: {e}")))?;
+        let inner = parse_top(payload, "`payload`")?;
         self.envelope(&inner, schema.as_deref())
     }
 
@@ -264,6 +262,21 @@ impl JsonConverter {
 
 /// Records without `op`: schema changes, heartbeats and transaction metadata are skipped;
 /// anything else is not a Debezium change event.
+/// An envelope (`what`: which one, for the error), which must be a JSON object: serde's derived
+/// structs also take an array, field by position.
+fn parse_top<'a>(text: &'a str, what: &str) -> Result<Top<'a>, DecodeError> {
+    if !text.trim_start().starts_with('{') {
+        let first = text.trim_start().chars().next().unwrap_or(' ');
+        if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() {
+            return Err(DecodeError::new(format!(
+                "{what} is not a JSON object (it starts with `{first}`)"
+            )));
+        }
+    }
+    serde_json::from_str(text)
+        .map_err(|e| DecodeError::new(format!("{what} is not valid JSON: {e}")))
+}
+
 fn classify_non_change(top: &Top<'_>, schema_name: Option<&str>) -> Result<Value, DecodeError> {
     if let Some(skip) = schema_name.and_then(super::skip_by_schema_name) {
         return Ok(Value::Skipped(skip));
@@ -530,6 +543,35 @@ mod tests {
             .value("t", Some(b"{not json"))
             .unwrap_err();
         assert!(err.message.contains("not valid JSON"), "{err}");
+    }
+
+    #[test]
+    fn envelopes_and_source_blocks_must_be_objects_not_arrays() {
+        // serde's derived structs take an array field by field: `[before, after, source, op]`.
+        let err = |bytes: &str| {
+            JsonConverter::default()
+                .value("t", Some(bytes.as_bytes()))
+                .unwrap_err()
+                .message
+        };
+        let e = err(r#"[null,{"id":1},null,"c"]"#);
+        assert_eq!(e, "value is not a JSON object (it starts with `[`)");
+        let e = err(r#"{"schema":null,"payload":[null,{"id":1},null,"c"]}"#);
+        assert_eq!(e, "`payload` is not a JSON object (it starts with `[`)");
+        let e = err(r#"{"after":{"id":1},"source":["postgresql",null,null,null,5],"op":"c"}"#);
+        assert!(
+            e.starts_with("`source` block is malformed:") && e.contains("is not a JSON object"),
+            "{e}"
+        );
+        // With a known schema too (its fast path).
+        let schema =
+            r#"{"type":"struct","name":"x.Envelope","fields":[{"type":"string","field":"op"}]}"#;
+        let mut c = JsonConverter::default();
+        let ok = format!(r#"{{"schema":{schema},"payload":{{"op":"c","after":{{"id":1}}}}}}"#);
+        assert!(c.value("t", Some(ok.as_bytes())).is_ok());
+        let bad = format!(r#"{{"schema":{schema},"payload":[null,{{"id":1}},null,"c"]}}"#);
+        let e = c.value("t", Some(bad.as_bytes())).unwrap_err().message;
+        assert_eq!(e, "`payload` is not a JSON object (it starts with `[`)");
     }
 
     #[test]

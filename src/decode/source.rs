@@ -167,6 +167,10 @@ impl Source {
     /// Reads the fields sinks use from a decoded `source` block; `read`: the event is a
     /// snapshot read (`op: r`).
     pub fn from_row(json: Row, read: bool) -> Result<Source, DecodeError> {
+        // serde's derived structs also take an array, field by position.
+        if !json.as_str().trim_start().starts_with('{') {
+            return Err(malformed(format!("`{json}` is not a JSON object")));
+        }
         let f: Fields<'_> = serde_json::from_str(json.as_str()).map_err(malformed)?;
         let source = Source::new(&f, read).map_err(malformed)?;
         Ok(Source { json, ..source })
