@@ -20,18 +20,18 @@ pub fn key_id(key: &Row, field: Option<&str>, separator: &str) -> Result<String,
             .ok_or_else(|| format!("the key has no field `{f}` (transforms ExtractField$Key)"))?;
         return id_part(v)
             .map(Cow::into_owned)
-            .ok_or_else(|| format!("key field `{f}` is null"));
+            .ok_or_else(|| no_part(&format!("key field `{f}`"), v));
     }
     if !key.as_str().starts_with('{') {
         let raw: &RawValue = serde_json::from_str(key.as_str()).map_err(|e| e.to_string())?;
         return id_part(raw)
             .map(Cow::into_owned)
-            .ok_or_else(|| "the key is null".to_string());
+            .ok_or_else(|| no_part("the key", raw));
     }
     let mut id = String::new();
     let mut n = 0;
     key.for_each_field(|name, v| {
-        let part = id_part(v).ok_or_else(|| format!("key field `{name}` is null"))?;
+        let part = id_part(v).ok_or_else(|| no_part(&format!("key field `{name}`"), v))?;
         // The first part becomes the id: one allocation for a key of one field.
         if n == 0 {
             id = part.into_owned();
@@ -74,9 +74,19 @@ pub fn row_id(row: &Row, pk_fields: &[String], separator: &str) -> Result<String
         let v = row
             .get(f)
             .ok_or_else(|| format!("pk.fields: the row has no field `{f}`"))?;
-        parts.push(id_part(v).ok_or_else(|| format!("pk.fields: field `{f}` is null"))?);
+        parts.push(id_part(v).ok_or_else(|| no_part(&format!("pk.fields: field `{f}`"), v))?);
     }
     Ok(parts.join(separator))
+}
+
+/// Why `v` (`what`) gives no id: it is null, or a string that cannot be read (a lone surrogate
+/// escape such as `"\ud800"`, which JSON's grammar allows).
+fn no_part(what: &str, v: &RawValue) -> String {
+    if v.get().trim() == "null" {
+        format!("{what} is null")
+    } else {
+        format!("{what} `{}` is not a readable string", v.get())
+    }
 }
 
 /// One id component; MongoDB's Extended JSON ids (`{"$oid": "…"}`) give their inner value.
@@ -109,5 +119,29 @@ pub fn source_version(
             Ok(None) => Ok(rec.offset as u64),
         },
         None => Ok(rec.offset as u64),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_ids_and_why_a_key_gives_none() {
+        let id = |k: &str, field| key_id(&Row::from_json(k), field, "+");
+        assert_eq!(id(r#"{"id":1004}"#, None).unwrap(), "1004");
+        assert_eq!(id(r#"{"a":"x","b":2}"#, None).unwrap(), "x+2");
+        assert_eq!(id(r#"{"a":"x","b":2}"#, Some("b")).unwrap(), "2");
+        assert_eq!(id(r#""k1""#, None).unwrap(), "k1");
+        assert_eq!(
+            id(r#"{"id":null}"#, None).unwrap_err(),
+            "key field `id` is null"
+        );
+        assert_eq!(
+            id(r#"{"id":"\ud800"}"#, None).unwrap_err(),
+            r#"key field `id` `"\ud800"` is not a readable string"#
+        );
+        assert_eq!(id("null", None).unwrap_err(), "the key is null");
+        assert_eq!(id("{}", None).unwrap_err(), "the key has no fields");
     }
 }
