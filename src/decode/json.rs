@@ -100,7 +100,7 @@ impl JsonConverter {
         {
             return Ok(compiled.clone());
         }
-        let parsed: ConnectSchema = serde_json::from_str(schema.get())
+        let parsed = ConnectSchema::parse(schema.get())
             .map_err(|e| DecodeError::new(format!("`schema` is not a Connect schema: {e}")))?;
         let row = if as_envelope {
             parsed

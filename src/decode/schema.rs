@@ -102,6 +102,31 @@ pub struct ConnectSchema {
 }
 
 impl ConnectSchema {
+    /// Parses a schema, every node of which must be a JSON object: serde's derived structs
+    /// would also take an array, field by position. (Parsed when a topic's schema changes,
+    /// not per record.)
+    pub fn parse(text: &str) -> Result<ConnectSchema, String> {
+        fn objects(v: &serde_json::Value, at: &str) -> Result<(), String> {
+            let Some(o) = v.as_object() else {
+                return Err(format!("the schema at {at} is not a JSON object"));
+            };
+            if let Some(fields) = o.get("fields").and_then(|f| f.as_array()) {
+                for (i, f) in fields.iter().enumerate() {
+                    objects(f, &format!("{at}.fields[{i}]"))?;
+                }
+            }
+            for k in ["items", "values"] {
+                if let Some(v) = o.get(k).filter(|v| !v.is_null()) {
+                    objects(v, &format!("{at}.{k}"))?;
+                }
+            }
+            Ok(())
+        }
+        let v: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        objects(&v, "the top")?;
+        serde_json::from_value(v).map_err(|e| e.to_string())
+    }
+
     /// The field named `name` of a struct schema.
     pub fn field(&self, name: &str) -> Option<&ConnectSchema> {
         self.fields
@@ -202,6 +227,33 @@ pub fn semantic_conv(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn schemas_are_objects_all_the_way_down() {
+        assert!(
+            ConnectSchema::parse(r#"{"type":"struct","fields":[{"type":"int32","field":"id"}]}"#)
+                .is_ok()
+        );
+        for (bad, at) in [
+            (r#"["struct","x"]"#, "the top"),
+            (
+                r#"{"type":"struct","fields":[["int32",null,"id"]]}"#,
+                "the top.fields[0]",
+            ),
+            (r#"{"type":"array","items":["int64"]}"#, "the top.items"),
+            (
+                r#"{"type":"struct","fields":[{"type":"map","values":[1],"field":"m"}]}"#,
+                "the top.fields[0].values",
+            ),
+        ] {
+            assert_eq!(
+                ConnectSchema::parse(bad).unwrap_err(),
+                format!("the schema at {at} is not a JSON object"),
+                "{bad}"
+            );
+        }
+        assert!(ConnectSchema::parse(r#"{"type":"struct","fields":"x"}"#).is_err());
+    }
 
     #[test]
     fn plain_tables_compile_to_keep() {
