@@ -33,6 +33,12 @@ impl ConnectorConfig {
     /// Parses `{"name": …, "config": {…}}`. Numbers and booleans are taken as their text
     /// (Kafka Connect does the same); nested objects are rejected.
     pub fn from_json(text: &str) -> Result<ConnectorConfig, ConfigError> {
+        // serde's derived structs would also take `["name", {…}]`, field by position.
+        if !text.trim_start().starts_with('{') {
+            return Err(ConfigError::one(
+                "connector JSON must be {\"name\": …, \"config\": {…}}: it is not a JSON object",
+            ));
+        }
         let raw: RawConnector = serde_json::from_str(text).map_err(|e| {
             ConfigError::one(format!(
                 "connector JSON must be {{\"name\": …, \"config\": {{…}}}}: {e}"
@@ -646,6 +652,12 @@ mod tests {
             spec(r#"{"name":"x","config":{"connector.class":"elasticsearch","topics":"t","connection.url":"http://es:9200"}}"#)
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn a_connector_file_must_be_an_object() {
+        let e = ConnectorConfig::from_json(r#" ["x", {"topics": "t"}]"#).unwrap_err();
+        assert!(e.to_string().contains("it is not a JSON object"), "{e}");
     }
 
     #[test]
