@@ -144,9 +144,11 @@ impl AvroConverter {
             (Some(buf), Some(sf)) => {
                 let text =
                     std::str::from_utf8(buf).map_err(|e| bad(id, &format!("`source`: {e}")))?;
-                let named = members
-                    .iter()
-                    .map(|(i, range)| (sf[*i].name.as_str(), &text[range.clone()]));
+                // The ranges lie between ASCII bytes (`:` and `,`), so `get` always finds them;
+                // were one missing, the empty text is refused by the field's own parser.
+                let named = members.iter().map(|(i, range)| {
+                    (sf[*i].name.as_str(), text.get(range.clone()).unwrap_or(""))
+                });
                 Source::from_members(text, named, read).map(Some)
             }
             (Some(buf), None) => Source::from_row(Row::from_bytes(buf.to_vec()), read).map(Some),
