@@ -547,14 +547,15 @@ mod tests {
 
     #[test]
     fn envelopes_and_source_blocks_must_be_objects_not_arrays() {
-        // serde's derived structs take an array field by field: `[before, after, source, op]`.
+        // serde's derived structs take an array field by field.
         let err = |bytes: &str| {
             JsonConverter::default()
                 .value("t", Some(bytes.as_bytes()))
                 .unwrap_err()
                 .message
         };
-        let e = err(r#"[null,{"id":1},null,"c"]"#);
+        // `[schema, payload, op, before, after]`: a create, field by position.
+        let e = err(r#"[null,null,"c",null,{"id":1}]"#);
         assert_eq!(e, "value is not a JSON object (it starts with `[`)");
         let e = err(r#"{"schema":null,"payload":[null,{"id":1},null,"c"]}"#);
         assert_eq!(e, "`payload` is not a JSON object (it starts with `[`)");
