@@ -260,8 +260,6 @@ impl JsonConverter {
     }
 }
 
-/// Records without `op`: schema changes, heartbeats and transaction metadata are skipped;
-/// anything else is not a Debezium change event.
 /// An envelope (`what`: which one, for the error), which must be a JSON object: serde's derived
 /// structs also take an array, field by position.
 fn parse_top<'a>(text: &'a str, what: &str) -> Result<Top<'a>, DecodeError> {
@@ -277,6 +275,8 @@ fn parse_top<'a>(text: &'a str, what: &str) -> Result<Top<'a>, DecodeError> {
         .map_err(|e| DecodeError::new(format!("{what} is not valid JSON: {e}")))
 }
 
+/// Records without `op`: schema changes, heartbeats and transaction metadata are skipped;
+/// anything else is not a Debezium change event.
 fn classify_non_change(top: &Top<'_>, schema_name: Option<&str>) -> Result<Value, DecodeError> {
     if let Some(skip) = schema_name.and_then(super::skip_by_schema_name) {
         return Ok(Value::Skipped(skip));

@@ -109,7 +109,7 @@ pub fn for_each_field<'a>(
             f.write_str("a JSON object")
         }
         fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
-            while let Some(key) = map.next_key_seed(Key)? {
+            while let Some(key) = map.next_key_seed(Key("a string"))? {
                 let value: &'de RawValue = map.next_value()?;
                 if let Err(e) = (self.f)(&key, value) {
                     *self.failed = Some(e);
@@ -135,12 +135,13 @@ pub fn for_each_field<'a>(
 /// A JSON string (or an object's key), borrowed from the JSON unless it has escapes. (serde's
 /// `Cow<str>` always allocates: a string per field of every row walked, `to_row`'s field names
 /// among them, and per base64 value decoded.)
-struct Key;
+/// Its field: what it expects, for the error.
+struct Key(&'static str);
 
 /// The content of the JSON string `raw`, borrowed unless it has escapes.
 pub(crate) fn unquote(raw: &str) -> serde_json::Result<Cow<'_, str>> {
     let mut de = serde_json::Deserializer::from_str(raw);
-    let s = Key.deserialize(&mut de)?;
+    let s = Key("a string").deserialize(&mut de)?;
     de.end()?;
     Ok(s)
 }
@@ -155,7 +156,7 @@ impl<'de> DeserializeSeed<'de> for Key {
 impl<'de> Visitor<'de> for Key {
     type Value = Cow<'de, str>;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a string")
+        f.write_str(self.0)
     }
     fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
         Ok(Cow::Borrowed(v))
@@ -202,16 +203,7 @@ pub(crate) fn some_str<'de, D: serde::Deserializer<'de>>(
             Ok(None)
         }
         fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-            d.deserialize_str(self)
-        }
-        fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-            Ok(Some(Cow::Borrowed(v)))
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            Ok(Some(Cow::Owned(v.to_owned())))
-        }
-        fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-            Ok(Some(Cow::Owned(v)))
+            Key("a string or null").deserialize(d).map(Some)
         }
     }
     d.deserialize_option(Str)
@@ -277,6 +269,9 @@ mod tests {
         assert!(matches!(unquote(r#""a\/b""#), Ok(Cow::Owned(o)) if o == "a/b"));
         assert!(unquote("5").is_err());
         assert!(unquote(r#""a" x"#).is_err());
+        assert!(unquote(r#""a"x""#).is_err());
+        assert!(unquote("\"a\tb\"").is_err(), "a raw control character");
+        assert!(matches!(unquote(r#" "ab" "#), Ok(Cow::Borrowed("ab"))));
     }
 
     #[test]
