@@ -230,6 +230,9 @@ impl<'a> Fields<'a> {
         fn string<'a>(name: &str, raw: &'a str) -> Result<Option<Cow<'a, str>>, String> {
             match raw.as_bytes() {
                 b"null" => Ok(None),
+                // The text the Avro reader wrote is valid JSON: without a backslash its content
+                // stands as it is. (Through `text`, which sets up a parser, `from_members` rose
+                // from 16–18% to 21–22% of the Avro value decoder.)
                 [b'"', inner @ .., b'"'] if !inner.contains(&b'\\') => {
                     Ok(Some(Cow::Borrowed(&raw[1..raw.len() - 1])))
                 }
