@@ -313,10 +313,12 @@ fn workload(seed: u64, chunks: usize) -> Vec<String> {
 /// snapshot read, or four times the own LSN (plus 3) before the first commit after a snapshot, the first transaction
 /// above the snapshot reads; MariaDB: binlog file index << 40 | pos + row): per row, the change with the highest
 /// version decides (Debezium re-emits older changes after its own restart); a row whose
-/// deciding change is a delete has no document.
-fn topic_versions(topic: &str, flavour: Flavour) -> BTreeMap<String, u64> {
+/// deciding change is a delete has no document. Also whether Debezium snapshotted again after
+/// it had streamed (a snapshot read after a change).
+fn topic_versions(topic: &str, flavour: Flavour) -> (BTreeMap<String, u64>, bool) {
     let mut rows: BTreeMap<String, (u64, bool)> = BTreeMap::new();
     let mut snapshot_floor = 0;
+    let (mut streamed, mut snapshot_again) = (false, false);
     for rec in crate::support::kafka::read_all(topic, 1) {
         let (Some(key), Some(value)) = (rec.key, rec.value) else {
             continue;
@@ -328,6 +330,8 @@ fn topic_versions(topic: &str, flavour: Flavour) -> BTreeMap<String, u64> {
         if !["r", "c", "u", "d"].contains(&op) {
             continue;
         }
+        snapshot_again |= streamed && op == "r";
+        streamed |= op != "r";
         let field = key["payload"].as_object().unwrap().values().next().unwrap();
         let id = match field {
             Value::String(s) => s.clone(),
@@ -368,17 +372,31 @@ fn topic_versions(topic: &str, flavour: Flavour) -> BTreeMap<String, u64> {
             *e = (version, op == "d");
         }
     }
-    rows.into_iter()
+    let live = rows
+        .into_iter()
         .filter(|(_, (_, deleted))| !deleted)
         .map(|(id, (v, _))| (id, v))
-        .collect()
+        .collect();
+    (live, snapshot_again)
 }
 
 /// Asserts that every document of each table's index has the version of its row's last change.
+///
+/// When Debezium snapshotted again (restarted without a committed source offset, as after a
+/// Kafka Connect crash before its first offset flush reached Kafka), rows deleted between its
+/// last emitted change and the new snapshot have no delete event in the topic; the worker
+/// removes their documents (docs/reconcile.md), so only the rows the table holds are expected
+/// then, and no other document.
 fn assert_versions(src: &Source, tables: &[&str]) {
     for t in tables {
         let topic = src.topic(t);
-        crate::support::committed::assert_versions(&topic, &topic_versions(&topic, src.flavour));
+        let (mut want, snapshot_again) = topic_versions(&topic, src.flavour);
+        if snapshot_again {
+            let rows = src.expected(t);
+            eprintln!("{topic}: Debezium snapshotted again; expecting the table's rows only");
+            want.retain(|id, _| rows.contains_key(id));
+        }
+        crate::support::committed::assert_versions(&topic, &want);
     }
 }
 
@@ -945,6 +963,7 @@ fn resnapshot_after_lost_offsets(flavour: Flavour) {
     // Each document at the version of its row's last change: the second snapshot's reads and
     // nothing older.
     let want: BTreeMap<String, u64> = topic_versions(&index, flavour)
+        .0
         .into_iter()
         .filter(|(id, _)| expected.contains_key(id))
         .collect();
