@@ -159,10 +159,34 @@ pub fn unregister(name: &str) {
     let _ = http()
         .delete(format!("{}/connectors/{name}", live().connect))
         .send();
+    // A PostgreSQL connector's replication slot (named after it) outlives it: dropped once its
+    // task has let go of it, so that repeated runs do not use up `max_replication_slots`.
+    let start = Instant::now();
+    let slot =
+        format!("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{name}' AND active;");
+    let active = || {
+        let out = psql("postgres")
+            .args(["-A", "-t", "-c", &slot])
+            .output()
+            .ok()?;
+        Some(String::from_utf8_lossy(&out.stdout).trim() != "0")
+    };
+    // Cleanup runs in drops, after failed tests too: it must not panic.
+    while active() == Some(true) {
+        if start.elapsed() > Duration::from_secs(30) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut drop = psql("postgres");
+    drop.args(["-c", &format!("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '{name}' AND NOT active;")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _ = drop.status();
 }
 
 /// Kills Kafka Connect with SIGKILL and starts it again: Debezium then re-emits what came
-/// after its last committed source offset.
+/// after its last committed source offset, or snapshots again when none had reached Kafka.
 pub fn crash_restart_connect() {
     let status = Command::new(repo().join("scripts/servers"))
         .arg("crash-restart")
@@ -217,8 +241,35 @@ pub fn forget_source_offsets(name: &str) {
     kafka::produce_bytes("_connect-offsets", &tombstones);
 }
 
+/// The settings the demo's Debezium connectors take for freshness (`poll.interval.ms` and
+/// `producer.override.*`, README "Freshness"), read from its files so that tests and the live
+/// benchmark run what the demo runs.
+fn demo_freshness(file: &str) -> impl Iterator<Item = (String, Value)> {
+    let path = repo().join("demo/connect").join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    let json: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    let config = json["config"].as_object().cloned().unwrap_or_default();
+    let picked: Vec<(String, Value)> = config
+        .into_iter()
+        .filter(|(k, _)| k == "poll.interval.ms" || k.starts_with("producer.override."))
+        .collect();
+    assert!(!picked.is_empty(), "{path:?} sets no freshness settings");
+    picked.into_iter()
+}
+
+fn with_demo_freshness(mut config: Value, file: &str) -> Value {
+    for (k, v) in demo_freshness(file) {
+        config[k] = v;
+    }
+    config
+}
+
 /// A PostgreSQL Debezium connector for database `db` (schema `inventory`), topics `<db>.inventory.*`.
 pub fn pg_debezium(db: &str) -> Value {
+    with_demo_freshness(pg_debezium_only(db), "inventory-postgres.json")
+}
+
+fn pg_debezium_only(db: &str) -> Value {
     json!({
         "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
         "tasks.max": "1",
@@ -239,6 +290,10 @@ pub fn pg_debezium(db: &str) -> Value {
 
 /// A MariaDB Debezium connector for database `db`, topics `<db>.<db>.*`.
 pub fn maria_debezium(db: &str) -> Value {
+    with_demo_freshness(maria_debezium_only(db), "inventory-mariadb.json")
+}
+
+fn maria_debezium_only(db: &str) -> Value {
     json!({
         "connector.class": "io.debezium.connector.mariadb.MariaDbConnector",
         "tasks.max": "1",
