@@ -169,6 +169,14 @@ impl JsonConverter {
         if self.schemas_enable == Some(false) || !top.get().starts_with('{') {
             return (None, top);
         }
+        // Without the bytes `"payload"` (or an escape that could spell them) no field is named
+        // `payload`: a bare key, not walked (the walk was half of decoding such keys).
+        let text = top.get().as_bytes();
+        if memchr::memmem::find(text, b"\"payload\"").is_none()
+            && memchr::memchr(b'\\', text).is_none()
+        {
+            return (None, top);
+        }
         let mut schema = None;
         let mut payload = None;
         let mut others = false;
@@ -585,6 +593,17 @@ mod tests {
         assert_eq!(c.key("t", br#"{"id":1}"#).unwrap().as_str(), r#"{"id":1}"#);
         assert_eq!(c.key("t", br#""abc""#).unwrap().as_str(), r#""abc""#);
         assert_eq!(c.key("t", b"42").unwrap().as_str(), "42");
+        // An envelope without schema, also with its field name escaped, is unwrapped.
+        assert_eq!(
+            c.key("t", br#"{"payload":{"id":2}}"#).unwrap().as_str(),
+            r#"{"id":2}"#
+        );
+        assert_eq!(
+            c.key("t", br#"{"p\u0061yload":{"id":3}}"#)
+                .unwrap()
+                .as_str(),
+            r#"{"id":3}"#
+        );
         let mut no_unwrap = JsonConverter::new(Options::default(), Some(false));
         assert_eq!(
             no_unwrap.key("t", br#"{"payload":3}"#).unwrap().as_str(),
