@@ -330,7 +330,8 @@ fn topic_versions(topic: &str, flavour: Flavour) -> (BTreeMap<String, u64>, bool
         if !["r", "c", "u", "d"].contains(&op) {
             continue;
         }
-        snapshot_again |= streamed && op == "r";
+        // An incremental snapshot's reads come while streaming, offsets intact: not one.
+        snapshot_again |= streamed && op == "r" && p["source"]["snapshot"] != "incremental";
         streamed |= op != "r";
         let field = key["payload"].as_object().unwrap().values().next().unwrap();
         let id = match field {

@@ -164,12 +164,18 @@ pub fn unregister(name: &str) {
     let start = Instant::now();
     let slot =
         format!("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{name}' AND active;");
+    // Bounded: a server that does not answer must not hold a drop up.
+    let psql = || {
+        let mut c = psql("postgres");
+        c.env("PGCONNECT_TIMEOUT", "5")
+            .env("PGOPTIONS", "-c statement_timeout=5000");
+        c
+    };
     let active = || {
-        let out = psql("postgres")
-            .args(["-A", "-t", "-c", &slot])
-            .output()
-            .ok()?;
-        Some(String::from_utf8_lossy(&out.stdout).trim() != "0")
+        let out = psql().args(["-A", "-t", "-c", &slot]).output().ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim() != "0")
     };
     // Cleanup runs in drops, after failed tests too: it must not panic.
     while active() == Some(true) {
@@ -178,7 +184,7 @@ pub fn unregister(name: &str) {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let mut drop = psql("postgres");
+    let mut drop = psql();
     drop.args(["-c", &format!("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '{name}' AND NOT active;")])
         .stdout(Stdio::null())
         .stderr(Stdio::null());
