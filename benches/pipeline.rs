@@ -1024,12 +1024,14 @@ fn live_freshness(rate: usize, run: Duration) -> (f64, f64) {
     // Where cdc-sink's share goes: the bulk requests' own latency.
     let mut w = w;
     let text = support::rest::metrics(&w.rest_url());
-    let sum = |name: &str| {
+    // The sum of the samples on the lines `keep` picks.
+    let total = |keep: &dyn Fn(&str) -> bool| {
         text.lines()
-            .filter(|l| l.starts_with(name))
+            .filter(|l| keep(l))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum::<f64>()
     };
+    let sum = |name: &str| total(&|l: &str| l.starts_with(name));
     let (secs, requests) = (
         sum("cdc_sink_bulk_request_duration_seconds_sum"),
         sum("cdc_sink_bulk_request_duration_seconds_count"),
@@ -1037,11 +1039,10 @@ fn live_freshness(rate: usize, run: Duration) -> (f64, f64) {
     let records = sum("cdc_sink_bulk_batch_records_sum");
     // The tail: requests slower than 100 ms and than 500 ms (bucket bounds of the histogram).
     let within = |le: &str| {
-        text.lines()
-            .filter(|l| l.starts_with("cdc_sink_bulk_request_duration_seconds_bucket{"))
-            .filter(|l| l.contains(&format!("le=\"{le}\"")))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>()
+        let bound = format!("le=\"{le}\"");
+        total(&|l: &str| {
+            l.starts_with("cdc_sink_bulk_request_duration_seconds_bucket{") && l.contains(&bound)
+        })
     };
     println!(
         "live   bulk requests: {requests:.0}, mean {:.0} ms, {:.1} records each; {:.0} took over 100 ms, {:.0} over 500 ms",

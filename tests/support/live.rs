@@ -247,36 +247,27 @@ pub fn forget_source_offsets(name: &str) {
     kafka::produce_bytes("_connect-offsets", &tombstones);
 }
 
-/// The settings the demo's Debezium connectors take for freshness (`poll.interval.ms` and
-/// `producer.override.*`, README "Freshness"), read from its files so that tests and the live
-/// benchmark run what the demo runs.
-fn demo_freshness(file: &str) -> impl Iterator<Item = (String, Value)> {
+/// `config` with the settings the demo's Debezium connector `file` takes for freshness
+/// (`poll.interval.ms`, `producer.override.*`; README "Debezium's side of freshness"), read from
+/// the demo's files so that tests and the live benchmark run what the demo runs.
+fn with_demo_freshness(mut config: Value, file: &str) -> Value {
     let path = repo().join("demo/connect").join(file);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
     let json: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path:?}: {e}"));
-    let config = json["config"].as_object().cloned().unwrap_or_default();
-    let picked: Vec<(String, Value)> = config
-        .into_iter()
-        .filter(|(k, _)| k == "poll.interval.ms" || k.starts_with("producer.override."))
-        .collect();
-    assert!(!picked.is_empty(), "{path:?} sets no freshness settings");
-    picked.into_iter()
-}
-
-fn with_demo_freshness(mut config: Value, file: &str) -> Value {
-    for (k, v) in demo_freshness(file) {
-        config[k] = v;
+    let mut picked = 0;
+    for (k, v) in json["config"].as_object().into_iter().flatten() {
+        if k == "poll.interval.ms" || k.starts_with("producer.override.") {
+            config[k] = v.clone();
+            picked += 1;
+        }
     }
+    assert!(picked > 0, "{path:?} sets no freshness settings");
     config
 }
 
 /// A PostgreSQL Debezium connector for database `db` (schema `inventory`), topics `<db>.inventory.*`.
 pub fn pg_debezium(db: &str) -> Value {
-    with_demo_freshness(pg_debezium_only(db), "inventory-postgres.json")
-}
-
-fn pg_debezium_only(db: &str) -> Value {
-    json!({
+    let config = json!({
         "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
         "tasks.max": "1",
         "database.hostname": "127.0.0.1",
@@ -291,16 +282,13 @@ fn pg_debezium_only(db: &str) -> Value {
         "publication.name": db,
         "publication.autocreate.mode": "filtered",
         "skipped.operations": "none",
-    })
+    });
+    with_demo_freshness(config, "inventory-postgres.json")
 }
 
 /// A MariaDB Debezium connector for database `db`, topics `<db>.<db>.*`.
 pub fn maria_debezium(db: &str) -> Value {
-    with_demo_freshness(maria_debezium_only(db), "inventory-mariadb.json")
-}
-
-fn maria_debezium_only(db: &str) -> Value {
-    json!({
+    let config = json!({
         "connector.class": "io.debezium.connector.mariadb.MariaDbConnector",
         "tasks.max": "1",
         "database.hostname": "127.0.0.1",
@@ -315,7 +303,8 @@ fn maria_debezium_only(db: &str) -> Value {
         "schema.history.internal.kafka.topic": format!("{db}.schema-history"),
         "skipped.operations": "none",
         "bigint.unsigned.handling.mode": "precise",
-    })
+    });
+    with_demo_freshness(config, "inventory-mariadb.json")
 }
 
 /// A psql session kept open (to hold a transaction across other events).
