@@ -463,7 +463,8 @@ EOF
     "$broker" > "$dir/broker/runtime.properties"
   printf 'druid.service=druid/historical\ndruid.plaintextPort=%s\ndruid.server.http.numThreads=12\ndruid.segmentCache.locations=[{"path":"%s","maxSize":"2GiB"}]\n' \
     "$hist" "$dir/historical/segment-cache" > "$dir/historical/runtime.properties"
-  printf 'druid.service=druid/indexer\ndruid.plaintextPort=%s\ndruid.worker.capacity=8\ndruid.indexer.task.baseTaskDir=%s\ndruid.indexer.task.restoreTasksOnRestart=true\n' \
+  # One task slot per supervisor, and room: the demo alone runs ten (five tables, two databases).
+  printf 'druid.service=druid/indexer\ndruid.plaintextPort=%s\ndruid.worker.capacity=12\ndruid.indexer.task.baseTaskDir=%s\ndruid.indexer.task.restoreTasksOnRestart=true\n' \
     "$idx" "$dir/indexer/task" > "$dir/indexer/runtime.properties"
 
   local java; java="$(java_home)/bin/java"
