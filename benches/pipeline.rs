@@ -243,7 +243,6 @@ fn feed<T: AsRef<[u8]>>(
     };
     if let Mapped::Write(a) = mapper.map(&rec).unwrap() {
         let origin = Origin {
-            topic: topic.clone(),
             partition: r.partition,
             offset: i as i64,
             source_ts_ms: None,
@@ -256,7 +255,7 @@ fn feed<T: AsRef<[u8]>>(
             epoch: 0,
             offset: i as i64,
         };
-        batch.push(a, origin, ack);
+        batch.push(a, topic, origin, ack);
     }
 }
 

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use prometheus::core::Collector;
+use prometheus::local::LocalHistogram;
 use prometheus::proto::MetricFamily;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
@@ -383,6 +384,38 @@ pub struct Metrics {
     offsets: std::sync::Mutex<BTreeMap<(String, i32), PartitionOffsets>>,
 }
 
+/// See [`Metrics::freshness`].
+pub struct Freshness {
+    received_to_ack: LocalHistogram,
+    source_to_ack: LocalHistogram,
+    kafka_to_ack: LocalHistogram,
+    source_to_kafka: LocalHistogram,
+}
+
+impl Freshness {
+    /// Records the freshness of a write acknowledged at `now_ms`, of a record handed to the
+    /// sink at `received_ms`.
+    pub fn observe(
+        &self,
+        now_ms: i64,
+        source_ts_ms: Option<i64>,
+        kafka_ts_ms: Option<i64>,
+        received_ms: i64,
+    ) {
+        let secs = |ms: i64| ms.max(0) as f64 / 1000.0;
+        self.received_to_ack.observe(secs(now_ms - received_ms));
+        if let Some(s) = source_ts_ms {
+            self.source_to_ack.observe(secs(now_ms - s));
+        }
+        if let Some(k) = kafka_ts_ms {
+            self.kafka_to_ack.observe(secs(now_ms - k));
+            if let Some(s) = source_ts_ms {
+                self.source_to_kafka.observe(secs(k - s));
+            }
+        }
+    }
+}
+
 /// A partition's committed and end offsets, each once known.
 type PartitionOffsets = (Option<i64>, Option<i64>);
 
@@ -460,25 +493,15 @@ impl Metrics {
         self.bulk_records.observe(records as f64);
     }
 
-    /// Records the freshness of a write acknowledged at `now_ms`, of a record handed to the
-    /// sink at `received_ms`.
-    pub fn acknowledged(
-        &self,
-        now_ms: i64,
-        source_ts_ms: Option<i64>,
-        kafka_ts_ms: Option<i64>,
-        received_ms: i64,
-    ) {
-        let secs = |ms: i64| ms.max(0) as f64 / 1000.0;
-        self.received_to_ack.observe(secs(now_ms - received_ms));
-        if let Some(s) = source_ts_ms {
-            self.source_to_ack.observe(secs(now_ms - s));
-        }
-        if let Some(k) = kafka_ts_ms {
-            self.kafka_to_ack.observe(secs(now_ms - k));
-            if let Some(s) = source_ts_ms {
-                self.source_to_kafka.observe(secs(k - s));
-            }
+    /// The freshness histograms, gathered locally for the writes of one response and added
+    /// to the shared ones when dropped (prometheus's `LocalHistogram`): four shared histogram
+    /// updates per record, each a few atomic operations, were 8% of the I/O thread's time.
+    pub fn freshness(&self) -> Freshness {
+        Freshness {
+            received_to_ack: self.received_to_ack.local(),
+            source_to_ack: self.source_to_ack.local(),
+            kafka_to_ack: self.kafka_to_ack.local(),
+            source_to_kafka: self.source_to_kafka.local(),
         }
     }
 
@@ -608,7 +631,8 @@ mod tests {
         a.skip("tombstone");
         b.skip("tombstone");
         for ms in 1..=100 {
-            a.acknowledged(10_000, None, Some(10_000 - ms * 10), 10_000);
+            a.freshness()
+                .observe(10_000, None, Some(10_000 - ms * 10), 10_000);
         }
         let fresh = r.summary("c").kafka_to_ack;
         assert_eq!(
@@ -622,7 +646,7 @@ mod tests {
             (100, Some(FRESHNESS_BUCKETS[0]))
         );
         // Beyond the largest bucket: no bound to name.
-        b.acknowledged(10_000_000, None, Some(0), 10_000_000);
+        b.freshness().observe(10_000_000, None, Some(0), 10_000_000);
         a.partition("t", 0, Some(10), Some(25));
         b.partition("t", 1, Some(5), Some(5));
         let (s, tasks) = r.summaries("c");
@@ -631,8 +655,8 @@ mod tests {
         assert_eq!(s.skipped["tombstone"], 2);
         assert_eq!(s.kafka_to_ack.count, 101);
         assert_eq!(s.kafka_to_ack.p99_seconds, Some(1.0));
-        b.acknowledged(10_000_000, None, Some(0), 10_000_000);
-        b.acknowledged(10_000_000, None, Some(0), 10_000_000);
+        b.freshness().observe(10_000_000, None, Some(0), 10_000_000);
+        b.freshness().observe(10_000_000, None, Some(0), 10_000_000);
         assert_eq!(r.summary("c").kafka_to_ack.p99_seconds, None);
         // A partition whose committed offset is not known yet has no lag (not its end).
         b.partition("t", 2, None, Some(1_000));

@@ -11,10 +11,10 @@ use bytes::Bytes;
 use super::mapping::{ActionKind, BulkAction};
 use crate::sink::Ack;
 
-/// Where a record came from (for error messages) and when (for freshness).
-#[derive(Debug, Clone)]
+/// Where a record came from (for error messages) and when (for freshness). Its topic is kept
+/// with the batch's names ([`Sealed::topic`]).
+#[derive(Debug, Clone, Copy)]
 pub struct Origin {
-    pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
     /// `source.ts_ms`: when the change was committed in the source database.
@@ -25,23 +25,16 @@ pub struct Origin {
     pub received_ms: i64,
 }
 
-impl std::fmt::Display for Origin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "topic {} partition {} offset {}",
-            self.topic, self.partition, self.offset
-        )
-    }
-}
-
 /// One action in a batch.
 #[derive(Debug, Clone)]
 pub struct Item {
     /// Its bytes in the body (action line and document line).
     pub range: Range<usize>,
-    pub index: Arc<str>,
-    pub id: String,
+    /// Its document id, in the batch's [`Names::ids`].
+    id: Range<usize>,
+    /// Its index and its record's topic, in the batch's [`Names::names`].
+    index: u32,
+    topic: u32,
     pub version: Option<u64>,
     pub is_delete: bool,
     pub origin: Origin,
@@ -50,10 +43,37 @@ pub struct Item {
     live: bool,
 }
 
+/// The ids, indices and topics of a batch's items, held once per batch. An id string and two
+/// shared names per item were an allocation and two reference counts per record that the
+/// request's task then freed and dropped on the I/O thread: frees from another thread take
+/// mimalloc's slow path, and the counts moved between cores (docs/performance.md).
+#[derive(Debug, Clone, Default)]
+pub struct Names {
+    ids: String,
+    names: Vec<Arc<str>>,
+}
+
+impl Names {
+    /// The position of `name`. A batch's items nearly always share one index and one topic,
+    /// so only the last two names are compared; another name is added (as each item once
+    /// held its own).
+    fn intern(&mut self, name: &Arc<str>) -> u32 {
+        let n = self.names.len();
+        for i in n.saturating_sub(2)..n {
+            if Arc::ptr_eq(&self.names[i], name) || self.names[i] == *name {
+                return i as u32;
+            }
+        }
+        self.names.push(name.clone());
+        n as u32
+    }
+}
+
 /// A batch being filled.
 pub struct Batch {
     body: Vec<u8>,
     items: Vec<Item>,
+    names: Names,
     /// Hash of (index, id) → the item holding that document's current write.
     latest: crate::FastMap<u64, usize>,
     hasher: foldhash::fast::RandomState,
@@ -72,6 +92,7 @@ pub struct Sealed {
     pub body: Bytes,
     pub items: Vec<Item>,
     pub acks: Vec<Ack>,
+    names: Names,
 }
 
 impl Batch {
@@ -80,6 +101,7 @@ impl Batch {
         Batch {
             body: Vec::new(),
             items: Vec::new(),
+            names: Names::default(),
             latest: Default::default(),
             hasher: Default::default(),
             acks: Vec::new(),
@@ -101,6 +123,7 @@ impl Batch {
         let mut next = Batch::new(self.keep_every_write);
         next.body.reserve(self.body.len().min(MOST));
         next.items.reserve(self.items.len());
+        next.names.ids.reserve(self.names.ids.len());
         next.acks.reserve(self.acks.len());
         std::mem::replace(self, next)
     }
@@ -127,7 +150,7 @@ impl Batch {
     /// unless both are versioned and its version is lower (a replayed older change), in which
     /// case it is dropped: the batch then sends exactly what sending both in order would leave
     /// in the index. (An unversioned write always applies, so it always supersedes.)
-    pub fn push(&mut self, action: BulkAction, origin: Origin, ack: Ack) {
+    pub fn push(&mut self, action: BulkAction, topic: &Arc<str>, origin: Origin, ack: Ack) {
         if self.acks.is_empty() {
             self.opened = Instant::now();
         }
@@ -138,7 +161,10 @@ impl Batch {
         let h = h.finish();
         if let Some(&j) = self.latest.get(&h).filter(|_| !self.keep_every_write) {
             let prev = &mut self.items[j];
-            if prev.live && prev.index == action.index && prev.id == action.id {
+            if prev.live
+                && *self.names.names[prev.index as usize] == *action.index
+                && self.names.ids[prev.id.clone()] == action.id
+            {
                 if let (Some(new), Some(old)) = (action.version, prev.version)
                     && new < old
                 {
@@ -151,11 +177,14 @@ impl Batch {
         let start = self.body.len();
         action.encode(&mut self.body);
         self.latest.insert(h, self.items.len());
+        let id_start = self.names.ids.len();
+        self.names.ids.push_str(&action.id);
         self.items.push(Item {
             range: start..self.body.len(),
             is_delete: matches!(action.kind, ActionKind::Delete),
-            index: action.index,
-            id: action.id,
+            id: id_start..self.names.ids.len(),
+            index: self.names.intern(&action.index),
+            topic: self.names.intern(topic),
             version: action.version,
             origin,
             ack,
@@ -171,6 +200,7 @@ impl Batch {
                 body: Bytes::from(self.body),
                 items: self.items,
                 acks: self.acks,
+                names: self.names,
             };
         }
         // Compacted in place: live items keep their order, so each moves towards the front.
@@ -188,11 +218,37 @@ impl Batch {
             body: Bytes::from(body),
             items,
             acks: self.acks,
+            names: self.names,
         }
     }
 }
 
 impl Sealed {
+    /// The document id `item` writes.
+    pub fn id(&self, item: &Item) -> &str {
+        &self.names.ids[item.id.clone()]
+    }
+
+    /// The index `item` writes to.
+    pub fn index_of(&self, item: &Item) -> &Arc<str> {
+        &self.names.names[item.index as usize]
+    }
+
+    /// The topic of `item`'s record.
+    pub fn topic(&self, item: &Item) -> &Arc<str> {
+        &self.names.names[item.topic as usize]
+    }
+
+    /// Where `item`'s record came from, for messages: `topic t partition p offset o`.
+    pub fn origin(&self, item: &Item) -> String {
+        format!(
+            "topic {} partition {} offset {}",
+            self.topic(item),
+            item.origin.partition,
+            item.origin.offset
+        )
+    }
+
     /// A body with only the items at `which` (for a retry).
     pub fn body_of(&self, which: &[usize]) -> Bytes {
         let len = which.iter().map(|&i| self.items[i].range.len()).sum();
@@ -217,9 +273,12 @@ mod tests {
         }
     }
 
+    fn t() -> Arc<str> {
+        "t".into()
+    }
+
     fn origin(offset: i64) -> Origin {
         Origin {
-            topic: "t".into(),
             partition: 0,
             offset,
             source_ts_ms: None,
@@ -239,11 +298,11 @@ mod tests {
     #[test]
     fn only_the_newest_write_per_document_is_sent() {
         let mut b = Batch::new(false);
-        b.push(action("1", 5, r#"{"v":5}"#), origin(0), ack(0));
-        b.push(action("2", 6, r#"{"v":6}"#), origin(1), ack(1));
-        b.push(action("1", 7, r#"{"v":7}"#), origin(2), ack(2));
+        b.push(action("1", 5, r#"{"v":5}"#), &t(), origin(0), ack(0));
+        b.push(action("2", 6, r#"{"v":6}"#), &t(), origin(1), ack(1));
+        b.push(action("1", 7, r#"{"v":7}"#), &t(), origin(2), ack(2));
         // A replayed older change of document 2 is dropped, not sent over the newer one.
-        b.push(action("2", 3, r#"{"v":3}"#), origin(3), ack(3));
+        b.push(action("2", 3, r#"{"v":3}"#), &t(), origin(3), ack(3));
         assert_eq!(b.records(), 4);
         assert_eq!(b.actions(), 2);
         let s = b.seal();
@@ -260,35 +319,59 @@ mod tests {
     }
 
     #[test]
+    fn two_documents_whose_hashes_collide_are_both_sent() {
+        let mut b = Batch::new(false);
+        b.push(action("1", 5, r#"{"v":5}"#), &t(), origin(0), ack(0));
+        // As if document 2 hashed like document 1: the batch must compare the ids themselves.
+        let mut h = b.hasher.build_hasher();
+        "i".hash(&mut h);
+        "2".hash(&mut h);
+        b.latest.insert(h.finish(), 0);
+        b.push(action("2", 3, r#"{"v":3}"#), &t(), origin(1), ack(1));
+        assert_eq!((b.records(), b.actions()), (2, 2));
+        let s = b.seal();
+        let ids: Vec<&str> = s.items.iter().map(|i| s.id(i)).collect();
+        assert_eq!(ids, ["1", "2"]);
+    }
+
+    #[test]
     fn when_a_malformed_document_may_be_skipped_every_write_is_sent_in_order() {
         // If the newest write of document 1 is rejected and skipped, the one before it must
         // still be in the index: nothing is superseded.
         let mut open = Batch::new(true);
-        open.push(action("1", 5, r#"{"v":5}"#), origin(0), ack(0));
-        open.push(action("1", 7, r#"{"v":7}"#), origin(1), ack(1));
+        open.push(action("1", 5, r#"{"v":5}"#), &t(), origin(0), ack(0));
+        open.push(action("1", 7, r#"{"v":7}"#), &t(), origin(1), ack(1));
         let b = open.take();
         assert_eq!((b.records(), b.actions()), (2, 2));
         let s = b.seal();
         let ids: Vec<i64> = s.items.iter().map(|i| i.origin.offset).collect();
         assert_eq!(ids, [0, 1]);
+        assert_eq!(
+            (
+                s.id(&s.items[1]),
+                &**s.index_of(&s.items[1]),
+                &**s.topic(&s.items[1])
+            ),
+            ("1", "i", "t")
+        );
         assert_eq!(s.items[0].ack, ack(0));
         // The batch left in its place keeps every write too.
-        open.push(action("2", 1, "{}"), origin(2), ack(2));
-        open.push(action("2", 2, "{}"), origin(3), ack(3));
+        open.push(action("2", 1, "{}"), &t(), origin(2), ack(2));
+        open.push(action("2", 2, "{}"), &t(), origin(3), ack(3));
         assert_eq!(open.actions(), 2);
     }
 
     #[test]
     fn an_unversioned_delete_after_a_versioned_write_is_sent() {
         let mut b = Batch::new(false);
-        b.push(action("1", 5, r#"{"v":5}"#), origin(0), ack(0));
+        b.push(action("1", 5, r#"{"v":5}"#), &t(), origin(0), ack(0));
         let delete = BulkAction {
             index: "i".into(),
             id: "1".into(),
             version: None,
             kind: ActionKind::Delete,
         };
-        b.push(delete, origin(1), ack(1));
+        b.push(delete, &t(), origin(1), ack(1));
         let s = b.seal();
         assert_eq!(
             std::str::from_utf8(&s.body).unwrap(),
@@ -303,10 +386,11 @@ mod tests {
                 version: None,
                 kind: ActionKind::Delete,
             },
+            &t(),
             origin(0),
             ack(0),
         );
-        b.push(action("1", 5, r#"{"v":5}"#), origin(1), ack(1));
+        b.push(action("1", 5, r#"{"v":5}"#), &t(), origin(1), ack(1));
         assert_eq!(
             std::str::from_utf8(&b.seal().body).unwrap(),
             "{\"index\":{\"_index\":\"i\",\"_id\":\"1\",\"version\":5,\"version_type\":\"external_gte\"}}\n{\"v\":5}\n"

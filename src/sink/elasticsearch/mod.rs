@@ -279,8 +279,8 @@ impl Sink for ElasticsearchSink {
             Value::Change(ev) => ev.source.as_ref().and_then(|s| s.ts_ms),
             _ => None,
         };
+        let topic = self.topic(rec.kafka_topic);
         let origin = Origin {
-            topic: self.topic(rec.kafka_topic),
             partition: rec.partition,
             offset: rec.offset,
             source_ts_ms,
@@ -304,7 +304,7 @@ impl Sink for ElasticsearchSink {
             let b = lane.open.take();
             lane.sealed.push_back(b.seal());
         }
-        lane.open.push(action, origin, ack);
+        lane.open.push(action, &topic, origin, ack);
         if lane.open.actions() >= batch_size || lane.open.body_len() >= bulk_bytes {
             let b = lane.open.take();
             lane.sealed.push_back(b.seal());
@@ -429,14 +429,14 @@ async fn write(shared: &Shared, batch: Sealed) -> Result<Written, SinkError> {
     let mut rejected = Vec::new();
     // (topic, partition) → (written, stale), for the stale watch.
     let mut tally: Vec<(Arc<str>, i32, u64, u64)> = Vec::new();
-    let mut count = |o: &batch::Origin, stale: bool| {
+    let mut count = |topic: &Arc<str>, o: &batch::Origin, stale: bool| {
         let i = match tally
             .iter()
-            .position(|(t, p, _, _)| *p == o.partition && *t == o.topic)
+            .position(|(t, p, _, _)| *p == o.partition && Arc::ptr_eq(t, topic))
         {
             Some(i) => i,
             None => {
-                tally.push((o.topic.clone(), o.partition, 0, 0));
+                tally.push((topic.clone(), o.partition, 0, 0));
                 tally.len() - 1
             }
         };
@@ -503,14 +503,16 @@ async fn write(shared: &Shared, batch: Sealed) -> Result<Written, SinkError> {
                     }
                     Ok(results) => {
                         let now = now_ms();
+                        // Added to the shared histograms when dropped, after this response.
+                        let fresh = m.freshness();
                         let Some(results) = results else {
                             let mut deletes = 0;
                             for &i in &todo {
                                 let item = &batch.items[i];
                                 deletes += u64::from(item.is_delete);
                                 let o = &item.origin;
-                                m.acknowledged(now, o.source_ts_ms, o.kafka_ts_ms, o.received_ms);
-                                count(o, false);
+                                fresh.observe(now, o.source_ts_ms, o.kafka_ts_ms, o.received_ms);
+                                count(batch.topic(item), o, false);
                             }
                             m.written(action(true), deletes);
                             m.written(action(false), todo.len() as u64 - deletes);
@@ -528,17 +530,18 @@ async fn write(shared: &Shared, batch: Sealed) -> Result<Written, SinkError> {
                             ) {
                                 ItemOutcome::Written => {
                                     m.written(action(item.is_delete), 1);
-                                    m.acknowledged(
+                                    let o = &item.origin;
+                                    fresh.observe(
                                         now,
-                                        item.origin.source_ts_ms,
-                                        item.origin.kafka_ts_ms,
-                                        item.origin.received_ms,
+                                        o.source_ts_ms,
+                                        o.kafka_ts_ms,
+                                        o.received_ms,
                                     );
-                                    count(&item.origin, false);
+                                    count(batch.topic(item), o, false);
                                 }
                                 ItemOutcome::Stale => {
-                                    m.stale(&item.origin.topic, item.origin.partition, 1);
-                                    count(&item.origin, true);
+                                    m.stale(batch.topic(item), item.origin.partition, 1);
+                                    count(batch.topic(item), &item.origin, true);
                                 }
                                 ItemOutcome::Retry(why) => {
                                     m.retry(
@@ -555,7 +558,9 @@ async fn write(shared: &Shared, batch: Sealed) -> Result<Written, SinkError> {
                                 ItemOutcome::Malformed(why) => {
                                     let msg = format!(
                                         "Elasticsearch rejected document `{}` of index `{}` ({}): {why}",
-                                        item.id, item.index, item.origin
+                                        batch.id(item),
+                                        batch.index_of(item),
+                                        batch.origin(item)
                                     );
                                     if cfg.fail_on_malformed {
                                         return Err(SinkError::Record(msg));
@@ -564,7 +569,7 @@ async fn write(shared: &Shared, batch: Sealed) -> Result<Written, SinkError> {
                                     if cfg.dead_letters {
                                         rejected.push(Rejected {
                                             ack: item.ack,
-                                            topic: item.origin.topic.clone(),
+                                            topic: batch.topic(item).clone(),
                                             partition: item.origin.partition,
                                             offset: item.origin.offset,
                                             reason: msg,
@@ -576,7 +581,9 @@ async fn write(shared: &Shared, batch: Sealed) -> Result<Written, SinkError> {
                                 ItemOutcome::Fail(why) => {
                                     return Err(SinkError::Record(format!(
                                         "Elasticsearch refused to write document `{}` of index `{}` ({}): {why}",
-                                        item.id, item.index, item.origin
+                                        batch.id(item),
+                                        batch.index_of(item),
+                                        batch.origin(item)
                                     )));
                                 }
                             }
