@@ -1280,7 +1280,10 @@ fn main() {
     }
     // BENCH_ONLY=avro runs the Avro run alone, for profiling.
     let only_avro = std::env::var("BENCH_ONLY").as_deref() == Ok("avro");
-    if want("e2e") && !only_avro {
+    // BENCH_E2E=6KB (a part of a run's label) runs only the end-to-end runs it names.
+    let e2e_only = std::env::var("BENCH_E2E").unwrap_or_default();
+    let e2e_wanted = |label: &str| label.contains(e2e_only.as_str());
+    if want("e2e") && !only_avro && e2e_wanted("without-schema") {
         ensure_kafka();
         let r = e2e(
             "without-schema",
@@ -1295,6 +1298,9 @@ fn main() {
             2.0,
             "x",
         );
+    }
+    if want("e2e") && !only_avro && e2e_wanted("with-schema") {
+        ensure_kafka();
         let r = e2e(
             "with-schema",
             &big_history(4, true, 150_000),
@@ -1308,11 +1314,16 @@ fn main() {
             2.5,
             "x",
         );
-        let connect = connect_file_sink(&r.topic, 4);
-        println!(
-            "e2e Kafka Connect (no Elasticsearch at all) spends {:.1}x the worker's CPU per record",
-            r.records_per_cpu / connect
-        );
+        if e2e_only.is_empty() {
+            let connect = connect_file_sink(&r.topic, 4);
+            println!(
+                "e2e Kafka Connect (no Elasticsearch at all) spends {:.1}x the worker's CPU per record",
+                r.records_per_cpu / connect
+            );
+        }
+    }
+    if want("e2e") && !only_avro && e2e_wanted("with-schema-6KB") {
+        ensure_kafka();
         let r = e2e("with-schema-6KB", &wide(8, 60_000, 20, 4), 4, 1, json!({}));
         targets.at_most(
             "e2e: JSON with schema ~6 KB, worker/bare CPU",
@@ -1321,14 +1332,15 @@ fn main() {
             "x",
         );
     }
-    if want("e2e") {
+    if want("e2e") && e2e_wanted("avro") {
         ensure_kafka();
         let avro_big =
             support::avro::Encoder::new(&registry).records("bench", &big_history(4, true, 150_000));
         let r = e2e("avro", &avro_big, 4, 1, avro_options.clone());
         targets.at_most("e2e: Avro, worker/bare CPU", r.ratio, 2.0, "x");
     }
-    if want("e2e") && !only_avro {
+    if want("e2e") && !only_avro && e2e_wanted("scale") {
+        ensure_kafka();
         // Scale on cores: the same CPU-bound run with one task and with two.
         let scale = big_history(9, true, 200_000);
         let one = e2e("scale-1-task", &scale, 4, 1, json!({}));
