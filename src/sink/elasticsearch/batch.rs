@@ -54,12 +54,12 @@ pub struct Names {
 }
 
 impl Names {
-    /// The position of `name`. A batch's items nearly always share one index and one topic,
-    /// so only the last two names are compared; another name is added (as each item once
-    /// held its own).
+    /// The position of `name`. A lane's batch holds the names of few indices and topics (the
+    /// tables of one connector), so only the last sixteen are compared; beyond them another
+    /// name is added (as each item once held its own).
     fn intern(&mut self, name: &Arc<str>) -> u32 {
         let n = self.names.len();
-        for i in n.saturating_sub(2)..n {
+        for i in (n.saturating_sub(16)..n).rev() {
             if Arc::ptr_eq(&self.names[i], name) || self.names[i] == *name {
                 return i as u32;
             }
@@ -316,6 +316,27 @@ mod tests {
             std::str::from_utf8(&s.body_of(&[1])).unwrap(),
             "{\"index\":{\"_index\":\"i\",\"_id\":\"1\",\"version\":7,\"version_type\":\"external_gte\"}}\n{\"v\":7}\n"
         );
+    }
+
+    #[test]
+    fn names_are_held_once_per_batch_whatever_their_order() {
+        let mut b = Batch::new(false);
+        let topics: Vec<Arc<str>> = ["a", "b", "c", "d"].map(Arc::from).to_vec();
+        for round in 0..3 {
+            for (i, topic) in topics.iter().enumerate() {
+                let offset = (round * 4 + i) as i64;
+                let mut a = action(&offset.to_string(), 1, "{}");
+                a.index = topic.clone();
+                b.push(a, topic, origin(offset), ack(offset));
+            }
+        }
+        // Each topic is also its index: four names for twelve items.
+        assert_eq!(b.names.names.len(), 4);
+        let s = b.seal();
+        for (i, item) in s.items.iter().enumerate() {
+            assert_eq!(&**s.topic(item), ["a", "b", "c", "d"][i % 4]);
+            assert_eq!(s.index_of(item), s.topic(item));
+        }
     }
 
     #[test]
