@@ -1278,12 +1278,16 @@ fn main() {
             apache_avro_value_path(&registry, &avro, rounds);
         }
     }
-    // BENCH_ONLY=avro runs the Avro run alone, for profiling.
-    let only_avro = std::env::var("BENCH_ONLY").as_deref() == Ok("avro");
-    // BENCH_E2E=6KB (a part of a run's label) runs only the end-to-end runs it names.
-    let e2e_only = std::env::var("BENCH_E2E").unwrap_or_default();
-    let e2e_wanted = |label: &str| label.contains(e2e_only.as_str());
-    if want("e2e") && !only_avro && e2e_wanted("without-schema") {
+    // BENCH_E2E=6KB (a part of a run's label) runs only the end-to-end runs it names;
+    // BENCH_ONLY=avro, the Avro run alone (for profiling).
+    let e2e_only = std::env::var("BENCH_E2E").unwrap_or_else(|_| {
+        match std::env::var("BENCH_ONLY").as_deref() {
+            Ok("avro") => "avro".into(),
+            _ => String::new(),
+        }
+    });
+    let e2e_wanted = |label: &str| want("e2e") && label.contains(e2e_only.as_str());
+    if e2e_wanted("without-schema") {
         ensure_kafka();
         let r = e2e(
             "without-schema",
@@ -1299,7 +1303,7 @@ fn main() {
             "x",
         );
     }
-    if want("e2e") && !only_avro && e2e_wanted("with-schema") {
+    if e2e_wanted("with-schema") {
         ensure_kafka();
         let r = e2e(
             "with-schema",
@@ -1322,7 +1326,7 @@ fn main() {
             );
         }
     }
-    if want("e2e") && !only_avro && e2e_wanted("with-schema-6KB") {
+    if e2e_wanted("with-schema-6KB") {
         ensure_kafka();
         let r = e2e("with-schema-6KB", &wide(8, 60_000, 20, 4), 4, 1, json!({}));
         targets.at_most(
@@ -1332,14 +1336,14 @@ fn main() {
             "x",
         );
     }
-    if want("e2e") && e2e_wanted("avro") {
+    if e2e_wanted("avro") {
         ensure_kafka();
         let avro_big =
             support::avro::Encoder::new(&registry).records("bench", &big_history(4, true, 150_000));
         let r = e2e("avro", &avro_big, 4, 1, avro_options.clone());
         targets.at_most("e2e: Avro, worker/bare CPU", r.ratio, 2.0, "x");
     }
-    if want("e2e") && !only_avro && e2e_wanted("scale") {
+    if e2e_wanted("scale") {
         ensure_kafka();
         // Scale on cores: the same CPU-bound run with one task and with two.
         let scale = big_history(9, true, 200_000);

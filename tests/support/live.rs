@@ -165,14 +165,17 @@ pub fn unregister(name: &str) {
     let slot =
         format!("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{name}' AND active;");
     // Bounded: a server that does not answer must not hold a drop up.
-    let psql = || {
+    let bounded_psql = || {
         let mut c = psql("postgres");
         c.env("PGCONNECT_TIMEOUT", "5")
             .env("PGOPTIONS", "-c statement_timeout=5000");
         c
     };
     let active = || {
-        let out = psql().args(["-A", "-t", "-c", &slot]).output().ok()?;
+        let out = bounded_psql()
+            .args(["-A", "-t", "-c", &slot])
+            .output()
+            .ok()?;
         out.status
             .success()
             .then(|| String::from_utf8_lossy(&out.stdout).trim() != "0")
@@ -184,11 +187,11 @@ pub fn unregister(name: &str) {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let mut drop = psql();
-    drop.args(["-c", &format!("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '{name}' AND NOT active;")])
+    let mut drop_slot = bounded_psql();
+    drop_slot.args(["-c", &format!("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '{name}' AND NOT active;")])
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    let _ = drop.status();
+    let _ = drop_slot.status();
 }
 
 /// Kills Kafka Connect with SIGKILL and starts it again: Debezium then re-emits what came
