@@ -234,6 +234,15 @@ impl SinkSpec {
         }
     }
 
+    /// Whether the sink reads `source`'s whole block ([`crate::decode::Source::json`]), which
+    /// the decoder then keeps.
+    pub fn reads_source_block(&self) -> bool {
+        match self {
+            SinkSpec::Elasticsearch(c) => c.reads_source_block(),
+            SinkSpec::Druid(_) => false,
+        }
+    }
+
     /// How long stopping or a rebalance waits for writes in flight.
     pub fn flush_timeout(&self) -> std::time::Duration {
         match self {
@@ -483,10 +492,11 @@ impl ConnectorSpec {
         let key_converter = converter("key", true);
         let value_converter = converter("value", false);
 
-        let decode = decode::Options {
+        let mut decode = decode::Options {
             decimal_as_number: o.choice("decimal.format", &["string", "number"], "string")
                 == "number",
             bits_as_number: o.choice("bits.format", &["base64", "number"], "base64") == "number",
+            keep_source: false,
         };
         let errors = ErrorPolicy::read(&o, !is_druid);
         if o.get("predicates").is_some() {
@@ -508,6 +518,7 @@ impl ConnectorSpec {
         } else {
             SinkSpec::Elasticsearch(Box::new(EsConfig::read(&o, &transforms, &errors)))
         };
+        decode.keep_source = sink.reads_source_block();
         let tasks_max = o.at_least("tasks.max", 1usize, 1);
         if tasks_max > MAX_TASKS {
             o.error(
@@ -614,6 +625,31 @@ mod tests {
             crate::sink::elasticsearch::config::OnDelete::Ignore
         );
         assert_eq!(es.key_field.as_deref(), Some("id"));
+    }
+
+    #[test]
+    fn the_source_block_is_kept_only_for_add_fields_that_name_it() {
+        let keeps = |extra: &str| {
+            spec(&format!(
+                r#"{{"name":"x","config":{{"connector.class":"elasticsearch","topics":"t",
+                   "connection.url":"http://es:9200"{extra}}}}}"#
+            ))
+            .unwrap()
+            .decode
+            .keep_source
+        };
+        assert!(!keeps(""));
+        assert!(!keeps(r#","add.fields":"op,ts_ms""#));
+        assert!(keeps(r#","add.fields":"op,source.lsn""#));
+        // A bare name other than `op` and `ts_ms` is a field of `source`.
+        assert!(keeps(r#","add.fields":"table""#));
+        assert!(keeps(
+            r#","transforms":"unwrap","transforms.unwrap.type":"io.debezium.transforms.ExtractNewRecordState",
+               "transforms.unwrap.add.fields":"source.ts_ms""#
+        ));
+        let druid =
+            spec(r#"{"name":"x","config":{"connector.class":"druid","topics":"t"}}"#).unwrap();
+        assert!(!druid.decode.keep_source);
     }
 
     #[test]

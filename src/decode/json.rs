@@ -261,7 +261,7 @@ impl JsonConverter {
         let source = |read| {
             top.source
                 .filter(|r| r.get() != "null")
-                .map(|r| Source::from_row(Row::from_json(r.get()), read))
+                .map(|r| Source::parse(r.get(), read, self.opts.keep_source))
                 .transpose()
         };
         super::change(op, before, after, source, top.ts_ms)

@@ -185,13 +185,18 @@ pub(crate) fn skip_by_schema_name(name: &str) -> Option<Skip> {
     }
 }
 
-/// How decimals and bit strings are written (connector options `decimal.format`, `bits.format`).
+/// How decimals and bit strings are written (connector options `decimal.format`, `bits.format`),
+/// and what of the record is kept beside the rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Options {
     /// `decimal.format=number`: decimals as JSON numbers instead of exact strings.
     pub decimal_as_number: bool,
     /// `bits.format=number`: bit strings of at most 63 bits as numbers instead of base64.
     pub bits_as_number: bool,
+    /// Keep the whole `source` block as JSON ([`Source::json`]): only the Elasticsearch sink's
+    /// `add.fields` naming `source` fields reads it. Copying it for every record was 2–3% of
+    /// the worker's CPU (docs/performance.md).
+    pub keep_source: bool,
 }
 
 /// One role's converter (Kafka Connect makes one per role: keys, values).

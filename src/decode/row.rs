@@ -36,11 +36,6 @@ impl Row {
         }
     }
 
-    /// An empty text (not JSON), for a struct whose row is set right after; allocates nothing.
-    pub(crate) fn placeholder() -> Row {
-        Row(Box::default())
-    }
-
     pub fn as_str(&self) -> &str {
         &self.0
     }

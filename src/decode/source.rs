@@ -14,7 +14,8 @@ use super::{DecodeError, Row};
 /// The fields of `source` that sinks use, plus the whole block for `add.fields`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Source {
-    pub json: Row,
+    /// The whole block, when the decoder was asked to keep it (`Options::keep_source`).
+    pub json: Option<Row>,
     pub connector: Option<Box<str>>,
     pub db: Option<Box<str>>,
     pub schema: Option<Box<str>>,
@@ -164,16 +165,19 @@ const MAX_VERSION: u64 = i64::MAX as u64;
 const MONGO_ORD_BITS: u32 = 31;
 
 impl Source {
-    /// Reads the fields sinks use from a decoded `source` block; `read`: the event is a
-    /// snapshot read (`op: r`).
-    pub fn from_row(json: Row, read: bool) -> Result<Source, DecodeError> {
+    /// Reads the fields sinks use from a `source` block's JSON; `read`: the event is a
+    /// snapshot read (`op: r`); `keep`: keep the block itself as [`Source::json`].
+    pub fn parse(json: &str, read: bool, keep: bool) -> Result<Source, DecodeError> {
         // serde's derived structs also take an array, field by position.
-        if !json.as_str().trim_start().starts_with('{') {
+        if !json.trim_start().starts_with('{') {
             return Err(malformed(format!("`{json}` is not a JSON object")));
         }
-        let f: Fields<'_> = serde_json::from_str(json.as_str()).map_err(malformed)?;
+        let f: Fields<'_> = serde_json::from_str(json).map_err(malformed)?;
         let source = Source::new(&f, read).map_err(malformed)?;
-        Ok(Source { json, ..source })
+        Ok(Source {
+            json: keep.then(|| Row::from_json(json)),
+            ..source
+        })
     }
 
     /// The same from a block already written as `json`, with each member's name and JSON text
@@ -183,6 +187,7 @@ impl Source {
         json: &'a str,
         members: impl IntoIterator<Item = (&'a str, &'a str)>,
         read: bool,
+        keep: bool,
     ) -> Result<Source, DecodeError> {
         let mut f = Fields::default();
         for (name, raw) in members {
@@ -190,7 +195,7 @@ impl Source {
         }
         let source = Source::new(&f, read).map_err(malformed)?;
         Ok(Source {
-            json: Row::from_json(json),
+            json: keep.then(|| Row::from_json(json)),
             ..source
         })
     }
@@ -212,7 +217,7 @@ impl Source {
             position,
             ordering,
             snapshot,
-            json: Row::placeholder(),
+            json: None,
         })
     }
 }
@@ -434,17 +439,29 @@ mod tests {
     use super::*;
 
     /// `source` read from JSON text, checked to read the same from its members (as the Avro
-    /// decoder gives them).
+    /// decoder gives them), and the same without the block kept.
     fn read_source(json: &str, read: bool) -> Result<Source, DecodeError> {
-        let from_row = Source::from_row(Row::from_json(json), read);
+        let from_row = Source::parse(json, read, true);
+        if let Ok(a) = &from_row {
+            assert_eq!(a.json.as_ref().map(Row::as_str), Some(json));
+        }
+        let unkept = Source::parse(json, read, false).map(|s| Source {
+            json: Some(Row::from_json(json)),
+            ..s
+        });
+        assert_eq!(from_row, unkept, "{json}");
         let mut members = vec![];
         crate::decode::row::for_each_field(json, |k, v| {
             members.push((k.to_string(), v.get()));
             Ok(())
         })
         .unwrap();
-        let from_members =
-            Source::from_members(json, members.iter().map(|(k, v)| (k.as_str(), *v)), read);
+        let from_members = Source::from_members(
+            json,
+            members.iter().map(|(k, v)| (k.as_str(), *v)),
+            read,
+            true,
+        );
         assert_eq!(from_row.is_ok(), from_members.is_ok(), "{json}");
         if let (Ok(a), Ok(b)) = (&from_row, &from_members) {
             assert_eq!(a, b, "{json}");

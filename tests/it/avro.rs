@@ -21,10 +21,12 @@ fn repo_file(path: &str) -> String {
     std::fs::read_to_string(crate::support::servers::repo().join(path)).unwrap()
 }
 
-/// A decoder with the Avro converter on `registry` for keys and values.
+/// A decoder with the Avro converter on `registry` for keys and values. Both decoders keep
+/// `source`'s whole block (`add.fields` names a field of it), so that it can be compared.
 fn avro_decoder(registry: &str) -> Decoder {
     let config = json!({"name": "avro", "config": {"connector.class": "elasticsearch", "topics": "t",
-        "connection.url": "http://es:9200", "key.converter": "io.confluent.connect.avro.AvroConverter",
+        "connection.url": "http://es:9200", "add.fields": "source.db",
+        "key.converter": "io.confluent.connect.avro.AvroConverter",
         "value.converter": "avro", "key.converter.schema.registry.url": registry,
         "value.converter.schema.registry.url": registry}});
     let spec =
@@ -34,7 +36,7 @@ fn avro_decoder(registry: &str) -> Decoder {
 
 fn json_decoder() -> Decoder {
     let config = json!({"name": "json", "config": {"connector.class": "elasticsearch", "topics": "t",
-        "connection.url": "http://es:9200"}});
+        "connection.url": "http://es:9200", "add.fields": "source.db"}});
     Decoder::new(
         &ConnectorSpec::validate(&ConnectorConfig::from_json(&config.to_string()).unwrap())
             .unwrap(),
@@ -51,7 +53,7 @@ fn normalized(v: &Decoded) -> Value {
     match v {
         Decoded::Change(c) => json!({
             "op": c.op.code(), "before": row(&c.before), "after": row(&c.after), "ts_ms": c.ts_ms,
-            "source": c.source.as_ref().map(|s| serde_json::from_str::<Value>(s.json.as_str()).unwrap()),
+            "source": c.source.as_ref().map(|s| serde_json::from_str::<Value>(s.json.as_ref().unwrap().as_str()).unwrap()),
             "position": c.source.as_ref().map(|s| format!("{:?}", s.position)),
             // What sinks read of `source` besides its JSON and version.
             "source_fields": c.source.as_ref().map(|s| format!(

@@ -148,6 +148,7 @@ impl AvroConverter {
             }
         }
         let members = &self.members;
+        let keep = self.opts.keep_source;
         let source = |read| match (source, source_fields) {
             (None, _) => Ok(None),
             (Some(buf), Some(sf)) => {
@@ -158,9 +159,13 @@ impl AvroConverter {
                 let named = members.iter().map(|(i, range)| {
                     (sf[*i].name.as_str(), text.get(range.clone()).unwrap_or(""))
                 });
-                Source::from_members(text, named, read).map(Some)
+                Source::from_members(text, named, read, keep).map(Some)
             }
-            (Some(buf), None) => Source::from_row(Row::from_bytes(buf.to_vec()), read).map(Some),
+            (Some(buf), None) => {
+                let text =
+                    std::str::from_utf8(buf).map_err(|e| bad(id, &format!("`source`: {e}")))?;
+                Source::parse(text, read, keep).map(Some)
+            }
         };
         super::change(&op, before, after, source, ts_ms)
     }

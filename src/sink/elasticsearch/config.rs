@@ -303,6 +303,13 @@ pub struct EsConfig {
 }
 
 impl EsConfig {
+    /// `add.fields` names a field of `source`: the documents take it from the whole block.
+    pub fn reads_source_block(&self) -> bool {
+        self.add_fields
+            .iter()
+            .any(|f| matches!(f.from, FieldRef::Source(_)))
+    }
+
     /// The index of (routed) `topic` when it depends on the topic alone, as the sink names it;
     /// an error when `index.name` uses fields of the records' `source`.
     pub fn index_of_topic(&self, topic: &str) -> Result<String, String> {

@@ -436,7 +436,16 @@ impl Mapper {
                     &ev.ts_ms.map_or("null".into(), |t| t.to_string()),
                 ),
                 FieldRef::Source(path) => {
-                    let v = ev.source.as_ref().and_then(|s| s.json.get(path));
+                    let v = match &ev.source {
+                        None => None,
+                        // The connector asks the decoder to keep the block when `add.fields`
+                        // names a `source` field (`EsConfig::reads_source_block`).
+                        Some(s) => s
+                            .json
+                            .as_ref()
+                            .ok_or("the decoder did not keep `source` for `add.fields`")?
+                            .get(path),
+                    };
                     field(&mut out, &f.name, v.map_or("null", RawValue::get));
                 }
             }
