@@ -466,6 +466,17 @@ mod tests {
         if let (Ok(a), Ok(b)) = (&from_row, &from_members) {
             assert_eq!(a, b, "{json}");
         }
+        let unkept = Source::from_members(
+            json,
+            members.iter().map(|(k, v)| (k.as_str(), *v)),
+            read,
+            false,
+        )
+        .map(|s| Source {
+            json: Some(Row::from_json(json)),
+            ..s
+        });
+        assert_eq!(from_members, unkept, "{json}");
         from_row
     }
 
