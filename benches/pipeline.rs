@@ -709,15 +709,13 @@ fn e2e<T: AsRef<[u8]>>(
         );
         measured.push((run, cpu / bare_cpu));
     }
-    let mut by_ratio: Vec<usize> = (0..measured.len()).collect();
-    by_ratio.sort_by(|a, b| measured[*a].1.total_cmp(&measured[*b].1));
-    let median = by_ratio[by_ratio.len() / 2];
-    let ratio = measured[median].1;
+    let ratios: Vec<f64> = measured.iter().map(|(_, r)| *r).collect();
+    let median = median_of(&ratios);
+    let ratio = ratios[median];
     if pairs > 1 {
         println!(
-            "e2e {label:<16} worker/bare CPU per record over {pairs} alternated pairs: median {ratio:.2}x (from {:.2}x to {:.2}x)",
-            measured[by_ratio[0]].1,
-            measured[by_ratio[by_ratio.len() - 1]].1
+            "e2e {label:<16} worker/bare CPU per record over {pairs} alternated pairs: median {ratio:.2}x ({})",
+            spread(&ratios)
         );
     }
     let records_per_cpu = total as f64 / measured[median].0.cpu;
@@ -727,6 +725,20 @@ fn e2e<T: AsRef<[u8]>>(
         run: measured.swap_remove(0).0,
         topic,
     }
+}
+
+/// The index of the median of `values` (the upper one of an even count).
+fn median_of(values: &[f64]) -> usize {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|a, b| values[*a].total_cmp(&values[*b]));
+    order[order.len() / 2]
+}
+
+/// `from <least>x to <greatest>x`.
+fn spread(values: &[f64]) -> String {
+    let least = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let most = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("from {least:.2}x to {most:.2}x")
 }
 
 /// The bulk bodies the worker would send for `records` into `index` (decode → map → batch of
@@ -1325,20 +1337,18 @@ fn main() {
         // (with it idle there, 0.90–1.05x over three pairs; without it, 1.01x and 1.37x).
         let scale = big_history(9, true, 200_000);
         // Alternated, as the worker/bare pairs are (see `pairs`).
-        let mut gains: Vec<f64> = (0..pairs())
+        let gains: Vec<f64> = (0..pairs())
             .map(|_| {
                 let one = e2e("scale-1-task", &scale, 4, 1, 1, json!({}));
                 let two = e2e("scale-2-tasks", &scale, 4, 2, 1, json!({}));
                 two.run.steady / one.run.steady
             })
             .collect();
-        gains.sort_by(f64::total_cmp);
-        let median = gains[gains.len() / 2];
+        let median = gains[median_of(&gains)];
         println!(
-            "e2e scale: tasks.max=2 over tasks.max=1 over {} alternated pairs: median {median:.2}x (from {:.2}x to {:.2}x)",
+            "e2e scale: tasks.max=2 over tasks.max=1 over {} alternated pairs: median {median:.2}x ({})",
             gains.len(),
-            gains[0],
-            gains[gains.len() - 1]
+            spread(&gains)
         );
         targets.at_least(
             "e2e: tasks.max=2 over tasks.max=1, records/s ×100",

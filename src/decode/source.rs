@@ -441,43 +441,43 @@ mod tests {
     /// `source` read from JSON text, checked to read the same from its members (as the Avro
     /// decoder gives them), and the same without the block kept.
     fn read_source(json: &str, read: bool) -> Result<Source, DecodeError> {
-        let from_row = Source::parse(json, read, true);
-        if let Ok(a) = &from_row {
+        // Read without the block, then given it: the same as read with it.
+        let with_block = |s: Result<Source, DecodeError>| {
+            s.map(|s| Source {
+                json: Some(Row::from_json(json)),
+                ..s
+            })
+        };
+        let parsed = Source::parse(json, read, true);
+        if let Ok(a) = &parsed {
             assert_eq!(a.json.as_ref().map(Row::as_str), Some(json));
         }
-        let unkept = Source::parse(json, read, false).map(|s| Source {
-            json: Some(Row::from_json(json)),
-            ..s
-        });
-        assert_eq!(from_row, unkept, "{json}");
+        assert_eq!(
+            parsed,
+            with_block(Source::parse(json, read, false)),
+            "{json}"
+        );
         let mut members = vec![];
         crate::decode::row::for_each_field(json, |k, v| {
             members.push((k.to_string(), v.get()));
             Ok(())
         })
         .unwrap();
-        let from_members = Source::from_members(
-            json,
-            members.iter().map(|(k, v)| (k.as_str(), *v)),
-            read,
-            true,
-        );
-        assert_eq!(from_row.is_ok(), from_members.is_ok(), "{json}");
-        if let (Ok(a), Ok(b)) = (&from_row, &from_members) {
+        let from_members = |keep| {
+            Source::from_members(
+                json,
+                members.iter().map(|(k, v)| (k.as_str(), *v)),
+                read,
+                keep,
+            )
+        };
+        let from_members_kept = from_members(true);
+        assert_eq!(parsed.is_ok(), from_members_kept.is_ok(), "{json}");
+        if let (Ok(a), Ok(b)) = (&parsed, &from_members_kept) {
             assert_eq!(a, b, "{json}");
         }
-        let unkept = Source::from_members(
-            json,
-            members.iter().map(|(k, v)| (k.as_str(), *v)),
-            read,
-            false,
-        )
-        .map(|s| Source {
-            json: Some(Row::from_json(json)),
-            ..s
-        });
-        assert_eq!(from_members, unkept, "{json}");
-        from_row
+        assert_eq!(from_members_kept, with_block(from_members(false)), "{json}");
+        parsed
     }
 
     /// The version of a streamed change, or of a snapshot read when `source.snapshot` is set.
