@@ -17,6 +17,7 @@ use serde_json::value::RawValue;
 use super::row::{Row, for_each_field, some_raw, some_str, unquote};
 use super::schema::{ConnectSchema, Conv};
 use super::semantic;
+use super::source::Inline;
 use super::{DecodeError, Options, Skip, Source, Value, mongodb};
 
 /// Decodes keys or values of one connector (Kafka Connect makes one converter per role).
@@ -37,9 +38,11 @@ struct EnvelopeSchema {
     row: Conv,
 }
 
-/// Every top-level field the decoder looks at, borrowed from the record.
-#[derive(Deserialize, Default)]
-struct Top<'a> {
+/// Every top-level field the decoder looks at, borrowed from the record. `S`: how `source` is
+/// read (see [`SourceBlock`]).
+#[derive(Deserialize)]
+#[serde(bound(deserialize = "S: Deserialize<'de>"))]
+struct Top<'a, S> {
     #[serde(borrow, default, deserialize_with = "some_raw")]
     schema: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "some_raw")]
@@ -50,8 +53,8 @@ struct Top<'a> {
     before: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "some_raw")]
     after: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "some_raw")]
-    source: Option<&'a RawValue>,
+    #[serde(default = "Option::default")]
+    source: Option<S>,
     #[serde(default)]
     ts_ms: Option<i64>,
     // Only to recognise records that are not row changes.
@@ -72,6 +75,35 @@ struct Top<'a> {
 
 fn is_null(raw: Option<&RawValue>) -> bool {
     raw.is_none_or(|r| r.get() == "null")
+}
+
+/// How an envelope's `source` is read: its fields in the envelope's own pass over the record
+/// ([`Inline`]), or kept as raw text when `add.fields` needs the whole block, and for naming
+/// what is wrong with a block the first way refused.
+trait SourceBlock {
+    fn is_null(&self) -> bool;
+    /// `read`: the event is a snapshot read; `keep`: keep the whole block.
+    fn source(&self, read: bool, keep: bool) -> Result<Source, DecodeError>;
+}
+
+impl SourceBlock for &RawValue {
+    fn is_null(&self) -> bool {
+        self.get() == "null"
+    }
+    fn source(&self, read: bool, keep: bool) -> Result<Source, DecodeError> {
+        Source::parse(self.get(), read, keep)
+    }
+}
+
+impl SourceBlock for Inline<'_> {
+    fn is_null(&self) -> bool {
+        // A JSON null is read as no block at all.
+        false
+    }
+    fn source(&self, read: bool, keep: bool) -> Result<Source, DecodeError> {
+        debug_assert!(!keep, "a kept block is read as raw text");
+        Inline::source(self, read)
+    }
 }
 
 fn parse_json(bytes: &[u8]) -> Result<&str, DecodeError> {
@@ -204,7 +236,12 @@ impl JsonConverter {
                 return Ok(Value::Tombstone);
             }
             // Anything unexpected falls through to the full parse, which names the problem.
-            if let Ok(inner) = parse_top(payload, "`payload`") {
+            if !self.opts.keep_source
+                && let Ok(inner) = parse_top::<Inline>(payload, "`payload`")
+            {
+                return self.envelope(&inner, Some(&schema));
+            }
+            if let Ok(inner) = parse_top::<&RawValue>(payload, "`payload`") {
                 return self.envelope(&inner, Some(&schema));
             }
         }
@@ -213,9 +250,23 @@ impl JsonConverter {
             // JsonConverter reads a JSON null as a null value: a tombstone.
             return Ok(Value::Tombstone);
         }
-        let top = parse_top(text, "value")?;
+        if !self.opts.keep_source
+            && let Ok(top) = parse_top::<Inline>(text, "value")
+        {
+            return self.unwrap_value(topic, &top);
+        }
+        let top = parse_top::<&RawValue>(text, "value")?;
+        self.unwrap_value(topic, &top)
+    }
+
+    /// A value's top level: the envelope itself, or `{"schema": …, "payload": …}` around it.
+    fn unwrap_value<S: SourceBlock>(
+        &mut self,
+        topic: &str,
+        top: &Top<'_, S>,
+    ) -> Result<Value, DecodeError> {
         if top.op.is_some() || top.payload.is_none() || self.schemas_enable == Some(false) {
-            return self.envelope(&top, None);
+            return self.envelope(top, None);
         }
         // {"schema": …, "payload": …}
         let schema = match top.schema.filter(|s| s.get() != "null") {
@@ -226,13 +277,18 @@ impl JsonConverter {
         if payload == "null" {
             return Ok(Value::Tombstone);
         }
-        let inner = parse_top(payload, "`payload`")?;
+        if !self.opts.keep_source
+            && let Ok(inner) = parse_top::<Inline>(payload, "`payload`")
+        {
+            return self.envelope(&inner, schema.as_deref());
+        }
+        let inner = parse_top::<&RawValue>(payload, "`payload`")?;
         self.envelope(&inner, schema.as_deref())
     }
 
-    fn envelope(
+    fn envelope<S: SourceBlock>(
         &self,
-        top: &Top<'_>,
+        top: &Top<'_, S>,
         schema: Option<&EnvelopeSchema>,
     ) -> Result<Value, DecodeError> {
         let Some(op) = top.op.as_deref() else {
@@ -260,8 +316,9 @@ impl JsonConverter {
         let after = image("after", top.after)?;
         let source = |read| {
             top.source
-                .filter(|r| r.get() != "null")
-                .map(|r| Source::parse(r.get(), read, self.opts.keep_source))
+                .as_ref()
+                .filter(|s| !s.is_null())
+                .map(|s| s.source(read, self.opts.keep_source))
                 .transpose()
         };
         super::change(op, before, after, source, top.ts_ms)
@@ -270,7 +327,7 @@ impl JsonConverter {
 
 /// An envelope (`what`: which one, for the error), which must be a JSON object: serde's derived
 /// structs also take an array, field by position.
-fn parse_top<'a>(text: &'a str, what: &str) -> Result<Top<'a>, DecodeError> {
+fn parse_top<'a, S: Deserialize<'a>>(text: &'a str, what: &str) -> Result<Top<'a, S>, DecodeError> {
     if !text.trim_start().starts_with('{') {
         let first = text.trim_start().chars().next().unwrap_or(' ');
         if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() {
@@ -285,7 +342,10 @@ fn parse_top<'a>(text: &'a str, what: &str) -> Result<Top<'a>, DecodeError> {
 
 /// Records without `op`: schema changes, heartbeats and transaction metadata are skipped;
 /// anything else is not a Debezium change event.
-fn classify_non_change(top: &Top<'_>, schema_name: Option<&str>) -> Result<Value, DecodeError> {
+fn classify_non_change<S: SourceBlock>(
+    top: &Top<'_, S>,
+    schema_name: Option<&str>,
+) -> Result<Value, DecodeError> {
     if let Some(skip) = schema_name.and_then(super::skip_by_schema_name) {
         return Ok(Value::Skipped(skip));
     }
@@ -300,7 +360,7 @@ fn classify_non_change(top: &Top<'_>, schema_name: Option<&str>) -> Result<Value
     if top.ts_ms.is_some()
         && is_null(top.before)
         && is_null(top.after)
-        && is_null(top.source)
+        && top.source.as_ref().is_none_or(SourceBlock::is_null)
         && top.schema.is_none()
     {
         return Ok(Value::Skipped(Skip::Heartbeat));
@@ -581,6 +641,11 @@ mod tests {
         let bad = format!(r#"{{"schema":{schema},"payload":[null,{{"id":1}},null,"c"]}}"#);
         let e = c.value("t", Some(bad.as_bytes())).unwrap_err().message;
         assert_eq!(e, "`payload` is not a JSON object (it starts with `[`)");
+        let bad = format!(
+            r#"{{"schema":{schema},"payload":{{"op":"c","after":{{"id":1}},"source":["mysql"]}}}}"#
+        );
+        let e = c.value("t", Some(bad.as_bytes())).unwrap_err().message;
+        assert_eq!(e, "`source` block is malformed: `[\"mysql\"]` is not a JSON object");
     }
 
     #[test]

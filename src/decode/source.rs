@@ -6,6 +6,7 @@
 use std::borrow::Cow;
 
 use serde::Deserialize;
+use serde::de::{Deserializer, Visitor};
 use serde_json::value::RawValue;
 
 use super::row::{some_raw_text, some_str};
@@ -219,6 +220,41 @@ impl Source {
             snapshot,
             json: None,
         })
+    }
+}
+
+/// A `source` block's fields, read in the same pass as the envelope around it: the envelope's
+/// walk skipped the block, then [`Source::parse`] walked it again (docs/performance.md).
+/// Only an object is taken; anything the walk refuses, the caller reads again through
+/// [`Source::parse`], which names the problem.
+pub(crate) struct Inline<'a>(Fields<'a>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Inline<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Fields::deserialize(ObjectOnly(d)).map(Inline)
+    }
+}
+
+impl Inline<'_> {
+    /// The same as [`Source::parse`] without the block kept; `read`: a snapshot read.
+    pub(crate) fn source(&self, read: bool) -> Result<Source, DecodeError> {
+        Source::new(&self.0, read).map_err(malformed)
+    }
+}
+
+/// Asks for a map where serde's derived code asks for a struct, which serde_json also reads
+/// from an array, field by position.
+struct ObjectOnly<D>(D);
+
+impl<'de, D: Deserializer<'de>> Deserializer<'de> for ObjectOnly<D> {
+    type Error = D::Error;
+    fn deserialize_any<V: Visitor<'de>>(self, v: V) -> Result<V::Value, D::Error> {
+        self.0.deserialize_map(v)
+    }
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map struct enum
+        identifier ignored_any
     }
 }
 
@@ -477,6 +513,14 @@ mod tests {
             assert_eq!(a, b, "{json}");
         }
         assert_eq!(from_members_kept, with_block(from_members(false)), "{json}");
+        // In the envelope's own pass: the same, or refused as a whole (and then read as above).
+        let inline = serde_json::from_str::<Inline>(json)
+            .map_err(malformed)
+            .and_then(|f| f.source(read));
+        assert_eq!(inline.is_ok(), parsed.is_ok(), "{json}: {inline:?}");
+        if let Ok(inline) = inline {
+            assert_eq!(with_block(Ok(inline)), parsed, "{json}");
+        }
         parsed
     }
 

@@ -581,6 +581,41 @@ fn mysql_all_types_with_string_decimals_and_nulls() {
     assert_eq!(non_null, BTreeSet::from(["_id", "pt", "_serial"]));
 }
 
+/// Every recorded value decodes alike in the decoder's single pass (`source` read in the
+/// envelope's own walk) and through raw slices (the way taken when `add.fields` keeps the whole
+/// block), on a topic's first record and again once its schema is known.
+#[test]
+fn every_value_decodes_alike_with_and_without_the_source_block_kept() {
+    let es = json!({"connector.class": "elasticsearch", "connection.url": "http://es:9200"});
+    let one_pass = spec_on_topic(es.clone(), &[]);
+    let kept = spec_on_topic(es, &[("add.fields", "source.db")]);
+    let dir = crate::support::servers::repo().join("tests/fixtures/debezium/envelopes");
+    let mut compared = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if !name.contains("_value_") {
+            continue;
+        }
+        let text = fixture(&name);
+        let (mut a, mut b) = (
+            Decoder::new(&one_pass).unwrap(),
+            Decoder::new(&kept).unwrap(),
+        );
+        for round in ["first", "schema known"] {
+            let without = a.value(TOPIC, Some(text.as_bytes()));
+            let mut with = b.value(TOPIC, Some(text.as_bytes()));
+            if let Ok(DecodedValue::Change(ev)) = &mut with
+                && let Some(source) = &mut ev.source
+            {
+                assert!(source.json.take().is_some(), "{name}: the block was not kept");
+            }
+            assert_eq!(without, with, "{name}, {round}");
+            compared += 1;
+        }
+    }
+    assert!(compared >= 40, "{compared}");
+}
+
 #[test]
 fn every_fixture_envelope_is_covered_by_a_test_here() {
     let dir = crate::support::servers::repo().join("tests/fixtures/debezium/envelopes");
