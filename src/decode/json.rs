@@ -14,7 +14,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::row::{Row, for_each_field, some_raw, some_str, unquote};
+use super::row::{Row, for_each_field, some_raw, some_str, unquote, write_json_str as write_str};
 use super::schema::{ConnectSchema, Conv};
 use super::semantic;
 use super::source::Inline;
@@ -389,11 +389,6 @@ fn push_raw(out: &mut Vec<u8>, raw: &str) {
     }
 }
 
-fn write_str(out: &mut Vec<u8>, s: &str) {
-    // Writing a &str into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
-}
-
 fn int(raw: &str, what: &str) -> Result<i64, String> {
     raw.parse::<i64>()
         .map_err(|_| format!("expected an integer for {what}, got `{raw}`"))
@@ -645,7 +640,10 @@ mod tests {
             r#"{{"schema":{schema},"payload":{{"op":"c","after":{{"id":1}},"source":["mysql"]}}}}"#
         );
         let e = c.value("t", Some(bad.as_bytes())).unwrap_err().message;
-        assert_eq!(e, "`source` block is malformed: `[\"mysql\"]` is not a JSON object");
+        assert_eq!(
+            e,
+            "`source` block is malformed: `[\"mysql\"]` is not a JSON object"
+        );
     }
 
     #[test]

@@ -607,7 +607,10 @@ fn every_value_decodes_alike_with_and_without_the_source_block_kept() {
             if let Ok(DecodedValue::Change(ev)) = &mut with
                 && let Some(source) = &mut ev.source
             {
-                assert!(source.json.take().is_some(), "{name}: the block was not kept");
+                assert!(
+                    source.json.take().is_some(),
+                    "{name}: the block was not kept"
+                );
             }
             assert_eq!(without, with, "{name}, {round}");
             compared += 1;

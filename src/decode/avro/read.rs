@@ -8,6 +8,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 
 use super::plan::{Field, Node, Plan};
 use crate::decode::Options;
+use crate::decode::row::write_json_str as write_str;
 use crate::decode::schema::Conv;
 use crate::decode::semantic;
 
@@ -96,10 +97,6 @@ impl<'a> Reader<'a> {
                 )
             })
     }
-}
-
-fn write_str(out: &mut Vec<u8>, s: &str) {
-    let _ = serde_json::to_writer(&mut *out, s);
 }
 
 fn write_base64(out: &mut Vec<u8>, bytes: &[u8]) {

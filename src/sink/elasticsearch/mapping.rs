@@ -10,6 +10,7 @@ use super::deletes::{Deleted, RecentDeletes};
 use super::scopes::Scopes;
 use crate::sink::identity::{record_id, source_version};
 
+use crate::decode::row::write_json_str;
 use crate::decode::source::SnapshotMark;
 use crate::decode::{ChangeEvent, Op, Row, Value};
 use crate::sink::SinkRecord;
@@ -57,10 +58,6 @@ impl BulkAction {
             out.push(b'\n');
         }
     }
-}
-
-fn write_json_str(out: &mut Vec<u8>, s: &str) {
-    let _ = serde_json::to_writer(&mut *out, s);
 }
 
 /// What a record becomes.
