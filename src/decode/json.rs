@@ -15,9 +15,12 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::row::{Row, for_each_field, some_raw, some_str, unquote, write_json_str as write_str};
+use super::schema::StructConv;
 use super::schema::{ConnectSchema, Conv};
 use super::semantic;
 use super::source::Inline;
+
+mod one_pass;
 use super::{DecodeError, Options, Skip, Source, Value, mongodb};
 
 /// Decodes keys or values of one connector (Kafka Connect makes one converter per role).
@@ -53,6 +56,9 @@ struct Top<'a, S> {
     before: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "some_raw")]
     after: Option<&'a RawValue>,
+    /// `after` already converted, by the one-pass read (`one_pass`); `after` is then `None`.
+    #[serde(skip)]
+    after_row: Option<Row>,
     #[serde(default = "Option::default")]
     source: Option<S>,
     #[serde(default)]
@@ -236,13 +242,11 @@ impl JsonConverter {
                 return Ok(Value::Tombstone);
             }
             // Anything unexpected falls through to the full parse, which names the problem.
-            if !self.opts.keep_source
-                && let Ok(inner) = parse_top::<Inline>(payload, "`payload`")
-            {
-                return self.envelope(&inner, Some(&schema));
+            if let Some(inner) = self.one_pass(payload, Some(&schema)) {
+                return self.envelope(inner, Some(&schema));
             }
             if let Ok(inner) = parse_top::<&RawValue>(payload, "`payload`") {
-                return self.envelope(&inner, Some(&schema));
+                return self.envelope(inner, Some(&schema));
             }
         }
         let text = parse_json(bytes)?;
@@ -250,20 +254,35 @@ impl JsonConverter {
             // JsonConverter reads a JSON null as a null value: a tombstone.
             return Ok(Value::Tombstone);
         }
-        if !self.opts.keep_source
-            && let Ok(top) = parse_top::<Inline>(text, "value")
-        {
-            return self.unwrap_value(topic, &top);
+        if let Some(top) = self.one_pass(text, None) {
+            return self.unwrap_value(topic, top);
         }
         let top = parse_top::<&RawValue>(text, "value")?;
-        self.unwrap_value(topic, &top)
+        self.unwrap_value(topic, top)
+    }
+
+    /// `text` read in one pass (`one_pass`), unless `add.fields` keeps `source`'s whole block;
+    /// `None` when that pass refuses it.
+    fn one_pass<'a>(
+        &self,
+        text: &'a str,
+        schema: Option<&EnvelopeSchema>,
+    ) -> Option<Top<'a, Inline<'a>>> {
+        if self.opts.keep_source {
+            return None;
+        }
+        let after = match schema.map(|s| &s.row) {
+            Some(Conv::Struct(st)) => Some(&**st as &StructConv),
+            _ => None,
+        };
+        one_pass::read(text, after, &self.opts)
     }
 
     /// A value's top level: the envelope itself, or `{"schema": …, "payload": …}` around it.
     fn unwrap_value<S: SourceBlock>(
         &mut self,
         topic: &str,
-        top: &Top<'_, S>,
+        top: Top<'_, S>,
     ) -> Result<Value, DecodeError> {
         if top.op.is_some() || top.payload.is_none() || self.schemas_enable == Some(false) {
             return self.envelope(top, None);
@@ -277,22 +296,20 @@ impl JsonConverter {
         if payload == "null" {
             return Ok(Value::Tombstone);
         }
-        if !self.opts.keep_source
-            && let Ok(inner) = parse_top::<Inline>(payload, "`payload`")
-        {
-            return self.envelope(&inner, schema.as_deref());
+        if let Some(inner) = self.one_pass(payload, schema.as_deref()) {
+            return self.envelope(inner, schema.as_deref());
         }
         let inner = parse_top::<&RawValue>(payload, "`payload`")?;
-        self.envelope(&inner, schema.as_deref())
+        self.envelope(inner, schema.as_deref())
     }
 
     fn envelope<S: SourceBlock>(
         &self,
-        top: &Top<'_, S>,
+        top: Top<'_, S>,
         schema: Option<&EnvelopeSchema>,
     ) -> Result<Value, DecodeError> {
         let Some(op) = top.op.as_deref() else {
-            return classify_non_change(top, schema.and_then(|s| s.name.as_deref()));
+            return classify_non_change(&top, schema.and_then(|s| s.name.as_deref()));
         };
         let conv = schema.map(|s| &s.row).unwrap_or(&Conv::Keep);
         let image = |name: &str, raw: Option<&RawValue>| -> Result<Option<Row>, DecodeError> {
@@ -313,7 +330,10 @@ impl JsonConverter {
         } else {
             None
         };
-        let after = image("after", top.after)?;
+        let after = match top.after_row {
+            Some(row) => Some(row),
+            None => image("after", top.after)?,
+        };
         let source = |read| {
             top.source
                 .as_ref()
@@ -360,6 +380,7 @@ fn classify_non_change<S: SourceBlock>(
     if top.ts_ms.is_some()
         && is_null(top.before)
         && is_null(top.after)
+        && top.after_row.is_none()
         && top.source.as_ref().is_none_or(SourceBlock::is_null)
         && top.schema.is_none()
     {
@@ -606,6 +627,15 @@ mod tests {
             .value("t", Some(b"{not json"))
             .unwrap_err();
         assert!(err.message.contains("not valid JSON"), "{err}");
+        // An after image without `op` is no heartbeat, also when read converted in one pass.
+        let schema = r#"{"type":"struct","fields":[{"type":"struct","field":"after","fields":[
+            {"type":"int32","name":"io.debezium.time.Date","field":"d"}]}]}"#;
+        let json = format!(r#"{{"schema":{schema},"payload":{{"after":{{"d":1}},"ts_ms":1}}}}"#);
+        let mut c = JsonConverter::default();
+        for _ in ["first", "schema known"] {
+            let err = c.value("t", Some(json.as_bytes())).unwrap_err();
+            assert!(err.message.contains("no `op`"), "{err}");
+        }
     }
 
     #[test]

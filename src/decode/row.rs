@@ -131,7 +131,7 @@ pub fn for_each_field<'a>(
 /// `Cow<str>` always allocates: a string per field of every row walked, `to_row`'s field names
 /// among them, and per base64 value decoded.)
 /// Its field: what it expects, for the error.
-struct Key(&'static str);
+pub(crate) struct Key(pub &'static str);
 
 /// The content of the JSON string `raw`, borrowed unless it has escapes.
 pub(crate) fn unquote(raw: &str) -> serde_json::Result<Cow<'_, str>> {

@@ -1,0 +1,314 @@
+//! A JSON envelope read in one pass: `source`'s fields read ([`Inline`]) and a struct-typed
+//! `after` image converted while serde_json walks them, instead of slicing each out and walking
+//! it again (docs/performance.md). Whatever this pass refuses, the converter reads again the
+//! slower way, which names the problem; so this pass only has to agree with that way on the
+//! envelopes it accepts (tests/it/fixtures.rs reads every recorded one both ways).
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::Deserializer as _;
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+use super::super::row::{Key, some_str, write_json_str};
+use super::super::schema::{Conv, StructConv};
+use super::super::source::Inline;
+use super::super::{Options, Row};
+use super::{Top, write_value};
+
+/// Reads `text` as an envelope (or the `{"schema", "payload"}` around one); `after`: the
+/// after image's conversion when the schema gives one. `None` when anything is unexpected.
+pub(super) fn read<'a>(
+    text: &'a str,
+    after: Option<&StructConv>,
+    opts: &Options,
+) -> Option<Top<'a, Inline<'a>>> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let top = de.deserialize_map(TopFields { after, opts }).ok()?;
+    de.end().ok()?;
+    Some(top)
+}
+
+struct TopFields<'c> {
+    after: Option<&'c StructConv>,
+    opts: &'c Options,
+}
+
+/// `op`: a string or null, borrowed unless escaped.
+struct OptStr<'a>(Option<Cow<'a, str>>);
+
+impl<'de> serde::Deserialize<'de> for OptStr<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        some_str(d).map(OptStr)
+    }
+}
+
+impl<'de, 'c> Visitor<'de> for TopFields<'c> {
+    type Value = Top<'de, Inline<'de>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a Debezium envelope")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut top = Top {
+            schema: None,
+            payload: None,
+            op: None,
+            before: None,
+            after: None,
+            after_row: None,
+            source: None,
+            ts_ms: None,
+            ddl: None,
+            table_changes: None,
+            status: None,
+            event_count: None,
+        };
+        // A field given twice is refused (the other way names it).
+        let mut seen = 0u16;
+        let mut once = |bit: u16| {
+            let first = seen & bit == 0;
+            seen |= bit;
+            if first {
+                Ok(())
+            } else {
+                Err(de::Error::custom("a field given twice"))
+            }
+        };
+        while let Some(key) = map.next_key_seed(Key("a field name"))? {
+            match &*key {
+                "schema" => {
+                    once(1)?;
+                    top.schema = Some(map.next_value()?);
+                }
+                "payload" => {
+                    once(2)?;
+                    top.payload = Some(map.next_value()?);
+                }
+                "op" => {
+                    once(4)?;
+                    top.op = map.next_value::<OptStr>()?.0;
+                }
+                "before" => {
+                    once(8)?;
+                    top.before = Some(map.next_value()?);
+                }
+                "after" => {
+                    once(16)?;
+                    match self.after {
+                        Some(st) => {
+                            top.after_row = map.next_value_seed(Image {
+                                st,
+                                opts: self.opts,
+                            })?;
+                        }
+                        None => top.after = Some(map.next_value()?),
+                    }
+                }
+                "source" => {
+                    once(32)?;
+                    top.source = map.next_value()?;
+                }
+                "ts_ms" => {
+                    once(64)?;
+                    top.ts_ms = map.next_value()?;
+                }
+                "ddl" => {
+                    once(128)?;
+                    top.ddl = Some(map.next_value()?);
+                }
+                "tableChanges" => {
+                    once(256)?;
+                    top.table_changes = Some(map.next_value()?);
+                }
+                "status" => {
+                    once(512)?;
+                    top.status = Some(map.next_value()?);
+                }
+                "event_count" => {
+                    once(1024)?;
+                    top.event_count = Some(map.next_value()?);
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(top)
+    }
+}
+
+/// A row image converted by its struct's conversion: `None` for null.
+struct Image<'c> {
+    st: &'c StructConv,
+    opts: &'c Options,
+}
+
+impl<'de> DeserializeSeed<'de> for Image<'_> {
+    type Value = Option<Row>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Image<'_> {
+    type Value = Option<Row>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a row image")
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        let mut out = Vec::with_capacity(256);
+        d.deserialize_map(Struct {
+            st: self.st,
+            opts: self.opts,
+            out: &mut out,
+        })?;
+        Ok(Some(Row::from_bytes(out)))
+    }
+}
+
+/// A struct's fields converted into `out`, as `write_value` converts them from raw text.
+struct Struct<'c> {
+    st: &'c StructConv,
+    opts: &'c Options,
+    out: &'c mut Vec<u8>,
+}
+
+impl<'de> Visitor<'de> for Struct<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a struct")
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.out.extend_from_slice(b"null");
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        self.out.push(b'{');
+        let mut i = 0;
+        while let Some(k) = map.next_key_seed(Key("a field name"))? {
+            if i > 0 {
+                self.out.push(b',');
+            }
+            write_json_str(self.out, &k);
+            self.out.push(b':');
+            map.next_value_seed(Field {
+                conv: self.st.field(&k, i),
+                opts: self.opts,
+                out: self.out,
+            })?;
+            i += 1;
+        }
+        self.out.push(b'}');
+        Ok(())
+    }
+}
+
+/// One field's value converted into `out`: nested structs walked in the same pass, other
+/// values sliced out and converted by `write_value`.
+struct Field<'c> {
+    conv: &'c Conv,
+    opts: &'c Options,
+    out: &'c mut Vec<u8>,
+}
+
+impl<'de> DeserializeSeed<'de> for Field<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        if let Conv::Struct(st) = self.conv {
+            return d.deserialize_any(Struct {
+                st,
+                opts: self.opts,
+                out: self.out,
+            });
+        }
+        let raw: &RawValue = serde::Deserialize::deserialize(d)?;
+        write_value(raw.get(), self.conv, self.opts, self.out).map_err(de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::to_row;
+    use super::*;
+    use crate::decode::schema::ConnectSchema;
+
+    /// The conversion of the row schema `fields` (Connect schema JSON).
+    fn conv(fields: &str) -> Conv {
+        ConnectSchema::parse(&format!(r#"{{"type":"struct","fields":[{fields}]}}"#))
+            .unwrap()
+            .compile()
+    }
+
+    const FIELDS: &str = r#"{"type":"int32","field":"id"},
+        {"type":"int32","name":"io.debezium.time.Date","field":"d"},
+        {"type":"struct","field":"inner","fields":[
+          {"type":"int64","name":"io.debezium.time.MicroTimestamp","field":"at"}]}"#;
+
+    #[test]
+    fn the_after_image_is_converted_as_from_its_raw_text() {
+        let conv = conv(FIELDS);
+        let Conv::Struct(st) = &conv else {
+            panic!("{conv:?}")
+        };
+        let opts = Options::default();
+        for after in [
+            r#"{"id":1,"d":19782,"inner":{"at":1709300707123456},"extra":[1,{"a":"b"}]}"#,
+            r#"{"inner":null,"d":null,"id":2}"#,
+            r#"{"id":3,"n\u0061me":"x\ny","inner":{"at":0,"x":"\"q\""}}"#,
+            "{}",
+        ] {
+            let text = format!(
+                r#"{{"before":{after},"after":{after},"source":{{"connector":"mysql","file":"b.000002","pos":7}},"op":"u","ts_ms":5}}"#
+            );
+            let top = read(&text, Some(st), &opts).expect(after);
+            let raw: &RawValue = serde_json::from_str(after).unwrap();
+            assert_eq!(
+                top.after_row,
+                Some(to_row(raw, &conv, &opts).unwrap()),
+                "{after}"
+            );
+            assert!(top.after.is_none());
+            assert_eq!(top.before.map(RawValue::get), Some(after));
+            assert_eq!(top.op.as_deref(), Some("u"));
+            assert_eq!(top.ts_ms, Some(5));
+            let source = top.source.unwrap().source(false).unwrap();
+            assert_eq!(source.position, Ok(Some(2 << 40 | 7)));
+        }
+        // Without a conversion, `after` is sliced out as it is; null is no image.
+        let top = read(r#"{"after":{"id":1},"op":"c"}"#, None, &opts).unwrap();
+        assert_eq!(top.after.map(RawValue::get), Some(r#"{"id":1}"#));
+        let top = read(r#"{"after":null,"op":"d"}"#, Some(st), &opts).unwrap();
+        assert!(top.after_row.is_none() && top.after.is_none());
+    }
+
+    #[test]
+    fn what_the_pass_refuses_is_left_to_the_slower_way() {
+        let conv = conv(FIELDS);
+        let Conv::Struct(st) = &conv else {
+            panic!("{conv:?}")
+        };
+        let opts = Options::default();
+        for text in [
+            r#"{"op":"c","op":"u","after":{"id":1}}"#,
+            r#"{"op":"c","after":{"id":1},"after":{"id":2}}"#,
+            r#"{"op":"c","after":"{\"id\":1}"}"#,
+            r#"{"op":"c","after":{"d":"yesterday"}}"#,
+            r#"{"op":"c","after":{"inner":5}}"#,
+            r#"{"op":"c","after":{"id":1},"source":["mysql"]}"#,
+            r#"{"op":5,"after":{"id":1}}"#,
+            r#"[null,null,"c"]"#,
+            r#"{"op":"c"} x"#,
+        ] {
+            assert!(read(text, Some(st), &opts).is_none(), "{text}");
+        }
+    }
+}
