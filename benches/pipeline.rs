@@ -69,6 +69,25 @@ fn cpu_seconds_of(pid: u32) -> f64 {
     (n(11) + n(12)) / ticks
 }
 
+/// The whole machine's CPU time so far, in clock ticks: (busy, busy and idle), from
+/// `/proc/stat`.
+fn machine_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let n: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    let at = |i: usize| n.get(i).copied().unwrap_or(0);
+    // user nice system idle iowait irq softirq steal
+    let busy = at(0) + at(1) + at(2) + at(5) + at(6) + at(7);
+    (busy, busy + at(3) + at(4))
+}
+
 fn peak_rss_mib(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
@@ -623,6 +642,8 @@ struct E2e {
     run: Run,
     /// The worker's CPU per record over the bare consumer's: the median over the pairs.
     ratio: f64,
+    /// The bare consumer's records/CPU-s in the median pair.
+    bare_per_cpu: f64,
 }
 
 /// How many times [`e2e`] runs the worker and the bare consumer, alternated, for its ratio
@@ -652,29 +673,10 @@ fn e2e<T: AsRef<[u8]>>(
     kafka::create_topic(&topic, partitions);
     kafka::producer().send(&topic, records);
     let total = records.len();
+    let stand_in = StandIn::start();
+    let acks = &stand_in.acks;
 
-    // An Elasticsearch that acknowledges every action at once.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let handler: http::Handler = Arc::new(|req| {
-        Box::pin(async move {
-            let actions = http::bulk_actions(&req.body);
-            http::Reply::Respond {
-                status: 200,
-                body: http::ack_all(actions.iter().map(|a| a.op())),
-            }
-        })
-    });
-    rt.spawn(http::serve(listener, handler));
-
-    let mut config = json!({"connector.class": "elasticsearch", "topics": topic, "connection.url": url,
+    let mut config = json!({"connector.class": "elasticsearch", "topics": topic, "connection.url": stand_in.url,
         "behavior.on.null.values": "delete", "tasks.max": tasks.to_string()});
     merge(&mut config, &extra);
     // BENCH_OPTIONS='{"consumer.override.fetch.max.bytes":"4194304"}' tries other settings.
@@ -683,13 +685,16 @@ fn e2e<T: AsRef<[u8]>>(
         merge(&mut config, &more);
     }
     // (worker run, its CPU over the bare consumer's right after it)
-    let mut measured: Vec<(Run, f64)> = Vec::new();
+    let mut measured: Vec<(Run, f64, f64)> = Vec::new();
+    let mut acked_rates = Vec::new();
     for pair in 1..=pairs {
+        acks.lock().unwrap().clear();
         let name = support::unique("bench");
         let file = connector_file(&name, &config);
         let t0 = Instant::now();
         let w = Worker::start(&file);
         let run = finish(w, &name, &topic, partitions, t0);
+        acked_rates.push(acked_rate(&acks.lock().unwrap(), total));
         let (wall, cpu, rss) = (run.wall, run.cpu, run.rss_mib);
         let (bare_n, bare_cpu) = bare_result(&run_bare(&topic, partitions, total).stdout);
         let of = format!("{pair}/{pairs}");
@@ -704,12 +709,14 @@ fn e2e<T: AsRef<[u8]>>(
             cpu / bare_cpu
         );
         println!(
-            "e2e {label:<16} {of:>5} tasks.max={tasks}: {:>9.0} records/s from the first commit to the last",
-            run.steady
+            "e2e {label:<16} {of:>5} tasks.max={tasks}: {:>9.0} records/s from the first commit to the last, {:>9.0} while the middle 80% was acknowledged (the machine {:.0}% busy)",
+            run.steady,
+            acked_rates[pair - 1].0,
+            100.0 * acked_rates[pair - 1].1
         );
-        measured.push((run, cpu / bare_cpu));
+        measured.push((run, cpu / bare_cpu, bare_n as f64 / bare_cpu));
     }
-    let ratios: Vec<f64> = measured.iter().map(|(_, r)| *r).collect();
+    let ratios: Vec<f64> = measured.iter().map(|(_, r, _)| *r).collect();
     let median = median_of(&ratios);
     let ratio = ratios[median];
     if pairs > 1 {
@@ -719,19 +726,178 @@ fn e2e<T: AsRef<[u8]>>(
         );
     }
     let records_per_cpu = total as f64 / measured[median].0.cpu;
+    let bare_per_cpu = measured[median].2;
     E2e {
         ratio,
         records_per_cpu,
+        bare_per_cpu,
         run: measured.swap_remove(0).0,
         topic,
     }
 }
 
+/// The least the worker/bare ratio of `e2e` can be with the hot path of this run: the bare
+/// consumer's CPU per record plus the hot path's (decode → map → bulk body, its best round on
+/// the same kind of records), over the bare consumer's; as if nothing else cost anything.
+fn floor(hot_rates: &[(&str, f64)], label: &str, e2e: &E2e) {
+    if let Some((_, hot)) = hot_rates.iter().find(|(l, _)| *l == label) {
+        println!(
+            "e2e {label:<16} the least this ratio can be with this run's hot path ({hot:.0} records/CPU-s): 1 + bare/hot = {:.2}x",
+            1.0 + e2e.bare_per_cpu / hot
+        );
+    }
+}
+
+/// An Elasticsearch that acknowledges every action at once, noting when (see [`Acked`]).
+struct StandIn {
+    _rt: tokio::runtime::Runtime,
+    url: String,
+    /// The requests answered, in order.
+    acks: Arc<std::sync::Mutex<Vec<Acked>>>,
+}
+
+impl StandIn {
+    fn start() -> StandIn {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let acks: Arc<std::sync::Mutex<Vec<Acked>>> = Arc::default();
+        let seen = acks.clone();
+        let handler: http::Handler = Arc::new(move |req| {
+            let seen = seen.clone();
+            Box::pin(async move {
+                let actions = http::bulk_actions(&req.body);
+                let ticks = machine_ticks();
+                let mut seen = seen.lock().unwrap();
+                let before = seen.last().map_or(0, |a| a.actions);
+                seen.push(Acked {
+                    at: Instant::now(),
+                    actions: before + actions.len(),
+                    ticks,
+                });
+                http::Reply::Respond {
+                    status: 200,
+                    body: http::ack_all(actions.iter().map(|a| a.op())),
+                }
+            })
+        });
+        rt.spawn(http::serve(listener, handler));
+        StandIn { _rt: rt, url, acks }
+    }
+}
+
+/// Scale on cores: `tasks` tasks of one connector over `topic`, which holds `total` records in
+/// `partitions`; records/s while the stand-in acknowledged the middle 80% of them, and how busy
+/// the machine was meanwhile ([`acked_rate`]). The connector is created paused and resumed
+/// once its consumer group holds all its tasks: started running, the first task took every
+/// partition and read much of the topic alone before the second joined and the group
+/// rebalanced, so a run of two tasks measured mostly one.
+fn scale_run(label: &str, topic: &str, total: usize, partitions: i32, tasks: usize) -> (f64, f64) {
+    let stand_in = StandIn::start();
+    let mut w = Worker::start_with(&[], &[]);
+    let url = w.rest_url();
+    let name = support::unique("bench-scale");
+    let mut config = json!({"connector.class": "elasticsearch", "topics": topic,
+        "connection.url": stand_in.url, "behavior.on.null.values": "delete",
+        "tasks.max": tasks.to_string()});
+    if let Ok(more) = std::env::var("BENCH_OPTIONS") {
+        merge(&mut config, &serde_json::from_str(&more).unwrap());
+    }
+    let client = reqwest::blocking::Client::new();
+    let created = client
+        .post(format!("{url}/connectors"))
+        .json(&json!({"name": name, "config": config, "initial_state": "PAUSED"}))
+        .send()
+        .unwrap();
+    assert!(created.status().is_success(), "{}", created.text().unwrap());
+    // Every task in the group, the group stable: each holds its share of the partitions.
+    let group = format!("connect-{name}");
+    let admin: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", support::servers::kafka())
+        .create()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let joined = admin
+            .fetch_group_list(Some(&group), Duration::from_secs(5))
+            .ok()
+            .and_then(|l| {
+                l.groups()
+                    .first()
+                    .map(|g| (g.state().to_string(), g.members().len()))
+            });
+        if joined
+            .as_ref()
+            .is_some_and(|(state, n)| state == "Stable" && *n == tasks)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "group {group} did not hold {tasks} tasks: {joined:?}\n{}",
+            w.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let t0 = Instant::now();
+    let resumed = client
+        .put(format!("{url}/connectors/{name}/resume"))
+        .send()
+        .unwrap();
+    assert!(resumed.status().is_success(), "{}", resumed.text().unwrap());
+    finish(w, &name, topic, partitions, t0);
+    let (rate, busy) = acked_rate(&stand_in.acks.lock().unwrap(), total);
+    println!(
+        "e2e {label:<16} tasks.max={tasks}: {rate:>9.0} records/s while the middle 80% was acknowledged (the machine {:.0}% busy)",
+        100.0 * busy
+    );
+    (rate, busy)
+}
+
+/// One bulk request answered by the stand-in.
+struct Acked {
+    at: Instant,
+    /// Actions answered by then, this request's included.
+    actions: usize,
+    /// [`machine_ticks`] then.
+    ticks: (u64, u64),
+}
+
+/// Records per second of a run whose `total` records the stand-in acknowledged as `acks`, over
+/// the requests that took the answered actions from 10% to 90% of their final count; and the
+/// share of the machine's CPU time that was busy meanwhile (all cores, every process). Per
+/// request, where offset commits (every 500 ms in these runs) made the first-commit-to-last
+/// rate of a run of a second or two a coarse figure, or none. Actions stand for records in
+/// proportion: a batch sends only the newest write of each document, which thins all of a run
+/// alike.
+fn acked_rate(acks: &[Acked], total: usize) -> (f64, f64) {
+    let Some(all) = acks.last().map(|a| a.actions) else {
+        return (f64::NAN, f64::NAN);
+    };
+    let at = |share: usize| acks.iter().find(|a| a.actions * 10 >= all * share);
+    match (at(1), at(9)) {
+        (Some(a), Some(b)) if b.at > a.at => (
+            (b.actions - a.actions) as f64 * total as f64
+                / all as f64
+                / (b.at - a.at).as_secs_f64(),
+            (b.ticks.0 - a.ticks.0) as f64 / (b.ticks.1 - a.ticks.1).max(1) as f64,
+        ),
+        _ => (f64::NAN, f64::NAN),
+    }
+}
+
 /// The index of the median of `values` (the upper one of an even count).
 fn median_of(values: &[f64]) -> usize {
-    let mut order: Vec<usize> = (0..values.len()).collect();
+    // A run too short to measure gives NaN: left out (and `0` when nothing is left).
+    let mut order: Vec<usize> = (0..values.len()).filter(|i| !values[*i].is_nan()).collect();
     order.sort_by(|a, b| values[*a].total_cmp(&values[*b]));
-    order[order.len() / 2]
+    order.get(order.len() / 2).copied().unwrap_or(0)
 }
 
 /// `from <least>x to <greatest>x`.
@@ -1270,6 +1436,8 @@ fn main() {
     let avro = support::avro::Encoder::new(&registry).records("bench", &schema.records);
     let avro_options = json!({"key.converter": "avro", "value.converter": "avro",
         "key.converter.schema.registry.url": registry.url, "value.converter.schema.registry.url": registry.url});
+    // The hot path's best rounds, for the least each end-to-end ratio can be (`floor`).
+    let mut hot_rates: Vec<(&str, f64)> = Vec::new();
     if want("hot") {
         let rounds: usize = std::env::var("BENCH_ROUNDS")
             .ok()
@@ -1280,6 +1448,7 @@ fn main() {
         let only = std::env::var("BENCH_ONLY").unwrap_or_default();
         if only != "avro" && only != "schema" {
             let r = hot("without schema", &plain.records, rounds, json!({}));
+            hot_rates.push(("without-schema", r));
             targets.at_least(
                 "hot: JSON without schema, one core",
                 r,
@@ -1294,6 +1463,7 @@ fn main() {
                 rounds.div_ceil(2),
                 json!({}),
             );
+            hot_rates.push(("with-schema", r));
             targets.at_least(
                 "hot: JSON with schema (~2 KB), one core",
                 r,
@@ -1301,7 +1471,8 @@ fn main() {
                 "records/CPU-s",
             );
             let wide = wide(7, 20_000, 20, 8);
-            hot("with schema 6 KB", &wide, rounds.div_ceil(2), json!({}));
+            let r = hot("with schema 6 KB", &wide, rounds.div_ceil(2), json!({}));
+            hot_rates.push(("with-schema-6KB", r));
             // Two tasks' hot paths on the two cores, against one: alternated, best of three.
             let (mut one, mut two) = (0f64, 0f64);
             for _ in 0..3 {
@@ -1316,6 +1487,7 @@ fn main() {
         }
         if only != "json" && only != "schema" {
             let r = hot("avro", &avro, rounds, avro_options.clone());
+            hot_rates.push(("avro", r));
             targets.at_least("hot: Avro, one core", r, 400_000.0, "records/CPU-s");
             avro_decode_only(&registry.url, &avro, rounds);
             apache_avro_value_path(&registry, &avro, rounds);
@@ -1336,12 +1508,15 @@ fn main() {
         // end-to-end runs, before the Kafka Connect comparison starts Connect's JVM beside them
         // (with it idle there, 0.90–1.05x over three pairs; without it, 1.01x and 1.37x).
         let scale = big_history(9, true, 200_000);
+        let topic = support::unique("bench-scale");
+        kafka::create_topic(&topic, 4);
+        kafka::producer().send(&topic, &scale);
         // Alternated, as the worker/bare pairs are (see `pairs`).
         let gains: Vec<f64> = (0..pairs())
             .map(|_| {
-                let one = e2e("scale-1-task", &scale, 4, 1, 1, json!({}));
-                let two = e2e("scale-2-tasks", &scale, 4, 2, 1, json!({}));
-                two.run.steady / one.run.steady
+                let (one, _) = scale_run("scale-1-task", &topic, scale.len(), 4, 1);
+                let (two, _) = scale_run("scale-2-tasks", &topic, scale.len(), 4, 2);
+                two / one
             })
             .collect();
         let median = gains[median_of(&gains)];
@@ -1367,6 +1542,7 @@ fn main() {
             pairs(),
             json!({}),
         );
+        floor(&hot_rates, "without-schema", &r);
         targets.at_most(
             "e2e: JSON without schema, worker/bare CPU",
             r.ratio,
@@ -1384,6 +1560,7 @@ fn main() {
             pairs(),
             json!({}),
         );
+        floor(&hot_rates, "with-schema", &r);
         targets.at_most(
             "e2e: JSON with schema ~2 KB, worker/bare CPU",
             r.ratio,
@@ -1408,6 +1585,7 @@ fn main() {
             pairs(),
             json!({}),
         );
+        floor(&hot_rates, "with-schema-6KB", &r);
         targets.at_most(
             "e2e: JSON with schema ~6 KB, worker/bare CPU",
             r.ratio,
@@ -1420,6 +1598,7 @@ fn main() {
         let avro_big =
             support::avro::Encoder::new(&registry).records("bench", &big_history(4, true, 150_000));
         let r = e2e("avro", &avro_big, 4, 1, pairs(), avro_options.clone());
+        floor(&hot_rates, "avro", &r);
         targets.at_most("e2e: Avro, worker/bare CPU", r.ratio, 2.0, "x");
     }
     if want("es") {
