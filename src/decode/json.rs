@@ -725,6 +725,28 @@ mod tests {
     }
 
     #[test]
+    fn the_single_pass_is_taken_unless_add_fields_keeps_source() {
+        let schema = r#"{"type":"struct","fields":[{"type":"struct","field":"after","fields":[
+            {"type":"int32","name":"io.debezium.time.Date","field":"d"}]}]}"#;
+        let payload = r#"{"after":{"d":1},"source":{"connector":"mysql"},"op":"c"}"#;
+        let json = format!(r#"{{"schema":{schema},"payload":{payload}}}"#);
+        for keep_source in [false, true] {
+            let opts = Options {
+                keep_source,
+                ..Options::default()
+            };
+            let mut c = JsonConverter::new(opts, None);
+            c.value("t", Some(json.as_bytes())).unwrap();
+            let (schema, payload) = c.known_schema("t", json.as_bytes()).unwrap();
+            let top = c.one_pass(payload, Some(&schema));
+            assert_eq!(top.is_some(), !keep_source);
+            if let Some(top) = top {
+                assert_eq!(top.after_row.unwrap().as_str(), r#"{"d":"1970-01-02"}"#);
+            }
+        }
+    }
+
+    #[test]
     fn malformed_semantic_values_name_the_field() {
         let json = r#"{"schema":{"type":"struct","fields":[{"type":"struct","field":"after","fields":[
             {"type":"int32","name":"io.debezium.time.Date","field":"d"}]}]},

@@ -286,8 +286,26 @@ mod tests {
         // Without a conversion, `after` is sliced out as it is; null is no image.
         let top = read(r#"{"after":{"id":1},"op":"c"}"#, None, &opts).unwrap();
         assert_eq!(top.after.map(RawValue::get), Some(r#"{"id":1}"#));
-        let top = read(r#"{"after":null,"op":"d"}"#, Some(st), &opts).unwrap();
+        // A delete: its before image stays raw (converted later), the after image is null.
+        let text = r#"{"before":{"id":1,"d":5},"after":null,"op":"d","source":null,"ts_ms":null}"#;
+        let top = read(text, Some(st), &opts).unwrap();
         assert!(top.after_row.is_none() && top.after.is_none());
+        assert_eq!(top.before.map(RawValue::get), Some(r#"{"id":1,"d":5}"#));
+        assert!(top.source.is_none() && top.ts_ms.is_none());
+        // Field names with escapes are the names they spell; `op` may be null.
+        let text = r#"{"\u0061fter":{"i\u0064":7,"d":0},"op":null,"source":{"connector":"postgresql","lsn":9}}"#;
+        let top = read(text, Some(st), &opts).unwrap();
+        assert_eq!(
+            top.after_row.as_ref().map(Row::as_str),
+            Some(r#"{"id":7,"d":"1970-01-01"}"#)
+        );
+        assert!(top.op.is_none());
+        let source = top.source.unwrap().source(false).unwrap();
+        assert_eq!(source.connector.as_deref(), Some("postgresql"));
+        // Raw whitespace and newlines inside a value kept as it is leave the row on one line.
+        let text = "{\"after\":{\"id\":1,\"x\":[1,\n 2]},\"op\":\"c\"}";
+        let top = read(text, Some(st), &opts).unwrap();
+        assert_eq!(top.after_row.unwrap().as_str(), r#"{"id":1,"x":[1, 2]}"#);
     }
 
     #[test]
@@ -305,6 +323,9 @@ mod tests {
             r#"{"op":"c","after":{"inner":5}}"#,
             r#"{"op":"c","after":{"id":1},"source":["mysql"]}"#,
             r#"{"op":5,"after":{"id":1}}"#,
+            r#"{"op":"c","ts_ms":1.5,"after":{"id":1}}"#,
+            r#"{"op":"c","\u0061fter":{"id":1},"after":{"id":2}}"#,
+            r#"{"op":"c","after":[1,2]}"#,
             r#"[null,null,"c"]"#,
             r#"{"op":"c"} x"#,
         ] {
