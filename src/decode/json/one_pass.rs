@@ -35,6 +35,16 @@ struct TopFields<'c> {
     opts: &'c Options,
 }
 
+/// Where an envelope field goes in [`Top`].
+enum Slot<'t, 'de> {
+    /// Kept as its raw JSON text (`null` included, as the derived `Top` keeps it).
+    Raw(&'t mut Option<&'de RawValue>),
+    Op,
+    After,
+    Source,
+    TsMs,
+}
+
 /// `op`: a string or null, borrowed unless escaped.
 struct OptStr<'a>(Option<Cow<'a, str>>);
 
@@ -66,74 +76,44 @@ impl<'de, 'c> Visitor<'de> for TopFields<'c> {
             status: None,
             event_count: None,
         };
-        // A field given twice is refused (the other way names it).
+        // A field given twice is refused (the other way names it): one bit per field.
         let mut seen = 0u16;
-        let mut once = |bit: u16| {
-            let first = seen & bit == 0;
-            seen |= bit;
-            if first {
-                Ok(())
-            } else {
-                Err(de::Error::custom("a field given twice"))
-            }
-        };
         while let Some(key) = map.next_key_seed(Key("a field name"))? {
-            match &*key {
-                "schema" => {
-                    once(1)?;
-                    top.schema = Some(map.next_value()?);
-                }
-                "payload" => {
-                    once(2)?;
-                    top.payload = Some(map.next_value()?);
-                }
-                "op" => {
-                    once(4)?;
-                    top.op = map.next_value::<OptStr>()?.0;
-                }
-                "before" => {
-                    once(8)?;
-                    top.before = Some(map.next_value()?);
-                }
-                "after" => {
-                    once(16)?;
-                    match self.after {
-                        Some(st) => {
-                            top.after_row = map.next_value_seed(Image {
-                                st,
-                                opts: self.opts,
-                            })?;
-                        }
-                        None => top.after = Some(map.next_value()?),
-                    }
-                }
-                "source" => {
-                    once(32)?;
-                    top.source = map.next_value()?;
-                }
-                "ts_ms" => {
-                    once(64)?;
-                    top.ts_ms = map.next_value()?;
-                }
-                "ddl" => {
-                    once(128)?;
-                    top.ddl = Some(map.next_value()?);
-                }
-                "tableChanges" => {
-                    once(256)?;
-                    top.table_changes = Some(map.next_value()?);
-                }
-                "status" => {
-                    once(512)?;
-                    top.status = Some(map.next_value()?);
-                }
-                "event_count" => {
-                    once(1024)?;
-                    top.event_count = Some(map.next_value()?);
-                }
+            let (bit, slot) = match &*key {
+                "schema" => (0, Slot::Raw(&mut top.schema)),
+                "payload" => (1, Slot::Raw(&mut top.payload)),
+                "before" => (2, Slot::Raw(&mut top.before)),
+                "ddl" => (3, Slot::Raw(&mut top.ddl)),
+                "tableChanges" => (4, Slot::Raw(&mut top.table_changes)),
+                "status" => (5, Slot::Raw(&mut top.status)),
+                "event_count" => (6, Slot::Raw(&mut top.event_count)),
+                "op" => (7, Slot::Op),
+                "after" => (8, Slot::After),
+                "source" => (9, Slot::Source),
+                "ts_ms" => (10, Slot::TsMs),
                 _ => {
                     map.next_value::<IgnoredAny>()?;
+                    continue;
                 }
+            };
+            if seen & 1 << bit != 0 {
+                return Err(de::Error::custom("a field given twice"));
+            }
+            seen |= 1 << bit;
+            match slot {
+                Slot::Raw(raw) => *raw = Some(map.next_value()?),
+                Slot::Op => top.op = map.next_value::<OptStr>()?.0,
+                Slot::After => match self.after {
+                    Some(st) => {
+                        top.after_row = map.next_value_seed(Image {
+                            st,
+                            opts: self.opts,
+                        })?;
+                    }
+                    None => top.after = Some(map.next_value()?),
+                },
+                Slot::Source => top.source = map.next_value()?,
+                Slot::TsMs => top.ts_ms = map.next_value()?,
             }
         }
         Ok(top)
