@@ -79,6 +79,26 @@ struct Top<'a, S> {
     event_count: Option<&'a RawValue>,
 }
 
+impl<S> Top<'_, S> {
+    /// Nothing read yet: what a record lacking every field would give.
+    fn empty() -> Self {
+        Top {
+            schema: None,
+            payload: None,
+            op: None,
+            before: None,
+            after: None,
+            after_row: None,
+            source: None,
+            ts_ms: None,
+            ddl: None,
+            table_changes: None,
+            status: None,
+            event_count: None,
+        }
+    }
+}
+
 fn is_null(raw: Option<&RawValue>) -> bool {
     raw.is_none_or(|r| r.get() == "null")
 }
@@ -242,11 +262,12 @@ impl JsonConverter {
                 return Ok(Value::Tombstone);
             }
             // Anything unexpected falls through to the full parse, which names the problem.
-            if let Some(inner) = self.one_pass(payload, Some(&schema)) {
-                return self.envelope(inner, Some(&schema));
+            let mut inner = Top::empty();
+            if self.one_pass(payload, Some(&schema), &mut inner) {
+                return self.envelope(&mut inner, Some(&schema));
             }
-            if let Ok(inner) = parse_top::<&RawValue>(payload, "`payload`") {
-                return self.envelope(inner, Some(&schema));
+            if let Ok(mut inner) = parse_top::<&RawValue>(payload, "`payload`") {
+                return self.envelope(&mut inner, Some(&schema));
             }
         }
         let text = parse_json(bytes)?;
@@ -254,35 +275,39 @@ impl JsonConverter {
             // JsonConverter reads a JSON null as a null value: a tombstone.
             return Ok(Value::Tombstone);
         }
-        if let Some(top) = self.one_pass(text, None) {
-            return self.unwrap_value(topic, top);
+        let mut top = Top::empty();
+        if self.one_pass(text, None, &mut top) {
+            return self.unwrap_value(topic, &mut top);
         }
-        let top = parse_top::<&RawValue>(text, "value")?;
-        self.unwrap_value(topic, top)
+        let mut top = parse_top::<&RawValue>(text, "value")?;
+        self.unwrap_value(topic, &mut top)
     }
 
-    /// `text` read in one pass (`one_pass`), unless `add.fields` keeps `source`'s whole block;
-    /// `None` when that pass refuses it.
+    /// `text` read in one pass (`one_pass`) into `top`, unless `add.fields` keeps `source`'s
+    /// whole block; `false` when that pass refuses it (`top` is then partly filled: not for use).
+    /// `top` is the caller's, not returned: at about 550 bytes, moving it out and into
+    /// `envelope` was 4% of the end-to-end task thread (`memcpy`, docs/performance.md).
     fn one_pass<'a>(
         &self,
         text: &'a str,
         schema: Option<&EnvelopeSchema>,
-    ) -> Option<Top<'a, Inline<'a>>> {
+        top: &mut Top<'a, Inline<'a>>,
+    ) -> bool {
         if self.opts.keep_source {
-            return None;
+            return false;
         }
         let after = match schema.map(|s| &s.row) {
             Some(Conv::Struct(st)) => Some(&**st as &StructConv),
             _ => None,
         };
-        one_pass::read(text, after, &self.opts)
+        one_pass::read(text, after, &self.opts, top)
     }
 
     /// A value's top level: the envelope itself, or `{"schema": …, "payload": …}` around it.
     fn unwrap_value<S: SourceBlock>(
         &mut self,
         topic: &str,
-        top: Top<'_, S>,
+        top: &mut Top<'_, S>,
     ) -> Result<Value, DecodeError> {
         if top.op.is_some() || top.payload.is_none() || self.schemas_enable == Some(false) {
             return self.envelope(top, None);
@@ -296,20 +321,21 @@ impl JsonConverter {
         if payload == "null" {
             return Ok(Value::Tombstone);
         }
-        if let Some(inner) = self.one_pass(payload, schema.as_deref()) {
-            return self.envelope(inner, schema.as_deref());
+        let mut inner = Top::empty();
+        if self.one_pass(payload, schema.as_deref(), &mut inner) {
+            return self.envelope(&mut inner, schema.as_deref());
         }
-        let inner = parse_top::<&RawValue>(payload, "`payload`")?;
-        self.envelope(inner, schema.as_deref())
+        let mut inner = parse_top::<&RawValue>(payload, "`payload`")?;
+        self.envelope(&mut inner, schema.as_deref())
     }
 
     fn envelope<S: SourceBlock>(
         &self,
-        top: Top<'_, S>,
+        top: &mut Top<'_, S>,
         schema: Option<&EnvelopeSchema>,
     ) -> Result<Value, DecodeError> {
         let Some(op) = top.op.as_deref() else {
-            return classify_non_change(&top, schema.and_then(|s| s.name.as_deref()));
+            return classify_non_change(top, schema.and_then(|s| s.name.as_deref()));
         };
         let conv = schema.map(|s| &s.row).unwrap_or(&Conv::Keep);
         let image = |name: &str, raw: Option<&RawValue>| -> Result<Option<Row>, DecodeError> {
@@ -330,7 +356,7 @@ impl JsonConverter {
         } else {
             None
         };
-        let after = match top.after_row {
+        let after = match top.after_row.take() {
             Some(row) => Some(row),
             None => image("after", top.after)?,
         };
@@ -738,9 +764,9 @@ mod tests {
             let mut c = JsonConverter::new(opts, None);
             c.value("t", Some(json.as_bytes())).unwrap();
             let (schema, payload) = c.known_schema("t", json.as_bytes()).unwrap();
-            let top = c.one_pass(payload, Some(&schema));
-            assert_eq!(top.is_some(), !keep_source);
-            if let Some(top) = top {
+            let mut top = Top::empty();
+            assert_eq!(c.one_pass(payload, Some(&schema), &mut top), !keep_source);
+            if !keep_source {
                 assert_eq!(top.after_row.unwrap().as_str(), r#"{"d":"1970-01-02"}"#);
             }
         }

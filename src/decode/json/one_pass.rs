@@ -17,22 +17,24 @@ use super::super::source::Inline;
 use super::super::{Options, Row};
 use super::{Top, write_value};
 
-/// Reads `text` as an envelope (or the `{"schema", "payload"}` around one); `after`: the
-/// after image's conversion when the schema gives one. `None` when anything is unexpected.
+/// Reads `text` as an envelope (or the `{"schema", "payload"}` around one) into `top`, which
+/// must be empty (`Top::empty`); `after`: the after image's conversion when the schema gives
+/// one. `false` when anything is unexpected, and `top` then holds part of what was read.
 pub(super) fn read<'a>(
     text: &'a str,
     after: Option<&StructConv>,
     opts: &Options,
-) -> Option<Top<'a, Inline<'a>>> {
+    top: &mut Top<'a, Inline<'a>>,
+) -> bool {
     let mut de = serde_json::Deserializer::from_str(text);
-    let top = de.deserialize_map(TopFields { after, opts }).ok()?;
-    de.end().ok()?;
-    Some(top)
+    de.deserialize_map(TopFields { after, opts, top }).is_ok() && de.end().is_ok()
 }
 
-struct TopFields<'c> {
+/// Fills the caller's `top` in place rather than returning one (see `JsonConverter::one_pass`).
+struct TopFields<'c, 'de> {
     after: Option<&'c StructConv>,
     opts: &'c Options,
+    top: &'c mut Top<'de, Inline<'de>>,
 }
 
 /// Where an envelope field goes in [`Top`].
@@ -54,28 +56,15 @@ impl<'de> serde::Deserialize<'de> for OptStr<'de> {
     }
 }
 
-impl<'de, 'c> Visitor<'de> for TopFields<'c> {
-    type Value = Top<'de, Inline<'de>>;
+impl<'de> Visitor<'de> for TopFields<'_, 'de> {
+    type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a Debezium envelope")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut top = Top {
-            schema: None,
-            payload: None,
-            op: None,
-            before: None,
-            after: None,
-            after_row: None,
-            source: None,
-            ts_ms: None,
-            ddl: None,
-            table_changes: None,
-            status: None,
-            event_count: None,
-        };
+        let top = self.top;
         // A field given twice is refused (the other way names it): one bit per field.
         let mut seen = 0u16;
         while let Some(key) = map.next_key_seed(Key("a field name"))? {
@@ -116,7 +105,7 @@ impl<'de, 'c> Visitor<'de> for TopFields<'c> {
                 Slot::TsMs => top.ts_ms = map.next_value()?,
             }
         }
-        Ok(top)
+        Ok(())
     }
 }
 
@@ -233,6 +222,16 @@ mod tests {
         {"type":"struct","field":"inner","fields":[
           {"type":"int64","name":"io.debezium.time.MicroTimestamp","field":"at"}]}"#;
 
+    /// What `read` fills in, or `None` when it refuses the text.
+    fn read_top<'a>(
+        text: &'a str,
+        after: Option<&StructConv>,
+        opts: &Options,
+    ) -> Option<Top<'a, Inline<'a>>> {
+        let mut top = Top::empty();
+        read(text, after, opts, &mut top).then_some(top)
+    }
+
     #[test]
     fn the_after_image_is_converted_as_from_its_raw_text() {
         let conv = conv(FIELDS);
@@ -249,7 +248,7 @@ mod tests {
             let text = format!(
                 r#"{{"before":{after},"after":{after},"source":{{"connector":"mysql","file":"b.000002","pos":7}},"op":"u","ts_ms":5}}"#
             );
-            let top = read(&text, Some(st), &opts).expect(after);
+            let top = read_top(&text, Some(st), &opts).expect(after);
             let raw: &RawValue = serde_json::from_str(after).unwrap();
             assert_eq!(
                 top.after_row,
@@ -264,17 +263,17 @@ mod tests {
             assert_eq!(source.position, Ok(Some(2 << 40 | 7)));
         }
         // Without a conversion, `after` is sliced out as it is; null is no image.
-        let top = read(r#"{"after":{"id":1},"op":"c"}"#, None, &opts).unwrap();
+        let top = read_top(r#"{"after":{"id":1},"op":"c"}"#, None, &opts).unwrap();
         assert_eq!(top.after.map(RawValue::get), Some(r#"{"id":1}"#));
         // A delete: its before image stays raw (converted later), the after image is null.
         let text = r#"{"before":{"id":1,"d":5},"after":null,"op":"d","source":null,"ts_ms":null}"#;
-        let top = read(text, Some(st), &opts).unwrap();
+        let top = read_top(text, Some(st), &opts).unwrap();
         assert!(top.after_row.is_none() && top.after.is_none());
         assert_eq!(top.before.map(RawValue::get), Some(r#"{"id":1,"d":5}"#));
         assert!(top.source.is_none() && top.ts_ms.is_none());
         // Field names with escapes are the names they spell; `op` may be null.
         let text = r#"{"\u0061fter":{"i\u0064":7,"d":0},"op":null,"source":{"connector":"postgresql","lsn":9}}"#;
-        let top = read(text, Some(st), &opts).unwrap();
+        let top = read_top(text, Some(st), &opts).unwrap();
         assert_eq!(
             top.after_row.as_ref().map(Row::as_str),
             Some(r#"{"id":7,"d":"1970-01-01"}"#)
@@ -284,7 +283,7 @@ mod tests {
         assert_eq!(source.connector.as_deref(), Some("postgresql"));
         // Raw whitespace and newlines inside a value kept as it is leave the row on one line.
         let text = "{\"after\":{\"id\":1,\"x\":[1,\n 2]},\"op\":\"c\"}";
-        let top = read(text, Some(st), &opts).unwrap();
+        let top = read_top(text, Some(st), &opts).unwrap();
         assert_eq!(top.after_row.unwrap().as_str(), r#"{"id":1,"x":[1, 2]}"#);
     }
 
@@ -309,7 +308,7 @@ mod tests {
             r#"[null,null,"c"]"#,
             r#"{"op":"c"} x"#,
         ] {
-            assert!(read(text, Some(st), &opts).is_none(), "{text}");
+            assert!(read_top(text, Some(st), &opts).is_none(), "{text}");
         }
     }
 }
