@@ -101,9 +101,16 @@ impl AvroConverter {
         let mut r = Reader::new(body);
         self.members.clear();
         let mut source_fields = None;
-        for (f, buf) in fields.iter().zip(self.scratch.iter_mut()) {
+        // `before` comes ahead of `op`, and only a delete's is read: it is skipped, and written
+        // once `op` says it is a delete (where it began, and its field's index).
+        let mut before_at = None;
+        for (i, (f, buf)) in fields.iter().zip(self.scratch.iter_mut()).enumerate() {
             buf.clear();
             let written = match (&f.plan.node, &f.plan.conv, f.name.as_str()) {
+                (_, _, "before") => {
+                    before_at = Some((r.pos, i));
+                    read::skip(&mut r, &f.plan)
+                }
                 // `source` (a record in every Debezium connector): where each of its fields
                 // lies, so that its fields need not be parsed again from the JSON.
                 (Node::Record { fields: sf, .. }, Conv::Keep, "source") => {
@@ -118,6 +125,17 @@ impl AvroConverter {
             written.map_err(|e| bad(id, &format!("field `{}`: {e}", f.name)))?;
         }
         finished(&r, id)?;
+        // `op` as the reader wrote it: a JSON string, which for "d" has nothing to escape.
+        let delete = fields
+            .iter()
+            .zip(&self.scratch)
+            .any(|(f, buf)| f.name == "op" && buf == br#""d""#);
+        if let Some((at, i)) = before_at.filter(|_| delete) {
+            let mut r = Reader::new(body);
+            r.pos = at;
+            read::write(&mut r, &fields[i].plan, &self.opts, &mut self.scratch[i])
+                .map_err(|e| bad(id, &format!("field `before`: {e}")))?;
+        }
         let op = fields
             .iter()
             .zip(&self.scratch)
@@ -134,7 +152,8 @@ impl AvroConverter {
         // (taking them made every record grow its buffers again: 11% of this decoder). Only a
         // delete's before image is read by a sink (`ChangeEvent::before`).
         for (f, buf) in fields.iter().zip(&self.scratch) {
-            if buf == b"null" {
+            // Null, or not written (`before` of anything but a delete).
+            if buf == b"null" || buf.is_empty() {
                 continue;
             }
             match f.name.as_str() {

@@ -358,10 +358,57 @@ fn blocks(
 /// See [`blocks`].
 const MAX_ITEMS_PER_BYTE: usize = 8;
 
-/// Reads past one value.
+/// Reads past one value without writing it: its structure is checked (lengths, union branches,
+/// enum indexes, block counts), not what a conversion would make of it, nor its strings' UTF-8.
+/// For the values no sink reads, such as an update's before image, whose conversion was a third
+/// of the Avro decoder (docs/performance.md).
 pub fn skip(r: &mut Reader<'_>, plan: &Plan) -> Result<(), String> {
-    let mut sink = Vec::new();
-    write(r, plan, &Options::default(), &mut sink)
+    match &plan.node {
+        Node::Null => {}
+        Node::Boolean => match r.take(1)?[0] {
+            0 | 1 => {}
+            b => return Err(format!("an Avro boolean byte is {b}")),
+        },
+        Node::Int => {
+            r.int()?;
+        }
+        Node::Long => {
+            r.long()?;
+        }
+        Node::Float => {
+            r.take(4)?;
+        }
+        Node::Double => {
+            r.take(8)?;
+        }
+        Node::Bytes | Node::String => {
+            r.bytes()?;
+        }
+        Node::Fixed(n) => {
+            r.take(*n)?;
+        }
+        Node::Enum(symbols) => {
+            let i = r.long()?;
+            if usize::try_from(i).ok().filter(|i| *i < symbols.len()).is_none() {
+                return Err(format!("Avro enum index {i} out of range"));
+            }
+        }
+        Node::Array(items) => blocks(r, |r| skip(r, items))?,
+        Node::Map(values) => blocks(r, |r| {
+            r.bytes()?;
+            skip(r, values)
+        })?,
+        Node::Record { fields, .. } => {
+            for f in fields {
+                skip(r, &f.plan).map_err(|e| format!("field `{}`: {e}", f.name))?;
+            }
+        }
+        Node::Union(branches) => {
+            let b = r.branch(branches)?;
+            skip(r, b)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -432,6 +479,78 @@ mod tests {
         )
         .unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), r#"{"n":[null,null,null]}"#);
+    }
+
+    #[test]
+    fn skipping_a_value_reads_past_exactly_what_writing_it_would() {
+        let plan = compile(
+            r#"{"type":"record","name":"r","fields":[
+                {"name":"n","type":"null"},
+                {"name":"t","type":"boolean"},
+                {"name":"i","type":"int"},
+                {"name":"l","type":{"type":"long","connect.name":"io.debezium.time.Timestamp"}},
+                {"name":"f","type":"float"},
+                {"name":"d","type":"double"},
+                {"name":"b","type":{"type":"bytes","connect.name":"org.apache.kafka.connect.data.Decimal","connect.parameters":{"scale":"2"}}},
+                {"name":"s","type":["null","string"]},
+                {"name":"x","type":{"type":"fixed","name":"F","size":3}},
+                {"name":"e","type":{"type":"enum","name":"E","symbols":["a","b","c"]}},
+                {"name":"a","type":{"type":"array","items":{"type":"record","name":"I","fields":[
+                    {"name":"v","type":"long"}]}}},
+                {"name":"m","type":{"type":"map","values":"string"}}]}"#,
+        )
+        .unwrap();
+        let mut data = vec![];
+        data.push(1); // t
+        data.extend(zz(-7)); // i
+        data.extend(zz(1_700_000_000_000)); // l
+        data.extend(1.5f32.to_le_bytes());
+        data.extend(2.5f64.to_le_bytes());
+        data.extend(zz(2));
+        data.extend([0x30, 0x39]); // b: 123.45
+        let branch_at = data.len();
+        data.extend(zz(1));
+        data.extend(zz(3));
+        data.extend(b"abc"); // s
+        data.extend(b"xyz"); // x
+        let enum_at = data.len();
+        data.extend(zz(2)); // e
+        data.extend(zz(-2)); // a: a block of 2 records, with its size
+        data.extend(zz(2));
+        data.extend(zz(5));
+        data.extend(zz(-5));
+        data.extend(zz(0));
+        data.extend(zz(1)); // m
+        data.extend(zz(1));
+        data.extend(b"k");
+        data.extend(zz(2));
+        data.extend(b"vw");
+        data.extend(zz(0));
+        let mut written = Reader::new(&data);
+        write(&mut written, &plan, &Options::default(), &mut Vec::new()).unwrap();
+        assert_eq!(written.remaining(), 0);
+        // Followed by more data, as a before image is by the rest of its envelope.
+        let mut more = data.clone();
+        more.extend(zz(9));
+        let mut skipped = Reader::new(&more);
+        skip(&mut skipped, &plan).unwrap();
+        assert_eq!(skipped.pos, data.len());
+        assert_eq!(skipped.long().unwrap(), 9);
+        // Short by any number of bytes, it is an error, as writing it is.
+        for cut in 1..data.len() {
+            let mut short = Reader::new(&data[..data.len() - cut]);
+            assert!(skip(&mut short, &plan).is_err(), "cut {cut}");
+        }
+        // An enum index or a union branch that does not exist, or a bad boolean byte.
+        let mut bad_enum = data.clone();
+        bad_enum[enum_at] = 6;
+        assert!(skip(&mut Reader::new(&bad_enum), &plan).unwrap_err().contains("enum index 3"));
+        let mut bad_bool = data.clone();
+        bad_bool[0] = 2;
+        assert!(skip(&mut Reader::new(&bad_bool), &plan).is_err());
+        let mut bad_branch = data.clone();
+        bad_branch[branch_at] = 4;
+        assert!(skip(&mut Reader::new(&bad_branch), &plan).unwrap_err().contains("branch 2"));
     }
 
     #[test]
