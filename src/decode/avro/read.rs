@@ -389,7 +389,11 @@ pub fn skip(r: &mut Reader<'_>, plan: &Plan) -> Result<(), String> {
         }
         Node::Enum(symbols) => {
             let i = r.long()?;
-            if usize::try_from(i).ok().filter(|i| *i < symbols.len()).is_none() {
+            if usize::try_from(i)
+                .ok()
+                .filter(|i| *i < symbols.len())
+                .is_none()
+            {
                 return Err(format!("Avro enum index {i} out of range"));
             }
         }
@@ -544,13 +548,21 @@ mod tests {
         // An enum index or a union branch that does not exist, or a bad boolean byte.
         let mut bad_enum = data.clone();
         bad_enum[enum_at] = 6;
-        assert!(skip(&mut Reader::new(&bad_enum), &plan).unwrap_err().contains("enum index 3"));
+        assert!(
+            skip(&mut Reader::new(&bad_enum), &plan)
+                .unwrap_err()
+                .contains("enum index 3")
+        );
         let mut bad_bool = data.clone();
         bad_bool[0] = 2;
         assert!(skip(&mut Reader::new(&bad_bool), &plan).is_err());
         let mut bad_branch = data.clone();
         bad_branch[branch_at] = 4;
-        assert!(skip(&mut Reader::new(&bad_branch), &plan).unwrap_err().contains("branch 2"));
+        assert!(
+            skip(&mut Reader::new(&bad_branch), &plan)
+                .unwrap_err()
+                .contains("branch 2")
+        );
     }
 
     #[test]
