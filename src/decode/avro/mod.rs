@@ -126,23 +126,18 @@ impl AvroConverter {
         }
         finished(&r, id)?;
         // `op` as the reader wrote it: a JSON string, which for "d" has nothing to escape.
-        let delete = fields
-            .iter()
-            .zip(&self.scratch)
-            .any(|(f, buf)| f.name == "op" && buf == br#""d""#);
+        let op_at = fields.iter().position(|f| f.name == "op");
+        let delete = op_at.is_some_and(|i| self.scratch[i] == br#""d""#);
         if let Some((at, i)) = before_at.filter(|_| delete) {
             let mut r = Reader::new(body);
             r.pos = at;
             read::write(&mut r, &fields[i].plan, &self.opts, &mut self.scratch[i])
                 .map_err(|e| bad(id, &format!("field `before`: {e}")))?;
         }
-        let op = fields
-            .iter()
-            .zip(&self.scratch)
-            .find(|(f, _)| f.name == "op")
+        let op = op_at
             // Borrowed: no allocation per record for a one-letter string.
-            .and_then(|(_, buf)| {
-                super::row::some_str(&mut serde_json::Deserializer::from_slice(buf))
+            .and_then(|i| {
+                super::row::some_str(&mut serde_json::Deserializer::from_slice(&self.scratch[i]))
                     .ok()
                     .flatten()
             })
@@ -157,7 +152,8 @@ impl AvroConverter {
                 continue;
             }
             match f.name.as_str() {
-                "before" if op == "d" => {
+                // Written only for a delete (above).
+                "before" => {
                     before = Some(image(buf).map_err(|e| bad(id, &format!("`before`: {e}")))?)
                 }
                 "after" => after = Some(image(buf).map_err(|e| bad(id, &format!("`after`: {e}")))?),

@@ -546,23 +546,14 @@ mod tests {
             assert!(skip(&mut short, &plan).is_err(), "cut {cut}");
         }
         // An enum index or a union branch that does not exist, or a bad boolean byte.
-        let mut bad_enum = data.clone();
-        bad_enum[enum_at] = 6;
-        assert!(
-            skip(&mut Reader::new(&bad_enum), &plan)
-                .unwrap_err()
-                .contains("enum index 3")
-        );
-        let mut bad_bool = data.clone();
-        bad_bool[0] = 2;
-        assert!(skip(&mut Reader::new(&bad_bool), &plan).is_err());
-        let mut bad_branch = data.clone();
-        bad_branch[branch_at] = 4;
-        assert!(
-            skip(&mut Reader::new(&bad_branch), &plan)
-                .unwrap_err()
-                .contains("branch 2")
-        );
+        let refused = |at: usize, byte: u8| {
+            let mut bad = data.clone();
+            bad[at] = byte;
+            skip(&mut Reader::new(&bad), &plan).unwrap_err()
+        };
+        assert!(refused(enum_at, 6).contains("enum index 3"));
+        assert!(refused(0, 2).contains("boolean byte is 2"));
+        assert!(refused(branch_at, 4).contains("branch 2"));
     }
 
     #[test]
