@@ -17,6 +17,7 @@
 mod support;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use cdc_sink::connector::{ConnectorConfig, ConnectorSpec};
@@ -49,6 +50,22 @@ fn cpu_seconds_self() -> f64 {
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
     let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
     t(u.ru_utime) + t(u.ru_stime)
+}
+
+/// CPU-seconds the live threads of process `pid` have run, to the nanosecond (the sum of their
+/// `/proc/<pid>/task/*/schedstat`); NaN once it is gone. A thread that ended no longer counts:
+/// for the difference between two moments of a worker's steady run, not for its total
+/// ([`cpu_seconds_of`] is that, in clock ticks).
+fn thread_cpu_seconds(pid: u32) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return f64::NAN;
+    };
+    let ns: u64 = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    ns as f64 / 1e9
 }
 
 fn cpu_seconds_of(pid: u32) -> f64 {
@@ -450,6 +467,9 @@ fn plain_consumer(topic: &str, reset: &str) -> BaseConsumer {
 fn bare_consumer(topic: &str, partitions: i32, expected: usize) {
     let c = plain_consumer(topic, "earliest");
     let (mut n, mut bytes) = (0usize, 0usize);
+    // CPU-seconds when the 10% and the 90% record were read: the steady middle of the run.
+    let (from, to) = (expected / 10, expected * 9 / 10);
+    let (mut cpu_from, mut cpu_to) = (f64::NAN, f64::NAN);
     let deadline = Instant::now() + Duration::from_secs(600);
     while n < expected && Instant::now() < deadline {
         if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
@@ -457,10 +477,20 @@ fn bare_consumer(topic: &str, partitions: i32, expected: usize) {
                 p.iter().fold(0usize, |a, b| a.wrapping_add(*b as usize)) & 1
             });
             n += 1;
+            if n == from {
+                cpu_from = cpu_seconds_self();
+            } else if n == to {
+                cpu_to = cpu_seconds_self();
+            }
         }
     }
     let _ = (partitions, bytes);
-    println!("{n} {}", cpu_seconds_self());
+    println!(
+        "{n} {} {} {}",
+        cpu_seconds_self(),
+        to - from,
+        cpu_to - cpu_from
+    );
 }
 
 /// How a worker run went.
@@ -531,16 +561,16 @@ fn run_bare(topic: &str, partitions: i32, total: usize) -> std::process::Output 
         .unwrap()
 }
 
-/// (records read, CPU-seconds) as [`bare_consumer`] printed them.
-fn bare_result(stdout: &[u8]) -> (usize, f64) {
+/// (records read, CPU-seconds; CPU-seconds per record over the middle 80% of the records) as
+/// [`bare_consumer`] printed them.
+fn bare_result(stdout: &[u8]) -> (usize, f64, f64) {
     let text = String::from_utf8_lossy(stdout);
-    let mut parts = text.split_whitespace();
-    let n = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
-    let cpu = parts
-        .next()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(f64::NAN);
-    (n, cpu)
+    let parts: Vec<f64> = text
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(f64::NAN))
+        .collect();
+    let at = |i: usize| parts.get(i).copied().unwrap_or(f64::NAN);
+    (at(0) as usize, at(1), at(3) / at(2))
 }
 
 /// decode → Druid row (the bytes handed to the producer) for every record, on this thread.
@@ -614,7 +644,7 @@ fn e2e_druid(label: &str, records: &[Rec], partitions: i32, exactly_once: bool) 
         rss_mib: rss,
         ..
     } = finish(w, &name, &topic, partitions, t0);
-    let (bare_n, bare_cpu) = bare_result(&run_bare(&topic, partitions, total).stdout);
+    let (bare_n, bare_cpu, _) = bare_result(&run_bare(&topic, partitions, total).stdout);
     let txn = if exactly_once {
         "exactly once"
     } else {
@@ -687,16 +717,21 @@ fn e2e<T: AsRef<[u8]>>(
     // (worker run, its CPU over the bare consumer's right after it)
     let mut measured: Vec<(Run, f64, f64)> = Vec::new();
     let mut acked_rates = Vec::new();
+    let mut steady_ratios = Vec::new();
     for pair in 1..=pairs {
         acks.lock().unwrap().clear();
         let name = support::unique("bench");
         let file = connector_file(&name, &config);
         let t0 = Instant::now();
         let w = Worker::start(&file);
+        stand_in.worker.store(w.pid(), Ordering::Relaxed);
         let run = finish(w, &name, &topic, partitions, t0);
+        stand_in.worker.store(0, Ordering::Relaxed);
         acked_rates.push(acked_rate(&acks.lock().unwrap(), total));
         let (wall, cpu, rss) = (run.wall, run.cpu, run.rss_mib);
-        let (bare_n, bare_cpu) = bare_result(&run_bare(&topic, partitions, total).stdout);
+        let steady = worker_steady(&acks.lock().unwrap());
+        let (bare_n, bare_cpu, bare_steady) =
+            bare_result(&run_bare(&topic, partitions, total).stdout);
         let of = format!("{pair}/{pairs}");
         println!(
             "e2e {label:<16} {of:>5} {total:>8} records  {:>9.0} records/s (incl. startup)  worker {cpu:.2} CPU-s = {:>9.0} records/CPU-s, peak RSS {rss:.0} MiB",
@@ -714,6 +749,14 @@ fn e2e<T: AsRef<[u8]>>(
             acked_rates[pair - 1].0,
             100.0 * acked_rates[pair - 1].1
         );
+        println!(
+            "e2e {label:<16} {of:>5} the middle 80% alone: worker {:.2} µs/record, bare {:.2} µs/record → {:.2}x; the worker's CPU before its first bulk request: {:.2} s",
+            1e6 * steady.per_record,
+            1e6 * bare_steady,
+            steady.per_record / bare_steady,
+            steady.before_first
+        );
+        steady_ratios.push(steady.per_record / bare_steady);
         measured.push((run, cpu / bare_cpu, bare_n as f64 / bare_cpu));
     }
     let ratios: Vec<f64> = measured.iter().map(|(_, r, _)| *r).collect();
@@ -721,8 +764,10 @@ fn e2e<T: AsRef<[u8]>>(
     let ratio = ratios[median];
     if pairs > 1 {
         println!(
-            "e2e {label:<16} worker/bare CPU per record over {pairs} alternated pairs: median {ratio:.2}x ({})",
-            spread(&ratios)
+            "e2e {label:<16} worker/bare CPU per record over {pairs} alternated pairs: median {ratio:.2}x ({}); the middle 80% alone: median {:.2}x ({})",
+            spread(&ratios),
+            steady_ratios[median_of(&steady_ratios)],
+            spread(&steady_ratios)
         );
     }
     let records_per_cpu = total as f64 / measured[median].0.cpu;
@@ -751,6 +796,8 @@ fn floor(hot_rates: &[(&str, f64)], label: &str, e2e: &E2e) {
 /// An Elasticsearch that acknowledges every action at once, noting when (see [`Acked`]).
 struct StandIn {
     _rt: tokio::runtime::Runtime,
+    /// The worker whose CPU each request notes ([`Acked::worker_cpu`]); 0: none.
+    worker: Arc<AtomicU32>,
     url: String,
     /// The requests answered, in order.
     acks: Arc<std::sync::Mutex<Vec<Acked>>>,
@@ -769,9 +816,16 @@ impl StandIn {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let acks: Arc<std::sync::Mutex<Vec<Acked>>> = Arc::default();
         let seen = acks.clone();
+        let worker = Arc::new(AtomicU32::new(0));
+        let pid = worker.clone();
         let handler: http::Handler = Arc::new(move |req| {
             let seen = seen.clone();
+            let pid = pid.load(Ordering::Relaxed);
             Box::pin(async move {
+                let worker_cpu = match pid {
+                    0 => f64::NAN,
+                    pid => thread_cpu_seconds(pid),
+                };
                 let actions = http::bulk_actions(&req.body);
                 let ticks = machine_ticks();
                 let mut seen = seen.lock().unwrap();
@@ -780,6 +834,7 @@ impl StandIn {
                     at: Instant::now(),
                     actions: before + actions.len(),
                     ticks,
+                    worker_cpu,
                 });
                 http::Reply::Respond {
                     status: 200,
@@ -788,7 +843,12 @@ impl StandIn {
             })
         });
         rt.spawn(http::serve(listener, handler));
-        StandIn { _rt: rt, url, acks }
+        StandIn {
+            _rt: rt,
+            worker,
+            url,
+            acks,
+        }
     }
 }
 
@@ -867,6 +927,40 @@ struct Acked {
     actions: usize,
     /// [`machine_ticks`] then.
     ticks: (u64, u64),
+    /// The worker's [`thread_cpu_seconds`] then (NaN when none was named).
+    worker_cpu: f64,
+}
+
+/// A worker's CPU per record over the middle of its run, and what it had spent before.
+struct Steady {
+    /// CPU-seconds per record while the stand-in acknowledged the actions from 10% to 90% of
+    /// their final count, as in [`acked_rate`]: startup, the group join and the last commit
+    /// left out. Records in flight at either end are about as many, so they cancel.
+    per_record: f64,
+    /// CPU-seconds the worker had spent when its first bulk request came: startup, the
+    /// consumer group join, the first batch.
+    before_first: f64,
+}
+
+fn worker_steady(acks: &[Acked]) -> Steady {
+    let before_first = acks.first().map_or(f64::NAN, |a| a.worker_cpu);
+    let Some(all) = acks.last().map(|a| a.actions) else {
+        return Steady {
+            per_record: f64::NAN,
+            before_first,
+        };
+    };
+    let at = |share: usize| acks.iter().find(|a| a.actions * 10 >= all * share);
+    let per_record = match (at(1), at(9)) {
+        (Some(a), Some(b)) if b.actions > a.actions => {
+            (b.worker_cpu - a.worker_cpu) / (b.actions - a.actions) as f64
+        }
+        _ => f64::NAN,
+    };
+    Steady {
+        per_record,
+        before_first,
+    }
 }
 
 /// Records per second of a run whose `total` records the stand-in acknowledged as `acks`, over
