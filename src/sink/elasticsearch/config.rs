@@ -152,7 +152,7 @@ pub const OPTIONS: &[OptionDef] = &[
     },
     OptionDef {
         name: "max.in.flight.requests",
-        default: Some("4"),
+        default: Some("5"),
         doc: "Bulk requests in flight at once; documents are spread over them by id, so each document's writes stay in order.",
     },
     OptionDef {
@@ -527,7 +527,7 @@ impl EsConfig {
             batch_size: o.at_least("batch.size", 2000usize, 1),
             bulk_size_bytes: o.at_least("bulk.size.bytes", 5 * 1024 * 1024usize, 1024),
             linger: ms("linger.ms", 10),
-            max_in_flight: o.at_least("max.in.flight.requests", 4usize, 1),
+            max_in_flight: o.at_least("max.in.flight.requests", 5usize, 1),
             max_buffered_records: o.at_least("max.buffered.records", 20_000usize, 1),
             max_retries,
             retry_backoff: ms("retry.backoff.ms", 100),
