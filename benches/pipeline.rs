@@ -1022,12 +1022,16 @@ fn bodies(records: &[Rec], index: &str) -> Vec<bytes::Bytes> {
     out
 }
 
-/// Sends `bodies` to `_bulk` of the real Elasticsearch from `threads` threads; records/s.
-fn ideal_client(bodies: &[bytes::Bytes], records: usize, threads: usize) -> f64 {
+/// Sends `bodies` to `_bulk` of the real Elasticsearch from `threads` threads: documents
+/// (actions) per second while the middle 80% of them were acknowledged ([`middle_rate`]), as
+/// the worker's are measured; and how many documents.
+fn ideal_client(bodies: &[bytes::Bytes], threads: usize) -> (f64, usize) {
     let es = support::servers().es.clone();
     let client = reqwest::blocking::Client::new();
+    let actions: Vec<usize> = bodies.iter().map(|b| http::bulk_actions(b).len()).collect();
+    let total: usize = actions.iter().sum();
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let t0 = Instant::now();
+    let done = std::sync::Mutex::new(vec![(Instant::now(), 0usize)]);
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| {
@@ -1051,11 +1055,52 @@ fn ideal_client(bodies: &[bytes::Bytes], records: usize, threads: usize) -> f64 
                             .unwrap();
                         assert!(status < 300 || status == 409 || status == 404, "{item}");
                     }
+                    let mut done = done.lock().unwrap();
+                    let so_far = done.last().unwrap().1 + actions[i];
+                    done.push((Instant::now(), so_far));
                 }
             });
         }
     });
-    records as f64 / t0.elapsed().as_secs_f64()
+    (middle_rate(&done.into_inner().unwrap(), total), total)
+}
+
+/// Items per second between the moments `marks` (when, items done by then, in order)
+/// first reached 10% and 90% of `total`: the first request's latency, startup, and the last
+/// commit left out, the same for the worker and the ideal client.
+fn middle_rate(marks: &[(Instant, usize)], total: usize) -> f64 {
+    let at = |share: usize| marks.iter().find(|(_, n)| n * 10 >= total * share);
+    match (at(1), at(9)) {
+        (Some(a), Some(b)) if b.0 > a.0 => (b.1 - a.1) as f64 / (b.0 - a.0).as_secs_f64(),
+        _ => f64::NAN,
+    }
+}
+
+/// The worker at `url`'s records done, from its `/metrics`, every 20 ms until `stop`: (when,
+/// records done by then). Done: written, or refused as stale (both acknowledged by
+/// Elasticsearch), or skipped, failed or dead-lettered as its settings allow.
+fn written_marks(url: &str, stop: &std::sync::atomic::AtomicBool) -> Vec<(Instant, usize)> {
+    let client = reqwest::blocking::Client::new();
+    let mut marks = Vec::new();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        if let Ok(text) = client
+            .get(format!("{url}/metrics"))
+            .send()
+            .and_then(|r| r.text())
+        {
+            let done: f64 = text
+                .lines()
+                .filter(|l| {
+                    l.starts_with("cdc_sink_records_")
+                        && !l.starts_with("cdc_sink_records_consumed_total")
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum();
+            marks.push((Instant::now(), done as usize));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    marks
 }
 
 /// Kafka Connect of the benchmark's servers (started there if it is not running yet).
@@ -1148,27 +1193,19 @@ fn es_vs_ideal(records: &[Rec], partitions: i32) -> (f64, f64) {
     let topic = support::unique("bench-es");
     kafka::create_topic(&topic, partitions);
     kafka::produce(&topic, records);
-    let name = support::unique("bench-es");
-    let mut config = json!({"connector.class": "elasticsearch", "topics": topic, "connection.url": es,
-        "behavior.on.null.values": "delete"});
-    // BENCH_ES_OPTIONS='{"max.in.flight.requests":"8"}' tries other connector settings.
-    if let Ok(extra) = std::env::var("BENCH_ES_OPTIONS") {
-        let extra: serde_json::Value = serde_json::from_str(&extra).unwrap();
-        merge(&mut config, &extra);
-    }
-    let file = connector_file(&name, &config);
     // A freshly started Elasticsearch keeps getting faster over its first million documents
     // or so (its JIT warming up): in one run its CPU per pass of the same documents fell from
     // 51 to 14 CPU-s over five passes, so whichever ran first lost. The ideal client runs
-    // first, at each concurrency (warming it up), then the worker, then the ideal client again
-    // at its best concurrency: the worker is compared with that last run, on an Elasticsearch
-    // at least as warm as the worker had.
+    // first, at each concurrency (warming it up), then once more at its best, then the worker,
+    // then the ideal client again at its best: the worker is compared with the mean of the two
+    // runs on either side of it, which Elasticsearch's warming favours one way and the other.
     let ideal = |threads: usize| {
         let body = bodies(records, &support::unique("bench-ideal"));
-        let es0 = server_cpu("elasticsearch");
-        let rate = ideal_client(&body, records.len(), threads);
+        let (es0, own0) = (server_cpu("elasticsearch"), cpu_seconds_self());
+        let (rate, documents) = ideal_client(&body, threads);
         println!(
-            "es  ideal client, {threads} concurrent requests, pre-built bodies: {rate:>8.0} records/s; Elasticsearch {:.2} CPU-s",
+            "es  ideal client, {threads} concurrent requests, pre-built bodies: {documents} documents, {rate:>8.0} documents/s while the middle 80% was acknowledged; the client {:.2} CPU-s, Elasticsearch {:.2} CPU-s",
+            cpu_seconds_self() - own0,
             server_cpu("elasticsearch") - es0
         );
         rate
@@ -1184,27 +1221,64 @@ fn es_vs_ideal(records: &[Rec], partitions: i32) -> (f64, f64) {
             (best, best_threads) = (rate, threads);
         }
     }
-    let es0 = server_cpu("elasticsearch");
+    let before = if best_threads > 0 {
+        ideal(best_threads)
+    } else {
+        0.0
+    };
+    // The worker with as many requests in flight as the ideal client's best (its default is
+    // 5): the comparison is of what each does with the same concurrency, which is a setting.
+    let name = support::unique("bench-es");
+    let mut config = json!({"connector.class": "elasticsearch", "topics": topic, "connection.url": es,
+        "behavior.on.null.values": "delete"});
+    if best_threads > 0 {
+        config["max.in.flight.requests"] = best_threads.to_string().into();
+    }
+    // BENCH_ES_OPTIONS='{"max.in.flight.requests":"8"}' tries other connector settings.
+    if let Ok(extra) = std::env::var("BENCH_ES_OPTIONS") {
+        let extra: serde_json::Value = serde_json::from_str(&extra).unwrap();
+        merge(&mut config, &extra);
+    }
+    let file = connector_file(&name, &config);
+    let (es0, kafka0) = (server_cpu("elasticsearch"), server_cpu("kafka"));
     let t0 = Instant::now();
-    let w = Worker::start(&file);
-    let run = finish(w, &name, &topic, partitions, t0);
+    let mut w = Worker::start(&file);
+    let url = w.rest_url();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (run, marks) = std::thread::scope(|s| {
+        let scraper = s.spawn(|| written_marks(&url, &stop));
+        let run = finish(w, &name, &topic, partitions, t0);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (run, scraper.join().unwrap())
+    });
     let es_worker = server_cpu("elasticsearch") - es0;
+    let kafka_worker = server_cpu("kafka") - kafka0;
+    // In documents written (or refused as stale) per second, as the ideal client's: the
+    // writes a batch supersedes before sending are not sent, by either.
+    let actions = marks.last().map_or(0, |m| m.1);
+    let rate = middle_rate(&marks, actions);
     println!(
-        "es  cdc-sink → Elasticsearch: {} records, {:>8.0} records/s from the first commit to the last; worker {:.2} CPU-s, Elasticsearch {:.2} CPU-s",
+        "es  cdc-sink → Elasticsearch, {} in flight: {} records, {actions} documents, {rate:>8.0} documents/s while the middle 80% was acknowledged ({:.0} records/s from the first commit to the last); worker {:.2} CPU-s, Kafka {:.2} CPU-s, Elasticsearch {:.2} CPU-s over {:.1} s",
+        config["max.in.flight.requests"]
+            .as_str()
+            .unwrap_or("the default"),
         records.len(),
         run.steady,
         run.cpu,
-        es_worker
+        kafka_worker,
+        es_worker,
+        run.wall
     );
     if best_threads == 0 {
-        return (run.steady, 0.0);
+        return (rate, 0.0);
     }
     let after = ideal(best_threads);
+    let mean = (before + after) / 2.0;
     println!(
-        "es  cdc-sink reaches {:.0}% of the ideal client's rate right after it ({best_threads} at a time; {best:.0} before it)",
-        100.0 * run.steady / after
+        "es  cdc-sink reaches {:.0}% of the ideal client's rate around it ({best_threads} at a time; {before:.0} before it, {after:.0} after it)",
+        100.0 * rate / mean
     );
-    (run.steady, after)
+    (rate, mean)
 }
 
 /// Drives `rate` changes per second into PostgreSQL for `run`, through Debezium and cdc-sink
