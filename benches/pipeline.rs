@@ -729,7 +729,7 @@ fn e2e<T: AsRef<[u8]>>(
         stand_in.worker.store(0, Ordering::Relaxed);
         acked_rates.push(acked_rate(&acks.lock().unwrap(), total));
         let (wall, cpu, rss) = (run.wall, run.cpu, run.rss_mib);
-        let steady = worker_steady(&acks.lock().unwrap());
+        let steady = worker_steady(&acks.lock().unwrap(), total);
         let (bare_n, bare_cpu, bare_steady) =
             bare_result(&run_bare(&topic, partitions, total).stdout);
         let of = format!("{pair}/{pairs}");
@@ -934,15 +934,18 @@ struct Acked {
 /// A worker's CPU per record over the middle of its run, and what it had spent before.
 struct Steady {
     /// CPU-seconds per record while the stand-in acknowledged the actions from 10% to 90% of
-    /// their final count, as in [`acked_rate`]: startup, the group join and the last commit
-    /// left out. Records in flight at either end are about as many, so they cancel.
+    /// their final count, as in [`acked_rate`] (actions counted as the records they stand
+    /// for): startup, the group join and the last commit left out. Records in flight at either
+    /// end are about as many, so they cancel.
     per_record: f64,
     /// CPU-seconds the worker had spent when its first bulk request came: startup, the
     /// consumer group join, the first batch.
     before_first: f64,
 }
 
-fn worker_steady(acks: &[Acked]) -> Steady {
+/// `total`: the records the run's actions stand for (a write that a later one of its document
+/// supersedes within a batch is not sent, so there are fewer actions than records).
+fn worker_steady(acks: &[Acked], total: usize) -> Steady {
     let before_first = acks.first().map_or(f64::NAN, |a| a.worker_cpu);
     let Some(all) = acks.last().map(|a| a.actions) else {
         return Steady {
@@ -953,7 +956,8 @@ fn worker_steady(acks: &[Acked]) -> Steady {
     let at = |share: usize| acks.iter().find(|a| a.actions * 10 >= all * share);
     let per_record = match (at(1), at(9)) {
         (Some(a), Some(b)) if b.actions > a.actions => {
-            (b.worker_cpu - a.worker_cpu) / (b.actions - a.actions) as f64
+            (b.worker_cpu - a.worker_cpu)
+                / ((b.actions - a.actions) as f64 * total as f64 / all as f64)
         }
         _ => f64::NAN,
     };
@@ -1105,7 +1109,7 @@ fn written_marks(url: &str, stop: &std::sync::atomic::AtomicBool) -> Vec<(Instan
 
 /// Kafka Connect of the benchmark's servers (started there if it is not running yet).
 fn connect_url() -> String {
-    let dir = support::servers().dir.clone();
+    let dir = servers_dir();
     if !dir.join("connect.env").exists() {
         let ok = std::process::Command::new(support::servers::repo().join("scripts/servers"))
             .arg("start")
@@ -1139,7 +1143,7 @@ fn server_cpu(name: &str) -> f64 {
                 .map(tree)
                 .sum::<f64>()
     }
-    std::fs::read_to_string(support::servers().dir.join(name).join("pid"))
+    std::fs::read_to_string(servers_dir().join(name).join("pid"))
         .ok()
         .and_then(|p| p.trim().parse::<u32>().ok())
         .map_or(f64::NAN, tree)
@@ -1470,6 +1474,14 @@ fn live_freshness(rate: usize, run: Duration) -> (f64, f64) {
 
 /// A Kafka for the end-to-end runs: `CDCSINK_TEST_SERVERS`'s, or one started now (and named
 /// there for the worker processes).
+/// The servers' directory, also when only Kafka was started ([`ensure_kafka`]):
+/// `support::servers()` wants Elasticsearch too.
+fn servers_dir() -> std::path::PathBuf {
+    std::env::var_os("CDCSINK_TEST_SERVERS")
+        .map(Into::into)
+        .unwrap_or_else(|| support::servers().dir.clone())
+}
+
 fn ensure_kafka() {
     if std::env::var_os("CDCSINK_TEST_SERVERS").is_none() {
         let dir = support::servers::start(&["kafka"]);
