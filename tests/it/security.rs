@@ -174,10 +174,10 @@ fn an_elasticsearch_api_key_works_and_wrong_credentials_fail_the_task_naming_url
         trace.contains(&format!("POST {}/_bulk", proxy.url)) && trace.contains("HTTP 401"),
         "{trace}"
     );
-    // Refused once per request in flight (one per lane, 4 by default), never retried: a wrong
+    // Refused once per request in flight (one per lane, 5 by default), never retried: a wrong
     // key is not a failure that passes.
     let refused = proxy.refused.load(std::sync::atomic::Ordering::SeqCst);
-    assert!((1..=4).contains(&refused), "{refused} refusals");
+    assert!((1..=5).contains(&refused), "{refused} refusals");
     assert_eq!(
         kafka::committed(&format!("connect-{bad}"), &topic, 1).get(&0),
         None,
