@@ -960,15 +960,9 @@ struct Steady {
 /// supersedes within a batch is not sent, so there are fewer actions than records).
 fn worker_steady(acks: &[Acked], total: usize) -> Steady {
     let before_first = acks.first().map_or(f64::NAN, |a| a.worker_cpu);
-    let Some(all) = acks.last().map(|a| a.actions) else {
-        return Steady {
-            per_record: f64::NAN,
-            before_first,
-        };
-    };
-    let at = |share: usize| acks.iter().find(|a| a.actions * 10 >= all * share);
-    let per_record = match (at(1), at(9)) {
-        (Some(a), Some(b)) if b.actions > a.actions => {
+    let all = acks.last().map_or(0, |a| a.actions);
+    let per_record = match middle(acks, |a| a.actions, all) {
+        Some((a, b)) if b.actions > a.actions => {
             (b.worker_cpu - a.worker_cpu)
                 / ((b.actions - a.actions) as f64 * total as f64 / all as f64)
         }
@@ -988,12 +982,9 @@ fn worker_steady(acks: &[Acked], total: usize) -> Steady {
 /// proportion: a batch sends only the newest write of each document, which thins all of a run
 /// alike.
 fn acked_rate(acks: &[Acked], total: usize) -> (f64, f64) {
-    let Some(all) = acks.last().map(|a| a.actions) else {
-        return (f64::NAN, f64::NAN);
-    };
-    let at = |share: usize| acks.iter().find(|a| a.actions * 10 >= all * share);
-    match (at(1), at(9)) {
-        (Some(a), Some(b)) if b.at > a.at => (
+    let all = acks.last().map_or(0, |a| a.actions);
+    match middle(acks, |a| a.actions, all) {
+        Some((a, b)) if b.at > a.at => (
             (b.actions - a.actions) as f64 * total as f64
                 / all as f64
                 / (b.at - a.at).as_secs_f64(),
@@ -1001,6 +992,14 @@ fn acked_rate(acks: &[Acked], total: usize) -> (f64, f64) {
         ),
         _ => (f64::NAN, f64::NAN),
     }
+}
+
+/// The first of `marks` (in order of their counts `done`) at which the count reached 10% of
+/// `total`, and the first at which it reached 90%: the steady middle of a run, between its
+/// start-up and its tail.
+fn middle<T>(marks: &[T], done: impl Fn(&T) -> usize, total: usize) -> Option<(&T, &T)> {
+    let at = |share: usize| marks.iter().find(|m| done(m) * 10 >= total * share);
+    at(1).zip(at(9))
 }
 
 /// The index of the median of `values` (the upper one of an even count).
@@ -1015,6 +1014,10 @@ fn median_of(values: &[f64]) -> usize {
 fn spread(values: &[f64]) -> String {
     let least = values.iter().copied().fold(f64::INFINITY, f64::min);
     let most = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if least > most {
+        // Every value NaN (`f64::min` and `max` skip NaN).
+        return "no pair measured".into();
+    }
     format!("from {least:.2}x to {most:.2}x")
 }
 
@@ -1086,9 +1089,8 @@ fn ideal_client(bodies: &[bytes::Bytes], threads: usize) -> (f64, usize) {
 /// first reached 10% and 90% of `total`: the first request's latency, startup, and the last
 /// commit left out, the same for the worker and the ideal client.
 fn middle_rate(marks: &[(Instant, usize)], total: usize) -> f64 {
-    let at = |share: usize| marks.iter().find(|(_, n)| n * 10 >= total * share);
-    match (at(1), at(9)) {
-        (Some(a), Some(b)) if b.0 > a.0 => (b.1 - a.1) as f64 / (b.0 - a.0).as_secs_f64(),
+    match middle(marks, |m| m.1, total) {
+        Some((a, b)) if b.0 > a.0 => (b.1 - a.1) as f64 / (b.0 - a.0).as_secs_f64(),
         _ => f64::NAN,
     }
 }
@@ -1149,30 +1151,23 @@ fn all_busy_rate(marks: &[(Instant, std::collections::BTreeMap<String, usize>)])
     let Some((_, last)) = marks.last() else {
         return f64::NAN;
     };
+    // The index of the first mark at which `task` had done `share`% of its final count.
     let when = |task: &str, share: usize| {
         marks
             .iter()
-            .find(|(_, d)| d.get(task).copied().unwrap_or(0) * 100 >= last[task] * share)
-            .map(|(at, _)| *at)
+            .position(|(_, d)| d.get(task).copied().unwrap_or(0) * 100 >= last[task] * share)
     };
-    let starts: Option<Vec<Instant>> = last.keys().map(|t| when(t, 5)).collect();
-    let ends: Option<Vec<Instant>> = last.keys().map(|t| when(t, 95)).collect();
-    let (Some(from), Some(to)) = (
-        starts.and_then(|s| s.into_iter().max()),
-        ends.and_then(|e| e.into_iter().min()),
-    ) else {
+    let from = last.keys().map(|t| when(t, 5)).max().flatten();
+    let to = last.keys().map(|t| when(t, 95)).min().flatten();
+    let (Some(from), Some(to)) = (from, to) else {
         return f64::NAN;
-    };
-    let sum_at = |at: Instant| -> usize {
-        marks
-            .iter()
-            .find(|(t, _)| *t == at)
-            .map_or(0, |(_, d)| d.values().sum())
     };
     if to <= from {
         return f64::NAN;
     }
-    (sum_at(to) - sum_at(from)) as f64 / (to - from).as_secs_f64()
+    let (a, b) = (&marks[from], &marks[to]);
+    let sum = |d: &std::collections::BTreeMap<String, usize>| d.values().sum::<usize>();
+    (sum(&b.1) - sum(&a.1)) as f64 / (b.0 - a.0).as_secs_f64()
 }
 
 /// Kafka Connect of the benchmark's servers (started there if it is not running yet).
@@ -1540,8 +1535,6 @@ fn live_freshness(rate: usize, run: Duration) -> (f64, f64) {
     )
 }
 
-/// A Kafka for the end-to-end runs: `CDCSINK_TEST_SERVERS`'s, or one started now (and named
-/// there for the worker processes).
 /// The servers' directory, also when only Kafka was started ([`ensure_kafka`]):
 /// `support::servers()` wants Elasticsearch too.
 fn servers_dir() -> std::path::PathBuf {
@@ -1550,6 +1543,8 @@ fn servers_dir() -> std::path::PathBuf {
         .unwrap_or_else(|| support::servers().dir.clone())
 }
 
+/// A Kafka for the end-to-end runs: `CDCSINK_TEST_SERVERS`'s, or one started now (and named
+/// there for the worker processes).
 fn ensure_kafka() {
     if std::env::var_os("CDCSINK_TEST_SERVERS").is_none() {
         let dir = support::servers::start(&["kafka"]);
