@@ -32,9 +32,10 @@ impl TimeUnit {
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
+    // Widened: a day count near i64's ends (JSON may carry any integer) would overflow.
+    let z = i128::from(days) + 719_468;
+    let era = z.div_euclid(146_097) as i64;
+    let doe = z.rem_euclid(146_097) as i64;
     let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
     let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
     let mp = (5 * doy + 2) / 153;
@@ -348,6 +349,9 @@ mod tests {
         assert_eq!(s(|o| date(o, 2_932_897)), r#""+10000-01-01""#);
         assert_eq!(s(|o| date(o, -719_529)), r#""-0001-12-31""#);
         assert_eq!(s(|o| date(o, -1_000_000_000)), r#""-2735938-12-29""#);
+        // The ends of i64 (the calendar arithmetic once overflowed there).
+        assert_eq!(s(|o| date(o, i64::MAX)), r#""+25252734927768524-07-27""#);
+        assert_eq!(s(|o| date(o, i64::MIN)), r#""-25252734927764585-06-07""#);
     }
 
     #[test]
