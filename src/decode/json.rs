@@ -531,10 +531,8 @@ pub(crate) fn write_value(
                 if i > 0 {
                     out.push(b',');
                 }
-                write_str(out, k);
-                out.push(b':');
-                write_value(v.get(), st.field(k, i), opts, out)
-                    .map_err(|e| format!("field `{k}`: {e}"))?;
+                let conv = st.write_name(out, k, i);
+                write_value(v.get(), conv, opts, out).map_err(|e| format!("field `{k}`: {e}"))?;
                 i += 1;
                 Ok(())
             })?;
