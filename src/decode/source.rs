@@ -387,7 +387,8 @@ fn position(f: &Fields<'_>, snapshot: bool) -> Result<(Option<u64>, Ordering), S
                 return Ok((None, Ordering::Plain));
             };
             let index = binlog_index(file)?;
-            let offset = pos + f.row.unwrap_or(0);
+            // Saturating: a `pos` and `row` near u64's end would wrap into a small, wrong version.
+            let offset = pos.saturating_add(f.row.unwrap_or(0));
             if offset >= 1 << BINLOG_OFFSET_BITS || index >= 1 << (63 - BINLOG_OFFSET_BITS) {
                 return Err(format!(
                     "binlog position {file}:{pos} does not fit in a version"
@@ -673,6 +674,9 @@ mod tests {
         assert!(v("mysql-bin.000003", 900_000_000, 5) < v("mysql-bin.000004", 4, 0));
         assert_eq!(v("mysql-bin.000003", 392, 0), 3 << 40 | 392);
         assert!(pos(r#"{"connector":"mariadb","file":"bin","pos":4}"#).is_err());
+        // A position past what a version holds is an error, also where `pos + row` would wrap.
+        let wraps = r#"{"connector":"mysql","file":"b.3","pos":5,"row":18446744073709551615}"#;
+        assert!(pos(wraps).unwrap_err().contains("does not fit"));
         assert_eq!(
             pos(r#"{"connector":"mysql","file":"","pos":0,"row":0}"#),
             Ok(None)
