@@ -20,6 +20,7 @@ mod druid_rows;
 mod faults;
 mod fixtures;
 mod live;
+mod mutations;
 mod operations;
 mod pipeline;
 mod rebuild;
