@@ -8,7 +8,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 
 use super::plan::{Field, Node, Plan};
 use crate::decode::Options;
-use crate::decode::row::write_json_str as write_str;
+use crate::decode::row::{plain_ascii, push_quoted, write_json_str as write_str};
 use crate::decode::schema::Conv;
 use crate::decode::semantic;
 
@@ -70,6 +70,20 @@ impl<'a> Reader<'a> {
 
     pub fn string(&mut self) -> Result<&'a str, String> {
         std::str::from_utf8(self.bytes()?).map_err(|e| format!("an Avro string is not UTF-8: {e}"))
+    }
+
+    /// A string written into `out` as a JSON string. Plain ASCII (`plain_ascii`: one scan) is
+    /// copied as it is; only other strings are checked as UTF-8 and escaped.
+    pub fn json_string(&mut self, out: &mut Vec<u8>) -> Result<(), String> {
+        let at = self.pos;
+        let b = self.bytes()?;
+        if plain_ascii(b) {
+            push_quoted(out, b);
+            return Ok(());
+        }
+        self.pos = at;
+        write_str(out, self.string()?);
+        Ok(())
     }
 
     fn float(&mut self) -> Result<f32, String> {
@@ -174,7 +188,7 @@ pub fn write(
         }
         (Node::String, Conv::Decimal { .. }) => {
             // decimal.handling.mode=string with a Decimal name: the digits as they are.
-            write_str(out, r.string()?);
+            r.json_string(out)?;
             Ok(())
         }
         (Node::Bytes, Conv::Bits { length }) => {
@@ -258,7 +272,7 @@ fn write_plain(
         }
         Node::Bytes => write_base64(out, r.bytes()?),
         Node::Fixed(n) => write_base64(out, r.take(*n)?),
-        Node::String => write_str(out, r.string()?),
+        Node::String => r.json_string(out)?,
         Node::Enum(symbols) => {
             let i = r.long()?;
             let s = usize::try_from(i)
@@ -285,7 +299,7 @@ fn write_plain(
                 if !std::mem::take(&mut first) {
                     out.push(b',');
                 }
-                write_str(out, r.string()?);
+                r.json_string(out)?;
                 out.push(b':');
                 write(r, values, opts, out)
             })?;
