@@ -5,12 +5,11 @@
 use serde_json::{Value, json};
 
 use cdc_sink::connector::{ConnectorConfig, ConnectorSpec, SinkSpec};
-use cdc_sink::sink::SinkRecord;
 use cdc_sink::sink::druid::row::{Mapped, Rows};
 
 use crate::fixtures::{
     TOPIC, after_with, decode, fixture, map as map_es, paimon_semantic_columns,
-    paimon_snapshot_decimals, spec_on_topic, with,
+    paimon_snapshot_decimals, record, spec_on_topic, with,
 };
 
 /// The row key and row of one record (`value` is a fixture file name or, starting with `{`,
@@ -31,15 +30,7 @@ fn row(
         fixture(value)
     };
     let (key, value) = decode(&spec, &text, key);
-    let rec = SinkRecord {
-        topic: TOPIC,
-        kafka_topic: TOPIC,
-        partition: 0,
-        offset: 42,
-        timestamp_ms: Some(1_700_000_000_000),
-        key: key.as_ref(),
-        value: &value,
-    };
+    let rec = record(key.as_ref(), &value, Some(1_700_000_000_000));
     match rows.map(&rec)? {
         Mapped::Skip(why) => Err(format!("skip: {why}")),
         Mapped::Row { topic, key, value } => {

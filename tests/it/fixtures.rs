@@ -47,6 +47,23 @@ pub(crate) fn decode(
     (key, value)
 }
 
+/// A record of [`TOPIC`] at partition 0, offset 42.
+pub(crate) fn record<'a>(
+    key: Option<&'a Row>,
+    value: &'a DecodedValue,
+    timestamp_ms: Option<i64>,
+) -> SinkRecord<'a> {
+    SinkRecord {
+        topic: TOPIC,
+        kafka_topic: TOPIC,
+        partition: 0,
+        offset: 42,
+        timestamp_ms,
+        key,
+        value,
+    }
+}
+
 /// What the connector does with one record: `Ok((action line, document))`, or
 /// `Err("skip: <reason>")`, or `Err(<why it cannot be mapped>)`.
 pub(crate) fn map(
@@ -61,15 +78,7 @@ pub(crate) fn map(
     let es = spec.sink.elasticsearch().unwrap();
     let mut mapper = Mapper::new(std::sync::Arc::new(es.clone()));
     let (key, value) = decode(&spec, &fixture(value_file), key);
-    let rec = SinkRecord {
-        topic: TOPIC,
-        kafka_topic: TOPIC,
-        partition: 0,
-        offset: 42,
-        timestamp_ms: None,
-        key: key.as_ref(),
-        value: &value,
-    };
+    let rec = record(key.as_ref(), &value, None);
     match mapper.map(&rec)? {
         Mapped::Skip(why) => Err(format!("skip: {why}")),
         Mapped::Write(action) => {

@@ -11,11 +11,10 @@ use serde_json::json;
 
 use cdc_sink::connector::{ConnectorSpec, SinkSpec};
 use cdc_sink::decode::Decoder;
-use cdc_sink::sink::SinkRecord;
 use cdc_sink::sink::druid::row::Rows;
 use cdc_sink::sink::elasticsearch::mapping::{Mapped, Mapper};
 
-use crate::fixtures::{TOPIC, fixture, spec_on_topic};
+use crate::fixtures::{TOPIC, fixture, record, spec_on_topic};
 use crate::support::avro;
 
 /// Numbers put in place of each number of an envelope: the ends of the integer types,
@@ -178,15 +177,7 @@ impl Connector {
                 Some(Err(_)) => return,
                 None => None,
             };
-            let rec = SinkRecord {
-                topic: TOPIC,
-                kafka_topic: TOPIC,
-                partition: 0,
-                offset: 42,
-                timestamp_ms: Some(1_700_000_000_000),
-                key: key.as_ref(),
-                value: &value,
-            };
+            let rec = record(key.as_ref(), &value, Some(1_700_000_000_000));
             match &mut self.sink {
                 Sink::Druid(rows) => {
                     let _ = rows.map(&rec);
@@ -207,15 +198,36 @@ impl Connector {
     }
 }
 
-#[test]
-fn mutated_envelopes_decode_and_map_to_a_result_or_an_error_never_a_panic() {
+/// The recorded envelopes' file names that `keep`, sorted.
+fn envelope_files(keep: impl Fn(&str) -> bool) -> Vec<String> {
     let dir = crate::support::servers::repo().join("tests/fixtures/debezium/envelopes");
     let mut files: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.ends_with(".json"))
+        .filter(|n| keep(n))
         .collect();
     files.sort();
+    files
+}
+
+/// Fails naming the first panics, if any (`what`: which records), or if fewer than `least`
+/// records were tried.
+fn none_panicked(what: &str, tried: usize, least: usize, mut panics: Vec<String>) {
+    eprintln!("{tried} mutated {what}records decoded and mapped");
+    assert!(tried > least, "only {tried} mutations tried");
+    panics.sort();
+    panics.dedup();
+    assert!(
+        panics.is_empty(),
+        "{} of {tried} mutated {what}records panicked; the first ones:\n{}",
+        panics.len(),
+        panics[..panics.len().min(8)].join("\n")
+    );
+}
+
+#[test]
+fn mutated_envelopes_decode_and_map_to_a_result_or_an_error_never_a_panic() {
+    let files = envelope_files(|n| n.ends_with(".json"));
     let specs = [
         spec_on_topic(
             json!({"connector.class": "elasticsearch", "connection.url": "http://es:9200"}),
@@ -247,16 +259,7 @@ fn mutated_envelopes_decode_and_map_to_a_result_or_an_error_never_a_panic() {
         }
     }
     std::panic::set_hook(hook);
-    eprintln!("{tried} mutated records decoded and mapped");
-    assert!(tried > 20_000, "only {tried} mutations tried");
-    panics.sort();
-    panics.dedup();
-    assert!(
-        panics.is_empty(),
-        "{} of {tried} mutated records panicked; the first ones:\n{}",
-        panics.len(),
-        panics[..panics.len().min(8)].join("\n")
-    );
+    none_panicked("", tried, 20_000, panics);
 }
 
 /// The Avro form of every recorded envelope with schema (through the test schema registry),
@@ -275,18 +278,12 @@ fn mutated_avro_records_decode_and_map_to_a_result_or_an_error_never_a_panic() {
         spec_on_topic(config, &[])
     };
     let specs = [with("elasticsearch"), with("druid")];
-    let dir = crate::support::servers::repo().join("tests/fixtures/debezium/envelopes");
-    let mut files: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        // As in tests/it/avro.rs: the records that have an Avro form.
-        .filter(|n| {
-            n.contains("_withschema_value_")
-                && !n.contains("tombstone")
-                && !n.contains("paimon-alltype.json")
-        })
-        .collect();
-    files.sort();
+    // As in tests/it/avro.rs: the records that have an Avro form.
+    let files = envelope_files(|n| {
+        n.contains("_withschema_value_")
+            && !n.contains("tombstone")
+            && !n.contains("paimon-alltype.json")
+    });
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
@@ -339,14 +336,5 @@ fn mutated_avro_records_decode_and_map_to_a_result_or_an_error_never_a_panic() {
         }
     }
     std::panic::set_hook(hook);
-    eprintln!("{tried} mutated Avro records decoded and mapped");
-    assert!(tried > 10_000, "only {tried} mutations tried");
-    panics.sort();
-    panics.dedup();
-    assert!(
-        panics.is_empty(),
-        "{} of {tried} mutated Avro records panicked; the first ones:\n{}",
-        panics.len(),
-        panics[..panics.len().min(8)].join("\n")
-    );
+    none_panicked("Avro ", tried, 10_000, panics);
 }
