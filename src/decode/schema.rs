@@ -79,11 +79,7 @@ impl StructConv {
     /// Writes field `name` (at position `hint`, as in [`Self::field`]) into `out` as a
     /// document's member name, `"name":`, and returns its conversion.
     pub fn write_name(&self, out: &mut Vec<u8>, name: &str, hint: usize) -> &Conv {
-        let at = match self.fields.get(hint) {
-            Some((n, _)) if n == name => Some(hint),
-            _ => self.index.get(name).copied(),
-        };
-        match at {
+        match self.position(name, hint) {
             Some(i) => {
                 out.extend_from_slice(&self.written[i]);
                 &self.fields[i].1
@@ -99,15 +95,8 @@ impl StructConv {
     /// The conversion of field `name`; `hint` is the position the field is expected at
     /// (records list fields in schema order, so the hint almost always hits).
     pub fn field(&self, name: &str, hint: usize) -> &Conv {
-        if let Some((n, c)) = self.fields.get(hint)
-            && n == name
-        {
-            return c;
-        }
-        match self.index.get(name) {
-            Some(&i) => &self.fields[i].1,
-            None => &Conv::Keep,
-        }
+        self.position(name, hint)
+            .map_or(&Conv::Keep, |i| &self.fields[i].1)
     }
 
     /// The position of field `name`, if the schema has it.

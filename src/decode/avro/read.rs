@@ -20,6 +20,11 @@ pub struct Reader<'a> {
 
 const TRUNCATED: &str = "the Avro data ends early (truncated, or not written with this schema)";
 
+/// An Avro string's bytes as text.
+fn utf8(b: &[u8]) -> Result<&str, String> {
+    std::str::from_utf8(b).map_err(|e| format!("an Avro string is not UTF-8: {e}"))
+}
+
 impl<'a> Reader<'a> {
     pub fn new(data: &'a [u8]) -> Reader<'a> {
         Reader { data, pos: 0 }
@@ -69,20 +74,18 @@ impl<'a> Reader<'a> {
     }
 
     pub fn string(&mut self) -> Result<&'a str, String> {
-        std::str::from_utf8(self.bytes()?).map_err(|e| format!("an Avro string is not UTF-8: {e}"))
+        utf8(self.bytes()?)
     }
 
     /// A string written into `out` as a JSON string. Plain ASCII (`plain_ascii`: one scan) is
     /// copied as it is; only other strings are checked as UTF-8 and escaped.
     pub fn json_string(&mut self, out: &mut Vec<u8>) -> Result<(), String> {
-        let at = self.pos;
         let b = self.bytes()?;
         if plain_ascii(b) {
             push_quoted(out, b);
-            return Ok(());
+        } else {
+            write_str(out, utf8(b)?);
         }
-        self.pos = at;
-        write_str(out, self.string()?);
         Ok(())
     }
 
