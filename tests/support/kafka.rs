@@ -191,6 +191,25 @@ pub fn committed(group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64
         .collect()
 }
 
+/// Commits `offset` for partitions 0..`partitions` of `topic` in `group`, a group without
+/// members yet: its consumers then start from committed offsets, as a running pipeline's do.
+pub fn commit_offsets(group: &str, topic: &str, partitions: i32, offset: i64) {
+    let c: BaseConsumer = config().set("group.id", group).create().expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Offset(offset))
+            .expect("offset");
+    }
+    // A group coordinator that is loading or moving answers with a retriable error.
+    let mut tries = 0;
+    while let Err(e) = c.commit(&tpl, rdkafka::consumer::CommitMode::Sync) {
+        tries += 1;
+        assert!(tries < 20, "committing offsets of {group}: {e}");
+        eprintln!("committing offsets of {group} (retrying): {e}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 /// Every record of `topic` (partitions 0..`partitions`, up to their end offsets now), in offset
 /// order per partition.
 pub fn read_all(topic: &str, partitions: i32) -> Vec<Rec<Vec<u8>>> {
