@@ -871,10 +871,10 @@ fn scale_run(label: &str, topic: &str, total: usize, partitions: i32, tasks: usi
         merge(&mut config, &serde_json::from_str(&more).unwrap());
     }
     // The group starts from committed offsets. A fresh group's consumers look up where to
-    // start (ListOffsets, for `auto.offset.reset`); the first task's lookup, answered after
-    // the second task joined and the group rebalanced, is outdated, and librdkafka then waits
-    // 500 ms before asking again: the first task started half a second late, in a run of a
-    // second or two (docs/performance.md, "Scaling on cores").
+    // start (ListOffsets, for `auto.offset.reset`); resuming a partition while its lookup is
+    // out makes the answer outdated, and librdkafka asks again only after 500 ms: a task
+    // started half a second late, in a run of a second or two (docs/performance.md, "Why the
+    // first task started late").
     kafka::commit_offsets(&format!("connect-{name}"), topic, partitions, 0);
     let client = reqwest::blocking::Client::new();
     let created = client

@@ -107,7 +107,7 @@ fn load_one(
 /// once its records are handled. glibc's defaults hand such buffers back to the kernel (heap
 /// trimming past 128 KiB of free memory, `mmap` for big blocks, both thresholds moving with
 /// use), so the next batch is written into fresh pages the kernel must fault in and zero:
-/// 6 KB records with schema took 45 000–73 000 page faults per 63 000 records. Keeping up to
+/// 6 KB records with schema took 34 000–73 000 page faults per 63 000 records. Keeping up to
 /// 64 MiB of freed memory and serving blocks up to 32 MiB from the heap brought that to
 /// 18 000–23 000, and the worker's CPU down by a tenth to a fifth (docs/performance.md). A
 /// `GLIBC_TUNABLES` that sets any `glibc.malloc` tunable is left to decide instead.
