@@ -107,20 +107,26 @@ fn load_one(
 /// once its records are handled. glibc's defaults hand such buffers back to the kernel (heap
 /// trimming past 128 KiB of free memory, `mmap` for big blocks, both thresholds moving with
 /// use), so the next batch is written into fresh pages the kernel must fault in and zero:
-/// 6 KB records with schema took 34 000–73 000 page faults per 63 000 records. Keeping up to
-/// 64 MiB of freed memory and serving blocks up to 32 MiB from the heap brought that to
-/// 18 000–23 000, and the worker's CPU down by a tenth to a fifth (docs/performance.md). A
-/// `GLIBC_TUNABLES` that sets any `glibc.malloc` tunable is left to decide instead.
+/// 6 KB records with schema took 34 000–73 000 page faults per 63 000 records over two batches
+/// of runs. Keeping freed memory (a thread arena's heap, at most 64 MiB, no longer shrinks) and
+/// serving blocks up to 32 MiB from the heap brought that to 18 000–23 000 and the worker's
+/// CPU down by a tenth to a fifth in alternated runs (docs/performance.md). Any `glibc.malloc`
+/// tunable in `GLIBC_TUNABLES`, or any `MALLOC_*` variable, leaves glibc as it is instead.
 fn keep_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // 64-bit only: older glibc refuses an mmap threshold above half a heap (1 MiB on 32-bit).
+    #[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
     {
-        let user_set = std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.malloc."));
+        let user_set = std::env::var_os("GLIBC_TUNABLES")
+            .is_some_and(|t| t.to_string_lossy().contains("glibc.malloc."))
+            || std::env::vars_os().any(|(k, _)| k.to_string_lossy().starts_with("MALLOC_"));
         if !user_set {
             // SAFETY: mallopt only changes the allocator's thresholds; called before any other
-            // thread exists. A refused value leaves glibc's default, which is only slower.
+            // thread exists. The trim threshold is set only once the mmap threshold was taken:
+            // setting either fixes both, and a fixed 128 KiB mmap threshold would be slower.
             unsafe {
-                libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-                libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+                if libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20) == 1 {
+                    libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+                }
             }
         }
     }
