@@ -210,9 +210,15 @@ pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
     if plain_ascii(s.as_bytes()) {
         push_quoted(out, s.as_bytes());
     } else {
-        // Writing into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, s);
+        write_escaped(out, s);
     }
+}
+
+/// Writes `s` as a JSON string through serde_json's writer, which escapes what it must (for
+/// strings already found not [`plain_ascii`]).
+pub fn write_escaped(out: &mut Vec<u8>, s: &str) {
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
 }
 
 /// Writes bytes that are [`plain_ascii`] as a JSON string.

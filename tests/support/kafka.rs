@@ -7,6 +7,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaResult;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
@@ -169,19 +170,9 @@ pub fn committed(group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64
     for p in 0..partitions {
         tpl.add_partition(topic, p);
     }
-    // A group coordinator that is loading or moving answers with a retriable error.
-    let mut tries = 0;
-    let got = loop {
-        match c.committed_offsets(tpl.clone(), TIMEOUT) {
-            Ok(got) => break got,
-            Err(e) if tries < 20 => {
-                tries += 1;
-                eprintln!("committed offsets of {group} (retrying): {e}");
-                std::thread::sleep(Duration::from_millis(250));
-            }
-            Err(e) => panic!("committed offsets of {group}: {e}"),
-        }
-    };
+    let got = with_coordinator(&format!("committed offsets of {group}"), || {
+        c.committed_offsets(tpl.clone(), TIMEOUT)
+    });
     got.elements()
         .iter()
         .filter_map(|e| match e.offset() {
@@ -200,13 +191,25 @@ pub fn commit_offsets(group: &str, topic: &str, partitions: i32, offset: i64) {
         tpl.add_partition_offset(topic, p, Offset::Offset(offset))
             .expect("offset");
     }
-    // A group coordinator that is loading or moving answers with a retriable error.
+    with_coordinator(&format!("committing offsets of {group}"), || {
+        c.commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+    });
+}
+
+/// `call`'s result, tried again up to 20 times 250 ms apart: a group coordinator that is
+/// loading or moving answers with a retriable error. Panics naming `what` after that.
+fn with_coordinator<T>(what: &str, mut call: impl FnMut() -> KafkaResult<T>) -> T {
     let mut tries = 0;
-    while let Err(e) = c.commit(&tpl, rdkafka::consumer::CommitMode::Sync) {
-        tries += 1;
-        assert!(tries < 20, "committing offsets of {group}: {e}");
-        eprintln!("committing offsets of {group} (retrying): {e}");
-        std::thread::sleep(Duration::from_millis(250));
+    loop {
+        match call() {
+            Ok(got) => return got,
+            Err(e) if tries < 20 => {
+                tries += 1;
+                eprintln!("{what} (retrying): {e}");
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            Err(e) => panic!("{what}: {e}"),
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 
 use super::plan::{Field, Node, Plan};
 use crate::decode::Options;
-use crate::decode::row::{plain_ascii, push_quoted, write_json_str as write_str};
+use crate::decode::row::{plain_ascii, push_quoted, write_escaped, write_json_str as write_str};
 use crate::decode::schema::Conv;
 use crate::decode::semantic;
 
@@ -84,7 +84,7 @@ impl<'a> Reader<'a> {
         if plain_ascii(b) {
             push_quoted(out, b);
         } else {
-            write_str(out, utf8(b)?);
+            write_escaped(out, utf8(b)?);
         }
         Ok(())
     }
