@@ -266,7 +266,7 @@ fn replay(
         let docs = model.entry(action.index.clone()).or_default();
         let doc = match &action.kind {
             ActionKind::Index(d) => {
-                let json: Json = serde_json::from_slice(d).map_err(|e| e.to_string())?;
+                let json: Json = serde_json::from_slice(&d.to_vec()).map_err(|e| e.to_string())?;
                 Some(canonical_hash(&hasher, &json))
             }
             ActionKind::Delete => None,

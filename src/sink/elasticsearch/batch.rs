@@ -150,7 +150,7 @@ impl Batch {
     /// unless both are versioned and its version is lower (a replayed older change), in which
     /// case it is dropped: the batch then sends exactly what sending both in order would leave
     /// in the index. (An unversioned write always applies, so it always supersedes.)
-    pub fn push(&mut self, action: BulkAction, topic: &Arc<str>, origin: Origin, ack: Ack) {
+    pub fn push(&mut self, action: BulkAction<'_>, topic: &Arc<str>, origin: Origin, ack: Ack) {
         if self.acks.is_empty() {
             self.opened = Instant::now();
         }
@@ -262,14 +262,15 @@ impl Sealed {
 
 #[cfg(test)]
 mod tests {
+    use super::super::mapping::Document;
     use super::*;
 
-    fn action(id: &str, version: u64, doc: &str) -> BulkAction {
+    fn action<'a>(id: &str, version: u64, doc: &'a str) -> BulkAction<'a> {
         BulkAction {
             index: "i".into(),
             id: id.into(),
             version: Some(version),
-            kind: ActionKind::Index(doc.as_bytes().to_vec()),
+            kind: ActionKind::Index(Document::new(doc).unwrap()),
         }
     }
 

@@ -1,6 +1,7 @@
 //! A decoded change → one Elasticsearch bulk action (docs/design.md): index name, document id,
 //! version, and the document itself. Plain functions over plain types.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
@@ -19,24 +20,64 @@ use crate::sink::snapshot_floors::SnapshotFloors;
 /// Elasticsearch refuses longer ids.
 const MAX_ID_BYTES: usize = 512;
 
-/// One bulk action.
+/// One bulk action, borrowing its document from the record it maps.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BulkAction {
+pub struct BulkAction<'a> {
     pub index: Arc<str>,
     pub id: String,
     /// `version` with `version_type=external_gte`; `None` = unversioned.
     pub version: Option<u64>,
-    pub kind: ActionKind,
+    pub kind: ActionKind<'a>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ActionKind {
+pub enum ActionKind<'a> {
     /// Index this whole document (one line of JSON).
-    Index(Vec<u8>),
+    Index(Document<'a>),
     Delete,
 }
 
-impl BulkAction {
+/// A document to index: a row image's JSON object with fields added to it, written straight
+/// into the bulk body ([`BulkAction::encode`]). It was assembled in a buffer of its own first,
+/// then copied into the body: an allocation and a copy of every document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Document<'a> {
+    /// The image's object without its closing brace.
+    open: &'a str,
+    /// The added fields, each after its comma, then the closing brace.
+    close: Cow<'a, [u8]>,
+}
+
+impl Document<'_> {
+    /// A document of `json` alone.
+    pub fn new(json: &str) -> Result<Document<'_>, String> {
+        let text = json.trim_end();
+        match text.strip_suffix('}').filter(|_| text.starts_with('{')) {
+            Some(open) => Ok(Document {
+                open,
+                close: Cow::Borrowed(b"}"),
+            }),
+            None => Err(format!(
+                "row image is not a JSON object: {}",
+                truncate(text)
+            )),
+        }
+    }
+
+    /// Appends the document's JSON (one line when the image is).
+    pub fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.open.as_bytes());
+        out.extend_from_slice(&self.close);
+    }
+
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.open.len() + self.close.len());
+        self.write(&mut out);
+        out
+    }
+}
+
+impl BulkAction<'_> {
     /// Appends the action's NDJSON lines to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(match self.kind {
@@ -54,7 +95,7 @@ impl BulkAction {
         }
         out.extend_from_slice(b"}}\n");
         if let ActionKind::Index(doc) = &self.kind {
-            out.extend_from_slice(doc);
+            doc.write(out);
             out.push(b'\n');
         }
     }
@@ -62,8 +103,8 @@ impl BulkAction {
 
 /// What a record becomes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Mapped {
-    Write(BulkAction),
+pub enum Mapped<'a> {
+    Write(BulkAction<'a>),
     /// Nothing to write; the name says why (counted).
     Skip(&'static str),
 }
@@ -196,7 +237,7 @@ impl Mapper {
 
     /// Maps one record. An error names what is wrong with the record (the caller adds where
     /// it is).
-    pub fn map(&mut self, rec: &SinkRecord<'_>) -> Result<Mapped, String> {
+    pub fn map<'a>(&mut self, rec: &SinkRecord<'a>) -> Result<Mapped<'a>, String> {
         match rec.value {
             Value::Skipped(s) => Ok(Mapped::Skip(s.name())),
             Value::Tombstone if self.cfg.drop_tombstones => Ok(Mapped::Skip("tombstone")),
@@ -210,7 +251,8 @@ impl Mapper {
                         self.deletes.written(rec.kafka_topic, rec.partition, &id);
                     }
                     let version = self.version(rec, ev)?;
-                    let doc = self.document(after, ev, self.cfg.mark_live.then_some(false))?;
+                    let doc =
+                        self.document(after.as_str(), ev, self.cfg.mark_live.then_some(false))?;
                     if self.cfg.reconcile {
                         self.scopes.wrote(&index, rec.kafka_topic, table_of(ev));
                     }
@@ -228,7 +270,11 @@ impl Mapper {
         }
     }
 
-    fn delete(&mut self, rec: &SinkRecord<'_>, ev: &ChangeEvent) -> Result<Mapped, String> {
+    fn delete<'a>(
+        &mut self,
+        rec: &SinkRecord<'a>,
+        ev: &'a ChangeEvent,
+    ) -> Result<Mapped<'a>, String> {
         let on_delete = self.cfg.on_delete;
         let remember = self.tombstones_delete();
         if on_delete == OnDelete::Ignore && !remember {
@@ -270,11 +316,10 @@ impl Mapper {
                 OnNull::Delete => delete(index, id),
             },
             OnDelete::SoftDelete => {
-                let empty = Row::from_json("{}");
                 let image = match (&ev.before, rec.key) {
-                    (Some(b), _) => b,
-                    (None, Some(k)) if k.as_str().starts_with('{') => k,
-                    _ => &empty,
+                    (Some(b), _) => b.as_str(),
+                    (None, Some(k)) if k.as_str().starts_with('{') => k.as_str(),
+                    _ => "{}",
                 };
                 let doc = self.document(image, ev, Some(true))?;
                 Ok(Mapped::Write(BulkAction {
@@ -290,7 +335,7 @@ impl Mapper {
     /// Debezium's tombstone (a null value after a delete event), by `behavior.on.null.values`.
     /// A delete takes the index and version of the delete event it follows; one whose delete
     /// event was not read by this task (a compacted topic) is unversioned.
-    fn tombstone(&mut self, rec: &SinkRecord<'_>) -> Result<Mapped, String> {
+    fn tombstone<'a>(&mut self, rec: &SinkRecord<'a>) -> Result<Mapped<'a>, String> {
         match self.cfg.on_null {
             OnNull::Ignore => Ok(Mapped::Skip("tombstone")),
             OnNull::Fail => Err("null value (tombstone) and behavior.on.null.values=fail".into()),
@@ -400,22 +445,18 @@ impl Mapper {
     }
 
     /// `image` plus the configured metadata fields and, with soft deletes, `__deleted`.
-    fn document(
+    fn document<'a>(
         &self,
-        image: &Row,
+        image: &'a str,
         ev: &ChangeEvent,
         deleted: Option<bool>,
-    ) -> Result<Vec<u8>, String> {
-        let text = image.as_str().trim_end();
-        let Some(body) = text.strip_suffix('}').filter(|_| text.starts_with('{')) else {
-            return Err(format!(
-                "row image is not a JSON object: {}",
-                truncate(text)
-            ));
-        };
-        let mut out = Vec::with_capacity(text.len() + 64 * (self.cfg.add_fields.len() + 1));
-        out.extend_from_slice(body.as_bytes());
-        let mut empty = body[1..].trim().is_empty();
+    ) -> Result<Document<'a>, String> {
+        let mut doc = Document::new(image)?;
+        if self.cfg.add_fields.is_empty() && deleted.is_none() {
+            return Ok(doc);
+        }
+        let mut out = Vec::with_capacity(64 * (self.cfg.add_fields.len() + 1));
+        let mut empty = doc.open[1..].trim().is_empty();
         let mut field = |out: &mut Vec<u8>, name: &str, value: &str| {
             if !std::mem::take(&mut empty) {
                 out.push(b',');
@@ -451,7 +492,8 @@ impl Mapper {
             field(&mut out, "__deleted", if d { "true" } else { "false" });
         }
         out.push(b'}');
-        Ok(out)
+        doc.close = Cow::Owned(out);
+        Ok(doc)
     }
 }
 
@@ -474,6 +516,21 @@ fn truncate(s: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_document_is_its_object_written_as_it_is() {
+        let doc = |json| Document::new(json).map(|d| String::from_utf8(d.to_vec()).unwrap());
+        assert_eq!(doc(r#"{"a":1} "#).unwrap(), r#"{"a":1}"#);
+        assert_eq!(doc("{}").unwrap(), "{}");
+        for bad in ["[1]", r#""s""#, "{", "null"] {
+            assert!(
+                doc(bad)
+                    .unwrap_err()
+                    .starts_with("row image is not a JSON object"),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn a_postgres_change_left_below_the_snapshot_is_never_removable() {
