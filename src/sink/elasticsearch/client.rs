@@ -229,9 +229,9 @@ struct Response {
 }
 
 /// One item of a bulk response, `{"<action>": {"status": …, "error": {…}}}`, its action's name
-/// left out. The items are read in the response's own walk: they were taken as raw text, then
-/// walked again to count them or read them: two walks of every item, 151 of the 4 579 million
-/// instructions of an end-to-end Avro worker (callgrind, docs/performance.md).
+/// left out. The items are read in the response's own walk, one way whether or not any failed
+/// (they were taken as raw text, then walked again to count or to read them). Either way costs
+/// about 820 instructions an item (callgrind, docs/performance.md).
 struct Entry(ItemResult);
 
 impl<'de> Deserialize<'de> for Entry {
