@@ -30,6 +30,24 @@ struct Partition {
     committed: Option<i64>,
 }
 
+impl Partition {
+    /// Where `offset` is among the pending records. Offsets are nearly always consecutive, so
+    /// its distance from the first is tried before a binary search (which took 250
+    /// instructions per acknowledged record under callgrind, docs/performance.md).
+    fn find(&self, offset: i64) -> Option<usize> {
+        let first = self.pending.front()?.offset;
+        let guess = offset
+            .checked_sub(first)
+            .and_then(|d| usize::try_from(d).ok())
+            .filter(|&i| self.pending.get(i).is_some_and(|e| e.offset == offset));
+        guess.or_else(|| {
+            self.pending
+                .binary_search_by_key(&offset, |e| e.offset)
+                .ok()
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     offset: i64,
@@ -155,7 +173,7 @@ impl Offsets {
         let Some(p) = self.entry(ack) else {
             return;
         };
-        if let Ok(i) = p.pending.binary_search_by_key(&ack.offset, |e| e.offset) {
+        if let Some(i) = p.find(ack.offset) {
             p.pending[i].done = true;
         }
         while let Some(&e) = p.pending.front() {
@@ -177,7 +195,7 @@ impl Offsets {
     /// it until the next record read from the partition is written too.
     pub fn hold(&mut self, ack: Ack) {
         if let Some(p) = self.entry(ack)
-            && let Ok(i) = p.pending.binary_search_by_key(&ack.offset, |e| e.offset)
+            && let Some(i) = p.find(ack.offset)
         {
             p.pending[i].held = true;
         }
@@ -284,6 +302,35 @@ mod tests {
         o.ack(a[3]);
         assert_eq!(o.watermarks(None), vec![("t".into(), 0, 15)]);
         assert!(o.watermarks(Some(&[("t".into(), 1)])).is_empty());
+        assert_eq!(o.in_flight(), 0);
+    }
+
+    #[test]
+    fn offsets_with_gaps_are_acked_where_they_are() {
+        // Transaction markers and compaction leave gaps between a partition's offsets.
+        let mut o = Offsets::default();
+        o.assign("t", 0);
+        let a: Vec<Ack> = [10, 12, 13, 20, 21]
+            .into_iter()
+            .map(|off| o.track("t", 0, off))
+            .collect();
+        // 13 sits where 12 would if the offsets were consecutive, 20 beyond the queue's end.
+        o.ack(a[2]);
+        o.ack(a[3]);
+        o.ack(a[0]);
+        assert_eq!(
+            o.committable(),
+            vec![("t".into(), 0, 11)],
+            "12 is not written"
+        );
+        o.ack(a[1]);
+        assert_eq!(
+            o.committable(),
+            vec![("t".into(), 0, 21)],
+            "21 is not written"
+        );
+        o.ack(a[4]);
+        assert_eq!(o.committable(), vec![("t".into(), 0, 22)]);
         assert_eq!(o.in_flight(), 0);
     }
 
