@@ -248,10 +248,7 @@ impl<'de> Deserialize<'de> for Entry {
                     let item: Item = m.next_value()?;
                     first.get_or_insert(item);
                 }
-                let item = first.unwrap_or(Item {
-                    status: 0,
-                    error: None,
-                });
+                let item = first.unwrap_or_default();
                 let (error_type, reason) = item.error.map(|e| (e.ty, e.reason)).unwrap_or_default();
                 Ok(Entry(ItemResult {
                     status: item.status,
@@ -264,7 +261,7 @@ impl<'de> Deserialize<'de> for Entry {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct Item {
     #[serde(default)]
     status: u16,
