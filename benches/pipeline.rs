@@ -722,16 +722,20 @@ fn e2e<T: AsRef<[u8]>>(
         acks.lock().unwrap().clear();
         let name = support::unique("bench");
         let file = connector_file(&name, &config);
+        let kafka0 = server_cpu("kafka");
         let t0 = Instant::now();
         let w = Worker::start(&file);
         stand_in.worker.store(w.pid(), Ordering::Relaxed);
         let run = finish(w, &name, &topic, partitions, t0);
         stand_in.worker.store(0, Ordering::Relaxed);
+        let kafka_worker = server_cpu("kafka") - kafka0;
         acked_rates.push(acked_rate(&acks.lock().unwrap(), total));
         let (wall, cpu, rss) = (run.wall, run.cpu, run.rss_mib);
         let steady = worker_steady(&acks.lock().unwrap(), total);
+        let kafka0 = server_cpu("kafka");
         let (bare_n, bare_cpu, bare_steady) =
             bare_result(&run_bare(&topic, partitions, total).stdout);
+        let kafka_bare = server_cpu("kafka") - kafka0;
         let of = format!("{pair}/{pairs}");
         println!(
             "e2e {label:<16} {of:>5} {total:>8} records  {:>9.0} records/s (incl. startup)  worker {cpu:.2} CPU-s = {:>9.0} records/CPU-s, peak RSS {rss:.0} MiB",
@@ -739,7 +743,7 @@ fn e2e<T: AsRef<[u8]>>(
             total as f64 / cpu
         );
         println!(
-            "e2e {label:<16} {of:>5} bare rdkafka consumer: {bare_n} records, {bare_cpu:.2} CPU-s = {:>9.0} records/CPU-s  → worker/bare CPU per record = {:.2}x",
+            "e2e {label:<16} {of:>5} bare rdkafka consumer: {bare_n} records, {bare_cpu:.2} CPU-s = {:>9.0} records/CPU-s  → worker/bare CPU per record = {:.2}x; Kafka's broker serving them: {kafka_worker:.2} CPU-s for the worker, {kafka_bare:.2} for the bare consumer",
             bare_n as f64 / bare_cpu,
             cpu / bare_cpu
         );
