@@ -14,7 +14,8 @@
 //! * [`metrics`] — every metric (Prometheus), defined once; [`status`] — `cdc-sink status`;
 //! * [`verify`] — `cdc-sink verify`: replay a connector's topics and compare with its indices;
 //! * [`rebuild`] — `cdc-sink rebuild`: rebuild a connector's indices behind their aliases;
-//! * [`druid_spec`] — `cdc-sink druid-spec`: Druid supervisor specs for a `druid` connector.
+//! * [`druid_spec`] — `cdc-sink druid-spec`: Druid supervisor specs for a `druid` connector;
+//! * [`tls`] — the TLS connector the HTTP clients share, built once per process.
 
 pub mod backoff;
 pub mod connector;
@@ -31,6 +32,7 @@ pub mod sink;
 pub mod source;
 pub mod status;
 pub mod task;
+pub mod tls;
 pub mod verify;
 pub mod worker;
 

@@ -20,7 +20,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use elasticsearch::http::Method;
+use reqwest::Method;
 use serde_json::{Value as Json, json};
 use tracing::info;
 
@@ -73,7 +73,7 @@ impl Es {
 
     /// The index alias `alias` points to.
     fn target(&self, alias: &str) -> Result<String, String> {
-        match self.call(Method::Get, &format!("_alias/{alias}"), None)? {
+        match self.call(Method::GET, &format!("_alias/{alias}"), None)? {
             (200, Json::Object(m)) if m.len() == 1 => {
                 Ok(m.keys().next().cloned().unwrap_or_default())
             }
@@ -87,7 +87,7 @@ impl Es {
 
     /// Every index `<alias>-v<N>` with its version and the `_meta` cdc-sink wrote on it.
     fn family(&self, alias: &str) -> Result<BTreeMap<u32, (String, Json)>, String> {
-        let v = self.ok(Method::Get, &format!("{alias}-v*/_mapping"), None)?;
+        let v = self.ok(Method::GET, &format!("{alias}-v*/_mapping"), None)?;
         Ok(v.as_object()
             .into_iter()
             .flatten()
@@ -103,14 +103,14 @@ impl Es {
 
     /// Creates `to` with the mappings and shard settings of `from`, unless it exists.
     fn create_like(&self, from: &str, to: &str) -> Result<(), String> {
-        if self.call(Method::Head, to, None)?.0 == 200 {
+        if self.call(Method::HEAD, to, None)?.0 == 200 {
             info!(
                 index = to,
                 "the new index exists: the rebuild goes on where it was"
             );
             return Ok(());
         }
-        let v = self.ok(Method::Get, from, None)?;
+        let v = self.ok(Method::GET, from, None)?;
         let def = &v[from];
         let mut mappings = def["mappings"].clone();
         if let Some(m) = mappings.as_object_mut() {
@@ -124,7 +124,7 @@ impl Es {
             }
         }
         self.ok(
-            Method::Put,
+            Method::PUT,
             to,
             Some(json!({"settings": {"index": settings}, "mappings": mappings})),
         )?;
@@ -194,7 +194,7 @@ pub fn run(settings: &Settings, spec: &ConnectorSpec, rollback: bool) -> Result<
             }
             // Replaced indices are write-blocked; this one takes writes again.
             es.ok(
-                Method::Put,
+                Method::PUT,
                 &format!("{index}/_settings"),
                 Some(json!({"index": {"blocks": {"write": false}}})),
             )?;
@@ -341,7 +341,7 @@ fn follow(
     // the move they reach the new ones); the new ones catch up with everything the old ones
     // have, so a read through the alias never goes back.
     for m in moves {
-        es.ok(Method::Put, &format!("{}/_block/write", m.from), None)?;
+        es.ok(Method::PUT, &format!("{}/_block/write", m.from), None)?;
     }
     let live_at = source::committed_of(&clients.live, parts, TIMEOUT)?;
     let frozen = ends(consumer)?;
@@ -362,7 +362,7 @@ fn follow(
         .collect();
     for m in moves {
         es.ok(
-            Method::Put,
+            Method::PUT,
             &format!("{}/_mapping", m.from),
             Some(json!({"_meta": {"cdc_sink": {"retired_at_ms": now, "connector": spec.name, "replaced_by": m.to, "offsets": offsets}}})),
         )?;
@@ -378,9 +378,9 @@ fn follow(
         .collect();
     // What the new indices hold must be searchable before readers see them.
     for m in moves {
-        es.ok(Method::Post, &format!("{}/_refresh", m.to), None)?;
+        es.ok(Method::POST, &format!("{}/_refresh", m.to), None)?;
     }
-    es.ok(Method::Post, "_aliases", Some(json!({"actions": actions})))?;
+    es.ok(Method::POST, "_aliases", Some(json!({"actions": actions})))?;
     for m in moves {
         info!(alias = m.alias, from = m.from, to = m.to, "alias moved");
     }
@@ -436,7 +436,7 @@ fn retire_old(es: &Es, alias: &str, current: &str, retain: Duration) -> Result<(
             continue;
         };
         if index != current && now - at > retain.as_millis() as i64 {
-            es.ok(Method::Delete, &index, None)?;
+            es.ok(Method::DELETE, &index, None)?;
             info!(
                 index,
                 "deleted: replaced longer than rebuild.retain.hours ago"

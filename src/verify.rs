@@ -12,8 +12,8 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use elasticsearch::http::Method;
 use rdkafka::Message as _;
+use reqwest::Method;
 use serde_json::{Value as Json, json};
 
 use crate::connector::ConnectorSpec;
@@ -324,14 +324,14 @@ async fn scan(
             s => Err(format!("{path} answered {s}: {v}")),
         }
     };
-    if call(Method::Post, format!("{index}/_refresh"), None)
+    if call(Method::POST, format!("{index}/_refresh"), None)
         .await?
         .is_none()
     {
         return Ok(());
     }
     let mut page = call(
-        Method::Post,
+        Method::POST,
         format!("{index}/_search?scroll=2m"),
         Some(json!({"size": 1000, "version": true, "sort": ["_doc"], "query": {"match_all": {}}})),
     )
@@ -351,7 +351,7 @@ async fn scan(
         }
         let id = page["_scroll_id"].clone();
         page = call(
-            Method::Post,
+            Method::POST,
             "_search/scroll".into(),
             Some(json!({"scroll": "2m", "scroll_id": id})),
         )
@@ -360,7 +360,7 @@ async fn scan(
     }
     if let Some(id) = page["_scroll_id"].as_str() {
         let _ = call(
-            Method::Delete,
+            Method::DELETE,
             "_search/scroll".into(),
             Some(json!({"scroll_id": id})),
         )

@@ -153,3 +153,50 @@ fn a_slow_elasticsearch_is_waited_for_not_flooded_with_copies() {
     );
     assert!(w.stop().success());
 }
+
+/// Two nodes in `connection.url`, taken in turn; one of them stops answering halfway. Its
+/// requests fail and are retried on the other, and the index still ends as the source table,
+/// with every version and offset where it must be.
+#[test]
+fn requests_go_to_each_url_in_turn_and_a_node_that_goes_down_is_gone_around() {
+    let h = history::generate(
+        35,
+        &Options {
+            changes: 3_000,
+            keys: 300,
+            ..Options::default()
+        },
+    );
+    let topic = unique("it-nodes");
+    kafka::create_topic(&topic, 4);
+    let (a, b) = (Proxy::start(&servers().es), Proxy::start(&servers().es));
+    let (first, rest) = h.records.split_at(h.records.len() / 2);
+    kafka::produce(&topic, first);
+    let (w, group) = start_es_worker(
+        "it-nodes",
+        &topic,
+        &format!("{},{}", a.url, b.url),
+        &[
+            ("behavior.on.null.values", "delete"),
+            ("batch.size", "100"),
+            ("retry.backoff.ms", "20"),
+            ("max.retry.backoff.ms", "200"),
+        ],
+    );
+    let requests = |p: &Proxy| p.stats().requests.load(Ordering::Relaxed);
+    let t0 = Instant::now();
+    while requests(&a) == 0 || requests(&b) == 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "not both nodes asked: {} and {} requests",
+            requests(&a),
+            requests(&b)
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    b.refuse();
+    kafka::produce(&topic, rest);
+    wait_converged(&topic, &h.expected, &group, 4, Duration::from_secs(180));
+    assert_versions(&topic, &h.versions);
+    assert!(w.stop().success());
+}

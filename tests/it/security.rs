@@ -122,6 +122,7 @@ fn kafka_over_sasl_scram_and_tls_into_elasticsearch_over_https_with_basic_auth()
             ("connection.username", "elastic"),
             ("connection.password", &es_password),
             ("elastic.https.ssl.ca.location", &ca_file()),
+            ("connection.compression", "true"),
             ("errors.tolerance", "all"),
             ("errors.deadletterqueue.topic.name", &dlq),
             ("errors.deadletterqueue.topic.replication.factor", "1"),
@@ -136,6 +137,8 @@ fn kafka_over_sasl_scram_and_tls_into_elasticsearch_over_https_with_basic_auth()
     assert_eq!(es::sources(&topic).len(), 20);
     assert_eq!(kafka::read_full(&dlq).len(), 1);
     assert!(proxy.forwarded.load(std::sync::atomic::Ordering::SeqCst) > 0);
+    // The bulk bodies went gzipped (`connection.compression`), and Elasticsearch read them.
+    assert!(proxy.gzipped.load(std::sync::atomic::Ordering::SeqCst) > 0);
     assert_eq!(proxy.refused.load(std::sync::atomic::Ordering::SeqCst), 0);
     // The worker really used the SASL_SSL listener: no other address was given to it.
     assert!(!w.log_text().contains(&servers().kafka));

@@ -26,6 +26,8 @@ pub struct SecureProxy {
     pub refused: Arc<AtomicU64>,
     /// Requests forwarded.
     pub forwarded: Arc<AtomicU64>,
+    /// Requests forwarded whose body came gzipped (`Content-Encoding: gzip`).
+    pub gzipped: Arc<AtomicU64>,
     _rt: tokio::runtime::Runtime,
 }
 
@@ -52,12 +54,16 @@ impl SecureProxy {
         };
         let (rt, listener, addr) = http::local_server();
         let url = format!("https://{addr}");
-        let (refused, forwarded) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (refused, forwarded, gzipped): (Arc<AtomicU64>, Arc<AtomicU64>, Arc<AtomicU64>) =
+            Default::default();
         let upstream = servers().es.clone();
         let client = reqwest::Client::new();
-        let (r, f) = (refused.clone(), forwarded.clone());
+        let (r, f, g) = (refused.clone(), forwarded.clone(), gzipped.clone());
         let handler: Handler = Arc::new(move |req: Request| {
             let ok = req.header("authorization") == Some(expected.as_str());
+            if ok && req.header("content-encoding") == Some("gzip") {
+                g.fetch_add(1, Ordering::SeqCst);
+            }
             let (client, upstream, r, f) = (client.clone(), upstream.clone(), r.clone(), f.clone());
             Box::pin(async move {
                 if !ok {
@@ -100,6 +106,7 @@ impl SecureProxy {
             url,
             refused,
             forwarded,
+            gzipped,
             _rt: rt,
         }
     }

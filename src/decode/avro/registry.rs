@@ -54,8 +54,10 @@ pub fn shared(urls: &[String], user_info: Option<&str>) -> Result<Arc<Registry>,
         b.set_basic_authorization(user, Some(pass));
     }
     b.set_timeout(Duration::from_secs(10));
+    // The worker's one TLS connector: a client building its own loads the trust store again.
+    let tls = crate::tls::connector(None)?;
     let settings = b
-        .build()
+        .build_with(reqwest::blocking::Client::builder().tls_backend_preconfigured(tls))
         .map_err(|e| format!("cannot set up the schema registry client: {e}"))?;
     let r = Arc::new(Registry {
         settings,

@@ -1,25 +1,28 @@
 //! The HTTP side: one bulk request to Elasticsearch, and its response read item by item.
 //!
-//! The transport is the official client's (`elasticsearch` crate, `Transport`): its connection
-//! pool over `connection.url` (round robin), basic auth or API key, TLS with a CA file, and
-//! request compression. The bulk body stays the sink's own NDJSON, handed over as bytes.
+//! Requests go through reqwest: the nodes of `connection.url` in turn (round robin), basic
+//! auth or an API key, TLS with the system's trust store and an optional CA file, and request
+//! compression. The bulk body stays the sink's own NDJSON, handed over as bytes.
 //!
-//! What the official client cannot do, and so cdc-sink does not: a connect timeout apart from the
-//! request's (`connection.timeout.ms` only adds to the time allowed for a response), marking a
-//! failed node dead (the pool keeps sending to it in its turn; its requests fail and are
-//! retried), and trusting a certificate by its fingerprint (use `elastic.https.ssl.ca.location`).
+//! This was the official client's transport (`elasticsearch` crate), which is no more than
+//! that over its own reqwest client. It cannot be handed a TLS connector, so each client it
+//! built loaded the system's trust store again: 500 million instructions per task start under
+//! callgrind, 11% of a short end-to-end Avro run (src/tls.rs, docs/performance.md). Written
+//! here: the round robin over the URLs, the Elastic Cloud ID's decoding and the gzip of a body.
+//!
+//! Not done: marking a failed node dead (it keeps its turn; its requests fail and are retried)
+//! and trusting a certificate by its fingerprint (use `elastic.https.ssl.ca.location`).
 
+use std::io::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use base64::Engine as _;
 use bytes::Bytes;
-use elasticsearch::auth::Credentials;
-use elasticsearch::cert::{Certificate, CertificateValidation};
-use elasticsearch::http::headers::{CONTENT_TYPE, HeaderMap, HeaderValue};
-use elasticsearch::http::transport::{
-    CloudConnectionPool, MultiNodeConnectionPool, SingleNodeConnectionPool, Transport,
-    TransportBuilder,
+use reqwest::header::{
+    ACCEPT, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderValue, USER_AGENT,
 };
-use elasticsearch::http::{Method, Url};
+use reqwest::{Method, Url};
 use serde::Deserialize;
 
 use super::config::EsConfig;
@@ -28,9 +31,14 @@ use super::config::EsConfig;
 const FILTER_PATH: &str =
     "filter_path=errors,items.*.status,items.*.error.type,items.*.error.reason";
 
-/// Sends requests to Elasticsearch through the official client's transport.
+/// Sends requests to Elasticsearch's nodes, each in its turn.
 pub struct BulkClient {
-    transport: Transport,
+    http: reqwest::Client,
+    /// The nodes' URLs, each ending in `/` so that request paths are joined below it.
+    nodes: Vec<Url>,
+    turn: AtomicUsize,
+    /// Gzip request bodies (`connection.compression`).
+    compression: bool,
     /// The configured URLs, for messages when no single node can be named.
     urls: String,
     connect_timeout: Duration,
@@ -60,60 +68,92 @@ pub struct ItemResult {
     pub reason: Option<String>,
 }
 
+/// The URL of an Elastic Cloud deployment's Elasticsearch from its ID:
+/// `<name>:<base64 of "<host>[:<port>]$<elasticsearch id>$<kibana id>">` gives
+/// `https://<elasticsearch id>.<host>[:<port>]`.
+fn cloud_url(id: &str) -> Result<Url, String> {
+    let bad = |why: &str| format!("connection.cloud.id: not an Elastic Cloud ID ({why})");
+    let (name, data) = id
+        .split_once(':')
+        .ok_or_else(|| bad("expected <name>:<base64 data>"))?;
+    if name.is_empty() {
+        return Err(bad("the deployment name is empty"));
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .map_err(|e| bad(&format!("its data is not base64: {e}")))?;
+    let decoded = String::from_utf8(decoded).map_err(|_| bad("its data is not text"))?;
+    let mut parts = decoded.split('$').map(str::trim);
+    let (Some(host), Some(es)) = (parts.next(), parts.next()) else {
+        return Err(bad("its data does not hold <host>$<elasticsearch id>"));
+    };
+    if host.is_empty() || es.is_empty() {
+        return Err(bad("its host or Elasticsearch id is empty"));
+    }
+    Url::parse(&format!("https://{es}.{host}/")).map_err(|e| bad(&e.to_string()))
+}
+
 impl BulkClient {
     pub fn new(cfg: &EsConfig) -> Result<BulkClient, String> {
-        let urls: Vec<Url> = cfg
-            .urls
-            .iter()
-            .map(|u| {
-                // A trailing slash keeps the URL's path when request paths are joined to it.
-                Url::parse(&format!("{u}/"))
-                    .map_err(|e| format!("connection.url: `{u}` is not a URL: {e}"))
-            })
-            .collect::<Result<_, _>>()?;
-        let mut builder = match (&cfg.cloud_id, urls.as_slice()) {
-            (Some(id), _) => TransportBuilder::new(
-                CloudConnectionPool::new(id)
-                    .map_err(|e| format!("connection.cloud.id: not an Elastic Cloud ID: {e}"))?,
-            ),
-            (None, [one]) => TransportBuilder::new(SingleNodeConnectionPool::new(one.clone())),
-            (None, _) => {
-                TransportBuilder::new(MultiNodeConnectionPool::round_robin(urls.clone(), None))
-            }
+        let nodes: Vec<Url> = match &cfg.cloud_id {
+            Some(id) => vec![cloud_url(id)?],
+            None => cfg
+                .urls
+                .iter()
+                .map(|u| {
+                    // A trailing slash keeps the URL's path when request paths are joined to it.
+                    Url::parse(&format!("{}/", u.trim_end_matches('/')))
+                        .map_err(|e| format!("connection.url: `{u}` is not a URL: {e}"))
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        if nodes.is_empty() {
+            return Err("connection.url: no URL".into());
         }
-        .request_body_compression(cfg.compression);
-        if let Some(path) = &cfg.ca_location {
-            let pem = std::fs::read(path)
-                .map_err(|e| format!("elastic.https.ssl.ca.location: cannot read `{path}`: {e}"))?;
-            let cert = Certificate::from_pem(&pem).map_err(|e| {
-                format!("elastic.https.ssl.ca.location: `{path}` is not a PEM certificate: {e}")
-            })?;
-            builder = builder.cert_validation(CertificateValidation::Full(cert));
-        }
-        match (&cfg.api_key, &cfg.username) {
-            (Some(key), _) => {
-                // The client unwraps this header when it builds each request: check it here.
-                HeaderValue::from_str(&format!("ApiKey {key}")).map_err(|_| {
-                    "connection.api.key: contains characters an HTTP header cannot carry"
-                        .to_string()
-                })?;
-                builder = builder.auth(Credentials::EncodedApiKey(key.clone()))
-            }
+        let ca = match &cfg.ca_location {
+            Some(path) => Some(std::fs::read(path).map_err(|e| {
+                format!("elastic.https.ssl.ca.location: cannot read `{path}`: {e}")
+            })?),
+            None => None,
+        };
+        let tls = crate::tls::connector(ca.as_deref()).map_err(|e| match &cfg.ca_location {
+            Some(path) => format!("elastic.https.ssl.ca.location: `{path}`: {e}"),
+            None => e,
+        })?;
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        headers.insert(
+            USER_AGENT,
+            HeaderValue::from_static(concat!("cdc-sink/", env!("CARGO_PKG_VERSION"))),
+        );
+        let auth = match (&cfg.api_key, &cfg.username) {
+            (Some(key), _) => Some(HeaderValue::from_str(&format!("ApiKey {key}")).map_err(
+                |_| "connection.api.key: contains characters an HTTP header cannot carry",
+            )?),
             (None, Some(user)) => {
-                builder = builder.auth(Credentials::Basic(
-                    user.clone(),
-                    cfg.password.clone().unwrap_or_default(),
-                ))
+                let pass = cfg.password.as_deref().unwrap_or_default();
+                let basic =
+                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+                Some(HeaderValue::from_str(&format!("Basic {basic}")).map_err(
+                    |_| "connection.username: contains characters an HTTP header cannot carry",
+                )?)
             }
-            _ => {}
+            _ => None,
+        };
+        if let Some(mut auth) = auth {
+            auth.set_sensitive(true);
+            headers.insert(AUTHORIZATION, auth);
         }
-        let transport = builder
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .default_headers(headers)
+            .connect_timeout(cfg.connect_timeout)
             .build()
             .map_err(|e| format!("cannot build the Elasticsearch client: {e}"))?;
         // For messages: the URLs without any user and password they may carry.
         let urls = match &cfg.cloud_id {
             Some(_) => "the Elastic Cloud deployment of connection.cloud.id".to_string(),
-            None => urls
+            None => nodes
                 .iter()
                 .map(|u| {
                     let mut u = u.clone();
@@ -125,7 +165,10 @@ impl BulkClient {
                 .join(","),
         };
         Ok(BulkClient {
-            transport,
+            http,
+            nodes,
+            turn: AtomicUsize::new(0),
+            compression: cfg.compression,
             urls,
             connect_timeout: cfg.connect_timeout,
         })
@@ -135,7 +178,7 @@ impl BulkClient {
     /// within `wait` (plus `connection.timeout.ms`).
     pub async fn bulk(&self, body: Bytes, wait: Duration) -> Result<Answer, TransportError> {
         self.send(
-            Method::Post,
+            Method::POST,
             &format!("_bulk?{FILTER_PATH}"),
             "application/x-ndjson",
             body,
@@ -171,22 +214,34 @@ impl BulkClient {
         body: Bytes,
         wait: Duration,
     ) -> Result<Answer, TransportError> {
-        let mut headers = HeaderMap::new();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        let node = &self.nodes[self.turn.fetch_add(1, Ordering::Relaxed) % self.nodes.len()];
         let fail = |e: &dyn std::error::Error, timed_out: bool| TransportError {
             message: format!("{}: {}", self.urls, error_chain(e)),
             timed_out,
         };
-        // The time allowed for the whole response: the client's own timeout would apply per
-        // request too, but a late answer must also be told apart from a refused connection.
+        let url = node
+            .join(path.trim_start_matches('/'))
+            .map_err(|e| fail(&e, false))?;
+        let mut request = self
+            .http
+            .request(method, url)
+            .header(CONTENT_TYPE, content_type);
+        if !body.is_empty() {
+            request = match self.compression {
+                true => request
+                    .header(CONTENT_ENCODING, "gzip")
+                    .body(gzip(&body).map_err(|e| fail(&e, false))?),
+                false => request.body(body),
+            };
+        }
+        // The time allowed for the whole response: a late answer must be told apart from a
+        // refused connection, and a connection not made in `connection.timeout.ms` from both.
         let response = async {
-            let body = (!body.is_empty()).then_some(body);
-            let resp = self
-                .transport
-                .send(method, path, headers, None::<&()>, body, None)
+            let resp = request
+                .send()
                 .await
-                .map_err(|e| fail(&e, e.is_timeout()))?;
-            let status = resp.status_code().as_u16();
+                .map_err(|e| fail(&e, e.is_timeout() && !e.is_connect()))?;
+            let status = resp.status().as_u16();
             let url = resp.url().as_str().to_string();
             let body = resp.bytes().await.map_err(|e| fail(&e, false))?;
             Ok(Answer { status, body, url })
@@ -203,6 +258,16 @@ impl BulkClient {
             }),
         }
     }
+}
+
+/// `body` gzipped (`connection.compression`), at zlib's default level.
+fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut gz = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 4),
+        flate2::Compression::default(),
+    );
+    gz.write_all(body)?;
+    gz.finish()
 }
 
 /// An error with its causes (`error sending request: connection refused`).
@@ -321,7 +386,26 @@ mod tests {
             r#","connection.cloud.id":"{id}","connection.api.key":"k""#
         ))
         .unwrap();
-        assert!(BulkClient::new(&cfg).is_ok());
+        let client = BulkClient::new(&cfg).unwrap();
+        assert_eq!(
+            client.nodes[0].as_str(),
+            "https://cec6f261a74bf24ce33bb8811b84294f.us-east-1.aws.found.io/"
+        );
+        // A host may carry a port; spaces around the parts are dropped.
+        let with_port = base64::engine::general_purpose::STANDARD
+            .encode("eu-west-1.aws.found.io:9243$ abc $def");
+        assert_eq!(
+            cloud_url(&format!("d:{with_port}")).unwrap().as_str(),
+            "https://abc.eu-west-1.aws.found.io:9243/"
+        );
+        let no_es = base64::engine::general_purpose::STANDARD.encode("host.io");
+        for bad in [":abc", "d:%%%", &format!("d:{no_es}")] {
+            let err = cloud_url(bad).unwrap_err();
+            assert!(
+                err.starts_with("connection.cloud.id: not an Elastic Cloud ID ("),
+                "{err}"
+            );
+        }
         let bad = es_config(r#","connection.cloud.id":"nope""#).unwrap();
         let err = BulkClient::new(&bad).err().unwrap();
         assert!(

@@ -8,7 +8,7 @@
 //! written since it was judged removable; a change written meanwhile stands (409). Running it
 //! again, after a crash or on two tasks, removes nothing else.
 
-use elasticsearch::http::Method;
+use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 use tracing::{debug, error, info, warn};
@@ -116,7 +116,7 @@ async fn pass(shared: &Shared, end: &SnapshotEnd, cancel: &AtomicBool) -> Result
     let soft = shared.cfg.mark_live;
     let index = urlencoding(&end.index);
     // Documents written just before are searchable only after a refresh.
-    call(shared, Method::Post, &format!("{index}/_refresh"), None).await?;
+    call(shared, Method::POST, &format!("{index}/_refresh"), None).await?;
     let query = if soft {
         json!({"bool": {"must_not": {"term": {"__deleted": true}}}})
     } else {
@@ -125,7 +125,7 @@ async fn pass(shared: &Shared, end: &SnapshotEnd, cancel: &AtomicBool) -> Result
     let mut page: Page = parse(
         call(
             shared,
-            Method::Post,
+            Method::POST,
             &format!("{index}/_search?scroll={SCROLL}"),
             Some(&json!({"size": PAGE, "version": true, "seq_no_primary_term": true, "_source": soft, "sort": ["_doc"], "query": query})),
         )
@@ -145,7 +145,7 @@ async fn pass(shared: &Shared, end: &SnapshotEnd, cancel: &AtomicBool) -> Result
             page = parse(
                 call(
                     shared,
-                    Method::Post,
+                    Method::POST,
                     "_search/scroll",
                     Some(&json!({"scroll": SCROLL, "scroll_id": id})),
                 )
@@ -158,7 +158,7 @@ async fn pass(shared: &Shared, end: &SnapshotEnd, cancel: &AtomicBool) -> Result
         let _ = shared
             .client
             .json(
-                Method::Delete,
+                Method::DELETE,
                 "_search/scroll",
                 Some(&json!({"scroll_id": id})),
                 shared.cfg.read_timeout,
