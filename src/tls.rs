@@ -14,8 +14,8 @@ use std::sync::{Mutex, OnceLock};
 
 use native_tls::{Certificate, TlsConnector};
 
-/// The connector trusting the system's store, and `ca_pem` (one PEM certificate) besides when
-/// given; built at its first use, shared after.
+/// The connector trusting the system's store, and every certificate of `ca_pem` (a PEM file's
+/// content: one or more) besides when given; built at its first use, shared after.
 pub fn connector(ca_pem: Option<&[u8]>) -> Result<TlsConnector, String> {
     static BUILT: OnceLock<Mutex<HashMap<Option<Vec<u8>>, TlsConnector>>> = OnceLock::new();
     // Held while building: tasks starting together wait for one load instead of each making it.
@@ -29,8 +29,14 @@ pub fn connector(ca_pem: Option<&[u8]>) -> Result<TlsConnector, String> {
     }
     let mut builder = TlsConnector::builder();
     if let Some(pem) = ca_pem {
-        let cert = Certificate::from_pem(pem).map_err(|e| format!("not a PEM certificate: {e}"))?;
-        builder.add_root_certificate(cert);
+        let certs =
+            Certificate::stack_from_pem(pem).map_err(|e| format!("not PEM certificates: {e}"))?;
+        if certs.is_empty() {
+            return Err("holds no PEM certificate".into());
+        }
+        for cert in certs {
+            builder.add_root_certificate(cert);
+        }
     }
     let c = builder
         .build()

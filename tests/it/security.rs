@@ -13,7 +13,7 @@ use crate::support::history::{self, Options};
 use crate::support::kafka::{self, Full, Rec};
 use crate::support::registry::Registry;
 use crate::support::rest;
-use crate::support::secure::{Auth, SecureProxy, ca_file};
+use crate::support::secure::{Auth, SecureProxy, ca_bundle_file, ca_file};
 use crate::support::servers::{read_env, servers};
 use crate::support::worker::{Worker, connector_file};
 use crate::support::{avro, es, es_connector, unique, wait_converged, wait_until};
@@ -155,7 +155,8 @@ fn an_elasticsearch_api_key_works_and_wrong_credentials_fail_the_task_naming_url
     let topic = unique("it-apikey");
     kafka::create_topic(&topic, 1);
     kafka::produce(&topic, &(0..10).map(record).collect::<Vec<_>>());
-    let base = [("elastic.https.ssl.ca.location", ca_file())];
+    // A CA file of two certificates, the one that verifies the proxy second.
+    let base = [("elastic.https.ssl.ca.location", ca_bundle_file())];
     let with = |k: &str| {
         let mut opts: Vec<(&str, &str)> = base.iter().map(|(a, b)| (*a, b.as_str())).collect();
         opts.push(("connection.api.key", k));

@@ -36,6 +36,19 @@ pub fn ca_file() -> String {
     read_env(&servers().dir, "kafka.env", "TLS_CA")
 }
 
+/// A CA file of two certificates, the test CA's second: the server's own certificate first,
+/// which alone does not verify it (it is no root). A client trusting only a file's first
+/// certificate fails on it.
+pub fn ca_bundle_file() -> String {
+    let dir = &servers().dir;
+    let server = std::fs::read_to_string(read_env(dir, "kafka.env", "TLS_SERVER_PEM")).unwrap();
+    let cert = &server[server.find("-----BEGIN CERTIFICATE-----").unwrap()..];
+    let ca = std::fs::read_to_string(ca_file()).unwrap();
+    let path = dir.join(format!("tls/ca-bundle-{:08x}.pem", fastrand::u32(..)));
+    std::fs::write(&path, format!("{}\n{ca}", cert.trim_end())).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
 impl SecureProxy {
     pub fn start(auth: Auth) -> SecureProxy {
         let pem = std::fs::read_to_string(read_env(&servers().dir, "kafka.env", "TLS_SERVER_PEM"))

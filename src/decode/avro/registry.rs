@@ -125,3 +125,14 @@ impl Registry {
         Ok(plan)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_registry_client_is_built_with_the_shared_tls_connector() {
+        // reqwest takes a preconfigured connector only from its own native-tls version; any
+        // other fails the client's build ("Unknown TLS backend").
+        let r = super::shared(&["http://127.0.0.1:9".into()], Some("u:p"));
+        assert!(r.is_ok(), "{:?}", r.err());
+    }
+}

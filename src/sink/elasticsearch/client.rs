@@ -10,8 +10,10 @@
 //! callgrind, 11% of a short end-to-end Avro run (src/tls.rs, docs/performance.md). Written
 //! here: the round robin over the URLs, the Elastic Cloud ID's decoding and the gzip of a body.
 //!
-//! Not done: marking a failed node dead (it keeps its turn; its requests fail and are retried)
-//! and trusting a certificate by its fingerprint (use `elastic.https.ssl.ca.location`).
+//! Not done: a connect timeout apart from the request's (`connection.timeout.ms` only adds to the
+//! time allowed for a response), marking a failed node dead (it keeps its turn; its requests
+//! fail and are retried), and trusting a certificate by its fingerprint (use
+//! `elastic.https.ssl.ca.location`).
 
 use std::io::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -140,14 +142,20 @@ impl BulkClient {
             }
             _ => None,
         };
+        let mut nodes = nodes;
         if let Some(mut auth) = auth {
             auth.set_sensitive(true);
             headers.insert(AUTHORIZATION, auth);
+            // reqwest would send a URL's own `user:password@` instead of the default header: the
+            // credentials given as options win.
+            for u in &mut nodes {
+                let _ = u.set_username("");
+                let _ = u.set_password(None);
+            }
         }
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .default_headers(headers)
-            .connect_timeout(cfg.connect_timeout)
             .build()
             .map_err(|e| format!("cannot build the Elasticsearch client: {e}"))?;
         // For messages: the URLs without any user and password they may carry.
@@ -234,13 +242,10 @@ impl BulkClient {
                 false => request.body(body),
             };
         }
-        // The time allowed for the whole response: a late answer must be told apart from a
-        // refused connection, and a connection not made in `connection.timeout.ms` from both.
+        // The time allowed for the whole response: the client's own timeout would apply per
+        // request too, but a late answer must also be told apart from a refused connection.
         let response = async {
-            let resp = request
-                .send()
-                .await
-                .map_err(|e| fail(&e, e.is_timeout() && !e.is_connect()))?;
+            let resp = request.send().await.map_err(|e| fail(&e, e.is_timeout()))?;
             let status = resp.status().as_u16();
             let url = resp.url().as_str().to_string();
             let body = resp.bytes().await.map_err(|e| fail(&e, false))?;

@@ -13,7 +13,7 @@ pub const OPTIONS: &[OptionDef] = &[
     OptionDef {
         name: "connection.url",
         default: None,
-        doc: "Elasticsearch URLs, comma-separated (`http://host:9200`). Requests go to them in turn (round robin); a failed request is retried, on the next URL. Required unless `connection.cloud.id` is set.",
+        doc: "Elasticsearch URLs, comma-separated (`http://host:9200`). Requests go to them in turn (round robin); a failed request is retried. Required unless `connection.cloud.id` is set.",
     },
     OptionDef {
         name: "connection.cloud.id",
@@ -48,7 +48,7 @@ pub const OPTIONS: &[OptionDef] = &[
     OptionDef {
         name: "connection.timeout.ms",
         default: Some("1000"),
-        doc: "Time to wait for a connection to Elasticsearch to be made; also added to `read.timeout.ms` for the time a request may take in all.",
+        doc: "Added to `read.timeout.ms` for the time a request may take in all (there is no separate connect timeout).",
     },
     OptionDef {
         name: "read.timeout.ms",
