@@ -95,23 +95,56 @@ fn cloud_url(id: &str) -> Result<Url, String> {
     Url::parse(&format!("https://{es}.{host}/")).map_err(|e| bad(&e.to_string()))
 }
 
+/// `u` without any `user:password@` it carries.
+fn without_credentials(u: &Url) -> Url {
+    let mut u = u.clone();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u
+}
+
+/// The nodes' URLs: the Elastic Cloud deployment's, or `connection.url`'s.
+fn nodes(cfg: &EsConfig) -> Result<Vec<Url>, String> {
+    let nodes: Vec<Url> = match &cfg.cloud_id {
+        Some(id) => vec![cloud_url(id)?],
+        None => cfg
+            .urls
+            .iter()
+            .map(|u| {
+                // A trailing slash keeps the URL's path when request paths are joined to it.
+                Url::parse(&format!("{}/", u.trim_end_matches('/')))
+                    .map_err(|e| format!("connection.url: `{u}` is not a URL: {e}"))
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    match nodes.is_empty() {
+        true => Err("connection.url: no URL".into()),
+        false => Ok(nodes),
+    }
+}
+
+/// The `Authorization` header of `connection.api.key` or `connection.username`, if either.
+fn authorization(cfg: &EsConfig) -> Result<Option<HeaderValue>, String> {
+    let value = match (&cfg.api_key, &cfg.username) {
+        (Some(key), _) => format!("ApiKey {key}"),
+        (None, Some(user)) => {
+            let pass = cfg.password.as_deref().unwrap_or_default();
+            let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+            format!("Basic {basic}")
+        }
+        _ => return Ok(None),
+    };
+    let mut value = HeaderValue::from_str(&value).map_err(|_| match cfg.api_key {
+        Some(_) => "connection.api.key: contains characters an HTTP header cannot carry",
+        None => "connection.username: contains characters an HTTP header cannot carry",
+    })?;
+    value.set_sensitive(true);
+    Ok(Some(value))
+}
+
 impl BulkClient {
     pub fn new(cfg: &EsConfig) -> Result<BulkClient, String> {
-        let nodes: Vec<Url> = match &cfg.cloud_id {
-            Some(id) => vec![cloud_url(id)?],
-            None => cfg
-                .urls
-                .iter()
-                .map(|u| {
-                    // A trailing slash keeps the URL's path when request paths are joined to it.
-                    Url::parse(&format!("{}/", u.trim_end_matches('/')))
-                        .map_err(|e| format!("connection.url: `{u}` is not a URL: {e}"))
-                })
-                .collect::<Result<_, _>>()?,
-        };
-        if nodes.is_empty() {
-            return Err("connection.url: no URL".into());
-        }
+        let mut nodes = nodes(cfg)?;
         let ca = match &cfg.ca_location {
             Some(path) => Some(std::fs::read(path).map_err(|e| {
                 format!("elastic.https.ssl.ca.location: cannot read `{path}`: {e}")
@@ -128,30 +161,11 @@ impl BulkClient {
             USER_AGENT,
             HeaderValue::from_static(concat!("cdc-sink/", env!("CARGO_PKG_VERSION"))),
         );
-        let auth = match (&cfg.api_key, &cfg.username) {
-            (Some(key), _) => Some(HeaderValue::from_str(&format!("ApiKey {key}")).map_err(
-                |_| "connection.api.key: contains characters an HTTP header cannot carry",
-            )?),
-            (None, Some(user)) => {
-                let pass = cfg.password.as_deref().unwrap_or_default();
-                let basic =
-                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
-                Some(HeaderValue::from_str(&format!("Basic {basic}")).map_err(
-                    |_| "connection.username: contains characters an HTTP header cannot carry",
-                )?)
-            }
-            _ => None,
-        };
-        let mut nodes = nodes;
-        if let Some(mut auth) = auth {
-            auth.set_sensitive(true);
+        if let Some(auth) = authorization(cfg)? {
             headers.insert(AUTHORIZATION, auth);
             // reqwest would send a URL's own `user:password@` instead of the default header: the
             // credentials given as options win.
-            for u in &mut nodes {
-                let _ = u.set_username("");
-                let _ = u.set_password(None);
-            }
+            nodes = nodes.iter().map(without_credentials).collect();
         }
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
@@ -164,10 +178,10 @@ impl BulkClient {
             None => nodes
                 .iter()
                 .map(|u| {
-                    let mut u = u.clone();
-                    let _ = u.set_username("");
-                    let _ = u.set_password(None);
-                    u.as_str().trim_end_matches('/').to_string()
+                    without_credentials(u)
+                        .as_str()
+                        .trim_end_matches('/')
+                        .to_string()
                 })
                 .collect::<Vec<_>>()
                 .join(","),
