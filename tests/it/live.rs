@@ -218,12 +218,56 @@ fn wait_tables(src: &Source, tables: &[&str], timeout: Duration) {
         if diffs.is_empty() {
             return;
         }
-        assert!(
-            start.elapsed() < timeout,
-            "index differs from the tables after {timeout:?}: {diffs:?}"
-        );
+        if start.elapsed() >= timeout {
+            let story: Vec<String> = diffs.iter().map(|d| story_of(src, d)).collect();
+            panic!(
+                "index differs from the tables after {timeout:?}: {diffs:?}\n{}",
+                story.join("\n")
+            );
+        }
         thread::sleep(Duration::from_secs(1));
     }
+}
+
+/// For a difference `"<table>: <id>…"` of [`wait_tables`]: the document's version in the index
+/// and every event of its row in the topic (op, `source`'s snapshot and positions, the after
+/// image), to tell a sink that wrote the wrong version from a source that sent a stale one.
+fn story_of(src: &Source, diff: &str) -> String {
+    let Some((table, rest)) = diff.split_once(": ") else {
+        return String::new();
+    };
+    let id = rest.split([':', ' ']).next().unwrap_or("");
+    let topic = src.topic(table);
+    let doc = es::documents(&topic).get(id).map(|(v, _)| *v);
+    let mut out = format!("{table} {id}: index version {doc:?}; its events:");
+    for rec in crate::support::kafka::read_full(&topic) {
+        let (Some(key), Some(value)) = (rec.key, rec.value) else {
+            continue;
+        };
+        let key: Value = serde_json::from_slice(&key).unwrap_or(Value::Null);
+        let field = key["payload"].as_object().and_then(|o| o.values().next());
+        let this = match field {
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+            None => continue,
+        };
+        if this != id {
+            continue;
+        }
+        let v: Value = serde_json::from_slice(&value).unwrap_or(Value::Null);
+        let (p, source) = (&v["payload"], &v["payload"]["source"]);
+        out.push_str(&format!(
+            "\n  offset {} op {} snapshot {} sequence {} lsn {} txId {} after {}",
+            rec.offset,
+            p["op"],
+            source["snapshot"],
+            source["sequence"],
+            source["lsn"],
+            source["txId"],
+            p["after"]
+        ));
+    }
+    out
 }
 
 /// Waits until `index` holds `n` documents.
