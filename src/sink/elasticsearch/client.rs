@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use reqwest::header::{
     ACCEPT, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderValue, USER_AGENT,
@@ -81,7 +82,7 @@ fn cloud_url(id: &str) -> Result<Url, String> {
     if name.is_empty() {
         return Err(bad("the deployment name is empty"));
     }
-    let decoded = base64::engine::general_purpose::STANDARD
+    let decoded = BASE64
         .decode(data)
         .map_err(|e| bad(&format!("its data is not base64: {e}")))?;
     let decoded = String::from_utf8(decoded).map_err(|_| bad("its data is not text"))?;
@@ -117,10 +118,11 @@ fn nodes(cfg: &EsConfig) -> Result<Vec<Url>, String> {
             })
             .collect::<Result<_, _>>()?,
     };
-    match nodes.is_empty() {
-        true => Err("connection.url: no URL".into()),
-        false => Ok(nodes),
+    // The round robin divides by their count.
+    if nodes.is_empty() {
+        return Err("connection.url: no URL".into());
     }
+    Ok(nodes)
 }
 
 /// The `Authorization` header of `connection.api.key` or `connection.username`, if either.
@@ -129,7 +131,7 @@ fn authorization(cfg: &EsConfig) -> Result<Option<HeaderValue>, String> {
         (Some(key), _) => format!("ApiKey {key}"),
         (None, Some(user)) => {
             let pass = cfg.password.as_deref().unwrap_or_default();
-            let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+            let basic = BASE64.encode(format!("{user}:{pass}"));
             format!("Basic {basic}")
         }
         _ => return Ok(None),
@@ -411,13 +413,12 @@ mod tests {
             "https://cec6f261a74bf24ce33bb8811b84294f.us-east-1.aws.found.io/"
         );
         // A host may carry a port; spaces around the parts are dropped.
-        let with_port = base64::engine::general_purpose::STANDARD
-            .encode("eu-west-1.aws.found.io:9243$ abc $def");
+        let with_port = BASE64.encode("eu-west-1.aws.found.io:9243$ abc $def");
         assert_eq!(
             cloud_url(&format!("d:{with_port}")).unwrap().as_str(),
             "https://abc.eu-west-1.aws.found.io:9243/"
         );
-        let no_es = base64::engine::general_purpose::STANDARD.encode("host.io");
+        let no_es = BASE64.encode("host.io");
         for bad in [":abc", "d:%%%", &format!("d:{no_es}")] {
             let err = cloud_url(bad).unwrap_err();
             assert!(
