@@ -240,25 +240,10 @@ fn story_of(src: &Source, diff: &str) -> String {
     let topic = src.topic(table);
     let doc = es::documents(&topic).get(id).map(|(v, _)| *v);
     let mut out = format!("{table} {id}: index version {doc:?}; its events:");
-    for rec in crate::support::kafka::read_full(&topic) {
-        let (Some(key), Some(value)) = (rec.key, rec.value) else {
-            continue;
-        };
-        let key: Value = serde_json::from_slice(&key).unwrap_or(Value::Null);
-        let field = key["payload"].as_object().and_then(|o| o.values().next());
-        let this = match field {
-            Some(Value::String(s)) => s.clone(),
-            Some(other) => other.to_string(),
-            None => continue,
-        };
-        if this != id {
-            continue;
-        }
-        let v: Value = serde_json::from_slice(&value).unwrap_or(Value::Null);
-        let (p, source) = (&v["payload"], &v["payload"]["source"]);
+    for (offset, p) in events_by_row(&topic).remove(id).unwrap_or_default() {
+        let source = &p["source"];
         out.push_str(&format!(
-            "\n  offset {} op {} snapshot {} sequence {} lsn {} txId {} after {}",
-            rec.offset,
+            "\n  offset {offset} op {} snapshot {} sequence {} lsn {} txId {} after {}",
             p["op"],
             source["snapshot"],
             source["sequence"],
@@ -268,6 +253,86 @@ fn story_of(src: &Source, diff: &str) -> String {
         ));
     }
     out
+}
+
+/// Each row's events in `topic` (one partition), by its key's first field: offset and payload,
+/// in offset order; tombstones left out.
+fn events_by_row(topic: &str) -> BTreeMap<String, Vec<(i64, Value)>> {
+    let mut rows: BTreeMap<String, Vec<(i64, Value)>> = BTreeMap::new();
+    for rec in crate::support::kafka::read_full(topic) {
+        let (Some(key), Some(value)) = (rec.key, rec.value) else {
+            continue;
+        };
+        let key: Value = serde_json::from_slice(&key).unwrap_or(Value::Null);
+        let id = match key["payload"].as_object().and_then(|o| o.values().next()) {
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+            None => continue,
+        };
+        let mut v: Value = serde_json::from_slice(&value).unwrap_or(Value::Null);
+        rows.entry(id)
+            .or_default()
+            .push((rec.offset, v["payload"].take()));
+    }
+    rows
+}
+
+/// Waits until `table`'s index equals its `SELECT` except for rows on which Debezium's topic
+/// itself ends stale ([`stale_read`]); returns those rows. Panics after `timeout` with the story
+/// of each row that differs otherwise.
+fn wait_table_but_stale_reads(src: &Source, table: &str, timeout: Duration) -> Vec<String> {
+    let topic = src.topic(table);
+    let start = Instant::now();
+    loop {
+        let (index, rows) = (es::sources(&topic), src.expected(table));
+        let ids: Vec<String> = differences(&index, &rows)
+            .iter()
+            .map(|d| d.split([':', ' ']).next().unwrap_or("").to_string())
+            .collect();
+        if ids.is_empty() {
+            return ids;
+        }
+        let events = events_by_row(&topic);
+        let unexplained: Vec<&String> = ids
+            .iter()
+            .filter(|id| {
+                let evs = events.get(*id).map(Vec::as_slice).unwrap_or_default();
+                !stale_read(evs, rows.get(*id), index.get(*id))
+            })
+            .collect();
+        if unexplained.is_empty() {
+            eprintln!("{topic}: Debezium's topic ends on a stale incremental read of rows {ids:?}");
+            return ids;
+        }
+        if start.elapsed() >= timeout {
+            let story: Vec<String> = unexplained
+                .iter()
+                .take(3)
+                .map(|id| story_of(src, &format!("{table}: {id}")))
+                .collect();
+            panic!(
+                "index differs from the table after {timeout:?}: rows {unexplained:?}\n{}",
+                story.join("\n")
+            );
+        }
+        thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Whether a row's `events` show Debezium's stale incremental-snapshot read (docs/versions.md,
+/// "Incremental snapshots and commits not yet visible"): the row's last event is an incremental
+/// read that the index holds (`doc`), and an earlier streamed change made the row what the
+/// table holds (`row`; a delete when the table has none). The worker did what the topic says.
+fn stale_read(events: &[(i64, Value)], row: Option<&Value>, doc: Option<&Value>) -> bool {
+    let Some(((_, last), earlier)) = events.split_last() else {
+        return false;
+    };
+    let read = last["op"] == "r" && last["source"]["snapshot"] == "incremental";
+    let streamed = earlier.iter().any(|(_, e)| match row {
+        Some(row) => ["c", "u"].contains(&e["op"].as_str().unwrap_or("")) && same(&e["after"], row),
+        None => e["op"] == "d",
+    });
+    read && streamed && doc.is_some_and(|d| same(d, &last["after"]))
 }
 
 /// Waits until `index` holds `n` documents.
@@ -884,7 +949,111 @@ fn postgres_incremental_snapshot_while_rows_change_ends_as_the_table() {
         ));
         thread::sleep(Duration::from_millis(100));
     }
-    wait_tables(&src, &["items"], Duration::from_secs(240));
+    // A commit not yet visible when Debezium reads a chunk leaves a stale read in the topic
+    // (rare here; see the next test): that row is the read's, the rest the table's.
+    wait_table_but_stale_reads(&src, "items", Duration::from_secs(240));
+    assert_versions(&src, &["items"]);
+    assert!(worker.stop().success());
+}
+
+/// Debezium's incremental snapshot reads a chunk with a plain `SELECT`, which cannot see a
+/// transaction whose commit is already in the WAL but not yet visible (PostgreSQL makes a commit
+/// visible after writing it; a synchronous standby's acknowledgement lies between the two). Its
+/// change is streamed before the window opens, so nothing drops the chunk's read of the row, and
+/// the read comes later in the topic with the row's older value. Here the window is held open
+/// with a synchronous standby that never answers: the topic ends on the stale read, and the
+/// worker, following the topic's versions, leaves the row at it (docs/versions.md).
+#[test]
+fn postgres_incremental_snapshot_misses_a_commit_not_yet_visible() {
+    /// Synchronous replication to a standby that never connects, undone on drop.
+    struct NoStandby;
+    impl Drop for NoStandby {
+        fn drop(&mut self) {
+            pg(
+                "postgres",
+                "ALTER SYSTEM RESET synchronous_standby_names;\nSELECT pg_reload_conf();",
+            );
+        }
+    }
+    let _one = live::one_at_a_time();
+    live();
+    let src = Source::create(Flavour::Postgres);
+    src.sql(
+        "CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL);\n\
+         INSERT INTO items SELECT g, g FROM generate_series(1, 300) g;\n\
+         CREATE TABLE debezium_signal (id varchar(64) PRIMARY KEY, type varchar(32) NOT NULL, data varchar(2048));",
+    );
+    src.start_debezium_with(&[
+        ("snapshot.mode", "no_data"),
+        ("signal.data.collection", "inventory.debezium_signal"),
+        ("incremental.snapshot.chunk.size", "100"),
+    ]);
+    let worker = src.worker(&[]);
+    let index = src.topic("items");
+    src.sql("UPDATE items SET v = v + 1 WHERE id = 7;");
+    wait_count(&index, 1, Duration::from_secs(120));
+
+    // Row 5's update committed in the WAL, waiting for the standby, invisible to others.
+    let standby = NoStandby;
+    pg(
+        "postgres",
+        "ALTER SYSTEM SET synchronous_standby_names = 'nobody';\nSELECT pg_reload_conf();",
+    );
+    let mut waiting = live::PgSession::open(&src.db);
+    waiting.send(
+        "BEGIN; SET LOCAL synchronous_commit = on; \
+         UPDATE inventory.items SET v = v + 1 WHERE id = 5; COMMIT;",
+    );
+    wait_until(
+        "the commit waits for the standby",
+        Duration::from_secs(30),
+        || {
+            pg(
+            "postgres",
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND wait_event = 'SyncRep';",
+                src.db
+            ),
+        )
+        .trim()
+            == "1"
+        },
+    );
+    assert_eq!(src.sql("SELECT v FROM items WHERE id = 5;").trim(), "5");
+    src.sql(
+        "INSERT INTO debezium_signal VALUES ('snap-1', 'execute-snapshot', \
+         '{\"data-collections\": [\"inventory.items\"], \"type\": \"incremental\"}');",
+    );
+    wait_count(&index, 300, Duration::from_secs(120));
+    drop(standby);
+    waiting.close();
+    assert_eq!(src.sql("SELECT v FROM items WHERE id = 5;").trim(), "6");
+
+    // The topic: the update (v = 6), then the incremental read (v = 5), the row's last event.
+    let events = events_by_row(&index).remove("5").unwrap_or_default();
+    let ops: Vec<(&str, &Value)> = events
+        .iter()
+        .map(|(_, p)| (p["op"].as_str().unwrap_or(""), &p["after"]["v"]))
+        .collect();
+    assert_eq!(ops, [("u", &json!(6)), ("r", &json!(5))], "{events:?}");
+    // The worker wrote what the topic says last, at the read's version (4 × its lastCommitLsn).
+    let seq: Vec<Option<String>> =
+        serde_json::from_str(events[1].1["source"]["sequence"].as_str().unwrap()).unwrap();
+    let read_version = 4 * seq[0].as_deref().unwrap().parse::<u64>().unwrap();
+    wait_until(
+        "row 5 at the read's version",
+        Duration::from_secs(60),
+        || {
+            es::documents(&index)
+                .get("5")
+                .map(|(v, d)| (*v, d["v"].clone()))
+                == Some((read_version, json!(5)))
+        },
+    );
+    assert_eq!(
+        wait_table_but_stale_reads(&src, "items", Duration::from_secs(60)),
+        ["5"]
+    );
     assert_versions(&src, &["items"]);
     assert!(worker.stop().success());
 }
