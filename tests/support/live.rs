@@ -83,6 +83,15 @@ pub fn pg(db: &str, sql: &str) -> String {
     run(c, sql)
 }
 
+/// psql on database `db` that gives up after 5 s (connecting, and each statement): for cleanup
+/// in drops, which a server that does not answer must not hold up.
+pub fn bounded_psql(db: &str) -> Command {
+    let mut c = psql(db);
+    c.env("PGCONNECT_TIMEOUT", "5")
+        .env("PGOPTIONS", "-c statement_timeout=5000");
+    c
+}
+
 /// psql on database `db` of the test PostgreSQL, stopping at the first error.
 fn psql(db: &str) -> Command {
     let mut c = Command::new("psql");
@@ -164,15 +173,8 @@ pub fn unregister(name: &str) {
     let start = Instant::now();
     let slot =
         format!("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{name}' AND active;");
-    // Bounded: a server that does not answer must not hold a drop up.
-    let bounded_psql = || {
-        let mut c = psql("postgres");
-        c.env("PGCONNECT_TIMEOUT", "5")
-            .env("PGOPTIONS", "-c statement_timeout=5000");
-        c
-    };
     let active = || {
-        let out = bounded_psql()
+        let out = bounded_psql("postgres")
             .args(["-A", "-t", "-c", &slot])
             .output()
             .ok()?;
@@ -187,7 +189,7 @@ pub fn unregister(name: &str) {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let mut drop_slot = bounded_psql();
+    let mut drop_slot = bounded_psql("postgres");
     drop_slot.args(["-c", &format!("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '{name}' AND NOT active;")])
         .stdout(Stdio::null())
         .stderr(Stdio::null());
