@@ -934,6 +934,25 @@ fn postgres_a_transaction_open_across_the_snapshot_point_wins_over_the_snapshot(
     assert!(last.contains("\"stale\":0"), "stale writes: {last}");
 }
 
+/// A table `items` of `rows` rows (`v = id`) and Debezium's signal table, with Debezium started
+/// without a snapshot (`no_data`), incremental snapshots read in chunks of 100.
+fn items_streamed_only(src: &Source, rows: u32) {
+    src.sql(&format!(
+        "CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL);\n\
+         INSERT INTO items SELECT g, g FROM generate_series(1, {rows}) g;\n\
+         CREATE TABLE debezium_signal (id varchar(64) PRIMARY KEY, type varchar(32) NOT NULL, data varchar(2048));"
+    ));
+    src.start_debezium_with(&[
+        ("snapshot.mode", "no_data"),
+        ("signal.data.collection", "inventory.debezium_signal"),
+        ("incremental.snapshot.chunk.size", "100"),
+    ]);
+}
+
+/// The signal that starts an incremental snapshot of `items`.
+const INCREMENTAL_SNAPSHOT_OF_ITEMS: &str = "INSERT INTO debezium_signal VALUES ('snap-1', \
+    'execute-snapshot', '{\"data-collections\": [\"inventory.items\"], \"type\": \"incremental\"}');";
+
 /// An incremental snapshot (signal table) while the same rows are updated, deleted and inserted:
 /// the index ends equal to the table, every document at its row's last version.
 #[test]
@@ -941,21 +960,9 @@ fn postgres_incremental_snapshot_while_rows_change_ends_as_the_table() {
     let _one = live::one_at_a_time();
     live();
     let src = Source::create(Flavour::Postgres);
-    src.sql(
-        "CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL);\n\
-         INSERT INTO items SELECT g, g FROM generate_series(1, 2000) g;\n\
-         CREATE TABLE debezium_signal (id varchar(64) PRIMARY KEY, type varchar(32) NOT NULL, data varchar(2048));",
-    );
-    src.start_debezium_with(&[
-        ("snapshot.mode", "no_data"),
-        ("signal.data.collection", "inventory.debezium_signal"),
-        ("incremental.snapshot.chunk.size", "100"),
-    ]);
+    items_streamed_only(&src, 2000);
     let worker = src.worker(&[]);
-    src.sql(
-        "INSERT INTO debezium_signal VALUES ('snap-1', 'execute-snapshot', \
-         '{\"data-collections\": [\"inventory.items\"], \"type\": \"incremental\"}');",
-    );
+    src.sql(INCREMENTAL_SNAPSHOT_OF_ITEMS);
     let mut rng = fastrand::Rng::with_seed(64);
     for next in 3000..3060 {
         let ids: Vec<String> = (0..20).map(|_| rng.i32(1..2000).to_string()).collect();
@@ -1028,16 +1035,7 @@ fn postgres_incremental_snapshot_misses_a_commit_not_yet_visible() {
         NoStandby::set("nobody"),
         "synchronous_standby_names not set"
     );
-    src.sql(
-        "CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL);\n\
-         INSERT INTO items SELECT g, g FROM generate_series(1, 300) g;\n\
-         CREATE TABLE debezium_signal (id varchar(64) PRIMARY KEY, type varchar(32) NOT NULL, data varchar(2048));",
-    );
-    src.start_debezium_with(&[
-        ("snapshot.mode", "no_data"),
-        ("signal.data.collection", "inventory.debezium_signal"),
-        ("incremental.snapshot.chunk.size", "100"),
-    ]);
+    items_streamed_only(&src, 300);
     let worker = src.worker(&[]);
     let index = src.topic("items");
     src.sql("UPDATE items SET v = v + 1 WHERE id = 7;");
@@ -1055,10 +1053,7 @@ fn postgres_incremental_snapshot_misses_a_commit_not_yet_visible() {
         || pg("postgres", &waiting_for_standby).trim() == "1",
     );
     assert_eq!(src.sql("SELECT v FROM items WHERE id = 5;").trim(), "5");
-    src.sql(
-        "INSERT INTO debezium_signal VALUES ('snap-1', 'execute-snapshot', \
-         '{\"data-collections\": [\"inventory.items\"], \"type\": \"incremental\"}');",
-    );
+    src.sql(INCREMENTAL_SNAPSHOT_OF_ITEMS);
     wait_count(&index, 300, Duration::from_secs(120));
     drop(standby);
     wait_until("the commit released", Duration::from_secs(30), || {
