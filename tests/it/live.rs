@@ -255,6 +255,25 @@ fn story_of(src: &Source, diff: &str) -> String {
     out
 }
 
+/// The row id a Debezium key (JSON with schema) names: its first field, a string as it is.
+fn row_id(key: &Value) -> Option<String> {
+    match key["payload"].as_object()?.values().next()? {
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// A PostgreSQL event's `source.sequence`: Debezium's `lastCommitLsn` and the event's own LSN,
+/// each absent when null.
+fn pg_sequence(source: &Value) -> (Option<u64>, Option<u64>) {
+    let seq: Vec<Option<String>> = source["sequence"]
+        .as_str()
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_default();
+    let at = |i: usize| seq.get(i)?.as_deref()?.parse().ok();
+    (at(0), at(1))
+}
+
 /// Each row's events in `topic` (one partition), by its key's first field: offset and payload,
 /// in offset order; tombstones left out.
 fn events_by_row(topic: &str) -> BTreeMap<String, Vec<(i64, Value)>> {
@@ -264,10 +283,8 @@ fn events_by_row(topic: &str) -> BTreeMap<String, Vec<(i64, Value)>> {
             continue;
         };
         let key: Value = serde_json::from_slice(&key).unwrap_or(Value::Null);
-        let id = match key["payload"].as_object().and_then(|o| o.values().next()) {
-            Some(Value::String(s)) => s.clone(),
-            Some(other) => other.to_string(),
-            None => continue,
+        let Some(id) = row_id(&key) else {
+            continue;
         };
         let mut v: Value = serde_json::from_slice(&value).unwrap_or(Value::Null);
         rows.entry(id)
@@ -345,11 +362,7 @@ fn stale_read(events: &[(i64, Value)], row: Option<&Value>, doc: Option<&(u64, V
         (Some((_, e)), None) => e["op"] == "d",
         (None, _) => false,
     };
-    let read_version = read["source"]["sequence"]
-        .as_str()
-        .and_then(|s| serde_json::from_str::<Vec<Option<String>>>(s).ok())
-        .and_then(|seq| seq.first()?.as_deref()?.parse::<u64>().ok())
-        .map(|c| 4 * c);
+    let read_version = pg_sequence(&read["source"]).0.map(|c| 4 * c);
     table_after_change
         && doc.is_some_and(|(v, d)| Some(*v) == read_version && same(d, &read["after"]))
 }
@@ -461,23 +474,18 @@ fn topic_versions(topic: &str, flavour: Flavour) -> (BTreeMap<String, u64>, bool
         // An incremental snapshot's reads come while streaming, offsets intact: not one.
         snapshot_again |= streamed && op == "r" && p["source"]["snapshot"] != "incremental";
         streamed |= op != "r";
-        let field = key["payload"].as_object().unwrap().values().next().unwrap();
-        let id = match field {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
+        let id = row_id(&key).expect("a key with a field");
         let src = &p["source"];
         let version = match flavour {
             Flavour::Postgres => {
-                let seq: Vec<Option<String>> =
-                    serde_json::from_str(src["sequence"].as_str().unwrap()).unwrap();
+                let (last_commit, own) = pg_sequence(src);
                 let phase = u64::from(op != "r");
-                match seq[0].as_deref() {
-                    Some(c) => 4 * c.parse::<u64>().unwrap() + phase,
+                match last_commit {
+                    Some(c) => 4 * c + phase,
                     // No commit since the snapshot: the own position, and the first transaction
                     // after the snapshot above every snapshot read of the topic.
                     None => {
-                        let own: u64 = seq[1].as_deref().unwrap().parse().unwrap();
+                        let own = own.expect("an lsn in sequence");
                         let v = 4 * own + 3 * phase;
                         if op == "r" {
                             snapshot_floor = snapshot_floor.max(v);
@@ -1070,9 +1078,9 @@ fn postgres_incremental_snapshot_misses_a_commit_not_yet_visible() {
         .collect();
     assert_eq!(ops, [("u", &json!(6)), ("r", &json!(5))], "{events:?}");
     // The worker wrote what the topic says last, at the read's version (4 × its lastCommitLsn).
-    let seq: Vec<Option<String>> =
-        serde_json::from_str(events[1].1["source"]["sequence"].as_str().unwrap()).unwrap();
-    let read_version = 4 * seq[0].as_deref().unwrap().parse::<u64>().unwrap();
+    let read_version = 4 * pg_sequence(&events[1].1["source"])
+        .0
+        .expect("a lastCommitLsn");
     wait_until(
         "row 5 at the read's version",
         Duration::from_secs(60),
