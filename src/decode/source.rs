@@ -181,18 +181,19 @@ impl Source {
         })
     }
 
-    /// The same from a block already written as `json`, with each member's name and JSON text
-    /// known (the Avro decoder writes them itself): parsing the block again was a third of
-    /// the Avro value decoder (docs/performance.md).
+    /// The same from a block already written as `json`, with the JSON text of each member
+    /// sinks read known (the Avro decoder writes them itself, and knows which field is which
+    /// from its schema, [`Member::of`]): parsing the block again was a third of the Avro value
+    /// decoder, matching each field's name a tenth (docs/performance.md).
     pub fn from_members<'a>(
         json: &'a str,
-        members: impl IntoIterator<Item = (&'a str, &'a str)>,
+        members: impl IntoIterator<Item = (Member, &'a str)>,
         read: bool,
         keep: bool,
     ) -> Result<Source, DecodeError> {
         let mut f = Fields::default();
-        for (name, raw) in members {
-            f.set(name, raw).map_err(malformed)?;
+        for (member, raw) in members {
+            f.set(member, raw).map_err(malformed)?;
         }
         let source = Source::new(&f, read).map_err(malformed)?;
         Ok(Source {
@@ -262,12 +263,71 @@ fn malformed(e: impl std::fmt::Display) -> DecodeError {
     DecodeError::new(format!("`source` block is malformed: {e}"))
 }
 
+/// A field of `source` that sinks read: [`Fields`]' fields, by name once per schema rather
+/// than once per record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Member {
+    Connector,
+    Db,
+    Schema,
+    Table,
+    TsMs,
+    Snapshot,
+    Lsn,
+    Sequence,
+    File,
+    Pos,
+    Row,
+    ChangeLsn,
+    CommitLsn,
+    Scn,
+    CommitScn,
+    Ord,
+}
+
+impl Member {
+    const NAMED: [(&'static str, Member); 16] = [
+        ("connector", Member::Connector),
+        ("db", Member::Db),
+        ("schema", Member::Schema),
+        ("table", Member::Table),
+        ("ts_ms", Member::TsMs),
+        ("snapshot", Member::Snapshot),
+        ("lsn", Member::Lsn),
+        ("sequence", Member::Sequence),
+        ("file", Member::File),
+        ("pos", Member::Pos),
+        ("row", Member::Row),
+        ("change_lsn", Member::ChangeLsn),
+        ("commit_lsn", Member::CommitLsn),
+        ("scn", Member::Scn),
+        ("commit_scn", Member::CommitScn),
+        ("ord", Member::Ord),
+    ];
+
+    /// The member a field of `source` named `name` is; `None` for fields no sink reads.
+    pub fn of(name: &str) -> Option<Member> {
+        Member::NAMED
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, m)| *m)
+    }
+
+    fn name(self) -> &'static str {
+        Member::NAMED
+            .iter()
+            .find(|(_, m)| *m == self)
+            .map_or("", |(n, _)| n)
+    }
+}
+
 impl<'a> Fields<'a> {
-    /// Sets the field `name` from its JSON text `raw`, with the types the derived
-    /// deserializer asks for; other names are ignored, as there. A name given twice would
-    /// keep its last value where the derived deserializer fails; Avro records cannot have
-    /// two fields of one name (apache-avro refuses such a schema before it is compiled).
-    fn set(&mut self, name: &str, raw: &'a str) -> Result<(), String> {
+    /// Sets `member` from its JSON text `raw`, with the types the derived deserializer asks
+    /// for. A member given twice would keep its last value where the derived deserializer
+    /// fails; Avro records cannot have two fields of one name (apache-avro refuses such a
+    /// schema before it is compiled).
+    fn set(&mut self, member: Member, raw: &'a str) -> Result<(), String> {
+        let name = member.name();
         fn string<'a>(name: &str, raw: &'a str) -> Result<Option<Cow<'a, str>>, String> {
             match raw.as_bytes() {
                 b"null" => Ok(None),
@@ -290,24 +350,23 @@ impl<'a> Fields<'a> {
                     .map_err(|_| format!("`{name}` is `{raw}`, expected an integer or null")),
             }
         }
-        match name {
-            "connector" => self.connector = string(name, raw)?,
-            "db" => self.db = string(name, raw)?,
-            "schema" => self.schema = string(name, raw)?,
-            "table" => self.table = string(name, raw)?,
-            "ts_ms" => self.ts_ms = int(name, raw)?,
-            "snapshot" => self.snapshot = Some(raw),
-            "lsn" => self.lsn = Some(raw),
-            "sequence" => self.sequence = string(name, raw)?,
-            "file" => self.file = string(name, raw)?,
-            "pos" => self.pos = int(name, raw)?,
-            "row" => self.row = int(name, raw)?,
-            "change_lsn" => self.change_lsn = string(name, raw)?,
-            "commit_lsn" => self.commit_lsn = string(name, raw)?,
-            "scn" => self.scn = Some(raw),
-            "commit_scn" => self.commit_scn = Some(raw),
-            "ord" => self.ord = int(name, raw)?,
-            _ => {}
+        match member {
+            Member::Connector => self.connector = string(name, raw)?,
+            Member::Db => self.db = string(name, raw)?,
+            Member::Schema => self.schema = string(name, raw)?,
+            Member::Table => self.table = string(name, raw)?,
+            Member::TsMs => self.ts_ms = int(name, raw)?,
+            Member::Snapshot => self.snapshot = Some(raw),
+            Member::Lsn => self.lsn = Some(raw),
+            Member::Sequence => self.sequence = string(name, raw)?,
+            Member::File => self.file = string(name, raw)?,
+            Member::Pos => self.pos = int(name, raw)?,
+            Member::Row => self.row = int(name, raw)?,
+            Member::ChangeLsn => self.change_lsn = string(name, raw)?,
+            Member::CommitLsn => self.commit_lsn = string(name, raw)?,
+            Member::Scn => self.scn = Some(raw),
+            Member::CommitScn => self.commit_scn = Some(raw),
+            Member::Ord => self.ord = int(name, raw)?,
         }
         Ok(())
     }
@@ -445,9 +504,13 @@ fn last_commit_lsn(sequence: &str) -> Result<(Option<u64>, Option<u64>), String>
     Ok((value(0)?, value(1)?))
 }
 
-/// `mysql-bin.000003` → 3.
+/// `mysql-bin.000003` → 3. (`memrchr`, not `rsplit('.')`: the reverse char search took 360
+/// instructions a record, 4% of decoding an Avro value; docs/performance.md.)
 fn binlog_index(file: &str) -> Result<u64, String> {
-    let digits = file.rsplit('.').next().unwrap_or("");
+    let digits = match memchr::memrchr(b'.', file.as_bytes()) {
+        Some(dot) => &file[dot + 1..],
+        None => file,
+    };
     digits
         .parse()
         .map_err(|_| format!("binlog file name `{file}` does not end in a number"))
@@ -496,18 +559,14 @@ mod tests {
         );
         let mut members = vec![];
         crate::decode::row::for_each_field(json, |k, v| {
-            members.push((k.to_string(), v.get()));
+            if let Some(m) = Member::of(k) {
+                assert_eq!(m.name(), k);
+                members.push((m, v.get()));
+            }
             Ok(())
         })
         .unwrap();
-        let from_members = |keep| {
-            Source::from_members(
-                json,
-                members.iter().map(|(k, v)| (k.as_str(), *v)),
-                read,
-                keep,
-            )
-        };
+        let from_members = |keep| Source::from_members(json, members.iter().copied(), read, keep);
         let from_members_kept = from_members(true);
         assert_eq!(parsed.is_ok(), from_members_kept.is_ok(), "{json}");
         if let (Ok(a), Ok(b)) = (&parsed, &from_members_kept) {
@@ -674,6 +733,9 @@ mod tests {
         assert!(v("mysql-bin.000003", 900_000_000, 5) < v("mysql-bin.000004", 4, 0));
         assert_eq!(v("mysql-bin.000003", 392, 0), 3 << 40 | 392);
         assert!(pos(r#"{"connector":"mariadb","file":"bin","pos":4}"#).is_err());
+        assert!(pos(r#"{"connector":"mariadb","file":"bin.","pos":4}"#).is_err());
+        assert_eq!(v("host.bin.000007", 4, 0), 7 << 40 | 4);
+        assert_eq!(v("77", 4, 0), 77 << 40 | 4);
         // A position past what a version holds is an error, also where `pos + row` would wrap.
         let wraps = r#"{"connector":"mysql","file":"b.3","pos":5,"row":18446744073709551615}"#;
         assert!(pos(wraps).unwrap_err().contains("does not fit"));

@@ -15,6 +15,7 @@ use self::plan::{Node, Plan};
 use self::read::Reader;
 use self::registry::Registry;
 use super::schema::Conv;
+use super::source::Member;
 use super::{DecodeError, Options, Row, Source, Value, mongodb};
 
 /// Decodes keys or values of one connector (one per role, as in Kafka Connect).
@@ -26,11 +27,87 @@ pub struct AvroConverter {
     scratch: Vec<Vec<u8>>,
     /// The key's buffer, reused likewise.
     key: Vec<u8>,
-    /// Where each field of `source` lies in its buffer: (index among its fields, range).
-    members: Vec<(usize, Range<usize>)>,
+    /// Where each field of `source` that sinks read lies in its buffer.
+    members: Vec<(Member, Range<usize>)>,
     /// The plans of the schema ids seen, which never change: the registry's shared cache
     /// takes two locks per lookup (4% of the task thread, end to end).
     plans: crate::FastMap<u32, Arc<Plan>>,
+    /// What each value schema id seen is, worked out once: matching the envelope's and
+    /// `source`'s field names for every record was a fifth of decoding an Avro value.
+    layouts: crate::FastMap<u32, Arc<Layout>>,
+}
+
+/// A value schema, as the decoder reads it.
+#[derive(Debug)]
+enum Layout {
+    Change(Envelope),
+    /// Not a Debezium change event: skipped by its name (heartbeats, schema changes,
+    /// transaction metadata), or refused with this error.
+    Other(Result<super::Skip, String>),
+}
+
+/// Where the parts of a Debezium envelope lie among its schema's fields.
+#[derive(Debug)]
+struct Envelope {
+    plan: Arc<Plan>,
+    /// Each top-level field's part, in the schema's order.
+    parts: Vec<Part>,
+    op: usize,
+    /// For each field of `source` (when it is a record), the member sinks read it as.
+    members: Vec<Option<Member>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Before,
+    After,
+    /// A record, whose fields' places are noted while it is written.
+    SourceRecord,
+    /// Anything else named `source`: parsed from its JSON.
+    Source,
+    Op,
+    TsMs,
+    Other,
+}
+
+impl Layout {
+    fn of(id: u32, plan: Arc<Plan>) -> Layout {
+        let Some(op) = plan
+            .fields()
+            .and_then(|f| f.iter().position(|f| f.name == "op"))
+        else {
+            return Layout::Other(match plan.name().and_then(super::skip_by_schema_name) {
+                Some(skip) => Ok(skip),
+                None => Err(format!(
+                    "schema id {id} ({}) is not a Debezium change event: it has no `op` field",
+                    plan.name().unwrap_or("not a record")
+                )),
+            });
+        };
+        let fields = plan.fields().unwrap_or_default();
+        let mut members = Vec::new();
+        let parts = fields
+            .iter()
+            .map(|f| match (&f.plan.node, &f.plan.conv, f.name.as_str()) {
+                (_, _, "before") => Part::Before,
+                (_, _, "after") => Part::After,
+                (Node::Record { fields: sf, .. }, Conv::Keep, "source") => {
+                    members = sf.iter().map(|f| Member::of(&f.name)).collect();
+                    Part::SourceRecord
+                }
+                (_, _, "source") => Part::Source,
+                (_, _, "op") => Part::Op,
+                (_, _, "ts_ms") => Part::TsMs,
+                _ => Part::Other,
+            })
+            .collect();
+        Layout::Change(Envelope {
+            plan,
+            parts,
+            op,
+            members,
+        })
+    }
 }
 
 /// The schema id and the Avro body of a Confluent-framed record.
@@ -56,6 +133,7 @@ impl AvroConverter {
             key: Vec::new(),
             members: Vec::new(),
             plans: Default::default(),
+            layouts: Default::default(),
         }
     }
 
@@ -79,45 +157,57 @@ impl AvroConverter {
         Ok(Row::from_bytes(self.key.to_vec()))
     }
 
+    /// The layout of value schema `id`, worked out the first time it is seen.
+    fn layout(&mut self, id: u32) -> Result<Arc<Layout>, DecodeError> {
+        if let Some(l) = self.layouts.get(&id) {
+            return Ok(l.clone());
+        }
+        let l = Arc::new(Layout::of(id, self.plan(id)?));
+        self.layouts.insert(id, l.clone());
+        Ok(l)
+    }
+
     /// Decodes a record value. `None` (a Kafka null) is a tombstone.
     pub fn value(&mut self, bytes: Option<&[u8]>) -> Result<Value, DecodeError> {
         let Some(bytes) = bytes.filter(|b| !b.is_empty()) else {
             return Ok(Value::Tombstone);
         };
         let (id, body) = frame(bytes)?;
-        let plan = self.plan(id)?;
-        let Some(fields) = plan.fields().filter(|f| f.iter().any(|f| f.name == "op")) else {
-            return match plan.name().and_then(super::skip_by_schema_name) {
-                Some(skip) => Ok(Value::Skipped(skip)),
-                None => Err(DecodeError::new(format!(
-                    "schema id {id} ({}) is not a Debezium change event: it has no `op` field",
-                    plan.name().unwrap_or("not a record")
-                ))),
-            };
+        let layout = self.layout(id)?;
+        let env = match &*layout {
+            Layout::Change(env) => env,
+            Layout::Other(Ok(skip)) => return Ok(Value::Skipped(*skip)),
+            Layout::Other(Err(e)) => return Err(DecodeError::new(e.clone())),
         };
+        let fields = env.plan.fields().unwrap_or_default();
         if self.scratch.len() < fields.len() {
             self.scratch.resize_with(fields.len(), Vec::new);
         }
         let mut r = Reader::new(body);
         self.members.clear();
-        let mut source_fields = None;
         // `before` comes ahead of `op`, and only a delete's is read: it is skipped, and written
         // once `op` says it is a delete (where it began, and its field's index).
         let mut before_at = None;
-        for (i, (f, buf)) in fields.iter().zip(self.scratch.iter_mut()).enumerate() {
+        for (i, ((f, part), buf)) in fields
+            .iter()
+            .zip(&env.parts)
+            .zip(self.scratch.iter_mut())
+            .enumerate()
+        {
             buf.clear();
-            let written = match (&f.plan.node, &f.plan.conv, f.name.as_str()) {
-                (_, _, "before") => {
+            let written = match (part, &f.plan.node) {
+                (Part::Before, _) => {
                     before_at = Some((r.pos, i));
                     read::skip(&mut r, &f.plan)
                 }
-                // `source` (a record in every Debezium connector): where each of its fields
-                // lies, so that its fields need not be parsed again from the JSON.
-                (Node::Record { fields: sf, .. }, Conv::Keep, "source") => {
-                    source_fields = Some(sf);
-                    let members = &mut self.members;
+                // `source`: where each field sinks read lies, so that they need not be parsed
+                // again from the JSON.
+                (Part::SourceRecord, Node::Record { fields: sf, .. }) => {
+                    let (members, at) = (&env.members, &mut self.members);
                     read::write_record(&mut r, sf, &self.opts, buf, |i, range| {
-                        members.push((i, range))
+                        if let Some(Some(m)) = members.get(i) {
+                            at.push((*m, range))
+                        }
                     })
                 }
                 _ => read::write(&mut r, &f.plan, &self.opts, buf),
@@ -126,61 +216,58 @@ impl AvroConverter {
         }
         finished(&r, id)?;
         // `op` as the reader wrote it: a JSON string, which for "d" has nothing to escape.
-        let op_at = fields.iter().position(|f| f.name == "op");
-        let delete = op_at.is_some_and(|i| self.scratch[i] == br#""d""#);
+        let delete = self.scratch[env.op] == br#""d""#;
         if let Some((at, i)) = before_at.filter(|_| delete) {
             let mut r = Reader::new(body);
             r.pos = at;
             read::write(&mut r, &fields[i].plan, &self.opts, &mut self.scratch[i])
                 .map_err(|e| bad(id, &format!("field `before`: {e}")))?;
         }
-        let op = op_at
-            // Borrowed: no allocation per record for a one-letter string.
-            .and_then(|i| {
-                super::row::some_str(&mut serde_json::Deserializer::from_slice(&self.scratch[i]))
-                    .ok()
-                    .flatten()
-            })
-            .ok_or_else(|| bad(id, "`op` is null"))?;
+        // Borrowed: no allocation per record for a one-letter string.
+        let op = super::row::some_str(&mut serde_json::Deserializer::from_slice(
+            &self.scratch[env.op],
+        ))
+        .ok()
+        .flatten()
+        .ok_or_else(|| bad(id, "`op` is null"))?;
         let (mut before, mut after, mut source, mut ts_ms) = (None, None, None, None);
         // Rows are copied out of the buffers, which keep their capacity for the next record
         // (taking them made every record grow its buffers again: 11% of this decoder). Only a
         // delete's before image is read by a sink (`ChangeEvent::before`).
-        for (f, buf) in fields.iter().zip(&self.scratch) {
+        for (part, buf) in env.parts.iter().zip(&self.scratch) {
             // Null, or not written (`before` of anything but a delete).
             if buf == b"null" || buf.is_empty() {
                 continue;
             }
-            match f.name.as_str() {
+            match part {
                 // Written only for a delete (above).
-                "before" => {
+                Part::Before => {
                     before = Some(image(buf).map_err(|e| bad(id, &format!("`before`: {e}")))?)
                 }
-                "after" => after = Some(image(buf).map_err(|e| bad(id, &format!("`after`: {e}")))?),
-                "source" => source = Some(buf.as_slice()),
-                "ts_ms" => ts_ms = std::str::from_utf8(buf).ok().and_then(|t| t.parse().ok()),
-                _ => {}
+                Part::After => {
+                    after = Some(image(buf).map_err(|e| bad(id, &format!("`after`: {e}")))?)
+                }
+                Part::SourceRecord | Part::Source => source = Some((*part, buf.as_slice())),
+                Part::TsMs => ts_ms = std::str::from_utf8(buf).ok().and_then(|t| t.parse().ok()),
+                Part::Op | Part::Other => {}
             }
         }
         let members = &self.members;
         let keep = self.opts.keep_source;
-        let source = |read| match (source, source_fields) {
-            (None, _) => Ok(None),
-            (Some(buf), Some(sf)) => {
-                let text =
-                    std::str::from_utf8(buf).map_err(|e| bad(id, &format!("`source`: {e}")))?;
-                // The ranges lie between ASCII bytes (`:` and `,`), so `get` always finds them;
-                // were one missing, the empty text is refused by the field's own parser.
-                let named = members.iter().map(|(i, range)| {
-                    (sf[*i].name.as_str(), text.get(range.clone()).unwrap_or(""))
-                });
-                Source::from_members(text, named, read, keep).map(Some)
+        let source = |read| {
+            let Some((part, buf)) = source else {
+                return Ok(None);
+            };
+            let text = std::str::from_utf8(buf).map_err(|e| bad(id, &format!("`source`: {e}")))?;
+            if part == Part::Source {
+                return Source::parse(text, read, keep).map(Some);
             }
-            (Some(buf), None) => {
-                let text =
-                    std::str::from_utf8(buf).map_err(|e| bad(id, &format!("`source`: {e}")))?;
-                Source::parse(text, read, keep).map(Some)
-            }
+            // The ranges lie between ASCII bytes (`:` and `,`), so `get` always finds them;
+            // were one missing, the empty text is refused by the field's own parser.
+            let named = members
+                .iter()
+                .map(|(m, range)| (*m, text.get(range.clone()).unwrap_or("")));
+            Source::from_members(text, named, read, keep).map(Some)
         };
         super::change(&op, before, after, source, ts_ms)
     }
@@ -215,6 +302,74 @@ fn finished(r: &Reader<'_>, id: u32) -> Result<(), DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode::Skip;
+
+    fn layout(schema: &str) -> Layout {
+        Layout::of(7, Arc::new(plan::compile(schema).unwrap()))
+    }
+
+    #[test]
+    fn a_value_schema_is_read_once_for_its_envelope_parts_and_source_members() {
+        let envelope = layout(
+            r#"{"type":"record","name":"Envelope","namespace":"it.inv.customers","fields":[
+                {"name":"before","type":["null","long"]},
+                {"name":"after","type":["null","long"]},
+                {"name":"source","type":{"type":"record","name":"Source","fields":[
+                    {"name":"version","type":"string"},
+                    {"name":"connector","type":"string"},
+                    {"name":"file","type":"string"},
+                    {"name":"pos","type":"long"}]}},
+                {"name":"transaction","type":"null"},
+                {"name":"op","type":"string"},
+                {"name":"ts_ms","type":["null","long"]}]}"#,
+        );
+        let Layout::Change(env) = envelope else {
+            panic!("{envelope:?}")
+        };
+        assert_eq!(
+            env.parts,
+            [
+                Part::Before,
+                Part::After,
+                Part::SourceRecord,
+                Part::Other,
+                Part::Op,
+                Part::TsMs
+            ]
+        );
+        assert_eq!(env.op, 4);
+        assert_eq!(
+            env.members,
+            [
+                None,
+                Some(Member::Connector),
+                Some(Member::File),
+                Some(Member::Pos)
+            ]
+        );
+        // A `source` that is not a record is parsed from its JSON.
+        let Layout::Change(env) = layout(
+            r#"{"type":"record","name":"E","fields":[{"name":"op","type":"string"},
+                {"name":"source","type":{"type":"map","values":"string"}}]}"#,
+        ) else {
+            panic!()
+        };
+        assert_eq!((env.parts, env.op), (vec![Part::Op, Part::Source], 0));
+        // Records Debezium writes beside changes are skipped by name; anything else refused.
+        let heartbeat = layout(
+            r#"{"type":"record","name":"Heartbeat","namespace":"io.debezium.connector.common","fields":[{"name":"ts_ms","type":"long"}]}"#,
+        );
+        assert!(matches!(heartbeat, Layout::Other(Ok(Skip::Heartbeat))));
+        let Layout::Other(Err(e)) =
+            layout(r#"{"type":"record","name":"x.Other","fields":[{"name":"id","type":"long"}]}"#)
+        else {
+            panic!()
+        };
+        assert_eq!(
+            e,
+            "schema id 7 (x.Other) is not a Debezium change event: it has no `op` field"
+        );
+    }
 
     #[test]
     fn the_confluent_header_is_checked() {
