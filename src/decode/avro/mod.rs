@@ -371,6 +371,151 @@ mod tests {
         );
     }
 
+    /// A converter whose registry is a closed loopback port: the schemas a test gives it are
+    /// its only plans, and any other id fails as an unreachable registry does.
+    fn converter(schemas: &[(u32, &str)]) -> AvroConverter {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let registry = registry::shared(&[format!("http://127.0.0.1:{port}")], None).unwrap();
+        let mut c = AvroConverter::new(registry, Options::default());
+        for (id, schema) in schemas {
+            c.plans
+                .insert(*id, Arc::new(plan::compile(schema).unwrap()));
+        }
+        c
+    }
+
+    fn framed(id: u32, parts: &[&[u8]]) -> Vec<u8> {
+        let mut v = vec![0];
+        v.extend(id.to_be_bytes());
+        parts.iter().for_each(|p| v.extend(*p));
+        v
+    }
+
+    /// An Avro string (length as a zig-zag varint, under 64 bytes).
+    fn string(s: &str) -> Vec<u8> {
+        let mut v = vec![(s.len() as u8) << 1];
+        v.extend(s.as_bytes());
+        v
+    }
+
+    #[test]
+    fn values_decode_by_their_schema_layout_skips_refusals_and_source_shapes_included() {
+        let envelope = |source: &str| {
+            format!(
+                r#"{{"type":"record","name":"Envelope","namespace":"it.inv.t","fields":[
+                    {{"name":"before","type":["null",{{"type":"record","name":"Row","fields":[{{"name":"id","type":"int"}}]}}]}},
+                    {{"name":"after","type":["null","Row"]}},
+                    {{"name":"source","type":{source}}},
+                    {{"name":"op","type":["null","string"]}},
+                    {{"name":"ts_ms","type":["null","long"]}}]}}"#
+            )
+        };
+        let record_source = r#"{"type":"record","name":"Source","fields":[
+            {"name":"version","type":"string"},{"name":"connector","type":"string"},
+            {"name":"db","type":"string"},{"name":"file","type":"string"},{"name":"pos","type":"long"}]}"#;
+        let (as_record, as_map) = (
+            envelope(record_source),
+            envelope(r#"{"type":"map","values":"string"}"#),
+        );
+        let mut c = converter(&[
+            (
+                1,
+                r#"{"type":"record","name":"Heartbeat","namespace":"io.debezium.connector.common","fields":[{"name":"ts_ms","type":"long"}]}"#,
+            ),
+            (
+                2,
+                r#"{"type":"record","name":"SchemaChangeValue","namespace":"io.debezium.connector.mysql","fields":[{"name":"ddl","type":"string"}]}"#,
+            ),
+            (
+                3,
+                r#"{"type":"record","name":"x.Other","fields":[{"name":"id","type":"long"}]}"#,
+            ),
+            (4, &as_record),
+            (5, &as_map),
+        ]);
+        assert_eq!(
+            c.value(Some(&framed(1, &[&[2]]))).unwrap(),
+            Value::Skipped(super::super::Skip::Heartbeat)
+        );
+        assert_eq!(
+            c.value(Some(&framed(2, &[&string("DROP")]))).unwrap(),
+            Value::Skipped(super::super::Skip::SchemaChange)
+        );
+        for _ in 0..2 {
+            assert_eq!(
+                c.value(Some(&framed(3, &[&[2]]))).unwrap_err().message,
+                "schema id 3 (x.Other) is not a Debezium change event: it has no `op` field"
+            );
+        }
+        // A delete: before (branch 1, id 7), after null, source, op "d", ts_ms 5.
+        let source = [
+            string("2.7"),
+            string("mysql"),
+            string("inv"),
+            string("mysql-bin.000003"),
+            vec![8],
+        ]
+        .concat();
+        let delete = framed(4, &[&[2, 14], &[0], &source, &[2], &string("d"), &[2, 10]]);
+        let Value::Change(e) = c.value(Some(&delete)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(e.op, super::super::Op::Delete);
+        assert_eq!(e.before.as_ref().map(Row::as_str), Some(r#"{"id":7}"#));
+        assert_eq!((e.after, e.ts_ms), (None, Some(5)));
+        let s = e.source.unwrap();
+        assert_eq!(
+            (s.connector.as_deref(), s.db.as_deref()),
+            (Some("mysql"), Some("inv"))
+        );
+        assert_eq!(s.position, Ok(Some(3 << 40 | 4)));
+        // An update: its before image is skipped, not read.
+        let update = framed(4, &[&[2, 14], &[2, 16], &source, &[2], &string("u"), &[0]]);
+        let Value::Change(e) = c.value(Some(&update)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (e.before, e.after.as_ref().map(Row::as_str)),
+            (None, Some(r#"{"id":8}"#))
+        );
+        // `op` null.
+        let no_op = framed(4, &[&[0], &[2, 16], &source, &[0], &[0]]);
+        assert!(
+            c.value(Some(&no_op))
+                .unwrap_err()
+                .message
+                .ends_with("`op` is null")
+        );
+        // `source` as a map: read from its JSON.
+        let map = [
+            vec![4],
+            string("connector"),
+            string("mysql"),
+            string("db"),
+            string("m"),
+            vec![0],
+        ]
+        .concat();
+        let create = framed(5, &[&[0], &[2, 16], &map, &[2], &string("c"), &[0]]);
+        let Value::Change(e) = c.value(Some(&create)).unwrap() else {
+            panic!()
+        };
+        let s = e.source.unwrap();
+        assert_eq!(
+            (s.connector.as_deref(), s.db.as_deref(), s.position),
+            (Some("mysql"), Some("m"), Ok(None))
+        );
+        // An id the registry cannot give: an error each time, nothing kept for it.
+        for _ in 0..2 {
+            let e = c.value(Some(&framed(9, &[&[0]]))).unwrap_err();
+            assert!(e.message.contains("schema registry"), "{}", e.message);
+        }
+        assert!(!c.layouts.contains_key(&9) && !c.plans.contains_key(&9));
+    }
+
     #[test]
     fn the_confluent_header_is_checked() {
         assert_eq!(frame(&[0, 0, 0, 1, 2, 9]).unwrap(), (258, &[9u8][..]));

@@ -491,9 +491,11 @@ mod tests {
             assert_eq!(r.pos, zz(v).len(), "{v}");
             assert_eq!(r.long().unwrap(), -3);
         }
-        assert!(Reader::new(&[0x80]).long().is_err());
-        assert!(Reader::new(&[]).long().is_err());
-        assert!(Reader::new(&[0xff; 11]).long().is_err());
+        for cut in [&[][..], &[0x80], &[0xff, 0xff, 0xff]] {
+            assert!(Reader::new(cut).long().unwrap_err().contains("ends early"));
+        }
+        let long = Reader::new(&[0xff; 11]).long().unwrap_err();
+        assert_eq!(long, "an Avro varint is longer than 10 bytes");
     }
 
     #[test]
