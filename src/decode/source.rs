@@ -184,7 +184,7 @@ impl Source {
     /// The same from a block already written as `json`, with the JSON text of each member
     /// sinks read known (the Avro decoder writes them itself, and knows which field is which
     /// from its schema, [`Member::of`]): parsing the block again was a third of the Avro value
-    /// decoder, matching each field's name a tenth (docs/performance.md).
+    /// decoder (docs/performance.md).
     pub fn from_members<'a>(
         json: &'a str,
         members: impl IntoIterator<Item = (Member, &'a str)>,
