@@ -327,8 +327,8 @@ impl<'a> Fields<'a> {
     /// fails; Avro records cannot have two fields of one name (apache-avro refuses such a
     /// schema before it is compiled).
     fn set(&mut self, member: Member, raw: &'a str) -> Result<(), String> {
-        let name = member.name();
-        fn string<'a>(name: &str, raw: &'a str) -> Result<Option<Cow<'a, str>>, String> {
+        // The member's name is looked up only for an error.
+        fn string<'a>(name: Member, raw: &'a str) -> Result<Option<Cow<'a, str>>, String> {
             match raw.as_bytes() {
                 b"null" => Ok(None),
                 // The text the Avro reader wrote is valid JSON: without a backslash its content
@@ -338,35 +338,37 @@ impl<'a> Fields<'a> {
                     Ok(Some(Cow::Borrowed(&raw[1..raw.len() - 1])))
                 }
                 [b'"', ..] => text(raw).map(Some),
-                _ => Err(format!("`{name}` is `{raw}`, expected a string or null")),
+                _ => Err(format!(
+                    "`{}` is `{raw}`, expected a string or null",
+                    name.name()
+                )),
             }
         }
-        fn int<T: std::str::FromStr>(name: &str, raw: &str) -> Result<Option<T>, String> {
+        fn int<T: std::str::FromStr>(name: Member, raw: &str) -> Result<Option<T>, String> {
             match raw {
                 "null" => Ok(None),
-                _ => raw
-                    .parse()
-                    .map(Some)
-                    .map_err(|_| format!("`{name}` is `{raw}`, expected an integer or null")),
+                _ => raw.parse().map(Some).map_err(|_| {
+                    format!("`{}` is `{raw}`, expected an integer or null", name.name())
+                }),
             }
         }
         match member {
-            Member::Connector => self.connector = string(name, raw)?,
-            Member::Db => self.db = string(name, raw)?,
-            Member::Schema => self.schema = string(name, raw)?,
-            Member::Table => self.table = string(name, raw)?,
-            Member::TsMs => self.ts_ms = int(name, raw)?,
+            Member::Connector => self.connector = string(member, raw)?,
+            Member::Db => self.db = string(member, raw)?,
+            Member::Schema => self.schema = string(member, raw)?,
+            Member::Table => self.table = string(member, raw)?,
+            Member::TsMs => self.ts_ms = int(member, raw)?,
             Member::Snapshot => self.snapshot = Some(raw),
             Member::Lsn => self.lsn = Some(raw),
-            Member::Sequence => self.sequence = string(name, raw)?,
-            Member::File => self.file = string(name, raw)?,
-            Member::Pos => self.pos = int(name, raw)?,
-            Member::Row => self.row = int(name, raw)?,
-            Member::ChangeLsn => self.change_lsn = string(name, raw)?,
-            Member::CommitLsn => self.commit_lsn = string(name, raw)?,
+            Member::Sequence => self.sequence = string(member, raw)?,
+            Member::File => self.file = string(member, raw)?,
+            Member::Pos => self.pos = int(member, raw)?,
+            Member::Row => self.row = int(member, raw)?,
+            Member::ChangeLsn => self.change_lsn = string(member, raw)?,
+            Member::CommitLsn => self.commit_lsn = string(member, raw)?,
             Member::Scn => self.scn = Some(raw),
             Member::CommitScn => self.commit_scn = Some(raw),
-            Member::Ord => self.ord = int(name, raw)?,
+            Member::Ord => self.ord = int(member, raw)?,
         }
         Ok(())
     }

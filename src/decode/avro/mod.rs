@@ -72,10 +72,8 @@ enum Part {
 
 impl Layout {
     fn of(id: u32, plan: Arc<Plan>) -> Layout {
-        let Some(op) = plan
-            .fields()
-            .and_then(|f| f.iter().position(|f| f.name == "op"))
-        else {
+        let fields = plan.fields().unwrap_or_default();
+        let Some(op) = fields.iter().position(|f| f.name == "op") else {
             return Layout::Other(match plan.name().and_then(super::skip_by_schema_name) {
                 Some(skip) => Ok(skip),
                 None => Err(format!(
@@ -84,7 +82,6 @@ impl Layout {
                 )),
             });
         };
-        let fields = plan.fields().unwrap_or_default();
         let mut members = Vec::new();
         let parts = fields
             .iter()
