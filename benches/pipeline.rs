@@ -1696,10 +1696,15 @@ fn main() {
             .ok()
             .and_then(|r| r.parse().ok())
             .unwrap_or(4);
-        // BENCH_ONLY=avro (or json, or schema: JSON with schema only) runs one family, for
-        // profiling.
+        // BENCH_ONLY=avro (or json, or schema: JSON with schema only, or plain: JSON without
+        // schema only) runs one family, for profiling.
         let only = std::env::var("BENCH_ONLY").unwrap_or_default();
-        if only != "avro" && only != "schema" {
+        let runs = |family: &str| match only.as_str() {
+            "" => true,
+            "json" => family != "avro",
+            _ => family == only,
+        };
+        if runs("plain") {
             let r = hot("without schema", &plain.records, rounds, json!({}));
             hot_rates.push(("without-schema", r));
             targets.at_least(
@@ -1709,7 +1714,7 @@ fn main() {
                 "records/CPU-s",
             );
         }
-        if only != "avro" {
+        if runs("schema") {
             let r = hot(
                 "with schema",
                 &schema.records,
@@ -1738,7 +1743,7 @@ fn main() {
                 std::thread::available_parallelism().map_or(0, |n| n.get())
             );
         }
-        if only != "json" && only != "schema" {
+        if runs("avro") {
             let r = hot("avro", &avro, rounds, avro_options.clone());
             hot_rates.push(("avro", r));
             targets.at_least("hot: Avro, one core", r, 400_000.0, "records/CPU-s");

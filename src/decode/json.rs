@@ -14,7 +14,9 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::row::{Row, for_each_field, some_raw, some_str, unquote, write_json_str as write_str};
+use super::row::{
+    Row, flat_object, for_each_field, some_raw, some_str, unquote, write_json_str as write_str,
+};
 use super::schema::StructConv;
 use super::schema::{ConnectSchema, Conv};
 use super::semantic;
@@ -205,13 +207,23 @@ impl JsonConverter {
 
     /// Decodes a record key to JSON text: a struct key becomes an object, a plain key a scalar.
     pub fn key(&mut self, topic: &str, bytes: &[u8]) -> Result<Row, DecodeError> {
-        if let Some((schema, payload)) = self.known_schema(topic, bytes)
-            && let Ok(raw) = serde_json::from_str::<&RawValue>(payload)
-        {
-            return to_row(raw, &schema.row, &self.opts)
-                .map_err(|e| DecodeError::new(format!("key: {e}")));
+        if let Some((schema, payload)) = self.known_schema(topic, bytes) {
+            // The commonest keys, flat and with nothing to convert, checked by hand.
+            if schema.row == Conv::Keep && flat_object(payload).is_some() {
+                return Ok(Row::from_json(payload));
+            }
+            if let Ok(raw) = serde_json::from_str::<&RawValue>(payload) {
+                return to_row(raw, &schema.row, &self.opts)
+                    .map_err(|e| DecodeError::new(format!("key: {e}")));
+            }
         }
         let text = parse_json(bytes)?;
+        // A flat key is a bare key unless it may be `{"payload":…}` (see `unwrap_key`).
+        if let Some(flat) = flat_object(text)
+            && (!flat.payload || self.schemas_enable == Some(false))
+        {
+            return Ok(Row::from_json(text));
+        }
         let top: &RawValue = serde_json::from_str(text)
             .map_err(|e| DecodeError::new(format!("key is not valid JSON: {e}")))?;
         let (schema, payload) = self.unwrap_key(top);
@@ -719,7 +731,28 @@ mod tests {
             .key("t", br#"{"schema":{"type":"struct","fields":[{"type":"int32","field":"id"}]},"payload":{"id":1001}}"#)
             .unwrap();
         assert_eq!(k.as_str(), r#"{"id":1001}"#);
+        // The schema known now: the payload is checked by hand (`flat_object`), or read.
+        for (payload, row) in [
+            (r#"{"id":1002}"#, r#"{"id":1002}"#),
+            (r#"{"id": 1003}"#, r#"{"id": 1003}"#),
+            (r#"{"id":"a\"b"}"#, r#"{"id":"a\"b"}"#),
+        ] {
+            let record = format!(
+                r#"{{"schema":{{"type":"struct","fields":[{{"type":"int32","field":"id"}}]}},"payload":{payload}}}"#
+            );
+            assert_eq!(c.key("t", record.as_bytes()).unwrap().as_str(), row);
+        }
+        let bad = br#"{"schema":{"type":"struct","fields":[{"type":"int32","field":"id"}]},"payload":{"id":01}}"#;
+        assert!(c.key("t", bad).is_err());
         assert_eq!(c.key("t", br#"{"id":1}"#).unwrap().as_str(), r#"{"id":1}"#);
+        assert_eq!(
+            c.key("t", br#"{"a":"x","id":-1.5e3}"#).unwrap().as_str(),
+            r#"{"a":"x","id":-1.5e3}"#
+        );
+        assert!(c.key("t", br#"{"id":01}"#).is_err());
+        assert!(c.key("t", b"{\"id\":\"a\tb\"}").is_err());
+        // A flat key with a field named `payload` is such an envelope.
+        assert_eq!(c.key("t", br#"{"payload":5}"#).unwrap().as_str(), "5");
         assert_eq!(c.key("t", br#""abc""#).unwrap().as_str(), r#""abc""#);
         assert_eq!(c.key("t", b"42").unwrap().as_str(), "42");
         // An envelope without schema, also with its field name escaped, is unwrapped.
