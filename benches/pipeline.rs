@@ -748,8 +748,13 @@ fn e2e<T: AsRef<[u8]>>(
             cpu / bare_cpu
         );
         println!(
-            "e2e {label:<16} {of:>5} tasks.max={tasks}: {:>9.0} records/s from the first commit to the last, {:>9.0} while the middle 80% was acknowledged (the machine {:.0}% busy)",
-            run.steady,
+            "e2e {label:<16} {of:>5} tasks.max={tasks}: {:>9} records/s from the first commit to the last, {:>9.0} while the middle 80% was acknowledged (the machine {:.0}% busy)",
+            // NaN: the first commit and the last were under 0.5 s apart.
+            if run.steady.is_nan() {
+                "(not measured: the first and last commits under 0.5 s apart)".to_string()
+            } else {
+                format!("{:.0}", run.steady)
+            },
             acked_rates[pair - 1].0,
             100.0 * acked_rates[pair - 1].1
         );
