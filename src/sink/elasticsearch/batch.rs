@@ -80,10 +80,21 @@ pub struct Batch {
     acks: Vec<Ack>,
     live: usize,
     pub opened: Instant,
+    /// What this batch was sized for when it was opened ([`Batch::take`]).
+    sized: Sizes,
     /// Every write is sent, none superseded by a later one of its document: when a document
     /// Elasticsearch rejects as malformed may be skipped (`behavior.on.malformed.documents`),
     /// the write before it must still reach the index, in order.
     keep_every_write: bool,
+}
+
+/// The lengths a batch is given room for as it opens.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sizes {
+    body: usize,
+    items: usize,
+    acks: usize,
+    ids: usize,
 }
 
 /// A batch ready to send: only live items, body compacted.
@@ -107,24 +118,41 @@ impl Batch {
             acks: Vec::new(),
             live: 0,
             opened: Instant::now(),
+            sized: Sizes::default(),
             keep_every_write,
         }
     }
 
-    /// This batch, leaving an empty one of the same kind in its place, sized like this one: a
-    /// lane's batches are alike, and a body grown by doubling was copied about once over and
-    /// written into fresh pages the kernel had to fault in (reallocation and page faults: 9% of
-    /// the JSON hot path's profile, 3% after).
+    /// This batch, leaving an empty one of the same kind in its place, sized for the larger of
+    /// this one and what this one was sized for, less an eighth: a lane's batches are alike,
+    /// and a body grown by doubling was copied about once over and written into fresh pages
+    /// the kernel had to fault in (reallocation and page faults: 9% of the JSON hot path's
+    /// profile, 3% after). End to end, batches vary from a few records to thousands; sized by
+    /// the last batch alone, every batch larger than the one before grew again (its body, its
+    /// items and its map of documents: 1.4% of the worker's instructions on JSON without
+    /// schema, docs/performance.md). A size not reached again fades by an eighth a batch.
     ///
-    /// At most `bulk.size.bytes`' default is reserved: a batch made big by one huge document
-    /// does not make its lane hold as much while idle.
+    /// At most `bulk.size.bytes`' default is reserved for the body: a batch made big by one
+    /// huge document does not make its lane hold as much while idle.
     pub fn take(&mut self) -> Batch {
         const MOST: usize = 5 * 1024 * 1024;
+        let fade = |now: usize, was: usize| now.max(was - was / 8);
+        let was = self.sized;
+        let sized = Sizes {
+            body: fade(self.body.len(), was.body).min(MOST),
+            items: fade(self.items.len(), was.items),
+            acks: fade(self.acks.len(), was.acks),
+            ids: fade(self.names.ids.len(), was.ids),
+        };
         let mut next = Batch::new(self.keep_every_write);
-        next.body.reserve(self.body.len().min(MOST));
-        next.items.reserve(self.items.len());
-        next.names.ids.reserve(self.names.ids.len());
-        next.acks.reserve(self.acks.len());
+        next.body.reserve(sized.body);
+        next.items.reserve(sized.items);
+        next.names.ids.reserve(sized.ids);
+        next.acks.reserve(sized.acks);
+        if !self.keep_every_write {
+            next.latest.reserve(sized.items);
+        }
+        next.sized = sized;
         std::mem::replace(self, next)
     }
 
@@ -354,6 +382,52 @@ mod tests {
         let s = b.seal();
         let ids: Vec<&str> = s.items.iter().map(|i| s.id(i)).collect();
         assert_eq!(ids, ["1", "2"]);
+    }
+
+    #[test]
+    fn a_batch_opens_with_room_for_the_larger_of_the_last_and_a_fading_earlier_size() {
+        let fill = |b: &mut Batch, n: usize, from: usize| {
+            for i in from..from + n {
+                b.push(
+                    action(&i.to_string(), 1, "{}"),
+                    &t(),
+                    origin(i as i64),
+                    ack(i as i64),
+                );
+            }
+        };
+        let mut lane = Batch::new(false);
+        fill(&mut lane, 400, 0);
+        let (body, ids) = (lane.body_len(), lane.names.ids.len());
+        lane.take();
+        let room = |b: &Batch| {
+            (
+                b.items.capacity(),
+                b.acks.capacity(),
+                b.body.capacity(),
+                b.latest.capacity(),
+            )
+        };
+        let (items, acks, bytes, docs) = room(&lane);
+        assert!(items >= 400 && acks >= 400 && bytes >= body && docs >= 400);
+        assert!(lane.names.ids.capacity() >= ids);
+        // A smaller batch after it: the next still has room for 7/8 of the 400.
+        fill(&mut lane, 10, 1000);
+        lane.take();
+        assert!(lane.items.capacity() >= 350, "{}", lane.items.capacity());
+        assert!(lane.latest.capacity() >= 350);
+        assert!(lane.body.capacity() >= body - body / 8);
+        // Small batches from then on: the room fades to what they need.
+        for round in 0..40 {
+            fill(&mut lane, 10, 2000 + 10 * round);
+            lane.take();
+        }
+        assert!(lane.items.capacity() < 40, "{}", lane.items.capacity());
+        assert!(lane.body.capacity() < body / 10, "{}", lane.body.capacity());
+        // Larger again: as large as the batch before it.
+        fill(&mut lane, 600, 5000);
+        lane.take();
+        assert!(lane.items.capacity() >= 600 && lane.acks.capacity() >= 600);
     }
 
     #[test]

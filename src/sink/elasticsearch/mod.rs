@@ -109,6 +109,9 @@ pub struct ElasticsearchSink {
     /// Every open batch is sent as soon as its lane is free.
     flushing: bool,
     topics: crate::FastMap<String, Arc<str>>,
+    /// The topic of the last record put, compared before `topics` is hashed: records come in
+    /// runs of one partition.
+    last_topic: Option<Arc<str>>,
     /// Rejected for the dead-letter queue, not yet taken by the task.
     rejected: Vec<Rejected>,
 }
@@ -143,6 +146,7 @@ impl ElasticsearchSink {
             pending: 0,
             flushing: false,
             topics: Default::default(),
+            last_topic: None,
             rejected: Vec::new(),
         })
     }
@@ -252,11 +256,18 @@ impl ElasticsearchSink {
     }
 
     fn topic(&mut self, topic: &str) -> Arc<str> {
-        if let Some(t) = self.topics.get(topic) {
+        if let Some(t) = self.last_topic.as_ref().filter(|t| ***t == *topic) {
             return t.clone();
         }
-        let t: Arc<str> = topic.into();
-        self.topics.insert(topic.to_string(), t.clone());
+        let t = match self.topics.get(topic) {
+            Some(t) => t.clone(),
+            None => {
+                let t: Arc<str> = topic.into();
+                self.topics.insert(topic.to_string(), t.clone());
+                t
+            }
+        };
+        self.last_topic = Some(t.clone());
         t
     }
 }
