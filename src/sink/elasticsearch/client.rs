@@ -381,8 +381,8 @@ pub fn parse_items(body: &[u8], sent: usize) -> Result<Option<Vec<ItemResult>>, 
 /// `{"index":{"status":201}}` (a name of lowercase letters, a three-digit status), comma
 /// separated, then `]}`, without whitespace. `None` for any other text, which [`walk_items`]
 /// then reads. Read by hand: serde's walk took about 770 instructions an item, 4% of the
-/// end-to-end worker's on JSON without schema (callgrind, docs/performance.md); this takes a
-/// tenth of that. Whatever it counts, [`walk_items`] reads as the same count with no errors (a
+/// end-to-end worker's on JSON without schema (callgrind, docs/performance.md); this takes
+/// about 60. Whatever it counts, [`walk_items`] reads as the same count with no errors (a
 /// test compares them over mutated responses).
 fn all_written(body: &[u8]) -> Option<usize> {
     let mut rest = body.strip_prefix(b"{")?;
