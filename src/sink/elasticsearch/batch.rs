@@ -132,26 +132,27 @@ impl Batch {
     /// items and its map of documents: 1.4% of the worker's instructions on JSON without
     /// schema, docs/performance.md). A size not reached again fades by an eighth a batch.
     ///
-    /// At most `bulk.size.bytes`' default is reserved for the body: a batch made big by one
-    /// huge document does not make its lane hold as much while idle.
+    /// At most `bulk.size.bytes`' default is reserved for the body, room for 4 096 items (twice
+    /// `batch.size`'s default) and 512 KiB of ids: a batch made big by one huge document, or by
+    /// thousands of tiny deletes, does not make its lane hold as much while idle. A batch
+    /// larger than that grows as it fills.
     pub fn take(&mut self) -> Batch {
         const MOST: usize = 5 * 1024 * 1024;
-        let fade = |now: usize, was: usize| now.max(was - was / 8);
+        const MOST_ITEMS: usize = 4096;
+        let fade = |now: usize, was: usize| now.max(was - was.div_ceil(8));
         let was = self.sized;
         let sized = Sizes {
             body: fade(self.body.len(), was.body).min(MOST),
-            items: fade(self.items.len(), was.items),
-            acks: fade(self.acks.len(), was.acks),
-            ids: fade(self.names.ids.len(), was.ids),
+            items: fade(self.items.len(), was.items).min(MOST_ITEMS),
+            acks: fade(self.acks.len(), was.acks).min(MOST_ITEMS),
+            ids: fade(self.names.ids.len(), was.ids).min(MOST / 10),
         };
         let mut next = Batch::new(self.keep_every_write);
         next.body.reserve(sized.body);
         next.items.reserve(sized.items);
         next.names.ids.reserve(sized.ids);
         next.acks.reserve(sized.acks);
-        if !self.keep_every_write {
-            next.latest.reserve(sized.items);
-        }
+        next.latest.reserve(sized.items);
         next.sized = sized;
         std::mem::replace(self, next)
     }
@@ -416,7 +417,7 @@ mod tests {
         lane.take();
         assert!(lane.items.capacity() >= 350, "{}", lane.items.capacity());
         assert!(lane.latest.capacity() >= 350);
-        assert!(lane.body.capacity() >= body - body / 8);
+        assert!(lane.body.capacity() >= body - body.div_ceil(8));
         // Small batches from then on: the room fades to what they need.
         for round in 0..40 {
             fill(&mut lane, 10, 2000 + 10 * round);
@@ -428,6 +429,19 @@ mod tests {
         fill(&mut lane, 600, 5000);
         lane.take();
         assert!(lane.items.capacity() >= 600 && lane.acks.capacity() >= 600);
+        // Never more than room for 4 096 items, however large a batch was.
+        fill(&mut lane, 10_000, 10_000);
+        lane.take();
+        let (items, acks, _, docs) = room(&lane);
+        assert!(
+            items < 5000 && acks < 5000 && docs < 10_000,
+            "{items} {acks} {docs}"
+        );
+        // And a batch that keeps every write gets room in its map too.
+        let mut every = Batch::new(true);
+        fill(&mut every, 100, 0);
+        every.take();
+        assert!(every.latest.capacity() >= 100);
     }
 
     #[test]

@@ -375,8 +375,9 @@ pub fn parse_items(body: &[u8], sent: usize) -> Result<Option<Vec<ItemResult>>, 
     }
 }
 
-/// The number of items of a response in the one shape Elasticsearch gives a request whose every
-/// action succeeded, through [`FILTER_PATH`]: `{"errors":false,"items":[` (perhaps with a
+/// The number of items of a response in the one shape Elasticsearch gives a request none of
+/// whose actions failed (`errors` false, as it is for a delete of a missing document, 404
+/// without an error), through [`FILTER_PATH`]: `{"errors":false,"items":[` (perhaps with a
 /// `"took":<ms>,` first) then items such as
 /// `{"index":{"status":201}}` (a name of lowercase letters, a three-digit status), comma
 /// separated, then `]}`, without whitespace. `None` for any other text, which [`walk_items`]
