@@ -139,13 +139,14 @@ impl Batch {
     pub fn take(&mut self) -> Batch {
         const MOST: usize = 5 * 1024 * 1024;
         const MOST_ITEMS: usize = 4096;
+        const MOST_IDS: usize = 512 * 1024;
         let fade = |now: usize, was: usize| now.max(was - was.div_ceil(8));
         let was = self.sized;
         let sized = Sizes {
             body: fade(self.body.len(), was.body).min(MOST),
             items: fade(self.items.len(), was.items).min(MOST_ITEMS),
             acks: fade(self.acks.len(), was.acks).min(MOST_ITEMS),
-            ids: fade(self.names.ids.len(), was.ids).min(MOST / 10),
+            ids: fade(self.names.ids.len(), was.ids).min(MOST_IDS),
         };
         let mut next = Batch::new(self.keep_every_write);
         next.body.reserve(sized.body);
