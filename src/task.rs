@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use rdkafka::Message;
 use rdkafka::consumer::CommitMode;
 use rdkafka::consumer::Consumer as _;
-use rdkafka::message::{BorrowedMessage, OwnedMessage};
+use rdkafka::message::OwnedMessage;
 use serde::Serialize;
 use tokio::runtime::Handle;
 use tracing::{error, info, warn};
@@ -49,12 +49,12 @@ const BURST: usize = 256;
 /// the worker's CPU (untraced, six alternated runs each) 1.00–1.16 s → 0.84–0.94 s
 /// (docs/performance.md). A handled record is never read again; held, it only keeps its
 /// memory (at most [`Handled::BYTES`] of keys and payloads) a little longer.
-struct Handled<'c> {
-    messages: Vec<BorrowedMessage<'c>>,
+struct Handled<M> {
+    messages: Vec<M>,
     bytes: usize,
 }
 
-impl<'c> Handled<'c> {
+impl<M: Message> Handled<M> {
     const RECORDS: usize = 1024;
     const BYTES: usize = 1 << 20;
 
@@ -66,8 +66,8 @@ impl<'c> Handled<'c> {
     }
 
     /// Keeps `m` until the run is full.
-    fn keep(&mut self, m: BorrowedMessage<'c>) {
-        self.bytes += m.payload_len() + m.key().map_or(0, <[u8]>::len);
+    fn keep(&mut self, m: M) {
+        self.bytes += m.payload().map_or(0, <[u8]>::len) + m.key().map_or(0, <[u8]>::len);
         self.messages.push(m);
         if self.messages.len() >= Self::RECORDS || self.bytes >= Self::BYTES {
             self.free();
@@ -1095,4 +1095,58 @@ fn put(
         Err(e) => return Err(Refused::Failure(Failure::from(e))),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::Timestamp;
+
+    use super::*;
+
+    fn record(payload: usize) -> OwnedMessage {
+        OwnedMessage::new(
+            Some(vec![b'x'; payload]),
+            Some(b"k".to_vec()),
+            "t".into(),
+            Timestamp::NotAvailable,
+            0,
+            0,
+            None,
+        )
+    }
+
+    /// Handled records are held for freeing together, but never more than a run's worth: a
+    /// run that never ended would hold every record the task read.
+    #[test]
+    fn handled_records_are_freed_in_runs_of_1024_or_1_mib() {
+        type H = Handled<OwnedMessage>;
+        let mut h = H::new();
+        for _ in 1..H::RECORDS {
+            h.keep(record(10));
+        }
+        assert_eq!(
+            (h.messages.len(), h.bytes),
+            (H::RECORDS - 1, 11 * (H::RECORDS - 1))
+        );
+        h.keep(record(10));
+        assert_eq!(
+            (h.messages.len(), h.bytes),
+            (0, 0),
+            "freed at {} records",
+            H::RECORDS
+        );
+        // Fewer, bigger records: freed by their bytes (key and payload).
+        h.keep(record(H::BYTES / 2));
+        assert_eq!(h.messages.len(), 1);
+        h.keep(record(H::BYTES / 2));
+        assert_eq!(
+            (h.messages.len(), h.bytes),
+            (0, 0),
+            "freed at {} bytes",
+            H::BYTES
+        );
+        h.keep(record(1));
+        h.free();
+        assert_eq!((h.messages.len(), h.bytes), (0, 0));
+    }
 }
