@@ -1309,6 +1309,8 @@ fn es_vs_ideal(records: &[Rec], partitions: i32, pairs: usize) -> Vec<f64> {
         0.0
     };
     let mut ratios = Vec::new();
+    // Without an ideal client (`BENCH_ES_IDEAL=0`), one worker run: nothing to compare with.
+    let pairs = if best_threads > 0 { pairs } else { 1 };
     for pair in 1..=pairs {
         // A topic and so an index of its own: the same documents written again into the same
         // index would come back as stale versions, which Elasticsearch refuses cheaply.

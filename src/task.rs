@@ -80,6 +80,7 @@ impl<M: Message> Handled<M> {
         self.bytes = 0;
     }
 }
+
 /// How long a full sink (`Sink::capacity`) holds the consumer before it is paused. Holding
 /// takes no records and keeps librdkafka's prefetch; pausing purges it, and the refetch after
 /// every resume left bulk requests half full: a task fed a real Elasticsearch reached 40% of
@@ -726,7 +727,8 @@ fn run(
                 };
                 let Some(msg) = consumer.poll(wait) else {
                     if !wait.is_zero() {
-                        // Waited and nothing came: idle, nothing to collide with.
+                        // Waited and nothing came: the fetch thread had nothing to hand over
+                        // either, so it is not busy allocating.
                         handled.free();
                     }
                     break;
