@@ -1027,13 +1027,18 @@ fn median_of(values: &[f64]) -> usize {
 
 /// `from <least>x to <greatest>x`.
 fn spread(values: &[f64]) -> String {
+    match least_and_most(values) {
+        Some((least, most)) => format!("from {least:.2}x to {most:.2}x"),
+        None => "no pair measured".into(),
+    }
+}
+
+/// The least and the greatest of `values`, NaN left out (`f64::min` and `max` skip it);
+/// `None` when nothing is left.
+fn least_and_most(values: &[f64]) -> Option<(f64, f64)> {
     let least = values.iter().copied().fold(f64::INFINITY, f64::min);
     let most = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    if least > most {
-        // Every value NaN (`f64::min` and `max` skip NaN).
-        return "no pair measured".into();
-    }
-    format!("from {least:.2}x to {most:.2}x")
+    (least <= most).then_some((least, most))
 }
 
 /// The bulk bodies the worker would send for `records` into `index` (decode → map → batch of
@@ -1327,11 +1332,8 @@ fn es_vs_ideal(records: &[Rec], partitions: i32, pairs: usize) -> Vec<f64> {
         ratios.push(ratio);
         before = after;
     }
-    if !ratios.is_empty() {
+    if let Some((least, most)) = least_and_most(&ratios) {
         let median = ratios[median_of(&ratios)];
-        let (least, most) = ratios
-            .iter()
-            .fold((f64::INFINITY, 0.0f64), |(l, m), r| (l.min(*r), m.max(*r)));
         println!(
             "es  cdc-sink over the ideal client around it, {} pairs: median {:.0}% (from {:.0}% to {:.0}%)",
             ratios.len(),
