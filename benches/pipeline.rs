@@ -276,6 +276,12 @@ fn feed<T: AsRef<[u8]>>(
         timestamp_ms: None,
         key: key.as_ref(),
         value: &value,
+        // As a task reads it: once per burst of 256 records.
+        received_ms: if i.is_multiple_of(256) {
+            cdc_sink::metrics::now_ms()
+        } else {
+            0
+        },
     };
     if let Mapped::Write(a) = mapper.map(&rec).unwrap() {
         let origin = Origin {
@@ -283,8 +289,7 @@ fn feed<T: AsRef<[u8]>>(
             offset: i as i64,
             source_ts_ms: None,
             kafka_ts_ms: None,
-            // As the sink takes it (ElasticsearchSink::put).
-            received_ms: cdc_sink::metrics::now_ms(),
+            received_ms: rec.received_ms,
         };
         let ack = Ack {
             slot: 0,
@@ -603,6 +608,7 @@ fn hot_druid<T: AsRef<[u8]>>(label: &str, records: &[Rec<T>], rounds: usize) {
                 timestamp_ms: Some(1_700_000_000_000),
                 key: key.as_ref(),
                 value: &value,
+                received_ms: 0,
             };
             if let RowMapped::Row { value, key, .. } = rows.map(&rec).unwrap() {
                 out_bytes += value.len() + key.len();

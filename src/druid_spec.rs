@@ -208,6 +208,7 @@ fn sample(
             timestamp_ms: m.timestamp().to_millis(),
             key: key.as_ref(),
             value: &value,
+            received_ms: 0,
         };
         let Mapped::Row { topic, value, .. } =
             rows.map(&record).map_err(|e| format!("{}: {e}", at()))?

@@ -438,6 +438,12 @@ impl Metrics {
         self.consumed.inc();
     }
 
+    pub fn consumed_by(&self, n: u64) {
+        if n > 0 {
+            self.consumed.inc_by(n);
+        }
+    }
+
     /// `n` writes acknowledged, of `action` (`index`, `delete`, `row`).
     pub fn written(&self, action: &str, n: u64) {
         if n > 0 {

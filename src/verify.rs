@@ -255,6 +255,7 @@ fn replay(
             timestamp_ms,
             key: key.as_ref(),
             value: &value,
+            received_ms: 0,
         };
         let action = match mapper.map(&rec).map_err(|e| format!("{}: {e}", at()))? {
             Mapped::Write(a) => a,

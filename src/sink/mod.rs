@@ -35,6 +35,9 @@ pub struct SinkRecord<'a> {
     /// The decoded key; `None` for a record without key.
     pub key: Option<&'a Row>,
     pub value: &'a Value,
+    /// When the task took the record from its consumer (ms since the epoch), read once per
+    /// burst of records.
+    pub received_ms: i64,
 }
 
 /// A record the sink did not write for a reason of its own (a document Elasticsearch rejected

@@ -61,6 +61,7 @@ pub(crate) fn record<'a>(
         timestamp_ms,
         key,
         value,
+        received_ms: 0,
     }
 }
 

@@ -255,20 +255,26 @@ impl ElasticsearchSink {
         }
     }
 
-    fn topic(&mut self, topic: &str) -> Arc<str> {
-        if let Some(t) = self.last_topic.as_ref().filter(|t| ***t == *topic) {
-            return t.clone();
+    /// The shared name of `topic`, borrowed from `last` (the topic of the record before): not
+    /// cloned per record. A clone and a drop per record were two locked instructions on a
+    /// count the I/O thread also writes (when it drops a sent batch's names), and the task
+    /// thread stalled on them (docs/performance.md).
+    fn topic<'s>(
+        last: &'s mut Option<Arc<str>>,
+        topics: &mut crate::FastMap<String, Arc<str>>,
+        topic: &str,
+    ) -> &'s Arc<str> {
+        if last.as_ref().is_some_and(|t| **t != *topic) {
+            *last = None;
         }
-        let t = match self.topics.get(topic) {
+        last.get_or_insert_with(|| match topics.get(topic) {
             Some(t) => t.clone(),
             None => {
                 let t: Arc<str> = topic.into();
-                self.topics.insert(topic.to_string(), t.clone());
+                topics.insert(topic.to_string(), t.clone());
                 t
             }
-        };
-        self.last_topic = Some(t.clone());
-        t
+        })
     }
 }
 
@@ -290,13 +296,12 @@ impl Sink for ElasticsearchSink {
             Value::Change(ev) => ev.source.as_ref().and_then(|s| s.ts_ms),
             _ => None,
         };
-        let topic = self.topic(rec.kafka_topic);
         let origin = Origin {
             partition: rec.partition,
             offset: rec.offset,
             source_ts_ms,
             kafka_ts_ms: rec.timestamp_ms,
-            received_ms: now_ms(),
+            received_ms: rec.received_ms,
         };
         if let Some(end) = self.mapper.snapshot_end(&rec, &action) {
             self.reconciliations.push(Reconciliation {
@@ -310,12 +315,13 @@ impl Sink for ElasticsearchSink {
             });
         }
         let lane = self.lane_of(&action.index, &action.id);
+        let topic = Self::topic(&mut self.last_topic, &mut self.topics, rec.kafka_topic);
         let lane = &mut self.lanes[lane];
         if !lane.open.is_empty() && lane.open.body_len() >= bulk_bytes {
             let b = lane.open.take();
             lane.sealed.push_back(b.seal());
         }
-        lane.open.push(action, &topic, origin, ack);
+        lane.open.push(action, topic, origin, ack);
         if lane.open.actions() >= batch_size || lane.open.body_len() >= bulk_bytes {
             let b = lane.open.take();
             lane.sealed.push_back(b.seal());
