@@ -721,7 +721,7 @@ fn run(
             // are none to wait for: then here, or it would spin.
             let mut consumed = Consumed::new(&metrics);
             // The clock read once per burst, not per record: a burst takes well under a
-            // millisecond, and reading it for each record took 1.6% of the task thread.
+            // millisecond, and reading it for each record took 1.6% of the worker's samples.
             let mut received_ms = 0;
             for i in 0..BURST {
                 let wait = if i == 0 && (!paused || sink_idle) {

@@ -256,9 +256,8 @@ impl ElasticsearchSink {
     }
 
     /// The shared name of `topic`, borrowed from `last` (the topic of the record before): not
-    /// cloned per record. A clone and a drop per record were two locked instructions on a
-    /// count the I/O thread also writes (when it drops a sent batch's names), and the task
-    /// thread stalled on them (docs/performance.md).
+    /// cloned and dropped per record, two locked instructions per record (docs/performance.md,
+    /// "Locked instructions and the clock").
     fn topic<'s>(
         last: &'s mut Option<Arc<str>>,
         topics: &mut crate::FastMap<String, Arc<str>>,
