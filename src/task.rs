@@ -720,9 +720,8 @@ fn run(
             // callback. Paused, the task waits on the sink's acks below instead, unless there
             // are none to wait for: then here, or it would spin.
             let mut consumed = Consumed::new(&metrics);
-            // The clock read once per burst, not per record: a burst takes well under a
-            // millisecond, and reading it for each record took 1.6% of the worker's samples.
-            let mut received_ms = 0;
+            // When the burst's records were taken, for the sink's part of freshness (see `put`).
+            let mut clock = None;
             for i in 0..BURST {
                 let wait = if i == 0 && (!paused || sink_idle) {
                     first_wait
@@ -749,11 +748,8 @@ fn run(
                         warn!(task = %label, "consumer error: {e}");
                     }
                     Ok(m) => {
-                        if consumed.n == 0 {
-                            received_ms = now_ms();
-                        }
                         consumed.n += 1;
-                        match handle(&mut st, &mut decoder, spec, &metrics, &m, received_ms) {
+                        match handle(&mut st, &mut decoder, spec, &metrics, &m, &mut clock) {
                             Ok(()) => {}
                             Err(Failure::Fatal(e)) => break 'run Err(End::Failed(e)),
                             Err(Failure::Rewind(e)) => break 'run Err(End::Rewind(e)),
@@ -918,7 +914,7 @@ fn retry_stall(
         return Ok(());
     }
     while let Some(m) = stall.queue.front() {
-        match handle(st, decoder, spec, metrics, m, now_ms()) {
+        match handle(st, decoder, spec, metrics, m, &mut None) {
             Ok(()) => {
                 stall.queue.pop_front();
                 stall.since = Instant::now();
@@ -963,9 +959,9 @@ fn handle(
     spec: &ConnectorSpec,
     metrics: &Metrics,
     m: &impl Message,
-    received_ms: i64,
+    clock: &mut Option<i64>,
 ) -> Result<(), Failure> {
-    match put(st, decoder, spec, metrics, m, received_ms) {
+    match put(st, decoder, spec, metrics, m, clock) {
         Ok(()) => Ok(()),
         Err(Refused::Failure(f)) => Err(f),
         Err(Refused::Record { stage, why, ack }) => {
@@ -1060,7 +1056,7 @@ fn put(
     spec: &ConnectorSpec,
     metrics: &Metrics,
     m: &impl Message,
-    received_ms: i64,
+    clock: &mut Option<i64>,
 ) -> Result<(), Refused> {
     let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
     let at = || format!("topic {topic} partition {partition} offset {offset}");
@@ -1092,6 +1088,14 @@ fn put(
         metrics.skip("read_again");
         return Ok(());
     }
+    // The time the sink is handed the record: read once the first record of a burst is
+    // decoded, and again after a record whose decoding waited for the schema registry, not for
+    // every record (reading the clock for each took 1.6% of the worker's samples; a burst
+    // without such a wait takes well under a millisecond). A rebalance callback ends a burst.
+    if decoder.waited() {
+        *clock = None;
+    }
+    let received_ms = *clock.get_or_insert_with(now_ms);
     let timestamp_ms = m.timestamp().to_millis();
     let routed = spec.transforms.route(topic, timestamp_ms);
     let record = SinkRecord {

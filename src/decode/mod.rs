@@ -225,6 +225,13 @@ impl Converter {
             }
         })
     }
+
+    fn take_waited(&mut self) -> bool {
+        match self {
+            Converter::Avro(c) => c.take_waited(),
+            Converter::Json(_) | Converter::String => false,
+        }
+    }
 }
 
 /// The key and value converters of one task.
@@ -258,6 +265,13 @@ impl Decoder {
                 Ok(Some(Row::from_json(&json)))
             }
         }
+    }
+
+    /// Whether decoding waited for the schema registry (a schema not seen before) since the
+    /// last call: a clock read before it does not say when decoding ended.
+    pub fn waited(&mut self) -> bool {
+        let key = self.key.take_waited();
+        self.value.take_waited() || key
     }
 
     pub fn value(&mut self, topic: &str, bytes: Option<&[u8]>) -> Result<Value, DecodeError> {

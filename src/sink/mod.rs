@@ -35,8 +35,8 @@ pub struct SinkRecord<'a> {
     /// The decoded key; `None` for a record without key.
     pub key: Option<&'a Row>,
     pub value: &'a Value,
-    /// When the task took the record from its consumer (ms since the epoch), read once per
-    /// burst of records.
+    /// When the sink is handed the record (ms since the epoch): read once per burst of records,
+    /// after the first is decoded (see `task::put`).
     pub received_ms: i64,
 }
 

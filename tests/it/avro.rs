@@ -13,6 +13,7 @@ use crate::support::avro;
 use crate::support::history::{self, Options};
 use crate::support::kafka::{self, Rec};
 use crate::support::registry::Registry;
+use crate::support::rest::{self, metric};
 use crate::support::{
     assert_failed_at_offset_5, es, servers, start_es_worker, unique, wait_converged,
 };
@@ -494,6 +495,78 @@ fn an_unavailable_schema_registry_pauses_the_task_and_loses_nothing() {
     assert!(
         log.contains("unreachable"),
         "the wait for an unreachable registry is logged:\n{log}"
+    );
+    assert!(w.stop().success());
+}
+
+/// The sink's own part of freshness starts when a record is decoded, and a record's decoding
+/// can wait seconds for the schema registry (a schema not seen before). The clock is read once
+/// per burst of records: after the burst's first record is decoded, and again after any record
+/// whose decoding waited. Here a registry answering 2.5 s late holds up the first record (its key
+/// and value schemas) and, in the middle of the same burst, the first record of new schema
+/// versions: every record waits in cdc-sink's share; in the sink's own part, only the records
+/// the sink held while the task waited.
+#[test]
+fn a_slow_schema_registry_counts_in_the_sinks_own_part_only_for_records_it_held() {
+    let h = history::generate(
+        43,
+        &Options {
+            changes: 100,
+            keys: 40,
+            partitions: 1,
+            ..Options::default()
+        },
+    );
+    let registry = Registry::start();
+    let topic = unique("it-registry-slow");
+    kafka::create_topic(&topic, 1);
+    let half = h.records.len() / 2;
+    let mut records = avro::Encoder::new(&registry).records(&topic, &h.records[..half]);
+    let mut next = avro::Encoder::new(&registry);
+    next.next_version = true;
+    records.extend(next.records(&topic, &h.records[half..]));
+    kafka::produce_bytes(&topic, &records);
+    registry.slow(Duration::from_millis(2500));
+    let opts = avro_options(&registry.url);
+    let mut extra: Vec<(&str, &str)> = opts.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // No statistics event (every 5 s by default), which ends a burst, during the waits: every
+    // record is of the first burst.
+    extra.push(("consumer.override.statistics.interval.ms", "600000"));
+    let (mut w, group) = start_es_worker("it-registry-slow", &topic, &servers().es, &extra);
+    wait_converged(&topic, &h.expected, &group, 1, Duration::from_secs(120));
+    // Four schemas fetched: two for the first record, two in the middle.
+    assert_eq!((1..=5).map(|id| registry.fetches(id)).sum::<usize>(), 4);
+    let text = rest::metrics(&w.rest_url());
+    let name = group.trim_start_matches("connect-");
+    let m = |n: &str, le: Option<&str>| {
+        let mut labels = vec![("connector", name)];
+        labels.extend(le.map(|le| ("le", le)));
+        metric(&text, n, &labels).unwrap()
+    };
+    let writes = m("cdc_sink_freshness_received_to_ack_seconds_count", None);
+    // (Fewer than the records: a later write of a document in the same batch supersedes one.)
+    assert!(writes >= 20.0, "{writes} writes counted");
+    assert_eq!(
+        m("cdc_sink_freshness_kafka_to_ack_seconds_count", None),
+        writes
+    );
+    // Every record waited in cdc-sink's share.
+    assert_eq!(
+        m(
+            "cdc_sink_freshness_kafka_to_ack_seconds_bucket",
+            Some("2.5")
+        ),
+        0.0
+    );
+    // In the sink's own part: the writes of records decoded after the second wait, not those
+    // held in the sink during it.
+    let quick = m(
+        "cdc_sink_freshness_received_to_ack_seconds_bucket",
+        Some("2.5"),
+    );
+    assert!(
+        quick >= 1.0 && quick < writes,
+        "{quick} of {writes} writes under 2.5 s in the sink's own part"
     );
     assert!(w.stop().success());
 }

@@ -3,8 +3,9 @@
 //! `POST /subjects/{s}/versions`), on a free port, able to fail on demand.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -26,6 +27,8 @@ struct State {
     failing: AtomicU16,
     /// Close every connection without an answer.
     dropping: AtomicBool,
+    /// Answer every request this many milliseconds late.
+    slow_ms: AtomicU64,
     /// The `Authorization` header every request must carry, when set.
     auth: Mutex<Option<String>>,
     /// Requests refused for their credentials.
@@ -140,13 +143,18 @@ impl Registry {
             store: Mutex::default(),
             failing: AtomicU16::new(0),
             dropping: AtomicBool::new(false),
+            slow_ms: AtomicU64::new(0),
             auth: Mutex::new(None),
             unauthorized: Default::default(),
         });
         let s = state.clone();
         let handler: Handler = Arc::new(move |req| {
             let r = handle(&s, req);
-            Box::pin(async move { r })
+            let late = Duration::from_millis(s.slow_ms.load(Ordering::SeqCst));
+            Box::pin(async move {
+                tokio::time::sleep(late).await;
+                r
+            })
         });
         rt.spawn(http::serve(listener, handler));
         Registry {
@@ -199,6 +207,13 @@ impl Registry {
         self.state
             .failing
             .store(status.unwrap_or(0), Ordering::SeqCst);
+    }
+
+    /// Answers every request `late` (zero: at once).
+    pub fn slow(&self, late: Duration) {
+        self.state
+            .slow_ms
+            .store(late.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// Drops every connection without answering (unreachable) until `drop_connections(false)`.

@@ -35,6 +35,8 @@ pub struct AvroConverter {
     /// What each value schema id seen is, worked out once: the envelope's and `source`'s
     /// field names were matched for every record (a few percent of decoding an Avro value).
     layouts: crate::FastMap<u32, Arc<Layout>>,
+    /// A schema was asked of the registry since [`AvroConverter::take_waited`] last looked.
+    waited: bool,
 }
 
 /// A value schema, as the decoder reads it.
@@ -131,13 +133,21 @@ impl AvroConverter {
             members: Vec::new(),
             plans: Default::default(),
             layouts: Default::default(),
+            waited: false,
         }
+    }
+
+    /// Whether decoding asked the registry for a schema (a request that may take seconds)
+    /// since the last call.
+    pub fn take_waited(&mut self) -> bool {
+        std::mem::take(&mut self.waited)
     }
 
     fn plan(&mut self, id: u32) -> Result<Arc<Plan>, DecodeError> {
         if let Some(p) = self.plans.get(&id) {
             return Ok(p.clone());
         }
+        self.waited = true;
         let p = self.registry.plan(id)?;
         self.plans.insert(id, p.clone());
         Ok(p)
