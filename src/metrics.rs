@@ -434,11 +434,8 @@ impl Metrics {
         v.with_label_values(&[self.connector.as_str(), self.task.as_str()])
     }
 
-    pub fn consumed(&self) {
-        self.consumed.inc();
-    }
-
-    pub fn consumed_by(&self, n: u64) {
+    /// `n` records taken from the consumer (the task adds a burst's at once).
+    pub fn consumed(&self, n: u64) {
         if n > 0 {
             self.consumed.inc_by(n);
         }
@@ -627,11 +624,9 @@ mod tests {
         let r = Registry::new();
         let (a, b) = (r.task("c", 0), r.task("c", 1));
         let other = r.task("other", 0);
-        for _ in 0..3 {
-            a.consumed();
-        }
-        b.consumed();
-        other.consumed();
+        a.consumed(3);
+        b.consumed(1);
+        other.consumed(1);
         a.written("index", 2);
         b.written("delete", 1);
         a.skip("tombstone");

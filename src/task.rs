@@ -702,7 +702,7 @@ fn run(
             let msg = consumer.poll(first_wait);
             let mut st = handler.lock();
             if let Some(Ok(m)) = msg {
-                metrics.consumed();
+                metrics.consumed(1);
                 if let Some(stall) = st.stall.as_mut() {
                     stall.queue.push_back(m.detach());
                 }
@@ -719,7 +719,10 @@ fn run(
             // fetched. Each record is handled before the next poll, which may run a rebalance
             // callback. Paused, the task waits on the sink's acks below instead, unless there
             // are none to wait for: then here, or it would spin.
-            let mut consumed = Consumed::new(&metrics);
+            let mut consumed = Consumed {
+                metrics: &metrics,
+                n: 0,
+            };
             // When the burst's records were taken, for the sink's part of freshness (see `put`).
             let mut clock = None;
             for i in 0..BURST {
@@ -886,15 +889,9 @@ struct Consumed<'m> {
     n: u64,
 }
 
-impl<'m> Consumed<'m> {
-    fn new(metrics: &'m Metrics) -> Self {
-        Consumed { metrics, n: 0 }
-    }
-}
-
 impl Drop for Consumed<'_> {
     fn drop(&mut self) {
-        self.metrics.consumed_by(self.n);
+        self.metrics.consumed(self.n);
     }
 }
 
