@@ -889,7 +889,7 @@ fn scale_run(label: &str, topic: &str, total: usize, partitions: i32, tasks: usi
     // The group starts from committed offsets. A fresh group's consumers look up where to
     // start (ListOffsets, for `auto.offset.reset`); resuming a partition while its lookup is
     // out makes the answer outdated, and librdkafka asks again only after 500 ms: a task
-    // started half a second late, in a run of a second or two (docs/performance.md, "Why the
+    // started half a second late, in a run of a second or two (docs/performance-log.md, "Why the
     // first task started late").
     kafka::commit_offsets(&format!("connect-{name}"), topic, partitions, 0);
     let client = reqwest::blocking::Client::new();
@@ -1512,10 +1512,13 @@ fn live_freshness(rate: usize, run: Duration) -> (f64, f64) {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut ages = receipt.join().unwrap();
     ages.sort_unstable();
-    let at =
-        |q: f64| ages.get(((ages.len() as f64 * q) as usize).min(ages.len().saturating_sub(1)));
+    // "–" when the bare consumer read nothing.
+    let at = |q: f64| {
+        ages.get(((ages.len() as f64 * q) as usize).min(ages.len().saturating_sub(1)))
+            .map_or("–".to_string(), |a| a.to_string())
+    };
     println!(
-        "live   a bare consumer's receipt: Kafka timestamp → poll  p50 {:?} ms  p99 {:?} ms  ({} records)",
+        "live   a bare consumer's receipt: Kafka timestamp → poll  p50 {} ms  p99 {} ms  ({} records)",
         at(0.5),
         at(0.99),
         ages.len()

@@ -110,7 +110,7 @@ fn load_one(
 /// 6 KB records with schema took 34 000–73 000 page faults per 63 000 records over two batches
 /// of runs. Keeping freed memory (a thread arena's heap, at most 64 MiB, no longer shrinks) and
 /// serving blocks up to 32 MiB from the heap brought that to 18 000–23 000 and the worker's
-/// CPU down by a tenth to a fifth in alternated runs (docs/performance.md). Any `glibc.malloc`
+/// CPU down by a tenth to a fifth in alternated runs (docs/performance-log.md). Any `glibc.malloc`
 /// tunable in `GLIBC_TUNABLES`, or any `MALLOC_*` variable, leaves glibc as it is instead.
 fn keep_freed_memory() {
     // 64-bit only: older glibc refuses an mmap threshold above half a heap (1 MiB on 32-bit).

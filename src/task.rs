@@ -47,7 +47,7 @@ const BURST: usize = 256;
 /// the end-to-end benchmark without schema (474 784 records, the worker's system calls
 /// traced) that was 94 000 `futex` calls, nearly all on that lock; freed in runs, 45 000, and
 /// the worker's CPU (untraced, six alternated runs each) 1.00–1.16 s → 0.84–0.94 s
-/// (docs/performance.md). A handled record is never read again; held, it only keeps its
+/// (docs/performance-log.md). A handled record is never read again; held, it only keeps its
 /// memory (at most [`Handled::BYTES`] of keys and payloads) a little longer.
 struct Handled<M> {
     messages: Vec<M>,
@@ -84,7 +84,7 @@ impl<M: Message> Handled<M> {
 /// How long a full sink (`Sink::capacity`) holds the consumer before it is paused. Holding
 /// takes no records and keeps librdkafka's prefetch; pausing purges it, and the refetch after
 /// every resume left bulk requests half full: a task fed a real Elasticsearch reached 40% of
-/// the rate it reaches now (docs/performance.md). A pause, which keeps the consumer in its
+/// the rate it reaches now (docs/performance-log.md). A pause, which keeps the consumer in its
 /// group while nothing is read, is for a sink that stays full (Elasticsearch down).
 const HOLD: Duration = Duration::from_secs(1);
 /// The first and the longest wait before a task starts over from its committed offsets.

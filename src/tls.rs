@@ -5,7 +5,7 @@
 //! about 250 million instructions per load under callgrind, whether or not any URL is `https`.
 //! reqwest builds one for every client; every task built one for its Elasticsearch client, and
 //! an Avro task's schema registry one more: 23% of the instructions of a short end-to-end Avro
-//! run (docs/performance.md). Handed this connector instead (`tls_backend_preconfigured`), a
+//! run (docs/performance-log.md). Handed this connector instead (`tls_backend_preconfigured`), a
 //! client builds none; the trust store is loaded once per process and CA file, as a JVM loads
 //! its `cacerts` once.
 

@@ -298,7 +298,7 @@ impl JsonConverter {
     /// `text` read in one pass (`one_pass`) into `top`, unless `add.fields` keeps `source`'s
     /// whole block; `false` when that pass refuses it (`top` is then partly filled: not for use).
     /// `top` is the caller's, not returned: at about 550 bytes, moving it out and into
-    /// `envelope` was 4% of the end-to-end task thread (`memcpy`, docs/performance.md).
+    /// `envelope` was 4% of the end-to-end task thread (`memcpy`, docs/performance-log.md).
     fn one_pass<'a>(
         &self,
         text: &'a str,

@@ -107,7 +107,7 @@ pub struct ChangeEvent {
     pub op: Op,
     /// The row before a delete (its id when the record has no key, its last content for soft
     /// deletes). Left out of other changes, for which no sink reads it: decoding it cost as
-    /// much as the after image (docs/performance.md).
+    /// much as the after image (docs/performance-log.md).
     pub before: Option<Row>,
     /// The row after the change (reads, creates, updates).
     pub after: Option<Row>,
@@ -195,7 +195,7 @@ pub struct Options {
     pub bits_as_number: bool,
     /// Keep the whole `source` block as JSON ([`Source::json`]): only the Elasticsearch sink's
     /// `add.fields` naming `source` fields reads it. Copying it for every record cost about 200
-    /// instructions (docs/performance.md).
+    /// instructions (docs/performance-log.md).
     pub keep_source: bool,
 }
 

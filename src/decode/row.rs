@@ -145,7 +145,7 @@ pub(crate) struct Flat {
 /// characters, numbers as JSON's grammar has them, no whitespace. `Some` only for valid JSON;
 /// `None` for anything else, valid or not, which serde_json then reads. (By hand: serde_json's
 /// `from_str::<&RawValue>` took about 640 instructions to check a key of a dozen bytes, 5% of
-/// the `hot` benchmark's records without schema; docs/performance.md.)
+/// the `hot` benchmark's records without schema; docs/performance-log.md.)
 pub(crate) fn flat_object(text: &str) -> Option<Flat> {
     let mut flat = Flat { payload: false };
     let mut rest = text.as_bytes().strip_prefix(b"{")?;
@@ -259,7 +259,7 @@ pub(crate) fn some_raw_text<'de, D: serde::Deserializer<'de>>(
 
 /// For `#[serde(deserialize_with)]`: an optional string, borrowed unless it has escapes. (serde's
 /// `borrow` attribute borrows a `Cow<str>` field but not an `Option<Cow<str>>`, which it
-/// allocates every time: 9% of the Avro value decoder, in `source`: docs/performance.md.)
+/// allocates every time: 9% of the Avro value decoder, in `source`: docs/performance-log.md.)
 pub(crate) fn some_str<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<Option<Cow<'de, str>>, D::Error> {
@@ -314,7 +314,7 @@ pub fn push_quoted(out: &mut Vec<u8>, plain: &[u8]) {
 /// string was checked as UTF-8 (`str::from_utf8`), then scanned again byte by byte by
 /// serde_json's writer for what to escape (a byte-by-byte copy of our own was no faster than
 /// that writer). Those two took 19% of the Avro hot path's instructions (callgrind:
-/// docs/performance.md).
+/// docs/performance-log.md).
 pub fn plain_ascii(b: &[u8]) -> bool {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);

@@ -49,7 +49,7 @@ pub struct StructConv {
     index: HashMap<String, usize>,
     /// Each field's name as a document writes it, quoted and followed by its colon: written
     /// once here rather than escaped again for every record (4% of the JSON hot path with
-    /// schema, docs/performance.md).
+    /// schema, docs/performance-log.md).
     written: Vec<Box<[u8]>>,
 }
 

@@ -47,7 +47,7 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 /// Writes `v` in decimal, zero-padded to at least `width` digits. With `itoa`: this runs for
 /// several columns of every row, and a digit loop of our own checked its digits as UTF-8 each
-/// time (half of the Avro value decoder's `from_utf8`, 5% of it: docs/performance.md).
+/// time (half of the Avro value decoder's `from_utf8`, 5% of it: docs/performance-log.md).
 pub fn push_digits(out: &mut Vec<u8>, v: u128, width: usize) {
     let mut buf = itoa::Buffer::new();
     let d = digits(&mut buf, v);

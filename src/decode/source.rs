@@ -103,7 +103,7 @@ pub enum Ordering {
 /// A number that some connectors write as a string (Oracle `scn`); `None` for null.
 ///
 /// Read from the raw text rather than through a serde untagged enum, which buffers every
-/// value it tries: that made `source` a fifth of the hot path (docs/performance.md).
+/// value it tries: that made `source` a fifth of the hot path (docs/performance-log.md).
 fn number(field: &str, raw: Option<&str>) -> Result<Option<u64>, String> {
     let Some(raw) = raw.filter(|r| *r != "null") else {
         return Ok(None);
@@ -192,7 +192,7 @@ impl Source {
     /// The same from a block already written as `json`, with the JSON text of each member
     /// sinks read known (the Avro decoder writes them itself, and knows which field is which
     /// from its schema, [`Member::of`]): parsing the block again was a third of the Avro value
-    /// decoder (docs/performance.md).
+    /// decoder (docs/performance-log.md).
     pub fn from_members<'a>(
         json: &'a str,
         members: impl IntoIterator<Item = (Member, &'a str)>,
@@ -233,7 +233,7 @@ impl Source {
 }
 
 /// A `source` block's fields, read in the same pass as the envelope around it: the envelope's
-/// walk skipped the block, then [`Source::parse`] walked it again (docs/performance.md).
+/// walk skipped the block, then [`Source::parse`] walked it again (docs/performance-log.md).
 /// Only an object is taken; anything the walk refuses, the caller reads again through
 /// [`Source::parse`], which names the problem.
 pub(crate) struct Inline<'a>(Fields<'a>);
@@ -509,7 +509,7 @@ fn last_commit_lsn(sequence: &str) -> Result<(Option<u64>, Option<u64>), String>
 }
 
 /// `mysql-bin.000003` → 3. (`memrchr`, not `rsplit('.')`: the reverse char search took 360
-/// instructions a record, 4% of decoding an Avro value; docs/performance.md.)
+/// instructions a record, 4% of decoding an Avro value; docs/performance-log.md.)
 fn binlog_index(file: &str) -> Result<u64, String> {
     let digits = match memchr::memrchr(b'.', file.as_bytes()) {
         Some(dot) => &file[dot + 1..],

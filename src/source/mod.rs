@@ -168,7 +168,7 @@ pub fn consumer_config(settings: &Settings, spec: &ConnectorSpec, task: usize) -
     c.set("statistics.interval.ms", STATISTICS_MS);
     // librdkafka prefetches up to this much per consumer (its default: 64 MiB); 8 MiB keeps a
     // catching-up worker's memory low and still holds tens of thousands of Debezium records
-    // (docs/performance.md).
+    // (docs/performance-log.md).
     c.set("queued.max.messages.kbytes", PREFETCH_KBYTES);
 
     // A full prefetch queue postpones the partition's next fetch by this much (librdkafka's
@@ -201,7 +201,7 @@ pub fn consumer_config(settings: &Settings, spec: &ConnectorSpec, task: usize) -
 
 /// The largest fetch response to ask for when the user did not say. One response is held in
 /// memory while any of its records waits in the queue: at librdkafka's 50 MiB a catching-up
-/// worker peaked near 150 MiB, at 4 MiB near 110 MiB (docs/performance.md). librdkafka refuses
+/// worker peaked near 150 MiB, at 4 MiB near 110 MiB (docs/performance-log.md). librdkafka refuses
 /// a `fetch.max.bytes` below `message.max.bytes` or above `receive.message.max.bytes` − 512
 /// (both may be set in `[kafka.properties]` for the producers), so it stays within them.
 fn fetch_max_bytes(c: &ClientConfig) -> u64 {

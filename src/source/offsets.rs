@@ -33,7 +33,7 @@ struct Partition {
 impl Partition {
     /// Where `offset` is among the pending records. Offsets are nearly always consecutive, so
     /// its distance from the first is tried before a binary search (which took 250
-    /// instructions per acknowledged record under callgrind, docs/performance.md).
+    /// instructions per acknowledged record under callgrind, docs/performance-log.md).
     fn find(&self, offset: i64) -> Option<usize> {
         let first = self.pending.front()?.offset;
         let guess = offset

@@ -394,7 +394,7 @@ const MAX_ITEMS_PER_BYTE: usize = 8;
 /// Reads past one value without writing it: its structure is checked (lengths, union branches,
 /// enum indexes, block counts), not what a conversion would make of it, nor its strings' UTF-8.
 /// For the values no sink reads, such as an update's before image, whose conversion was a third
-/// of the Avro decoder (docs/performance.md).
+/// of the Avro decoder (docs/performance-log.md).
 pub fn skip(r: &mut Reader<'_>, plan: &Plan) -> Result<(), String> {
     match &plan.node {
         Node::Null => {}

@@ -1,6 +1,6 @@
 //! A JSON envelope read in one pass: `source`'s fields read ([`Inline`]) and a struct-typed
 //! `after` image converted while serde_json walks them, instead of slicing each out and walking
-//! it again (docs/performance.md). Whatever this pass refuses, the converter reads again the
+//! it again (docs/performance-log.md). Whatever this pass refuses, the converter reads again the
 //! slower way, which names the problem; so this pass only has to agree with that way on the
 //! envelopes it accepts (tests/it/fixtures.rs reads every recorded one both ways).
 

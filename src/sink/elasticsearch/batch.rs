@@ -46,7 +46,7 @@ pub struct Item {
 /// The ids, indices and topics of a batch's items, held once per batch. An id string and two
 /// shared names per item were an allocation and two reference counts per record that the
 /// request's task then freed and dropped on the I/O thread: frees from another thread take
-/// mimalloc's slow path, and the counts moved between cores (docs/performance.md).
+/// mimalloc's slow path, and the counts moved between cores (docs/performance-log.md).
 #[derive(Debug, Clone, Default)]
 pub struct Names {
     ids: String,
@@ -130,7 +130,7 @@ impl Batch {
     /// profile, 3% after). End to end, batches vary from a few records to thousands; sized by
     /// the last batch alone, every batch larger than the one before grew again (its body, its
     /// items and its map of documents: 1.4% of the worker's instructions on JSON without
-    /// schema, docs/performance.md). A size not reached again fades by an eighth a batch.
+    /// schema, docs/performance-log.md). A size not reached again fades by an eighth a batch.
     ///
     /// At most `bulk.size.bytes`' default is reserved for the body, room for 4 096 items (twice
     /// `batch.size`'s default) and 512 KiB of ids: a batch made big by one huge document, or by

@@ -7,7 +7,7 @@
 //! This was the official client's transport (`elasticsearch` crate), which is no more than
 //! that over its own reqwest client. It cannot be handed a TLS connector, so each client it
 //! built loaded the system's trust store again: 500 million instructions per task start under
-//! callgrind, 11% of a short end-to-end Avro run (src/tls.rs, docs/performance.md). Written
+//! callgrind, 11% of a short end-to-end Avro run (src/tls.rs, docs/performance-log.md). Written
 //! here: the round robin over the URLs, the Elastic Cloud ID's decoding and the gzip of a body.
 //!
 //! Not done: a connect timeout apart from the request's (`connection.timeout.ms` only adds to the
@@ -317,7 +317,7 @@ struct Response {
 /// One item of a bulk response, `{"<action>": {"status": …, "error": {…}}}`, its action's name
 /// left out. The items are read in the response's own walk, one way whether or not any failed
 /// (they were taken as raw text, then walked again to count or to read them). Either way costs
-/// about 820 instructions an item (callgrind, docs/performance.md); a response of successes in
+/// about 820 instructions an item (callgrind, docs/performance-log.md); a response of successes in
 /// the usual shape is counted by hand instead ([`all_written`]).
 struct Entry(ItemResult);
 
@@ -382,7 +382,7 @@ pub fn parse_items(body: &[u8], sent: usize) -> Result<Option<Vec<ItemResult>>, 
 /// `{"index":{"status":201}}` (a name of lowercase letters, a three-digit status), comma
 /// separated, then `]}`, without whitespace. `None` for any other text, which [`walk_items`]
 /// then reads. Read by hand: serde's walk took about 770 instructions an item, 4% of the
-/// end-to-end worker's on JSON without schema (callgrind, docs/performance.md); this takes
+/// end-to-end worker's on JSON without schema (callgrind, docs/performance-log.md); this takes
 /// about 60. Whatever it counts, [`walk_items`] reads as the same count with no errors (a
 /// test compares them over mutated responses).
 fn all_written(body: &[u8]) -> Option<usize> {

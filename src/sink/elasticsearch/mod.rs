@@ -256,7 +256,7 @@ impl ElasticsearchSink {
     }
 
     /// The shared name of `topic`, borrowed from `last` (the topic of the record before): not
-    /// cloned and dropped per record, two locked instructions per record (docs/performance.md,
+    /// cloned and dropped per record, two locked instructions per record (docs/performance-log.md,
     /// "Locked instructions and the clock").
     fn topic<'s>(
         last: &'s mut Option<Arc<str>>,
