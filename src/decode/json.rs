@@ -1,10 +1,12 @@
 //! The JSON converter: Debezium envelopes as Kafka Connect's JsonConverter writes them.
 //!
 //! Accepted values: `{"schema":…, "payload":{…}}` (`schemas.enable=true`), the bare payload
-//! (`schemas.enable=false`), `{"schema":null,"payload":…}` and `{"payload":…}`. The envelope is
-//! parsed into borrowed raw slices; only fields whose schema names a semantic type are
-//! re-encoded, the rest is copied. A topic's schema text is compared with the last one seen and
-//! compiled only when it changes.
+//! (`schemas.enable=false`), `{"schema":null,"payload":…}` and `{"payload":…}`. An envelope is
+//! read in one pass by a reader of our own (`by_hand`), or by serde in one pass (`one_pass`)
+//! when that reader gives up, or, when that refuses it too, into borrowed raw slices, which
+//! names what is wrong. Only fields whose schema names a semantic type are re-encoded, the rest
+//! is copied. A topic's schema text is compared with the last one seen and compiled only when
+//! it changes.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -22,6 +24,7 @@ use super::schema::{ConnectSchema, Conv};
 use super::semantic;
 use super::source::Inline;
 
+mod by_hand;
 mod one_pass;
 use super::{DecodeError, Options, Skip, Source, Value, mongodb};
 
@@ -61,6 +64,10 @@ struct Top<'a, S> {
     /// `after` already converted, by the one-pass read (`one_pass`); `after` is then `None`.
     #[serde(skip)]
     after_row: Option<Row>,
+    /// A delete's `before`, already a row, by the reader of our own (`by_hand`); `before` is
+    /// then `None`.
+    #[serde(skip)]
+    before_row: Option<Row>,
     #[serde(default = "Option::default")]
     source: Option<S>,
     #[serde(default)]
@@ -91,6 +98,7 @@ impl<S> Top<'_, S> {
             before: None,
             after: None,
             after_row: None,
+            before_row: None,
             source: None,
             ts_ms: None,
             ddl: None,
@@ -308,8 +316,14 @@ impl JsonConverter {
         if self.opts.keep_source {
             return false;
         }
-        let after = match schema.map(|s| &s.row) {
-            Some(Conv::Struct(st)) => Some(&**st as &StructConv),
+        // By hand first; serde (which names what is wrong) for whatever that reader leaves.
+        let conv = schema.map_or(&Conv::Keep, |s| &s.row);
+        if by_hand::read(text, conv, &self.opts, top) {
+            return true;
+        }
+        *top = Top::empty();
+        let after = match conv {
+            Conv::Struct(st) => Some(&**st as &StructConv),
             _ => None,
         };
         one_pass::read(text, after, &self.opts, top)
@@ -364,7 +378,10 @@ impl JsonConverter {
         // Only a delete's before image is read by a sink (`ChangeEvent::before`): the others
         // are not converted (on 6 KB MySQL records with full row images, a third of the work).
         let before = if op == "d" {
-            image("before", top.before)?
+            match top.before_row.take() {
+                Some(row) => Some(row),
+                None => image("before", top.before)?,
+            }
         } else {
             None
         };

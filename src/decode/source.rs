@@ -244,7 +244,46 @@ impl<'de: 'a, 'a> Deserialize<'de> for Inline<'a> {
     }
 }
 
-impl Inline<'_> {
+impl<'a> Inline<'a> {
+    /// No field read yet (for a reader that reads them one by one, [`Inline::set`]).
+    pub(crate) fn empty() -> Inline<'a> {
+        Inline(Fields::default())
+    }
+
+    /// Sets `member` from its JSON text `raw` as serde's derived reading would, which refuses
+    /// an integer written `-0` (serde_json reads it as a float). Each member at most once: a
+    /// block naming one twice is for the caller to refuse, as serde does.
+    pub(crate) fn set(&mut self, member: Member, raw: &'a str) -> Result<(), String> {
+        if raw == "-0"
+            && matches!(
+                member,
+                Member::TsMs | Member::Pos | Member::Row | Member::Ord
+            )
+        {
+            return Err(format!("`{}` is `-0`, not an integer", member.name()));
+        }
+        self.0.set(member, raw)
+    }
+
+    /// Sets `member` from the content of a JSON string without escapes, when `member` is
+    /// read as a string (serde's `some_str`); `false` for any other member.
+    pub(crate) fn set_plain_str(&mut self, member: Member, content: &'a str) -> bool {
+        let f = &mut self.0;
+        let slot = match member {
+            Member::Connector => &mut f.connector,
+            Member::Db => &mut f.db,
+            Member::Schema => &mut f.schema,
+            Member::Table => &mut f.table,
+            Member::Sequence => &mut f.sequence,
+            Member::File => &mut f.file,
+            Member::ChangeLsn => &mut f.change_lsn,
+            Member::CommitLsn => &mut f.commit_lsn,
+            _ => return false,
+        };
+        *slot = Some(Cow::Borrowed(content));
+        true
+    }
+
     /// The same as [`Source::parse`] without the block kept; `read`: a snapshot read.
     pub(crate) fn source(&self, read: bool) -> Result<Source, DecodeError> {
         Source::new(&self.0, read).map_err(malformed)
@@ -314,11 +353,28 @@ impl Member {
     ];
 
     /// The member a field of `source` named `name` is; `None` for fields no sink reads.
+    /// (A `match`, not a search of [`Member::NAMED`]: the JSON reader of our own looks up
+    /// every field of every record's block; a unit test checks the two agree.)
     pub fn of(name: &str) -> Option<Member> {
-        Member::NAMED
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, m)| *m)
+        Some(match name {
+            "connector" => Member::Connector,
+            "db" => Member::Db,
+            "schema" => Member::Schema,
+            "table" => Member::Table,
+            "ts_ms" => Member::TsMs,
+            "snapshot" => Member::Snapshot,
+            "lsn" => Member::Lsn,
+            "sequence" => Member::Sequence,
+            "file" => Member::File,
+            "pos" => Member::Pos,
+            "row" => Member::Row,
+            "change_lsn" => Member::ChangeLsn,
+            "commit_lsn" => Member::CommitLsn,
+            "scn" => Member::Scn,
+            "commit_scn" => Member::CommitScn,
+            "ord" => Member::Ord,
+            _ => return None,
+        })
     }
 
     fn name(self) -> &'static str {
@@ -541,6 +597,18 @@ fn sqlserver_lsn(lsn: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn members_are_found_by_their_names_and_nothing_else() {
+        for (name, member) in Member::NAMED {
+            assert_eq!(Member::of(name), Some(member));
+            assert_eq!(member.name(), name);
+            for other in [&name[1..], &format!("{name}_"), &name.to_uppercase()] {
+                assert_eq!(Member::of(other), None, "{other}");
+            }
+        }
+        assert_eq!(Member::of("version"), None);
+    }
 
     /// `source` read from JSON text, checked to read the same from its members (as the Avro
     /// decoder gives them), and the same without the block kept.

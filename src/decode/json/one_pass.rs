@@ -1,4 +1,5 @@
-//! A JSON envelope read in one pass: `source`'s fields read ([`Inline`]) and a struct-typed
+//! A JSON envelope read by serde in one pass, for what the reader of our own (`by_hand`) leaves
+//! (escaped strings, above all): `source`'s fields read ([`Inline`]) and a struct-typed
 //! `after` image converted while serde_json walks them, instead of slicing each out and walking
 //! it again (docs/performance-log.md). Whatever this pass refuses, the converter reads again the
 //! slower way, which names the problem; so this pass only has to agree with that way on the
