@@ -103,7 +103,12 @@ fn convert(
             }
             // A struct's value that is neither: serde's way refuses it, naming it.
             Conv::Struct(_) => None,
-            conv => write_value(c.value(depth + 1)?, conv, opts, out).ok(),
+            // `-0` is left to serde, which reads it as a float and refuses it where a date,
+            // time or timestamp wants an integer (`write_value` would take it as 0).
+            conv => match c.value(depth + 1)? {
+                "-0" => None,
+                raw => write_value(raw, conv, opts, out).ok(),
+            },
         }
     })?;
     out.push(b'}');
@@ -586,7 +591,7 @@ mod tests {
             r#"{"a":[1,{"b":null}]}"#,
             r#""é\u00e9""#,
         ];
-        const NAMES: [&str; 13] = [
+        const NAMES: [&str; 15] = [
             "op",
             "ts_ms",
             "before",
@@ -600,6 +605,8 @@ mod tests {
             "lsn",
             "snapshot",
             "sequence",
+            "d",
+            "at",
         ];
         let mut rng = fastrand::Rng::with_seed(7);
         let (mut tried, mut ours, mut serde) = (0, 0, 0);
@@ -702,6 +709,13 @@ mod tests {
             ),
         ] {
             assert!(by_hand(text, &Conv::Keep).is_none(), "{text}");
+        }
+        // `-0` where the schema converts a date or a timestamp (serde refuses it there).
+        let (_, conv) = envelopes().pop().unwrap();
+        for after in [r#"{"d":-0}"#, r#"{"inner":{"at":-0}}"#] {
+            let text = format!(r#"{{"after":{after},"op":"c"}}"#);
+            assert!(by_serde(&text, &conv).is_none(), "{text}");
+            assert!(by_hand(&text, &conv).is_none(), "{text}");
         }
     }
 }
