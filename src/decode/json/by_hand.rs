@@ -12,8 +12,8 @@
 //! It reads the common shape only, and gives up on anything else: any escape (`\`) or control
 //! character in a string, a field given twice, a record without `op` (schema changes,
 //! heartbeats, transaction records), a `schema`/`payload` wrapper, an image that is not an
-//! object or null (MongoDB's strings), a `source` member serde would refuse, nesting deeper
-//! than [`MAX_DEPTH`]. The record is then read by serde (`one_pass`, then the slower way that
+//! object or null (MongoDB's strings), a `source` member serde would refuse, an integer
+//! written `-0` (serde_json reads it as a float), nesting deeper than [`MAX_DEPTH`]. The record is then read by serde (`one_pass`, then the slower way that
 //! names what is wrong), so this reader only has to agree with serde on what it accepts: the
 //! unit test below checks that over mutations of every recorded envelope.
 
@@ -359,45 +359,36 @@ impl<'a> Cursor<'a> {
     }
 
     /// An object, at its `{`: `member` reads each member, its name, `:` and value.
-    fn members(&mut self, mut member: impl FnMut(&mut Self) -> Read<()>) -> Read<()> {
-        self.eat(b'{')?;
-        self.ws();
-        if self.eat(b'}').is_some() {
-            return Some(());
-        }
-        loop {
-            member(self)?;
-            self.ws();
-            match self.peek()? {
-                b',' => {
-                    self.at += 1;
-                    self.ws();
-                }
-                b'}' => {
-                    self.at += 1;
-                    return Some(());
-                }
-                _ => return None,
-            }
-        }
+    fn members(&mut self, member: impl FnMut(&mut Self) -> Read<()>) -> Read<()> {
+        self.list(b'{', b'}', member)
     }
 
     /// An array, at its `[`; its items at `depth`.
     fn array(&mut self, depth: u32) -> Read<()> {
-        self.eat(b'[')?;
+        self.list(b'[', b']', |c| c.skip(depth))
+    }
+
+    /// `open`, items separated by commas, `close`: an object's members or an array's items.
+    fn list(
+        &mut self,
+        open: u8,
+        close: u8,
+        mut item: impl FnMut(&mut Self) -> Read<()>,
+    ) -> Read<()> {
+        self.eat(open)?;
         self.ws();
-        if self.eat(b']').is_some() {
+        if self.eat(close).is_some() {
             return Some(());
         }
         loop {
-            self.skip(depth)?;
+            item(self)?;
             self.ws();
             match self.peek()? {
                 b',' => {
                     self.at += 1;
                     self.ws();
                 }
-                b']' => {
+                b if b == close => {
                     self.at += 1;
                     return Some(());
                 }
