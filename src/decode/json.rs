@@ -303,8 +303,9 @@ impl JsonConverter {
         self.unwrap_value(topic, &mut top)
     }
 
-    /// `text` read in one pass (`one_pass`) into `top`, unless `add.fields` keeps `source`'s
-    /// whole block; `false` when that pass refuses it (`top` is then partly filled: not for use).
+    /// `text` read in one pass into `top` (by hand, `by_hand`, or else by serde, `one_pass`),
+    /// unless `add.fields` keeps `source`'s whole block; `false` when both refuse it (`top` is
+    /// then partly filled: not for use).
     /// `top` is the caller's, not returned: at about 550 bytes, moving it out and into
     /// `envelope` was 4% of the end-to-end task thread (`memcpy`, docs/performance-log.md).
     fn one_pass<'a>(
