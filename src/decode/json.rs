@@ -221,7 +221,7 @@ impl JsonConverter {
                 return Ok(Row::from_json(payload));
             }
             if let Ok(raw) = serde_json::from_str::<&RawValue>(payload) {
-                return to_row(raw, &schema.row, &self.opts)
+                return to_row(raw.get(), &schema.row, &self.opts)
                     .map_err(|e| DecodeError::new(format!("key: {e}")));
             }
         }
@@ -239,7 +239,7 @@ impl JsonConverter {
             Some(s) if s.get() != "null" => self.schema(topic, s, false)?.row.clone(),
             _ => Conv::Keep,
         };
-        to_row(payload, &conv, &self.opts).map_err(|e| DecodeError::new(format!("key: {e}")))
+        to_row(payload.get(), &conv, &self.opts).map_err(|e| DecodeError::new(format!("key: {e}")))
     }
 
     /// Splits `{"schema":…, "payload":…}` (or `{"payload":…}`) from a bare key.
@@ -371,7 +371,7 @@ impl JsonConverter {
                 Some(r) if r.get().starts_with('"') => mongodb::document(r)
                     .map(Some)
                     .map_err(|e| DecodeError::new(format!("`{name}`: {e}"))),
-                Some(r) => to_row(r, conv, &self.opts)
+                Some(r) => to_row(r.get(), conv, &self.opts)
                     .map(Some)
                     .map_err(|e| DecodeError::new(format!("`{name}`: {e}"))),
             }
@@ -448,13 +448,14 @@ fn classify_non_change<S: SourceBlock>(
     ))
 }
 
-/// `raw` converted by `conv` into a [`Row`]; a plain copy when nothing needs converting.
-pub(crate) fn to_row(raw: &RawValue, conv: &Conv, opts: &Options) -> Result<Row, String> {
+/// `raw`, the text of one valid JSON value, converted by `conv` into a [`Row`]; a plain copy
+/// when nothing needs converting.
+pub(crate) fn to_row(raw: &str, conv: &Conv, opts: &Options) -> Result<Row, String> {
     if *conv == Conv::Keep {
-        return Ok(Row::from_json(raw.get()));
+        return Ok(Row::from_json(raw));
     }
-    let mut out = Vec::with_capacity(raw.get().len() + 32);
-    write_value(raw.get(), conv, opts, &mut out)?;
+    let mut out = Vec::with_capacity(raw.len() + 32);
+    write_value(raw, conv, opts, &mut out)?;
     Ok(Row::from_bytes(out))
 }
 

@@ -250,18 +250,9 @@ impl<'a> Inline<'a> {
         Inline(Fields::default())
     }
 
-    /// Sets `member` from its JSON text `raw` as serde's derived reading would, which refuses
-    /// an integer written `-0` (serde_json reads it as a float). Each member at most once: a
-    /// block naming one twice is for the caller to refuse, as serde does.
+    /// Sets `member` from its JSON text `raw` as serde's derived reading would. Each member at
+    /// most once: a block naming one twice is for the caller to refuse, as serde does.
     pub(crate) fn set(&mut self, member: Member, raw: &'a str) -> Result<(), String> {
-        if raw == "-0"
-            && matches!(
-                member,
-                Member::TsMs | Member::Pos | Member::Row | Member::Ord
-            )
-        {
-            return Err(format!("`{}` is `-0`, not an integer", member.name()));
-        }
         self.0.set(member, raw)
     }
 
@@ -402,9 +393,12 @@ impl<'a> Fields<'a> {
                 )),
             }
         }
+        // `-0` refused as serde refuses it (serde_json reads it as a float); the Avro reader
+        // never writes it.
         fn int<T: std::str::FromStr>(name: Member, raw: &str) -> Result<Option<T>, String> {
             match raw {
                 "null" => Ok(None),
+                "-0" => Err(format!("`{}` is `-0`, not an integer", name.name())),
                 _ => raw.parse().map(Some).map_err(|_| {
                     format!("`{}` is `{raw}`, expected an integer or null", name.name())
                 }),

@@ -22,7 +22,7 @@ use std::borrow::Cow;
 use super::super::schema::{Conv, StructConv};
 use super::super::source::{Inline, Member};
 use super::super::{Options, Row};
-use super::{Top, write_value};
+use super::{Top, to_row, write_value};
 
 /// Containers nested deeper than this are left to serde (serde_json's own limit is 128).
 const MAX_DEPTH: u32 = 64;
@@ -56,19 +56,9 @@ impl Images<'_> {
                 convert(c, st, self.opts, &mut out, 0)?;
                 Some(Some(Row::from_bytes(out)))
             }
-            (b'{', _) => self.row(c.value(0)?).map(Some),
+            (b'{', _) => to_row(c.value(0)?, self.conv, self.opts).ok().map(Some),
             _ => c.null(),
         }
-    }
-
-    /// An image's text as a row, as `to_row` makes it.
-    fn row(&self, text: &str) -> Read<Row> {
-        if *self.conv == Conv::Keep {
-            return Some(Row::from_json(text));
-        }
-        let mut out = Vec::with_capacity(text.len() + 32);
-        write_value(text, self.conv, self.opts, &mut out).ok()?;
-        Some(Row::from_bytes(out))
     }
 }
 
@@ -173,7 +163,7 @@ fn envelope<'a>(
     // Only a delete's before image is read (`ChangeEvent::before`).
     if top.op.as_deref()? == "d" {
         top.before_row = match before {
-            Some(text) => Some(images.row(text)?),
+            Some(text) => Some(to_row(text, images.conv, images.opts).ok()?),
             None => None,
         };
     }
@@ -201,13 +191,14 @@ fn source<'a>(c: &mut Cursor<'a>) -> Read<Inline<'a>> {
             return None;
         }
         seen |= bit;
-        let start = c.at;
-        // A string member's content taken as it is (it has no escapes), not read again.
-        if c.peek()? == b'"' && inline.set_plain_str(member, c.string()?) {
+        let raw = c.value(1)?;
+        // A string member's content taken as it is: a string this reader takes has no escapes.
+        if let Some(content) = raw.strip_prefix('"').and_then(|r| r.strip_suffix('"'))
+            && inline.set_plain_str(member, content)
+        {
             return Some(());
         }
-        c.at = start;
-        inline.set(member, c.value(1)?).ok()
+        inline.set(member, raw).ok()
     })?;
     Some(inline)
 }
@@ -460,7 +451,7 @@ mod tests {
         // As `JsonConverter::envelope` makes rows of what the pass left as raw text.
         let row = |raw: Option<&serde_json::value::RawValue>| {
             raw.filter(|r| r.get() != "null")
-                .map(|r| to_row(r, conv, &Options::default()).expect(text))
+                .map(|r| to_row(r.get(), conv, &Options::default()).expect(text))
         };
         theirs.after_row = theirs.after_row.take().or_else(|| row(theirs.after));
         assert_eq!(ours.op, theirs.op, "{text}");

@@ -295,7 +295,7 @@ mod tests {
             let raw: &RawValue = serde_json::from_str(after).unwrap();
             assert_eq!(
                 top.after_row,
-                Some(to_row(raw, &conv, &opts).unwrap()),
+                Some(to_row(raw.get(), &conv, &opts).unwrap()),
                 "{after}"
             );
             assert!(top.after.is_none());
@@ -362,7 +362,10 @@ mod tests {
             panic!("{conv:?}")
         };
         let opts = Options::default();
-        let slow = |after: &str| to_row(serde_json::from_str(after).unwrap(), &conv, &opts);
+        let slow = |after: &str| {
+            let raw: &RawValue = serde_json::from_str(after).unwrap();
+            to_row(raw.get(), &conv, &opts)
+        };
         // Integers of the whole i64 range are converted in the pass, as from raw text.
         for v in [
             "0",
