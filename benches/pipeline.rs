@@ -1673,6 +1673,8 @@ fn ensure_es() {
 }
 
 fn main() {
+    // The benchmark's own reqwest clients have no TLS set-up of their own.
+    cdc_sink::tls::install_default();
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--bare-consumer") {
         bare_consumer(

@@ -125,6 +125,7 @@ pub fn submit(specs: &[Value], url: &str) -> Result<Vec<String>, String> {
     let runtime = crate::worker::runtime()?;
     runtime.block_on(async {
         let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(crate::tls::config(None)?)
             .timeout(Duration::from_secs(60))
             .build()
             .map_err(|e| format!("cannot build an HTTP client: {e}"))?;

@@ -14,6 +14,7 @@ pub fn table(url: &str) -> Result<String, String> {
     let runtime = crate::worker::runtime()?;
     let body: Value = runtime.block_on(async {
         let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(crate::tls::config(None)?)
             .timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| format!("cannot build an HTTP client: {e}"))?;

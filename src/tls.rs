@@ -1,24 +1,33 @@
-//! The TLS set-up the worker's HTTP clients share: built once per process, not once per client.
+//! The TLS set-up the worker's HTTP clients share: one rustls configuration per CA file, built
+//! once per process, reading the system's trust store only when a first `https` server is met.
 //!
-//! Building a TLS connector (native-tls on OpenSSL 3) loads the system's trust store, about 140
-//! certificates decoded twice (OpenSSL's default paths, then the file `openssl-probe` finds):
-//! about 250 million instructions per load under callgrind, whether or not any URL is `https`.
-//! reqwest builds one for every client; every task built one for its Elasticsearch client, and
-//! an Avro task's schema registry one more: 23% of the instructions of a short end-to-end Avro
-//! run (docs/performance-log.md). Handed this connector instead (`tls_backend_preconfigured`), a
-//! client builds none; the trust store is loaded once per process and CA file, as a JVM loads
-//! its `cacerts` once.
+//! Servers are checked against the system's trust store (`rustls-platform-verifier`, which on
+//! Linux reads what OpenSSL reads: `SSL_CERT_FILE`, `SSL_CERT_DIR`, or the distribution's
+//! bundle) and every certificate of a CA file besides (`elastic.https.ssl.ca.location`).
+//!
+//! That verifier reads the store when it is built, and reqwest builds a client's TLS set-up
+//! with the client, `https` URL or not. [`Deferred`] builds it at the first handshake instead:
+//! a worker whose URLs are all `http` never reads the store, and one without a store at all
+//! (a minimal container) still writes to an `http` Elasticsearch. Before this, native-tls on
+//! OpenSSL 3 decoded the store's 140-odd certificates twice per connector, whatever the URLs:
+//! 500 million instructions per process under callgrind, 14% of a short end-to-end Avro run
+//! (docs/performance-log.md, "The trust store read only for https").
 
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use native_tls::{Certificate, TlsConnector};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, Error as TlsError, RootCertStore};
+use rustls::{SignatureScheme, crypto::ring};
+use rustls_platform_verifier::Verifier;
 
-/// The connector trusting the system's store, and every certificate of `ca_pem` (a PEM file's
-/// content: one or more) besides when given; built at its first use, shared after.
-pub fn connector(ca_pem: Option<&[u8]>) -> Result<TlsConnector, String> {
-    static BUILT: OnceLock<Mutex<HashMap<Option<Vec<u8>>, TlsConnector>>> = OnceLock::new();
-    // Held while building: tasks starting together wait for one load instead of each making it.
+/// The configuration trusting the system's store, and every certificate of `ca_pem` (a PEM
+/// file's content: one or more) besides when given; built at its first use, shared after.
+pub fn config(ca_pem: Option<&[u8]>) -> Result<ClientConfig, String> {
+    static BUILT: OnceLock<Mutex<HashMap<Option<Vec<u8>>, ClientConfig>>> = OnceLock::new();
     let mut built = BUILT
         .get_or_init(Default::default)
         .lock()
@@ -27,20 +36,132 @@ pub fn connector(ca_pem: Option<&[u8]>) -> Result<TlsConnector, String> {
     if let Some(c) = built.get(&key) {
         return Ok(c.clone());
     }
-    let mut builder = TlsConnector::builder();
-    if let Some(pem) = ca_pem {
-        let certs =
-            Certificate::stack_from_pem(pem).map_err(|e| format!("not PEM certificates: {e}"))?;
-        if certs.is_empty() {
-            return Err("holds no PEM certificate".into());
-        }
-        for cert in certs {
-            builder.add_root_certificate(cert);
-        }
-    }
-    let c = builder
-        .build()
-        .map_err(|e| format!("cannot set up TLS: {e}"))?;
+    let extra = match ca_pem {
+        Some(pem) => ca_certificates(pem)?,
+        None => Vec::new(),
+    };
+    let provider = provider();
+    let verifier = Deferred {
+        extra,
+        provider: provider.clone(),
+        built: OnceLock::new(),
+    };
+    let c = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("cannot set up TLS: {e}"))?
+        // `dangerous` only names the door to a verifier of one's own; this one verifies as
+        // rustls-platform-verifier does, with the same roots.
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
     built.insert(key, c.clone());
     Ok(c)
+}
+
+/// The cryptography rustls uses: ring, not aws-lc-rs (reqwest's default), which is a CMake build
+/// of AWS-LC taking minutes on two cores. ring has no post-quantum key exchange, hence rustls's
+/// deprecation note; servers offer the classical groups as well.
+pub fn provider() -> Arc<CryptoProvider> {
+    #[allow(deprecated)]
+    Arc::new(ring::default_provider())
+}
+
+/// Makes [`provider`] the process's default. A reqwest client built without [`config`] would
+/// otherwise panic on its first `https` URL's set-up; with it, such a client works, and reads
+/// the trust store as it is built. Every client of the worker is given [`config`].
+pub fn install_default() {
+    // Err: a default was installed already, which serves as well.
+    let _ = Arc::unwrap_or_clone(provider()).install_default();
+}
+
+/// The certificates of a CA file, each checked now as a trust anchor: a file that cannot serve
+/// is named when the connector starts, not at its first request.
+fn ca_certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("not PEM certificates: {e}"))?;
+    if certs.is_empty() {
+        return Err("holds no PEM certificate".into());
+    }
+    let mut check = RootCertStore::empty();
+    for (i, cert) in certs.iter().enumerate() {
+        check
+            .add(cert.clone())
+            .map_err(|e| format!("certificate {} cannot be trusted: {e}", i + 1))?;
+    }
+    Ok(certs)
+}
+
+/// rustls-platform-verifier's verifier, built at the first handshake (see the module's doc).
+#[derive(Debug)]
+struct Deferred {
+    extra: Vec<CertificateDer<'static>>,
+    provider: Arc<CryptoProvider>,
+    built: OnceLock<Result<Verifier, TlsError>>,
+}
+
+impl Deferred {
+    fn get(&self) -> Result<&Verifier, TlsError> {
+        self.built
+            .get_or_init(|| {
+                Verifier::new_with_extra_roots(self.extra.clone(), self.provider.clone())
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
+impl ServerCertVerifier for Deferred {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, TlsError> {
+        self.get()?
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, TlsError> {
+        self.get()?.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, TlsError> {
+        self.get()?.verify_tls13_signature(message, cert, dss)
+    }
+
+    /// Asked before any certificate is seen; the provider's schemes, which are the verifier's.
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ca_file_without_certificates_is_refused_by_name() {
+        assert_eq!(
+            config(Some(b"not a certificate\n")).err().as_deref(),
+            Some("holds no PEM certificate")
+        );
+        let garbled = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        let e = config(Some(garbled)).unwrap_err();
+        assert!(e.starts_with("certificate 1 cannot be trusted"), "{e}");
+    }
 }

@@ -280,3 +280,44 @@ fn a_wrong_kafka_password_fails_the_task_naming_the_broker() {
     assert_no_secret(&shown, &[&wrong]);
     assert!(!w.stop().success(), "a task failed");
 }
+
+/// With no system trust store at all (as in a minimal container), a connector whose
+/// Elasticsearch is `http` writes, and one over `https` verifies its server by its CA file alone:
+/// the store is read at a first handshake, not when a client is built (src/tls.rs).
+#[test]
+fn without_a_system_trust_store_http_writes_and_https_trusts_its_ca_file() {
+    let password = format!("es-{}", fastrand::u64(..));
+    let proxy = SecureProxy::start(Auth::Basic("elastic".into(), password.clone()));
+    let (plain, secure) = (unique("it-nostore-http"), unique("it-nostore-https"));
+    for topic in [&plain, &secure] {
+        kafka::create_topic(topic, 1);
+        kafka::produce(topic, &(0..10).map(record).collect::<Vec<_>>());
+    }
+    let plain_file = connector_file(&plain, &es_connector(&plain, &servers().es, &[]));
+    let secure_config = es_connector(
+        &secure,
+        &proxy.url,
+        &[
+            ("connection.username", "elastic"),
+            ("connection.password", &password),
+            ("elastic.https.ssl.ca.location", &ca_file()),
+        ],
+    );
+    let secure_file = connector_file(&secure, &secure_config);
+    let no_store = [
+        ("SSL_CERT_FILE", "/nonexistent/cert.pem"),
+        ("SSL_CERT_DIR", "/nonexistent"),
+    ];
+    let mut w = Worker::start_with(&[&plain_file, &secure_file], &no_store);
+    for topic in [&plain, &secure] {
+        let group = format!("connect-{topic}");
+        wait_until(Duration::from_secs(90), "every offset committed", || {
+            (kafka::committed(&group, topic, 1) == BTreeMap::from([(0, 10)])).then_some(())
+        });
+        let docs = es::sources(topic);
+        assert_eq!(docs.len(), 10, "{topic}: {docs:?}");
+        assert_eq!(docs["3"]["name"], "n3", "{topic}");
+    }
+    assert!(proxy.forwarded.load(std::sync::atomic::Ordering::SeqCst) > 0);
+    assert!(w.stop().success());
+}

@@ -8,6 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64::Engine as _;
 use serde_json::json;
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::http::{self, Handler, Reply, Request};
 use super::servers::{read_env, servers};
@@ -53,11 +56,17 @@ impl SecureProxy {
     pub fn start(auth: Auth) -> SecureProxy {
         let pem = std::fs::read_to_string(read_env(&servers().dir, "kafka.env", "TLS_SERVER_PEM"))
             .unwrap();
-        let at = pem.find("-----BEGIN CERTIFICATE-----").unwrap();
-        let (key, cert) = pem.split_at(at);
-        let identity = native_tls::Identity::from_pkcs8(cert.as_bytes(), key.as_bytes()).unwrap();
-        let acceptor =
-            tokio_native_tls::TlsAcceptor::from(native_tls::TlsAcceptor::new(identity).unwrap());
+        let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_slice(pem.as_bytes()).unwrap();
+        let config = ServerConfig::builder_with_provider(cdc_sink::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let expected = match auth {
             Auth::Basic(u, p) => format!(
                 "Basic {}",

@@ -64,6 +64,9 @@ pub fn start(which: &[&str]) -> PathBuf {
 pub fn servers() -> &'static Servers {
     static S: OnceLock<Servers> = OnceLock::new();
     S.get_or_init(|| {
+        // The tests' own reqwest clients, built with no TLS set-up of their own (see
+        // `cdc_sink::tls::install_default`).
+        cdc_sink::tls::install_default();
         let dir = match std::env::var_os("CDCSINK_TEST_SERVERS") {
             Some(d) => PathBuf::from(d),
             None => start(&["kafka", "elasticsearch"]),

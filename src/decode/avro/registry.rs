@@ -54,8 +54,8 @@ pub fn shared(urls: &[String], user_info: Option<&str>) -> Result<Arc<Registry>,
         b.set_basic_authorization(user, Some(pass));
     }
     b.set_timeout(Duration::from_secs(10));
-    // The worker's one TLS connector: a client building its own loads the trust store again.
-    let tls = crate::tls::connector(None)?;
+    // The worker's one TLS set-up (src/tls.rs): reqwest has no TLS of its own here.
+    let tls = crate::tls::config(None)?;
     let settings = b
         .build_with(reqwest::blocking::Client::builder().tls_backend_preconfigured(tls))
         .map_err(|e| format!("cannot set up the schema registry client: {e}"))?;
@@ -129,8 +129,8 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn the_registry_client_is_built_with_the_shared_tls_connector() {
-        // reqwest takes a preconfigured connector only from its own native-tls version; any
+    fn the_registry_client_is_built_with_the_shared_tls_configuration() {
+        // reqwest takes a preconfigured configuration only from its own rustls version; any
         // other fails the client's build ("Unknown TLS backend").
         let r = super::shared(&["http://127.0.0.1:9".into()], Some("u:p"));
         assert!(r.is_ok(), "{:?}", r.err());

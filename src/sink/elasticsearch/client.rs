@@ -153,7 +153,7 @@ impl BulkClient {
             })?),
             None => None,
         };
-        let tls = crate::tls::connector(ca.as_deref()).map_err(|e| match &cfg.ca_location {
+        let tls = crate::tls::config(ca.as_deref()).map_err(|e| match &cfg.ca_location {
             Some(path) => format!("elastic.https.ssl.ca.location: `{path}`: {e}"),
             None => e,
         })?;
