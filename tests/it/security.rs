@@ -308,7 +308,7 @@ fn without_a_system_trust_store_http_writes_and_https_trusts_its_ca_file() {
         ("SSL_CERT_FILE", "/nonexistent/cert.pem"),
         ("SSL_CERT_DIR", "/nonexistent"),
     ];
-    let mut w = Worker::start_with(&[&plain_file, &secure_file], &no_store);
+    let w = Worker::start_with(&[&plain_file, &secure_file], &no_store);
     for topic in [&plain, &secure] {
         let group = format!("connect-{topic}");
         wait_until(Duration::from_secs(90), "every offset committed", || {
