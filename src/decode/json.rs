@@ -36,6 +36,9 @@ pub struct JsonConverter {
     schemas_enable: Option<bool>,
     /// Per topic: the last schema text seen and what it compiled to.
     schemas: crate::FastMap<Box<str>, (Box<str>, Arc<EnvelopeSchema>)>,
+    /// The length of the last after image converted by a schema: the next one's first buffer
+    /// (`by_hand`).
+    row_len: std::cell::Cell<usize>,
 }
 
 /// What a value schema (or key schema) tells the decoder.
@@ -152,6 +155,7 @@ impl JsonConverter {
             opts,
             schemas_enable,
             schemas: Default::default(),
+            row_len: Default::default(),
         }
     }
 
@@ -319,7 +323,7 @@ impl JsonConverter {
         }
         // By hand first; serde (which names what is wrong) for whatever that reader leaves.
         let conv = schema.map_or(&Conv::Keep, |s| &s.row);
-        if by_hand::read(text, conv, &self.opts, top) {
+        if by_hand::read(text, conv, &self.opts, &self.row_len, top) {
             return true;
         }
         *top = Top::empty();
