@@ -124,8 +124,7 @@ pub fn submit(specs: &[Value], url: &str) -> Result<Vec<String>, String> {
     let endpoint = format!("{}/druid/indexer/v1/supervisor", url.trim_end_matches('/'));
     let runtime = crate::worker::runtime()?;
     runtime.block_on(async {
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(crate::tls::config(None)?)
+        let client = crate::tls::client_builder(None)?
             .timeout(Duration::from_secs(60))
             .build()
             .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
@@ -239,6 +238,13 @@ fn sample(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn submitting_builds_a_client_with_its_tls_set_up() {
+        // No default TLS provider in unit tests: a client built without the shared set-up
+        // (`tls::client_builder`) would panic here. No spec: nothing is sent.
+        assert_eq!(submit(&[], "http://127.0.0.1:9"), Ok(Vec::new()));
+    }
 
     #[test]
     fn column_types_merge_as_druid_can_hold_them() {

@@ -13,8 +13,7 @@ pub fn table(url: &str) -> Result<String, String> {
     );
     let runtime = crate::worker::runtime()?;
     let body: Value = runtime.block_on(async {
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(crate::tls::config(None)?)
+        let client = crate::tls::client_builder(None)?
             .timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
@@ -114,6 +113,14 @@ pub fn render(connectors: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unreachable_worker_is_named_and_the_client_has_its_tls_set_up() {
+        // No default TLS provider in unit tests: a client built without the shared set-up
+        // (`tls::client_builder`) would panic here.
+        let e = table("http://127.0.0.1:9").unwrap_err();
+        assert!(e.starts_with("GET http://127.0.0.1:9/connectors"), "{e}");
+    }
 
     #[test]
     fn one_row_per_task_with_its_progress_and_trouble() {

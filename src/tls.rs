@@ -44,7 +44,7 @@ pub fn config(ca_pem: Option<&[u8]>) -> Result<ClientConfig, String> {
     let verifier = Deferred {
         extra,
         provider: provider.clone(),
-        built: OnceLock::new(),
+        built: Mutex::default(),
     };
     let c = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -66,16 +66,24 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(ring::default_provider())
 }
 
-/// Makes [`provider`] the process's default. A reqwest client built without [`config`] would
-/// otherwise panic on its first `https` URL's set-up; with it, such a client works, and reads
-/// the trust store as it is built. Every client of the worker is given [`config`].
+/// A reqwest client builder with the shared configuration of `ca_pem` (see [`config`]): every
+/// client of the worker is built from one.
+pub fn client_builder(ca_pem: Option<&[u8]>) -> Result<reqwest::ClientBuilder, String> {
+    Ok(reqwest::Client::builder().tls_backend_preconfigured(config(ca_pem)?))
+}
+
+/// Makes [`provider`] the process's default. reqwest panics when it builds a client, `http` or
+/// not, with neither a configuration given ([`client_builder`]) nor a default provider; with
+/// one, such a client works, and reads the trust store as it is built. The worker's own clients
+/// all come from [`client_builder`]; this is a safety net, and what the tests' clients use.
 pub fn install_default() {
     // Err: a default was installed already, which serves as well.
     let _ = Arc::unwrap_or_clone(provider()).install_default();
 }
 
-/// The certificates of a CA file, each checked now as a trust anchor: a file that cannot serve
-/// is named when the connector starts, not at its first request.
+/// The certificates of a CA file, each parsed now as a trust anchor would be: a file that
+/// cannot serve is named when the connector starts, not at its first request. Each becomes a
+/// trust anchor, CA or not, expired or not, as webpki takes anchors.
 fn ca_certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
@@ -93,21 +101,28 @@ fn ca_certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
 }
 
 /// rustls-platform-verifier's verifier, built at the first handshake (see the module's doc).
+/// Built once it could be; a store that could not be read (none yet, at a first handshake) is
+/// read again at the next handshake, not remembered as missing until a restart.
 #[derive(Debug)]
 struct Deferred {
     extra: Vec<CertificateDer<'static>>,
     provider: Arc<CryptoProvider>,
-    built: OnceLock<Result<Verifier, TlsError>>,
+    built: Mutex<Option<Arc<Verifier>>>,
 }
 
 impl Deferred {
-    fn get(&self) -> Result<&Verifier, TlsError> {
-        self.built
-            .get_or_init(|| {
-                Verifier::new_with_extra_roots(self.extra.clone(), self.provider.clone())
-            })
-            .as_ref()
-            .map_err(Clone::clone)
+    fn get(&self) -> Result<Arc<Verifier>, TlsError> {
+        // Held while building: handshakes starting together read the store once.
+        let mut built = self.built.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(v) = &*built {
+            return Ok(v.clone());
+        }
+        let v = Arc::new(Verifier::new_with_extra_roots(
+            self.extra.clone(),
+            self.provider.clone(),
+        )?);
+        *built = Some(v.clone());
+        Ok(v)
     }
 }
 

@@ -283,7 +283,8 @@ fn a_wrong_kafka_password_fails_the_task_naming_the_broker() {
 
 /// With no system trust store at all (as in a minimal container), a connector whose
 /// Elasticsearch is `http` writes, and one over `https` verifies its server by its CA file alone:
-/// the store is read at a first handshake, not when a client is built (src/tls.rs).
+/// the store is read at a first handshake, not when a client is built (src/tls.rs). One over
+/// `https` without a CA file fails, naming the missing store.
 #[test]
 fn without_a_system_trust_store_http_writes_and_https_trusts_its_ca_file() {
     let password = format!("es-{}", fastrand::u64(..));
@@ -304,11 +305,25 @@ fn without_a_system_trust_store_http_writes_and_https_trusts_its_ca_file() {
         ],
     );
     let secure_file = connector_file(&secure, &secure_config);
+    // The same server without the CA file: nothing to trust it by.
+    let untrusted = unique("it-nostore-untrusted");
+    let mut untrusted_config = secure_config.clone();
+    untrusted_config
+        .as_object_mut()
+        .unwrap()
+        .remove("elastic.https.ssl.ca.location");
+    untrusted_config["max.retries"] = json!("1");
+    let untrusted_file = connector_file(&untrusted, &untrusted_config);
     let no_store = [
         ("SSL_CERT_FILE", "/nonexistent/cert.pem"),
         ("SSL_CERT_DIR", "/nonexistent"),
     ];
-    let w = Worker::start_with(&[&plain_file, &secure_file], &no_store);
+    let mut w = Worker::start_with(&[&plain_file, &secure_file, &untrusted_file], &no_store);
+    let trace = failed_trace(&w.rest_url(), &untrusted);
+    assert!(
+        trace.contains("No CA certificates were loaded from the system"),
+        "{trace}"
+    );
     for topic in [&plain, &secure] {
         let group = format!("connect-{topic}");
         wait_until(Duration::from_secs(90), "every offset committed", || {
@@ -319,5 +334,5 @@ fn without_a_system_trust_store_http_writes_and_https_trusts_its_ca_file() {
         assert_eq!(docs["3"]["name"], "n3", "{topic}");
     }
     assert!(proxy.forwarded.load(std::sync::atomic::Ordering::SeqCst) > 0);
-    assert!(w.stop().success());
+    assert!(!w.stop().success(), "a task failed");
 }

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use super::servers::servers;
 
 fn client() -> reqwest::blocking::Client {
+    cdc_sink::tls::install_default();
     reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()

@@ -126,6 +126,7 @@ pub fn inventory_sql(flavour: &str) -> String {
 }
 
 fn http() -> reqwest::blocking::Client {
+    cdc_sink::tls::install_default();
     reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()

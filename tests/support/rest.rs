@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 fn client() -> reqwest::blocking::Client {
+    cdc_sink::tls::install_default();
     reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(120))
         .build()

@@ -82,6 +82,8 @@ pub fn servers() -> &'static Servers {
 /// The Kafka bootstrap address: of `CDCSINK_TEST_SERVERS` when set (benchmarks start only
 /// Kafka there), else of [`servers`].
 pub fn kafka() -> String {
+    // Most tests meet Kafka before they build a reqwest client of their own.
+    cdc_sink::tls::install_default();
     match std::env::var_os("CDCSINK_TEST_SERVERS") {
         Some(d) => read_env(Path::new(&d), "kafka.env", "KAFKA_BOOTSTRAP"),
         None => servers().kafka.clone(),

@@ -153,10 +153,11 @@ impl BulkClient {
             })?),
             None => None,
         };
-        let tls = crate::tls::config(ca.as_deref()).map_err(|e| match &cfg.ca_location {
-            Some(path) => format!("elastic.https.ssl.ca.location: `{path}`: {e}"),
-            None => e,
-        })?;
+        let builder =
+            crate::tls::client_builder(ca.as_deref()).map_err(|e| match &cfg.ca_location {
+                Some(path) => format!("elastic.https.ssl.ca.location: `{path}`: {e}"),
+                None => e,
+            })?;
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
         headers.insert(
@@ -169,8 +170,7 @@ impl BulkClient {
             // credentials given as options win.
             nodes = nodes.iter().map(without_credentials).collect();
         }
-        let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
+        let http = builder
             .default_headers(headers)
             .build()
             .map_err(|e| format!("cannot build the Elasticsearch client: {e}"))?;
