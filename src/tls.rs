@@ -2,8 +2,9 @@
 //! once per process, reading the system's trust store only when a first `https` server is met.
 //!
 //! Servers are checked against the system's trust store (`rustls-platform-verifier`, which on
-//! Linux reads what OpenSSL reads: `SSL_CERT_FILE`, `SSL_CERT_DIR`, or the distribution's
-//! bundle) and every certificate of a CA file besides (`elastic.https.ssl.ca.location`).
+//! Linux reads `SSL_CERT_FILE` and/or `SSL_CERT_DIR` when either is set, else the
+//! distribution's bundle and directory) and every certificate of a CA file besides
+//! (`elastic.https.ssl.ca.location`).
 //!
 //! That verifier reads the store when it is built, and reqwest builds a client's TLS set-up
 //! with the client, `https` URL or not. [`Deferred`] builds it at the first handshake instead:
