@@ -78,8 +78,12 @@ pub fn client_builder(ca_pem: Option<&[u8]>) -> Result<reqwest::ClientBuilder, S
 /// one, such a client works, and reads the trust store as it is built. The worker's own clients
 /// all come from [`client_builder`]; this is a safety net, and what the tests' clients use.
 pub fn install_default() {
-    // Err: a default was installed already, which serves as well.
-    let _ = Arc::unwrap_or_clone(provider()).install_default();
+    // Once per process: the tests' helpers call it before each client they build.
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Err: another default was installed already, which serves as well.
+        let _ = Arc::unwrap_or_clone(provider()).install_default();
+    });
 }
 
 /// The certificates of a CA file, each parsed now as a trust anchor would be: a file that
