@@ -336,3 +336,58 @@ fn without_a_system_trust_store_http_writes_and_https_trusts_its_ca_file() {
     assert!(proxy.forwarded.load(std::sync::atomic::Ordering::SeqCst) > 0);
     assert!(!w.stop().success(), "a task failed");
 }
+
+/// A trust store missing at the first `https` handshake is read again at the next one: an
+/// Elasticsearch over `https` trusted by the system's store alone (no CA file) is written to once
+/// the store appears, without a restart. The verifier is kept only once it could be built
+/// (src/tls.rs, `Deferred`).
+#[test]
+fn a_trust_store_missing_at_the_first_handshake_is_read_again_at_the_next() {
+    let password = format!("es-{}", fastrand::u64(..));
+    let proxy = SecureProxy::start(Auth::Basic("elastic".into(), password.clone()));
+    let topic = unique("it-latestore");
+    kafka::create_topic(&topic, 1);
+    kafka::produce(&topic, &(0..10).map(record).collect::<Vec<_>>());
+    let mut config = es_connector(
+        &topic,
+        &proxy.url,
+        &[
+            ("connection.username", "elastic"),
+            ("connection.password", &password),
+        ],
+    );
+    config["retry.backoff.ms"] = json!("100");
+    config["max.retry.backoff.ms"] = json!("500");
+    let file = connector_file(&topic, &config);
+    let store = std::env::temp_dir().join(format!("{topic}-store.pem"));
+    let _ = std::fs::remove_file(&store);
+    let store_name = store.to_str().unwrap();
+    let mut w = Worker::start_with(
+        &[&file],
+        &[
+            ("SSL_CERT_FILE", store_name),
+            ("SSL_CERT_DIR", "/nonexistent"),
+        ],
+    );
+    wait_until(
+        Duration::from_secs(60),
+        "a handshake without a store",
+        || {
+            w.log_text()
+                .contains("No CA certificates were loaded from the system")
+                .then_some(())
+        },
+    );
+    assert_eq!(proxy.forwarded.load(std::sync::atomic::Ordering::SeqCst), 0);
+    std::fs::copy(ca_file(), &store).unwrap();
+    let group = format!("connect-{topic}");
+    wait_until(Duration::from_secs(60), "every offset committed", || {
+        (kafka::committed(&group, &topic, 1) == BTreeMap::from([(0, 10)])).then_some(())
+    });
+    let docs = es::sources(&topic);
+    assert_eq!(docs.len(), 10, "{docs:?}");
+    assert_eq!(docs["7"]["name"], "n7");
+    assert!(proxy.forwarded.load(std::sync::atomic::Ordering::SeqCst) > 0);
+    assert!(w.stop().success(), "the task did not fail");
+    let _ = std::fs::remove_file(&store);
+}
