@@ -362,7 +362,7 @@ fn a_trust_store_missing_at_the_first_handshake_is_read_again_at_the_next() {
     let store = std::env::temp_dir().join(format!("{topic}-store.pem"));
     let _ = std::fs::remove_file(&store);
     let store_name = store.to_str().unwrap();
-    let mut w = Worker::start_with(
+    let w = Worker::start_with(
         &[&file],
         &[
             ("SSL_CERT_FILE", store_name),
