@@ -53,19 +53,72 @@ fn cpu_seconds_self() -> f64 {
 }
 
 /// CPU-seconds the live threads of process `pid` have run, to the nanosecond (the sum of their
-/// `/proc/<pid>/task/*/schedstat`); NaN once it is gone. A thread that ended no longer counts:
-/// for the difference between two moments of a worker's steady run, not for its total
-/// ([`cpu_seconds_of`] is that, in clock ticks).
-fn thread_cpu_seconds(pid: u32) -> f64 {
+/// `/proc/<pid>/task/*/schedstat`), all of them and by kind; NaN once it is gone. A thread that
+/// ended no longer counts: for the difference between two moments of a steady run, not for a
+/// process's total ([`cpu_seconds_of`] is that, in clock ticks).
+#[derive(Clone, Copy)]
+struct ThreadCpu {
+    all: f64,
+    /// librdkafka's own threads (`rdk:…`): the broker connections, fetching, decompressing.
+    librdkafka: f64,
+    /// The worker's tokio runtime (`cdc-sink-io`): the HTTP client, REST, metrics.
+    io: f64,
+}
+
+impl ThreadCpu {
+    /// What the other threads ran: a worker's task threads (and its main thread, which waits),
+    /// the bare consumer's polling thread.
+    fn rest(&self) -> f64 {
+        self.all - self.librdkafka - self.io
+    }
+
+    fn minus(&self, before: &ThreadCpu) -> ThreadCpu {
+        ThreadCpu {
+            all: self.all - before.all,
+            librdkafka: self.librdkafka - before.librdkafka,
+            io: self.io - before.io,
+        }
+    }
+
+    fn per(&self, n: f64) -> ThreadCpu {
+        ThreadCpu {
+            all: self.all / n,
+            librdkafka: self.librdkafka / n,
+            io: self.io / n,
+        }
+    }
+}
+
+fn thread_cpu(pid: u32) -> ThreadCpu {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return f64::NAN;
+        return ThreadCpu {
+            all: f64::NAN,
+            librdkafka: f64::NAN,
+            io: f64::NAN,
+        };
     };
-    let ns: u64 = tasks
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum();
-    ns as f64 / 1e9
+    let mut cpu = ThreadCpu {
+        all: 0.0,
+        librdkafka: 0.0,
+        io: 0.0,
+    };
+    for t in tasks.flatten() {
+        let Some(ns) = std::fs::read_to_string(t.path().join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        let s = ns as f64 / 1e9;
+        let name = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        cpu.all += s;
+        if name.starts_with("rdk:") {
+            cpu.librdkafka += s;
+        } else if name.trim_end() == "cdc-sink-io" {
+            cpu.io += s;
+        }
+    }
+    cpu
 }
 
 fn cpu_seconds_of(pid: u32) -> f64 {
@@ -476,6 +529,9 @@ fn bare_consumer(topic: &str, partitions: i32, expected: usize) {
     // CPU-seconds when the 10% and the 90% record were read: the steady middle of the run.
     let (from, to) = (expected / 10, expected * 9 / 10);
     let (mut cpu_from, mut cpu_to) = (f64::NAN, f64::NAN);
+    // librdkafka's threads' share of it.
+    let (mut rdk_from, mut rdk_to) = (f64::NAN, f64::NAN);
+    let me = std::process::id();
     let deadline = Instant::now() + Duration::from_secs(600);
     while n < expected && Instant::now() < deadline {
         if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
@@ -484,18 +540,19 @@ fn bare_consumer(topic: &str, partitions: i32, expected: usize) {
             });
             n += 1;
             if n == from {
-                cpu_from = cpu_seconds_self();
+                (cpu_from, rdk_from) = (cpu_seconds_self(), thread_cpu(me).librdkafka);
             } else if n == to {
-                cpu_to = cpu_seconds_self();
+                (cpu_to, rdk_to) = (cpu_seconds_self(), thread_cpu(me).librdkafka);
             }
         }
     }
     let _ = (partitions, bytes);
     println!(
-        "{n} {} {} {}",
+        "{n} {} {} {} {}",
         cpu_seconds_self(),
         to - from,
-        cpu_to - cpu_from
+        cpu_to - cpu_from,
+        rdk_to - rdk_from
     );
 }
 
@@ -516,8 +573,9 @@ fn finish(w: Worker, name: &str, topic: &str, partitions: i32, t0: Instant) -> R
     let end = kafka::end_offsets(topic, partitions);
     let total: i64 = end.values().sum();
     let mut first: Option<(Instant, i64)> = None;
+    let watch = kafka::Committed::new(&group, topic, partitions);
     loop {
-        let committed = kafka::committed(&group, topic, partitions);
+        let committed = watch.now();
         if committed == end {
             break;
         }
@@ -567,16 +625,16 @@ fn run_bare(topic: &str, partitions: i32, total: usize) -> std::process::Output 
         .unwrap()
 }
 
-/// (records read, CPU-seconds; CPU-seconds per record over the middle 80% of the records) as
-/// [`bare_consumer`] printed them.
-fn bare_result(stdout: &[u8]) -> (usize, f64, f64) {
+/// (records read, CPU-seconds; CPU-seconds per record over the middle 80% of the records, and
+/// librdkafka's threads' part of it) as [`bare_consumer`] printed them.
+fn bare_result(stdout: &[u8]) -> (usize, f64, f64, f64) {
     let text = String::from_utf8_lossy(stdout);
     let parts: Vec<f64> = text
         .split_whitespace()
         .map(|v| v.parse().unwrap_or(f64::NAN))
         .collect();
     let at = |i: usize| parts.get(i).copied().unwrap_or(f64::NAN);
-    (at(0) as usize, at(1), at(3) / at(2))
+    (at(0) as usize, at(1), at(3) / at(2), at(4) / at(2))
 }
 
 /// decode → Druid row (the bytes handed to the producer) for every record, on this thread.
@@ -651,7 +709,7 @@ fn e2e_druid(label: &str, records: &[Rec], partitions: i32, exactly_once: bool) 
         rss_mib: rss,
         ..
     } = finish(w, &name, &topic, partitions, t0);
-    let (bare_n, bare_cpu, _) = bare_result(&run_bare(&topic, partitions, total).stdout);
+    let (bare_n, bare_cpu, ..) = bare_result(&run_bare(&topic, partitions, total).stdout);
     let txn = if exactly_once {
         "exactly once"
     } else {
@@ -740,7 +798,7 @@ fn e2e<T: AsRef<[u8]>>(
         let (wall, cpu, rss) = (run.wall, run.cpu, run.rss_mib);
         let steady = worker_steady(&acks.lock().unwrap(), total);
         let kafka0 = server_cpu("kafka");
-        let (bare_n, bare_cpu, bare_steady) =
+        let (bare_n, bare_cpu, bare_steady, bare_rdk) =
             bare_result(&run_bare(&topic, partitions, total).stdout);
         let kafka_bare = server_cpu("kafka") - kafka0;
         let of = format!("{pair}/{pairs}");
@@ -772,6 +830,16 @@ fn e2e<T: AsRef<[u8]>>(
             steady.per_record / bare_steady,
             steady.before_first
         );
+        if let Some(t) = steady.split {
+            println!(
+                "e2e {label:<16} {of:>5} the middle 80% by thread, µs/record: worker's tasks {:.2}, its librdkafka threads {:.2}, its HTTP runtime {:.2}; bare consumer's poll {:.2}, its librdkafka threads {:.2}",
+                1e6 * t.rest(),
+                1e6 * t.librdkafka,
+                1e6 * t.io,
+                1e6 * (bare_steady - bare_rdk),
+                1e6 * bare_rdk
+            );
+        }
         steady_ratios.push(steady.per_record / bare_steady);
         measured.push((run, cpu / bare_cpu, bare_n as f64 / bare_cpu));
     }
@@ -839,8 +907,8 @@ impl StandIn {
             let pid = pid.load(Ordering::Relaxed);
             Box::pin(async move {
                 let worker_cpu = match pid {
-                    0 => f64::NAN,
-                    pid => thread_cpu_seconds(pid),
+                    0 => None,
+                    pid => Some(thread_cpu(pid)),
                 };
                 let actions = http::bulk_actions(&req.body);
                 let ticks = machine_ticks();
@@ -928,20 +996,40 @@ fn scale_run(label: &str, topic: &str, total: usize, partitions: i32, tasks: usi
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    stand_in.worker.store(w.pid(), Ordering::Relaxed);
     let t0 = Instant::now();
+    let (own0, kafka0) = (cpu_seconds_self(), server_cpu("kafka"));
     let stop = std::sync::atomic::AtomicBool::new(false);
-    let marks = std::thread::scope(|s| {
+    let (marks, run) = std::thread::scope(|s| {
         let scraper = s.spawn(|| done_marks(&url, &stop));
         let resumed = client
             .put(format!("{url}/connectors/{name}/resume"))
             .send()
             .unwrap();
         assert!(resumed.status().is_success(), "{}", resumed.text().unwrap());
-        finish(w, &name, topic, partitions, t0);
+        let run = finish(w, &name, topic, partitions, t0);
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        scraper.join().unwrap()
+        (scraper.join().unwrap(), run)
     });
-    let (rate, busy) = acked_rate(&stand_in.acks.lock().unwrap(), total);
+    // Where the machine's time went, from the resume to the last commit: what the worker does
+    // not spend, its tasks could have had.
+    println!(
+        "e2e {label:<16} tasks.max={tasks}: over {:.1} s, the worker {:.2} CPU-s, Kafka {:.2} CPU-s, this process (the stand-in, the scraper, the commit checks) {:.2} CPU-s",
+        run.wall,
+        run.cpu,
+        server_cpu("kafka") - kafka0,
+        cpu_seconds_self() - own0
+    );
+    let acks = stand_in.acks.lock().unwrap();
+    if let Some(c) = middle_cores(&acks) {
+        println!(
+            "e2e {label:<16} tasks.max={tasks}: while the middle 80% was acknowledged, cores used by the worker's tasks {:.2}, its librdkafka threads {:.2}, its HTTP runtime {:.2}",
+            c.rest(),
+            c.librdkafka,
+            c.io
+        );
+    }
+    let (rate, busy) = acked_rate(&acks, total);
     let all_busy = all_busy_rate(&marks);
     if all_busy.is_nan() && tasks > 1 {
         println!(
@@ -962,8 +1050,8 @@ struct Acked {
     actions: usize,
     /// [`machine_ticks`] then.
     ticks: (u64, u64),
-    /// The worker's [`thread_cpu_seconds`] then (NaN when none was named).
-    worker_cpu: f64,
+    /// The worker's [`thread_cpu`] then (`None` when none was named).
+    worker_cpu: Option<ThreadCpu>,
 }
 
 /// A worker's CPU per record over the middle of its run, and what it had spent before.
@@ -973,6 +1061,8 @@ struct Steady {
     /// for): startup, the group join and the last commit left out. Records in flight at either
     /// end are about as many, so they cancel.
     per_record: f64,
+    /// The same by kind of thread.
+    split: Option<ThreadCpu>,
     /// CPU-seconds the worker had spent when its first bulk request came: startup, the
     /// consumer group join, the first batch.
     before_first: f64,
@@ -981,17 +1071,24 @@ struct Steady {
 /// `total`: the records the run's actions stand for (a write that a later one of its document
 /// supersedes within a batch is not sent, so there are fewer actions than records).
 fn worker_steady(acks: &[Acked], total: usize) -> Steady {
-    let before_first = acks.first().map_or(f64::NAN, |a| a.worker_cpu);
+    let before_first = acks
+        .first()
+        .and_then(|a| a.worker_cpu)
+        .map_or(f64::NAN, |c| c.all);
     let all = acks.last().map_or(0, |a| a.actions);
-    let per_record = match middle(acks, |a| a.actions, all) {
+    let split = match middle(acks, |a| a.actions, all) {
         Some((a, b)) if b.actions > a.actions => {
-            (b.worker_cpu - a.worker_cpu)
-                / ((b.actions - a.actions) as f64 * total as f64 / all as f64)
+            a.worker_cpu.zip(b.worker_cpu).map(|(a_cpu, b_cpu)| {
+                b_cpu
+                    .minus(&a_cpu)
+                    .per((b.actions - a.actions) as f64 * total as f64 / all as f64)
+            })
         }
-        _ => f64::NAN,
+        _ => None,
     };
     Steady {
-        per_record,
+        per_record: split.map_or(f64::NAN, |c| c.all),
+        split,
         before_first,
     }
 }
@@ -1014,6 +1111,15 @@ fn acked_rate(acks: &[Acked], total: usize) -> (f64, f64) {
         ),
         _ => (f64::NAN, f64::NAN),
     }
+}
+
+/// The worker's cores used by kind of thread while the stand-in acknowledged the middle 80%
+/// of the actions (as [`acked_rate`]): CPU-seconds over seconds.
+fn middle_cores(acks: &[Acked]) -> Option<ThreadCpu> {
+    let all = acks.last().map_or(0, |a| a.actions);
+    let (a, b) = middle(acks, |a| a.actions, all).filter(|(a, b)| b.at > a.at)?;
+    let (from, to) = a.worker_cpu.zip(b.worker_cpu)?;
+    Some(to.minus(&from).per((b.at - a.at).as_secs_f64()))
 }
 
 /// The first of `marks` (in order of their counts `done`) at which the count reached 10% of
@@ -1262,7 +1368,8 @@ fn connect_file_sink(topic: &str, partitions: i32) -> f64 {
     assert!(resp.status().is_success(), "{}", resp.text().unwrap());
     let group = format!("connect-{name}");
     let end = kafka::end_offsets(topic, partitions);
-    while kafka::committed(&group, topic, partitions) != end {
+    let watch = kafka::Committed::new(&group, topic, partitions);
+    while watch.now() != end {
         assert!(
             t0.elapsed() < Duration::from_secs(900),
             "Kafka Connect did not finish"
