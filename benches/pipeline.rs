@@ -63,6 +63,9 @@ struct ThreadCpu {
     librdkafka: f64,
     /// The worker's tokio runtime (`cdc-sink-io`): the HTTP client, REST, metrics.
     io: f64,
+    /// Seconds the other threads (see [`ThreadCpu::rest`]) were runnable but waited for a core
+    /// (`schedstat`'s second field).
+    rest_queued: f64,
 }
 
 impl ThreadCpu {
@@ -77,6 +80,7 @@ impl ThreadCpu {
             all: self.all - before.all,
             librdkafka: self.librdkafka - before.librdkafka,
             io: self.io - before.io,
+            rest_queued: self.rest_queued - before.rest_queued,
         }
     }
 
@@ -85,6 +89,7 @@ impl ThreadCpu {
             all: self.all / n,
             librdkafka: self.librdkafka / n,
             io: self.io / n,
+            rest_queued: self.rest_queued / n,
         }
     }
 }
@@ -95,27 +100,32 @@ fn thread_cpu(pid: u32) -> ThreadCpu {
             all: f64::NAN,
             librdkafka: f64::NAN,
             io: f64::NAN,
+            rest_queued: f64::NAN,
         };
     };
     let mut cpu = ThreadCpu {
         all: 0.0,
         librdkafka: 0.0,
         io: 0.0,
+        rest_queued: 0.0,
     };
     for t in tasks.flatten() {
-        let Some(ns) = std::fs::read_to_string(t.path().join("schedstat"))
-            .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        else {
+        // Nanoseconds on a core, then waiting for one.
+        let Ok(stat) = std::fs::read_to_string(t.path().join("schedstat")) else {
             continue;
         };
-        let s = ns as f64 / 1e9;
+        let mut ns = stat
+            .split_whitespace()
+            .map(|v| v.parse::<u64>().map_or(0.0, |n| n as f64 / 1e9));
+        let (ran, queued) = (ns.next().unwrap_or(0.0), ns.next().unwrap_or(0.0));
         let name = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-        cpu.all += s;
+        cpu.all += ran;
         if name.starts_with("rdk:") {
-            cpu.librdkafka += s;
+            cpu.librdkafka += ran;
         } else if name.trim_end() == "cdc-sink-io" {
-            cpu.io += s;
+            cpu.io += ran;
+        } else {
+            cpu.rest_queued += queued;
         }
     }
     cpu
@@ -1023,8 +1033,9 @@ fn scale_run(label: &str, topic: &str, total: usize, partitions: i32, tasks: usi
     let acks = stand_in.acks.lock().unwrap();
     if let Some(c) = middle_cores(&acks) {
         println!(
-            "e2e {label:<16} tasks.max={tasks}: while the middle 80% was acknowledged, cores used by the worker's tasks {:.2}, its librdkafka threads {:.2}, its HTTP runtime {:.2}",
+            "e2e {label:<16} tasks.max={tasks}: while the middle 80% was acknowledged, cores used by the worker's tasks {:.2} (runnable but waiting for a core: {:.2} more), its librdkafka threads {:.2}, its HTTP runtime {:.2}",
             c.rest(),
+            c.rest_queued,
             c.librdkafka,
             c.io
         );
