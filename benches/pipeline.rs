@@ -1021,10 +1021,10 @@ fn scale_run(label: &str, topic: &str, total: usize, partitions: i32, tasks: usi
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         (scraper.join().unwrap(), run)
     });
-    // Where the machine's time went, from the resume to the last commit: what the worker does
-    // not spend, its tasks could have had.
+    // Where the machine's time went, from the resume to the last commit (the worker's since it
+    // started): what the others spend, its tasks could not have.
     println!(
-        "e2e {label:<16} tasks.max={tasks}: over {:.1} s, the worker {:.2} CPU-s, Kafka {:.2} CPU-s, this process (the stand-in, the scraper, the commit checks) {:.2} CPU-s",
+        "e2e {label:<16} tasks.max={tasks}: over {:.1} s, the worker {:.2} CPU-s since it started, Kafka {:.2} CPU-s, this process (the stand-in, the scraper, the commit checks) {:.2} CPU-s",
         run.wall,
         run.cpu,
         server_cpu("kafka") - kafka0,

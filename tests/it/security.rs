@@ -379,7 +379,10 @@ fn a_trust_store_missing_at_the_first_handshake_is_read_again_at_the_next() {
         },
     );
     assert_eq!(proxy.forwarded.load(std::sync::atomic::Ordering::SeqCst), 0);
-    std::fs::copy(ca_file(), &store).unwrap();
+    // Written whole under another name, then renamed: the worker never reads half a file.
+    let part = store.with_extension("part");
+    std::fs::copy(ca_file(), &part).unwrap();
+    std::fs::rename(&part, &store).unwrap();
     let group = format!("connect-{topic}");
     wait_until(Duration::from_secs(60), "every offset committed", || {
         (kafka::committed(&group, &topic, 1) == BTreeMap::from([(0, 10)])).then_some(())
@@ -388,6 +391,6 @@ fn a_trust_store_missing_at_the_first_handshake_is_read_again_at_the_next() {
     assert_eq!(docs.len(), 10, "{docs:?}");
     assert_eq!(docs["7"]["name"], "n7");
     assert!(proxy.forwarded.load(std::sync::atomic::Ordering::SeqCst) > 0);
-    assert!(w.stop().success(), "the task did not fail");
+    assert!(w.stop().success(), "the worker stopped with a failed task");
     let _ = std::fs::remove_file(&store);
 }
