@@ -124,11 +124,10 @@ impl Batch {
     }
 
     /// This batch, leaving an empty one of the same kind in its place, sized for the larger of
-    /// this one and what this one was sized for, less an eighth (with a quarter more room, see
-    /// below): a lane's batches are alike,
-    /// and a body grown by doubling was copied about once over and written into fresh pages
-    /// the kernel had to fault in (reallocation and page faults: 9% of the JSON hot path's
-    /// profile, 3% after). End to end, batches vary from a few records to thousands; sized by
+    /// this one and what this one was sized for, less an eighth, with a quarter more room (see
+    /// below): a lane's batches are alike, and a body grown by doubling was copied about once
+    /// over and written into fresh pages the kernel had to fault in (reallocation and page
+    /// faults: 9% of the JSON hot path's profile, 3% after). End to end, batches vary from a few records to thousands; sized by
     /// the last batch alone, every batch larger than the one before grew again (its body, its
     /// items and its map of documents: 1.4% of the worker's instructions on JSON without
     /// schema, docs/performance-log.md). A size not reached again fades by an eighth a batch.
@@ -151,9 +150,10 @@ impl Batch {
         };
         // A quarter more than that: batches sealed when a request slot frees up vary by a third
         // from one to the next, and reserved exactly, every batch larger than that size grew
-        // its body and its items once each, a copy of the whole (162 of 346 batches end to end
-        // without schema; with a quarter more, 20: docs/performance-log.md). The room a batch
-        // does not fill is reserved, not written.
+        // its body and its items once each, a copy of the whole (162 of 346 batches of an
+        // end-to-end run without schema; 20 of them would have with a quarter more:
+        // docs/performance-log.md). The room a batch does not fill is reserved, not written
+        // (the backlog's peak RSS did not move).
         let room = |n: usize, most: usize| (n + n / 4).min(most);
         let mut next = Batch::new(self.keep_every_write);
         next.body.reserve(room(sized.body, MOST));
