@@ -127,10 +127,11 @@ impl Batch {
     /// this one and what this one was sized for, less an eighth, with a quarter more room (see
     /// below): a lane's batches are alike, and a body grown by doubling was copied about once
     /// over and written into fresh pages the kernel had to fault in (reallocation and page
-    /// faults: 9% of the JSON hot path's profile, 3% after). End to end, batches vary from a few records to thousands; sized by
-    /// the last batch alone, every batch larger than the one before grew again (its body, its
-    /// items and its map of documents: 1.4% of the worker's instructions on JSON without
-    /// schema, docs/performance-log.md). A size not reached again fades by an eighth a batch.
+    /// faults: 9% of the JSON hot path's profile, 3% after). End to end, batches vary from a
+    /// few records to thousands; sized by the last batch alone, every batch larger than the one
+    /// before grew again (its body, its items and its map of documents: 1.4% of the worker's
+    /// instructions on JSON without schema, docs/performance-log.md). A size not reached again
+    /// fades by an eighth a batch.
     ///
     /// At most `bulk.size.bytes`' default is reserved for the body, room for 4 096 items (twice
     /// `batch.size`'s default) and 512 KiB of ids: a batch made big by one huge document, or by
