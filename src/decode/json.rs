@@ -288,10 +288,10 @@ impl JsonConverter {
             // Anything unexpected falls through to the full parse, which names the problem.
             let mut inner = Top::empty();
             if self.one_pass(payload, Some(&schema), &mut inner) {
-                return self.envelope(&mut inner, Some(&schema));
+                return self.envelope(&mut inner, Some(&schema), payload);
             }
             if let Ok(mut inner) = parse_top::<&RawValue>(payload, "`payload`") {
-                return self.envelope(&mut inner, Some(&schema));
+                return self.envelope(&mut inner, Some(&schema), payload);
             }
         }
         let text = parse_json(bytes)?;
@@ -301,10 +301,10 @@ impl JsonConverter {
         }
         let mut top = Top::empty();
         if self.one_pass(text, None, &mut top) {
-            return self.unwrap_value(topic, &mut top);
+            return self.unwrap_value(topic, text, &mut top);
         }
         let mut top = parse_top::<&RawValue>(text, "value")?;
-        self.unwrap_value(topic, &mut top)
+        self.unwrap_value(topic, text, &mut top)
     }
 
     /// `text` read in one pass into `top` (by hand, `by_hand`, or else by serde, `one_pass`),
@@ -338,10 +338,11 @@ impl JsonConverter {
     fn unwrap_value<S: SourceBlock>(
         &mut self,
         topic: &str,
+        text: &str,
         top: &mut Top<'_, S>,
     ) -> Result<Value, DecodeError> {
         if top.op.is_some() || top.payload.is_none() || self.schemas_enable == Some(false) {
-            return self.envelope(top, None);
+            return self.envelope(top, None, text);
         }
         // {"schema": …, "payload": …}
         let schema = match top.schema.filter(|s| s.get() != "null") {
@@ -354,19 +355,21 @@ impl JsonConverter {
         }
         let mut inner = Top::empty();
         if self.one_pass(payload, schema.as_deref(), &mut inner) {
-            return self.envelope(&mut inner, schema.as_deref());
+            return self.envelope(&mut inner, schema.as_deref(), payload);
         }
         let mut inner = parse_top::<&RawValue>(payload, "`payload`")?;
-        self.envelope(&mut inner, schema.as_deref())
+        self.envelope(&mut inner, schema.as_deref(), payload)
     }
 
+    /// The change in `top`, read from `text` (read again only when it has no `op`).
     fn envelope<S: SourceBlock>(
         &self,
         top: &mut Top<'_, S>,
         schema: Option<&EnvelopeSchema>,
+        text: &str,
     ) -> Result<Value, DecodeError> {
         let Some(op) = top.op.as_deref() else {
-            return classify_non_change(top, schema.and_then(|s| s.name.as_deref()));
+            return classify_non_change(top, schema.and_then(|s| s.name.as_deref()), text);
         };
         let conv = schema.map(|s| &s.row).unwrap_or(&Conv::Keep);
         let image = |name: &str, raw: Option<&RawValue>| -> Result<Option<Row>, DecodeError> {
@@ -421,34 +424,59 @@ fn parse_top<'a, S: Deserialize<'a>>(text: &'a str, what: &str) -> Result<Top<'a
 }
 
 /// Records without `op`: schema changes, heartbeats and transaction metadata are skipped;
-/// anything else is not a Debezium change event.
+/// anything else is not a Debezium change event. `text` is the envelope's own JSON, whose
+/// members must all be the kind's: a row of a table with a `ts_ms`, `ddl` or `status` column,
+/// already unwrapped, is a record to refuse, never one to skip.
 fn classify_non_change<S: SourceBlock>(
     top: &Top<'_, S>,
     schema_name: Option<&str>,
+    text: &str,
 ) -> Result<Value, DecodeError> {
     if let Some(skip) = schema_name.and_then(super::skip_by_schema_name) {
         return Ok(Value::Skipped(skip));
     }
-    if top.ddl.is_some() || top.table_changes.is_some() {
+    // Debezium's own members of each kind (`SchemaChangeValue`, `TransactionMetadataValue`,
+    // `Heartbeat`); `position` is also in a schema history record.
+    const SCHEMA_CHANGE: &[&str] = &[
+        "source",
+        "ts_ms",
+        "databaseName",
+        "schemaName",
+        "ddl",
+        "tableChanges",
+        "position",
+    ];
+    const TRANSACTION: &[&str] = &["status", "id", "ts_ms", "event_count", "data_collections"];
+    let mut members = Vec::new();
+    if for_each_field(text, |k, _| {
+        members.push(k.to_owned());
+        Ok(())
+    })
+    .is_err()
+    {
+        members.clear();
+    }
+    let only =
+        |kind: &[&str]| !members.is_empty() && members.iter().all(|m| kind.contains(&m.as_str()));
+    let is_string = |raw: Option<&RawValue>| raw.is_some_and(|r| r.get().starts_with('"'));
+    let ddl = is_string(top.ddl) || top.table_changes.is_some_and(|t| t.get().starts_with('['));
+    if ddl && only(SCHEMA_CHANGE) {
         return Ok(Value::Skipped(Skip::SchemaChange));
     }
-    if top.status.is_some()
-        && (top.event_count.is_some() || top.status.is_some_and(|s| s.get().contains("BEGIN")))
+    let status = top.status.map(RawValue::get);
+    // `event_count` is in both (null in a `BEGIN`), as JsonConverter writes null members.
+    if matches!(status, Some(r#""BEGIN""# | r#""END""#))
+        && top.event_count.is_some()
+        && only(TRANSACTION)
     {
         return Ok(Value::Skipped(Skip::TransactionMetadata));
     }
-    if top.ts_ms.is_some()
-        && is_null(top.before)
-        && is_null(top.after)
-        && top.after_row.is_none()
-        && top.source.as_ref().is_none_or(SourceBlock::is_null)
-        && top.schema.is_none()
-    {
+    if top.ts_ms.is_some() && members == ["ts_ms"] {
         return Ok(Value::Skipped(Skip::Heartbeat));
     }
     Err(DecodeError::new(
         "value is not a Debezium change event: it has no `op` field (nor is it a schema change, \
-         heartbeat or transaction record)",
+         heartbeat or transaction record, whose members are Debezium's alone)",
     ))
 }
 
@@ -690,6 +718,30 @@ mod tests {
             Value::Skipped(Skip::TransactionMetadata)
         );
         assert_eq!(value(r#"{"ts_ms":1}"#), Value::Skipped(Skip::Heartbeat));
+        assert_eq!(
+            value(r#"{"status":"END","id":"571","ts_ms":3,"event_count":2,"data_collections":[]}"#),
+            Value::Skipped(Skip::TransactionMetadata)
+        );
+        // Rows already unwrapped, whose tables have such columns, are not Debezium's records:
+        // refused, never skipped (and so committed) as one.
+        for row in [
+            r#"{"id":7,"ts_ms":1700000000000}"#,
+            r#"{"id":7,"ddl":null}"#,
+            r#"{"id":7,"ddl":"CREATE TABLE"}"#,
+            r#"{"id":7,"status":"BEGINNER"}"#,
+            r#"{"id":7,"status":"BEGIN"}"#,
+            r#"{"ts_ms":1,"before":null,"after":null}"#,
+        ] {
+            let err = JsonConverter::default()
+                .value("t", Some(row.as_bytes()))
+                .unwrap_err();
+            assert!(err.message.contains("no `op`"), "{row}: {err}");
+            let wrapped = format!(r#"{{"schema":null,"payload":{row}}}"#);
+            let err = JsonConverter::default()
+                .value("t", Some(wrapped.as_bytes()))
+                .unwrap_err();
+            assert!(err.message.contains("no `op`"), "{wrapped}: {err}");
+        }
         let err = JsonConverter::default()
             .value("t", Some(br#"{"id":1,"name":"x"}"#))
             .unwrap_err();
