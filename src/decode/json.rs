@@ -112,10 +112,6 @@ impl<S> Top<'_, S> {
     }
 }
 
-fn is_null(raw: Option<&RawValue>) -> bool {
-    raw.is_none_or(|r| r.get() == "null")
-}
-
 /// How an envelope's `source` is read: its fields in the envelope's own pass over the record
 /// ([`Inline`]), or kept as raw text when `add.fields` needs the whole block, and for naming
 /// what is wrong with a block the first way refused.
