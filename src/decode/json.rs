@@ -655,6 +655,7 @@ fn write_decimal(raw: &str, scale: i32, opts: &Options, out: &mut Vec<u8>) -> Re
         }
     } else {
         let digits = semantic::plain_number(raw)?;
+        semantic::room(out, digits.len())?;
         out.extend_from_slice(digits.as_bytes());
     }
     if !opts.decimal_as_number {
@@ -889,6 +890,44 @@ mod tests {
         assert!(
             bad.starts_with("expected base64 bytes for a decimal, got `\"D5*=\"`: "),
             "{bad}"
+        );
+    }
+
+    #[test]
+    fn a_record_whose_decimals_would_grow_it_past_the_bound_is_refused() {
+        // 1 000 values of 6 bytes, each written with 131 072 zeros: 131 MB from 7 KB.
+        let schema = r#"{"type":"struct","fields":[{"type":"struct","field":"after","fields":[
+            {"type":"array","field":"a","items":{"type":"bytes","name":"org.apache.kafka.connect.data.Decimal","parameters":{"scale":"131072"}}}]},
+            {"type":"string","field":"op"}]}"#;
+        let items = vec![r#""AA==""#; 1000].join(",");
+        let json =
+            format!(r#"{{"schema":{schema},"payload":{{"after":{{"a":[{items}]}},"op":"c"}}}}"#);
+        let err = JsonConverter::default()
+            .value("t", Some(json.as_bytes()))
+            .unwrap_err();
+        assert!(err.message.contains("larger than 64 MiB"), "{err}");
+        // The same as numbers, with exponents instead of a scale.
+        let schema = schema.replace(r#""parameters":{"scale":"131072"}"#, r#""parameters":{}"#);
+        let items = vec!["1e-131072"; 1000].join(",");
+        let json =
+            format!(r#"{{"schema":{schema},"payload":{{"after":{{"a":[{items}]}},"op":"c"}}}}"#);
+        let mut numbers = JsonConverter::new(
+            Options {
+                decimal_as_number: true,
+                ..Options::default()
+            },
+            None,
+        );
+        let err = numbers.value("t", Some(json.as_bytes())).unwrap_err();
+        assert!(err.message.contains("larger than 64 MiB"), "{err}");
+        // A few such values are still written.
+        let json = format!(
+            r#"{{"schema":{schema},"payload":{{"after":{{"a":["AA==","AQ=="]}},"op":"c"}}}}"#
+        )
+        .replace(r#""parameters":{}"#, r#""parameters":{"scale":"3"}"#);
+        assert_eq!(
+            change(&json).after.unwrap().as_str(),
+            r#"{"a":["0.000","0.001"]}"#
         );
     }
 

@@ -158,6 +158,29 @@ pub fn timestamp(out: &mut Vec<u8>, value: i64, unit: TimeUnit) {
 /// make the sink write that many zeros.
 pub const MAX_SCALE: i64 = 131_072;
 
+/// The most one converted image (a row, a key, a field of `source`) may grow to. A decimal's
+/// scale makes zeros from nothing (up to [`MAX_SCALE`] of them for a one-byte value), and a
+/// record carries as many such values as it likes (an array of them, or a schema, sent with
+/// each JSON record, of thousands of such fields): without a bound one record of 1 MB could ask
+/// for gigabytes. Far beyond what Elasticsearch takes in one request (100 MB by default).
+pub const MAX_IMAGE: usize = 64 << 20;
+
+/// Refuses to let `out` grow past [`MAX_IMAGE`] by `more` bytes.
+pub fn room(out: &[u8], more: usize) -> Result<(), String> {
+    if out.len().saturating_add(more) > MAX_IMAGE {
+        return Err(format!(
+            "the converted value would be larger than {} MiB (decimals with a large scale?)",
+            MAX_IMAGE >> 20
+        ));
+    }
+    Ok(())
+}
+
+/// The longest unscaled decimal value taken, in bytes: about 158 000 digits, more than
+/// PostgreSQL's `numeric` holds. Its digits are worked out in time that grows with the square
+/// of its length: a value of 1 MB took about a minute.
+const MAX_DECIMAL_BYTES: usize = 64 << 10;
+
 fn check_scale(scale: i64) -> Result<(), String> {
     if scale.abs() > MAX_SCALE {
         return Err(format!(
@@ -171,6 +194,12 @@ fn check_scale(scale: i64) -> Result<(), String> {
 /// plain decimal digits (`"39.98"`, `"-0.05"`, `"1200"` for a negative scale).
 pub fn decimal_digits(out: &mut Vec<u8>, bytes: &[u8], scale: i32) -> Result<(), String> {
     check_scale(i64::from(scale))?;
+    if bytes.len() > MAX_DECIMAL_BYTES {
+        return Err(format!(
+            "a decimal of {} bytes is longer than the {MAX_DECIMAL_BYTES} taken",
+            bytes.len()
+        ));
+    }
     let negative = bytes.first().is_some_and(|b| b & 0x80 != 0);
     if bytes.len() <= 15 {
         // Fits an i128 with room to negate: no allocation.
@@ -180,8 +209,7 @@ pub fn decimal_digits(out: &mut Vec<u8>, bytes: &[u8], scale: i32) -> Result<(),
                 (acc << 8) | i128::from(*b)
             });
         let mut buf = itoa::Buffer::new();
-        write_scaled(out, v < 0, digits(&mut buf, v.unsigned_abs()), scale);
-        return Ok(());
+        return write_scaled(out, v < 0, digits(&mut buf, v.unsigned_abs()), scale);
     }
     // Magnitude as big-endian bytes.
     let mut mag: Vec<u8> = if negative {
@@ -198,8 +226,7 @@ pub fn decimal_digits(out: &mut Vec<u8>, bytes: &[u8], scale: i32) -> Result<(),
         bytes.to_vec()
     };
     let digits = magnitude_to_decimal(&mut mag);
-    write_scaled(out, negative && digits != "0", &digits, scale);
-    Ok(())
+    write_scaled(out, negative && digits != "0", &digits, scale)
 }
 
 /// Big-endian unsigned magnitude to decimal digits (repeated division by 10^9).
@@ -237,8 +264,10 @@ fn magnitude_to_decimal(mag: &mut [u8]) -> String {
 }
 
 /// Places the decimal point `scale` digits from the right of `digits` (no sign, no point).
-/// `scale` is within ±[`MAX_SCALE`].
-fn write_scaled(out: &mut Vec<u8>, negative: bool, digits: &str, scale: i32) {
+/// `scale` is within ±[`MAX_SCALE`]; an error, with nothing written, if `out` would grow past
+/// [`MAX_IMAGE`].
+fn write_scaled(out: &mut Vec<u8>, negative: bool, digits: &str, scale: i32) -> Result<(), String> {
+    room(out, digits.len() + scale.unsigned_abs() as usize + 3)?;
     if negative {
         out.push(b'-');
     }
@@ -247,7 +276,7 @@ fn write_scaled(out: &mut Vec<u8>, negative: bool, digits: &str, scale: i32) {
         if digits != "0" {
             out.extend(std::iter::repeat_n(b'0', scale.unsigned_abs() as usize));
         }
-        return;
+        return Ok(());
     }
     let scale = scale as usize;
     if digits.len() > scale {
@@ -260,6 +289,7 @@ fn write_scaled(out: &mut Vec<u8>, negative: bool, digits: &str, scale: i32) {
         out.extend(std::iter::repeat_n(b'0', scale - digits.len()));
         out.extend_from_slice(digits.as_bytes());
     }
+    Ok(())
 }
 
 /// Rewrites a JSON number's text (`1.2345e+32`, `-0.5`, `12`) as plain exact decimal digits,
@@ -295,7 +325,7 @@ pub fn plain_number(text: &str) -> Result<String, String> {
         trimmed.into()
     };
     let mut out = Vec::new();
-    write_scaled(&mut out, negative && digits != "0", &digits, scale as i32);
+    write_scaled(&mut out, negative && digits != "0", &digits, scale as i32)?;
     String::from_utf8(out).map_err(|_| not_a_number())
 }
 
@@ -403,6 +433,10 @@ mod tests {
         assert!(out.is_empty(), "nothing written for a refused value");
         assert!(decimal_digits(&mut out, &[1], 16_383).is_ok());
         assert_eq!(out.len(), 16_385);
+        // Longer unscaled values than any database holds: refused before the quadratic work.
+        let err = decimal_digits(&mut out, &vec![1; 70_000], 0).unwrap_err();
+        assert!(err.contains("longer than"), "{err}");
+        assert!(decimal_digits(&mut out, &vec![1; 1_000], 0).is_ok());
         for text in [
             "1e2147483647",
             "1e-2147483648",

@@ -16,6 +16,8 @@ use crate::decode::semantic;
 pub struct Reader<'a> {
     data: &'a [u8],
     pub pos: usize,
+    /// Array and map items the rest of the record may still hold (see [`blocks`]).
+    items: usize,
 }
 
 const TRUNCATED: &str = "the Avro data ends early (truncated, or not written with this schema)";
@@ -31,7 +33,11 @@ fn utf8(b: &[u8]) -> Result<&str, String> {
 
 impl<'a> Reader<'a> {
     pub fn new(data: &'a [u8]) -> Reader<'a> {
-        Reader { data, pos: 0 }
+        Reader {
+            data,
+            pos: 0,
+            items: data.len().saturating_mul(MAX_ITEMS_PER_BYTE) + 64,
+        }
     }
 
     pub fn remaining(&self) -> usize {
@@ -357,15 +363,15 @@ pub fn write_record(
 }
 
 /// Array and map items come in blocks: a count (negative: followed by a byte size), 0 ends.
-/// The count comes from the data: items that take no bytes (nulls, empty records) would let a
-/// forged count loop and write without end, so no array or map may have more items than
-/// [`MAX_ITEMS_PER_BYTE`] per byte left in the record (plus a few).
+/// The count comes from the data: items that take no bytes (nulls, empty records, empty
+/// arrays) would let a forged count loop and write without end, so a record may not hold more
+/// items, in all its arrays and maps together, than [`MAX_ITEMS_PER_BYTE`] per byte of it
+/// (plus a few). Counted for the whole record, not per array: arrays of empty arrays, each
+/// allowed as many items as the bytes left, asked for about 10¹² items of a 1 MB record.
 fn blocks(
     r: &mut Reader<'_>,
     mut item: impl FnMut(&mut Reader<'_>) -> Result<(), String>,
 ) -> Result<(), String> {
-    let limit = r.remaining().saturating_mul(MAX_ITEMS_PER_BYTE) + 64;
-    let mut total = 0usize;
     loop {
         let mut n = r.long()?;
         if n == 0 {
@@ -375,10 +381,9 @@ fn blocks(
             n = n.checked_neg().ok_or("bad Avro block count")?;
             r.long()?;
         }
-        total = usize::try_from(n)
+        r.items = usize::try_from(n)
             .ok()
-            .and_then(|n| total.checked_add(n))
-            .filter(|t| *t <= limit)
+            .and_then(|n| r.items.checked_sub(n))
             .ok_or_else(|| {
                 format!("Avro block of {n} items is larger than the record could hold")
             })?;
@@ -527,6 +532,32 @@ mod tests {
         )
         .unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), r#"{"n":[null,null,null]}"#);
+
+        // Arrays of empty arrays: each inner count within what the bytes left could hold, but
+        // not all of them together. Written and skipped alike.
+        let plan = compile(
+            r#"{"type":"record","name":"r","fields":[{"name":"n","type":{"type":"array","items":{"type":"array","items":"null"}}}]}"#,
+        )
+        .unwrap();
+        let inner = 1000;
+        let mut data = zz(inner);
+        for _ in 0..inner {
+            data.extend(zz(1000));
+            data.extend(zz(0));
+        }
+        data.extend(zz(0));
+        let mut out = Vec::new();
+        let err = write(
+            &mut Reader::new(&data),
+            &plan,
+            &Options::default(),
+            &mut out,
+        )
+        .unwrap_err();
+        assert!(err.contains("larger than the record could hold"), "{err}");
+        assert!(out.len() < 100 * data.len(), "{} bytes written", out.len());
+        let err = skip(&mut Reader::new(&data), &plan).unwrap_err();
+        assert!(err.contains("larger than the record could hold"), "{err}");
     }
 
     #[test]
