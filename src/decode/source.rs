@@ -145,8 +145,6 @@ struct Fields<'a> {
     file: Option<Cow<'a, str>>,
     #[serde(default)]
     pos: Option<u64>,
-    #[serde(default)]
-    row: Option<u64>,
     // SQL Server
     #[serde(borrow, default, deserialize_with = "some_str")]
     change_lsn: Option<Cow<'a, str>>,
@@ -166,7 +164,7 @@ struct Fields<'a> {
 /// after a snapshot, when the sink could not raise it above the snapshot's reads.
 pub const PG_AFTER_SNAPSHOT: u64 = 3;
 
-/// Bits of a MySQL version given to the position within a binlog file (`pos + row`).
+/// Bits of a MySQL version given to the position within a binlog file (`pos`).
 const BINLOG_OFFSET_BITS: u32 = 40;
 const MAX_VERSION: u64 = i64::MAX as u64;
 /// Bits of a MongoDB version given to `ord` (the oplog increment within a second): 31, so that
@@ -315,7 +313,6 @@ pub enum Member {
     Sequence,
     File,
     Pos,
-    Row,
     ChangeLsn,
     CommitLsn,
     Scn,
@@ -324,7 +321,7 @@ pub enum Member {
 }
 
 impl Member {
-    const NAMED: [(&'static str, Member); 16] = [
+    const NAMED: [(&'static str, Member); 15] = [
         ("connector", Member::Connector),
         ("db", Member::Db),
         ("schema", Member::Schema),
@@ -335,7 +332,6 @@ impl Member {
         ("sequence", Member::Sequence),
         ("file", Member::File),
         ("pos", Member::Pos),
-        ("row", Member::Row),
         ("change_lsn", Member::ChangeLsn),
         ("commit_lsn", Member::CommitLsn),
         ("scn", Member::Scn),
@@ -358,7 +354,6 @@ impl Member {
             "sequence" => Member::Sequence,
             "file" => Member::File,
             "pos" => Member::Pos,
-            "row" => Member::Row,
             "change_lsn" => Member::ChangeLsn,
             "commit_lsn" => Member::CommitLsn,
             "scn" => Member::Scn,
@@ -415,7 +410,6 @@ impl<'a> Fields<'a> {
             Member::Sequence => self.sequence = string(member, raw)?,
             Member::File => self.file = string(member, raw)?,
             Member::Pos => self.pos = int(member, raw)?,
-            Member::Row => self.row = int(member, raw)?,
             Member::ChangeLsn => self.change_lsn = string(member, raw)?,
             Member::CommitLsn => self.commit_lsn = string(member, raw)?,
             Member::Scn => self.scn = Some(raw),
@@ -500,8 +494,13 @@ fn position(f: &Fields<'_>, snapshot: bool) -> Result<(Option<u64>, Ordering), S
                 return Ok((None, Ordering::Plain));
             };
             let index = binlog_index(file)?;
-            // Saturating: a `pos` and `row` near u64's end would wrap into a small, wrong version.
-            let offset = pos.saturating_add(f.row.unwrap_or(0));
+            // `pos` alone, not `pos + row`: the rows of a compressed MySQL transaction (one
+            // TRANSACTION_PAYLOAD event) all carry that event's `pos`, with `row` from 0 again
+            // for each rows event in it, so `pos + row` could go down within a transaction, and
+            // the next transaction, after a payload smaller than its row count, could get less
+            // than the one before. Rows of one event, or of one compressed transaction, share a
+            // version and are written in their Kafka order.
+            let offset = pos;
             if offset >= 1 << BINLOG_OFFSET_BITS || index >= 1 << (63 - BINLOG_OFFSET_BITS) {
                 return Err(format!(
                     "binlog position {file}:{pos} does not fit in a version"
@@ -717,7 +716,7 @@ mod tests {
             "`source` block is malformed: invalid value: integer `-1`, expected u64 at line 1 column 9"
         );
         assert_eq!(
-            e(r#"{"row":"1"}"#),
+            e(r#"{"pos":"1"}"#),
             "`source` block is malformed: invalid type: string \"1\", expected u64 at line 1 column 10"
         );
         assert_eq!(
@@ -841,7 +840,7 @@ mod tests {
     }
 
     #[test]
-    fn mysql_versions_grow_over_rows_events_and_binlog_rollover() {
+    fn mysql_versions_grow_over_rows_events_compressed_transactions_and_binlog_rollover() {
         let v = |file: &str, p: u64, r: u64| {
             pos(&format!(
                 r#"{{"connector":"mysql","file":"{file}","pos":{p},"row":{r}}}"#
@@ -849,17 +848,34 @@ mod tests {
             .unwrap()
             .unwrap()
         };
-        assert!(v("mysql-bin.000003", 1442, 0) < v("mysql-bin.000003", 1442, 1));
+        // Rows of one rows event share a version; the next event is above them.
+        assert_eq!(
+            v("mysql-bin.000003", 1442, 0),
+            v("mysql-bin.000003", 1442, 1)
+        );
         assert!(v("mysql-bin.000003", 1442, 1) < v("mysql-bin.000003", 1831, 0));
         assert!(v("mysql-bin.000003", 900_000_000, 5) < v("mysql-bin.000004", 4, 0));
+        // A compressed transaction of 1 000 rows in two rows events, in a payload event of
+        // 100 bytes at 5 000: every row has `pos` 5 000, `row` from 0 in each rows event. Its
+        // rows never go down, and the next transaction is above all of them.
+        let payload = [(5_000, 0), (5_000, 999), (5_000, 0), (5_000, 3)];
+        for w in payload.windows(2) {
+            assert!(
+                v("b.3", w[0].0, w[0].1) <= v("b.3", w[1].0, w[1].1),
+                "{w:?}"
+            );
+        }
+        assert!(v("b.3", 5_000, 999) < v("b.3", 5_100, 0));
         assert_eq!(v("mysql-bin.000003", 392, 0), 3 << 40 | 392);
         assert!(pos(r#"{"connector":"mariadb","file":"bin","pos":4}"#).is_err());
         assert!(pos(r#"{"connector":"mariadb","file":"bin.","pos":4}"#).is_err());
         assert_eq!(v("host.bin.000007", 4, 0), 7 << 40 | 4);
         assert_eq!(v("77", 4, 0), 77 << 40 | 4);
-        // A position past what a version holds is an error, also where `pos + row` would wrap.
-        let wraps = r#"{"connector":"mysql","file":"b.3","pos":5,"row":18446744073709551615}"#;
-        assert!(pos(wraps).unwrap_err().contains("does not fit"));
+        // A position past what a version holds is an error.
+        let past = r#"{"connector":"mysql","file":"b.3","pos":1099511627776,"row":0}"#;
+        assert!(pos(past).unwrap_err().contains("does not fit"));
+        let huge_row = r#"{"connector":"mysql","file":"b.3","pos":5,"row":18446744073709551615}"#;
+        assert_eq!(pos(huge_row), Ok(Some(3 << 40 | 5)));
         assert_eq!(
             pos(r#"{"connector":"mysql","file":"","pos":0,"row":0}"#),
             Ok(None)
