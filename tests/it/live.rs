@@ -452,7 +452,7 @@ fn workload(seed: u64, chunks: usize) -> Vec<String> {
 /// The version each document of a Debezium topic must end with, computed from the topic itself
 /// by the rules of docs/versions.md (PostgreSQL: four times `sequence[0]`, plus one unless a
 /// snapshot read, or four times the own LSN (plus 3) before the first commit after a snapshot, the first transaction
-/// above the snapshot reads; MariaDB: binlog file index << 40 | pos + row): per row, the change with the highest
+/// above the snapshot reads; MariaDB: binlog file index << 40 | pos): per row, the change with the highest
 /// version decides (Debezium re-emits older changes after its own restart); a row whose
 /// deciding change is a delete has no document. Also whether Debezium snapshotted again after
 /// it had streamed (a snapshot read after a change).
@@ -501,7 +501,7 @@ fn topic_versions(topic: &str, flavour: Flavour) -> (BTreeMap<String, u64>, bool
             Flavour::MariaDb => {
                 let file = src["file"].as_str().unwrap();
                 let index: u64 = file.rsplit('.').next().unwrap().parse().unwrap();
-                index << 40 | (src["pos"].as_u64().unwrap() + src["row"].as_u64().unwrap_or(0))
+                index << 40 | src["pos"].as_u64().unwrap()
             }
         };
         let e = rows.entry(id).or_insert((version, op == "d"));
