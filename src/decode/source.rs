@@ -434,9 +434,10 @@ impl<'a> Fields<'a> {
 ///   below the snapshot stays recognisable), with [`Ordering`] telling the sink to raise
 ///   that first transaction above the snapshot reads (`sink::snapshot_floors`). Old Debezium
 ///   versions without `sequence`: `lsn`.
-/// * MySQL / MariaDB: binlog file index << 40 | (`pos` + `row`). The binlog is in commit
-///   order; each row of a rows event takes at least a byte, so `pos + row` grows strictly
-///   within a file, and the file index keeps it growing over a rollover.
+/// * MySQL / MariaDB: binlog file index << 40 | `pos`. The binlog is in commit order, `pos`
+///   grows from one rows event to the next within a file, and the file index keeps it
+///   growing over a rollover; the rows of one event (or of one compressed transaction) share
+///   a version.
 /// * SQL Server: `commit_lsn` (the transaction's commit LSN; the snapshot's highest LSN for
 ///   snapshot reads), packed.
 /// * Oracle: `commit_scn` (streamed changes), else `scn` (snapshot reads: the snapshot's SCN).

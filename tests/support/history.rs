@@ -63,7 +63,7 @@ pub struct History {
     /// Document id (`tenant|id`) → the document Elasticsearch must end with.
     pub expected: BTreeMap<String, Value>,
     /// Document id → the version it must end with: the source position of its row's last
-    /// change (docs/versions.md: binlog file index << 40 | pos + row).
+    /// change (docs/versions.md: binlog file index << 40 | pos).
     pub versions: BTreeMap<String, u64>,
     /// Changes (not counting tombstones and replays).
     pub changes: usize,
@@ -80,9 +80,9 @@ pub struct Logged {
     pub version: u64,
 }
 
-/// The version of a MySQL change at binlog `file`:`pos`, row `row`.
-pub fn mysql_version(file: u32, pos: u64, row: usize) -> u64 {
-    u64::from(file) << 40 | (pos + row as u64)
+/// The version of a MySQL change at binlog `file`:`pos` (whatever its `row`).
+pub fn mysql_version(file: u32, pos: u64) -> u64 {
+    u64::from(file) << 40 | pos
 }
 
 fn key_schema() -> Value {
@@ -235,7 +235,7 @@ pub fn generate(seed: u64, o: &Options) -> History {
                 (key.clone(), payload)
             };
             let partition = partition_of(&key_text, o.partitions);
-            let version = mysql_version(file, pos, row);
+            let version = mysql_version(file, pos);
             let logged = Logged {
                 partition,
                 id: key_text.clone(),
