@@ -791,14 +791,19 @@ fn run(
         if let Err(e) = collect(&mut st, wait) {
             break Err(e);
         }
-        let State {
-            barriers,
-            offsets,
-            sink,
-            ..
-        } = &mut *st;
-        for ack in barriers.check(&consumer, offsets, &label) {
-            sink.topic_caught_up(ack, true);
+        // Not while records wait for the schema registry: they were read (the consumer's
+        // position is past them) but are not tracked, so a snapshot's end would pass over them
+        // and its clean-up remove the documents they are about to write.
+        if st.stall.is_none() {
+            let State {
+                barriers,
+                offsets,
+                sink,
+                ..
+            } = &mut *st;
+            for ack in barriers.check(&consumer, offsets, &label) {
+                sink.topic_caught_up(ack, true);
+            }
         }
         let paused_now = handler.control.paused.load(Ordering::Relaxed);
         if paused_now != user_paused {
