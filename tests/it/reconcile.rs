@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::support::kafka::{self, Rec};
+use crate::support::proxy::{Faults, Proxy};
 use crate::support::worker::{Worker, connector_file};
 use crate::support::{es, es_connector, servers, unique};
 
@@ -302,6 +303,106 @@ fn two_snapshot_ends_in_different_partitions_do_not_wait_for_each_other() {
         .collect();
     let (worker, _) = converge(&topic, &expected, &[("behavior.on.null.values", "delete")]);
     assert!(worker.stop().success());
+}
+
+/// A scan Elasticsearch answered only in part is scanned again, never taken as done: some
+/// shards failed the search (200, `_shards.failed`, the other shards' hits only), or the scroll
+/// was lost between two pages (404). 1 500 rows created, then a snapshot of 500 of them: the
+/// 1 000 others were deleted meanwhile, more than one page of the scan. Until the fault is gone
+/// the snapshot's last record is not committed; then the 1 000 documents go.
+#[test]
+fn a_scan_answered_in_part_is_scanned_again_before_the_snapshot_end_counts() {
+    let es_url = &servers().es;
+    for (kind, fault) in [
+        (
+            "shards",
+            Faults {
+                shards_failed: true,
+                ..Faults::default()
+            },
+        ),
+        (
+            "scroll",
+            Faults {
+                scroll_lost: true,
+                ..Faults::default()
+            },
+        ),
+    ] {
+        let topic = unique(&format!("reconcile-{kind}"));
+        kafka::create_topic(&topic, 3);
+        let mut recs: Vec<Rec> = (1..=1500)
+            .map(|id| event(id, "c", 100 + id as u64, "false", "old"))
+            .collect();
+        for id in 1..=500 {
+            let mark = match id {
+                1 => "first",
+                500 => "last",
+                _ => "true",
+            };
+            recs.push(event(id, "r", 5000, mark, "snap"));
+        }
+        let expected: BTreeMap<String, (u64, Value)> = (1..=500)
+            .map(|id| {
+                (
+                    id.to_string(),
+                    (version(5000), json!({"id": id, "name": "snap"})),
+                )
+            })
+            .collect();
+        let proxy = Proxy::start(es_url);
+        proxy.set_faults(fault);
+        kafka::produce(&topic, &recs);
+        let name = unique("reconcile-part");
+        let file = connector_file(
+            &name,
+            &es_connector(&topic, &proxy.url, &[("behavior.on.null.values", "delete")]),
+        );
+        let worker = Worker::start(&file);
+        let group = format!("connect-{name}");
+        // The snapshot's end is in partition 500 % 3.
+        let last: i32 = 500 % 3;
+        let end = kafka::end_offsets(&topic, 3);
+        let start = Instant::now();
+        while proxy
+            .stats()
+            .searches
+            .load(std::sync::atomic::Ordering::SeqCst)
+            < 4
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(90),
+                "{kind}: the scan was not tried again: {} searches, log:\n{}",
+                proxy
+                    .stats()
+                    .searches
+                    .load(std::sync::atomic::Ordering::SeqCst),
+                worker.log_text()
+            );
+            thread::sleep(Duration::from_millis(200));
+        }
+        assert!(
+            kafka::committed(&group, &topic, 3).get(&last) < end.get(&last),
+            "{kind}: the snapshot's end committed before its scan was whole"
+        );
+        proxy.set_faults(Faults::default());
+        es::wait_documents(&topic, &expected, Duration::from_secs(90), kind);
+        let start = Instant::now();
+        while kafka::committed(&group, &topic, 3) != end {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "{kind}: offsets not committed: {:?} of {end:?}",
+                kafka::committed(&group, &topic, 3)
+            );
+            thread::sleep(Duration::from_millis(300));
+        }
+        let text = worker.log_text();
+        assert!(
+            !text.contains("reconciliation after the snapshot skipped"),
+            "{kind}:\n{text}"
+        );
+        assert!(worker.stop().success());
+    }
 }
 
 /// Three tasks, one partition each: the task that reads the snapshot's last read waits for the

@@ -26,6 +26,12 @@ pub struct Faults {
     pub empty_200: u32,
     /// Answer every search (and scroll) request 503, not forwarding it.
     pub search_503: bool,
+    /// Answer every scroll request 404, the scroll context lost (as after a node's restart or
+    /// `DELETE _search/scroll/_all`), not forwarding it.
+    pub scroll_lost: bool,
+    /// Forward searches and scrolls, then answer them 200 with no hits and one shard failed
+    /// (what a search some shards failed answers: the other shards' hits only).
+    pub shards_failed: bool,
 }
 
 #[derive(Default)]
@@ -149,12 +155,19 @@ async fn handle(s: Arc<State>, req: Request) -> Reply {
     s.stats.requests.fetch_add(1, Ordering::Relaxed);
     let f = *s.faults.lock().unwrap();
     let is_bulk = req.target.contains("_bulk");
-    if req.target.contains("_search") {
+    let is_search = req.target.contains("_search");
+    if is_search {
         s.stats.searches.fetch_add(1, Ordering::Relaxed);
         if f.search_503 {
             return Reply::Respond {
                 status: 503,
                 body: br#"{"error":"injected","status":503}"#.to_vec(),
+            };
+        }
+        if f.scroll_lost && req.target.contains("_search/scroll") {
+            return Reply::Respond {
+                status: 404,
+                body: br#"{"error":{"root_cause":[{"type":"search_context_missing_exception","reason":"No search context found (injected)"}],"type":"search_phase_execution_exception","reason":"all shards failed"},"status":404}"#.to_vec(),
             };
         }
     }
@@ -227,6 +240,16 @@ async fn handle(s: Arc<State>, req: Request) -> Reply {
         let bytes = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
         if roll(f.drop_after_forward) {
             return Reply::Drop;
+        }
+        if is_search && f.shards_failed && status == 200 {
+            let mut v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            v["hits"]["hits"] = Value::Array(Vec::new());
+            v["_shards"]["failed"] = 1.into();
+            v["_shards"]["failures"] = serde_json::json!([{"shard": 0, "reason": {"type": "node_not_connected_exception", "reason": "injected"}}]);
+            return Reply::Respond {
+                status,
+                body: serde_json::to_vec(&v).unwrap(),
+            };
         }
         let Some((fail, _)) = &injected else {
             return Reply::Respond {

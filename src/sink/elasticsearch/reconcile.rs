@@ -28,6 +28,18 @@ struct Page {
     #[serde(rename = "_scroll_id")]
     scroll_id: Option<String>,
     hits: Hits,
+    #[serde(rename = "_shards", default)]
+    shards: Shards,
+}
+
+/// How many of the index's shards answered: a search some shards failed answers 200 with only
+/// the others' hits, and a pass over it would leave documents unjudged.
+#[derive(Deserialize, Default)]
+struct Shards {
+    #[serde(default)]
+    total: u64,
+    #[serde(default)]
+    failed: u64,
 }
 
 #[derive(Deserialize)]
@@ -262,6 +274,12 @@ async fn call(
         .map_err(|e| Failed::retry(e.message))?;
     match status {
         200..=299 => Ok(resp),
+        // The scroll context expired or was cleared (a node restarted, `DELETE
+        // _search/scroll/_all`): a new pass starts from the beginning.
+        404 if path.starts_with("_search/scroll") => Err(Failed::retry(format!(
+            "the scroll was lost ({path} answered 404: {}); scanning again",
+            snippet(&resp)
+        ))),
         429 | 500.. => Err(Failed::retry(format!(
             "{path} answered {status}: {}",
             snippet(&resp)
@@ -274,12 +292,21 @@ async fn call(
 }
 
 fn parse(body: bytes::Bytes) -> Result<Page, Failed> {
-    serde_json::from_slice(&body).map_err(|e| {
+    let page: Page = serde_json::from_slice(&body).map_err(|e| {
         Failed::retry(format!(
             "unreadable search response ({e}): {}",
             snippet(&body)
         ))
-    })
+    })?;
+    if page.shards.failed > 0 {
+        return Err(Failed::retry(format!(
+            "{} of {} shards failed the search, scanning again: {}",
+            page.shards.failed,
+            page.shards.total,
+            snippet(&body)
+        )));
+    }
+    Ok(page)
 }
 
 fn snippet(b: &[u8]) -> String {
