@@ -327,6 +327,14 @@ impl RebalanceHandler for Handler {
             };
             if let Err(e) = drain(&mut st, self.flush_timeout, done) {
                 st.failure = Some(e);
+            } else if !done(&st) && st.sink.pending() > 0 {
+                // Writes of the leaving partitions still retrying after `flush.timeout.ms`
+                // (Elasticsearch down): they must not land after the next owner's. The task
+                // starts over from the committed offsets, and its sink, dropped, aborts them.
+                st.failure = Some(End::Rewind(format!(
+                    "writes of revoked partitions not finished within flush.timeout.ms ({} ms)",
+                    self.flush_timeout.as_millis()
+                )));
             }
             let marks = st.offsets.watermarks(Some(partitions));
             match commit(

@@ -188,6 +188,60 @@ fn pause_resume_stop_and_offsets_act_on_the_running_tasks() {
     assert!(w.stop().success());
 }
 
+/// A task stopped while Elasticsearch refuses its writes leaves no write retrying behind it:
+/// its sink's writes end with it, so none can land after the records' next reader has written
+/// newer changes (a delete forgotten after `index.gc_deletes`, an unversioned write). The
+/// stopped connector's record is not written and not committed; once Elasticsearch answers
+/// again nothing more reaches it.
+#[test]
+fn a_stopped_task_leaves_no_write_retrying_behind_it() {
+    use crate::support::proxy::{Faults, Proxy};
+    use std::sync::atomic::Ordering::SeqCst;
+    let topic = unique("it-rest-orphan");
+    kafka::create_topic(&topic, 1);
+    let proxy = Proxy::start(&servers().es);
+    proxy.set_faults(Faults {
+        request_503: 100,
+        ..Faults::default()
+    });
+    let (w, url) = rest_worker(&state_dir());
+    let name = unique("rest-orphan");
+    let group = format!("connect-{name}");
+    let config = es_connector(
+        &topic,
+        &proxy.url,
+        &[
+            ("flush.timeout.ms", "1000"),
+            ("retry.backoff.ms", "50"),
+            ("max.retry.backoff.ms", "200"),
+        ],
+    );
+    assert_eq!(post(&url, &name, &config, None).0, 201);
+    kafka::produce(&topic, &[change(1, None)]);
+    let start = std::time::Instant::now();
+    while proxy.stats().failed_requests.load(SeqCst) < 3 {
+        assert!(start.elapsed() < WAIT, "the write was not tried");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        call(&url, "PUT", &format!("/connectors/{name}/stop"), None).0,
+        204
+    );
+    wait_state(&url, &name, "STOPPED", None);
+    let requests = proxy.stats().requests.load(SeqCst);
+    proxy.set_faults(Faults::default());
+    // Ten times the largest backoff: a write left behind would have been sent again by now.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        proxy.stats().requests.load(SeqCst),
+        requests,
+        "a write of the stopped task reached Elasticsearch"
+    );
+    assert!(es::documents(&topic).is_empty());
+    assert_eq!(kafka::committed(&group, &topic, 1).get(&0), None);
+    assert!(w.stop().success());
+}
+
 #[test]
 fn a_failed_task_restarted_over_rest_continues_from_the_failed_record() {
     let topic = unique("it-rest-fail");

@@ -38,6 +38,11 @@ struct Lane {
     open: Batch,
     sealed: VecDeque<Sealed>,
     busy: bool,
+    /// The batch being written (and retried), aborted when the sink is dropped: a write left
+    /// retrying behind a stopped task could land after the partition's next owner wrote newer
+    /// changes (unversioned, it would overwrite them; versioned, a delete older than
+    /// `index.gc_deletes` would be forgotten and the document come back).
+    writing: Option<tokio::task::AbortHandle>,
 }
 
 impl Lane {
@@ -125,6 +130,7 @@ impl ElasticsearchSink {
                 open: Batch::new(!cfg.fail_on_malformed),
                 sealed: VecDeque::new(),
                 busy: false,
+                writing: None,
             })
             .collect();
         Ok(ElasticsearchSink {
@@ -184,17 +190,19 @@ impl ElasticsearchSink {
             lane.busy = true;
             let shared = self.shared.clone();
             let tx = self.done_tx.clone();
+            let records = batch.acks.len();
+            // In a task of its own: a panic (a bug, or one in a library) fails the sink with a
+            // reason instead of leaving the lane busy forever; and it can be aborted.
+            let writing = self
+                .runtime
+                .spawn(async move { write(&shared, batch).await });
+            lane.writing = Some(writing.abort_handle());
             self.runtime.spawn(async move {
-                let records = batch.acks.len();
-                // In a task of its own: a panic (a bug, or one in a library) fails the sink
-                // with a reason instead of leaving the lane busy forever.
-                let result = tokio::spawn(async move { write(&shared, batch).await })
-                    .await
-                    .unwrap_or_else(|e| {
-                        Err(SinkError::Fatal(format!(
-                            "a bulk request failed unexpectedly: {e}"
-                        )))
-                    });
+                let result = writing.await.unwrap_or_else(|e| {
+                    Err(SinkError::Fatal(format!(
+                        "a bulk request failed unexpectedly: {e}"
+                    )))
+                });
                 // The task thread may be gone (shutdown): nothing left to report to.
                 let _ = tx.send(Event::Batch(Done {
                     lane: i,
@@ -209,6 +217,7 @@ impl ElasticsearchSink {
         match event {
             Event::Batch(done) => {
                 self.lanes[done.lane].busy = false;
+                self.lanes[done.lane].writing = None;
                 self.pending -= done.records;
                 let (written, rejected) = done.result?;
                 self.rejected.extend(rejected);
@@ -426,10 +435,16 @@ impl Sink for ElasticsearchSink {
 }
 
 impl Drop for ElasticsearchSink {
-    /// A stopped task leaves no reconciliation running behind it.
+    /// A stopped task leaves no write and no reconciliation running behind it: what it had
+    /// not written is read again from the committed offsets by whoever reads them next.
     fn drop(&mut self) {
         for r in &self.reconciliations {
             r.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        for lane in &mut self.lanes {
+            if let Some(w) = lane.writing.take() {
+                w.abort();
+            }
         }
     }
 }
