@@ -64,6 +64,34 @@ impl Kind {
     }
 }
 
+/// The worker's Kafka properties (librdkafka's) that mean the same to Druid's Java consumer.
+/// Never its credentials: the spec is also served over REST, and librdkafka's
+/// `sasl.username`/`sasl.password` and `ssl.ca.location` are not Java's anyway (Java wants
+/// `sasl.jaas.config` and a trust store, added to the spec by hand).
+const SHARED_WITH_JAVA: &[(&str, &str)] = &[
+    ("security.protocol", "security.protocol"),
+    ("sasl.mechanism", "sasl.mechanism"),
+    ("sasl.mechanisms", "sasl.mechanism"),
+    (
+        "ssl.endpoint.identification.algorithm",
+        "ssl.endpoint.identification.algorithm",
+    ),
+    ("client.dns.lookup", "client.dns.lookup"),
+];
+
+fn consumer_properties(settings: &Settings) -> Value {
+    let mut props = json!({
+        "bootstrap.servers": settings.kafka.bootstrap_servers,
+        "isolation.level": "read_committed",
+    });
+    for (k, v) in &settings.kafka.properties {
+        if let Some((_, java)) = SHARED_WITH_JAVA.iter().find(|(ours, _)| ours == k) {
+            props[*java] = json!(v);
+        }
+    }
+    props
+}
+
 /// The supervisor specs of `spec` (a `druid` connector), one per output topic.
 pub fn run(settings: &Settings, spec: &ConnectorSpec) -> Result<Vec<Value>, String> {
     let SinkSpec::Druid(cfg) = &spec.sink else {
@@ -76,13 +104,7 @@ pub fn run(settings: &Settings, spec: &ConnectorSpec) -> Result<Vec<Value>, Stri
                 .into(),
         );
     }
-    let mut consumer_properties = json!({
-        "bootstrap.servers": settings.kafka.bootstrap_servers,
-        "isolation.level": "read_committed",
-    });
-    for (k, v) in &settings.kafka.properties {
-        consumer_properties[k] = json!(v);
-    }
+    let consumer_properties = consumer_properties(settings);
     Ok(columns
         .into_iter()
         .map(|(topic, cols)| {
@@ -244,6 +266,29 @@ mod tests {
         // No default TLS provider in unit tests: a client built without the shared set-up
         // (`tls::client_builder`) would panic here. No spec: nothing is sent.
         assert_eq!(submit(&[], "http://127.0.0.1:9"), Ok(Vec::new()));
+    }
+
+    #[test]
+    fn the_consumer_properties_carry_no_credentials() {
+        let mut settings = Settings::default();
+        settings.kafka.bootstrap_servers = "kafka:9092".into();
+        for (k, v) in [
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanisms", "SCRAM-SHA-512"),
+            ("sasl.username", "sink"),
+            ("sasl.password", "s3cret"),
+            ("ssl.ca.location", "/etc/ca.pem"),
+            ("ssl.key.password", "k3y"),
+        ] {
+            settings.kafka.properties.insert(k.into(), v.into());
+        }
+        let props = consumer_properties(&settings);
+        assert_eq!(
+            props,
+            json!({"bootstrap.servers": "kafka:9092", "isolation.level": "read_committed",
+                "security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512"})
+        );
+        assert!(!props.to_string().contains("s3cret"));
     }
 
     #[test]
