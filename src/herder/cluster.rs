@@ -279,17 +279,32 @@ impl Cluster {
         tpl.add_partition_offset(&config_topic, 0, Offset::Beginning)
             .map_err(|e| e.to_string())?;
         // A topic just created may take a moment to show its partitions.
-        let started = Instant::now();
-        let status_partitions = loop {
-            let meta = tail
-                .fetch_metadata(Some(&status_topic), KAFKA_TIMEOUT)
-                .map_err(|e| format!("cannot read topic {status_topic}: {e}"))?;
-            let n = meta.topics().first().map_or(0, |t| t.partitions().len());
-            if n > 0 || started.elapsed() > KAFKA_TIMEOUT {
-                break n as i32;
+        let partitions = |topic: &str| -> Result<i32, String> {
+            let started = Instant::now();
+            loop {
+                let meta = tail
+                    .fetch_metadata(Some(topic), KAFKA_TIMEOUT)
+                    .map_err(|e| format!("cannot read topic {topic}: {e}"))?;
+                let n = meta.topics().first().map_or(0, |t| t.partitions().len());
+                if n > 0 || started.elapsed() > KAFKA_TIMEOUT {
+                    break Ok(n as i32);
+                }
+                std::thread::sleep(Duration::from_millis(200));
             }
-            std::thread::sleep(Duration::from_millis(200));
         };
+        // Changes are read from partition 0 alone, in one order: a config topic made beforehand
+        // with more partitions would take changes no worker ever applies (Kafka Connect refuses
+        // to start on one too).
+        match partitions(&config_topic)? {
+            1 => {}
+            n => {
+                return Err(format!(
+                    "topic {config_topic} has {n} partitions; the config topic must have exactly \
+                     one: delete it, or name another with worker.config_topic"
+                ));
+            }
+        }
+        let status_partitions = partitions(&status_topic)?;
         if status_partitions == 0 {
             return Err(format!("topic {status_topic} has no partitions"));
         }

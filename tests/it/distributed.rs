@@ -207,6 +207,36 @@ fn actions_on_one_worker_act_on_all_and_conflicting_writes_converge() {
     assert!(b.stop().success());
 }
 
+/// A config topic made beforehand with more than one partition is refused at start, naming
+/// it: changes written to its other partitions would never be applied.
+#[test]
+fn a_config_topic_of_several_partitions_is_refused_at_start() {
+    let cluster = unique("it-dist-parts");
+    let topic = format!("{cluster}-configs");
+    kafka::create_topic(&topic, 3);
+    let mut w = Worker::start_with(
+        &[],
+        &[
+            ("CDC_SINK_WORKER__MODE", "distributed"),
+            ("CDC_SINK_WORKER__GROUP", &cluster),
+        ],
+    );
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = w.exited() {
+            break s;
+        }
+        assert!(start.elapsed() < WAIT, "still running:\n{}", w.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!status.success());
+    let log = w.log_text();
+    assert!(
+        log.contains(&format!("topic {topic} has 3 partitions")),
+        "{log}"
+    );
+}
+
 #[test]
 fn a_config_invalid_on_one_worker_shows_failed_there_and_still_obeys() {
     let topic = unique("it-dist-env");
