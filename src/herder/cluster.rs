@@ -101,30 +101,44 @@ fn state_name(s: &str) -> &'static str {
     }
 }
 
-/// The record of a change: key and value (`None`: a tombstone).
-fn encode(change: &Change) -> (String, Option<String>) {
-    match change {
-        Change::Put { config, target } => (
-            json!(["connector", config.name]).to_string(),
-            Some(
-                json!(WirePut {
-                    config: config.config.clone(),
-                    state: *target,
-                })
-                .to_string(),
-            ),
-        ),
-        Change::Target { name, target } => (
+/// The records of a change, in the order written: key and value (`None`: a tombstone).
+/// A state is also a `target` record of its own, and a delete removes both, as in Kafka
+/// Connect: once the topic is compacted, a connector's last config record may be one without
+/// a state (a later config change), and its state must survive in the target record; and a
+/// deleted connector's state must not outlive it into a connector created later by that name.
+fn encode(change: &Change) -> Vec<(String, Option<String>)> {
+    let target = |name: &str, state: TargetState| {
+        (
             json!(["target", name]).to_string(),
-            Some(json!(WireTarget { state: *target }).to_string()),
-        ),
-        Change::Delete { name } => (json!(["connector", name]).to_string(), None),
+            Some(json!(WireTarget { state }).to_string()),
+        )
+    };
+    match change {
+        Change::Put { config, target: t } => {
+            let mut out = vec![(
+                json!(["connector", config.name]).to_string(),
+                Some(
+                    json!(WirePut {
+                        config: config.config.clone(),
+                        state: *t,
+                    })
+                    .to_string(),
+                ),
+            )];
+            out.extend(t.map(|t| target(&config.name, t)));
+            out
+        }
+        Change::Target { name, target: t } => vec![target(name, *t)],
+        Change::Delete { name } => vec![
+            (json!(["connector", name]).to_string(), None),
+            (json!(["target", name]).to_string(), None),
+        ],
         Change::Restart {
             name,
             only_failed,
             worker,
             task,
-        } => (
+        } => vec![(
             json!(["restart", name]).to_string(),
             Some(
                 json!(WireRestart {
@@ -135,7 +149,7 @@ fn encode(change: &Change) -> (String, Option<String>) {
                 })
                 .to_string(),
             ),
-        ),
+        )],
     }
 }
 
@@ -535,21 +549,26 @@ impl Cluster {
     }
 
     /// Publishes `change` to the config topic; returns its offset.
+    /// Writes a change's records in order; the offset of the last.
     pub fn publish(&self, change: &Change) -> Result<i64, Error> {
-        let (key, value) = encode(change);
-        let mut record = FutureRecord::to(&self.config_topic).key(&key);
-        if let Some(v) = &value {
-            record = record.payload(v);
+        let mut last = -1;
+        for (key, value) in encode(change) {
+            let mut record = FutureRecord::to(&self.config_topic).key(&key);
+            if let Some(v) = &value {
+                record = record.payload(v);
+            }
+            last = self
+                .runtime
+                .block_on(self.producer.send(record, KAFKA_TIMEOUT))
+                .map(|d| d.offset)
+                .map_err(|(e, _)| {
+                    Error::Internal(format!(
+                        "cannot write the change to topic {}: {e}",
+                        self.config_topic
+                    ))
+                })?;
         }
-        self.runtime
-            .block_on(self.producer.send(record, KAFKA_TIMEOUT))
-            .map(|d| d.offset)
-            .map_err(|(e, _)| {
-                Error::Internal(format!(
-                    "cannot write the change to topic {}: {e}",
-                    self.config_topic
-                ))
-            })
+        Ok(last)
     }
 
     /// Waits until the config record at `offset` has been applied here.
@@ -622,14 +641,102 @@ mod tests {
             worker: Some("w:1".into()),
             task: Some(2),
         };
-        for c in [put, target, delete, restart] {
-            let (k, v) = encode(&c);
-            assert_eq!(
-                decode(k.as_bytes(), v.as_deref().map(str::as_bytes)).unwrap(),
-                Some(c)
-            );
+        let read = |records: Vec<(String, Option<String>)>| -> Vec<Option<Change>> {
+            records
+                .iter()
+                .map(|(k, v)| decode(k.as_bytes(), v.as_deref().map(str::as_bytes)).unwrap())
+                .collect()
+        };
+        // A state goes in a record of its own too; a delete removes it.
+        assert_eq!(
+            read(encode(&put)),
+            vec![
+                Some(put.clone()),
+                Some(Change::Target {
+                    name: "a:b".into(),
+                    target: TargetState::Paused
+                })
+            ]
+        );
+        assert_eq!(read(encode(&delete)), vec![Some(delete.clone()), None]);
+        for c in [target, restart] {
+            assert_eq!(read(encode(&c)), vec![Some(c)]);
         }
         assert!(decode(b"not json", None).is_err());
+    }
+
+    /// Histories of creates (with a state or none), state changes, config changes and
+    /// deletes fold to the same connectors whole and compacted (each key's last record kept,
+    /// its tombstone kept or already gone).
+    #[test]
+    fn every_history_folds_alike_whole_and_compacted() {
+        let states = [
+            TargetState::Running,
+            TargetState::Paused,
+            TargetState::Stopped,
+        ];
+        let mut seed = 7u64;
+        let mut next = |n: u64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % n
+        };
+        for _ in 0..2_000 {
+            let mut records = Vec::new();
+            for step in 0..next(12) + 1 {
+                let name = ["a", "b"][next(2) as usize].to_string();
+                let state = states[next(3) as usize];
+                let config = ConnectorConfig {
+                    name: name.clone(),
+                    config: BTreeMap::from([("batch.size".into(), step.to_string())]),
+                };
+                let change = match next(4) {
+                    0 => Change::Put {
+                        config,
+                        target: Some(state),
+                    },
+                    1 => Change::Put {
+                        config,
+                        target: None,
+                    },
+                    2 => Change::Target {
+                        name,
+                        target: state,
+                    },
+                    _ => Change::Delete { name },
+                };
+                records.extend(encode(&change));
+            }
+            let fold = |records: &[(String, Option<String>)]| {
+                let mut r = Replay::default();
+                for (k, v) in records {
+                    if let Some(c) = decode(k.as_bytes(), v.as_deref().map(str::as_bytes)).unwrap()
+                    {
+                        r.fold(c);
+                    }
+                }
+                r.0
+            };
+            let whole = fold(&records);
+            for keep_tombstones in [true, false] {
+                let compacted: Vec<_> = records
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, (k, v))| {
+                        !records[i + 1..].iter().any(|(later, _)| later == k)
+                            && (keep_tombstones || v.is_some())
+                    })
+                    .map(|(_, r)| r.clone())
+                    .collect();
+                // A state left for a connector that is gone changes nothing a worker runs.
+                let mut got = fold(&compacted);
+                got.retain(|_, (config, _)| config.is_some());
+                let mut want = whole.clone();
+                want.retain(|_, (config, _)| config.is_some());
+                assert_eq!(got, want, "{records:?}");
+            }
+        }
     }
 
     #[test]
