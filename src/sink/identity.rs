@@ -44,8 +44,11 @@ fn walked_key_id(key: &Row, separator: &str) -> Result<String, String> {
         if n == 0 {
             id = part.into_owned();
         } else {
+            if n == 1 {
+                escape_first(&mut id, separator);
+            }
             id.push_str(separator);
-            id.push_str(&part);
+            push_escaped(&mut id, &part, separator);
         }
         n += 1;
         Ok(())
@@ -63,7 +66,7 @@ fn walked_key_id(key: &Row, separator: &str) -> Result<String, String> {
 fn plain_fields(key: &str, separator: &str) -> Option<String> {
     let mut rest = key.strip_prefix('{')?;
     // Sized once: growing it field by field was half of this function's time.
-    let (mut id, mut first) = (String::with_capacity(key.len()), true);
+    let (mut id, mut parts) = (String::with_capacity(key.len()), 0);
     loop {
         rest = rest.strip_prefix('"')?;
         let quote = memchr::memchr(b'"', rest.as_bytes())?;
@@ -89,11 +92,16 @@ fn plain_fields(key: &str, separator: &str) -> Option<String> {
             rest = after;
             value
         };
-        if !first {
+        if parts == 0 {
+            id.push_str(value);
+        } else {
+            if parts == 1 {
+                escape_first(&mut id, separator);
+            }
             id.push_str(separator);
+            push_escaped(&mut id, value, separator);
         }
-        first = false;
-        id.push_str(value);
+        parts += 1;
         match rest.as_bytes().first()? {
             b',' => rest = &rest[1..],
             b'}' if rest.len() == 1 => return Some(id),
@@ -130,7 +138,50 @@ pub fn row_id(row: &Row, pk_fields: &[String], separator: &str) -> Result<String
             .ok_or_else(|| format!("pk.fields: the row has no field `{f}`"))?;
         parts.push(id_part(v).ok_or_else(|| no_part(&format!("pk.fields: field `{f}`"), v))?);
     }
-    Ok(parts.join(separator))
+    if parts.len() == 1 {
+        return Ok(parts.swap_remove(0).into_owned());
+    }
+    let mut id = String::new();
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            id.push_str(separator);
+        }
+        push_escaped(&mut id, p, separator);
+    }
+    Ok(id)
+}
+
+/// A part of an id of several parts, with `\` and the separator's first character escaped
+/// by a `\`, so that two keys never give one id: `{"a":"x|y","b":"z"}` and
+/// `{"a":"x","b":"y|z"}` give `x\|y|z` and `x|y\|z`, not both `x|y|z` (one row's document
+/// overwritten by the other's, and deleted with it). An id of one part is the value as it is.
+fn push_escaped(id: &mut String, part: &str, separator: &str) {
+    let Some(c) = separator.chars().next() else {
+        id.push_str(part);
+        return;
+    };
+    if !part.contains(['\\', c]) {
+        id.push_str(part);
+        return;
+    }
+    for ch in part.chars() {
+        if ch == '\\' || ch == c {
+            id.push('\\');
+        }
+        id.push(ch);
+    }
+}
+
+/// `id`, so far the first part alone, escaped as [`push_escaped`] does once a second part comes.
+fn escape_first(id: &mut String, separator: &str) {
+    if separator
+        .chars()
+        .next()
+        .is_some_and(|c| id.contains(['\\', c]))
+    {
+        let first = std::mem::take(id);
+        push_escaped(id, &first, separator);
+    }
 }
 
 /// Why `v` (`what`) gives no id: it is null, or a string that cannot be read (a lone surrogate
@@ -213,6 +264,33 @@ mod tests {
             assert_eq!(plain_fields(k, "+").as_deref(), Some(want), "{k}");
             assert_eq!(walked_key_id(&Row::from_json(k), "+").unwrap(), want, "{k}");
         }
+        // Parts holding the separator or a backslash, escaped where there are several parts:
+        // no two keys give one id.
+        let escaped = [
+            (r#"{"a":"x+y","b":"z"}"#, r"x\+y+z"),
+            (r#"{"a":"x","b":"y+z"}"#, r"x+y\+z"),
+            (r#"{"a":"x\\","b":"+z"}"#, r"x\\+\+z"),
+            (r#"{"a":"x\\+","b":"z"}"#, r"x\\\++z"),
+            (r#"{"a":"x+y"}"#, "x+y"),
+        ];
+        let mut ids = std::collections::BTreeSet::new();
+        for (k, want) in escaped {
+            assert_eq!(walked_key_id(&Row::from_json(k), "+").unwrap(), want, "{k}");
+            if let Some(plain) = plain_fields(k, "+") {
+                assert_eq!(plain, want, "{k}");
+            }
+            assert!(ids.insert(want), "{k}: {want} twice");
+        }
+        let row = Row::from_json(r#"{"a":"x+y","b":"z","c":"q+"}"#);
+        let pk = |f: &[&str]| {
+            row_id(
+                &row,
+                &f.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                "+",
+            )
+        };
+        assert_eq!(pk(&["a", "b"]).unwrap(), r"x\+y+z");
+        assert_eq!(pk(&["c"]).unwrap(), "q+");
         // Every other shape is left to the walk.
         for k in [
             r#"{"a":"x\"y"}"#,

@@ -505,7 +505,7 @@ fn table_of(ev: &ChangeEvent) -> super::scopes::TableId<'_> {
     }
 }
 
-/// The id a key gives: one field's value as text, several joined by `separator` in key order.
+/// `s` cut after 200 characters, for an error message.
 fn truncate(s: &str) -> &str {
     match s.char_indices().nth(200) {
         Some((i, _)) => &s[..i],
