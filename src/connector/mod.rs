@@ -182,6 +182,31 @@ fn resolve(value: &str) -> Result<String, String> {
     Ok(out)
 }
 
+/// `error` (`key: why`) without what placeholders gave: for a key whose value has one, only
+/// that its value is refused; elsewhere any placeholder's value put back as its placeholder.
+fn hide_resolved(error: String, raw: &ConnectorConfig, resolved: &ConnectorConfig) -> String {
+    let given = |k: &str| raw.config.get(k).filter(|v| v.contains("${"));
+    if let Some((key, _)) = error.split_once(": ")
+        && let Some(placeholder) = given(key)
+        && resolved.config.get(key) != Some(placeholder)
+    {
+        return format!(
+            "{key}: the value `{placeholder}` gives is not valid here (not shown: it comes from \
+             the worker's environment or files)"
+        );
+    }
+    let mut error = error;
+    for (k, v) in &resolved.config {
+        if let Some(placeholder) = given(k)
+            && v != placeholder
+            && !v.is_empty()
+        {
+            error = error.replace(v.as_str(), placeholder);
+        }
+    }
+    error
+}
+
 /// Which topics a connector reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Subscription {
@@ -407,9 +432,25 @@ pub const REQUIRED: &[&str] = &["name", "connector.class"];
 const ACCEPTED_FRAMEWORK_KEYS: &[&str] = &["header.converter", "config.action.reload"];
 
 impl ConnectorSpec {
-    /// Validates `config`; every bad key is named in the error.
+    /// Validates `config`; every bad key is named in the error. An error never shows what a
+    /// `${env:…}`/`${file:…}` placeholder gave: whoever may post a config (or ask
+    /// `…/config/validate`) must not read the worker's files and environment in the answer.
     pub fn validate(config: &ConnectorConfig) -> Result<ConnectorSpec, ConfigError> {
         let resolved = config.resolve_placeholders()?;
+        Self::validate_resolved(config, &resolved).map_err(|ConfigError(errors)| {
+            ConfigError(
+                errors
+                    .into_iter()
+                    .map(|e| hide_resolved(e, config, &resolved))
+                    .collect(),
+            )
+        })
+    }
+
+    fn validate_resolved(
+        config: &ConnectorConfig,
+        resolved: &ConnectorConfig,
+    ) -> Result<ConnectorSpec, ConfigError> {
         let o = Options::new(&resolved.config);
 
         let class = o.get("connector.class").unwrap_or("");
@@ -697,6 +738,28 @@ mod tests {
     fn a_connector_file_must_be_an_object() {
         let e = ConnectorConfig::from_json(r#" ["x", {"topics": "t"}]"#).unwrap_err();
         assert!(e.to_string().contains("it is not a JSON object"), "{e}");
+    }
+
+    #[test]
+    fn an_error_never_shows_what_a_placeholder_gave() {
+        let dir = std::env::temp_dir().join(format!("cdc-sink-secret-{}", std::process::id()));
+        std::fs::write(&dir, "-----BEGIN PRIVATE KEY-----\nMIIEv").unwrap();
+        let path = dir.to_string_lossy();
+        let config = ConnectorConfig::from_json(&format!(
+            r#"{{"name":"x","config":{{"connector.class":"elasticsearch","topics":"t","connection.url":"${{file:{path}}}","batch.size":"${{file:{path}}}"}}}}"#
+        ))
+        .unwrap();
+        let err = ConnectorSpec::validate(&config).unwrap_err().to_string();
+        let _ = std::fs::remove_file(&dir);
+        assert!(!err.contains("PRIVATE"), "{err}");
+        assert!(!err.contains("MIIEv"), "{err}");
+        assert!(
+            err.contains(&format!(
+                "connection.url: the value `${{file:{path}}}` gives is not valid here"
+            )),
+            "{err}"
+        );
+        assert!(err.contains("batch.size: the value"), "{err}");
     }
 
     #[test]
