@@ -126,6 +126,10 @@ pub struct Herder {
     cluster: OnceLock<Arc<Cluster>>,
     /// Shut down: changes read from the config topic are no longer applied.
     closed: AtomicBool,
+    /// Held by a REST change that reads a config and writes one made from it (create, PUT,
+    /// PATCH), from the read to the write applied: two PATCHes at once each keep the other's
+    /// keys. (Across workers the config topic's order decides, as in the README.)
+    writing: Mutex<()>,
 }
 
 /// The message of a 400 for an invalid config, as Kafka Connect words it.
@@ -164,6 +168,7 @@ impl Herder {
             }),
             cluster: OnceLock::new(),
             closed: AtomicBool::new(false),
+            writing: Mutex::new(()),
         };
         {
             let mut inner = herder.lock();
@@ -178,6 +183,10 @@ impl Herder {
             }
         }
         Ok(herder)
+    }
+
+    fn writing(&self) -> MutexGuard<'_, ()> {
+        self.writing.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -220,6 +229,7 @@ impl Herder {
         replace: bool,
     ) -> Result<Value, Error> {
         let name = config.name.clone();
+        let _writing = self.writing();
         {
             let inner = self.lock();
             if let Some(old) = inner.connectors.get(&name) {
@@ -241,6 +251,16 @@ impl Herder {
 
     /// Creates or replaces a connector's config (`PUT /connectors/{n}/config`); true when created.
     pub fn put_config(
+        &self,
+        name: &str,
+        map: BTreeMap<String, String>,
+    ) -> Result<(Value, bool), Error> {
+        let _writing = self.writing();
+        self.put_config_held(name, map)
+    }
+
+    /// [`Herder::put_config`], `writing` held.
+    fn put_config_held(
         &self,
         name: &str,
         mut map: BTreeMap<String, String>,
@@ -274,6 +294,7 @@ impl Herder {
         name: &str,
         patch: BTreeMap<String, Option<String>>,
     ) -> Result<Value, Error> {
+        let _writing = self.writing();
         let mut map = self.config_of(name).ok_or_else(|| not_found(name))?.config;
         for (k, v) in patch {
             match v {
@@ -281,7 +302,7 @@ impl Herder {
                 None => map.remove(&k),
             };
         }
-        self.put_config(name, map).map(|(info, _)| info)
+        self.put_config_held(name, map).map(|(info, _)| info)
     }
 
     /// Stops a connector's tasks (they commit what they wrote) and forgets it.

@@ -242,6 +242,46 @@ fn a_stopped_task_leaves_no_write_retrying_behind_it() {
     assert!(w.stop().success());
 }
 
+/// PATCHes of one connector's config at the same moment each keep what the others changed.
+#[test]
+fn concurrent_patches_each_keep_the_others_keys() {
+    let (w, url) = rest_worker(&state_dir());
+    let name = unique("rest-patch");
+    let config = es_connector(&unique("it-rest-patch"), &servers().es, &[]);
+    assert_eq!(post(&url, &name, &config, Some("STOPPED")).0, 201);
+    let keys = [
+        ("batch.size", "1001"),
+        ("linger.ms", "11"),
+        ("max.retries", "7"),
+        ("retry.backoff.ms", "101"),
+        ("max.in.flight.requests", "3"),
+        ("read.timeout.ms", "30001"),
+        ("connection.timeout.ms", "1001"),
+        ("flush.timeout.ms", "9001"),
+    ];
+    let start = std::sync::Barrier::new(keys.len());
+    std::thread::scope(|s| {
+        for (k, v) in keys {
+            let (url, name, start) = (&url, &name, &start);
+            s.spawn(move || {
+                start.wait();
+                let (code, body) = call(
+                    url,
+                    "PATCH",
+                    &format!("/connectors/{name}/config"),
+                    Some(&json!({ k: v })),
+                );
+                assert_eq!(code, 200, "{k}: {body}");
+            });
+        }
+    });
+    let (_, now) = call(&url, "GET", &format!("/connectors/{name}/config"), None);
+    for (k, v) in keys {
+        assert_eq!(now[k], v, "{k} lost: {now}");
+    }
+    assert!(w.stop().success());
+}
+
 #[test]
 fn a_failed_task_restarted_over_rest_continues_from_the_failed_record() {
     let topic = unique("it-rest-fail");
