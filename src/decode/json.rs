@@ -557,12 +557,8 @@ pub(crate) fn write_value(
         Conv::Json => {
             let s = unquote(raw)
                 .map_err(|_| format!("expected a JSON string for a Json column, got `{raw}`"))?;
-            match serde_json::from_str::<serde_json::Value>(&s) {
-                // Re-serialised: compact, one line.
-                Ok(v) => {
-                    let _ = serde_json::to_writer(&mut *out, &v);
-                }
-                Err(_) => push_raw(out, raw),
+            if !semantic::json_text(&s, out) {
+                push_raw(out, raw);
             }
         }
         Conv::Bits { length } => {
@@ -856,12 +852,12 @@ mod tests {
               {"type":"struct","name":"io.debezium.data.geometry.Point","field":"pt","fields":[]}]},
             {"type":"string","field":"op"}]}"#;
         let json = format!(
-            r#"{{"schema":{schema},"payload":{{"after":{{"id":1,"price":"D54=","at":1709300707123456,"doc":"{{\"a\": [1, 2]}}","pt":{{"x":2.5,"y":-1.0,"wkb":"AQ==","srid":null}}}},"op":"r"}}}}"#
+            r#"{{"schema":{schema},"payload":{{"after":{{"id":1,"price":"D54=","at":1709300707123456,"doc":"{{\"a\": [1, 2], \"n\": 123456789012345678901}}","pt":{{"x":2.5,"y":-1.0,"wkb":"AQ==","srid":null}}}},"op":"r"}}}}"#
         );
         let c = change(&json);
         assert_eq!(
             c.after.unwrap().as_str(),
-            r#"{"id":1,"price":"39.98","at":"2024-03-01T13:45:07.123456Z","doc":{"a":[1,2]},"pt":{"lat":-1.0,"lon":2.5}}"#
+            r#"{"id":1,"price":"39.98","at":"2024-03-01T13:45:07.123456Z","doc":{"a":[1,2],"n":123456789012345678901},"pt":{"lat":-1.0,"lon":2.5}}"#
         );
     }
 

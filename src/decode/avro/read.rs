@@ -228,11 +228,8 @@ pub fn write(
         }
         (Node::String, Conv::Json) => {
             let s = r.string()?;
-            match serde_json::from_str::<serde_json::Value>(s) {
-                Ok(v) => {
-                    let _ = serde_json::to_writer(&mut *out, &v);
-                }
-                Err(_) => write_str(out, s),
+            if !semantic::json_text(s, out) {
+                write_str(out, s);
             }
             Ok(())
         }
