@@ -221,7 +221,10 @@ fn sample(
         let value = decoder
             .value(m.topic(), m.payload())
             .map_err(|e| format!("{}: {e}", at()))?;
-        let routed = spec.transforms.route(m.topic(), m.timestamp().to_millis());
+        let routed = spec
+            .transforms
+            .route(m.topic(), m.timestamp().to_millis())
+            .map_err(|e| format!("{}: {e}", at()))?;
         let record = SinkRecord {
             topic: routed.as_deref().unwrap_or(m.topic()),
             kafka_topic: m.topic(),

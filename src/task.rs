@@ -1051,6 +1051,7 @@ fn class_name(spec: &ConnectorSpec, stage: Stage) -> &str {
     match stage {
         Stage::KeyConverter => spec.key_converter.class_name(),
         Stage::ValueConverter => spec.value_converter.class_name(),
+        Stage::Transformation => "org.apache.kafka.connect.transforms.TimestampRouter",
         Stage::TaskPut => spec
             .config
             .config
@@ -1107,7 +1108,14 @@ fn put(
     }
     let received_ms = *clock.get_or_insert_with(now_ms);
     let timestamp_ms = m.timestamp().to_millis();
-    let routed = spec.transforms.route(topic, timestamp_ms);
+    let routed = spec
+        .transforms
+        .route(topic, timestamp_ms)
+        .map_err(|e| Refused::Record {
+            stage: Stage::Transformation,
+            why: format!("{}: {e}", at()),
+            ack: Some(ack),
+        })?;
     let record = SinkRecord {
         topic: routed.as_deref().unwrap_or(topic),
         kafka_topic: topic,

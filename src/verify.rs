@@ -246,7 +246,10 @@ fn replay(
             .value(topic, m.payload())
             .map_err(|e| format!("{}: {e}", at()))?;
         let timestamp_ms = m.timestamp().to_millis();
-        let routed = spec.transforms.route(topic, timestamp_ms);
+        let routed = spec
+            .transforms
+            .route(topic, timestamp_ms)
+            .map_err(|e| format!("{}: {e}", at()))?;
         let rec = SinkRecord {
             topic: routed.as_deref().unwrap_or(topic),
             kafka_topic: topic,

@@ -134,6 +134,8 @@ impl ErrorPolicy {
 pub enum Stage {
     KeyConverter,
     ValueConverter,
+    /// A transform refused the record (`TimestampRouter` without a timestamp).
+    Transformation,
     /// Mapping the change to a write, or the write rejected by the sink as malformed.
     TaskPut,
 }
@@ -143,6 +145,7 @@ impl Stage {
         match self {
             Stage::KeyConverter => "KEY_CONVERTER",
             Stage::ValueConverter => "VALUE_CONVERTER",
+            Stage::Transformation => "TRANSFORMATION",
             Stage::TaskPut => "TASK_PUT",
         }
     }

@@ -45,8 +45,9 @@ pub enum Router {
 }
 
 impl Router {
-    /// The topic name this router gives a record of `topic` with Kafka timestamp `ts_ms`.
-    pub fn route(&self, topic: &str, ts_ms: Option<i64>) -> String {
+    /// The topic name this router gives a record of `topic` with Kafka timestamp `ts_ms`; an
+    /// error for a record without a timestamp under `TimestampRouter` (as in Kafka Connect).
+    pub fn route(&self, topic: &str, ts_ms: Option<i64>) -> Result<String, String> {
         match self {
             Router::Regex { regex, replacement } => match regex.captures(topic) {
                 // Kafka's RegexRouter uses Matcher.matches(): the whole topic must match.
@@ -56,18 +57,19 @@ impl Router {
                 {
                     let mut out = String::new();
                     c.expand(replacement, &mut out);
-                    out
+                    Ok(out)
                 }
-                _ => topic.to_string(),
+                _ => Ok(topic.to_string()),
             },
             Router::Timestamp {
                 topic_format,
                 timestamp_format,
             } => {
-                let ts = format_timestamp(timestamp_format, ts_ms.unwrap_or(0));
-                topic_format
+                let ts_ms = ts_ms.ok_or("TimestampRouter: the record has no timestamp")?;
+                let ts = format_timestamp(timestamp_format, ts_ms);
+                Ok(topic_format
                     .replace("${topic}", topic)
-                    .replace("${timestamp}", &ts)
+                    .replace("${timestamp}", &ts))
             }
         }
     }
@@ -83,16 +85,16 @@ pub struct Transforms {
 }
 
 impl Transforms {
-    /// The topic name after every router.
-    pub fn route(&self, topic: &str, ts_ms: Option<i64>) -> Option<String> {
+    /// The topic name after every router (`None`: no router).
+    pub fn route(&self, topic: &str, ts_ms: Option<i64>) -> Result<Option<String>, String> {
         if self.routers.is_empty() {
-            return None;
+            return Ok(None);
         }
         let mut t = topic.to_string();
         for r in &self.routers {
-            t = r.route(&t, ts_ms);
+            t = r.route(&t, ts_ms)?;
         }
-        Some(t)
+        Ok(Some(t))
     }
 }
 
@@ -446,13 +448,17 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(
-            t.route("dbserver1.inventory.customers", Some(1_709_300_707_000))
-                .as_deref(),
-            Some("customers-2024.03")
+            t.route("dbserver1.inventory.customers", Some(1_709_300_707_000)),
+            Ok(Some("customers-2024.03".into()))
         );
         assert_eq!(
-            t.route("unmatched", Some(0)).as_deref(),
-            Some("unmatched-1970.01")
+            t.route("unmatched", Some(0)),
+            Ok(Some("unmatched-1970.01".into()))
+        );
+        // No timestamp: an error, not the year 1970.
+        assert_eq!(
+            t.route("unmatched", None),
+            Err("TimestampRouter: the record has no timestamp".into())
         );
     }
 
