@@ -574,6 +574,7 @@ pub(crate) fn write_value(
                 _ => push_raw(out, raw),
             }
         }
+        Conv::Refused(why) => return Err(why.to_string()),
         Conv::Point => {
             let (mut x, mut y) = (None, None);
             for_each_field(raw, |k, v| {
@@ -584,7 +585,7 @@ pub(crate) fn write_value(
                 }
                 Ok(())
             })?;
-            semantic::point(out, x, y);
+            semantic::point(out, x, y)?;
         }
         Conv::Struct(st) => {
             out.push(b'{');
@@ -903,7 +904,10 @@ mod tests {
             .unwrap_err();
         assert!(err.message.contains("larger than 64 MiB"), "{err}");
         // The same as numbers, with exponents instead of a scale.
-        let schema = schema.replace(r#""parameters":{"scale":"131072"}"#, r#""parameters":{}"#);
+        let schema = schema.replace(
+            r#""parameters":{"scale":"131072"}"#,
+            r#""parameters":{"scale":"0"}"#,
+        );
         let items = vec!["1e-131072"; 1000].join(",");
         let json =
             format!(r#"{{"schema":{schema},"payload":{{"after":{{"a":[{items}]}},"op":"c"}}}}"#);
@@ -920,11 +924,41 @@ mod tests {
         let json = format!(
             r#"{{"schema":{schema},"payload":{{"after":{{"a":["AA==","AQ=="]}},"op":"c"}}}}"#
         )
-        .replace(r#""parameters":{}"#, r#""parameters":{"scale":"3"}"#);
+        .replace(
+            r#""parameters":{"scale":"0"}"#,
+            r#""parameters":{"scale":"3"}"#,
+        );
         assert_eq!(
             change(&json).after.unwrap().as_str(),
             r#"{"a":["0.000","0.001"]}"#
         );
+    }
+
+    #[test]
+    fn values_that_would_be_read_wrong_are_refused() {
+        let err = |field: &str, value: &str| {
+            let json = format!(
+                r#"{{"schema":{{"type":"struct","fields":[{{"type":"struct","field":"after","fields":[{field}]}},{{"type":"string","field":"op"}}]}},"payload":{{"after":{{"v":{value}}},"op":"c"}}}}"#
+            );
+            JsonConverter::default()
+                .value("t", Some(json.as_bytes()))
+                .unwrap_err()
+                .message
+        };
+        // A Decimal without its scale (not read as scale 0), or with one that is no number.
+        let decimal =
+            r#"{"type":"bytes","name":"org.apache.kafka.connect.data.Decimal","field":"v"}"#;
+        assert!(err(decimal, r#""D54=""#).contains("without its scale"));
+        let bad_scale = r#"{"type":"bytes","name":"org.apache.kafka.connect.data.Decimal","parameters":{"scale":"two"},"field":"v"}"#;
+        assert!(err(bad_scale, r#""D54=""#).contains("`two` is not an integer"));
+        // A decimal of no bytes (not 0).
+        let scaled = r#"{"type":"bytes","name":"org.apache.kafka.connect.data.Decimal","parameters":{"scale":"2"},"field":"v"}"#;
+        assert!(err(scaled, "\"\"").contains("no bytes"));
+        // A Point without a coordinate (not null, which would drop the column).
+        let point =
+            r#"{"type":"struct","name":"io.debezium.data.geometry.Point","field":"v","fields":[]}"#;
+        assert!(err(point, r#"{"x":1.5,"y":null}"#).contains("without both coordinates"));
+        assert!(err(point, r#"{"x":1.5}"#).contains("without both coordinates"));
     }
 
     #[test]

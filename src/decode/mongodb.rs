@@ -22,6 +22,12 @@ pub(super) fn document(raw: &RawValue) -> Result<Row, String> {
     };
     if let Some(id) = doc.shift_remove("_id") {
         let name = if doc.contains_key("id") { "__id" } else { "id" };
+        if doc.contains_key(name) {
+            return Err(
+                "the document has `_id`, `id` and `__id`: no field left to keep `_id` in (Elasticsearch refuses `_id` in a document)"
+                    .into(),
+            );
+        }
         let mut renamed = Map::with_capacity(doc.len() + 1);
         renamed.insert(name.to_string(), id);
         renamed.extend(doc);
@@ -98,5 +104,11 @@ mod tests {
             document(&raw).unwrap().as_str(),
             r#"{"id":"5f1","n":12,"at":"2019-05-27T13:58:28.000Z","tags":[1]}"#
         );
+        let taken: Box<RawValue> = serde_json::from_str(r#""{\"_id\": 1, \"id\": 2}""#).unwrap();
+        assert_eq!(document(&taken).unwrap().as_str(), r#"{"__id":1,"id":2}"#);
+        // No name left: an error, not `_id` lost.
+        let full: Box<RawValue> =
+            serde_json::from_str(r#""{\"_id\": 1, \"id\": 2, \"__id\": 3}""#).unwrap();
+        assert!(document(&full).unwrap_err().contains("no field left"));
     }
 }

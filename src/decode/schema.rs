@@ -28,7 +28,8 @@ pub enum Conv {
     Decimal { scale: i32 },
     /// `io.debezium.data.VariableScaleDecimal`: `{scale, value}`.
     VariableScaleDecimal,
-    /// `io.debezium.data.Json`: a string holding JSON → the parsed JSON.
+    /// `io.debezium.data.Json`: a string holding JSON → that JSON, as it is
+    /// (`semantic::json_text`).
     Json,
     /// `io.debezium.data.Bits`: bytes; `length` is the bit count when the schema gives it.
     Bits { length: Option<u32> },
@@ -40,6 +41,8 @@ pub enum Conv {
     Array(Box<Conv>),
     /// A map whose values need converting.
     Map(Box<Conv>),
+    /// A value its schema does not let be read (a Decimal without its scale): an error.
+    Refused(Arc<str>),
 }
 
 /// The conversions of a struct's fields, in schema order.
@@ -222,8 +225,17 @@ pub fn semantic_conv(
         }
         "io.debezium.time.MicroTimestamp" => Conv::Timestamp(TimeUnit::Micros),
         "io.debezium.time.NanoTimestamp" => Conv::Timestamp(TimeUnit::Nanos),
-        "org.apache.kafka.connect.data.Decimal" => Conv::Decimal {
-            scale: param("scale").and_then(|s| s.parse().ok()).unwrap_or(0),
+        // Connect's Decimal cannot be read without its scale (Kafka Connect refuses it too).
+        "org.apache.kafka.connect.data.Decimal" => match param("scale").map(|s| s.parse()) {
+            Some(Ok(scale)) => Conv::Decimal { scale },
+            Some(Err(_)) => Conv::Refused(
+                format!(
+                    "a Decimal's scale parameter `{}` is not an integer",
+                    param("scale").unwrap_or_default()
+                )
+                .into(),
+            ),
+            None => Conv::Refused("a Decimal schema without its scale parameter".into()),
         },
         "io.debezium.data.VariableScaleDecimal" => Conv::VariableScaleDecimal,
         "io.debezium.data.Json" => Conv::Json,

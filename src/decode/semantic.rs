@@ -223,6 +223,10 @@ fn check_scale(scale: i64) -> Result<(), String> {
 /// plain decimal digits (`"39.98"`, `"-0.05"`, `"1200"` for a negative scale).
 pub fn decimal_digits(out: &mut Vec<u8>, bytes: &[u8], scale: i32) -> Result<(), String> {
     check_scale(i64::from(scale))?;
+    if bytes.is_empty() {
+        // Not a number at all (Kafka Connect refuses it: a zero-length BigInteger).
+        return Err("a decimal of no bytes".into());
+    }
     if bytes.len() > MAX_DECIMAL_BYTES {
         return Err(format!(
             "a decimal of {} bytes is longer than the {MAX_DECIMAL_BYTES} taken",
@@ -359,8 +363,9 @@ pub fn plain_number(text: &str) -> Result<String, String> {
 }
 
 /// `io.debezium.data.geometry.Point` (x, y as JSON number text) → `{"lat": y, "lon": x}`, an
-/// Elasticsearch `geo_point`; `null` without coordinates.
-pub fn point(out: &mut Vec<u8>, x: Option<&str>, y: Option<&str>) {
+/// Elasticsearch `geo_point`. A point without both coordinates (Debezium's are never null) is
+/// an error, not a null that would drop the column.
+pub fn point(out: &mut Vec<u8>, x: Option<&str>, y: Option<&str>) -> Result<(), String> {
     match (x, y) {
         (Some(x), Some(y)) if x != "null" && y != "null" => {
             out.extend_from_slice(b"{\"lat\":");
@@ -368,8 +373,13 @@ pub fn point(out: &mut Vec<u8>, x: Option<&str>, y: Option<&str>) {
             out.extend_from_slice(b",\"lon\":");
             out.extend_from_slice(x.as_bytes());
             out.push(b'}');
+            Ok(())
         }
-        _ => out.extend_from_slice(b"null"),
+        _ => Err(format!(
+            "a Point without both coordinates (x {}, y {})",
+            x.unwrap_or("missing"),
+            y.unwrap_or("missing")
+        )),
     }
 }
 

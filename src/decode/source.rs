@@ -523,7 +523,11 @@ fn position(f: &Fields<'_>, snapshot: bool) -> Result<(Option<u64>, Ordering), S
         }
         Some("mongodb") => match (f.ts_ms, f.ord) {
             _ if snapshot => 0,
-            (Some(ts), Some(ord)) if ts >= 0 && (0..1 << MONGO_ORD_BITS).contains(&ord) => {
+            (Some(ts), Some(ord))
+                if (0..1i64 << (63 - MONGO_ORD_BITS)).contains(&(ts / 1000))
+                    && ts >= 0
+                    && (0..1 << MONGO_ORD_BITS).contains(&ord) =>
+            {
                 (ts as u64 / 1000) << MONGO_ORD_BITS | ord as u64
             }
             (Some(_), Some(_)) => return Err("MongoDB oplog position out of range".into()),
@@ -920,6 +924,10 @@ mod tests {
             Ok(Some((4_102_444_800u64 << 31) | 7))
         );
         assert!(pos(r#"{"connector":"mongodb","ts_ms":1558965508000,"ord":2147483648}"#).is_err());
+        // Seconds past 2^32 would shift out of the version (and wrap past 2^64 into a small
+        // one): refused.
+        assert!(pos(r#"{"connector":"mongodb","ts_ms":8589934593000,"ord":5}"#).is_err());
+        assert!(pos(r#"{"connector":"mongodb","ts_ms":4294967295999,"ord":5}"#).is_ok());
         // Snapshot reads (ord -1) lose to every streamed change.
         assert_eq!(
             pos(r#"{"connector":"mongodb","snapshot":"true","ts_ms":1558965508000,"ord":-1}"#),

@@ -159,17 +159,28 @@ fn primitive(name: &str) -> Option<Node> {
 /// `logicalType`.
 fn conv_of(obj: &Map<String, Json>, wire: &str, connect_name: Option<&str>) -> Conv {
     let params = obj.get("connect.parameters").and_then(Json::as_object);
+    // A Connect Decimal's scale is in `connect.parameters`, and also Avro's own `scale`.
     let param = |k: &str| -> Option<String> {
         params
             .and_then(|p| p.get(k))
+            .or_else(|| obj.get(k).filter(|_| k == "scale"))
             .map(|v| v.as_str().map_or_else(|| v.to_string(), String::from))
     };
     if let Some(c) = semantic_conv(connect_name, wire, &param) {
         return c;
     }
-    let scale = || obj.get("scale").and_then(Json::as_i64).unwrap_or(0) as i32;
+    // Avro's decimal scale is 0 when left out; one that is not a valid scale makes the logical
+    // type invalid, and the value is read as its underlying type (the Avro specification).
+    let scale = obj.get("scale").map_or(Some(0), |s| {
+        s.as_i64()
+            .and_then(|s| i32::try_from(s).ok())
+            .filter(|s| *s >= 0)
+    });
     match obj.get("logicalType").and_then(Json::as_str) {
-        Some("decimal") if matches!(wire, "bytes" | "fixed") => Conv::Decimal { scale: scale() },
+        Some("decimal") if matches!(wire, "bytes" | "fixed") => match scale {
+            Some(scale) => Conv::Decimal { scale },
+            None => Conv::Keep,
+        },
         Some("date") if wire == "int" => Conv::Date,
         Some("time-millis") if wire == "int" => Conv::Time(TimeUnit::Millis),
         Some("time-micros") if wire == "long" => Conv::Time(TimeUnit::Micros),
@@ -348,6 +359,25 @@ mod tests {
             "a named type is found by its short name"
         );
         assert_eq!(f[1].key, br#""d":"#);
+
+        // Avro decimals: the scale 0 when left out; a scale that is not one (too large, or
+        // negative) makes the logical type invalid, read as plain bytes; a Connect Decimal
+        // takes Avro's own scale when its parameters leave it out.
+        let decimal = |attrs: &str| {
+            let plan = compile(&format!(
+                r#"{{"type":"record","name":"r","fields":[{{"name":"v","type":{{"type":"bytes","logicalType":"decimal","precision":10{attrs}}}}}]}}"#
+            ))
+            .unwrap();
+            plan.fields().unwrap()[0].plan.conv.clone()
+        };
+        assert_eq!(decimal(""), Conv::Decimal { scale: 0 });
+        assert_eq!(decimal(r#","scale":3"#), Conv::Decimal { scale: 3 });
+        assert_eq!(decimal(r#","scale":4294967298"#), Conv::Keep);
+        assert_eq!(decimal(r#","scale":-1"#), Conv::Keep);
+        assert_eq!(
+            decimal(r#","scale":2,"connect.name":"org.apache.kafka.connect.data.Decimal""#),
+            Conv::Decimal { scale: 2 }
+        );
     }
 
     #[test]

@@ -187,6 +187,7 @@ pub fn write(
             let b = r.branch(branches)?;
             write(r, b, opts, out)
         }
+        (_, Conv::Refused(why)) => Err(why.to_string()),
         (Node::Null, _) => {
             out.extend_from_slice(b"null");
             Ok(())
@@ -261,8 +262,7 @@ pub fn write(
                     _ => {}
                 }
             }
-            semantic::point(out, x.as_deref(), y.as_deref());
-            Ok(())
+            semantic::point(out, x.as_deref(), y.as_deref())
         }
         (node, _) => write_plain(r, node, opts, out),
     }
