@@ -586,7 +586,7 @@ fn sqlserver_lsn(lsn: &str) -> Result<u64, String> {
     };
     if vlf >= 1 << 25 || block >= 1 << 24 || slot >= 1 << 14 {
         return Err(format!(
-            "SQL Server LSN `{lsn}` does not fit in a version; use version.source=offset"
+            "SQL Server LSN `{lsn}` does not fit in a version (a virtual log file past 2^25 or a block past 2^24); an index versioned by LSN cannot take it: rebuild it under version.source=offset"
         ));
     }
     Ok(vlf << 38 | block << 14 | slot)
