@@ -94,6 +94,15 @@ pub async fn validate(State(_): State<Api>, Path(plugin): Path<String>, body: By
             _ => None,
         };
     }
+    // A config of another connector class is refused, as Kafka Connect refuses it.
+    if let Some(class) = values.get("connector.class")
+        && connector::plugin(class).is_none_or(|other| other.class != p.class)
+    {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("Included connector type {class} does not match request type {plugin}"),
+        ));
+    }
     values
         .entry("connector.class".into())
         .or_insert_with(|| plugin.clone());

@@ -798,6 +798,19 @@ fn the_rest_api_answers_as_kafka_connect_does() {
             ),
         ),
         (
+            "validate: another connector's class",
+            (
+                "PUT",
+                "",
+                n("/connector-plugins/{p}/config/validate"),
+                body(|s| {
+                    let mut c = s.config.clone();
+                    c["connector.class"] = json!("org.example.NoSuchConnector");
+                    c
+                }),
+            ),
+        ),
+        (
             "create: stopped",
             (
                 "POST",
