@@ -1,6 +1,7 @@
 //! Avro through a Confluent schema registry (the test registry of `tests/support/registry.rs`):
 //! the same documents as JSON, every semantic type, and every failure named.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use apache_avro::types::Value as Avro;
@@ -668,4 +669,147 @@ fn the_inventory_schemas_register_and_compile() {
         cdc_sink::decode::avro::plan::compile(v["schema"].as_str().unwrap())
             .unwrap_or_else(|e| panic!("{s}: {e}"));
     }
+}
+
+/// A MySQL-shaped change with schema (JSON, to be encoded to Avro) on row `id` at binlog `pos`,
+/// in partition `id % 2`; `snapshot`: the `source.snapshot` mark.
+fn mysql_change(id: i64, op: &str, pos: u64, snapshot: &str, name: &str) -> Rec {
+    let row = json!({"type":"struct","optional":true,"name":"it.inventory.items.Value","fields":[
+        {"type":"int64","optional":false,"field":"id"},{"type":"string","optional":true,"field":"name"}]});
+    let mut before = row.clone();
+    before["field"] = json!("before");
+    let mut after = row;
+    after["field"] = json!("after");
+    let schema = json!({"type":"struct","name":"it.inventory.items.Envelope","fields":[before, after,
+        {"type":"struct","optional":false,"name":"io.debezium.connector.mysql.Source","field":"source","fields":[
+            {"type":"string","optional":false,"field":"connector"},{"type":"string","optional":false,"field":"name"},
+            {"type":"int64","optional":false,"field":"ts_ms"},{"type":"string","optional":true,"field":"snapshot"},
+            {"type":"string","optional":false,"field":"db"},{"type":"string","optional":true,"field":"table"},
+            {"type":"string","optional":false,"field":"file"},{"type":"int64","optional":false,"field":"pos"},
+            {"type":"int32","optional":false,"field":"row"}]},
+        {"type":"string","optional":false,"field":"op"}]});
+    let data = json!({"id": id, "name": name});
+    let (b, a) = if op == "d" {
+        (data, Value::Null)
+    } else {
+        (Value::Null, data)
+    };
+    let payload = json!({"before": b, "after": a, "op": op, "source": {"connector": "mysql", "name": "it",
+        "ts_ms": 1_700_000_000_000i64, "snapshot": snapshot, "db": "inventory", "table": "items",
+        "file": "mysql-bin.000001", "pos": pos, "row": 0}});
+    let key_schema = json!({"type":"struct","name":"it.inventory.items.Key","fields":[
+        {"type":"int64","optional":false,"field":"id"}]});
+    Rec {
+        partition: (id % 2) as i32,
+        key: Some(json!({"schema": key_schema, "payload": {"id": id}}).to_string()),
+        value: Some(json!({"schema": schema, "payload": payload}).to_string()),
+    }
+}
+
+/// A table's snapshot ends (its last read, in partition 0) while a read of partition 1 waits
+/// for the schema registry: that read was taken from Kafka (the consumer's position is past
+/// it) but is not written, and the snapshot's end must wait for it, or its clean-up would
+/// remove the document the read is about to write. Partition 1 holds a backlog of 100 000
+/// changes ahead of that read, so that partition 0's few records, the snapshot's end among
+/// them, are handled long before it.
+#[test]
+fn a_snapshot_end_waits_for_a_read_held_for_the_schema_registry() {
+    let registry = Registry::start();
+    let topic = unique("it-registry-snapshot");
+    kafka::create_topic(&topic, 2);
+    let mut enc = avro::Encoder::new(&registry);
+    // Rows 1-6 streamed; row 5 (partition 1) is the one whose snapshot read will wait.
+    let created: Vec<Rec> = (1..=6)
+        .map(|id| mysql_change(id, "c", 100 + id as u64, "false", "old"))
+        .collect();
+    let backlog: Vec<Rec> = (0..100_000)
+        .map(|i| mysql_change(3, "u", 2_000 + i, "false", "busy"))
+        .collect();
+    let created = enc.records(&topic, &created);
+    let backlog = enc.records(&topic, &backlog);
+    // The snapshot at position 1000: row 5's read under new schema versions, which the
+    // registry will not serve; the other reads under the first ones, the last in partition 0.
+    let mut held = avro::Encoder::new(&registry);
+    held.next_version = true;
+    let held = held.records(&topic, &[mysql_change(5, "r", 1000, "true", "snap")]);
+    let reads: Vec<Rec> = [
+        (1, "first"),
+        (2, "true"),
+        (3, "true"),
+        (4, "true"),
+        (6, "last"),
+    ]
+    .iter()
+    .map(|(id, mark)| mysql_change(*id, "r", 1000, mark, "snap"))
+    .collect();
+    let reads = enc.records(&topic, &reads);
+    let first_id =
+        |r: &Rec<Vec<u8>>| u32::from_be_bytes(r.key.as_ref().unwrap()[1..5].try_into().unwrap());
+    registry.fail_ids_from(Some(first_id(&held[0])));
+    for part in [&created, &backlog, &held, &reads] {
+        kafka::produce_bytes(&topic, part);
+    }
+    // Partition 1: rows 1, 3 and 5 created, the backlog, then the waiting read.
+    let waiting = 3 + backlog.len() as i64;
+    // Partition 0: rows 2, 4 and 6 created, their reads, the last one the snapshot's end.
+    let snapshot_end = 5;
+
+    let opts = avro_options(&registry.url);
+    let mut extra: Vec<(&str, &str)> = opts.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // Small fetches and a small prefetch: partition 1's backlog cannot fill the consumer's
+    // queue ahead of partition 0's records (with the default 8 MiB, the whole backlog came
+    // first).
+    extra.extend([
+        ("consumer.override.queued.max.messages.kbytes", "256"),
+        ("consumer.override.max.partition.fetch.bytes", "65536"),
+    ]);
+    let (mut w, group) = start_es_worker("it-registry-snapshot", &topic, &servers().es, &extra);
+    w.wait_log("waiting, consumption paused", Duration::from_secs(120));
+    // Everything before the waiting read is written and committed, and before the snapshot's
+    // end in partition 0 too (the end itself waits for its clean-up): a clean-up would now
+    // have started.
+    let want = BTreeMap::from([(0, snapshot_end), (1, waiting)]);
+    let start = std::time::Instant::now();
+    while kafka::committed(&group, &topic, 2) != want {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "committed {:?}, expected {want:?}; documents: {:?}",
+            kafka::committed(&group, &topic, 2),
+            es::documents(&topic)
+                .iter()
+                .map(|(id, (v, d))| (id.clone(), *v, d["name"].clone()))
+                .collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let removed = "documents of rows it did not contain removed";
+    for _ in 0..20 {
+        assert!(
+            es::documents(&topic).contains_key("5"),
+            "row 5's document removed while its read waited for the registry:\n{}",
+            w.log_text()
+        );
+        assert!(!w.log_text().contains(removed), "{}", w.log_text());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
+    registry.fail_ids_from(None);
+    let expected: BTreeMap<String, Value> = [
+        (1, "snap"),
+        (2, "snap"),
+        (3, "busy"),
+        (4, "snap"),
+        (5, "snap"),
+        (6, "snap"),
+    ]
+    .iter()
+    .map(|(id, name)| (id.to_string(), json!({"id": id, "name": name})))
+    .collect();
+    wait_converged(&topic, &expected, &group, 2, Duration::from_secs(120));
+    let line = w.wait_log(removed, Duration::from_secs(60));
+    assert!(line.contains("removed=0"), "{line}");
+    let docs = es::documents(&topic);
+    assert_eq!(docs["5"].0, 1 << 40 | 1000);
+    assert_eq!(docs["3"].0, 1 << 40 | 101_999);
+    assert!(w.stop().success());
 }

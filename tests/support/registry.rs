@@ -25,6 +25,8 @@ struct State {
     store: Mutex<Store>,
     /// Answer every request with this status instead.
     failing: AtomicU16,
+    /// Answer 503 to fetches of schema ids from this one on (0: none).
+    failing_from: AtomicU64,
     /// Close every connection without an answer.
     dropping: AtomicBool,
     /// Answer every request this many milliseconds late.
@@ -76,6 +78,13 @@ fn handle(s: &State, req: Request) -> Reply {
             let Ok(id) = id.parse::<usize>() else {
                 return not_found(40403, "Schema not found");
             };
+            let from = s.failing_from.load(Ordering::SeqCst);
+            if from != 0 && id as u64 >= from {
+                return reply(
+                    503,
+                    json!({"error_code": 50301, "message": "failing on purpose"}),
+                );
+            }
             *st.fetches.entry(id).or_default() += 1;
             match st.schemas.get(id.wrapping_sub(1)) {
                 Some(schema) => reply(200, json!({"schema": schema})),
@@ -142,6 +151,7 @@ impl Registry {
         let state = Arc::new(State {
             store: Mutex::default(),
             failing: AtomicU16::new(0),
+            failing_from: AtomicU64::new(0),
             dropping: AtomicBool::new(false),
             slow_ms: AtomicU64::new(0),
             auth: Mutex::new(None),
@@ -207,6 +217,13 @@ impl Registry {
         self.state
             .failing
             .store(status.unwrap_or(0), Ordering::SeqCst);
+    }
+
+    /// Answers fetches of schema ids from `id` on 503 (`None`: none), the others as usual.
+    pub fn fail_ids_from(&self, id: Option<u32>) {
+        self.state
+            .failing_from
+            .store(id.map_or(0, u64::from), Ordering::SeqCst);
     }
 
     /// Answers every request `late` (zero: at once).
