@@ -181,7 +181,7 @@ pub async fn validate(State(_): State<Api>, Path(plugin): Path<String>, body: By
         &json!({
             "name": plugin,
             "error_count": errors.len(),
-            "groups": ["Common", p.group],
+            "groups": ["Common", "Error Handling", p.group],
             "configs": configs,
         }),
     ))
