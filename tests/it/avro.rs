@@ -711,7 +711,8 @@ fn mysql_change(id: i64, op: &str, pos: u64, snapshot: &str, name: &str) -> Rec 
 /// it) but is not written, and the snapshot's end must wait for it, or its clean-up would
 /// remove the document the read is about to write. Partition 1 holds a backlog of 100 000
 /// changes ahead of that read, so that partition 0's few records, the snapshot's end among
-/// them, are handled long before it.
+/// them, are handled long before it; the read is the last record of partition 1 before the
+/// end.
 #[test]
 fn a_snapshot_end_waits_for_a_read_held_for_the_schema_registry() {
     let registry = Registry::start();
@@ -732,25 +733,24 @@ fn a_snapshot_end_waits_for_a_read_held_for_the_schema_registry() {
     let mut held = avro::Encoder::new(&registry);
     held.next_version = true;
     let held = held.records(&topic, &[mysql_change(5, "r", 1000, "true", "snap")]);
-    let reads: Vec<Rec> = [
-        (1, "first"),
-        (2, "true"),
-        (3, "true"),
-        (4, "true"),
-        (6, "last"),
-    ]
-    .iter()
-    .map(|(id, mark)| mysql_change(*id, "r", 1000, mark, "snap"))
-    .collect();
-    let reads = enc.records(&topic, &reads);
+    // Partition 1's other reads come before the waiting one, which is the last record of its
+    // partition below the snapshot's end: nothing else keeps the end waiting.
+    let read = |rows: &[(i64, &str)]| -> Vec<Rec> {
+        rows.iter()
+            .map(|(id, mark)| mysql_change(*id, "r", 1000, mark, "snap"))
+            .collect()
+    };
+    let reads_1 = enc.records(&topic, &read(&[(1, "first"), (3, "true")]));
+    let reads_0 = enc.records(&topic, &read(&[(2, "true"), (4, "true"), (6, "last")]));
     let first_id =
         |r: &Rec<Vec<u8>>| u32::from_be_bytes(r.key.as_ref().unwrap()[1..5].try_into().unwrap());
     registry.fail_ids_from(Some(first_id(&held[0])));
-    for part in [&created, &backlog, &held, &reads] {
+    for part in [&created, &backlog, &reads_1, &held, &reads_0] {
         kafka::produce_bytes(&topic, part);
     }
-    // Partition 1: rows 1, 3 and 5 created, the backlog, then the waiting read.
-    let waiting = 3 + backlog.len() as i64;
+    // Partition 1: rows 1, 3 and 5 created, the backlog, rows 1 and 3 read, then the waiting
+    // read.
+    let waiting = 3 + backlog.len() as i64 + 2;
     // Partition 0: rows 2, 4 and 6 created, their reads, the last one the snapshot's end.
     let snapshot_end = 5;
 
