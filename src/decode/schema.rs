@@ -42,7 +42,8 @@ pub enum Conv {
     /// A map whose values need converting.
     Map(Box<Conv>),
     /// A value its schema does not let be read (a Decimal without its scale): an error.
-    Refused(Arc<str>),
+    /// (Boxed: a `Conv` stays two words, as every struct field holds one.)
+    Refused(Box<String>),
 }
 
 /// The conversions of a struct's fields, in schema order.
@@ -228,14 +229,13 @@ pub fn semantic_conv(
         // Connect's Decimal cannot be read without its scale (Kafka Connect refuses it too).
         "org.apache.kafka.connect.data.Decimal" => match param("scale").map(|s| s.parse()) {
             Some(Ok(scale)) => Conv::Decimal { scale },
-            Some(Err(_)) => Conv::Refused(
-                format!(
-                    "a Decimal's scale parameter `{}` is not an integer",
-                    param("scale").unwrap_or_default()
-                )
-                .into(),
-            ),
-            None => Conv::Refused("a Decimal schema without its scale parameter".into()),
+            Some(Err(_)) => Conv::Refused(Box::new(format!(
+                "a Decimal's scale parameter `{}` is not an integer",
+                param("scale").unwrap_or_default()
+            ))),
+            None => Conv::Refused(Box::new(
+                "a Decimal schema without its scale parameter".into(),
+            )),
         },
         "io.debezium.data.VariableScaleDecimal" => Conv::VariableScaleDecimal,
         "io.debezium.data.Json" => Conv::Json,
@@ -265,6 +265,14 @@ pub fn semantic_conv(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_conversion_stays_two_words() {
+        // Every struct field of a schema holds one. With an `Arc<str>` in it (three words),
+        // the JSON hot path ran 5% fewer records per CPU-second on the same instructions
+        // (alternated runs of the `hot` benchmark, callgrind counts within 0.2%).
+        assert_eq!(std::mem::size_of::<Conv>(), 16);
+    }
 
     #[test]
     fn schemas_are_objects_all_the_way_down() {
