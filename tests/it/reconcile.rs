@@ -44,27 +44,9 @@ fn event(id: i64, op: &str, pos: u64, snapshot: &str, name: &str) -> Rec {
 /// reads ids 1–20 only (21–30 were deleted while Debezium was not streaming; no delete events),
 /// then id 31 created and id 5 updated after it.
 fn history() -> (Vec<Rec>, BTreeMap<String, (u64, Value)>) {
-    let mut recs: Vec<Rec> = (1..=30)
-        .map(|id| event(id, "c", 100 + id as u64, "false", "old"))
-        .collect();
-    for id in 1..=20 {
-        let mark = match id {
-            1 => "first",
-            20 => "last",
-            _ => "true",
-        };
-        recs.push(event(id, "r", 1000, mark, "snap"));
-    }
+    let (mut recs, mut expected) = snapshot_history(30, 20, 1000);
     recs.push(event(31, "c", 1100, "false", "new"));
     recs.push(event(5, "u", 1200, "false", "updated"));
-    let mut expected: BTreeMap<String, (u64, Value)> = (1..=20)
-        .map(|id| {
-            (
-                id.to_string(),
-                (version(1000), json!({"id": id, "name": "snap"})),
-            )
-        })
-        .collect();
     expected.insert(
         "31".into(),
         (version(1100), json!({"id": 31, "name": "new"})),
@@ -73,6 +55,35 @@ fn history() -> (Vec<Rec>, BTreeMap<String, (u64, Value)>) {
         "5".into(),
         (version(1200), json!({"id": 5, "name": "updated"})),
     );
+    (recs, expected)
+}
+
+/// Ids 1–`created` created by streamed changes, then a snapshot at binlog position `at` that
+/// reads ids 1–`read` only; with the documents it leaves.
+fn snapshot_history(
+    created: i64,
+    read: i64,
+    at: u64,
+) -> (Vec<Rec>, BTreeMap<String, (u64, Value)>) {
+    let mut recs: Vec<Rec> = (1..=created)
+        .map(|id| event(id, "c", 100 + id as u64, "false", "old"))
+        .collect();
+    for id in 1..=read {
+        let mark = match id {
+            1 => "first",
+            _ if id == read => "last",
+            _ => "true",
+        };
+        recs.push(event(id, "r", at, mark, "snap"));
+    }
+    let expected = (1..=read)
+        .map(|id| {
+            (
+                id.to_string(),
+                (version(at), json!({"id": id, "name": "snap"})),
+            )
+        })
+        .collect();
     (recs, expected)
 }
 
@@ -331,25 +342,7 @@ fn a_scan_answered_in_part_is_scanned_again_before_the_snapshot_end_counts() {
     ] {
         let topic = unique(&format!("reconcile-{kind}"));
         kafka::create_topic(&topic, 3);
-        let mut recs: Vec<Rec> = (1..=1500)
-            .map(|id| event(id, "c", 100 + id as u64, "false", "old"))
-            .collect();
-        for id in 1..=500 {
-            let mark = match id {
-                1 => "first",
-                500 => "last",
-                _ => "true",
-            };
-            recs.push(event(id, "r", 5000, mark, "snap"));
-        }
-        let expected: BTreeMap<String, (u64, Value)> = (1..=500)
-            .map(|id| {
-                (
-                    id.to_string(),
-                    (version(5000), json!({"id": id, "name": "snap"})),
-                )
-            })
-            .collect();
+        let (recs, expected) = snapshot_history(1500, 500, 5000);
         let proxy = Proxy::start(es_url);
         proxy.set_faults(fault);
         kafka::produce(&topic, &recs);

@@ -502,32 +502,24 @@ mod tests {
 
     #[test]
     fn a_forged_block_count_of_empty_items_is_an_error_not_an_endless_loop() {
+        let written = |data: &[u8], plan: &Plan| {
+            let mut out = Vec::new();
+            let r = write(&mut Reader::new(data), plan, &Options::default(), &mut out);
+            (r, out)
+        };
         let plan = compile(
             r#"{"type":"record","name":"r","fields":[{"name":"n","type":{"type":"array","items":"null"}}]}"#,
         )
         .unwrap();
         let mut data = zz(i64::MAX / 2);
         data.extend(zz(0));
-        let mut out = Vec::new();
-        let err = write(
-            &mut Reader::new(&data),
-            &plan,
-            &Options::default(),
-            &mut out,
-        )
-        .unwrap_err();
+        let err = written(&data, &plan).0.unwrap_err();
         assert!(err.contains("larger than the record could hold"), "{err}");
         // A small array of nulls is fine.
         let mut data = zz(3);
         data.extend(zz(0));
-        let mut out = Vec::new();
-        write(
-            &mut Reader::new(&data),
-            &plan,
-            &Options::default(),
-            &mut out,
-        )
-        .unwrap();
+        let (r, out) = written(&data, &plan);
+        r.unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), r#"{"n":[null,null,null]}"#);
 
         // Arrays of empty arrays: each inner count within what the bytes left could hold, but
@@ -543,14 +535,8 @@ mod tests {
             data.extend(zz(0));
         }
         data.extend(zz(0));
-        let mut out = Vec::new();
-        let err = write(
-            &mut Reader::new(&data),
-            &plan,
-            &Options::default(),
-            &mut out,
-        )
-        .unwrap_err();
+        let (r, out) = written(&data, &plan);
+        let err = r.unwrap_err();
         assert!(err.contains("larger than the record could hold"), "{err}");
         assert!(out.len() < 100 * data.len(), "{} bytes written", out.len());
         let err = skip(&mut Reader::new(&data), &plan).unwrap_err();
