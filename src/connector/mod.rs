@@ -182,13 +182,15 @@ fn resolve(value: &str) -> Result<String, String> {
     Ok(out)
 }
 
-/// `error` (`key: why`) without what placeholders gave: for a key whose value has one, only
-/// that its value is refused; elsewhere any placeholder's value put back as its placeholder.
+/// `error` (`key: why`) without what placeholders gave: for a key whose value has one, a
+/// `why` that quotes anything (values are quoted in backticks) becomes only that its value is
+/// refused; elsewhere any placeholder's value is put back as its placeholder.
 fn hide_resolved(error: String, raw: &ConnectorConfig, resolved: &ConnectorConfig) -> String {
     let given = |k: &str| raw.config.get(k).filter(|v| v.contains("${"));
-    if let Some((key, _)) = error.split_once(": ")
+    if let Some((key, why)) = error.split_once(": ")
         && let Some(placeholder) = given(key)
         && resolved.config.get(key) != Some(placeholder)
+        && why.contains('`')
     {
         return format!(
             "{key}: the value `{placeholder}` gives is not valid here (not shown: it comes from \
@@ -760,6 +762,15 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("batch.size: the value"), "{err}");
+        // What says nothing of the value is kept.
+        let unknown = ConnectorConfig::from_json(&format!(
+            r#"{{"name":"x","config":{{"connector.class":"elasticsearch","topics":"t","connection.url":"http://es:9200","no.such.key":"${{file:{path}}}"}}}}"#
+        ))
+        .unwrap();
+        std::fs::write(&dir, "-----BEGIN PRIVATE KEY-----\nMIIEv").unwrap();
+        let err = ConnectorSpec::validate(&unknown).unwrap_err().to_string();
+        let _ = std::fs::remove_file(&dir);
+        assert_eq!(err, "no.such.key: unknown option");
     }
 
     #[test]
