@@ -728,6 +728,30 @@ impl Inner {
                 if worker.as_deref().is_some_and(|w| w != me) {
                     return Ok(());
                 }
+                // A connector whose config did not validate on this worker (a placeholder it
+                // could not resolve) is validated again, its placeholders read again, and
+                // started if it now validates.
+                if task.is_none()
+                    && let Some(e) = self.connectors.get(name)
+                    && e.spec.is_err()
+                {
+                    let (config, target) = (e.config.clone(), e.target);
+                    return match ConnectorSpec::validate(&config) {
+                        Ok(spec) => {
+                            info!(connector = %name, "its config now validates: started");
+                            self.connectors.remove(name);
+                            self.launch(spec, config, target)
+                        }
+                        Err(err) => {
+                            let why = format!("the config is not valid on this worker: {err}");
+                            error!(connector = %name, "{why}");
+                            if let Some(e) = self.connectors.get_mut(name) {
+                                e.spec = Err(why);
+                            }
+                            Ok(())
+                        }
+                    };
+                }
                 let restarted = self.worker.restart_tasks(name, |s| {
                     (!only_failed || s.state == "FAILED") && task.is_none_or(|t| t == s.id)
                 });

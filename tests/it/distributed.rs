@@ -237,6 +237,69 @@ fn a_config_topic_of_several_partitions_is_refused_at_start() {
     );
 }
 
+/// A connector FAILED on one worker because a `${file:…}` there is missing runs there once
+/// the file is in place and `restart?includeTasks=true` is asked: its config is validated
+/// again, its placeholders read again. The path is relative: each worker reads it in its own
+/// directory.
+#[test]
+fn a_restart_validates_again_a_connector_failed_on_one_worker() {
+    let topic = unique("it-dist-file");
+    kafka::create_topic(&topic, 2);
+    let cluster = unique("it-dist-file-cluster");
+    let name = unique("it-dist-file");
+    let dir = |w: &str| {
+        let d = std::env::temp_dir().join(format!("{cluster}-{w}"));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    };
+    let (dir_a, dir_b) = (dir("a"), dir("b"));
+    std::fs::write(dir_a.join("es-url"), &servers().es).unwrap();
+    let env = [
+        ("CDC_SINK_WORKER__MODE", "distributed"),
+        ("CDC_SINK_WORKER__GROUP", cluster.as_str()),
+    ];
+    let mut a = Worker::start_in(&dir_a, &env);
+    let url_a = a.rest_url();
+    let mut b = Worker::start_in(&dir_b, &env);
+    let url_b = b.rest_url();
+    let config = es_connector(&topic, "${file:es-url}", &[]);
+    let (code, body) = call(
+        &url_a,
+        "POST",
+        "/connectors",
+        Some(&json!({"name": name, "config": config})),
+    );
+    assert_eq!(code, 201, "{body}");
+    let s = wait_for(&url_b, &format!("/connectors/{name}/status"), WAIT, |s| {
+        s["connector"]["state"] == "FAILED"
+    });
+    assert!(
+        s["connector"]["trace"]
+            .as_str()
+            .unwrap_or("")
+            .contains("es-url"),
+        "{s}"
+    );
+    std::fs::write(dir_b.join("es-url"), &servers().es).unwrap();
+    let (code, body) = call(
+        &url_b,
+        "POST",
+        &format!("/connectors/{name}/restart?includeTasks=true"),
+        None,
+    );
+    assert_eq!(code, 202, "{body}");
+    // Both workers run their task now (`tasks.max` tasks each).
+    wait_cluster_state(&url_a, &name, "RUNNING", "RUNNING", 2);
+    let s = wait_for(&url_b, &format!("/connectors/{name}/status"), WAIT, |s| {
+        s["connector"]["state"] == "RUNNING"
+    });
+    assert_eq!(states(&s).1, vec!["RUNNING", "RUNNING"], "{s}");
+    assert!(a.stop().success());
+    assert!(b.stop().success());
+    let _ = std::fs::remove_dir_all(dir_a);
+    let _ = std::fs::remove_dir_all(dir_b);
+}
+
 #[test]
 fn a_config_invalid_on_one_worker_shows_failed_there_and_still_obeys() {
     let topic = unique("it-dist-env");

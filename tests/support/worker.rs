@@ -43,6 +43,20 @@ impl Worker {
         connectors: &[&PathBuf],
         env: &[(&str, &str)],
     ) -> Worker {
+        Worker::spawn(config, connectors, env, None)
+    }
+
+    /// [`Worker::start_with`] in directory `dir` (where relative `${file:…}` paths lead).
+    pub fn start_in(dir: &std::path::Path, env: &[(&str, &str)]) -> Worker {
+        Worker::spawn(None, &[], env, Some(dir))
+    }
+
+    fn spawn(
+        config: Option<&std::path::Path>,
+        connectors: &[&PathBuf],
+        env: &[(&str, &str)],
+        dir: Option<&std::path::Path>,
+    ) -> Worker {
         let log = std::env::temp_dir().join(format!("cdc-sink-worker-{}.log", fastrand::u32(..)));
         let out = File::create(&log).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cdc-sink"));
@@ -61,6 +75,9 @@ impl Worker {
             .env("RUST_LOG", "info,cdc_sink=debug,librdkafka=warn");
         for (k, v) in env {
             cmd.env(k, v);
+        }
+        if let Some(d) = dir {
+            cmd.current_dir(d);
         }
         let child = cmd
             .stdin(Stdio::null())
