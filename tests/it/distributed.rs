@@ -52,6 +52,24 @@ fn wait_cluster_state(
     })
 }
 
+/// Posts connector `name` with `config` to the worker at `url_a`; waits until the worker at
+/// `url_b` reports it FAILED, with `needle` in its trace; returns that status.
+fn post_failing_on(url_a: &str, url_b: &str, name: &str, config: &Value, needle: &str) -> Value {
+    let (code, body) = call(
+        url_a,
+        "POST",
+        "/connectors",
+        Some(&json!({"name": name, "config": config})),
+    );
+    assert_eq!(code, 201, "{body}");
+    let s = wait_for(url_b, &format!("/connectors/{name}/status"), WAIT, |s| {
+        s["connector"]["state"] == "FAILED" && s["tasks"].as_array().is_some_and(|t| !t.is_empty())
+    });
+    let trace = s["connector"]["trace"].as_str().unwrap_or("");
+    assert!(trace.contains(needle), "{s}");
+    s
+}
+
 fn committed_sum(group: &str, topic: &str) -> i64 {
     kafka::committed(group, topic, 8).values().sum()
 }
@@ -263,23 +281,7 @@ fn a_restart_validates_again_a_connector_failed_on_one_worker() {
     let mut b = Worker::start_in(&dir_b, &env);
     let url_b = b.rest_url();
     let config = es_connector(&topic, "${file:es-url}", &[]);
-    let (code, body) = call(
-        &url_a,
-        "POST",
-        "/connectors",
-        Some(&json!({"name": name, "config": config})),
-    );
-    assert_eq!(code, 201, "{body}");
-    let s = wait_for(&url_b, &format!("/connectors/{name}/status"), WAIT, |s| {
-        s["connector"]["state"] == "FAILED"
-    });
-    assert!(
-        s["connector"]["trace"]
-            .as_str()
-            .unwrap_or("")
-            .contains("es-url"),
-        "{s}"
-    );
+    post_failing_on(&url_a, &url_b, &name, &config, "es-url");
     std::fs::write(dir_b.join("es-url"), &servers().es).unwrap();
     let (code, body) = call(
         &url_b,
@@ -288,12 +290,10 @@ fn a_restart_validates_again_a_connector_failed_on_one_worker() {
         None,
     );
     assert_eq!(code, 202, "{body}");
-    // Both workers run their task now (`tasks.max` tasks each).
-    wait_cluster_state(&url_a, &name, "RUNNING", "RUNNING", 2);
-    let s = wait_for(&url_b, &format!("/connectors/{name}/status"), WAIT, |s| {
-        s["connector"]["state"] == "RUNNING"
-    });
-    assert_eq!(states(&s).1, vec!["RUNNING", "RUNNING"], "{s}");
+    // Both workers run their task now (`tasks.max` tasks each), as each of them reports.
+    for url in [&url_a, &url_b] {
+        wait_cluster_state(url, &name, "RUNNING", "RUNNING", 2);
+    }
     assert!(a.stop().success());
     assert!(b.stop().success());
     let _ = std::fs::remove_dir_all(dir_a);
@@ -318,19 +318,9 @@ fn a_config_invalid_on_one_worker_shows_failed_there_and_still_obeys() {
     let url_a = a.rest_url();
     let (b, url_b) = cluster_worker(&cluster);
     let config = es_connector(&topic, "${env:CDCSINK_DIST_ES_URL}", &[]);
-    let (code, body) = call(
-        &url_a,
-        "POST",
-        "/connectors",
-        Some(&json!({"name": name, "config": config})),
-    );
-    assert_eq!(code, 201, "{body}");
-    let s = wait_for(&url_b, &format!("/connectors/{name}/status"), WAIT, |s| {
-        s["connector"]["state"] == "FAILED" && s["tasks"].as_array().is_some_and(|t| t.len() == 1)
-    });
-    let trace = s["connector"]["trace"].as_str().unwrap_or("");
-    assert!(trace.contains("CDCSINK_DIST_ES_URL"), "{s}");
+    let s = post_failing_on(&url_a, &url_b, &name, &config, "CDCSINK_DIST_ES_URL");
     // The task on A runs; a stop sent to B stops it.
+    assert_eq!(s["tasks"].as_array().map(Vec::len), Some(1), "{s}");
     assert_eq!(s["tasks"][0]["state"], "RUNNING", "{s}");
     assert_eq!(
         call(&url_b, "PUT", &format!("/connectors/{name}/stop"), None).0,
