@@ -142,7 +142,8 @@ pub struct Control {
 pub struct TaskHandle {
     pub status: Arc<Mutex<TaskStatus>>,
     stop: Arc<AtomicBool>,
-    thread: JoinHandle<()>,
+    /// None for a task that could not start.
+    thread: Option<JoinHandle<()>>,
 }
 
 impl TaskHandle {
@@ -151,9 +152,25 @@ impl TaskHandle {
         self.stop.store(true, Ordering::Relaxed);
     }
 
+    /// A task that could not start: FAILED with `why`, and nothing running.
+    pub fn failed(id: usize, worker_id: String, why: String) -> TaskHandle {
+        TaskHandle {
+            status: Arc::new(Mutex::new(TaskStatus {
+                id,
+                state: "FAILED",
+                worker_id,
+                trace: Some(why),
+                trouble: None,
+                progress: None,
+            })),
+            stop: Arc::new(AtomicBool::new(true)),
+            thread: None,
+        }
+    }
+
     /// Waits for the task's thread to exit (after [`TaskHandle::signal_stop`], or once failed).
     pub fn join(self) {
-        if self.thread.join().is_err() {
+        if self.thread.is_some_and(|t| t.join().is_err()) {
             error!("a task thread panicked");
         }
     }
@@ -584,7 +601,7 @@ pub fn spawn(
     TaskHandle {
         status,
         stop,
-        thread,
+        thread: Some(thread),
     }
 }
 

@@ -136,8 +136,15 @@ impl Worker {
     }
 
     /// Restarts the tasks of `name` that `which` selects: each finishes its writes, commits and
-    /// leaves the group, and a new one takes its place. Returns the ids restarted.
-    pub fn restart_tasks(&mut self, name: &str, which: impl Fn(&TaskStatus) -> bool) -> Vec<usize> {
+    /// leaves the group, and a new one takes its place, run with `spec` (the config validated
+    /// again; the others keep theirs) or, when it no longer validates, FAILED with the reason.
+    /// Returns the ids restarted.
+    pub fn restart_tasks(
+        &mut self,
+        name: &str,
+        which: impl Fn(&TaskStatus) -> bool,
+        spec: Result<ConnectorSpec, String>,
+    ) -> Vec<usize> {
         let Some(mut c) = self.connectors.remove(name) else {
             return Vec::new();
         };
@@ -152,11 +159,22 @@ impl Worker {
         for t in c.tasks.iter().filter(|t| chosen.contains(&t.status().id)) {
             t.signal_stop();
         }
+        let failed = match spec {
+            Ok(spec) if !chosen.is_empty() => {
+                c.spec = Arc::new(spec);
+                None
+            }
+            Ok(_) => None,
+            Err(why) => Some(why),
+        };
         let mut tasks = Vec::with_capacity(c.tasks.len());
         for (id, t) in std::mem::take(&mut c.tasks).into_iter().enumerate() {
             if chosen.contains(&id) {
                 t.join();
-                tasks.push(self.spawn(&c, id));
+                tasks.push(match &failed {
+                    None => self.spawn(&c, id),
+                    Some(why) => TaskHandle::failed(id, self.settings.worker_id(), why.clone()),
+                });
             } else {
                 tasks.push(t);
             }

@@ -84,10 +84,17 @@ struct WireTarget {
 #[derive(Serialize, Deserialize)]
 struct WireRestart {
     only_failed: bool,
+    /// False for the connector alone; records written before this field restarted tasks.
+    #[serde(default = "yes")]
+    tasks: bool,
     worker: Option<String>,
     task: Option<usize>,
     /// Makes every request a new record (compaction keeps only the last per key).
     at_ms: i64,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn state_name(s: &str) -> &'static str {
@@ -136,6 +143,7 @@ fn encode(change: &Change) -> Vec<(String, Option<String>)> {
         Change::Restart {
             name,
             only_failed,
+            tasks,
             worker,
             task,
         } => vec![(
@@ -143,6 +151,7 @@ fn encode(change: &Change) -> Vec<(String, Option<String>)> {
             Some(
                 json!(WireRestart {
                     only_failed: *only_failed,
+                    tasks: *tasks,
                     worker: worker.clone(),
                     task: *task,
                     at_ms: now_ms(),
@@ -180,6 +189,7 @@ fn decode(key: &[u8], value: Option<&[u8]>) -> Result<Option<Change>, String> {
             Some(Change::Restart {
                 name,
                 only_failed: r.only_failed,
+                tasks: r.tasks,
                 worker: r.worker,
                 task: r.task,
             })
@@ -638,6 +648,7 @@ mod tests {
         let restart = Change::Restart {
             name: "a".into(),
             only_failed: true,
+            tasks: false,
             worker: Some("w:1".into()),
             task: Some(2),
         };
@@ -663,6 +674,18 @@ mod tests {
             assert_eq!(read(encode(&c)), vec![Some(c)]);
         }
         assert!(decode(b"not json", None).is_err());
+        // A restart written before the connector could restart alone restarted tasks.
+        let old = br#"{"only_failed":false,"worker":null,"task":null,"at_ms":1}"#;
+        assert_eq!(
+            decode(br#"["restart","a"]"#, Some(old)).unwrap(),
+            Some(Change::Restart {
+                name: "a".into(),
+                only_failed: false,
+                tasks: true,
+                worker: None,
+                task: None,
+            })
+        );
     }
 
     /// Histories of creates (with a state or none), state changes, config changes and

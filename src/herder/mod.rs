@@ -71,10 +71,12 @@ pub enum Change {
     Delete {
         name: String,
     },
-    /// Restart tasks (all, or the failed ones) on every worker, or task `task` of `worker`.
+    /// Restart the connector (if `only_failed`, only when it is FAILED) and, if `tasks`, its
+    /// tasks (all, or the failed ones) on every worker; or task `task` of `worker`.
     Restart {
         name: String,
         only_failed: bool,
+        tasks: bool,
         worker: Option<String>,
         task: Option<usize>,
     },
@@ -477,9 +479,11 @@ impl Herder {
         })
     }
 
-    /// `POST /connectors/{n}/restart`: `None` for the plain form (the connector alone, which
-    /// holds no state here: nothing to do), else the status with what restarts as RESTARTING,
-    /// taken before the restart.
+    /// `POST /connectors/{n}/restart`: `None` for the plain form (the connector alone), else
+    /// the status with what restarts as RESTARTING, taken before the restart. Restarting the
+    /// connector here is validating its config again, its placeholders read again, on each
+    /// worker where it had failed (where it runs, there is nothing more to restart: its tasks
+    /// keep running, as in Kafka Connect); restarting a task reads them again too.
     pub fn restart(
         &self,
         name: &str,
@@ -488,26 +492,25 @@ impl Herder {
     ) -> Result<Option<Value>, Error> {
         let status = {
             let inner = self.lock();
-            inner.entry(name)?;
-            if !include_tasks && !only_failed {
-                return Ok(None);
-            }
+            let entry = inner.entry(name)?;
+            let plain = !include_tasks && !only_failed;
+            let connector =
+                (!only_failed || entry.spec.is_err()) && entry.target != TargetState::Stopped;
             let chosen = |s: &TaskStatus| include_tasks && (!only_failed || s.state == "FAILED");
             let mut status = self.status_of(&inner, name, |s| chosen(s).then_some("RESTARTING"));
-            if !only_failed && inner.connectors[name].target != TargetState::Stopped {
+            if connector {
                 status["connector"]["state"] = json!("RESTARTING");
             }
-            status
+            (!plain).then_some(status)
         };
-        if include_tasks {
-            self.submit(Change::Restart {
-                name: name.to_string(),
-                only_failed,
-                worker: None,
-                task: None,
-            })?;
-        }
-        Ok(Some(status))
+        self.submit(Change::Restart {
+            name: name.to_string(),
+            only_failed,
+            tasks: include_tasks,
+            worker: None,
+            task: None,
+        })?;
+        Ok(status)
     }
 
     pub fn restart_task(&self, name: &str, id: usize) -> Result<(), Error> {
@@ -524,6 +527,7 @@ impl Herder {
         self.submit(Change::Restart {
             name: name.to_string(),
             only_failed: false,
+            tasks: true,
             worker: Some(task.status.worker_id),
             task: Some(task.local),
         })
@@ -722,28 +726,34 @@ impl Inner {
             Change::Restart {
                 name,
                 only_failed,
+                tasks,
                 worker,
                 task,
             } => {
                 if worker.as_deref().is_some_and(|w| w != me) {
                     return Ok(());
                 }
-                // A connector whose config did not validate on this worker (a placeholder it
-                // could not resolve) is validated again, its placeholders read again, and
-                // started if it now validates.
-                if task.is_none()
-                    && let Some(e) = self.connectors.get(name)
-                    && e.spec.is_err()
-                {
-                    let (config, target) = (e.config.clone(), e.target);
-                    return match ConnectorSpec::validate(&config) {
+                let Some(e) = self.connectors.get(name) else {
+                    return Ok(());
+                };
+                let (config, target) = (e.config.clone(), e.target);
+                // The config is validated again, its placeholders read again: a connector
+                // that did not validate on this worker (a placeholder it could not resolve)
+                // starts if it now does; restarted tasks take what the placeholders give now
+                // (a rotated password), as Kafka Connect resolves them at each task's start.
+                let now = ConnectorSpec::validate(&config)
+                    .map_err(|err| format!("the config is not valid on this worker: {err}"));
+                if e.spec.is_err() {
+                    if task.is_some() {
+                        return Ok(());
+                    }
+                    return match now {
                         Ok(spec) => {
                             info!(connector = %name, "its config now validates: started");
                             self.connectors.remove(name);
                             self.launch(spec, config, target)
                         }
-                        Err(err) => {
-                            let why = format!("the config is not valid on this worker: {err}");
+                        Err(why) => {
                             error!(connector = %name, "{why}");
                             if let Some(e) = self.connectors.get_mut(name) {
                                 e.spec = Err(why);
@@ -752,9 +762,17 @@ impl Inner {
                         }
                     };
                 }
-                let restarted = self.worker.restart_tasks(name, |s| {
-                    (!only_failed || s.state == "FAILED") && task.is_none_or(|t| t == s.id)
-                });
+                if !tasks {
+                    return Ok(());
+                }
+                if let Err(why) = &now {
+                    error!(connector = %name, "the restarted tasks cannot start: {why}");
+                }
+                let restarted = self.worker.restart_tasks(
+                    name,
+                    |s| (!only_failed || s.state == "FAILED") && task.is_none_or(|t| t == s.id),
+                    now,
+                );
                 if !restarted.is_empty() {
                     info!(connector = %name, tasks = ?restarted, "restarted");
                 }

@@ -242,6 +242,74 @@ fn a_stopped_task_leaves_no_write_retrying_behind_it() {
     assert!(w.stop().success());
 }
 
+/// A restarted task reads its config's placeholders again (a rotated secret, a moved server),
+/// as Kafka Connect resolves them at each task's start; one that no longer resolves leaves the
+/// task FAILED with the reason, and the connector's other state untouched.
+#[test]
+fn a_restarted_task_reads_its_placeholders_again() {
+    use crate::support::proxy::{Faults, Proxy};
+    use std::sync::atomic::Ordering::SeqCst;
+    let topic = unique("it-rest-reread");
+    kafka::create_topic(&topic, 1);
+    // The file names at first a server that answers every write with 503.
+    let proxy = Proxy::start(&servers().es);
+    proxy.set_faults(Faults {
+        request_503: 100,
+        ..Faults::default()
+    });
+    let dir = state_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("es-url");
+    std::fs::write(&file, &proxy.url).unwrap();
+    let (w, url) = rest_worker(&dir);
+    let name = unique("rest-reread");
+    let group = format!("connect-{name}");
+    let placeholder = format!("${{file:{}}}", file.display());
+    let config = es_connector(
+        &topic,
+        &placeholder,
+        &[
+            ("flush.timeout.ms", "1000"),
+            ("retry.backoff.ms", "50"),
+            ("max.retry.backoff.ms", "200"),
+        ],
+    );
+    assert_eq!(post(&url, &name, &config, None).0, 201);
+    kafka::produce(&topic, &(0..3).map(|i| change(i, None)).collect::<Vec<_>>());
+    let start = std::time::Instant::now();
+    while proxy.stats().failed_requests.load(SeqCst) < 2 {
+        assert!(start.elapsed() < WAIT, "the write was not tried");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let restart = |query: &str| {
+        let (code, body) = call(
+            &url,
+            "POST",
+            &format!("/connectors/{name}/restart?{query}"),
+            None,
+        );
+        assert_eq!(code, 202, "{body}");
+    };
+    // The file gone: the restarted task cannot start, and says why.
+    std::fs::remove_file(&file).unwrap();
+    restart("includeTasks=true");
+    let s = wait_state(&url, &name, "RUNNING", Some("FAILED"));
+    let trace = s["tasks"][0]["trace"].as_str().unwrap_or("");
+    assert!(trace.contains("es-url"), "{s}");
+    // The file back, naming Elasticsearch itself: the failed task restarts and writes there.
+    std::fs::write(&file, &servers().es).unwrap();
+    restart("includeTasks=true&onlyFailed=true");
+    let docs = wait_docs(&topic, 3);
+    wait_committed(&group, &topic, 3);
+    let versions: Vec<u64> = (0..3).map(|i| docs[&i.to_string()].0).collect();
+    assert!(
+        versions.windows(2).all(|v| 0 < v[0] && v[0] < v[1]),
+        "{versions:?}"
+    );
+    assert!(w.stop().success());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// PATCHes of one connector's config at the same moment each keep what the others changed.
 #[test]
 fn concurrent_patches_each_keep_the_others_keys() {
