@@ -19,7 +19,7 @@ pub const OPTIONS: &[OptionDef] = &[
     OptionDef {
         name: "errors.deadletterqueue.topic.name",
         default: None,
-        doc: "With `errors.tolerance=all`: the topic failed records are written to, unchanged (key, value, headers, timestamp); created if missing. A record's offset is committed only once Kafka has acknowledged its copy.",
+        doc: "With `errors.tolerance=all`: the topic failed records are written to, unchanged (key, value, headers, timestamp); created if missing; never one the connector reads. A record's offset is committed only once Kafka has acknowledged its copy.",
     },
     OptionDef {
         name: "errors.deadletterqueue.topic.replication.factor",

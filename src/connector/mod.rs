@@ -213,8 +213,28 @@ fn hide_resolved(error: String, raw: &ConnectorConfig, resolved: &ConnectorConfi
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Subscription {
     Topics(Vec<String>),
-    /// A regular expression every matching topic is read from (`topics.regex`).
+    /// A regular expression every matching topic is read from (`topics.regex`); it must match
+    /// the whole name, as in Kafka Connect (Java's `Matcher.matches`).
     Regex(String),
+}
+
+impl Subscription {
+    /// The expression of a `topics.regex` as it must match: the whole topic name.
+    pub fn whole_name(regex: &str) -> String {
+        let r = regex.strip_prefix('^').unwrap_or(regex);
+        let r = r.strip_suffix('$').unwrap_or(r);
+        format!("^({r})$")
+    }
+
+    /// Whether the connector reads `topic` (for a regex, one that does not compile: no).
+    pub fn matches(&self, topic: &str) -> bool {
+        match self {
+            Subscription::Topics(t) => t.iter().any(|t| t == topic),
+            Subscription::Regex(r) => {
+                regex::Regex::new(&Self::whole_name(r)).is_ok_and(|re| re.is_match(topic))
+            }
+        }
+    }
 }
 
 /// How record keys or values are decoded.
@@ -323,7 +343,7 @@ pub const COMMON_OPTIONS: &[OptionDef] = &[
     OptionDef {
         name: "topics.regex",
         default: None,
-        doc: "Regular expression of topics to read; new matching topics are picked up within 5 s (`consumer.override.topic.metadata.refresh.interval.ms`).",
+        doc: "Regular expression of topics to read, matching whole names (as in Kafka Connect: `inventory` does not read `inventory.orders`); new matching topics are picked up within 5 s (`consumer.override.topic.metadata.refresh.interval.ms`).",
     },
     OptionDef {
         name: "key.converter",
@@ -542,6 +562,20 @@ impl ConnectorSpec {
             keep_source: false,
         };
         let errors = ErrorPolicy::read(&o, !is_druid);
+        // Its copies would be read back as records of the connector: a failed decode copied
+        // again for ever, a document refused indexed into an index of copies. Kafka Connect
+        // refuses it the same way.
+        if let Some(dlq) = &errors.dead_letter
+            && subscription.matches(&dlq.topic)
+        {
+            o.error(
+                    "errors.deadletterqueue.topic.name",
+                    format!(
+                        "`{}` is a topic the connector reads (topics or topics.regex): its copies would be read back",
+                        dlq.topic
+                    ),
+                );
+        }
         if o.get("predicates").is_some() {
             o.error("predicates", "transform predicates are not supported");
         }
@@ -715,6 +749,40 @@ mod tests {
         );
         assert!(err.contains("batch.szie: unknown option"), "{err}");
         assert!(!err.contains("errors.tolerance"), "{err}");
+    }
+
+    #[test]
+    fn a_regex_matches_whole_topic_names_only() {
+        let re = |r: &str| Subscription::Regex(r.into());
+        assert!(re("inventory").matches("inventory"));
+        assert!(!re("inventory").matches("inventory.customers"));
+        assert!(!re("a|b").matches("xb"));
+        assert!(re("a|b").matches("b"));
+        assert!(re(r"^db1\.inv\..*$").matches("db1.inv.orders"));
+        assert!(!re(r"db1\.inv\..*").matches("x.db1.inv.orders"));
+        assert_eq!(Subscription::whole_name("^a|b$"), "^(a|b)$");
+    }
+
+    #[test]
+    fn the_dead_letter_queue_may_not_be_a_topic_the_connector_reads() {
+        let with = |subscription: &str| {
+            spec(&format!(
+                r#"{{"name":"x","config":{{"connector.class":"elasticsearch","connection.url":"http://es:9200",
+                   {subscription},"errors.tolerance":"all","errors.deadletterqueue.topic.name":"inventory-dlq"}}}}"#
+            ))
+        };
+        for own in [
+            r#""topics":"a,inventory-dlq""#,
+            r#""topics.regex":"inventory.*""#,
+        ] {
+            let err = with(own).unwrap_err();
+            assert!(
+                err.contains("errors.deadletterqueue.topic.name: `inventory-dlq` is a topic the connector reads"),
+                "{err}"
+            );
+        }
+        assert!(with(r#""topics":"inventory""#).is_ok());
+        assert!(with(r#""topics.regex":"inventory\\.[a-z]+""#).is_ok());
     }
 
     #[test]

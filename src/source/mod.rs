@@ -225,9 +225,10 @@ pub fn create<H: RebalanceHandler>(
         .map_err(|e| format!("cannot create the Kafka consumer: {e}"))?;
     let topics: Vec<String> = match subscription {
         Subscription::Topics(t) => t.clone(),
-        // librdkafka reads a subscription that starts with ^ as a regular expression.
-        Subscription::Regex(r) if r.starts_with('^') => vec![r.clone()],
-        Subscription::Regex(r) => vec![format!("^{r}")],
+        // librdkafka reads a subscription that starts with ^ as a regular expression, and
+        // takes a topic it matches anywhere: anchored at both ends, it matches whole names only,
+        // as Kafka Connect does (`a|b` had read every topic holding a `b`).
+        Subscription::Regex(r) => vec![Subscription::whole_name(r)],
     };
     let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer
@@ -243,18 +244,11 @@ pub fn partitions_of<C: ConsumerContext>(
     subscription: &Subscription,
     timeout: std::time::Duration,
 ) -> Result<Vec<(String, i32, i64, i64)>, String> {
-    let regex = match subscription {
-        Subscription::Regex(r) => Some(
-            regex::Regex::new(&format!("^(?:{})$", r.trim_start_matches('^')))
-                .map_err(|e| format!("topics.regex: {e}"))?,
-        ),
-        Subscription::Topics(_) => None,
-    };
-    let wanted = |name: &str| match (&regex, subscription) {
-        (Some(re), _) => re.is_match(name),
-        (None, Subscription::Topics(t)) => t.iter().any(|t| t == name),
-        _ => false,
-    };
+    if let Subscription::Regex(r) = subscription {
+        regex::Regex::new(&Subscription::whole_name(r))
+            .map_err(|e| format!("topics.regex: {e}"))?;
+    }
+    let wanted = |name: &str| subscription.matches(name);
     let meta = consumer
         .fetch_metadata(None, timeout)
         .map_err(|e| format!("cannot read the topics: {e}"))?;

@@ -132,3 +132,51 @@ fn generated_history_converges_and_commits_every_offset() {
     assert!(w.stop().success());
     assert!(!log.contains("task failed"), "{log}");
 }
+
+/// `topics.regex` reads the topics whose whole name it matches, as Kafka Connect does: not one
+/// whose name only starts with a match (librdkafka matches anywhere in the name).
+#[test]
+fn a_topics_regex_reads_only_the_topics_whose_whole_name_it_matches() {
+    use crate::support::worker::{Worker, connector_file};
+    use crate::support::{es, es_connector};
+    let topic = unique("it-regex");
+    let archive = format!("{topic}-archive");
+    let name = unique("regex");
+    let record = |id: i64| {
+        Rec {
+        partition: 0,
+        key: Some(json!({"id": id}).to_string()),
+        value: Some(
+            json!({"before": null, "after": {"id": id}, "op": "c",
+                "source": {"connector": "postgresql", "lsn": 1000, "db": "d", "schema": "s", "table": "t"}})
+            .to_string(),
+        ),
+    }
+    };
+    for t in [&topic, &archive] {
+        kafka::create_topic(t, 1);
+        kafka::produce(t, &[record(1)]);
+    }
+    let mut config = es_connector(&topic, &servers().es, &[("topics.regex", &topic)]);
+    config.as_object_mut().unwrap().remove("topics");
+    let w = Worker::start(&connector_file(&name, &config));
+    let group = format!("connect-{name}");
+    let start = std::time::Instant::now();
+    while kafka::committed(&group, &topic, 1).get(&0) != Some(&1) {
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "{topic} not written: {}",
+            w.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(es::documents(&topic).len(), 1);
+    // Both topics existed before the subscription: one metadata answer brought both.
+    assert_eq!(kafka::committed(&group, &archive, 1).get(&0), None);
+    let archived = reqwest::blocking::Client::new()
+        .head(format!("{}/{archive}", servers().es))
+        .send()
+        .unwrap();
+    assert_eq!(archived.status().as_u16(), 404, "{archive} was written");
+    assert!(w.stop().success());
+}
