@@ -101,14 +101,15 @@ impl Es {
             .collect())
     }
 
-    /// Creates `to` with the mappings and shard settings of `from`, unless it exists.
-    fn create_like(&self, from: &str, to: &str) -> Result<(), String> {
+    /// Creates `to` with the mappings and shard settings of `from`, unless it exists; returns
+    /// its `index.uuid`, which tells this index from one of the same name deleted before.
+    fn create_like(&self, from: &str, to: &str) -> Result<String, String> {
         if self.call(Method::HEAD, to, None)?.0 == 200 {
             info!(
                 index = to,
                 "the new index exists: the rebuild goes on where it was"
             );
-            return Ok(());
+            return self.uuid(to);
         }
         let v = self.ok(Method::GET, from, None)?;
         let def = &v[from];
@@ -129,7 +130,15 @@ impl Es {
             Some(json!({"settings": {"index": settings}, "mappings": mappings})),
         )?;
         info!(index = to, like = from, "created");
-        Ok(())
+        self.uuid(to)
+    }
+
+    fn uuid(&self, index: &str) -> Result<String, String> {
+        let v = self.ok(Method::GET, &format!("{index}/_settings"), None)?;
+        v[index]["settings"]["index"]["uuid"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| format!("`{index}` has no index.uuid: {v}"))
     }
 }
 
@@ -219,8 +228,11 @@ pub fn run(settings: &Settings, spec: &ConnectorSpec, rollback: bool) -> Result<
                 }
             };
             let to = format!("{alias}-v{next}");
-            es.create_like(&from, &to)?;
-            group_suffix = format!("rebuild-v{next}");
+            // The group belongs to this very index: an index of the same name created again
+            // (its predecessor deleted after a rollback, or by hand) is written from the
+            // beginning, not from where the deleted one's group had got to.
+            let uuid = es.create_like(&from, &to)?;
+            group_suffix = format!("rebuild-v{next}-{uuid}");
             to
         };
         moves.push(Move {
@@ -302,30 +314,21 @@ fn follow(
     let consumer = &clients.plain;
     let started = Instant::now();
     let mut logged = Instant::now();
-    let ends = |consumer: &rdkafka::consumer::BaseConsumer| -> Result<Offsets, String> {
-        source::partitions_of(consumer, &spec.subscription, TIMEOUT).map(|v| {
-            v.into_iter()
-                .map(|(t, p, _, high)| ((t, p), high))
-                .collect()
-        })
-    };
-    // Phase 1: up to the live connector's committed offsets (its end offsets when it has none).
+    // Phase 1: up to the live connector's committed offsets (its end offsets when it has none),
+    // over the partitions there were at the start.
     loop {
         if let Some(f) = worker.failure() {
             return Err(format!("the rebuild's task failed: {f}"));
         }
-        let end = ends(consumer)?;
+        let bounds = bounds(consumer, spec, parts)?;
         let live = source::committed_of(&clients.live, parts, TIMEOUT)?;
-        let target: Offsets = end
+        let target: Offsets = bounds
             .iter()
-            .map(|(k, e)| (k.clone(), live.get(k).copied().unwrap_or(*e)))
+            .map(|(k, (_, high))| (k.clone(), live.get(k).copied().unwrap_or(*high)))
             .collect();
-        let done = source::committed_of(&clients.mover, parts, TIMEOUT)?;
+        let done = written(&clients.mover, parts, &bounds)?;
         let (have, want) = progress(&done, &target);
-        if target
-            .iter()
-            .all(|(k, t)| done.get(k).is_some_and(|d| d >= t))
-        {
+        if reached(&done, &target) {
             info!(records = have, "caught up with the live connector");
             break;
         }
@@ -340,11 +343,41 @@ fn follow(
     // Phase 2: the old indices take no more writes (the live connector retries them, and after
     // the move they reach the new ones); the new ones catch up with everything the old ones
     // have, so a read through the alias never goes back.
-    for m in moves {
-        es.ok(Method::PUT, &format!("{}/_block/write", m.from), None)?;
+    let mut blocked = Vec::new();
+    let moved = (|| {
+        for m in moves {
+            es.ok(Method::PUT, &format!("{}/_block/write", m.from), None)?;
+            blocked.push(m.from.as_str());
+        }
+        move_aliases(spec, es, worker, moves, parts, clients)
+    })();
+    if let Err(why) = moved {
+        // The live connector's writes to the old indices must not wait for a rebuild that
+        // gave up: they take writes again.
+        let mut also = String::new();
+        for index in blocked {
+            let unblock = json!({"index": {"blocks": {"write": false}}});
+            if let Err(e) = es.ok(Method::PUT, &format!("{index}/_settings"), Some(unblock)) {
+                also.push_str(&format!("; `{index}` is still write-blocked ({e}): remove the block with PUT {index}/_settings {{\"index.blocks.write\": false}}"));
+            }
+        }
+        return Err(format!("{why}; the old indices take writes again{also}"));
     }
+    Ok(())
+}
+
+/// Phase 2, the old indices write-blocked: the new ones catch up with everything the old ones
+/// have, so a read through the alias never goes back; then the aliases move.
+fn move_aliases(
+    spec: &ConnectorSpec,
+    es: &Es,
+    worker: &Worker,
+    moves: &[Move],
+    parts: &[(String, i32)],
+    clients: &Clients,
+) -> Result<(), String> {
     let live_at = source::committed_of(&clients.live, parts, TIMEOUT)?;
-    let frozen = ends(consumer)?;
+    let frozen = bounds(&clients.plain, spec, parts)?;
     wait_written(
         worker,
         &clients.mover,
@@ -387,24 +420,24 @@ fn follow(
     Ok(())
 }
 
-/// Waits until the move's task has written every partition up to `until`.
+/// Waits until the move's task has written every partition up to its end offset in `until`.
 fn wait_written(
     worker: &Worker,
     mover: &rdkafka::consumer::BaseConsumer,
     parts: &[(String, i32)],
-    until: &Offsets,
+    until: &Bounds,
     what: &str,
 ) -> Result<(), String> {
     let deadline = Instant::now() + AFTER_MOVE;
+    let ends: Offsets = until
+        .iter()
+        .map(|(k, (_, high))| (k.clone(), *high))
+        .collect();
     loop {
         if let Some(f) = worker.failure() {
             return Err(format!("the rebuild's task failed: {f}"));
         }
-        let done = source::committed_of(mover, parts, TIMEOUT)?;
-        if until
-            .iter()
-            .all(|(k, e)| done.get(k).is_some_and(|d| d >= e))
-        {
+        if reached(&written(mover, parts, until)?, &ends) {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -414,6 +447,46 @@ fn wait_written(
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Each partition's first and end offsets.
+type Bounds = BTreeMap<(String, i32), (i64, i64)>;
+
+/// The first and end offsets of `parts` (the partitions of the move, known at its start).
+fn bounds(
+    consumer: &rdkafka::consumer::BaseConsumer,
+    spec: &ConnectorSpec,
+    parts: &[(String, i32)],
+) -> Result<Bounds, String> {
+    Ok(
+        source::partitions_of(consumer, &spec.subscription, TIMEOUT)?
+            .into_iter()
+            .filter(|(t, p, ..)| parts.iter().any(|(pt, pp)| pt == t && pp == p))
+            .map(|(t, p, low, high)| ((t, p), (low, high)))
+            .collect(),
+    )
+}
+
+/// How far the move's group has written each partition: its committed offset, or, with none,
+/// the partition's first offset, where it starts (an empty partition, or one whose records all
+/// expired, has nothing to write).
+fn written(
+    mover: &rdkafka::consumer::BaseConsumer,
+    parts: &[(String, i32)],
+    bounds: &Bounds,
+) -> Result<Offsets, String> {
+    let mut done = source::committed_of(mover, parts, TIMEOUT)?;
+    for (k, (low, _)) in bounds {
+        done.entry(k.clone()).or_insert(*low);
+    }
+    Ok(done)
+}
+
+/// Whether every partition of `target` is written up to its offset there.
+fn reached(done: &Offsets, target: &Offsets) -> bool {
+    target
+        .iter()
+        .all(|(k, t)| done.get(k).is_some_and(|d| d >= t))
 }
 
 /// Records written (summed over partitions) and to write.

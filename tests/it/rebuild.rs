@@ -49,26 +49,52 @@ fn expected(n: u64) -> BTreeMap<String, (u64, Value)> {
 }
 
 fn rebuild(connector: &std::path::Path, rollback: bool) {
+    let (ok, log) = try_rebuild(connector, rollback, &[]);
+    assert!(ok, "rebuild (rollback: {rollback}) failed:\n{log}");
+}
+
+/// Runs `cdc-sink rebuild`; its success and its log. Killed after 150 s, a failure.
+fn try_rebuild(
+    connector: &std::path::Path,
+    rollback: bool,
+    env: &[(&str, &str)],
+) -> (bool, String) {
+    let log = std::env::temp_dir().join(format!("cdc-sink-rebuild-{}.log", fastrand::u32(..)));
+    let out = std::fs::File::create(&log).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cdc-sink"));
     cmd.arg("rebuild");
     if rollback {
         cmd.arg("--rollback");
     }
-    let out = cmd
-        .arg(connector)
+    cmd.arg(connector)
         .env(
             "CDC_SINK_KAFKA__BOOTSTRAP_SERVERS",
             servers().kafka.as_str(),
         )
         .env("CDC_SINK_WORKER__OFFSET_FLUSH_INTERVAL_MS", "500")
         .env("RUST_LOG", "info,librdkafka=warn")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "rebuild (rollback: {rollback}) failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .envs(env.iter().copied())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out);
+    let mut child = cmd.spawn().unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if start.elapsed() > Duration::from_secs(150) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    match status {
+        Some(s) => (s.success(), text),
+        None => (false, format!("still running after 150 s, killed:\n{text}")),
+    }
 }
 
 fn alias_target(alias: &str) -> String {
@@ -182,6 +208,114 @@ fn a_rebuild_under_live_traffic_moves_the_alias_without_a_failed_read_and_rollba
     rebuild(&file, true);
     assert_eq!(alias_target(&alias), format!("{alias}-v1"));
     es::wait_documents(&alias, &expected(n + 300), Duration::from_secs(5), "");
+    assert!(live.stop().success());
+}
+
+/// An alias `alias` → `alias-v1`, the index empty.
+fn aliased_index(alias: &str) {
+    let http = reqwest::blocking::Client::new();
+    let es_url = &servers().es;
+    assert!(
+        http.put(format!("{es_url}/{alias}-v1"))
+            .send()
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    assert!(
+        http.post(format!("{es_url}/_aliases"))
+            .json(&json!({"actions": [{"add": {"index": format!("{alias}-v1"), "alias": alias}}]}))
+            .send()
+            .unwrap()
+            .status()
+            .is_success()
+    );
+}
+
+/// A rebuild of a topic with an empty partition ends; one run again after its index was
+/// deleted (after a rollback) writes that index from the beginning, not from where the
+/// deleted index's writing had got to.
+#[test]
+fn a_rebuild_run_again_after_its_index_was_deleted_writes_it_from_the_beginning() {
+    let topic = unique("rebuild-again");
+    // Records go to partitions 0 and 1: partition 2 stays empty.
+    kafka::create_topic(&topic, 3);
+    let alias = topic.clone();
+    aliased_index(&alias);
+    let es_url = servers().es.clone();
+    let file = connector_file(
+        &unique("rebuild-again"),
+        &es_connector(&topic, &es_url, &[]),
+    );
+    let live = Worker::start(&file);
+    let n = 2 * ROWS;
+    kafka::produce(&topic, &(1..=n).map(change).collect::<Vec<_>>());
+    es::wait_documents(&alias, &expected(n), Duration::from_secs(60), "");
+    rebuild(&file, false);
+    assert_eq!(alias_target(&alias), format!("{alias}-v2"));
+    rebuild(&file, true);
+    assert_eq!(alias_target(&alias), format!("{alias}-v1"));
+    let deleted = reqwest::blocking::Client::new()
+        .delete(format!("{es_url}/{alias}-v2"))
+        .send()
+        .unwrap();
+    assert!(deleted.status().is_success());
+    rebuild(&file, false);
+    assert_eq!(alias_target(&alias), format!("{alias}-v2"));
+    // Every row at its newest version, read straight from the new index.
+    es::wait_documents(
+        &format!("{alias}-v2"),
+        &expected(n),
+        Duration::from_secs(5),
+        "",
+    );
+    assert!(live.stop().success());
+}
+
+/// A rebuild that fails after write-blocking the old index leaves it taking writes again: the
+/// live connector goes on.
+#[test]
+fn a_rebuild_that_fails_after_blocking_the_old_index_unblocks_it() {
+    use crate::support::proxy::{Faults, Proxy};
+    let topic = unique("rebuild-fail");
+    kafka::create_topic(&topic, 2);
+    let alias = topic.clone();
+    aliased_index(&alias);
+    let es_url = servers().es.clone();
+    let name = unique("rebuild-fail");
+    let file = connector_file(&name, &es_connector(&topic, &es_url, &[]));
+    let live = Worker::start(&file);
+    kafka::produce(&topic, &(1..=ROWS).map(change).collect::<Vec<_>>());
+    es::wait_documents(&alias, &expected(ROWS), Duration::from_secs(60), "");
+    // The rebuild, the same connector, reaches Elasticsearch through a proxy that refuses the
+    // offsets it records on the old index once that is blocked.
+    let proxy = Proxy::start(&es_url);
+    proxy.set_faults(Faults {
+        mapping_503: true,
+        ..Faults::default()
+    });
+    let through = connector_file(&name, &es_connector(&topic, &proxy.url, &[]));
+    let (ok, log) = try_rebuild(&through, false, &[]);
+    assert!(!ok, "the rebuild did not fail:\n{log}");
+    assert!(log.contains("the old indices take writes again"), "{log}");
+    assert_eq!(alias_target(&alias), format!("{alias}-v1"));
+    let settings: Value = reqwest::blocking::get(format!("{es_url}/{alias}-v1/_settings"))
+        .unwrap()
+        .json()
+        .unwrap();
+    let block = &settings[format!("{alias}-v1")]["settings"]["index"]["blocks"]["write"];
+    assert!(block.is_null() || block == "false", "{settings}");
+    // The live connector writes on into the old index.
+    kafka::produce(
+        &topic,
+        &(ROWS + 1..=2 * ROWS).map(change).collect::<Vec<_>>(),
+    );
+    es::wait_documents(
+        &format!("{alias}-v1"),
+        &expected(2 * ROWS),
+        Duration::from_secs(60),
+        "",
+    );
     assert!(live.stop().success());
 }
 

@@ -32,6 +32,8 @@ pub struct Faults {
     /// Forward searches and scrolls, then answer them 200 with no hits and one shard failed
     /// (what a search some shards failed answers: the other shards' hits only).
     pub shards_failed: bool,
+    /// Answer every `PUT …/_mapping` 503, not forwarding it.
+    pub mapping_503: bool,
 }
 
 #[derive(Default)]
@@ -170,6 +172,12 @@ async fn handle(s: Arc<State>, req: Request) -> Reply {
                 body: br#"{"error":{"root_cause":[{"type":"search_context_missing_exception","reason":"No search context found (injected)"}],"type":"search_phase_execution_exception","reason":"all shards failed"},"status":404}"#.to_vec(),
             };
         }
+    }
+    if f.mapping_503 && req.method == "PUT" && req.target.contains("/_mapping") {
+        return Reply::Respond {
+            status: 503,
+            body: br#"{"error":"injected","status":503}"#.to_vec(),
+        };
     }
     if is_bulk && roll(f.request_429) {
         s.stats.failed_requests.fetch_add(1, Ordering::Relaxed);
