@@ -874,6 +874,10 @@ fn run(
             || st.sink.commit_due()
         {
             commit_soon = false;
+            // Records waiting for the schema registry are polled but not yet tracked.
+            if st.stall.is_none() {
+                source::skip_undelivered(&consumer, &mut st.offsets);
+            }
             let marks = st.offsets.committable();
             match commit(&consumer, &mut st, marks, CommitMode::Async, flush_timeout) {
                 Ok(()) => {}

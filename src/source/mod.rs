@@ -298,6 +298,22 @@ pub fn reader(
     Ok((consumer, ends))
 }
 
+/// Moves each partition's watermark past records the consumer never handed out (transaction
+/// markers, aborted records) once everything it handed out is written
+/// ([`offsets::Offsets::skip_undelivered`]). Only when every record polled is tracked.
+pub fn skip_undelivered<H: RebalanceHandler>(
+    consumer: &Consumer<H>,
+    offsets: &mut offsets::Offsets,
+) {
+    if let Ok(pos) = consumer.position() {
+        for e in pos.elements() {
+            if let Offset::Offset(o) = e.offset() {
+                offsets.skip_undelivered(e.topic(), e.partition(), o);
+            }
+        }
+    }
+}
+
 /// Forgets the partitions whose position reached their end: a partition may end with records
 /// never handed out (transaction markers).
 pub fn forget_reached(consumer: &BaseConsumer, ends: &mut Ends) {

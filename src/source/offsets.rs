@@ -185,6 +185,27 @@ impl Offsets {
         }
     }
 
+    /// Moves a partition's watermark up to `position`, the consumer's position in it, when
+    /// every record it handed out is written: the offsets between are records it never hands
+    /// out (transaction markers, aborted records), which would otherwise hold the commit short
+    /// of a partition's end for good. The caller must have tracked every record polled.
+    pub fn skip_undelivered(&mut self, topic: &str, partition: i32, position: i64) {
+        let Some(slot) = self.slot_of(topic, partition) else {
+            return;
+        };
+        let Some(p) = self.slots[slot as usize].as_mut() else {
+            return;
+        };
+        if p.pending.is_empty()
+            && p.next.is_none_or(|n| position > n)
+            && p.watermark.is_none_or(|w| position > w)
+            && p.committed.is_none_or(|c| position > c)
+        {
+            p.watermark = Some(position);
+            p.next = Some(position);
+        }
+    }
+
     /// Whether `ack` belongs to the current assignment and is the first read of its record.
     pub fn counts(&self, ack: Ack) -> bool {
         ack.epoch != NO_EPOCH
@@ -284,6 +305,27 @@ impl Offsets {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_watermark_passes_records_never_handed_out_once_all_handed_out_are_written() {
+        let mut o = Offsets::default();
+        o.assign("t", 0);
+        let a = o.track("t", 0, 0);
+        let b = o.track("t", 0, 1);
+        o.ack(a);
+        // Offset 2 a marker: the position is 3, but 1 is not written yet.
+        o.skip_undelivered("t", 0, 3);
+        assert_eq!(o.committable(), vec![("t".into(), 0, 1)]);
+        o.ack(b);
+        o.skip_undelivered("t", 0, 3);
+        assert_eq!(o.committable(), vec![("t".into(), 0, 3)]);
+        o.committed(&o.committable());
+        // Never backwards, and a record at the skipped offsets is one read again.
+        o.skip_undelivered("t", 0, 2);
+        assert!(o.committable().is_empty());
+        let again = o.track("t", 0, 2);
+        assert!(!o.counts(again));
+    }
 
     #[test]
     fn watermark_moves_only_over_contiguous_acks() {

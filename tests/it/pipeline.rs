@@ -180,3 +180,50 @@ fn a_topics_regex_reads_only_the_topics_whose_whole_name_it_matches() {
     assert_eq!(archived.status().as_u16(), 404, "{archive} was written");
     assert!(w.stop().success());
 }
+
+/// A topic written in Kafka transactions (Debezium under Kafka Connect's exactly-once source
+/// support) is committed to its end, past the commit marker no consumer is handed: its lag
+/// ends at 0, and `cdc-sink rebuild` can wait for it.
+#[test]
+fn a_topic_written_in_transactions_is_committed_to_its_end() {
+    use crate::support::worker::{Worker, connector_file};
+    use crate::support::{es, es_connector};
+    let topic = unique("it-txn");
+    let name = unique("txn");
+    kafka::create_topic(&topic, 1);
+    let recs: Vec<Rec> = (1..=3)
+        .map(|id| Rec {
+            partition: 0,
+            key: Some(json!({"id": id}).to_string()),
+            value: Some(
+                json!({"before": null, "after": {"id": id}, "op": "c",
+                    "source": {"connector": "postgresql", "lsn": 1000 + id, "db": "d", "schema": "s", "table": "t"}})
+                .to_string(),
+            ),
+        })
+        .collect();
+    kafka::produce_in_transaction(&topic, &recs);
+    // Three records and the marker, which the coordinator writes after the commit returns.
+    let start = std::time::Instant::now();
+    while kafka::end_offsets(&topic, 1)[&0] != 4 {
+        assert!(start.elapsed() < Duration::from_secs(30), "no commit marker");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let w = Worker::start(&connector_file(
+        &name,
+        &es_connector(&topic, &servers().es, &[]),
+    ));
+    let group = format!("connect-{name}");
+    let start = std::time::Instant::now();
+    while kafka::committed(&group, &topic, 1).get(&0) != Some(&4) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "committed {:?}, not the end offset 4",
+            kafka::committed(&group, &topic, 1)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let docs = es::documents(&topic);
+    assert_eq!(docs.len(), 3, "{docs:?}");
+    assert!(w.stop().success());
+}

@@ -90,6 +90,29 @@ impl Producer_ {
     }
 }
 
+/// Produces `recs` to `topic` in one Kafka transaction, committed: the partitions end with its
+/// commit marker, an offset no consumer is handed.
+pub fn produce_in_transaction(topic: &str, recs: &[Rec]) {
+    use rdkafka::producer::BaseProducer;
+    let p: BaseProducer = config()
+        .set("transactional.id", format!("it-{topic}"))
+        .create()
+        .expect("producer");
+    p.init_transactions(TIMEOUT).expect("init_transactions");
+    p.begin_transaction().expect("begin_transaction");
+    for r in recs {
+        let mut rec: BaseRecord<'_, str, str> = BaseRecord::to(topic).partition(r.partition);
+        if let Some(k) = &r.key {
+            rec = rec.key(k.as_str());
+        }
+        if let Some(v) = &r.value {
+            rec = rec.payload(v.as_str());
+        }
+        p.send(rec).map_err(|(e, _)| e).expect("send");
+    }
+    p.commit_transaction(TIMEOUT).expect("commit_transaction");
+}
+
 /// Produces `recs` to `topic` and waits for them to be acknowledged.
 pub fn produce(topic: &str, recs: &[Rec]) {
     producer().send(topic, recs);
