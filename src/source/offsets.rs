@@ -188,7 +188,10 @@ impl Offsets {
     /// Moves a partition's watermark up to `position`, the consumer's position in it, when
     /// every record it handed out is written: the offsets between are records it never hands
     /// out (transaction markers, aborted records), which would otherwise hold the commit short
-    /// of a partition's end for good. The caller must have tracked every record polled.
+    /// of a partition's end for good. The caller must have tracked every record polled. Only
+    /// once a record was read since the partition was assigned: librdkafka resets the position
+    /// when it stops fetching a revoked partition, and until it has, a partition assigned again
+    /// could show the position of its previous assignment.
     pub fn skip_undelivered(&mut self, topic: &str, partition: i32, position: i64) {
         let Some(slot) = self.slot_of(topic, partition) else {
             return;
@@ -197,7 +200,7 @@ impl Offsets {
             return;
         };
         if p.pending.is_empty()
-            && p.next.is_none_or(|n| position > n)
+            && p.next.is_some_and(|n| position > n)
             && p.watermark.is_none_or(|w| position > w)
             && p.committed.is_none_or(|c| position > c)
         {
@@ -315,6 +318,10 @@ mod tests {
         o.ack(a);
         // Offset 2 a marker: the position is 3, but 1 is not written yet.
         o.skip_undelivered("t", 0, 3);
+        assert_eq!(o.committable(), vec![("t".into(), 0, 1)]);
+        // Nothing read yet since it was assigned: its position is not to be trusted.
+        o.assign("t", 1);
+        o.skip_undelivered("t", 1, 7);
         assert_eq!(o.committable(), vec![("t".into(), 0, 1)]);
         o.ack(b);
         o.skip_undelivered("t", 0, 3);

@@ -206,7 +206,10 @@ fn a_topic_written_in_transactions_is_committed_to_its_end() {
     // Three records and the marker, which the coordinator writes after the commit returns.
     let start = std::time::Instant::now();
     while kafka::end_offsets(&topic, 1)[&0] != 4 {
-        assert!(start.elapsed() < Duration::from_secs(30), "no commit marker");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no commit marker"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let w = Worker::start(&connector_file(
