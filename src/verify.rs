@@ -16,7 +16,7 @@ use rdkafka::Message as _;
 use reqwest::Method;
 use serde_json::{Value as Json, json};
 
-use crate::connector::ConnectorSpec;
+use crate::connector::{ConnectorSpec, Subscription};
 use crate::decode::Decoder;
 use crate::settings::Settings;
 use crate::sink::SinkRecord;
@@ -156,7 +156,29 @@ pub fn run(settings: &Settings, spec: &ConnectorSpec) -> Result<Report, String> 
         .elasticsearch()
         .ok_or("this command works on Elasticsearch connectors only")?;
     let cfg: Arc<EsConfig> = Arc::new(cfg.clone());
-    let (expected, records) = replay(settings, spec, cfg.clone())?;
+    // A topic that does not exist would read as no records: every index would look right.
+    let client = crate::source::plain_client(settings)?;
+    let found = crate::source::partitions_of(&client, &spec.subscription, TIMEOUT)?;
+    match &spec.subscription {
+        Subscription::Topics(topics) => {
+            if let Some(t) = topics.iter().find(|t| !found.iter().any(|f| &f.0 == *t)) {
+                return Err(format!("topic `{t}` does not exist"));
+            }
+        }
+        Subscription::Regex(r) if found.is_empty() => {
+            return Err(format!("no topic matches topics.regex `{r}`"));
+        }
+        Subscription::Regex(_) => {}
+    }
+    let (mut expected, records) = replay(settings, spec, cfg.clone())?;
+    // The index of a topic with no records left (emptied by retention) holds nothing it should.
+    if spec.transforms.routers.is_empty() {
+        for (topic, ..) in &found {
+            if let Ok(index) = cfg.index_of_topic(topic) {
+                expected.entry(index.as_str().into()).or_default();
+            }
+        }
+    }
     let es = Es::new(&cfg)?;
     let mut report = Report {
         records,
@@ -322,8 +344,18 @@ async fn scan(
             .await
             .map_err(|e| e.message)?;
         let v: Json = serde_json::from_slice(&bytes).unwrap_or(Json::Null);
+        // A search some shards failed answers only the other shards' hits; a lost scroll, no
+        // more: either would leave part of the index unread.
+        let failed = v["_shards"]["failed"].as_u64().unwrap_or(0);
         match status {
+            200 if failed > 0 => Err(format!(
+                "{path}: {failed} of {} shards failed: {}",
+                v["_shards"]["total"], v["_shards"]["failures"]
+            )),
             200 => Ok(Some(v)),
+            404 if path.starts_with("_search/scroll") => Err(format!(
+                "the scroll was lost ({path} answered 404: {v}): run verify again"
+            )),
             404 => Ok(None),
             s => Err(format!("{path} answered {s}: {v}")),
         }

@@ -425,3 +425,52 @@ fn a_snapshot_end_waits_for_partitions_other_tasks_read() {
         );
     }
 }
+
+/// `verify` never answers "match" without looking: a topic that does not exist is an error;
+/// the index of a topic with no records is still read (what it holds is extra); a scan that
+/// read part of the index (shards failed, scroll lost) is an error, not a verdict.
+#[test]
+fn verify_answers_only_what_it_has_read() {
+    use crate::support::proxy::{Faults, Proxy};
+    let missing = connector_file(
+        &unique("verify-missing"),
+        &es_connector(&unique("verify-no-such-topic"), &servers().es, &[]),
+    );
+    assert_eq!(verify(&missing).0, 2);
+
+    let topic = unique("verify-empty");
+    kafka::create_topic(&topic, 1);
+    let put = reqwest::blocking::Client::new()
+        .put(format!("{}/{topic}/_doc/7?refresh=true", servers().es))
+        .json(&json!({"id": 7}))
+        .send()
+        .unwrap();
+    assert!(put.status().is_success());
+    let file = connector_file(
+        &unique("verify-empty"),
+        &es_connector(&topic, &servers().es, &[]),
+    );
+    let (code, report) = verify(&file);
+    assert_eq!(code, 1, "{report}");
+    assert_eq!(report["indices"][&topic]["extra"], 1, "{report}");
+
+    let proxy = Proxy::start(&servers().es);
+    let through = connector_file(
+        &unique("verify-partial"),
+        &es_connector(&topic, &proxy.url, &[]),
+    );
+    for faults in [
+        Faults {
+            shards_failed: true,
+            ..Faults::default()
+        },
+        Faults {
+            scroll_lost: true,
+            ..Faults::default()
+        },
+    ] {
+        proxy.set_faults(faults);
+        let (code, report) = verify(&through);
+        assert_eq!(code, 2, "{faults:?}: {report}");
+    }
+}
