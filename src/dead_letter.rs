@@ -104,6 +104,9 @@ pub struct DeadLetterQueue {
     fetch_config: ClientConfig,
 }
 
+/// The largest copy the producer sends (`message.max.bytes`), unless `[kafka.properties]` sets it.
+const COPY_MAX_BYTES: &str = "67108864";
+
 impl DeadLetterQueue {
     /// Creates the topic if it is missing and opens the producer, with the worker's Kafka
     /// `settings`; `fetch`: a consumer config able to read the connector's topics.
@@ -121,6 +124,13 @@ impl DeadLetterQueue {
         c.set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5");
+        if c.get("message.max.bytes").is_none() {
+            // librdkafka refuses by itself a record above 1 000 000 bytes, below what Kafka's
+            // topics take by default (1 048 588) and far below what Debezium users often allow:
+            // such a record's copy would be refused for ever, naming a limit the topic does not
+            // have. The queue topic's own `max.message.bytes` decides.
+            c.set("message.max.bytes", COPY_MAX_BYTES);
+        }
         let producer: BaseProducer<Reports> =
             c.create_with_context(Reports::default()).map_err(|e| {
                 Problem::Config(format!(

@@ -248,6 +248,36 @@ fn a_poison_record_and_a_rejected_document_go_to_the_queue_unchanged_and_the_str
     assert!(w.stop().success());
 }
 
+/// A record above librdkafka's own default limit (1 000 000 bytes), which Kafka's topics take
+/// by default, is copied to the queue like any other.
+#[test]
+fn a_record_above_librdkafkas_default_size_is_copied_too() {
+    let topic = unique("it-dlq-big");
+    let dlq = format!("{topic}-dlq");
+    kafka::create_topic(&topic, 1);
+    let big = Full {
+        value: Some(vec![b'x'; 1_020_000]),
+        ..good(0, None)
+    };
+    produce(&topic, &[big.clone(), change(1, 1, None)]);
+    let config = es_connector(
+        &topic,
+        &servers().es,
+        &[
+            ("errors.tolerance", "all"),
+            ("errors.deadletterqueue.topic.name", &dlq),
+            ("errors.deadletterqueue.topic.replication.factor", "1"),
+        ],
+    );
+    let (w, _, _, group) = run("dlq-big", &config);
+    wait_committed(&group, &topic, 2);
+    let copies = kafka::read_full(&dlq);
+    assert_eq!(copies.len(), 1);
+    assert_eq!(copies[0].value, big.value);
+    assert_eq!(copies[0].key, big.key);
+    assert!(w.stop().success());
+}
+
 #[test]
 fn with_errors_tolerance_none_the_task_fails_and_nothing_is_copied() {
     let topic = unique("it-dlq-none");

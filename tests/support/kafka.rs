@@ -371,7 +371,10 @@ pub struct Full {
 /// Produces one record to partition 0 with `headers` and `timestamp_ms`.
 pub fn produce_full(topic: &str, r: &Full) {
     use rdkafka::message::{Header, OwnedHeaders};
-    let p: rdkafka::producer::BaseProducer = config().create().expect("producer");
+    let p: rdkafka::producer::BaseProducer = config()
+        .set("message.max.bytes", "2000000")
+        .create()
+        .expect("producer");
     let mut headers = OwnedHeaders::new();
     for (k, v) in &r.headers {
         headers = headers.insert(Header {
