@@ -101,7 +101,7 @@ impl Es {
             .collect())
     }
 
-    /// Creates `to` with the mappings and shard settings of `from`, unless it exists; returns
+    /// Creates `to` with the mappings and settings of `from`, unless it exists; returns
     /// its `index.uuid`, which tells this index from one of the same name deleted before.
     fn create_like(&self, from: &str, to: &str) -> Result<String, String> {
         if self.call(Method::HEAD, to, None)?.0 == 200 {
@@ -111,23 +111,25 @@ impl Es {
             );
             return self.uuid(to);
         }
-        let v = self.ok(Method::GET, from, None)?;
+        let v = self.ok(Method::GET, &format!("{from}?flat_settings=true"), None)?;
         let def = &v[from];
         let mut mappings = def["mappings"].clone();
         if let Some(m) = mappings.as_object_mut() {
             m.remove("_meta");
         }
-        let idx = &def["settings"]["index"];
-        let mut settings = json!({});
-        for k in ["number_of_shards", "number_of_replicas", "analysis"] {
-            if !idx[k].is_null() {
-                settings[k] = idx[k].clone();
-            }
-        }
+        // Every setting of the old index (field limits, ingest pipelines, analysis, sorting,
+        // refresh interval…) but those that name that index or its state.
+        let settings: serde_json::Map<String, Json> = def["settings"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| !NOT_COPIED.iter().any(|p| k.starts_with(p)))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         self.ok(
             Method::PUT,
             to,
-            Some(json!({"settings": {"index": settings}, "mappings": mappings})),
+            Some(json!({"settings": settings, "mappings": mappings})),
         )?;
         info!(index = to, like = from, "created");
         self.uuid(to)
@@ -141,6 +143,25 @@ impl Es {
             .ok_or_else(|| format!("`{index}` has no index.uuid: {v}"))
     }
 }
+
+/// Settings of an index a rebuild does not give the new one: its identity, its history, and
+/// its state (the old index is write-blocked by then).
+const NOT_COPIED: &[&str] = &[
+    "index.uuid",
+    "index.creation_date",
+    "index.provided_name",
+    "index.version.",
+    "index.history.",
+    "index.blocks.",
+    "index.verified_",
+    "index.routing.allocation.initial_recovery.",
+    "index.resize.",
+    "index.shrink.",
+    "index.frozen",
+    "index.store.snapshot.",
+    "index.lifecycle.indexing_complete",
+    "index.downsample.",
+];
 
 /// `alias-v<N>` → N.
 fn version_of(alias: &str, index: &str) -> Option<u32> {

@@ -211,12 +211,13 @@ fn a_rebuild_under_live_traffic_moves_the_alias_without_a_failed_read_and_rollba
     assert!(live.stop().success());
 }
 
-/// An alias `alias` → `alias-v1`, the index empty.
-fn aliased_index(alias: &str) {
+/// An alias `alias` → `alias-v1`, the index empty, created with `body`.
+fn aliased_index(alias: &str, body: &Value) {
     let http = reqwest::blocking::Client::new();
     let es_url = &servers().es;
     assert!(
         http.put(format!("{es_url}/{alias}-v1"))
+            .json(body)
             .send()
             .unwrap()
             .status()
@@ -241,7 +242,11 @@ fn a_rebuild_run_again_after_its_index_was_deleted_writes_it_from_the_beginning(
     // Records go to partitions 0 and 1: partition 2 stays empty.
     kafka::create_topic(&topic, 3);
     let alias = topic.clone();
-    aliased_index(&alias);
+    // Settings of its own, which the rebuilt index must have too.
+    aliased_index(
+        &alias,
+        &json!({"settings": {"index": {"mapping.total_fields.limit": 1234, "refresh_interval": "2s"}}}),
+    );
     let es_url = servers().es.clone();
     let file = connector_file(
         &unique("rebuild-again"),
@@ -253,6 +258,15 @@ fn a_rebuild_run_again_after_its_index_was_deleted_writes_it_from_the_beginning(
     es::wait_documents(&alias, &expected(n), Duration::from_secs(60), "");
     rebuild(&file, false);
     assert_eq!(alias_target(&alias), format!("{alias}-v2"));
+    let settings: Value =
+        reqwest::blocking::get(format!("{es_url}/{alias}-v2/_settings?flat_settings=true"))
+            .unwrap()
+            .json()
+            .unwrap();
+    let s = &settings[format!("{alias}-v2")]["settings"];
+    assert_eq!(s["index.mapping.total_fields.limit"], "1234", "{settings}");
+    assert_eq!(s["index.refresh_interval"], "2s", "{settings}");
+    assert!(s["index.blocks.write"].is_null(), "{settings}");
     rebuild(&file, true);
     assert_eq!(alias_target(&alias), format!("{alias}-v1"));
     let deleted = reqwest::blocking::Client::new()
@@ -280,7 +294,7 @@ fn a_rebuild_that_fails_after_blocking_the_old_index_unblocks_it() {
     let topic = unique("rebuild-fail");
     kafka::create_topic(&topic, 2);
     let alias = topic.clone();
-    aliased_index(&alias);
+    aliased_index(&alias, &json!({}));
     let es_url = servers().es.clone();
     let name = unique("rebuild-fail");
     let file = connector_file(&name, &es_connector(&topic, &es_url, &[]));
