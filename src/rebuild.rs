@@ -161,6 +161,9 @@ const NOT_COPIED: &[&str] = &[
     "index.store.snapshot.",
     "index.lifecycle.indexing_complete",
     "index.downsample.",
+    "index.recovery.type",
+    "index.lifecycle.rollover_alias",
+    "archived.",
 ];
 
 /// `alias-v<N>` → N.
@@ -253,7 +256,12 @@ pub fn run(settings: &Settings, spec: &ConnectorSpec, rollback: bool) -> Result<
             // (its predecessor deleted after a rollback, or by hand) is written from the
             // beginning, not from where the deleted one's group had got to.
             let uuid = es.create_like(&from, &to)?;
-            group_suffix = format!("rebuild-v{next}-{uuid}");
+            // With several aliases, the group belongs to all their new indices together.
+            group_suffix = if group_suffix.is_empty() {
+                format!("rebuild-v{next}-{uuid}")
+            } else {
+                format!("{group_suffix}-{uuid}")
+            };
             to
         };
         moves.push(Move {

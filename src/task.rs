@@ -353,6 +353,9 @@ impl RebalanceHandler for Handler {
                     self.flush_timeout.as_millis()
                 )));
             }
+            if st.stall.is_none() {
+                source::skip_undelivered(consumer, &mut st.offsets);
+            }
             let marks = st.offsets.watermarks(Some(partitions));
             match commit(
                 consumer,
@@ -897,6 +900,9 @@ fn run(
     if !matches!(outcome, Err(End::Rewind(_))) {
         if let Err(e) = drain(&mut st, flush_timeout, |st| pending(st) == 0) {
             warn!(task = %label, "while finishing in-flight writes: {e}");
+        }
+        if st.stall.is_none() {
+            source::skip_undelivered(&consumer, &mut st.offsets);
         }
         let marks = st.offsets.watermarks(None);
         if let Err(Failure::Fatal(e) | Failure::Wait(e) | Failure::Rewind(e)) =

@@ -103,6 +103,11 @@ impl Worker {
         )
     }
 
+    /// How many tasks of `name` run here; `None` when it does not run here.
+    pub fn task_count(&self, name: &str) -> Option<usize> {
+        self.connectors.get(name).map(|c| c.tasks.len())
+    }
+
     pub fn is_running(&self, name: &str) -> bool {
         self.connectors.contains_key(name)
     }

@@ -84,17 +84,10 @@ struct WireTarget {
 #[derive(Serialize, Deserialize)]
 struct WireRestart {
     only_failed: bool,
-    /// False for the connector alone; records written before this field restarted tasks.
-    #[serde(default = "yes")]
-    tasks: bool,
     worker: Option<String>,
     task: Option<usize>,
     /// Makes every request a new record (compaction keeps only the last per key).
     at_ms: i64,
-}
-
-fn yes() -> bool {
-    true
 }
 
 fn state_name(s: &str) -> &'static str {
@@ -147,11 +140,20 @@ fn encode(change: &Change) -> Vec<(String, Option<String>)> {
             worker,
             task,
         } => vec![(
-            json!(["restart", name]).to_string(),
+            // The connector alone is a kind of its own: a worker of an older version ignores
+            // it rather than restarting every task.
+            json!([
+                if *tasks {
+                    "restart"
+                } else {
+                    "restart-connector"
+                },
+                name
+            ])
+            .to_string(),
             Some(
                 json!(WireRestart {
                     only_failed: *only_failed,
-                    tasks: *tasks,
                     worker: worker.clone(),
                     task: *task,
                     at_ms: now_ms(),
@@ -184,12 +186,12 @@ fn decode(key: &[u8], value: Option<&[u8]>) -> Result<Option<Change>, String> {
                 target: t.state,
             })
         }
-        ("restart", Some(v)) => {
+        (kind @ ("restart" | "restart-connector"), Some(v)) => {
             let r: WireRestart = serde_json::from_slice(v).map_err(|e| format!("value: {e}"))?;
             Some(Change::Restart {
                 name,
                 only_failed: r.only_failed,
-                tasks: r.tasks,
+                tasks: kind == "restart",
                 worker: r.worker,
                 task: r.task,
             })
@@ -674,6 +676,19 @@ mod tests {
             assert_eq!(read(encode(&c)), vec![Some(c)]);
         }
         assert!(decode(b"not json", None).is_err());
+        // A restart of the connector alone is a record a worker of an older version ignores
+        // (`decode` of an unknown kind: nothing), not one it reads as a restart of its tasks.
+        let alone = encode(&Change::Restart {
+            name: "a".into(),
+            only_failed: false,
+            tasks: false,
+            worker: None,
+            task: None,
+        });
+        assert!(
+            alone[0].0.starts_with(r#"["restart-connector""#),
+            "{alone:?}"
+        );
         // A restart written before the connector could restart alone restarted tasks.
         let old = br#"{"only_failed":false,"worker":null,"task":null,"at_ms":1}"#;
         assert_eq!(

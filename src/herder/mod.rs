@@ -765,8 +765,25 @@ impl Inner {
                 if !tasks {
                     return Ok(());
                 }
-                if let Err(why) = &now {
-                    error!(connector = %name, "the restarted tasks cannot start: {why}");
+                match &now {
+                    Err(why) => {
+                        error!(connector = %name, "the restarted tasks cannot start: {why}")
+                    }
+                    // Its tasks start from this config from now on (a resume after a stop too).
+                    Ok(spec) => {
+                        let spec = Arc::new(spec.clone());
+                        if let Some(e) = self.connectors.get_mut(name) {
+                            e.spec = Ok(spec.clone());
+                        }
+                        // `tasks.max` given by a placeholder that changed: all start again.
+                        if self.worker.task_count(name) != Some(spec.tasks_max) {
+                            info!(connector = %name, tasks = spec.tasks_max, "restarted with another task count");
+                            self.worker.stop_connector(name);
+                            return self
+                                .worker
+                                .start((*spec).clone(), target == TargetState::Paused);
+                        }
+                    }
                 }
                 let restarted = self.worker.restart_tasks(
                     name,
@@ -796,8 +813,20 @@ impl Inner {
                 self.worker.stop_connector(name);
             }
             _ if !self.worker.is_running(name) => {
-                self.worker
-                    .start((*spec).clone(), target == TargetState::Paused)?;
+                // Its tasks start: the placeholders are read again, as Kafka Connect reads them
+                // at each task's start.
+                match ConnectorSpec::validate(&e.config) {
+                    Ok(now) => {
+                        e.spec = Ok(Arc::new(now.clone()));
+                        self.worker.start(now, target == TargetState::Paused)?;
+                    }
+                    Err(err) => {
+                        let why = format!("the config is not valid on this worker: {err}");
+                        error!(connector = %name, "{why}");
+                        e.spec = Err(why);
+                    }
+                }
+                let _ = spec;
             }
             _ => self.worker.set_paused(name, target == TargetState::Paused),
         }

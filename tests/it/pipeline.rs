@@ -229,4 +229,41 @@ fn a_topic_written_in_transactions_is_committed_to_its_end() {
     let docs = es::documents(&topic);
     assert_eq!(docs.len(), 3, "{docs:?}");
     assert!(w.stop().success());
+
+    // A task that stops before its next periodic commit commits to the end too.
+    let more: Vec<Rec> = recs
+        .iter()
+        .map(|r| Rec {
+            value: r
+                .value
+                .as_ref()
+                .map(|v| v.replace("\"lsn\":100", "\"lsn\":200")),
+            ..r.clone()
+        })
+        .collect();
+    kafka::produce_in_transaction(&topic, &more);
+    while kafka::end_offsets(&topic, 1)[&0] != 8 {
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "no commit marker"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let w = Worker::start_with(
+        &[&connector_file(
+            &name,
+            &es_connector(&topic, &servers().es, &[]),
+        )],
+        &[("CDC_SINK_WORKER__OFFSET_FLUSH_INTERVAL_MS", "600000")],
+    );
+    // The second transaction's changes written: each document at a newer version.
+    while !es::documents(&topic)
+        .iter()
+        .all(|(id, (v, _))| *v > docs[id].0)
+    {
+        assert!(start.elapsed() < Duration::from_secs(120), "not rewritten");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(w.stop().success());
+    assert_eq!(kafka::committed(&group, &topic, 1).get(&0), Some(&8));
 }

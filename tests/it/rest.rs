@@ -306,6 +306,33 @@ fn a_restarted_task_reads_its_placeholders_again() {
         versions.windows(2).all(|v| 0 < v[0] && v[0] < v[1]),
         "{versions:?}"
     );
+    // Stopped, then resumed without the file: the tasks start from the config read again, which
+    // no longer validates; the plain restart, the file back, starts them.
+    assert_eq!(
+        call(&url, "PUT", &format!("/connectors/{name}/stop"), None).0,
+        204
+    );
+    wait_state(&url, &name, "STOPPED", None);
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(
+        call(&url, "PUT", &format!("/connectors/{name}/resume"), None).0,
+        202
+    );
+    let s = wait_state(&url, &name, "FAILED", None);
+    assert!(
+        s["connector"]["trace"]
+            .as_str()
+            .unwrap_or("")
+            .contains("es-url"),
+        "{s}"
+    );
+    std::fs::write(&file, &servers().es).unwrap();
+    let (code, body) = call(&url, "POST", &format!("/connectors/{name}/restart"), None);
+    assert_eq!(code, 204, "{body}");
+    wait_state(&url, &name, "RUNNING", Some("RUNNING"));
+    kafka::produce(&topic, &(3..6).map(|i| change(i, None)).collect::<Vec<_>>());
+    wait_docs(&topic, 6);
+    wait_committed(&group, &topic, 6);
     assert!(w.stop().success());
     let _ = std::fs::remove_dir_all(dir);
 }
