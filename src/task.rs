@@ -87,6 +87,10 @@ impl<M: Message> Handled<M> {
 /// the rate it reaches now (docs/performance-log.md). A pause, which keeps the consumer in its
 /// group while nothing is read, is for a sink that stays full (Elasticsearch down).
 const HOLD: Duration = Duration::from_secs(1);
+/// Records a task remembers (about 16 bytes each) before it reads no more: behind a record
+/// that cannot be committed yet (its dead-letter copy refused), every record read after it is
+/// remembered until it is.
+const MAX_TRACKED: usize = 1 << 20;
 /// The first and the longest wait before a task starts over from its committed offsets.
 const REWIND_BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30));
 /// First and largest delay between two attempts at a stalled record.
@@ -468,6 +472,19 @@ fn drain(st: &mut State, timeout: Duration, done: impl Fn(&State) -> bool) -> Re
 }
 
 /// Writes in flight: in the sink, and copies on their way to the dead-letter queue.
+/// Whether the consumer reads nothing more: `now` (paused by the user, a record waiting, the
+/// sink full for a while), or too many records remembered; a paused consumer stays paused
+/// until the sink's `pending` writes and the records remembered are down to half their bound.
+fn must_pause(
+    now: bool,
+    paused: bool,
+    (pending, capacity): (usize, usize),
+    tracked: usize,
+) -> bool {
+    now || tracked > MAX_TRACKED
+        || (paused && (pending > capacity / 2 || tracked > MAX_TRACKED / 2))
+}
+
 fn pending(st: &State) -> usize {
     st.sink.pending() + st.dlq.as_ref().map_or(0, DeadLetterQueue::pending)
 }
@@ -848,10 +865,12 @@ fn run(
             None => Some(Instant::now()),
             since => since,
         };
-        let pause = user_paused
-            || st.stall.is_some()
-            || full_since.is_some_and(|t| t.elapsed() >= HOLD)
-            || (st.paused && pending > capacity / 2);
+        let pause = must_pause(
+            user_paused || st.stall.is_some() || full_since.is_some_and(|t| t.elapsed() >= HOLD),
+            st.paused,
+            (pending, capacity),
+            st.offsets.tracked(),
+        );
         if pause != st.paused {
             source::set_paused(&consumer, pause);
             st.paused = pause;
@@ -1194,6 +1213,20 @@ mod tests {
             0,
             None,
         )
+    }
+
+    /// The consumer stops reading while too many records are remembered behind one that
+    /// cannot be committed, as it does for a full sink, and goes on at half.
+    #[test]
+    fn too_many_records_remembered_pause_the_consumer() {
+        let sink = (0, 1000);
+        assert!(!must_pause(false, false, sink, MAX_TRACKED));
+        assert!(must_pause(false, false, sink, MAX_TRACKED + 1));
+        assert!(must_pause(false, true, sink, MAX_TRACKED / 2 + 1));
+        assert!(!must_pause(false, true, sink, MAX_TRACKED / 2));
+        assert!(must_pause(false, true, (501, 1000), 0));
+        assert!(!must_pause(false, false, (501, 1000), 0));
+        assert!(must_pause(true, false, sink, 0));
     }
 
     /// Handled records are held for freeing together, but never more than a run's worth: a

@@ -297,6 +297,12 @@ impl Offsets {
         self.slots.iter().flatten().map(Partition::unwritten).sum()
     }
 
+    /// Records remembered over every partition: read and not yet committable, or written
+    /// behind one that is not (a copy for the dead-letter queue that waits).
+    pub fn tracked(&self) -> usize {
+        self.slots.iter().flatten().map(|p| p.pending.len()).sum()
+    }
+
     /// Records read and not yet written, for one partition.
     pub fn in_flight_of(&self, topic: &str, partition: i32) -> usize {
         self.slot_of(topic, partition)
@@ -315,6 +321,7 @@ mod tests {
         o.assign("t", 0);
         let a = o.track("t", 0, 0);
         let b = o.track("t", 0, 1);
+        assert_eq!(o.tracked(), 2);
         o.ack(a);
         // Offset 2 a marker: the position is 3, but 1 is not written yet.
         o.skip_undelivered("t", 0, 3);
@@ -327,6 +334,7 @@ mod tests {
         o.skip_undelivered("t", 0, 3);
         assert_eq!(o.committable(), vec![("t".into(), 0, 3)]);
         o.committed(&o.committable());
+        assert_eq!(o.tracked(), 0);
         // Never backwards, and a record at the skipped offsets is one read again.
         o.skip_undelivered("t", 0, 2);
         assert!(o.committable().is_empty());
