@@ -110,23 +110,8 @@ fn a_rebuild_under_live_traffic_moves_the_alias_without_a_failed_read_and_rollba
     let topic = unique("rebuild");
     kafka::create_topic(&topic, 2);
     let alias = topic.clone();
-    let http = reqwest::blocking::Client::new();
     let es_url = servers().es.clone();
-    assert!(
-        http.put(format!("{es_url}/{alias}-v1"))
-            .send()
-            .unwrap()
-            .status()
-            .is_success()
-    );
-    assert!(
-        http.post(format!("{es_url}/_aliases"))
-            .json(&json!({"actions": [{"add": {"index": format!("{alias}-v1"), "alias": alias}}]}))
-            .send()
-            .unwrap()
-            .status()
-            .is_success()
-    );
+    aliased_index(&alias, &json!({}));
     let file = connector_file(
         &unique("rebuild"),
         &es_connector(&topic, &es_url, &[("behavior.on.null.values", "delete")]),
