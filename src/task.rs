@@ -471,7 +471,6 @@ fn drain(st: &mut State, timeout: Duration, done: impl Fn(&State) -> bool) -> Re
     Ok(())
 }
 
-/// Writes in flight: in the sink, and copies on their way to the dead-letter queue.
 /// Whether the consumer reads nothing more: `now` (paused by the user, a record waiting, the
 /// sink full for a while), or too many records remembered; a paused consumer stays paused
 /// until the sink's `pending` writes and the records remembered are down to half their bound.
@@ -485,6 +484,7 @@ fn must_pause(
         || (paused && (pending > capacity / 2 || tracked > MAX_TRACKED / 2))
 }
 
+/// Writes in flight: in the sink, and copies on their way to the dead-letter queue.
 fn pending(st: &State) -> usize {
     st.sink.pending() + st.dlq.as_ref().map_or(0, DeadLetterQueue::pending)
 }

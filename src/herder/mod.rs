@@ -776,7 +776,11 @@ impl Inner {
                             e.spec = Ok(spec.clone());
                         }
                         // `tasks.max` given by a placeholder that changed: all start again.
-                        if self.worker.task_count(name) != Some(spec.tasks_max) {
+                        if self
+                            .worker
+                            .task_count(name)
+                            .is_some_and(|n| n != spec.tasks_max)
+                        {
                             info!(connector = %name, tasks = spec.tasks_max, "restarted with another task count");
                             self.worker.stop_connector(name);
                             return self
@@ -805,9 +809,9 @@ impl Inner {
         };
         e.target = target;
         info!(connector = %name, ?target, "target state changed");
-        let Ok(spec) = e.spec.clone() else {
+        if e.spec.is_err() {
             return Ok(());
-        };
+        }
         match target {
             TargetState::Stopped => {
                 self.worker.stop_connector(name);
@@ -826,7 +830,6 @@ impl Inner {
                         e.spec = Err(why);
                     }
                 }
-                let _ = spec;
             }
             _ => self.worker.set_paused(name, target == TargetState::Paused),
         }

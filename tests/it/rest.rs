@@ -313,6 +313,10 @@ fn a_restarted_task_reads_its_placeholders_again() {
         204
     );
     wait_state(&url, &name, "STOPPED", None);
+    // A restart of its tasks starts nothing while it is stopped (applied before the answer).
+    restart("includeTasks=true");
+    let (_, s) = call(&url, "GET", &format!("/connectors/{name}/status"), None);
+    assert_eq!(states(&s), ("STOPPED".to_string(), vec![]), "{s}");
     std::fs::remove_file(&file).unwrap();
     assert_eq!(
         call(&url, "PUT", &format!("/connectors/{name}/resume"), None).0,
