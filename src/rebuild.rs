@@ -383,14 +383,17 @@ fn follow(
     if let Err(why) = moved {
         // The live connector's writes to the old indices must not wait for a rebuild that
         // gave up: they take writes again.
-        let mut also = String::new();
+        let mut still = String::new();
         for index in blocked {
             let unblock = json!({"index": {"blocks": {"write": false}}});
             if let Err(e) = es.ok(Method::PUT, &format!("{index}/_settings"), Some(unblock)) {
-                also.push_str(&format!("; `{index}` is still write-blocked ({e}): remove the block with PUT {index}/_settings {{\"index.blocks.write\": false}}"));
+                still.push_str(&format!("; `{index}` is still write-blocked ({e}): remove the block with PUT {index}/_settings {{\"index.blocks.write\": false}}"));
             }
         }
-        return Err(format!("{why}; the old indices take writes again{also}"));
+        if still.is_empty() {
+            return Err(format!("{why}; the old indices take writes again"));
+        }
+        return Err(format!("{why}{still}"));
     }
     Ok(())
 }

@@ -568,13 +568,11 @@ impl ConnectorSpec {
         if let Some(dlq) = &errors.dead_letter
             && subscription.matches(&dlq.topic)
         {
-            o.error(
-                    "errors.deadletterqueue.topic.name",
-                    format!(
-                        "`{}` is a topic the connector reads (topics or topics.regex): its copies would be read back",
-                        dlq.topic
-                    ),
-                );
+            let why = format!(
+                "`{}` is a topic the connector reads (topics or topics.regex): its copies would be read back",
+                dlq.topic
+            );
+            o.error("errors.deadletterqueue.topic.name", why);
         }
         if o.get("predicates").is_some() {
             o.error("predicates", "transform predicates are not supported");

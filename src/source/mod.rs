@@ -244,11 +244,17 @@ pub fn partitions_of<C: ConsumerContext>(
     subscription: &Subscription,
     timeout: std::time::Duration,
 ) -> Result<Vec<(String, i32, i64, i64)>, String> {
-    if let Subscription::Regex(r) = subscription {
-        regex::Regex::new(&Subscription::whole_name(r))
-            .map_err(|e| format!("topics.regex: {e}"))?;
-    }
-    let wanted = |name: &str| subscription.matches(name);
+    let regex = match subscription {
+        Subscription::Regex(r) => Some(
+            regex::Regex::new(&Subscription::whole_name(r))
+                .map_err(|e| format!("topics.regex: {e}"))?,
+        ),
+        Subscription::Topics(_) => None,
+    };
+    let wanted = |name: &str| match &regex {
+        Some(re) => re.is_match(name),
+        None => subscription.matches(name),
+    };
     let meta = consumer
         .fetch_metadata(None, timeout)
         .map_err(|e| format!("cannot read the topics: {e}"))?;
