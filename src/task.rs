@@ -920,7 +920,9 @@ fn run(
         if let Err(e) = drain(&mut st, flush_timeout, |st| pending(st) == 0) {
             warn!(task = %label, "while finishing in-flight writes: {e}");
         }
-        if st.stall.is_none() {
+        // Only after a clean stop: a task that failed took a record it never tracked (the
+        // one that failed), and the position is past it.
+        if outcome.is_ok() && st.stall.is_none() {
             source::skip_undelivered(&consumer, &mut st.offsets);
         }
         let marks = st.offsets.watermarks(None);

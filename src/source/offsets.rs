@@ -188,7 +188,8 @@ impl Offsets {
     /// Moves a partition's watermark up to `position`, the consumer's position in it, when
     /// every record it handed out is written: the offsets between are records it never hands
     /// out (transaction markers, aborted records), which would otherwise hold the commit short
-    /// of a partition's end for good. The caller must have tracked every record polled. Only
+    /// of a partition's end for good. The caller must have tracked every record polled (not
+    /// after a record failed: it was polled and never tracked). Only
     /// once a record was read since the partition was assigned: librdkafka resets the position
     /// when it stops fetching a revoked partition, and until it has, a partition assigned again
     /// could show the position of its previous assignment.
