@@ -341,6 +341,37 @@ fn a_restarted_task_reads_its_placeholders_again() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A restart of the tasks whose `tasks.max` placeholder now gives another count runs that many.
+#[test]
+fn a_restart_runs_as_many_tasks_as_the_placeholder_now_gives() {
+    let topic = unique("it-rest-count");
+    kafka::create_topic(&topic, 2);
+    let dir = state_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("tasks");
+    std::fs::write(&file, "1").unwrap();
+    let (w, url) = rest_worker(&dir);
+    let name = unique("rest-count");
+    let placeholder = format!("${{file:{}}}", file.display());
+    let config = es_connector(&topic, &servers().es, &[("tasks.max", &placeholder)]);
+    assert_eq!(post(&url, &name, &config, None).0, 201);
+    let s = wait_state(&url, &name, "RUNNING", Some("RUNNING"));
+    assert_eq!(states(&s).1.len(), 1, "{s}");
+    std::fs::write(&file, "2").unwrap();
+    let (code, body) = call(
+        &url,
+        "POST",
+        &format!("/connectors/{name}/restart?includeTasks=true"),
+        None,
+    );
+    assert_eq!(code, 202, "{body}");
+    wait_for(&url, &format!("/connectors/{name}/status"), WAIT, |s| {
+        states(s) == ("RUNNING".to_string(), vec!["RUNNING".to_string(); 2])
+    });
+    assert!(w.stop().success());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// PATCHes of one connector's config at the same moment each keep what the others changed.
 #[test]
 fn concurrent_patches_each_keep_the_others_keys() {
