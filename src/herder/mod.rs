@@ -736,6 +736,10 @@ impl Inner {
                 let Some(e) = self.connectors.get(name) else {
                     return Ok(());
                 };
+                // A connector that runs here has nothing to restart alone.
+                if !tasks && e.spec.is_ok() {
+                    return Ok(());
+                }
                 let (config, target) = (e.config.clone(), e.target);
                 // The config is validated again, its placeholders read again: a connector
                 // that did not validate on this worker (a placeholder it could not resolve)
@@ -761,9 +765,6 @@ impl Inner {
                             Ok(())
                         }
                     };
-                }
-                if !tasks {
-                    return Ok(());
                 }
                 match &now {
                     Err(why) => {

@@ -133,6 +133,19 @@ fn generated_history_converges_and_commits_every_offset() {
     assert!(!log.contains("task failed"), "{log}");
 }
 
+/// A PostgreSQL create of row `id` at `lsn`, in partition 0.
+fn created(id: i64, lsn: i64) -> Rec {
+    Rec {
+        partition: 0,
+        key: Some(json!({"id": id}).to_string()),
+        value: Some(
+            json!({"before": null, "after": {"id": id}, "op": "c",
+                "source": {"connector": "postgresql", "lsn": lsn, "db": "d", "schema": "s", "table": "t"}})
+            .to_string(),
+        ),
+    }
+}
+
 /// `topics.regex` reads the topics whose whole name it matches, as Kafka Connect does: not one
 /// whose name only starts with a match (librdkafka matches anywhere in the name).
 #[test]
@@ -142,20 +155,9 @@ fn a_topics_regex_reads_only_the_topics_whose_whole_name_it_matches() {
     let topic = unique("it-regex");
     let archive = format!("{topic}-archive");
     let name = unique("regex");
-    let record = |id: i64| {
-        Rec {
-        partition: 0,
-        key: Some(json!({"id": id}).to_string()),
-        value: Some(
-            json!({"before": null, "after": {"id": id}, "op": "c",
-                "source": {"connector": "postgresql", "lsn": 1000, "db": "d", "schema": "s", "table": "t"}})
-            .to_string(),
-        ),
-    }
-    };
     for t in [&topic, &archive] {
         kafka::create_topic(t, 1);
-        kafka::produce(t, &[record(1)]);
+        kafka::produce(t, &[created(1, 1000)]);
     }
     let mut config = es_connector(&topic, &servers().es, &[("topics.regex", &topic)]);
     config.as_object_mut().unwrap().remove("topics");
@@ -191,17 +193,7 @@ fn a_topic_written_in_transactions_is_committed_to_its_end() {
     let topic = unique("it-txn");
     let name = unique("txn");
     kafka::create_topic(&topic, 1);
-    let recs: Vec<Rec> = (1..=3)
-        .map(|id| Rec {
-            partition: 0,
-            key: Some(json!({"id": id}).to_string()),
-            value: Some(
-                json!({"before": null, "after": {"id": id}, "op": "c",
-                    "source": {"connector": "postgresql", "lsn": 1000 + id, "db": "d", "schema": "s", "table": "t"}})
-                .to_string(),
-            ),
-        })
-        .collect();
+    let recs: Vec<Rec> = (1..=3).map(|id| created(id, 1000 + id)).collect();
     kafka::produce_in_transaction(&topic, &recs);
     // Three records and the marker, which the coordinator writes after the commit returns.
     let start = std::time::Instant::now();
