@@ -196,14 +196,7 @@ fn a_topic_written_in_transactions_is_committed_to_its_end() {
     let recs: Vec<Rec> = (1..=3).map(|id| created(id, 1000 + id)).collect();
     kafka::produce_in_transaction(&topic, &recs);
     // Three records and the marker, which the coordinator writes after the commit returns.
-    let start = std::time::Instant::now();
-    while kafka::end_offsets(&topic, 1)[&0] != 4 {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "no commit marker"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_end(&topic, 4);
     let w = Worker::start(&connector_file(
         &name,
         &es_connector(&topic, &servers().es, &[]),
@@ -234,13 +227,7 @@ fn a_topic_written_in_transactions_is_committed_to_its_end() {
         })
         .collect();
     kafka::produce_in_transaction(&topic, &more);
-    while kafka::end_offsets(&topic, 1)[&0] != 8 {
-        assert!(
-            start.elapsed() < Duration::from_secs(90),
-            "no commit marker"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_end(&topic, 8);
     let w = Worker::start_with(
         &[&connector_file(
             &name,
@@ -258,4 +245,72 @@ fn a_topic_written_in_transactions_is_committed_to_its_end() {
     }
     assert!(w.stop().success());
     assert_eq!(kafka::committed(&group, &topic, 1).get(&0), Some(&8));
+}
+
+/// Waits until partition 0 of `topic` ends at `end`: a transaction's marker is written by the
+/// coordinator after the producer's commit returns.
+fn wait_for_end(topic: &str, end: i64) {
+    let start = std::time::Instant::now();
+    while kafka::end_offsets(topic, 1)[&0] != end {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "partition 0 of {topic} ends at {:?}, not {end}: no commit marker",
+            kafka::end_offsets(topic, 1)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The commit on revocation passes the transaction's marker too: with periodic commits far
+/// off, a consumer of our own joins the task's group, and the rebalance (librdkafka's default
+/// assignors are eager: every partition is revoked) is the only commit.
+#[test]
+fn a_partition_revoked_from_a_task_is_committed_past_its_transaction_marker() {
+    use crate::support::worker::{Worker, connector_file};
+    use crate::support::{es, es_connector};
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    let topic = unique("it-txn-revoked");
+    let name = unique("txn-revoked");
+    kafka::create_topic(&topic, 1);
+    let recs: Vec<Rec> = (1..=3).map(|id| created(id, 1000 + id)).collect();
+    kafka::produce_in_transaction(&topic, &recs);
+    wait_for_end(&topic, 4);
+    let w = Worker::start_with(
+        &[&connector_file(
+            &name,
+            &es_connector(&topic, &servers().es, &[]),
+        )],
+        &[("CDC_SINK_WORKER__OFFSET_FLUSH_INTERVAL_MS", "600000")],
+    );
+    let start = std::time::Instant::now();
+    while es::documents(&topic).len() != 3 {
+        assert!(start.elapsed() < Duration::from_secs(60), "not written");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let group = format!("connect-{name}");
+    let committed = kafka::Committed::new(&group, &topic, 1);
+    assert_eq!(
+        committed.now(),
+        BTreeMap::new(),
+        "committed before the rebalance"
+    );
+
+    let other: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", servers().kafka.as_str())
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("a consumer");
+    other.subscribe(&[&topic]).expect("subscribing");
+    while committed.now().get(&0) != Some(&4) {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "committed {:?} after the rebalance, not the end offset 4",
+            committed.now()
+        );
+        // Polling keeps the consumer in the group (and never commits).
+        let _ = other.poll(Duration::from_millis(200));
+    }
+    drop(other);
+    assert!(w.stop().success());
 }
