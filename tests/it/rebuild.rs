@@ -318,6 +318,59 @@ fn a_rebuild_that_fails_after_blocking_the_old_index_unblocks_it() {
     assert!(live.stop().success());
 }
 
+/// A connector of two topics, each written into an alias of its own: one rebuild moves both
+/// aliases to new indices holding every row at its newest version, and a rollback moves both
+/// back, each caught up on what the live connector wrote in between.
+#[test]
+fn a_rebuild_of_two_aliases_moves_both_and_a_rollback_brings_both_back() {
+    let (a, b) = (unique("rebuild-two-a"), unique("rebuild-two-b"));
+    for t in [&a, &b] {
+        kafka::create_topic(t, 2);
+        aliased_index(t, &json!({}));
+    }
+    let es_url = servers().es.clone();
+    let file = connector_file(
+        &unique("rebuild-two"),
+        &es_connector(&format!("{a},{b}"), &es_url, &[]),
+    );
+    let live = Worker::start(&file);
+    let (na, nb) = (2 * ROWS, ROWS + 50);
+    kafka::produce(&a, &(1..=na).map(change).collect::<Vec<_>>());
+    kafka::produce(&b, &(1..=nb).map(change).collect::<Vec<_>>());
+    es::wait_documents(&a, &expected(na), Duration::from_secs(60), "");
+    es::wait_documents(&b, &expected(nb), Duration::from_secs(60), "");
+    rebuild(&file, false);
+    for (alias, n) in [(&a, na), (&b, nb)] {
+        assert_eq!(alias_target(alias), format!("{alias}-v2"));
+        es::wait_documents(
+            &format!("{alias}-v2"),
+            &expected(n),
+            Duration::from_secs(5),
+            "rebuilt",
+        );
+    }
+    // The live connector writes on, into the new index of `b`.
+    let nb2 = 2 * ROWS + 30;
+    kafka::produce(&b, &(nb + 1..=nb2).map(change).collect::<Vec<_>>());
+    es::wait_documents(
+        &format!("{b}-v2"),
+        &expected(nb2),
+        Duration::from_secs(60),
+        "written live after the move",
+    );
+    rebuild(&file, true);
+    for (alias, n) in [(&a, na), (&b, nb2)] {
+        assert_eq!(alias_target(alias), format!("{alias}-v1"));
+        es::wait_documents(
+            &format!("{alias}-v1"),
+            &expected(n),
+            Duration::from_secs(5),
+            "rolled back",
+        );
+    }
+    assert!(live.stop().success());
+}
+
 fn wait_until(mut cond: impl FnMut() -> bool, what: &str) {
     let start = Instant::now();
     while !cond() {
