@@ -214,6 +214,13 @@ pub fn semantic_conv(
     param: &dyn Fn(&str) -> Option<String>,
 ) -> Option<Conv> {
     let name = name?;
+    if name == "org.apache.kafka.connect.data.Decimal" && !matches!(wire, "bytes" | "fixed") {
+        // Only a Decimal's bytes are to be converted. One carried as a string (its digits
+        // written out by a converter or a transform) or as a double is read as it comes, by
+        // JSON as by Avro: read as base64 bytes, the string "1230" was another number, and the
+        // two decoders wrote a double differently.
+        return None;
+    }
     let conv = match name {
         "io.debezium.time.Date" | "org.apache.kafka.connect.data.Date" => Conv::Date,
         "io.debezium.time.Time" | "org.apache.kafka.connect.data.Time" => {
@@ -252,9 +259,7 @@ pub fn semantic_conv(
     let fits = match conv {
         Conv::Date => matches!(wire, "int32" | "int64" | "int"),
         Conv::Time(_) | Conv::Timestamp(_) => matches!(wire, "int32" | "int64" | "int" | "long"),
-        Conv::Decimal { .. } | Conv::Bits { .. } => {
-            matches!(wire, "bytes" | "fixed" | "string" | "double" | "float64")
-        }
+        Conv::Bits { .. } => matches!(wire, "bytes" | "fixed" | "string" | "double" | "float64"),
         Conv::VariableScaleDecimal | Conv::Point => matches!(wire, "struct" | "record"),
         Conv::Json => wire == "string",
         _ => true,
@@ -331,5 +336,17 @@ mod tests {
             &Conv::Array(Box::new(Conv::Timestamp(TimeUnit::Micros)))
         );
         assert_eq!(st.field("unknown", 9), &Conv::Keep);
+    }
+
+    #[test]
+    fn a_decimal_carried_as_a_string_or_a_double_is_kept_as_it_is() {
+        let s: ConnectSchema = serde_json::from_str(
+            r#"{"type":"struct","fields":[
+                {"type":"string","name":"org.apache.kafka.connect.data.Decimal","parameters":{"scale":"2"},"field":"p"},
+                {"type":"string","name":"org.apache.kafka.connect.data.Decimal","field":"q"},
+                {"type":"float64","name":"org.apache.kafka.connect.data.Decimal","parameters":{"scale":"2"},"field":"r"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(s.compile(), Conv::Keep);
     }
 }

@@ -378,6 +378,13 @@ mod tests {
             decimal(r#","scale":2,"connect.name":"org.apache.kafka.connect.data.Decimal""#),
             Conv::Decimal { scale: 2 }
         );
+        // A Connect Decimal whose digits are written out as a string: kept as it is, as the
+        // JSON decoder keeps it.
+        let plan = compile(
+            r#"{"type":"record","name":"r","fields":[{"name":"v","type":{"type":"string","connect.name":"org.apache.kafka.connect.data.Decimal","connect.parameters":{"scale":"2"}}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(plan.fields().unwrap()[0].plan.conv, Conv::Keep);
     }
 
     #[test]

@@ -212,11 +212,6 @@ pub fn write(
             write_decimal(out, r.take(*n)?, *scale, opts)?;
             Ok(())
         }
-        (Node::String, Conv::Decimal { .. }) => {
-            // decimal.handling.mode=string with a Decimal name: the digits as they are.
-            r.json_string(out)?;
-            Ok(())
-        }
         (Node::Bytes, Conv::Bits { length }) => {
             let bytes = r.bytes()?;
             match semantic::bits_number(bytes)
