@@ -274,9 +274,16 @@ impl JsonConverter {
 
     /// Decodes a record value. `None` bytes (a Kafka null) are a tombstone.
     pub fn value(&mut self, topic: &str, bytes: Option<&[u8]>) -> Result<Value, DecodeError> {
-        let Some(bytes) = bytes.filter(|b| !b.is_empty()) else {
+        let Some(bytes) = bytes else {
             return Ok(Value::Tombstone);
         };
+        if bytes.is_empty() {
+            // Not a tombstone (that has no value at all): taken as one, it deleted its key's
+            // document.
+            return Err(DecodeError::new(
+                "the value is empty (0 bytes), which is not JSON; a tombstone has no value at all",
+            ));
+        }
         if let Some((schema, payload)) = self.known_schema(topic, bytes) {
             if payload.trim() == "null" {
                 return Ok(Value::Tombstone);
@@ -699,6 +706,9 @@ mod tests {
         let mut c = JsonConverter::default();
         assert_eq!(c.value("t", None).unwrap(), Value::Tombstone);
         assert_eq!(c.value("t", Some(b"null")).unwrap(), Value::Tombstone);
+        // A value of no bytes is not a tombstone: it would delete its key's document.
+        let err = c.value("t", Some(b"")).unwrap_err().message;
+        assert!(err.contains("empty (0 bytes)"), "{err}");
     }
 
     #[test]

@@ -251,7 +251,10 @@ impl Decoder {
 
     /// The record key as JSON text; `None` for a record without key.
     pub fn key(&mut self, topic: &str, bytes: Option<&[u8]>) -> Result<Option<Row>, DecodeError> {
-        let Some(bytes) = bytes.filter(|b| !b.is_empty()) else {
+        // An Avro key of no bytes is not in the wire format (Confluent's deserializer refuses
+        // it); a JSON or string one is read as no key.
+        let Some(bytes) = bytes.filter(|b| !b.is_empty() || matches!(self.key, Converter::Avro(_)))
+        else {
             return Ok(None);
         };
         match &mut self.key {

@@ -174,9 +174,11 @@ impl AvroConverter {
         Ok(l)
     }
 
-    /// Decodes a record value. `None` (a Kafka null) is a tombstone.
+    /// Decodes a record value. `None` (a Kafka null) is a tombstone; a value of no bytes is
+    /// not one, and not in the wire format (Confluent's deserializer refuses it too): taken as a
+    /// tombstone, it deleted its key's document.
     pub fn value(&mut self, bytes: Option<&[u8]>) -> Result<Value, DecodeError> {
-        let Some(bytes) = bytes.filter(|b| !b.is_empty()) else {
+        let Some(bytes) = bytes else {
             return Ok(Value::Tombstone);
         };
         let (id, body) = frame(bytes)?;
@@ -406,6 +408,32 @@ mod tests {
         let mut v = vec![(s.len() as u8) << 1];
         v.extend(s.as_bytes());
         v
+    }
+
+    #[test]
+    fn only_a_null_value_is_a_tombstone_and_an_empty_key_is_refused() {
+        let mut c = converter(&[]);
+        assert_eq!(c.value(None).unwrap(), Value::Tombstone);
+        // No bytes: not the wire format, and never a delete.
+        let err = c.value(Some(b"")).unwrap_err().message;
+        assert!(
+            err.contains("0 bytes, fewer than the 5-byte header"),
+            "{err}"
+        );
+        // Through the task's decoder too: an Avro key of no bytes is not "no key".
+        let config = crate::connector::ConnectorConfig::from_json(
+            r#"{"name":"x","config":{"connector.class":"elasticsearch","topics":"t","connection.url":"http://es:9200",
+               "key.converter":"io.confluent.connect.avro.AvroConverter","key.converter.schema.registry.url":"http://127.0.0.1:9"}}"#,
+        )
+        .unwrap();
+        let spec = crate::connector::ConnectorSpec::validate(&config).unwrap();
+        let mut decoder = crate::decode::Decoder::new(&spec).unwrap();
+        assert_eq!(decoder.key("t", None).unwrap(), None);
+        let err = decoder.key("t", Some(b"")).unwrap_err().message;
+        assert!(
+            err.contains("0 bytes, fewer than the 5-byte header"),
+            "{err}"
+        );
     }
 
     #[test]
