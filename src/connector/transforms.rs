@@ -49,17 +49,16 @@ impl Router {
     /// error for a record without a timestamp under `TimestampRouter` (as in Kafka Connect).
     pub fn route(&self, topic: &str, ts_ms: Option<i64>) -> Result<String, String> {
         match self {
+            // Anchored at both ends when compiled: Kafka's RegexRouter uses Matcher.matches(),
+            // which looks for a match of the whole name (not the first match, which may be
+            // shorter: `(.*?)\.(.*?)` first matches `db.` of `db.inv.orders`).
             Router::Regex { regex, replacement } => match regex.captures(topic) {
-                // Kafka's RegexRouter uses Matcher.matches(): the whole topic must match.
-                Some(c)
-                    if c.get(0)
-                        .is_some_and(|m| m.start() == 0 && m.end() == topic.len()) =>
-                {
+                Some(c) => {
                     let mut out = String::new();
                     c.expand(replacement, &mut out);
                     Ok(out)
                 }
-                _ => Ok(topic.to_string()),
+                None => Ok(topic.to_string()),
             },
             Router::Timestamp {
                 topic_format,
@@ -197,19 +196,23 @@ pub fn parse(o: &Options<'_>) -> Transforms {
                 o.error(&key("regex"), "RegexRouter needs regex and replacement");
                 continue;
             };
-            match Regex::new(re) {
-                Ok(regex) => t.routers.push(Router::Regex {
-                    regex,
-                    replacement: java_replacement(rep),
-                }),
+            match Regex::new(&format!("^(?:{re})$")) {
+                Ok(regex) => match java_replacement(rep, regex.captures_len() - 1) {
+                    Ok(replacement) => t.routers.push(Router::Regex { regex, replacement }),
+                    Err(e) => o.error(&key("replacement"), e),
+                },
                 Err(e) => o.error(&key("regex"), format!("invalid regular expression: {e}")),
             }
         } else if TIMESTAMP_ROUTER.contains(&ty) {
             known(&["type", "topic.format", "timestamp.format"]);
-            t.routers.push(Router::Timestamp {
-                topic_format: o.string(&key("topic.format"), "${topic}-${timestamp}"),
-                timestamp_format: o.string(&key("timestamp.format"), "yyyyMMdd"),
-            });
+            let timestamp_format = o.string(&key("timestamp.format"), "yyyyMMdd");
+            match check_timestamp_format(&timestamp_format) {
+                Ok(()) => t.routers.push(Router::Timestamp {
+                    topic_format: o.string(&key("topic.format"), "${topic}-${timestamp}"),
+                    timestamp_format,
+                }),
+                Err(e) => o.error(&key("timestamp.format"), e),
+            }
         } else {
             o.error(
                 &key("type"),
@@ -223,73 +226,149 @@ pub fn parse(o: &Options<'_>) -> Transforms {
     t
 }
 
-/// Java's `$1` group references become the regex crate's `${1}`.
-fn java_replacement(rep: &str) -> String {
+/// A Java replacement (`Matcher.appendReplacement`) in the regex crate's syntax. As in Java:
+/// `$` and the longest run of digits naming a group the regex has (`$10` with one group is group
+/// 1, then `0`), `${name}` a named group, `\` escaping the next character; a reference to a
+/// group that does not exist, or a `$` naming none, is refused (Java throws at each record).
+fn java_replacement(rep: &str, groups: usize) -> Result<String, String> {
     let mut out = String::with_capacity(rep.len() + 4);
     let mut chars = rep.chars().peekable();
     while let Some(c) = chars.next() {
         match c {
-            '\\' => {
-                if let Some(n) = chars.next() {
-                    if n == '$' {
-                        out.push_str("$$");
-                    } else {
-                        out.push(n);
+            '\\' => match chars.next() {
+                Some('$') => out.push_str("$$"),
+                Some(n) => out.push(n),
+                None => return Err("a replacement may not end with `\\`".into()),
+            },
+            '$' => match chars.next() {
+                Some('{') => {
+                    let name: String = chars.by_ref().take_while(|&c| c != '}').collect();
+                    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric()) {
+                        return Err(format!("`${{{name}}}` is not a group name"));
                     }
+                    out.push_str(&format!("${{{name}}}"));
                 }
-            }
-            '$' if chars.peek().is_some_and(char::is_ascii_digit) => {
-                out.push_str("${");
-                while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
-                    out.push(*d);
-                    chars.next();
+                Some(d) if d.is_ascii_digit() => {
+                    let mut group = d.to_digit(10).unwrap_or(0) as usize;
+                    if group > groups {
+                        return Err(format!("`${group}` names no group: the regex has {groups}"));
+                    }
+                    while let Some(next) = chars.peek().and_then(|c| c.to_digit(10)) {
+                        match group
+                            .checked_mul(10)
+                            .and_then(|g| g.checked_add(next as usize))
+                        {
+                            Some(longer) if longer <= groups => {
+                                group = longer;
+                                chars.next();
+                            }
+                            _ => break,
+                        }
+                    }
+                    out.push_str(&format!("${{{group}}}"));
                 }
-                out.push('}');
-            }
+                _ => return Err("a `$` must name a group (`$1`, `${name}`); `\\$` is a `$`".into()),
+            },
             c => out.push(c),
         }
     }
-    out
+    Ok(out)
 }
 
-/// The subset of Java's `SimpleDateFormat` that TimestampRouter configs use, in UTC:
-/// `yyyy`, `yy`, `MM`, `dd`, `HH`, `mm`, `ss`, and quoted literals.
-fn format_timestamp(pattern: &str, ts_ms: i64) -> String {
-    let mut buf = Vec::new();
-    crate::decode::semantic::timestamp(&mut buf, ts_ms, crate::decode::semantic::TimeUnit::Millis);
-    // "YYYY-MM-DDTHH:MM:SS.mmmZ" with quotes.
-    let iso = String::from_utf8_lossy(&buf).trim_matches('"').to_string();
-    let part = |a: usize, b: usize| iso.get(a..b).unwrap_or("").to_string();
-    let mut out = String::new();
-    let bytes: Vec<char> = pattern.chars().collect();
-    let mut i = 0;
-    while i < bytes.len() {
-        let c = bytes[i];
-        let mut n = 1;
-        while i + n < bytes.len() && bytes[i + n] == c {
-            n += 1;
+/// The letters of Java's `SimpleDateFormat` that a TimestampRouter pattern may use here (UTC, as
+/// Kafka Connect formats): years, months as numbers, days, hours, minutes, seconds and
+/// milliseconds. Any other letter is refused: it was written out as it stands, and every
+/// record went to one index.
+const TIMESTAMP_LETTERS: &str = "yMdHmsS";
+
+fn check_timestamp_format(pattern: &str) -> Result<(), String> {
+    let mut quoted = false;
+    let chars: Vec<char> = pattern.chars().collect();
+    for (i, &c) in chars.iter().enumerate() {
+        if c == '\'' {
+            quoted = !quoted;
+        } else if !quoted && c.is_ascii_alphabetic() {
+            if !TIMESTAMP_LETTERS.contains(c) {
+                return Err(format!(
+                    "`{c}` in `{pattern}` is not supported (supported: y, M as a number, d, H, m, s, S; quote literal text, 'like this')"
+                ));
+            }
+            let run = chars[i..].iter().take_while(|&&x| x == c).count();
+            if c == 'M' && run >= 3 && (i == 0 || chars[i - 1] != 'M') {
+                return Err(format!(
+                    "month names (`{}`) in `{pattern}` are not supported: use MM",
+                    "M".repeat(run)
+                ));
+            }
         }
-        match c {
-            'y' if n == 2 => out.push_str(&part(2, 4)),
-            'y' => out.push_str(&part(0, 4)),
-            'M' => out.push_str(&part(5, 7)),
-            'd' => out.push_str(&part(8, 10)),
-            'H' => out.push_str(&part(11, 13)),
-            'm' => out.push_str(&part(14, 16)),
-            's' => out.push_str(&part(17, 19)),
-            '\'' => {
-                let end = bytes[i + 1..]
-                    .iter()
-                    .position(|&x| x == '\'')
-                    .map(|p| i + 1 + p)
-                    .unwrap_or(bytes.len());
-                out.extend(&bytes[i + 1..end]);
-                i = end + 1;
+    }
+    if quoted {
+        return Err(format!("`{pattern}` has a quote that is not closed"));
+    }
+    Ok(())
+}
+
+/// `pattern` (checked by [`check_timestamp_format`]) for `ts_ms`, in UTC, as Java's
+/// `SimpleDateFormat` writes it: each number at least as many digits as its letter is repeated
+/// (`M` gives `3`, `MM` `03`), `yy` the year's last two digits, `'…'` literal text and `''` a quote.
+fn format_timestamp(pattern: &str, ts_ms: i64) -> String {
+    let secs = ts_ms.div_euclid(1000);
+    let (year, month, day) = crate::decode::semantic::civil_from_days(secs.div_euclid(86_400));
+    let tod = secs.rem_euclid(86_400);
+    let number = |c: char, run: usize| -> String {
+        let v: i64 = match c {
+            'y' if run == 2 => year.rem_euclid(100),
+            'y' => year,
+            'M' => i64::from(month),
+            'd' => i64::from(day),
+            'H' => tod / 3600,
+            'm' => tod / 60 % 60,
+            's' => tod % 60,
+            _ => ts_ms.rem_euclid(1000),
+        };
+        let digits = v.unsigned_abs().to_string();
+        let sign = if v < 0 { "-" } else { "" };
+        format!(
+            "{sign}{}{digits}",
+            "0".repeat(run.saturating_sub(digits.len()))
+        )
+    };
+    let chars: Vec<char> = pattern.chars().collect();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '\'' {
+            if chars.get(i + 1) == Some(&'\'') {
+                out.push('\'');
+                i += 2;
                 continue;
             }
-            other => out.extend(std::iter::repeat_n(other, n)),
+            // Quoted text up to the closing quote; `''` inside it is a quote.
+            i += 1;
+            while i < chars.len() {
+                if chars[i] == '\'' {
+                    if chars.get(i + 1) == Some(&'\'') {
+                        out.push('\'');
+                        i += 2;
+                        continue;
+                    }
+                    break;
+                }
+                out.push(chars[i]);
+                i += 1;
+            }
+            i += 1;
+            continue;
         }
-        i += n;
+        if TIMESTAMP_LETTERS.contains(c) {
+            let run = chars[i..].iter().take_while(|&&x| x == c).count();
+            out.push_str(&number(c, run));
+            i += run;
+        } else {
+            out.push(c);
+            i += 1;
+        }
     }
     out
 }
@@ -460,6 +539,87 @@ mod tests {
             t.route("unmatched", None),
             Err("TimestampRouter: the record has no timestamp".into())
         );
+    }
+
+    #[test]
+    fn a_regex_router_matches_whole_names_and_reads_group_references_as_java_does() {
+        let route = |regex: &str, replacement: &str, topic: &str| {
+            transforms(&[
+                ("transforms", "r"),
+                (
+                    "transforms.r.type",
+                    "org.apache.kafka.connect.transforms.RegexRouter",
+                ),
+                ("transforms.r.regex", regex),
+                ("transforms.r.replacement", replacement),
+            ])
+            .map(|t| t.route(topic, None).unwrap().unwrap())
+        };
+        // The whole name, not the first (shorter) match.
+        assert_eq!(
+            route("(.*?)\\.(.*?)", "$1_$2", "db.inv.orders").unwrap(),
+            "db_inv.orders"
+        );
+        assert_eq!(
+            route("orders|orders_archive", "all", "orders_archive").unwrap(),
+            "all"
+        );
+        assert_eq!(
+            route("orders", "all", "orders_archive").unwrap(),
+            "orders_archive"
+        );
+        // `$10` with one group is group 1 and a 0; `\$` a dollar; named groups.
+        assert_eq!(route("(a)", "$10", "a").unwrap(), "a0");
+        assert_eq!(route("(a)", "\\$1", "a").unwrap(), "$1");
+        assert_eq!(route("(?<t>.*)", "x-${t}", "a").unwrap(), "x-a");
+        let groups: Vec<String> = (1..=10).map(|i| format!("({i})")).collect();
+        assert_eq!(
+            route(&groups.join(""), "$10-$1", "12345678910").unwrap(),
+            "10-1"
+        );
+        // A group the regex does not have: refused, naming the option.
+        let err = route("(a)", "$2", "a").unwrap_err();
+        assert!(
+            err.starts_with("transforms.r.replacement: `$2` names no group"),
+            "{err}"
+        );
+        assert!(route("(a)", "a$", "a").is_err());
+    }
+
+    #[test]
+    fn a_timestamp_router_formats_as_simple_date_format_or_refuses_the_pattern() {
+        let route = |format: &str, ts: i64| {
+            transforms(&[
+                ("transforms", "ts"),
+                (
+                    "transforms.ts.type",
+                    "org.apache.kafka.connect.transforms.TimestampRouter",
+                ),
+                ("transforms.ts.timestamp.format", format),
+            ])
+            .map(|t| t.route("t", Some(ts)).unwrap().unwrap())
+        };
+        // 2024-03-01T09:05:07.042Z
+        let ts = 1_709_283_907_042;
+        assert_eq!(route("yyyyMMdd", ts).unwrap(), "t-20240301");
+        assert_eq!(route("yy-M-d H:m:s.S", ts).unwrap(), "t-24-3-1 9:5:7.42");
+        assert_eq!(
+            route("yyyy-MM-dd'T'HH.SSS", ts).unwrap(),
+            "t-2024-03-01T09.042"
+        );
+        assert_eq!(route("''yyyy'''s'", ts).unwrap(), "t-'2024's");
+        for (bad, why) in [
+            ("YYYY-ww", "`Y`"),
+            ("yyyy-MMM", "month names"),
+            ("yyyy-MM-dd hh a", "`h`"),
+            ("yyyy'x", "not closed"),
+        ] {
+            let err = route(bad, ts).unwrap_err();
+            assert!(
+                err.starts_with("transforms.ts.timestamp.format: ") && err.contains(why),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -31,7 +31,7 @@ impl TimeUnit {
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
+pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
     // Widened: a day count near i64's ends (JSON may carry any integer) would overflow.
     let z = i128::from(days) + 719_468;
     let era = z.div_euclid(146_097) as i64;
