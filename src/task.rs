@@ -711,7 +711,8 @@ fn run(
         label: label.clone(),
         control,
     };
-    let consumer = source::create(&config, handler, label.clone(), &spec.subscription)?;
+    let (consumer, mut subscribed) =
+        source::create(&config, handler, label.clone(), &spec.subscription)?;
     let handler = &consumer.context().handler;
     let mut decoder = Decoder::new(spec)?;
     let commit_every = Duration::from_millis(settings.worker.offset_flush_interval_ms);
@@ -849,6 +850,9 @@ fn run(
             for ack in barriers.check(&consumer, offsets, &label) {
                 sink.topic_caught_up(ack, true);
             }
+        }
+        if let Err(e) = subscribed.refresh(&consumer) {
+            break Err(End::Failed(e));
         }
         let paused_now = handler.control.paused.load(Ordering::Relaxed);
         if paused_now != user_paused {

@@ -219,11 +219,10 @@ pub enum Subscription {
 }
 
 impl Subscription {
-    /// The expression of a `topics.regex` as it must match: the whole topic name.
+    /// The expression of a `topics.regex` as it must match: the whole topic name (for the
+    /// `regex` crate; librdkafka never sees it, `source/subscription.rs` says why).
     pub fn whole_name(regex: &str) -> String {
-        let r = regex.strip_prefix('^').unwrap_or(regex);
-        let r = r.strip_suffix('$').unwrap_or(r);
-        format!("^({r})$")
+        format!("^(?:{regex})$")
     }
 
     /// Whether the connector reads `topic` (for a regex, one that does not compile: no).
@@ -343,7 +342,7 @@ pub const COMMON_OPTIONS: &[OptionDef] = &[
     OptionDef {
         name: "topics.regex",
         default: None,
-        doc: "Regular expression of topics to read, matching whole names (as in Kafka Connect: `inventory` does not read `inventory.orders`); new matching topics are picked up within 5 s (`consumer.override.topic.metadata.refresh.interval.ms`).",
+        doc: "Regular expression of topics to read, matching whole names (as in Kafka Connect: `inventory` does not read `inventory.orders`), in Rust's `regex` syntax, which Java's common patterns share (`\\d`, `(?:…)`; no look-around); Kafka's internal topics are never read. New matching topics are picked up within 5 s (`consumer.override.topic.metadata.refresh.interval.ms`).",
     },
     OptionDef {
         name: "key.converter",
@@ -758,7 +757,11 @@ mod tests {
         assert!(re("a|b").matches("b"));
         assert!(re(r"^db1\.inv\..*$").matches("db1.inv.orders"));
         assert!(!re(r"db1\.inv\..*").matches("x.db1.inv.orders"));
-        assert_eq!(Subscription::whole_name("^a|b$"), "^(a|b)$");
+        assert!(re("^a|b$").matches("a") && re("^a|b$").matches("b"));
+        assert!(!re("^a|b$").matches("ab"));
+        // Java's syntax where the `regex` crate shares it (librdkafka's POSIX one does not).
+        assert!(re(r"db\d+\.(?:orders|items)").matches("db12.items"));
+        assert!(re(r"price\$").matches("price$"));
     }
 
     #[test]

@@ -6,6 +6,9 @@
 
 pub mod barriers;
 pub mod offsets;
+pub mod subscription;
+
+pub use subscription::Subscribed;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -213,28 +216,25 @@ fn fetch_max_bytes(c: &ClientConfig) -> u64 {
     bytes
 }
 
-/// Creates the consumer and subscribes it.
+/// Creates the consumer and subscribes it (`subscription.rs`).
 pub fn create<H: RebalanceHandler>(
     config: &ClientConfig,
     handler: H,
     label: String,
     subscription: &Subscription,
-) -> Result<Consumer<H>, String> {
+) -> Result<(Consumer<H>, Subscribed), String> {
     let consumer: Consumer<H> = config
-        .create_with_context(SourceContext { handler, label })
+        .create_with_context(SourceContext {
+            handler,
+            label: label.clone(),
+        })
         .map_err(|e| format!("cannot create the Kafka consumer: {e}"))?;
-    let topics: Vec<String> = match subscription {
-        Subscription::Topics(t) => t.clone(),
-        // librdkafka reads a subscription that starts with ^ as a regular expression, and
-        // takes a topic it matches anywhere: anchored at both ends, it matches whole names only,
-        // as Kafka Connect does (`a|b` had read every topic holding a `b`).
-        Subscription::Regex(r) => vec![Subscription::whole_name(r)],
-    };
-    let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
-    consumer
-        .subscribe(&refs)
-        .map_err(|e| format!("cannot subscribe to {topics:?}: {e}"))?;
-    Ok(consumer)
+    let refresh_ms = config
+        .get("topic.metadata.refresh.interval.ms")
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(300_000);
+    let subscribed = Subscribed::new(&consumer, subscription, refresh_ms, &label)?;
+    Ok((consumer, subscribed))
 }
 
 /// The partitions of every topic `subscription` names that exist now, with their first and end

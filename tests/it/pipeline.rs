@@ -147,32 +147,45 @@ fn created(id: i64, lsn: i64) -> Rec {
 }
 
 /// `topics.regex` reads the topics whose whole name it matches, as Kafka Connect does: not one
-/// whose name only starts with a match (librdkafka matches anywhere in the name).
+/// whose name only starts with a match (librdkafka matches anywhere in the name). Its syntax is
+/// Java's where the `regex` crate shares it (`\d`, `(?:…)`), which librdkafka's POSIX patterns
+/// do not read; a matching topic created later is read too.
 #[test]
 fn a_topics_regex_reads_only_the_topics_whose_whole_name_it_matches() {
     use crate::support::worker::{Worker, connector_file};
     use crate::support::{es, es_connector};
-    let topic = unique("it-regex");
-    let archive = format!("{topic}-archive");
+    let base = unique("it-regex");
+    let topic = format!("{base}-1");
+    let archive = format!("{base}-1-archive");
     let name = unique("regex");
     for t in [&topic, &archive] {
         kafka::create_topic(t, 1);
         kafka::produce(t, &[created(1, 1000)]);
     }
-    let mut config = es_connector(&topic, &servers().es, &[("topics.regex", &topic)]);
+    let regex = format!(r"{base}-\d+(?:-later)?");
+    let mut config = es_connector(&topic, &servers().es, &[("topics.regex", &regex)]);
     config.as_object_mut().unwrap().remove("topics");
     let w = Worker::start(&connector_file(&name, &config));
     let group = format!("connect-{name}");
     let start = std::time::Instant::now();
-    while kafka::committed(&group, &topic, 1).get(&0) != Some(&1) {
-        assert!(
-            start.elapsed() < Duration::from_secs(90),
-            "{topic} not written: {}",
-            w.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let wait_committed = |t: &str| {
+        while kafka::committed(&group, t, 1).get(&0) != Some(&1) {
+            assert!(
+                start.elapsed() < Duration::from_secs(90),
+                "{t} not written: {}",
+                w.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    wait_committed(&topic);
     assert_eq!(es::documents(&topic).len(), 1);
+    // Created after the worker started: found at a later look at the topics.
+    let later = format!("{base}-22-later");
+    kafka::create_topic(&later, 1);
+    kafka::produce(&later, &[created(1, 1000)]);
+    wait_committed(&later);
+    assert_eq!(es::documents(&later).len(), 1);
     // Both topics existed before the subscription: one metadata answer brought both.
     assert_eq!(kafka::committed(&group, &archive, 1).get(&0), None);
     let archived = reqwest::blocking::Client::new()
