@@ -6,15 +6,23 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use schema_registry_converter::blocking::schema_registry::{SrSettings, get_schema_by_id};
 use schema_registry_converter::error::SRCError;
+use schema_registry_converter::schema_registry_common::RawError;
 
 use super::plan::{Plan, compile};
 use crate::decode::DecodeError;
 
-type Slot = Arc<Mutex<Option<Arc<Plan>>>>;
+/// What is known of one schema id: its plan, or why its records are refused (until when, if
+/// only for a while).
+enum Known {
+    Plan(Arc<Plan>),
+    Refused(DecodeError, Option<Instant>),
+}
+
+type Slot = Arc<Mutex<Option<Known>>>;
 
 pub struct Registry {
     settings: SrSettings,
@@ -76,63 +84,199 @@ fn status(e: &SRCError) -> Option<u16> {
     text.get(at..at + 3)?.parse().ok()
 }
 
+/// The registry's own error code in an error answer (`40403`: no schema of that id), when the
+/// answer was one of its JSON errors.
+fn error_code(e: &SRCError) -> Option<u32> {
+    let raw = std::error::Error::source(e)?.downcast_ref::<RawError>()?;
+    Some(raw.error_code)
+}
+
+/// How long a schema id the registry does not know is taken as unknown before it is asked
+/// again: records of that id are refused meanwhile without a request each.
+const UNKNOWN_FOR: Duration = Duration::from_secs(30);
+
 impl Registry {
-    /// The decode plan of writer schema `id`. Unreachable or failing (5xx, 429) registries give a
-    /// retriable error; an unknown id or a schema that is not Avro, a permanent one.
+    /// The decode plan of writer schema `id`. An unknown id (the registry's error 40403) or a
+    /// schema that is not Avro is the record's fault (a permanent error, per
+    /// `errors.tolerance`). An unreachable or failing registry (5xx, 429, 408, an answer that
+    /// is not a schema) is waited for. Any other refusal (401/403, and a 404 or other 4xx
+    /// without the registry's "no such schema": a wrong URL or path) fails the task: every
+    /// record would be refused alike, and none may be skipped for it.
     pub fn plan(&self, id: u32) -> Result<Arc<Plan>, DecodeError> {
         let slot = {
             let mut plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
             plans.entry(id).or_default().clone()
         };
         let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(p) = slot.as_ref() {
-            return Ok(p.clone());
+        match slot.as_ref() {
+            Some(Known::Plan(p)) => return Ok(p.clone()),
+            Some(Known::Refused(e, until)) if until.is_none_or(|u| Instant::now() < u) => {
+                return Err(e.clone());
+            }
+            _ => {}
         }
         self.fetches.fetch_add(1, Ordering::Relaxed);
-        let registered = get_schema_by_id(id, &self.settings).map_err(|e| {
-            let why = match &e.cause {
-                Some(c) => format!("{}: {c}", e.error),
-                None => e.error.clone(),
-            };
-            match status(&e) {
-                Some(404) => DecodeError::new(format!(
-                    "unknown schema id {id}: the schema registry ({}) has no such schema",
-                    self.urls
-                )),
-                Some(code @ (401 | 403)) => DecodeError::refused(format!(
-                    "the schema registry ({}) answered {code}: check key.converter.basic.auth.user.info / value.converter.basic.auth.user.info ({why})",
-                    self.urls
-                )),
-                Some(429 | 500..=599) => DecodeError::unavailable(format!(
-                    "schema registry {} failing: {why}",
-                    self.urls
-                )),
-                None if e.retriable => DecodeError::unavailable(format!(
-                    "schema registry {} unreachable: {why}",
-                    self.urls
-                )),
-                _ => DecodeError::new(format!(
-                    "schema id {id}: the schema registry ({}) refused: {why}",
-                    self.urls
-                )),
+        let fetched = get_schema_by_id(id, &self.settings)
+            .map_err(|e| self.classify(id, &e))
+            .and_then(|registered| {
+                compile(&registered.schema)
+                    .map_err(|e| DecodeError::new(format!("schema id {id}: {e}")))
+            });
+        match fetched {
+            Ok(plan) => {
+                let plan = Arc::new(plan);
+                *slot = Some(Known::Plan(plan.clone()));
+                Ok(plan)
             }
-        })?;
-        let plan = Arc::new(
-            compile(&registered.schema)
-                .map_err(|e| DecodeError::new(format!("schema id {id}: {e}")))?,
-        );
-        *slot = Some(plan.clone());
-        Ok(plan)
+            Err(e) => {
+                if !e.retry && !e.refused {
+                    // The record's fault, and every record of this id's: remembered (a schema
+                    // that does not compile for good, an unknown id for a while).
+                    let until = e
+                        .message
+                        .starts_with("unknown schema id")
+                        .then(|| Instant::now() + UNKNOWN_FOR);
+                    *slot = Some(Known::Refused(e.clone(), until));
+                } else {
+                    // Nothing kept: ids from forged data would fill the map for good. (A slot
+                    // another task is fetching into is left to it.)
+                    drop(slot);
+                    let mut plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
+                    if plans
+                        .get(&id)
+                        .is_some_and(|s| s.try_lock().map(|s| s.is_none()).unwrap_or(false))
+                    {
+                        plans.remove(&id);
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// What a failed fetch of schema `id` means for the record (see [`Registry::plan`]).
+    fn classify(&self, id: u32, e: &SRCError) -> DecodeError {
+        let why = match &e.cause {
+            Some(c) => format!("{}: {c}", e.error),
+            None => e.error.clone(),
+        };
+        let urls = &self.urls;
+        match status(e) {
+            Some(404) if error_code(e) == Some(40403) => DecodeError::new(format!(
+                "unknown schema id {id}: the schema registry ({urls}) has no such schema"
+            )),
+            Some(code @ (401 | 403)) => DecodeError::refused(format!(
+                "the schema registry ({urls}) answered {code}: check key.converter.basic.auth.user.info / value.converter.basic.auth.user.info ({why})"
+            )),
+            Some(408 | 429 | 500..=599) => {
+                DecodeError::unavailable(format!("schema registry {urls} failing: {why}"))
+            }
+            Some(code) => DecodeError::refused(format!(
+                "the schema registry ({urls}) answered {code} to GET /schemas/ids/{id} without saying the schema is unknown: check the registry's URL ({why})"
+            )),
+            None if e.retriable => {
+                DecodeError::unavailable(format!("schema registry {urls} unreachable: {why}"))
+            }
+            // An answer that is not a schema (a proxy's page, a body cut short): waited for,
+            // as a registry in trouble.
+            None => DecodeError::unavailable(format!(
+                "schema registry {urls} did not answer with a schema for id {id}: {why}"
+            )),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::sync::atomic::Ordering;
+
     #[test]
     fn the_registry_client_is_built_with_the_shared_tls_configuration() {
         // reqwest takes a preconfigured configuration only from its own rustls version; any
         // other fails the client's build ("Unknown TLS backend").
         let r = super::shared(&["http://127.0.0.1:9".into()], Some("u:p"));
         assert!(r.is_ok(), "{:?}", r.err());
+    }
+
+    /// A registry on a free loopback port answering every request with `status` and `body`.
+    fn answering(status: &str, body: &'static str) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let status = status.to_string();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf);
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        url
+    }
+
+    #[test]
+    fn only_the_registrys_own_no_such_schema_refuses_the_record() {
+        // (status, body) → (retry, refused): a record error is neither.
+        let cases = [
+            (
+                "404 Not Found",
+                r#"{"error_code":40403,"message":"Schema not found"}"#,
+                (false, false),
+            ),
+            // A wrong path, or a proxy's page: every record would be refused alike.
+            ("404 Not Found", "<html>no such page</html>", (false, true)),
+            (
+                "404 Not Found",
+                r#"{"error_code":40401,"message":"Subject not found"}"#,
+                (false, true),
+            ),
+            ("400 Bad Request", "{}", (false, true)),
+            ("408 Request Timeout", "{}", (true, false)),
+            ("503 Service Unavailable", "{}", (true, false)),
+            // An answer that is not a schema: a registry in trouble, waited for.
+            ("200 OK", "<html>maintenance</html>", (true, false)),
+        ];
+        for (status, body, want) in cases {
+            let r = super::shared(&[answering(status, body)], None).unwrap();
+            let e = r.plan(7).unwrap_err();
+            assert_eq!((e.retry, e.refused), want, "{status} {body}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn an_unknown_id_is_remembered_for_a_while_and_a_failing_one_not_at_all() {
+        let unknown = super::shared(
+            &[answering(
+                "404 Not Found",
+                r#"{"error_code":40403,"message":"Schema not found"}"#,
+            )],
+            None,
+        )
+        .unwrap();
+        for _ in 0..3 {
+            assert!(
+                unknown
+                    .plan(7)
+                    .unwrap_err()
+                    .message
+                    .starts_with("unknown schema id 7")
+            );
+        }
+        assert_eq!(unknown.fetches.load(Ordering::Relaxed), 1);
+
+        let failing = super::shared(&[answering("503 Service Unavailable", "{}")], None).unwrap();
+        for id in 1..=3 {
+            assert!(failing.plan(id).unwrap_err().retry);
+            assert!(failing.plan(id).unwrap_err().retry);
+        }
+        assert_eq!(failing.fetches.load(Ordering::Relaxed), 6);
+        // Nothing kept for ids that failed: forged ids cannot fill the map.
+        assert!(failing.plans.lock().unwrap().is_empty());
     }
 }
