@@ -392,7 +392,7 @@ pub const COMMON_OPTIONS: &[OptionDef] = &[
     OptionDef {
         name: "consumer.override.<property>",
         default: None,
-        doc: "Any librdkafka consumer property for this connector (e.g. `consumer.override.session.timeout.ms`).",
+        doc: "Any librdkafka consumer property for this connector (e.g. `consumer.override.session.timeout.ms`), checked when the config is: a property librdkafka does not know (a Java consumer's `max.poll.records`) or a value it refuses is refused, naming it.",
     },
 ];
 
@@ -577,7 +577,7 @@ impl ConnectorSpec {
             o.error("predicates", "transform predicates are not supported");
         }
         let transforms = transforms::parse(&o);
-        let consumer_overrides = o.with_prefix("consumer.override.");
+        let consumer_overrides = o.librdkafka("consumer.override.");
         for key in ["group.id", "enable.auto.commit", "enable.auto.offset.store"] {
             if consumer_overrides.contains_key(key) {
                 o.error(
@@ -840,6 +840,54 @@ mod tests {
         let err = ConnectorSpec::validate(&unknown).unwrap_err().to_string();
         let _ = std::fs::remove_file(&dir);
         assert_eq!(err, "no.such.key: unknown option");
+    }
+
+    #[test]
+    fn client_overrides_urls_and_bounds_are_checked_when_the_config_is() {
+        let es = |extra: &str| {
+            spec(&format!(
+                r#"{{"name":"x","config":{{"connector.class":"elasticsearch","topics":"t","connection.url":"http://es:9200"{extra}}}}}"#
+            ))
+        };
+        // librdkafka's names and values, refused here rather than when a task starts.
+        assert!(es(r#","consumer.override.fetch.min.bytes":"1""#).is_ok());
+        let err = es(r#","consumer.override.max.poll.records":"500""#).unwrap_err();
+        assert!(
+            err.starts_with("consumer.override.max.poll.records: librdkafka refuses it"),
+            "{err}"
+        );
+        let err = es(r#","consumer.override.session.timeout.ms":"soon""#).unwrap_err();
+        assert!(
+            err.starts_with("consumer.override.session.timeout.ms: librdkafka refuses it"),
+            "{err}"
+        );
+        let druid = spec(
+            r#"{"name":"d","config":{"connector.class":"druid","topics":"t","producer.override.linger":"5"}}"#,
+        )
+        .unwrap_err();
+        assert!(
+            druid.starts_with("producer.override.linger: librdkafka refuses it"),
+            "{druid}"
+        );
+        // Bounds: a lane per request in flight is allocated up front; hours overflowed.
+        let err = es(r#","max.in.flight.requests":"100000000""#).unwrap_err();
+        assert_eq!(
+            err,
+            "max.in.flight.requests: must be at most 1000, got 100000000"
+        );
+        assert!(es(r#","rebuild.retain.hours":"5124095576030433""#).is_err());
+        // A URL that does not parse is named at validation, a placeholder's value hidden.
+        let dir = std::env::temp_dir().join(format!("cdc-sink-pw-{}", std::process::id()));
+        std::fs::write(&dir, "p/ss").unwrap();
+        let config = ConnectorConfig::from_json(&format!(
+            r#"{{"name":"x","config":{{"connector.class":"elasticsearch","topics":"t","connection.url":"https://elastic:${{file:{}}}@es:9200"}}}}"#,
+            dir.display()
+        ))
+        .unwrap();
+        let err = ConnectorSpec::validate(&config).unwrap_err().to_string();
+        let _ = std::fs::remove_file(&dir);
+        assert!(err.starts_with("connection.url: "), "{err}");
+        assert!(!err.contains("p/ss"), "{err}");
     }
 
     #[test]

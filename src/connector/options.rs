@@ -92,6 +92,40 @@ impl<'a> Options<'a> {
         v
     }
 
+    /// A number from `min` to `max`.
+    pub fn between<T: FromStr + Copy + PartialOrd + fmt::Display>(
+        &self,
+        key: &str,
+        default: T,
+        min: T,
+        max: T,
+    ) -> T {
+        let v = self.at_least(key, default, min);
+        if v > max {
+            self.error(key, format!("must be at most {max}, got {v}"));
+            return default;
+        }
+        v
+    }
+
+    /// Properties for librdkafka under `prefix` (`consumer.override.`): each is set on a client
+    /// configuration as librdkafka reads it, so a property it does not know, or a value it
+    /// refuses, is an error naming the option here, not a task failing at start.
+    pub fn librdkafka(&self, prefix: &str) -> BTreeMap<String, String> {
+        let props = self.with_prefix(prefix);
+        for (k, v) in &props {
+            let mut c = rdkafka::ClientConfig::new();
+            c.set(k, v);
+            if let Err(e) = c.create_native_config() {
+                self.error(
+                    &format!("{prefix}{k}"),
+                    format!("librdkafka refuses it: {e}"),
+                );
+            }
+        }
+        props
+    }
+
     pub fn bool(&self, key: &str, default: bool) -> bool {
         match self.get(key).map(str::to_ascii_lowercase).as_deref() {
             None => default,

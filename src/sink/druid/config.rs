@@ -56,7 +56,7 @@ pub const OPTIONS: &[OptionDef] = &[
     OptionDef {
         name: "producer.override.<property>",
         default: None,
-        doc: "Any librdkafka producer property for this connector (e.g. `producer.override.compression.type`).",
+        doc: "Any librdkafka producer property for this connector (e.g. `producer.override.compression.type`), checked when the config is, as `consumer.override.*`.",
     },
 ];
 
@@ -135,7 +135,7 @@ impl DruidConfig {
         if topic.trim().is_empty() {
             o.error("druid.topic", "must not be empty");
         }
-        let producer_overrides = o.with_prefix("producer.override.");
+        let producer_overrides = o.librdkafka("producer.override.");
         for key in ["transactional.id", "enable.idempotence", "acks"] {
             if producer_overrides.contains_key(key) {
                 o.error(

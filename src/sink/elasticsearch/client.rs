@@ -111,10 +111,17 @@ fn nodes(cfg: &EsConfig) -> Result<Vec<Url>, String> {
         None => cfg
             .urls
             .iter()
-            .map(|u| {
+            .enumerate()
+            .map(|(i, u)| {
                 // A trailing slash keeps the URL's path when request paths are joined to it.
-                Url::parse(&format!("{}/", u.trim_end_matches('/')))
-                    .map_err(|e| format!("connection.url: `{u}` is not a URL: {e}"))
+                // Its text is never shown: it may hold a password (validation names the problem
+                // first, where resolved placeholders are hidden).
+                Url::parse(&format!("{}/", u.trim_end_matches('/'))).map_err(|e| {
+                    format!(
+                        "connection.url: URL {} of the list is not a URL: {e}",
+                        i + 1
+                    )
+                })
             })
             .collect::<Result<_, _>>()?,
     };

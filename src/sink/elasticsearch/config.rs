@@ -153,7 +153,7 @@ pub const OPTIONS: &[OptionDef] = &[
     OptionDef {
         name: "max.in.flight.requests",
         default: Some("5"),
-        doc: "Bulk requests in flight at once; documents are spread over them by id, so each document's writes stay in order.",
+        doc: "Bulk requests in flight at once (1 to 1000); documents are spread over them by id, so each document's writes stay in order.",
     },
     OptionDef {
         name: "max.buffered.records",
@@ -348,6 +348,10 @@ impl EsConfig {
                     "connection.url",
                     format!("`{u}` is not an http:// or https:// URL"),
                 );
+            } else if let Err(e) = reqwest::Url::parse(u) {
+                // Checked here, where an error never shows what a placeholder gave (a password
+                // in the URL), rather than when a task starts.
+                o.error("connection.url", format!("`{u}` is not a URL: {e}"));
             }
         }
         let mut topic_index_map = HashMap::new();
@@ -523,11 +527,14 @@ impl EsConfig {
             add_fields,
             version,
             reconcile: reconcile && not_reconcilable.is_none(),
-            rebuild_retain: Duration::from_secs(3600 * o.parse("rebuild.retain.hours", 24u64)),
+            rebuild_retain: Duration::from_secs(
+                3600 * o.between("rebuild.retain.hours", 24u64, 0, 24 * 366 * 100),
+            ),
             batch_size: o.at_least("batch.size", 2000usize, 1),
             bulk_size_bytes: o.at_least("bulk.size.bytes", 5 * 1024 * 1024usize, 1024),
             linger: ms("linger.ms", 10),
-            max_in_flight: o.at_least("max.in.flight.requests", 5usize, 1),
+            // As the Confluent sink bounds it; each one is a lane allocated up front.
+            max_in_flight: o.between("max.in.flight.requests", 5usize, 1, 1000),
             max_buffered_records: o.at_least("max.buffered.records", 20_000usize, 1),
             max_retries,
             retry_backoff: ms("retry.backoff.ms", 100),
