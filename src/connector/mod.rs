@@ -891,6 +891,34 @@ mod tests {
     }
 
     #[test]
+    fn options_kept_for_the_confluent_sink_are_checked_not_ignored() {
+        let es = |extra: &str| {
+            spec(&format!(
+                r#"{{"name":"x","config":{{"connector.class":"elasticsearch","topics":"t","connection.url":"http://es:9200"{extra}}}}}"#
+            ))
+        };
+        assert!(es(r#","schema.ignore":"false","compact.map.entries":"true""#).is_ok());
+        assert_eq!(
+            es(r#","schema.ignore":"ture""#).unwrap_err(),
+            "schema.ignore: `ture` is not true or false"
+        );
+        assert_eq!(
+            es(r#","compact.map.entries":"false""#).unwrap_err(),
+            "compact.map.entries: only true is supported: maps are written as JSON objects"
+        );
+        let key = |field: &str, version: &str| {
+            es(&format!(
+                r#","transforms":"k","transforms.k.type":"org.apache.kafka.connect.transforms.ExtractField$Key","transforms.k.field":"{field}","transforms.k.field.syntax.version":"{version}""#
+            ))
+        };
+        assert!(key("id", "V2").is_ok());
+        assert!(key("a.b", "V1").is_ok());
+        let err = key("a.b", "V2").unwrap_err();
+        assert!(err.contains("nested fields"), "{err}");
+        assert!(key("id", "V3").is_err());
+    }
+
+    #[test]
     fn placeholders_resolve_and_secrets_are_hidden() {
         // SAFETY: tests in this module do not read this variable concurrently.
         unsafe { std::env::set_var("CDCSINK_TEST_PW", "s3cret") };

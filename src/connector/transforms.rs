@@ -186,7 +186,13 @@ pub fn parse(o: &Options<'_>) -> Transforms {
             });
         } else if EXTRACT_KEY.contains(&ty) {
             known(&["type", "field", "field.syntax.version"]);
+            let version = o.choice(&key("field.syntax.version"), &["V1", "V2"], "V1");
             match o.get(&key("field")) {
+                // V2 reads `a.b` as the field b of the struct a; only top-level fields here.
+                Some(f) if version == "V2" && f.contains('.') => o.error(
+                    &key("field"),
+                    format!("`{f}`: nested fields (field.syntax.version=V2) are not supported"),
+                ),
                 Some(f) => t.key_field = Some(f.to_string()),
                 None => o.error(&key("field"), "missing"),
             }

@@ -188,12 +188,12 @@ pub const OPTIONS: &[OptionDef] = &[
     OptionDef {
         name: "schema.ignore",
         default: Some("true"),
-        doc: "Accepted for compatibility; cdc-sink never creates mappings (use index templates).",
+        doc: "`true` or `false`, both meaning the same: cdc-sink never creates mappings from record schemas (use index templates; Elasticsearch maps new fields dynamically). The Confluent sink's default is `false`, which creates them.",
     },
     OptionDef {
         name: "compact.map.entries",
         default: Some("true"),
-        doc: "Accepted for compatibility; maps are always JSON objects.",
+        doc: "Only `true`: maps are always JSON objects (`false`, the Confluent sink's arrays of key/value entries, is refused).",
     },
     OptionDef {
         name: "drop.invalid.message",
@@ -496,6 +496,15 @@ impl EsConfig {
         }
         o.choice("truncate.mode", &["ignore"], "ignore");
         o.choice("write.method", &["insert"], "insert");
+        // Kept for configs written for the Confluent sink: checked as booleans, and a value that
+        // asks for what cdc-sink does not do is refused rather than ignored.
+        o.bool("schema.ignore", true);
+        if !o.bool("compact.map.entries", true) {
+            o.error(
+                "compact.map.entries",
+                "only true is supported: maps are written as JSON objects",
+            );
+        }
 
         let max_retries = o.get("max.retries").map(|_| o.parse("max.retries", 0u32));
         let ms = |key: &str, default: u64| Duration::from_millis(o.parse(key, default));
