@@ -6,6 +6,7 @@
 //! (`{"type": "int", "connect.name": "io.debezium.time.Date"}`). So the plan is compiled from
 //! the schema's JSON, with Avro's naming rules for references.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 
 use serde_json::{Map, Value as Json};
@@ -83,7 +84,7 @@ pub fn compile(schema: &str) -> Result<Plan, String> {
         serde_json::from_str(schema).map_err(|e| format!("not a valid Avro schema: {e}"))?;
     let mut names = HashMap::new();
     collect(&json, "", &mut names);
-    build(&json, "", &names, 0)
+    build(&json, "", &names, 0, &Cell::new(0))
 }
 
 /// Full name of a named type defined by `obj` inside namespace `ns`, and its own namespace.
@@ -197,14 +198,27 @@ fn conv_of(obj: &Map<String, Json>, wire: &str, connect_name: Option<&str>) -> C
     }
 }
 
+/// The most types one schema's plan may hold. A named type is written out anew wherever it is
+/// used, so a small schema whose records each use the next one twice would grow to 2^depth
+/// types (a 2 KB schema, a billion): refused, as a schema the decoder cannot take, rather than
+/// the worker running out of memory. Debezium's schemas hold a few hundred.
+const MAX_NODES: usize = 100_000;
+
 fn build(
     v: &Json,
     ns: &str,
     names: &HashMap<String, (&Json, String)>,
     depth: usize,
+    nodes: &Cell<usize>,
 ) -> Result<Plan, String> {
     if depth > 64 {
         return Err("recursive Avro schemas are not supported".into());
+    }
+    nodes.set(nodes.get() + 1);
+    if nodes.get() > MAX_NODES {
+        return Err(format!(
+            "the Avro schema expands to more than {MAX_NODES} types (named types used over and over): not supported"
+        ));
     }
     match v {
         Json::String(s) => {
@@ -220,12 +234,12 @@ fn build(
                 .get(&full)
                 .or_else(|| names.get(s.as_str()))
                 .ok_or_else(|| format!("Avro schema refers to unknown type `{s}`"))?;
-            build(def, space, names, depth + 1)
+            build(def, space, names, depth + 1, nodes)
         }
         Json::Array(branches) => {
             let plans = branches
                 .iter()
-                .map(|b| build(b, ns, names, depth + 1))
+                .map(|b| build(b, ns, names, depth + 1, nodes))
                 .collect::<Result<_, _>>()?;
             Ok(Plan::keep(Node::Union(plans)))
         }
@@ -234,7 +248,7 @@ fn build(
             let connect_name = obj.get("connect.name").and_then(Json::as_str);
             let ty_name = match ty {
                 Json::String(t) => t.as_str(),
-                nested => return build(nested, ns, names, depth + 1),
+                nested => return build(nested, ns, names, depth + 1, nodes),
             };
             if let Some(node) = primitive(ty_name) {
                 let conv = conv_of(obj, ty_name, connect_name);
@@ -258,6 +272,7 @@ fn build(
                             &space,
                             names,
                             depth + 1,
+                            nodes,
                         )?;
                         let mut key = serde_json::to_vec(name).map_err(|e| e.to_string())?;
                         key.push(b':');
@@ -291,6 +306,7 @@ fn build(
                         ns,
                         names,
                         depth + 1,
+                        nodes,
                     )?;
                     Ok(Plan::keep(Node::Array(Box::new(items))))
                 }
@@ -300,6 +316,7 @@ fn build(
                         ns,
                         names,
                         depth + 1,
+                        nodes,
                     )?;
                     Ok(Plan::keep(Node::Map(Box::new(values))))
                 }
@@ -313,7 +330,7 @@ fn build(
                         conv: conv_of(obj, "fixed", connect_name),
                     })
                 }
-                other => build(&Json::String(other.to_string()), ns, names, depth + 1),
+                other => build(&Json::String(other.to_string()), ns, names, depth + 1, nodes),
             }
         }
         other => Err(format!("not an Avro schema: {other}")),
@@ -385,6 +402,30 @@ mod tests {
         )
         .unwrap();
         assert_eq!(plan.fields().unwrap()[0].plan.conv, Conv::Keep);
+    }
+
+    #[test]
+    fn a_schema_whose_named_types_double_at_each_level_is_refused_not_expanded() {
+        // A_k holds two fields of type A_{k+1}: 2^30 records written out, from 2 KB.
+        let levels = 30;
+        let mut types = String::from(r#"{"type":"record","name":"A0","fields":[]}"#);
+        for k in 1..=levels {
+            types = format!(
+                r#"{{"type":"record","name":"A{k}","fields":[{{"name":"a","type":{types}}},{{"name":"b","type":"A{}"}}]}}"#,
+                k - 1
+            );
+        }
+        let err = compile(&types).unwrap_err();
+        assert!(err.contains("more than 100000 types"), "{err}");
+        // A few levels are fine.
+        let mut small = String::from(r#"{"type":"record","name":"A0","fields":[]}"#);
+        for k in 1..=5 {
+            small = format!(
+                r#"{{"type":"record","name":"A{k}","fields":[{{"name":"a","type":{small}}},{{"name":"b","type":"A{}"}}]}}"#,
+                k - 1
+            );
+        }
+        assert!(compile(&small).is_ok());
     }
 
     #[test]
