@@ -219,6 +219,7 @@ impl AvroConverter {
                         }
                     })
                 }
+                (Part::After, _) => read::write_image(&mut r, &f.plan, &self.opts, buf),
                 _ => read::write(&mut r, &f.plan, &self.opts, buf),
             };
             written.map_err(|e| bad(id, &format!("field `{}`: {e}", f.name)))?;
@@ -229,7 +230,7 @@ impl AvroConverter {
         if let Some((at, i)) = before_at.filter(|_| delete) {
             let mut r = Reader::new(body);
             r.pos = at;
-            read::write(&mut r, &fields[i].plan, &self.opts, &mut self.scratch[i])
+            read::write_image(&mut r, &fields[i].plan, &self.opts, &mut self.scratch[i])
                 .map_err(|e| bad(id, &format!("field `before`: {e}")))?;
         }
         // Borrowed: no allocation per record for a one-letter string.
@@ -434,6 +435,51 @@ mod tests {
             err.contains("0 bytes, fewer than the 5-byte header"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn mongodb_images_are_converted_as_the_json_decoder_converts_them() {
+        // Debezium's MongoDB connector: images are strings of Extended JSON named Json.
+        let json = r#"{"type":"string","connect.name":"io.debezium.data.Json"}"#;
+        let schema = format!(
+            r#"{{"type":"record","name":"Envelope","namespace":"mongo.inv.t","fields":[
+                {{"name":"before","type":["null",{json}]}},
+                {{"name":"after","type":["null",{json}]}},
+                {{"name":"source","type":{{"type":"record","name":"Source","fields":[
+                    {{"name":"connector","type":"string"}},{{"name":"ord","type":"int"}}]}}}},
+                {{"name":"op","type":["null","string"]}}]}}"#
+        );
+        let mut c = converter(&[(9, &schema)]);
+        let doc = r#"{"_id": {"$oid": "65f0c0ffee"}, "n": {"$numberLong": "5"}}"#;
+        let source = [string("mongodb"), vec![2]].concat();
+        let create = framed(9, &[&[0], &[2], &string(doc), &source, &[2], &string("c")]);
+        let Value::Change(e) = c.value(Some(&create)).unwrap() else {
+            panic!()
+        };
+        let after = e.after.unwrap();
+        assert_eq!(after.as_str(), r#"{"id":"65f0c0ffee","n":5}"#);
+        // The same image through the JSON decoder.
+        let as_json = serde_json::to_string(doc).unwrap();
+        let mut j = crate::decode::json::JsonConverter::default();
+        let Value::Change(je) = j
+            .value(
+                "t",
+                Some(
+                    format!(r#"{{"after":{as_json},"source":{{"connector":"mongodb"}},"op":"c"}}"#)
+                        .as_bytes(),
+                ),
+            )
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(je.after.unwrap().as_str(), after.as_str());
+        // A delete's before image alike.
+        let delete = framed(9, &[&[2], &string(doc), &[0], &source, &[2], &string("d")]);
+        let Value::Change(e) = c.value(Some(&delete)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(e.before.unwrap().as_str(), r#"{"id":"65f0c0ffee","n":5}"#);
     }
 
     #[test]

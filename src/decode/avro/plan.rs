@@ -330,7 +330,13 @@ fn build(
                         conv: conv_of(obj, "fixed", connect_name),
                     })
                 }
-                other => build(&Json::String(other.to_string()), ns, names, depth + 1, nodes),
+                other => build(
+                    &Json::String(other.to_string()),
+                    ns,
+                    names,
+                    depth + 1,
+                    nodes,
+                ),
             }
         }
         other => Err(format!("not an Avro schema: {other}")),

@@ -263,6 +263,26 @@ pub fn write(
     }
 }
 
+/// A row image (`before`, `after`): as [`write`], except that a string is written as a JSON
+/// string whatever its semantic name. MongoDB's images are strings of Extended JSON named
+/// `io.debezium.data.Json`, converted as a whole document (`mongodb.rs`: `$oid`, `$date`…, and
+/// `_id`, which Elasticsearch refuses in a document), as the JSON decoder converts them.
+pub fn write_image(
+    r: &mut Reader<'_>,
+    plan: &Plan,
+    opts: &Options,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    match &plan.node {
+        Node::Union(branches) => {
+            let b = r.branch(branches)?;
+            write_image(r, b, opts, out)
+        }
+        Node::String => r.json_string(out),
+        _ => write(r, plan, opts, out),
+    }
+}
+
 /// A value with no conversion (its children may have some).
 fn write_plain(
     r: &mut Reader<'_>,
