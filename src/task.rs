@@ -825,6 +825,11 @@ fn run(
                 }
             }
         }
+        // A `topics.regex` looked up again when due: a metadata request, made without the
+        // state's lock (nothing else takes it, but nothing should wait on a network call).
+        if let Err(e) = subscribed.refresh(&consumer) {
+            break Err(End::Failed(e));
+        }
         let mut st = handler.lock();
         if let Some(f) = st.failure.take() {
             break Err(f);
@@ -850,9 +855,6 @@ fn run(
             for ack in barriers.check(&consumer, offsets, &label) {
                 sink.topic_caught_up(ack, true);
             }
-        }
-        if let Err(e) = subscribed.refresh(&consumer) {
-            break Err(End::Failed(e));
         }
         let paused_now = handler.control.paused.load(Ordering::Relaxed);
         if paused_now != user_paused {

@@ -218,6 +218,25 @@ pub enum Subscription {
     Regex(String),
 }
 
+/// Topics Kafka keeps for itself, which a `topics.regex` never reads (as Kafka's Java consumer,
+/// whose `exclude.internal.topics` is true by default).
+const INTERNAL_TOPICS: [&str; 3] = [
+    "__consumer_offsets",
+    "__transaction_state",
+    "__share_group_state",
+];
+
+/// A compiled `topics.regex`: which topic names it reads.
+#[derive(Debug, Clone)]
+pub struct TopicPattern(regex::Regex);
+
+impl TopicPattern {
+    /// Whether the pattern reads topic `name`: a match of the whole name, not an internal topic.
+    pub fn reads(&self, name: &str) -> bool {
+        !INTERNAL_TOPICS.contains(&name) && self.0.is_match(name)
+    }
+}
+
 impl Subscription {
     /// The expression of a `topics.regex` as it must match: the whole topic name (for the
     /// `regex` crate; librdkafka never sees it, `source/subscription.rs` says why).
@@ -225,13 +244,22 @@ impl Subscription {
         format!("^(?:{regex})$")
     }
 
+    /// A `topics.regex`, compiled; `None` for a list of topics.
+    pub fn pattern(&self) -> Result<Option<TopicPattern>, String> {
+        match self {
+            Subscription::Topics(_) => Ok(None),
+            Subscription::Regex(r) => regex::Regex::new(&Self::whole_name(r))
+                .map(|re| Some(TopicPattern(re)))
+                .map_err(|e| format!("topics.regex: {e}")),
+        }
+    }
+
     /// Whether the connector reads `topic` (for a regex, one that does not compile: no).
     pub fn matches(&self, topic: &str) -> bool {
-        match self {
-            Subscription::Topics(t) => t.iter().any(|t| t == topic),
-            Subscription::Regex(r) => {
-                regex::Regex::new(&Self::whole_name(r)).is_ok_and(|re| re.is_match(topic))
-            }
+        match (self, self.pattern()) {
+            (Subscription::Topics(t), _) => t.iter().any(|t| t == topic),
+            (_, Ok(Some(p))) => p.reads(topic),
+            _ => false,
         }
     }
 }

@@ -35,8 +35,13 @@ pub enum UnwrapDelete {
 /// A router that renames the topic a record is indexed under.
 #[derive(Debug, Clone)]
 pub enum Router {
-    /// `org.apache.kafka.connect.transforms.RegexRouter`.
-    Regex { regex: Regex, replacement: String },
+    /// `org.apache.kafka.connect.transforms.RegexRouter`: `whole` is the regex anchored at both
+    /// ends, `first` the regex as given.
+    Regex {
+        whole: Regex,
+        first: Regex,
+        replacement: String,
+    },
     /// `org.apache.kafka.connect.transforms.TimestampRouter`.
     Timestamp {
         topic_format: String,
@@ -49,17 +54,19 @@ impl Router {
     /// error for a record without a timestamp under `TimestampRouter` (as in Kafka Connect).
     pub fn route(&self, topic: &str, ts_ms: Option<i64>) -> Result<String, String> {
         match self {
-            // Anchored at both ends when compiled: Kafka's RegexRouter uses Matcher.matches(),
-            // which looks for a match of the whole name (not the first match, which may be
-            // shorter: `(.*?)\.(.*?)` first matches `db.` of `db.inv.orders`).
-            Router::Regex { regex, replacement } => match regex.captures(topic) {
-                Some(c) => {
-                    let mut out = String::new();
-                    c.expand(replacement, &mut out);
-                    Ok(out)
-                }
-                None => Ok(topic.to_string()),
-            },
+            // As Kafka's RegexRouter: when the regex matches the whole name (`matches()`, which
+            // finds a whole-name match where the first match is shorter), the first match is
+            // replaced and the rest of the name kept (`replaceFirst()`): `orders|orders_archive`
+            // → `all` makes `orders_archive` into `all_archive`.
+            Router::Regex {
+                whole,
+                first,
+                replacement,
+            } => Ok(if whole.is_match(topic) {
+                first.replacen(topic, 1, replacement.as_str()).into_owned()
+            } else {
+                topic.to_string()
+            }),
             Router::Timestamp {
                 topic_format,
                 timestamp_format,
@@ -202,9 +209,15 @@ pub fn parse(o: &Options<'_>) -> Transforms {
                 o.error(&key("regex"), "RegexRouter needs regex and replacement");
                 continue;
             };
-            match Regex::new(&format!("^(?:{re})$")) {
-                Ok(regex) => match java_replacement(rep, regex.captures_len() - 1) {
-                    Ok(replacement) => t.routers.push(Router::Regex { regex, replacement }),
+            // The regex as given first: wrapped, `a)|(b` would compile, meaning something else.
+            match Regex::new(re).and_then(|first| Ok((Regex::new(&format!("^(?:{re})$"))?, first)))
+            {
+                Ok((whole, first)) => match java_replacement(rep, &first) {
+                    Ok(replacement) => t.routers.push(Router::Regex {
+                        whole,
+                        first,
+                        replacement,
+                    }),
                     Err(e) => o.error(&key("replacement"), e),
                 },
                 Err(e) => o.error(&key("regex"), format!("invalid regular expression: {e}")),
@@ -236,7 +249,8 @@ pub fn parse(o: &Options<'_>) -> Transforms {
 /// `$` and the longest run of digits naming a group the regex has (`$10` with one group is group
 /// 1, then `0`), `${name}` a named group, `\` escaping the next character; a reference to a
 /// group that does not exist, or a `$` naming none, is refused (Java throws at each record).
-fn java_replacement(rep: &str, groups: usize) -> Result<String, String> {
+fn java_replacement(rep: &str, regex: &Regex) -> Result<String, String> {
+    let groups = regex.captures_len() - 1;
     let mut out = String::with_capacity(rep.len() + 4);
     let mut chars = rep.chars().peekable();
     while let Some(c) = chars.next() {
@@ -248,9 +262,16 @@ fn java_replacement(rep: &str, groups: usize) -> Result<String, String> {
             },
             '$' => match chars.next() {
                 Some('{') => {
-                    let name: String = chars.by_ref().take_while(|&c| c != '}').collect();
-                    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric()) {
-                        return Err(format!("`${{{name}}}` is not a group name"));
+                    let mut name = String::new();
+                    loop {
+                        match chars.next() {
+                            Some('}') => break,
+                            Some(c) => name.push(c),
+                            None => return Err(format!("`${{{name}` has no closing `}}`")),
+                        }
+                    }
+                    if !regex.capture_names().flatten().any(|n| n == name) {
+                        return Err(format!("`${{{name}}}` names no group of the regex"));
                     }
                     out.push_str(&format!("${{{name}}}"));
                 }
@@ -566,9 +587,14 @@ mod tests {
             route("(.*?)\\.(.*?)", "$1_$2", "db.inv.orders").unwrap(),
             "db_inv.orders"
         );
+        // Then the first match is replaced, the rest kept (Java's replaceFirst).
         assert_eq!(
             route("orders|orders_archive", "all", "orders_archive").unwrap(),
-            "all"
+            "all_archive"
+        );
+        assert_eq!(
+            route("(.*?)\\.(.*?)", "$2.$1", "db.inv.orders").unwrap(),
+            ".dbinv.orders"
         );
         assert_eq!(
             route("orders", "all", "orders_archive").unwrap(),
@@ -590,6 +616,11 @@ mod tests {
             "{err}"
         );
         assert!(route("(a)", "a$", "a").is_err());
+        assert!(route("(?<t>.*)", "x-${tabel}", "a").is_err());
+        assert!(route("(?<t>.*)", "x-${t", "a").is_err());
+        // Not valid as given, though valid wrapped in ^(?:…)$.
+        let err = route("a)|(b", "x", "a").unwrap_err();
+        assert!(err.starts_with("transforms.r.regex: invalid"), "{err}");
     }
 
     #[test]

@@ -229,7 +229,7 @@ pub fn create<H: RebalanceHandler>(
             label: label.clone(),
         })
         .map_err(|e| format!("cannot create the Kafka consumer: {e}"))?;
-    let refresh_ms = config
+    let refresh_ms: i64 = config
         .get("topic.metadata.refresh.interval.ms")
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(300_000);
@@ -244,15 +244,9 @@ pub fn partitions_of<C: ConsumerContext>(
     subscription: &Subscription,
     timeout: std::time::Duration,
 ) -> Result<Vec<(String, i32, i64, i64)>, String> {
-    let regex = match subscription {
-        Subscription::Regex(r) => Some(
-            regex::Regex::new(&Subscription::whole_name(r))
-                .map_err(|e| format!("topics.regex: {e}"))?,
-        ),
-        Subscription::Topics(_) => None,
-    };
-    let wanted = |name: &str| match &regex {
-        Some(re) => re.is_match(name),
+    let pattern = subscription.pattern()?;
+    let wanted = |name: &str| match &pattern {
+        Some(p) => p.reads(name),
         None => subscription.matches(name),
     };
     let meta = consumer

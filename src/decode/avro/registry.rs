@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use schema_registry_converter::blocking::schema_registry::{SrSettings, get_schema_by_id};
 use schema_registry_converter::error::SRCError;
@@ -15,11 +15,10 @@ use schema_registry_converter::schema_registry_common::RawError;
 use super::plan::{Plan, compile};
 use crate::decode::DecodeError;
 
-/// What is known of one schema id: its plan, or why its records are refused (until when, if
-/// only for a while).
+/// What is known of one schema id: its plan, or why its schema cannot be decoded.
 enum Known {
     Plan(Arc<Plan>),
-    Refused(DecodeError, Option<Instant>),
+    Refused(DecodeError),
 }
 
 type Slot = Arc<Mutex<Option<Known>>>;
@@ -91,14 +90,10 @@ fn error_code(e: &SRCError) -> Option<u32> {
     Some(raw.error_code)
 }
 
-/// How long a schema id the registry does not know is taken as unknown before it is asked
-/// again: records of that id are refused meanwhile without a request each.
-const UNKNOWN_FOR: Duration = Duration::from_secs(30);
-
 impl Registry {
     /// The decode plan of writer schema `id`. An unknown id (the registry's error 40403) or a
     /// schema that is not Avro is the record's fault (a permanent error, per
-    /// `errors.tolerance`). An unreachable or failing registry (5xx, 429, 408, an answer that
+    /// `errors.tolerance`; only the latter remembered). An unreachable or failing registry (5xx, 429, 408, an answer that
     /// is not a schema) is waited for. Any other refusal (401/403, and a 404 or other 4xx
     /// without the registry's "no such schema": a wrong URL or path) fails the task: every
     /// record would be refused alike, and none may be skipped for it.
@@ -110,17 +105,18 @@ impl Registry {
         let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
         match slot.as_ref() {
             Some(Known::Plan(p)) => return Ok(p.clone()),
-            Some(Known::Refused(e, until)) if until.is_none_or(|u| Instant::now() < u) => {
-                return Err(e.clone());
-            }
-            _ => {}
+            Some(Known::Refused(e)) => return Err(e.clone()),
+            None => {}
         }
         self.fetches.fetch_add(1, Ordering::Relaxed);
+        let mut compiled_badly = false;
         let fetched = get_schema_by_id(id, &self.settings)
             .map_err(|e| self.classify(id, &e))
             .and_then(|registered| {
-                compile(&registered.schema)
-                    .map_err(|e| DecodeError::new(format!("schema id {id}: {e}")))
+                compile(&registered.schema).map_err(|e| {
+                    compiled_badly = true;
+                    DecodeError::new(format!("schema id {id}: {e}"))
+                })
             });
         match fetched {
             Ok(plan) => {
@@ -129,17 +125,15 @@ impl Registry {
                 Ok(plan)
             }
             Err(e) => {
-                if !e.retry && !e.refused {
-                    // The record's fault, and every record of this id's: remembered (a schema
-                    // that does not compile for good, an unknown id for a while).
-                    let until = e
-                        .message
-                        .starts_with("unknown schema id")
-                        .then(|| Instant::now() + UNKNOWN_FOR);
-                    *slot = Some(Known::Refused(e.clone(), until));
+                if compiled_badly {
+                    // A registered schema this decoder cannot take: so for good, and for every
+                    // record of this id (as many such ids as the registry holds schemas).
+                    *slot = Some(Known::Refused(e.clone()));
                 } else {
-                    // Nothing kept: ids from forged data would fill the map for good. (A slot
-                    // another task is fetching into is left to it.)
+                    // Nothing kept, an unknown id included (asked again for each record, as
+                    // Confluent's client does: a registry follower may know it a moment later);
+                    // ids from forged data would fill the map for good. (A slot another task is
+                    // fetching into is left to it.)
                     drop(slot);
                     let mut plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
                     if plans
@@ -250,7 +244,7 @@ mod tests {
     }
 
     #[test]
-    fn an_unknown_id_is_remembered_for_a_while_and_a_failing_one_not_at_all() {
+    fn ids_that_failed_leave_nothing_behind_and_a_schema_that_does_not_compile_is_remembered() {
         let unknown = super::shared(
             &[answering(
                 "404 Not Found",
@@ -259,16 +253,21 @@ mod tests {
             None,
         )
         .unwrap();
-        for _ in 0..3 {
-            assert!(
-                unknown
-                    .plan(7)
-                    .unwrap_err()
-                    .message
-                    .starts_with("unknown schema id 7")
-            );
+        for id in 1..=3 {
+            let e = unknown.plan(id).unwrap_err();
+            assert!(e.message.starts_with("unknown schema id"), "{}", e.message);
         }
-        assert_eq!(unknown.fetches.load(Ordering::Relaxed), 1);
+        assert!(unknown.plans.lock().unwrap().is_empty());
+        let bad = super::shared(
+            &[answering("200 OK", r#"{"schema":"{\"type\":\"record\"}"}"#)],
+            None,
+        )
+        .unwrap();
+        for _ in 0..3 {
+            let e = bad.plan(7).unwrap_err();
+            assert!(e.message.starts_with("schema id 7: "), "{}", e.message);
+        }
+        assert_eq!(bad.fetches.load(Ordering::Relaxed), 1);
 
         let failing = super::shared(&[answering("503 Service Unavailable", "{}")], None).unwrap();
         for id in 1..=3 {
