@@ -669,6 +669,7 @@ fn run(
         }
     };
     let config = source::consumer_config(settings, spec, id);
+    source::check_poll_interval(&config, flush_timeout).map_err(End::Failed)?;
     let dlq = match &spec.errors.dead_letter {
         None => None,
         Some(cfg) => {

@@ -318,6 +318,12 @@ impl SinkSpec {
     }
 
     /// How long stopping or a rebalance waits for writes in flight.
+    /// Whether the sink commits the offsets in its own Kafka transactions (Druid's
+    /// `exactly.once`): its consumer must then read committed records only.
+    pub fn commits_offsets_in_transactions(&self) -> bool {
+        matches!(self, SinkSpec::Druid(c) if c.exactly_once)
+    }
+
     pub fn flush_timeout(&self) -> std::time::Duration {
         match self {
             SinkSpec::Elasticsearch(c) => c.flush_timeout,

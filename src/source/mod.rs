@@ -193,6 +193,11 @@ pub fn consumer_config(settings: &Settings, spec: &ConnectorSpec, task: usize) -
     };
     overlay(&mut c, &settings.kafka.properties);
     overlay(&mut c, &spec.consumer_overrides);
+    // Rows of aborted transactions must never reach Druid. The connector's own override is
+    // refused at validation; a worker-wide `isolation.level` is meant for other connectors.
+    if spec.sink.commits_offsets_in_transactions() {
+        c.set("isolation.level", "read_committed");
+    }
     if c.get("fetch.max.bytes").is_none() {
         c.set("fetch.max.bytes", fetch_max_bytes(&c).to_string());
     }
@@ -200,6 +205,24 @@ pub fn consumer_config(settings: &Settings, spec: &ConnectorSpec, task: usize) -
     c.set("enable.auto.commit", "false");
     c.set("enable.auto.offset.store", "false");
     c
+}
+
+/// A revocation waits up to `flush` for in-flight writes inside the rebalance, and the group
+/// expels a member that takes longer than `max.poll.interval.ms`. Checked at validation against
+/// the connector's own override; here against what the consumer gets, the worker's
+/// `[kafka.properties]` included.
+pub fn check_poll_interval(c: &ClientConfig, flush: std::time::Duration) -> Result<(), String> {
+    let max_poll: u64 = c
+        .get("max.poll.interval.ms")
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(300_000);
+    if flush.as_millis() >= u128::from(max_poll) {
+        return Err(format!(
+            "flush.timeout.ms ({} ms) must be less than max.poll.interval.ms ({max_poll} ms, from the worker's [kafka.properties] or consumer.override.max.poll.interval.ms), or the group expels the task while it finishes its writes on a rebalance",
+            flush.as_millis()
+        ));
+    }
+    Ok(())
 }
 
 /// The largest fetch response to ask for when the user did not say. One response is held in
@@ -438,5 +461,35 @@ mod tests {
             with(&[("receive.message.max.bytes", "1000000")]),
             1_000_000 - 512
         );
+    }
+
+    #[test]
+    fn the_worker_properties_count_in_the_checks_a_task_makes_at_start() {
+        let spec = |json: &str| {
+            let config = crate::connector::ConnectorConfig::from_json(json).unwrap();
+            ConnectorSpec::validate(&config).unwrap()
+        };
+        let mut settings = Settings::default();
+        settings
+            .kafka
+            .properties
+            .insert("max.poll.interval.ms".into(), "60000".into());
+        settings
+            .kafka
+            .properties
+            .insert("isolation.level".into(), "read_uncommitted".into());
+        // Elasticsearch's default flush.timeout.ms (180 s) does not fit in the worker's 60 s.
+        let es = spec(
+            r#"{"name":"e","config":{"connector.class":"elasticsearch","topics":"t","connection.url":"http://es:9200"}}"#,
+        );
+        let c = consumer_config(&settings, &es, 0);
+        let err = check_poll_interval(&c, es.sink.flush_timeout()).unwrap_err();
+        assert!(err.contains("max.poll.interval.ms (60000 ms"), "{err}");
+        assert_eq!(c.get("isolation.level"), Some("read_uncommitted"));
+        // Druid's exactly-once reads committed records whatever the worker says.
+        let druid = spec(r#"{"name":"d","config":{"connector.class":"druid","topics":"t"}}"#);
+        let c = consumer_config(&settings, &druid, 0);
+        assert!(check_poll_interval(&c, druid.sink.flush_timeout()).is_ok());
+        assert_eq!(c.get("isolation.level"), Some("read_committed"));
     }
 }

@@ -121,6 +121,18 @@ impl DruidSink {
         c.set("enable.idempotence", "true").set("acks", "all");
         let transactional = cfg.exactly_once;
         if transactional {
+            // Checked at validation against producer.override.*; here with the worker's
+            // [kafka.properties] too.
+            let timeout: u64 = c
+                .get("transaction.timeout.ms")
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(60_000);
+            if cfg.txn_max.as_millis() >= u128::from(timeout) {
+                return Err(SinkError::Fatal(format!(
+                    "transaction.max.ms ({} ms) must be below the producer's transaction.timeout.ms ({timeout} ms, from the worker's [kafka.properties] or producer.override.transaction.timeout.ms), or every transaction is aborted",
+                    cfg.txn_max.as_millis()
+                )));
+            }
             let id = transactional_id
                 .ok_or_else(|| SinkError::Fatal("exactly.once needs a transactional id".into()))?;
             c.set("transactional.id", id);
@@ -423,5 +435,40 @@ impl Drop for DruidSink {
     fn drop(&mut self) {
         // What was not committed must not become visible.
         self.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transaction_longer_than_the_workers_transaction_timeout_is_refused_at_start() {
+        let config = crate::connector::ConnectorConfig::from_json(
+            r#"{"name":"d","config":{"connector.class":"druid","topics":"t","transaction.max.ms":"1000"}}"#,
+        )
+        .unwrap();
+        let spec = crate::connector::ConnectorSpec::validate(&config).unwrap();
+        let crate::connector::SinkSpec::Druid(cfg) = spec.sink else {
+            panic!("not a druid connector")
+        };
+        let mut settings = Settings::default();
+        settings
+            .kafka
+            .properties
+            .insert("transaction.timeout.ms".into(), "900".into());
+        let metrics = Arc::new(crate::metrics::Registry::new().task("d", 0));
+        let Err(SinkError::Fatal(why)) = DruidSink::new(
+            Arc::new(*cfg),
+            &settings,
+            metrics,
+            Some("cdc-sink-d-test-0".into()),
+        ) else {
+            panic!("accepted")
+        };
+        assert!(
+            why.starts_with("transaction.max.ms (1000 ms) must be below the producer's transaction.timeout.ms (900 ms"),
+            "{why}"
+        );
     }
 }
