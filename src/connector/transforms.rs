@@ -582,28 +582,29 @@ mod tests {
             ])
             .map(|t| t.route(topic, None).unwrap().unwrap())
         };
-        // The whole name, not the first (shorter) match.
-        assert_eq!(
-            route("(.*?)\\.(.*?)", "$1_$2", "db.inv.orders").unwrap(),
-            "db_inv.orders"
-        );
-        // Then the first match is replaced, the rest kept (Java's replaceFirst).
-        assert_eq!(
-            route("orders|orders_archive", "all", "orders_archive").unwrap(),
-            "all_archive"
-        );
-        assert_eq!(
-            route("(.*?)\\.(.*?)", "$2.$1", "db.inv.orders").unwrap(),
-            ".dbinv.orders"
-        );
-        assert_eq!(
-            route("orders", "all", "orders_archive").unwrap(),
-            "orders_archive"
-        );
-        // `$10` with one group is group 1 and a 0; `\$` a dollar; named groups.
-        assert_eq!(route("(a)", "$10", "a").unwrap(), "a0");
-        assert_eq!(route("(a)", "\\$1", "a").unwrap(), "$1");
-        assert_eq!(route("(?<t>.*)", "x-${t}", "a").unwrap(), "x-a");
+        for (regex, replacement, topic, routed) in [
+            // The whole name must match, not only the first (shorter) match…
+            ("(.*?)\\.(.*?)", "$1_$2", "db.inv.orders", "db_inv.orders"),
+            ("orders", "all", "orders_archive", "orders_archive"),
+            // …then the first match is replaced, the rest kept (Java's replaceFirst).
+            (
+                "orders|orders_archive",
+                "all",
+                "orders_archive",
+                "all_archive",
+            ),
+            ("(.*?)\\.(.*?)", "$2.$1", "db.inv.orders", ".dbinv.orders"),
+            // `$10` with one group is group 1 and a 0; `\$` a dollar; named groups.
+            ("(a)", "$10", "a", "a0"),
+            ("(a)", "\\$1", "a", "$1"),
+            ("(?<t>.*)", "x-${t}", "a", "x-a"),
+        ] {
+            assert_eq!(
+                route(regex, replacement, topic).unwrap(),
+                routed,
+                "{regex} {replacement} {topic}"
+            );
+        }
         let groups: Vec<String> = (1..=10).map(|i| format!("({i})")).collect();
         assert_eq!(
             route(&groups.join(""), "$10-$1", "12345678910").unwrap(),
