@@ -40,7 +40,10 @@ impl std::fmt::Debug for Registry {
 }
 
 /// The registry of `urls` (with `user_info` = `user:password` for basic auth), shared by every
-/// task of this worker.
+/// task of this worker that runs now. Once no task holds it, it is forgotten with its schemas:
+/// a task started later (a connector restarted or created again, after a development registry
+/// was wiped and its ids given out again) fetches them afresh, as Kafka Connect's converters,
+/// one per task, do.
 pub fn shared(urls: &[String], user_info: Option<&str>) -> Result<Arc<Registry>, String> {
     static ALL: OnceLock<Mutex<HashMap<String, Arc<Registry>>>> = OnceLock::new();
     let key = format!("{}|{}", urls.join(","), user_info.unwrap_or(""));
@@ -48,6 +51,7 @@ pub fn shared(urls: &[String], user_info: Option<&str>) -> Result<Arc<Registry>,
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|p| p.into_inner());
+    all.retain(|_, r| Arc::strong_count(r) > 1);
     if let Some(r) = all.get(&key) {
         return Ok(r.clone());
     }
@@ -185,6 +189,20 @@ mod tests {
     use std::io::{Read, Write};
     use std::net::TcpListener;
     use std::sync::atomic::Ordering;
+
+    #[test]
+    fn a_registry_is_shared_while_tasks_hold_it_and_forgotten_after() {
+        let url = answering("503 Service Unavailable", "{}");
+        let a = super::shared(std::slice::from_ref(&url), None).unwrap();
+        let b = super::shared(std::slice::from_ref(&url), None).unwrap();
+        assert!(std::sync::Arc::ptr_eq(&a, &b));
+        assert!(a.plan(1).is_err());
+        let fetched = a.fetches.load(Ordering::Relaxed);
+        assert_eq!(fetched, 1);
+        drop((a, b));
+        let c = super::shared(&[url], None).unwrap();
+        assert_eq!(c.fetches.load(Ordering::Relaxed), 0, "not a fresh registry");
+    }
 
     #[test]
     fn the_registry_client_is_built_with_the_shared_tls_configuration() {
