@@ -357,9 +357,7 @@ impl RebalanceHandler for Handler {
                     self.flush_timeout.as_millis()
                 )));
             }
-            if st.stall.is_none() {
-                source::skip_undelivered(consumer, &mut st.offsets);
-            }
+            skip_undelivered(consumer, &mut st);
             let marks = st.offsets.watermarks(Some(partitions));
             match commit(
                 consumer,
@@ -469,6 +467,14 @@ fn drain(st: &mut State, timeout: Duration, done: impl Fn(&State) -> bool) -> Re
         }
     }
     Ok(())
+}
+
+/// Passes the offsets the consumer never handed out (`source::skip_undelivered`), unless records
+/// wait for the schema registry: those were polled but are not tracked yet.
+fn skip_undelivered<H: RebalanceHandler>(consumer: &Consumer<H>, st: &mut State) {
+    if st.stall.is_none() {
+        source::skip_undelivered(consumer, &mut st.offsets);
+    }
 }
 
 /// Whether the consumer reads nothing more: `now` (paused by the user, a record waiting, the
@@ -903,10 +909,7 @@ fn run(
             || st.sink.commit_due()
         {
             commit_soon = false;
-            // Records waiting for the schema registry are polled but not yet tracked.
-            if st.stall.is_none() {
-                source::skip_undelivered(&consumer, &mut st.offsets);
-            }
+            skip_undelivered(&consumer, &mut st);
             let marks = st.offsets.committable();
             match commit(&consumer, &mut st, marks, CommitMode::Async, flush_timeout) {
                 Ok(()) => {}
@@ -929,8 +932,8 @@ fn run(
         }
         // Only after a clean stop: a task that failed took a record it never tracked (the
         // one that failed), and the position is past it.
-        if outcome.is_ok() && st.stall.is_none() {
-            source::skip_undelivered(&consumer, &mut st.offsets);
+        if outcome.is_ok() {
+            skip_undelivered(&consumer, &mut st);
         }
         let marks = st.offsets.watermarks(None);
         if let Err(Failure::Fatal(e) | Failure::Wait(e) | Failure::Rewind(e)) =

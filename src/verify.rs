@@ -157,8 +157,8 @@ pub fn run(settings: &Settings, spec: &ConnectorSpec) -> Result<Report, String> 
         .ok_or("this command works on Elasticsearch connectors only")?;
     let cfg: Arc<EsConfig> = Arc::new(cfg.clone());
     // A topic that does not exist would read as no records: every index would look right.
-    let client = crate::source::plain_client(settings)?;
-    let found = crate::source::partitions_of(&client, &spec.subscription, TIMEOUT)?;
+    let consumer = crate::source::reading_consumer(settings, spec, "verify")?;
+    let found = crate::source::partitions_of(&consumer, &spec.subscription, TIMEOUT)?;
     match &spec.subscription {
         Subscription::Topics(topics) => {
             if let Some(t) = topics.iter().find(|t| !found.iter().any(|f| &f.0 == *t)) {
@@ -170,7 +170,8 @@ pub fn run(settings: &Settings, spec: &ConnectorSpec) -> Result<Report, String> 
         }
         Subscription::Regex(_) => {}
     }
-    let (mut expected, records) = replay(settings, spec, cfg.clone())?;
+    let reading = crate::source::assign_from(consumer, &found, |low, _| low)?;
+    let (mut expected, records) = replay(spec, cfg.clone(), reading)?;
     // The index of a topic with no records left (emptied by retention) holds nothing it should.
     if spec.transforms.routers.is_empty() {
         for (topic, ..) in &found {
@@ -222,13 +223,13 @@ type Model = BTreeMap<Arc<str>, crate::FastMap<String, Expected>>;
 
 /// Reads every topic of the connector from its beginning to its end now, through decoding and
 /// mapping, into the expected state of each index.
+/// Reads what `consumer` is assigned, each partition up to its end in `ends`, as the
+/// connector would map it.
 fn replay(
-    settings: &Settings,
     spec: &ConnectorSpec,
     cfg: Arc<EsConfig>,
+    (consumer, mut ends): (rdkafka::consumer::BaseConsumer, crate::source::Ends),
 ) -> Result<(Model, u64), String> {
-    let (consumer, mut ends) =
-        crate::source::reader(settings, spec, "verify", |low, _| low, TIMEOUT)?;
     let mut decoder = Decoder::new(spec)?;
     let mapper_soft = cfg.mark_live;
     let mut mapper = Mapper::new(cfg);

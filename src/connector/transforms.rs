@@ -45,7 +45,8 @@ pub enum Router {
     /// `org.apache.kafka.connect.transforms.TimestampRouter`.
     Timestamp {
         topic_format: String,
-        timestamp_format: String,
+        /// `timestamp.format`, read once.
+        timestamp_format: Vec<Piece>,
     },
 }
 
@@ -224,9 +225,8 @@ pub fn parse(o: &Options<'_>) -> Transforms {
             }
         } else if TIMESTAMP_ROUTER.contains(&ty) {
             known(&["type", "topic.format", "timestamp.format"]);
-            let timestamp_format = o.string(&key("timestamp.format"), "yyyyMMdd");
-            match check_timestamp_format(&timestamp_format) {
-                Ok(()) => t.routers.push(Router::Timestamp {
+            match timestamp_pieces(&o.string(&key("timestamp.format"), "yyyyMMdd")) {
+                Ok(timestamp_format) => t.routers.push(Router::Timestamp {
                     topic_format: o.string(&key("topic.format"), "${topic}-${timestamp}"),
                     timestamp_format,
                 }),
@@ -308,41 +308,92 @@ fn java_replacement(rep: &str, regex: &Regex) -> Result<String, String> {
 /// record went to one index.
 const TIMESTAMP_LETTERS: &str = "yMdHmsS";
 
-fn check_timestamp_format(pattern: &str) -> Result<(), String> {
-    let mut quoted = false;
+/// A piece of a TimestampRouter pattern, read once when the config is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Piece {
+    /// Written as it stands (quoted text, `''`, anything not a letter).
+    Text(String),
+    /// One of [`TIMESTAMP_LETTERS`], repeated this many times.
+    Field(char, usize),
+}
+
+/// `pattern` in pieces, as Java's `SimpleDateFormat` reads it: `'…'` literal text (`''` a quote,
+/// inside it too), runs of a letter fields; refused with a letter it does not format here.
+fn timestamp_pieces(pattern: &str) -> Result<Vec<Piece>, String> {
     let chars: Vec<char> = pattern.chars().collect();
-    for (i, &c) in chars.iter().enumerate() {
+    let mut pieces = Vec::new();
+    let mut text = String::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
         if c == '\'' {
-            quoted = !quoted;
-        } else if !quoted && c.is_ascii_alphabetic() {
+            if chars.get(i + 1) == Some(&'\'') {
+                text.push('\'');
+                i += 2;
+                continue;
+            }
+            // Quoted text up to the closing quote; `''` inside it is a quote.
+            i += 1;
+            loop {
+                match (chars.get(i), chars.get(i + 1)) {
+                    (None, _) => return Err(format!("`{pattern}` has a quote that is not closed")),
+                    (Some('\''), Some('\'')) => {
+                        text.push('\'');
+                        i += 2;
+                    }
+                    (Some('\''), _) => break,
+                    (Some(&q), _) => {
+                        text.push(q);
+                        i += 1;
+                    }
+                }
+            }
+            i += 1;
+        } else if c.is_ascii_alphabetic() {
             if !TIMESTAMP_LETTERS.contains(c) {
                 return Err(format!(
                     "`{c}` in `{pattern}` is not supported (supported: y, M as a number, d, H, m, s, S; quote literal text, 'like this')"
                 ));
             }
             let run = chars[i..].iter().take_while(|&&x| x == c).count();
-            if c == 'M' && run >= 3 && (i == 0 || chars[i - 1] != 'M') {
+            if c == 'M' && run >= 3 {
                 return Err(format!(
                     "month names (`{}`) in `{pattern}` are not supported: use MM",
                     "M".repeat(run)
                 ));
             }
+            if !text.is_empty() {
+                pieces.push(Piece::Text(std::mem::take(&mut text)));
+            }
+            pieces.push(Piece::Field(c, run));
+            i += run;
+        } else {
+            text.push(c);
+            i += 1;
         }
     }
-    if quoted {
-        return Err(format!("`{pattern}` has a quote that is not closed"));
+    if !text.is_empty() {
+        pieces.push(Piece::Text(text));
     }
-    Ok(())
+    Ok(pieces)
 }
 
-/// `pattern` (checked by [`check_timestamp_format`]) for `ts_ms`, in UTC, as Java's
-/// `SimpleDateFormat` writes it: each number at least as many digits as its letter is repeated
-/// (`M` gives `3`, `MM` `03`), `yy` the year's last two digits, `'…'` literal text and `''` a quote.
-fn format_timestamp(pattern: &str, ts_ms: i64) -> String {
+/// `pieces` for `ts_ms`, in UTC, as Java's `SimpleDateFormat` writes them: each number at least
+/// as many digits as its letter is repeated (`M` gives `3`, `MM` `03`), `yy` the year's last two
+/// digits.
+fn format_timestamp(pieces: &[Piece], ts_ms: i64) -> String {
     let secs = ts_ms.div_euclid(1000);
     let (year, month, day) = crate::decode::semantic::civil_from_days(secs.div_euclid(86_400));
     let tod = secs.rem_euclid(86_400);
-    let number = |c: char, run: usize| -> String {
+    let mut out = String::new();
+    for piece in pieces {
+        let (c, run) = match piece {
+            Piece::Text(t) => {
+                out.push_str(t);
+                continue;
+            }
+            Piece::Field(c, run) => (*c, *run),
+        };
         let v: i64 = match c {
             'y' if run == 2 => year.rem_euclid(100),
             'y' => year,
@@ -354,48 +405,11 @@ fn format_timestamp(pattern: &str, ts_ms: i64) -> String {
             _ => ts_ms.rem_euclid(1000),
         };
         let digits = v.unsigned_abs().to_string();
-        let sign = if v < 0 { "-" } else { "" };
-        format!(
-            "{sign}{}{digits}",
-            "0".repeat(run.saturating_sub(digits.len()))
-        )
-    };
-    let chars: Vec<char> = pattern.chars().collect();
-    let mut out = String::new();
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        if c == '\'' {
-            if chars.get(i + 1) == Some(&'\'') {
-                out.push('\'');
-                i += 2;
-                continue;
-            }
-            // Quoted text up to the closing quote; `''` inside it is a quote.
-            i += 1;
-            while i < chars.len() {
-                if chars[i] == '\'' {
-                    if chars.get(i + 1) == Some(&'\'') {
-                        out.push('\'');
-                        i += 2;
-                        continue;
-                    }
-                    break;
-                }
-                out.push(chars[i]);
-                i += 1;
-            }
-            i += 1;
-            continue;
+        if v < 0 {
+            out.push('-');
         }
-        if TIMESTAMP_LETTERS.contains(c) {
-            let run = chars[i..].iter().take_while(|&&x| x == c).count();
-            out.push_str(&number(c, run));
-            i += run;
-        } else {
-            out.push(c);
-            i += 1;
-        }
+        out.push_str(&"0".repeat(run.saturating_sub(digits.len())));
+        out.push_str(&digits);
     }
     out
 }

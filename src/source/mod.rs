@@ -300,21 +300,41 @@ pub fn reader(
     from: impl Fn(i64, i64) -> i64,
     timeout: std::time::Duration,
 ) -> Result<(BaseConsumer, Ends), String> {
+    let consumer = reading_consumer(settings, spec, purpose)?;
+    let parts = partitions_of(&consumer, &spec.subscription, timeout)?;
+    assign_from(consumer, &parts, from)
+}
+
+/// The unassigned consumer of a [`reader`], for a caller that looks at the partitions first.
+pub fn reading_consumer(
+    settings: &Settings,
+    spec: &ConnectorSpec,
+    purpose: &str,
+) -> Result<BaseConsumer, String> {
     let mut config = consumer_config(settings, spec, 0);
     config.set(
         "group.id",
         format!("cdc-sink-{purpose}-{}", std::process::id()),
     );
-    let consumer: BaseConsumer = config
+    config
         .create()
-        .map_err(|e| format!("cannot create the Kafka consumer: {e}"))?;
+        .map_err(|e| format!("cannot create the Kafka consumer: {e}"))
+}
+
+/// Assigns `consumer` the non-empty ones of `parts` (as [`partitions_of`] gives them) from the
+/// offset `from(low, high)` gives; with each one's end offset.
+pub fn assign_from(
+    consumer: BaseConsumer,
+    parts: &[(String, i32, i64, i64)],
+    from: impl Fn(i64, i64) -> i64,
+) -> Result<(BaseConsumer, Ends), String> {
     let mut tpl = TopicPartitionList::new();
     let mut ends = Ends::new();
-    for (topic, partition, low, high) in partitions_of(&consumer, &spec.subscription, timeout)? {
+    for (topic, partition, low, high) in parts {
         if high > low {
-            tpl.add_partition_offset(&topic, partition, Offset::Offset(from(low, high)))
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(from(*low, *high)))
                 .map_err(|e| e.to_string())?;
-            ends.insert((topic, partition), high);
+            ends.insert((topic.clone(), *partition), *high);
         }
     }
     consumer.assign(&tpl).map_err(|e| e.to_string())?;

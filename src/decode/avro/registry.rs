@@ -21,6 +21,15 @@ enum Known {
     Refused(DecodeError),
 }
 
+impl Known {
+    fn result(&self) -> Result<Arc<Plan>, DecodeError> {
+        match self {
+            Known::Plan(p) => Ok(p.clone()),
+            Known::Refused(e) => Err(e.clone()),
+        }
+    }
+}
+
 type Slot = Arc<Mutex<Option<Known>>>;
 
 pub struct Registry {
@@ -107,49 +116,37 @@ impl Registry {
             plans.entry(id).or_default().clone()
         };
         let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
-        match slot.as_ref() {
-            Some(Known::Plan(p)) => return Ok(p.clone()),
-            Some(Known::Refused(e)) => return Err(e.clone()),
-            None => {}
+        if let Some(known) = slot.as_ref() {
+            return known.result();
         }
         self.fetches.fetch_add(1, Ordering::Relaxed);
-        let mut compiled_badly = false;
-        let fetched = get_schema_by_id(id, &self.settings)
-            .map_err(|e| self.classify(id, &e))
-            .and_then(|registered| {
-                compile(&registered.schema).map_err(|e| {
-                    compiled_badly = true;
-                    DecodeError::new(format!("schema id {id}: {e}"))
-                })
-            });
-        match fetched {
-            Ok(plan) => {
-                let plan = Arc::new(plan);
-                *slot = Some(Known::Plan(plan.clone()));
-                Ok(plan)
-            }
+        let registered = match get_schema_by_id(id, &self.settings) {
+            Ok(r) => r,
             Err(e) => {
-                if compiled_badly {
-                    // A registered schema this decoder cannot take: so for good, and for every
-                    // record of this id (as many such ids as the registry holds schemas).
-                    *slot = Some(Known::Refused(e.clone()));
-                } else {
-                    // Nothing kept, an unknown id included (asked again for each record, as
-                    // Confluent's client does: a registry follower may know it a moment later);
-                    // ids from forged data would fill the map for good. (A slot another task is
-                    // fetching into is left to it.)
-                    drop(slot);
-                    let mut plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
-                    if plans
-                        .get(&id)
-                        .is_some_and(|s| s.try_lock().map(|s| s.is_none()).unwrap_or(false))
-                    {
-                        plans.remove(&id);
-                    }
+                // Nothing kept, an unknown id included (asked again for each record, as
+                // Confluent's client does: a registry follower may know it a moment later);
+                // ids from forged data would fill the map for good. (A slot another task is
+                // fetching into is left to it.)
+                drop(slot);
+                let mut plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
+                if plans
+                    .get(&id)
+                    .is_some_and(|s| s.try_lock().map(|s| s.is_none()).unwrap_or(false))
+                {
+                    plans.remove(&id);
                 }
-                Err(e)
+                return Err(self.classify(id, &e));
             }
-        }
+        };
+        // A registered schema this decoder cannot take is so for good, and for every record of
+        // this id: remembered (as many such ids as the registry holds schemas).
+        let known = match compile(&registered.schema) {
+            Ok(plan) => Known::Plan(Arc::new(plan)),
+            Err(e) => Known::Refused(DecodeError::new(format!("schema id {id}: {e}"))),
+        };
+        let result = known.result();
+        *slot = Some(known);
+        result
     }
 
     /// What a failed fetch of schema `id` means for the record (see [`Registry::plan`]).
