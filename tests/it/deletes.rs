@@ -294,3 +294,60 @@ fn a_restart_between_a_delete_and_its_tombstone_never_loses_the_recreated_row() 
     );
     assert!(w.stop().success());
 }
+
+/// A tombstone whose delete event the task never read (a compacted topic, where compaction
+/// left only the tombstone) is an unversioned delete; so is every delete with
+/// `version.source=none`. Elasticsearch does not create an index for an unversioned delete and
+/// answers it 404 `index_not_found_exception` when it comes first for its index: nothing to
+/// delete, so the write is done and the task goes on past it to commit every offset.
+#[test]
+fn an_unversioned_delete_first_in_a_missing_index_is_done_and_the_task_goes_on() {
+    let cases: [(&[(&str, &str)], Vec<Rec>, u64); 2] = [
+        (
+            &[("behavior.on.null.values", "delete")],
+            vec![
+                tombstone(0, 5),
+                change(0, 6, "c", 100, None, Some(row(6, "f"))),
+            ],
+            version(100),
+        ),
+        (
+            &[("version.source", "none")],
+            vec![
+                change(0, 5, "d", 100, Some(row(5, "e")), None),
+                change(0, 6, "c", 200, None, Some(row(6, "f"))),
+            ],
+            // Elasticsearch's own version of a document written once.
+            1,
+        ),
+    ];
+    let mut files = Vec::new();
+    let mut checks = Vec::new();
+    for (options, records, v) in cases {
+        let topic = unique("it-del-first");
+        kafka::create_topic(&topic, 1);
+        kafka::produce(&topic, &records);
+        let name = unique("it-del-first");
+        files.push(connector_file(
+            &name,
+            &es_connector(&topic, &servers().es, options),
+        ));
+        checks.push((topic, name, v));
+    }
+    let refs: Vec<&std::path::PathBuf> = files.iter().collect();
+    let w = Worker::start_with(&refs, &[]);
+    for (topic, name, v) in &checks {
+        let start = Instant::now();
+        let end = kafka::end_offsets(topic, 1);
+        while kafka::committed(&format!("connect-{name}"), topic, 1) != end {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "{topic}: not committed to its end; the task stopped at the delete"
+            );
+            thread::sleep(Duration::from_millis(200));
+        }
+        let expected: BTreeMap<_, _> = [("6".to_string(), (*v, row(6, "f")))].into();
+        es::wait_documents(topic, &expected, Duration::from_secs(30), topic);
+    }
+    assert!(w.stop().success());
+}

@@ -39,8 +39,14 @@ pub fn item(
     };
     match status {
         200..=299 => ItemOutcome::Written,
-        // Deleting a document that is not there is done.
-        404 if is_delete && error_type.is_none() => ItemOutcome::Written,
+        // Deleting a document that is not there is done; so is deleting from an index that is
+        // not there. Elasticsearch creates an index for a delete only when it is externally
+        // versioned, so an unversioned delete (a tombstone whose delete event this task did
+        // not read: a compacted topic, `version.source=none`) that comes first for its index
+        // is answered 404 `index_not_found_exception`: there was nothing to delete.
+        404 if is_delete && matches!(error_type, None | Some("index_not_found_exception")) => {
+            ItemOutcome::Written
+        }
         409 => ItemOutcome::Stale,
         429 => ItemOutcome::Retry(describe()),
         _ if error_type == Some("es_rejected_execution_exception") => {
@@ -88,6 +94,15 @@ mod tests {
     fn items_are_classified_by_status_and_type() {
         assert_eq!(item(false, 201, None, None), ItemOutcome::Written);
         assert_eq!(item(true, 404, None, None), ItemOutcome::Written);
+        assert_eq!(
+            item(true, 404, Some("index_not_found_exception"), None),
+            ItemOutcome::Written
+        );
+        // Indexing into a missing index with auto-creation off still fails the task.
+        assert!(matches!(
+            item(false, 404, Some("index_not_found_exception"), None),
+            ItemOutcome::Fail(_)
+        ));
         assert_eq!(
             item(false, 409, Some("version_conflict_engine_exception"), None),
             ItemOutcome::Stale
