@@ -335,17 +335,34 @@ impl RebalanceHandler for Handler {
         // A sink that commits offsets in its transaction holds rows of these partitions in it:
         // lost (the group moved on without this task), they must never be committed, so the
         // transaction is abandoned and the task starts over from the committed offsets.
+        let done = |st: &State| {
+            partitions
+                .iter()
+                .all(|(t, p)| st.offsets.in_flight_of(t, *p) == 0)
+        };
         if lost && st.sink.commits_offsets() && st.failure.is_none() && !st.closed {
             st.failure = Some(End::Rewind(
                 "partitions lost while their rows were in an open transaction".into(),
             ));
         }
+        // Lost with writes of these partitions still queued or retrying (Elasticsearch down or
+        // slow): the group has moved on, and the next owner writes these records again. Ours
+        // must not land after its writes (an unversioned write, or two changes sharing a
+        // version, would undo the newer state; a delete forgotten after `index.gc_deletes`
+        // would let an older write bring a document back): the task starts over from the
+        // committed offsets, and its sink, dropped, aborts them.
+        if lost
+            && !st.sink.commits_offsets()
+            && st.failure.is_none()
+            && !st.closed
+            && !done(&st)
+            && st.sink.pending() > 0
+        {
+            st.failure = Some(End::Rewind(
+                "partitions lost (the group moved on without this task) while writes of them were unfinished".into(),
+            ));
+        }
         if !lost && st.failure.is_none() && !st.closed {
-            let done = |st: &State| {
-                partitions
-                    .iter()
-                    .all(|(t, p)| st.offsets.in_flight_of(t, *p) == 0)
-            };
             if let Err(e) = drain(&mut st, self.flush_timeout, done) {
                 st.failure = Some(e);
             } else if !done(&st) && st.sink.pending() > 0 {

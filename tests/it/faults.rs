@@ -200,3 +200,115 @@ fn requests_go_to_each_url_in_turn_and_a_node_that_goes_down_is_gone_around() {
     assert_versions(&topic, &h.versions);
     assert!(w.stop().success());
 }
+
+/// Partitions lost while Elasticsearch is down: the task was stopped (SIGSTOP) past its
+/// session timeout, so the group gave its partition to another member, which wrote the record
+/// the task still held (and a newer state of its document) and committed past it. The task's
+/// own write of that record, still retrying, must never land after the new owner's: with
+/// `version.source=none` it would put the older state back. After the loss the task starts over
+/// from the committed offsets, its unfinished writes dropped.
+#[test]
+fn writes_of_lost_partitions_never_land_after_the_next_owners() {
+    use crate::support::es;
+    use crate::support::kafka::Rec;
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
+    use rdkafka::{Offset, TopicPartitionList};
+    use serde_json::json;
+    let topic = unique("it-lost");
+    kafka::create_topic(&topic, 1);
+    let rec = |id: i64, name: &str| {
+        Rec {
+        partition: 0,
+        key: Some(json!({"id": id}).to_string()),
+        value: Some(
+            json!({"before": null, "after": {"id": id, "name": name}, "op": "c",
+                "source": {"connector": "postgresql", "lsn": 100 + id, "db": "d", "schema": "s", "table": "t"}})
+            .to_string(),
+        ),
+    }
+    };
+    let proxy = Proxy::start(&servers().es);
+    let (mut w, group) = start_es_worker(
+        "it-lost",
+        &topic,
+        &proxy.url,
+        &[
+            ("version.source", "none"),
+            // One lane: the writes go out in the order they were read.
+            ("max.in.flight.requests", "1"),
+            ("retry.backoff.ms", "20"),
+            ("max.retry.backoff.ms", "200"),
+        ],
+    );
+    // Progress first: the task is in its group and has written a record.
+    kafka::produce(&topic, &[rec(0, "first")]);
+    crate::support::wait_until(Duration::from_secs(60), "the first record written", || {
+        es::sources(&topic).contains_key("0").then_some(())
+    });
+    // Elasticsearch down; the task reads record 1 and keeps retrying its write.
+    proxy.set_faults(Faults {
+        request_503: 100,
+        ..Faults::default()
+    });
+    let failed = proxy.stats().failed_requests.load(Ordering::Relaxed);
+    kafka::produce(&topic, &[rec(1, "old")]);
+    crate::support::wait_until(
+        Duration::from_secs(60),
+        "a failed write of record 1",
+        || (proxy.stats().failed_requests.load(Ordering::Relaxed) > failed).then_some(()),
+    );
+    let signal = |sig: &str| {
+        assert!(
+            std::process::Command::new("kill")
+                .args([sig, &w.pid().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    signal("-STOP");
+    // Another member takes the partition once the task's session has expired, writes a newer
+    // state of document 1 and commits past record 1.
+    let other: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", servers().kafka.as_str())
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "3000")
+        .create()
+        .expect("a consumer");
+    other.subscribe(&[&topic]).expect("subscribing");
+    let start = Instant::now();
+    while other.assignment().map_or(0, |a| a.count()) == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the partition was never given to the other member"
+        );
+        let _ = other.poll(Duration::from_millis(200));
+    }
+    es::put_document(&topic, "1", &json!({"id": 1, "name": "new"}));
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&topic, 0, Offset::Offset(2))
+        .unwrap();
+    other.commit(&tpl, CommitMode::Sync).expect("committing");
+    drop(other);
+    // The task wakes up and finds its partition lost while Elasticsearch is still down; then
+    // Elasticsearch comes back, and a newer record follows.
+    signal("-CONT");
+    w.wait_log("lost=true", Duration::from_secs(60));
+    proxy.set_faults(Faults::default());
+    kafka::produce(&topic, &[rec(2, "later")]);
+    crate::support::wait_until(Duration::from_secs(90), "record 2 written", || {
+        es::sources(&topic).contains_key("2").then_some(())
+    });
+    let docs = es::documents(&topic);
+    assert_eq!(
+        docs.get("1"),
+        Some(&(1, json!({"id": 1, "name": "new"}))),
+        "the lost partition's old write landed after the new owner's: {docs:?}"
+    );
+    let end = kafka::end_offsets(&topic, 1);
+    crate::support::wait_until(Duration::from_secs(60), "committed to the end", || {
+        (kafka::committed(&group, &topic, 1) == end).then_some(())
+    });
+    assert!(w.stop().success());
+}

@@ -93,6 +93,20 @@ pub fn wait_documents(
     }
 }
 
+/// Writes document `id` of `index` (unversioned), as another writer would.
+pub fn put_document(index: &str, id: &str, doc: &Value) {
+    let resp = client()
+        .put(format!("{}/{index}/_doc/{id}?refresh=true", servers().es))
+        .json(doc)
+        .send()
+        .expect("PUT document");
+    assert!(
+        resp.status().is_success(),
+        "writing {index}/{id}: {}",
+        resp.text().unwrap_or_default()
+    );
+}
+
 /// Creates `index` with `body` (settings, mappings).
 pub fn create_index(index: &str, body: &Value) {
     let resp = client()
