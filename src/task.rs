@@ -639,12 +639,14 @@ pub fn spawn(
                     set("FAILED", Some(format!("panicked: {why}")));
                 }
             }
-        })
-        .expect("spawning a thread");
-    TaskHandle {
-        status,
-        stop,
-        thread: Some(thread),
+        });
+    match thread {
+        Ok(thread) => TaskHandle {
+            status,
+            stop,
+            thread: Some(thread),
+        },
+        Err(e) => TaskHandle::failed(id, worker_id, format!("could not start a thread: {e}")),
     }
 }
 

@@ -521,8 +521,16 @@ impl ConnectorSpec {
                 format!("unknown connector `{class}` (known: elasticsearch, druid)"),
             );
         }
-        if config.name.is_empty() || config.name.contains('/') {
-            o.error("name", "must be non-empty and contain no `/`");
+        // Kafka Connect's rule (a non-empty string without ISO control characters), and no `/`:
+        // the name is a path segment of the REST API, a consumer group's and a thread's name.
+        if config.name.is_empty()
+            || config.name.contains('/')
+            || config.name.chars().any(char::is_control)
+        {
+            o.error(
+                "name",
+                "must be non-empty and contain no `/` and no control characters",
+            );
         }
 
         let subscription = match (o.list("topics"), o.get("topics.regex")) {
@@ -780,6 +788,17 @@ mod tests {
         );
         assert!(err.contains("batch.szie: unknown option"), "{err}");
         assert!(!err.contains("errors.tolerance"), "{err}");
+    }
+
+    #[test]
+    fn a_name_with_a_control_character_is_refused() {
+        for name in ["a\\u0000b", "a\\nb", "a\\u0085b", "a/b", ""] {
+            let err = spec(&format!(
+                r#"{{"name":"{name}","config":{{"connector.class":"elasticsearch","topics":"t","connection.url":"http://es:9200"}}}}"#
+            ))
+            .unwrap_err();
+            assert!(err.contains("name: must be non-empty"), "{name}: {err}");
+        }
     }
 
     #[test]

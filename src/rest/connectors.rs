@@ -86,6 +86,14 @@ pub async fn create(State(api): State<Api>, body: Bytes) -> Reply {
     let v = json_body(&body)?;
     let initial = match v.get("initial_state") {
         None | Some(Value::Null) => TargetState::Running,
+        // Any case, as Kafka Connect reads it (`InitialState.forValue` upper-cases it).
+        Some(Value::String(s)) => {
+            serde_json::from_value(Value::String(s.to_uppercase())).map_err(|_| {
+                bad(format!(
+                    "initial_state: {s:?} is not one of RUNNING, PAUSED and STOPPED"
+                ))
+            })?
+        }
         Some(s) => serde_json::from_value(s.clone()).map_err(|_| {
             bad(format!(
                 "initial_state: {s} is not one of RUNNING, PAUSED and STOPPED"

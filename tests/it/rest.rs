@@ -951,7 +951,35 @@ fn the_rest_api_answers_as_kafka_connect_does() {
                 ),
             ),
         ),
+        (
+            "create: stopped, in lower case",
+            (
+                "POST",
+                "",
+                n("/connectors"),
+                body(
+                    |s| json!({"name": format!("{}-lower", s.name), "config": s.config, "initial_state": "stopped"}),
+                ),
+            ),
+        ),
+        (
+            "status: stopped, in lower case",
+            ("GET", "", n("/connectors/{n}-lower/status"), None),
+        ),
+        (
+            "create: a control character in the name",
+            (
+                "POST",
+                "",
+                n("/connectors"),
+                body(|s| json!({"name": format!("{}-a\u{0}b", s.name), "config": s.config})),
+            ),
+        ),
         ("delete", ("DELETE", "", n("/connectors/{n}"), None)),
+        (
+            "delete: lower case",
+            ("DELETE", "", n("/connectors/{n}-lower"), None),
+        ),
         ("delete: again", ("DELETE", "", n("/connectors/{n}"), None)),
         (
             "delete: new",
