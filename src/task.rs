@@ -562,8 +562,12 @@ pub fn spawn(
         progress: None,
     }));
     let st = status.clone();
+    // A thread's name may not hold a NUL (the standard library panics); names are validated,
+    // but a connector saved by an older version may still have one.
+    let thread_name = format!("{}-{id}", spec.name).replace('\0', "?");
+    let worker_id = settings.worker_id();
     let thread = std::thread::Builder::new()
-        .name(format!("{}-{id}", spec.name))
+        .name(thread_name)
         .spawn(move || {
             let label = format!("{}-{id}", spec.name);
             let set = |state: &'static str, trace: Option<String>| {

@@ -312,3 +312,76 @@ fn writes_of_lost_partitions_never_land_after_the_next_owners() {
     });
     assert!(w.stop().success());
 }
+
+/// With `behavior.on.malformed.documents=warn` a batch keeps every write of a document. One
+/// PostgreSQL transaction deletes row 1 and inserts it again: both changes share a version
+/// (docs/versions.md) and one batch. Elasticsearch refuses the delete (429) and takes the insert:
+/// the retry must send the insert again after the delete, or the delete, equal in version,
+/// lands last and the live row is gone from the index.
+#[test]
+fn a_retried_write_is_followed_again_by_the_later_writes_of_its_document() {
+    use crate::support::es;
+    use crate::support::kafka::Rec;
+    use serde_json::{Value, json};
+    let topic = unique("it-retry-order");
+    kafka::create_topic(&topic, 1);
+    let change = |op: &str, name: &str, last_commit: u64, lsn: u64| {
+        let row = json!({"id": 1, "name": name});
+        let (before, after) = if op == "d" {
+            (row, Value::Null)
+        } else {
+            (Value::Null, row)
+        };
+        Rec {
+            partition: 0,
+            key: Some(json!({"id": 1}).to_string()),
+            value: Some(
+                json!({"before": before, "after": after, "op": op,
+                    "source": {"connector": "postgresql", "lsn": lsn,
+                        "sequence": format!("[\"{last_commit}\",\"{lsn}\"]"),
+                        "db": "d", "schema": "s", "table": "t"}})
+                .to_string(),
+            ),
+        }
+    };
+    let proxy = Proxy::start(&servers().es);
+    let (w, group) = start_es_worker(
+        "it-retry-order",
+        &topic,
+        &proxy.url,
+        &[
+            ("behavior.on.malformed.documents", "warn"),
+            // The delete and the insert in one batch.
+            ("linger.ms", "1000"),
+            ("retry.backoff.ms", "20"),
+        ],
+    );
+    kafka::produce(&topic, &[change("c", "first", 100, 150)]);
+    let first: std::collections::BTreeMap<_, _> =
+        [("1".to_string(), (401, json!({"id": 1, "name": "first"})))].into();
+    es::wait_documents(&topic, &first, Duration::from_secs(60), "the first insert");
+    proxy.set_faults(Faults {
+        first_item_429: 1,
+        ..Faults::default()
+    });
+    kafka::produce(
+        &topic,
+        &[
+            change("d", "first", 200, 250),
+            change("c", "again", 200, 260),
+        ],
+    );
+    let end = kafka::end_offsets(&topic, 1);
+    crate::support::wait_until(Duration::from_secs(60), "committed to the end", || {
+        (kafka::committed(&group, &topic, 1) == end).then_some(())
+    });
+    assert_eq!(
+        proxy.stats().failed_items.load(Ordering::Relaxed),
+        1,
+        "the delete was not refused once"
+    );
+    let again: std::collections::BTreeMap<_, _> =
+        [("1".to_string(), (801, json!({"id": 1, "name": "again"})))].into();
+    assert_eq!(es::documents(&topic), again);
+    assert!(w.stop().success());
+}

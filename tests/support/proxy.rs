@@ -34,6 +34,8 @@ pub struct Faults {
     pub shards_failed: bool,
     /// Answer every `PUT …/_mapping` 503, not forwarding it.
     pub mapping_503: bool,
+    /// Fail the first item of this many bulk requests with 429 (not forwarding it), one by one.
+    pub first_item_429: u32,
 }
 
 #[derive(Default)]
@@ -155,8 +157,15 @@ async fn handle(s: Arc<State>, req: Request) -> Reply {
         return Reply::Drop;
     }
     s.stats.requests.fetch_add(1, Ordering::Relaxed);
-    let f = *s.faults.lock().unwrap();
     let is_bulk = req.target.contains("_bulk");
+    let (f, fail_first) = {
+        let mut f = s.faults.lock().unwrap();
+        let fail_first = is_bulk && f.first_item_429 > 0;
+        if fail_first {
+            f.first_item_429 -= 1;
+        }
+        (*f, fail_first)
+    };
     let is_search = req.target.contains("_search");
     if is_search {
         s.stats.searches.fetch_add(1, Ordering::Relaxed);
@@ -200,10 +209,12 @@ async fn handle(s: Arc<State>, req: Request) -> Reply {
     if roll(f.slow) {
         tokio::time::sleep(Duration::from_millis(f.slow_ms)).await;
     }
-    let (body, injected) = if is_bulk && f.item_429 > 0 {
+    let (body, injected) = if is_bulk && (f.item_429 > 0 || fail_first) {
         // Cut some items out: they get a 429 and are never seen by Elasticsearch.
         let actions = http::bulk_actions(&req.body);
-        let fail: Vec<bool> = actions.iter().map(|_| roll(f.item_429)).collect();
+        let fail: Vec<bool> = (0..actions.len())
+            .map(|i| (fail_first && i == 0) || roll(f.item_429))
+            .collect();
         let mut fwd = Vec::with_capacity(req.body.len());
         for (a, failed) in actions.iter().zip(&fail) {
             if !failed {

@@ -551,14 +551,35 @@ async fn write(shared: &Shared, batch: Sealed) -> Result<Written, SinkError> {
                         };
                         let mut again = Vec::new();
                         let mut first_reason = None;
-                        for (&i, r) in todo.iter().zip(&results) {
+                        let outcomes: Vec<ItemOutcome> = todo
+                            .iter()
+                            .zip(&results)
+                            .map(|(&i, r)| {
+                                retry::item(
+                                    batch.items[i].is_delete,
+                                    r.status,
+                                    r.error_type.as_deref(),
+                                    r.reason.as_deref(),
+                                )
+                            })
+                            .collect();
+                        let resend = retry::resend_in_order(
+                            todo.iter().map(|&i| {
+                                let item = &batch.items[i];
+                                (&**batch.index_of(item), batch.id(item))
+                            }),
+                            &outcomes,
+                        );
+                        for ((&i, r), (outcome, resend)) in todo
+                            .iter()
+                            .zip(&results)
+                            .zip(outcomes.into_iter().zip(resend))
+                        {
                             let item = &batch.items[i];
-                            match retry::item(
-                                item.is_delete,
-                                r.status,
-                                r.error_type.as_deref(),
-                                r.reason.as_deref(),
-                            ) {
+                            match outcome {
+                                // Written after a retried write of its document: sent again
+                                // after it (see `resend_in_order`), counted when it lands.
+                                ItemOutcome::Written if resend => again.push(i),
                                 ItemOutcome::Written => {
                                     m.written(action(item.is_delete), 1);
                                     let o = &item.origin;

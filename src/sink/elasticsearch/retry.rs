@@ -62,6 +62,34 @@ pub fn item(
     }
 }
 
+/// Which written items of a bulk response must be sent again with the items retried: those
+/// that follow a retried item of the same document (`keys`: each item's index and id, in the
+/// batch's order). A batch may hold several writes of one document (when malformed documents
+/// are skipped, every write is kept); sending the retried one alone would put it after a later
+/// write that already landed, and with equal versions (two changes of one row in one source
+/// transaction) or none, Elasticsearch would take it: the older state would win. Sent again
+/// after it, the later write lands last, as it was read.
+pub fn resend_in_order<'k>(
+    keys: impl Iterator<Item = (&'k str, &'k str)>,
+    outcomes: &[ItemOutcome],
+) -> Vec<bool> {
+    let mut resend = vec![false; outcomes.len()];
+    if !outcomes.iter().any(|o| matches!(o, ItemOutcome::Retry(_))) {
+        return resend;
+    }
+    let mut retried = std::collections::HashSet::new();
+    for ((key, outcome), again) in keys.zip(outcomes).zip(&mut resend) {
+        match outcome {
+            ItemOutcome::Retry(_) => {
+                retried.insert(key);
+            }
+            ItemOutcome::Written => *again = retried.contains(&key),
+            _ => {}
+        }
+    }
+    resend
+}
+
 /// What to do with a whole bulk response that is not a 200.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RequestOutcome {
@@ -89,6 +117,29 @@ pub fn request(status: u16, body: &str) -> RequestOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_write_after_a_retried_write_of_its_document_is_sent_again_after_it() {
+        let retry = || ItemOutcome::Retry("429".into());
+        let keys = [("i", "x"), ("i", "x"), ("i", "y"), ("j", "x"), ("i", "x")];
+        let outcomes = [
+            retry(),
+            ItemOutcome::Written,
+            ItemOutcome::Written,
+            ItemOutcome::Written,
+            ItemOutcome::Stale,
+        ];
+        assert_eq!(
+            resend_in_order(keys.into_iter(), &outcomes),
+            [false, true, false, false, false]
+        );
+        // A write before the retried one stays done.
+        let outcomes = [ItemOutcome::Written, retry()];
+        assert_eq!(
+            resend_in_order(keys[..2].iter().copied(), &outcomes),
+            [false, false]
+        );
+    }
 
     #[test]
     fn items_are_classified_by_status_and_type() {
