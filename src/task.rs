@@ -949,7 +949,7 @@ fn run(
     // Stopping or failing: write what was taken before, commit up to there, leave the group.
     // Rewinding: the sink discarded its uncommitted writes, so nothing more is committed.
     let mut st = handler.lock();
-    if !matches!(outcome, Err(End::Rewind(_))) {
+    if finishes(&outcome, st.failure.as_ref()) {
         if let Err(e) = drain(&mut st, flush_timeout, |st| pending(st) == 0) {
             warn!(task = %label, "while finishing in-flight writes: {e}");
         }
@@ -973,6 +973,15 @@ fn run(
     drop(st);
     drop(consumer);
     outcome
+}
+
+/// Whether a task that ended with `outcome` writes what it took and commits up to there. Not
+/// when it rewinds (its sink discarded its uncommitted writes), nor when a rebalance callback
+/// asked for a rewind (`recorded`) that the loop had not taken yet because it ended another way
+/// first (a failure, a stop): that callback found writes or a transaction holding records of
+/// partitions that left, which must never be written or committed now.
+fn finishes(outcome: &Result<(), End>, recorded: Option<&End>) -> bool {
+    !matches!(outcome, Err(End::Rewind(_))) && !matches!(recorded, Some(End::Rewind(_)))
 }
 
 /// The records a burst took from the consumer, added to their metric once, when the burst ends
@@ -1252,6 +1261,18 @@ mod tests {
 
     /// The consumer stops reading while too many records are remembered behind one that
     /// cannot be committed, as it does for a full sink, and goes on at half.
+    #[test]
+    fn a_rewind_a_callback_asked_for_forbids_finishing_however_the_loop_ended() {
+        let rewind = || End::Rewind("partitions lost".into());
+        let failed = || End::Failed("the registry".into());
+        assert!(finishes(&Ok(()), None));
+        assert!(finishes(&Err(failed()), None));
+        assert!(finishes(&Err(failed()), Some(&failed())));
+        assert!(!finishes(&Err(rewind()), None));
+        assert!(!finishes(&Err(failed()), Some(&rewind())));
+        assert!(!finishes(&Ok(()), Some(&rewind())));
+    }
+
     #[test]
     fn too_many_records_remembered_pause_the_consumer() {
         let sink = (0, 1000);
