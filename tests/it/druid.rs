@@ -640,3 +640,27 @@ fn a_worker_frozen_past_its_session_abandons_its_transaction() {
     assert!(b.stop().success());
     assert_each_change_committed_once_in_order(&h, &topic);
 }
+
+/// A `transaction.timeout.ms` above what the brokers allow (`transaction.max.timeout.ms`, 15
+/// minutes by default) can never start a transaction: the task fails saying so, rather than
+/// starting over and over.
+#[test]
+fn a_transaction_timeout_the_brokers_refuse_fails_the_task_naming_it() {
+    let (_, _, _, file) = setup_with(
+        56,
+        10,
+        &[("producer.override.transaction.timeout.ms", "1000000")],
+    );
+    let mut w = Worker::start(&file);
+    let line = w.wait_log("task failed", Duration::from_secs(60));
+    assert!(line.contains("transaction.max.timeout.ms"), "{line}");
+    assert!(
+        !w.log_text().contains("starting over"),
+        "the task started over before failing:\n{}",
+        w.log_text()
+    );
+    assert!(
+        !w.stop().success(),
+        "a worker whose task failed exits non-zero"
+    );
+}

@@ -158,7 +158,12 @@ impl DruidSink {
                                 | RDKafkaErrorCode::UnsupportedForMessageFormat
                         )
                     );
-                    if unsupported {
+                    if e.rdkafka_error_code() == Some(RDKafkaErrorCode::InvalidTransactionTimeout)
+                    {
+                        SinkError::Fatal(format!(
+                            "cannot start a Kafka transaction ({e}): transaction.timeout.ms is above the brokers' transaction.max.timeout.ms; lower producer.override.transaction.timeout.ms"
+                        ))
+                    } else if unsupported {
                         SinkError::Fatal(format!(
                             "cannot start a Kafka transaction ({e}): exactly.once needs a Kafka cluster with transactions (set exactly.once=false for at-least-once delivery)"
                         ))
@@ -416,7 +421,9 @@ impl DruidSink {
             match self.producer.abort_transaction(Duration::from_millis(200)) {
                 Ok(()) => break,
                 Err(e) if Instant::now() < deadline && !gives_up(&e) => {
-                    self.producer.poll(Duration::ZERO);
+                    // An error that comes back at once (not a timeout) would otherwise make
+                    // this a busy loop until the deadline.
+                    self.producer.poll(Duration::from_millis(20));
                     let served = self.take_reports().len();
                     self.in_flight = self.in_flight.saturating_sub(served);
                 }
