@@ -169,6 +169,7 @@ fn a_history_becomes_one_row_per_change_in_each_keys_order() {
         ("string", "__deleted"),
         ("long", "__source_ts_ms"),
         ("long", "__version"),
+        ("long", "__kafka_offset"),
     ]
     .iter()
     .map(|(t, n)| json!({"type": t, "name": n}))
@@ -523,7 +524,7 @@ fn recorded_sequences_become_their_rows_once_each_in_order() {
         .collect();
         // Per key, what each change must become, written from the envelope itself.
         let mut want: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-        for l in &lines {
+        for (offset, l) in lines.iter().enumerate() {
             let v: Value = serde_json::from_str(l).unwrap();
             let p = if v.get("schema").is_some() {
                 &v["payload"]
@@ -538,6 +539,8 @@ fn recorded_sequences_become_their_rows_once_each_in_order() {
             row["__deleted"] = json!(op == "d");
             row["__source_ts_ms"] = p["source"]["ts_ms"].clone();
             row["__time"] = p["source"]["ts_ms"].clone();
+            // One record per line, on one partition: a line's offset is its number.
+            row["__kafka_offset"] = json!(offset);
             want.entry(key.join("|")).or_default().push(row);
         }
         let recs: Vec<kafka::Rec> = lines

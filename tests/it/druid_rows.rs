@@ -55,6 +55,8 @@ fn with_meta(mut image: Value, op: &str, source_ts: Value, version: u64, time: V
     m.insert("__deleted".into(), json!(op == "d"));
     m.insert("__source_ts_ms".into(), source_ts);
     m.insert("__version".into(), json!(version));
+    // The fixtures' records are at offset 42.
+    m.insert("__kafka_offset".into(), json!(42));
     m.insert("__time".into(), time);
     image
 }
@@ -169,7 +171,7 @@ fn nested_objects_are_flattened_and_time_follows_the_option() {
     assert_eq!(
         got,
         json!({"id": 7, "address.city": "Oslo", "address.geo.lat": 59.9, "tags": ["a", "b"],
-            "__op": "c", "__deleted": false, "__source_ts_ms": 1000, "__version": version, "__time": 1000})
+            "__op": "c", "__deleted": false, "__source_ts_ms": 1000, "__version": version, "__kafka_offset": 42, "__time": 1000})
     );
     let (_, _, got) = row(
         envelope,
@@ -204,7 +206,8 @@ fn a_truncate_is_one_row_keyed_by_its_table() {
     assert_eq!(got["__op"], "t");
     assert_eq!(got["__deleted"], false);
     assert_eq!(got["__time"], 5);
-    assert_eq!(got.as_object().unwrap().len(), 5, "{got}");
+    assert_eq!(got["__kafka_offset"], 42);
+    assert_eq!(got.as_object().unwrap().len(), 6, "{got}");
 }
 
 #[test]
@@ -618,6 +621,7 @@ fn every_recorded_envelope_becomes_its_row() {
         // Always there: null when the envelope has no `source.ts_ms`.
         m.insert("__source_ts_ms".into(), json!(source_ts));
         m.insert("__version".into(), json!(version));
+        m.insert("__kafka_offset".into(), json!(42));
         m.insert(
             "__time".into(),
             json!(source_ts.unwrap_or(1_700_000_000_000)),

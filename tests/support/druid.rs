@@ -117,25 +117,35 @@ pub fn wait_sql(query: &str, timeout: Duration, ok: impl Fn(&[Value]) -> bool) -
 }
 
 /// The latest row of every key that is not deleted — the query the README gives for a read
-/// model on Druid: each key's row with the highest `__version`, dropped when it is a delete.
-/// `DISTINCT`: a change Debezium sent twice (a replay after its restart) is two equal rows
-/// with the same version. `key` are the key columns, `columns` the columns returned.
+/// model on Druid: each key's rows with the highest `__version`, of those the one with the
+/// highest `__kafka_offset` (changes of one row in one transaction share a version), dropped
+/// when it is a delete. `DISTINCT`: a record written twice (at least once) is two equal rows.
+/// `key` are the key columns, `columns` the columns returned.
 pub fn latest_query(datasource: &str, key: &[&str], columns: &[&str]) -> String {
     let q = |c: &str| format!("\"{c}\"");
     let keys: Vec<String> = key.iter().map(|k| q(k)).collect();
-    let on: Vec<String> = key
-        .iter()
-        .map(|k| format!("t.{} = m.{}", q(k), q(k)))
-        .collect();
+    let x_keys: Vec<String> = key.iter().map(|k| format!("x.{}", q(k))).collect();
+    let on = |a: &str, b: &str| -> String {
+        key.iter()
+            .map(|k| format!("{a}.{} = {b}.{}", q(k), q(k)))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    };
     let cols: Vec<String> = columns.iter().map(|c| format!("t.{}", q(c))).collect();
     format!(
         "SELECT DISTINCT {cols} FROM \"{datasource}\" t \
-         JOIN (SELECT {keys}, MAX(\"__version\") AS \"v\" FROM \"{datasource}\" GROUP BY {keys}) m \
-         ON {on} AND t.\"__version\" = m.\"v\" \
+         JOIN (SELECT {x_keys}, x.\"__version\" AS \"v\", MAX(x.\"__kafka_offset\") AS \"o\" \
+               FROM \"{datasource}\" x \
+               JOIN (SELECT {keys}, MAX(\"__version\") AS \"v\" FROM \"{datasource}\" GROUP BY {keys}) m \
+               ON {xm} AND x.\"__version\" = m.\"v\" \
+               GROUP BY {x_keys}, x.\"__version\") n \
+         ON {tn} AND t.\"__version\" = n.\"v\" AND t.\"__kafka_offset\" = n.\"o\" \
          WHERE t.\"__deleted\" = 'false'",
         cols = cols.join(", "),
         keys = keys.join(", "),
-        on = on.join(" AND "),
+        x_keys = x_keys.join(", "),
+        xm = on("x", "m"),
+        tn = on("t", "n"),
     )
 }
 

@@ -1,6 +1,6 @@
 //! A change → one Druid row: the row image (`after`, or `before` for a delete) flattened, plus
-//! `__op`, `__deleted`, `__source_ts_ms`, `__version` and `__time`. Keyed by the row's id, so
-//! a key's rows stay in one partition, in order.
+//! `__op`, `__deleted`, `__source_ts_ms`, `__version`, `__kafka_offset` and `__time`. Keyed by
+//! the row's id, so a key's rows stay in one partition, in order.
 
 use std::sync::Arc;
 
@@ -100,6 +100,11 @@ impl Rows {
         );
         field("\"__source_ts_ms\"", source_ts.as_deref().unwrap_or("null"));
         field("\"__version\"", &version.to_string());
+        // Changes of one row in one source transaction share a version (docs/versions.md); the
+        // offset of each in the source topic orders them: a key's changes are in one partition,
+        // in the order the transaction made them. Druid keeps every row, so a query of the
+        // newest row needs both (README, "The Druid connector").
+        field("\"__kafka_offset\"", itoa::Buffer::new().format(rec.offset));
         field("\"__time\"", &time);
         out.push(b'}');
         Ok(Mapped::Row {
