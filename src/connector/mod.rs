@@ -112,7 +112,7 @@ impl ConnectorConfig {
                 (
                     k.clone(),
                     if is_secret(k) {
-                        "[hidden]".to_string()
+                        HIDDEN.to_string()
                     } else {
                         v.clone()
                     },
@@ -121,6 +121,9 @@ impl ConnectorConfig {
             .collect()
     }
 }
+
+/// What the REST API shows in place of a secret's value.
+pub const HIDDEN: &str = "[hidden]";
 
 /// Keys whose values are never shown.
 pub fn is_secret(key: &str) -> bool {

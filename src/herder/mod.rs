@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tracing::{error, info, warn};
 
-use crate::connector::{ConnectorConfig, ConnectorSpec};
+use crate::connector::{self, ConnectorConfig, ConnectorSpec};
 use crate::settings::Settings;
 use crate::task::TaskStatus;
 use crate::worker::Worker;
@@ -226,7 +226,7 @@ impl Herder {
     /// a known one of the same name when `replace`.
     pub fn create(
         &self,
-        config: ConnectorConfig,
+        mut config: ConnectorConfig,
         initial: TargetState,
         replace: bool,
     ) -> Result<Value, Error> {
@@ -242,6 +242,8 @@ impl Herder {
                     return Ok(self.info_of(&inner, &name));
                 }
             }
+            let stored = inner.connectors.get(&name).map(|old| &old.config.config);
+            restore_hidden(&mut config.config, stored)?;
         }
         validate(&config)?;
         self.submit(Change::Put {
@@ -275,6 +277,7 @@ impl Herder {
             )));
         }
         map.insert("name".into(), name.to_string());
+        restore_hidden(&mut map, self.config_of(name).as_ref().map(|c| &c.config))?;
         let config = ConnectorConfig {
             name: name.to_string(),
             config: map,
@@ -307,8 +310,11 @@ impl Herder {
         self.put_config_held(name, map).map(|(info, _)| info)
     }
 
-    /// Stops a connector's tasks (they commit what they wrote) and forgets it.
+    /// Stops a connector's tasks (they commit what they wrote) and forgets it. Taken in turn
+    /// with the other changes of configs (`writing`): a PATCH read before a delete and
+    /// published after it would bring the connector back.
     pub fn delete(&self, name: &str) -> Result<(), Error> {
+        let _writing = self.writing();
         self.lock().entry(name)?;
         self.submit(Change::Delete {
             name: name.to_string(),
@@ -467,6 +473,7 @@ impl Herder {
     }
 
     fn set_target(&self, name: &str, target: TargetState) -> Result<(), Error> {
+        let _writing = self.writing();
         {
             let inner = self.lock();
             if inner.entry(name)?.target == target {
@@ -887,4 +894,27 @@ impl Inner {
             Error::Internal(format!("cannot keep the connectors: {e}"))
         })
     }
+}
+
+/// A config sent back as `GET …/config` shows it has `[hidden]` for each secret: each keeps the
+/// value stored for it (`stored`), and one with nothing stored is refused rather than stored
+/// as that text (the tasks would then log in with it).
+fn restore_hidden(
+    map: &mut BTreeMap<String, String>,
+    stored: Option<&BTreeMap<String, String>>,
+) -> Result<(), Error> {
+    for (k, v) in map.iter_mut() {
+        if v == connector::HIDDEN && connector::is_secret(k) {
+            match stored.and_then(|s| s.get(k)) {
+                Some(old) => v.clone_from(old),
+                None => {
+                    return Err(Error::BadRequest(format!(
+                        "{k}: `{}` is how this API shows a secret; send the value itself",
+                        connector::HIDDEN
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
 }

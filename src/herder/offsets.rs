@@ -58,8 +58,7 @@ pub fn parse(body: &Value) -> Result<Vec<SinkOffset>, Error> {
         let topic = topic
             .as_str()
             .ok_or_else(|| bad("Kafka topic names must be valid strings"))?;
-        let p = p
-            .as_i64()
+        let p = integer(p)
             .and_then(|p| i32::try_from(p).ok())
             .filter(|p| *p >= 0)
             .ok_or_else(|| bad("Kafka partitions must be valid integers and be non-negative"))?;
@@ -69,8 +68,8 @@ pub fn parse(body: &Value) -> Result<Vec<SinkOffset>, Error> {
                 o.get("kafka_offset")
                     .ok_or_else(|| {
                         bad("The offset for a sink connector should either be null or contain the key 'kafka_offset'")
-                    })?
-                    .as_i64()
+                    })
+                    .map(integer)?
                     .filter(|o| *o >= 0)
                     .ok_or_else(|| bad("Kafka offsets must be valid integers and be non-negative"))?,
             ),
@@ -82,6 +81,15 @@ pub fn parse(body: &Value) -> Result<Vec<SinkOffset>, Error> {
         });
     }
     Ok(out)
+}
+
+/// A partition or an offset: a JSON integer, or a string holding one (`"10"`), as Kafka
+/// Connect takes both (it parses the value's text).
+fn integer(v: &Value) -> Option<i64> {
+    match v {
+        Value::String(s) => s.parse().ok(),
+        v => v.as_i64(),
+    }
 }
 
 /// The offsets the group committed, for the partitions of the topics the connector reads.

@@ -152,7 +152,8 @@ fn pause_resume_stop_and_offsets_act_on_the_running_tasks() {
         offsets,
         json!({"offsets": [{"partition": {"kafka_topic": topic, "kafka_partition": 0}, "offset": {"kafka_offset": 20}}]})
     );
-    let rewind = json!({"offsets": [{"partition": {"kafka_topic": topic, "kafka_partition": 0}, "offset": {"kafka_offset": 0}}]});
+    // Numbers as strings, which Kafka Connect takes too.
+    let rewind = json!({"offsets": [{"partition": {"kafka_topic": topic, "kafka_partition": "0"}, "offset": {"kafka_offset": "0"}}]});
     let (code, body) = call(
         &url,
         "PATCH",
@@ -562,6 +563,56 @@ fn a_standalone_worker_keeps_posted_connectors_across_a_crash() {
 /// The shape of a JSON value: field names and types, recursively. `null` matches any type
 /// (optional fields); arrays are compared by their first elements when both have one; objects
 /// that are config maps (string → string) are compared as such, whatever their keys.
+/// `GET …/config` shows secrets as `[hidden]`; that config sent back (PUT, or a PATCH that
+/// repeats it) keeps the stored secret instead of storing the placeholder, and a new connector
+/// given the placeholder is refused.
+#[test]
+fn a_config_sent_back_as_read_keeps_its_secrets() {
+    let state = state_dir();
+    let (w, url) = rest_worker(&state);
+    let name = unique("it-rest-hidden");
+    let mut config = es_connector(&unique("it-rest-hidden"), &servers().es, &[]);
+    config["connection.username"] = json!("elastic");
+    config["connection.password"] = json!("s3cret-value");
+    assert_eq!(post(&url, &name, &config, Some("STOPPED")).0, 201);
+    let (code, read) = call(&url, "GET", &format!("/connectors/{name}/config"), None);
+    assert_eq!(code, 200);
+    assert_eq!(read["connection.password"], "[hidden]");
+    let mut changed = read.clone();
+    changed["linger.ms"] = json!("30");
+    let (code, body) = call(
+        &url,
+        "PUT",
+        &format!("/connectors/{name}/config"),
+        Some(&changed),
+    );
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = call(
+        &url,
+        "PATCH",
+        &format!("/connectors/{name}/config"),
+        Some(&json!({"connection.password": "[hidden]", "linger.ms": "40"})),
+    );
+    assert_eq!(code, 200, "{body}");
+    let stored = std::fs::read_to_string(state.join("connectors.json")).unwrap();
+    assert!(
+        stored.contains("s3cret-value") && !stored.contains("[hidden]") && stored.contains("40"),
+        "{stored}"
+    );
+    let mut copy = read.clone();
+    copy.as_object_mut().unwrap().remove("name");
+    let (code, body) = post(&url, &format!("{name}-copy"), &copy, None);
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("connection.password"),
+        "{body}"
+    );
+    assert!(w.stop().success());
+}
+
 fn same_shape(a: &Value, b: &Value, path: &str, diffs: &mut Vec<String>) {
     let config_map = |v: &Value| {
         v.as_object()
