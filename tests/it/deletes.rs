@@ -302,7 +302,8 @@ fn a_restart_between_a_delete_and_its_tombstone_never_loses_the_recreated_row() 
 /// delete, so the write is done and the task goes on past it to commit every offset.
 #[test]
 fn an_unversioned_delete_first_in_a_missing_index_is_done_and_the_task_goes_on() {
-    let cases: [(&[(&str, &str)], Vec<Rec>, u64); 2] = [
+    type Options = &'static [(&'static str, &'static str)];
+    let cases: [(Options, Vec<Rec>, u64); 2] = [
         (
             &[("behavior.on.null.values", "delete")],
             vec![
