@@ -21,7 +21,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -277,7 +277,35 @@ fn ensure_topics(
             Err((t, e)) => return Err(format!("cannot create topic {t}: {e}")),
         }
     }
+    // A topic made beforehand may delete old records: Kafka would drop connector configs after
+    // `retention.ms`, and a worker started later would not know those connectors. Kafka
+    // Connect refuses to start on such a topic too.
+    let resources = [
+        ResourceSpecifier::Topic(config_topic),
+        ResourceSpecifier::Topic(status_topic),
+    ];
+    let described = runtime
+        .block_on(admin.describe_configs(&resources, &opts))
+        .map_err(|e| format!("cannot read the configs of the cluster's topics: {e}"))?;
+    for (r, topic) in described.into_iter().zip([config_topic, status_topic]) {
+        let r = r.map_err(|e| format!("cannot read the config of topic {topic}: {e}"))?;
+        let policy = r
+            .get("cleanup.policy")
+            .and_then(|e| e.value.clone())
+            .unwrap_or_default();
+        only_compact(topic, &policy)?;
+    }
     Ok(())
+}
+
+/// Refuses a cluster topic whose `cleanup.policy` is not exactly `compact`.
+fn only_compact(topic: &str, policy: &str) -> Result<(), String> {
+    if policy.split(',').map(str::trim).eq(["compact"]) {
+        return Ok(());
+    }
+    Err(format!(
+        "topic {topic} has cleanup.policy={policy}: the cluster's topics must be compacted only          (cleanup.policy=compact), or Kafka deletes old connector configs and states; change it          (kafka-configs.sh --alter --entity-type topics --entity-name {topic} --add-config          cleanup.policy=compact), or name other topics with worker.config_topic and          worker.status_topic"
+    ))
 }
 
 impl Cluster {
@@ -632,6 +660,15 @@ impl Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_compact_cleanup_policy_is_taken() {
+        assert!(only_compact("t", "compact").is_ok());
+        for policy in ["delete", "compact,delete", "delete,compact", ""] {
+            let e = only_compact("t", policy).unwrap_err();
+            assert!(e.contains(&format!("cleanup.policy={policy}:")), "{e}");
+        }
+    }
 
     #[test]
     fn changes_round_trip_through_their_records() {

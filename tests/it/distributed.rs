@@ -225,18 +225,13 @@ fn actions_on_one_worker_act_on_all_and_conflicting_writes_converge() {
     assert!(b.stop().success());
 }
 
-/// A config topic made beforehand with more than one partition is refused at start, naming
-/// it: changes written to its other partitions would never be applied.
-#[test]
-fn a_config_topic_of_several_partitions_is_refused_at_start() {
-    let cluster = unique("it-dist-parts");
-    let topic = format!("{cluster}-configs");
-    kafka::create_topic(&topic, 3);
+/// Starts a worker of cluster `cluster` that must refuse to start; returns its log.
+fn refused_at_start(cluster: &str) -> String {
     let mut w = Worker::start_with(
         &[],
         &[
             ("CDC_SINK_WORKER__MODE", "distributed"),
-            ("CDC_SINK_WORKER__GROUP", &cluster),
+            ("CDC_SINK_WORKER__GROUP", cluster),
         ],
     );
     let start = std::time::Instant::now();
@@ -248,9 +243,34 @@ fn a_config_topic_of_several_partitions_is_refused_at_start() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(!status.success());
-    let log = w.log_text();
+    w.log_text()
+}
+
+/// A config topic made beforehand with more than one partition is refused at start, naming
+/// it: changes written to its other partitions would never be applied.
+#[test]
+fn a_config_topic_of_several_partitions_is_refused_at_start() {
+    let cluster = unique("it-dist-parts");
+    let topic = format!("{cluster}-configs");
+    kafka::create_topic(&topic, 3);
+    kafka::set_topic_config(&topic, "cleanup.policy", "compact");
+    let log = refused_at_start(&cluster);
     assert!(
         log.contains(&format!("topic {topic} has 3 partitions")),
+        "{log}"
+    );
+}
+
+/// A config topic made beforehand that deletes old records (the brokers' default policy) is
+/// refused at start, naming it: Kafka would drop connector configs after `retention.ms`.
+#[test]
+fn a_config_topic_that_is_not_compacted_is_refused_at_start() {
+    let cluster = unique("it-dist-policy");
+    let topic = format!("{cluster}-configs");
+    kafka::create_topic(&topic, 1);
+    let log = refused_at_start(&cluster);
+    assert!(
+        log.contains(&format!("topic {topic} has cleanup.policy=delete")),
         "{log}"
     );
 }
