@@ -25,7 +25,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, Top
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
@@ -609,6 +609,23 @@ impl Cluster {
                 })?;
         }
         Ok(last)
+    }
+
+    /// Waits until every config record written so far has been applied here: a check made
+    /// on this worker's view (a connector stopped before its offsets are changed) then sees
+    /// what another worker has already answered for.
+    pub fn catch_up(&self) -> Result<(), Error> {
+        let (_, high) = self
+            .producer
+            .client()
+            .fetch_watermarks(&self.config_topic, 0, KAFKA_TIMEOUT)
+            .map_err(|e| {
+                Error::Internal(format!(
+                    "cannot read the end of topic {}: {e}",
+                    self.config_topic
+                ))
+            })?;
+        self.wait_applied(high - 1)
     }
 
     /// Waits until the config record at `offset` has been applied here.

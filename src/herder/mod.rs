@@ -614,14 +614,27 @@ impl Herder {
 
     /// Commits `to` for the connector's group (`PATCH /connectors/{n}/offsets`); only when stopped.
     pub fn alter_offsets(&self, name: &str, to: &[offsets::SinkOffset]) -> Result<(), Error> {
+        self.catch_up()?;
         let spec = self.lock().stopped(name)?;
         offsets::alter(&self.settings, &spec, to)
     }
 
     /// Deletes the connector's consumer group (`DELETE /connectors/{n}/offsets`); only when stopped.
     pub fn reset_offsets(&self, name: &str) -> Result<(), Error> {
+        self.catch_up()?;
         let spec = self.lock().stopped(name)?;
         offsets::reset(&self.settings, &spec).map_err(Error::Internal)
+    }
+
+    /// In distributed mode, waits until this worker has applied every change another worker
+    /// may have answered for (Kafka Connect refreshes its config snapshot likewise before it
+    /// checks that a connector is stopped): a connector resumed through another worker must
+    /// not have its offsets reset here as though still stopped.
+    fn catch_up(&self) -> Result<(), Error> {
+        match self.cluster.get() {
+            Some(c) => c.catch_up(),
+            None => Ok(()),
+        }
     }
 
     /// Stops every task (each commits); false when a task had failed.
