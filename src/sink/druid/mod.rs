@@ -264,9 +264,11 @@ impl Sink for DruidSink {
             }
         }
         let done = self.take_reports();
+        // Every report taken is one row less in flight, those after a failed one too: counted
+        // still, they would hold a failed task's final drain for all of flush.timeout.ms.
+        self.in_flight = self.in_flight.saturating_sub(done.len());
         let mut acks = Vec::with_capacity(done.len());
         for (ack, error) in done {
-            self.in_flight = self.in_flight.saturating_sub(1);
             if let Some((e, permanent)) = error {
                 // The row is not written, nor may any row after it be counted as written.
                 // With a transaction, abort it (nothing of it becomes visible). The broker
