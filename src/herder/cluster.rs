@@ -67,6 +67,9 @@ struct WireTask {
 struct WireStatus {
     at_ms: i64,
     tasks: Vec<WireTask>,
+    /// Why the connector failed on this worker (its config does not validate there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    failed: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -233,7 +236,8 @@ fn apply(herder: &Herder, change: &Change) {
 }
 
 /// Other workers' task states: connector → worker → (states, when published).
-type Statuses = BTreeMap<String, BTreeMap<String, (Vec<TaskStatus>, i64)>>;
+/// Per connector, per worker: its task states, why the connector failed there, when published.
+type Statuses = BTreeMap<String, BTreeMap<String, (Vec<TaskStatus>, Option<String>, i64)>>;
 
 pub struct Cluster {
     worker_id: String,
@@ -485,7 +489,7 @@ impl Cluster {
                             .collect();
                         all.entry(connector)
                             .or_default()
-                            .insert(worker, (tasks, s.at_ms));
+                            .insert(worker, (tasks, s.failed, s.at_ms));
                     }
                     None => {
                         if let Some(w) = all.get_mut(&connector) {
@@ -526,7 +530,7 @@ impl Cluster {
             } else {
                 herder.local_statuses()
             };
-            for (connector, tasks) in &now {
+            for (connector, (failed, tasks)) in &now {
                 let body: Vec<WireTask> = tasks
                     .iter()
                     .map(|t| WireTask {
@@ -538,14 +542,15 @@ impl Cluster {
                         progress: t.progress.clone(),
                     })
                     .collect();
-                let text = serde_json::to_string(&body).unwrap_or_default();
+                let text = serde_json::to_string(&(&body, failed)).unwrap_or_default();
                 let due = last
                     .get(connector)
                     .is_none_or(|(t, at)| *t != text || at.elapsed() >= HEARTBEAT);
                 if due {
                     let value = json!(WireStatus {
                         at_ms: now_ms(),
-                        tasks: body
+                        tasks: body,
+                        failed: failed.clone(),
                     })
                     .to_string();
                     if self.send_status(connector, Some(&value)) {
@@ -656,11 +661,21 @@ impl Cluster {
         all.get(connector)
             .map(|w| {
                 w.iter()
-                    .filter(|(id, (_, at))| **id != self.worker_id && *at >= fresh_after)
-                    .map(|(id, (tasks, _))| (id.clone(), tasks.clone()))
+                    .filter(|(id, (_, _, at))| **id != self.worker_id && *at >= fresh_after)
+                    .map(|(id, (tasks, _, _))| (id.clone(), tasks.clone()))
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Another live worker on which `connector` failed, and why (the first by worker id).
+    pub fn failed_elsewhere(&self, connector: &str) -> Option<(String, String)> {
+        let fresh_after = now_ms() - STALE.as_millis() as i64;
+        let all = self.statuses.lock().unwrap_or_else(|p| p.into_inner());
+        all.get(connector)?
+            .iter()
+            .filter(|(id, (_, _, at))| **id != self.worker_id && *at >= fresh_after)
+            .find_map(|(id, (_, failed, _))| failed.clone().map(|why| (id.clone(), why)))
     }
 
     /// Stops reading and publishing; this worker's task states are removed. Call after the

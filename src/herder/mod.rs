@@ -426,6 +426,17 @@ impl Herder {
         v
     }
 
+    /// Where and why the connector failed: on this worker (its config does not validate here),
+    /// else on another live one that says so (in distributed mode each worker validates a
+    /// config itself, and any worker shows the failure, as Kafka Connect's status does).
+    fn failed_where(&self, inner: &Inner, name: &str) -> Option<(String, String)> {
+        let entry = inner.connectors.get(name)?;
+        if let Err(why) = &entry.spec {
+            return Some((self.worker_id.clone(), why.clone()));
+        }
+        self.cluster.get().and_then(|c| c.failed_elsewhere(name))
+    }
+
     /// The status JSON; `restarting` names tasks shown as RESTARTING instead of their state.
     fn status_of(
         &self,
@@ -434,7 +445,7 @@ impl Herder {
         restarting: impl Fn(&TaskStatus) -> Option<&'static str>,
     ) -> Value {
         let entry = inner.connectors.get(name);
-        let failed = entry.and_then(|e| e.spec.as_ref().err());
+        let failed = self.failed_where(inner, name);
         let state = match entry.map(|e| e.target) {
             _ if failed.is_some() => "FAILED",
             Some(TargetState::Paused) => "PAUSED",
@@ -446,9 +457,9 @@ impl Herder {
             .iter()
             .map(|t| self.task_json(t, restarting(&t.status)))
             .collect();
-        let mut connector =
-            json!({"state": state, "worker_id": self.worker_id, "version": VERSION});
-        if let Some(why) = failed {
+        let worker = failed.as_ref().map_or(&self.worker_id, |(w, _)| w);
+        let mut connector = json!({"state": state, "worker_id": worker, "version": VERSION});
+        if let Some((_, why)) = failed {
             connector["trace"] = json!(why);
         }
         json!({
@@ -501,8 +512,8 @@ impl Herder {
             let inner = self.lock();
             let entry = inner.entry(name)?;
             let plain = !include_tasks && !only_failed;
-            let connector =
-                (!only_failed || entry.spec.is_err()) && entry.target != TargetState::Stopped;
+            let connector = (!only_failed || self.failed_where(&inner, name).is_some())
+                && entry.target != TargetState::Stopped;
             let chosen = |s: &TaskStatus| include_tasks && (!only_failed || s.state == "FAILED");
             let mut status = self.status_of(&inner, name, |s| chosen(s).then_some("RESTARTING"));
             if connector {
@@ -569,12 +580,23 @@ impl Herder {
     }
 
     /// This worker's task states, per connector (for the status topic).
-    pub fn local_statuses(&self) -> BTreeMap<String, Vec<TaskStatus>> {
+    /// Per connector: why it failed on this worker (its config does not validate here; not
+    /// when stopped, as nothing runs then), and this worker's task states.
+    pub fn local_statuses(&self) -> BTreeMap<String, (Option<String>, Vec<TaskStatus>)> {
         let inner = self.lock();
         inner
             .connectors
-            .keys()
-            .map(|n| (n.clone(), inner.worker.statuses(n).unwrap_or_default()))
+            .iter()
+            .map(|(n, e)| {
+                let failed = match &e.spec {
+                    Err(why) if e.target != TargetState::Stopped => Some(why.clone()),
+                    _ => None,
+                };
+                (
+                    n.clone(),
+                    (failed, inner.worker.statuses(n).unwrap_or_default()),
+                )
+            })
             .collect()
     }
 

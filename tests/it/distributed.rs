@@ -320,7 +320,7 @@ fn a_restart_validates_again_a_connector_failed_on_one_worker() {
 }
 
 #[test]
-fn a_config_invalid_on_one_worker_shows_failed_there_and_still_obeys() {
+fn a_config_invalid_on_one_worker_shows_failed_everywhere_and_still_obeys() {
     let topic = unique("it-dist-env");
     kafka::create_topic(&topic, 2);
     let cluster = unique("it-dist-env-cluster");
@@ -341,6 +341,31 @@ fn a_config_invalid_on_one_worker_shows_failed_there_and_still_obeys() {
     // The task on A runs; a stop sent to B stops it.
     assert_eq!(s["tasks"].as_array().map(Vec::len), Some(1), "{s}");
     assert_eq!(s["tasks"][0]["state"], "RUNNING", "{s}");
+    // A shows the connector FAILED too, on B, with B's reason; a restart of what failed asked
+    // of A answers it RESTARTING.
+    let on_b = s["connector"]["worker_id"].clone();
+    let status = format!("/connectors/{name}/status");
+    let on_a = wait_for(&url_a, &status, WAIT, |s| {
+        s["connector"]["state"] == "FAILED"
+    });
+    assert_eq!(on_a["connector"]["worker_id"], on_b, "{on_a}");
+    assert!(
+        on_a["connector"]["trace"]
+            .as_str()
+            .is_some_and(|t| t.contains("CDCSINK_DIST_ES_URL")),
+        "{on_a}"
+    );
+    let (code, restarting) = call(
+        &url_a,
+        "POST",
+        &format!("/connectors/{name}/restart?onlyFailed=true"),
+        None,
+    );
+    assert_eq!(code, 202, "{restarting}");
+    assert_eq!(
+        restarting["connector"]["state"], "RESTARTING",
+        "{restarting}"
+    );
     assert_eq!(
         call(&url_b, "PUT", &format!("/connectors/{name}/stop"), None).0,
         204
