@@ -206,9 +206,8 @@ impl JsonConverter {
         let payload = bytes
             .strip_prefix(b"{\"schema\":")?
             .strip_prefix(schema_text.as_bytes())?
-            .strip_prefix(b",\"payload\":")?
-            .trim_ascii_end()
-            .strip_suffix(b"}")?;
+            .strip_prefix(b",\"payload\":")?;
+        let payload = trim_json_end(payload).strip_suffix(b"}")?;
         let payload = std::str::from_utf8(payload).ok()?;
         Some((compiled.clone(), payload))
     }
@@ -285,7 +284,7 @@ impl JsonConverter {
             ));
         }
         if let Some((schema, payload)) = self.known_schema(topic, bytes) {
-            if payload.trim() == "null" {
+            if is_null(payload) {
                 return Ok(Value::Tombstone);
             }
             // Anything unexpected falls through to the full parse, which names the problem.
@@ -298,7 +297,7 @@ impl JsonConverter {
             }
         }
         let text = parse_json(bytes)?;
-        if text.trim() == "null" {
+        if is_null(text) {
             // JsonConverter reads a JSON null as a null value: a tombstone.
             return Ok(Value::Tombstone);
         }
@@ -670,6 +669,23 @@ fn write_decimal(raw: &str, scale: i32, opts: &Options, out: &mut Vec<u8>) -> Re
     Ok(())
 }
 
+/// JSON's whitespace: space, tab, line feed, carriage return (`str::trim` takes all of
+/// Unicode's, and `trim_ascii` form feeds too, which JSON does not allow).
+const JSON_WHITESPACE: [char; 4] = [' ', '\t', '\n', '\r'];
+
+/// Whether `text` is JSON's `null`, with only JSON's whitespace around it.
+fn is_null(text: &str) -> bool {
+    text.trim_matches(JSON_WHITESPACE) == "null"
+}
+
+/// `bytes` without the JSON whitespace it ends with.
+fn trim_json_end(mut bytes: &[u8]) -> &[u8] {
+    while let [rest @ .., b' ' | b'\t' | b'\n' | b'\r'] = bytes {
+        bytes = rest;
+    }
+    bytes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -969,6 +985,34 @@ mod tests {
             r#"{"type":"struct","name":"io.debezium.data.geometry.Point","field":"v","fields":[]}"#;
         assert!(err(point, r#"{"x":1.5,"y":null}"#).contains("without both coordinates"));
         assert!(err(point, r#"{"x":1.5}"#).contains("without both coordinates"));
+        // Coordinates that are not numbers: their text would go into the bulk body as it is.
+        assert!(err(point, "{\"x\":1,\"y\":[1,\n2]}").contains("as numbers"));
+        assert!(err(point, r#"{"x":"a","y":{}}"#).contains("as numbers"));
+    }
+
+    #[test]
+    fn only_json_whitespace_goes_around_a_null_value() {
+        let schema = r#"{"type":"struct","fields":[{"type":"string","field":"op"}]}"#;
+        let ok = format!(r#"{{"schema":{schema},"payload":{{"op":"c","after":{{"id":1}}}}}}"#);
+        for bad in ["\u{a0}null", "null\u{b}", "\u{2028}null", "null\u{c}"] {
+            assert!(serde_json::from_str::<serde_json::Value>(bad).is_err());
+            let mut c = JsonConverter::default();
+            assert!(c.value("t", Some(bad.as_bytes())).is_err(), "{bad:?}");
+            // Nor after the schema is known (read by its bytes).
+            c.value("t", Some(ok.as_bytes())).unwrap();
+            let framed = format!(r#"{{"schema":{schema},"payload":{bad}}}"#);
+            assert!(c.value("t", Some(framed.as_bytes())).is_err(), "{framed:?}");
+        }
+        assert!(matches!(
+            JsonConverter::default().value("t", Some(b" null\r\n")),
+            Ok(Value::Tombstone)
+        ));
+        // A form feed after a record whose schema is known is refused as on the first read.
+        let mut c = JsonConverter::default();
+        let bad = format!("{ok}\u{c}");
+        assert!(c.value("t", Some(bad.as_bytes())).is_err());
+        c.value("t", Some(ok.as_bytes())).unwrap();
+        assert!(c.value("t", Some(bad.as_bytes())).is_err());
     }
 
     #[test]

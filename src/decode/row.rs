@@ -187,7 +187,7 @@ fn string_end(s: &[u8]) -> Option<usize> {
 }
 
 /// Where the JSON number that starts `s` ends: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
-fn number_end(s: &[u8]) -> Option<usize> {
+pub(crate) fn number_end(s: &[u8]) -> Option<usize> {
     let digits = |from: usize| {
         let n = s[from..].iter().take_while(|c| c.is_ascii_digit()).count();
         (n > 0).then_some(from + n)

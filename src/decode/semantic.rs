@@ -364,10 +364,13 @@ pub fn plain_number(text: &str) -> Result<String, String> {
 
 /// `io.debezium.data.geometry.Point` (x, y as JSON number text) → `{"lat": y, "lon": x}`, an
 /// Elasticsearch `geo_point`. A point without both coordinates (Debezium's are never null) is
-/// an error, not a null that would drop the column.
+/// an error, not a null that would drop the column; so is a coordinate that is not a number
+/// (Debezium's are doubles): its text is copied into the document, and anything else (an
+/// array with a line break in it) could break the bulk body's lines.
 pub fn point(out: &mut Vec<u8>, x: Option<&str>, y: Option<&str>) -> Result<(), String> {
+    let number = |v: &str| crate::decode::row::number_end(v.as_bytes()) == Some(v.len());
     match (x, y) {
-        (Some(x), Some(y)) if x != "null" && y != "null" => {
+        (Some(x), Some(y)) if number(x) && number(y) => {
             out.extend_from_slice(b"{\"lat\":");
             out.extend_from_slice(y.as_bytes());
             out.extend_from_slice(b",\"lon\":");
@@ -376,7 +379,7 @@ pub fn point(out: &mut Vec<u8>, x: Option<&str>, y: Option<&str>) -> Result<(), 
             Ok(())
         }
         _ => Err(format!(
-            "a Point without both coordinates (x {}, y {})",
+            "a Point without both coordinates as numbers (x {}, y {})",
             x.unwrap_or("missing"),
             y.unwrap_or("missing")
         )),
