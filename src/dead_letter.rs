@@ -22,7 +22,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
@@ -32,6 +32,7 @@ use crate::connector::errors::{DeadLetterConfig, Stage};
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::sink::{Ack, Rejected};
+use crate::source::headers::{self, Record};
 
 /// How long topic creation and a re-read may take.
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
@@ -154,16 +155,9 @@ impl DeadLetterQueue {
 
     /// Copies `m` (its ack `ack`) to the queue. Its ack comes back from [`Self::poll`] once
     /// Kafka has acknowledged the copy.
-    pub fn send(&mut self, ack: Ack, m: &impl Message, failure: &Failure<'_>) {
-        let mut headers = OwnedHeaders::new();
-        if let Some(h) = m.headers() {
-            for h in h.iter() {
-                headers = headers.insert(Header {
-                    key: h.key,
-                    value: h.value,
-                });
-            }
-        }
+    pub fn send(&mut self, ack: Ack, m: &impl Record, failure: &Failure<'_>) {
+        // The record's own headers byte for byte (their keys need not be UTF-8).
+        let mut headers = headers::copy(m);
         if self.cfg.context_headers {
             headers = self.context_headers(headers, m, failure);
         }
@@ -346,9 +340,15 @@ impl DeadLetterQueue {
     /// The acks of copies Kafka acknowledged since the last call; copies that failed are sent
     /// again once their backoff is over. An error when the producer itself failed for good
     /// (librdkafka's fatal errors, e.g. of the idempotent producer): the task starts over with
-    /// a new one.
-    pub fn poll(&mut self) -> Result<Vec<Ack>, String> {
-        self.producer.poll(Duration::ZERO);
+    /// a new one. With copies out, waits up to `wait` (and no later than the next resend) for
+    /// Kafka's answers.
+    pub fn poll(&mut self, wait: Duration) -> Result<Vec<Ack>, String> {
+        let wait = match self.resend.front() {
+            _ if self.pending() == 0 => Duration::ZERO,
+            Some((at, _)) => wait.min(at.saturating_duration_since(Instant::now())),
+            None => wait,
+        };
+        self.producer.poll(wait);
         if let Some((_, why)) = self.producer.client().fatal_error() {
             return Err(format!(
                 "the dead-letter queue's producer failed (topic {}): {why}",

@@ -30,6 +30,7 @@ use crate::sink::druid::DruidSink;
 use crate::sink::elasticsearch::ElasticsearchSink;
 use crate::sink::{Ack, Outcome, Sink, SinkError, SinkRecord};
 use crate::source::barriers::Barriers;
+use crate::source::headers::Record;
 use crate::source::offsets::Offsets;
 use crate::source::{self, Consumer, RebalanceHandler};
 
@@ -516,6 +517,9 @@ fn pending(st: &State) -> usize {
 /// dead-letter queue wrote; records the sink rejected are copied to the queue, read again
 /// from Kafka.
 fn collect(st: &mut State, wait: Duration) -> Result<(), End> {
+    // The sink waits only while it has writes out; with none, the wait is the dead-letter
+    // queue's, or a drain waiting for its copies alone would spin.
+    let sink_waits = st.sink.pending() > 0;
     for a in st.sink.poll(wait)? {
         st.offsets.ack(a);
     }
@@ -535,7 +539,8 @@ fn collect(st: &mut State, wait: Duration) -> Result<(), End> {
             .map_err(End::Rewind)?;
     }
     if let Some(dlq) = st.dlq.as_mut() {
-        for a in dlq.poll().map_err(End::Rewind)? {
+        let wait = if sink_waits { Duration::ZERO } else { wait };
+        for a in dlq.poll(wait).map_err(End::Rewind)? {
             st.offsets.ack(a);
         }
     }
@@ -1058,7 +1063,7 @@ fn handle(
     decoder: &mut Decoder,
     spec: &ConnectorSpec,
     metrics: &Metrics,
-    m: &impl Message,
+    m: &impl Record,
     clock: &mut Option<i64>,
 ) -> Result<(), Failure> {
     match put(st, decoder, spec, metrics, m, clock) {
@@ -1085,7 +1090,7 @@ fn tolerate(
     st: &mut State,
     spec: &ConnectorSpec,
     metrics: &Metrics,
-    m: &impl Message,
+    m: &impl Record,
     ack: Ack,
     stage: Stage,
     why: &str,
@@ -1113,12 +1118,7 @@ fn tolerate(
                 ", key {:?}, value {:?}, headers {:?}",
                 m.key().map(String::from_utf8_lossy),
                 m.payload().map(String::from_utf8_lossy),
-                m.headers().map(|h| {
-                    use rdkafka::message::Headers as _;
-                    h.iter()
-                        .map(|h| (h.key.to_string(), h.value.map(String::from_utf8_lossy)))
-                        .collect::<Vec<_>>()
-                }),
+                source::headers::text(m),
             )
         } else {
             String::new()
@@ -1156,7 +1156,7 @@ fn put(
     decoder: &mut Decoder,
     spec: &ConnectorSpec,
     metrics: &Metrics,
-    m: &impl Message,
+    m: &impl Record,
     clock: &mut Option<i64>,
 ) -> Result<(), Refused> {
     let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());

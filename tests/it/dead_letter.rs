@@ -36,13 +36,15 @@ fn change(offset: i64, id: i64, extra: Option<&str>) -> Full {
     }
 }
 
-/// A value that is not JSON, with a header and a null-valued header of its own.
+/// A value that is not JSON, with a header, a null-valued header and a header whose key is
+/// not UTF-8 (Kafka's keys are bytes) of its own.
 fn poison(id: i64) -> Full {
     Full {
         value: Some(br#"{"op":"c","after":{"id":"#.to_vec()),
         headers: vec![
             ("trace-id".into(), Some(b"poison".to_vec())),
             ("empty".into(), None),
+            (b"\xffbin".to_vec(), Some(b"\x00\x01".to_vec())),
         ],
         ..good(id, None)
     }
@@ -58,7 +60,7 @@ fn header<'a>(r: &'a Full, key: &str) -> &'a str {
     let v = r
         .headers
         .iter()
-        .find(|(k, _)| k == key)
+        .find(|(k, _)| k == key.as_bytes())
         .and_then(|(_, v)| v.as_deref())
         .unwrap_or_else(|| panic!("no header {key} in {:?}", r.headers));
     std::str::from_utf8(v).unwrap()
@@ -76,7 +78,7 @@ fn assert_copy(copy: &Full, original: &Full, topic: &str, connector: &str) {
     );
     let names: Vec<&str> = copy.headers[original.headers.len()..]
         .iter()
-        .map(|(k, _)| k.as_str())
+        .map(|(k, _)| std::str::from_utf8(k).unwrap())
         .collect();
     assert_eq!(
         names,
@@ -182,6 +184,8 @@ fn a_poison_record_and_a_rejected_document_go_to_the_queue_unchanged_and_the_str
             ("errors.deadletterqueue.topic.replication.factor", "1"),
             ("errors.deadletterqueue.context.headers.enable", "true"),
             ("errors.log.enable", "true"),
+            // The log shows the poison record's headers too, its byte key among them.
+            ("errors.log.include.messages", "true"),
             ("behavior.on.malformed.documents", "warn"),
         ],
     );
@@ -342,6 +346,44 @@ fn while_the_queue_refuses_writes_the_offset_waits_at_the_failed_record() {
     assert_eq!(copies.len(), 1, "{copies:?}");
     assert_eq!(copies[0].value, recs[3].value);
 
+    assert!(w.stop().success());
+}
+
+/// A task stopped while its one unfinished record is a copy the queue refuses waits
+/// `flush.timeout.ms` for it without spinning: it waits on the queue's producer, not in a loop.
+#[test]
+fn stopping_while_the_queue_refuses_waits_without_spinning() {
+    let (topic, dlq, _) = refusing_queue("it-dlq-stop");
+    let config = es_connector(
+        &topic,
+        &servers().es,
+        &[
+            ("errors.tolerance", "all"),
+            ("errors.deadletterqueue.topic.name", &dlq),
+            ("flush.timeout.ms", "4000"),
+        ],
+    );
+    let (w, name, url, group) = run("it-dlq-stop", &config);
+    wait_committed(&group, &topic, 3);
+    wait_queue_trouble(&url, &name, &dlq);
+    let (cpu, start) = (w.cpu_seconds(), std::time::Instant::now());
+    assert_eq!(
+        rest::call(&url, "PUT", &format!("/connectors/{name}/stop"), None).0,
+        204
+    );
+    let (busy, waited) = (w.cpu_seconds() - cpu, start.elapsed());
+    assert!(
+        waited >= Duration::from_secs(3),
+        "the stop did not wait for the copy: {waited:?}"
+    );
+    assert!(
+        busy < 1.0,
+        "the worker spent {busy:.2} CPU-seconds in {waited:?} waiting for the copy"
+    );
+    assert_eq!(
+        kafka::committed(&group, &topic, 1),
+        BTreeMap::from([(0, 3)])
+    );
     assert!(w.stop().success());
 }
 

@@ -364,7 +364,8 @@ pub struct Full {
     pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
-    pub headers: Vec<(String, Option<Vec<u8>>)>,
+    /// Keys as bytes: Kafka's are, and a producer may write one that is not UTF-8.
+    pub headers: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     pub timestamp: Option<i64>,
 }
 
@@ -377,10 +378,32 @@ pub fn produce_full(topic: &str, r: &Full) {
         .expect("producer");
     let mut headers = OwnedHeaders::new();
     for (k, v) in &r.headers {
-        headers = headers.insert(Header {
-            key: k,
-            value: v.as_deref(),
-        });
+        if let Ok(k) = std::str::from_utf8(k) {
+            headers = headers.insert(Header {
+                key: k,
+                value: v.as_deref(),
+            });
+            continue;
+        }
+        // rdkafka takes only UTF-8 keys; librdkafka takes bytes, as Kafka does. rdkafka's
+        // `&BorrowedHeaders` is librdkafka's pointer (see cdc_sink::source::headers::pairs).
+        use rdkafka::bindings as rdsys;
+        let native = headers.as_borrowed() as *const rdkafka::message::BorrowedHeaders
+            as *mut rdsys::rd_kafka_headers_t;
+        let (value, size) = v
+            .as_deref()
+            .map_or((std::ptr::null(), 0), |v| (v.as_ptr(), v.len() as isize));
+        // SAFETY: `native` is `headers`' own; librdkafka copies the name and the value.
+        let err = unsafe {
+            rdsys::rd_kafka_header_add(
+                native,
+                k.as_ptr().cast(),
+                k.len() as isize,
+                value.cast(),
+                size,
+            )
+        };
+        assert_eq!(err, rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR);
     }
     let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).partition(0);
     rec.key = r.key.as_deref();
@@ -394,7 +417,6 @@ pub fn produce_full(topic: &str, r: &Full) {
 /// Every record of partition 0 of `topic` up to its end now, whole.
 pub fn read_full(topic: &str) -> Vec<Full> {
     use rdkafka::Message as _;
-    use rdkafka::message::Headers as _;
     let end = end_offsets(topic, 1)[&0];
     let c = partition_0(topic);
     let mut out: Vec<Full> = Vec::new();
@@ -408,11 +430,7 @@ pub fn read_full(topic: &str) -> Vec<Full> {
                 value: m.payload().map(<[u8]>::to_vec),
                 headers: m
                     .headers()
-                    .map(|h| {
-                        h.iter()
-                            .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
-                            .collect()
-                    })
+                    .map(|h| cdc_sink::source::headers::pairs(h))
                     .unwrap_or_default(),
                 timestamp: m.timestamp().to_millis(),
             });
