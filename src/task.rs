@@ -837,6 +837,14 @@ fn run(
                             Ok(()) => {}
                             Err(Failure::Fatal(e)) => break 'run Err(End::Failed(e)),
                             Err(Failure::Rewind(e)) => break 'run Err(End::Rewind(e)),
+                            Err(Failure::Wait(why))
+                                if spec.errors.retry_timeout == Some(Duration::ZERO) =>
+                            {
+                                // Kafka Connect's errors.retry.timeout=0: no retry at all.
+                                break 'run Err(End::Failed(format!(
+                                    "not retried (errors.retry.timeout=0): {why}"
+                                )));
+                            }
                             Err(Failure::Wait(why)) => {
                                 warn!(task = %label, "waiting, consumption paused: {why}");
                                 st.stall = Some(Stall {
@@ -1042,6 +1050,10 @@ fn retry_stall(
                         STALL_FIRST_RETRY,
                         spec.errors.retry_delay_max.max(STALL_FIRST_RETRY),
                     );
+                // The last attempt is made when the time is up, not a whole backoff after.
+                if let Some(limit) = spec.errors.retry_timeout {
+                    stall.next = stall.next.min(stall.since + limit);
+                }
                 if stall.attempt % 10 == 0 {
                     warn!(task = %label, attempt = stall.attempt, "still waiting: {why}");
                 }

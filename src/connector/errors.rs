@@ -44,7 +44,7 @@ pub const OPTIONS: &[OptionDef] = &[
     OptionDef {
         name: "errors.retry.timeout",
         default: Some("-1"),
-        doc: "Milliseconds a record waiting on an unavailable dependency (the schema registry) is retried before the task fails; -1: without limit. Kafka Connect's default is 0; cdc-sink never gives up by default, since nothing after the record is committed while it waits.",
+        doc: "Milliseconds a record waiting on an unavailable dependency (the schema registry) is retried before the task fails (the last attempt made when the time is up); 0: not retried at all, the task fails at once; -1: without limit. Kafka Connect's default is 0; cdc-sink never gives up by default, since nothing after the record is committed while it waits.",
     },
     OptionDef {
         name: "errors.retry.delay.max.ms",

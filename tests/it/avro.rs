@@ -500,6 +500,81 @@ fn an_unavailable_schema_registry_pauses_the_task_and_loses_nothing() {
     assert!(w.stop().success());
 }
 
+/// `errors.retry.timeout` bounds how long a record waits for a failing registry: the task fails
+/// naming it once the time is up (2 s here), and at once with 0 (Kafka Connect's "no retry");
+/// nothing is committed past the record either way.
+#[test]
+fn errors_retry_timeout_fails_the_task_once_the_registry_has_failed_that_long() {
+    use crate::support::es_connector;
+    use crate::support::worker::{Worker, connector_file};
+    let h = history::generate(
+        43,
+        &Options {
+            changes: 20,
+            keys: 10,
+            partitions: 1,
+            ..Options::default()
+        },
+    );
+    let registry = Registry::start();
+    let opts = avro_options(&registry.url);
+    let mut files = Vec::new();
+    let mut cases = Vec::new();
+    for timeout in ["2000", "0"] {
+        let topic = unique("it-retry-timeout");
+        kafka::create_topic(&topic, 1);
+        kafka::produce_bytes(&topic, &avro_history(&registry, &topic, &h));
+        let name = unique("it-retry-timeout");
+        let mut extra: Vec<(&str, &str)> = opts.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        extra.push(("errors.retry.timeout", timeout));
+        files.push(connector_file(
+            &name,
+            &es_connector(&topic, &servers().es, &extra),
+        ));
+        cases.push((topic, name, timeout));
+    }
+    registry.fail(Some(503));
+    let refs: Vec<&std::path::PathBuf> = files.iter().collect();
+    let w = Worker::start_with(&refs, &[]);
+    for (topic, name, timeout) in &cases {
+        let start = std::time::Instant::now();
+        let line = loop {
+            let log = w.log_text();
+            if let Some(l) = log
+                .lines()
+                .find(|l| l.contains("task failed") && l.contains(name.as_str()))
+            {
+                break l.to_string();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "{name} (errors.retry.timeout={timeout}) did not fail:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let said = if *timeout == "0" {
+            "not retried (errors.retry.timeout=0)".to_string()
+        } else {
+            format!("gave up after errors.retry.timeout={timeout} ms")
+        };
+        assert!(line.contains(&said) && line.contains("503"), "{line}");
+        let waited = w
+            .log_text()
+            .lines()
+            .any(|l| l.contains("waiting, consumption paused") && l.contains(name.as_str()));
+        assert_eq!(waited, *timeout != "0", "{name}: {line}");
+        assert_eq!(
+            kafka::committed(&format!("connect-{name}"), topic, 1),
+            BTreeMap::new(),
+            "nothing committed past the record"
+        );
+    }
+    assert!(
+        !w.stop().success(),
+        "a worker whose tasks failed exits non-zero"
+    );
+}
+
 /// The sink's own part of freshness starts when a record is decoded, and a record's decoding
 /// can wait seconds for the schema registry (a schema not seen before). The clock is read once
 /// per burst of records: after the burst's first record is decoded, and again after any record

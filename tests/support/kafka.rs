@@ -430,7 +430,7 @@ pub fn read_full(topic: &str) -> Vec<Full> {
                 value: m.payload().map(<[u8]>::to_vec),
                 headers: m
                     .headers()
-                    .map(|h| cdc_sink::source::headers::pairs(h))
+                    .map(cdc_sink::source::headers::pairs)
                     .unwrap_or_default(),
                 timestamp: m.timestamp().to_millis(),
             });
