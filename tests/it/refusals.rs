@@ -71,7 +71,7 @@ fn a_write_blocked_index_is_waited_for_and_only_malformed_documents_are_skipped(
         &topic,
         &servers().es,
         &[
-            ("behavior.on.malformed.documents", "ignore"),
+            ("behavior.on.malformed.documents", "warn"),
             ("retry.backoff.ms", "50"),
             ("max.retry.backoff.ms", "500"),
         ],

@@ -93,7 +93,7 @@ pub const OPTIONS: &[OptionDef] = &[
     OptionDef {
         name: "behavior.on.malformed.documents",
         default: Some("fail"),
-        doc: "A document Elasticsearch rejects as malformed (400 `mapper_parsing_exception`, `strict_dynamic_mapping_exception`, `document_parsing_exception`, `illegal_argument_exception`, `action_request_validation_exception`): `fail` the task, or `warn`/`ignore` (logged, counted as failed, offset committed; written to the dead-letter queue first when `errors.tolerance=all` and `errors.deadletterqueue.topic.name` are set). Any other refusal (no permission, missing index…) fails the task whatever this says.",
+        doc: "A document Elasticsearch rejects as malformed (400 `mapper_parsing_exception`, `strict_dynamic_mapping_exception`, `document_parsing_exception`, `illegal_argument_exception`, `action_request_validation_exception`): `fail` the task, or `warn`/`ignore` (skipped: logged, as a warning with `warn` and at debug level with `ignore`, as the Confluent sink does; counted as failed, offset committed; written to the dead-letter queue first when `errors.tolerance=all` and `errors.deadletterqueue.topic.name` are set). Any other refusal (no permission, missing index…) fails the task whatever this says.",
     },
     OptionDef {
         name: "add.fields",
@@ -281,6 +281,9 @@ pub struct EsConfig {
     /// Live documents carry `__deleted: false` (soft deletes are on).
     pub mark_live: bool,
     pub fail_on_malformed: bool,
+    /// `behavior.on.malformed.documents=warn`: a skipped document is logged as a warning
+    /// (`ignore`: at debug level only, as the Confluent sink does).
+    pub warn_on_malformed: bool,
     /// Documents skipped under `behavior.on.malformed.documents` go to the dead-letter queue
     /// (handed back by `Sink::take_rejected`) instead of being acked.
     pub dead_letters: bool,
@@ -532,6 +535,7 @@ impl EsConfig {
             drop_tombstones,
             mark_live: on_delete == OnDelete::SoftDelete,
             fail_on_malformed: malformed == "fail",
+            warn_on_malformed: malformed == "warn",
             dead_letters: errors.dead_letter.is_some(),
             add_fields,
             version,

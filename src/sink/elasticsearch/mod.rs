@@ -626,8 +626,12 @@ async fn write(shared: &Shared, batch: Sealed) -> Result<Written, SinkError> {
                                             offset: item.origin.offset,
                                             reason: msg,
                                         });
-                                    } else {
+                                    } else if cfg.warn_on_malformed {
                                         warn!("{msg} (skipped: behavior.on.malformed.documents)");
+                                    } else {
+                                        tracing::debug!(
+                                            "{msg} (skipped: behavior.on.malformed.documents=ignore)"
+                                        );
                                     }
                                 }
                                 ItemOutcome::Fail(why) => {
