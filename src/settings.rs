@@ -105,7 +105,14 @@ impl Settings {
             }
             fig = fig.merge(Toml::file(f));
         }
-        fig = fig.merge(Env::prefixed("CDC_SINK_").split("__"));
+        // Only `CDC_SINK_<SECTION>__<KEY>`: every setting has a section, and a variable without
+        // one (the demo's `CDC_SINK_URL`, a script's own) is not meant for the worker. An
+        // unknown key within a section is still an error that names it.
+        fig = fig.merge(
+            Env::prefixed("CDC_SINK_")
+                .filter(|k| k.as_str().contains("__"))
+                .split("__"),
+        );
         let s: Settings = fig.extract().map_err(|e| {
             e.into_iter()
                 .map(|e| e.to_string())
@@ -185,6 +192,11 @@ mod tests {
             jail.create_file("bad.toml", "[kafka]\nbootstrap_server = \"x\"\n")?;
             let err = Settings::load(Some(Path::new("bad.toml"))).unwrap_err();
             assert!(err.contains("bootstrap_server"), "{err}");
+
+            // Variables that are not settings (no section): left to whoever set them.
+            jail.set_env("CDC_SINK_URL", "http://127.0.0.1:8083");
+            jail.set_env("CDC_SINK_DEMO_DIR", "/tmp/x");
+            Settings::load(None).map_err(|e| e.to_string())?;
 
             jail.set_env("CDC_SINK_WORKER__MODEE", "x");
             let err = Settings::load(None).unwrap_err();
