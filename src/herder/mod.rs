@@ -174,14 +174,27 @@ impl Herder {
         };
         {
             let mut inner = herder.lock();
+            // A stored connector that no longer validates here (a placeholder's variable or
+            // file gone) is FAILED with the reason, as a change read in distributed mode is:
+            // the others run, and a restart validates it again once it is mended. Refusing to
+            // start would stop every connector of the worker for one.
             for s in stored {
-                let spec = ConnectorSpec::validate(&s.config).map_err(|e| {
-                    format!(
-                        "stored connector `{}` is no longer valid: {e} (fix or delete it in the state file)",
-                        s.config.name
-                    )
-                })?;
-                inner.launch(spec, s.config, s.state)?;
+                let name = s.config.name.clone();
+                let started = ConnectorSpec::validate(&s.config)
+                    .map_err(|e| e.to_string())
+                    .and_then(|spec| inner.launch(spec, s.config.clone(), s.state));
+                if let Err(e) = started {
+                    let why = format!("the stored config is not valid on this worker: {e}");
+                    error!(connector = %name, "{why}");
+                    inner.connectors.insert(
+                        name,
+                        Entry {
+                            config: s.config,
+                            spec: Err(why),
+                            target: s.state,
+                        },
+                    );
+                }
             }
         }
         Ok(herder)

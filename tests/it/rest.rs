@@ -484,6 +484,48 @@ fn a_failed_task_restarted_over_rest_continues_from_the_failed_record() {
     assert!(w.stop().success());
 }
 
+/// A stored connector whose config no longer validates when the worker starts again (the
+/// variable its placeholder names is gone) is FAILED with the reason; the worker and its other
+/// connectors run. Once mended, a restart starts it.
+#[test]
+fn a_stored_connector_that_no_longer_validates_fails_alone() {
+    let state = state_dir();
+    let dir = state.to_string_lossy().to_string();
+    let env = [
+        ("CDC_SINK_WORKER__STATE_DIR", dir.as_str()),
+        ("CDCSINK_REST_ES", servers().es.as_str()),
+    ];
+    let mut w = Worker::start_with(&[], &env);
+    let url = w.rest_url();
+    let (plain, placeholder) = (unique("it-rest-plain"), unique("it-rest-env"));
+    let config = |url: &str| es_connector(&unique("it-rest-stored"), url, &[]);
+    assert_eq!(post(&url, &plain, &config(&servers().es), None).0, 201);
+    assert_eq!(
+        post(&url, &placeholder, &config("${env:CDCSINK_REST_ES}"), None).0,
+        201
+    );
+    wait_state(&url, &placeholder, "RUNNING", Some("RUNNING"));
+    assert!(w.stop().success());
+
+    // Started again without the variable.
+    let mut w = Worker::start_with(&[], &env[..1]);
+    let url = w.rest_url();
+    wait_state(&url, &plain, "RUNNING", Some("RUNNING"));
+    let s = wait_for(
+        &url,
+        &format!("/connectors/{placeholder}/status"),
+        WAIT,
+        |s| s["connector"]["state"] == "FAILED",
+    );
+    assert!(
+        s["connector"]["trace"]
+            .as_str()
+            .is_some_and(|t| t.contains("CDCSINK_REST_ES")),
+        "{s}"
+    );
+    assert!(w.stop().success());
+}
+
 #[test]
 fn a_standalone_worker_keeps_posted_connectors_across_a_crash() {
     let topic = unique("it-rest-keep");
