@@ -5,6 +5,7 @@ pub mod errors;
 pub mod options;
 pub mod transforms;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
@@ -108,18 +109,43 @@ impl ConnectorConfig {
     pub fn redacted(&self) -> BTreeMap<String, String> {
         self.config
             .iter()
-            .map(|(k, v)| {
-                (
-                    k.clone(),
-                    if is_secret(k) {
-                        HIDDEN.to_string()
-                    } else {
-                        v.clone()
-                    },
-                )
-            })
+            .map(|(k, v)| (k.clone(), redact(k, v).into_owned()))
             .collect()
     }
+}
+
+/// `value` of `key` as logs and API responses show it: a secret key's as `[hidden]`, and the
+/// password of any URL in it (`https://user:password@es:9200`, a list of them) too.
+pub fn redact<'v>(key: &str, value: &'v str) -> Cow<'v, str> {
+    if is_secret(key) {
+        return Cow::Borrowed(HIDDEN);
+    }
+    if !value.contains("://") || !value.contains('@') {
+        return Cow::Borrowed(value);
+    }
+    let parts: Vec<String> = value
+        .split(',')
+        .map(|part| {
+            let Some(scheme_end) = part.find("://").map(|i| i + 3) else {
+                return part.to_string();
+            };
+            let rest = &part[scheme_end..];
+            let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+            match authority.rfind('@').and_then(|at| {
+                let colon = authority[..at].find(':')?;
+                Some((colon, at))
+            }) {
+                Some((colon, at)) => format!(
+                    "{}{}{HIDDEN}{}",
+                    &part[..scheme_end],
+                    &rest[..=colon],
+                    &rest[at..]
+                ),
+                None => part.to_string(),
+            }
+        })
+        .collect();
+    Cow::Owned(parts.join(","))
 }
 
 /// What the REST API shows in place of a secret's value.
@@ -791,6 +817,24 @@ mod tests {
         );
         assert!(err.contains("batch.szie: unknown option"), "{err}");
         assert!(!err.contains("errors.tolerance"), "{err}");
+    }
+
+    #[test]
+    fn passwords_in_urls_are_hidden_too() {
+        assert_eq!(
+            redact(
+                "connection.url",
+                "https://elastic:pa:ss@es1:9200/x,http://es2:9200, https://u:p@es3"
+            ),
+            "https://elastic:[hidden]@es1:9200/x,http://es2:9200, https://u:[hidden]@es3"
+        );
+        assert_eq!(redact("connection.url", "http://es:9200"), "http://es:9200");
+        // A user without a password, an `@` past the host: nothing to hide.
+        assert_eq!(
+            redact("connection.url", "https://u@es:9200/a@b"),
+            "https://u@es:9200/a@b"
+        );
+        assert_eq!(redact("connection.password", "p"), "[hidden]");
     }
 
     #[test]

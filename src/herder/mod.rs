@@ -952,16 +952,19 @@ fn restore_hidden(
     stored: Option<&BTreeMap<String, String>>,
 ) -> Result<(), Error> {
     for (k, v) in map.iter_mut() {
-        if v == connector::HIDDEN && connector::is_secret(k) {
-            match stored.and_then(|s| s.get(k)) {
-                Some(old) => v.clone_from(old),
-                None => {
-                    return Err(Error::BadRequest(format!(
-                        "{k}: `{}` is how this API shows a secret; send the value itself",
-                        connector::HIDDEN
-                    )));
-                }
+        if !v.contains(connector::HIDDEN) {
+            continue;
+        }
+        // The stored value, if this is how it was shown (a secret, a URL's password).
+        match stored.and_then(|s| s.get(k)) {
+            Some(old) if connector::redact(k, old) == v.as_str() => v.clone_from(old),
+            _ if connector::is_secret(k) || v.contains(&format!(":{}@", connector::HIDDEN)) => {
+                return Err(Error::BadRequest(format!(
+                    "{k}: `{}` is how this API shows a secret; send the value itself",
+                    connector::HIDDEN
+                )));
             }
+            _ => {}
         }
     }
     Ok(())

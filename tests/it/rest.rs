@@ -613,13 +613,19 @@ fn a_config_sent_back_as_read_keeps_its_secrets() {
     let state = state_dir();
     let (w, url) = rest_worker(&state);
     let name = unique("it-rest-hidden");
-    let mut config = es_connector(&unique("it-rest-hidden"), &servers().es, &[]);
+    // Elasticsearch here has no security: it ignores the credentials.
+    let with_password = servers().es.replacen("://", "://elastic:url-s3cret@", 1);
+    let mut config = es_connector(&unique("it-rest-hidden"), &with_password, &[]);
     config["connection.username"] = json!("elastic");
     config["connection.password"] = json!("s3cret-value");
     assert_eq!(post(&url, &name, &config, Some("STOPPED")).0, 201);
     let (code, read) = call(&url, "GET", &format!("/connectors/{name}/config"), None);
     assert_eq!(code, 200);
     assert_eq!(read["connection.password"], "[hidden]");
+    assert_eq!(
+        read["connection.url"],
+        servers().es.replacen("://", "://elastic:[hidden]@", 1)
+    );
     let mut changed = read.clone();
     changed["linger.ms"] = json!("30");
     let (code, body) = call(
@@ -638,7 +644,10 @@ fn a_config_sent_back_as_read_keeps_its_secrets() {
     assert_eq!(code, 200, "{body}");
     let stored = std::fs::read_to_string(state.join("connectors.json")).unwrap();
     assert!(
-        stored.contains("s3cret-value") && !stored.contains("[hidden]") && stored.contains("40"),
+        stored.contains("s3cret-value")
+            && stored.contains("url-s3cret")
+            && !stored.contains("[hidden]")
+            && stored.contains("40"),
         "{stored}"
     );
     let mut copy = read.clone();
