@@ -48,6 +48,11 @@ enum Command {
         /// Move the aliases back to the indices the last rebuild replaced (caught up first).
         #[arg(long)]
         rollback: bool,
+        /// Rebuild even though a topic no longer holds its records from its beginning
+        /// (retention, DeleteRecords): only when the records kept hold every row, such as after
+        /// a snapshot taken since.
+        #[arg(long)]
+        allow_truncated_topics: bool,
         /// The connector config (`{"name": …, "config": {…}}`).
         connector: PathBuf,
     },
@@ -163,12 +168,13 @@ fn main() -> ExitCode {
         Command::Rebuild {
             config,
             rollback,
+            allow_truncated_topics,
             connector,
         } => {
             let Some((settings, spec)) = load_one(config.as_deref(), &connector) else {
                 return ExitCode::from(2);
             };
-            match cdc_sink::rebuild::run(&settings, &spec, rollback) {
+            match cdc_sink::rebuild::run(&settings, &spec, rollback, allow_truncated_topics) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("cdc-sink: rebuild: {e}");

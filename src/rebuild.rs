@@ -172,7 +172,13 @@ fn version_of(alias: &str, index: &str) -> Option<u32> {
 }
 
 /// Rebuilds (or, with `rollback`, rolls back) every index `spec` writes to.
-pub fn run(settings: &Settings, spec: &ConnectorSpec, rollback: bool) -> Result<(), String> {
+/// `allow_truncated`: rebuild even from topics that no longer hold their records from offset 0.
+pub fn run(
+    settings: &Settings,
+    spec: &ConnectorSpec,
+    rollback: bool,
+    allow_truncated: bool,
+) -> Result<(), String> {
     let cfg = spec
         .sink
         .elasticsearch()
@@ -193,6 +199,27 @@ pub fn run(settings: &Settings, spec: &ConnectorSpec, rollback: bool) -> Result<
     if partitions.is_empty() {
         return Err("the connector's topics do not exist".into());
     }
+    // A partition whose first records are gone (retention, DeleteRecords; compaction keeps
+    // the start) cannot give the new index the rows only those records held: the alias would
+    // move to an index missing them.
+    let truncated: Vec<String> = partitions
+        .iter()
+        .filter(|(_, _, low, _)| *low > 0)
+        .map(|(t, p, low, _)| format!("{t}/{p} starts at offset {low}"))
+        .collect();
+    if !rollback && !allow_truncated && !truncated.is_empty() {
+        return Err(format!(
+            "the topics no longer hold every record from their beginning ({}): the new index \
+             would lack the rows whose only records were deleted (retention.ms, DeleteRecords). \
+             Keep the topics compacted (cleanup.policy=compact), or, when the records kept hold \
+             every row (a snapshot was taken since), pass --allow-truncated-topics",
+            truncated.join(", ")
+        ));
+    }
+    let low_of: BTreeMap<(String, i32), i64> = partitions
+        .iter()
+        .map(|(t, p, low, _)| ((t.clone(), *p), *low))
+        .collect();
     // alias → topics writing to it.
     let mut aliases: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (topic, ..) in &partitions {
@@ -220,10 +247,19 @@ pub fn run(settings: &Settings, spec: &ConnectorSpec, rollback: bool) -> Result<
             let at = start.get_or_insert_with(Offsets::new);
             for (k, v) in offsets {
                 let (t, p) = k.rsplit_once('/').unwrap_or((k, "0"));
-                at.insert(
+                let (key, offset) = (
                     (t.to_string(), p.parse().unwrap_or(0)),
                     v.as_i64().unwrap_or(0),
                 );
+                // The changes since the move must all still be there to catch it up.
+                if let Some(low) = low_of.get(&key).filter(|low| offset < **low) {
+                    return Err(format!(
+                        "`{index}` was left at offset {offset} of {k}, but that partition now \
+                         starts at {low} (retention.ms, DeleteRecords): the changes in between \
+                         are gone, and it cannot be caught up; rebuild instead"
+                    ));
+                }
+                at.insert(key, offset);
             }
             // Replaced indices are write-blocked; this one takes writes again.
             es.ok(

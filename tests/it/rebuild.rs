@@ -59,13 +59,21 @@ fn try_rebuild(
     rollback: bool,
     env: &[(&str, &str)],
 ) -> (bool, String) {
+    let args: &[&str] = if rollback { &["--rollback"] } else { &[] };
+    try_rebuild_with(connector, args, env)
+}
+
+/// Runs `cdc-sink rebuild ARGS…`; its success and its log. Killed after 150 s, a failure.
+fn try_rebuild_with(
+    connector: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (bool, String) {
     let log = std::env::temp_dir().join(format!("cdc-sink-rebuild-{}.log", fastrand::u32(..)));
     let out = std::fs::File::create(&log).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cdc-sink"));
     cmd.arg("rebuild");
-    if rollback {
-        cmd.arg("--rollback");
-    }
+    cmd.args(args);
     cmd.arg(connector)
         .env(
             "CDC_SINK_KAFKA__BOOTSTRAP_SERVERS",
@@ -268,6 +276,53 @@ fn a_rebuild_run_again_after_its_index_was_deleted_writes_it_from_the_beginning(
         Duration::from_secs(5),
         "",
     );
+    assert!(live.stop().success());
+}
+
+/// Topics that lost their first records (retention, DeleteRecords) cannot rebuild every row:
+/// `rebuild` refuses before it creates anything, naming the partition, unless told the records
+/// kept hold every row; and a rollback whose recorded offsets are gone from the topic refuses
+/// too, the alias left where it is.
+#[test]
+fn a_rebuild_refuses_topics_that_lost_records_it_needs() {
+    let topic = unique("rebuild-trunc");
+    kafka::create_topic(&topic, 2);
+    let alias = topic.clone();
+    aliased_index(&alias, &json!({}));
+    let es_url = servers().es.clone();
+    let file = connector_file(
+        &unique("rebuild-trunc"),
+        &es_connector(&topic, &es_url, &[]),
+    );
+    let live = Worker::start(&file);
+    let n = 2 * ROWS;
+    kafka::produce(&topic, &(1..=n).map(change).collect::<Vec<_>>());
+    es::wait_documents(&alias, &expected(n), Duration::from_secs(60), "");
+    kafka::delete_records(&topic, 0, 10);
+    let (ok, log) = try_rebuild(&file, false, &[]);
+    assert!(!ok, "{log}");
+    assert!(
+        log.contains(&format!("{topic}/0 starts at offset 10")),
+        "{log}"
+    );
+    assert_eq!(alias_target(&alias), format!("{alias}-v1"));
+    let v2 = reqwest::blocking::get(format!("{es_url}/{alias}-v2")).unwrap();
+    assert_eq!(v2.status(), 404, "an index was created");
+
+    // Told the records kept are enough: rebuilt from them.
+    let (ok, log) = try_rebuild_with(&file, &["--allow-truncated-topics"], &[]);
+    assert!(ok, "{log}");
+    assert_eq!(alias_target(&alias), format!("{alias}-v2"));
+    // Changes after the move, then gone from the topic: the offsets recorded on v1 are below
+    // the partition's start, and a rollback cannot catch v1 up on them.
+    kafka::produce(&topic, &(n + 1..=n + 20).map(change).collect::<Vec<_>>());
+    es::wait_documents(&alias, &expected(n + 20), Duration::from_secs(60), "");
+    let end = kafka::end_offsets(&topic, 2)[&0];
+    kafka::delete_records(&topic, 0, end);
+    let (ok, log) = try_rebuild(&file, true, &[]);
+    assert!(!ok, "{log}");
+    assert!(log.contains("cannot be caught up"), "{log}");
+    assert_eq!(alias_target(&alias), format!("{alias}-v2"));
     assert!(live.stop().success());
 }
 

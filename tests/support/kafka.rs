@@ -477,3 +477,23 @@ pub fn set_topic_config(topic: &str, key: &str, value: &str) {
         r.unwrap_or_else(|(t, e)| panic!("altering {t:?}: {e}"));
     }
 }
+
+/// Deletes the records of partition `partition` of `topic` before `offset` (Kafka's
+/// DeleteRecords, as retention does): the partition then starts at `offset`.
+pub fn delete_records(topic: &str, partition: i32, offset: i64) {
+    let admin: AdminClient<DefaultClientContext> = config().create().expect("admin client");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, rdkafka::Offset::Offset(offset))
+        .unwrap();
+    let done = rt
+        .block_on(admin.delete_records(&tpl, &AdminOptions::new().operation_timeout(Some(TIMEOUT))))
+        .expect("delete_records");
+    for e in done.elements() {
+        e.error()
+            .unwrap_or_else(|e| panic!("deleting records of {topic}: {e}"));
+    }
+}
