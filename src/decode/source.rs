@@ -98,6 +98,12 @@ pub enum Ordering {
     /// snapshot's when the transaction was open while the snapshot read. It must be ordered
     /// after every snapshot read of its partition.
     AfterSnapshot,
+    /// The position is the change's own place in the log, not its commit order (PostgreSQL
+    /// events without `sequence`, from Debezium versions before it): a change of a transaction
+    /// open while a snapshot read lies below the snapshot's position although the snapshot did
+    /// not see it. Versions as [`Ordering::Plain`]; a snapshot of such records is not
+    /// reconciled, which would remove those rows.
+    OwnPosition,
 }
 
 /// A number that some connectors write as a string (Oracle `scn`); `None` for null.
@@ -471,8 +477,9 @@ fn position(f: &Fields<'_>, snapshot: bool) -> Result<(Option<u64>, Ordering), S
                     .ok_or_else(|| format!("PostgreSQL LSN {v} does not fit in a version"))
             };
             match (&f.sequence, last_commit, lsn.or(own)) {
-                // Old Debezium versions without `sequence`: the lsn.
-                (None, _, Some(lsn)) => lsn,
+                // Old Debezium versions without `sequence`: the lsn, the change's own place
+                // in the WAL, not its commit order.
+                (None, _, Some(lsn)) => return Ok((Some(check(lsn)?), Ordering::OwnPosition)),
                 (None, _, None) => return Ok((None, Ordering::Plain)),
                 (Some(_), Some(c), _) => quad(c, u64::from(!snapshot))?,
                 // No commit seen since the snapshot (or a fresh snapshot): the position.

@@ -27,7 +27,7 @@ impl SnapshotFloors {
         ordering: Ordering,
     ) -> u64 {
         match ordering {
-            Ordering::Plain => position,
+            Ordering::Plain | Ordering::OwnPosition => position,
             Ordering::SnapshotRead => {
                 let floor = match self.floors.get_mut(topic) {
                     Some(parts) => parts.entry(partition).or_default(),

@@ -12,7 +12,7 @@ use super::scopes::Scopes;
 use crate::sink::identity::{record_id, source_version};
 
 use crate::decode::row::write_json_str;
-use crate::decode::source::SnapshotMark;
+use crate::decode::source::{Ordering, SnapshotMark};
 use crate::decode::{ChangeEvent, Op, Row, Value};
 use crate::sink::SinkRecord;
 use crate::sink::snapshot_floors::SnapshotFloors;
@@ -191,10 +191,20 @@ impl Mapper {
             .as_ref()
             .is_some_and(|s| matches!(s.position, Ok(Some(_))));
         let merged = rec.key.is_some_and(|k| k.get(MERGED_TABLES_KEY).is_some());
+        let own_position = ev
+            .source
+            .as_ref()
+            .is_some_and(|s| s.ordering == Ordering::OwnPosition);
         let why = match (from_source, action.version) {
             (false, _) | (_, None) => {
                 Some("the source position of its records is not known".to_string())
             }
+            _ if own_position => Some(
+                "its records carry no `source.sequence` (a Debezium version before it): their \
+                 versions follow each change's own WAL position, not the commit order, and a \
+                 change of a transaction open during the snapshot would look older than it"
+                    .to_string(),
+            ),
             _ if merged => Some(format!(
                 "the topic merges several tables (its keys carry `{MERGED_TABLES_KEY}`)"
             )),
