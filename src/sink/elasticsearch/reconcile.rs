@@ -71,6 +71,7 @@ struct Report {
 }
 
 /// A failure of one pass: retried (`retry`) or final.
+#[derive(Debug)]
 struct Failed {
     message: String,
     retry: bool,
@@ -236,29 +237,31 @@ async fn remove(shared: &Shared, end: &SnapshotEnd, hits: &[Hit]) -> Result<u64,
     }
     let mut removed = 0;
     for item in &items {
-        let r = item
-            .as_object()
-            .and_then(|o| o.values().next())
-            .unwrap_or(&Json::Null);
-        match r["status"].as_u64().unwrap_or(0) {
-            200 | 201 => removed += 1,
-            // Gone already, or written since the scan: what is there stands.
-            404 | 409 => {}
-            s @ (0 | 429 | 500..) => {
-                return Err(Failed::retry(format!(
-                    "a removal answered {s}: {}",
-                    r["error"]
-                )));
-            }
-            s => {
-                return Err(Failed {
-                    message: format!("a removal answered {s}: {}", r["error"]),
-                    retry: false,
-                });
-            }
-        }
+        removed += u64::from(removal(item)?);
     }
     Ok(removed)
+}
+
+/// One removal's answer: whether it removed the document; an error to retry or give up on.
+fn removal(item: &Json) -> Result<bool, Failed> {
+    let r = item
+        .as_object()
+        .and_then(|o| o.values().next())
+        .unwrap_or(&Json::Null);
+    let failed = |s| format!("a removal answered {s}: {}", r["error"]);
+    match r["status"].as_u64().unwrap_or(0) {
+        200 | 201 => Ok(true),
+        // Gone already, or written since the scan: what is there stands.
+        404 | 409 => Ok(false),
+        s @ (0 | 429 | 500..) => Err(Failed::retry(failed(s))),
+        // A write-blocked index (disk flood stage, a rebuild's block) clears, as for the sink's
+        // own writes (`retry::item`).
+        s if r["error"]["type"] == "cluster_block_exception" => Err(Failed::retry(failed(s))),
+        s => Err(Failed {
+            message: failed(s),
+            retry: false,
+        }),
+    }
 }
 
 async fn call(
@@ -325,4 +328,27 @@ fn urlencoding(name: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_removal_refused_by_a_write_block_is_retried() {
+        let item = |status: u64, error: &str| serde_json::json!({"delete": {"status": status, "error": {"type": error}}});
+        assert!(
+            removal(&item(403, "cluster_block_exception"))
+                .unwrap_err()
+                .retry
+        );
+        assert!(
+            removal(&item(429, "es_rejected_execution_exception"))
+                .unwrap_err()
+                .retry
+        );
+        assert!(!removal(&item(403, "security_exception")).unwrap_err().retry);
+        assert!(removal(&serde_json::json!({"delete": {"status": 200}})).unwrap());
+        assert!(!removal(&serde_json::json!({"delete": {"status": 409}})).unwrap());
+    }
 }
