@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::connector::ConnectorSpec;
 use crate::herder::cluster::Cluster;
@@ -65,26 +65,73 @@ pub fn run(mut settings: Settings, files: Vec<ConnectorSpec>) -> Result<bool, St
     }));
     info!(worker_id = %herder.worker_id(), mode = %settings.worker.mode, "REST API listening on http://{addr}");
 
+    // Signals are listened for from here on, without a gap (one arriving while the periodic
+    // report runs is kept for the next turn of the loop).
+    let mut signals = runtime.block_on(async { Signals::new() });
     let failed_rest = runtime.block_on(async {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         let mut report = tokio::time::interval(Duration::from_secs(30));
         report.tick().await;
         let mut rest = rest;
         loop {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => break None,
-                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => break None,
+                _ = signals.next() => break None,
                 _ = report.tick() => { let h = herder.clone(); let _ = tokio::task::spawn_blocking(move || h.report()).await; }
                 r = &mut rest => break Some(match r { Ok(Ok(())) => "the REST API stopped".to_string(), Ok(Err(e)) => e, Err(e) => e.to_string() }),
             }
         }
     });
-    info!("shutting down: finishing in-flight writes and committing offsets");
+    info!(
+        "shutting down: finishing in-flight writes and committing offsets (a second SIGTERM or Ctrl-C exits at once)"
+    );
+    // A second signal while the tasks finish (an unreachable Elasticsearch can hold a drain for
+    // flush.timeout.ms): exit now. Nothing is committed past an unwritten record at any time, so
+    // this is a crash's outcome: what was written and not committed is read again.
+    runtime.spawn(async move {
+        signals.next().await;
+        warn!("a second signal: exiting without finishing; records not committed are read again");
+        std::process::exit(EXIT_INTERRUPTED);
+    });
     let _ = stop_tx.send(());
     let ok = stop(&herder);
     match failed_rest {
         Some(e) => Err(e),
         None => Ok(ok),
+    }
+}
+
+/// The exit code after a second signal: 128 + SIGTERM's number, as a shell reports a process
+/// ended by it.
+const EXIT_INTERRUPTED: i32 = 143;
+
+/// SIGTERM and SIGINT (Ctrl-C), each listened for once for the whole run.
+struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    /// Needs a Tokio runtime.
+    fn new() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        Signals {
+            term: signal(SignalKind::terminate()).ok(),
+            int: signal(SignalKind::interrupt()).ok(),
+        }
+    }
+
+    /// The next SIGTERM or SIGINT.
+    async fn next(&mut self) {
+        async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            _ = recv(&mut self.term) => {}
+            _ = recv(&mut self.int) => {}
+        }
     }
 }

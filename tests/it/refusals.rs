@@ -133,6 +133,48 @@ fn stopping_while_elasticsearch_is_unreachable_waits_the_flush_timeout_once() {
     assert_eq!(kafka::committed(&group, &topic, 1), BTreeMap::new());
 }
 
+/// A second SIGTERM while the first one's drain waits for an unreachable Elasticsearch exits at
+/// once (143), committing nothing past the unwritten records.
+#[test]
+fn a_second_sigterm_exits_at_once() {
+    let (topic, proxy) = topic_behind_proxy("it-stop-twice");
+    proxy.refuse();
+    kafka::produce(&topic, &rows(20));
+    let (mut w, group) = start_es_worker(
+        "it-stop-twice",
+        &topic,
+        &proxy.url,
+        &[
+            ("flush.timeout.ms", "60000"),
+            ("max.retry.backoff.ms", "500"),
+        ],
+    );
+    w.wait_log("Elasticsearch unreachable", Duration::from_secs(60));
+    let pid = w.pid() as i32;
+    let term = || unsafe { libc::kill(pid, libc::SIGTERM) };
+    term();
+    w.wait_log("shutting down", Duration::from_secs(10));
+    thread::sleep(Duration::from_millis(500));
+    assert!(
+        w.exited().is_none(),
+        "the first SIGTERM did not wait for the drain"
+    );
+    let start = Instant::now();
+    term();
+    let status = loop {
+        if let Some(s) = w.exited() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "still running after a second SIGTERM"
+        );
+        thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(143), "{status}");
+    assert_eq!(kafka::committed(&group, &topic, 1), BTreeMap::new());
+}
+
 #[test]
 fn a_partition_whose_writes_stay_stale_is_warned_about() {
     let topic = unique("it-stale");
