@@ -124,6 +124,12 @@ impl Settings {
     }
 
     fn validate(&self) -> Result<(), String> {
+        // Empty, the state file's directory would be "", which cannot be synced after a save.
+        if self.worker.state_dir.as_os_str().is_empty() {
+            return Err(
+                "worker.state_dir: empty; name a directory (`.` for the current one)".into(),
+            );
+        }
         match self.worker.mode.as_str() {
             "standalone" | "distributed" => {}
             m => {
@@ -197,6 +203,11 @@ mod tests {
             jail.set_env("CDC_SINK_URL", "http://127.0.0.1:8083");
             jail.set_env("CDC_SINK_DEMO_DIR", "/tmp/x");
             Settings::load(None).map_err(|e| e.to_string())?;
+
+            jail.set_env("CDC_SINK_WORKER__STATE_DIR", "");
+            let err = Settings::load(None).unwrap_err();
+            assert!(err.contains("worker.state_dir: empty"), "{err}");
+            jail.set_env("CDC_SINK_WORKER__STATE_DIR", ".");
 
             jail.set_env("CDC_SINK_WORKER__MODEE", "x");
             let err = Settings::load(None).unwrap_err();
