@@ -74,6 +74,8 @@ fn a_write_blocked_index_is_waited_for_and_only_malformed_documents_are_skipped(
             ("behavior.on.malformed.documents", "warn"),
             ("retry.backoff.ms", "50"),
             ("max.retry.backoff.ms", "500"),
+            // A write block (a rebuild's lasts until its alias moves) is not counted against it.
+            ("max.retries", "1"),
         ],
     );
     // Blocked: retried, never acknowledged, whatever behavior.on.malformed.documents says.

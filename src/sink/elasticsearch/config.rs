@@ -163,7 +163,7 @@ pub const OPTIONS: &[OptionDef] = &[
     OptionDef {
         name: "max.retries",
         default: None,
-        doc: "Retries of a failed bulk item before the task fails; unset = retry without limit.",
+        doc: "Retries of a failed bulk item before the task fails; unset = retry without limit. Refusals by a write block (`cluster_block_exception`: a rebuild's, which lasts until its alias moves, or a full disk's) are retried without counting.",
     },
     OptionDef {
         name: "retry.backoff.ms",

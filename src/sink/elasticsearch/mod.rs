@@ -457,6 +457,9 @@ async fn write(shared: &Shared, batch: Sealed) -> Result<Written, SinkError> {
     let mut todo: Vec<usize> = (0..batch.items.len()).collect();
     let mut body = batch.body.clone();
     let mut attempt = 0u32;
+    // Attempts counted against `max.retries`: not those refused only by a write block (a
+    // rebuild's, which lasts until its alias moves; a disk's flood stage), which clears.
+    let mut counted = 0u32;
     let mut rejected = Vec::new();
     // (topic, partition) → (written, stale), for the stale watch.
     let mut tally: Vec<(Arc<str>, i32, u64, u64)> = Vec::new();
@@ -490,6 +493,7 @@ async fn write(shared: &Shared, batch: Sealed) -> Result<Written, SinkError> {
                 .slow
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| s.checked_sub(1));
         }
+        let mut blocked = false;
         let problem: String = match result {
             Err(e) => {
                 if e.timed_out {
@@ -551,6 +555,7 @@ async fn write(shared: &Shared, batch: Sealed) -> Result<Written, SinkError> {
                         };
                         let mut again = Vec::new();
                         let mut first_reason = None;
+                        blocked = true;
                         let outcomes: Vec<ItemOutcome> = todo
                             .iter()
                             .zip(&results)
@@ -604,6 +609,8 @@ async fn write(shared: &Shared, batch: Sealed) -> Result<Written, SinkError> {
                                         },
                                         1,
                                     );
+                                    blocked &=
+                                        r.error_type.as_deref() == Some("cluster_block_exception");
                                     first_reason.get_or_insert(why);
                                     again.push(i);
                                 }
@@ -658,8 +665,9 @@ async fn write(shared: &Shared, batch: Sealed) -> Result<Written, SinkError> {
             },
         };
         attempt += 1;
+        counted += u32::from(!blocked);
         if let Some(max) = cfg.max_retries
-            && attempt > max
+            && counted > max
         {
             return Err(SinkError::Fatal(format!(
                 "gave up after {max} retries: {problem}"
