@@ -444,6 +444,20 @@ fn move_aliases(
     parts: &[(String, i32)],
     clients: &Clients,
 ) -> Result<(), String> {
+    // Partitions added since the rebuild started: the live connector wrote their records to
+    // the old indices, and this rebuild did not wait for them.
+    let now_parts = source::partitions_of(&clients.plain, &spec.subscription, TIMEOUT)?;
+    let added: Vec<String> = now_parts
+        .iter()
+        .filter(|(t, p, ..)| !parts.iter().any(|(pt, pp)| pt == t && pp == p))
+        .map(|(t, p, ..)| format!("{t}/{p}"))
+        .collect();
+    if !added.is_empty() {
+        return Err(format!(
+            "partitions were added to the topics during the rebuild ({}); run it again",
+            added.join(", ")
+        ));
+    }
     let live_at = source::committed_of(&clients.live, parts, TIMEOUT)?;
     let frozen = bounds(&clients.plain, spec, parts)?;
     wait_written(

@@ -326,6 +326,86 @@ fn a_rebuild_refuses_topics_that_lost_records_it_needs() {
     assert!(live.stop().success());
 }
 
+/// A partition added while a rebuild runs (the live connector writes its records to the old
+/// index, which the rebuild did not wait for) fails the rebuild before the alias moves, the old
+/// index taking writes again. The rebuild is slowed (its requests through a slow proxy) so
+/// that the partition comes while it runs.
+#[test]
+fn a_partition_added_during_a_rebuild_fails_it_before_the_alias_moves() {
+    use crate::support::proxy::{Faults, Proxy};
+    let topic = unique("rebuild-grow");
+    kafka::create_topic(&topic, 2);
+    let alias = topic.clone();
+    aliased_index(&alias, &json!({}));
+    let es_url = servers().es.clone();
+    let name = unique("rebuild-grow");
+    // The live connector sees new partitions within a second.
+    let live_options = [(
+        "consumer.override.topic.metadata.refresh.interval.ms",
+        "1000",
+    )];
+    let live_file = connector_file(&name, &es_connector(&topic, &es_url, &live_options));
+    let live = Worker::start(&live_file);
+    let n = 2 * ROWS;
+    kafka::produce(&topic, &(1..=n).map(change).collect::<Vec<_>>());
+    es::wait_documents(&alias, &expected(n), Duration::from_secs(60), "");
+    // The same connector, for the rebuild, through a proxy that answers each bulk late.
+    let proxy = Proxy::start(&es_url);
+    proxy.set_faults(Faults {
+        slow: 100,
+        slow_ms: 300,
+        ..Faults::default()
+    });
+    let slow = {
+        let mut c = es_connector(&topic, &proxy.url, &live_options);
+        c["batch.size"] = json!("20");
+        connector_file(&name, &c)
+    };
+    let rebuild = thread::spawn(move || try_rebuild(&slow, false, &[]));
+    // While it writes: a third partition, and a record on it.
+    thread::sleep(Duration::from_secs(2));
+    assert!(
+        !rebuild.is_finished(),
+        "the rebuild was over before the partition came"
+    );
+    kafka::add_partitions(&topic, 3);
+    let late = Rec {
+        partition: 2,
+        ..change(n + 1)
+    };
+    kafka::produce(&topic, &[late]);
+    let mut want = expected(n);
+    want.extend(expected_one(n + 1));
+    es::wait_documents(&alias, &want, Duration::from_secs(60), "the live connector");
+    let (ok, log) = rebuild.join().unwrap();
+    assert!(!ok, "{log}");
+    assert!(
+        log.contains(&format!(
+            "partitions were added to the topics during the rebuild ({topic}/2)"
+        )),
+        "{log}"
+    );
+    assert_eq!(alias_target(&alias), format!("{alias}-v1"));
+    let settings: Value = reqwest::blocking::get(format!("{es_url}/{alias}-v1/_settings"))
+        .unwrap()
+        .json()
+        .unwrap();
+    assert!(
+        settings[format!("{alias}-v1")]["settings"]["index"]["blocks"]["write"] != "true",
+        "the old index is still write-blocked: {settings}"
+    );
+    assert!(live.stop().success());
+}
+
+/// The document change `pos` leaves (what [`expected`] holds for it alone).
+fn expected_one(pos: u64) -> BTreeMap<String, (u64, Value)> {
+    let id = pos % ROWS + 1;
+    BTreeMap::from([(
+        id.to_string(),
+        (1 << 40 | (1000 + pos), json!({"id": id, "v": pos})),
+    )])
+}
+
 /// A rebuild that fails after write-blocking the old index leaves it taking writes again: the
 /// live connector goes on.
 #[test]

@@ -497,3 +497,22 @@ pub fn delete_records(topic: &str, partition: i32, offset: i64) {
             .unwrap_or_else(|e| panic!("deleting records of {topic}: {e}"));
     }
 }
+
+/// Grows `topic` to `total` partitions.
+pub fn add_partitions(topic: &str, total: usize) {
+    let admin: AdminClient<DefaultClientContext> = config().create().expect("admin client");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let grow = rdkafka::admin::NewPartitions::new(topic, total);
+    for r in rt
+        .block_on(admin.create_partitions(
+            &[grow],
+            &AdminOptions::new().operation_timeout(Some(TIMEOUT)),
+        ))
+        .expect("create_partitions")
+    {
+        r.unwrap_or_else(|(t, e)| panic!("adding partitions to {t}: {e}"));
+    }
+}
