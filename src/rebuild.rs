@@ -230,6 +230,7 @@ pub fn run(
         }
     }
     let mut moves = Vec::new();
+    let mut unblock: Vec<String> = Vec::new();
     let mut start: Option<Offsets> = None;
     let mut group_suffix = String::new();
     for alias in aliases.keys() {
@@ -261,12 +262,9 @@ pub fn run(
                 }
                 at.insert(key, offset);
             }
-            // Replaced indices are write-blocked; this one takes writes again.
-            es.ok(
-                Method::PUT,
-                &format!("{index}/_settings"),
-                Some(json!({"index": {"blocks": {"write": false}}})),
-            )?;
+            // Replaced indices are write-blocked; this one takes writes again, once every
+            // alias's recorded offsets are known to be still in the topics (below).
+            unblock.push(index.clone());
             group_suffix = format!(
                 "rollback-v{n}-{}",
                 meta["retired_at_ms"].as_i64().unwrap_or(0)
@@ -305,6 +303,13 @@ pub fn run(
             from,
             to,
         });
+    }
+    for index in &unblock {
+        es.ok(
+            Method::PUT,
+            &format!("{index}/_settings"),
+            Some(json!({"index": {"blocks": {"write": false}}})),
+        )?;
     }
     let parts: Vec<(String, i32)> = partitions
         .iter()

@@ -125,7 +125,7 @@ impl Settings {
 
     fn validate(&self) -> Result<(), String> {
         // Empty, the state file's directory would be "", which cannot be synced after a save.
-        if self.worker.state_dir.as_os_str().is_empty() {
+        if self.worker.mode == "standalone" && self.worker.state_dir.as_os_str().is_empty() {
             return Err(
                 "worker.state_dir: empty; name a directory (`.` for the current one)".into(),
             );

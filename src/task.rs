@@ -847,12 +847,20 @@ fn run(
                             }
                             Err(Failure::Wait(why)) => {
                                 warn!(task = %label, "waiting, consumption paused: {why}");
+                                let now = Instant::now();
                                 st.stall = Some(Stall {
                                     queue: VecDeque::from([m.detach()]),
                                     attempt: 1,
-                                    next: Instant::now() + STALL_FIRST_RETRY,
+                                    // The last attempt when the time is up, if that is sooner.
+                                    next: now
+                                        + spec
+                                            .errors
+                                            .retry_timeout
+                                            .map_or(STALL_FIRST_RETRY, |t| {
+                                                t.min(STALL_FIRST_RETRY)
+                                            }),
                                     why,
-                                    since: Instant::now(),
+                                    since: now,
                                 });
                             }
                         }

@@ -288,16 +288,27 @@ fn ensure_topics(
         ResourceSpecifier::Topic(config_topic),
         ResourceSpecifier::Topic(status_topic),
     ];
-    let described = runtime
-        .block_on(admin.describe_configs(&resources, &opts))
-        .map_err(|e| format!("cannot read the configs of the cluster's topics: {e}"))?;
+    // A principal without DescribeConfigs, or a broker that does not know a topic just made:
+    // the policy cannot be verified, which is said and not held against the worker (Kafka
+    // Connect does the same).
+    let described = match runtime.block_on(admin.describe_configs(&resources, &opts)) {
+        Ok(d) => d,
+        Err(e) => {
+            warn!("cannot verify the cleanup.policy of the cluster's topics: {e}");
+            return Ok(());
+        }
+    };
     for (r, topic) in described.into_iter().zip([config_topic, status_topic]) {
-        let r = r.map_err(|e| format!("cannot read the config of topic {topic}: {e}"))?;
-        let policy = r
-            .get("cleanup.policy")
-            .and_then(|e| e.value.clone())
-            .unwrap_or_default();
-        only_compact(topic, &policy)?;
+        let policy = match r {
+            Ok(r) => r.get("cleanup.policy").and_then(|e| e.value.clone()),
+            Err(e) => {
+                warn!(topic, "cannot verify the topic's cleanup.policy: {e}");
+                continue;
+            }
+        };
+        if let Some(policy) = policy {
+            only_compact(topic, &policy)?;
+        }
     }
     Ok(())
 }
@@ -308,7 +319,11 @@ fn only_compact(topic: &str, policy: &str) -> Result<(), String> {
         return Ok(());
     }
     Err(format!(
-        "topic {topic} has cleanup.policy={policy}: the cluster's topics must be compacted only          (cleanup.policy=compact), or Kafka deletes old connector configs and states; change it          (kafka-configs.sh --alter --entity-type topics --entity-name {topic} --add-config          cleanup.policy=compact), or name other topics with worker.config_topic and          worker.status_topic"
+        "topic {topic} has cleanup.policy={policy}: the cluster's topics must be compacted only \
+         (cleanup.policy=compact), or Kafka deletes old connector configs and states; change it \
+         (kafka-configs.sh --alter --entity-type topics --entity-name {topic} --add-config \
+         cleanup.policy=compact), or name other topics with worker.config_topic and \
+         worker.status_topic"
     ))
 }
 

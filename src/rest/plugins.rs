@@ -149,13 +149,7 @@ pub async fn validate(State(_): State<Api>, Path(plugin): Path<String>, body: By
         let value = config
             .config
             .get(name)
-            .map(|v| {
-                if connector::is_secret(name) {
-                    "[hidden]".to_string()
-                } else {
-                    v.clone()
-                }
-            })
+            .map(|v| connector::redact(name, v).into_owned())
             .or_else(|| def.and_then(|d| d.default).map(String::from));
         configs.push(json!({
                         "definition": definition(p, name, *def, group, order + 1),

@@ -134,12 +134,12 @@ pub fn latest_query(datasource: &str, key: &[&str], columns: &[&str]) -> String 
     let cols: Vec<String> = columns.iter().map(|c| format!("t.{}", q(c))).collect();
     format!(
         "SELECT DISTINCT {cols} FROM \"{datasource}\" t \
-         JOIN (SELECT {x_keys}, x.\"__version\" AS \"v\", MAX(x.\"__kafka_offset\") AS \"o\" \
+         JOIN (SELECT {x_keys}, x.\"__version\" AS \"v\", MAX(COALESCE(x.\"__kafka_offset\", -1)) AS \"o\" \
                FROM \"{datasource}\" x \
                JOIN (SELECT {keys}, MAX(\"__version\") AS \"v\" FROM \"{datasource}\" GROUP BY {keys}) m \
                ON {xm} AND x.\"__version\" = m.\"v\" \
                GROUP BY {x_keys}, x.\"__version\") n \
-         ON {tn} AND t.\"__version\" = n.\"v\" AND t.\"__kafka_offset\" = n.\"o\" \
+         ON {tn} AND t.\"__version\" = n.\"v\" AND COALESCE(t.\"__kafka_offset\", -1) = n.\"o\" \
          WHERE t.\"__deleted\" = 'false'",
         cols = cols.join(", "),
         keys = keys.join(", "),
