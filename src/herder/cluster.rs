@@ -671,26 +671,31 @@ impl Cluster {
 
     /// The task states other live workers published for `connector`.
     pub fn others(&self, connector: &str) -> Vec<(String, Vec<TaskStatus>)> {
-        let fresh_after = now_ms() - STALE.as_millis() as i64;
         let all = self.statuses.lock().unwrap_or_else(|p| p.into_inner());
-        all.get(connector)
-            .map(|w| {
-                w.iter()
-                    .filter(|(id, (_, _, at))| **id != self.worker_id && *at >= fresh_after)
-                    .map(|(id, (tasks, _, _))| (id.clone(), tasks.clone()))
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.live_others(&all, connector)
+            .map(|(id, (tasks, _, _))| (id.clone(), tasks.clone()))
+            .collect()
     }
 
     /// Another live worker on which `connector` failed, and why (the first by worker id).
     pub fn failed_elsewhere(&self, connector: &str) -> Option<(String, String)> {
-        let fresh_after = now_ms() - STALE.as_millis() as i64;
         let all = self.statuses.lock().unwrap_or_else(|p| p.into_inner());
-        all.get(connector)?
-            .iter()
-            .filter(|(id, (_, _, at))| **id != self.worker_id && *at >= fresh_after)
+        self.live_others(&all, connector)
             .find_map(|(id, (_, failed, _))| failed.clone().map(|why| (id.clone(), why)))
+    }
+
+    /// What the other workers heard from within [`STALE`] published for `connector`.
+    fn live_others<'a>(
+        &self,
+        all: &'a Statuses,
+        connector: &str,
+    ) -> impl Iterator<Item = (&'a String, &'a (Vec<TaskStatus>, Option<String>, i64))> {
+        let fresh_after = now_ms() - STALE.as_millis() as i64;
+        let me = self.worker_id.clone();
+        all.get(connector)
+            .into_iter()
+            .flatten()
+            .filter(move |(id, (_, _, at))| **id != me && *at >= fresh_after)
     }
 
     /// Stops reading and publishing; this worker's task states are removed. Call after the

@@ -180,20 +180,12 @@ impl Herder {
             // start would stop every connector of the worker for one.
             for s in stored {
                 let name = s.config.name.clone();
-                let started = ConnectorSpec::validate(&s.config)
-                    .map_err(|e| e.to_string())
-                    .and_then(|spec| inner.launch(spec, s.config.clone(), s.state));
-                if let Err(e) = started {
-                    let why = format!("the stored config is not valid on this worker: {e}");
-                    error!(connector = %name, "{why}");
-                    inner.connectors.insert(
-                        name,
-                        Entry {
-                            config: s.config,
-                            spec: Err(why),
-                            target: s.state,
-                        },
-                    );
+                let change = Change::Put {
+                    config: s.config,
+                    target: Some(s.state),
+                };
+                if let Err(e) = inner.apply(&change, &herder.worker_id) {
+                    error!(connector = %name, "cannot start the stored connector: {e}");
                 }
             }
         }

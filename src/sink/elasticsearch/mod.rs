@@ -609,8 +609,7 @@ async fn write(shared: &Shared, batch: Sealed) -> Result<Written, SinkError> {
                                         },
                                         1,
                                     );
-                                    blocked &=
-                                        r.error_type.as_deref() == Some("cluster_block_exception");
+                                    blocked &= retry::write_block(r.error_type.as_deref());
                                     first_reason.get_or_insert(why);
                                     again.push(i);
                                 }

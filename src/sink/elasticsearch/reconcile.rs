@@ -256,7 +256,9 @@ fn removal(item: &Json) -> Result<bool, Failed> {
         s @ (0 | 429 | 500..) => Err(Failed::retry(failed(s))),
         // A write-blocked index (disk flood stage, a rebuild's block) clears, as for the sink's
         // own writes (`retry::item`).
-        s if r["error"]["type"] == "cluster_block_exception" => Err(Failed::retry(failed(s))),
+        s if super::retry::write_block(r["error"]["type"].as_str()) => {
+            Err(Failed::retry(failed(s)))
+        }
         s => Err(Failed {
             message: failed(s),
             retry: false,

@@ -25,6 +25,13 @@ const MALFORMED: &[&str] = &[
     "document_parsing_exception",
 ];
 
+/// Whether an item's `error.type` is a write block (`cluster_block_exception`: a read-only
+/// index at the disk's flood stage, a rebuild's block, a cluster not yet recovered): it clears,
+/// so the write is retried, and not counted against `max.retries`.
+pub fn write_block(error_type: Option<&str>) -> bool {
+    error_type == Some("cluster_block_exception")
+}
+
 /// Classifies one item result (`status`, `error.type`, `error.reason`).
 pub fn item(
     is_delete: bool,
@@ -53,7 +60,7 @@ pub fn item(
             ItemOutcome::Retry(describe())
         }
         // A read-only index (disk flood stage) or a cluster not yet recovered: it clears.
-        _ if error_type == Some("cluster_block_exception") => ItemOutcome::Retry(describe()),
+        _ if write_block(error_type) => ItemOutcome::Retry(describe()),
         500..=599 => ItemOutcome::Retry(describe()),
         400 if error_type.is_some_and(|t| MALFORMED.contains(&t)) => {
             ItemOutcome::Malformed(describe())
