@@ -183,8 +183,10 @@ fn actions_on_one_worker_act_on_all_and_conflicting_writes_converge() {
     let rewind = json!({"offsets": [{"partition": {"kafka_topic": topic, "kafka_partition": 0}, "offset": {"kafka_offset": 0}}]});
     let (code, body) = call(&url_a, "PATCH", &path("offsets"), Some(&rewind));
     assert_eq!(code, 200, "{body}");
-    let stopped = call(&url_a, "GET", &path("status"), None).1;
-    assert_eq!(states(&stopped), ("STOPPED".to_string(), vec![]));
+    // Other workers' task states reach a worker through the status topic, a moment later.
+    wait_for(&url_a, &path("status"), WAIT, |s| {
+        states(s) == ("STOPPED".to_string(), vec![])
+    });
     // Resumed through one worker, then at once a reset through the other: refused, the
     // connector is no longer stopped there either.
     assert_eq!(call(&url_b, "PUT", &path("resume"), None).0, 202);
