@@ -32,6 +32,7 @@ use crate::sink::{Ack, Outcome, Sink, SinkError, SinkRecord};
 use crate::source::barriers::Barriers;
 use crate::source::headers::Record;
 use crate::source::offsets::Offsets;
+use crate::source::pause::{self, Paused};
 use crate::source::{self, Consumer, RebalanceHandler};
 
 /// How long one consumer poll waits when there is nothing else to do.
@@ -88,9 +89,13 @@ impl<M: Message> Handled<M> {
 /// the rate it reaches now (docs/performance-log.md). A pause, which keeps the consumer in its
 /// group while nothing is read, is for a sink that stays full (Elasticsearch down).
 const HOLD: Duration = Duration::from_secs(1);
-/// Records a task remembers (about 16 bytes each) before it reads no more: behind a record
-/// that cannot be committed yet (its dead-letter copy refused), every record read after it is
-/// remembered until it is.
+/// Records a task remembers (about 16 bytes each), per record its sink holds
+/// (`Sink::capacity`: `max.buffered.records`), before it reads no more, or only what a
+/// snapshot's end waits for (`source::pause`): behind a record that cannot be committed yet (its
+/// dead-letter copy refused, a snapshot's end waiting for the other partitions), every record
+/// read after it is remembered until it is.
+const TRACKED_PER_HELD: usize = 64;
+/// The most records a task remembers before it reads less, whatever its sink holds: 16 MiB.
 const MAX_TRACKED: usize = 1 << 20;
 /// The first and the longest wait before a task starts over from its committed offsets.
 const REWIND_BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30));
@@ -192,7 +197,8 @@ impl TaskHandle {
 struct State {
     offsets: Offsets,
     sink: Box<dyn Sink>,
-    paused: bool,
+    /// What the consumer was last told to read.
+    paused: Paused,
     /// A failure found inside a callback, reported by the poll loop.
     failure: Option<End>,
     /// Records waiting for something decoding needs (the schema registry), in read order.
@@ -320,9 +326,8 @@ impl RebalanceHandler for Handler {
         if let Ok(mut topics) = self.control.topics.lock() {
             topics.extend(partitions.iter().map(|(t, _)| t.clone()));
         }
-        if st.paused {
-            source::set_paused(consumer, true);
-        }
+        // New partitions are read unless what the consumer reads now excludes them.
+        pause::apply(consumer, &Paused::No, &st.paused);
     }
 
     fn revoking(&self, consumer: &Consumer<Self>, partitions: &[(String, i32)], lost: bool) {
@@ -495,17 +500,40 @@ fn skip_undelivered<H: RebalanceHandler>(consumer: &Consumer<H>, st: &mut State)
     }
 }
 
-/// Whether the consumer reads nothing more: `now` (paused by the user, a record waiting, the
-/// sink full for a while), or too many records remembered; a paused consumer stays paused
-/// until the sink's `pending` writes and the records remembered are down to half their bound.
+/// How many records a task remembers before it reads less, for a sink of `capacity`.
+fn tracked_bound(capacity: usize) -> usize {
+    capacity.saturating_mul(TRACKED_PER_HELD).min(MAX_TRACKED)
+}
+
+/// Why the consumer reads less than its whole assignment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pause {
+    /// It reads everything.
+    No,
+    /// Paused by the user, a record waiting, the sink full for a while: it reads nothing.
+    Full,
+    /// Too many records remembered: it reads only what a snapshot's end waits for.
+    Remembering,
+}
+
+/// Whether the consumer reads less: `now` (paused by the user, a record waiting, the sink full
+/// for a while), or too many records remembered. A consumer that reads nothing goes on so
+/// until the sink's `pending` writes are down to half its capacity; one that reads less, until
+/// the records remembered are down to half their bound.
 fn must_pause(
     now: bool,
-    paused: bool,
+    paused: &Paused,
     (pending, capacity): (usize, usize),
     tracked: usize,
-) -> bool {
-    now || tracked > MAX_TRACKED
-        || (paused && (pending > capacity / 2 || tracked > MAX_TRACKED / 2))
+) -> Pause {
+    let bound = tracked_bound(capacity);
+    if now || (paused.all() && pending > capacity / 2) {
+        Pause::Full
+    } else if tracked > bound || (*paused != Paused::No && tracked > bound / 2) {
+        Pause::Remembering
+    } else {
+        Pause::No
+    }
 }
 
 /// Writes in flight: in the sink, and copies on their way to the dead-letter queue.
@@ -732,7 +760,7 @@ fn run(
         state: Mutex::new(State {
             offsets: Offsets::default(),
             sink,
-            paused: false,
+            paused: Paused::No,
             failure: None,
             stall: None,
             closed: false,
@@ -772,7 +800,7 @@ fn run(
                 .next_deadline()
                 .map(|d| d.saturating_duration_since(Instant::now()));
             (
-                st.paused,
+                st.paused.all(),
                 st.stall.is_some(),
                 st.sink.pending() == 0,
                 until.map_or(POLL, |d| d.min(POLL)),
@@ -867,7 +895,7 @@ fn run(
                         handled.keep(m);
                     }
                 }
-                if st.paused
+                if st.paused.all()
                     || st.stall.is_some()
                     || st.failure.is_some()
                     || handler.control.paused.load(Ordering::Relaxed)
@@ -885,7 +913,7 @@ fn run(
         if let Some(f) = st.failure.take() {
             break Err(f);
         }
-        let wait = if (st.paused && st.stall.is_none()) || full_since.is_some() {
+        let wait = if (st.paused.all() && st.stall.is_none()) || full_since.is_some() {
             POLL
         } else {
             Duration::ZERO
@@ -922,14 +950,26 @@ fn run(
             None => Some(Instant::now()),
             since => since,
         };
-        let pause = must_pause(
+        let pause = match must_pause(
             user_paused || st.stall.is_some() || full_since.is_some_and(|t| t.elapsed() >= HOLD),
-            st.paused,
+            &st.paused,
             (pending, capacity),
             st.offsets.tracked(),
-        );
+        ) {
+            Pause::No => Paused::No,
+            Pause::Full => Paused::All,
+            Pause::Remembering => match st.barriers.waited_for() {
+                keep if keep.is_empty() => Paused::All,
+                keep => Paused::AllBut(keep),
+            },
+        };
         if pause != st.paused {
-            source::set_paused(&consumer, pause);
+            if let (false, Paused::AllBut(keep)) = (matches!(st.paused, Paused::AllBut(_)), &pause)
+            {
+                info!(task = %label, tracked = st.offsets.tracked(),
+                    "too many records remembered behind a snapshot's end: reading only the partitions it waits for, {keep:?}");
+            }
+            pause::apply(&consumer, &st.paused, &pause);
             st.paused = pause;
         }
         let trouble = st
@@ -1296,13 +1336,30 @@ mod tests {
     #[test]
     fn too_many_records_remembered_pause_the_consumer() {
         let sink = (0, 1000);
-        assert!(!must_pause(false, false, sink, MAX_TRACKED));
-        assert!(must_pause(false, false, sink, MAX_TRACKED + 1));
-        assert!(must_pause(false, true, sink, MAX_TRACKED / 2 + 1));
-        assert!(!must_pause(false, true, sink, MAX_TRACKED / 2));
-        assert!(must_pause(false, true, (501, 1000), 0));
-        assert!(!must_pause(false, false, (501, 1000), 0));
-        assert!(must_pause(true, false, sink, 0));
+        let bound = tracked_bound(1000);
+        assert_eq!(bound, 64_000);
+        assert_eq!(tracked_bound(20_000), MAX_TRACKED);
+        let (no, all) = (&Paused::No, &Paused::All);
+        let some = &Paused::AllBut(vec![("t".into(), 0)]);
+        assert_eq!(must_pause(false, no, sink, bound), Pause::No);
+        assert_eq!(must_pause(false, no, sink, bound + 1), Pause::Remembering);
+        assert_eq!(
+            must_pause(false, all, sink, bound / 2 + 1),
+            Pause::Remembering
+        );
+        assert_eq!(
+            must_pause(false, some, sink, bound / 2 + 1),
+            Pause::Remembering
+        );
+        assert_eq!(must_pause(false, all, sink, bound / 2), Pause::No);
+        assert_eq!(must_pause(false, all, (501, 1000), 0), Pause::Full);
+        assert_eq!(must_pause(false, no, (501, 1000), 0), Pause::No);
+        // The partitions a snapshot's end waits for fill the sink: they are not paused for it.
+        assert_eq!(
+            must_pause(false, some, (501, 1000), bound),
+            Pause::Remembering
+        );
+        assert_eq!(must_pause(true, some, sink, bound), Pause::Full);
     }
 
     /// Handled records are held for freeing together, but never more than a run's worth: a

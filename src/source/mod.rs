@@ -7,6 +7,7 @@
 pub mod barriers;
 pub mod headers;
 pub mod offsets;
+pub mod pause;
 pub mod subscription;
 
 pub use subscription::Subscribed;
@@ -442,24 +443,6 @@ pub fn commit<H: RebalanceHandler>(
         tpl.add_partition_offset(t, *p, Offset::Offset(*o))?;
     }
     consumer.commit(&tpl, mode)
-}
-
-/// Pauses or resumes the whole current assignment.
-pub fn set_paused<H: RebalanceHandler>(consumer: &Consumer<H>, paused: bool) {
-    let Ok(tpl) = consumer.assignment() else {
-        return;
-    };
-    let result = if paused {
-        consumer.pause(&tpl)
-    } else {
-        consumer.resume(&tpl)
-    };
-    if let Err(e) = result {
-        warn!(
-            "cannot {} partitions: {e}",
-            if paused { "pause" } else { "resume" }
-        );
-    }
 }
 
 #[cfg(test)]

@@ -426,6 +426,111 @@ fn a_snapshot_end_waits_for_partitions_other_tasks_read() {
     }
 }
 
+/// A task remembering more records than it may (64 × `max.buffered.records`: here 640)
+/// behind a snapshot's end still reads the partitions the snapshot's end waits for. Partition 1
+/// holds 8 000 rows created before the snapshot; partition 0 the snapshot (rows 1–10) and
+/// 1 500 rows created after it, written but not committable until the snapshot's end is
+/// reconciled. Small fetches interleave the two partitions, so partition 0 passes the bound
+/// long before partition 1 is read: pausing every partition there stalled the task for ever.
+#[test]
+fn a_snapshot_end_behind_too_many_remembered_records_still_reads_what_it_waits_for() {
+    let topic = unique("reconcile-remembered");
+    kafka::create_topic(&topic, 2);
+    let at = |mut r: Rec, partition: i32| {
+        r.partition = partition;
+        r
+    };
+    let before: Vec<Rec> = (1..=8000)
+        .map(|id| at(event(id, "c", 100 + id as u64, "false", "old"), 1))
+        .collect();
+    kafka::produce(&topic, &before);
+    thread::sleep(Duration::from_millis(50));
+    let snapshot_at = 100_000;
+    let mut after: Vec<Rec> = (1..=10)
+        .map(|id| {
+            let mark = match id {
+                1 => "first",
+                10 => "last",
+                _ => "true",
+            };
+            at(event(id, "r", snapshot_at, mark, "snap"), 0)
+        })
+        .collect();
+    after.extend(
+        (10_001..=11_500).map(|id| at(event(id, "c", 100_000 + id as u64, "false", "new"), 0)),
+    );
+    kafka::produce(&topic, &after);
+    let mut expected: BTreeMap<String, (u64, Value)> = (1..=10)
+        .map(|id| {
+            (
+                id.to_string(),
+                (version(snapshot_at), json!({"id": id, "name": "snap"})),
+            )
+        })
+        .collect();
+    expected.extend((10_001..=11_500).map(|id| {
+        (
+            id.to_string(),
+            (
+                version(100_000 + id as u64),
+                json!({"id": id, "name": "new"}),
+            ),
+        )
+    }));
+
+    let name = unique("reconcile-remembered");
+    let file = connector_file(
+        &name,
+        &es_connector(
+            &topic,
+            &servers().es,
+            &[
+                ("behavior.on.null.values", "delete"),
+                ("max.buffered.records", "10"),
+                ("consumer.override.max.partition.fetch.bytes", "8192"),
+                // A prefetch too small to hold partition 1's backlog: what a pause stops.
+                ("consumer.override.queued.max.messages.kbytes", "64"),
+                ("consumer.override.queued.min.messages", "50"),
+            ],
+        ),
+    );
+    let worker = Worker::start(&file);
+    let group = format!("connect-{name}");
+    let end = kafka::end_offsets(&topic, 2);
+    let start = Instant::now();
+    while kafka::committed(&group, &topic, 2) != end {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "stalled: committed {:?} of {end:?}; log:\n{}",
+            kafka::committed(&group, &topic, 2),
+            worker.log_text()
+        );
+        thread::sleep(Duration::from_millis(300));
+    }
+    let docs = es::documents(&topic);
+    let wrong: Vec<_> = expected
+        .iter()
+        .filter(|(id, want)| docs.get(*id) != Some(want))
+        .map(|(id, _)| id)
+        .chain(docs.keys().filter(|id| !expected.contains_key(*id)))
+        .take(10)
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} documents, first wrong ids {wrong:?}",
+        docs.len()
+    );
+    let text = worker.log_text();
+    let line = text
+        .lines()
+        .find(|l| l.contains("reading only the partitions it waits for"))
+        .unwrap_or_else(|| panic!("the bound was never reached, the test shows nothing:\n{text}"));
+    // Partition 0 was read past the snapshot's end: reading on would not help it.
+    assert!(line.contains(&format!("[(\"{topic}\", 1)]")), "{line}");
+    assert!(text.contains("removed=7990"), "reconciliation:\n{text}");
+    assert!(worker.stop().success());
+}
+
 /// `verify` never answers "match" without looking: a topic that does not exist is an error;
 /// the index of a topic with no records is still read (what it holds is extra); a scan that
 /// read part of the index (shards failed, scroll lost) is an error, not a verdict.
