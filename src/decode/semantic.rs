@@ -198,7 +198,7 @@ pub const MAX_IMAGE: usize = 64 << 20;
 pub fn room(out: &[u8], more: usize) -> Result<(), String> {
     if out.len().saturating_add(more) > MAX_IMAGE {
         return Err(format!(
-            "the converted value would be larger than {} MiB (decimals with a large scale?)",
+            "the converted value would be larger than {} MiB (decimals with a large scale, or many items that take no bytes?)",
             MAX_IMAGE >> 20
         ));
     }

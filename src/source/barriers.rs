@@ -44,8 +44,6 @@ struct Barrier {
     timestamp_ms: Option<i64>,
     /// Taken at the first check after the record was read.
     targets: Option<Vec<Target>>,
-    /// The partitions this task reads that the last check found not read up to their end.
-    lagging_here: Vec<i32>,
     since: Instant,
     reported: Instant,
 }
@@ -76,7 +74,6 @@ impl Barriers {
             offset,
             timestamp_ms,
             targets: None,
-            lagging_here: Vec::new(),
             since: now,
             reported: now,
         });
@@ -95,19 +92,6 @@ impl Barriers {
             !revoked
         });
         gone
-    }
-
-    /// The partitions this task reads that a barrier waits for, as last checked: they are
-    /// read even while the task reads nothing else (`super::pause`).
-    pub fn waited_for(&self) -> Vec<(String, i32)> {
-        let mut out: Vec<(String, i32)> = self
-            .waiting
-            .iter()
-            .flat_map(|b| b.lagging_here.iter().map(|p| (b.topic.clone(), *p)))
-            .collect();
-        out.sort_unstable();
-        out.dedup();
-        out
     }
 
     /// Looks (at most every [`CHECK_EVERY`]) whether the topics waited for have caught up;
@@ -136,15 +120,14 @@ impl Barriers {
             }
             let targets = b.targets.as_deref().unwrap_or_default();
             match behind(consumer, offsets, &b.topic, targets) {
-                Ok((lagging, _)) if lagging.is_empty() => {
+                Ok(lagging) if lagging.is_empty() => {
                     if b.since.elapsed() >= REPORT_AFTER {
                         info!(task = %label, topic = %b.topic, "every partition caught up");
                     }
                     passed.push(b.ack);
                     false
                 }
-                Ok((lagging, here)) => {
-                    b.lagging_here = here;
+                Ok(lagging) => {
                     if b.reported.elapsed() >= REPORT_AFTER {
                         b.reported = Instant::now();
                         warn!(task = %label, topic = %b.topic, waiting_s = b.since.elapsed().as_secs(),
@@ -219,16 +202,14 @@ fn targets<H: RebalanceHandler>(
     Ok(out)
 }
 
-/// The partitions of `targets` not yet written up to their end; and those of them this task
-/// reads and has not read up to their end yet.
+/// The partitions of `targets` not yet written up to their end.
 fn behind<H: RebalanceHandler>(
     consumer: &Consumer<H>,
     offsets: &Offsets,
     topic: &str,
     targets: &[Target],
-) -> Result<(Vec<i32>, Vec<i32>), String> {
+) -> Result<Vec<i32>, String> {
     let mut lagging = Vec::new();
-    let mut here = Vec::new();
     let mut ask = TopicPartitionList::new();
     // The consumer's position passes records it never hands out (transaction markers).
     let positions: crate::FastMap<i32, i64> = consumer
@@ -250,13 +231,7 @@ fn behind<H: RebalanceHandler>(
         let position = positions.get(&t.partition).copied();
         match offsets.written_below(topic, t.partition, t.end, position) {
             Some(true) => {}
-            Some(false) => {
-                lagging.push(t.partition);
-                // Read up to its end, it waits for writes only: reading on would not help.
-                if position.is_none_or(|p| p < t.end) {
-                    here.push(t.partition);
-                }
-            }
+            Some(false) => lagging.push(t.partition),
             None => {
                 ask.add_partition(topic, t.partition);
             }
@@ -273,16 +248,10 @@ fn behind<H: RebalanceHandler>(
                 .map_or(i64::MAX, |t| t.end);
             match e.offset() {
                 Offset::Offset(c) if c >= end => {}
-                _ => {
-                    lagging.push(e.partition());
-                    // Assigned here, nothing read from it yet.
-                    if offsets.committed_of(topic, e.partition()).is_some() {
-                        here.push(e.partition());
-                    }
-                }
+                _ => lagging.push(e.partition()),
             }
         }
     }
     lagging.sort_unstable();
-    Ok((lagging, here))
+    Ok(lagging)
 }

@@ -325,7 +325,9 @@ fn write_plain(
                 if !std::mem::take(&mut first) {
                     out.push(b',');
                 }
-                write(r, items, opts, out)
+                write(r, items, opts, out)?;
+                // Items that take no bytes may still write many (records of null fields).
+                semantic::room(out, 0)
             })?;
             out.push(b']');
         }
@@ -338,7 +340,8 @@ fn write_plain(
                 }
                 r.json_string(out)?;
                 out.push(b':');
-                write(r, values, opts, out)
+                write(r, values, opts, out)?;
+                semantic::room(out, 0)
             })?;
             out.push(b'}');
         }
@@ -556,6 +559,40 @@ mod tests {
         assert!(out.len() < 100 * data.len(), "{} bytes written", out.len());
         let err = skip(&mut Reader::new(&data), &plan).unwrap_err();
         assert!(err.contains("larger than the record could hold"), "{err}");
+    }
+
+    #[test]
+    fn items_that_take_no_bytes_cannot_write_without_bound() {
+        // An array of records of 500 null fields: each item 0 bytes read, about 13 KB written;
+        // the 4 000-byte string after it lets the record hold 32 000 items, 430 MB written.
+        let fields: Vec<String> = (0..500)
+            .map(|i| format!(r#"{{"name":"a_rather_long_name_{i:03}","type":"null"}}"#))
+            .collect();
+        let plan = compile(&format!(
+            r#"{{"type":"record","name":"r","fields":[
+                {{"name":"a","type":{{"type":"array","items":{{"type":"record","name":"e","fields":[{}]}}}}}},
+                {{"name":"s","type":"string"}}]}}"#,
+            fields.join(",")
+        ))
+        .unwrap();
+        let mut data = zz(30_000);
+        data.extend(zz(0));
+        data.extend(zz(4000));
+        data.extend([b'x'; 4000]);
+        let mut out = Vec::new();
+        let err = write(
+            &mut Reader::new(&data),
+            &plan,
+            &Options::default(),
+            &mut out,
+        )
+        .unwrap_err();
+        assert!(err.contains("larger than 64 MiB"), "{err}");
+        assert!(
+            out.len() < semantic::MAX_IMAGE + 20_000,
+            "{} bytes",
+            out.len()
+        );
     }
 
     #[test]

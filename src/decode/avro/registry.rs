@@ -33,7 +33,11 @@ impl Known {
 type Slot = Arc<Mutex<Option<Known>>>;
 
 pub struct Registry {
-    settings: SrSettings,
+    /// One client per URL, asked in turn: `schema_registry_converter` given several URLs
+    /// reports only the last one's error, so a registry restarting (503) behind the first
+    /// URL and a follower not yet knowing a new id (404) behind the second read as an
+    /// unknown id, and the record was taken as bad.
+    settings: Vec<(String, SrSettings)>,
     urls: String,
     plans: Mutex<HashMap<u32, Slot>>,
     /// Schemas fetched so far (each id once, when all goes well).
@@ -64,21 +68,25 @@ pub fn shared(urls: &[String], user_info: Option<&str>) -> Result<Arc<Registry>,
     if let Some(r) = all.get(&key) {
         return Ok(r.clone());
     }
-    let first = urls.first().ok_or("no schema registry URL")?;
-    let mut b = SrSettings::new_builder(first.trim_end_matches('/').to_string());
-    for u in &urls[1..] {
-        b.add_url(u.trim_end_matches('/').to_string());
+    if urls.is_empty() {
+        return Err("no schema registry URL".into());
     }
-    if let Some(info) = user_info {
-        let (user, pass) = info.split_once(':').unwrap_or((info, ""));
-        b.set_basic_authorization(user, Some(pass));
-    }
-    b.set_timeout(Duration::from_secs(10));
     // The worker's one TLS set-up (src/tls.rs): reqwest has no TLS of its own here.
     let tls = crate::tls::config(None)?;
-    let settings = b
-        .build_with(reqwest::blocking::Client::builder().tls_backend_preconfigured(tls))
-        .map_err(|e| format!("cannot set up the schema registry client: {e}"))?;
+    let mut settings = Vec::with_capacity(urls.len());
+    for url in urls {
+        let url = url.trim_end_matches('/').to_string();
+        let mut b = SrSettings::new_builder(url.clone());
+        if let Some(info) = user_info {
+            let (user, pass) = info.split_once(':').unwrap_or((info, ""));
+            b.set_basic_authorization(user, Some(pass));
+        }
+        b.set_timeout(Duration::from_secs(10));
+        let client = b
+            .build_with(reqwest::blocking::Client::builder().tls_backend_preconfigured(tls.clone()))
+            .map_err(|e| format!("cannot set up the schema registry client: {e}"))?;
+        settings.push((url, client));
+    }
     let r = Arc::new(Registry {
         settings,
         urls: urls.join(","),
@@ -120,7 +128,7 @@ impl Registry {
             return known.result();
         }
         self.fetches.fetch_add(1, Ordering::Relaxed);
-        let registered = match get_schema_by_id(id, &self.settings) {
+        let registered = match self.fetch(id) {
             Ok(r) => r,
             Err(e) => {
                 // Nothing kept, an unknown id included (asked again for each record, as
@@ -135,7 +143,7 @@ impl Registry {
                 {
                     plans.remove(&id);
                 }
-                return Err(self.classify(id, &e));
+                return Err(e);
             }
         };
         // A registered schema this decoder cannot take is so for good, and for every record of
@@ -149,13 +157,39 @@ impl Registry {
         result
     }
 
-    /// What a failed fetch of schema `id` means for the record (see [`Registry::plan`]).
-    fn classify(&self, id: u32, e: &SRCError) -> DecodeError {
+    /// Schema `id` from the first URL that has it. When none does, what the answers mean
+    /// together: a registry failing behind any URL is waited for (another may not know the id
+    /// yet); else an unknown id behind any is the record's fault; else a refusal.
+    fn fetch(
+        &self,
+        id: u32,
+    ) -> Result<schema_registry_converter::schema_registry_common::RegisteredSchema, DecodeError>
+    {
+        let mut worst: Option<DecodeError> = None;
+        for (url, settings) in &self.settings {
+            let e = match get_schema_by_id(id, settings) {
+                Ok(r) => return Ok(r),
+                Err(e) => self.classify(id, url, &e),
+            };
+            let rank = |e: &DecodeError| match (e.retry, e.refused) {
+                (true, _) => 2,
+                (false, false) => 1,
+                (false, true) => 0,
+            };
+            if worst.as_ref().is_none_or(|w| rank(&e) > rank(w)) {
+                worst = Some(e);
+            }
+        }
+        Err(worst.unwrap_or_else(|| DecodeError::refused("no schema registry URL")))
+    }
+
+    /// What a failed fetch of schema `id` from `urls` means for the record (see
+    /// [`Registry::plan`]).
+    fn classify(&self, id: u32, urls: &str, e: &SRCError) -> DecodeError {
         let why = match &e.cause {
             Some(c) => format!("{}: {c}", e.error),
             None => e.error.clone(),
         };
-        let urls = &self.urls;
         match status(e) {
             Some(404) if error_code(e) == Some(40403) => DecodeError::new(format!(
                 "unknown schema id {id}: the schema registry ({urls}) has no such schema"
@@ -227,6 +261,32 @@ mod tests {
             }
         });
         url
+    }
+
+    #[test]
+    fn with_several_urls_a_failing_registry_is_waited_for_whichever_answers_last() {
+        let failing = || answering("503 Service Unavailable", "{}");
+        let unknown = || {
+            answering(
+                "404 Not Found",
+                r#"{"error_code":40403,"message":"Schema not found"}"#,
+            )
+        };
+        let schema = || answering("200 OK", r#"{"schema":"\"long\""}"#);
+        // (urls) → (retry, refused), or a plan.
+        for (urls, want) in [
+            (vec![failing(), unknown()], Some((true, false))),
+            (vec![unknown(), failing()], Some((true, false))),
+            (vec![unknown(), unknown()], Some((false, false))),
+            (vec![failing(), schema()], None),
+        ] {
+            let r = super::shared(&urls, None).unwrap();
+            match (r.plan(7), want) {
+                (Err(e), Some(want)) => assert_eq!((e.retry, e.refused), want, "{}", e.message),
+                (Ok(_), None) => {}
+                (got, _) => panic!("{urls:?}: {:?}", got.map(|_| "a plan")),
+            }
+        }
     }
 
     #[test]
