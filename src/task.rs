@@ -90,10 +90,10 @@ impl<M: Message> Handled<M> {
 /// group while nothing is read, is for a sink that stays full (Elasticsearch down).
 const HOLD: Duration = Duration::from_secs(1);
 /// Records a task remembers (about 16 bytes each), per record its sink holds
-/// (`Sink::capacity`: `max.buffered.records`), before it reads no more, or only what a
-/// snapshot's end waits for (`source::pause`): behind a record that cannot be committed yet (its
-/// dead-letter copy refused, a snapshot's end waiting for the other partitions), every record
-/// read after it is remembered until it is.
+/// (`Sink::capacity`: `max.buffered.records`), before it stops reading the partitions they pile
+/// up in (`source::pause`): behind a record that cannot be committed yet (its dead-letter copy
+/// refused, a snapshot's end waiting for the other partitions), every record read after it is
+/// remembered until it is.
 const TRACKED_PER_HELD: usize = 64;
 /// The most records a task remembers before it reads less, whatever its sink holds: 16 MiB.
 const MAX_TRACKED: usize = 1 << 20;
@@ -327,7 +327,7 @@ impl RebalanceHandler for Handler {
             topics.extend(partitions.iter().map(|(t, _)| t.clone()));
         }
         // New partitions are read unless what the consumer reads now excludes them.
-        pause::apply(consumer, &Paused::No, &st.paused);
+        pause::assigned(consumer, partitions, &st.paused);
     }
 
     fn revoking(&self, consumer: &Consumer<Self>, partitions: &[(String, i32)], lost: bool) {
@@ -512,7 +512,7 @@ enum Pause {
     No,
     /// Paused by the user, a record waiting, the sink full for a while: it reads nothing.
     Full,
-    /// Too many records remembered: it reads only what a snapshot's end waits for.
+    /// Too many records remembered: it reads all but the partitions they pile up in.
     Remembering,
 }
 
@@ -958,18 +958,31 @@ fn run(
         ) {
             Pause::No => Paused::No,
             Pause::Full => Paused::All,
-            Pause::Remembering => match st.barriers.waited_for() {
-                keep if keep.is_empty() => Paused::All,
-                keep => Paused::AllBut(keep),
-            },
-        };
-        if pause != st.paused {
-            if let (false, Paused::AllBut(keep)) = (matches!(st.paused, Paused::AllBut(_)), &pause)
-            {
-                info!(task = %label, tracked = st.offsets.tracked(),
-                    "too many records remembered behind a snapshot's end: reading only the partitions it waits for, {keep:?}");
+            Pause::Remembering => {
+                // Once stopped, a partition stays stopped until the task remembers half as
+                // many: no pause and resume (and refetch) at every record.
+                let mut these = match &st.paused {
+                    Paused::These(these) => these.clone(),
+                    _ => Vec::new(),
+                };
+                let tracked = st.offsets.tracked();
+                let grew = these.len();
+                for tp in st
+                    .offsets
+                    .piling_up(capacity + BURST, tracked_bound(capacity) / 2)
+                {
+                    if !these.contains(&tp) {
+                        these.push(tp);
+                    }
+                }
+                if these.len() > grew {
+                    info!(task = %label, tracked,
+                        "too many records remembered: not reading the partitions they pile up in, {these:?}, until half as many");
+                }
+                Paused::These(these)
             }
-            pause::apply(&consumer, &st.paused, &pause);
+        };
+        if pause != st.paused && pause::apply(&consumer, &st.paused, &pause) {
             st.paused = pause;
         }
         let trouble = st
@@ -1340,7 +1353,7 @@ mod tests {
         assert_eq!(bound, 64_000);
         assert_eq!(tracked_bound(20_000), MAX_TRACKED);
         let (no, all) = (&Paused::No, &Paused::All);
-        let some = &Paused::AllBut(vec![("t".into(), 0)]);
+        let some = &Paused::These(vec![("t".into(), 0)]);
         assert_eq!(must_pause(false, no, sink, bound), Pause::No);
         assert_eq!(must_pause(false, no, sink, bound + 1), Pause::Remembering);
         assert_eq!(
@@ -1354,7 +1367,7 @@ mod tests {
         assert_eq!(must_pause(false, all, sink, bound / 2), Pause::No);
         assert_eq!(must_pause(false, all, (501, 1000), 0), Pause::Full);
         assert_eq!(must_pause(false, no, (501, 1000), 0), Pause::No);
-        // The partitions a snapshot's end waits for fill the sink: they are not paused for it.
+        // The partitions still read fill the sink: they are not paused for it.
         assert_eq!(
             must_pause(false, some, (501, 1000), bound),
             Pause::Remembering

@@ -304,6 +304,27 @@ impl Offsets {
         self.slots.iter().flatten().map(|p| p.pending.len()).sum()
     }
 
+    /// The partitions to stop reading while the task remembers too many records: each that
+    /// remembers more than `each` (records pile up there behind one it cannot commit yet), then,
+    /// the largest first, as many more as leave at most `rest` remembered in the others. The
+    /// others read on: their records are committed as soon as they are written, and a
+    /// snapshot's end may be waiting for them (`super::barriers`).
+    pub fn piling_up(&self, each: usize, rest: usize) -> Vec<(String, i32)> {
+        let mut parts: Vec<&Partition> = self.slots.iter().flatten().collect();
+        parts.sort_unstable_by_key(|p| std::cmp::Reverse(p.pending.len()));
+        let mut left = self.tracked();
+        let mut out = Vec::new();
+        for p in parts {
+            let n = p.pending.len();
+            if n == 0 || (n <= each && left <= rest) {
+                break;
+            }
+            out.push((p.topic.to_string(), p.partition));
+            left -= n;
+        }
+        out
+    }
+
     /// Records read and not yet written, for one partition.
     pub fn in_flight_of(&self, topic: &str, partition: i32) -> usize {
         self.slot_of(topic, partition)
@@ -341,6 +362,27 @@ mod tests {
         assert!(o.committable().is_empty());
         let again = o.track("t", 0, 2);
         assert!(!o.counts(again));
+    }
+
+    #[test]
+    fn records_piling_up_behind_one_not_written_name_their_partition() {
+        let mut o = Offsets::default();
+        for p in 0..3 {
+            o.assign("t", p);
+        }
+        // Partition 0: its first record not written, 50 after it written.
+        let acks: Vec<Ack> = (0..51).map(|off| o.track("t", 0, off)).collect();
+        acks[1..].iter().for_each(|a| o.ack(*a));
+        // Partition 1: 10 records in flight; partition 2: 5.
+        (0..10).for_each(|off| _ = o.track("t", 1, off));
+        (0..5).for_each(|off| _ = o.track("t", 2, off));
+        assert_eq!(o.piling_up(20, 100), vec![("t".to_string(), 0)]);
+        // None above `each`, but too many in all: the largest go first.
+        assert_eq!(
+            o.piling_up(60, 10),
+            vec![("t".to_string(), 0), ("t".to_string(), 1)]
+        );
+        assert!(o.piling_up(60, 66).is_empty());
     }
 
     #[test]

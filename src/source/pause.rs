@@ -1,7 +1,9 @@
 //! Which assigned partitions the consumer reads. A task reads all of them, none (the sink is
 //! full, the user paused it, a record waits for the schema registry), or, while it remembers
-//! too many records it cannot commit yet, only those a snapshot's end waits for: pausing them
-//! too would leave the snapshot's end, and so everything remembered behind it, waiting for ever.
+//! too many records it cannot commit yet, all but those the records pile up in
+//! (`offsets::Offsets::piling_up`): pausing every partition there would also stop the ones a
+//! snapshot's end waits for (its own task's, or another task's whose partitions this one
+//! reads), and so wait for ever.
 
 use rdkafka::consumer::Consumer as _;
 use rdkafka::topic_partition_list::TopicPartitionList;
@@ -17,8 +19,8 @@ pub enum Paused {
     No,
     /// None is.
     All,
-    /// Only these (topic, partition) are.
-    AllBut(Vec<(String, i32)>),
+    /// All but these (topic, partition).
+    These(Vec<(String, i32)>),
 }
 
 impl Paused {
@@ -31,17 +33,17 @@ impl Paused {
         match self {
             Paused::No => true,
             Paused::All => false,
-            Paused::AllBut(keep) => keep.iter().any(|(t, p)| t == topic && *p == partition),
+            Paused::These(these) => !these.iter().any(|(t, p)| t == topic && *p == partition),
         }
     }
 }
 
 /// Moves the consumer's current assignment from reading as `from` says to reading as `to`
-/// says: pauses only what `from` read and `to` does not, resumes only the reverse. A partition
-/// is never resumed that was not paused: a resume restarts its fetch.
-pub fn apply<H: RebalanceHandler>(consumer: &Consumer<H>, from: &Paused, to: &Paused) {
+/// says, pausing or resuming only the partitions whose state changes. False when the
+/// assignment could not be read: nothing changed.
+pub fn apply<H: RebalanceHandler>(consumer: &Consumer<H>, from: &Paused, to: &Paused) -> bool {
     let Ok(assigned) = consumer.assignment() else {
-        return;
+        return false;
     };
     let (mut stop, mut go) = (TopicPartitionList::new(), TopicPartitionList::new());
     for e in assigned.elements() {
@@ -52,18 +54,44 @@ pub fn apply<H: RebalanceHandler>(consumer: &Consumer<H>, from: &Paused, to: &Pa
             _ => continue,
         };
     }
-    for (what, list) in [("pause", &stop), ("resume", &go)] {
-        if list.count() == 0 {
-            continue;
-        }
-        let result = if what == "pause" {
-            consumer.pause(list)
+    set(consumer, &stop, &go);
+    true
+}
+
+/// Sets newly assigned `partitions` to what `paused` says, each explicitly: librdkafka keeps
+/// an application's pause of a partition after the partition is revoked (it clears only its
+/// own, rdkafka_assignment.c), so a partition paused in an earlier assignment comes back
+/// paused. Resuming one that is not paused does nothing (librdkafka 2.4, #4636).
+pub fn assigned<H: RebalanceHandler>(
+    consumer: &Consumer<H>,
+    partitions: &[(String, i32)],
+    paused: &Paused,
+) {
+    let (mut stop, mut go) = (TopicPartitionList::new(), TopicPartitionList::new());
+    for (t, p) in partitions {
+        if paused.reads(t, *p) {
+            go.add_partition(t, *p);
         } else {
-            consumer.resume(list)
-        };
-        if let Err(e) = result {
-            warn!("cannot {what} partitions: {e}");
+            stop.add_partition(t, *p);
         }
+    }
+    set(consumer, &stop, &go);
+}
+
+fn set<H: RebalanceHandler>(
+    consumer: &Consumer<H>,
+    stop: &TopicPartitionList,
+    go: &TopicPartitionList,
+) {
+    if stop.count() > 0
+        && let Err(e) = consumer.pause(stop)
+    {
+        warn!("cannot pause partitions: {e}");
+    }
+    if go.count() > 0
+        && let Err(e) = consumer.resume(go)
+    {
+        warn!("cannot resume partitions: {e}");
     }
 }
 
@@ -72,13 +100,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn all_but_reads_only_the_partitions_it_names() {
-        let keep = Paused::AllBut(vec![("t".into(), 1)]);
-        assert!(keep.reads("t", 1));
-        assert!(!keep.reads("t", 0));
-        assert!(!keep.reads("u", 1));
+    fn these_are_the_partitions_not_read() {
+        let these = Paused::These(vec![("t".into(), 1)]);
+        assert!(!these.reads("t", 1));
+        assert!(these.reads("t", 0));
+        assert!(these.reads("u", 1));
         assert!(Paused::No.reads("t", 0));
         assert!(!Paused::All.reads("t", 0));
-        assert!(Paused::All.all() && !keep.all() && !Paused::No.all());
+        assert!(Paused::All.all() && !these.all() && !Paused::No.all());
     }
 }

@@ -426,24 +426,24 @@ fn a_snapshot_end_waits_for_partitions_other_tasks_read() {
     }
 }
 
-/// A task remembering more records than it may (64 × `max.buffered.records`: here 640)
-/// behind a snapshot's end still reads the partitions the snapshot's end waits for. Partition 1
-/// holds 8 000 rows created before the snapshot; partition 0 the snapshot (rows 1–10) and
-/// 1 500 rows created after it, written but not committable until the snapshot's end is
-/// reconciled. Small fetches interleave the two partitions, so partition 0 passes the bound
-/// long before partition 1 is read: pausing every partition there stalled the task for ever.
-#[test]
-fn a_snapshot_end_behind_too_many_remembered_records_still_reads_what_it_waits_for() {
+/// A topic of two partitions for a task remembering more records than it may behind a
+/// snapshot's end (64 × `max.buffered.records`: 640 with the connector of
+/// [`remembering_connector`]). Partition 1 holds 8 000 rows created before the snapshot;
+/// partition 0 the snapshot (rows 1–10) and 1 500 rows created after it, written but not
+/// committable until the snapshot's end is reconciled. Produced 50 records a batch, so that
+/// small fetches interleave the partitions; returns the topic and the documents it ends as.
+fn remembering_topic() -> (String, BTreeMap<String, (u64, Value)>) {
     let topic = unique("reconcile-remembered");
     kafka::create_topic(&topic, 2);
     let at = |mut r: Rec, partition: i32| {
         r.partition = partition;
         r
     };
+    let producer = kafka::producer();
     let before: Vec<Rec> = (1..=8000)
         .map(|id| at(event(id, "c", 100 + id as u64, "false", "old"), 1))
         .collect();
-    kafka::produce(&topic, &before);
+    before.chunks(50).for_each(|c| producer.send(&topic, c));
     thread::sleep(Duration::from_millis(50));
     let snapshot_at = 100_000;
     let mut after: Vec<Rec> = (1..=10)
@@ -459,7 +459,7 @@ fn a_snapshot_end_behind_too_many_remembered_records_still_reads_what_it_waits_f
     after.extend(
         (10_001..=11_500).map(|id| at(event(id, "c", 100_000 + id as u64, "false", "new"), 0)),
     );
-    kafka::produce(&topic, &after);
+    after.chunks(50).for_each(|c| producer.send(&topic, c));
     let mut expected: BTreeMap<String, (u64, Value)> = (1..=10)
         .map(|id| {
             (
@@ -477,37 +477,45 @@ fn a_snapshot_end_behind_too_many_remembered_records_still_reads_what_it_waits_f
             ),
         )
     }));
+    (topic, expected)
+}
 
+/// A connector on `topic` through `es_url` that remembers at most 640 records, with fetches
+/// and a prefetch too small to hold partition 1's backlog (what a pause stops).
+fn remembering_connector(topic: &str, es_url: &str) -> (String, std::path::PathBuf) {
     let name = unique("reconcile-remembered");
     let file = connector_file(
         &name,
         &es_connector(
-            &topic,
-            &servers().es,
+            topic,
+            es_url,
             &[
                 ("behavior.on.null.values", "delete"),
                 ("max.buffered.records", "10"),
                 ("consumer.override.max.partition.fetch.bytes", "8192"),
-                // A prefetch too small to hold partition 1's backlog: what a pause stops.
                 ("consumer.override.queued.max.messages.kbytes", "64"),
                 ("consumer.override.queued.min.messages", "50"),
             ],
         ),
     );
-    let worker = Worker::start(&file);
-    let group = format!("connect-{name}");
-    let end = kafka::end_offsets(&topic, 2);
+    (format!("connect-{name}"), file)
+}
+
+/// Waits until `group` has committed every offset of two-partition `topic`, then checks the
+/// index holds `expected` and nothing else.
+fn converged(worker: &Worker, group: &str, topic: &str, expected: &BTreeMap<String, (u64, Value)>) {
+    let end = kafka::end_offsets(topic, 2);
     let start = Instant::now();
-    while kafka::committed(&group, &topic, 2) != end {
+    while kafka::committed(group, topic, 2) != end {
         assert!(
-            start.elapsed() < Duration::from_secs(120),
+            start.elapsed() < Duration::from_secs(180),
             "stalled: committed {:?} of {end:?}; log:\n{}",
-            kafka::committed(&group, &topic, 2),
+            kafka::committed(group, topic, 2),
             worker.log_text()
         );
         thread::sleep(Duration::from_millis(300));
     }
-    let docs = es::documents(&topic);
+    let docs = es::documents(topic);
     let wrong: Vec<_> = expected
         .iter()
         .filter(|(id, want)| docs.get(*id) != Some(want))
@@ -520,14 +528,67 @@ fn a_snapshot_end_behind_too_many_remembered_records_still_reads_what_it_waits_f
         "{} documents, first wrong ids {wrong:?}",
         docs.len()
     );
+}
+
+/// The line saying which partitions the task stopped reading ([`remembering_topic`]): partition
+/// 0 only, where the records pile up behind the snapshot's end. Partition 1, which the end
+/// waits for, is read on: pausing every partition there stalled the task for ever.
+fn stopped_only_partition_0(worker: &mut Worker, topic: &str) {
+    let line = worker.wait_log(
+        "not reading the partitions they pile up in",
+        Duration::from_secs(60),
+    );
+    assert!(line.contains(&format!("[(\"{topic}\", 0)]")), "{line}");
+}
+
+#[test]
+fn a_snapshot_end_behind_too_many_remembered_records_still_reads_what_it_waits_for() {
+    let (topic, expected) = remembering_topic();
+    let (group, file) = remembering_connector(&topic, &servers().es);
+    let mut worker = Worker::start(&file);
+    stopped_only_partition_0(&mut worker, &topic);
+    converged(&worker, &group, &topic, &expected);
     let text = worker.log_text();
-    let line = text
-        .lines()
-        .find(|l| l.contains("reading only the partitions it waits for"))
-        .unwrap_or_else(|| panic!("the bound was never reached, the test shows nothing:\n{text}"));
-    // Partition 0 was read past the snapshot's end: reading on would not help it.
-    assert!(line.contains(&format!("[(\"{topic}\", 1)]")), "{line}");
     assert!(text.contains("removed=7990"), "reconciliation:\n{text}");
+    assert!(worker.stop().success());
+}
+
+/// librdkafka keeps a pause of a partition after a rebalance takes it away, so a partition the
+/// task stopped reading comes back paused when the group gives it back. While the snapshot's
+/// reconciliation cannot search (503), partition 0 stays stopped; another member joins the
+/// group and leaves. Then every partition must be read again: partition 0 from before the
+/// snapshot's end, which the rebalance left uncommitted.
+#[test]
+fn a_partition_stopped_before_a_rebalance_is_read_again_after_it() {
+    let (topic, expected) = remembering_topic();
+    let proxy = Proxy::start(&servers().es);
+    proxy.set_faults(Faults {
+        search_503: true,
+        ..Faults::default()
+    });
+    let (group, file) = remembering_connector(&topic, &proxy.url);
+    let mut worker = Worker::start(&file);
+    stopped_only_partition_0(&mut worker, &topic);
+    // Partition 1 read and committed to its end: the reconciliation is what waits now.
+    let end = kafka::end_offsets(&topic, 2);
+    let start = Instant::now();
+    while kafka::committed(&group, &topic, 2).get(&1) != end.get(&1) {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "partition 1 not committed: {:?} of {end:?}; log:\n{}",
+            kafka::committed(&group, &topic, 2),
+            worker.log_text()
+        );
+        thread::sleep(Duration::from_millis(300));
+    }
+    kafka::join_group_briefly(&group, &topic);
+    proxy.set_faults(Faults::default());
+    converged(&worker, &group, &topic, &expected);
+    let text = worker.log_text();
+    assert!(
+        text.matches("partitions assigned").count() >= 3,
+        "no rebalance:\n{text}"
+    );
     assert!(worker.stop().success());
 }
 

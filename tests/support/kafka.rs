@@ -516,3 +516,27 @@ pub fn add_partitions(topic: &str, total: usize) {
         r.unwrap_or_else(|(t, e)| panic!("adding partitions to {t}: {e}"));
     }
 }
+
+/// Joins consumer group `group` on `topic` until it is given a partition, then leaves it: two
+/// rebalances of the group's other members. Reads and commits nothing.
+pub fn join_group_briefly(group: &str, topic: &str) {
+    let c: BaseConsumer = config()
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "6000")
+        .create()
+        .expect("consumer");
+    c.subscribe(&[topic]).expect("subscribe");
+    let start = Instant::now();
+    while c.assignment().map_or(0, |a| a.count()) == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "never given a partition of {topic} in group {group}"
+        );
+        // Records it is handed are ignored, and it commits nothing.
+        if let Some(Err(e)) = c.poll(Duration::from_millis(100)) {
+            panic!("joining {group}: {e}");
+        }
+    }
+    drop(c);
+}

@@ -158,7 +158,7 @@ pub const OPTIONS: &[OptionDef] = &[
     OptionDef {
         name: "max.buffered.records",
         default: Some("20000"),
-        doc: "Records held (batched or in flight) before the task stops reading; it pauses the consumer when they stay that many for 1 s. It also remembers at most 64 times this many records it cannot commit yet (at most 2^20), behind a record whose dead-letter copy waits or a snapshot's end (then it reads only the partitions that end waits for).",
+        doc: "Records held (batched or in flight) before the task stops reading; it pauses the consumer when they stay that many for 1 s. It also remembers at most 64 times this many records it cannot commit yet (at most 2^20), behind a record whose dead-letter copy waits or a snapshot's end; past that it stops reading the partitions they pile up in.",
     },
     OptionDef {
         name: "max.retries",
