@@ -326,7 +326,9 @@ impl RebalanceHandler for Handler {
         if let Ok(mut topics) = self.control.topics.lock() {
             topics.extend(partitions.iter().map(|(t, _)| t.clone()));
         }
-        // New partitions are read unless what the consumer reads now excludes them.
+        // New partitions are read unless the consumer reads nothing now: none has anything
+        // piled up yet.
+        st.paused.forget(partitions);
         pause::assigned(consumer, partitions, &st.paused);
     }
 
@@ -338,6 +340,7 @@ impl RebalanceHandler for Handler {
         for ack in st.barriers.revoke(partitions) {
             st.sink.topic_caught_up(ack, false);
         }
+        st.paused.forget(partitions);
         // A sink that commits offsets in its transaction holds rows of these partitions in it:
         // lost (the group moved on without this task), they must never be committed, so the
         // transaction is abandoned and the task starts over from the committed offsets.
@@ -503,6 +506,31 @@ fn skip_undelivered<H: RebalanceHandler>(consumer: &Consumer<H>, st: &mut State)
 /// How many records a task remembers before it reads less, for a sink of `capacity`.
 fn tracked_bound(capacity: usize) -> usize {
     capacity.saturating_mul(TRACKED_PER_HELD).min(MAX_TRACKED)
+}
+
+/// The partitions to stop reading while the task remembers too many records, for a sink of
+/// `capacity`, when it stopped reading as `was` says: those where records pile up
+/// (`Offsets::piling_up`). One stopped stays so until what it remembers is down to half the
+/// threshold (no pause and resume, and refetch, at every record), not until the whole task's
+/// is: records pile up for a while behind a slow write in a partition that flows (one bulk
+/// lane retrying while the others go on), and a snapshot's end may be waiting for that
+/// partition.
+fn stop_reading(was: &Paused, offsets: &Offsets, capacity: usize) -> Vec<(String, i32)> {
+    let pile = capacity + BURST;
+    let mut these: Vec<(String, i32)> = match was {
+        Paused::These(these) => these
+            .iter()
+            .filter(|(t, p)| offsets.remembered_of(t, *p) > pile / 2)
+            .cloned()
+            .collect(),
+        _ => Vec::new(),
+    };
+    for tp in offsets.piling_up(pile, tracked_bound(capacity) / 2) {
+        if !these.contains(&tp) {
+            these.push(tp);
+        }
+    }
+    these
 }
 
 /// Why the consumer reads less than its whole assignment.
@@ -959,23 +987,10 @@ fn run(
             Pause::No => Paused::No,
             Pause::Full => Paused::All,
             Pause::Remembering => {
-                // Once stopped, a partition stays stopped until the task remembers half as
-                // many: no pause and resume (and refetch) at every record.
-                let mut these = match &st.paused {
-                    Paused::These(these) => these.clone(),
-                    _ => Vec::new(),
-                };
+                let these = stop_reading(&st.paused, &st.offsets, capacity);
                 let tracked = st.offsets.tracked();
-                let grew = these.len();
-                for tp in st
-                    .offsets
-                    .piling_up(capacity + BURST, tracked_bound(capacity) / 2)
+                if !matches!(&st.paused, Paused::These(was) if these.iter().all(|tp| was.contains(tp)))
                 {
-                    if !these.contains(&tp) {
-                        these.push(tp);
-                    }
-                }
-                if these.len() > grew {
                     info!(task = %label, tracked,
                         "too many records remembered: not reading the partitions they pile up in, {these:?}, until half as many");
                 }
@@ -1344,6 +1359,34 @@ mod tests {
         assert!(!finishes(&Err(rewind()), None));
         assert!(!finishes(&Err(failed()), Some(&rewind())));
         assert!(!finishes(&Ok(()), Some(&rewind())));
+    }
+
+    /// A partition that flows (a snapshot's end may wait for it) is read again once the pile
+    /// behind its slow write is gone, while the partition held behind the end stays stopped.
+    #[test]
+    fn a_partition_stops_while_records_pile_up_in_it_not_while_the_task_remembers_many() {
+        let mut o = Offsets::default();
+        let tp = |p: i32| ("t".to_string(), p);
+        // Records written behind one that is not, in a partition: `n` in all.
+        let pile = |o: &mut Offsets, p: i32, from: i64, n: i64| {
+            let acks: Vec<Ack> = (from..from + n).map(|off| o.track("t", p, off)).collect();
+            acks[1..].iter().for_each(|a| o.ack(*a));
+            acks[0]
+        };
+        o.assign("t", 0);
+        o.assign("t", 1);
+        // Capacity 10: a pile is over 266 records, the bound 640.
+        pile(&mut o, 0, 0, 401);
+        let slow = pile(&mut o, 1, 0, 301);
+        let both = stop_reading(&Paused::No, &o, 10);
+        assert_eq!(both, vec![tp(0), tp(1)]);
+        // Partition 1's slow write lands: its pile is gone, it is read again.
+        o.ack(slow);
+        let was = Paused::These(both);
+        assert_eq!(stop_reading(&was, &o, 10), vec![tp(0)]);
+        // Above half a pile, one stopped stays stopped.
+        pile(&mut o, 1, 301, 200);
+        assert_eq!(stop_reading(&was, &o, 10), vec![tp(0), tp(1)]);
     }
 
     #[test]

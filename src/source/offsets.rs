@@ -325,6 +325,13 @@ impl Offsets {
         out
     }
 
+    /// Records a partition remembers: read and not yet committable.
+    pub fn remembered_of(&self, topic: &str, partition: i32) -> usize {
+        self.slot_of(topic, partition)
+            .and_then(|s| self.slots[s as usize].as_ref())
+            .map_or(0, |p| p.pending.len())
+    }
+
     /// Records read and not yet written, for one partition.
     pub fn in_flight_of(&self, topic: &str, partition: i32) -> usize {
         self.slot_of(topic, partition)

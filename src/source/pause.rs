@@ -24,6 +24,14 @@ pub enum Paused {
 }
 
 impl Paused {
+    /// Forgets `partitions` (revoked, or assigned anew with nothing remembered yet) from the
+    /// ones not read.
+    pub fn forget(&mut self, partitions: &[(String, i32)]) {
+        if let Paused::These(these) = self {
+            these.retain(|tp| !partitions.contains(tp));
+        }
+    }
+
     /// Whether the consumer reads nothing at all.
     pub fn all(&self) -> bool {
         *self == Paused::All

@@ -530,15 +530,16 @@ fn converged(worker: &Worker, group: &str, topic: &str, expected: &BTreeMap<Stri
     );
 }
 
-/// The line saying which partitions the task stopped reading ([`remembering_topic`]): partition
-/// 0 only, where the records pile up behind the snapshot's end. Partition 1, which the end
-/// waits for, is read on: pausing every partition there stalled the task for ever.
-fn stopped_only_partition_0(worker: &mut Worker, topic: &str) {
+/// Waits for the line saying the task stopped reading partition 0 of [`remembering_topic`],
+/// where the records pile up behind the snapshot's end. Partition 1, which the end waits for,
+/// must be read on (pausing every partition there stalled the task for ever): it may be stopped
+/// for a moment, behind a slow bulk request, but read again once that lands.
+fn stopped_partition_0(worker: &mut Worker, topic: &str) {
     let line = worker.wait_log(
         "not reading the partitions they pile up in",
         Duration::from_secs(60),
     );
-    assert!(line.contains(&format!("[(\"{topic}\", 0)]")), "{line}");
+    assert!(line.contains(&format!("(\"{topic}\", 0)")), "{line}");
 }
 
 #[test]
@@ -546,7 +547,7 @@ fn a_snapshot_end_behind_too_many_remembered_records_still_reads_what_it_waits_f
     let (topic, expected) = remembering_topic();
     let (group, file) = remembering_connector(&topic, &servers().es);
     let mut worker = Worker::start(&file);
-    stopped_only_partition_0(&mut worker, &topic);
+    stopped_partition_0(&mut worker, &topic);
     converged(&worker, &group, &topic, &expected);
     let text = worker.log_text();
     assert!(text.contains("removed=7990"), "reconciliation:\n{text}");
@@ -568,7 +569,7 @@ fn a_partition_stopped_before_a_rebalance_is_read_again_after_it() {
     });
     let (group, file) = remembering_connector(&topic, &proxy.url);
     let mut worker = Worker::start(&file);
-    stopped_only_partition_0(&mut worker, &topic);
+    stopped_partition_0(&mut worker, &topic);
     // Partition 1 read and committed to its end: the reconciliation is what waits now.
     let end = kafka::end_offsets(&topic, 2);
     let start = Instant::now();

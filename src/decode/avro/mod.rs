@@ -237,8 +237,7 @@ impl AvroConverter {
         let op = super::row::some_str(&mut serde_json::Deserializer::from_slice(
             &self.scratch[env.op],
         ))
-        .ok()
-        .flatten()
+        .map_err(|e| bad(id, &format!("`op` is not a string: {e}")))?
         .ok_or_else(|| bad(id, "`op` is null"))?;
         let (mut before, mut after, mut source, mut ts_ms) = (None, None, None, None);
         // Rows are copied out of the buffers, which keep their capacity for the next record
