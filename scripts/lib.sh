@@ -338,6 +338,12 @@ group.min.session.timeout.ms=1000
 auto.create.topics.enable=true
 EOF
   write_log4j2 "$dir/log4j2.properties" kafka=WARN org.apache.kafka=WARN kafka.server.KafkaRaftServer=INFO
+  # A storage an earlier start in DIR formatted carries that run's cluster id, and this run's
+  # format refuses it: each start is a fresh broker on new ports.
+  if [ -e "$dir/data/meta.properties" ]; then
+    say "removing the Kafka storage an earlier start left in $dir/data"
+    rm -rf "$dir/data"
+  fi
   # A URL-safe id may start with `-`: passed as `--cluster-id=…`, or the parser takes it for an option.
   local cluster_id
   cluster_id=$(python3 -c 'import uuid,base64; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
