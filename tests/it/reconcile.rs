@@ -428,11 +428,11 @@ fn a_snapshot_end_waits_for_partitions_other_tasks_read() {
 
 /// A topic of two partitions for a task remembering more records than it may behind a
 /// snapshot's end (64 × `max.buffered.records`: 640 with the connector of
-/// [`remembering_connector`]). Partition 1 holds 8 000 rows created before the snapshot;
-/// partition 0 the snapshot (rows 1–10) and 1 500 rows created after it, written but not
-/// committable until the snapshot's end is reconciled. Produced 50 records a batch, so that
+/// [`remembering_connector`]). Partition 1 − `end` holds 8 000 rows created before the
+/// snapshot; partition `end` the snapshot (rows 1–10) and 1 500 rows created after it, written
+/// but not committable until the snapshot's end is reconciled. Produced 50 records a batch, so that
 /// small fetches interleave the partitions; returns the topic and the documents it ends as.
-fn remembering_topic() -> (String, BTreeMap<String, (u64, Value)>) {
+fn remembering_topic(end: i32) -> (String, BTreeMap<String, (u64, Value)>) {
     let topic = unique("reconcile-remembered");
     kafka::create_topic(&topic, 2);
     let at = |mut r: Rec, partition: i32| {
@@ -441,7 +441,7 @@ fn remembering_topic() -> (String, BTreeMap<String, (u64, Value)>) {
     };
     let producer = kafka::producer();
     let before: Vec<Rec> = (1..=8000)
-        .map(|id| at(event(id, "c", 100 + id as u64, "false", "old"), 1))
+        .map(|id| at(event(id, "c", 100 + id as u64, "false", "old"), 1 - end))
         .collect();
     before.chunks(50).for_each(|c| producer.send(&topic, c));
     thread::sleep(Duration::from_millis(50));
@@ -453,11 +453,11 @@ fn remembering_topic() -> (String, BTreeMap<String, (u64, Value)>) {
                 10 => "last",
                 _ => "true",
             };
-            at(event(id, "r", snapshot_at, mark, "snap"), 0)
+            at(event(id, "r", snapshot_at, mark, "snap"), end)
         })
         .collect();
     after.extend(
-        (10_001..=11_500).map(|id| at(event(id, "c", 100_000 + id as u64, "false", "new"), 0)),
+        (10_001..=11_500).map(|id| at(event(id, "c", 100_000 + id as u64, "false", "new"), end)),
     );
     after.chunks(50).for_each(|c| producer.send(&topic, c));
     let mut expected: BTreeMap<String, (u64, Value)> = (1..=10)
@@ -481,8 +481,8 @@ fn remembering_topic() -> (String, BTreeMap<String, (u64, Value)>) {
 }
 
 /// A connector on `topic` through `es_url` that remembers at most 640 records, with fetches
-/// and a prefetch too small to hold partition 1's backlog (what a pause stops).
-fn remembering_connector(topic: &str, es_url: &str) -> (String, std::path::PathBuf) {
+/// and a prefetch too small to hold the backlog of [`remembering_topic`] (what a pause stops).
+fn remembering_connector(topic: &str, es_url: &str, tasks: &str) -> (String, std::path::PathBuf) {
     let name = unique("reconcile-remembered");
     let file = connector_file(
         &name,
@@ -495,6 +495,7 @@ fn remembering_connector(topic: &str, es_url: &str) -> (String, std::path::PathB
                 ("consumer.override.max.partition.fetch.bytes", "8192"),
                 ("consumer.override.queued.max.messages.kbytes", "64"),
                 ("consumer.override.queued.min.messages", "50"),
+                ("tasks.max", tasks),
             ],
         ),
     );
@@ -544,13 +545,50 @@ fn stopped_partition_0(worker: &mut Worker, topic: &str) {
 
 #[test]
 fn a_snapshot_end_behind_too_many_remembered_records_still_reads_what_it_waits_for() {
-    let (topic, expected) = remembering_topic();
-    let (group, file) = remembering_connector(&topic, &servers().es);
+    let (topic, expected) = remembering_topic(0);
+    let (group, file) = remembering_connector(&topic, &servers().es, "1");
     let mut worker = Worker::start(&file);
     stopped_partition_0(&mut worker, &topic);
     converged(&worker, &group, &topic, &expected);
     let text = worker.log_text();
     assert!(text.contains("removed=7990"), "reconciliation:\n{text}");
+    assert!(worker.stop().success());
+}
+
+/// Two tasks, each waiting for the other: topic T's snapshot ends in T/0, its backlog is in
+/// T/1; topic U's ends in U/1, its backlog in U/0. The group gives one task T/0 and U/0, the
+/// other T/1 and U/1, so each task's snapshot end waits for a partition the other task reads,
+/// while records pile up behind it. Each must stop reading only its own pile: pausing every
+/// partition, or all but those its own snapshot end waits for, stopped both for ever.
+#[test]
+fn two_tasks_each_remembering_too_many_never_stop_what_the_other_waits_for() {
+    let (t, t_expected) = remembering_topic(0);
+    let (u, u_expected) = remembering_topic(1);
+    let (group, file) = remembering_connector(&format!("{t},{u}"), &servers().es, "2");
+    let worker = Worker::start(&file);
+    converged(&worker, &group, &t, &t_expected);
+    converged(&worker, &group, &u, &u_expected);
+    let text = worker.log_text();
+    let stopped: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("not reading the partitions they pile up in"))
+        .collect();
+    for (topic, p) in [(&t, 0), (&u, 1)] {
+        assert!(
+            stopped
+                .iter()
+                .any(|l| l.contains(&format!("(\"{topic}\", {p})"))),
+            "{topic}/{p} never stopped: the bound was not reached, the test shows nothing:\n{text}"
+        );
+    }
+    // Range assignment: the task that reads T/0 reads U/0, the other T/1 and U/1.
+    assert!(
+        text.lines().any(|l| l.contains("partitions assigned")
+            && l.contains(&format!("(\"{t}\", 0)"))
+            && l.contains(&format!("(\"{u}\", 0)"))
+            && !l.contains(&format!("(\"{t}\", 1)"))),
+        "the tasks did not wait for each other:\n{text}"
+    );
     assert!(worker.stop().success());
 }
 
@@ -561,13 +599,13 @@ fn a_snapshot_end_behind_too_many_remembered_records_still_reads_what_it_waits_f
 /// snapshot's end, which the rebalance left uncommitted.
 #[test]
 fn a_partition_stopped_before_a_rebalance_is_read_again_after_it() {
-    let (topic, expected) = remembering_topic();
+    let (topic, expected) = remembering_topic(0);
     let proxy = Proxy::start(&servers().es);
     proxy.set_faults(Faults {
         search_503: true,
         ..Faults::default()
     });
-    let (group, file) = remembering_connector(&topic, &proxy.url);
+    let (group, file) = remembering_connector(&topic, &proxy.url, "1");
     let mut worker = Worker::start(&file);
     stopped_partition_0(&mut worker, &topic);
     // Partition 1 read and committed to its end: the reconciliation is what waits now.
