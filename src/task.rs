@@ -314,6 +314,16 @@ impl Handler {
         // A panic while holding the lock is a bug; keep going with the state as it is.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// The task must start over from the committed offsets (`why`): its sink gives up its
+    /// unfinished writes now, inside the rebalance callback, not when it is dropped after the
+    /// consumer has closed (which can take seconds, while a write retrying behind Elasticsearch
+    /// coming back would land after the next owner's).
+    fn give_up(&self, st: &mut State, why: String) {
+        st.sink.abandon();
+        warn!(task = %self.label, "{why}: every unfinished write dropped, starting over from the committed offsets");
+        st.failure = Some(End::Rewind(why));
+    }
 }
 
 impl RebalanceHandler for Handler {
@@ -350,9 +360,10 @@ impl RebalanceHandler for Handler {
                 .all(|(t, p)| st.offsets.in_flight_of(t, *p) == 0)
         };
         if lost && st.sink.commits_offsets() && st.failure.is_none() && !st.closed {
-            st.failure = Some(End::Rewind(
+            self.give_up(
+                &mut st,
                 "partitions lost while their rows were in an open transaction".into(),
-            ));
+            );
         }
         // Lost with writes of these partitions still queued or retrying (Elasticsearch down or
         // slow): the group has moved on, and the next owner writes these records again. Ours
@@ -367,9 +378,10 @@ impl RebalanceHandler for Handler {
             && !done(&st)
             && st.sink.pending() > 0
         {
-            st.failure = Some(End::Rewind(
+            self.give_up(
+                &mut st,
                 "partitions lost (the group moved on without this task) while writes of them were unfinished".into(),
-            ));
+            );
         }
         if !lost && st.failure.is_none() && !st.closed {
             if let Err(e) = drain(&mut st, self.flush_timeout, done) {
@@ -378,10 +390,11 @@ impl RebalanceHandler for Handler {
                 // Writes of the leaving partitions still retrying after `flush.timeout.ms`
                 // (Elasticsearch down): they must not land after the next owner's. The task
                 // starts over from the committed offsets, and its sink, dropped, aborts them.
-                st.failure = Some(End::Rewind(format!(
+                let why = format!(
                     "writes of revoked partitions not finished within flush.timeout.ms ({} ms)",
                     self.flush_timeout.as_millis()
-                )));
+                );
+                self.give_up(&mut st, why);
             }
             skip_undelivered(consumer, &mut st);
             let marks = st.offsets.watermarks(Some(partitions));
@@ -394,13 +407,13 @@ impl RebalanceHandler for Handler {
             ) {
                 Ok(()) => {}
                 Err(Failure::Fatal(e)) => st.failure = Some(End::Failed(e)),
-                Err(Failure::Rewind(e)) => st.failure = Some(End::Rewind(e)),
+                Err(Failure::Rewind(e)) => self.give_up(&mut st, e),
                 Err(Failure::Wait(e)) if st.sink.commits_offsets() => {
                     // The transaction holds rows of partitions that leave now: it must not
                     // commit later under another owner's feet.
-                    st.failure = Some(End::Rewind(format!(
+                    self.give_up(&mut st, format!(
                         "the transaction could not be committed before its partitions were revoked: {e}"
-                    )));
+                    ));
                 }
                 Err(Failure::Wait(e)) => {
                     warn!(task = %self.label, "commit on revocation failed: {e}");
@@ -1038,6 +1051,10 @@ fn run(
     // Stopping or failing: write what was taken before, commit up to there, leave the group.
     // Rewinding: the sink discarded its uncommitted writes, so nothing more is committed.
     let mut st = handler.lock();
+    if !finishes(&outcome, st.failure.as_ref()) {
+        // Before the consumer closes: nothing of what the task gives up is sent meanwhile.
+        st.sink.abandon();
+    }
     if finishes(&outcome, st.failure.as_ref()) {
         if let Err(e) = drain(&mut st, flush_timeout, |st| pending(st) == 0) {
             warn!(task = %label, "while finishing in-flight writes: {e}");

@@ -94,6 +94,14 @@ pub trait Sink: Send {
     /// Seals every partly filled batch so that the next polls send it (shutdown, revocation).
     fn flush(&mut self);
 
+    /// Gives up every write not finished: when this returns none of them is sent again, and
+    /// none is committed. The task calls it as soon as it knows it must start over from the
+    /// committed offsets (its partitions were lost to another member, a transaction cannot
+    /// commit), before it closes its consumer and drops the sink, which can take seconds: a
+    /// write still retrying meanwhile could land after the next owner's newer ones. A request
+    /// already sent cannot be called back. The sink takes nothing more after this.
+    fn abandon(&mut self);
+
     /// Records taken and not yet acked: the task pauses consumption above a limit.
     fn pending(&self) -> usize;
 

@@ -236,8 +236,9 @@ fn writes_of_lost_partitions_never_land_after_the_next_owners() {
             ("version.source", "none"),
             // One lane: the writes go out in the order they were read.
             ("max.in.flight.requests", "1"),
-            ("retry.backoff.ms", "20"),
-            ("max.retry.backoff.ms", "200"),
+            ("retry.backoff.ms", "5"),
+            // Retries back to back: a write left retrying after the loss is sent again at once.
+            ("max.retry.backoff.ms", "10"),
         ],
     );
     // Progress first: the task is in its group and has written a record.
@@ -294,7 +295,9 @@ fn writes_of_lost_partitions_never_land_after_the_next_owners() {
     // The task wakes up and finds its partition lost while Elasticsearch is still down; then
     // Elasticsearch comes back, and a newer record follows.
     signal("-CONT");
-    w.wait_log("lost=true", Duration::from_secs(60));
+    // Logged once the sink has dropped its writes, inside the rebalance callback; the loss
+    // itself ("lost=true") is logged before, and the task's consumer closes after.
+    w.wait_log("every unfinished write dropped", Duration::from_secs(60));
     proxy.set_faults(Faults::default());
     kafka::produce(&topic, &[rec(2, "later")]);
     crate::support::wait_until(Duration::from_secs(90), "record 2 written", || {
@@ -311,6 +314,98 @@ fn writes_of_lost_partitions_never_land_after_the_next_owners() {
         (kafka::committed(&group, &topic, 1) == end).then_some(())
     });
     assert!(w.stop().success());
+}
+
+/// What the task relies on above, on the sink alone: once `abandon` returns, a write that was
+/// retrying behind a failing Elasticsearch is never sent again, even when Elasticsearch
+/// answers, and its record is never acknowledged.
+#[test]
+fn an_abandoned_sink_never_sends_its_retrying_write_again() {
+    use std::sync::Arc;
+
+    use cdc_sink::connector::{ConnectorConfig, ConnectorSpec, SinkSpec};
+    use cdc_sink::decode::Decoder;
+    use cdc_sink::sink::elasticsearch::ElasticsearchSink;
+    use cdc_sink::sink::{Ack, Sink as _, SinkRecord};
+    use serde_json::json;
+
+    use crate::support::es;
+    let index = unique("it-abandon");
+    let proxy = Proxy::start(&servers().es);
+    proxy.set_faults(Faults {
+        request_503: 100,
+        ..Faults::default()
+    });
+    let config = json!({"name": index, "config": {
+        "connector.class": "elasticsearch", "connection.url": proxy.url, "topics": index,
+        "version.source": "none", "retry.backoff.ms": "10", "max.retry.backoff.ms": "20"}});
+    let spec =
+        ConnectorSpec::validate(&ConnectorConfig::from_json(&config.to_string()).unwrap()).unwrap();
+    let SinkSpec::Elasticsearch(cfg) = &spec.sink else {
+        panic!("not an Elasticsearch connector")
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let metrics = Arc::new(cdc_sink::metrics::Registry::new().task(&index, 0));
+    let mut sink =
+        ElasticsearchSink::new(Arc::new((**cfg).clone()), metrics, rt.handle().clone()).unwrap();
+    let mut decoder = Decoder::new(&spec).unwrap();
+    let envelope = json!({"before": null, "after": {"id": 1, "name": "old"}, "op": "c",
+        "source": {"connector": "postgresql", "lsn": 101, "db": "d", "schema": "s", "table": "t"}});
+    let value = decoder
+        .value(&index, Some(envelope.to_string().as_bytes()))
+        .unwrap();
+    let key = decoder.key(&index, Some(br#"{"id": 1}"#)).unwrap();
+    let record = SinkRecord {
+        topic: &index,
+        kafka_topic: &index,
+        partition: 0,
+        offset: 0,
+        timestamp_ms: None,
+        key: key.as_ref(),
+        value: &value,
+        received_ms: 0,
+    };
+    let ack = Ack {
+        slot: 0,
+        epoch: 0,
+        offset: 0,
+    };
+    sink.put(record, ack).unwrap();
+    sink.flush();
+    let failed = || proxy.stats().failed_requests.load(Ordering::Relaxed);
+    let t0 = Instant::now();
+    while failed() < 3 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the write was never retried"
+        );
+        assert_eq!(sink.poll(Duration::from_millis(5)), Ok(vec![]));
+    }
+    sink.abandon();
+    // A request already on the wire when the sink gave up cannot be called back: it is
+    // answered (503) before Elasticsearch comes back. 200 ms is ten retry backoffs.
+    thread::sleep(Duration::from_millis(200));
+    let requests = proxy.stats().requests.load(Ordering::Relaxed);
+    proxy.set_faults(Faults::default());
+    // Fifty retry backoffs: a write still retrying would have been sent again many times.
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(1) {
+        assert_eq!(
+            sink.poll(Duration::from_millis(20)),
+            Ok(vec![]),
+            "an abandoned write was acknowledged"
+        );
+    }
+    assert_eq!(
+        proxy.stats().requests.load(Ordering::Relaxed),
+        requests,
+        "the abandoned write was sent again"
+    );
+    assert_eq!(es::sources(&index), Default::default());
 }
 
 /// With `behavior.on.malformed.documents=warn` a batch keeps every write of a document. One

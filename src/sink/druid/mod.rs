@@ -293,6 +293,14 @@ impl Sink for DruidSink {
         // librdkafka sends what it holds by itself (linger.ms); nothing is sealed here.
     }
 
+    /// With `exactly.once`, the open transaction is aborted now: none of its rows becomes
+    /// visible. Without, rows already handed to the producer are still delivered: a late row
+    /// is harmless, as every row carries its change's version and Kafka offset and the latest
+    /// rows are chosen by them, never by arrival.
+    fn abandon(&mut self) {
+        self.abort();
+    }
+
     fn pending(&self) -> usize {
         self.in_flight
     }

@@ -17,7 +17,7 @@ pub mod stale;
 
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hash, Hasher};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,6 +33,10 @@ use self::retry::{ItemOutcome, RequestOutcome};
 use super::{Ack, Outcome, Rejected, Sink, SinkError, SinkRecord};
 use crate::decode::Value;
 use crate::metrics::{Metrics, now_ms};
+
+/// How long [`Sink::abandon`] waits for the aborted writes to be gone: a write is aborted at
+/// its next await point, which comes at once unless it is compressing a body.
+const ABANDON_WAIT: Duration = Duration::from_secs(5);
 
 struct Lane {
     open: Batch,
@@ -97,6 +101,8 @@ struct Shared {
     /// Bulk responses wait `read.timeout.ms` × 2^this: raised by each timeout (up to 4), lowered
     /// by each prompt response.
     slow: AtomicU32,
+    /// Set by [`Sink::abandon`]: no request is sent after it (checked before each attempt).
+    abandoned: AtomicBool,
 }
 
 pub struct ElasticsearchSink {
@@ -141,6 +147,7 @@ impl ElasticsearchSink {
                 metrics,
                 trouble: Mutex::new(None),
                 slow: AtomicU32::new(0),
+                abandoned: AtomicBool::new(false),
                 stale: Mutex::new(stale::StaleWatch::default()),
             }),
             lanes,
@@ -383,8 +390,47 @@ impl Sink for ElasticsearchSink {
         self.flushing = true;
     }
 
-    /// Records in batches. A reconciliation is not waited for: stopping or losing the
-    /// partition leaves its record uncommitted, and whoever reads it next reconciles again.
+    /// Every lane's write is aborted, and waited for until its request is dropped (at most
+    /// `ABANDON_WAIT`): aborting a tokio task only asks it to stop at its next await point, and
+    /// a write waking from its backoff could still send once more. The flag stops any write
+    /// that checked it too early to be aborted in time, or that `poll` would start later.
+    fn abandon(&mut self) {
+        self.shared.abandoned.store(true, Ordering::SeqCst);
+        for r in &self.reconciliations {
+            r.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        let mut busy = 0;
+        for lane in &mut self.lanes {
+            if let Some(w) = lane.writing.take() {
+                w.abort();
+            }
+            busy += usize::from(lane.busy);
+            lane.open = Batch::new(!self.shared.cfg.fail_on_malformed);
+            lane.sealed.clear();
+        }
+        let deadline = Instant::now() + ABANDON_WAIT;
+        while busy > 0 {
+            match self
+                .done_rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(Event::Batch(done)) => {
+                    self.lanes[done.lane].busy = false;
+                    busy -= 1;
+                }
+                Ok(Event::Reconciled(_)) => {}
+                Err(_) => {
+                    warn!(
+                        "{busy} bulk request(s) not stopped within {ABANDON_WAIT:?} of being abandoned"
+                    );
+                    break;
+                }
+            }
+        }
+        self.reconciliations.clear();
+        self.pending = 0;
+    }
+
     /// Records in batches. A reconciliation is not waited for: stopping or losing the
     /// partition leaves its record uncommitted, and whoever reads it next reconciles again.
     fn pending(&self) -> usize {
@@ -438,6 +484,7 @@ impl Drop for ElasticsearchSink {
     /// A stopped task leaves no write and no reconciliation running behind it: what it had
     /// not written is read again from the committed offsets by whoever reads them next.
     fn drop(&mut self) {
+        self.shared.abandoned.store(true, Ordering::SeqCst);
         for r in &self.reconciliations {
             r.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
         }
@@ -484,6 +531,9 @@ async fn write(shared: &Shared, batch: Sealed) -> Result<Written, SinkError> {
         // Each timeout doubles the time later requests wait for their response (up to 16×): a
         // slow Elasticsearch executes every copy it is sent, so resending at the same pace
         // floods it. A prompt response brings the wait back down step by step.
+        if shared.abandoned.load(Ordering::SeqCst) {
+            return Err(SinkError::Rewind("the sink's writes were abandoned".into()));
+        }
         let wait = cfg.read_timeout * (1 << shared.slow.load(Ordering::Relaxed).min(4));
         let sent = Instant::now();
         let result = shared.client.bulk(body.clone(), wait).await;
