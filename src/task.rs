@@ -18,7 +18,7 @@ use rdkafka::consumer::Consumer as _;
 use rdkafka::message::OwnedMessage;
 use serde::Serialize;
 use tokio::runtime::Handle;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::connector::errors::Stage;
 use crate::connector::{ConnectorSpec, SinkSpec};
@@ -319,10 +319,15 @@ impl Handler {
     /// unfinished writes now, inside the rebalance callback, not when it is dropped after the
     /// consumer has closed (which can take seconds, while a write retrying behind Elasticsearch
     /// coming back would land after the next owner's).
+    /// A failure recorded before stays: a task that failed stays failed.
     fn give_up(&self, st: &mut State, why: String) {
-        st.sink.abandon();
-        warn!(task = %self.label, "{why}: every unfinished write dropped, starting over from the committed offsets");
-        st.failure = Some(End::Rewind(why));
+        let what = st.sink.abandon();
+        if st.failure.is_none() {
+            warn!(task = %self.label, "{why}: {what}; starting over from the committed offsets");
+            st.failure = Some(End::Rewind(why));
+        } else {
+            warn!(task = %self.label, "{why}: {what}");
+        }
     }
 }
 
@@ -351,72 +356,82 @@ impl RebalanceHandler for Handler {
             st.sink.topic_caught_up(ack, false);
         }
         st.paused.forget(partitions);
-        // A sink that commits offsets in its transaction holds rows of these partitions in it:
-        // lost (the group moved on without this task), they must never be committed, so the
-        // transaction is abandoned and the task starts over from the committed offsets.
         let done = |st: &State| {
             partitions
                 .iter()
                 .all(|(t, p)| st.offsets.in_flight_of(t, *p) == 0)
         };
-        if lost && st.sink.commits_offsets() && st.failure.is_none() && !st.closed {
-            self.give_up(
-                &mut st,
-                "partitions lost while their rows were in an open transaction".into(),
-            );
-        }
-        // Lost with writes of these partitions still queued or retrying (Elasticsearch down or
-        // slow): the group has moved on, and the next owner writes these records again. Ours
-        // must not land after its writes (an unversioned write, or two changes sharing a
-        // version, would undo the newer state; a delete forgotten after `index.gc_deletes`
-        // would let an older write bring a document back): the task starts over from the
-        // committed offsets, and its sink, dropped, aborts them.
-        if lost
-            && !st.sink.commits_offsets()
-            && st.failure.is_none()
-            && !st.closed
-            && !done(&st)
-            && st.sink.pending() > 0
-        {
-            self.give_up(
-                &mut st,
-                "partitions lost (the group moved on without this task) while writes of them were unfinished".into(),
-            );
-        }
-        if !lost && st.failure.is_none() && !st.closed {
-            if let Err(e) = drain(&mut st, self.flush_timeout, done) {
-                st.failure = Some(e);
-            } else if !done(&st) && st.sink.pending() > 0 {
-                // Writes of the leaving partitions still retrying after `flush.timeout.ms`
-                // (Elasticsearch down): they must not land after the next owner's. The task
-                // starts over from the committed offsets, and its sink, dropped, aborts them.
-                let why = format!(
-                    "writes of revoked partitions not finished within flush.timeout.ms ({} ms)",
-                    self.flush_timeout.as_millis()
+        let unfinished = |st: &State| !done(st) && st.sink.pending() > 0;
+        // Writes of these partitions that are not finished must not land after the next
+        // owner's: an unversioned write, or two changes sharing a version, would undo the newer
+        // state; a delete forgotten after `index.gc_deletes` would let an older write bring a
+        // document back. The sink gives them up (`give_up`) and the task starts over from the
+        // committed offsets; if it had failed already, it stays failed.
+        let mut gave_up = false;
+        if lost && !st.closed {
+            // The group moved on without this task. A sink that commits offsets in its
+            // transaction holds rows of these partitions in it, which must never be committed.
+            if st.sink.commits_offsets() {
+                self.give_up(
+                    &mut st,
+                    "partitions lost while their rows were in an open transaction".into(),
                 );
-                self.give_up(&mut st, why);
+                gave_up = true;
+            } else if unfinished(&st) {
+                self.give_up(
+                    &mut st,
+                    "partitions lost (the group moved on without this task) while writes of them were unfinished".into(),
+                );
+                gave_up = true;
             }
-            skip_undelivered(consumer, &mut st);
-            let marks = st.offsets.watermarks(Some(partitions));
-            match commit(
-                consumer,
-                &mut st,
-                marks,
-                CommitMode::Sync,
-                self.flush_timeout,
-            ) {
-                Ok(()) => {}
-                Err(Failure::Fatal(e)) => st.failure = Some(End::Failed(e)),
-                Err(Failure::Rewind(e)) => self.give_up(&mut st, e),
-                Err(Failure::Wait(e)) if st.sink.commits_offsets() => {
-                    // The transaction holds rows of partitions that leave now: it must not
-                    // commit later under another owner's feet.
-                    self.give_up(&mut st, format!(
-                        "the transaction could not be committed before its partitions were revoked: {e}"
-                    ));
-                }
-                Err(Failure::Wait(e)) => {
-                    warn!(task = %self.label, "commit on revocation failed: {e}");
+        }
+        if !lost && !st.closed {
+            let failed_before = st.failure.is_some();
+            if !failed_before && let Err(e) = drain(&mut st, self.flush_timeout, done) {
+                st.failure = Some(e);
+            }
+            if unfinished(&st) {
+                // Still queued or retrying after `flush.timeout.ms` (Elasticsearch down), or
+                // left so by a failure, which would otherwise have them retried while the task
+                // finishes.
+                let why = match st.failure.is_some() {
+                    true => "writes of revoked partitions unfinished when the task failed".into(),
+                    false => format!(
+                        "writes of revoked partitions not finished within flush.timeout.ms ({} ms)",
+                        self.flush_timeout.as_millis()
+                    ),
+                };
+                self.give_up(&mut st, why);
+                gave_up = true;
+            }
+            // What is written of the leaving partitions is committed, unless the commit is a
+            // transaction the sink has just given up.
+            let transaction_given_up = gave_up && st.sink.commits_offsets();
+            if !failed_before && !transaction_given_up {
+                skip_undelivered(consumer, &mut st);
+                let marks = st.offsets.watermarks(Some(partitions));
+                match commit(
+                    consumer,
+                    &mut st,
+                    marks,
+                    CommitMode::Sync,
+                    self.flush_timeout,
+                ) {
+                    Ok(()) => {}
+                    Err(Failure::Fatal(e)) => {
+                        st.failure.get_or_insert(End::Failed(e));
+                    }
+                    Err(Failure::Rewind(e)) => self.give_up(&mut st, e),
+                    Err(Failure::Wait(e)) if st.sink.commits_offsets() => {
+                        // The transaction holds rows of partitions that leave now: it must not
+                        // commit later under another owner's feet.
+                        self.give_up(&mut st, format!(
+                            "the transaction could not be committed before its partitions were revoked: {e}"
+                        ));
+                    }
+                    Err(Failure::Wait(e)) => {
+                        warn!(task = %self.label, "commit on revocation failed: {e}");
+                    }
                 }
             }
         }
@@ -857,7 +872,10 @@ fn run(
                     stall.queue.push_back(m.detach());
                 }
             }
-            if let Err(e) = retry_stall(&mut st, &mut decoder, spec, &metrics, &label) {
+            // Not after a rebalance callback gave up the sink's writes: the task ends now.
+            if st.failure.is_none()
+                && let Err(e) = retry_stall(&mut st, &mut decoder, spec, &metrics, &label)
+            {
                 break 'run Err(e);
             }
         } else if handler.control.paused.load(Ordering::Relaxed) && !paused {
@@ -890,6 +908,12 @@ fn run(
                     break;
                 };
                 let mut st = handler.lock();
+                if st.failure.is_some() {
+                    // The poll ran a rebalance callback that ends the task (and may have given
+                    // up the sink's writes): this record is not handled, nor tracked, and the
+                    // task ends without committing past it.
+                    break;
+                }
                 match msg {
                     Err(e) => {
                         if let Some(why) = source::refused(&e) {
@@ -1053,7 +1077,8 @@ fn run(
     let mut st = handler.lock();
     if !finishes(&outcome, st.failure.as_ref()) {
         // Before the consumer closes: nothing of what the task gives up is sent meanwhile.
-        st.sink.abandon();
+        let what = st.sink.abandon();
+        debug!(task = %label, "starting over: {what}");
     }
     if finishes(&outcome, st.failure.as_ref()) {
         if let Err(e) = drain(&mut st, flush_timeout, |st| pending(st) == 0) {

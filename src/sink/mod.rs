@@ -94,13 +94,14 @@ pub trait Sink: Send {
     /// Seals every partly filled batch so that the next polls send it (shutdown, revocation).
     fn flush(&mut self);
 
-    /// Gives up every write not finished: when this returns none of them is sent again, and
-    /// none is committed. The task calls it as soon as it knows it must start over from the
-    /// committed offsets (its partitions were lost to another member, a transaction cannot
-    /// commit), before it closes its consumer and drops the sink, which can take seconds: a
-    /// write still retrying meanwhile could land after the next owner's newer ones. A request
-    /// already sent cannot be called back. The sink takes nothing more after this.
-    fn abandon(&mut self);
+    /// Gives up every write not finished: none of them is committed, and none is sent or
+    /// retried after this returns (a request already sent cannot be called back). The task
+    /// calls it as soon as it knows that writes of partitions it no longer owns are unfinished
+    /// (lost to another member, or still retrying when they were revoked), and before it closes
+    /// its consumer and drops the sink, which can take seconds: a write retrying meanwhile could
+    /// land after the next owner's newer ones. The task gives the sink nothing more after this.
+    /// Returns what became of those writes, for the log.
+    fn abandon(&mut self) -> &'static str;
 
     /// Records taken and not yet acked: the task pauses consumption above a limit.
     fn pending(&self) -> usize;

@@ -326,7 +326,7 @@ fn an_abandoned_sink_never_sends_its_retrying_write_again() {
     use cdc_sink::connector::{ConnectorConfig, ConnectorSpec, SinkSpec};
     use cdc_sink::decode::Decoder;
     use cdc_sink::sink::elasticsearch::ElasticsearchSink;
-    use cdc_sink::sink::{Ack, Sink as _, SinkRecord};
+    use cdc_sink::sink::{Ack, Sink as _, SinkError, SinkRecord};
     use serde_json::json;
 
     use crate::support::es;
@@ -385,26 +385,30 @@ fn an_abandoned_sink_never_sends_its_retrying_write_again() {
         );
         assert_eq!(sink.poll(Duration::from_millis(5)), Ok(vec![]));
     }
-    sink.abandon();
+    assert_eq!(sink.abandon(), "every unfinished write dropped");
     // A request already on the wire when the sink gave up cannot be called back: it is
-    // answered (503) before Elasticsearch comes back. 200 ms is ten retry backoffs.
+    // answered (503) first. 200 ms is ten retry backoffs.
     thread::sleep(Duration::from_millis(200));
-    let requests = proxy.stats().requests.load(Ordering::Relaxed);
-    proxy.set_faults(Faults::default());
-    // Fifty retry backoffs: a write still retrying would have been sent again many times.
-    let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_secs(1) {
-        assert_eq!(
-            sink.poll(Duration::from_millis(20)),
-            Ok(vec![]),
-            "an abandoned write was acknowledged"
-        );
+    let requests = || proxy.stats().requests.load(Ordering::Relaxed);
+    let before = requests();
+    // Fifty retry backoffs, Elasticsearch still failing, then as many with it answering: a
+    // write still retrying would have been sent again many times, and written.
+    for answering in [false, true] {
+        if answering {
+            proxy.set_faults(Faults::default());
+        }
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(1) {
+            assert_eq!(
+                sink.poll(Duration::ZERO),
+                Ok(vec![]),
+                "an abandoned write was acknowledged"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(requests(), before, "the abandoned write was sent again");
     }
-    assert_eq!(
-        proxy.stats().requests.load(Ordering::Relaxed),
-        requests,
-        "the abandoned write was sent again"
-    );
+    assert!(matches!(sink.put(record, ack), Err(SinkError::Rewind(_))));
     assert_eq!(es::sources(&index), Default::default());
 }
 

@@ -297,8 +297,12 @@ impl Sink for DruidSink {
     /// visible. Without, rows already handed to the producer are still delivered: a late row
     /// is harmless, as every row carries its change's version and Kafka offset and the latest
     /// rows are chosen by them, never by arrival.
-    fn abandon(&mut self) {
+    fn abandon(&mut self) -> &'static str {
+        if !self.cfg.exactly_once {
+            return "rows already handed to the producer are still delivered, each with its version";
+        }
         self.abort();
+        "the open transaction aborted"
     }
 
     fn pending(&self) -> usize {

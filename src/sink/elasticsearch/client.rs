@@ -16,7 +16,7 @@
 //! `elastic.https.ssl.ca.location`).
 
 use std::io::Write as _;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -206,14 +206,21 @@ impl BulkClient {
     }
 
     /// POSTs `body` to `_bulk`; returns the response, or an error when no whole response came
-    /// within `wait` (plus `connection.timeout.ms`).
-    pub async fn bulk(&self, body: Bytes, wait: Duration) -> Result<Answer, TransportError> {
+    /// within `wait` (plus `connection.timeout.ms`). Not sent when `given_up` is set by the time
+    /// the body is ready to go (compressing a large one takes a while).
+    pub async fn bulk(
+        &self,
+        body: Bytes,
+        wait: Duration,
+        given_up: &AtomicBool,
+    ) -> Result<Answer, TransportError> {
         self.send(
             Method::POST,
             &format!("_bulk?{FILTER_PATH}"),
             "application/x-ndjson",
             body,
             wait,
+            Some(given_up),
         )
         .await
     }
@@ -232,7 +239,7 @@ impl BulkClient {
         });
 
         let a = self
-            .send(method, path, "application/json", bytes, wait)
+            .send(method, path, "application/json", bytes, wait, None)
             .await?;
         Ok((a.status, a.body))
     }
@@ -244,6 +251,7 @@ impl BulkClient {
         content_type: &'static str,
         body: Bytes,
         wait: Duration,
+        given_up: Option<&AtomicBool>,
     ) -> Result<Answer, TransportError> {
         let node = &self.nodes[self.turn.fetch_add(1, Ordering::Relaxed) % self.nodes.len()];
         let fail = |e: &dyn std::error::Error, timed_out: bool| TransportError {
@@ -264,6 +272,12 @@ impl BulkClient {
                     .body(gzip(&body).map_err(|e| fail(&e, false))?),
                 false => request.body(body),
             };
+        }
+        if given_up.is_some_and(|g| g.load(Ordering::SeqCst)) {
+            return Err(TransportError {
+                message: "not sent: the sink gave up its writes".into(),
+                timed_out: false,
+            });
         }
         // The time allowed for the whole response: the client's own timeout would apply per
         // request too, but a late answer must also be told apart from a refused connection.

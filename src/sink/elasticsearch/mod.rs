@@ -42,10 +42,10 @@ struct Lane {
     open: Batch,
     sealed: VecDeque<Sealed>,
     busy: bool,
-    /// The batch being written (and retried), aborted when the sink is dropped: a write left
-    /// retrying behind a stopped task could land after the partition's next owner wrote newer
-    /// changes (unversioned, it would overwrite them; versioned, a delete older than
-    /// `index.gc_deletes` would be forgotten and the document come back).
+    /// The batch being written (and retried), aborted when the sink gives up its writes or is
+    /// dropped: a write left retrying behind a stopped task could land after the partition's
+    /// next owner wrote newer changes (unversioned, it would overwrite them; versioned, a delete
+    /// older than `index.gc_deletes` would be forgotten and the document come back).
     writing: Option<tokio::task::AbortHandle>,
 }
 
@@ -119,6 +119,8 @@ pub struct ElasticsearchSink {
     pending: usize,
     /// Every open batch is sent as soon as its lane is free.
     flushing: bool,
+    /// [`Sink::abandon`] was called: nothing more is taken, and what comes back is dropped.
+    abandoned: bool,
     topics: crate::FastMap<String, Arc<str>>,
     /// The topic of the last record put, compared before `topics` is hashed: records come in
     /// runs of one partition.
@@ -158,6 +160,7 @@ impl ElasticsearchSink {
             reconciliations: Vec::new(),
             pending: 0,
             flushing: false,
+            abandoned: false,
             topics: Default::default(),
             last_topic: None,
             rejected: Vec::new(),
@@ -221,6 +224,13 @@ impl ElasticsearchSink {
     }
 
     fn finish(&mut self, event: Event, acks: &mut Vec<Ack>) -> Result<(), SinkError> {
+        if self.abandoned {
+            // A write that outlived `ABANDON_WAIT`: its batch is no longer counted.
+            if let Event::Batch(done) = event {
+                self.lanes[done.lane].busy = false;
+            }
+            return Ok(());
+        }
         match event {
             Event::Batch(done) => {
                 self.lanes[done.lane].busy = false;
@@ -295,6 +305,11 @@ impl ElasticsearchSink {
 
 impl Sink for ElasticsearchSink {
     fn put(&mut self, rec: SinkRecord<'_>, ack: Ack) -> Result<Outcome, SinkError> {
+        if self.abandoned {
+            return Err(SinkError::Rewind(
+                "the sink gave up its writes and takes no more".into(),
+            ));
+        }
         let action = match self.mapper.map(&rec) {
             Ok(Mapped::Write(a)) => a,
             Ok(Mapped::Skip(why)) => return Ok(Outcome::Skipped(why)),
@@ -392,9 +407,13 @@ impl Sink for ElasticsearchSink {
 
     /// Every lane's write is aborted, and waited for until its request is dropped (at most
     /// `ABANDON_WAIT`): aborting a tokio task only asks it to stop at its next await point, and
-    /// a write waking from its backoff could still send once more. The flag stops any write
-    /// that checked it too early to be aborted in time, or that `poll` would start later.
-    fn abandon(&mut self) {
+    /// a write waking from its backoff could still send once more. The shared flag, checked
+    /// before each attempt and again once its body is ready to go, stops a write the abort did
+    /// not reach in time. Reconciliations are cancelled, and their delete pages checked against
+    /// the same flag; a page already sent is harmless, each delete being conditional on the
+    /// document not having been written since its scan.
+    fn abandon(&mut self) -> &'static str {
+        self.abandoned = true;
         self.shared.abandoned.store(true, Ordering::SeqCst);
         for r in &self.reconciliations {
             r.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -429,6 +448,7 @@ impl Sink for ElasticsearchSink {
         }
         self.reconciliations.clear();
         self.pending = 0;
+        "every unfinished write dropped"
     }
 
     /// Records in batches. A reconciliation is not waited for: stopping or losing the
@@ -536,7 +556,10 @@ async fn write(shared: &Shared, batch: Sealed) -> Result<Written, SinkError> {
         }
         let wait = cfg.read_timeout * (1 << shared.slow.load(Ordering::Relaxed).min(4));
         let sent = Instant::now();
-        let result = shared.client.bulk(body.clone(), wait).await;
+        let result = shared
+            .client
+            .bulk(body.clone(), wait, &shared.abandoned)
+            .await;
         m.bulk(sent.elapsed().as_secs_f64(), todo.len());
         if result.is_ok() && sent.elapsed() < wait / 4 {
             let _ = shared

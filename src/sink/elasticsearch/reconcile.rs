@@ -214,7 +214,7 @@ async fn remove(shared: &Shared, end: &SnapshotEnd, hits: &[Hit]) -> Result<u64,
         status, body: resp, ..
     } = shared
         .client
-        .bulk(body.into(), shared.cfg.read_timeout)
+        .bulk(body.into(), shared.cfg.read_timeout, &shared.abandoned)
         .await
         .map_err(|e| Failed::retry(e.message))?;
     if status == 429 || status >= 500 {
