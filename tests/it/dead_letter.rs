@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::kafka::{self, Full};
+use crate::support::kafka::{self, Full, Rec};
 use crate::support::rest::{self, metric};
 use crate::support::worker::{Worker, connector_file};
 use crate::support::{assert_failed_at_offset_5, es, es_connector, servers, unique, wait_until};
@@ -437,5 +437,93 @@ fn a_druid_transaction_waits_for_the_dead_letter_copies_before_it() {
     assert_eq!(ids, [0, 1, 2, 4, 5, 6, 7], "each change once");
     let copies = kafka::read_full(&dlq);
     assert!(!copies.is_empty() && copies.iter().all(|c| c.value == recs[3].value));
+    assert!(w.stop().success());
+}
+
+/// A copy the queue refuses in a partition that goes on: the records read after it cannot be
+/// committed and pile up. Past the task's bound (64 × `max.buffered.records`) the task stops
+/// reading that partition only: the other is read, written and committed to its end while the
+/// copy is still refused, and the first is committed no further than the refused record. Once
+/// the queue takes the copy, both end committed. Pausing every partition at the bound stopped
+/// the second partition too.
+#[test]
+fn a_refused_copy_past_the_tasks_bound_stops_reading_only_its_own_partition() {
+    let topic = unique("it-dlq-bound");
+    let dlq = format!("{topic}-dlq");
+    kafka::create_topic(&topic, 2);
+    kafka::create_topic_with(&dlq, &[("max.message.bytes", "64")]);
+    let rec = |partition: i32, id: i64, value: String| Rec {
+        partition,
+        key: Some(json!({"id": id}).to_string()),
+        value: Some(value),
+    };
+    let doc = |id: i64| {
+        json!({"before": null, "after": {"id": id, "name": format!("n{id}")}, "op": "c",
+            "source": {"connector": "postgresql", "lsn": 1000 + id, "db": "d", "schema": "s", "table": "t"}})
+        .to_string()
+    };
+    let mut first = vec![rec(0, 0, r#"{"op":"c","after":{"id":"#.into())];
+    first.extend((1..=1500).map(|id| rec(0, id, doc(id))));
+    let second: Vec<Rec> = (10_001..=13_000).map(|id| rec(1, id, doc(id))).collect();
+    let producer = kafka::producer();
+    first.chunks(50).for_each(|c| producer.send(&topic, c));
+    second.chunks(50).for_each(|c| producer.send(&topic, c));
+    let end = kafka::end_offsets(&topic, 2);
+    let config = es_connector(
+        &topic,
+        &servers().es,
+        &[
+            ("errors.tolerance", "all"),
+            ("errors.deadletterqueue.topic.name", &dlq),
+            // A bound of 640 records, reached well before partition 0's end.
+            ("max.buffered.records", "10"),
+            ("consumer.override.max.partition.fetch.bytes", "8192"),
+            ("consumer.override.queued.max.messages.kbytes", "64"),
+            ("consumer.override.queued.min.messages", "50"),
+        ],
+    );
+    let (mut w, name, url, group) = run("it-dlq-bound", &config);
+    let line = w.wait_log(
+        "not reading the partitions they pile up in",
+        Duration::from_secs(60),
+    );
+    assert!(line.contains(&format!("(\"{topic}\", 0)")), "{line}");
+    let t0 = std::time::Instant::now();
+    while kafka::committed(&group, &topic, 2).get(&1) != end.get(&1) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "partition 1 not committed to its end while the copy is refused: {:?} of {end:?}",
+            kafka::committed(&group, &topic, 2)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let status = wait_queue_trouble(&url, &name, &dlq);
+    assert_eq!(status["tasks"][0]["state"], json!("RUNNING"));
+    assert_eq!(
+        kafka::committed(&group, &topic, 2)
+            .get(&0)
+            .copied()
+            .unwrap_or(0),
+        0,
+        "committed past the refused copy"
+    );
+    assert_eq!(kafka::end_offsets(&dlq, 1)[&0], 0);
+
+    kafka::set_topic_config(&dlq, "max.message.bytes", "1048588");
+    wait_until(
+        Duration::from_secs(180),
+        "both partitions committed to their ends",
+        || (kafka::committed(&group, &topic, 2) == end).then_some(()),
+    );
+    let copies = kafka::read_full(&dlq);
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert_eq!(
+        copies[0].value,
+        first[0].value.as_ref().map(|v| v.as_bytes().to_vec())
+    );
+    let docs = es::sources(&topic);
+    assert_eq!(docs.len(), 4500);
+    assert_eq!(docs["1500"]["name"], json!("n1500"));
+    assert_eq!(docs["13000"]["name"], json!("n13000"));
     assert!(w.stop().success());
 }

@@ -339,14 +339,17 @@ fn a_config_invalid_on_one_worker_shows_failed_everywhere_and_still_obeys() {
     let url_a = a.rest_url();
     let (b, url_b) = cluster_worker(&cluster);
     let config = es_connector(&topic, "${env:CDCSINK_DIST_ES_URL}", &[]);
-    let s = post_failing_on(&url_a, &url_b, &name, &config, "CDCSINK_DIST_ES_URL");
-    // The task on A runs; a stop sent to B stops it.
+    post_failing_on(&url_a, &url_b, &name, &config, "CDCSINK_DIST_ES_URL");
+    // The task on A runs (A publishes it UNASSIGNED until it has started); a stop sent to B
+    // stops it.
+    let status = format!("/connectors/{name}/status");
+    let s = wait_for(&url_b, &status, WAIT, |s| {
+        s["connector"]["state"] == "FAILED" && s["tasks"][0]["state"] == "RUNNING"
+    });
     assert_eq!(s["tasks"].as_array().map(Vec::len), Some(1), "{s}");
-    assert_eq!(s["tasks"][0]["state"], "RUNNING", "{s}");
     // A shows the connector FAILED too, on B, with B's reason; a restart of what failed asked
     // of A answers it RESTARTING.
     let on_b = s["connector"]["worker_id"].clone();
-    let status = format!("/connectors/{name}/status");
     let on_a = wait_for(&url_a, &status, WAIT, |s| {
         s["connector"]["state"] == "FAILED"
     });
