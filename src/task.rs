@@ -318,8 +318,8 @@ impl Handler {
     /// The task must start over from the committed offsets (`why`): its sink gives up its
     /// unfinished writes now, inside the rebalance callback, not when it is dropped after the
     /// consumer has closed (which can take seconds, while a write retrying behind Elasticsearch
-    /// coming back would land after the next owner's).
-    /// A failure recorded before stays: a task that failed stays failed.
+    /// coming back would land after the next owner's). A failure recorded before stays: a task
+    /// that failed stays failed.
     fn give_up(&self, st: &mut State, why: String) {
         let what = st.sink.abandon();
         if st.failure.is_none() {
