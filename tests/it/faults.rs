@@ -209,6 +209,18 @@ fn requests_go_to_each_url_in_turn_and_a_node_that_goes_down_is_gone_around() {
 /// from the committed offsets, its unfinished writes dropped.
 #[test]
 fn writes_of_lost_partitions_never_land_after_the_next_owners() {
+    lost_while_stopped(false);
+}
+
+/// As above, with Elasticsearch answering again by the time the task wakes up: the write's
+/// backoff ran out while the process stood still, and it must not be sent before the consumer
+/// has learnt that its partition is gone (`src/sink/elasticsearch/stall.rs`).
+#[test]
+fn a_write_retrying_when_the_process_stopped_is_not_sent_on_waking_before_the_loss_is_known() {
+    lost_while_stopped(true);
+}
+
+fn lost_while_stopped(elasticsearch_back_on_waking: bool) {
     use crate::support::es;
     use crate::support::kafka::Rec;
     use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
@@ -228,7 +240,7 @@ fn writes_of_lost_partitions_never_land_after_the_next_owners() {
     }
     };
     let proxy = Proxy::start(&servers().es);
-    let (mut w, group) = start_es_worker(
+    let (w, group) = start_es_worker(
         "it-lost",
         &topic,
         &proxy.url,
@@ -292,12 +304,29 @@ fn writes_of_lost_partitions_never_land_after_the_next_owners() {
         .unwrap();
     other.commit(&tpl, CommitMode::Sync).expect("committing");
     drop(other);
-    // The task wakes up and finds its partition lost while Elasticsearch is still down; then
-    // Elasticsearch comes back, and a newer record follows.
+    // The task wakes up and finds its partition lost, Elasticsearch still down or already
+    // back; then a newer record follows.
+    let new = Some(&(1, json!({"id": 1, "name": "new"})));
+    if elasticsearch_back_on_waking {
+        proxy.set_faults(Faults::default());
+    }
     signal("-CONT");
     // Logged once the sink has dropped its writes, inside the rebalance callback; the loss
     // itself ("lost=true") is logged before, and the task's consumer closes after.
-    w.wait_log("every unfinished write dropped", Duration::from_secs(60));
+    let t0 = Instant::now();
+    while !w.log_text().contains("every unfinished write dropped") {
+        let docs = es::documents(&topic);
+        assert_eq!(
+            docs.get("1"),
+            new,
+            "the lost partition's old write landed after the new owner's: {docs:?}"
+        );
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the task never gave up its writes"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
     proxy.set_faults(Faults::default());
     kafka::produce(&topic, &[rec(2, "later")]);
     crate::support::wait_until(Duration::from_secs(90), "record 2 written", || {
@@ -306,7 +335,7 @@ fn writes_of_lost_partitions_never_land_after_the_next_owners() {
     let docs = es::documents(&topic);
     assert_eq!(
         docs.get("1"),
-        Some(&(1, json!({"id": 1, "name": "new"}))),
+        new,
         "the lost partition's old write landed after the new owner's: {docs:?}"
     );
     let end = kafka::end_offsets(&topic, 1);

@@ -14,6 +14,7 @@ pub mod reconcile;
 pub mod retry;
 pub mod scopes;
 pub mod stale;
+pub mod stall;
 
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hash, Hasher};
@@ -103,10 +104,13 @@ struct Shared {
     slow: AtomicU32,
     /// Set by [`Sink::abandon`]: no request is sent after it (checked before each attempt).
     abandoned: AtomicBool,
+    /// Holds the bulk requests for a while after the process stood still (`stall.rs`).
+    clock: stall::StallClock,
 }
 
 pub struct ElasticsearchSink {
     shared: Arc<Shared>,
+    ticker: tokio::task::AbortHandle,
     mapper: Mapper,
     lanes: Vec<Lane>,
     hasher: foldhash::fast::RandomState,
@@ -141,17 +145,33 @@ impl ElasticsearchSink {
                 writing: None,
             })
             .collect();
+        let shared = Arc::new(Shared {
+            cfg: cfg.clone(),
+            client,
+            metrics,
+            trouble: Mutex::new(None),
+            slow: AtomicU32::new(0),
+            abandoned: AtomicBool::new(false),
+            clock: stall::StallClock::default(),
+            stale: Mutex::new(stale::StaleWatch::default()),
+        });
+        // The clock of `stall.rs`, ticking for as long as the sink lives.
+        let weak = Arc::downgrade(&shared);
+        let ticker = runtime
+            .spawn(async move {
+                let mut every = tokio::time::interval(stall::TICK);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    every.tick().await;
+                    let Some(shared) = weak.upgrade() else { break };
+                    shared.clock.tick();
+                }
+            })
+            .abort_handle();
         Ok(ElasticsearchSink {
-            mapper: Mapper::new(cfg.clone()),
-            shared: Arc::new(Shared {
-                cfg,
-                client,
-                metrics,
-                trouble: Mutex::new(None),
-                slow: AtomicU32::new(0),
-                abandoned: AtomicBool::new(false),
-                stale: Mutex::new(stale::StaleWatch::default()),
-            }),
+            mapper: Mapper::new(cfg),
+            shared,
+            ticker,
             lanes,
             hasher: Default::default(),
             runtime,
@@ -504,6 +524,7 @@ impl Drop for ElasticsearchSink {
     /// A stopped task leaves no write and no reconciliation running behind it: what it had
     /// not written is read again from the committed offsets by whoever reads them next.
     fn drop(&mut self) {
+        self.ticker.abort();
         self.shared.abandoned.store(true, Ordering::SeqCst);
         for r in &self.reconciliations {
             r.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -553,6 +574,10 @@ async fn write(shared: &Shared, batch: Sealed) -> Result<Written, SinkError> {
         // floods it. A prompt response brings the wait back down step by step.
         if shared.abandoned.load(Ordering::SeqCst) {
             return Err(SinkError::Rewind("the sink's writes were abandoned".into()));
+        }
+        if let Some(held) = shared.clock.held() {
+            tokio::time::sleep(held).await;
+            continue;
         }
         let wait = cfg.read_timeout * (1 << shared.slow.load(Ordering::Relaxed).min(4));
         let sent = Instant::now();
