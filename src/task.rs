@@ -27,7 +27,7 @@ use crate::decode::Decoder;
 use crate::metrics::{Metrics, now_ms};
 use crate::settings::Settings;
 use crate::sink::druid::DruidSink;
-use crate::sink::elasticsearch::ElasticsearchSink;
+use crate::sink::elasticsearch::{ElasticsearchSink, stall};
 use crate::sink::{Ack, Outcome, Sink, SinkError, SinkRecord};
 use crate::source::barriers::Barriers;
 use crate::source::headers::Record;
@@ -755,6 +755,7 @@ fn run(
     status: &Mutex<TaskStatus>,
 ) -> Result<(), End> {
     let label = format!("{}-{id}", spec.name);
+    let config = source::consumer_config(settings, spec, id);
     let (sink, flush_timeout): (Box<dyn Sink>, Duration) = match &spec.sink {
         SinkSpec::Elasticsearch(cfg) => {
             let cfg = Arc::new((**cfg).clone());
@@ -764,6 +765,7 @@ fn run(
                     cfg,
                     metrics.clone(),
                     runtime.clone(),
+                    stall::threshold(source::session_gap(&config)),
                 )?),
                 flush,
             )
@@ -786,7 +788,6 @@ fn run(
             )
         }
     };
-    let config = source::consumer_config(settings, spec, id);
     source::check_poll_interval(&config, flush_timeout).map_err(End::Failed)?;
     let dlq = match &spec.errors.dead_letter {
         None => None,
@@ -862,6 +863,8 @@ fn run(
                 until.map_or(POLL, |d| d.min(POLL)),
             )
         };
+        // Whether the consumer was polled (its rebalance callbacks served) this time round.
+        let mut polled = true;
         if stalled {
             // Still poll, paused: the consumer stays in its group while the records wait.
             let msg = consumer.poll(first_wait);
@@ -880,8 +883,10 @@ fn run(
             }
         } else if handler.control.paused.load(Ordering::Relaxed) && !paused {
             // Paused by the user: the consumer is paused below before anything more is read.
+            polled = false;
         } else if full_since.is_some() && !paused {
             // Full: records wait in the consumer's prefetch until the sink takes them.
+            polled = false;
         } else {
             // A burst of records: the first poll may wait, the rest take what is already
             // fetched. Each record is handled before the next poll, which may run a rebalance
@@ -975,6 +980,9 @@ fn run(
             break Err(End::Failed(e));
         }
         let mut st = handler.lock();
+        if polled {
+            st.sink.consumer_polled();
+        }
         if let Some(f) = st.failure.take() {
             break Err(f);
         }

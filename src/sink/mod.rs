@@ -94,6 +94,11 @@ pub trait Sink: Send {
     /// Seals every partly filled batch so that the next polls send it (shutdown, revocation).
     fn flush(&mut self);
 
+    /// The task has polled its consumer, which serves its rebalance callbacks (called once per
+    /// burst of records). The Elasticsearch sink holds its writes after the process stood
+    /// still until the task has polled since (`elasticsearch::stall`).
+    fn consumer_polled(&self) {}
+
     /// Gives up every write not finished: none of them is committed, and none is sent or
     /// retried after this returns (a request already sent cannot be called back). The task
     /// calls it as soon as it knows that writes of partitions it no longer owns are unfinished

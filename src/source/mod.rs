@@ -14,6 +14,7 @@ pub use subscription::Subscribed;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
@@ -165,6 +166,21 @@ pub const REGEX_REFRESH_MS: &str = "5000";
 
 /// The librdkafka settings of a task's consumer: the worker's `[kafka.properties]`, then the
 /// connector's `consumer.override.*`, then what delivery guarantees require.
+/// How long after the last heartbeat it could have sent the consumer's group session may end:
+/// `session.timeout.ms` less `heartbeat.interval.ms` (librdkafka's defaults, 45 s and 3 s, when
+/// not set).
+pub fn session_gap(config: &ClientConfig) -> Duration {
+    let ms = |key: &str, default: u64| {
+        config
+            .get(key)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(default)
+    };
+    Duration::from_millis(
+        ms("session.timeout.ms", 45_000).saturating_sub(ms("heartbeat.interval.ms", 3_000)),
+    )
+}
+
 pub fn consumer_config(settings: &Settings, spec: &ConnectorSpec, task: usize) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &settings.kafka.bootstrap_servers);

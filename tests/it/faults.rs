@@ -327,6 +327,11 @@ fn lost_while_stopped(elasticsearch_back_on_waking: bool) {
         );
         thread::sleep(Duration::from_millis(50));
     }
+    // Held because the process stood still, not by luck.
+    assert!(
+        w.log_text().contains("the process did not run for"),
+        "no stall seen"
+    );
     proxy.set_faults(Faults::default());
     kafka::produce(&topic, &[rec(2, "later")]);
     crate::support::wait_until(Duration::from_secs(90), "record 2 written", || {
@@ -379,8 +384,13 @@ fn an_abandoned_sink_never_sends_its_retrying_write_again() {
         .build()
         .unwrap();
     let metrics = Arc::new(cdc_sink::metrics::Registry::new().task(&index, 0));
-    let mut sink =
-        ElasticsearchSink::new(Arc::new((**cfg).clone()), metrics, rt.handle().clone()).unwrap();
+    let mut sink = ElasticsearchSink::new(
+        Arc::new((**cfg).clone()),
+        metrics,
+        rt.handle().clone(),
+        Duration::from_secs(1),
+    )
+    .unwrap();
     let mut decoder = Decoder::new(&spec).unwrap();
     let envelope = json!({"before": null, "after": {"id": 1, "name": "old"}, "op": "c",
         "source": {"connector": "postgresql", "lsn": 101, "db": "d", "schema": "s", "table": "t"}});

@@ -16,7 +16,7 @@
 //! `elastic.https.ssl.ca.location`).
 
 use std::io::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -53,6 +53,8 @@ pub struct TransportError {
     pub message: String,
     /// No response within the time allowed (the request may still be executing).
     pub timed_out: bool,
+    /// Not sent at all: the caller's `may_send` said no once the body was ready.
+    pub not_sent: bool,
 }
 
 /// An HTTP response: status, body, and the node that answered.
@@ -206,13 +208,14 @@ impl BulkClient {
     }
 
     /// POSTs `body` to `_bulk`; returns the response, or an error when no whole response came
-    /// within `wait` (plus `connection.timeout.ms`). Not sent when `given_up` is set by the time
-    /// the body is ready to go (compressing a large one takes a while).
+    /// within `wait` (plus `connection.timeout.ms`). Not sent when `may_send` says no once the
+    /// body is ready to go (compressing a large one takes a while, and the process may have
+    /// been stopped meanwhile).
     pub async fn bulk(
         &self,
         body: Bytes,
         wait: Duration,
-        given_up: &AtomicBool,
+        may_send: &(dyn Fn() -> bool + Sync),
     ) -> Result<Answer, TransportError> {
         self.send(
             Method::POST,
@@ -220,7 +223,7 @@ impl BulkClient {
             "application/x-ndjson",
             body,
             wait,
-            Some(given_up),
+            Some(may_send),
         )
         .await
     }
@@ -251,12 +254,13 @@ impl BulkClient {
         content_type: &'static str,
         body: Bytes,
         wait: Duration,
-        given_up: Option<&AtomicBool>,
+        may_send: Option<&(dyn Fn() -> bool + Sync)>,
     ) -> Result<Answer, TransportError> {
         let node = &self.nodes[self.turn.fetch_add(1, Ordering::Relaxed) % self.nodes.len()];
         let fail = |e: &dyn std::error::Error, timed_out: bool| TransportError {
             message: format!("{}: {}", self.urls, error_chain(e)),
             timed_out,
+            not_sent: false,
         };
         let url = node
             .join(path.trim_start_matches('/'))
@@ -273,10 +277,11 @@ impl BulkClient {
                 false => request.body(body),
             };
         }
-        if given_up.is_some_and(|g| g.load(Ordering::SeqCst)) {
+        if may_send.is_some_and(|may| !may()) {
             return Err(TransportError {
-                message: "not sent: the sink gave up its writes".into(),
+                message: "not sent".into(),
                 timed_out: false,
+                not_sent: true,
             });
         }
         // The time allowed for the whole response: the client's own timeout would apply per
@@ -297,6 +302,7 @@ impl BulkClient {
                     wait.as_millis()
                 ),
                 timed_out: true,
+                not_sent: false,
             }),
         }
     }

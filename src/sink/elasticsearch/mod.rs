@@ -134,7 +134,14 @@ pub struct ElasticsearchSink {
 }
 
 impl ElasticsearchSink {
-    pub fn new(cfg: Arc<EsConfig>, metrics: Arc<Metrics>, runtime: Handle) -> Result<Self, String> {
+    /// `stall_after`: how long the process may stand still before writes are held
+    /// (`stall::threshold` of the consumer's session).
+    pub fn new(
+        cfg: Arc<EsConfig>,
+        metrics: Arc<Metrics>,
+        runtime: Handle,
+        stall_after: Duration,
+    ) -> Result<Self, String> {
         let client = BulkClient::new(&cfg)?;
         let (done_tx, done_rx) = mpsc::channel();
         let lanes = (0..cfg.max_in_flight)
@@ -152,7 +159,7 @@ impl ElasticsearchSink {
             trouble: Mutex::new(None),
             slow: AtomicU32::new(0),
             abandoned: AtomicBool::new(false),
-            clock: stall::StallClock::default(),
+            clock: stall::StallClock::new(stall_after),
             stale: Mutex::new(stale::StaleWatch::default()),
         });
         // The clock of `stall.rs`, ticking for as long as the sink lives.
@@ -425,6 +432,10 @@ impl Sink for ElasticsearchSink {
         self.flushing = true;
     }
 
+    fn consumer_polled(&self) {
+        self.shared.clock.polled();
+    }
+
     /// Every lane's write is aborted, and waited for until its request is dropped (at most
     /// `ABANDON_WAIT`): aborting a tokio task only asks it to stop at its next await point, and
     /// a write waking from its backoff could still send once more. The shared flag, checked
@@ -581,10 +592,14 @@ async fn write(shared: &Shared, batch: Sealed) -> Result<Written, SinkError> {
         }
         let wait = cfg.read_timeout * (1 << shared.slow.load(Ordering::Relaxed).min(4));
         let sent = Instant::now();
-        let result = shared
-            .client
-            .bulk(body.clone(), wait, &shared.abandoned)
-            .await;
+        let may_send = || !shared.abandoned.load(Ordering::SeqCst) && shared.clock.held().is_none();
+        let result = shared.client.bulk(body.clone(), wait, &may_send).await;
+        if let Err(e) = &result
+            && e.not_sent
+        {
+            // Given up or held since the attempt began: the loop's checks say which.
+            continue;
+        }
         m.bulk(sent.elapsed().as_secs_f64(), todo.len());
         if result.is_ok() && sent.elapsed() < wait / 4 {
             let _ = shared

@@ -214,7 +214,9 @@ async fn remove(shared: &Shared, end: &SnapshotEnd, hits: &[Hit]) -> Result<u64,
         status, body: resp, ..
     } = shared
         .client
-        .bulk(body.into(), shared.cfg.read_timeout, &shared.abandoned)
+        .bulk(body.into(), shared.cfg.read_timeout, &|| {
+            !shared.abandoned.load(std::sync::atomic::Ordering::SeqCst)
+        })
         .await
         .map_err(|e| Failed::retry(e.message))?;
     if status == 429 || status >= 500 {
