@@ -580,16 +580,17 @@ async fn write(shared: &Shared, batch: Sealed) -> Result<Written, SinkError> {
         }
     };
     while !todo.is_empty() {
-        // Each timeout doubles the time later requests wait for their response (up to 16×): a
-        // slow Elasticsearch executes every copy it is sent, so resending at the same pace
-        // floods it. A prompt response brings the wait back down step by step.
         if shared.abandoned.load(Ordering::SeqCst) {
             return Err(SinkError::Rewind("the sink's writes were abandoned".into()));
         }
+        // The process stood still: the partitions may be another member's now (`stall.rs`).
         if let Some(held) = shared.clock.held() {
             tokio::time::sleep(held).await;
             continue;
         }
+        // Each timeout doubles the time later requests wait for their response (up to 16×): a
+        // slow Elasticsearch executes every copy it is sent, so resending at the same pace
+        // floods it. A prompt response brings the wait back down step by step.
         let wait = cfg.read_timeout * (1 << shared.slow.load(Ordering::Relaxed).min(4));
         let sent = Instant::now();
         let may_send = || !shared.abandoned.load(Ordering::SeqCst) && shared.clock.held().is_none();
