@@ -79,6 +79,10 @@ impl Offsets {
             .get(usize::try_from(partition).ok()?)?
     }
 
+    fn partition(&self, topic: &str, partition: i32) -> Option<&Partition> {
+        self.slots[self.slot_of(topic, partition)? as usize].as_ref()
+    }
+
     fn set_slot(&mut self, topic: &str, partition: i32, slot: Option<u32>) {
         let Ok(p) = usize::try_from(partition) else {
             return;
@@ -289,8 +293,7 @@ impl Offsets {
     /// The offset last committed for a partition this task holds: `None` when it is not
     /// assigned, `Some(None)` when nothing was committed since it was.
     pub fn committed_of(&self, topic: &str, partition: i32) -> Option<Option<i64>> {
-        let slot = self.slot_of(topic, partition)?;
-        self.slots[slot as usize].as_ref().map(|p| p.committed)
+        self.partition(topic, partition).map(|p| p.committed)
     }
 
     /// Records read and not yet written, over all partitions.
@@ -327,15 +330,13 @@ impl Offsets {
 
     /// Records a partition remembers: read and not yet committable.
     pub fn remembered_of(&self, topic: &str, partition: i32) -> usize {
-        self.slot_of(topic, partition)
-            .and_then(|s| self.slots[s as usize].as_ref())
+        self.partition(topic, partition)
             .map_or(0, |p| p.pending.len())
     }
 
     /// Records read and not yet written, for one partition.
     pub fn in_flight_of(&self, topic: &str, partition: i32) -> usize {
-        self.slot_of(topic, partition)
-            .and_then(|s| self.slots[s as usize].as_ref())
+        self.partition(topic, partition)
             .map_or(0, Partition::unwritten)
     }
 }

@@ -123,8 +123,6 @@ pub struct ElasticsearchSink {
     pending: usize,
     /// Every open batch is sent as soon as its lane is free.
     flushing: bool,
-    /// [`Sink::abandon`] was called: nothing more is taken, and what comes back is dropped.
-    abandoned: bool,
     topics: crate::FastMap<String, Arc<str>>,
     /// The topic of the last record put, compared before `topics` is hashed: records come in
     /// runs of one partition.
@@ -187,7 +185,6 @@ impl ElasticsearchSink {
             reconciliations: Vec::new(),
             pending: 0,
             flushing: false,
-            abandoned: false,
             topics: Default::default(),
             last_topic: None,
             rejected: Vec::new(),
@@ -251,7 +248,7 @@ impl ElasticsearchSink {
     }
 
     fn finish(&mut self, event: Event, acks: &mut Vec<Ack>) -> Result<(), SinkError> {
-        if self.abandoned {
+        if self.given_up() {
             // A write that outlived `ABANDON_WAIT`: its batch is no longer counted.
             if let Event::Batch(done) = event {
                 self.lanes[done.lane].busy = false;
@@ -285,6 +282,28 @@ impl ElasticsearchSink {
             }
         }
         Ok(())
+    }
+
+    /// Whether the sink gave up its writes ([`Sink::abandon`], or dropped): it takes nothing
+    /// more, and drops what comes back.
+    fn given_up(&self) -> bool {
+        self.shared.abandoned.load(Ordering::Relaxed)
+    }
+
+    /// Stops everything the sink has running: no write is sent again (the shared flag, checked
+    /// before each attempt), the lanes' writes are aborted, the reconciliations cancelled, the
+    /// clock stopped.
+    fn halt(&mut self) {
+        self.shared.abandoned.store(true, Ordering::SeqCst);
+        self.ticker.abort();
+        for r in &self.reconciliations {
+            r.cancel.store(true, Ordering::Relaxed);
+        }
+        for lane in &mut self.lanes {
+            if let Some(w) = lane.writing.take() {
+                w.abort();
+            }
+        }
     }
 
     /// Starts each reconciliation whose record is written and whose topic has caught up.
@@ -332,7 +351,7 @@ impl ElasticsearchSink {
 
 impl Sink for ElasticsearchSink {
     fn put(&mut self, rec: SinkRecord<'_>, ack: Ack) -> Result<Outcome, SinkError> {
-        if self.abandoned {
+        if self.given_up() {
             return Err(SinkError::Rewind(
                 "the sink gave up its writes and takes no more".into(),
             ));
@@ -444,16 +463,9 @@ impl Sink for ElasticsearchSink {
     /// the same flag; a page already sent is harmless, each delete being conditional on the
     /// document not having been written since its scan.
     fn abandon(&mut self) -> &'static str {
-        self.abandoned = true;
-        self.shared.abandoned.store(true, Ordering::SeqCst);
-        for r in &self.reconciliations {
-            r.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
-        }
+        self.halt();
         let mut busy = 0;
         for lane in &mut self.lanes {
-            if let Some(w) = lane.writing.take() {
-                w.abort();
-            }
             busy += usize::from(lane.busy);
             lane.open = Batch::new(!self.shared.cfg.fail_on_malformed);
             lane.sealed.clear();
@@ -535,16 +547,7 @@ impl Drop for ElasticsearchSink {
     /// A stopped task leaves no write and no reconciliation running behind it: what it had
     /// not written is read again from the committed offsets by whoever reads them next.
     fn drop(&mut self) {
-        self.ticker.abort();
-        self.shared.abandoned.store(true, Ordering::SeqCst);
-        for r in &self.reconciliations {
-            r.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
-        }
-        for lane in &mut self.lanes {
-            if let Some(w) = lane.writing.take() {
-                w.abort();
-            }
-        }
+        self.halt();
     }
 }
 
