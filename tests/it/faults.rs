@@ -327,7 +327,8 @@ fn lost_while_stopped(elasticsearch_back_on_waking: bool) {
         );
         thread::sleep(Duration::from_millis(50));
     }
-    // Held because the process stood still, not by luck.
+    // The process stood still long enough to count as a stall (logged by the sink's clock, or
+    // at the latest when the sink gave its writes up, if the task learnt of the loss first).
     assert!(
         w.log_text().contains("the process did not run for"),
         "no stall seen"

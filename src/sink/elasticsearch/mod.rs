@@ -295,6 +295,9 @@ impl ElasticsearchSink {
     /// clock stopped.
     fn halt(&mut self) {
         self.shared.abandoned.store(true, Ordering::SeqCst);
+        // A last look at the clock: a task that learns of its loss on waking, before the
+        // ticker or a write has run, still logs how long the process stood still.
+        self.shared.clock.tick();
         self.ticker.abort();
         for r in &self.reconciliations {
             r.cancel.store(true, Ordering::Relaxed);
