@@ -351,6 +351,131 @@ fn lost_while_stopped(elasticsearch_back_on_waking: bool) {
     assert!(w.stop().success());
 }
 
+/// Partitions revoked while Elasticsearch is down: another member joins the group, the task's
+/// writes of its partitions are still retrying when `flush.timeout.ms` runs out, and the next
+/// owner writes a newer state of a document and commits past the record the task held. The
+/// task must give those writes up inside the revocation (and start over from the committed
+/// offsets): kept retrying, the older state lands once Elasticsearch answers.
+#[test]
+fn writes_of_revoked_partitions_unfinished_after_the_flush_timeout_never_land_after_the_next_owners()
+ {
+    use crate::support::es;
+    use crate::support::kafka::Rec;
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
+    use rdkafka::{Offset, TopicPartitionList};
+    use serde_json::json;
+    use std::collections::BTreeMap;
+    let topic = unique("it-revoked");
+    kafka::create_topic(&topic, 2);
+    // Document `id` in partition `p`, at a source position growing with `id`.
+    let rec = |p: i32, id: i64, name: &str| {
+        Rec {
+        partition: p,
+        key: Some(json!({"id": id}).to_string()),
+        value: Some(
+            json!({"before": null, "after": {"id": id, "name": name}, "op": "c",
+                "source": {"connector": "postgresql", "lsn": 100 + id, "db": "d", "schema": "s", "table": "t"}})
+            .to_string(),
+        ),
+    }
+    };
+    let proxy = Proxy::start(&servers().es);
+    let (w, group) = start_es_worker(
+        "it-revoked",
+        &topic,
+        &proxy.url,
+        &[
+            ("version.source", "none"),
+            ("max.in.flight.requests", "1"),
+            ("retry.backoff.ms", "5"),
+            ("max.retry.backoff.ms", "10"),
+            ("flush.timeout.ms", "2000"),
+        ],
+    );
+    // Progress first: the task holds both partitions and has written from each.
+    kafka::produce(&topic, &[rec(0, 10, "first"), rec(1, 11, "first")]);
+    crate::support::wait_until(Duration::from_secs(60), "the first records written", || {
+        let docs = es::sources(&topic);
+        (docs.contains_key("10") && docs.contains_key("11")).then_some(())
+    });
+    // Elasticsearch down; the task reads document p at offset 1 of partition p, and retries.
+    proxy.set_faults(Faults {
+        request_503: 100,
+        ..Faults::default()
+    });
+    let failed = proxy.stats().failed_requests.load(Ordering::Relaxed);
+    kafka::produce(&topic, &[rec(0, 0, "old"), rec(1, 1, "old")]);
+    crate::support::wait_until(
+        Duration::from_secs(60),
+        "a failed write of the old records",
+        || (proxy.stats().failed_requests.load(Ordering::Relaxed) > failed + 2).then_some(()),
+    );
+    // Another member joins: every partition is revoked from the task (the eager assignors the
+    // worker's consumers use), whose writes cannot finish within flush.timeout.ms. Whatever
+    // partition the member is given, it writes a newer state of that partition's document and
+    // commits past the old record, while it holds the partition (a commit refused because the
+    // group is rebalancing again is tried again once it holds a partition again).
+    let other: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", servers().kafka.as_str())
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("a consumer");
+    other.subscribe(&[&topic]).expect("subscribing");
+    // Partition → the new owner's document: (version, source).
+    let mut taken: BTreeMap<i32, (u64, serde_json::Value)> = BTreeMap::new();
+    let start = Instant::now();
+    while taken.is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the other member never committed past an old record"
+        );
+        let _ = other.poll(Duration::from_millis(100));
+        let held: Vec<i32> = other
+            .assignment()
+            .map(|a| a.elements().iter().map(|e| e.partition()).collect())
+            .unwrap_or_default();
+        for p in held {
+            let new = json!({"id": p, "name": "new"});
+            es::put_document(&topic, &p.to_string(), &new);
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(&topic, p, Offset::Offset(2))
+                .unwrap();
+            if other.commit(&tpl, CommitMode::Sync).is_ok() {
+                let version = es::documents(&topic)[&p.to_string()].0;
+                taken.insert(p, (version, new));
+            }
+        }
+    }
+    drop(other);
+    assert!(
+        w.log_text()
+            .contains("writes of revoked partitions not finished within flush.timeout.ms"),
+        "the revocation did not give the writes up: {}",
+        w.log_text()
+    );
+    // Elasticsearch answers again; newer records follow in both partitions.
+    proxy.set_faults(Faults::default());
+    kafka::produce(&topic, &[rec(0, 20, "later"), rec(1, 21, "later")]);
+    let end = kafka::end_offsets(&topic, 2);
+    crate::support::wait_until(Duration::from_secs(120), "committed to the end", || {
+        let docs = es::sources(&topic);
+        (kafka::committed(&group, &topic, 2) == end
+            && docs.contains_key("20")
+            && docs.contains_key("21"))
+        .then_some(())
+    });
+    let docs = es::documents(&topic);
+    for (p, new) in &taken {
+        assert_eq!(
+            docs.get(&p.to_string()),
+            Some(new),
+            "partition {p}: the revoked task's old write landed after the next owner's: {docs:?}"
+        );
+    }
+    assert!(w.stop().success());
+}
+
 /// What the task relies on above, on the sink alone: once `abandon` returns, a write that was
 /// retrying behind a failing Elasticsearch is never sent again, even when Elasticsearch
 /// answers, and its record is never acknowledged.
