@@ -271,9 +271,16 @@ impl BulkClient {
             .header(CONTENT_TYPE, content_type);
         if !body.is_empty() {
             request = match self.compression {
-                true => request
-                    .header(CONTENT_ENCODING, "gzip")
-                    .body(gzip(&body).map_err(|e| fail(&e, false))?),
+                true => {
+                    // About 70 ms for a 5 MiB body here: on the blocking pool, not on the
+                    // runtime's threads, which also serve the other lanes, the REST API and the
+                    // stall clock.
+                    let zipped = tokio::task::spawn_blocking(move || gzip(&body))
+                        .await
+                        .map_err(|e| fail(&e, false))?
+                        .map_err(|e| fail(&e, false))?;
+                    request.header(CONTENT_ENCODING, "gzip").body(zipped)
+                }
                 false => request.body(body),
             };
         }
