@@ -863,8 +863,10 @@ fn run(
                 until.map_or(POLL, |d| d.min(POLL)),
             )
         };
-        // Whether the consumer was polled (its rebalance callbacks served) this time round.
+        // Whether the consumer was polled (its rebalance callbacks served) this time round, and
+        // when the first poll began.
         let mut polled = true;
+        let began = Instant::now();
         if stalled {
             // Still poll, paused: the consumer stays in its group while the records wait.
             let msg = consumer.poll(first_wait);
@@ -981,7 +983,7 @@ fn run(
         }
         let mut st = handler.lock();
         if polled {
-            st.sink.consumer_polled();
+            st.sink.consumer_polled(began);
         }
         if let Some(f) = st.failure.take() {
             break Err(f);

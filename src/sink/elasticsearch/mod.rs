@@ -454,8 +454,8 @@ impl Sink for ElasticsearchSink {
         self.flushing = true;
     }
 
-    fn consumer_polled(&self) {
-        self.shared.clock.polled();
+    fn consumer_polled(&self, began: Instant) {
+        self.shared.clock.polled(began);
     }
 
     /// Every lane's write is aborted, and waited for until its request is dropped (at most

@@ -9,9 +9,13 @@
 //! So a clock ticks every [`TICK`] on the sink's runtime. A gap between two ticks (or seen by a
 //! write before the clock has ticked again) long enough that the group may have moved on
 //! ([`threshold`]) holds every bulk write for [`HOLD`], time for librdkafka to find out, and
-//! then until the task has polled its consumer, so that a loss found is acted on (a task thread
-//! busy elsewhere, fetching a schema, holds them longer).
-//! A virtual machine paused by its host is not seen: its monotonic clock stands still too.
+//! then until a poll of the task's consumer begun since has returned, so that a loss found is
+//! acted on (a task thread busy elsewhere, fetching a schema, holds them longer: a poll that
+//! returned a record before the time was up does not count, however long the record kept the
+//! task busy after it).
+//! A virtual machine paused by its host is not seen: its monotonic clock stands still too. Nor
+//! is a request the process stopped in the middle of sending, its last check passed: it goes
+//! out as soon as the process runs again.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -42,7 +46,7 @@ pub struct StallClock {
     stall: u64,
     ticked: AtomicU64,
     held_until: AtomicU64,
-    /// When a poll of the task's consumer last returned.
+    /// When the latest poll of the task's consumer known to have returned began.
     polled: AtomicU64,
     /// Stalls seen so far, each counted (and logged) once.
     stalls: AtomicU64,
@@ -61,9 +65,9 @@ impl StallClock {
     }
 
     /// The task has polled its consumer, serving the rebalance callbacks librdkafka had queued
-    /// (once per burst of records, not per record).
-    pub fn polled(&self) {
-        self.polled_at(self.now());
+    /// when the poll `began` (`Sink::consumer_polled`; once per burst of records).
+    pub fn polled(&self, began: Instant) {
+        self.polled_at(began.saturating_duration_since(self.born).as_millis() as u64);
     }
 
     fn polled_at(&self, now: u64) {
@@ -96,8 +100,8 @@ impl StallClock {
         if now < until {
             return Some(Duration::from_millis(until - now));
         }
-        // The time is up, but the task has not polled its consumer since: a loss librdkafka
-        // found meanwhile is not acted on yet. Asked again a tick later.
+        // The time is up, but no poll of the task's consumer begun since has returned: a loss
+        // librdkafka found meanwhile is not acted on yet. Asked again a tick later.
         (self.polled.load(Ordering::SeqCst) < until).then_some(TICK)
     }
 
@@ -152,8 +156,8 @@ mod tests {
         assert_eq!(c.held_at(12_965), Some(ms(14_960 - 12_965)));
         run(13_060, 14_860);
         assert_eq!(c.held_at(14_950), Some(ms(10)));
-        // The time is up; the task has not polled its consumer since (a poll that returned
-        // before the time was up may not have served the loss).
+        // The time is up; no poll begun since has returned (a poll begun before the time was
+        // up may not have served the loss, whenever it returned).
         c.polled_at(14_000);
         assert_eq!(c.held_at(14_960), Some(TICK));
         assert_eq!(c.held_at(15_500), Some(TICK));
