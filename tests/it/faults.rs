@@ -223,8 +223,6 @@ fn a_write_retrying_when_the_process_stopped_is_not_sent_on_waking_before_the_lo
 fn lost_while_stopped(elasticsearch_back_on_waking: bool) {
     use crate::support::es;
     use crate::support::kafka::Rec;
-    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
-    use rdkafka::{Offset, TopicPartitionList};
     use serde_json::json;
     let topic = unique("it-lost");
     kafka::create_topic(&topic, 1);
@@ -239,6 +237,15 @@ fn lost_while_stopped(elasticsearch_back_on_waking: bool) {
         ),
     }
     };
+    // Elasticsearch down on waking: retries back to back, so that a write left retrying after
+    // the loss is sent again at once. Back on waking: retries a few hundred milliseconds apart,
+    // so that the process is stopped while the write waits for its next attempt, not while an
+    // attempt is on its way out (a request the process stopped in the middle of sending goes
+    // out on waking: `stall.rs`).
+    let backoff = match elasticsearch_back_on_waking {
+        false => ("5", "10"),
+        true => ("200", "400"),
+    };
     let proxy = Proxy::start(&servers().es);
     let (w, group) = start_es_worker(
         "it-lost",
@@ -248,9 +255,8 @@ fn lost_while_stopped(elasticsearch_back_on_waking: bool) {
             ("version.source", "none"),
             // One lane: the writes go out in the order they were read.
             ("max.in.flight.requests", "1"),
-            ("retry.backoff.ms", "5"),
-            // Retries back to back: a write left retrying after the loss is sent again at once.
-            ("max.retry.backoff.ms", "10"),
+            ("retry.backoff.ms", backoff.0),
+            ("max.retry.backoff.ms", backoff.1),
         ],
     );
     // Progress first: the task is in its group and has written a record.
@@ -282,28 +288,9 @@ fn lost_while_stopped(elasticsearch_back_on_waking: bool) {
     signal("-STOP");
     // Another member takes the partition once the task's session has expired, writes a newer
     // state of document 1 and commits past record 1.
-    let other: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", servers().kafka.as_str())
-        .set("group.id", &group)
-        .set("enable.auto.commit", "false")
-        .set("session.timeout.ms", "3000")
-        .create()
-        .expect("a consumer");
-    other.subscribe(&[&topic]).expect("subscribing");
-    let start = Instant::now();
-    while other.assignment().map_or(0, |a| a.count()) == 0 {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "the partition was never given to the other member"
-        );
-        let _ = other.poll(Duration::from_millis(200));
-    }
-    es::put_document(&topic, "1", &json!({"id": 1, "name": "new"}));
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&topic, 0, Offset::Offset(2))
-        .unwrap();
-    other.commit(&tpl, CommitMode::Sync).expect("committing");
-    drop(other);
+    take_over(&group, &topic, 2, || {
+        es::put_document(&topic, "1", &json!({"id": 1, "name": "new"}))
+    });
     // The task wakes up and finds its partition lost, Elasticsearch still down or already
     // back; then a newer record follows.
     let new = Some(&(1, json!({"id": 1, "name": "new"})));
@@ -319,7 +306,8 @@ fn lost_while_stopped(elasticsearch_back_on_waking: bool) {
         assert_eq!(
             docs.get("1"),
             new,
-            "the lost partition's old write landed after the new owner's: {docs:?}"
+            "the lost partition's old write landed after the new owner's: {docs:?}; the worker's log ends:\n{}",
+            w.log_tail(40)
         );
         assert!(
             t0.elapsed() < Duration::from_secs(60),
@@ -342,13 +330,208 @@ fn lost_while_stopped(elasticsearch_back_on_waking: bool) {
     assert_eq!(
         docs.get("1"),
         new,
-        "the lost partition's old write landed after the new owner's: {docs:?}"
+        "the lost partition's old write landed after the new owner's: {docs:?}; the worker's log ends:\n{}",
+        w.log_tail(40)
     );
     let end = kafka::end_offsets(&topic, 1);
     crate::support::wait_until(Duration::from_secs(60), "committed to the end", || {
         (kafka::committed(&group, &topic, 1) == end).then_some(())
     });
     assert!(w.stop().success());
+}
+
+/// The hold after a stall lasts until the task has polled its consumer, not only its first
+/// seconds: here the task thread is waiting on a slow schema registry when the process stops,
+/// and is still waiting when the hold's seconds are up, so the loss librdkafka found on waking
+/// is not acted on yet. Elasticsearch answers again by then; the write retrying since before
+/// the stop must still wait, and be given up once the task polls (`src/sink/elasticsearch/stall.rs`).
+#[test]
+fn a_write_held_after_a_stall_waits_until_the_task_has_polled_its_consumer() {
+    use crate::support::avro;
+    use crate::support::es;
+    use crate::support::kafka::Rec;
+    use crate::support::registry::Registry;
+    use serde_json::json;
+    let topic = unique("it-stall-poll");
+    kafka::create_topic(&topic, 1);
+    let registry = Registry::start();
+    // Debezium JSON with schema, turned into Avro below.
+    let rec = |id: i64, name: &str| {
+        Rec {
+        partition: 0,
+        key: Some(
+            json!({"schema": {"type": "struct", "name": "it.Key", "optional": false, "fields": [
+                {"type": "int64", "optional": false, "field": "id"}]},
+                "payload": {"id": id}})
+            .to_string(),
+        ),
+        value: Some(
+            json!({"schema": {"type": "struct", "name": "it.Envelope", "optional": false, "fields": [
+                {"type": "struct", "name": "it.Value", "optional": true, "field": "before", "fields": [
+                    {"type": "int64", "optional": false, "field": "id"},
+                    {"type": "string", "optional": true, "field": "name"}]},
+                {"type": "struct", "name": "it.Value", "optional": true, "field": "after", "fields": [
+                    {"type": "int64", "optional": false, "field": "id"},
+                    {"type": "string", "optional": true, "field": "name"}]},
+                {"type": "struct", "name": "io.debezium.connector.postgresql.Source", "optional": false,
+                 "field": "source", "fields": [
+                    {"type": "string", "optional": false, "field": "connector"},
+                    {"type": "string", "optional": false, "field": "db"},
+                    {"type": "string", "optional": false, "field": "schema"},
+                    {"type": "string", "optional": false, "field": "table"},
+                    {"type": "int64", "optional": true, "field": "lsn"}]},
+                {"type": "string", "optional": false, "field": "op"}]},
+             "payload": {"before": null, "after": {"id": id, "name": name}, "op": "c",
+                "source": {"connector": "postgresql", "db": "d", "schema": "s", "table": "t", "lsn": 100 + id}}})
+            .to_string(),
+        ),
+    }
+    };
+    let mut first = avro::Encoder::new(&registry);
+    let mut second = avro::Encoder::new(&registry);
+    second.next_version = true;
+    let proxy = Proxy::start(&servers().es);
+    let mut options = vec![
+        ("version.source", "none".to_string()),
+        ("max.in.flight.requests", "1".into()),
+        // Stopped while the write waits for its next attempt, not while one is on its way out
+        // (see `lost_while_stopped`).
+        ("retry.backoff.ms", "200".into()),
+        ("max.retry.backoff.ms", "400".into()),
+        (
+            "key.converter",
+            "io.confluent.connect.avro.AvroConverter".into(),
+        ),
+        (
+            "value.converter",
+            "io.confluent.connect.avro.AvroConverter".into(),
+        ),
+    ];
+    options.push(("key.converter.schema.registry.url", registry.url.clone()));
+    options.push(("value.converter.schema.registry.url", registry.url.clone()));
+    let extra: Vec<(&str, &str)> = options.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (w, group) = start_es_worker("it-stall-poll", &topic, &proxy.url, &extra);
+    // Progress first: the task is in its group and has written a record.
+    kafka::produce_bytes(&topic, &first.records(&topic, &[rec(0, "first")]));
+    crate::support::wait_until(Duration::from_secs(60), "the first record written", || {
+        es::sources(&topic).contains_key("0").then_some(())
+    });
+    // Elasticsearch down; the task reads record 1 and keeps retrying its write.
+    proxy.set_faults(Faults {
+        request_503: 100,
+        ..Faults::default()
+    });
+    let failed = proxy.stats().failed_requests.load(Ordering::Relaxed);
+    kafka::produce_bytes(&topic, &first.records(&topic, &[rec(1, "old")]));
+    crate::support::wait_until(
+        Duration::from_secs(60),
+        "a failed write of record 1",
+        || (proxy.stats().failed_requests.load(Ordering::Relaxed) > failed).then_some(()),
+    );
+    // Record 2 comes with new schemas, each answered 9 s after it is asked for (the worker's
+    // registry client waits 10 s): the task thread waits on the registry about 18 s, without
+    // polling its consumer. The process stops as soon as the first is asked for.
+    registry.slow(Duration::from_secs(9));
+    let fetched = |r: &Registry| (1..=8).map(|id| r.fetches(id)).sum::<usize>();
+    let before = fetched(&registry);
+    kafka::produce_bytes(&topic, &second.records(&topic, &[rec(2, "later")]));
+    crate::support::wait_until(
+        Duration::from_secs(60),
+        "record 2's schema asked for",
+        || (fetched(&registry) > before).then_some(()),
+    );
+    let asked = Instant::now();
+    let signal = |sig: &str| {
+        assert!(
+            std::process::Command::new("kill")
+                .args([sig, &w.pid().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    signal("-STOP");
+    take_over(&group, &topic, 3, || {
+        es::put_document(&topic, "1", &json!({"id": 1, "name": "new"}))
+    });
+    // Elasticsearch answers again before the task wakes up; it wakes with its thread still
+    // waiting on the registry for several seconds more than the hold's first 3 s.
+    proxy.set_faults(Faults::default());
+    signal("-CONT");
+    let woke = asked.elapsed();
+    assert!(
+        woke < Duration::from_secs(2 * 9 - 3 - 2),
+        "the process stopped too long ({woke:?}) for the hold's first seconds to run out \
+         while the task waits on the registry"
+    );
+    let new = Some(&(1, json!({"id": 1, "name": "new"})));
+    let t0 = Instant::now();
+    while !w.log_text().contains("every unfinished write dropped") {
+        let docs = es::documents(&topic);
+        assert_eq!(
+            docs.get("1"),
+            new,
+            "the lost partition's old write landed after the new owner's: {docs:?}; the worker's log ends:\n{}",
+            w.log_tail(40)
+        );
+        assert!(
+            t0.elapsed() < Duration::from_secs(90),
+            "the task never gave up its writes"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        w.log_text().contains("the process did not run for"),
+        "no stall seen"
+    );
+    registry.slow(Duration::ZERO);
+    kafka::produce_bytes(&topic, &first.records(&topic, &[rec(3, "last")]));
+    crate::support::wait_until(Duration::from_secs(90), "record 3 written", || {
+        es::sources(&topic).contains_key("3").then_some(())
+    });
+    let docs = es::documents(&topic);
+    assert_eq!(
+        docs.get("1"),
+        new,
+        "the lost partition's old write landed after the new owner's: {docs:?}; the worker's log ends:\n{}",
+        w.log_tail(40)
+    );
+    // Record 2 was the next owner's to write, and it committed past it.
+    assert_eq!(docs.get("2"), None);
+    let end = kafka::end_offsets(&topic, 1);
+    crate::support::wait_until(Duration::from_secs(60), "committed to the end", || {
+        (kafka::committed(&group, &topic, 1) == end).then_some(())
+    });
+    assert!(w.stop().success());
+}
+
+/// Joins `group` as another member, once the worker's task in it has stopped (SIGSTOP) and its
+/// session expired; once given partition 0 of `topic`, calls `write` (the new owner's writes)
+/// and commits the partition at `offset`; then leaves.
+fn take_over(group: &str, topic: &str, offset: i64, write: impl FnOnce()) {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
+    use rdkafka::{Offset, TopicPartitionList};
+    let other: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", servers().kafka.as_str())
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "3000")
+        .create()
+        .expect("a consumer");
+    other.subscribe(&[topic]).expect("subscribing");
+    let start = Instant::now();
+    while other.assignment().map_or(0, |a| a.count()) == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the partition was never given to the other member"
+        );
+        let _ = other.poll(Duration::from_millis(200));
+    }
+    write();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Offset(offset))
+        .unwrap();
+    other.commit(&tpl, CommitMode::Sync).expect("committing");
 }
 
 /// Partitions revoked while Elasticsearch is down: another member joins the group, the task's
@@ -470,7 +653,8 @@ fn writes_of_revoked_partitions_unfinished_after_the_flush_timeout_never_land_af
         assert_eq!(
             docs.get(&p.to_string()),
             Some(new),
-            "partition {p}: the revoked task's old write landed after the next owner's: {docs:?}"
+            "partition {p}: the revoked task's old write landed after the next owner's: {docs:?}; the worker's log ends:\n{}",
+            w.log_tail(40)
         );
     }
     assert!(w.stop().success());
