@@ -10,7 +10,9 @@ use crate::support::committed::{self, assert_versions};
 use crate::support::history::{self, Options};
 use crate::support::kafka;
 use crate::support::proxy::{Faults, Proxy};
+use crate::support::worker::Worker;
 use crate::support::{servers, start_es_worker, unique, wait_converged};
+use serde_json::Value;
 
 #[test]
 fn failing_and_unreachable_elasticsearch_still_converges_with_bounded_memory() {
@@ -222,21 +224,10 @@ fn a_write_retrying_when_the_process_stopped_is_not_sent_on_waking_before_the_lo
 
 fn lost_while_stopped(elasticsearch_back_on_waking: bool) {
     use crate::support::es;
-    use crate::support::kafka::Rec;
     use serde_json::json;
     let topic = unique("it-lost");
     kafka::create_topic(&topic, 1);
-    let rec = |id: i64, name: &str| {
-        Rec {
-        partition: 0,
-        key: Some(json!({"id": id}).to_string()),
-        value: Some(
-            json!({"before": null, "after": {"id": id, "name": name}, "op": "c",
-                "source": {"connector": "postgresql", "lsn": 100 + id, "db": "d", "schema": "s", "table": "t"}})
-            .to_string(),
-        ),
-    }
-    };
+    let rec = |id: i64, name: &str| created(0, id, name);
     // Elasticsearch down on waking: retries back to back, so that a write left retrying after
     // the loss is sent again at once. Back on waking: retries a few hundred milliseconds apart,
     // so that the process is stopped while the write waits for its next attempt, not while an
@@ -259,33 +250,13 @@ fn lost_while_stopped(elasticsearch_back_on_waking: bool) {
             ("max.retry.backoff.ms", backoff.1),
         ],
     );
-    // Progress first: the task is in its group and has written a record.
-    kafka::produce(&topic, &[rec(0, "first")]);
-    crate::support::wait_until(Duration::from_secs(60), "the first record written", || {
-        es::sources(&topic).contains_key("0").then_some(())
-    });
-    // Elasticsearch down; the task reads record 1 and keeps retrying its write.
-    proxy.set_faults(Faults {
-        request_503: 100,
-        ..Faults::default()
-    });
-    let failed = proxy.stats().failed_requests.load(Ordering::Relaxed);
-    kafka::produce(&topic, &[rec(1, "old")]);
-    crate::support::wait_until(
-        Duration::from_secs(60),
-        "a failed write of record 1",
-        || (proxy.stats().failed_requests.load(Ordering::Relaxed) > failed).then_some(()),
+    written_then_retrying(
+        &topic,
+        &proxy,
+        || kafka::produce(&topic, &[rec(0, "first")]),
+        || kafka::produce(&topic, &[rec(1, "old")]),
     );
-    let signal = |sig: &str| {
-        assert!(
-            std::process::Command::new("kill")
-                .args([sig, &w.pid().to_string()])
-                .status()
-                .unwrap()
-                .success()
-        );
-    };
-    signal("-STOP");
+    signal(&w, "-STOP");
     // Another member takes the partition once the task's session has expired, writes a newer
     // state of document 1 and commits past record 1.
     take_over(&group, &topic, 2, || {
@@ -297,46 +268,14 @@ fn lost_while_stopped(elasticsearch_back_on_waking: bool) {
     if elasticsearch_back_on_waking {
         proxy.set_faults(Faults::default());
     }
-    signal("-CONT");
-    // Logged once the sink has dropped its writes, inside the rebalance callback; the loss
-    // itself ("lost=true") is logged before, and the task's consumer closes after.
-    let t0 = Instant::now();
-    while !w.log_text().contains("every unfinished write dropped") {
-        let docs = es::documents(&topic);
-        assert_eq!(
-            docs.get("1"),
-            new,
-            "the lost partition's old write landed after the new owner's: {docs:?}; the worker's log ends:\n{}",
-            w.log_tail(40)
-        );
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "the task never gave up its writes"
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
-    // The process stood still long enough to count as a stall (logged by the sink's clock, or
-    // at the latest when the sink gave its writes up, if the task learnt of the loss first).
-    assert!(
-        w.log_text().contains("the process did not run for"),
-        "no stall seen"
-    );
+    signal(&w, "-CONT");
+    until_given_up(&w, &topic, new, Duration::from_secs(60));
     proxy.set_faults(Faults::default());
     kafka::produce(&topic, &[rec(2, "later")]);
     crate::support::wait_until(Duration::from_secs(90), "record 2 written", || {
         es::sources(&topic).contains_key("2").then_some(())
     });
-    let docs = es::documents(&topic);
-    assert_eq!(
-        docs.get("1"),
-        new,
-        "the lost partition's old write landed after the new owner's: {docs:?}; the worker's log ends:\n{}",
-        w.log_tail(40)
-    );
-    let end = kafka::end_offsets(&topic, 1);
-    crate::support::wait_until(Duration::from_secs(60), "committed to the end", || {
-        (kafka::committed(&group, &topic, 1) == end).then_some(())
-    });
+    kept_and_committed(&w, &topic, &group, new);
     assert!(w.stop().success());
 }
 
@@ -411,22 +350,12 @@ fn a_write_held_after_a_stall_waits_until_the_task_has_polled_its_consumer() {
     options.push(("value.converter.schema.registry.url", registry.url.clone()));
     let extra: Vec<(&str, &str)> = options.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let (w, group) = start_es_worker("it-stall-poll", &topic, &proxy.url, &extra);
-    // Progress first: the task is in its group and has written a record.
-    kafka::produce_bytes(&topic, &first.records(&topic, &[rec(0, "first")]));
-    crate::support::wait_until(Duration::from_secs(60), "the first record written", || {
-        es::sources(&topic).contains_key("0").then_some(())
-    });
-    // Elasticsearch down; the task reads record 1 and keeps retrying its write.
-    proxy.set_faults(Faults {
-        request_503: 100,
-        ..Faults::default()
-    });
-    let failed = proxy.stats().failed_requests.load(Ordering::Relaxed);
-    kafka::produce_bytes(&topic, &first.records(&topic, &[rec(1, "old")]));
-    crate::support::wait_until(
-        Duration::from_secs(60),
-        "a failed write of record 1",
-        || (proxy.stats().failed_requests.load(Ordering::Relaxed) > failed).then_some(()),
+    let first_records = first.records(&topic, &[rec(0, "first"), rec(1, "old")]);
+    written_then_retrying(
+        &topic,
+        &proxy,
+        || kafka::produce_bytes(&topic, &first_records[..1]),
+        || kafka::produce_bytes(&topic, &first_records[1..]),
     );
     // Record 2 comes with new schemas, each answered 9 s after it is asked for (the worker's
     // registry client waits 10 s): the task thread waits on the registry about 18 s, without
@@ -441,23 +370,14 @@ fn a_write_held_after_a_stall_waits_until_the_task_has_polled_its_consumer() {
         || (fetched(&registry) > before).then_some(()),
     );
     let asked = Instant::now();
-    let signal = |sig: &str| {
-        assert!(
-            std::process::Command::new("kill")
-                .args([sig, &w.pid().to_string()])
-                .status()
-                .unwrap()
-                .success()
-        );
-    };
-    signal("-STOP");
+    signal(&w, "-STOP");
     take_over(&group, &topic, 3, || {
         es::put_document(&topic, "1", &json!({"id": 1, "name": "new"}))
     });
     // Elasticsearch answers again before the task wakes up; it wakes with its thread still
     // waiting on the registry for several seconds more than the hold's first 3 s.
     proxy.set_faults(Faults::default());
-    signal("-CONT");
+    signal(&w, "-CONT");
     let woke = asked.elapsed();
     assert!(
         woke < Duration::from_secs(2 * 9 - 3 - 2),
@@ -465,60 +385,113 @@ fn a_write_held_after_a_stall_waits_until_the_task_has_polled_its_consumer() {
          while the task waits on the registry"
     );
     let new = Some(&(1, json!({"id": 1, "name": "new"})));
+    until_given_up(&w, &topic, new, Duration::from_secs(90));
+    registry.slow(Duration::ZERO);
+    kafka::produce_bytes(&topic, &first.records(&topic, &[rec(3, "last")]));
+    crate::support::wait_until(Duration::from_secs(90), "record 3 written", || {
+        es::sources(&topic).contains_key("3").then_some(())
+    });
+    kept_and_committed(&w, &topic, &group, new);
+    // Record 2 was the next owner's to write, and it committed past it.
+    assert_eq!(es::documents(&topic).get("2"), None);
+    assert!(w.stop().success());
+}
+
+/// Document `id` created in partition `p` (schemaless JSON), at a source position growing with
+/// `id`.
+fn created(p: i32, id: i64, name: &str) -> crate::support::kafka::Rec {
+    use serde_json::json;
+    crate::support::kafka::Rec {
+        partition: p,
+        key: Some(json!({"id": id}).to_string()),
+        value: Some(
+            json!({"before": null, "after": {"id": id, "name": name}, "op": "c",
+                "source": {"connector": "postgresql", "lsn": 100 + id, "db": "d", "schema": "s", "table": "t"}})
+            .to_string(),
+        ),
+    }
+}
+
+/// Progress first: `first` produces document 0, and the task, in its group, writes it. Then
+/// Elasticsearch goes down (`proxy` answers 503) and `old` produces document 1, whose write the
+/// task keeps retrying.
+fn written_then_retrying(topic: &str, proxy: &Proxy, first: impl FnOnce(), old: impl FnOnce()) {
+    first();
+    crate::support::wait_until(Duration::from_secs(60), "the first record written", || {
+        crate::support::es::sources(topic)
+            .contains_key("0")
+            .then_some(())
+    });
+    proxy.set_faults(Faults {
+        request_503: 100,
+        ..Faults::default()
+    });
+    let failed = proxy.stats().failed_requests.load(Ordering::Relaxed);
+    old();
+    crate::support::wait_until(
+        Duration::from_secs(60),
+        "a failed write of record 1",
+        || (proxy.stats().failed_requests.load(Ordering::Relaxed) > failed).then_some(()),
+    );
+}
+
+/// Sends `sig` (`-STOP`, `-CONT`) to the worker's process.
+fn signal(w: &Worker, sig: &str) {
+    assert!(
+        std::process::Command::new("kill")
+            .args([sig, &w.pid().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+/// Waits until the worker, woken after its partition was lost, has given up its writes (logged
+/// once the sink has dropped them, inside the rebalance callback; the loss itself, "lost=true",
+/// is logged before, and the task's consumer closes after), checking all along that document 1
+/// of `topic` is still the next owner's `new`. The process must have stood still long enough
+/// to count as a stall (logged by the sink's clock, or at the latest when the sink gave its
+/// writes up, if the task learnt of the loss first).
+fn until_given_up(w: &Worker, topic: &str, new: Option<&(u64, Value)>, timeout: Duration) {
     let t0 = Instant::now();
     while !w.log_text().contains("every unfinished write dropped") {
-        let docs = es::documents(&topic);
-        assert_eq!(
-            docs.get("1"),
-            new,
-            "the lost partition's old write landed after the new owner's: {docs:?}; the worker's log ends:\n{}",
-            w.log_tail(40)
-        );
-        assert!(
-            t0.elapsed() < Duration::from_secs(90),
-            "the task never gave up its writes"
-        );
+        document_1_kept(w, topic, new);
+        assert!(t0.elapsed() < timeout, "the task never gave up its writes");
         thread::sleep(Duration::from_millis(50));
     }
     assert!(
         w.log_text().contains("the process did not run for"),
         "no stall seen"
     );
-    registry.slow(Duration::ZERO);
-    kafka::produce_bytes(&topic, &first.records(&topic, &[rec(3, "last")]));
-    crate::support::wait_until(Duration::from_secs(90), "record 3 written", || {
-        es::sources(&topic).contains_key("3").then_some(())
-    });
-    let docs = es::documents(&topic);
+}
+
+fn document_1_kept(w: &Worker, topic: &str, new: Option<&(u64, Value)>) {
+    let docs = crate::support::es::documents(topic);
     assert_eq!(
         docs.get("1"),
         new,
         "the lost partition's old write landed after the new owner's: {docs:?}; the worker's log ends:\n{}",
         w.log_tail(40)
     );
-    // Record 2 was the next owner's to write, and it committed past it.
-    assert_eq!(docs.get("2"), None);
-    let end = kafka::end_offsets(&topic, 1);
+}
+
+/// Document 1 of `topic` is still `new`, and `group` commits the topic's one partition to its
+/// end.
+fn kept_and_committed(w: &Worker, topic: &str, group: &str, new: Option<&(u64, Value)>) {
+    document_1_kept(w, topic, new);
+    let end = kafka::end_offsets(topic, 1);
     crate::support::wait_until(Duration::from_secs(60), "committed to the end", || {
-        (kafka::committed(&group, &topic, 1) == end).then_some(())
+        (kafka::committed(group, topic, 1) == end).then_some(())
     });
-    assert!(w.stop().success());
 }
 
 /// Joins `group` as another member, once the worker's task in it has stopped (SIGSTOP) and its
 /// session expired; once given partition 0 of `topic`, calls `write` (the new owner's writes)
 /// and commits the partition at `offset`; then leaves.
 fn take_over(group: &str, topic: &str, offset: i64, write: impl FnOnce()) {
-    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
+    use rdkafka::consumer::{CommitMode, Consumer as _};
     use rdkafka::{Offset, TopicPartitionList};
-    let other: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", servers().kafka.as_str())
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("session.timeout.ms", "3000")
-        .create()
-        .expect("a consumer");
-    other.subscribe(&[topic]).expect("subscribing");
+    let other = kafka::member(group, topic, 3000);
     let start = Instant::now();
     while other.assignment().map_or(0, |a| a.count()) == 0 {
         assert!(
@@ -543,25 +516,13 @@ fn take_over(group: &str, topic: &str, offset: i64, write: impl FnOnce()) {
 fn writes_of_revoked_partitions_unfinished_after_the_flush_timeout_never_land_after_the_next_owners()
  {
     use crate::support::es;
-    use crate::support::kafka::Rec;
-    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
+    use rdkafka::consumer::{CommitMode, Consumer as _};
     use rdkafka::{Offset, TopicPartitionList};
     use serde_json::json;
     use std::collections::BTreeMap;
     let topic = unique("it-revoked");
     kafka::create_topic(&topic, 2);
-    // Document `id` in partition `p`, at a source position growing with `id`.
-    let rec = |p: i32, id: i64, name: &str| {
-        Rec {
-        partition: p,
-        key: Some(json!({"id": id}).to_string()),
-        value: Some(
-            json!({"before": null, "after": {"id": id, "name": name}, "op": "c",
-                "source": {"connector": "postgresql", "lsn": 100 + id, "db": "d", "schema": "s", "table": "t"}})
-            .to_string(),
-        ),
-    }
-    };
+    let rec = created;
     let proxy = Proxy::start(&servers().es);
     let (w, group) = start_es_worker(
         "it-revoked",
@@ -598,13 +559,7 @@ fn writes_of_revoked_partitions_unfinished_after_the_flush_timeout_never_land_af
     // partition the member is given, it writes a newer state of that partition's document and
     // commits past the old record, while it holds the partition (a commit refused because the
     // group is rebalancing again is tried again once it holds a partition again).
-    let other: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", servers().kafka.as_str())
-        .set("group.id", &group)
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("a consumer");
-    other.subscribe(&[&topic]).expect("subscribing");
+    let other = kafka::member(&group, &topic, 45_000);
     // Partition → the new owner's document: (version, source).
     let mut taken: BTreeMap<i32, (u64, serde_json::Value)> = BTreeMap::new();
     let start = Instant::now();

@@ -281,7 +281,6 @@ fn wait_for_end(topic: &str, end: i64) {
 fn a_partition_revoked_from_a_task_is_committed_past_its_transaction_marker() {
     use crate::support::worker::{Worker, connector_file};
     use crate::support::{es, es_connector};
-    use rdkafka::consumer::{BaseConsumer, Consumer as _};
     let topic = unique("it-txn-revoked");
     let name = unique("txn-revoked");
     kafka::create_topic(&topic, 1);
@@ -308,13 +307,7 @@ fn a_partition_revoked_from_a_task_is_committed_past_its_transaction_marker() {
         "committed before the rebalance"
     );
 
-    let other: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", servers().kafka.as_str())
-        .set("group.id", &group)
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("a consumer");
-    other.subscribe(&[&topic]).expect("subscribing");
+    let other = kafka::member(&group, &topic, 45_000);
     while committed.now().get(&0) != Some(&4) {
         assert!(
             start.elapsed() < Duration::from_secs(120),

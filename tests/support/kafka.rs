@@ -517,16 +517,23 @@ pub fn add_partitions(topic: &str, total: usize) {
     }
 }
 
-/// Joins consumer group `group` on `topic` until it is given a partition, then leaves it: two
-/// rebalances of the group's other members. Reads and commits nothing.
-pub fn join_group_briefly(group: &str, topic: &str) {
+/// A member of consumer group `group` subscribed to `topic`, committing only when told, its
+/// session ending `session_ms` after its last heartbeat.
+pub fn member(group: &str, topic: &str, session_ms: u32) -> BaseConsumer {
     let c: BaseConsumer = config()
         .set("group.id", group)
         .set("enable.auto.commit", "false")
-        .set("session.timeout.ms", "6000")
+        .set("session.timeout.ms", session_ms.to_string())
         .create()
         .expect("consumer");
     c.subscribe(&[topic]).expect("subscribe");
+    c
+}
+
+/// Joins consumer group `group` on `topic` until it is given a partition, then leaves it: two
+/// rebalances of the group's other members. Reads and commits nothing.
+pub fn join_group_briefly(group: &str, topic: &str) {
+    let c = member(group, topic, 6000);
     let start = Instant::now();
     while c.assignment().map_or(0, |a| a.count()) == 0 {
         assert!(
