@@ -387,16 +387,26 @@ impl RebalanceHandler for Handler {
         }
         if !lost && !st.closed {
             let failed_before = st.failure.is_some();
-            if !failed_before && let Err(e) = drain(&mut st, self.flush_timeout, done) {
+            // Writes held after the process stood still wait for a poll to return, and this
+            // callback runs inside one: waiting for them would only run out flush.timeout.ms,
+            // and hold up the group's rebalance as long. What is acknowledged already is taken.
+            let held = st.sink.held();
+            let timeout = if held {
+                Duration::ZERO
+            } else {
+                self.flush_timeout
+            };
+            if !failed_before && let Err(e) = drain(&mut st, timeout, done) {
                 st.failure = Some(e);
             }
             if unfinished(&st) {
-                // Still queued or retrying after `flush.timeout.ms` (Elasticsearch down), or
-                // left so by a failure, which would otherwise have them retried while the task
-                // finishes.
-                let why = match st.failure.is_some() {
-                    true => "writes of revoked partitions unfinished when the task failed".into(),
-                    false => format!(
+                // Still queued or retrying after `flush.timeout.ms` (Elasticsearch down), held,
+                // or left so by a failure, which would otherwise have them retried while the
+                // task finishes.
+                let why = match (st.failure.is_some(), held) {
+                    (true, _) => "writes of revoked partitions unfinished when the task failed".into(),
+                    (false, true) => "writes of revoked partitions held since the process stood still (they would wait for this very poll)".into(),
+                    (false, false) => format!(
                         "writes of revoked partitions not finished within flush.timeout.ms ({} ms)",
                         self.flush_timeout.as_millis()
                     ),
@@ -863,19 +873,30 @@ fn run(
                 until.map_or(POLL, |d| d.min(POLL)),
             )
         };
-        // Whether the consumer was polled (its rebalance callbacks served) this time round, and
-        // when the first poll began.
+        // Whether the consumer was polled through (every event queued before the first poll
+        // began served, `source::went_through`: the last poll's answer says) this time round,
+        // and when the first poll began.
         let mut polled = true;
         let began = Instant::now();
         if stalled {
             // Still poll, paused: the consumer stays in its group while the records wait.
+            let served = consumer.context().served();
             let msg = consumer.poll(first_wait);
+            polled = source::went_through(&msg, (served, consumer.context().served()));
             let mut st = handler.lock();
-            if let Some(Ok(m)) = msg {
-                metrics.consumed(1);
-                if let Some(stall) = st.stall.as_mut() {
-                    stall.queue.push_back(m.detach());
+            match msg {
+                Some(Ok(m)) => {
+                    metrics.consumed(1);
+                    if let Some(stall) = st.stall.as_mut() {
+                        stall.queue.push_back(m.detach());
+                    }
                 }
+                Some(Err(e)) => {
+                    if let Some(end) = consumer_error(&e, settings, &label) {
+                        break 'run Err(end);
+                    }
+                }
+                None => {}
             }
             // Not after a rebalance callback gave up the sink's writes: the task ends now.
             if st.failure.is_none()
@@ -906,7 +927,10 @@ fn run(
                 } else {
                     Duration::ZERO
                 };
-                let Some(msg) = consumer.poll(wait) else {
+                let served = consumer.context().served();
+                let msg = consumer.poll(wait);
+                polled = source::went_through(&msg, (served, consumer.context().served()));
+                let Some(msg) = msg else {
                     if !wait.is_zero() {
                         // Waited and nothing came: the fetch thread had nothing to hand over
                         // either, so it is not busy allocating.
@@ -923,13 +947,9 @@ fn run(
                 }
                 match msg {
                     Err(e) => {
-                        if let Some(why) = source::refused(&e) {
-                            break 'run Err(End::Failed(format!(
-                                "Kafka ({}) refused this worker: {why}",
-                                settings.kafka.bootstrap_servers
-                            )));
+                        if let Some(end) = consumer_error(&e, settings, &label) {
+                            break 'run Err(end);
                         }
-                        warn!(task = %label, "consumer error: {e}");
                     }
                     Ok(m) => {
                         consumed.n += 1;
@@ -1137,6 +1157,18 @@ impl Drop for Consumed<'_> {
     fn drop(&mut self) {
         self.metrics.consumed(self.n);
     }
+}
+
+/// A consumer error: the end of the task when Kafka refuses this worker for good, else logged.
+fn consumer_error(e: &rdkafka::error::KafkaError, settings: &Settings, label: &str) -> Option<End> {
+    if let Some(why) = source::refused(e) {
+        return Some(End::Failed(format!(
+            "Kafka ({}) refused this worker: {why}",
+            settings.kafka.bootstrap_servers
+        )));
+    }
+    warn!(task = %label, "consumer error: {e}");
+    None
 }
 
 /// Retries the stalled records in order once their backoff is over.

@@ -105,6 +105,13 @@ pub trait Sink: Send {
         let _ = began;
     }
 
+    /// Whether writes are held now, waiting for a poll of the consumer (the Elasticsearch
+    /// sink's hold after a stall): a rebalance callback, itself inside a poll, does not wait
+    /// for them.
+    fn held(&self) -> bool {
+        false
+    }
+
     /// Gives up every write not finished: none of them is committed, and none is sent or
     /// retried after this returns (a request already sent cannot be called back). The task
     /// calls it as soon as it knows that writes of partitions it no longer owns are unfinished

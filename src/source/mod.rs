@@ -14,6 +14,7 @@ pub use subscription::Subscribed;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rdkafka::client::ClientContext;
@@ -53,12 +54,42 @@ pub struct PartitionEnd {
 pub struct SourceContext<H> {
     pub handler: H,
     label: String,
+    /// Events served inside a poll (rebalances, commits' results, statistics): rust-rdkafka's
+    /// poll returns after each, leaving what was queued behind it for the next poll.
+    served: AtomicU64,
+}
+
+impl<H> SourceContext<H> {
+    /// Events served by polls so far (see [`went_through`]).
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
+    }
+
+    fn serving(&self) {
+        self.served.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Whether a poll went through every event librdkafka had queued when it began, given what it
+/// returned and the context's [`SourceContext::served`] counts before and after it: it returned a
+/// record (no event queued before a record is left behind it: librdkafka pauses the partitions
+/// when it queues a rebalance, and their records queued before are dropped), or nothing without
+/// serving an event on the way. One that returned an error, or nothing after serving a
+/// rebalance, a commit's result or statistics, may have stopped short of an event behind those:
+/// a partition loss queued behind an error when `max.poll.interval.ms` ran out.
+pub fn went_through<T, E>(polled: &Option<Result<T, E>>, served: (u64, u64)) -> bool {
+    match polled {
+        Some(Ok(_)) => true,
+        Some(Err(_)) => false,
+        None => served.0 == served.1,
+    }
 }
 
 pub type Consumer<H> = BaseConsumer<SourceContext<H>>;
 
 impl<H: RebalanceHandler> ClientContext for SourceContext<H> {
     fn stats(&self, statistics: rdkafka::Statistics) {
+        self.serving();
         let mut ends = Vec::new();
         for (topic, t) in statistics.topics {
             // Partition -1 is librdkafka's internal "unassigned" partition.
@@ -91,6 +122,7 @@ fn partitions(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
 
 impl<H: RebalanceHandler> ConsumerContext for SourceContext<H> {
     fn pre_rebalance(&self, consumer: &Consumer<H>, rebalance: &Rebalance<'_>) {
+        self.serving();
         match rebalance {
             Rebalance::Revoke(tpl) => {
                 let parts = partitions(tpl);
@@ -112,6 +144,7 @@ impl<H: RebalanceHandler> ConsumerContext for SourceContext<H> {
     }
 
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        self.serving();
         if let Err(e) = result {
             warn!(task = %self.label, "offset commit failed: {e} ({:?})", partitions(offsets));
         }
@@ -268,6 +301,7 @@ pub fn create<H: RebalanceHandler>(
         .create_with_context(SourceContext {
             handler,
             label: label.clone(),
+            served: AtomicU64::new(0),
         })
         .map_err(|e| format!("cannot create the Kafka consumer: {e}"))?;
     let refresh_ms: i64 = config
@@ -464,6 +498,19 @@ pub fn commit<H: RebalanceHandler>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_record_or_nothing_without_an_event_served_is_a_poll_gone_through() {
+        let record: Option<Result<(), ()>> = Some(Ok(()));
+        let error: Option<Result<(), ()>> = Some(Err(()));
+        let nothing: Option<Result<(), ()>> = None;
+        assert!(went_through(&record, (3, 4)));
+        assert!(went_through(&nothing, (3, 3)));
+        // An error may stand before a loss (max.poll.interval.ms ran out); a rebalance, a
+        // commit's result or statistics end the poll early.
+        assert!(!went_through(&error, (3, 3)));
+        assert!(!went_through(&nothing, (3, 4)));
+    }
 
     #[test]
     fn fetch_max_bytes_stays_within_what_librdkafka_accepts() {

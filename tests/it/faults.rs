@@ -615,6 +615,97 @@ fn writes_of_revoked_partitions_unfinished_after_the_flush_timeout_never_land_af
     assert!(w.stop().success());
 }
 
+/// A revocation served while writes are held after a stall (the process stood still for less
+/// than its session, while another member joined) gives the writes of the revoked partitions
+/// up at once: they wait for a poll to return, and the rebalance callback runs inside one, so
+/// waiting for them would only run out `flush.timeout.ms` and hold up the group's rebalance as
+/// long. The task starts over from the committed offsets, and the record is written once more.
+#[test]
+fn a_revocation_while_writes_are_held_after_a_stall_gives_them_up_without_waiting_the_flush_timeout()
+ {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    let topic = unique("it-held-revoked");
+    kafka::create_topic(&topic, 1);
+    let proxy = Proxy::start(&servers().es);
+    let (w, group) = start_es_worker(
+        "it-held-revoked",
+        &topic,
+        &proxy.url,
+        &[
+            ("version.source", "none"),
+            ("max.in.flight.requests", "1"),
+            // Stopped while the write waits for its next attempt (see `lost_while_stopped`).
+            ("retry.backoff.ms", "200"),
+            ("max.retry.backoff.ms", "400"),
+            ("flush.timeout.ms", "30000"),
+        ],
+    );
+    written_then_retrying(
+        &topic,
+        &proxy,
+        || kafka::produce(&topic, &[created(0, 0, "first")]),
+        || kafka::produce(&topic, &[created(0, 1, "old")]),
+    );
+    // Stopped for 1.8 s: past the stall threshold (1.25 s with the tests' 3 s session and
+    // 0.5 s heartbeat), within the session. Meanwhile another member joins the group, which
+    // starts a rebalance the task learns of on waking.
+    signal(&w, "-STOP");
+    let stopped = Instant::now();
+    let leave = Arc::new(AtomicBool::new(false));
+    let member = {
+        let (group, topic, leave) = (group.clone(), topic.clone(), leave.clone());
+        thread::spawn(move || {
+            let other = kafka::member(&group, &topic, 10_000);
+            while !leave.load(Ordering::SeqCst) {
+                let _ = other.poll(Duration::from_millis(100));
+            }
+        })
+    };
+    crate::support::wait_until(Duration::from_secs(10), "the group rebalancing", || {
+        (kafka::group_state(&group) == "PreparingRebalance").then_some(())
+    });
+    assert!(
+        stopped.elapsed() < Duration::from_millis(1700),
+        "the other member took {:?} to join: the task's session may expire before it wakes",
+        stopped.elapsed()
+    );
+    thread::sleep(Duration::from_millis(1800).saturating_sub(stopped.elapsed()));
+    proxy.set_faults(Faults::default());
+    signal(&w, "-CONT");
+    let woke = Instant::now();
+    // The give-up, well before flush.timeout.ms (30 s) would have run out.
+    crate::support::wait_until(Duration::from_secs(15), "the held writes given up", || {
+        w.log_text()
+            .contains("writes of revoked partitions held since the process stood still")
+            .then_some(())
+    });
+    let given_up = woke.elapsed();
+    assert!(
+        !w.log_text().contains("lost=true"),
+        "the partition was lost, not revoked: {}",
+        w.log_tail(40)
+    );
+    assert!(
+        w.log_text().contains("the process did not run for"),
+        "no stall seen"
+    );
+    leave.store(true, Ordering::SeqCst);
+    member.join().unwrap();
+    // Whoever read it last, record 1 ends written and the partition committed to its end.
+    crate::support::wait_until(Duration::from_secs(90), "record 1 written", || {
+        crate::support::es::sources(&topic)
+            .contains_key("1")
+            .then_some(())
+    });
+    let end = kafka::end_offsets(&topic, 1);
+    crate::support::wait_until(Duration::from_secs(60), "committed to the end", || {
+        (kafka::committed(&group, &topic, 1) == end).then_some(())
+    });
+    eprintln!("held writes given up {given_up:?} after waking");
+    assert!(w.stop().success());
+}
+
 /// What the task relies on above, on the sink alone: once `abandon` returns, a write that was
 /// retrying behind a failing Elasticsearch is never sent again, even when Elasticsearch
 /// answers, and its record is never acknowledged.

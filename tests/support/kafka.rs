@@ -530,6 +530,18 @@ pub fn member(group: &str, topic: &str, session_ms: u32) -> BaseConsumer {
     c
 }
 
+/// The state of consumer group `group` as its coordinator tells it (`Stable`,
+/// `PreparingRebalance`, `CompletingRebalance`, `Empty`, `Dead`).
+pub fn group_state(group: &str) -> String {
+    let c: BaseConsumer = config().create().expect("consumer");
+    let list = c
+        .fetch_group_list(Some(group), Duration::from_secs(10))
+        .expect("describing the group");
+    list.groups()
+        .first()
+        .map_or_else(String::new, |g| g.state().to_string())
+}
+
 /// Joins consumer group `group` on `topic` until it is given a partition, then leaves it: two
 /// rebalances of the group's other members. Reads and commits nothing.
 pub fn join_group_briefly(group: &str, topic: &str) {

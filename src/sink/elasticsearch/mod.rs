@@ -458,6 +458,10 @@ impl Sink for ElasticsearchSink {
         self.shared.clock.polled(began);
     }
 
+    fn held(&self) -> bool {
+        self.shared.clock.held().is_some()
+    }
+
     /// Every lane's write is aborted, and waited for until its request is dropped (at most
     /// `ABANDON_WAIT`): aborting a tokio task only asks it to stop at its next await point, and
     /// a write waking from its backoff could still send once more. The shared flag, checked
