@@ -54,8 +54,9 @@ pub struct PartitionEnd {
 pub struct SourceContext<H> {
     pub handler: H,
     label: String,
-    /// Events served inside a poll (rebalances, commits' results, statistics): rust-rdkafka's
-    /// poll returns after each, leaving what was queued behind it for the next poll.
+    /// Events served inside a poll (rebalances, commits' results, statistics, logs): rust-rdkafka's
+    /// poll returns after each (at once when it waits for nothing), leaving what was queued behind
+    /// it for the next poll.
     served: AtomicU64,
 }
 
@@ -72,11 +73,12 @@ impl<H> SourceContext<H> {
 
 /// Whether a poll went through every event librdkafka had queued when it began, given what it
 /// returned and the context's [`SourceContext::served`] counts before and after it: it returned a
-/// record (no event queued before a record is left behind it: librdkafka pauses the partitions
-/// when it queues a rebalance, and their records queued before are dropped), or nothing without
-/// serving an event on the way. One that returned an error, or nothing after serving a
-/// rebalance, a commit's result or statistics, may have stopped short of an event behind those:
-/// a partition loss queued behind an error when `max.poll.interval.ms` ran out.
+/// record (no rebalance queued before a record is left behind it: librdkafka pauses the
+/// partitions when it queues a rebalance, and their records queued before are dropped), or
+/// nothing without serving an event on the way. One that returned an error, or nothing after
+/// serving a rebalance, a commit's result, statistics or a log, may have stopped short of an
+/// event behind those: a partition loss queued behind an error when `max.poll.interval.ms` ran
+/// out, or behind the log of the session's expiry.
 pub fn went_through<T, E>(polled: &Option<Result<T, E>>, served: (u64, u64)) -> bool {
     match polled {
         Some(Ok(_)) => true,
@@ -88,8 +90,33 @@ pub fn went_through<T, E>(polled: &Option<Result<T, E>>, served: (u64, u64)) -> 
 pub type Consumer<H> = BaseConsumer<SourceContext<H>>;
 
 impl<H: RebalanceHandler> ClientContext for SourceContext<H> {
-    fn stats(&self, statistics: rdkafka::Statistics) {
+    /// librdkafka's logs come through the consumer's queue (rust-rdkafka sets `log.queue`), ahead
+    /// of a rebalance (a log's priority is higher): the one logged as the session expires is
+    /// served first, and a poll that waits for nothing returns after it. Forwarded as
+    /// rust-rdkafka's own `log` does.
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
         self.serving();
+        match level {
+            L::Emerg | L::Alert | L::Critical | L::Error => {
+                tracing::error!(target: "librdkafka", "librdkafka: {fac} {message}")
+            }
+            L::Warning => warn!(target: "librdkafka", "librdkafka: {fac} {message}"),
+            L::Notice | L::Info => info!(target: "librdkafka", "librdkafka: {fac} {message}"),
+            L::Debug => tracing::debug!(target: "librdkafka", "librdkafka: {fac} {message}"),
+        }
+    }
+
+    fn stats_raw(&self, statistics: &[u8]) {
+        // Counted whether or not it can be read.
+        self.serving();
+        match serde_json::from_slice(statistics) {
+            Ok(stats) => self.stats(stats),
+            Err(e) => warn!(task = %self.label, "unreadable statistics from librdkafka: {e}"),
+        }
+    }
+
+    fn stats(&self, statistics: rdkafka::Statistics) {
         let mut ends = Vec::new();
         for (topic, t) in statistics.topics {
             // Partition -1 is librdkafka's internal "unassigned" partition.
