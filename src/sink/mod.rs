@@ -95,10 +95,9 @@ pub trait Sink: Send {
     fn flush(&mut self);
 
     /// The task has polled its consumer, which serves its rebalance callbacks (called once per
-    /// burst of records, after it): `began` is when the burst's first poll began, and every
-    /// poll since has returned. A rebalance librdkafka had queued by then has been served
-    /// (librdkafka pauses the partitions when it queues one, so that no message of theirs comes
-    /// first). The Elasticsearch sink holds its writes after the process stood still until the
+    /// burst of records, after it, when its last poll went through: `source::went_through`):
+    /// `began` is when the burst's first poll began, and every rebalance librdkafka had queued
+    /// by then has been served. The Elasticsearch sink holds its writes after the process stood still until the
     /// task has polled since (`elasticsearch::stall`): not from when a poll returned, since a
     /// record handled after it may keep the task busy for seconds (a slow schema registry).
     fn consumer_polled(&self, began: std::time::Instant) {

@@ -534,7 +534,7 @@ mod tests {
         assert!(went_through(&record, (3, 4)));
         assert!(went_through(&nothing, (3, 3)));
         // An error may stand before a loss (max.poll.interval.ms ran out); a rebalance, a
-        // commit's result or statistics end the poll early.
+        // commit's result, statistics or a log end the poll early.
         assert!(!went_through(&error, (3, 3)));
         assert!(!went_through(&nothing, (3, 4)));
     }

@@ -9,8 +9,8 @@
 //! So a clock ticks every [`TICK`] on the sink's runtime. A gap between two ticks (or seen by a
 //! write before the clock has ticked again) long enough that the group may have moved on
 //! ([`threshold`]) holds every bulk write for [`HOLD`], time for librdkafka to find out, and
-//! then until a poll of the task's consumer begun since has returned, so that a loss found is
-//! acted on (a task thread busy elsewhere, fetching a schema, holds them longer: a poll that
+//! then until a poll of the task's consumer begun since has gone through its queue
+//! (`source::went_through`), so that a loss found is acted on (a task thread busy elsewhere, fetching a schema, holds them longer: a poll that
 //! returned a record before the time was up does not count, however long the record kept the
 //! task busy after it).
 //! A virtual machine paused by its host is not seen: its monotonic clock stands still too. Nor
@@ -100,7 +100,7 @@ impl StallClock {
         if now < until {
             return Some(Duration::from_millis(until - now));
         }
-        // The time is up, but no poll of the task's consumer begun since has returned: a loss
+        // The time is up, but no poll of the task's consumer begun since has gone through: a loss
         // librdkafka found meanwhile is not acted on yet. Asked again a tick later.
         (self.polled.load(Ordering::SeqCst) < until).then_some(TICK)
     }
