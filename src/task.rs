@@ -403,7 +403,7 @@ impl RebalanceHandler for Handler {
                 // Still queued or retrying after `flush.timeout.ms` (Elasticsearch down), held,
                 // or left so by a failure, which would otherwise have them retried while the
                 // task finishes.
-                let why = match (st.failure.is_some(), held) {
+                let why = match (st.failure.is_some(), held || st.sink.held()) {
                     (true, _) => "writes of revoked partitions unfinished when the task failed".into(),
                     (false, true) => "writes of revoked partitions held since the process stood still (they would wait for this very poll)".into(),
                     (false, false) => format!(
@@ -527,6 +527,11 @@ fn drain(st: &mut State, timeout: Duration, done: impl Fn(&State) -> bool) -> Re
         collect(st, Duration::from_millis(100))?;
         if pending(st) == 0 && !done(st) {
             // Nothing left in the sink: what remains is a record that never reached it.
+            break;
+        }
+        if st.sink.held() {
+            // Writes held since the process stood still wait for a poll of the consumer, and
+            // whoever drains polls nothing: its caller gives them up.
             break;
         }
     }
@@ -1111,8 +1116,20 @@ fn run(
         debug!(task = %label, "starting over: {what}");
     }
     if finishes(&outcome, st.failure.as_ref()) {
-        if let Err(e) = drain(&mut st, flush_timeout, |st| pending(st) == 0) {
+        // Writes held since the process stood still would wait for a poll that is not coming,
+        // until flush.timeout.ms ran out: the group may have moved on meanwhile, so they are
+        // given up, and their records read again by whoever owns the partitions next.
+        let timeout = if st.sink.held() {
+            Duration::ZERO
+        } else {
+            flush_timeout
+        };
+        if let Err(e) = drain(&mut st, timeout, |st| pending(st) == 0) {
             warn!(task = %label, "while finishing in-flight writes: {e}");
+        }
+        if st.sink.held() && st.sink.pending() > 0 {
+            let what = st.sink.abandon();
+            warn!(task = %label, "writes held since the process stood still given up at shutdown (they would wait for a poll of the consumer): {what}");
         }
         // Only after a clean stop: a task that failed took a record it never tracked (the
         // one that failed), and the position is past it.

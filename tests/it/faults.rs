@@ -708,6 +708,85 @@ fn a_revocation_while_writes_are_held_after_a_stall_gives_them_up_without_waitin
     assert!(w.stop().success());
 }
 
+/// A stop asked for while writes are held after a stall (SIGTERM within the hold) gives them
+/// up at once: they wait for a poll of the consumer that the stopping task never makes, and
+/// the group may have moved on while the process stood still. The record is not committed,
+/// and the next start writes it.
+#[test]
+fn a_stop_while_writes_are_held_after_a_stall_gives_them_up_without_waiting_the_flush_timeout() {
+    use crate::support::es_connector;
+    use crate::support::worker::connector_file;
+    let topic = unique("it-held-stop");
+    kafka::create_topic(&topic, 1);
+    let proxy = Proxy::start(&servers().es);
+    let name = unique("it-held-stop");
+    let file = connector_file(
+        &name,
+        &es_connector(
+            &topic,
+            &proxy.url,
+            &[
+                ("version.source", "none"),
+                ("max.in.flight.requests", "1"),
+                // Stopped while the write waits for its next attempt (see `lost_while_stopped`).
+                ("retry.backoff.ms", "200"),
+                ("max.retry.backoff.ms", "400"),
+                ("flush.timeout.ms", "30000"),
+            ],
+        ),
+    );
+    let group = format!("connect-{name}");
+    let mut w = Worker::start(&file);
+    written_then_retrying(
+        &topic,
+        &proxy,
+        || kafka::produce(&topic, &[created(0, 0, "first")]),
+        || kafka::produce(&topic, &[created(0, 1, "old")]),
+    );
+    // Stopped for 1.8 s: past the stall threshold (1.25 s with the tests' 3 s session and
+    // 0.5 s heartbeat), within the session. Elasticsearch answers again, and the stop is
+    // asked for as the process wakes: within the 3 s hold.
+    signal(&w, "-STOP");
+    thread::sleep(Duration::from_millis(1800));
+    proxy.set_faults(Faults::default());
+    signal(&w, "-TERM");
+    let woke = Instant::now();
+    signal(&w, "-CONT");
+    let status =
+        crate::support::wait_until(Duration::from_secs(60), "the worker exiting", || w.exited());
+    let took = woke.elapsed();
+    assert!(status.success(), "{}", w.log_tail(40));
+    let log = w.log_text();
+    assert!(log.contains("the process did not run for"), "no stall seen");
+    assert!(
+        log.contains("given up at shutdown"),
+        "the held writes were not given up: {}",
+        w.log_tail(40)
+    );
+    // Well before flush.timeout.ms (30 s) would have run out.
+    assert!(
+        took < Duration::from_secs(10),
+        "the worker took {took:?} to stop: {}",
+        w.log_tail(40)
+    );
+    // Record 1 neither written nor committed past.
+    assert!(!crate::support::es::sources(&topic).contains_key("1"));
+    assert_eq!(kafka::committed(&group, &topic, 1), [(0, 1)].into());
+    // The next start writes it, and commits to the end.
+    let w = Worker::start(&file);
+    crate::support::wait_until(Duration::from_secs(60), "record 1 written", || {
+        crate::support::es::sources(&topic)
+            .contains_key("1")
+            .then_some(())
+    });
+    let end = kafka::end_offsets(&topic, 1);
+    crate::support::wait_until(Duration::from_secs(60), "committed to the end", || {
+        (kafka::committed(&group, &topic, 1) == end).then_some(())
+    });
+    eprintln!("stopped {took:?} after waking");
+    assert!(w.stop().success());
+}
+
 /// What the task relies on above, on the sink alone: once `abandon` returns, a write that was
 /// retrying behind a failing Elasticsearch is never sent again, even when Elasticsearch
 /// answers, and its record is never acknowledged.

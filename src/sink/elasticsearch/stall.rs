@@ -12,7 +12,8 @@
 //! then until a poll of the task's consumer begun since has gone through its queue
 //! (`source::went_through`), so that a loss found is acted on (a task thread busy elsewhere, fetching a schema, holds them longer: a poll that
 //! returned a record before the time was up does not count, however long the record kept the
-//! task busy after it).
+//! task busy after it). Whoever drains the sink without polling (a revocation, inside its poll;
+//! a stopping task) gives held writes up rather than wait for them (`task.rs`).
 //! A virtual machine paused by its host is not seen: its monotonic clock stands still too. Nor
 //! is a request the process stopped in the middle of sending, its last check passed: it goes
 //! out as soon as the process runs again.
