@@ -185,6 +185,10 @@ fn every_semantic_type_and_avro_construct_decodes_as_design_says() {
         {"name": "l_ts_us", "type": {"type": "long", "logicalType": "timestamp-micros"}},
         {"name": "l_time_us", "type": {"type": "long", "logicalType": "time-micros"}},
         {"name": "l_dec", "type": {"type": "fixed", "name": "Dec4", "size": 4, "logicalType": "decimal", "precision": 9, "scale": 3}},
+        // Invalid decimals (scale above precision; more digits than a byte holds): the
+        // logical type is ignored, as the Avro specification says.
+        {"name": "bad_dec", "type": {"type": "bytes", "logicalType": "decimal", "precision": 2, "scale": 3}},
+        {"name": "bad_fixed", "type": {"type": "fixed", "name": "Dec1", "size": 1, "logicalType": "decimal", "precision": 3}},
         {"name": "ints", "type": {"type": "array", "items": "int"}},
         {"name": "tags", "type": {"type": "map", "values": "string"}},
         {"name": "nested", "type": {"type": "record", "name": "Nested", "fields": [
@@ -267,6 +271,8 @@ fn every_semantic_type_and_avro_construct_decodes_as_design_says() {
             "l_dec",
             Avro::Decimal(apache_avro::Decimal::from(vec![0xff, 0xff, 0xff, 0xfb])),
         ),
+        ("bad_dec", Avro::Bytes(vec![0x0f, 0x9e])),
+        ("bad_fixed", Avro::Fixed(1, vec![0x7b])),
         (
             "ints",
             Avro::Array(vec![Avro::Int(1), Avro::Int(2), Avro::Int(3)]),
@@ -313,7 +319,7 @@ fn every_semantic_type_and_avro_construct_decodes_as_design_says() {
         "uuid":"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11","bits":"pQ==","point":{"lat":2.5,"lon":1.5},
         "geometry":{"wkb":"AQID","srid":4326},"raw":"AQL/","fixed":"YWJj","l_date":"1970-01-01",
         "l_ts_ms":"1969-12-31T23:59:59.999Z","l_ts_us":"1970-01-01T00:00:00.000001Z","l_time_us":"01:02:03.000001",
-        "l_dec":"-0.005","ints":[1,2,3],"tags":{"k":"v"},"nested":{"a":1,"b":null},"none":null,"some":"x",
+        "l_dec":"-0.005","bad_dec":"D54=","bad_fixed":"ew==","ints":[1,2,3],"tags":{"k":"v"},"nested":{"a":1,"b":null},"none":null,"some":"x",
         "f32":1.5,"f64":2.0,"flag":true,"big":9007199254740993}"#;
     let expected: String = expected.split('\n').map(str::trim).collect();
     assert_eq!(row.as_str(), expected);

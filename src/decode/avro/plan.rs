@@ -156,6 +156,35 @@ fn primitive(name: &str) -> Option<Node> {
     })
 }
 
+/// The scale of a valid Avro `decimal` on `wire` (`bytes` or `fixed`). The specification
+/// makes one invalid, to be read as its underlying type, when its precision is missing or not
+/// positive, its scale (0 when left out) negative or above the precision, or a `fixed` too small
+/// for the precision: at most ⌊log10(2^(8·size−1) − 1)⌋ digits.
+fn decimal_scale(obj: &Map<String, Json>, wire: &str) -> Option<i32> {
+    let precision = obj.get("precision")?.as_i64().filter(|p| *p > 0)?;
+    let scale = match obj.get("scale") {
+        None => 0,
+        Some(s) => s.as_i64().and_then(|s| i32::try_from(s).ok())?,
+    };
+    if scale < 0 || i64::from(scale) > precision {
+        return None;
+    }
+    if wire == "fixed" {
+        let size = obj.get("size")?.as_u64()?;
+        // 2^k is never a power of ten (k > 0), so the floor of k·log10(2) is that of
+        // log10(2^k − 1).
+        let digits = if size == 0 {
+            0
+        } else {
+            ((size as f64 * 8.0 - 1.0) * std::f64::consts::LOG10_2).floor() as i64
+        };
+        if precision > digits {
+            return None;
+        }
+    }
+    Some(scale)
+}
+
 /// What an annotated type decodes to: Debezium/Connect's `connect.name` first, then Avro's
 /// `logicalType`.
 fn conv_of(obj: &Map<String, Json>, wire: &str, connect_name: Option<&str>) -> Conv {
@@ -170,15 +199,8 @@ fn conv_of(obj: &Map<String, Json>, wire: &str, connect_name: Option<&str>) -> C
     if let Some(c) = semantic_conv(connect_name, wire, &param) {
         return c;
     }
-    // Avro's decimal scale is 0 when left out; one that is not a valid scale makes the logical
-    // type invalid, and the value is read as its underlying type (the Avro specification).
-    let scale = obj.get("scale").map_or(Some(0), |s| {
-        s.as_i64()
-            .and_then(|s| i32::try_from(s).ok())
-            .filter(|s| *s >= 0)
-    });
     match obj.get("logicalType").and_then(Json::as_str) {
-        Some("decimal") if matches!(wire, "bytes" | "fixed") => match scale {
+        Some("decimal") if matches!(wire, "bytes" | "fixed") => match decimal_scale(obj, wire) {
             Some(scale) => Conv::Decimal { scale },
             None => Conv::Keep,
         },
@@ -384,23 +406,48 @@ mod tests {
         assert_eq!(f[1].key, br#""d":"#);
 
         // Avro decimals: the scale 0 when left out; a scale that is not one (too large, or
-        // negative) makes the logical type invalid, read as plain bytes; a Connect Decimal
-        // takes Avro's own scale when its parameters leave it out.
-        let decimal = |attrs: &str| {
+        // negative, or above the precision), a precision missing or not positive, or a fixed
+        // too small for the precision makes the logical type invalid, read as plain bytes; a
+        // Connect Decimal takes Avro's own scale when its parameters leave it out.
+        let typed = |ty: &str| {
             let plan = compile(&format!(
-                r#"{{"type":"record","name":"r","fields":[{{"name":"v","type":{{"type":"bytes","logicalType":"decimal","precision":10{attrs}}}}}]}}"#
+                r#"{{"type":"record","name":"r","fields":[{{"name":"v","type":{ty}}}]}}"#
             ))
             .unwrap();
             plan.fields().unwrap()[0].plan.conv.clone()
         };
+        let decimal = |attrs: &str| {
+            typed(&format!(
+                r#"{{"type":"bytes","logicalType":"decimal","precision":10{attrs}}}"#
+            ))
+        };
         assert_eq!(decimal(""), Conv::Decimal { scale: 0 });
         assert_eq!(decimal(r#","scale":3"#), Conv::Decimal { scale: 3 });
+        assert_eq!(decimal(r#","scale":10"#), Conv::Decimal { scale: 10 });
+        assert_eq!(decimal(r#","scale":11"#), Conv::Keep);
         assert_eq!(decimal(r#","scale":4294967298"#), Conv::Keep);
         assert_eq!(decimal(r#","scale":-1"#), Conv::Keep);
         assert_eq!(
             decimal(r#","scale":2,"connect.name":"org.apache.kafka.connect.data.Decimal""#),
             Conv::Decimal { scale: 2 }
         );
+        let bare = r#"{"type":"bytes","logicalType":"decimal""#;
+        assert_eq!(typed(&format!("{bare}}}")), Conv::Keep);
+        assert_eq!(typed(&format!(r#"{bare},"precision":0}}"#)), Conv::Keep);
+        assert_eq!(typed(&format!(r#"{bare},"precision":"5"}}"#)), Conv::Keep);
+        // A fixed of n bytes holds ⌊log10(2^(8n−1) − 1)⌋ digits: 2 for 1 byte (127), 4 for 2
+        // (32767), 38 for 16.
+        let fixed = |size: u32, precision: u32| {
+            typed(&format!(
+                r#"{{"type":"fixed","name":"f{size}_{precision}","size":{size},"logicalType":"decimal","precision":{precision},"scale":1}}"#
+            ))
+        };
+        assert_eq!(fixed(1, 2), Conv::Decimal { scale: 1 });
+        assert_eq!(fixed(1, 3), Conv::Keep);
+        assert_eq!(fixed(2, 4), Conv::Decimal { scale: 1 });
+        assert_eq!(fixed(2, 5), Conv::Keep);
+        assert_eq!(fixed(16, 38), Conv::Decimal { scale: 1 });
+        assert_eq!(fixed(16, 39), Conv::Keep);
         // A Connect Decimal whose digits are written out as a string: kept as it is, as the
         // JSON decoder keeps it.
         let plan = compile(
