@@ -437,6 +437,16 @@ fn written_then_retrying(topic: &str, proxy: &Proxy, first: impl FnOnce(), old: 
     );
 }
 
+/// [`written_then_retrying`] with JSON records: document 0 `first`, document 1 `old`.
+fn first_written_then_old_retrying(topic: &str, proxy: &Proxy) {
+    written_then_retrying(
+        topic,
+        proxy,
+        || kafka::produce(topic, &[created(0, 0, "first")]),
+        || kafka::produce(topic, &[created(0, 1, "old")]),
+    );
+}
+
 /// Sends `sig` (`-STOP`, `-CONT`) to the worker's process.
 fn signal(w: &Worker, sig: &str) {
     assert!(
@@ -617,6 +627,31 @@ fn writes_of_revoked_partitions_unfinished_after_the_flush_timeout_never_land_af
     assert!(w.stop().success());
 }
 
+/// The options of the tests whose write is held after a stall: unversioned, one request at a
+/// time, and a worker stopped while the write waits for its next attempt (see
+/// `lost_while_stopped`), long before `flush.timeout.ms` runs out.
+const HELD: &[(&str, &str)] = &[
+    ("version.source", "none"),
+    ("max.in.flight.requests", "1"),
+    ("retry.backoff.ms", "200"),
+    ("max.retry.backoff.ms", "400"),
+    ("flush.timeout.ms", "30000"),
+];
+
+/// Waits until document 1 of `topic` is written and `group` has committed its one partition to
+/// the end.
+fn record_1_written_and_committed(topic: &str, group: &str) {
+    crate::support::wait_until(Duration::from_secs(90), "record 1 written", || {
+        crate::support::es::sources(topic)
+            .contains_key("1")
+            .then_some(())
+    });
+    let end = kafka::end_offsets(topic, 1);
+    crate::support::wait_until(Duration::from_secs(60), "committed to the end", || {
+        (kafka::committed(group, topic, 1) == end).then_some(())
+    });
+}
+
 /// A revocation served while writes are held after a stall (the process stood still for less
 /// than its session, while another member joined) gives the writes of the revoked partitions
 /// up at once: they wait for a poll to return, and the rebalance callback runs inside one, so
@@ -630,25 +665,8 @@ fn a_revocation_while_writes_are_held_after_a_stall_gives_them_up_without_waitin
     let topic = unique("it-held-revoked");
     kafka::create_topic(&topic, 1);
     let proxy = Proxy::start(&servers().es);
-    let (w, group) = start_es_worker(
-        "it-held-revoked",
-        &topic,
-        &proxy.url,
-        &[
-            ("version.source", "none"),
-            ("max.in.flight.requests", "1"),
-            // Stopped while the write waits for its next attempt (see `lost_while_stopped`).
-            ("retry.backoff.ms", "200"),
-            ("max.retry.backoff.ms", "400"),
-            ("flush.timeout.ms", "30000"),
-        ],
-    );
-    written_then_retrying(
-        &topic,
-        &proxy,
-        || kafka::produce(&topic, &[created(0, 0, "first")]),
-        || kafka::produce(&topic, &[created(0, 1, "old")]),
-    );
+    let (w, group) = start_es_worker("it-held-revoked", &topic, &proxy.url, HELD);
+    first_written_then_old_retrying(&topic, &proxy);
     // Stopped for 1.8 s: past the stall threshold (1.25 s with the tests' 3 s session and
     // 0.5 s heartbeat), within the session. Meanwhile another member joins the group, which
     // starts a rebalance the task learns of on waking.
@@ -695,15 +713,7 @@ fn a_revocation_while_writes_are_held_after_a_stall_gives_them_up_without_waitin
     leave.store(true, Ordering::SeqCst);
     member.join().unwrap();
     // Whoever read it last, record 1 ends written and the partition committed to its end.
-    crate::support::wait_until(Duration::from_secs(90), "record 1 written", || {
-        crate::support::es::sources(&topic)
-            .contains_key("1")
-            .then_some(())
-    });
-    let end = kafka::end_offsets(&topic, 1);
-    crate::support::wait_until(Duration::from_secs(60), "committed to the end", || {
-        (kafka::committed(&group, &topic, 1) == end).then_some(())
-    });
+    record_1_written_and_committed(&topic, &group);
     eprintln!("held writes given up {given_up:?} after waking");
     assert!(w.stop().success());
 }
@@ -720,29 +730,10 @@ fn a_stop_while_writes_are_held_after_a_stall_gives_them_up_without_waiting_the_
     kafka::create_topic(&topic, 1);
     let proxy = Proxy::start(&servers().es);
     let name = unique("it-held-stop");
-    let file = connector_file(
-        &name,
-        &es_connector(
-            &topic,
-            &proxy.url,
-            &[
-                ("version.source", "none"),
-                ("max.in.flight.requests", "1"),
-                // Stopped while the write waits for its next attempt (see `lost_while_stopped`).
-                ("retry.backoff.ms", "200"),
-                ("max.retry.backoff.ms", "400"),
-                ("flush.timeout.ms", "30000"),
-            ],
-        ),
-    );
+    let file = connector_file(&name, &es_connector(&topic, &proxy.url, HELD));
     let group = format!("connect-{name}");
     let mut w = Worker::start(&file);
-    written_then_retrying(
-        &topic,
-        &proxy,
-        || kafka::produce(&topic, &[created(0, 0, "first")]),
-        || kafka::produce(&topic, &[created(0, 1, "old")]),
-    );
+    first_written_then_old_retrying(&topic, &proxy);
     // Stopped for 1.8 s: past the stall threshold (1.25 s with the tests' 3 s session and
     // 0.5 s heartbeat), within the session. Elasticsearch answers again, and the stop is
     // asked for as the process wakes: within the 3 s hold.
@@ -774,15 +765,7 @@ fn a_stop_while_writes_are_held_after_a_stall_gives_them_up_without_waiting_the_
     assert_eq!(kafka::committed(&group, &topic, 1), [(0, 1)].into());
     // The next start writes it, and commits to the end.
     let w = Worker::start(&file);
-    crate::support::wait_until(Duration::from_secs(60), "record 1 written", || {
-        crate::support::es::sources(&topic)
-            .contains_key("1")
-            .then_some(())
-    });
-    let end = kafka::end_offsets(&topic, 1);
-    crate::support::wait_until(Duration::from_secs(60), "committed to the end", || {
-        (kafka::committed(&group, &topic, 1) == end).then_some(())
-    });
+    record_1_written_and_committed(&topic, &group);
     eprintln!("stopped {took:?} after waking");
     assert!(w.stop().success());
 }
