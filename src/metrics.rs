@@ -46,6 +46,7 @@ struct Families {
     dead_lettered: IntCounterVec,
     retries: IntCounterVec,
     rebalances: IntCounterVec,
+    stalls: IntCounterVec,
     reconciled: IntCounterVec,
     rows_produced: IntCounterVec,
     transactions: IntCounterVec,
@@ -148,6 +149,11 @@ impl Registry {
                 "Partition assignment changes of a task's consumer, by kind (assigned, revoked, lost).",
                 &["connector", "task", "kind"],
             ),
+            stalls: counter(
+                "cdc_sink_stalls_total",
+                "Times the process stood still (stopped, frozen, swapping) long enough that the group may have moved on: the Elasticsearch sink held its bulk writes until the task had polled its consumer.",
+                TASK,
+            ),
             reconciled: counter(
                 "cdc_sink_documents_reconciled_total",
                 "Documents removed (or soft-deleted) by reconciliation after a snapshot.",
@@ -221,7 +227,7 @@ impl Registry {
     /// The name of every metric family (`GET /metrics` shows those with series).
     pub fn names(&self) -> Vec<String> {
         let f = &self.f;
-        let all: [&dyn Collector; 20] = [
+        let all: [&dyn Collector; 21] = [
             &f.consumed,
             &f.written,
             &f.stale,
@@ -230,6 +236,7 @@ impl Registry {
             &f.dead_lettered,
             &f.retries,
             &f.rebalances,
+            &f.stalls,
             &f.reconciled,
             &f.rows_produced,
             &f.transactions,
@@ -467,6 +474,11 @@ impl Metrics {
 
     pub fn rebalance(&self, kind: &str) {
         self.of(&self.f.rebalances, kind).inc();
+    }
+
+    /// The counter of stalls seen by this task's sink (`sink/elasticsearch/stall.rs`).
+    pub fn stalls(&self) -> IntCounter {
+        self.task_counter(&self.f.stalls)
     }
 
     pub fn reconciled(&self, n: u64) {

@@ -665,7 +665,7 @@ fn a_revocation_while_writes_are_held_after_a_stall_gives_them_up_without_waitin
     let topic = unique("it-held-revoked");
     kafka::create_topic(&topic, 1);
     let proxy = Proxy::start(&servers().es);
-    let (w, group) = start_es_worker("it-held-revoked", &topic, &proxy.url, HELD);
+    let (mut w, group) = start_es_worker("it-held-revoked", &topic, &proxy.url, HELD);
     first_written_then_old_retrying(&topic, &proxy);
     // Stopped for 1.8 s: past the stall threshold (1.25 s with the tests' 3 s session and
     // 0.5 s heartbeat), within the session. Meanwhile another member joins the group, which
@@ -710,6 +710,14 @@ fn a_revocation_while_writes_are_held_after_a_stall_gives_them_up_without_waitin
         w.log_text().contains("the process did not run for"),
         "no stall seen"
     );
+    // Counted for the task in /metrics (the connector's only task: task 0).
+    let connector = group.trim_start_matches("connect-");
+    let stalls = crate::support::rest::metric(
+        &crate::support::rest::metrics(&w.rest_url()),
+        "cdc_sink_stalls_total",
+        &[("connector", connector), ("task", "0")],
+    );
+    assert!(stalls >= Some(1.0), "stalls counted: {stalls:?}");
     leave.store(true, Ordering::SeqCst);
     member.join().unwrap();
     // Whoever read it last, record 1 ends written and the partition committed to its end.

@@ -139,6 +139,7 @@ fn metrics_count_a_known_run_exactly_and_the_lag_reaches_zero() {
         m("cdc_sink_rebalances_total", &[("kind", "assigned")]).unwrap() >= 1.0,
         "{text}"
     );
+    assert_eq!(m("cdc_sink_stalls_total", &[]), Some(0.0));
 
     // Progress in task status (set by the 30-second report), and the status command's table.
     rest::wait_for(

@@ -150,6 +150,7 @@ impl ElasticsearchSink {
                 writing: None,
             })
             .collect();
+        let stalls = metrics.stalls();
         let shared = Arc::new(Shared {
             cfg: cfg.clone(),
             client,
@@ -157,7 +158,7 @@ impl ElasticsearchSink {
             trouble: Mutex::new(None),
             slow: AtomicU32::new(0),
             abandoned: AtomicBool::new(false),
-            clock: stall::StallClock::new(stall_after),
+            clock: stall::StallClock::new(stall_after, stalls),
             stale: Mutex::new(stale::StaleWatch::default()),
         });
         // The clock of `stall.rs`, ticking for as long as the sink lives.

@@ -21,6 +21,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use prometheus::IntCounter;
 use tracing::warn;
 
 pub const TICK: Duration = Duration::from_millis(100);
@@ -49,19 +50,20 @@ pub struct StallClock {
     held_until: AtomicU64,
     /// When the latest poll of the task's consumer known to have returned began.
     polled: AtomicU64,
-    /// Stalls seen so far, each counted (and logged) once.
-    stalls: AtomicU64,
+    /// Stalls seen so far, each counted (and logged) once: `cdc_sink_stalls_total`.
+    stalls: IntCounter,
 }
 
 impl StallClock {
-    pub fn new(stall: Duration) -> StallClock {
+    /// A clock that counts the stalls it sees in `stalls`.
+    pub fn new(stall: Duration, stalls: IntCounter) -> StallClock {
         StallClock {
             born: Instant::now(),
             stall: stall.as_millis() as u64,
             ticked: AtomicU64::new(0),
             held_until: AtomicU64::new(0),
             polled: AtomicU64::new(0),
-            stalls: AtomicU64::new(0),
+            stalls,
         }
     }
 
@@ -118,7 +120,7 @@ impl StallClock {
         // Seen a second time (by a write, then the ticker): the hold in place was set since
         // `last`, after the stall began.
         if before.saturating_sub(HOLD.as_millis() as u64) <= last {
-            self.stalls.fetch_add(1, Ordering::Relaxed);
+            self.stalls.inc();
             warn!(
                 "the process did not run for {gap} ms (stopped, frozen, swapping): bulk writes \
                  wait {} ms and a poll of the consumer after that, for the task to learn \
@@ -130,7 +132,12 @@ impl StallClock {
 
     #[cfg(test)]
     fn stalls(&self) -> u64 {
-        self.stalls.load(Ordering::Relaxed)
+        self.stalls.get()
+    }
+
+    #[cfg(test)]
+    fn counted(stall: Duration) -> StallClock {
+        StallClock::new(stall, IntCounter::new("stalls", "stalls").unwrap())
     }
 }
 
@@ -140,7 +147,7 @@ mod tests {
 
     #[test]
     fn a_stall_holds_writes_for_a_while_and_a_late_tick_does_not() {
-        let c = StallClock::new(MIN_STALL);
+        let c = StallClock::counted(MIN_STALL);
         let run = |from: u64, to: u64| (from..=to).step_by(100).for_each(|t| c.tick_at(t));
         let ms = Duration::from_millis;
         run(0, 1_000);
@@ -180,7 +187,7 @@ mod threshold_tests {
         // librdkafka's defaults: a 45 s session, a heartbeat every 3 s.
         assert_eq!(threshold(Duration::from_secs(42)), Duration::from_secs(21));
         assert_eq!(threshold(Duration::ZERO), MIN_STALL);
-        let c = StallClock::new(threshold(Duration::from_secs(42)));
+        let c = StallClock::counted(threshold(Duration::from_secs(42)));
         (0..=1_000).step_by(100).for_each(|t| c.tick_at(t));
         // A runtime busy for 5 s: not held.
         assert_eq!(c.held_at(6_000), None);
