@@ -390,7 +390,7 @@ impl RebalanceHandler for Handler {
             // Writes held after the process stood still wait for a poll to return, and this
             // callback runs inside one: waiting for them would only run out flush.timeout.ms,
             // and hold up the group's rebalance as long. What is acknowledged already is taken.
-            let held = st.sink.held();
+            let held = held(&st);
             let timeout = if held {
                 Duration::ZERO
             } else {
@@ -403,7 +403,7 @@ impl RebalanceHandler for Handler {
                 // Still queued or retrying after `flush.timeout.ms` (Elasticsearch down), held,
                 // or left so by a failure, which would otherwise have them retried while the
                 // task finishes.
-                let why = match (st.failure.is_some(), held || st.sink.held()) {
+                let why = match (st.failure.is_some(), held || self::held(&st)) {
                     (true, _) => "writes of revoked partitions unfinished when the task failed".into(),
                     (false, true) => "writes of revoked partitions held since the process stood still (they would wait for this very poll)".into(),
                     (false, false) => format!(
@@ -529,13 +529,19 @@ fn drain(st: &mut State, timeout: Duration, done: impl Fn(&State) -> bool) -> Re
             // Nothing left in the sink: what remains is a record that never reached it.
             break;
         }
-        if st.sink.held() {
+        if held(st) {
             // Writes held since the process stood still wait for a poll of the consumer, and
             // whoever drains polls nothing: its caller gives them up.
             break;
         }
     }
     Ok(())
+}
+
+/// Whether the sink has writes held since the process stood still: they wait for a poll of the
+/// consumer (copies on their way to the dead-letter queue do not).
+fn held(st: &State) -> bool {
+    st.sink.pending() > 0 && st.sink.held()
 }
 
 /// Passes the offsets the consumer never handed out (`source::skip_undelivered`), unless records
@@ -1118,18 +1124,30 @@ fn run(
     if finishes(&outcome, st.failure.as_ref()) {
         // Writes held since the process stood still would wait for a poll that is not coming,
         // until flush.timeout.ms ran out: the group may have moved on meanwhile, so they are
-        // given up, and their records read again by whoever owns the partitions next.
-        let timeout = if st.sink.held() {
-            Duration::ZERO
-        } else {
-            flush_timeout
-        };
-        if let Err(e) = drain(&mut st, timeout, |st| pending(st) == 0) {
-            warn!(task = %label, "while finishing in-flight writes: {e}");
+        // given up (held before the drain or during it), and their records read again by
+        // whoever owns the partitions next. Copies on their way to the dead-letter queue are
+        // still waited for.
+        let deadline = Instant::now() + flush_timeout;
+        loop {
+            if held(&st) {
+                let what = st.sink.abandon();
+                warn!(task = %label, "writes held since the process stood still given up as the task ends (they would wait for a poll of the consumer): {what}");
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if let Err(e) = drain(&mut st, left, |st| pending(st) == 0) {
+                warn!(task = %label, "while finishing in-flight writes: {e}");
+                break;
+            }
+            if !held(&st) {
+                break;
+            }
         }
-        if st.sink.held() && st.sink.pending() > 0 {
+        // Not finished within flush.timeout.ms (Elasticsearch down) or left by a failure: given
+        // up before the consumer closes and its partitions go to another member, so that no
+        // retry lands after the next owner's writes.
+        if st.sink.pending() > 0 {
             let what = st.sink.abandon();
-            warn!(task = %label, "writes held since the process stood still given up at shutdown (they would wait for a poll of the consumer): {what}");
+            warn!(task = %label, "writes still unfinished as the task ends given up before its consumer closes (flush.timeout.ms: {} ms): {what}", flush_timeout.as_millis());
         }
         // Only after a clean stop: a task that failed took a record it never tracked (the
         // one that failed), and the position is past it.

@@ -758,7 +758,7 @@ fn a_stop_while_writes_are_held_after_a_stall_gives_them_up_without_waiting_the_
     let log = w.log_text();
     assert!(log.contains("the process did not run for"), "no stall seen");
     assert!(
-        log.contains("given up at shutdown"),
+        log.contains("given up as the task ends"),
         "the held writes were not given up: {}",
         w.log_tail(40)
     );

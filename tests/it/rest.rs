@@ -240,6 +240,14 @@ fn a_stopped_task_leaves_no_write_retrying_behind_it() {
     );
     assert!(es::documents(&topic).is_empty());
     assert_eq!(kafka::committed(&group, &topic, 1).get(&0), None);
+    // Given up when flush.timeout.ms ran out, before the task's consumer closed.
+    assert!(
+        w.log_text().contains(
+            "writes still unfinished as the task ends given up before its consumer closes"
+        ),
+        "{}",
+        w.log_tail(30)
+    );
     assert!(w.stop().success());
 }
 
