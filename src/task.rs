@@ -1194,12 +1194,20 @@ impl Drop for Consumed<'_> {
     }
 }
 
-/// A consumer error: the end of the task when Kafka refuses this worker for good, else logged.
+/// A consumer error: the end of the task when Kafka refuses this worker for good or hands it
+/// records it cannot read, else logged.
 fn consumer_error(e: &rdkafka::error::KafkaError, settings: &Settings, label: &str) -> Option<End> {
     if let Some(why) = source::refused(e) {
         return Some(End::Failed(format!(
             "Kafka ({}) refused this worker: {why}",
             settings.kafka.bootstrap_servers
+        )));
+    }
+    if let Some(what) = source::unreadable(e) {
+        return Some(End::Failed(format!(
+            "Kafka handed the task {what} ({e}): librdkafka would skip it or stand still on it, \
+             so the task stops rather than commit past records it could not read (the committed \
+             offsets say where it stopped: GET /connectors/NAME/offsets)"
         )));
     }
     warn!(task = %label, "consumer error: {e}");

@@ -198,6 +198,25 @@ pub fn refused(e: &rdkafka::error::KafkaError) -> Option<String> {
     }
 }
 
+/// Why `e`, a consumer error, means Kafka handed over records the task cannot read, if it does:
+/// a batch that failed its CRC check (with `check.crcs=true`), could not be decompressed, or is
+/// in a format or codec librdkafka does not know. librdkafka skips a corrupt batch and reads on
+/// (the task would commit past records it never saw) or fetches an undecodable one again and
+/// again (the partition stands still): the task stops instead, naming the problem, as a Kafka
+/// Connect task fails on the Java consumer's `CorruptRecordException`.
+pub fn unreadable(e: &rdkafka::error::KafkaError) -> Option<&'static str> {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    match e.rdkafka_error_code()? {
+        C::BadMessage => Some("a corrupt batch (its CRC check failed, or it does not parse)"),
+        C::BadCompression => Some("a batch that could not be decompressed"),
+        C::NotImplemented => {
+            Some("a batch in a format or compression codec this build of librdkafka does not read")
+        }
+        C::InvalidMessage => Some("a corrupt batch, as the broker reports it"),
+        _ => None,
+    }
+}
+
 /// The worker's Kafka client settings: `kafka.bootstrap_servers` and `[kafka.properties]`.
 pub fn client_config(settings: &Settings) -> ClientConfig {
     let mut c = ClientConfig::new();

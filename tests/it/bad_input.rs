@@ -91,3 +91,50 @@ fn a_record_without_key_fails_the_task_when_no_pk_fields_are_set() {
     let line = fails_at_offset_5(bad, &[]);
     assert!(line.contains("record has no key"), "{line}");
 }
+
+/// A batch whose bytes were corrupted on the broker's disk fails the task when the consumer
+/// checks CRCs (`check.crcs=true`): librdkafka would report it and skip it, and the task would
+/// commit past records it never saw. The records before it are written and committed, the ones
+/// in and after it are not.
+#[test]
+fn a_corrupt_batch_fails_the_task_instead_of_being_skipped() {
+    use crate::support::wait_until;
+    use std::time::Duration;
+    let topic = unique("it-corrupt");
+    kafka::create_topic(&topic, 1);
+    // Three produce calls, three batches: offsets 0–4, 5–9 and 10–14.
+    for ids in [0..5, 5..10, 10..15] {
+        kafka::produce(&topic, &ids.map(good).collect::<Vec<_>>());
+    }
+    let path = kafka::first_segment(&topic);
+    let mut segment = std::fs::read(&path).unwrap();
+    let batches = kafka::batches(&segment);
+    let bases: Vec<i64> = batches.iter().map(|b| b.base_offset).collect();
+    assert_eq!(bases, [0, 5, 10]);
+    // One byte of the second batch's last record flipped, in place (the broker serves its
+    // segment from the page cache this write goes to).
+    let at = batches[1].at + batches[1].size - 3;
+    segment[at] ^= 0x20;
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.seek(SeekFrom::Start(at as u64)).unwrap();
+        f.write_all(&segment[at..=at]).unwrap();
+    }
+    let (mut w, group) = start_es_worker(
+        "it-corrupt",
+        &topic,
+        &servers().es,
+        &[("consumer.override.check.crcs", "true")],
+    );
+    let line = w.wait_log("a corrupt batch", Duration::from_secs(60));
+    assert!(line.contains("stops rather than commit past"), "{line}");
+    wait_until(Duration::from_secs(60), "offset 5 committed", || {
+        (kafka::committed(&group, &topic, 1) == BTreeMap::from([(0, 5)])).then_some(())
+    });
+    let expected: BTreeMap<String, Value> = (0..5)
+        .map(|id| (id.to_string(), json!({"id": id, "name": format!("n{id}")})))
+        .collect();
+    assert_eq!(es::sources(&topic), expected);
+    assert!(!w.stop().success());
+}

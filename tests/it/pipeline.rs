@@ -146,6 +146,32 @@ fn created(id: i64, lsn: i64) -> Rec {
     }
 }
 
+/// A topic whose batches the broker compresses with zstd (the topic's `compression.type`, as
+/// many clusters set it) is read like any other: librdkafka is built with zstd.
+#[test]
+fn a_topic_compressed_with_zstd_is_read() {
+    let topic = unique("it-zstd");
+    kafka::create_topic_with(&topic, &[("compression.type", "zstd")]);
+    kafka::produce(
+        &topic,
+        &(0..10).map(|id| created(id, 100 + id)).collect::<Vec<_>>(),
+    );
+    // The broker wrote them as zstd batches.
+    let segment = std::fs::read(kafka::first_segment(&topic)).unwrap();
+    let batches = kafka::batches(&segment);
+    assert!(!batches.is_empty());
+    assert!(
+        batches.iter().all(|b| b.attributes & 7 == 4),
+        "not all zstd: {batches:?}"
+    );
+    let (w, group) = start_es_worker("it-zstd", &topic, &servers().es, &[]);
+    let expected: BTreeMap<String, Value> = (0..10)
+        .map(|id| (id.to_string(), json!({"id": id})))
+        .collect();
+    wait_converged(&topic, &expected, &group, 1, Duration::from_secs(60));
+    assert!(w.stop().success());
+}
+
 /// `topics.regex` reads the topics whose whole name it matches, as Kafka Connect does: not one
 /// whose name only starts with a match (librdkafka matches anywhere in the name). Its syntax is
 /// Java's where the `regex` crate shares it (`\d`, `(?:…)`), which librdkafka's POSIX patterns

@@ -559,3 +559,44 @@ pub fn join_group_briefly(group: &str, topic: &str) {
     }
     drop(c);
 }
+
+/// The broker's first log segment of partition 0 of `topic`, on disk (`scripts/servers` keeps
+/// the broker's data under its directory).
+pub fn first_segment(topic: &str) -> std::path::PathBuf {
+    super::servers::servers()
+        .dir
+        .join("kafka/data")
+        .join(format!("{topic}-0"))
+        .join("00000000000000000000.log")
+}
+
+/// One record batch of a log segment: where it starts in the file, its size, its first offset
+/// and its attributes (the low three bits: the compression codec, 4 for zstd).
+#[derive(Debug, Clone, Copy)]
+pub struct Batch {
+    pub at: usize,
+    pub size: usize,
+    pub base_offset: i64,
+    pub attributes: i16,
+}
+
+/// The record batches of a segment file (Kafka's format v2: base offset, length, leader epoch,
+/// magic, CRC, attributes…).
+pub fn batches(segment: &[u8]) -> Vec<Batch> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 23 <= segment.len() {
+        let base_offset = i64::from_be_bytes(segment[at..at + 8].try_into().unwrap());
+        let length = i32::from_be_bytes(segment[at + 8..at + 12].try_into().unwrap());
+        let size = 12 + usize::try_from(length).expect("a batch length");
+        let attributes = i16::from_be_bytes(segment[at + 21..at + 23].try_into().unwrap());
+        out.push(Batch {
+            at,
+            size,
+            base_offset,
+            attributes,
+        });
+        at += size;
+    }
+    out
+}
