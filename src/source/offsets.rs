@@ -11,6 +11,8 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use tracing::warn;
+
 use crate::sink::Ack;
 
 /// The epoch of acks that must never count (a record delivered twice).
@@ -25,6 +27,8 @@ struct Partition {
     pending: VecDeque<Entry>,
     /// One past the last offset read.
     next: Option<i64>,
+    /// One past the last offset taken for one read again, while a run of them lasts.
+    again: Option<i64>,
     /// The offset to commit: every record below it is written.
     watermark: Option<i64>,
     committed: Option<i64>,
@@ -104,6 +108,7 @@ impl Offsets {
             epoch: self.epochs,
             pending: VecDeque::new(),
             next: None,
+            again: None,
             watermark: None,
             committed: None,
         };
@@ -151,8 +156,21 @@ impl Offsets {
                 offset,
             };
         };
-        if p.next.is_some_and(|n| offset < n) {
+        if let Some(next) = p.next.filter(|n| offset < *n) {
             // Read again (a fetch after pause/resume): the first read is the one that counts.
+            // Logged once per run of such offsets: the same offsets given to other records (a
+            // topic deleted and created again under a running task, an unclean leader
+            // election) look the same, and those records are then never written.
+            if p.again != Some(offset) {
+                warn!(
+                    "{topic} [{partition}]: offset {offset} delivered again (the task had read up \
+                     to {next}): taken for a record already read, and not written. If the topic \
+                     was deleted and created again, or Kafka lost records in an unclean leader \
+                     election, these are other records, missing from the target: restart the \
+                     connector from the right offsets, or rebuild the index"
+                );
+            }
+            p.again = Some(offset + 1);
             return Ack {
                 slot,
                 epoch: NO_EPOCH,
