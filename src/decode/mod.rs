@@ -172,11 +172,15 @@ pub(crate) fn change(
     }))
 }
 
-/// Records Debezium writes beside row changes, known by their schema name.
+/// Records Debezium writes beside row changes, known by their schema name: Debezium's own
+/// (`io.debezium.connector.<connector or common>.<kind>`), not another producer's record of
+/// the same short name, which is refused as not a change event rather than skipped.
 pub(crate) fn skip_by_schema_name(name: &str) -> Option<Skip> {
-    if name.ends_with("SchemaChangeValue") {
+    if !name.starts_with("io.debezium.") {
+        None
+    } else if name.ends_with(".SchemaChangeValue") {
         Some(Skip::SchemaChange)
-    } else if name.ends_with("TransactionMetadataValue") {
+    } else if name.ends_with(".TransactionMetadataValue") {
         Some(Skip::TransactionMetadata)
     } else if name.ends_with(".Heartbeat") {
         Some(Skip::Heartbeat)

@@ -257,7 +257,24 @@ impl AvroConverter {
                     after = Some(image(buf).map_err(|e| bad(id, &format!("`after`: {e}")))?)
                 }
                 Part::SourceRecord | Part::Source => source = Some((*part, buf.as_slice())),
-                Part::TsMs => ts_ms = std::str::from_utf8(buf).ok().and_then(|t| t.parse().ok()),
+                // An integer, as the JSON decoder requires it: a `ts_ms` of another type (a
+                // timestamp written out, a double) is refused, not dropped.
+                Part::TsMs => {
+                    ts_ms = Some(
+                        std::str::from_utf8(buf)
+                            .ok()
+                            .and_then(|t| t.parse::<i64>().ok())
+                            .ok_or_else(|| {
+                                bad(
+                                    id,
+                                    &format!(
+                                        "`ts_ms` is not an integer: {}",
+                                        String::from_utf8_lossy(&buf[..buf.len().min(64)])
+                                    ),
+                                )
+                            })?,
+                    )
+                }
                 Part::Op | Part::Other => {}
             }
         }
@@ -594,6 +611,54 @@ mod tests {
             assert!(e.message.contains("schema registry"), "{}", e.message);
         }
         assert!(!c.layouts.contains_key(&9) && !c.plans.contains_key(&9));
+    }
+
+    #[test]
+    fn only_debeziums_own_records_without_op_are_skipped() {
+        let mut c = converter(&[
+            (
+                7,
+                r#"{"type":"record","name":"Heartbeat","namespace":"com.acme","fields":[{"name":"ts_ms","type":"long"}]}"#,
+            ),
+            (
+                8,
+                r#"{"type":"record","name":"TransactionMetadataValue","namespace":"io.debezium.connector.common","fields":[{"name":"id","type":"string"}]}"#,
+            ),
+        ]);
+        let e = c.value(Some(&framed(7, &[&[2]]))).unwrap_err();
+        assert!(
+            e.message
+                .contains("com.acme.Heartbeat) is not a Debezium change event"),
+            "{}",
+            e.message
+        );
+        assert_eq!(
+            c.value(Some(&framed(8, &[&string("tx")]))).unwrap(),
+            Value::Skipped(super::super::Skip::TransactionMetadata)
+        );
+    }
+
+    #[test]
+    fn a_ts_ms_that_is_not_an_integer_is_refused_not_dropped() {
+        let schema = r#"{"type":"record","name":"Envelope","namespace":"it.inv.t","fields":[
+            {"name":"before","type":["null",{"type":"record","name":"Row","fields":[{"name":"id","type":"int"}]}]},
+            {"name":"after","type":["null","Row"]},
+            {"name":"op","type":"string"},
+            {"name":"ts_ms","type":["null","string"]}]}"#;
+        let mut c = converter(&[(6, schema)]);
+        let create = |ts: &[u8]| framed(6, &[&[0], &[2, 16], &string("c"), ts]);
+        let Value::Change(e) = c.value(Some(&create(&[0]))).unwrap() else {
+            panic!()
+        };
+        assert_eq!(e.ts_ms, None);
+        let err = c
+            .value(Some(&create(&[&[2][..], &string("2024-03-01")].concat())))
+            .unwrap_err();
+        assert!(
+            err.message.contains("`ts_ms` is not an integer"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

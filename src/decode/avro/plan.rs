@@ -84,7 +84,7 @@ pub fn compile(schema: &str) -> Result<Plan, String> {
         serde_json::from_str(schema).map_err(|e| format!("not a valid Avro schema: {e}"))?;
     let mut names = HashMap::new();
     collect(&json, "", &mut names);
-    build(&json, "", &names, 0, &Cell::new(0))
+    build(&json, "", &names, 0, &Budget::default())
 }
 
 /// Full name of a named type defined by `obj` inside namespace `ns`, and its own namespace.
@@ -226,22 +226,52 @@ fn conv_of(obj: &Map<String, Json>, wire: &str, connect_name: Option<&str>) -> C
 /// the worker running out of memory. Debezium's schemas hold a few hundred.
 const MAX_NODES: usize = 100_000;
 
+/// The most bytes of names and enum symbols one schema's plan may hold, for the same reason: a
+/// large enum used in every field of records used over and over stays under [`MAX_NODES`] and
+/// would still be copied tens of gigabytes' worth. Debezium's schemas hold a few kilobytes.
+const MAX_NAME_BYTES: usize = 16 << 20;
+
+/// What a plan being built has taken so far, against [`MAX_NODES`] and [`MAX_NAME_BYTES`].
+#[derive(Default)]
+struct Budget {
+    nodes: Cell<usize>,
+    bytes: Cell<usize>,
+}
+
+impl Budget {
+    fn node(&self) -> Result<(), String> {
+        self.nodes.set(self.nodes.get() + 1);
+        if self.nodes.get() > MAX_NODES {
+            return Err(format!(
+                "the Avro schema expands to more than {MAX_NODES} types (named types used over and over): not supported"
+            ));
+        }
+        Ok(())
+    }
+
+    fn bytes(&self, n: usize) -> Result<(), String> {
+        self.bytes.set(self.bytes.get().saturating_add(n));
+        if self.bytes.get() > MAX_NAME_BYTES {
+            return Err(format!(
+                "the Avro schema expands to more than {} MiB of names and symbols (named types used over and over): not supported",
+                MAX_NAME_BYTES >> 20
+            ));
+        }
+        Ok(())
+    }
+}
+
 fn build(
     v: &Json,
     ns: &str,
     names: &HashMap<String, (&Json, String)>,
     depth: usize,
-    nodes: &Cell<usize>,
+    budget: &Budget,
 ) -> Result<Plan, String> {
     if depth > 64 {
         return Err("recursive Avro schemas are not supported".into());
     }
-    nodes.set(nodes.get() + 1);
-    if nodes.get() > MAX_NODES {
-        return Err(format!(
-            "the Avro schema expands to more than {MAX_NODES} types (named types used over and over): not supported"
-        ));
-    }
+    budget.node()?;
     match v {
         Json::String(s) => {
             if let Some(n) = primitive(s) {
@@ -256,12 +286,12 @@ fn build(
                 .get(&full)
                 .or_else(|| names.get(s.as_str()))
                 .ok_or_else(|| format!("Avro schema refers to unknown type `{s}`"))?;
-            build(def, space, names, depth + 1, nodes)
+            build(def, space, names, depth + 1, budget)
         }
         Json::Array(branches) => {
             let plans = branches
                 .iter()
-                .map(|b| build(b, ns, names, depth + 1, nodes))
+                .map(|b| build(b, ns, names, depth + 1, budget))
                 .collect::<Result<_, _>>()?;
             Ok(Plan::keep(Node::Union(plans)))
         }
@@ -270,7 +300,7 @@ fn build(
             let connect_name = obj.get("connect.name").and_then(Json::as_str);
             let ty_name = match ty {
                 Json::String(t) => t.as_str(),
-                nested => return build(nested, ns, names, depth + 1, nodes),
+                nested => return build(nested, ns, names, depth + 1, budget),
             };
             if let Some(node) = primitive(ty_name) {
                 let conv = conv_of(obj, ty_name, connect_name);
@@ -279,6 +309,7 @@ fn build(
             match ty_name {
                 "record" | "error" => {
                     let (full, space) = fullname(obj, ns);
+                    budget.bytes(full.len())?;
                     let mut fields = Vec::new();
                     for f in obj
                         .get("fields")
@@ -289,12 +320,14 @@ fn build(
                             .get("name")
                             .and_then(Json::as_str)
                             .ok_or("Avro field without `name`")?;
+                        // Held twice: the name, and the key written before its value.
+                        budget.bytes(2 * name.len() + 3)?;
                         let plan = build(
                             f.get("type").ok_or("Avro field without `type`")?,
                             &space,
                             names,
                             depth + 1,
-                            nodes,
+                            budget,
                         )?;
                         let mut key = serde_json::to_vec(name).map_err(|e| e.to_string())?;
                         key.push(b':');
@@ -316,10 +349,14 @@ fn build(
                     let symbols = obj
                         .get("symbols")
                         .and_then(Json::as_array)
-                        .ok_or("Avro enum without `symbols`")?
-                        .iter()
-                        .map(|s| s.to_string())
-                        .collect();
+                        .ok_or("Avro enum without `symbols`")?;
+                    budget.bytes(
+                        symbols
+                            .iter()
+                            .map(|s| s.as_str().map_or(0, str::len) + 2)
+                            .sum(),
+                    )?;
+                    let symbols = symbols.iter().map(|s| s.to_string()).collect();
                     Ok(Plan::keep(Node::Enum(symbols)))
                 }
                 "array" => {
@@ -328,7 +365,7 @@ fn build(
                         ns,
                         names,
                         depth + 1,
-                        nodes,
+                        budget,
                     )?;
                     Ok(Plan::keep(Node::Array(Box::new(items))))
                 }
@@ -338,7 +375,7 @@ fn build(
                         ns,
                         names,
                         depth + 1,
-                        nodes,
+                        budget,
                     )?;
                     Ok(Plan::keep(Node::Map(Box::new(values))))
                 }
@@ -357,7 +394,7 @@ fn build(
                     ns,
                     names,
                     depth + 1,
-                    nodes,
+                    budget,
                 ),
             }
         }
@@ -479,6 +516,35 @@ mod tests {
             );
         }
         assert!(compile(&small).is_ok());
+    }
+
+    #[test]
+    fn a_large_enum_used_over_and_over_is_refused_not_copied() {
+        // An enum of 20 000 symbols (260 KB) in each of 50 fields of R1, R1 in each of 50
+        // fields of R2, R2 in 10 fields of the top record: 25 000 copies (6.5 GB of symbols)
+        // in 51 000 types, under the node limit.
+        let symbols: Vec<String> = (0..20_000).map(|i| format!("S{i:08}")).collect();
+        let enum_type = serde_json::json!({"type": "enum", "name": "E", "symbols": symbols});
+        let fields = |ty: &serde_json::Value, n: usize| -> Vec<serde_json::Value> {
+            (0..n)
+                .map(|i| serde_json::json!({"name": format!("f{i}"), "type": ty}))
+                .collect()
+        };
+        let mut r1 = fields(&serde_json::json!("E"), 50);
+        r1[0]["type"] = enum_type;
+        let mut r2 = fields(&serde_json::json!("R1"), 50);
+        r2[0]["type"] = serde_json::json!({"type": "record", "name": "R1", "fields": r1});
+        let mut top = fields(&serde_json::json!("R2"), 10);
+        top[0]["type"] = serde_json::json!({"type": "record", "name": "R2", "fields": r2});
+        let schema = serde_json::json!({"type": "record", "name": "Top", "fields": top});
+        let t0 = std::time::Instant::now();
+        let err = compile(&schema.to_string()).unwrap_err();
+        assert!(err.contains("MiB of names and symbols"), "{err}");
+        assert!(t0.elapsed() < std::time::Duration::from_secs(10));
+        // One use of the enum is fine.
+        let one = serde_json::json!({"type": "record", "name": "One", "fields": [
+            {"name": "e", "type": {"type": "enum", "name": "E", "symbols": symbols}}]});
+        assert!(compile(&one.to_string()).is_ok());
     }
 
     #[test]

@@ -73,6 +73,10 @@ impl<'a> Reader<'a> {
         for shift in (0..64).step_by(7) {
             let b = *self.data.get(self.pos).ok_or(TRUNCATED)?;
             self.pos += 1;
+            // The tenth byte holds the 64th bit alone: more is a number no writer encodes.
+            if shift == 63 && b > 1 {
+                return Err("an Avro varint overflows 64 bits".into());
+            }
             value |= u64::from(b & 0x7f) << shift;
             if b & 0x80 == 0 {
                 return Ok(zigzag(value));
@@ -147,10 +151,18 @@ fn write_base64(out: &mut Vec<u8>, bytes: &[u8]) {
     out.push(b'"');
 }
 
-/// A float as JSON: Java's way for whole numbers (`2.0`), strings for what JSON cannot hold.
+/// A float as JSON: Java's way for whole numbers (`2.0`), strings for what JSON cannot hold,
+/// spelled as Kafka Connect's JsonConverter (Jackson) writes them, so that a JSON topic and an
+/// Avro topic of the same changes give the same documents: `"NaN"`, `"Infinity"`,
+/// `"-Infinity"` (Rust spells the infinities `inf`).
 fn write_float(out: &mut Vec<u8>, text: String, finite: bool) {
     if !finite {
-        write_str(out, &text);
+        let java = match text.as_str() {
+            "inf" => "Infinity",
+            "-inf" => "-Infinity",
+            other => other,
+        };
+        write_str(out, java);
         return;
     }
     out.extend_from_slice(text.as_bytes());
@@ -192,15 +204,27 @@ pub fn write(
             out.extend_from_slice(b"null");
             Ok(())
         }
-        (Node::Int | Node::Long, Conv::Date) => {
+        (Node::Int, Conv::Date) => {
+            semantic::date(out, r.int()?);
+            Ok(())
+        }
+        (Node::Long, Conv::Date) => {
             semantic::date(out, r.long()?);
             Ok(())
         }
-        (Node::Int | Node::Long, Conv::Time(unit)) => {
+        (Node::Int, Conv::Time(unit)) => {
+            semantic::time(out, r.int()?, *unit);
+            Ok(())
+        }
+        (Node::Long, Conv::Time(unit)) => {
             semantic::time(out, r.long()?, *unit);
             Ok(())
         }
-        (Node::Int | Node::Long, Conv::Timestamp(unit)) => {
+        (Node::Int, Conv::Timestamp(unit)) => {
+            semantic::timestamp(out, r.int()?, *unit);
+            Ok(())
+        }
+        (Node::Long, Conv::Timestamp(unit)) => {
             semantic::timestamp(out, r.long()?, *unit);
             Ok(())
         }
@@ -514,8 +538,77 @@ mod tests {
         for cut in [&[][..], &[0x80], &[0xff, 0xff, 0xff]] {
             assert!(Reader::new(cut).long().unwrap_err().contains("ends early"));
         }
+        // The tenth byte may hold the 64th bit and nothing more.
+        let mut tenth = vec![0xff; 9];
+        tenth.push(0x01);
+        assert_eq!(Reader::new(&tenth).long().unwrap(), i64::MIN);
+        for last in [0x7f, 0x02, 0x81] {
+            tenth[9] = last;
+            tenth.push(0x00);
+            let e = Reader::new(&tenth).long().unwrap_err();
+            assert_eq!(e, "an Avro varint overflows 64 bits", "{last:#x}");
+            tenth.pop();
+        }
         let long = Reader::new(&[0xff; 11]).long().unwrap_err();
-        assert_eq!(long, "an Avro varint is longer than 10 bytes");
+        assert_eq!(long, "an Avro varint overflows 64 bits");
+    }
+
+    #[test]
+    fn floats_json_cannot_hold_are_spelled_as_kafka_connect_spells_them() {
+        let plan = compile(
+            r#"{"type":"record","name":"r","fields":[{"name":"d","type":"double"},{"name":"f","type":"float"}]}"#,
+        )
+        .unwrap();
+        for (d, f, want) in [
+            (
+                f64::INFINITY,
+                f32::NEG_INFINITY,
+                r#"{"d":"Infinity","f":"-Infinity"}"#,
+            ),
+            (f64::NAN, 1.5, r#"{"d":"NaN","f":1.5}"#),
+        ] {
+            let mut data = d.to_le_bytes().to_vec();
+            data.extend(f.to_le_bytes());
+            let mut out = Vec::new();
+            write(
+                &mut Reader::new(&data),
+                &plan,
+                &Options::default(),
+                &mut out,
+            )
+            .unwrap();
+            assert_eq!(String::from_utf8(out).unwrap(), want);
+        }
+    }
+
+    #[test]
+    fn an_int_with_a_logical_type_is_read_as_an_int() {
+        for ty in [
+            r#"{"type":"int","logicalType":"date"}"#,
+            r#"{"type":"int","logicalType":"time-millis"}"#,
+        ] {
+            let plan = compile(&format!(
+                r#"{{"type":"record","name":"r","fields":[{{"name":"v","type":{ty}}}]}}"#
+            ))
+            .unwrap();
+            let mut out = Vec::new();
+            let e = write(
+                &mut Reader::new(&zz(1 << 40)),
+                &plan,
+                &Options::default(),
+                &mut out,
+            )
+            .unwrap_err();
+            assert!(e.contains("Avro int out of range"), "{ty}: {e}");
+            out.clear();
+            write(
+                &mut Reader::new(&zz(1)),
+                &plan,
+                &Options::default(),
+                &mut out,
+            )
+            .unwrap();
+        }
     }
 
     #[test]
