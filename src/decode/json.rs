@@ -621,8 +621,22 @@ pub(crate) fn write_value(
         }
         Conv::Map(value) => {
             if !raw.starts_with('{') {
-                // Maps with non-string keys are arrays of [key, value] pairs: left as they are.
-                push_raw(out, raw);
+                // Maps with non-string keys are arrays of [key, value] pairs (Kafka Connect's
+                // JsonConverter): kept so, their values converted like any map's.
+                let pairs: Vec<(&RawValue, &RawValue)> = serde_json::from_str(raw)
+                    .map_err(|_| format!("expected a map, got `{raw}`"))?;
+                out.push(b'[');
+                for (i, (k, v)) in pairs.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    out.push(b'[');
+                    push_raw(out, k.get());
+                    out.push(b',');
+                    write_value(v.get(), value, opts, out)?;
+                    out.push(b']');
+                }
+                out.push(b']');
                 return Ok(());
             }
             out.push(b'{');
@@ -914,6 +928,22 @@ mod tests {
             bad.starts_with("expected base64 bytes for a decimal, got `\"D5*=\"`: "),
             "{bad}"
         );
+    }
+
+    #[test]
+    fn a_map_with_non_string_keys_has_its_values_converted() {
+        let conv = Conv::Map(Box::new(Conv::Date));
+        let write = |raw: &str| {
+            let mut out = Vec::new();
+            write_value(raw, &conv, &Options::default(), &mut out)
+                .map(|()| String::from_utf8(out).unwrap())
+        };
+        assert_eq!(write(r#"{"a":0}"#).unwrap(), r#"{"a":"1970-01-01"}"#);
+        assert_eq!(
+            write(r#"[[1, 0], [2, 19783]]"#).unwrap(),
+            r#"[[1,"1970-01-01"],[2,"2024-03-01"]]"#
+        );
+        assert!(write(r#"[[1]]"#).unwrap_err().contains("expected a map"));
     }
 
     #[test]
