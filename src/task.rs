@@ -810,6 +810,7 @@ fn run(
         }
     };
     source::check_poll_interval(&config, flush_timeout).map_err(End::Failed)?;
+    let crcs_checked = source::crcs_checked(&config);
     let dlq = match &spec.errors.dead_letter {
         None => None,
         Some(cfg) => {
@@ -903,7 +904,7 @@ fn run(
                     }
                 }
                 Some(Err(e)) => {
-                    if let Some(end) = consumer_error(&e, settings, &label) {
+                    if let Some(end) = consumer_error(&e, settings, crcs_checked, &label) {
                         break 'run Err(end);
                     }
                 }
@@ -958,7 +959,7 @@ fn run(
                 }
                 match msg {
                     Err(e) => {
-                        if let Some(end) = consumer_error(&e, settings, &label) {
+                        if let Some(end) = consumer_error(&e, settings, crcs_checked, &label) {
                             break 'run Err(end);
                         }
                     }
@@ -1147,7 +1148,7 @@ fn run(
         // retry lands after the next owner's writes.
         if st.sink.pending() > 0 {
             let what = st.sink.abandon();
-            warn!(task = %label, "writes still unfinished as the task ends given up before its consumer closes (flush.timeout.ms: {} ms): {what}", flush_timeout.as_millis());
+            warn!(task = %label, "writes still unfinished as the task ends (flush.timeout.ms: {} ms), dealt with before its consumer closes: {what}", flush_timeout.as_millis());
         }
         // Only after a clean stop: a task that failed took a record it never tracked (the
         // one that failed), and the position is past it.
@@ -1196,14 +1197,19 @@ impl Drop for Consumed<'_> {
 
 /// A consumer error: the end of the task when Kafka refuses this worker for good or hands it
 /// records it cannot read, else logged.
-fn consumer_error(e: &rdkafka::error::KafkaError, settings: &Settings, label: &str) -> Option<End> {
+fn consumer_error(
+    e: &rdkafka::error::KafkaError,
+    settings: &Settings,
+    crcs_checked: bool,
+    label: &str,
+) -> Option<End> {
     if let Some(why) = source::refused(e) {
         return Some(End::Failed(format!(
             "Kafka ({}) refused this worker: {why}",
             settings.kafka.bootstrap_servers
         )));
     }
-    if let Some(what) = source::unreadable(e) {
+    if let Some(what) = source::unreadable(e, crcs_checked) {
         return Some(End::Failed(format!(
             "Kafka handed the task {what} ({e}): librdkafka would skip it or stand still on it, \
              so the task stops rather than commit past records it could not read (the committed \

@@ -204,17 +204,29 @@ pub fn refused(e: &rdkafka::error::KafkaError) -> Option<String> {
 /// (the task would commit past records it never saw) or fetches an undecodable one again and
 /// again (the partition stands still): the task stops instead, naming the problem, as a Kafka
 /// Connect task fails on the Java consumer's `CorruptRecordException`.
-pub fn unreadable(e: &rdkafka::error::KafkaError) -> Option<&'static str> {
+///
+/// librdkafka raises `BadCompression` and `NotImplemented` to a consumer only for a batch it
+/// reads. `BadMessage` also names a broker connection's failure (a reply of an impossible size,
+/// as from a TLS port spoken to in plain text), which librdkafka recovers from: it counts as a
+/// corrupt batch only when the consumer checks CRCs (`crcs_checked`, `check.crcs=true`), the
+/// only way librdkafka skips a batch with it.
+pub fn unreadable(e: &rdkafka::error::KafkaError, crcs_checked: bool) -> Option<&'static str> {
     use rdkafka::types::RDKafkaErrorCode as C;
     match e.rdkafka_error_code()? {
-        C::BadMessage => Some("a corrupt batch (its CRC check failed, or it does not parse)"),
+        C::BadMessage if crcs_checked => Some(
+            "a batch failing its CRC check, or another message librdkafka could not parse (its error just before this names it)",
+        ),
         C::BadCompression => Some("a batch that could not be decompressed"),
         C::NotImplemented => {
             Some("a batch in a format or compression codec this build of librdkafka does not read")
         }
-        C::InvalidMessage => Some("a corrupt batch, as the broker reports it"),
         _ => None,
     }
+}
+
+/// Whether a consumer of `config` checks each batch's CRC (`check.crcs`, off by default).
+pub fn crcs_checked(config: &ClientConfig) -> bool {
+    config.get("check.crcs") == Some("true")
 }
 
 /// The worker's Kafka client settings: `kafka.bootstrap_servers` and `[kafka.properties]`.

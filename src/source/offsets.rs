@@ -27,8 +27,8 @@ struct Partition {
     pending: VecDeque<Entry>,
     /// One past the last offset read.
     next: Option<i64>,
-    /// One past the last offset taken for one read again, while a run of them lasts.
-    again: Option<i64>,
+    /// Whether an offset delivered again was logged since the last new one.
+    again: bool,
     /// The offset to commit: every record below it is written.
     watermark: Option<i64>,
     committed: Option<i64>,
@@ -108,7 +108,7 @@ impl Offsets {
             epoch: self.epochs,
             pending: VecDeque::new(),
             next: None,
-            again: None,
+            again: false,
             watermark: None,
             committed: None,
         };
@@ -157,20 +157,20 @@ impl Offsets {
             };
         };
         if let Some(next) = p.next.filter(|n| offset < *n) {
-            // Read again (a fetch after pause/resume): the first read is the one that counts.
-            // Logged once per run of such offsets: the same offsets given to other records (a
-            // topic deleted and created again under a running task, an unclean leader
-            // election) look the same, and those records are then never written.
-            if p.again != Some(offset) {
+            // Read again (librdkafka may deliver a record twice around a pause): the first read
+            // is the one that counts. Logged once until a new offset comes: the same offsets
+            // given to other records (a topic deleted and created again under a running task,
+            // an unclean leader election) look the same, and those records are never written.
+            if !std::mem::replace(&mut p.again, true) {
                 warn!(
                     "{topic} [{partition}]: offset {offset} delivered again (the task had read up \
-                     to {next}): taken for a record already read, and not written. If the topic \
-                     was deleted and created again, or Kafka lost records in an unclean leader \
-                     election, these are other records, missing from the target: restart the \
-                     connector from the right offsets, or rebuild the index"
+                     to {next}): taken for a record already read, not written again (later ones \
+                     below {next} are not logged). Should the topic have been deleted and created \
+                     again, or Kafka have lost records in an unclean leader election, these are \
+                     other records, missing from the target: move the connector's offsets back \
+                     (PATCH /connectors/NAME/offsets) or rebuild the index"
                 );
             }
-            p.again = Some(offset + 1);
             return Ack {
                 slot,
                 epoch: NO_EPOCH,
@@ -178,6 +178,7 @@ impl Offsets {
             };
         }
         p.next = Some(offset + 1);
+        p.again = false;
         p.pending.push_back(Entry {
             offset,
             done: false,

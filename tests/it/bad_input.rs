@@ -127,7 +127,7 @@ fn a_corrupt_batch_fails_the_task_instead_of_being_skipped() {
         &servers().es,
         &[("consumer.override.check.crcs", "true")],
     );
-    let line = w.wait_log("a corrupt batch", Duration::from_secs(60));
+    let line = w.wait_log("a batch failing its CRC check", Duration::from_secs(60));
     assert!(line.contains("stops rather than commit past"), "{line}");
     wait_until(Duration::from_secs(60), "offset 5 committed", || {
         (kafka::committed(&group, &topic, 1) == BTreeMap::from([(0, 5)])).then_some(())

@@ -243,7 +243,7 @@ fn a_stopped_task_leaves_no_write_retrying_behind_it() {
     // Given up when flush.timeout.ms ran out, before the task's consumer closed.
     assert!(
         w.log_text().contains(
-            "writes still unfinished as the task ends given up before its consumer closes"
+            "writes still unfinished as the task ends (flush.timeout.ms: 1000 ms), dealt with before its consumer closes: every unfinished write dropped"
         ),
         "{}",
         w.log_tail(30)
