@@ -390,8 +390,8 @@ impl RebalanceHandler for Handler {
             // Writes held after the process stood still wait for a poll to return, and this
             // callback runs inside one: waiting for them would only run out flush.timeout.ms,
             // and hold up the group's rebalance as long. What is acknowledged already is taken.
-            let held = held(&st);
-            let timeout = if held {
+            let held_before = held(&st);
+            let timeout = if held_before {
                 Duration::ZERO
             } else {
                 self.flush_timeout
@@ -403,7 +403,7 @@ impl RebalanceHandler for Handler {
                 // Still queued or retrying after `flush.timeout.ms` (Elasticsearch down), held,
                 // or left so by a failure, which would otherwise have them retried while the
                 // task finishes.
-                let why = match (st.failure.is_some(), held || self::held(&st)) {
+                let why = match (st.failure.is_some(), held_before || held(&st)) {
                     (true, _) => "writes of revoked partitions unfinished when the task failed".into(),
                     (false, true) => "writes of revoked partitions held since the process stood still (they would wait for this very poll)".into(),
                     (false, false) => format!(
@@ -1123,32 +1123,29 @@ fn run(
         debug!(task = %label, "starting over: {what}");
     }
     if finishes(&outcome, st.failure.as_ref()) {
-        // Writes held since the process stood still would wait for a poll that is not coming,
-        // until flush.timeout.ms ran out: the group may have moved on meanwhile, so they are
-        // given up (held before the drain or during it), and their records read again by
-        // whoever owns the partitions next. Copies on their way to the dead-letter queue are
-        // still waited for.
+        // The drain stops early when writes are held since the process stood still: they
+        // would wait for a poll that is not coming, and the group may have moved on meanwhile.
+        // What the sink still has then, or after flush.timeout.ms (Elasticsearch down), or
+        // after a failure, is dealt with before the consumer closes and its partitions go to
+        // another member, so that no retry lands after the next owner's writes; their records
+        // are read again by whoever owns the partitions next. Copies on their way to the
+        // dead-letter queue are still waited for, as long as the time left allows.
         let deadline = Instant::now() + flush_timeout;
-        loop {
-            if held(&st) {
-                let what = st.sink.abandon();
+        if let Err(e) = drain(&mut st, flush_timeout, |st| pending(st) == 0) {
+            warn!(task = %label, "while finishing in-flight writes: {e}");
+        }
+        if st.sink.pending() > 0 {
+            let held = st.sink.held();
+            let what = st.sink.abandon();
+            if held {
                 warn!(task = %label, "writes held since the process stood still given up as the task ends (they would wait for a poll of the consumer): {what}");
+            } else {
+                warn!(task = %label, "writes still unfinished as the task ends (flush.timeout.ms: {} ms), dealt with before its consumer closes: {what}", flush_timeout.as_millis());
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if let Err(e) = drain(&mut st, left, |st| pending(st) == 0) {
-                warn!(task = %label, "while finishing in-flight writes: {e}");
-                break;
+                warn!(task = %label, "while finishing dead-letter copies: {e}");
             }
-            if !held(&st) {
-                break;
-            }
-        }
-        // Not finished within flush.timeout.ms (Elasticsearch down) or left by a failure: given
-        // up before the consumer closes and its partitions go to another member, so that no
-        // retry lands after the next owner's writes.
-        if st.sink.pending() > 0 {
-            let what = st.sink.abandon();
-            warn!(task = %label, "writes still unfinished as the task ends (flush.timeout.ms: {} ms), dealt with before its consumer closes: {what}", flush_timeout.as_millis());
         }
         // Only after a clean stop: a task that failed took a record it never tracked (the
         // one that failed), and the position is past it.

@@ -100,9 +100,7 @@ pub trait Sink: Send {
     /// by then has been served. The Elasticsearch sink holds its writes after the process stood still until the
     /// task has polled since (`elasticsearch::stall`): not from when a poll returned, since a
     /// record handled after it may keep the task busy for seconds (a slow schema registry).
-    fn consumer_polled(&self, began: std::time::Instant) {
-        let _ = began;
-    }
+    fn consumer_polled(&self, _began: std::time::Instant) {}
 
     /// Whether writes are held now, waiting for a poll of the consumer (the Elasticsearch
     /// sink's hold after a stall): a rebalance callback, itself inside a poll, does not wait

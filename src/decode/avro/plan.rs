@@ -172,12 +172,8 @@ fn decimal_scale(obj: &Map<String, Json>, wire: &str) -> Option<i32> {
     if wire == "fixed" {
         let size = obj.get("size")?.as_u64()?;
         // 2^k is never a power of ten (k > 0), so the floor of k·log10(2) is that of
-        // log10(2^k − 1).
-        let digits = if size == 0 {
-            0
-        } else {
-            ((size as f64 * 8.0 - 1.0) * std::f64::consts::LOG10_2).floor() as i64
-        };
+        // log10(2^k − 1); a size of 0 gives −1 digits, too few for any precision.
+        let digits = ((size as f64 * 8.0 - 1.0) * std::f64::consts::LOG10_2).floor() as i64;
         if precision > digits {
             return None;
         }

@@ -171,6 +171,14 @@ fn write_float(out: &mut Vec<u8>, text: String, finite: bool) {
     }
 }
 
+/// An `int` (range-checked) or a `long`, as `node` says.
+fn integer(r: &mut Reader<'_>, node: &Node) -> Result<i64, String> {
+    match node {
+        Node::Int => r.int(),
+        _ => r.long(),
+    }
+}
+
 fn write_decimal(
     out: &mut Vec<u8>,
     bytes: &[u8],
@@ -204,28 +212,16 @@ pub fn write(
             out.extend_from_slice(b"null");
             Ok(())
         }
-        (Node::Int, Conv::Date) => {
-            semantic::date(out, r.int()?);
+        (node @ (Node::Int | Node::Long), Conv::Date) => {
+            semantic::date(out, integer(r, node)?);
             Ok(())
         }
-        (Node::Long, Conv::Date) => {
-            semantic::date(out, r.long()?);
+        (node @ (Node::Int | Node::Long), Conv::Time(unit)) => {
+            semantic::time(out, integer(r, node)?, *unit);
             Ok(())
         }
-        (Node::Int, Conv::Time(unit)) => {
-            semantic::time(out, r.int()?, *unit);
-            Ok(())
-        }
-        (Node::Long, Conv::Time(unit)) => {
-            semantic::time(out, r.long()?, *unit);
-            Ok(())
-        }
-        (Node::Int, Conv::Timestamp(unit)) => {
-            semantic::timestamp(out, r.int()?, *unit);
-            Ok(())
-        }
-        (Node::Long, Conv::Timestamp(unit)) => {
-            semantic::timestamp(out, r.long()?, *unit);
+        (node @ (Node::Int | Node::Long), Conv::Timestamp(unit)) => {
+            semantic::timestamp(out, integer(r, node)?, *unit);
             Ok(())
         }
         (Node::Bytes, Conv::Decimal { scale }) => {
