@@ -271,3 +271,37 @@ fn a_missing_index_fails_the_task_whatever_behavior_on_malformed_documents_says(
     );
     assert!(!w.stop().success());
 }
+
+#[test]
+fn an_alias_without_a_write_index_fails_the_task_whatever_behavior_on_malformed_documents_says() {
+    // The topic's index name is an alias over two indices, neither its write index: every
+    // write is refused 400 illegal_argument_exception, a type that otherwise marks a malformed
+    // document, which `ignore` would skip and commit past.
+    let topic = unique("it-alias");
+    kafka::create_topic(&topic, 1);
+    for half in ["a", "b"] {
+        es_request(
+            reqwest::Method::PUT,
+            &format!("{topic}-{half}"),
+            json!({"aliases": {&topic: {}}}),
+        );
+    }
+    kafka::produce(&topic, &rows(5));
+    let (mut w, group) = start_es_worker(
+        "it-alias",
+        &topic,
+        &servers().es,
+        &[("behavior.on.malformed.documents", "ignore")],
+    );
+    let line = w.wait_log("task failed", Duration::from_secs(60));
+    assert!(
+        line.contains("no write index is defined for alias"),
+        "{line}"
+    );
+    assert_eq!(
+        kafka::committed(&group, &topic, 1),
+        BTreeMap::new(),
+        "writes refused for their target were acknowledged"
+    );
+    assert!(!w.stop().success());
+}

@@ -25,6 +25,18 @@ const MALFORMED: &[&str] = &[
     "document_parsing_exception",
 ];
 
+/// What an `illegal_argument_exception` says when it refuses where a document goes, not the
+/// document: an alias with no write index (two indices, none marked `is_write_index`), or a data
+/// stream (which takes only `create`, never an externally versioned `index`). Every document
+/// sent there is refused alike, so under `behavior.on.malformed.documents=warn|ignore` the whole
+/// stream would be skipped and committed as malformed; these fail the task instead. (The
+/// Confluent sink counts any `illegal_argument_exception` as malformed.)
+const WRONG_TARGET: &[&str] = &[
+    "no write index is defined for alias",
+    "has more than one index associated with it",
+    "data stream",
+];
+
 /// Whether an item's `error.type` is a write block (`cluster_block_exception`: a read-only
 /// index at the disk's flood stage, a rebuild's block, a cluster not yet recovered): it clears,
 /// so the write is retried, and not counted against `max.retries`.
@@ -62,7 +74,9 @@ pub fn item(
         // A read-only index (disk flood stage) or a cluster not yet recovered: it clears.
         _ if write_block(error_type) => ItemOutcome::Retry(describe()),
         500..=599 => ItemOutcome::Retry(describe()),
-        400 if error_type.is_some_and(|t| MALFORMED.contains(&t)) => {
+        400 if error_type.is_some_and(|t| MALFORMED.contains(&t))
+            && !reason.is_some_and(|r| WRONG_TARGET.iter().any(|w| r.contains(w))) =>
+        {
             ItemOutcome::Malformed(describe())
         }
         _ => ItemOutcome::Fail(describe()),
@@ -217,6 +231,28 @@ mod tests {
                 ItemOutcome::Retry(_)
             ));
         }
+        // An argument Elasticsearch refuses about the target, not the document.
+        for reason in [
+            "no write index is defined for alias [a]. The write index may be explicitly disabled using is_write_index=false or the alias points to multiple indices without one being designated as a write index",
+            "only write ops with an op_type of create are allowed in data streams",
+        ] {
+            assert!(
+                matches!(
+                    item(false, 400, Some("illegal_argument_exception"), Some(reason)),
+                    ItemOutcome::Fail(_)
+                ),
+                "{reason}"
+            );
+        }
+        assert!(matches!(
+            item(
+                false,
+                400,
+                Some("illegal_argument_exception"),
+                Some("mapper [n] cannot be changed from type [long] to [text]")
+            ),
+            ItemOutcome::Malformed(_)
+        ));
     }
 
     #[test]
