@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use tracing::{error, info};
@@ -27,10 +27,102 @@ impl RunningConnector {
     }
 }
 
+/// Connectors stopped whose tasks have not finished yet. A task told to stop finishes its
+/// writes first, for up to `flush.timeout.ms` (3 minutes by default) while Elasticsearch is down
+/// or slow, and that wait is not made under the herder's lock: every REST request and every
+/// other connector's change would wait behind it, on every worker of a cluster (each applies
+/// the change). The herder has them finished by a thread of their own
+/// ([`Stopping::finish_in_background`]); a connector started again by the same name, its
+/// offsets changed, or the worker shut down, waits for them first ([`Stopping::wait_for`]), so
+/// a connector's old and new tasks never run side by side.
+#[derive(Clone, Default)]
+pub struct Stopping(Arc<(Mutex<StoppingState>, Condvar)>);
+
+#[derive(Default)]
+struct StoppingState {
+    next: u64,
+    /// By id: the connector's name, and its tasks until a thread takes them to wait for them.
+    stopped: BTreeMap<u64, (String, Option<RunningConnector>)>,
+}
+
+impl Stopping {
+    fn state(&self) -> std::sync::MutexGuard<'_, StoppingState> {
+        self.0.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Tells `c`'s tasks to stop, and keeps them until they are waited for.
+    fn add(&self, c: RunningConnector) {
+        for t in &c.tasks {
+            t.signal_stop();
+        }
+        let mut st = self.state();
+        let id = st.next;
+        st.next += 1;
+        st.stopped.insert(id, (c.spec.name.clone(), Some(c)));
+    }
+
+    /// Waits for the stopped connectors `which` selects: those no thread waits for yet are
+    /// waited for here, the others until their thread is done.
+    fn wait(&self, metrics: &Registry, which: impl Fn(&str) -> bool) {
+        let mut st = self.state();
+        loop {
+            let Some(id) = st
+                .stopped
+                .iter()
+                .find(|(_, (name, _))| which(name))
+                .map(|(id, _)| *id)
+            else {
+                return;
+            };
+            let taken = st.stopped.get_mut(&id).and_then(|(_, c)| c.take());
+            match taken {
+                Some(c) => {
+                    drop(st);
+                    stop_connector(c, metrics);
+                    st = self.state();
+                    st.stopped.remove(&id);
+                    self.0.1.notify_all();
+                }
+                None => st = self.0.1.wait(st).unwrap_or_else(|p| p.into_inner()),
+            }
+        }
+    }
+
+    /// Waits until no task of connector `name` is still stopping.
+    pub fn wait_for(&self, name: &str, metrics: &Registry) {
+        self.wait(metrics, |n| n == name);
+    }
+
+    /// Waits for the tasks of every stopped connector no thread waits for yet, on a thread of
+    /// their own; returns at once.
+    pub fn finish_in_background(&self, metrics: &Registry) {
+        let ids: Vec<u64> = self
+            .state()
+            .stopped
+            .iter()
+            .filter(|(_, (_, c))| c.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        let (this, metrics) = (self.clone(), metrics.clone());
+        let spawned = std::thread::Builder::new()
+            .name("cdc-sink-stopping".into())
+            .spawn(move || this.wait(&metrics, |_| true));
+        if let Err(e) = spawned {
+            // No thread to spare: waited for by the next change or the shutdown instead.
+            error!("cannot start a thread to wait for stopping tasks: {e}");
+        }
+    }
+}
+
 pub struct Worker {
     settings: Arc<Settings>,
     runtime: tokio::runtime::Handle,
     connectors: BTreeMap<String, RunningConnector>,
+    /// Connectors stopped whose tasks are still finishing their writes.
+    stopping: Stopping,
     /// The metrics of every task this worker runs (`GET /metrics`).
     metrics: Registry,
     /// Each task's records consumed at the last report, for its rate.
@@ -62,6 +154,7 @@ impl Worker {
             settings,
             runtime,
             connectors: BTreeMap::new(),
+            stopping: Stopping::default(),
             metrics: Registry::new(),
             last_report: Mutex::new(BTreeMap::new()),
         }
@@ -71,11 +164,23 @@ impl Worker {
         &self.settings
     }
 
-    /// Starts the tasks of a validated connector, paused if `paused`.
+    /// The connectors stopped whose tasks are still finishing, shared.
+    pub fn stopping(&self) -> Stopping {
+        self.stopping.clone()
+    }
+
+    /// The metrics registry of every task this worker runs.
+    pub fn metrics(&self) -> &Registry {
+        &self.metrics
+    }
+
+    /// Starts the tasks of a validated connector, paused if `paused`, once the tasks of a
+    /// connector of that name stopped before have finished.
     pub fn start(&mut self, spec: ConnectorSpec, paused: bool) -> Result<(), String> {
         if self.connectors.contains_key(&spec.name) {
             return Err(format!("connector `{}` is already running", spec.name));
         }
+        self.stopping.wait_for(&spec.name, &self.metrics);
         let spec = Arc::new(spec);
         info!(connector = %spec.name, config = ?spec.config.redacted(), paused, "starting connector");
         let control = Arc::new(Control::default());
@@ -189,12 +294,11 @@ impl Worker {
         chosen
     }
 
-    /// Stops a connector's tasks (each finishes its writes and commits) and forgets it. False
-    /// when a task had failed.
-    pub fn stop_connector(&mut self, name: &str) -> bool {
-        match self.connectors.remove(name) {
-            Some(c) => stop_connector(c, &self.metrics),
-            None => true,
+    /// Tells a connector's tasks to stop (each finishes its writes and commits) and forgets it;
+    /// they are waited for later (see [`Stopping`]).
+    pub fn stop_connector(&mut self, name: &str) {
+        if let Some(c) = self.connectors.remove(name) {
+            self.stopping.add(c);
         }
     }
 
@@ -274,6 +378,8 @@ impl Worker {
         for (_, c) in std::mem::take(&mut self.connectors) {
             ok &= stop_connector(c, &self.metrics);
         }
+        // And those stopped before, whose writes may still be finishing.
+        self.stopping.wait(&self.metrics, |_| true);
         ok
     }
 }

@@ -24,9 +24,10 @@ use serde_json::{Value, json};
 use tracing::{error, info, warn};
 
 use crate::connector::{self, ConnectorConfig, ConnectorSpec};
+use crate::metrics::Registry;
 use crate::settings::Settings;
 use crate::task::TaskStatus;
-use crate::worker::Worker;
+use crate::worker::{Stopping, Worker};
 use cluster::Cluster;
 use store::{Store, Stored};
 
@@ -132,6 +133,20 @@ pub struct Herder {
     /// PATCH), from the read to the write applied: two PATCHes at once each keep the other's
     /// keys. (Across workers the config topic's order decides, as in the README.)
     writing: Mutex<()>,
+    /// The worker's connectors stopped whose tasks are still finishing (waited for without
+    /// `inner`'s lock), and the metrics their end is logged with.
+    stopping: Stopping,
+    metrics: Registry,
+}
+
+/// The connector a change is about.
+fn subject(change: &Change) -> &str {
+    match change {
+        Change::Put { config, .. } => &config.name,
+        Change::Target { name, .. } | Change::Delete { name } | Change::Restart { name, .. } => {
+            name
+        }
+    }
 }
 
 /// The message of a 400 for an invalid config, as Kafka Connect words it.
@@ -160,6 +175,7 @@ impl Herder {
         stored: Vec<Stored>,
     ) -> Result<Herder, String> {
         let settings = Arc::new(worker.settings().clone());
+        let (stopping, metrics) = (worker.stopping(), worker.metrics().clone());
         let herder = Herder {
             worker_id: settings.worker_id(),
             settings,
@@ -171,6 +187,8 @@ impl Herder {
             cluster: OnceLock::new(),
             closed: AtomicBool::new(false),
             writing: Mutex::new(()),
+            stopping,
+            metrics,
         };
         {
             let mut inner = herder.lock();
@@ -563,18 +581,29 @@ impl Herder {
             let offset = c.publish(&change)?;
             return c.wait_applied(offset);
         }
+        {
+            let mut inner = self.lock();
+            if self.closed.load(Ordering::Relaxed) {
+                return Err(Error::Internal("the worker is shutting down".into()));
+            }
+            inner.save(&change)?;
+        }
+        self.settle(&change);
         let mut inner = self.lock();
         if self.closed.load(Ordering::Relaxed) {
             return Err(Error::Internal("the worker is shutting down".into()));
         }
-        inner.save(&change)?;
-        inner
+        let applied = inner
             .apply(&change, &self.worker_id)
-            .map_err(Error::Internal)
+            .map_err(Error::Internal);
+        drop(inner);
+        self.stopping.finish_in_background(&self.metrics);
+        applied
     }
 
     /// Applies a change read from the config topic.
     pub fn apply(&self, change: &Change) {
+        self.settle(change);
         let mut inner = self.lock();
         if self.closed.load(Ordering::Relaxed) {
             return;
@@ -582,6 +611,27 @@ impl Herder {
         if let Err(e) = inner.apply(change, &self.worker_id) {
             error!("cannot apply a change to the connectors: {e}");
         }
+        drop(inner);
+        // Tasks the change stopped finish their writes (up to `flush.timeout.ms`) on a thread
+        // of their own, not under the lock every REST request takes.
+        self.stopping.finish_in_background(&self.metrics);
+    }
+
+    /// Before `change` is applied: a new config for a connector running here stops its tasks,
+    /// and they (or tasks of that connector stopped before) are waited for without `inner`'s
+    /// lock, so that the REST API answers meanwhile; the change then starts the new ones.
+    fn settle(&self, change: &Change) {
+        if let Change::Put { config, .. } = change {
+            let mut inner = self.lock();
+            if inner
+                .connectors
+                .get(&config.name)
+                .is_some_and(|e| e.config != *config)
+            {
+                inner.worker.stop_connector(&config.name);
+            }
+        }
+        self.stopping.wait_for(subject(change), &self.metrics);
     }
 
     /// This worker's task states, per connector (for the status topic).
@@ -642,6 +692,7 @@ impl Herder {
     /// Commits `to` for the connector's group (`PATCH /connectors/{n}/offsets`); only when stopped.
     pub fn alter_offsets(&self, name: &str, to: &[offsets::SinkOffset]) -> Result<(), Error> {
         self.catch_up()?;
+        self.stopping.wait_for(name, &self.metrics);
         let spec = self.lock().stopped(name)?;
         offsets::alter(&self.settings, &spec, to)
     }
@@ -649,6 +700,8 @@ impl Herder {
     /// Deletes the connector's consumer group (`DELETE /connectors/{n}/offsets`); only when stopped.
     pub fn reset_offsets(&self, name: &str) -> Result<(), Error> {
         self.catch_up()?;
+        // Its tasks stopped here leave the group once their writes are finished.
+        self.stopping.wait_for(name, &self.metrics);
         let spec = self.lock().stopped(name)?;
         offsets::reset(&self.settings, &spec).map_err(Error::Internal)
     }

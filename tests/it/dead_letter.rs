@@ -363,7 +363,7 @@ fn stopping_while_the_queue_refuses_waits_without_spinning() {
             ("flush.timeout.ms", "4000"),
         ],
     );
-    let (w, name, url, group) = run("it-dlq-stop", &config);
+    let (mut w, name, url, group) = run("it-dlq-stop", &config);
     wait_committed(&group, &topic, 3);
     wait_queue_trouble(&url, &name, &dlq);
     let (cpu, start) = (w.cpu_seconds(), std::time::Instant::now());
@@ -371,6 +371,8 @@ fn stopping_while_the_queue_refuses_waits_without_spinning() {
         rest::call(&url, "PUT", &format!("/connectors/{name}/stop"), None).0,
         204
     );
+    // Answered at once; the task ends once it has waited for the copy.
+    w.wait_log("connector stopped", Duration::from_secs(60));
     let (busy, waited) = (w.cpu_seconds() - cpu, start.elapsed());
     assert!(
         waited >= Duration::from_secs(3),

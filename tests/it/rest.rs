@@ -229,6 +229,16 @@ fn a_stopped_task_leaves_no_write_retrying_behind_it() {
         204
     );
     wait_state(&url, &name, "STOPPED", None);
+    // The stop is answered at once; the task ends once flush.timeout.ms has run out.
+    let start = std::time::Instant::now();
+    while !w
+        .log_text()
+        .lines()
+        .any(|l| l.contains("connector stopped") && l.contains(&name))
+    {
+        assert!(start.elapsed() < WAIT, "the task did not end");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let requests = proxy.stats().requests.load(SeqCst);
     proxy.set_faults(Faults::default());
     // Ten times the largest backoff: a write left behind would have been sent again by now.
@@ -248,6 +258,86 @@ fn a_stopped_task_leaves_no_write_retrying_behind_it() {
         "{}",
         w.log_tail(30)
     );
+    assert!(w.stop().success());
+}
+
+/// Stopping a connector whose writes cannot finish (every bulk request answered 503) does not
+/// hold the worker: the stop is answered at once and the REST API answers while the task still
+/// finishes its writes (up to `flush.timeout.ms`); a resume starts the new task only once the old
+/// one has ended, and the new one writes the record and commits it.
+#[test]
+fn a_stop_is_answered_while_the_task_still_finishes_its_writes() {
+    use crate::support::proxy::{Faults, Proxy};
+    use std::sync::atomic::Ordering::SeqCst;
+    use std::time::Instant;
+    let topic = unique("it-rest-slowstop");
+    kafka::create_topic(&topic, 1);
+    let proxy = Proxy::start(&servers().es);
+    proxy.set_faults(Faults {
+        request_503: 100,
+        ..Faults::default()
+    });
+    let (w, url) = rest_worker(&state_dir());
+    let name = unique("rest-slowstop");
+    let group = format!("connect-{name}");
+    let config = es_connector(
+        &topic,
+        &proxy.url,
+        &[
+            ("flush.timeout.ms", "8000"),
+            ("retry.backoff.ms", "50"),
+            ("max.retry.backoff.ms", "200"),
+        ],
+    );
+    assert_eq!(post(&url, &name, &config, None).0, 201);
+    kafka::produce(&topic, &[change(1, None)]);
+    let start = Instant::now();
+    while proxy.stats().failed_requests.load(SeqCst) < 3 {
+        assert!(start.elapsed() < WAIT, "the write was not tried");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stop = Instant::now();
+    assert_eq!(
+        call(&url, "PUT", &format!("/connectors/{name}/stop"), None).0,
+        204
+    );
+    let (code, status) = call(&url, "GET", &format!("/connectors/{name}/status"), None);
+    let answered = stop.elapsed();
+    assert_eq!((code, states(&status).0.as_str()), (200, "STOPPED"));
+    assert!(
+        answered < Duration::from_secs(4),
+        "the stop and a status request took {answered:?}: they waited for the task's writes"
+    );
+    let ended = |w: &Worker| {
+        w.log_text()
+            .lines()
+            .position(|l| l.contains("connector stopped") && l.contains(&name))
+    };
+    assert_eq!(ended(&w), None, "the task did not wait for its writes");
+    // The resume waits for the old task, which gives its write up when flush.timeout.ms runs out.
+    assert_eq!(
+        call(&url, "PUT", &format!("/connectors/{name}/resume"), None).0,
+        202
+    );
+    let stopped_at = ended(&w).expect("the resume was answered before the old task ended");
+    let started: Vec<usize> = w
+        .log_text()
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.contains("starting connector") && l.contains(&name))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(started.len(), 2, "{}", w.log_tail(40));
+    assert!(
+        stopped_at < started[1],
+        "the new task started before the old one ended: {}",
+        w.log_tail(40)
+    );
+    assert_eq!(kafka::committed(&group, &topic, 1).get(&0), None);
+    proxy.set_faults(Faults::default());
+    let docs = wait_docs(&topic, 1);
+    assert!(docs.contains_key("1"), "{docs:?}");
+    wait_committed(&group, &topic, 1);
     assert!(w.stop().success());
 }
 
