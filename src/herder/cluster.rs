@@ -341,6 +341,10 @@ impl Cluster {
         let producer: FutureProducer = client_config(settings)
             .set("enable.idempotence", "true")
             .set("acks", "all")
+            // librdkafka retries a record for 5 minutes by default: with Kafka unreachable, a
+            // REST change would hang that long (Kafka Connect answers within 90 s), and so
+            // would each status record at shutdown.
+            .set("message.timeout.ms", KAFKA_TIMEOUT.as_millis().to_string())
             .create()
             .map_err(|e| format!("cannot create a Kafka producer: {e}"))?;
         let tail: BaseConsumer = client_config(settings)
@@ -622,8 +626,15 @@ impl Cluster {
                 .block_on(self.producer.send(record, KAFKA_TIMEOUT))
                 .map(|d| d.offset)
                 .map_err(|(e, _)| {
+                    // Timed out, the record may still have been written, and then applies.
+                    let maybe = match e.rdkafka_error_code() {
+                        Some(RDKafkaErrorCode::MessageTimedOut) => {
+                            " (it may have been written all the same, and then applies)"
+                        }
+                        _ => "",
+                    };
                     Error::Internal(format!(
-                        "cannot write the change to topic {}: {e}",
+                        "cannot write the change to topic {}{maybe}: {e}",
                         self.config_topic
                     ))
                 })?;
