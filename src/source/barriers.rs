@@ -52,6 +52,10 @@ struct Barrier {
 #[derive(Debug, Default)]
 pub struct Barriers {
     waiting: Vec<Barrier>,
+    /// Barriers passed whose record's partition still has records in flight: the sink may be
+    /// working on the record still (a snapshot's clean-up running), and a revocation of its
+    /// partition must reach it as a barrier still waiting would.
+    passed: Vec<(Ack, String, i32)>,
     next_check: Option<Instant>,
 }
 
@@ -79,17 +83,28 @@ impl Barriers {
         });
     }
 
-    /// Forgets the barriers of records of revoked `partitions`; returns their acks.
+    /// Forgets the barriers of records of revoked `partitions`, waiting or passed; returns
+    /// their acks.
     pub fn revoke(&mut self, partitions: &[(String, i32)]) -> Vec<Ack> {
+        let revoked = |topic: &str, partition: i32| {
+            partitions
+                .iter()
+                .any(|(t, p)| t == topic && *p == partition)
+        };
         let mut gone = Vec::new();
         self.waiting.retain(|b| {
-            let revoked = partitions
-                .iter()
-                .any(|(t, p)| *t == b.topic && *p == b.partition);
-            if revoked {
+            let r = revoked(&b.topic, b.partition);
+            if r {
                 gone.push(b.ack);
             }
-            !revoked
+            !r
+        });
+        self.passed.retain(|(ack, topic, partition)| {
+            let r = revoked(topic, *partition);
+            if r {
+                gone.push(*ack);
+            }
+            !r
         });
         gone
     }
@@ -103,6 +118,9 @@ impl Barriers {
         label: &str,
     ) -> Vec<Ack> {
         let now = Instant::now();
+        // A record's work is over once nothing of its partition is in flight.
+        self.passed
+            .retain(|(_, topic, partition)| offsets.in_flight_of(topic, *partition) > 0);
         if self.waiting.is_empty() || self.next_check.is_some_and(|n| now < n) {
             return Vec::new();
         }
@@ -125,6 +143,7 @@ impl Barriers {
                         info!(task = %label, topic = %b.topic, "every partition caught up");
                     }
                     passed.push(b.ack);
+                    self.passed.push((b.ack, b.topic.clone(), b.partition));
                     false
                 }
                 Ok(lagging) => {
@@ -254,4 +273,31 @@ fn behind<H: RebalanceHandler>(
     }
     lagging.sort_unstable();
     Ok(lagging)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ack(slot: u32) -> Ack {
+        Ack {
+            slot,
+            epoch: 0,
+            offset: i64::from(slot),
+        }
+    }
+
+    #[test]
+    fn a_revocation_reaches_barriers_waiting_and_passed() {
+        let mut b = Barriers::default();
+        b.add(ack(1), "t", 0, 1, None);
+        b.add(ack(2), "t", 1, 2, None);
+        b.passed.push((ack(3), "t".into(), 0));
+        b.passed.push((ack(4), "u".into(), 0));
+        let mut gone = b.revoke(&[("t".into(), 0)]);
+        gone.sort_by_key(|a| a.slot);
+        assert_eq!(gone, [ack(1), ack(3)]);
+        assert_eq!(b.revoke(&[("t".into(), 0)]), []);
+        assert_eq!(b.revoke(&[("u".into(), 0), ("t".into(), 1)]).len(), 2);
+    }
 }

@@ -732,3 +732,56 @@ fn a_postgres_snapshot_without_sequence_is_not_reconciled() {
     );
     assert!(worker.stop().success());
 }
+
+/// A running reconciliation stops when its record's partition leaves the task in a rebalance,
+/// as a snapshot's end still waiting does: the next owner reads the record again and
+/// reconciles, and the index ends as the snapshot says. Every search is answered 503 until
+/// then, so the first worker's reconciliation keeps running until a second worker joins.
+#[test]
+fn a_running_reconciliation_stops_when_its_partition_moves() {
+    let topic = unique("reconcile-moved");
+    kafka::create_topic(&topic, 3);
+    let (recs, expected) = snapshot_history(30, 20, 1000);
+    kafka::produce(&topic, &recs);
+    let failing = Faults {
+        search_503: true,
+        ..Faults::default()
+    };
+    let (proxy_a, proxy_b) = (Proxy::start(&servers().es), Proxy::start(&servers().es));
+    proxy_a.set_faults(failing);
+    proxy_b.set_faults(failing);
+    let name = unique("reconcile-moved");
+    let options = [("retry.backoff.ms", "50"), ("max.retry.backoff.ms", "200")];
+    let file = |proxy: &Proxy| connector_file(&name, &es_connector(&topic, &proxy.url, &options));
+    let mut a = Worker::start(&file(&proxy_a));
+    let searches = |p: &Proxy| p.stats().searches.load(std::sync::atomic::Ordering::SeqCst);
+    let start = Instant::now();
+    while searches(&proxy_a) < 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "the reconciliation did not start:\n{}",
+            a.log_tail(30)
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    let b = Worker::start(&file(&proxy_b));
+    a.wait_log(
+        "reconciliation after the snapshot cancelled",
+        Duration::from_secs(60),
+    );
+    proxy_a.set_faults(Faults::default());
+    proxy_b.set_faults(Faults::default());
+    es::wait_documents(&topic, &expected, Duration::from_secs(90), "");
+    let (group, end) = (format!("connect-{name}"), kafka::end_offsets(&topic, 3));
+    let start = Instant::now();
+    while kafka::committed(&group, &topic, 3) != end {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "offsets not committed: {:?} of {end:?}",
+            kafka::committed(&group, &topic, 3)
+        );
+        thread::sleep(Duration::from_millis(300));
+    }
+    assert!(a.stop().success());
+    assert!(b.stop().success());
+}

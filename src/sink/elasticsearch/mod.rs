@@ -545,6 +545,10 @@ impl Sink for ElasticsearchSink {
             // reconciliation stops.
             r.abandoned = true;
             r.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+            if r.running {
+                tracing::info!(index = %r.end.index, topic = %r.end.topic,
+                    "reconciliation after the snapshot cancelled: its record's partition left the task, whose next owner reads the record again and reconciles");
+            }
             self.reconciliations
                 .retain(|r| !(r.abandoned && r.written && !r.running));
         }
