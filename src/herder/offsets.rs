@@ -16,6 +16,41 @@ use crate::settings::Settings;
 use crate::source;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a change of offsets waits for the group to have no members: a stop is answered at
+/// once, and the tasks (on every worker) leave the group once their writes are finished.
+const MEMBERS_WAIT: Duration = Duration::from_secs(30);
+
+/// Waits until the connector's consumer group has no members; else the error Kafka Connect
+/// gives in that case (`what`: "alter" or "reset").
+fn wait_no_members(
+    client: &rdkafka::consumer::BaseConsumer,
+    spec: &ConnectorSpec,
+    what: &str,
+) -> Result<(), String> {
+    use rdkafka::consumer::Consumer as _;
+    let group = spec.group_id();
+    let start = std::time::Instant::now();
+    loop {
+        let members = client
+            .fetch_group_list(Some(&group), TIMEOUT)
+            .map_err(|e| format!("cannot describe consumer group {group}: {e}"))?
+            .groups()
+            .iter()
+            .filter(|g| g.name() == group)
+            .map(|g| g.members().len())
+            .sum::<usize>();
+        if members == 0 {
+            return Ok(());
+        }
+        if start.elapsed() >= MEMBERS_WAIT {
+            return Err(format!(
+                "Failed to {what} consumer group offsets for connector {} either because its tasks haven't stopped completely yet or the connector was resumed before the request to {what} its offsets could be successfully completed (consumer group {group} still has {members} member(s) after {MEMBERS_WAIT:?}). If the connector is in a stopped state, this operation can be safely retried.",
+                spec.name
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
 
 /// One partition's committed offset (`None`: none).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +159,7 @@ pub fn alter(settings: &Settings, spec: &ConnectorSpec, to: &[SinkOffset]) -> Re
         .filter_map(|o| o.offset.map(|off| ((o.topic.clone(), o.partition), off)))
         .collect();
     let client = source::group_client(settings, &spec.group_id()).map_err(Error::Internal)?;
+    wait_no_members(&client, spec, "alter").map_err(Error::Internal)?;
     source::commit_for(&client, &offsets).map_err(|e| {
         Error::Internal(format!(
             "Failed to alter consumer group offsets for connector {}: {e}",
@@ -143,6 +179,7 @@ pub fn reset(settings: &Settings, spec: &ConnectorSpec) -> Result<(), String> {
         .create()
         .map_err(|e| format!("cannot create a Kafka admin client: {e}"))?;
     let group = spec.group_id();
+    wait_no_members(&source::plain_client(settings)?, spec, "reset")?;
     let runtime = tokio::runtime::Handle::try_current()
         .map_err(|_| "resetting offsets needs the async runtime".to_string())?;
     let opts = AdminOptions::new().request_timeout(Some(TIMEOUT));

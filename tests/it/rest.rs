@@ -341,6 +341,64 @@ fn a_stop_is_answered_while_the_task_still_finishes_its_writes() {
     assert!(w.stop().success());
 }
 
+/// Offsets changed right after a stop, while the task still finishes its writes: the change
+/// waits for the task to leave the group, then is made.
+#[test]
+fn offsets_changed_right_after_a_stop_wait_for_the_task_to_leave() {
+    use crate::support::proxy::{Faults, Proxy};
+    use std::sync::atomic::Ordering::SeqCst;
+    let topic = unique("it-rest-stopoff");
+    kafka::create_topic(&topic, 1);
+    let proxy = Proxy::start(&servers().es);
+    proxy.set_faults(Faults {
+        request_503: 100,
+        ..Faults::default()
+    });
+    let (w, url) = rest_worker(&state_dir());
+    let name = unique("rest-stopoff");
+    let group = format!("connect-{name}");
+    let config = es_connector(
+        &topic,
+        &proxy.url,
+        &[
+            ("flush.timeout.ms", "4000"),
+            ("retry.backoff.ms", "50"),
+            ("max.retry.backoff.ms", "200"),
+        ],
+    );
+    assert_eq!(post(&url, &name, &config, None).0, 201);
+    kafka::produce(&topic, &[change(1, None), change(2, None)]);
+    let start = std::time::Instant::now();
+    while proxy.stats().failed_requests.load(SeqCst) < 3 {
+        assert!(start.elapsed() < WAIT, "the write was not tried");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        call(&url, "PUT", &format!("/connectors/{name}/stop"), None).0,
+        204
+    );
+    let to = json!({"offsets": [{"partition": {"kafka_topic": topic, "kafka_partition": 0}, "offset": {"kafka_offset": 1}}]});
+    let (code, body) = call(
+        &url,
+        "PATCH",
+        &format!("/connectors/{name}/offsets"),
+        Some(&to),
+    );
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        w.log_text()
+            .lines()
+            .any(|l| l.contains("connector stopped") && l.contains(&name)),
+        "the offsets changed before the task ended: {}",
+        w.log_tail(30)
+    );
+    assert_eq!(
+        kafka::committed(&group, &topic, 1),
+        BTreeMap::from([(0, 1)])
+    );
+    assert!(w.stop().success());
+}
+
 /// A restarted task reads its config's placeholders again (a rotated secret, a moved server),
 /// as Kafka Connect resolves them at each task's start; one that no longer resolves leaves the
 /// task FAILED with the reason, and the connector's other state untouched.
