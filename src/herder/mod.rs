@@ -255,6 +255,7 @@ impl Herder {
     ) -> Result<Value, Error> {
         let name = config.name.clone();
         let _writing = self.writing();
+        self.catch_up()?;
         {
             let inner = self.lock();
             if let Some(old) = inner.connectors.get(&name) {
@@ -283,6 +284,7 @@ impl Herder {
         map: BTreeMap<String, String>,
     ) -> Result<(Value, bool), Error> {
         let _writing = self.writing();
+        self.catch_up()?;
         self.put_config_held(name, map)
     }
 
@@ -323,6 +325,7 @@ impl Herder {
         patch: BTreeMap<String, Option<String>>,
     ) -> Result<Value, Error> {
         let _writing = self.writing();
+        self.catch_up()?;
         let mut map = self.config_of(name).ok_or_else(|| not_found(name))?.config;
         for (k, v) in patch {
             match v {
@@ -338,6 +341,7 @@ impl Herder {
     /// published after it would bring the connector back.
     pub fn delete(&self, name: &str) -> Result<(), Error> {
         let _writing = self.writing();
+        self.catch_up()?;
         self.lock().entry(name)?;
         self.submit(Change::Delete {
             name: name.to_string(),
@@ -508,6 +512,7 @@ impl Herder {
 
     fn set_target(&self, name: &str, target: TargetState) -> Result<(), Error> {
         let _writing = self.writing();
+        self.catch_up()?;
         {
             let inner = self.lock();
             if inner.entry(name)?.target == target {
@@ -531,6 +536,7 @@ impl Herder {
         include_tasks: bool,
         only_failed: bool,
     ) -> Result<Option<Value>, Error> {
+        self.catch_up()?;
         let status = {
             let inner = self.lock();
             let entry = inner.entry(name)?;
@@ -555,6 +561,7 @@ impl Herder {
     }
 
     pub fn restart_task(&self, name: &str, id: usize) -> Result<(), Error> {
+        self.catch_up()?;
         let task = {
             let inner = self.lock();
             inner.entry(name)?;
@@ -709,7 +716,11 @@ impl Herder {
     /// In distributed mode, waits until this worker has applied every change another worker
     /// may have answered for (Kafka Connect refreshes its config snapshot likewise before it
     /// checks that a connector is stopped): a connector resumed through another worker must
-    /// not have its offsets reset here as though still stopped.
+    /// not have its offsets reset here as though still stopped. Every change asked for over
+    /// REST checks against this view too: a resume sent to a worker that had not yet read the
+    /// pause another answered for was taken as already done, and nothing was written (two
+    /// workers behind one load balancer); a delete of a connector just created elsewhere was a
+    /// 404.
     fn catch_up(&self) -> Result<(), Error> {
         match self.cluster.get() {
             Some(c) => c.catch_up(),

@@ -386,3 +386,122 @@ fn a_config_invalid_on_one_worker_shows_failed_everywhere_and_still_obeys() {
     assert!(a.stop().success());
     assert!(b.stop().success());
 }
+
+/// A change sent to one worker right after another worker answered for an earlier one (two
+/// workers behind one load balancer) is checked against the earlier one, even while the first
+/// worker has not read it yet: a resume right after a pause resumes, a delete right after a
+/// create deletes. Worker S lags on purpose: its reader waits for the old task of connector X,
+/// whose write Elasticsearch keeps refusing, to finish after X's config changed; the other
+/// worker's task of X (its one partition is S's) has nothing to finish.
+#[test]
+fn a_change_right_after_one_answered_by_another_worker_sees_it() {
+    use crate::support::proxy::{Faults, Proxy};
+    use crate::support::rest::{metric, metrics};
+    let cluster = unique("it-dist-turns-cluster");
+    let (a, url_a) = cluster_worker(&cluster);
+    let (b, url_b) = cluster_worker(&cluster);
+    let x_topic = unique("it-dist-turns-x");
+    kafka::create_topic(&x_topic, 1);
+    let proxy = Proxy::start(&servers().es);
+    proxy.set_faults(Faults {
+        request_503: 100,
+        ..Faults::default()
+    });
+    let x = unique("it-dist-turns-x");
+    let mut x_config = es_connector(
+        &x_topic,
+        &proxy.url,
+        &[
+            ("flush.timeout.ms", "10000"),
+            ("retry.backoff.ms", "50"),
+            ("max.retry.backoff.ms", "200"),
+        ],
+    );
+    let y_topic = unique("it-dist-turns-y");
+    kafka::create_topic(&y_topic, 1);
+    let y_config = es_connector(&y_topic, &servers().es, &[]);
+    let y = unique("it-dist-turns-y");
+    for (name, config) in [(&x, &x_config), (&y, &y_config)] {
+        let (code, body) = call(
+            &url_a,
+            "POST",
+            "/connectors",
+            Some(&json!({"name": name, "config": config})),
+        );
+        assert_eq!(code, 201, "{body}");
+        wait_cluster_state(&url_b, name, "RUNNING", "RUNNING", 2);
+    }
+    // Which worker reads X's partition: the one whose task consumed X's record.
+    kafka::produce(
+        &x_topic,
+        &[kafka::Rec {
+            partition: 0,
+            key: Some(json!({"id": 1}).to_string()),
+            value: Some(
+                json!({"before": null, "after": {"id": 1}, "op": "c",
+                    "source": {"connector": "postgresql", "lsn": 1, "db": "d", "schema": "s", "table": "t"}})
+                .to_string(),
+            ),
+        }],
+    );
+    let consumed = |url: &str| {
+        metric(
+            &metrics(url),
+            "cdc_sink_records_consumed_total",
+            &[("connector", x.as_str())],
+        )
+        .unwrap_or(0.0)
+    };
+    let start = Instant::now();
+    let (slow, fast) = loop {
+        if consumed(&url_a) > 0.0 {
+            break (&url_a, &url_b);
+        }
+        if consumed(&url_b) > 0.0 {
+            break (&url_b, &url_a);
+        }
+        assert!(start.elapsed() < WAIT, "neither worker read X's record");
+        thread::sleep(Duration::from_millis(100));
+    };
+    while proxy
+        .stats()
+        .failed_requests
+        .load(std::sync::atomic::Ordering::SeqCst)
+        < 3
+    {
+        assert!(start.elapsed() < WAIT, "X's write was not tried");
+        thread::sleep(Duration::from_millis(50));
+    }
+    // A new config for X: the slow worker's reader now waits up to 10 s for X's old task.
+    x_config["batch.size"] = json!("100");
+    assert_eq!(
+        call(
+            fast,
+            "PUT",
+            &format!("/connectors/{x}/config"),
+            Some(&x_config)
+        )
+        .0,
+        200
+    );
+    let path = |what: &str| format!("/connectors/{y}/{what}");
+    assert_eq!(call(fast, "PUT", &path("pause"), None).0, 202);
+    assert_eq!(call(slow, "PUT", &path("resume"), None).0, 202);
+    let z = unique("it-dist-turns-z");
+    let (code, body) = call(
+        fast,
+        "POST",
+        "/connectors",
+        Some(&json!({"name": z, "config": y_config})),
+    );
+    assert_eq!(code, 201, "{body}");
+    let (code, body) = call(slow, "DELETE", &format!("/connectors/{z}"), None);
+    assert_eq!(code, 204, "the delete right after the create: {body}");
+    proxy.set_faults(Faults::default());
+    wait_cluster_state(fast, &y, "RUNNING", "RUNNING", 2);
+    wait_for(fast, "/connectors", WAIT, |l| {
+        !l.as_array().unwrap().iter().any(|n| n == &json!(z))
+    });
+    assert!(a.stop().success());
+    assert!(b.stop().success());
+}
