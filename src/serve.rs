@@ -50,8 +50,19 @@ pub fn run(mut settings: Settings, files: Vec<ConnectorSpec>) -> Result<bool, St
         ok
     };
     for spec in files {
-        // A file's config replaces a known one of the same name; a pause or stop made over
-        // REST is kept.
+        // Distributed: a file creates a connector the cluster does not know, and leaves a known
+        // one as the cluster has it. Replacing it would revert, at every start of any worker
+        // (a rolling deploy), a config changed over the REST API since, on every worker.
+        if settings.distributed()
+            && let Some(known) = herder.config_of(&spec.name)
+        {
+            if known.config != spec.config.config {
+                warn!(connector = %spec.name, "the connector file's config differs from the cluster's, which is kept: change a running cluster's connectors over the REST API");
+            }
+            continue;
+        }
+        // Standalone: a file's config replaces a known one of the same name; a pause or stop
+        // made over REST is kept.
         let target = herder.target(&spec.name).unwrap_or(TargetState::Running);
         if let Err(e) = herder.create(spec.config, target, true) {
             stop(&herder);

@@ -505,3 +505,45 @@ fn a_change_right_after_one_answered_by_another_worker_sees_it() {
     assert!(a.stop().success());
     assert!(b.stop().success());
 }
+
+/// A `--connector` file creates its connector in a cluster that does not know it, and leaves
+/// a known one as the cluster has it: a worker restarted with its file (a rolling deploy) does
+/// not revert a config changed over the REST API since.
+#[test]
+fn a_connector_file_does_not_revert_the_clusters_config_at_a_restart() {
+    let topic = unique("it-dist-file");
+    kafka::create_topic(&topic, 1);
+    let cluster = unique("it-dist-file-cluster");
+    let name = unique("it-dist-file");
+    let file = crate::support::worker::connector_file(
+        &name,
+        &es_connector(&topic, &servers().es, &[("batch.size", "100")]),
+    );
+    let env = [
+        ("CDC_SINK_WORKER__MODE", "distributed"),
+        ("CDC_SINK_WORKER__GROUP", cluster.as_str()),
+    ];
+    let mut w = Worker::start_with(&[&file], &env);
+    let url = w.rest_url();
+    let path = format!("/connectors/{name}/config");
+    assert_eq!(call(&url, "GET", &path, None).1["batch.size"], "100");
+    let (code, body) = call(&url, "PATCH", &path, Some(&json!({"batch.size": "200"})));
+    assert_eq!(code, 200, "{body}");
+    assert!(w.stop().success());
+
+    let mut w = Worker::start_with(&[&file], &env);
+    let url = w.rest_url();
+    assert_eq!(
+        call(&url, "GET", &path, None).1["batch.size"],
+        "200",
+        "{}",
+        w.log_tail(30)
+    );
+    assert!(
+        w.log_text()
+            .contains("the connector file's config differs from the cluster's, which is kept"),
+        "{}",
+        w.log_tail(30)
+    );
+    assert!(w.stop().success());
+}
