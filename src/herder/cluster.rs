@@ -278,6 +278,31 @@ fn ensure_topics(
         match r {
             Ok(t) => info!(topic = %t, "created"),
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            // As Kafka Connect: a principal without CREATE (its administrators made the topics),
+            // a creation policy, an old broker. The broker checks the permission before it
+            // looks whether the topic exists, so the topic may well be there: checked now.
+            Err((
+                t,
+                e @ (RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::ClusterAuthorizationFailed
+                | RDKafkaErrorCode::PolicyViolation
+                | RDKafkaErrorCode::UnsupportedVersion),
+            )) => {
+                let meta = admin
+                    .inner()
+                    .fetch_metadata(Some(&t), KAFKA_TIMEOUT)
+                    .map_err(|m| format!("cannot create topic {t} ({e}), nor look it up: {m}"))?;
+                let exists = meta
+                    .topics()
+                    .iter()
+                    .any(|m| m.name() == t && m.error().is_none() && !m.partitions().is_empty());
+                if !exists {
+                    return Err(format!(
+                        "topic {t} does not exist and this worker may not create it ({e}): create it (cleanup.policy=compact), or let the worker's principal create topics"
+                    ));
+                }
+                info!(topic = %t, "not created ({e}), but it exists");
+            }
             Err((t, e)) => return Err(format!("cannot create topic {t}: {e}")),
         }
     }
