@@ -53,11 +53,21 @@ pub fn run(mut settings: Settings, files: Vec<ConnectorSpec>) -> Result<bool, St
         // Distributed: a file creates a connector the cluster does not know, and leaves a known
         // one as the cluster has it. Replacing it would revert, at every start of any worker
         // (a rolling deploy), a config changed over the REST API since, on every worker.
-        if settings.distributed()
-            && let Some(known) = herder.config_of(&spec.name)
-        {
-            if known.config != spec.config.config {
-                warn!(connector = %spec.name, "the connector file's config differs from the cluster's, which is kept: change a running cluster's connectors over the REST API");
+        // (A connector deleted over the REST API comes back with it: delete the file too.)
+        if settings.distributed() {
+            let differs = |known: Option<crate::connector::ConnectorConfig>| {
+                if known.is_some_and(|k| k.config != spec.config.config) {
+                    warn!(connector = %spec.name, "the connector file's config differs from the cluster's, which is kept: change a running cluster's connectors over the REST API");
+                }
+            };
+            match herder.create(spec.config.clone(), TargetState::Running, false) {
+                Ok(_) => {}
+                // Created meanwhile through another worker, or known already.
+                Err(crate::herder::Error::Conflict(_)) => differs(herder.config_of(&spec.name)),
+                Err(e) => {
+                    stop(&herder);
+                    return Err(e.to_string());
+                }
             }
             continue;
         }

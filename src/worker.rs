@@ -78,14 +78,22 @@ impl Stopping {
             match taken {
                 Some(c) => {
                     drop(st);
+                    // Forgotten however the wait ends (a panic too): a name left taken would
+                    // hold every later start of that connector for good.
+                    let _done = Done(self, id);
                     stop_connector(c, metrics);
+                    drop(_done);
                     st = self.state();
-                    st.stopped.remove(&id);
-                    self.0.1.notify_all();
                 }
                 None => st = self.0.1.wait(st).unwrap_or_else(|p| p.into_inner()),
             }
         }
+    }
+
+    /// Forgets stopped connector `id`, and wakes whoever waits for it.
+    fn done(&self, id: u64) {
+        self.state().stopped.remove(&id);
+        self.0.1.notify_all();
     }
 
     /// Waits until no task of connector `name` is still stopping.
@@ -114,6 +122,15 @@ impl Stopping {
             // No thread to spare: waited for by the next change or the shutdown instead.
             error!("cannot start a thread to wait for stopping tasks: {e}");
         }
+    }
+}
+
+/// Forgets its stopped connector when dropped (see [`Stopping::wait`]).
+struct Done<'a>(&'a Stopping, u64);
+
+impl Drop for Done<'_> {
+    fn drop(&mut self) {
+        self.0.done(self.1);
     }
 }
 

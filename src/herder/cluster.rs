@@ -298,14 +298,18 @@ fn ensure_topics(
                     .inner()
                     .fetch_metadata(Some(&t), KAFKA_TIMEOUT)
                     .map_err(|m| format!("cannot create topic {t} ({e}), nor look it up: {m}"))?;
-                let exists = meta
-                    .topics()
-                    .iter()
-                    .any(|m| m.name() == t && m.error().is_none() && !m.partitions().is_empty());
-                if !exists {
-                    return Err(format!(
-                        "topic {t} does not exist and this worker may not create it ({e}): create it (cleanup.policy=compact), or let the worker's principal create topics"
-                    ));
+                let found = meta.topics().iter().find(|m| m.name() == t);
+                match found.and_then(|m| m.error()) {
+                    None if found.is_some_and(|m| !m.partitions().is_empty()) => {}
+                    // Not there, or not visible to this principal: said as the broker says it.
+                    why => {
+                        let why = why.map_or("it does not exist".to_string(), |w| {
+                            format!("looking it up: {w:?}")
+                        });
+                        return Err(format!(
+                            "topic {t} cannot be used: this worker may not create it ({e}), and {why}; create it (cleanup.policy=compact), or let the worker's principal create and describe topics"
+                        ));
+                    }
                 }
                 info!(topic = %t, "not created ({e}), but it exists");
             }
@@ -687,20 +691,34 @@ impl Cluster {
                     self.config_topic
                 ))
             })?;
-        self.wait_applied(high - 1)
+        self.wait_until_applied(high - 1, || {
+            format!(
+                "nothing was written: this worker has not applied the cluster's earlier changes (topic {} up to offset {}) within {APPLY_TIMEOUT:?} (it may be waiting for tasks still finishing their writes); retry",
+                self.config_topic,
+                high - 1
+            )
+        })
     }
 
     /// Waits until the config record at `offset` has been applied here.
     pub fn wait_applied(&self, offset: i64) -> Result<(), Error> {
+        self.wait_until_applied(offset, || {
+            format!(
+                "the change was written to topic {} (offset {offset}) but not read back within {APPLY_TIMEOUT:?}",
+                self.config_topic
+            )
+        })
+    }
+
+    /// Waits until the config record at `offset` has been applied here; else the error `late`
+    /// describes.
+    fn wait_until_applied(&self, offset: i64, late: impl Fn() -> String) -> Result<(), Error> {
         let deadline = Instant::now() + APPLY_TIMEOUT;
         let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
         while *applied < offset {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(Error::Internal(format!(
-                    "the change was written to topic {} (offset {offset}) but not read back within {APPLY_TIMEOUT:?}",
-                    self.config_topic
-                )));
+                return Err(Error::Internal(late()));
             }
             applied = self
                 .applied_cv

@@ -254,7 +254,7 @@ impl Herder {
         replace: bool,
     ) -> Result<Value, Error> {
         let name = config.name.clone();
-        let _writing = self.writing();
+        let _writing = self.writing_for(&name);
         self.catch_up()?;
         {
             let inner = self.lock();
@@ -283,7 +283,7 @@ impl Herder {
         name: &str,
         map: BTreeMap<String, String>,
     ) -> Result<(Value, bool), Error> {
-        let _writing = self.writing();
+        let _writing = self.writing_for(name);
         self.catch_up()?;
         self.put_config_held(name, map)
     }
@@ -324,7 +324,7 @@ impl Herder {
         name: &str,
         patch: BTreeMap<String, Option<String>>,
     ) -> Result<Value, Error> {
-        let _writing = self.writing();
+        let _writing = self.writing_for(name);
         self.catch_up()?;
         let mut map = self.config_of(name).ok_or_else(|| not_found(name))?.config;
         for (k, v) in patch {
@@ -511,7 +511,11 @@ impl Herder {
     }
 
     fn set_target(&self, name: &str, target: TargetState) -> Result<(), Error> {
-        let _writing = self.writing();
+        let _writing = if target == TargetState::Stopped {
+            self.writing()
+        } else {
+            self.writing_for(name)
+        };
         self.catch_up()?;
         {
             let inner = self.lock();
@@ -638,7 +642,27 @@ impl Herder {
                 inner.worker.stop_connector(&config.name);
             }
         }
-        self.stopping.wait_for(subject(change), &self.metrics);
+        // Only a change that may start the connector's tasks here waits: a stop, a delete or a
+        // restart meant for another worker starts nothing, and waiting would hold the config
+        // topic's reader (every later change, on every connector) for nothing.
+        let may_start = match change {
+            Change::Put { .. } => true,
+            Change::Target { target, .. } => *target != TargetState::Stopped,
+            Change::Delete { .. } => false,
+            Change::Restart { worker, .. } => worker.as_deref().is_none_or(|w| w == self.worker_id),
+        };
+        if may_start {
+            self.stopping.wait_for(subject(change), &self.metrics);
+        }
+    }
+
+    /// The `writing` lock, taken once the old tasks of connector `name` (stopped or deleted
+    /// before) have ended, so that a change of `name` waiting for them does not hold every
+    /// other connector's changes behind it. ([`Herder::settle`] waits again should another stop
+    /// have come in between.)
+    fn writing_for(&self, name: &str) -> MutexGuard<'_, ()> {
+        self.stopping.wait_for(name, &self.metrics);
+        self.writing()
     }
 
     /// This worker's task states, per connector (for the status topic).

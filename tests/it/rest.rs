@@ -341,6 +341,91 @@ fn a_stop_is_answered_while_the_task_still_finishes_its_writes() {
     assert!(w.stop().success());
 }
 
+/// While a stopped connector's task still finishes its writes: deleting it is answered at once
+/// (nothing is started, so nothing waits); creating it again waits for the old task, and meanwhile
+/// another connector is created without waiting behind it.
+#[test]
+fn only_what_starts_a_stopping_connector_again_waits_for_its_old_task() {
+    use crate::support::proxy::{Faults, Proxy};
+    use std::sync::atomic::Ordering::SeqCst;
+    use std::time::Instant;
+    let topic = unique("it-rest-redo");
+    kafka::create_topic(&topic, 1);
+    let proxy = Proxy::start(&servers().es);
+    proxy.set_faults(Faults {
+        request_503: 100,
+        ..Faults::default()
+    });
+    let (w, url) = rest_worker(&state_dir());
+    let name = unique("rest-redo");
+    let config = es_connector(
+        &topic,
+        &proxy.url,
+        &[
+            ("flush.timeout.ms", "8000"),
+            ("retry.backoff.ms", "50"),
+            ("max.retry.backoff.ms", "200"),
+        ],
+    );
+    assert_eq!(post(&url, &name, &config, None).0, 201);
+    kafka::produce(&topic, &[change(1, None)]);
+    let start = Instant::now();
+    while proxy.stats().failed_requests.load(SeqCst) < 3 {
+        assert!(start.elapsed() < WAIT, "the write was not tried");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stop = Instant::now();
+    assert_eq!(
+        call(&url, "PUT", &format!("/connectors/{name}/stop"), None).0,
+        204
+    );
+    assert_eq!(
+        call(&url, "DELETE", &format!("/connectors/{name}"), None).0,
+        204
+    );
+    let deleted = stop.elapsed();
+    assert!(
+        deleted < Duration::from_secs(4),
+        "the stop and the delete took {deleted:?}: the delete waited for the task's writes"
+    );
+    let again = {
+        let (url, name, config) = (url.clone(), name.clone(), config.clone());
+        std::thread::spawn(move || post(&url, &name, &config, None).0)
+    };
+    // Let the create take its turn first.
+    std::thread::sleep(Duration::from_millis(300));
+    let other = unique("rest-redo-other");
+    let asked = Instant::now();
+    let (code, body) = post(
+        &url,
+        &other,
+        &es_connector(&unique("it-rest-redo-o"), &servers().es, &[]),
+        None,
+    );
+    let took = asked.elapsed();
+    assert_eq!(code, 201, "{body}");
+    assert!(
+        took < Duration::from_secs(3),
+        "another connector's create took {took:?}: it waited behind the one waiting for its old task"
+    );
+    assert_eq!(again.join().unwrap(), 201);
+    let text = w.log_text();
+    let ended = text
+        .lines()
+        .position(|l| l.contains("connector stopped") && l.contains(&name))
+        .expect("the old task did not end");
+    let started: Vec<usize> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.contains("starting connector") && l.contains(&name))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(started.len(), 2, "{}", w.log_tail(40));
+    assert!(ended < started[1], "{}", w.log_tail(40));
+    proxy.set_faults(Faults::default());
+    assert!(w.stop().success());
+}
+
 /// Offsets changed right after a stop, while the task still finishes its writes: the change
 /// waits for the task to leave the group, then is made.
 #[test]

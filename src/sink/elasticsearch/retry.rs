@@ -32,9 +32,8 @@ const MALFORMED: &[&str] = &[
 /// stream would be skipped and committed as malformed; these fail the task instead. (The
 /// Confluent sink counts any `illegal_argument_exception` as malformed.)
 const WRONG_TARGET: &[&str] = &[
-    "no write index is defined for alias",
-    "has more than one index associated with it",
-    "data stream",
+    "no write index is defined for alias [",
+    "only write ops with an op_type of create are allowed in data streams",
 ];
 
 /// Whether an item's `error.type` is a write block (`cluster_block_exception`: a read-only
@@ -75,7 +74,8 @@ pub fn item(
         _ if write_block(error_type) => ItemOutcome::Retry(describe()),
         500..=599 => ItemOutcome::Retry(describe()),
         400 if error_type.is_some_and(|t| MALFORMED.contains(&t))
-            && !reason.is_some_and(|r| WRONG_TARGET.iter().any(|w| r.contains(w))) =>
+            && !(error_type == Some("illegal_argument_exception")
+                && reason.is_some_and(|r| WRONG_TARGET.iter().any(|w| r.starts_with(w)))) =>
         {
             ItemOutcome::Malformed(describe())
         }
@@ -250,6 +250,18 @@ mod tests {
                 400,
                 Some("illegal_argument_exception"),
                 Some("mapper [n] cannot be changed from type [long] to [text]")
+            ),
+            ItemOutcome::Malformed(_)
+        ));
+        // The document's own text quoted in a reason is no sign of a wrong target.
+        assert!(matches!(
+            item(
+                false,
+                400,
+                Some("document_parsing_exception"),
+                Some(
+                    "[1:9] failed to parse field [n] of type [long] in document with id '1'. Preview of field's value: 'only write ops with an op_type of create are allowed in data streams'"
+                )
             ),
             ItemOutcome::Malformed(_)
         ));
