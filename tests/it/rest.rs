@@ -189,6 +189,102 @@ fn pause_resume_stop_and_offsets_act_on_the_running_tasks() {
     assert!(w.stop().success());
 }
 
+/// A standalone worker running connector `name` on a new one-partition topic, whose writes
+/// Elasticsearch keeps refusing (a proxy answers every bulk request 503), once its task has
+/// tried the first of `records` three times: a task with writes it cannot finish.
+struct Refused {
+    proxy: crate::support::proxy::Proxy,
+    w: Worker,
+    url: String,
+    name: String,
+    group: String,
+    topic: String,
+    config: Value,
+}
+
+fn refused_writes(prefix: &str, flush_timeout_ms: &str, records: &[Rec]) -> Refused {
+    use crate::support::proxy::{Faults, Proxy};
+    use std::sync::atomic::Ordering::SeqCst;
+    let topic = unique(&format!("it-{prefix}"));
+    kafka::create_topic(&topic, 1);
+    let proxy = Proxy::start(&servers().es);
+    proxy.set_faults(Faults {
+        request_503: 100,
+        ..Faults::default()
+    });
+    let (w, url) = rest_worker(&state_dir());
+    let name = unique(prefix);
+    let config = es_connector(
+        &topic,
+        &proxy.url,
+        &[
+            ("flush.timeout.ms", flush_timeout_ms),
+            ("retry.backoff.ms", "50"),
+            ("max.retry.backoff.ms", "200"),
+        ],
+    );
+    assert_eq!(post(&url, &name, &config, None).0, 201);
+    kafka::produce(&topic, records);
+    let start = std::time::Instant::now();
+    while proxy.stats().failed_requests.load(SeqCst) < 3 {
+        assert!(start.elapsed() < WAIT, "the write was not tried");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Refused {
+        proxy,
+        w,
+        url,
+        group: format!("connect-{name}"),
+        name,
+        topic,
+        config,
+    }
+}
+
+impl Refused {
+    fn stop(&self) {
+        assert_eq!(
+            call(
+                &self.url,
+                "PUT",
+                &format!("/connectors/{}/stop", self.name),
+                None
+            )
+            .0,
+            204
+        );
+    }
+
+    /// Where in the log the connector's old tasks ended (if they have), and where each start
+    /// of it is.
+    fn ended_and_started(&self) -> (Option<usize>, Vec<usize>) {
+        let text = self.w.log_text();
+        let of = |l: &str| l.contains(&self.name);
+        let ended = text
+            .lines()
+            .position(|l| l.contains("connector stopped") && of(l));
+        let started = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| l.contains("starting connector") && of(l))
+            .map(|(i, _)| i)
+            .collect();
+        (ended, started)
+    }
+
+    /// Checks that the connector was started twice, the second time after its old tasks ended.
+    fn restarted_after_the_old_task_ended(&self) {
+        let (ended, started) = self.ended_and_started();
+        let ended = ended.expect("the old task did not end");
+        assert_eq!(started.len(), 2, "{}", self.w.log_tail(40));
+        assert!(
+            ended < started[1],
+            "the new task started before the old one ended: {}",
+            self.w.log_tail(40)
+        );
+    }
+}
+
 /// A task stopped while Elasticsearch refuses its writes leaves no write retrying behind it:
 /// its sink's writes end with it, so none can land after the records' next reader has written
 /// newer changes (a delete forgotten after `index.gc_deletes`, an unversioned write). The
@@ -196,149 +292,84 @@ fn pause_resume_stop_and_offsets_act_on_the_running_tasks() {
 /// again nothing more reaches it.
 #[test]
 fn a_stopped_task_leaves_no_write_retrying_behind_it() {
-    use crate::support::proxy::{Faults, Proxy};
+    use crate::support::proxy::Faults;
     use std::sync::atomic::Ordering::SeqCst;
-    let topic = unique("it-rest-orphan");
-    kafka::create_topic(&topic, 1);
-    let proxy = Proxy::start(&servers().es);
-    proxy.set_faults(Faults {
-        request_503: 100,
-        ..Faults::default()
-    });
-    let (w, url) = rest_worker(&state_dir());
-    let name = unique("rest-orphan");
-    let group = format!("connect-{name}");
-    let config = es_connector(
-        &topic,
-        &proxy.url,
-        &[
-            ("flush.timeout.ms", "1000"),
-            ("retry.backoff.ms", "50"),
-            ("max.retry.backoff.ms", "200"),
-        ],
-    );
-    assert_eq!(post(&url, &name, &config, None).0, 201);
-    kafka::produce(&topic, &[change(1, None)]);
-    let start = std::time::Instant::now();
-    while proxy.stats().failed_requests.load(SeqCst) < 3 {
-        assert!(start.elapsed() < WAIT, "the write was not tried");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(
-        call(&url, "PUT", &format!("/connectors/{name}/stop"), None).0,
-        204
-    );
-    wait_state(&url, &name, "STOPPED", None);
+    let r = refused_writes("rest-orphan", "1000", &[change(1, None)]);
+    r.stop();
+    wait_state(&r.url, &r.name, "STOPPED", None);
     // The stop is answered at once; the task ends once flush.timeout.ms has run out.
     let start = std::time::Instant::now();
-    while !w
-        .log_text()
-        .lines()
-        .any(|l| l.contains("connector stopped") && l.contains(&name))
-    {
+    while r.ended_and_started().0.is_none() {
         assert!(start.elapsed() < WAIT, "the task did not end");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let requests = proxy.stats().requests.load(SeqCst);
-    proxy.set_faults(Faults::default());
+    let requests = r.proxy.stats().requests.load(SeqCst);
+    r.proxy.set_faults(Faults::default());
     // Ten times the largest backoff: a write left behind would have been sent again by now.
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(
-        proxy.stats().requests.load(SeqCst),
+        r.proxy.stats().requests.load(SeqCst),
         requests,
         "a write of the stopped task reached Elasticsearch"
     );
-    assert!(es::documents(&topic).is_empty());
-    assert_eq!(kafka::committed(&group, &topic, 1).get(&0), None);
+    assert!(es::documents(&r.topic).is_empty());
+    assert_eq!(kafka::committed(&r.group, &r.topic, 1).get(&0), None);
     // Given up when flush.timeout.ms ran out, before the task's consumer closed.
     assert!(
-        w.log_text().contains(
+        r.w.log_text().contains(
             "writes still unfinished as the task ends (flush.timeout.ms: 1000 ms), dealt with before its consumer closes: every unfinished write dropped"
         ),
         "{}",
-        w.log_tail(30)
+        r.w.log_tail(30)
     );
-    assert!(w.stop().success());
+    assert!(r.w.stop().success());
 }
 
-/// Stopping a connector whose writes cannot finish (every bulk request answered 503) does not
-/// hold the worker: the stop is answered at once and the REST API answers while the task still
-/// finishes its writes (up to `flush.timeout.ms`); a resume starts the new task only once the old
-/// one has ended, and the new one writes the record and commits it.
+/// Stopping a connector whose writes cannot finish does not hold the worker: the stop is
+/// answered at once and the REST API answers while the task still finishes its writes (up to
+/// `flush.timeout.ms`); a resume starts the new task only once the old one has ended, and the
+/// new one writes the record and commits it.
 #[test]
 fn a_stop_is_answered_while_the_task_still_finishes_its_writes() {
-    use crate::support::proxy::{Faults, Proxy};
-    use std::sync::atomic::Ordering::SeqCst;
-    use std::time::Instant;
-    let topic = unique("it-rest-slowstop");
-    kafka::create_topic(&topic, 1);
-    let proxy = Proxy::start(&servers().es);
-    proxy.set_faults(Faults {
-        request_503: 100,
-        ..Faults::default()
-    });
-    let (w, url) = rest_worker(&state_dir());
-    let name = unique("rest-slowstop");
-    let group = format!("connect-{name}");
-    let config = es_connector(
-        &topic,
-        &proxy.url,
-        &[
-            ("flush.timeout.ms", "8000"),
-            ("retry.backoff.ms", "50"),
-            ("max.retry.backoff.ms", "200"),
-        ],
+    use crate::support::proxy::Faults;
+    let r = refused_writes("rest-slowstop", "8000", &[change(1, None)]);
+    let stop = std::time::Instant::now();
+    r.stop();
+    let (code, status) = call(
+        &r.url,
+        "GET",
+        &format!("/connectors/{}/status", r.name),
+        None,
     );
-    assert_eq!(post(&url, &name, &config, None).0, 201);
-    kafka::produce(&topic, &[change(1, None)]);
-    let start = Instant::now();
-    while proxy.stats().failed_requests.load(SeqCst) < 3 {
-        assert!(start.elapsed() < WAIT, "the write was not tried");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let stop = Instant::now();
-    assert_eq!(
-        call(&url, "PUT", &format!("/connectors/{name}/stop"), None).0,
-        204
-    );
-    let (code, status) = call(&url, "GET", &format!("/connectors/{name}/status"), None);
     let answered = stop.elapsed();
     assert_eq!((code, states(&status).0.as_str()), (200, "STOPPED"));
     assert!(
         answered < Duration::from_secs(4),
         "the stop and a status request took {answered:?}: they waited for the task's writes"
     );
-    let ended = |w: &Worker| {
-        w.log_text()
-            .lines()
-            .position(|l| l.contains("connector stopped") && l.contains(&name))
-    };
-    assert_eq!(ended(&w), None, "the task did not wait for its writes");
+    assert_eq!(
+        r.ended_and_started().0,
+        None,
+        "the task did not wait for its writes"
+    );
     // The resume waits for the old task, which gives its write up when flush.timeout.ms runs out.
     assert_eq!(
-        call(&url, "PUT", &format!("/connectors/{name}/resume"), None).0,
+        call(
+            &r.url,
+            "PUT",
+            &format!("/connectors/{}/resume", r.name),
+            None
+        )
+        .0,
         202
     );
-    let stopped_at = ended(&w).expect("the resume was answered before the old task ended");
-    let started: Vec<usize> = w
-        .log_text()
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| l.contains("starting connector") && l.contains(&name))
-        .map(|(i, _)| i)
-        .collect();
-    assert_eq!(started.len(), 2, "{}", w.log_tail(40));
-    assert!(
-        stopped_at < started[1],
-        "the new task started before the old one ended: {}",
-        w.log_tail(40)
-    );
-    assert_eq!(kafka::committed(&group, &topic, 1).get(&0), None);
-    proxy.set_faults(Faults::default());
-    let docs = wait_docs(&topic, 1);
+    r.restarted_after_the_old_task_ended();
+    assert_eq!(kafka::committed(&r.group, &r.topic, 1).get(&0), None);
+    r.proxy.set_faults(Faults::default());
+    let docs = wait_docs(&r.topic, 1);
     assert!(docs.contains_key("1"), "{docs:?}");
-    wait_committed(&group, &topic, 1);
-    assert!(w.stop().success());
+    wait_committed(&r.group, &r.topic, 1);
+    assert!(r.w.stop().success());
 }
 
 /// While a stopped connector's task still finishes its writes: deleting it is answered at once
@@ -346,41 +377,13 @@ fn a_stop_is_answered_while_the_task_still_finishes_its_writes() {
 /// another connector is created without waiting behind it.
 #[test]
 fn only_what_starts_a_stopping_connector_again_waits_for_its_old_task() {
-    use crate::support::proxy::{Faults, Proxy};
-    use std::sync::atomic::Ordering::SeqCst;
+    use crate::support::proxy::Faults;
     use std::time::Instant;
-    let topic = unique("it-rest-redo");
-    kafka::create_topic(&topic, 1);
-    let proxy = Proxy::start(&servers().es);
-    proxy.set_faults(Faults {
-        request_503: 100,
-        ..Faults::default()
-    });
-    let (w, url) = rest_worker(&state_dir());
-    let name = unique("rest-redo");
-    let config = es_connector(
-        &topic,
-        &proxy.url,
-        &[
-            ("flush.timeout.ms", "8000"),
-            ("retry.backoff.ms", "50"),
-            ("max.retry.backoff.ms", "200"),
-        ],
-    );
-    assert_eq!(post(&url, &name, &config, None).0, 201);
-    kafka::produce(&topic, &[change(1, None)]);
-    let start = Instant::now();
-    while proxy.stats().failed_requests.load(SeqCst) < 3 {
-        assert!(start.elapsed() < WAIT, "the write was not tried");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let r = refused_writes("rest-redo", "8000", &[change(1, None)]);
     let stop = Instant::now();
+    r.stop();
     assert_eq!(
-        call(&url, "PUT", &format!("/connectors/{name}/stop"), None).0,
-        204
-    );
-    assert_eq!(
-        call(&url, "DELETE", &format!("/connectors/{name}"), None).0,
+        call(&r.url, "DELETE", &format!("/connectors/{}", r.name), None).0,
         204
     );
     let deleted = stop.elapsed();
@@ -389,19 +392,14 @@ fn only_what_starts_a_stopping_connector_again_waits_for_its_old_task() {
         "the stop and the delete took {deleted:?}: the delete waited for the task's writes"
     );
     let again = {
-        let (url, name, config) = (url.clone(), name.clone(), config.clone());
+        let (url, name, config) = (r.url.clone(), r.name.clone(), r.config.clone());
         std::thread::spawn(move || post(&url, &name, &config, None).0)
     };
     // Let the create take its turn first.
     std::thread::sleep(Duration::from_millis(300));
-    let other = unique("rest-redo-other");
+    let other = es_connector(&unique("it-rest-redo-o"), &servers().es, &[]);
     let asked = Instant::now();
-    let (code, body) = post(
-        &url,
-        &other,
-        &es_connector(&unique("it-rest-redo-o"), &servers().es, &[]),
-        None,
-    );
+    let (code, body) = post(&r.url, &unique("rest-redo-other"), &other, None);
     let took = asked.elapsed();
     assert_eq!(code, 201, "{body}");
     assert!(
@@ -409,79 +407,35 @@ fn only_what_starts_a_stopping_connector_again_waits_for_its_old_task() {
         "another connector's create took {took:?}: it waited behind the one waiting for its old task"
     );
     assert_eq!(again.join().unwrap(), 201);
-    let text = w.log_text();
-    let ended = text
-        .lines()
-        .position(|l| l.contains("connector stopped") && l.contains(&name))
-        .expect("the old task did not end");
-    let started: Vec<usize> = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| l.contains("starting connector") && l.contains(&name))
-        .map(|(i, _)| i)
-        .collect();
-    assert_eq!(started.len(), 2, "{}", w.log_tail(40));
-    assert!(ended < started[1], "{}", w.log_tail(40));
-    proxy.set_faults(Faults::default());
-    assert!(w.stop().success());
+    r.restarted_after_the_old_task_ended();
+    r.proxy.set_faults(Faults::default());
+    assert!(r.w.stop().success());
 }
 
 /// Offsets changed right after a stop, while the task still finishes its writes: the change
 /// waits for the task to leave the group, then is made.
 #[test]
 fn offsets_changed_right_after_a_stop_wait_for_the_task_to_leave() {
-    use crate::support::proxy::{Faults, Proxy};
-    use std::sync::atomic::Ordering::SeqCst;
-    let topic = unique("it-rest-stopoff");
-    kafka::create_topic(&topic, 1);
-    let proxy = Proxy::start(&servers().es);
-    proxy.set_faults(Faults {
-        request_503: 100,
-        ..Faults::default()
-    });
-    let (w, url) = rest_worker(&state_dir());
-    let name = unique("rest-stopoff");
-    let group = format!("connect-{name}");
-    let config = es_connector(
-        &topic,
-        &proxy.url,
-        &[
-            ("flush.timeout.ms", "4000"),
-            ("retry.backoff.ms", "50"),
-            ("max.retry.backoff.ms", "200"),
-        ],
-    );
-    assert_eq!(post(&url, &name, &config, None).0, 201);
-    kafka::produce(&topic, &[change(1, None), change(2, None)]);
-    let start = std::time::Instant::now();
-    while proxy.stats().failed_requests.load(SeqCst) < 3 {
-        assert!(start.elapsed() < WAIT, "the write was not tried");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(
-        call(&url, "PUT", &format!("/connectors/{name}/stop"), None).0,
-        204
-    );
-    let to = json!({"offsets": [{"partition": {"kafka_topic": topic, "kafka_partition": 0}, "offset": {"kafka_offset": 1}}]});
+    let r = refused_writes("rest-stopoff", "4000", &[change(1, None), change(2, None)]);
+    r.stop();
+    let to = json!({"offsets": [{"partition": {"kafka_topic": r.topic, "kafka_partition": 0}, "offset": {"kafka_offset": 1}}]});
     let (code, body) = call(
-        &url,
+        &r.url,
         "PATCH",
-        &format!("/connectors/{name}/offsets"),
+        &format!("/connectors/{}/offsets", r.name),
         Some(&to),
     );
     assert_eq!(code, 200, "{body}");
     assert!(
-        w.log_text()
-            .lines()
-            .any(|l| l.contains("connector stopped") && l.contains(&name)),
+        r.ended_and_started().0.is_some(),
         "the offsets changed before the task ended: {}",
-        w.log_tail(30)
+        r.w.log_tail(30)
     );
     assert_eq!(
-        kafka::committed(&group, &topic, 1),
+        kafka::committed(&r.group, &r.topic, 1),
         BTreeMap::from([(0, 1)])
     );
-    assert!(w.stop().success());
+    assert!(r.w.stop().success());
 }
 
 /// A restarted task reads its config's placeholders again (a rotated secret, a moved server),
