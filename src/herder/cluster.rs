@@ -420,12 +420,28 @@ impl Cluster {
         if status_partitions == 0 {
             return Err(format!("topic {status_topic} has no partitions"));
         }
-        for p in 0..status_partitions {
-            tpl.add_partition_offset(&status_topic, p, Offset::Beginning)
-                .map_err(|e| e.to_string())?;
-        }
         tail.assign(&tpl)
             .map_err(|e| format!("cannot read the cluster's topics: {e}"))?;
+        // The states on a consumer and a thread of their own: applying a change may wait for a
+        // connector's old tasks to finish their writes (up to flush.timeout.ms), and other
+        // workers' states read meanwhile keep them from going stale here.
+        let status_tail: BaseConsumer = client_config(settings)
+            .set("enable.auto.commit", "false")
+            .set(
+                "group.id",
+                format!("cdc-sink-states-{}", herder.worker_id()),
+            )
+            .create()
+            .map_err(|e| format!("cannot create a Kafka consumer: {e}"))?;
+        let mut status_tpl = TopicPartitionList::new();
+        for p in 0..status_partitions {
+            status_tpl
+                .add_partition_offset(&status_topic, p, Offset::Beginning)
+                .map_err(|e| e.to_string())?;
+        }
+        status_tail
+            .assign(&status_tpl)
+            .map_err(|e| format!("cannot read topic {status_topic}: {e}"))?;
         let (_, end) = tail
             .fetch_watermarks(&config_topic, 0, KAFKA_TIMEOUT)
             .map_err(|e| format!("cannot read topic {config_topic}: {e}"))?;
@@ -455,6 +471,13 @@ impl Cluster {
                 .spawn(move || c.read(tail, &h, end))
                 .map_err(|e| e.to_string())?
         };
+        let states = {
+            let c = cluster.clone();
+            std::thread::Builder::new()
+                .name("cluster-states".into())
+                .spawn(move || c.read_statuses(status_tail))
+                .map_err(|e| e.to_string())?
+        };
         let publisher = {
             let (c, h) = (cluster.clone(), herder);
             std::thread::Builder::new()
@@ -462,7 +485,7 @@ impl Cluster {
                 .spawn(move || c.publish_statuses(&h))
                 .map_err(|e| e.to_string())?
         };
-        cluster.lock_threads().extend([reader, publisher]);
+        cluster.lock_threads().extend([reader, states, publisher]);
         if end > 0 {
             cluster
                 .wait_applied(end - 1)
@@ -475,7 +498,7 @@ impl Cluster {
         self.threads.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Reads both topics until stopped. Config records before `replay_end` are history: they
+    /// Reads the config topic until stopped. Config records before `replay_end` are history: they
     /// are folded into each connector's last config and state, which are then applied at once
     /// (a worker joining a cluster starts each connector once, not once per past version, and
     /// replays no restart).
@@ -498,31 +521,46 @@ impl Cluster {
             let m = match msg {
                 Ok(m) => m,
                 Err(e) => {
-                    warn!("reading the cluster's topics: {e}");
+                    warn!("reading the cluster's config topic: {e}");
                     continue;
                 }
             };
             let key = m.key().unwrap_or_default();
-            if m.topic() == self.config_topic {
-                match decode(key, m.payload()) {
-                    Ok(Some(change)) => match replay.as_mut() {
-                        Some(r) if m.offset() < replay_end => r.fold(change),
-                        _ => apply(herder, &change),
-                    },
-                    Ok(None) => {}
-                    Err(e) => error!(
-                        topic = %self.config_topic,
-                        offset = m.offset(),
-                        "unreadable change, skipped: {e}"
-                    ),
+            match decode(key, m.payload()) {
+                Ok(Some(change)) => match replay.as_mut() {
+                    Some(r) if m.offset() < replay_end => r.fold(change),
+                    _ => apply(herder, &change),
+                },
+                Ok(None) => {}
+                Err(e) => error!(
+                    topic = %self.config_topic,
+                    offset = m.offset(),
+                    "unreadable change, skipped: {e}"
+                ),
+            }
+            if replay.is_some() && m.offset() >= replay_end - 1 {
+                self.finish_replay(herder, replay.take(), m.offset());
+            } else if replay.is_none() {
+                self.set_applied(m.offset());
+            }
+        }
+    }
+
+    /// Reads other workers' task states until stopped.
+    fn read_statuses(&self, tail: BaseConsumer) {
+        while !self.stop.load(Ordering::Relaxed) {
+            let Some(msg) = tail.poll(Duration::from_millis(100)) else {
+                continue;
+            };
+            let m = match msg {
+                Ok(m) => m,
+                Err(e) => {
+                    warn!("reading the cluster's task states: {e}");
+                    continue;
                 }
-                if replay.is_some() && m.offset() >= replay_end - 1 {
-                    self.finish_replay(herder, replay.take(), m.offset());
-                } else if replay.is_none() {
-                    self.set_applied(m.offset());
-                }
-            } else if let Ok((connector, worker)) = serde_json::from_slice::<(String, String)>(key)
-            {
+            };
+            let key = m.key().unwrap_or_default();
+            if let Ok((connector, worker)) = serde_json::from_slice::<(String, String)>(key) {
                 let mut all = self.statuses.lock().unwrap_or_else(|p| p.into_inner());
                 let status = m
                     .payload()

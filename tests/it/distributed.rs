@@ -387,40 +387,49 @@ fn a_config_invalid_on_one_worker_shows_failed_everywhere_and_still_obeys() {
     assert!(b.stop().success());
 }
 
-/// A change sent to one worker right after another worker answered for an earlier one (two
-/// workers behind one load balancer) is checked against the earlier one, even while the first
-/// worker has not read it yet: a resume right after a pause resumes, a delete right after a
-/// create deletes. Worker S lags on purpose: its reader waits for the old task of connector X,
-/// whose write Elasticsearch keeps refusing, to finish after X's config changed; the other
-/// worker's task of X (its one partition is S's) has nothing to finish.
-#[test]
-fn a_change_right_after_one_answered_by_another_worker_sees_it() {
+/// Two workers of one cluster, each running connectors X and Y (two tasks each, one per
+/// worker). X's one partition is read by the `slow` worker, whose task of X cannot finish its
+/// write (Elasticsearch behind `proxy` answers every bulk 503). [`Lagging::lag`] gives X a new
+/// config: the slow worker's reader of the config topic then waits for that task, up to X's
+/// `flush.timeout.ms`, while the `fast` one has nothing to wait for.
+struct Lagging {
+    workers: [Worker; 2],
+    slow: String,
+    fast: String,
+    proxy: crate::support::proxy::Proxy,
+    x: String,
+    x_config: Value,
+    y: String,
+    y_config: Value,
+}
+
+fn lagging(prefix: &str, flush_timeout_ms: &str) -> Lagging {
     use crate::support::proxy::{Faults, Proxy};
     use crate::support::rest::{metric, metrics};
-    let cluster = unique("it-dist-turns-cluster");
+    let cluster = unique(&format!("{prefix}-cluster"));
     let (a, url_a) = cluster_worker(&cluster);
     let (b, url_b) = cluster_worker(&cluster);
-    let x_topic = unique("it-dist-turns-x");
+    let x_topic = unique(&format!("{prefix}-x"));
     kafka::create_topic(&x_topic, 1);
     let proxy = Proxy::start(&servers().es);
     proxy.set_faults(Faults {
         request_503: 100,
         ..Faults::default()
     });
-    let x = unique("it-dist-turns-x");
-    let mut x_config = es_connector(
+    let x = unique(&format!("{prefix}-x"));
+    let x_config = es_connector(
         &x_topic,
         &proxy.url,
         &[
-            ("flush.timeout.ms", "10000"),
+            ("flush.timeout.ms", flush_timeout_ms),
             ("retry.backoff.ms", "50"),
             ("max.retry.backoff.ms", "200"),
         ],
     );
-    let y_topic = unique("it-dist-turns-y");
+    let y_topic = unique(&format!("{prefix}-y"));
     kafka::create_topic(&y_topic, 1);
     let y_config = es_connector(&y_topic, &servers().es, &[]);
-    let y = unique("it-dist-turns-y");
+    let y = unique(&format!("{prefix}-y"));
     for (name, config) in [(&x, &x_config), (&y, &y_config)] {
         let (code, body) = call(
             &url_a,
@@ -455,10 +464,10 @@ fn a_change_right_after_one_answered_by_another_worker_sees_it() {
     let start = Instant::now();
     let (slow, fast) = loop {
         if consumed(&url_a) > 0.0 {
-            break (&url_a, &url_b);
+            break (url_a, url_b);
         }
         if consumed(&url_b) > 0.0 {
-            break (&url_b, &url_a);
+            break (url_b, url_a);
         }
         assert!(start.elapsed() < WAIT, "neither worker read X's record");
         thread::sleep(Duration::from_millis(100));
@@ -472,18 +481,44 @@ fn a_change_right_after_one_answered_by_another_worker_sees_it() {
         assert!(start.elapsed() < WAIT, "X's write was not tried");
         thread::sleep(Duration::from_millis(50));
     }
-    // A new config for X: the slow worker's reader now waits up to 10 s for X's old task.
-    x_config["batch.size"] = json!("100");
-    assert_eq!(
-        call(
-            fast,
-            "PUT",
-            &format!("/connectors/{x}/config"),
-            Some(&x_config)
-        )
-        .0,
-        200
-    );
+    Lagging {
+        workers: [a, b],
+        slow,
+        fast,
+        proxy,
+        x,
+        x_config,
+        y,
+        y_config,
+    }
+}
+
+impl Lagging {
+    /// A new config for X, through the fast worker: the slow one's reader now waits.
+    fn lag(&mut self) {
+        self.x_config["batch.size"] = json!("100");
+        let path = format!("/connectors/{}/config", self.x);
+        assert_eq!(call(&self.fast, "PUT", &path, Some(&self.x_config)).0, 200);
+    }
+
+    fn stop(self) {
+        self.proxy
+            .set_faults(crate::support::proxy::Faults::default());
+        for w in self.workers {
+            assert!(w.stop().success());
+        }
+    }
+}
+
+/// A change sent to one worker right after another worker answered for an earlier one (two
+/// workers behind one load balancer) is checked against the earlier one, even while the first
+/// worker has not read it yet: a resume right after a pause resumes, a delete right after a
+/// create deletes.
+#[test]
+fn a_change_right_after_one_answered_by_another_worker_sees_it() {
+    let mut l = lagging("it-dist-turns", "10000");
+    l.lag();
+    let (slow, fast, y) = (&l.slow, &l.fast, &l.y);
     let path = |what: &str| format!("/connectors/{y}/{what}");
     assert_eq!(call(fast, "PUT", &path("pause"), None).0, 202);
     assert_eq!(call(slow, "PUT", &path("resume"), None).0, 202);
@@ -492,18 +527,43 @@ fn a_change_right_after_one_answered_by_another_worker_sees_it() {
         fast,
         "POST",
         "/connectors",
-        Some(&json!({"name": z, "config": y_config})),
+        Some(&json!({"name": z, "config": l.y_config})),
     );
     assert_eq!(code, 201, "{body}");
     let (code, body) = call(slow, "DELETE", &format!("/connectors/{z}"), None);
     assert_eq!(code, 204, "the delete right after the create: {body}");
-    proxy.set_faults(Faults::default());
-    wait_cluster_state(fast, &y, "RUNNING", "RUNNING", 2);
+    wait_cluster_state(fast, y, "RUNNING", "RUNNING", 2);
     wait_for(fast, "/connectors", WAIT, |l| {
         !l.as_array().unwrap().iter().any(|n| n == &json!(z))
     });
-    assert!(a.stop().success());
-    assert!(b.stop().success());
+    l.stop();
+}
+
+/// While a worker's reader of the config topic waits for a connector's old task, it still reads
+/// the other workers' task states: none goes stale (10 s unheard of), and its status of another
+/// connector lists both workers' tasks throughout.
+#[test]
+fn task_states_stay_fresh_while_a_change_waits_for_old_tasks() {
+    let mut l = lagging("it-dist-fresh", "16000");
+    l.lag();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(13) {
+        let (_, s) = call(&l.slow, "GET", &format!("/connectors/{}/status", l.y), None);
+        let mut workers: Vec<&str> = s["tasks"]
+            .as_array()
+            .map(|t| t.iter().filter_map(|t| t["worker_id"].as_str()).collect())
+            .unwrap_or_default();
+        workers.sort();
+        workers.dedup();
+        assert_eq!(
+            workers.len(),
+            2,
+            "after {:?}, the other worker's tasks left the status: {s}",
+            start.elapsed()
+        );
+        thread::sleep(Duration::from_millis(500));
+    }
+    l.stop();
 }
 
 /// A `--connector` file creates its connector in a cluster that does not know it, and leaves
