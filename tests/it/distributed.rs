@@ -52,16 +52,21 @@ fn wait_cluster_state(
     })
 }
 
-/// Posts connector `name` with `config` to the worker at `url_a`; waits until the worker at
-/// `url_b` reports it FAILED, with `needle` in its trace; returns that status.
-fn post_failing_on(url_a: &str, url_b: &str, name: &str, config: &Value, needle: &str) -> Value {
+/// Posts connector `name` with `config` to the worker at `url`; it must be created.
+fn post_connector(url: &str, name: &str, config: &Value) {
     let (code, body) = call(
-        url_a,
+        url,
         "POST",
         "/connectors",
         Some(&json!({"name": name, "config": config})),
     );
     assert_eq!(code, 201, "{body}");
+}
+
+/// Posts connector `name` with `config` to the worker at `url_a`; waits until the worker at
+/// `url_b` reports it FAILED, with `needle` in its trace; returns that status.
+fn post_failing_on(url_a: &str, url_b: &str, name: &str, config: &Value, needle: &str) -> Value {
+    post_connector(url_a, name, config);
     let s = wait_for(url_b, &format!("/connectors/{name}/status"), WAIT, |s| {
         s["connector"]["state"] == "FAILED" && s["tasks"].as_array().is_some_and(|t| !t.is_empty())
     });
@@ -154,13 +159,7 @@ fn actions_on_one_worker_act_on_all_and_conflicting_writes_converge() {
     let (a, url_a) = cluster_worker(&cluster);
     let (b, url_b) = cluster_worker(&cluster);
     let config = es_connector(&topic, &servers().es, &[]);
-    let (code, body) = call(
-        &url_a,
-        "POST",
-        "/connectors",
-        Some(&json!({"name": name, "config": config})),
-    );
-    assert_eq!(code, 201, "{body}");
+    post_connector(&url_a, &name, &config);
     // Known on the other worker at once (it answered only after reading the change back, and
     // the other reads the same topic), running on both.
     wait_cluster_state(&url_b, &name, "RUNNING", "RUNNING", 2);
@@ -431,13 +430,7 @@ fn lagging(prefix: &str, flush_timeout_ms: &str) -> Lagging {
     let y_config = es_connector(&y_topic, &servers().es, &[]);
     let y = unique(&format!("{prefix}-y"));
     for (name, config) in [(&x, &x_config), (&y, &y_config)] {
-        let (code, body) = call(
-            &url_a,
-            "POST",
-            "/connectors",
-            Some(&json!({"name": name, "config": config})),
-        );
-        assert_eq!(code, 201, "{body}");
+        post_connector(&url_a, name, config);
         wait_cluster_state(&url_b, name, "RUNNING", "RUNNING", 2);
     }
     // Which worker reads X's partition: the one whose task consumed X's record.
@@ -523,13 +516,7 @@ fn a_change_right_after_one_answered_by_another_worker_sees_it() {
     assert_eq!(call(fast, "PUT", &path("pause"), None).0, 202);
     assert_eq!(call(slow, "PUT", &path("resume"), None).0, 202);
     let z = unique("it-dist-turns-z");
-    let (code, body) = call(
-        fast,
-        "POST",
-        "/connectors",
-        Some(&json!({"name": z, "config": l.y_config})),
-    );
-    assert_eq!(code, 201, "{body}");
+    post_connector(fast, &z, &l.y_config);
     let (code, body) = call(slow, "DELETE", &format!("/connectors/{z}"), None);
     assert_eq!(code, 204, "the delete right after the create: {body}");
     wait_cluster_state(fast, y, "RUNNING", "RUNNING", 2);
