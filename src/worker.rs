@@ -80,9 +80,9 @@ impl Stopping {
                     drop(st);
                     // Forgotten however the wait ends (a panic too): a name left taken would
                     // hold every later start of that connector for good.
-                    let _done = Done(self, id);
+                    let done = Done(self, id);
                     stop_connector(c, metrics);
-                    drop(_done);
+                    drop(done);
                     st = self.state();
                 }
                 None => st = self.0.1.wait(st).unwrap_or_else(|p| p.into_inner()),
@@ -104,14 +104,7 @@ impl Stopping {
     /// Waits for the tasks of every stopped connector no thread waits for yet, on a thread of
     /// their own; returns at once.
     pub fn finish_in_background(&self, metrics: &Registry) {
-        let ids: Vec<u64> = self
-            .state()
-            .stopped
-            .iter()
-            .filter(|(_, (_, c))| c.is_some())
-            .map(|(id, _)| *id)
-            .collect();
-        if ids.is_empty() {
+        if !self.state().stopped.values().any(|(_, c)| c.is_some()) {
             return;
         }
         let (this, metrics) = (self.clone(), metrics.clone());

@@ -382,11 +382,15 @@ impl Cluster {
             .set("message.timeout.ms", KAFKA_TIMEOUT.as_millis().to_string())
             .create()
             .map_err(|e| format!("cannot create a Kafka producer: {e}"))?;
-        let tail: BaseConsumer = client_config(settings)
-            .set("enable.auto.commit", "false")
-            .set("group.id", format!("cdc-sink-tail-{}", herder.worker_id()))
-            .create()
-            .map_err(|e| format!("cannot create a Kafka consumer: {e}"))?;
+        // Consumers that read by assignment and never commit: the group id only names them.
+        let assigned_consumer = |group: String| -> Result<BaseConsumer, String> {
+            client_config(settings)
+                .set("enable.auto.commit", "false")
+                .set("group.id", group)
+                .create()
+                .map_err(|e| format!("cannot create a Kafka consumer: {e}"))
+        };
+        let tail = assigned_consumer(format!("cdc-sink-tail-{}", herder.worker_id()))?;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&config_topic, 0, Offset::Beginning)
             .map_err(|e| e.to_string())?;
@@ -425,14 +429,7 @@ impl Cluster {
         // The states on a consumer and a thread of their own: applying a change may wait for a
         // connector's old tasks to finish their writes (up to flush.timeout.ms), and other
         // workers' states read meanwhile keep them from going stale here.
-        let status_tail: BaseConsumer = client_config(settings)
-            .set("enable.auto.commit", "false")
-            .set(
-                "group.id",
-                format!("cdc-sink-states-{}", herder.worker_id()),
-            )
-            .create()
-            .map_err(|e| format!("cannot create a Kafka consumer: {e}"))?;
+        let status_tail = assigned_consumer(format!("cdc-sink-states-{}", herder.worker_id()))?;
         let mut status_tpl = TopicPartitionList::new();
         for p in 0..status_partitions {
             status_tpl
