@@ -191,7 +191,32 @@ pub fn router(herder: Arc<Herder>) -> Router {
                 "HTTP 405 Method Not Allowed".into(),
             )
         })
+        .layer(axum::middleware::map_response(json_errors))
         .with_state(api)
+}
+
+/// Every error answered as Kafka Connect answers it, `{"error_code": …, "message": …}`: axum's
+/// own refusals (a path that is not UTF-8 after decoding, a body past its limit) come as plain
+/// text, and become that shape here with their text as the message.
+async fn json_errors(r: Response) -> Response {
+    let code = r.status();
+    let is_json = r
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"application/json"));
+    if is_json || !(code.is_client_error() || code.is_server_error()) {
+        return r;
+    }
+    let text = axum::body::to_bytes(r.into_body(), 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        format!("HTTP {code}")
+    } else {
+        text
+    };
+    ApiError(code, message).into_response()
 }
 
 /// Binds `listen`; the address actually bound is returned (port 0 picks a free one).

@@ -85,14 +85,22 @@ pub async fn validate(State(_): State<Api>, Path(plugin): Path<String>, body: By
             "the config to validate must be a JSON object".into(),
         ));
     };
+    // Values as a create takes them: numbers and booleans as their text, `null` as absent, and
+    // an array or object refused, as a create refuses it (never dropped unnoticed).
     let mut values: BTreeMap<String, String> = BTreeMap::new();
     for (k, v) in map {
         match v {
-            Value::String(s) => values.insert(k, s),
-            Value::Number(n) => values.insert(k, n.to_string()),
-            Value::Bool(b) => values.insert(k, b.to_string()),
-            _ => None,
-        };
+            Value::String(s) => _ = values.insert(k, s),
+            Value::Number(n) => _ = values.insert(k, n.to_string()),
+            Value::Bool(b) => _ = values.insert(k, b.to_string()),
+            Value::Null => {}
+            Value::Array(_) | Value::Object(_) => {
+                return Err(ApiError(
+                    StatusCode::BAD_REQUEST,
+                    format!("{k}: must be a string"),
+                ));
+            }
+        }
     }
     // A config of another connector class is refused, as Kafka Connect refuses it.
     if let Some(class) = values.get("connector.class")
