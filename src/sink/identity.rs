@@ -1,15 +1,13 @@
 //! What identifies a change in every sink: the id of its row — from the record key, else from
-//! the row's primary-key fields — and its version, its position in the source
-//! (docs/versions.md), so that "newest wins" means the same in Elasticsearch and in Druid.
+//! the row's primary-key fields — so that "newest wins" (with the version of
+//! `source_versions`) means the same in Elasticsearch and in Druid.
 
 use std::borrow::Cow;
 
 use serde_json::value::RawValue;
 
+use crate::decode::Row;
 use crate::decode::row::id_text;
-use crate::decode::{ChangeEvent, Row};
-use crate::sink::SinkRecord;
-use crate::sink::snapshot_floors::SnapshotFloors;
 
 /// The id a key gives: the value of `field` (`ExtractField$Key`), the key itself when it is a
 /// primitive, else its fields' values joined with `separator`, in key order.
@@ -208,23 +206,6 @@ pub fn id_part(v: &RawValue) -> Option<Cow<'_, str>> {
         }));
     }
     Some(text)
-}
-
-/// The version of a change: its source position (PostgreSQL changes raised above their
-/// partition's snapshot reads by `floors`), or the Kafka offset when the source has none.
-pub fn source_version(
-    floors: &mut SnapshotFloors,
-    rec: &SinkRecord<'_>,
-    ev: &ChangeEvent,
-) -> Result<u64, String> {
-    match ev.source.as_ref() {
-        Some(s) => match &s.position {
-            Ok(Some(v)) => Ok(floors.version(rec.kafka_topic, rec.partition, *v, s.ordering)),
-            Err(e) => Err(format!("cannot version the change: {e}")),
-            Ok(None) => Ok(rec.offset as u64),
-        },
-        None => Ok(rec.offset as u64),
-    }
 }
 
 #[cfg(test)]

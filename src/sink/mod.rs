@@ -7,6 +7,7 @@ pub mod druid;
 pub mod elasticsearch;
 pub mod identity;
 pub mod snapshot_floors;
+pub mod source_versions;
 
 use std::time::Duration;
 

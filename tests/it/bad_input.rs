@@ -96,6 +96,24 @@ fn a_record_without_key_fails_the_task_when_no_pk_fields_are_set() {
 /// checks CRCs (`check.crcs=true`): librdkafka would report it and skip it, and the task would
 /// commit past records it never saw. The records before it are written and committed, the ones
 /// in and after it are not.
+/// A change whose source gives no position, on a topic whose changes so far were versioned by
+/// their position: by its Kafka offset (5, against LSN 1000) Elasticsearch would refuse it as
+/// stale, and the change would be lost without a word.
+#[test]
+fn a_change_without_a_source_position_among_positioned_ones_fails_the_task() {
+    let bad = Rec {
+        partition: 0,
+        key: Some(json!({"id": 0}).to_string()),
+        value: Some(
+            json!({"before": null, "after": {"id": 0, "name": "changed"},
+                "source": {"connector": "postgresql", "db": "d", "schema": "s", "table": "t"}, "op": "u"})
+            .to_string(),
+        ),
+    };
+    let line = fails_at_offset_5(bad, &[]);
+    assert!(line.contains("carries no source position"), "{line}");
+}
+
 #[test]
 fn a_corrupt_batch_fails_the_task_instead_of_being_skipped() {
     use crate::support::wait_until;

@@ -8,8 +8,8 @@ use super::config::{DruidConfig, TimeField};
 use crate::decode::row::for_each_field;
 use crate::decode::{ChangeEvent, Op, Row, Value};
 use crate::sink::SinkRecord;
-use crate::sink::identity::{record_id, source_version};
-use crate::sink::snapshot_floors::SnapshotFloors;
+use crate::sink::identity::record_id;
+use crate::sink::source_versions::SourceVersions;
 
 /// A record as the Druid sink writes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,7 +25,7 @@ pub enum Mapped {
 
 pub struct Rows {
     cfg: Arc<DruidConfig>,
-    floors: SnapshotFloors,
+    versions: SourceVersions,
     topics: crate::FastMap<String, Arc<str>>,
 }
 
@@ -33,7 +33,7 @@ impl Rows {
     pub fn new(cfg: Arc<DruidConfig>) -> Rows {
         Rows {
             cfg,
-            floors: SnapshotFloors::default(),
+            versions: SourceVersions::default(),
             topics: Default::default(),
         }
     }
@@ -58,7 +58,7 @@ impl Rows {
             Op::Truncate => table_of(ev).unwrap_or_else(|| rec.topic.to_string()),
             _ => self.id(rec, image)?,
         };
-        let version = source_version(&mut self.floors, rec, ev)?;
+        let version = self.versions.version(rec, ev)?;
         let mut out = Vec::with_capacity(image.map_or(0, |r| r.as_str().len()) + 128);
         out.push(b'{');
         let mut first = true;

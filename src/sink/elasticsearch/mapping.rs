@@ -9,13 +9,13 @@ use serde_json::value::RawValue;
 use super::config::{EsConfig, FieldRef, OnDelete, OnNull, VersionSource};
 use super::deletes::{Deleted, RecentDeletes};
 use super::scopes::Scopes;
-use crate::sink::identity::{record_id, source_version};
+use crate::sink::identity::record_id;
 
 use crate::decode::row::write_json_str;
 use crate::decode::source::{Ordering, SnapshotMark};
 use crate::decode::{ChangeEvent, Op, Row, Value};
 use crate::sink::SinkRecord;
-use crate::sink::snapshot_floors::SnapshotFloors;
+use crate::sink::source_versions::SourceVersions;
 
 /// Elasticsearch refuses longer ids.
 const MAX_ID_BYTES: usize = 512;
@@ -143,7 +143,7 @@ pub struct Mapper {
     /// Delete events, for the tombstone that follows each.
     deletes: RecentDeletes,
     /// Snapshot reads, for the first transaction streamed after them.
-    floors: SnapshotFloors,
+    versions: SourceVersions,
     /// The table each index holds (`snapshot.reconcile`).
     scopes: Scopes,
     /// Indices already warned about as not reconcilable.
@@ -160,7 +160,7 @@ impl Mapper {
             per_topic,
             indices: Default::default(),
             deletes: RecentDeletes::default(),
-            floors: SnapshotFloors::default(),
+            versions: SourceVersions::default(),
             scopes: Scopes::default(),
             warned: Vec::new(),
         }
@@ -450,7 +450,7 @@ impl Mapper {
         match self.cfg.version {
             VersionSource::None => Ok(None),
             VersionSource::Offset => Ok(Some(rec.offset as u64)),
-            VersionSource::Source => source_version(&mut self.floors, rec, ev).map(Some),
+            VersionSource::Source => self.versions.version(rec, ev).map(Some),
         }
     }
 
