@@ -24,10 +24,11 @@ enum Scale {
 #[derive(Debug, Default)]
 pub struct SourceVersions {
     floors: SnapshotFloors,
-    /// Per topic read (before routing), the scale of its first versioned change. Looked up by
-    /// a scan from the last topic found: a task reads a handful of topics, mostly in runs.
-    scales: Vec<(Box<str>, Scale)>,
-    last: usize,
+    /// Per topic read (before routing), the scale of its first versioned change.
+    scales: crate::FastMap<Box<str>, Scale>,
+    /// The last topic looked up (its buffer reused) and its scale: records come in runs of one
+    /// partition.
+    last: (String, Option<Scale>),
 }
 
 impl SourceVersions {
@@ -52,17 +53,20 @@ impl SourceVersions {
 
     /// Remembers `topic`'s scale, or says why `scale` cannot be mixed with it.
     fn check(&mut self, topic: &str, scale: Scale) -> Result<(), String> {
-        let found = match self.scales.get(self.last) {
-            Some((t, _)) if **t == *topic => Some(self.last),
-            _ => self.scales.iter().position(|(t, _)| **t == *topic),
+        let first = match self.last {
+            (ref t, Some(s)) if t == topic => s,
+            _ => {
+                let s = match self.scales.get(topic) {
+                    Some(s) => *s,
+                    None => *self.scales.entry(topic.into()).or_insert(scale),
+                };
+                self.last.0.clear();
+                self.last.0.push_str(topic);
+                self.last.1 = Some(s);
+                s
+            }
         };
-        let Some(i) = found else {
-            self.scales.push((topic.into(), scale));
-            self.last = self.scales.len() - 1;
-            return Ok(());
-        };
-        self.last = i;
-        match (self.scales[i].1, scale) {
+        match (first, scale) {
             (a, b) if a == b => Ok(()),
             (Scale::Position, _) => Err(format!(
                 "cannot version the change: it carries no source position, while earlier changes of topic \
