@@ -70,6 +70,9 @@ struct WireStatus {
     /// Why the connector failed on this worker (its config does not validate there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     failed: Option<String>,
+    /// The publishing process (see [`Cluster::instance`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    instance: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -247,6 +250,12 @@ type Statuses = BTreeMap<String, BTreeMap<String, (Vec<TaskStatus>, Option<Strin
 
 pub struct Cluster {
     worker_id: String,
+    /// This process among the cluster's: its pid and start time. Two live workers publishing
+    /// states under one worker id would each overwrite the other's; this tells them apart.
+    instance: String,
+    /// When this process joined (ms since the epoch): states of this worker id published
+    /// before it are an earlier process's, not a duplicate's.
+    joined_ms: i64,
     config_topic: String,
     status_topic: String,
     producer: FutureProducer,
@@ -444,6 +453,14 @@ impl Cluster {
             .map_err(|e| format!("cannot read topic {config_topic}: {e}"))?;
         let cluster = Arc::new(Cluster {
             worker_id: herder.worker_id().to_string(),
+            instance: format!(
+                "{}-{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos())
+            ),
+            joined_ms: now_ms(),
             config_topic,
             status_topic,
             producer,
@@ -545,6 +562,7 @@ impl Cluster {
 
     /// Reads other workers' task states until stopped.
     fn read_statuses(&self, tail: BaseConsumer) {
+        let mut duplicate_said: Option<Instant> = None;
         while !self.stop.load(Ordering::Relaxed) {
             let Some(msg) = tail.poll(Duration::from_millis(100)) else {
                 continue;
@@ -562,6 +580,23 @@ impl Cluster {
                 let status = m
                     .payload()
                     .and_then(|v| serde_json::from_slice::<WireStatus>(v).ok());
+                if let Some(s) = &status
+                    && worker == self.worker_id
+                    && s.at_ms >= self.joined_ms
+                    && s.instance.as_ref().is_some_and(|i| *i != self.instance)
+                    && duplicate_said.is_none_or(|at| at.elapsed() >= Duration::from_secs(60))
+                {
+                    duplicate_said = Some(Instant::now());
+                    error!(
+                        "another live worker publishes task states as worker id `{}` too (connector {connector}, \
+                         process {}; this one is {}): worker ids must be unique in a cluster, or the two \
+                         overwrite each other's task states in status. Give each worker its own `worker.id` \
+                         (or its own host and `rest.listen` port, which the default id is made of)",
+                        self.worker_id,
+                        s.instance.as_deref().unwrap_or_default(),
+                        self.instance
+                    );
+                }
                 match status {
                     Some(s) => {
                         let tasks = s
@@ -640,6 +675,7 @@ impl Cluster {
                         at_ms: now_ms(),
                         tasks: body,
                         failed: failed.clone(),
+                        instance: Some(self.instance.clone()),
                     })
                     .to_string();
                     if self.send_status(connector, Some(&value)) {

@@ -594,3 +594,63 @@ fn a_connector_file_does_not_revert_the_clusters_config_at_a_restart() {
     );
     assert!(w.stop().success());
 }
+
+/// Two live workers given one worker id overwrite each other's task states: each says so. A
+/// worker restarted under its id after a kill is not taken for a duplicate of the killed one.
+#[test]
+fn two_live_workers_with_one_id_are_named_and_a_restarted_one_is_not() {
+    let topic = unique("it-dup");
+    kafka::create_topic(&topic, 2);
+    let cluster = unique("it-dup-cluster");
+    let name = unique("it-dup");
+    let id = unique("dup-worker");
+    let start = || {
+        let mut w = Worker::start_with(
+            &[],
+            &[
+                ("CDC_SINK_WORKER__MODE", "distributed"),
+                ("CDC_SINK_WORKER__GROUP", &cluster),
+                ("CDC_SINK_WORKER__ID", &id),
+            ],
+        );
+        let url = w.rest_url();
+        (w, url)
+    };
+    let (a, url_a) = start();
+    post_connector(&url_a, &name, &es_connector(&topic, &servers().es, &[]));
+    wait_cluster_state(&url_a, &name, "RUNNING", "RUNNING", 1);
+    let killed = a.pid();
+    // Killed once its states are in the status topic (5 partitions), for the next process to read.
+    crate::support::wait_until(WAIT, "the first worker's states published", || {
+        kafka::read_all(&format!("{cluster}-status"), 5)
+            .iter()
+            .any(|r| {
+                r.value
+                    .as_ref()
+                    .is_some_and(|v| String::from_utf8_lossy(v).contains(&format!("\"{killed}-")))
+            })
+            .then_some(())
+    });
+    a.kill();
+
+    // Started again under its id: the killed process's states are an earlier process's.
+    let (mut again, url) = start();
+    wait_cluster_state(&url, &name, "RUNNING", "RUNNING", 1);
+    // A second live worker under that id. Its states and the restarted worker's share a key,
+    // so one partition, after the killed process's: a line about it comes after those were read.
+    let (mut twin, _) = start();
+    let line = again.wait_log("publishes task states as worker id", WAIT);
+    assert!(
+        line.contains(&format!("process {}-", twin.pid())),
+        "the line must name the live duplicate: {line}"
+    );
+    twin.wait_log("publishes task states as worker id", WAIT);
+    for log in [again.log_text(), twin.log_text()] {
+        assert!(
+            !log.contains(&format!("process {killed}-")),
+            "the killed worker was taken for a duplicate:\n{log}"
+        );
+    }
+    assert!(again.stop().success());
+    assert!(twin.stop().success());
+}
