@@ -2,84 +2,133 @@
 //! log (docs/versions.md), raised above its partition's snapshot reads where PostgreSQL needs it
 //! (`snapshot_floors`), or its Kafka offset when the source gives no position.
 //!
-//! Positions and Kafka offsets are two scales that do not compare: a binlog position is in the
-//! trillions, an LSN in the tens of millions, an offset anywhere. Should one topic's changes come
-//! on both (a tool that writes Debezium's envelope with an empty binlog file name for some rows
-//! only), a change versioned by one scale could be refused as older than a document written on
-//! the other, and be lost silently. So each topic keeps the scale its first change had, and a
-//! change on the other one is an error naming the problem.
+//! Positions and Kafka offsets are two scales that do not compare: a binlog position is past
+//! 2^40, a PostgreSQL version four times an LSN, an offset anywhere. When one partition's changes
+//! come on both (SQL Server snapshot reads taken before its log had an LSN, then streamed
+//! changes; a tool that writes Debezium's envelope with an empty binlog file name for some rows),
+//! a change whose version is not above every version the other scale gave in its partition could
+//! be refused by Elasticsearch as older than a document written on that scale: lost without a
+//! word. The Elasticsearch connector ([`SourceVersions::checked`]) refuses such a change with an
+//! error that says so; one above them (positions after a few offsets) is written. The Druid
+//! connector keeps every row and orders nothing by it: nothing is checked.
+//!
+//! What the check knows is the task's memory since it started: a task started again (a restart,
+//! a rebalance) learns each partition afresh from the changes it reads.
 
 use crate::decode::ChangeEvent;
 use crate::sink::SinkRecord;
 use crate::sink::snapshot_floors::SnapshotFloors;
 
-/// Which scale a topic's changes were versioned on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Scale {
-    Position,
-    Offset,
+/// The highest version each scale gave in one partition.
+#[derive(Debug, Default, Clone, Copy)]
+struct Highest {
+    position: Option<u64>,
+    offset: Option<u64>,
 }
 
 /// Versions of the changes one task writes.
 #[derive(Debug, Default)]
 pub struct SourceVersions {
     floors: SnapshotFloors,
-    /// Per topic read (before routing), the scale of its first versioned change.
-    scales: crate::FastMap<Box<str>, Scale>,
-    /// The last topic looked up (its buffer reused) and its scale: records come in runs of one
-    /// partition.
-    last: (String, Option<Scale>),
+    /// Whether a change on one scale must be above the other scale's versions.
+    checked: bool,
+    /// Per Kafka topic (before routing) and partition. The entry of `last` is kept in `last`
+    /// until another partition's change comes (records come in runs of one partition).
+    highest: crate::FastMap<Box<str>, crate::FastMap<i32, Highest>>,
+    /// The partition of the last change (its topic's buffer reused), and its entry.
+    last: Option<(String, i32, Highest)>,
 }
 
 impl SourceVersions {
-    /// The version of `ev`, read as `rec`.
-    pub fn version(&mut self, rec: &SinkRecord<'_>, ev: &ChangeEvent) -> Result<u64, String> {
-        let (version, scale) = match ev.source.as_ref() {
-            Some(s) => match &s.position {
-                Ok(Some(v)) => {
-                    let v = self
-                        .floors
-                        .version(rec.kafka_topic, rec.partition, *v, s.ordering);
-                    (v, Scale::Position)
-                }
-                Err(e) => return Err(format!("cannot version the change: {e}")),
-                Ok(None) => (rec.offset as u64, Scale::Offset),
-            },
-            None => (rec.offset as u64, Scale::Offset),
-        };
-        self.check(rec.kafka_topic, scale)?;
-        Ok(version)
+    /// Versions whose two scales are checked against each other (Elasticsearch).
+    pub fn checked() -> SourceVersions {
+        SourceVersions {
+            checked: true,
+            ..SourceVersions::default()
+        }
     }
 
-    /// Remembers `topic`'s scale, or says why `scale` cannot be mixed with it.
-    fn check(&mut self, topic: &str, scale: Scale) -> Result<(), String> {
-        let first = match self.last {
-            (ref t, Some(s)) if t == topic => s,
-            _ => {
-                let s = match self.scales.get(topic) {
-                    Some(s) => *s,
-                    None => *self.scales.entry(topic.into()).or_insert(scale),
-                };
-                self.last.0.clear();
-                self.last.0.push_str(topic);
-                self.last.1 = Some(s);
-                s
-            }
+    /// The version of `ev`, read as `rec`.
+    pub fn version(&mut self, rec: &SinkRecord<'_>, ev: &ChangeEvent) -> Result<u64, String> {
+        let (topic, partition) = (rec.kafka_topic, rec.partition);
+        let Some(s) = ev.source.as_ref() else {
+            return self.offset(rec);
         };
-        match (first, scale) {
-            (a, b) if a == b => Ok(()),
-            (Scale::Position, _) => Err(format!(
-                "cannot version the change: it carries no source position, while earlier changes of topic \
-                 {topic} did; by its Kafka offset it could be refused as older than they are, or win over \
-                 newer ones. If this topic's source gives no positions for some changes, set \
-                 version.source=offset (docs/versions.md)"
-            )),
-            (Scale::Offset, _) => Err(format!(
-                "cannot version the change: it carries a source position, while earlier changes of topic \
-                 {topic} carried none and were versioned by their Kafka offset; the two do not compare. \
-                 If this topic's source gives no positions for some changes, set version.source=offset \
-                 (docs/versions.md)"
-            )),
+        match &s.position {
+            Ok(Some(v)) => {
+                // Checked before the floors remember a snapshot read: a refused change leaves
+                // nothing behind. The floors only raise a version, so a position above the
+                // offsets stays above them.
+                if self.checked {
+                    let h = self.entry(topic, partition);
+                    if let Some(o) = h.offset.filter(|o| v <= o) {
+                        return Err(format!(
+                            "cannot version the change: its source position ({v}) is not above Kafka offset {o}, \
+                             by which earlier changes of topic {topic} partition {partition} without a position \
+                             were versioned; Elasticsearch could refuse it as older than they are. If this topic's \
+                             source gives no position for some changes, set version.source=offset (docs/versions.md)"
+                        ));
+                    }
+                    h.position = h.position.max(Some(*v));
+                }
+                Ok(self.floors.version(topic, partition, *v, s.ordering))
+            }
+            Err(e) => Err(format!("cannot version the change: {e}")),
+            Ok(None) => self.offset(rec),
+        }
+    }
+
+    /// The version of a change whose source gives no position: its Kafka offset.
+    fn offset(&mut self, rec: &SinkRecord<'_>) -> Result<u64, String> {
+        let (topic, partition, v) = (rec.kafka_topic, rec.partition, rec.offset as u64);
+        if self.checked {
+            let h = self.entry(topic, partition);
+            if let Some(p) = h.position.filter(|p| v <= *p) {
+                return Err(format!(
+                    "cannot version the change: it carries no source position, and its Kafka offset ({v}) is \
+                     not above version {p}, given by the source position of an earlier change of topic \
+                     {topic} partition {partition}; Elasticsearch could refuse it as older than that one. If \
+                     this topic's source gives no position for some changes, set version.source=offset \
+                     (docs/versions.md). A task started again without that forgets the earlier change, and \
+                     then writes this one at its offset, where it may be refused as stale"
+                ));
+            }
+            h.offset = h.offset.max(Some(v));
+        }
+        Ok(v)
+    }
+
+    /// The highest versions of (`topic`, `partition`), made `last`.
+    fn entry(&mut self, topic: &str, partition: i32) -> &mut Highest {
+        let hit = matches!(&self.last, Some((t, p, _)) if *p == partition && t == topic);
+        if !hit {
+            let mut buffer = String::new();
+            if let Some((t, p, h)) = self.last.take() {
+                match self.highest.get_mut(t.as_str()) {
+                    Some(parts) => _ = parts.insert(p, h),
+                    None => {
+                        _ = self
+                            .highest
+                            .entry(t.as_str().into())
+                            .or_default()
+                            .insert(p, h)
+                    }
+                }
+                buffer = t;
+            }
+            let h = self
+                .highest
+                .get(topic)
+                .and_then(|parts| parts.get(&partition))
+                .copied()
+                .unwrap_or_default();
+            buffer.clear();
+            buffer.push_str(topic);
+            self.last = Some((buffer, partition, h));
+        }
+        match &mut self.last {
+            Some((_, _, h)) => h,
+            None => unreachable!("set above"),
         }
     }
 }
@@ -102,7 +151,7 @@ mod tests {
 
     fn version(
         v: &mut SourceVersions,
-        topic: &str,
+        (topic, partition): (&str, i32),
         offset: i64,
         value: &Value,
     ) -> Result<u64, String> {
@@ -112,7 +161,7 @@ mod tests {
         let rec = SinkRecord {
             topic,
             kafka_topic: topic,
-            partition: 0,
+            partition,
             offset,
             timestamp_ms: None,
             key: None,
@@ -123,25 +172,41 @@ mod tests {
     }
 
     #[test]
-    fn a_topic_keeps_the_scale_of_its_first_change() {
-        let positioned = change(r#"{"connector":"mysql","file":"bin.000003","pos":154,"row":0}"#);
+    fn a_change_below_the_other_scales_versions_is_refused() {
+        let binlog = change(r#"{"connector":"mysql","file":"bin.000003","pos":154,"row":0}"#);
         let without = change(r#"{"connector":"mysql","file":"","pos":0,"row":0}"#);
-        let unknown = change(r#"{"connector":"db2","change_lsn":"x"}"#);
-        let mut v = SourceVersions::default();
-        assert_eq!(version(&mut v, "a", 7, &positioned), Ok(3 << 40 | 154));
-        // Offsets on another topic are their own scale.
-        assert_eq!(version(&mut v, "b", 8, &without), Ok(8));
-        assert_eq!(version(&mut v, "b", 9, &unknown), Ok(9));
-        // Mixing on one topic, either way, is an error that names it; nothing is remembered
-        // from the refused change.
-        let e = version(&mut v, "a", 10, &without).unwrap_err();
+        let lsn = |l: u64| change(&format!(r#"{{"connector":"postgresql","lsn":{l}}}"#));
+        let mut v = SourceVersions::checked();
+        let (a0, a1, b0) = (("a", 0), ("a", 1), ("b", 0));
+        // Offsets, then a position above them (SQL Server's snapshot before its first LSN,
+        // then its stream): written.
+        assert_eq!(version(&mut v, a0, 7, &without), Ok(7));
+        assert_eq!(version(&mut v, a0, 8, &binlog), Ok(3 << 40 | 154));
+        // An offset below that position: refused, naming it; so is a position below an offset.
+        let e = version(&mut v, a0, 9, &without).unwrap_err();
         assert!(
-            e.contains("no source position") && e.contains("topic a"),
+            e.contains("no source position") && e.contains("topic a partition 0"),
             "{e}"
         );
-        let e = version(&mut v, "b", 11, &positioned).unwrap_err();
-        assert!(e.contains("carried none") && e.contains("topic b"), "{e}");
-        assert_eq!(version(&mut v, "a", 12, &positioned), Ok(3 << 40 | 154));
-        assert_eq!(version(&mut v, "b", 13, &unknown), Ok(13));
+        assert_eq!(version(&mut v, b0, 500, &without), Ok(500));
+        let e = version(&mut v, b0, 501, &lsn(100)).unwrap_err();
+        assert!(
+            e.contains("not above Kafka offset 500") && e.contains("topic b partition 0"),
+            "{e}"
+        );
+        // The refused change left nothing behind: a position above the offsets is taken, and
+        // an offset above the positions too.
+        assert_eq!(version(&mut v, b0, 502, &lsn(600)), Ok(600));
+        assert_eq!(version(&mut v, b0, 601, &without), Ok(601));
+        // Each partition on its own, also after others came between.
+        assert_eq!(version(&mut v, a1, 3, &without), Ok(3));
+        assert!(version(&mut v, a0, 10, &without).is_err());
+        assert_eq!(version(&mut v, a1, 4, &without), Ok(4));
+        assert!(version(&mut v, b0, 602, &lsn(601)).is_err());
+
+        // Unchecked (Druid): every change gets its version.
+        let mut v = SourceVersions::default();
+        assert_eq!(version(&mut v, a0, 8, &binlog), Ok(3 << 40 | 154));
+        assert_eq!(version(&mut v, a0, 9, &without), Ok(9));
     }
 }

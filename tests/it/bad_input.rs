@@ -92,28 +92,51 @@ fn a_record_without_key_fails_the_task_when_no_pk_fields_are_set() {
     assert!(line.contains("record has no key"), "{line}");
 }
 
+/// Versions on two scales in one partition. A change without a source position at offset 0 is
+/// versioned by its offset; the changes after it carry PostgreSQL positions above it and are
+/// written at them; then a change without a position at offset 5: by its offset (5, against
+/// LSN 1004) Elasticsearch would refuse it as stale, and it would be lost without a word. It
+/// fails the task instead, and nothing is committed past it.
+#[test]
+fn a_change_without_a_source_position_below_positioned_ones_fails_the_task() {
+    let unpositioned = |id: i64, name: &str| {
+        Rec {
+        partition: 0,
+        key: Some(json!({"id": id}).to_string()),
+        value: Some(
+            json!({"before": null, "after": {"id": id, "name": name},
+                "source": {"connector": "postgresql", "db": "d", "schema": "s", "table": "t"}, "op": "u"})
+            .to_string(),
+        ),
+    }
+    };
+    let topic = unique("it-scales");
+    kafka::create_topic(&topic, 1);
+    let mut recs = vec![unpositioned(0, "n0")];
+    recs.extend((1..5).map(good));
+    recs.push(unpositioned(1, "changed"));
+    recs.extend((6..10).map(good));
+    kafka::produce(&topic, &recs);
+    let (mut w, group) = start_es_worker("it-scales", &topic, &servers().es, &[]);
+    let line = assert_failed_at_offset_5(&mut w, &topic, &group);
+    assert!(line.contains("carries no source position"), "{line}");
+    let expected: BTreeMap<String, (u64, Value)> = (0..5)
+        .map(|id| {
+            let version = if id == 0 { 0 } else { 1000 + id as u64 };
+            (
+                id.to_string(),
+                (version, json!({"id": id, "name": format!("n{id}")})),
+            )
+        })
+        .collect();
+    assert_eq!(es::documents(&topic), expected);
+    assert!(!w.stop().success());
+}
+
 /// A batch whose bytes were corrupted on the broker's disk fails the task when the consumer
 /// checks CRCs (`check.crcs=true`): librdkafka would report it and skip it, and the task would
 /// commit past records it never saw. The records before it are written and committed, the ones
 /// in and after it are not.
-/// A change whose source gives no position, on a topic whose changes so far were versioned by
-/// their position: by its Kafka offset (5, against LSN 1000) Elasticsearch would refuse it as
-/// stale, and the change would be lost without a word.
-#[test]
-fn a_change_without_a_source_position_among_positioned_ones_fails_the_task() {
-    let bad = Rec {
-        partition: 0,
-        key: Some(json!({"id": 0}).to_string()),
-        value: Some(
-            json!({"before": null, "after": {"id": 0, "name": "changed"},
-                "source": {"connector": "postgresql", "db": "d", "schema": "s", "table": "t"}, "op": "u"})
-            .to_string(),
-        ),
-    };
-    let line = fails_at_offset_5(bad, &[]);
-    assert!(line.contains("carries no source position"), "{line}");
-}
-
 #[test]
 fn a_corrupt_batch_fails_the_task_instead_of_being_skipped() {
     use crate::support::wait_until;

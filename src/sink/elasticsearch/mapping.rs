@@ -142,7 +142,7 @@ pub struct Mapper {
     indices: crate::FastMap<String, Arc<str>>,
     /// Delete events, for the tombstone that follows each.
     deletes: RecentDeletes,
-    /// Snapshot reads, for the first transaction streamed after them.
+    /// Versions from source positions (`version.source=source`).
     versions: SourceVersions,
     /// The table each index holds (`snapshot.reconcile`).
     scopes: Scopes,
@@ -160,7 +160,7 @@ impl Mapper {
             per_topic,
             indices: Default::default(),
             deletes: RecentDeletes::default(),
-            versions: SourceVersions::default(),
+            versions: SourceVersions::checked(),
             scopes: Scopes::default(),
             warned: Vec::new(),
         }
@@ -257,12 +257,13 @@ impl Mapper {
                     let after = ev.after.as_ref().ok_or("change without an `after` image")?;
                     let index = self.index(rec, Some(ev))?;
                     let id = self.id(rec, Some(after))?;
+                    let doc =
+                        self.document(after.as_str(), ev, self.cfg.mark_live.then_some(false))?;
+                    // Last of what can fail: a refused record leaves no version remembered.
+                    let version = self.version(rec, ev)?;
                     if self.tombstones_delete() {
                         self.deletes.written(rec.kafka_topic, rec.partition, &id);
                     }
-                    let version = self.version(rec, ev)?;
-                    let doc =
-                        self.document(after.as_str(), ev, self.cfg.mark_live.then_some(false))?;
                     if self.cfg.reconcile {
                         self.scopes.wrote(&index, rec.kafka_topic, table_of(ev));
                     }
@@ -287,11 +288,37 @@ impl Mapper {
     ) -> Result<Mapped<'a>, String> {
         let on_delete = self.cfg.on_delete;
         let remember = self.tombstones_delete();
-        if on_delete == OnDelete::Ignore && !remember {
-            return Ok(Mapped::Skip("delete_dropped"));
+        // What is not written is decided first. (A remembered delete needs its version for the
+        // tombstone after it even when the delete itself is dropped; `remember` implies
+        // `behavior.on.null.values=delete`.)
+        match (on_delete, self.cfg.on_null) {
+            (OnDelete::Ignore, _) if !remember => return Ok(Mapped::Skip("delete_dropped")),
+            // ExtractNewRecordState made it a null value: `behavior.on.null.values` decides,
+            // and a delete keeps the event's version.
+            (OnDelete::AsNull, OnNull::Ignore) => return Ok(Mapped::Skip("null_value")),
+            (OnDelete::AsNull, OnNull::Fail) => {
+                return Err(
+                    "delete event (a null value after ExtractNewRecordState) and behavior.on.null.values=fail"
+                        .into(),
+                );
+            }
+            _ => {}
         }
         let index = self.index(rec, Some(ev))?;
         let id = self.id(rec, ev.before.as_ref())?;
+        let kind = match on_delete {
+            OnDelete::SoftDelete => {
+                let image = match (&ev.before, rec.key) {
+                    (Some(b), _) => b.as_str(),
+                    (None, Some(k)) if k.as_str().starts_with('{') => k.as_str(),
+                    _ => "{}",
+                };
+                Some(ActionKind::Index(self.document(image, ev, Some(true))?))
+            }
+            OnDelete::Delete | OnDelete::AsNull => Some(ActionKind::Delete),
+            OnDelete::Ignore => None,
+        };
+        // Last of what can fail: a refused record leaves no version remembered.
         let version = self.version(rec, ev)?;
         if self.cfg.reconcile {
             self.scopes.wrote(&index, rec.kafka_topic, table_of(ev));
@@ -304,42 +331,15 @@ impl Mapper {
             self.deletes
                 .deleted(rec.kafka_topic, rec.partition, id.clone(), deleted);
         }
-        let delete = |index, id| {
-            Ok(Mapped::Write(BulkAction {
+        Ok(match kind {
+            Some(kind) => Mapped::Write(BulkAction {
                 index,
                 id,
                 version,
-                kind: ActionKind::Delete,
-            }))
-        };
-        match on_delete {
-            OnDelete::Ignore => Ok(Mapped::Skip("delete_dropped")),
-            OnDelete::Delete => delete(index, id),
-            // ExtractNewRecordState made it a null value: `behavior.on.null.values` decides,
-            // and a delete keeps the event's version.
-            OnDelete::AsNull => match self.cfg.on_null {
-                OnNull::Ignore => Ok(Mapped::Skip("null_value")),
-                OnNull::Fail => Err(
-                    "delete event (a null value after ExtractNewRecordState) and behavior.on.null.values=fail"
-                        .into(),
-                ),
-                OnNull::Delete => delete(index, id),
-            },
-            OnDelete::SoftDelete => {
-                let image = match (&ev.before, rec.key) {
-                    (Some(b), _) => b.as_str(),
-                    (None, Some(k)) if k.as_str().starts_with('{') => k.as_str(),
-                    _ => "{}",
-                };
-                let doc = self.document(image, ev, Some(true))?;
-                Ok(Mapped::Write(BulkAction {
-                    index,
-                    id,
-                    version,
-                    kind: ActionKind::Index(doc),
-                }))
-            }
-        }
+                kind,
+            }),
+            None => Mapped::Skip("delete_dropped"),
+        })
     }
 
     /// Debezium's tombstone (a null value after a delete event), by `behavior.on.null.values`.
