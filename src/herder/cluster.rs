@@ -253,9 +253,6 @@ pub struct Cluster {
     /// This process among the cluster's: its pid and start time. Two live workers publishing
     /// states under one worker id would each overwrite the other's; this tells them apart.
     instance: String,
-    /// When this process joined (ms since the epoch): states of this worker id published
-    /// before it are an earlier process's, not a duplicate's.
-    joined_ms: i64,
     config_topic: String,
     status_topic: String,
     producer: FutureProducer,
@@ -460,7 +457,6 @@ impl Cluster {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_nanos())
             ),
-            joined_ms: now_ms(),
             config_topic,
             status_topic,
             producer,
@@ -563,6 +559,11 @@ impl Cluster {
     /// Reads other workers' task states until stopped.
     fn read_statuses(&self, tail: BaseConsumer) {
         let mut duplicate_said: Option<Instant> = None;
+        // Connectors whose states this process has read back under its worker id. A state of
+        // another process under that id read after one of ours (one key, so one partition, in
+        // the order written) is a live duplicate's; one read before is an earlier process's
+        // (this worker before a restart). No clock is compared.
+        let mut ours_read: std::collections::BTreeSet<String> = Default::default();
         while !self.stop.load(Ordering::Relaxed) {
             let Some(msg) = tail.poll(Duration::from_millis(100)) else {
                 continue;
@@ -580,9 +581,13 @@ impl Cluster {
                 let status = m
                     .payload()
                     .and_then(|v| serde_json::from_slice::<WireStatus>(v).ok());
+                let instance = status.as_ref().and_then(|s| s.instance.as_deref());
+                if worker == self.worker_id && instance == Some(self.instance.as_str()) {
+                    ours_read.insert(connector.clone());
+                }
                 if let Some(s) = &status
                     && worker == self.worker_id
-                    && s.at_ms >= self.joined_ms
+                    && ours_read.contains(&connector)
                     && s.instance.as_ref().is_some_and(|i| *i != self.instance)
                     && duplicate_said.is_none_or(|at| at.elapsed() >= Duration::from_secs(60))
                 {
