@@ -207,7 +207,8 @@ async fn json_errors(r: Response) -> Response {
     if is_json || !(code.is_client_error() || code.is_server_error()) {
         return r;
     }
-    let text = axum::body::to_bytes(r.into_body(), 64 * 1024)
+    let (parts, body) = r.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
         .await
         .map(|b| String::from_utf8_lossy(&b).trim().to_string())
         .unwrap_or_default();
@@ -216,7 +217,14 @@ async fn json_errors(r: Response) -> Response {
     } else {
         text
     };
-    ApiError(code, message).into_response()
+    let mut reply = ApiError(code, message).into_response();
+    // Its other headers kept (`Allow`, `Retry-After`…).
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            reply.headers_mut().append(name, value.clone());
+        }
+    }
+    reply
 }
 
 /// Binds `listen`; the address actually bound is returned (port 0 picks a free one).
