@@ -39,6 +39,8 @@ const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
 /// First and longest wait before a copy that failed is sent again.
 const RESEND_BACKOFF: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(30));
 /// A copy unacknowledged for this long makes the queue show as trouble in task status.
+/// Sends refused for a full producer queue (10 ms apart) before the copy waits a backoff.
+const QUEUE_FULL_TRIES: u32 = 10;
 const SLOW: Duration = Duration::from_secs(10);
 
 /// Why a record failed, as the context headers carry it.
@@ -66,6 +68,8 @@ struct Letter {
     /// When it was first sent, and how many times it was.
     since: Instant,
     attempts: u32,
+    /// Sends refused in a row for a full producer queue.
+    attempts_full: u32,
 }
 
 /// The producer's delivery reports: the copy's id, and why it was not written if it was not.
@@ -173,6 +177,7 @@ impl DeadLetterQueue {
                 timestamp: m.timestamp().to_millis(),
                 since: Instant::now(),
                 attempts: 0,
+                attempts_full: 0,
             },
         );
         self.produce(id);
@@ -315,11 +320,21 @@ impl DeadLetterQueue {
             rec.timestamp = l.timestamp;
             rec.headers = Some(l.headers.clone());
             match self.producer.send(rec) {
-                Ok(()) => return,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                Ok(()) => {
+                    l.attempts_full = 0;
+                    return;
+                }
+                // A short wait for room, served with the delivery reports; then a backoff like a
+                // failed write's. Waiting for room until there is some could hold the task
+                // (inside a rebalance callback too) for up to `message.timeout.ms`.
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))
+                    if l.attempts_full < QUEUE_FULL_TRIES =>
+                {
+                    l.attempts_full += 1;
                     self.producer.poll(Duration::from_millis(10));
                 }
                 Err((e, _)) => {
+                    l.attempts_full = 0;
                     let why = e.to_string();
                     self.failed(id, why);
                     return;
@@ -328,8 +343,25 @@ impl DeadLetterQueue {
         }
     }
 
-    /// Schedules copy `id` to be sent again after a backoff.
+    /// Forgets the copies whose records no longer count (`counts` says which): their
+    /// partitions were revoked, and whoever reads them next copies them again. Without this a
+    /// copy the queue refuses would be sent again for ever, and held back every commit that
+    /// waits for copies (a Druid transaction's). A copy already in the producer may still be
+    /// written: the queue holds each tolerated record at least once.
+    pub fn forget(&mut self, counts: impl Fn(Ack) -> bool) {
+        self.letters.retain(|_, l| counts(l.ack));
+        let letters = &self.letters;
+        self.resend.retain(|(_, id)| letters.contains_key(id));
+        if self.letters.is_empty() {
+            self.failing = None;
+        }
+    }
+
+    /// Schedules copy `id` to be sent again after a backoff (unless it was forgotten).
     fn failed(&mut self, id: usize, why: String) {
+        if !self.letters.contains_key(&id) {
+            return;
+        }
         let attempts = self.letters.get(&id).map_or(1, |l| l.attempts);
         let wait = crate::backoff::delay(attempts, RESEND_BACKOFF.0, RESEND_BACKOFF.1);
         warn!(topic = %self.cfg.topic, attempt = attempts, "a record could not be written to the dead-letter queue, sending it again in {wait:?}: {why}");

@@ -449,6 +449,11 @@ impl RebalanceHandler for Handler {
             st.offsets.revoke(t, *p);
             st.metrics.forget_partition(t, *p);
         }
+        // Their copies on the way to the dead-letter queue are the new owner's to make.
+        let st = &mut *st;
+        if let Some(dlq) = st.dlq.as_mut() {
+            dlq.forget(|ack| st.offsets.counts(ack));
+        }
         // Stalled records of these partitions are the new owner's now.
         if let Some(stall) = st.stall.as_mut() {
             stall.queue.retain(|m| {
@@ -1360,11 +1365,8 @@ fn class_name(spec: &ConnectorSpec, stage: Stage) -> &str {
         Stage::KeyConverter => spec.key_converter.class_name(),
         Stage::ValueConverter => spec.value_converter.class_name(),
         Stage::Transformation => "org.apache.kafka.connect.transforms.TimestampRouter",
-        Stage::TaskPut => spec
-            .config
-            .config
-            .get("connector.class")
-            .map_or("", String::as_str),
+        // As Kafka Connect's errant record reporter names it, whatever the connector.
+        Stage::TaskPut => "org.apache.kafka.connect.sink.SinkTask",
     }
 }
 

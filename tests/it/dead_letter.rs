@@ -219,7 +219,7 @@ fn a_poison_record_and_a_rejected_document_go_to_the_queue_unchanged_and_the_str
     assert_eq!(header(rejected, "__connect.errors.stage"), "TASK_PUT");
     assert_eq!(
         header(rejected, "__connect.errors.class.name"),
-        "elasticsearch"
+        "org.apache.kafka.connect.sink.SinkTask"
     );
     assert!(
         header(rejected, "__connect.errors.exception.message")
@@ -527,5 +527,60 @@ fn a_refused_copy_past_the_tasks_bound_stops_reading_only_its_own_partition() {
     assert_eq!(docs.len(), 4500);
     assert_eq!(docs["1500"]["name"], json!("n1500"));
     assert_eq!(docs["13000"]["name"], json!("n13000"));
+    assert!(w.stop().success());
+}
+
+/// Copies the queue refuses, one of each of two partitions; then another member joins the
+/// group and takes a partition from the task. The copy of the partition it lost is forgotten
+/// (the new owner copies that record again), so the task waits for one copy, not for two: it
+/// would otherwise send the lost partition's copy again for ever, and hold back every commit
+/// that waits for copies.
+#[test]
+fn a_refused_copy_of_a_partition_moved_away_is_forgotten() {
+    let topic = unique("it-dlq-moved");
+    let dlq = format!("{topic}-dlq");
+    kafka::create_topic(&topic, 2);
+    kafka::create_topic_with(&dlq, &[("max.message.bytes", "64")]);
+    let poison = |partition| kafka::Rec {
+        partition,
+        key: Some(json!({"id": partition}).to_string()),
+        value: Some(r#"{"op":"c","after":{"id":"#.to_string()),
+    };
+    kafka::produce(&topic, &[poison(0), poison(1)]);
+    let config = es_connector(
+        &topic,
+        &servers().es,
+        &[
+            ("errors.tolerance", "all"),
+            ("errors.deadletterqueue.topic.name", &dlq),
+            ("flush.timeout.ms", "2000"),
+        ],
+    );
+    let (w, name, url, group) = run("it-dlq-moved", &config);
+    let waiting_for = |copies: usize| {
+        rest::wait_for(
+            &url,
+            &format!("/connectors/{name}/status"),
+            Duration::from_secs(60),
+            |s| {
+                s["tasks"][0]["trouble"].as_str().is_some_and(|t| {
+                    t.contains(&format!("the offsets of {copies} records wait for it"))
+                })
+            },
+        )
+    };
+    waiting_for(2);
+    let member = kafka::member(&group, &topic, 6000);
+    wait_until(
+        Duration::from_secs(60),
+        "the member given a partition",
+        || {
+            let _ = member.poll(Duration::from_millis(100));
+            (rdkafka::consumer::Consumer::assignment(&member).map_or(0, |a| a.count()) == 1)
+                .then_some(())
+        },
+    );
+    waiting_for(1);
+    drop(member);
     assert!(w.stop().success());
 }
