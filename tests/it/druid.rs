@@ -667,3 +667,58 @@ fn a_transaction_timeout_the_brokers_refuse_fails_the_task_naming_it() {
         "a worker whose task failed exits non-zero"
     );
 }
+
+/// A row larger than the producer may send (`message.max.bytes`) is refused before it enters
+/// the transaction: a bad record, which `errors.tolerance=all` sends to the dead-letter queue,
+/// and the stream goes on; the other rows are committed once each.
+#[test]
+fn a_row_too_large_to_produce_goes_to_the_dead_letter_queue_and_the_stream_goes_on() {
+    let topic = unique("it-druid-large");
+    let dlq = format!("{topic}-dlq");
+    kafka::create_topic(&topic, 1);
+    kafka::create_topic(&format!("druid.{topic}"), 1);
+    let change = |id: i64, name: String| {
+        kafka::Rec {
+        partition: 0,
+        key: Some(json!({"id": id}).to_string()),
+        value: Some(
+            json!({"before": null, "after": {"id": id, "name": name}, "op": "c",
+                "source": {"connector": "postgresql", "lsn": 1000 + id, "db": "d", "schema": "s", "table": "t", "ts_ms": 1}})
+            .to_string(),
+        ),
+    }
+    };
+    let recs: Vec<kafka::Rec> = (0..10)
+        .map(|id| {
+            let name = if id == 5 {
+                "x".repeat(5000)
+            } else {
+                format!("n{id}")
+            };
+            change(id, name)
+        })
+        .collect();
+    kafka::produce(&topic, &recs);
+    let name = unique("it-druid-large");
+    let config = json!({"connector.class": "druid", "topics": topic,
+        "producer.override.message.max.bytes": "3000",
+        "errors.tolerance": "all",
+        "errors.deadletterqueue.topic.name": dlq,
+        "errors.deadletterqueue.topic.replication.factor": "1"});
+    let w = Worker::start(&connector_file(&name, &config));
+    wait_committed_all(&format!("connect-{name}"), &topic, 1);
+    let rows = kafka::read_committed_rows(&format!("druid.{topic}"), 1);
+    let keys: Vec<&str> = rows.iter().map(|(_, k, _)| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["0", "1", "2", "3", "4", "6", "7", "8", "9"],
+        "{rows:?}"
+    );
+    let copies = kafka::read_all(&dlq, 1);
+    assert_eq!(copies.len(), 1);
+    assert_eq!(
+        copies[0].value.as_deref(),
+        recs[5].value.as_deref().map(str::as_bytes)
+    );
+    assert!(w.stop().success());
+}

@@ -213,6 +213,23 @@ impl Sink for DruidSink {
                     rec = r;
                     self.producer.poll(Duration::from_millis(10));
                 }
+                // Refused by librdkafka before it entered the transaction, for its size: this
+                // record's fault, which `errors.tolerance` may skip (to the dead-letter queue).
+                Err((e, _))
+                    if matches!(
+                        e.rdkafka_error_code(),
+                        Some(
+                            RDKafkaErrorCode::MessageSizeTooLarge
+                                | RDKafkaErrorCode::InvalidMessageSize
+                        )
+                    ) =>
+                {
+                    return Err(SinkError::Record(format!(
+                        "{}: its row ({} bytes) cannot be produced to {topic}: {e}; raise producer.override.message.max.bytes (and the topic's max.message.bytes) to write it",
+                        at(),
+                        value.len() + key.len()
+                    )));
+                }
                 Err((e, _)) => {
                     let why = format!("{}: cannot produce to {topic}: {e}", at());
                     // The producer is in an error state (its transaction failed, or it was
