@@ -236,8 +236,25 @@ impl DeadLetterQueue {
         tpl.add_partition_offset(topic, partition, Offset::Offset(first))
             .map_err(|e| e.to_string())?;
         fetcher.assign(&tpl).map_err(|e| e.to_string())?;
+        let found = Self::read_from(fetcher, topic, partition, wanted, &at);
+        // Not left fetching (and prefetching) the partition until the next rejected record.
+        let _ = fetcher.unassign();
+        found
+    }
+
+    /// [`Self::read_again`]'s reading, from `fetcher` assigned where it starts.
+    fn read_from(
+        fetcher: &BaseConsumer,
+        topic: &str,
+        partition: i32,
+        wanted: &[&Rejected],
+        at: &str,
+    ) -> Result<Vec<OwnedMessage>, String> {
         let deadline = Instant::now() + KAFKA_TIMEOUT;
         let mut found = Vec::with_capacity(wanted.len());
+        // librdkafka reports errors it recovers from by itself (a broker connection dropped):
+        // they are kept for the message should the time run out, not taken as the end.
+        let mut last_error = None;
         while found.len() < wanted.len() {
             let next = wanted[found.len()].offset;
             match fetcher.poll(Duration::from_millis(200)) {
@@ -251,14 +268,17 @@ impl DeadLetterQueue {
                         ));
                     }
                 }
-                Some(Err(e)) => {
+                Some(Err(e)) if is_permanent(&e) => {
                     return Err(format!(
                         "cannot read {at} again for the dead-letter queue: {e}"
                     ));
                 }
+                Some(Err(e)) => last_error = Some(e),
                 _ if Instant::now() > deadline => {
+                    let last =
+                        last_error.map_or_else(String::new, |e| format!(" (last error: {e})"));
                     return Err(format!(
-                        "cannot read {at} again for the dead-letter queue within {KAFKA_TIMEOUT:?}"
+                        "cannot read {at} again for the dead-letter queue within {KAFKA_TIMEOUT:?}{last}"
                     ));
                 }
                 _ => {}
@@ -440,6 +460,19 @@ impl DeadLetterQueue {
             None => None,
         }
     }
+}
+
+/// An error reading a partition that waiting will not mend: no permission to read it.
+fn is_permanent(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::GroupAuthorizationFailed
+                | RDKafkaErrorCode::ClusterAuthorizationFailed
+                | RDKafkaErrorCode::SaslAuthenticationFailed
+        )
+    )
 }
 
 /// Why the queue could not be opened.

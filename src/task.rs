@@ -467,6 +467,10 @@ impl RebalanceHandler for Handler {
         }
     }
 
+    fn offset_reset(&self, topic: &str, partition: i32, message: &str) {
+        self.lock().offsets.reset(topic, partition, message);
+    }
+
     fn partition_ends(&self, ends: &[source::PartitionEnd]) {
         let st = self.lock();
         for e in ends {
@@ -1298,12 +1302,33 @@ fn handle(
             }
             let ack = ack.unwrap_or_else(|| st.offsets.track(m.topic(), m.partition(), m.offset()));
             if !st.offsets.counts(ack) {
+                read_again(st, m.topic(), m.partition(), m.offset())?;
                 metrics.skip("read_again");
                 return Ok(());
             }
             tolerate(st, spec, metrics, m, ack, stage, &why);
             Ok(())
         }
+    }
+}
+
+/// A record read at an offset below what its partition's task had read: taken for one
+/// delivered again, unless librdkafka reset the partition's position for an error before it
+/// (the log restarted below what was read: the topic deleted and created again, or records
+/// lost in an unclean leader election). Those are other records, which would never be written
+/// while later offsets are committed past them: the task fails instead.
+fn read_again(st: &State, topic: &str, partition: i32, offset: i64) -> Result<(), Failure> {
+    match st.offsets.reset_of(topic, partition) {
+        None => Ok(()),
+        Some(why) => Err(Failure::Fatal(format!(
+            "topic {topic} partition {partition} offset {offset}: the partition's log starts again below \
+             what the task had read (the topic deleted and created again, or records lost in an unclean \
+             leader election; librdkafka: {why}). Its records there are not the ones written, and would \
+             be taken for them and never written: the task stops instead. Restarting it reads the \
+             partition again from the committed offset, or from the log's start when that is past its \
+             end; move the offsets first (PATCH /connectors/NAME/offsets) to read the new log from \
+             elsewhere"
+        ))),
     }
 }
 
@@ -1406,6 +1431,7 @@ fn put(
         // Delivered again (or of a partition no longer assigned): its first read is the one
         // that is written and committed; writing it twice would be a second row for a Druid
         // transaction.
+        read_again(st, topic, partition, offset).map_err(Refused::Failure)?;
         metrics.skip("read_again");
         return Ok(());
     }

@@ -39,6 +39,24 @@ pub trait RebalanceHandler: Send + Sync + Sized + 'static {
     fn partition_ends(&self, ends: &[PartitionEnd]) {
         let _ = ends;
     }
+    /// librdkafka moved a partition's fetch position for an error (an offset out of range: the
+    /// log was truncated, deleted and created again, or lost records to retention) and says so
+    /// in `message`.
+    fn offset_reset(&self, topic: &str, partition: i32, message: &str) {
+        let _ = (topic, partition, message);
+    }
+}
+
+/// The partition a librdkafka `OFFSET` log line names (`[thrd:main]: topic [3]: offset reset
+/// (at …`), when it is an offset reset. (Kafka's topic names hold no space nor bracket.)
+fn reset_of(message: &str) -> Option<(&str, i32)> {
+    let (head, _) = message.split_once("]: offset reset")?;
+    let head = match head.strip_prefix("[thrd:") {
+        Some(h) => h.split_once("]: ")?.1,
+        None => head,
+    };
+    let (topic, partition) = head.rsplit_once(" [")?;
+    Some((topic, partition.parse().ok()?))
 }
 
 /// One partition's end as the consumer's statistics report it.
@@ -97,6 +115,14 @@ impl<H: RebalanceHandler> ClientContext for SourceContext<H> {
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
         use rdkafka::config::RDKafkaLogLevel as L;
         self.serving();
+        // Logged (not debug-logged) only for a reset an error caused (librdkafka's
+        // `rd_kafka_offset_reset`); the task must know of it before the records read after it.
+        if fac == "OFFSET"
+            && matches!(level, L::Warning)
+            && let Some((topic, partition)) = reset_of(message)
+        {
+            self.handler.offset_reset(topic, partition, message);
+        }
         match level {
             L::Emerg | L::Alert | L::Critical | L::Error => {
                 tracing::error!(target: "librdkafka", "librdkafka: {fac} {message}")
@@ -556,6 +582,18 @@ pub fn commit<H: RebalanceHandler>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn offset_resets_are_read_from_librdkafka_s_log_lines() {
+        let line = "[thrd:main]: orders.v2 [3]: offset reset (at offset 10 (leader epoch 0), broker 1) to offset BEGINNING (leader epoch -1): fetch failed due to requested offset not available on the broker: Broker: Offset out of range";
+        assert_eq!(reset_of(line), Some(("orders.v2", 3)));
+        assert_eq!(
+            reset_of("t [0]: offset reset (at offset 5, broker 1) to END: x: y"),
+            Some(("t", 0))
+        );
+        assert_eq!(reset_of("[thrd:main]: t [0]: fetch backoff"), None);
+        assert_eq!(reset_of("[thrd:main]: t [x]: offset reset (at"), None);
+    }
 
     #[test]
     fn only_a_record_or_nothing_without_an_event_served_is_a_poll_gone_through() {

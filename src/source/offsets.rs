@@ -29,6 +29,9 @@ struct Partition {
     next: Option<i64>,
     /// Whether an offset delivered again was logged since the last new one.
     again: bool,
+    /// librdkafka's account of a reset of the fetch position for an error, until a new offset
+    /// comes: offsets read again after it are other records (see [`Offsets::reset_of`]).
+    reset: Option<String>,
     /// The offset to commit: every record below it is written.
     watermark: Option<i64>,
     committed: Option<i64>,
@@ -109,6 +112,7 @@ impl Offsets {
             pending: VecDeque::new(),
             next: None,
             again: false,
+            reset: None,
             watermark: None,
             committed: None,
         };
@@ -136,6 +140,24 @@ impl Offsets {
             self.slots[slot as usize] = None;
             self.set_slot(topic, partition, None);
         }
+    }
+
+    /// Records librdkafka's reset of the fetch position of (`topic`, `partition`) for an error
+    /// (`message`, its log line).
+    pub fn reset(&mut self, topic: &str, partition: i32, message: &str) {
+        if let Some(slot) = self.slot_of(topic, partition)
+            && let Some(p) = self.slots[slot as usize].as_mut()
+        {
+            p.reset = Some(message.to_string());
+        }
+    }
+
+    /// Why offsets read again in (`topic`, `partition`) are not records delivered twice but
+    /// other records: librdkafka reset the fetch position below what was read, for an error,
+    /// and no new offset came since. `None` otherwise.
+    pub fn reset_of(&self, topic: &str, partition: i32) -> Option<&str> {
+        let slot = self.slot_of(topic, partition)?;
+        self.slots[slot as usize].as_ref()?.reset.as_deref()
     }
 
     /// Registers a record just read; returns its ack. A record of a partition that is not
@@ -179,6 +201,7 @@ impl Offsets {
         }
         p.next = Some(offset + 1);
         p.again = false;
+        p.reset = None;
         p.pending.push_back(Entry {
             offset,
             done: false,
@@ -389,6 +412,28 @@ mod tests {
         assert!(o.committable().is_empty());
         let again = o.track("t", 0, 2);
         assert!(!o.counts(again));
+    }
+
+    #[test]
+    fn a_reset_of_the_position_is_known_until_a_new_offset_comes() {
+        let mut o = Offsets::default();
+        o.assign("t", 0);
+        (0..10).for_each(|off| _ = o.track("t", 0, off));
+        // A reset for an unassigned partition is not kept.
+        o.reset("t", 1, "other");
+        assert_eq!(o.reset_of("t", 1), None);
+        o.reset("t", 0, "out of range");
+        let again = o.track("t", 0, 0);
+        assert!(!o.counts(again));
+        assert_eq!(o.reset_of("t", 0), Some("out of range"));
+        // A new offset (a reset forward, or the log past what was read): forgotten.
+        let new = o.track("t", 0, 12);
+        assert!(o.counts(new));
+        assert_eq!(o.reset_of("t", 0), None);
+        // A new assignment starts without one.
+        o.reset("t", 0, "out of range");
+        o.assign("t", 0);
+        assert_eq!(o.reset_of("t", 0), None);
     }
 
     #[test]

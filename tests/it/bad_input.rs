@@ -179,3 +179,59 @@ fn a_corrupt_batch_fails_the_task_instead_of_being_skipped() {
     assert_eq!(es::sources(&topic), expected);
     assert!(!w.stop().success());
 }
+
+/// A topic deleted and created again under a running task: librdkafka finds the task's
+/// position out of range and resets it to the new log's start, whose records have offsets the
+/// task had read already. Taken for records delivered again, they were skipped with a warning
+/// and never written. The task fails instead, naming it; started again, it reads the new log
+/// from its start (the committed offset is past its end) and writes every record.
+#[test]
+fn a_topic_created_again_under_a_running_task_fails_it_and_a_restart_writes_the_new_records() {
+    use crate::support::wait_until;
+    use crate::support::worker::{Worker, connector_file};
+    use std::time::Duration;
+    let topic = unique("it-recreated");
+    kafka::create_topic(&topic, 1);
+    kafka::produce(&topic, &(0..10).map(good).collect::<Vec<_>>());
+    let name = unique("it-recreated");
+    let file = connector_file(
+        &name,
+        &crate::support::es_connector(&topic, &servers().es, &[]),
+    );
+    let group = format!("connect-{name}");
+    let mut w = Worker::start(&file);
+    wait_until(Duration::from_secs(60), "the first topic committed", || {
+        (kafka::committed(&group, &topic, 1) == BTreeMap::from([(0, 10)])).then_some(())
+    });
+    kafka::delete_topic(&topic);
+    kafka::create_topic(&topic, 1);
+    kafka::produce(&topic, &(100..103).map(good).collect::<Vec<_>>());
+    let line = w.wait_log("task failed", Duration::from_secs(90));
+    assert!(
+        line.contains(&format!("topic {topic} partition 0 offset 0"))
+            && line.contains("starts again below what the task had read"),
+        "{line}"
+    );
+    assert!(!w.stop().success());
+    assert_eq!(
+        es::documents(&topic).len(),
+        10,
+        "nothing of the new log written"
+    );
+
+    let w = Worker::start(&file);
+    let docs = wait_until(Duration::from_secs(60), "the new records written", || {
+        let docs = es::documents(&topic);
+        (docs.len() == 13).then_some(docs)
+    });
+    for id in 100..103u64 {
+        assert_eq!(
+            docs[&id.to_string()],
+            (1000 + id, json!({"id": id, "name": format!("n{id}")}))
+        );
+    }
+    wait_until(Duration::from_secs(60), "the new log committed", || {
+        (kafka::committed(&group, &topic, 1) == BTreeMap::from([(0, 3)])).then_some(())
+    });
+    assert!(w.stop().success());
+}

@@ -114,15 +114,22 @@ fn assert_copy(copy: &Full, original: &Full, topic: &str, connector: &str) {
 /// dead-letter queue's topic, which refuses records over 64 bytes (MESSAGE_TOO_LARGE) until its
 /// limit is raised: every copy fails, and is sent again. (topic, queue, records)
 fn refusing_queue(prefix: &str) -> (String, String, Vec<Full>) {
-    let topic = unique(prefix);
-    let dlq = format!("{topic}-dlq");
-    kafka::create_topic(&topic, 1);
-    kafka::create_topic_with(&dlq, &[("max.message.bytes", "64")]);
+    let (topic, dlq) = refusing_topics(prefix, 1);
     let mut recs: Vec<Full> = (0..3).map(|id| good(id, None)).collect();
     recs.push(poison(3));
     recs.extend((4..8).map(|id| good(id, None)));
     produce(&topic, &recs);
     (topic, dlq, recs)
+}
+
+/// A topic of `partitions` partitions and its dead-letter queue's topic, which refuses every
+/// copy (records over 64 bytes: MESSAGE_TOO_LARGE). (topic, queue)
+fn refusing_topics(prefix: &str, partitions: i32) -> (String, String) {
+    let topic = unique(prefix);
+    let dlq = format!("{topic}-dlq");
+    kafka::create_topic(&topic, partitions);
+    kafka::create_topic_with(&dlq, &[("max.message.bytes", "64")]);
+    (topic, dlq)
 }
 
 /// A started worker running one connector: (worker, connector name, REST URL, group).
@@ -450,10 +457,7 @@ fn a_druid_transaction_waits_for_the_dead_letter_copies_before_it() {
 /// the second partition too.
 #[test]
 fn a_refused_copy_past_the_tasks_bound_stops_reading_only_its_own_partition() {
-    let topic = unique("it-dlq-bound");
-    let dlq = format!("{topic}-dlq");
-    kafka::create_topic(&topic, 2);
-    kafka::create_topic_with(&dlq, &[("max.message.bytes", "64")]);
+    let (topic, dlq) = refusing_topics("it-dlq-bound", 2);
     let rec = |partition: i32, id: i64, value: String| Rec {
         partition,
         key: Some(json!({"id": id}).to_string()),
@@ -537,10 +541,7 @@ fn a_refused_copy_past_the_tasks_bound_stops_reading_only_its_own_partition() {
 /// that waits for copies.
 #[test]
 fn a_refused_copy_of_a_partition_moved_away_is_forgotten() {
-    let topic = unique("it-dlq-moved");
-    let dlq = format!("{topic}-dlq");
-    kafka::create_topic(&topic, 2);
-    kafka::create_topic_with(&dlq, &[("max.message.bytes", "64")]);
+    let (topic, dlq) = refusing_topics("it-dlq-moved", 2);
     let poison = |partition| kafka::Rec {
         partition,
         key: Some(json!({"id": partition}).to_string()),

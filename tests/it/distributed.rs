@@ -20,13 +20,17 @@ const WAIT: Duration = Duration::from_secs(120);
 
 /// A worker of cluster `group`, its REST API ready.
 fn cluster_worker(group: &str) -> (Worker, String) {
-    let mut w = Worker::start_with(
-        &[],
-        &[
-            ("CDC_SINK_WORKER__MODE", "distributed"),
-            ("CDC_SINK_WORKER__GROUP", group),
-        ],
-    );
+    cluster_worker_with(group, &[])
+}
+
+/// The same with more environment variables.
+fn cluster_worker_with(group: &str, env: &[(&str, &str)]) -> (Worker, String) {
+    let mut all = vec![
+        ("CDC_SINK_WORKER__MODE", "distributed"),
+        ("CDC_SINK_WORKER__GROUP", group),
+    ];
+    all.extend_from_slice(env);
+    let mut w = Worker::start_with(&[], &all);
     let url = w.rest_url();
     (w, url)
 }
@@ -604,18 +608,7 @@ fn two_live_workers_with_one_id_are_named_and_a_restarted_one_is_not() {
     let cluster = unique("it-dup-cluster");
     let name = unique("it-dup");
     let id = unique("dup-worker");
-    let start = || {
-        let mut w = Worker::start_with(
-            &[],
-            &[
-                ("CDC_SINK_WORKER__MODE", "distributed"),
-                ("CDC_SINK_WORKER__GROUP", &cluster),
-                ("CDC_SINK_WORKER__ID", &id),
-            ],
-        );
-        let url = w.rest_url();
-        (w, url)
-    };
+    let start = || cluster_worker_with(&cluster, &[("CDC_SINK_WORKER__ID", &id)]);
     let (a, url_a) = start();
     post_connector(&url_a, &name, &es_connector(&topic, &servers().es, &[]));
     wait_cluster_state(&url_a, &name, "RUNNING", "RUNNING", 1);

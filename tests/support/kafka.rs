@@ -38,6 +38,40 @@ pub fn create_topic(name: &str, partitions: i32) {
     }
 }
 
+/// Deletes topic `name`, and waits until the cluster no longer lists it.
+pub fn delete_topic(name: &str) {
+    let admin: AdminClient<DefaultClientContext> = config().create().expect("admin client");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let res = rt
+        .block_on(admin.delete_topics(
+            &[name],
+            &AdminOptions::new().operation_timeout(Some(TIMEOUT)),
+        ))
+        .expect("delete_topics");
+    for r in res {
+        r.unwrap_or_else(|(t, e)| panic!("deleting topic {t}: {e}"));
+    }
+    let start = std::time::Instant::now();
+    loop {
+        let listed = admin
+            .inner()
+            .fetch_metadata(None, TIMEOUT)
+            .map(|m| m.topics().iter().any(|t| t.name() == name))
+            .unwrap_or(true);
+        if !listed {
+            return;
+        }
+        assert!(
+            start.elapsed() < TIMEOUT * 2,
+            "topic {name} still listed after its deletion"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// One record to produce: partition, key, value (`None` = tombstone); text or bytes.
 #[derive(Debug, Clone)]
 pub struct Rec<T = String> {
