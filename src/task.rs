@@ -471,6 +471,10 @@ impl RebalanceHandler for Handler {
         self.lock().offsets.reset(topic, partition, message);
     }
 
+    fn commit_failed(&self, offsets: &[(String, i32, i64)]) {
+        self.lock().offsets.commit_failed(offsets);
+    }
+
     fn partition_ends(&self, ends: &[source::PartitionEnd]) {
         let st = self.lock();
         for e in ends {

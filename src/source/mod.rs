@@ -45,6 +45,10 @@ pub trait RebalanceHandler: Send + Sync + Sized + 'static {
     fn offset_reset(&self, topic: &str, partition: i32, message: &str) {
         let _ = (topic, partition, message);
     }
+    /// An asynchronous commit of these (topic, partition, offset) failed.
+    fn commit_failed(&self, offsets: &[(String, i32, i64)]) {
+        let _ = offsets;
+    }
 }
 
 /// The partition a librdkafka `OFFSET` log line names (`[thrd:main]: topic [3]: offset reset
@@ -200,6 +204,15 @@ impl<H: RebalanceHandler> ConsumerContext for SourceContext<H> {
         self.serving();
         if let Err(e) = result {
             warn!(task = %self.label, "offset commit failed: {e} ({:?})", partitions(offsets));
+            let failed: Vec<(String, i32, i64)> = offsets
+                .elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    Offset::Offset(o) => Some((e.topic().to_string(), e.partition(), o)),
+                    _ => None,
+                })
+                .collect();
+            self.handler.commit_failed(&failed);
         }
     }
 }

@@ -316,6 +316,19 @@ impl Offsets {
         }
     }
 
+    /// Forgets the commits of `failed` (an asynchronous commit's answer): their watermarks are
+    /// committed again at the next commit, also on a partition that reads nothing more.
+    pub fn commit_failed(&mut self, failed: &[(String, i32, i64)]) {
+        for (t, part, o) in failed {
+            if let Some(slot) = self.slot_of(t, *part)
+                && let Some(p) = self.slots[slot as usize].as_mut()
+                && p.committed == Some(*o)
+            {
+                p.committed = None;
+            }
+        }
+    }
+
     /// Whether every record of a partition below `offset` has been read and written (holds
     /// aside); `None` when the partition is not assigned or nothing was read since it was.
     /// `position`: the consumer's position, which may be past the last record read (records
@@ -412,6 +425,23 @@ mod tests {
         assert!(o.committable().is_empty());
         let again = o.track("t", 0, 2);
         assert!(!o.counts(again));
+    }
+
+    #[test]
+    fn a_failed_commit_is_committed_again() {
+        let mut o = Offsets::default();
+        o.assign("t", 0);
+        let a = o.track("t", 0, 0);
+        o.ack(a);
+        let marks = o.committable();
+        assert_eq!(marks, vec![("t".into(), 0, 1)]);
+        o.committed(&marks);
+        assert!(o.committable().is_empty());
+        // An answer about another offset (an older commit) changes nothing.
+        o.commit_failed(&[("t".into(), 0, 0)]);
+        assert!(o.committable().is_empty());
+        o.commit_failed(&[("t".into(), 0, 1)]);
+        assert_eq!(o.committable(), marks);
     }
 
     #[test]
