@@ -171,6 +171,17 @@ impl DruidSink {
                         SinkError::Fatal(format!(
                             "cannot start a Kafka transaction ({e}): the producer is not allowed to use its transactional id"
                         ))
+                    } else if matches!(
+                        e.rdkafka_error_code(),
+                        Some(
+                            RDKafkaErrorCode::OperationTimedOut
+                                | RDKafkaErrorCode::RequestTimedOut
+                                | RDKafkaErrorCode::CoordinatorNotAvailable
+                        )
+                    ) {
+                        SinkError::Rewind(format!(
+                            "cannot start a Kafka transaction: {e} (no transaction coordinator answered: a cluster with fewer live brokers than its transaction.state.log.replication.factor, or than transaction.state.log.min.isr, never starts one)"
+                        ))
                     } else {
                         SinkError::Rewind(format!("cannot start a Kafka transaction: {e}"))
                     }
