@@ -38,9 +38,9 @@ use crate::source::headers::{self, Record};
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
 /// First and longest wait before a copy that failed is sent again.
 const RESEND_BACKOFF: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(30));
-/// A copy unacknowledged for this long makes the queue show as trouble in task status.
-/// Sends refused for a full producer queue (10 ms apart) before the copy waits a backoff.
+/// Sends refused for a full producer queue (10 ms apart) before the copies wait a backoff.
 const QUEUE_FULL_TRIES: u32 = 10;
+/// A copy unacknowledged for this long makes the queue show as trouble in task status.
 const SLOW: Duration = Duration::from_secs(10);
 
 /// Why a record failed, as the context headers carry it.
@@ -68,8 +68,6 @@ struct Letter {
     /// When it was first sent, and how many times it was.
     since: Instant,
     attempts: u32,
-    /// Sends refused in a row for a full producer queue.
-    attempts_full: u32,
 }
 
 /// The producer's delivery reports: the copy's id, and why it was not written if it was not.
@@ -104,6 +102,8 @@ pub struct DeadLetterQueue {
     resend: VecDeque<(Instant, usize)>,
     /// Why the last write failed, until one succeeds.
     failing: Option<String>,
+    /// The producer's queue stayed full at the last send: copies wait until the next `poll`.
+    full: bool,
     /// Reads rejected records again; made on first use.
     fetcher: Option<BaseConsumer>,
     fetch_config: ClientConfig,
@@ -152,6 +152,7 @@ impl DeadLetterQueue {
             next_id: 0,
             resend: VecDeque::new(),
             failing: None,
+            full: false,
             fetcher: None,
             fetch_config: fetch,
         })
@@ -177,7 +178,6 @@ impl DeadLetterQueue {
                 timestamp: m.timestamp().to_millis(),
                 since: Instant::now(),
                 attempts: 0,
-                attempts_full: 0,
             },
         );
         self.produce(id);
@@ -257,6 +257,12 @@ impl DeadLetterQueue {
         let mut last_error = None;
         while found.len() < wanted.len() {
             let next = wanted[found.len()].offset;
+            if Instant::now() > deadline {
+                let last = last_error.map_or_else(String::new, |e| format!(" (last error: {e})"));
+                return Err(format!(
+                    "cannot read {at} again for the dead-letter queue within {KAFKA_TIMEOUT:?}{last}"
+                ));
+            }
             match fetcher.poll(Duration::from_millis(200)) {
                 Some(Ok(m)) if m.topic() == topic && m.partition() == partition => {
                     if m.offset() == next {
@@ -274,13 +280,6 @@ impl DeadLetterQueue {
                     ));
                 }
                 Some(Err(e)) => last_error = Some(e),
-                _ if Instant::now() > deadline => {
-                    let last =
-                        last_error.map_or_else(String::new, |e| format!(" (last error: {e})"));
-                    return Err(format!(
-                        "cannot read {at} again for the dead-letter queue within {KAFKA_TIMEOUT:?}{last}"
-                    ));
-                }
                 _ => {}
             }
         }
@@ -328,11 +327,17 @@ impl DeadLetterQueue {
 
     /// Sends copy `id`; a send the producer refuses is tried again like a failed write.
     fn produce(&mut self, id: usize) {
+        if self.full {
+            self.resend
+                .push_back((Instant::now() + RESEND_BACKOFF.0, id));
+            return;
+        }
         let Some(l) = self.letters.get_mut(&id) else {
             return;
         };
         l.attempts += 1;
-        loop {
+        let mut full = 0;
+        let refused = loop {
             let mut rec: BaseRecord<'_, [u8], [u8], usize> =
                 BaseRecord::with_opaque_to(&self.cfg.topic, id);
             rec.key = l.key.as_deref();
@@ -340,25 +345,30 @@ impl DeadLetterQueue {
             rec.timestamp = l.timestamp;
             rec.headers = Some(l.headers.clone());
             match self.producer.send(rec) {
-                Ok(()) => {
-                    l.attempts_full = 0;
-                    return;
-                }
-                // A short wait for room, served with the delivery reports; then a backoff like a
-                // failed write's. Waiting for room until there is some could hold the task
-                // (inside a rebalance callback too) for up to `message.timeout.ms`.
+                Ok(()) => return,
+                // A short wait for room, served with the delivery reports. Waiting until there
+                // is some could hold the task (inside a rebalance callback too) for up to
+                // `message.timeout.ms`.
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))
-                    if l.attempts_full < QUEUE_FULL_TRIES =>
+                    if full < QUEUE_FULL_TRIES =>
                 {
-                    l.attempts_full += 1;
+                    full += 1;
                     self.producer.poll(Duration::from_millis(10));
                 }
-                Err((e, _)) => {
-                    l.attempts_full = 0;
-                    let why = e.to_string();
-                    self.failed(id, why);
-                    return;
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    break None;
                 }
+                Err((e, _)) => break Some(e.to_string()),
+            }
+        };
+        match refused {
+            Some(why) => self.failed(id, why),
+            // Still full: this copy and every other one until the next `poll` wait a first
+            // backoff, without a wait each, and without being taken for refused writes.
+            None => {
+                self.full = true;
+                self.resend
+                    .push_back((Instant::now() + RESEND_BACKOFF.0, id));
             }
         }
     }
@@ -401,6 +411,7 @@ impl DeadLetterQueue {
             None => wait,
         };
         self.producer.poll(wait);
+        self.full = false;
         if let Some((_, why)) = self.producer.client().fatal_error() {
             return Err(format!(
                 "the dead-letter queue's producer failed (topic {}): {why}",

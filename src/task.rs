@@ -467,8 +467,8 @@ impl RebalanceHandler for Handler {
         }
     }
 
-    fn offset_reset(&self, topic: &str, partition: i32, message: &str) {
-        self.lock().offsets.reset(topic, partition, message);
+    fn offset_reset(&self, topic: &str, partition: i32, at: Option<i64>, message: &str) {
+        self.lock().offsets.reset(topic, partition, at, message);
     }
 
     fn commit_failed(&self, offsets: &[(String, i32, i64)]) {

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rdkafka::client::ClientContext;
-use rdkafka::config::ClientConfig;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaResult;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -42,8 +42,10 @@ pub trait RebalanceHandler: Send + Sync + Sized + 'static {
     /// librdkafka moved a partition's fetch position for an error (an offset out of range: the
     /// log was truncated, deleted and created again, or lost records to retention) and says so
     /// in `message`.
-    fn offset_reset(&self, topic: &str, partition: i32, message: &str) {
-        let _ = (topic, partition, message);
+    /// `at`: the offset whose fetch failed, when the line gives one (records below it fetched
+    /// before the reset may still come).
+    fn offset_reset(&self, topic: &str, partition: i32, at: Option<i64>, message: &str) {
+        let _ = (topic, partition, at, message);
     }
     /// An asynchronous commit of these (topic, partition, offset) failed.
     fn commit_failed(&self, offsets: &[(String, i32, i64)]) {
@@ -52,15 +54,20 @@ pub trait RebalanceHandler: Send + Sync + Sized + 'static {
 }
 
 /// The partition a librdkafka `OFFSET` log line names (`[thrd:main]: topic [3]: offset reset
-/// (at …`), when it is an offset reset. (Kafka's topic names hold no space nor bracket.)
-fn reset_of(message: &str) -> Option<(&str, i32)> {
-    let (head, _) = message.split_once("]: offset reset")?;
+/// (at offset 10 (leader epoch 0), broker 1) to …`), when it is an offset reset, and the offset
+/// whose fetch failed when it gives one. (Kafka's topic names hold no space nor bracket.)
+fn reset_of(message: &str) -> Option<(&str, i32, Option<i64>)> {
+    let (head, rest) = message.split_once("]: offset reset")?;
+    let at = rest
+        .strip_prefix(" (at offset ")
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|d| d.parse().ok());
     let head = match head.strip_prefix("[thrd:") {
         Some(h) => h.split_once("]: ")?.1,
         None => head,
     };
     let (topic, partition) = head.rsplit_once(" [")?;
-    Some((topic, partition.parse().ok()?))
+    Some((topic, partition.parse().ok()?, at))
 }
 
 /// One partition's end as the consumer's statistics report it.
@@ -123,9 +130,9 @@ impl<H: RebalanceHandler> ClientContext for SourceContext<H> {
         // `rd_kafka_offset_reset`); the task must know of it before the records read after it.
         if fac == "OFFSET"
             && matches!(level, L::Warning)
-            && let Some((topic, partition)) = reset_of(message)
+            && let Some((topic, partition, at)) = reset_of(message)
         {
-            self.handler.offset_reset(topic, partition, message);
+            self.handler.offset_reset(topic, partition, at, message);
         }
         match level {
             L::Emerg | L::Alert | L::Critical | L::Error => {
@@ -313,6 +320,12 @@ pub fn session_gap(config: &ClientConfig) -> Duration {
 
 pub fn consumer_config(settings: &Settings, spec: &ConnectorSpec, task: usize) -> ClientConfig {
     let mut c = ClientConfig::new();
+    // librdkafka logs at least its warnings, whatever `RUST_LOG` says (rust-rdkafka takes the
+    // level from the `log` crate's): the task reads its offset resets from them
+    // (`RebalanceHandler::offset_reset`). What is printed is still `RUST_LOG`'s to say.
+    if (c.log_level as i32) < (RDKafkaLogLevel::Warning as i32) {
+        c.set_log_level(RDKafkaLogLevel::Warning);
+    }
     c.set("bootstrap.servers", &settings.kafka.bootstrap_servers);
     c.set("auto.offset.reset", "earliest");
     // End offsets for the lag metrics (`RebalanceHandler::partition_ends`).
@@ -599,10 +612,14 @@ mod tests {
     #[test]
     fn offset_resets_are_read_from_librdkafka_s_log_lines() {
         let line = "[thrd:main]: orders.v2 [3]: offset reset (at offset 10 (leader epoch 0), broker 1) to offset BEGINNING (leader epoch -1): fetch failed due to requested offset not available on the broker: Broker: Offset out of range";
-        assert_eq!(reset_of(line), Some(("orders.v2", 3)));
+        assert_eq!(reset_of(line), Some(("orders.v2", 3, Some(10))));
         assert_eq!(
             reset_of("t [0]: offset reset (at offset 5, broker 1) to END: x: y"),
-            Some(("t", 0))
+            Some(("t", 0, Some(5)))
+        );
+        assert_eq!(
+            reset_of("t [0]: offset reset (at offset INVALID, broker 1) to END: x: y"),
+            Some(("t", 0, None))
         );
         assert_eq!(reset_of("[thrd:main]: t [0]: fetch backoff"), None);
         assert_eq!(reset_of("[thrd:main]: t [x]: offset reset (at"), None);

@@ -29,9 +29,11 @@ struct Partition {
     next: Option<i64>,
     /// Whether an offset delivered again was logged since the last new one.
     again: bool,
-    /// librdkafka's account of a reset of the fetch position for an error, until a new offset
-    /// comes: offsets read again after it are other records (see [`Offsets::reset_of`]).
-    reset: Option<String>,
+    /// librdkafka's account of a reset of the fetch position for an error, and the offset
+    /// whose fetch failed, until a record at or past that offset comes (records below it were
+    /// fetched before the reset): offsets read again meanwhile are other records (see
+    /// [`Offsets::reset_of`]).
+    reset: Option<(String, Option<i64>)>,
     /// The offset to commit: every record below it is written.
     watermark: Option<i64>,
     committed: Option<i64>,
@@ -144,11 +146,11 @@ impl Offsets {
 
     /// Records librdkafka's reset of the fetch position of (`topic`, `partition`) for an error
     /// (`message`, its log line).
-    pub fn reset(&mut self, topic: &str, partition: i32, message: &str) {
+    pub fn reset(&mut self, topic: &str, partition: i32, at: Option<i64>, message: &str) {
         if let Some(slot) = self.slot_of(topic, partition)
             && let Some(p) = self.slots[slot as usize].as_mut()
         {
-            p.reset = Some(message.to_string());
+            p.reset = Some((message.to_string(), at));
         }
     }
 
@@ -157,7 +159,11 @@ impl Offsets {
     /// and no new offset came since. `None` otherwise.
     pub fn reset_of(&self, topic: &str, partition: i32) -> Option<&str> {
         let slot = self.slot_of(topic, partition)?;
-        self.slots[slot as usize].as_ref()?.reset.as_deref()
+        self.slots[slot as usize]
+            .as_ref()?
+            .reset
+            .as_ref()
+            .map(|(why, _)| why.as_str())
     }
 
     /// Registers a record just read; returns its ack. A record of a partition that is not
@@ -201,7 +207,12 @@ impl Offsets {
         }
         p.next = Some(offset + 1);
         p.again = false;
-        p.reset = None;
+        if p.reset
+            .as_ref()
+            .is_some_and(|(_, at)| at.is_none_or(|at| offset >= at))
+        {
+            p.reset = None;
+        }
         p.pending.push_back(Entry {
             offset,
             done: false,
@@ -450,18 +461,29 @@ mod tests {
         o.assign("t", 0);
         (0..10).for_each(|off| _ = o.track("t", 0, off));
         // A reset for an unassigned partition is not kept.
-        o.reset("t", 1, "other");
+        o.reset("t", 1, Some(3), "other");
         assert_eq!(o.reset_of("t", 1), None);
-        o.reset("t", 0, "out of range");
+        // The fetch at 12 failed: 10 and 11, fetched before it, still come and are new.
+        o.reset("t", 0, Some(12), "out of range");
+        for off in [10, 11] {
+            let new = o.track("t", 0, off);
+            assert!(o.counts(new));
+            assert_eq!(o.reset_of("t", 0), Some("out of range"));
+        }
         let again = o.track("t", 0, 0);
         assert!(!o.counts(again));
         assert_eq!(o.reset_of("t", 0), Some("out of range"));
-        // A new offset (a reset forward, or the log past what was read): forgotten.
+        // A record at or past the failed offset (a reset forward, or the log past what was
+        // read): forgotten; so is one without a known offset at the first new offset.
         let new = o.track("t", 0, 12);
         assert!(o.counts(new));
         assert_eq!(o.reset_of("t", 0), None);
+        o.reset("t", 0, None, "out of range");
+        let new = o.track("t", 0, 13);
+        assert!(o.counts(new));
+        assert_eq!(o.reset_of("t", 0), None);
         // A new assignment starts without one.
-        o.reset("t", 0, "out of range");
+        o.reset("t", 0, Some(20), "out of range");
         o.assign("t", 0);
         assert_eq!(o.reset_of("t", 0), None);
     }
