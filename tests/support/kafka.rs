@@ -21,12 +21,18 @@ fn config() -> ClientConfig {
     c
 }
 
-pub fn create_topic(name: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = config().create().expect("admin client");
+/// An admin client of the test Kafka, and a runtime to wait for its answers on.
+fn admin() -> (AdminClient<DefaultClientContext>, tokio::runtime::Runtime) {
+    let admin = config().create().expect("admin client");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
+    (admin, rt)
+}
+
+pub fn create_topic(name: &str, partitions: i32) {
+    let (admin, rt) = admin();
     let res = rt
         .block_on(admin.create_topics(
             &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
@@ -40,11 +46,7 @@ pub fn create_topic(name: &str, partitions: i32) {
 
 /// Deletes topic `name`, and waits until the cluster no longer lists it.
 pub fn delete_topic(name: &str) {
-    let admin: AdminClient<DefaultClientContext> = config().create().expect("admin client");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (admin, rt) = admin();
     let res = rt
         .block_on(admin.delete_topics(
             &[name],
@@ -475,11 +477,7 @@ pub fn read_full(topic: &str) -> Vec<Full> {
 
 /// Creates `name` (1 partition) with topic-level `configs`.
 pub fn create_topic_with(name: &str, configs: &[(&str, &str)]) {
-    let admin: AdminClient<DefaultClientContext> = config().create().expect("admin client");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (admin, rt) = admin();
     let mut t = NewTopic::new(name, 1, TopicReplication::Fixed(1));
     for (k, v) in configs {
         t = t.set(k, v);
@@ -495,11 +493,7 @@ pub fn create_topic_with(name: &str, configs: &[(&str, &str)]) {
 /// Sets topic-level config `key` of `topic`.
 pub fn set_topic_config(topic: &str, key: &str, value: &str) {
     use rdkafka::admin::{AlterConfig, ResourceSpecifier};
-    let admin: AdminClient<DefaultClientContext> = config().create().expect("admin client");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (admin, rt) = admin();
     let change = AlterConfig::new(ResourceSpecifier::Topic(topic)).set(key, value);
     for r in rt
         .block_on(admin.alter_configs(
@@ -515,11 +509,7 @@ pub fn set_topic_config(topic: &str, key: &str, value: &str) {
 /// Deletes the records of partition `partition` of `topic` before `offset` (Kafka's
 /// DeleteRecords, as retention does): the partition then starts at `offset`.
 pub fn delete_records(topic: &str, partition: i32, offset: i64) {
-    let admin: AdminClient<DefaultClientContext> = config().create().expect("admin client");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (admin, rt) = admin();
     let mut tpl = rdkafka::TopicPartitionList::new();
     tpl.add_partition_offset(topic, partition, rdkafka::Offset::Offset(offset))
         .unwrap();
@@ -534,11 +524,7 @@ pub fn delete_records(topic: &str, partition: i32, offset: i64) {
 
 /// Grows `topic` to `total` partitions.
 pub fn add_partitions(topic: &str, total: usize) {
-    let admin: AdminClient<DefaultClientContext> = config().create().expect("admin client");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (admin, rt) = admin();
     let grow = rdkafka::admin::NewPartitions::new(topic, total);
     for r in rt
         .block_on(admin.create_partitions(
