@@ -41,9 +41,8 @@ pub trait RebalanceHandler: Send + Sync + Sized + 'static {
     }
     /// librdkafka moved a partition's fetch position for an error (an offset out of range: the
     /// log was truncated, deleted and created again, or lost records to retention) and says so
-    /// in `message`.
-    /// `at`: the offset whose fetch failed, when the line gives one (records below it fetched
-    /// before the reset may still come).
+    /// in `message`; `at` is the offset whose fetch failed, when the line gives one (records
+    /// below it, fetched before the reset, may still come).
     fn offset_reset(&self, topic: &str, partition: i32, at: Option<i64>, message: &str) {
         let _ = (topic, partition, at, message);
     }
