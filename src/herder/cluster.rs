@@ -577,31 +577,28 @@ impl Cluster {
             };
             let key = m.key().unwrap_or_default();
             if let Ok((connector, worker)) = serde_json::from_slice::<(String, String)>(key) {
-                let mut all = self.statuses.lock().unwrap_or_else(|p| p.into_inner());
                 let status = m
                     .payload()
                     .and_then(|v| serde_json::from_slice::<WireStatus>(v).ok());
-                let instance = status.as_ref().and_then(|s| s.instance.as_deref());
-                if worker == self.worker_id && instance == Some(self.instance.as_str()) {
-                    ours_read.insert(connector.clone());
-                }
-                if let Some(s) = &status
-                    && worker == self.worker_id
-                    && ours_read.contains(&connector)
-                    && s.instance.as_ref().is_some_and(|i| *i != self.instance)
-                    && duplicate_said.is_none_or(|at| at.elapsed() >= Duration::from_secs(60))
+                if worker == self.worker_id
+                    && let Some(instance) = status.as_ref().and_then(|s| s.instance.as_deref())
                 {
-                    duplicate_said = Some(Instant::now());
-                    error!(
-                        "another live worker publishes task states as worker id `{}` too (connector {connector}, \
-                         process {}; this one is {}): worker ids must be unique in a cluster, or the two \
-                         overwrite each other's task states in status. Give each worker its own `worker.id` \
-                         (or its own host and `rest.listen` port, which the default id is made of)",
-                        self.worker_id,
-                        s.instance.as_deref().unwrap_or_default(),
-                        self.instance
-                    );
+                    if instance == self.instance {
+                        ours_read.insert(connector.clone());
+                    } else if ours_read.contains(&connector)
+                        && duplicate_said.is_none_or(|at| at.elapsed() >= Duration::from_secs(60))
+                    {
+                        duplicate_said = Some(Instant::now());
+                        error!(
+                            "another live worker publishes task states as worker id `{}` too (connector {connector}, \
+                             process {instance}; this one is {}): worker ids must be unique in a cluster, or the two \
+                             overwrite each other's task states in status. Give each worker its own `worker.id` \
+                             (or its own host and `rest.listen` port, which the default id is made of)",
+                            self.worker_id, self.instance
+                        );
+                    }
                 }
+                let mut all = self.statuses.lock().unwrap_or_else(|p| p.into_inner());
                 match status {
                     Some(s) => {
                         let tasks = s

@@ -46,14 +46,19 @@ fn wait_cluster_state(
 ) -> Value {
     wait_for(url, &format!("/connectors/{name}/status"), WAIT, |s| {
         let (c, tasks) = states(s);
-        let mut ids: Vec<&str> = s["tasks"]
-            .as_array()
-            .map(|t| t.iter().filter_map(|t| t["worker_id"].as_str()).collect())
-            .unwrap_or_default();
-        ids.sort();
-        ids.dedup();
-        c == state && ids.len() == workers && tasks.iter().all(|t| t == task_state)
+        c == state && worker_ids(s).len() == workers && tasks.iter().all(|t| t == task_state)
     })
+}
+
+/// The distinct workers a connector's status shows tasks on.
+fn worker_ids(status: &Value) -> Vec<&str> {
+    let mut ids: Vec<&str> = status["tasks"]
+        .as_array()
+        .map(|t| t.iter().filter_map(|t| t["worker_id"].as_str()).collect())
+        .unwrap_or_default();
+    ids.sort();
+    ids.dedup();
+    ids
 }
 
 /// Posts connector `name` with `config` to the worker at `url`; it must be created.
@@ -540,14 +545,8 @@ fn task_states_stay_fresh_while_a_change_waits_for_old_tasks() {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(13) {
         let (_, s) = call(&l.slow, "GET", &format!("/connectors/{}/status", l.y), None);
-        let mut workers: Vec<&str> = s["tasks"]
-            .as_array()
-            .map(|t| t.iter().filter_map(|t| t["worker_id"].as_str()).collect())
-            .unwrap_or_default();
-        workers.sort();
-        workers.dedup();
         assert_eq!(
-            workers.len(),
+            worker_ids(&s).len(),
             2,
             "after {:?}, the other worker's tasks left the status: {s}",
             start.elapsed()
