@@ -538,7 +538,7 @@ fn assert_versions(src: &Source, tables: &[&str]) {
 }
 
 fn snapshot_then_stream(flavour: Flavour) {
-    let _one = live::one_at_a_time();
+    let _one = live::live_place();
     live();
     let src = Source::create(flavour);
     src.start_debezium();
@@ -580,7 +580,7 @@ fn snapshot_then_stream(flavour: Flavour) {
 /// `SELECT`, deleted rows dropped.
 #[test]
 fn postgres_to_druid_the_latest_rows_are_the_tables() {
-    let _one = live::one_at_a_time();
+    let _one = live::live_place();
     live();
     let d = druid::druid();
     let src = Source::create(Flavour::Postgres);
@@ -681,7 +681,7 @@ fn mariadb_snapshot_then_stream_ends_as_the_tables() {
 }
 
 fn all_types(flavour: Flavour, expected: Value) {
-    let _one = live::one_at_a_time();
+    let _one = live::live_place();
     live();
     let src = Source::create(flavour);
     src.start_debezium();
@@ -795,7 +795,7 @@ fn mariadb_every_column_type_arrives_as_design_says() {
 
 #[test]
 fn mariadb_binlog_rollover_keeps_versions_growing() {
-    let _one = live::one_at_a_time();
+    let _one = live::live_place();
     live();
     let src = Source::create(Flavour::MariaDb);
     src.start_debezium();
@@ -852,7 +852,7 @@ fn mariadb_binlog_rollover_keeps_versions_growing() {
 
 #[test]
 fn debezium_restart_and_worker_kill_mid_stream_lose_nothing() {
-    let _one = live::one_at_a_time();
+    let _one = live::live_alone();
     live();
     let src = Source::create(Flavour::Postgres);
     src.start_debezium();
@@ -889,7 +889,7 @@ fn debezium_restart_and_worker_kill_mid_stream_lose_nothing() {
 /// kept the old rows). Versioned in commit order, they win.
 #[test]
 fn postgres_a_transaction_open_across_the_snapshot_point_wins_over_the_snapshot() {
-    let _one = live::one_at_a_time();
+    let _one = live::live_place();
     live();
     let src = Source::create(Flavour::Postgres);
     src.sql(
@@ -970,7 +970,7 @@ const INCREMENTAL_SNAPSHOT_OF_ITEMS: &str = "INSERT INTO debezium_signal VALUES 
 /// the index ends equal to the table, every document at its row's last version.
 #[test]
 fn postgres_incremental_snapshot_while_rows_change_ends_as_the_table() {
-    let _one = live::one_at_a_time();
+    let _one = live::live_place();
     live();
     let src = Source::create(Flavour::Postgres);
     items_streamed_only(&src, 2000);
@@ -1030,7 +1030,7 @@ fn postgres_incremental_snapshot_misses_a_commit_not_yet_visible() {
             NoStandby::set("");
         }
     }
-    let _one = live::one_at_a_time();
+    let _one = live::live_place();
     live();
     let src = Source::create(Flavour::Postgres);
     let waiting_for_standby = format!(
@@ -1143,7 +1143,7 @@ fn resnapshot_after_lost_offsets(flavour: Flavour) {
     use crate::support::kafka;
     use crate::support::proxy::{Faults, Proxy};
 
-    let _one = live::one_at_a_time();
+    let _one = live::live_alone();
     live();
     let src = Source::create(flavour);
     let rows = |from: u32, to: u32| match flavour {

@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -48,10 +48,70 @@ pub fn live() -> &'static Live {
     })
 }
 
-/// Live tests run one at a time: each drives several servers hard on two cores.
-pub fn one_at_a_time() -> MutexGuard<'static, ()> {
-    static M: Mutex<()> = Mutex::new(());
-    M.lock().unwrap_or_else(|p| p.into_inner())
+/// How many live tests run at once: each drives several servers (a database, Kafka Connect,
+/// Kafka, Elasticsearch and a worker), and two cores hold two of them.
+const LIVE_AT_ONCE: usize = 2;
+
+/// Live tests running (`shared`), one running alone, alone ones waiting (who go first).
+struct Places {
+    shared: usize,
+    alone: bool,
+    waiting_alone: usize,
+}
+
+static PLACES: (Mutex<Places>, Condvar) = (
+    Mutex::new(Places {
+        shared: 0,
+        alone: false,
+        waiting_alone: 0,
+    }),
+    Condvar::new(),
+);
+
+/// A place among the live tests running, kept until dropped.
+pub struct LivePlace {
+    alone: bool,
+}
+
+impl Drop for LivePlace {
+    fn drop(&mut self) {
+        let mut p = PLACES.0.lock().unwrap_or_else(|p| p.into_inner());
+        if self.alone {
+            p.alone = false;
+        } else {
+            p.shared -= 1;
+        }
+        PLACES.1.notify_all();
+    }
+}
+
+fn wait_places(until: impl Fn(&Places) -> bool) -> std::sync::MutexGuard<'static, Places> {
+    let mut p = PLACES.0.lock().unwrap_or_else(|p| p.into_inner());
+    while !until(&p) {
+        p = PLACES.1.wait(p).unwrap_or_else(|p| p.into_inner());
+    }
+    p
+}
+
+/// Waits until fewer than [`LIVE_AT_ONCE`] live tests run, none of them alone.
+pub fn live_place() -> LivePlace {
+    let mut p = wait_places(|p| p.shared < LIVE_AT_ONCE && !p.alone && p.waiting_alone == 0);
+    p.shared += 1;
+    LivePlace { alone: false }
+}
+
+/// Waits until no other live test runs, for a test that stops Kafka Connect, which every
+/// live test uses.
+pub fn live_alone() -> LivePlace {
+    PLACES
+        .0
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .waiting_alone += 1;
+    let mut p = wait_places(|p| p.shared == 0 && !p.alone);
+    p.waiting_alone -= 1;
+    p.alone = true;
+    LivePlace { alone: true }
 }
 
 fn run(mut cmd: Command, input: &str) -> String {
