@@ -727,3 +727,67 @@ fn a_row_too_large_to_produce_goes_to_the_dead_letter_queue_and_the_stream_goes_
     );
     assert!(w.stop().success());
 }
+
+/// The output topic is missing, and the cluster does not create topics on first use (here:
+/// the producer may not ask it to, `allow.auto.create.topics=false`): every row waits for it
+/// until `message.timeout.ms`. An undelivered row aborts the open transaction (or, at least
+/// once, is never acknowledged): nothing is committed past it, and the task starts over from
+/// the committed offsets until the topic exists. Then every change arrives: exactly once, in
+/// each key's order, with `exactly.once`; at least once without.
+#[test]
+fn rows_for_a_missing_output_topic_are_never_committed_past() {
+    for exactly_once in ["true", "false"] {
+        let (h, topic, name, file) = setup_with(
+            57,
+            1_000,
+            &[
+                ("exactly.once", exactly_once),
+                ("producer.override.message.timeout.ms", "2000"),
+                ("producer.override.allow.auto.create.topics", "false"),
+            ],
+        );
+        let out = format!("druid.{topic}");
+        kafka::delete_topic(&out);
+        kafka::produce(&topic, &h.records);
+        let group = format!("connect-{name}");
+        let w = Worker::start(&file);
+        // Two rounds refused (offsets are committed every 500 ms), or offsets committed.
+        let refused = "a row could not be written";
+        let start = Instant::now();
+        while w.log_text().matches(refused).count() < 2
+            && kafka::committed(&group, &topic, 4).is_empty()
+        {
+            assert!(start.elapsed() < WAIT, "no refusal:\n{}", w.log_tail(30));
+            thread::sleep(Duration::from_millis(200));
+        }
+        assert_eq!(
+            kafka::committed(&group, &topic, 4),
+            BTreeMap::new(),
+            "exactly.once={exactly_once}: committed past rows never written"
+        );
+        assert!(
+            w.log_text().contains(&format!(
+                "topic {out}: Message production error: MessageTimedOut (Local: Message timed out) (no partition of it is known: does the topic exist"
+            )),
+            "{}",
+            w.log_tail(10)
+        );
+        kafka::create_topic(&out, OUT_PARTITIONS);
+        wait_committed_all(&group, &topic, 4);
+        assert!(w.stop().success());
+        if exactly_once == "true" {
+            assert_each_change_committed_once_in_order(&h, &topic);
+        } else {
+            let got: std::collections::BTreeSet<(String, u64, bool)> = rows(&out)
+                .into_iter()
+                .map(|(_, k, v, d)| (k, v, d))
+                .collect();
+            let missing: Vec<_> = expected(&h)
+                .into_iter()
+                .filter(|c| !got.contains(c))
+                .take(3)
+                .collect();
+            assert!(missing.is_empty(), "changes without a row: {missing:?}");
+        }
+    }
+}

@@ -77,7 +77,15 @@ impl ProducerContext for Deliveries {
                             | RDKafkaErrorCode::PolicyViolation
                     )
                 );
-            let why = format!("topic {} partition {}: {e}", m.topic(), m.partition());
+            let why = if m.partition() < 0 {
+                // Not yet given a partition: librdkafka never learnt the topic's partitions.
+                format!(
+                    "topic {}: {e} (no partition of it is known: does the topic exist, or may the cluster create it?)",
+                    m.topic()
+                )
+            } else {
+                format!("topic {} partition {}: {e}", m.topic(), m.partition())
+            };
             (why, permanent)
         });
         if let Ok(mut done) = self.done.lock() {
