@@ -322,7 +322,6 @@ fn exactly_once_sigkill_mid_stream_gives_each_change_one_committed_row_in_order(
         &[
             ("exactly.once", "true"),
             ("producer.override.transaction.timeout.ms", "10000"),
-            ("flush.timeout.ms", "5000"),
         ],
     );
     let group = format!("connect-{name}");
@@ -464,7 +463,6 @@ fn a_worker_frozen_past_its_transaction_timeout_starts_over_and_stays_exactly_on
             ("transaction.max.ms", "2000"),
             ("transaction.max.records", "1000000"),
             ("producer.override.transaction.timeout.ms", "4000"),
-            ("flush.timeout.ms", "1500"),
         ],
     );
     let group = format!("connect-{name}");
@@ -585,10 +583,7 @@ fn exactly_once_across_rebalances_and_a_killed_worker() {
     let (h, topic, name, file) = setup_with(
         56,
         8_000,
-        &[
-            ("producer.override.transaction.timeout.ms", "10000"),
-            ("flush.timeout.ms", "5000"),
-        ],
+        &[("producer.override.transaction.timeout.ms", "10000")],
     );
     let group = format!("connect-{name}");
     let producer = stream_slowly(&h, &topic);

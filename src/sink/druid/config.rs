@@ -46,7 +46,7 @@ pub const OPTIONS: &[OptionDef] = &[
     OptionDef {
         name: "transaction.max.ms",
         default: Some("1000"),
-        doc: "…or once it has been open this long, whichever comes first (and at every offset commit, `worker.offset_flush_interval_ms`). Rows become visible to `read_committed` readers when their transaction commits. With `flush.timeout.ms` added, must be below the producer's `transaction.timeout.ms` (60 s; `producer.override.transaction.timeout.ms`): a rebalance or a stop waits up to `flush.timeout.ms` before committing the open transaction.",
+        doc: "…or once it has been open this long, whichever comes first (and at every offset commit, `worker.offset_flush_interval_ms`). Rows become visible to `read_committed` readers when their transaction commits. Must be below the producer's `transaction.timeout.ms` (60 s; `producer.override.transaction.timeout.ms`).",
     },
     OptionDef {
         name: "flush.timeout.ms",
@@ -102,7 +102,6 @@ impl DruidConfig {
         let exactly_once = o.bool("exactly.once", true);
         let txn_max_records = o.at_least("transaction.max.records", 10_000usize, 1);
         let txn_max = Duration::from_millis(o.at_least("transaction.max.ms", 1_000u64, 1));
-        let flush_timeout = Duration::from_millis(o.at_least("flush.timeout.ms", 10_000u64, 1));
         if exactly_once {
             // Rows of a transaction are committed with the offsets the consumer's group
             // commits; a consumer reading uncommitted offsets would not wait for them (KIP-447).
@@ -117,8 +116,13 @@ impl DruidConfig {
                 .get("producer.override.transaction.timeout.ms")
                 .and_then(|v| v.parse::<u64>().ok())
                 .unwrap_or(60_000);
-            if let Some(why) = transaction_outlives(txn_max, flush_timeout, timeout) {
-                o.error("transaction.max.ms", why);
+            if txn_max.as_millis() as u64 >= timeout {
+                o.error(
+                    "transaction.max.ms",
+                    format!(
+                        "must be below the producer's transaction.timeout.ms ({timeout} ms), or every transaction is aborted"
+                    ),
+                );
             }
         }
         if transforms.unwrap.is_some() {
@@ -148,37 +152,15 @@ impl DruidConfig {
             key_separator: o.raw("key.separator").unwrap_or_else(|| "|".into()),
             key_field: transforms.key_field.clone(),
             producer_overrides,
-            flush_timeout,
+            flush_timeout: Duration::from_millis(o.at_least("flush.timeout.ms", 10_000u64, 1)),
             exactly_once,
             txn_max_records,
             txn_max,
         }
     }
 
-    /// Why a transaction could outlive `transaction.timeout.ms`, if it can.
-    pub fn transaction_outlives(&self, timeout_ms: u64) -> Option<String> {
-        transaction_outlives(self.txn_max, self.flush_timeout, timeout_ms)
-    }
-
     /// The output topic of records of `topic`.
     pub fn topic_of(&self, topic: &str) -> String {
         self.topic.replace("${topic}", topic)
     }
-}
-
-/// Why a transaction could outlive the producer's `transaction.timeout.ms`, if it can. A
-/// transaction stays open up to `transaction.max.ms`; a rebalance or a stop then waits up to
-/// `flush.timeout.ms` for its rows before committing it, and the broker aborts (and fences) a
-/// transaction older than its timeout, so that every such commit would start over.
-fn transaction_outlives(
-    txn_max: Duration,
-    flush_timeout: Duration,
-    timeout_ms: u64,
-) -> Option<String> {
-    let (txn, flush) = (txn_max.as_millis(), flush_timeout.as_millis());
-    (txn + flush >= u128::from(timeout_ms)).then(|| {
-        format!(
-            "with flush.timeout.ms, {txn} + {flush} ms, must be below the producer's transaction.timeout.ms ({timeout_ms} ms): a transaction is open up to transaction.max.ms, and a rebalance or a stop waits up to flush.timeout.ms before committing it; the broker aborts it past its timeout"
-        )
-    })
 }
