@@ -26,7 +26,7 @@ use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::connector::errors::{DeadLetterConfig, Stage};
 use crate::metrics::Metrics;
@@ -126,9 +126,11 @@ impl DeadLetterQueue {
     ) -> Result<DeadLetterQueue, Problem> {
         ensure_topic(cfg, settings, runtime)?;
         let mut c = crate::source::client_config(settings);
-        c.set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "5");
+        c.set("linger.ms", "5");
+        for (k, v) in &cfg.producer_overrides {
+            c.set(k, v);
+        }
+        c.set("enable.idempotence", "true").set("acks", "all");
         if c.get("message.max.bytes").is_none() {
             // librdkafka refuses by itself a record above 1 000 000 bytes, below what Kafka's
             // topics take by default (1 048 588) and far below what Debezium users often allow:
@@ -352,6 +354,9 @@ impl DeadLetterQueue {
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))
                     if full < QUEUE_FULL_TRIES =>
                 {
+                    if full == 0 {
+                        debug!(topic = %self.cfg.topic, "the dead-letter producer's queue is full: waiting for room");
+                    }
                     full += 1;
                     self.producer.poll(Duration::from_millis(10));
                 }

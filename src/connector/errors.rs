@@ -4,6 +4,7 @@
 //! registry unavailable) are never tolerated: they are retried, and nothing after them is
 //! committed. README "Errors and the dead-letter queue" explains each option.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::OptionDef;
@@ -30,6 +31,11 @@ pub const OPTIONS: &[OptionDef] = &[
         name: "errors.deadletterqueue.context.headers.enable",
         default: Some("false"),
         doc: "Add Kafka Connect's `__connect.errors.*` headers (topic, partition, offset, connector.name, task.id, stage, class.name, exception.class.name, exception.message, exception.stacktrace) after the record's own.",
+    },
+    OptionDef {
+        name: "producer.override.<property>",
+        default: None,
+        doc: "Elasticsearch connector: any librdkafka producer property for the dead-letter queue's producer (e.g. `producer.override.compression.type`), as Kafka Connect applies a sink connector's to its dead-letter producer; checked when the config is, as `consumer.override.*`. `enable.idempotence`, `acks` and `transactional.id` are cdc-sink's. The Druid connector's are its rows' producer's (its options below); its dead-letter producer takes the worker's `[kafka.properties]`.",
     },
     OptionDef {
         name: "errors.log.enable",
@@ -78,11 +84,19 @@ pub struct DeadLetterConfig {
     pub topic: String,
     pub replication_factor: i32,
     pub context_headers: bool,
+    /// `producer.override.*` for the queue's producer (a connector without a producer of its
+    /// own, as Kafka Connect applies them to a sink's dead-letter producer).
+    pub producer_overrides: BTreeMap<String, String>,
 }
 
 impl ErrorPolicy {
-    /// Reads the options; `drop_invalid_allowed`: the connector has `drop.invalid.message`.
-    pub fn read(o: &Options<'_>, drop_invalid_allowed: bool) -> ErrorPolicy {
+    /// Reads the options; `drop_invalid_allowed`: the connector has `drop.invalid.message`;
+    /// `overrides_for_queue`: its `producer.override.*` are the dead-letter producer's.
+    pub fn read(
+        o: &Options<'_>,
+        drop_invalid_allowed: bool,
+        overrides_for_queue: bool,
+    ) -> ErrorPolicy {
         let tolerate = o.choice("errors.tolerance", &["none", "all"], "none") == "all";
         let topic = o
             .get("errors.deadletterqueue.topic.name")
@@ -96,6 +110,11 @@ impl ErrorPolicy {
             );
         }
         let context_headers = o.bool("errors.deadletterqueue.context.headers.enable", false);
+        let producer_overrides = if overrides_for_queue {
+            o.producer_overrides()
+        } else {
+            BTreeMap::new()
+        };
         let retry_timeout = o.parse("errors.retry.timeout", -1i64);
         if retry_timeout < -1 {
             o.error(
@@ -110,6 +129,7 @@ impl ErrorPolicy {
                 topic: t.to_string(),
                 replication_factor,
                 context_headers,
+                producer_overrides,
             }),
             log: o.bool("errors.log.enable", false),
             log_messages: o.bool("errors.log.include.messages", false),

@@ -631,7 +631,8 @@ impl ConnectorSpec {
             bits_as_number: o.choice("bits.format", &["base64", "number"], "base64") == "number",
             keep_source: false,
         };
-        let errors = ErrorPolicy::read(&o, !is_druid);
+        // The Druid connector's producer.override.* are its rows' producer's.
+        let errors = ErrorPolicy::read(&o, !is_druid, !is_druid);
         // Its copies would be read back as records of the connector: a failed decode copied
         // again for ever, a document refused indexed into an index of copies. Kafka Connect
         // refuses it the same way.
@@ -691,12 +692,6 @@ impl ConnectorSpec {
         } else {
             crate::sink::elasticsearch::config::OPTIONS
         };
-        let family = if is_druid {
-            "producer.override."
-        } else {
-            // No family of its own.
-            "transforms."
-        };
         for key in resolved.config.keys() {
             let known = COMMON_OPTIONS
                 .iter()
@@ -709,7 +704,7 @@ impl ConnectorSpec {
                     "consumer.override.",
                     "key.converter.",
                     "value.converter.",
-                    family,
+                    "producer.override.",
                 ]
                 .iter()
                 .any(|p| key.starts_with(p));
@@ -969,6 +964,18 @@ mod tests {
             druid.starts_with("producer.override.linger: librdkafka refuses it"),
             "{druid}"
         );
+        // The Elasticsearch connector's go to its dead-letter producer, checked the same way.
+        let err = es(r#","producer.override.linger":"5""#).unwrap_err();
+        assert!(
+            err.starts_with("producer.override.linger: librdkafka refuses it"),
+            "{err}"
+        );
+        let err = es(r#","producer.override.acks":"1""#).unwrap_err();
+        assert!(
+            err.starts_with("producer.override.acks: is set by cdc-sink"),
+            "{err}"
+        );
+        assert!(es(r#","producer.override.compression.type":"zstd""#).is_ok());
         // Bounds: a lane per request in flight is allocated up front; hours overflowed.
         let err = es(r#","max.in.flight.requests":"100000000""#).unwrap_err();
         assert_eq!(

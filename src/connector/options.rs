@@ -126,6 +126,21 @@ impl<'a> Options<'a> {
         props
     }
 
+    /// `producer.override.*`, as [`Self::librdkafka`] checks them; those cdc-sink sets itself
+    /// (an idempotent producer waiting for every replica) are refused.
+    pub fn producer_overrides(&self) -> BTreeMap<String, String> {
+        let props = self.librdkafka("producer.override.");
+        for key in ["transactional.id", "enable.idempotence", "acks"] {
+            if props.contains_key(key) {
+                self.error(
+                    &format!("producer.override.{key}"),
+                    "is set by cdc-sink and cannot be overridden",
+                );
+            }
+        }
+        props
+    }
+
     pub fn bool(&self, key: &str, default: bool) -> bool {
         match self.get(key).map(str::to_ascii_lowercase).as_deref() {
             None => default,

@@ -586,16 +586,23 @@ fn a_refused_copy_of_a_partition_moved_away_is_forgotten() {
     assert!(w.stop().success());
 }
 
-/// The queue's producer holds one copy at a time (`queue.buffering.max.messages=1` in the
-/// worker's `[kafka.properties]`), and 40 poison records in a row fill it again and again: each
-/// copy waits for room (a short wait, then a backoff), none is lost, and every offset is
-/// committed once its copy is written.
+/// The queue's producer holds one copy at a time (`producer.override.queue.buffering.max.messages=1`,
+/// the connector's overrides applied to it as Kafka Connect applies them to a sink's
+/// dead-letter producer), and 40 poison records in a row fill it again and again: each copy
+/// waits for room (a short wait, then a backoff), none is lost, and every offset is committed
+/// once its copy is written. The copies are compressed as the overrides say.
 #[test]
 fn a_full_dead_letter_producer_queue_loses_no_copy() {
     let topic = unique("it-dlq-full");
     let dlq = format!("{topic}-dlq");
     kafka::create_topic(&topic, 1);
-    let recs: Vec<Full> = (0..40).map(poison).collect();
+    // Values that are not JSON, and compress well.
+    let recs: Vec<Full> = (0..40)
+        .map(|id| Full {
+            value: Some(vec![b'x'; 2_000]),
+            ..good(id, None)
+        })
+        .collect();
     produce(&topic, &recs);
     let config = es_connector(
         &topic,
@@ -604,23 +611,32 @@ fn a_full_dead_letter_producer_queue_loses_no_copy() {
             ("errors.tolerance", "all"),
             ("errors.deadletterqueue.topic.name", &dlq),
             ("errors.deadletterqueue.topic.replication.factor", "1"),
+            ("producer.override.queue.buffering.max.messages", "1"),
+            ("producer.override.compression.type", "zstd"),
         ],
     );
-    let settings = std::env::temp_dir().join(format!("cdc-sink-dlq-{}.toml", fastrand::u32(..)));
-    std::fs::write(
-        &settings,
-        "[kafka.properties]\n\"queue.buffering.max.messages\" = \"1\"\n",
-    )
-    .unwrap();
-    let name = unique("it-dlq-full");
-    let w = Worker::start_configured(Some(&settings), &[&connector_file(&name, &config)], &[]);
-    wait_committed(&format!("connect-{name}"), &topic, 40);
-    // Each record copied once (a copy sent again after a backoff may come after later ones).
-    let mut copied: Vec<Option<Vec<u8>>> =
+    let (w, _, _, group) = run("it-dlq-full", &config);
+    wait_committed(&group, &topic, 40);
+    // Each record copied (at least once; a copy sent again after a backoff may come after
+    // later ones).
+    let copied: std::collections::BTreeSet<Option<Vec<u8>>> =
         kafka::read_full(&dlq).into_iter().map(|c| c.key).collect();
-    copied.sort();
-    let mut want: Vec<Option<Vec<u8>>> = recs.iter().map(|r| r.key.clone()).collect();
-    want.sort();
+    let want: std::collections::BTreeSet<Option<Vec<u8>>> =
+        recs.iter().map(|r| r.key.clone()).collect();
     assert_eq!(copied, want);
+    assert!(
+        w.log_text()
+            .contains("the dead-letter producer's queue is full"),
+        "the queue never filled: this test tested nothing"
+    );
     assert!(w.stop().success());
+    let segment = std::fs::read(kafka::first_segment(&dlq)).unwrap();
+    let codecs: Vec<i16> = kafka::batches(&segment)
+        .iter()
+        .map(|b| b.attributes & 7)
+        .collect();
+    assert!(
+        !codecs.is_empty() && codecs.iter().all(|&c| c == 4),
+        "batch codecs {codecs:?}, expected zstd (4)"
+    );
 }

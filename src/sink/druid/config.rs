@@ -135,15 +135,7 @@ impl DruidConfig {
         if topic.trim().is_empty() {
             o.error("druid.topic", "must not be empty");
         }
-        let producer_overrides = o.librdkafka("producer.override.");
-        for key in ["transactional.id", "enable.idempotence", "acks"] {
-            if producer_overrides.contains_key(key) {
-                o.error(
-                    &format!("producer.override.{key}"),
-                    "is set by cdc-sink and cannot be overridden",
-                );
-            }
-        }
+        let producer_overrides = o.producer_overrides();
         DruidConfig {
             topic,
             separator: o.raw("flatten.separator").unwrap_or_else(|| "_".into()),
