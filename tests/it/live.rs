@@ -889,7 +889,8 @@ fn debezium_restart_and_worker_kill_mid_stream_lose_nothing() {
 /// kept the old rows). Versioned in commit order, they win.
 #[test]
 fn postgres_a_transaction_open_across_the_snapshot_point_wins_over_the_snapshot() {
-    let _one = live::live_place();
+    // Alone: creating a replication slot waits for the transaction this test holds open.
+    let _one = live::live_alone();
     live();
     let src = Source::create(Flavour::Postgres);
     src.sql(
@@ -1030,7 +1031,9 @@ fn postgres_incremental_snapshot_misses_a_commit_not_yet_visible() {
             NoStandby::set("");
         }
     }
-    let _one = live::live_place();
+    // Alone: its missing standby is the whole server's, and the commit it holds back keeps
+    // any replication slot being created waiting.
+    let _one = live::live_alone();
     live();
     let src = Source::create(Flavour::Postgres);
     let waiting_for_standby = format!(

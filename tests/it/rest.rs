@@ -929,9 +929,9 @@ struct Side {
 
 #[test]
 fn the_rest_api_answers_as_kafka_connect_does() {
-    // The Kafka Connect worker is shared with the live tests: one at a time, so no other
+    // The Kafka Connect worker is shared with the live tests: alone, so that no other
     // connector's rebalance interleaves.
-    let _one = crate::support::live::live_place();
+    let _one = crate::support::live::live_alone();
     let connect_topic = unique("it-rest-c");
     let sink_topic = unique("it-rest-s");
     for t in [&connect_topic, &sink_topic] {

@@ -196,7 +196,8 @@ fn http() -> reqwest::blocking::Client {
 /// Registers a Debezium connector on Kafka Connect and waits for its task to run.
 pub fn register(name: &str, config: Value) {
     let url = format!("{}/connectors/{name}/config", live().connect);
-    let r = http().put(&url).json(&config).send().unwrap();
+    let put = || http().put(&url).json(&config).send().unwrap();
+    let r = connect_call(put);
     assert!(
         r.status().is_success(),
         "registering {name}: {} {}",
@@ -226,9 +227,12 @@ pub fn register(name: &str, config: Value) {
 }
 
 pub fn unregister(name: &str) {
-    let _ = http()
-        .delete(format!("{}/connectors/{name}", live().connect))
-        .send();
+    let url = format!("{}/connectors/{name}", live().connect);
+    // Cleanup runs in drops, after failed tests too: it must not panic.
+    let gone = http().delete(&url).send().map(|r| r.status());
+    if gone.is_ok_and(|s| s == 409) {
+        let _ = connect_call(|| http().delete(&url).send().unwrap());
+    }
     // A PostgreSQL connector's replication slot (named after it) outlives it: dropped once its
     // task has let go of it, so that repeated runs do not use up `max_replication_slots`.
     let start = Instant::now();
@@ -255,6 +259,19 @@ pub fn unregister(name: &str) {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let _ = drop_slot.status();
+}
+
+/// Sends a request to Kafka Connect again while it answers 409 (its group rebalancing after
+/// another test's change: two live tests run at once), for up to a minute.
+fn connect_call(send: impl Fn() -> reqwest::blocking::Response) -> reqwest::blocking::Response {
+    let start = Instant::now();
+    loop {
+        let r = send();
+        if r.status() != 409 || start.elapsed() > Duration::from_secs(60) {
+            return r;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// Kills Kafka Connect with SIGKILL and starts it again: Debezium then re-emits what came
