@@ -132,10 +132,16 @@ impl Proxy {
     pub fn resume(&self) {
         self.state.refusing.store(false, Ordering::SeqCst);
         let addr = format!("127.0.0.1:{}", self.port);
+        // The port may be taken meanwhile (by a test running beside this one): say so rather
+        // than wait for ever.
+        let start = std::time::Instant::now();
         let listener = self.rt.block_on(async {
             loop {
                 match TcpListener::bind(&addr).await {
                     Ok(l) => break l,
+                    Err(e) if start.elapsed() > Duration::from_secs(60) => {
+                        panic!("the proxy cannot listen on {addr} again: {e}")
+                    }
                     Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                 }
             }
