@@ -649,15 +649,10 @@ impl ConnectorSpec {
             o.error("predicates", "transform predicates are not supported");
         }
         let transforms = transforms::parse(&o);
-        let consumer_overrides = o.librdkafka("consumer.override.");
-        for key in ["group.id", "enable.auto.commit", "enable.auto.offset.store"] {
-            if consumer_overrides.contains_key(key) {
-                o.error(
-                    &format!("consumer.override.{key}"),
-                    "is set by cdc-sink and cannot be overridden",
-                );
-            }
-        }
+        let consumer_overrides = o.overrides(
+            "consumer.override.",
+            &["group.id", "enable.auto.commit", "enable.auto.offset.store"],
+        );
 
         let sink = if is_druid {
             SinkSpec::Druid(Box::new(DruidConfig::read(&o, &transforms)))

@@ -126,19 +126,26 @@ impl<'a> Options<'a> {
         props
     }
 
-    /// `producer.override.*`, as [`Self::librdkafka`] checks them; those cdc-sink sets itself
-    /// (an idempotent producer waiting for every replica) are refused.
-    pub fn producer_overrides(&self) -> BTreeMap<String, String> {
-        let props = self.librdkafka("producer.override.");
-        for key in ["transactional.id", "enable.idempotence", "acks"] {
-            if props.contains_key(key) {
-                self.error(
-                    &format!("producer.override.{key}"),
-                    "is set by cdc-sink and cannot be overridden",
-                );
-            }
+    /// Properties under `prefix` as [`Self::librdkafka`] checks them; those in `reserved`
+    /// (cdc-sink sets them itself) are refused.
+    pub fn overrides(&self, prefix: &str, reserved: &[&str]) -> BTreeMap<String, String> {
+        let props = self.librdkafka(prefix);
+        for key in reserved.iter().filter(|k| props.contains_key(**k)) {
+            self.error(
+                &format!("{prefix}{key}"),
+                "is set by cdc-sink and cannot be overridden",
+            );
         }
         props
+    }
+
+    /// `producer.override.*`: an idempotent producer waiting for every replica, its
+    /// transactional id cdc-sink's.
+    pub fn producer_overrides(&self) -> BTreeMap<String, String> {
+        self.overrides(
+            "producer.override.",
+            &["transactional.id", "enable.idempotence", "acks"],
+        )
     }
 
     pub fn bool(&self, key: &str, default: bool) -> bool {

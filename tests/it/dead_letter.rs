@@ -132,6 +132,18 @@ fn refusing_topics(prefix: &str, partitions: i32) -> (String, String) {
     (topic, dlq)
 }
 
+/// An Elasticsearch connector of `topic` tolerating every bad record, copied to `dlq` (made
+/// with one replica when missing), with `extra` options.
+fn queue_connector(topic: &str, dlq: &str, extra: &[(&str, &str)]) -> serde_json::Value {
+    let mut options = vec![
+        ("errors.tolerance", "all"),
+        ("errors.deadletterqueue.topic.name", dlq),
+        ("errors.deadletterqueue.topic.replication.factor", "1"),
+    ];
+    options.extend_from_slice(extra);
+    es_connector(topic, &servers().es, &options)
+}
+
 /// A started worker running one connector: (worker, connector name, REST URL, group).
 fn run(prefix: &str, config: &serde_json::Value) -> (Worker, String, String, String) {
     let name = unique(prefix);
@@ -182,13 +194,10 @@ fn a_poison_record_and_a_rejected_document_go_to_the_queue_unchanged_and_the_str
     recs.push(good(11, None));
     produce(&topic, &recs);
 
-    let config = es_connector(
+    let config = queue_connector(
         &topic,
-        &servers().es,
+        &dlq,
         &[
-            ("errors.tolerance", "all"),
-            ("errors.deadletterqueue.topic.name", &dlq),
-            ("errors.deadletterqueue.topic.replication.factor", "1"),
             ("errors.deadletterqueue.context.headers.enable", "true"),
             ("errors.log.enable", "true"),
             // The log shows the poison record's headers too, its byte key among them.
@@ -271,15 +280,7 @@ fn a_record_above_librdkafkas_default_size_is_copied_too() {
         ..good(0, None)
     };
     produce(&topic, &[big.clone(), change(1, 1, None)]);
-    let config = es_connector(
-        &topic,
-        &servers().es,
-        &[
-            ("errors.tolerance", "all"),
-            ("errors.deadletterqueue.topic.name", &dlq),
-            ("errors.deadletterqueue.topic.replication.factor", "1"),
-        ],
-    );
+    let config = queue_connector(&topic, &dlq, &[]);
     let (w, _, _, group) = run("dlq-big", &config);
     wait_committed(&group, &topic, 2);
     let copies = kafka::read_full(&dlq);
@@ -319,14 +320,7 @@ fn with_errors_tolerance_none_the_task_fails_and_nothing_is_copied() {
 #[test]
 fn while_the_queue_refuses_writes_the_offset_waits_at_the_failed_record() {
     let (topic, dlq, recs) = refusing_queue("it-dlq-down");
-    let config = es_connector(
-        &topic,
-        &servers().es,
-        &[
-            ("errors.tolerance", "all"),
-            ("errors.deadletterqueue.topic.name", &dlq),
-        ],
-    );
+    let config = queue_connector(&topic, &dlq, &[]);
     let (w, name, url, group) = run("it-dlq-down", &config);
     // The records after it are written, and the task says what it waits for...
     wait_until(
@@ -361,15 +355,7 @@ fn while_the_queue_refuses_writes_the_offset_waits_at_the_failed_record() {
 #[test]
 fn stopping_while_the_queue_refuses_waits_without_spinning() {
     let (topic, dlq, _) = refusing_queue("it-dlq-stop");
-    let config = es_connector(
-        &topic,
-        &servers().es,
-        &[
-            ("errors.tolerance", "all"),
-            ("errors.deadletterqueue.topic.name", &dlq),
-            ("flush.timeout.ms", "4000"),
-        ],
-    );
+    let config = queue_connector(&topic, &dlq, &[("flush.timeout.ms", "4000")]);
     let (mut w, name, url, group) = run("it-dlq-stop", &config);
     wait_committed(&group, &topic, 3);
     wait_queue_trouble(&url, &name, &dlq);
@@ -475,12 +461,10 @@ fn a_refused_copy_past_the_tasks_bound_stops_reading_only_its_own_partition() {
     first.chunks(50).for_each(|c| producer.send(&topic, c));
     second.chunks(50).for_each(|c| producer.send(&topic, c));
     let end = kafka::end_offsets(&topic, 2);
-    let config = es_connector(
+    let config = queue_connector(
         &topic,
-        &servers().es,
+        &dlq,
         &[
-            ("errors.tolerance", "all"),
-            ("errors.deadletterqueue.topic.name", &dlq),
             // A bound of 640 records, reached well before partition 0's end.
             ("max.buffered.records", "10"),
             ("consumer.override.max.partition.fetch.bytes", "8192"),
@@ -548,15 +532,7 @@ fn a_refused_copy_of_a_partition_moved_away_is_forgotten() {
         value: Some(r#"{"op":"c","after":{"id":"#.to_string()),
     };
     kafka::produce(&topic, &[poison(0), poison(1)]);
-    let config = es_connector(
-        &topic,
-        &servers().es,
-        &[
-            ("errors.tolerance", "all"),
-            ("errors.deadletterqueue.topic.name", &dlq),
-            ("flush.timeout.ms", "2000"),
-        ],
-    );
+    let config = queue_connector(&topic, &dlq, &[("flush.timeout.ms", "2000")]);
     let (w, name, url, group) = run("it-dlq-moved", &config);
     let waiting_for = |copies: usize| {
         rest::wait_for(
@@ -604,13 +580,10 @@ fn a_full_dead_letter_producer_queue_loses_no_copy() {
         })
         .collect();
     produce(&topic, &recs);
-    let config = es_connector(
+    let config = queue_connector(
         &topic,
-        &servers().es,
+        &dlq,
         &[
-            ("errors.tolerance", "all"),
-            ("errors.deadletterqueue.topic.name", &dlq),
-            ("errors.deadletterqueue.topic.replication.factor", "1"),
             ("producer.override.queue.buffering.max.messages", "1"),
             ("producer.override.compression.type", "zstd"),
         ],
