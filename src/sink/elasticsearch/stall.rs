@@ -92,8 +92,12 @@ impl StallClock {
     }
 
     fn tick_at(&self, now: u64) {
-        let last = self.ticked.swap(now, Ordering::SeqCst);
+        // The hold first, then the tick: a write that sees the new tick (and so no gap of its
+        // own) must see the hold too. The other order let a write woken with the ticker pass
+        // between the two.
+        let last = self.ticked.load(Ordering::SeqCst);
         self.stalled(now, last);
+        self.ticked.fetch_max(now, Ordering::SeqCst);
     }
 
     fn held_at(&self, now: u64) -> Option<Duration> {
