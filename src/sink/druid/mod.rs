@@ -77,21 +77,22 @@ impl ProducerContext for Deliveries {
                             | RDKafkaErrorCode::PolicyViolation
                     )
                 );
-            // A row never given a partition: librdkafka never learnt the topic's partitions.
-            let hint = match e.rdkafka_error_code() {
-                _ if m.partition() >= 0 => "",
-                Some(RDKafkaErrorCode::UnknownTopic | RDKafkaErrorCode::UnknownTopicOrPartition) => {
-                    " (no partition of it is known: does the topic exist, or may the cluster create it?)"
-                }
-                Some(RDKafkaErrorCode::MessageTimedOut) => {
-                    " (no partition of it is known: does the topic exist, may the cluster create it, and does a broker answer?)"
-                }
-                _ => "",
-            };
-            let why = if m.partition() < 0 {
-                format!("topic {}: {e}{hint}", m.topic())
-            } else {
+            let why = if m.partition() >= 0 {
                 format!("topic {} partition {}: {e}", m.topic(), m.partition())
+            } else {
+                // A row never given a partition: librdkafka never learnt the topic's partitions.
+                let hint = match e.rdkafka_error_code() {
+                    Some(
+                        RDKafkaErrorCode::UnknownTopic | RDKafkaErrorCode::UnknownTopicOrPartition,
+                    ) => {
+                        " (no partition of it is known: does the topic exist, or may the cluster create it?)"
+                    }
+                    Some(RDKafkaErrorCode::MessageTimedOut) => {
+                        " (no partition of it is known: does the topic exist, may the cluster create it, and does a broker answer?)"
+                    }
+                    _ => "",
+                };
+                format!("topic {}: {e}{hint}", m.topic())
             };
             (why, permanent)
         });
