@@ -26,7 +26,7 @@ use crate::dead_letter::{self, DeadLetterQueue};
 use crate::decode::Decoder;
 use crate::metrics::{Metrics, now_ms};
 use crate::settings::Settings;
-use crate::sink::druid::DruidSink;
+use crate::sink::druid::{self, DruidSink};
 use crate::sink::elasticsearch::{ElasticsearchSink, stall};
 use crate::sink::{Ack, Outcome, Sink, SinkError, SinkRecord};
 use crate::source::barriers::Barriers;
@@ -805,9 +805,7 @@ fn run(
             )
         }
         SinkSpec::Druid(cfg) => {
-            // One transactional id per task of each worker: stable across restarts of a worker,
-            // distinct between workers (each runs tasks 0..tasks.max).
-            let txn_id = format!("cdc-sink-{}-{}-{id}", spec.name, settings.worker_id());
+            let txn_id = druid::transactional_id(&spec.name, &settings.worker_id(), id);
             (
                 Box::new(
                     DruidSink::new(

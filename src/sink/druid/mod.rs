@@ -102,6 +102,18 @@ impl ProducerContext for Deliveries {
     }
 }
 
+/// The transactional id of a task: `cdc-sink-<connector>-<worker>-<task>`, stable across
+/// restarts of a worker and distinct between workers (each runs tasks `0..tasks.max`). A `-` or
+/// `%` inside the connector's name or the worker's id is written `%2D` or `%25`, so that no two
+/// (name, worker) pairs give one id: `a-b` on worker `c` and `a` on worker `b-c` would, and the
+/// two tasks would fence each other's producer in turn.
+pub fn transactional_id(connector: &str, worker: &str, task: usize) -> String {
+    fn escaped(part: &str) -> String {
+        part.replace('%', "%25").replace('-', "%2D")
+    }
+    format!("cdc-sink-{}-{}-{task}", escaped(connector), escaped(worker))
+}
+
 pub struct DruidSink {
     rows: Rows,
     producer: BaseProducer<Deliveries>,
@@ -506,6 +518,29 @@ impl Drop for DruidSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transactional_ids_of_distinct_names_and_workers_are_distinct() {
+        assert_eq!(
+            transactional_id("orders", "db:8083", 1),
+            "cdc-sink-orders-db:8083-1"
+        );
+        assert_eq!(
+            transactional_id("a-b", "c", 0),
+            "cdc-sink-a%2Db-c-0",
+            "a hyphen is escaped"
+        );
+        let pairs = [("a-b", "c"), ("a", "b-c"), ("a%2Db", "c"), ("a", "%2Db-c")];
+        for (i, x) in pairs.iter().enumerate() {
+            for y in &pairs[i + 1..] {
+                assert_ne!(
+                    transactional_id(x.0, x.1, 0),
+                    transactional_id(y.0, y.1, 0),
+                    "{x:?} and {y:?}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn a_transaction_longer_than_the_workers_transaction_timeout_is_refused_at_start() {
