@@ -230,9 +230,8 @@ fn lost_while_stopped(elasticsearch_back_on_waking: bool) {
     let rec = |id: i64, name: &str| created(0, id, name);
     // Elasticsearch down on waking: retries back to back, so that a write left retrying after
     // the loss is sent again at once. Back on waking: retries a few hundred milliseconds apart,
-    // so that the process is stopped while the write waits for its next attempt, not while an
-    // attempt is on its way out (a request the process stopped in the middle of sending goes
-    // out on waking: `stall.rs`).
+    // so that the process can be stopped while the write waits for its next attempt, not while
+    // an attempt is on its way out (`stop_within_a_backoff`).
     let backoff = match elasticsearch_back_on_waking {
         false => ("5", "10"),
         true => ("200", "400"),
@@ -256,7 +255,11 @@ fn lost_while_stopped(elasticsearch_back_on_waking: bool) {
         || kafka::produce(&topic, &[rec(0, "first")]),
         || kafka::produce(&topic, &[rec(1, "old")]),
     );
-    signal(&w, "-STOP");
+    if elasticsearch_back_on_waking {
+        stop_within_a_backoff(&w, &proxy, Duration::from_millis(200));
+    } else {
+        signal(&w, "-STOP");
+    }
     // Another member takes the partition once the task's session has expired, writes a newer
     // state of document 1 and commits past record 1.
     take_over(&group, &topic, 2, || {
@@ -334,7 +337,7 @@ fn a_write_held_after_a_stall_waits_until_the_task_has_polled_its_consumer() {
         ("version.source", "none".to_string()),
         ("max.in.flight.requests", "1".into()),
         // Stopped while the write waits for its next attempt, not while one is on its way out
-        // (see `lost_while_stopped`).
+        // (`stop_within_a_backoff`).
         ("retry.backoff.ms", "200".into()),
         ("max.retry.backoff.ms", "400".into()),
         (
@@ -370,7 +373,7 @@ fn a_write_held_after_a_stall_waits_until_the_task_has_polled_its_consumer() {
         || (fetched(&registry) > before).then_some(()),
     );
     let asked = Instant::now();
-    signal(&w, "-STOP");
+    stop_within_a_backoff(&w, &proxy, Duration::from_millis(200));
     take_over(&group, &topic, 3, || {
         es::put_document(&topic, "1", &json!({"id": 1, "name": "new"}))
     });
@@ -445,6 +448,37 @@ fn first_written_then_old_retrying(topic: &str, proxy: &Proxy) {
         || kafka::produce(topic, &[created(0, 0, "first")]),
         || kafka::produce(topic, &[created(0, 1, "old")]),
     );
+}
+
+/// Stops the worker (SIGSTOP) while its retrying write waits out its backoff (at least
+/// `backoff`, `retry.backoff.ms`), never while an attempt is on its way out: such an attempt
+/// goes out on waking whatever the stall clock says (the README's window of a request being
+/// sent; stopped at any moment, on a busy machine that happened once in four runs of the
+/// suite). The stop is sent as soon as the proxy has answered an attempt 503, and counts only
+/// if it was sent well within the backoff that answer started; otherwise the process runs on
+/// (too short a stop to be a stall) and the next answer is waited for.
+fn stop_within_a_backoff(w: &Worker, proxy: &Proxy, backoff: Duration) {
+    let answered = || *proxy.stats().answered_503.lock().unwrap();
+    let start = Instant::now();
+    loop {
+        let before = answered();
+        while answered() == before {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "no write answered 503"
+            );
+            thread::sleep(Duration::from_millis(1));
+        }
+        signal(w, "-STOP");
+        let stopped = Instant::now();
+        let answer = answered().expect("answered");
+        // The next attempt starts `backoff` after the worker read the answer, itself after
+        // `answer`; half of it is margin for the stop to take effect.
+        if stopped.duration_since(answer) < backoff / 2 && answered() == Some(answer) {
+            return;
+        }
+        signal(w, "-CONT");
+    }
 }
 
 /// Sends `sig` (`-STOP`, `-CONT`) to the worker's process.
@@ -629,7 +663,7 @@ fn writes_of_revoked_partitions_unfinished_after_the_flush_timeout_never_land_af
 
 /// The options of the tests whose write is held after a stall: unversioned, one request at a
 /// time, and a worker stopped while the write waits for its next attempt (see
-/// `lost_while_stopped`), long before `flush.timeout.ms` runs out.
+/// `stop_within_a_backoff`), long before `flush.timeout.ms` runs out.
 const HELD: &[(&str, &str)] = &[
     ("version.source", "none"),
     ("max.in.flight.requests", "1"),
@@ -670,7 +704,7 @@ fn a_revocation_while_writes_are_held_after_a_stall_gives_them_up_without_waitin
     // Stopped for 1.8 s: past the stall threshold (1.25 s with the tests' 3 s session and
     // 0.5 s heartbeat), within the session. Meanwhile another member joins the group, which
     // starts a rebalance the task learns of on waking.
-    signal(&w, "-STOP");
+    stop_within_a_backoff(&w, &proxy, Duration::from_millis(200));
     let stopped = Instant::now();
     let leave = Arc::new(AtomicBool::new(false));
     let member = {
@@ -745,7 +779,7 @@ fn a_stop_while_writes_are_held_after_a_stall_gives_them_up_without_waiting_the_
     // Stopped for 1.8 s: past the stall threshold (1.25 s with the tests' 3 s session and
     // 0.5 s heartbeat), within the session. Elasticsearch answers again, and the stop is
     // asked for as the process wakes: within the 3 s hold.
-    signal(&w, "-STOP");
+    stop_within_a_backoff(&w, &proxy, Duration::from_millis(200));
     thread::sleep(Duration::from_millis(1800));
     proxy.set_faults(Faults::default());
     signal(&w, "-TERM");

@@ -46,6 +46,9 @@ pub struct Stats {
     pub forwarded_items: AtomicU64,
     /// Search and scroll requests seen.
     pub searches: AtomicU64,
+    /// When the latest bulk request answered 503 (`Faults::request_503`) was answered: just
+    /// before its answer is written.
+    pub answered_503: Mutex<Option<std::time::Instant>>,
 }
 
 struct State {
@@ -199,6 +202,7 @@ async fn handle(s: Arc<State>, req: Request) -> Reply {
         return Reply::Respond { status: 429, body: br#"{"error":{"type":"es_rejected_execution_exception","reason":"injected"},"status":429}"#.to_vec() };
     }
     if is_bulk && roll(f.request_503) {
+        *s.stats.answered_503.lock().unwrap() = Some(std::time::Instant::now());
         s.stats.failed_requests.fetch_add(1, Ordering::Relaxed);
         return Reply::Respond {
             status: 503,
