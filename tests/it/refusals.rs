@@ -108,6 +108,130 @@ fn a_write_blocked_index_is_waited_for_and_only_malformed_documents_are_skipped(
     assert!(w.stop().success());
 }
 
+/// A task fails at a document Elasticsearch refuses, with everything before it written and
+/// committed: acknowledgements the sink took in the same poll as the refusal, of writes done
+/// before it, are handed out by the next poll (the one the failing task's drain makes), not
+/// dropped with the failure.
+#[test]
+fn writes_done_before_a_refused_document_are_acknowledged_after_the_failure() {
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+
+    use cdc_sink::connector::{ConnectorConfig, ConnectorSpec, SinkSpec};
+    use cdc_sink::decode::Decoder;
+    use cdc_sink::sink::elasticsearch::ElasticsearchSink;
+    use cdc_sink::sink::{Ack, Sink as _, SinkError, SinkRecord};
+
+    let (index, proxy) = topic_behind_proxy("it-refused-acks");
+    // `name` is an integer in the index: a text name is refused. The request holding it is
+    // answered a second after the other.
+    es_request(
+        reqwest::Method::PUT,
+        &index,
+        json!({"mappings": {"properties": {"id": {"type": "long"}, "name": {"type": "integer"}}}}),
+    );
+    proxy.set_faults(Faults {
+        slow_when: Some("not a number"),
+        slow_ms: 1000,
+        ..Faults::default()
+    });
+    // Two lanes: documents 0-19 spread over both, and document 20 in one of them.
+    let config = json!({"name": index, "config": {
+        "connector.class": "elasticsearch", "connection.url": proxy.url, "topics": index,
+        "version.source": "none", "max.in.flight.requests": "2"}});
+    let spec =
+        ConnectorSpec::validate(&ConnectorConfig::from_json(&config.to_string()).unwrap()).unwrap();
+    let SinkSpec::Elasticsearch(cfg) = &spec.sink else {
+        panic!("not an Elasticsearch connector")
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let metrics = Arc::new(cdc_sink::metrics::Registry::new().task(&index, 0));
+    let mut sink = ElasticsearchSink::new(
+        Arc::new((**cfg).clone()),
+        metrics,
+        rt.handle().clone(),
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    let mut decoder = Decoder::new(&spec).unwrap();
+    let ack = |offset: i64| Ack {
+        slot: 0,
+        epoch: 0,
+        offset,
+    };
+    for offset in 0..=20 {
+        let name = if offset == 20 {
+            json!("not a number")
+        } else {
+            json!(offset)
+        };
+        let envelope = json!({"before": null, "after": {"id": offset, "name": name}, "op": "c",
+            "source": {"connector": "postgresql", "lsn": 100 + offset, "db": "d", "schema": "s", "table": "t"}});
+        let value = decoder
+            .value(&index, Some(envelope.to_string().as_bytes()))
+            .unwrap();
+        let key = decoder
+            .key(&index, Some(json!({"id": offset}).to_string().as_bytes()))
+            .unwrap();
+        let record = SinkRecord {
+            topic: &index,
+            kafka_topic: &index,
+            partition: 0,
+            offset,
+            timestamp_ms: None,
+            key: key.as_ref(),
+            value: &value,
+            received_ms: 0,
+        };
+        sink.put(record, ack(offset)).unwrap();
+    }
+    // Sent (a poll sends what is due), and not polled for again until both are answered.
+    sink.flush();
+    let mut acks = sink.poll(Duration::ZERO).unwrap();
+    let answered = || proxy.stats().answered.load(Ordering::SeqCst);
+    crate::support::wait_until(Duration::from_secs(60), "both requests answered", || {
+        (answered() >= 2).then_some(())
+    });
+    // Time for the sink's runtime to read the last answer: without it, the poll below may take
+    // the first request's acks alone, and this test would not see them dropped.
+    thread::sleep(Duration::from_millis(500));
+    let start = Instant::now();
+    let failure = loop {
+        assert!(start.elapsed() < Duration::from_secs(60), "never refused");
+        match sink.poll(Duration::from_millis(100)) {
+            Ok(a) => acks.extend(a),
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        matches!(&failure, SinkError::Record(why) if why.contains("document `20`")),
+        "{failure:?}"
+    );
+    acks.extend(
+        sink.poll(Duration::ZERO)
+            .expect("the acks taken with the failure"),
+    );
+    // The lane without document 20 wrote its documents, and each is acknowledged once; the
+    // other lane's request failed as a whole, and none of its documents is.
+    let acked: BTreeSet<i64> = acks.iter().map(|a| a.offset).collect();
+    assert_eq!(acked.len(), acks.len(), "acknowledged twice: {acks:?}");
+    assert!(
+        !acked.is_empty() && acked.iter().all(|o| *o < 20),
+        "acknowledged: {acked:?}"
+    );
+    let written = es::sources(&index);
+    for o in &acked {
+        assert!(
+            written.contains_key(&o.to_string()),
+            "{o} acknowledged, not written"
+        );
+    }
+}
+
 #[test]
 fn stopping_while_elasticsearch_is_unreachable_waits_the_flush_timeout_once() {
     let (topic, proxy) = topic_behind_proxy("it-stop-down");

@@ -20,6 +20,8 @@ pub struct Faults {
     pub item_429: u32,
     pub slow: u32,
     pub slow_ms: u64,
+    /// Delay every request whose body holds these bytes by `slow_ms` too, before forwarding it.
+    pub slow_when: Option<&'static str>,
     /// Forward the request, then close the connection without answering.
     pub drop_after_forward: u32,
     /// Answer a bulk request 200 `{"took":1,"errors":false}` without items, not forwarding it.
@@ -41,6 +43,8 @@ pub struct Faults {
 #[derive(Default)]
 pub struct Stats {
     pub requests: AtomicU64,
+    /// Requests answered (or dropped), counted once the answer is made.
+    pub answered: AtomicU64,
     pub failed_requests: AtomicU64,
     pub failed_items: AtomicU64,
     pub forwarded_items: AtomicU64,
@@ -98,7 +102,11 @@ impl Proxy {
         let state = self.state.clone();
         Arc::new(move |req| {
             let s = state.clone();
-            Box::pin(async move { handle(s, req).await })
+            Box::pin(async move {
+                let reply = handle(s.clone(), req).await;
+                s.stats.answered.fetch_add(1, Ordering::SeqCst);
+                reply
+            })
         })
     }
 
@@ -216,7 +224,10 @@ async fn handle(s: Arc<State>, req: Request) -> Reply {
             body: br#"{"took":1,"errors":false}"#.to_vec(),
         };
     }
-    if roll(f.slow) {
+    if roll(f.slow)
+        || f.slow_when
+            .is_some_and(|w| memchr::memmem::find(&req.body, w.as_bytes()).is_some())
+    {
         tokio::time::sleep(Duration::from_millis(f.slow_ms)).await;
     }
     let (body, injected) = if is_bulk && (f.item_429 > 0 || fail_first) {

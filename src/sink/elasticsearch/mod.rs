@@ -129,6 +129,10 @@ pub struct ElasticsearchSink {
     last_topic: Option<Arc<str>>,
     /// Rejected for the dead-letter queue, not yet taken by the task.
     rejected: Vec<Rejected>,
+    /// Acks of writes done before one that failed, taken by the poll that returned the
+    /// failure: the next poll hands them out (the task's drain after a failure makes it), so
+    /// that what was written before the failure is committed.
+    carried: Vec<Ack>,
 }
 
 impl ElasticsearchSink {
@@ -189,6 +193,7 @@ impl ElasticsearchSink {
             topics: Default::default(),
             last_topic: None,
             rejected: Vec::new(),
+            carried: Vec::new(),
         })
     }
 
@@ -283,6 +288,16 @@ impl ElasticsearchSink {
             }
         }
         Ok(())
+    }
+
+    /// [`finish`](Self::finish); on a failure, the acks taken so far are kept for the next
+    /// poll rather than dropped with it.
+    fn finish_or_carry(&mut self, event: Event, acks: &mut Vec<Ack>) -> Result<(), SinkError> {
+        let finished = self.finish(event, acks);
+        if finished.is_err() {
+            self.carried.append(acks);
+        }
+        finished
     }
 
     /// Whether the sink gave up its writes ([`Sink::abandon`], or dropped): it takes nothing
@@ -412,11 +427,11 @@ impl Sink for ElasticsearchSink {
 
     fn poll(&mut self, wait: Duration) -> Result<Vec<Ack>, SinkError> {
         self.dispatch(Instant::now());
-        let mut acks = Vec::new();
+        let mut acks = std::mem::take(&mut self.carried);
         let mut got = false;
         while let Ok(done) = self.done_rx.try_recv() {
             got = true;
-            self.finish(done, &mut acks)?;
+            self.finish_or_carry(done, &mut acks)?;
         }
         if !got && self.pending() > 0 && !wait.is_zero() {
             // Wake in time for the next linger deadline.
@@ -432,9 +447,9 @@ impl Sink for ElasticsearchSink {
                 .map_or(wait, |d| d.min(wait));
             if let Ok(done) = self.done_rx.recv_timeout(wait) {
                 got = true;
-                self.finish(done, &mut acks)?;
+                self.finish_or_carry(done, &mut acks)?;
                 while let Ok(done) = self.done_rx.try_recv() {
-                    self.finish(done, &mut acks)?;
+                    self.finish_or_carry(done, &mut acks)?;
                 }
             }
         }
@@ -498,6 +513,7 @@ impl Sink for ElasticsearchSink {
             }
         }
         self.reconciliations.clear();
+        self.carried.clear();
         self.pending = 0;
         "every unfinished write dropped"
     }
