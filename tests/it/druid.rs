@@ -723,6 +723,79 @@ fn a_row_too_large_to_produce_goes_to_the_dead_letter_queue_and_the_stream_goes_
     assert!(w.stop().success());
 }
 
+/// Once librdkafka has found the output topic missing (after
+/// `topic.metadata.propagation.max.ms`), it fails the rows that waited for it and refuses new
+/// ones at once, as they are sent. A row refused so starts the task over, as a row failed
+/// through its delivery report does: the task does not fail for good, and keeps trying until
+/// the topic exists.
+#[test]
+fn a_row_refused_at_once_for_a_missing_topic_starts_the_task_over() {
+    use std::sync::Arc;
+
+    use cdc_sink::connector::{ConnectorConfig, ConnectorSpec, SinkSpec};
+    use cdc_sink::decode::Decoder;
+    use cdc_sink::settings::Settings;
+    use cdc_sink::sink::druid::DruidSink;
+    use cdc_sink::sink::{Ack, Sink as _, SinkError, SinkRecord};
+
+    let topic = unique("it-druid-gone");
+    let config = json!({"name": topic, "config": {"connector.class": "druid", "topics": topic,
+        "exactly.once": "false",
+        "producer.override.allow.auto.create.topics": "false",
+        "producer.override.topic.metadata.propagation.max.ms": "300"}});
+    let spec =
+        ConnectorSpec::validate(&ConnectorConfig::from_json(&config.to_string()).unwrap()).unwrap();
+    let SinkSpec::Druid(cfg) = &spec.sink else {
+        panic!("not a druid connector")
+    };
+    let mut settings = Settings::default();
+    settings.kafka.bootstrap_servers = crate::support::servers::kafka();
+    let metrics = Arc::new(cdc_sink::metrics::Registry::new().task(&topic, 0));
+    let mut sink = DruidSink::new(Arc::new((**cfg).clone()), &settings, metrics, None).unwrap();
+    let mut decoder = Decoder::new(&spec).unwrap();
+    let envelope = json!({"before": null, "after": {"id": 1, "name": "a"}, "op": "c",
+        "source": {"connector": "postgresql", "lsn": 101, "db": "d", "schema": "s", "table": "t"}});
+    let value = decoder
+        .value(&topic, Some(envelope.to_string().as_bytes()))
+        .unwrap();
+    let key = decoder.key(&topic, Some(br#"{"id": 1}"#)).unwrap();
+    let record = |offset: i64| SinkRecord {
+        topic: &topic,
+        kafka_topic: &topic,
+        partition: 0,
+        offset,
+        timestamp_ms: None,
+        key: key.as_ref(),
+        value: &value,
+        received_ms: 0,
+    };
+    let ack = |offset: i64| Ack {
+        slot: 0,
+        epoch: 0,
+        offset,
+    };
+    // The first row waits for the topic, and fails through its delivery report.
+    sink.put(record(0), ack(0)).unwrap();
+    let start = Instant::now();
+    let failed = loop {
+        assert!(start.elapsed() < WAIT, "the row never failed");
+        match sink.poll(Duration::from_millis(100)) {
+            Ok(acks) => assert!(acks.is_empty(), "a row acknowledged: {acks:?}"),
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(failed, SinkError::Rewind(_)), "{failed:?}");
+    // The next is refused at once; the task starts over, naming the topic.
+    match sink.put(record(1), ack(1)) {
+        Err(SinkError::Rewind(why)) => assert!(
+            why.contains(&format!("cannot produce to druid.{topic}"))
+                && why.contains("does the topic exist"),
+            "{why}"
+        ),
+        other => panic!("a row for a missing topic: {other:?}"),
+    }
+}
+
 /// The output topic is missing, and the cluster does not create topics on first use (here:
 /// the producer may not ask it to, `allow.auto.create.topics=false`): every row waits for it
 /// until `message.timeout.ms`. An undelivered row aborts the open transaction (or, at least

@@ -82,9 +82,7 @@ impl ProducerContext for Deliveries {
             } else {
                 // A row never given a partition: librdkafka never learnt the topic's partitions.
                 let hint = match e.rdkafka_error_code() {
-                    Some(
-                        RDKafkaErrorCode::UnknownTopic | RDKafkaErrorCode::UnknownTopicOrPartition,
-                    ) => {
+                    _ if missing_topic(e) => {
                         " (no partition of it is known: does the topic exist, or may the cluster create it?)"
                     }
                     Some(RDKafkaErrorCode::MessageTimedOut) => {
@@ -112,6 +110,18 @@ pub fn transactional_id(connector: &str, worker: &str, task: usize) -> String {
         part.replace('%', "%25").replace('-', "%2D")
     }
     format!("cdc-sink-{}-{}-{task}", escaped(connector), escaped(worker))
+}
+
+/// librdkafka's errors for a topic it does not find (or a partition of it).
+fn missing_topic(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::UnknownTopic
+                | RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::UnknownPartition
+        )
+    )
 }
 
 pub struct DruidSink {
@@ -267,6 +277,16 @@ impl Sink for DruidSink {
                         "{}: its row ({} bytes) cannot be produced to {topic}: {e}; raise producer.override.message.max.bytes (and the topic's max.message.bytes) to write it",
                         at(),
                         value.len() + key.len()
+                    )));
+                }
+                // librdkafka found the topic missing (it waits `topic.metadata.propagation.max.ms`
+                // for it) and now refuses its rows at once: as for the rows it failed through
+                // their delivery reports, the task starts over, until the topic exists.
+                Err((e, _)) if missing_topic(&e) => {
+                    self.abort();
+                    return Err(SinkError::Rewind(format!(
+                        "{}: cannot produce to {topic}: {e} (does the topic exist, or may the cluster create it?)",
+                        at()
                     )));
                 }
                 Err((e, _)) => {
