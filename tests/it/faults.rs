@@ -1,5 +1,5 @@
 //! Elasticsearch misbehaving: a third of the requests and items failing with 429/503, slow and
-//! dropped responses, answers without items, then no Elasticsearch at all for 30 s. The index still ends as the source
+//! dropped responses, answers without items, then no Elasticsearch at all for 30 s or more. The index still ends as the source
 //! table, every offset is committed, and memory stays bounded while it is down.
 
 use std::sync::atomic::Ordering;
@@ -47,17 +47,48 @@ fn failing_and_unreachable_elasticsearch_still_converges_with_bounded_memory() {
     );
     thread::sleep(Duration::from_secs(3));
 
-    // Elasticsearch unreachable for 30 s, while the rest of the history arrives. The committed
-    // offsets may not run ahead of what Elasticsearch holds meanwhile.
+    // Elasticsearch unreachable while the rest of the history arrives: for 30 s at least, and
+    // until the task has read nothing for 10 s (paused at max.buffered.records, or at the
+    // history's end), however long a busy machine takes to get there. The committed offsets may
+    // not run ahead of what Elasticsearch holds meanwhile.
     let watch = committed::watch(&topic, &topic, 4, &group, &h.log);
     proxy.refuse();
     kafka::produce(&topic, rest);
+    let connector = group.trim_start_matches("connect-");
+    let url = w.rest_url();
+    let consumed = || {
+        crate::support::rest::metric(
+            &crate::support::rest::metrics(&url),
+            "cdc_sink_records_consumed_total",
+            &[("connector", connector)],
+        )
+    };
     let start = Instant::now();
-    let mut rss = Vec::new();
-    while start.elapsed() < Duration::from_secs(30) {
-        rss.extend(w.rss_kib());
+    // (RSS in KiB, records read so far), every 0.5 s.
+    let mut samples: Vec<(u64, Option<f64>)> = Vec::new();
+    let still = 20;
+    while start.elapsed() < Duration::from_secs(30)
+        || samples.len() < still
+        || samples[samples.len() - still..]
+            .iter()
+            .any(|s| s.1 != samples[samples.len() - 1].1)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(150),
+            "the task never stopped reading while Elasticsearch was down: {samples:?}"
+        );
+        samples.extend(w.rss_kib().map(|kib| (kib, consumed())));
         thread::sleep(Duration::from_millis(500));
     }
+    eprintln!(
+        "Elasticsearch down for {:?}, the task reading nothing in its last {} samples",
+        start.elapsed(),
+        samples
+            .iter()
+            .rev()
+            .take_while(|s| s.1 == samples[samples.len() - 1].1)
+            .count()
+    );
     let committed_while_down = kafka::committed(&group, &topic, 4);
     w.wait_log("Elasticsearch unreachable", Duration::from_secs(5));
     proxy.resume();
@@ -87,14 +118,17 @@ fn failing_and_unreachable_elasticsearch_still_converges_with_bounded_memory() {
     eprintln!(
         "injected: {failed_req} of {req} requests failed, {failed_items} of {items} items failed"
     );
-    // Bounded: paused at max.buffered.records, the worker stops growing while it waits. Under
-    // load it may take a while to fill its buffer and librdkafka's prefetch, so the plateau is
-    // judged on the last two thirds of the outage.
-    let third = rss.len() / 3;
-    let middle = *rss[third..2 * third].iter().max().unwrap();
+    // Bounded: paused at max.buffered.records, the worker stops growing while it waits. The
+    // plateau is judged from when the task stopped reading: its later half against its earlier.
+    let read = samples[samples.len() - 1].1;
+    assert!(read.is_some(), "records read not counted: {samples:?}");
+    let stopped = samples.iter().position(|s| s.1 == read).unwrap();
+    let plateau: Vec<u64> = samples[stopped..].iter().map(|s| s.0).collect();
+    let half = plateau.len() / 2;
+    let middle = *plateau[..half].iter().max().unwrap();
     let (last, peak) = (
-        *rss[2 * third..].iter().max().unwrap(),
-        *rss.iter().max().unwrap(),
+        *plateau[half..].iter().max().unwrap(),
+        samples.iter().map(|s| s.0).max().unwrap(),
     );
     assert!(
         peak < 256 * 1024,
@@ -102,7 +136,7 @@ fn failing_and_unreachable_elasticsearch_still_converges_with_bounded_memory() {
     );
     assert!(
         last < middle + 16 * 1024,
-        "RSS still growing while Elasticsearch was down: {middle} KiB, then {last} KiB (samples every 0.5 s: {rss:?})"
+        "RSS still growing while Elasticsearch was down: {middle} KiB, then {last} KiB (samples every 0.5 s of RSS and records read: {samples:?})"
     );
     assert!(w.stop().success());
 }
