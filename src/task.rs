@@ -416,7 +416,17 @@ impl RebalanceHandler for Handler {
             }
             // What is written of the leaving partitions is committed, unless the commit is a
             // transaction the sink has just given up.
-            let transaction_given_up = gave_up && st.sink.commits_offsets();
+            let mut transaction_given_up = gave_up && st.sink.commits_offsets();
+            if failed_before && st.sink.commits_offsets() && !transaction_given_up {
+                // Not committed here (the task failed), the transaction would be by the
+                // failing task's last commit, with these partitions' rows and without their
+                // offsets: their next owner would write those rows again.
+                self.give_up(
+                    &mut st,
+                    "the transaction holds rows of revoked partitions and the task failed".into(),
+                );
+                transaction_given_up = true;
+            }
             if !failed_before && !transaction_given_up {
                 skip_undelivered(consumer, &mut st);
                 let marks = st.offsets.watermarks(Some(partitions));
@@ -429,7 +439,15 @@ impl RebalanceHandler for Handler {
                 ) {
                     Ok(()) => {}
                     Err(Failure::Fatal(e)) => {
-                        st.failure.get_or_insert(End::Failed(e));
+                        let sink_commits = st.sink.commits_offsets();
+                        st.failure.get_or_insert(End::Failed(e.clone()));
+                        if sink_commits {
+                            // As below: the rows of the leaving partitions must not be
+                            // committed later, by the failing task's last commit.
+                            self.give_up(&mut st, format!(
+                                "the transaction could not be committed before its partitions were revoked: {e}"
+                            ));
+                        }
                     }
                     Err(Failure::Rewind(e)) => self.give_up(&mut st, e),
                     Err(Failure::Wait(e)) if st.sink.commits_offsets() => {
