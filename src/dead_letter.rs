@@ -415,7 +415,9 @@ impl DeadLetterQueue {
             Some((at, _)) => wait.min(at.saturating_duration_since(Instant::now())),
             None => wait,
         };
-        self.producer.poll(wait);
+        crate::deliveries::serve(&self.producer, wait, self.pending(), |p| {
+            p.context().done.lock().map(|d| d.len()).unwrap_or_default()
+        });
         self.full = false;
         if let Some((_, why)) = self.producer.client().fatal_error() {
             return Err(format!(

@@ -15,12 +15,14 @@
 //! * [`verify`] — `cdc-sink verify`: replay a connector's topics and compare with its indices;
 //! * [`rebuild`] — `cdc-sink rebuild`: rebuild a connector's indices behind their aliases;
 //! * [`druid_spec`] — `cdc-sink druid-spec`: Druid supervisor specs for a `druid` connector;
-//! * [`tls`] — the TLS connector the HTTP clients share, built once per process.
+//! * [`tls`] — the TLS connector the HTTP clients share, built once per process;
+//! * [`deliveries`] — waiting for a Kafka producer's delivery reports (Druid, dead-letter queue).
 
 pub mod backoff;
 pub mod connector;
 pub mod dead_letter;
 pub mod decode;
+pub mod deliveries;
 pub mod druid_spec;
 pub mod herder;
 pub mod metrics;

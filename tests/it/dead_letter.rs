@@ -367,6 +367,7 @@ fn stopping_while_the_queue_refuses_waits_without_spinning() {
     // Answered at once; the task ends once it has waited for the copy.
     w.wait_log("connector stopped", Duration::from_secs(60));
     let (busy, waited) = (w.cpu_seconds() - cpu, start.elapsed());
+    eprintln!("the worker spent {busy:.2} CPU-seconds in {waited:?} waiting for the copy");
     assert!(
         waited >= Duration::from_secs(3),
         "the stop did not wait for the copy: {waited:?}"

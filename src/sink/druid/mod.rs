@@ -112,9 +112,6 @@ pub fn transactional_id(connector: &str, worker: &str, task: usize) -> String {
     format!("cdc-sink-{}-{}-{task}", escaped(connector), escaped(worker))
 }
 
-/// How long one wait for delivery reports blocks before it looks whether one came.
-const POLL_SLICE: Duration = Duration::from_millis(2);
-
 /// librdkafka's errors for a topic it does not find (or a partition of it).
 fn missing_topic(e: &KafkaError) -> bool {
     matches!(
@@ -324,35 +321,9 @@ impl Sink for DruidSink {
         } else {
             wait
         };
-        let reported = |p: &BaseProducer<Deliveries>| {
+        crate::deliveries::serve(&self.producer, wait, self.in_flight, |p| {
             p.context().done.lock().map(|d| d.len()).unwrap_or_default()
-        };
-        // rust-rdkafka's `poll(wait)` serves events until `wait` is over, however early a
-        // report comes: a commit waiting for its rows would wait all of it (100 ms a
-        // transaction). Polled in slices instead, until a report comes or the wait is over.
-        let deadline = Instant::now() + wait;
-        let before = reported(&self.producer);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            self.producer.poll(left.min(POLL_SLICE));
-            if left <= POLL_SLICE || reported(&self.producer) > before {
-                break;
-            }
-        }
-        // One event per call (a delivery report event holds the rows of one produce
-        // response): keep serving while reports keep coming, or the acks of a finished burst
-        // trickle in one batch per turn of the task loop. (Measured: a 230 000 record backlog
-        // took 25 s to commit instead of 6.)
-        loop {
-            let before = reported(&self.producer);
-            if before >= self.in_flight {
-                break;
-            }
-            self.producer.poll(Duration::ZERO);
-            if reported(&self.producer) == before {
-                break;
-            }
-        }
+        });
         let done = self.take_reports();
         // Every report taken is one row less in flight, those after a failed one too: counted
         // still, they would hold a failed task's final drain for all of flush.timeout.ms.
