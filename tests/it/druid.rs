@@ -732,19 +732,20 @@ fn a_row_too_large_to_produce_goes_to_the_dead_letter_queue_and_the_stream_goes_
 fn a_row_refused_at_once_for_a_missing_topic_starts_the_task_over() {
     use std::sync::Arc;
 
-    use cdc_sink::connector::{ConnectorConfig, ConnectorSpec, SinkSpec};
+    use cdc_sink::connector::SinkSpec;
     use cdc_sink::decode::Decoder;
     use cdc_sink::settings::Settings;
     use cdc_sink::sink::druid::DruidSink;
-    use cdc_sink::sink::{Ack, Sink as _, SinkError, SinkRecord};
+    use cdc_sink::sink::{Sink as _, SinkError};
 
+    use crate::support::sink::{self as direct, ack};
     let topic = unique("it-druid-gone");
-    let config = json!({"name": topic, "config": {"connector.class": "druid", "topics": topic,
-        "exactly.once": "false",
-        "producer.override.allow.auto.create.topics": "false",
-        "producer.override.topic.metadata.propagation.max.ms": "300"}});
-    let spec =
-        ConnectorSpec::validate(&ConnectorConfig::from_json(&config.to_string()).unwrap()).unwrap();
+    let spec = direct::spec(
+        &topic,
+        json!({"connector.class": "druid", "topics": topic, "exactly.once": "false",
+            "producer.override.allow.auto.create.topics": "false",
+            "producer.override.topic.metadata.propagation.max.ms": "300"}),
+    );
     let SinkSpec::Druid(cfg) = &spec.sink else {
         panic!("not a druid connector")
     };
@@ -753,27 +754,8 @@ fn a_row_refused_at_once_for_a_missing_topic_starts_the_task_over() {
     let metrics = Arc::new(cdc_sink::metrics::Registry::new().task(&topic, 0));
     let mut sink = DruidSink::new(Arc::new((**cfg).clone()), &settings, metrics, None).unwrap();
     let mut decoder = Decoder::new(&spec).unwrap();
-    let envelope = json!({"before": null, "after": {"id": 1, "name": "a"}, "op": "c",
-        "source": {"connector": "postgresql", "lsn": 101, "db": "d", "schema": "s", "table": "t"}});
-    let value = decoder
-        .value(&topic, Some(envelope.to_string().as_bytes()))
-        .unwrap();
-    let key = decoder.key(&topic, Some(br#"{"id": 1}"#)).unwrap();
-    let record = |offset: i64| SinkRecord {
-        topic: &topic,
-        kafka_topic: &topic,
-        partition: 0,
-        offset,
-        timestamp_ms: None,
-        key: key.as_ref(),
-        value: &value,
-        received_ms: 0,
-    };
-    let ack = |offset: i64| Ack {
-        slot: 0,
-        epoch: 0,
-        offset,
-    };
+    let (key, value) = direct::created(&mut decoder, &topic, 1, json!("a"));
+    let record = |offset: i64| direct::record(&topic, offset, &key, &value);
     // The first row waits for the topic, and fails through its delivery report.
     sink.put(record(0), ack(0)).unwrap();
     let start = Instant::now();

@@ -851,64 +851,27 @@ fn a_stop_while_writes_are_held_after_a_stall_gives_them_up_without_waiting_the_
 /// answers, and its record is never acknowledged.
 #[test]
 fn an_abandoned_sink_never_sends_its_retrying_write_again() {
-    use std::sync::Arc;
-
-    use cdc_sink::connector::{ConnectorConfig, ConnectorSpec, SinkSpec};
     use cdc_sink::decode::Decoder;
-    use cdc_sink::sink::elasticsearch::ElasticsearchSink;
-    use cdc_sink::sink::{Ack, Sink as _, SinkError, SinkRecord};
+    use cdc_sink::sink::{Sink as _, SinkError};
     use serde_json::json;
 
-    use crate::support::es;
+    use crate::support::{es, sink as direct};
     let index = unique("it-abandon");
     let proxy = Proxy::start(&servers().es);
     proxy.set_faults(Faults {
         request_503: 100,
         ..Faults::default()
     });
-    let config = json!({"name": index, "config": {
-        "connector.class": "elasticsearch", "connection.url": proxy.url, "topics": index,
-        "version.source": "none", "retry.backoff.ms": "10", "max.retry.backoff.ms": "20"}});
-    let spec =
-        ConnectorSpec::validate(&ConnectorConfig::from_json(&config.to_string()).unwrap()).unwrap();
-    let SinkSpec::Elasticsearch(cfg) = &spec.sink else {
-        panic!("not an Elasticsearch connector")
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let metrics = Arc::new(cdc_sink::metrics::Registry::new().task(&index, 0));
-    let mut sink = ElasticsearchSink::new(
-        Arc::new((**cfg).clone()),
-        metrics,
-        rt.handle().clone(),
-        Duration::from_secs(1),
-    )
-    .unwrap();
+    let spec = direct::spec(
+        &index,
+        json!({"connector.class": "elasticsearch", "connection.url": proxy.url, "topics": index,
+            "version.source": "none", "retry.backoff.ms": "10", "max.retry.backoff.ms": "20"}),
+    );
+    let (mut sink, _rt) = direct::elasticsearch(&spec);
     let mut decoder = Decoder::new(&spec).unwrap();
-    let envelope = json!({"before": null, "after": {"id": 1, "name": "old"}, "op": "c",
-        "source": {"connector": "postgresql", "lsn": 101, "db": "d", "schema": "s", "table": "t"}});
-    let value = decoder
-        .value(&index, Some(envelope.to_string().as_bytes()))
-        .unwrap();
-    let key = decoder.key(&index, Some(br#"{"id": 1}"#)).unwrap();
-    let record = SinkRecord {
-        topic: &index,
-        kafka_topic: &index,
-        partition: 0,
-        offset: 0,
-        timestamp_ms: None,
-        key: key.as_ref(),
-        value: &value,
-        received_ms: 0,
-    };
-    let ack = Ack {
-        slot: 0,
-        epoch: 0,
-        offset: 0,
-    };
+    let (key, value) = direct::created(&mut decoder, &index, 1, json!("old"));
+    let record = direct::record(&index, 0, &key, &value);
+    let ack = direct::ack(0);
     sink.put(record, ack).unwrap();
     sink.flush();
     let failed = || proxy.stats().failed_requests.load(Ordering::Relaxed);

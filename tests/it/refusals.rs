@@ -115,13 +115,11 @@ fn a_write_blocked_index_is_waited_for_and_only_malformed_documents_are_skipped(
 #[test]
 fn writes_done_before_a_refused_document_are_acknowledged_after_the_failure() {
     use std::collections::BTreeSet;
-    use std::sync::Arc;
 
-    use cdc_sink::connector::{ConnectorConfig, ConnectorSpec, SinkSpec};
     use cdc_sink::decode::Decoder;
-    use cdc_sink::sink::elasticsearch::ElasticsearchSink;
-    use cdc_sink::sink::{Ack, Sink as _, SinkError, SinkRecord};
+    use cdc_sink::sink::{Sink as _, SinkError};
 
+    use crate::support::sink::{self as direct, ack};
     let (index, proxy) = topic_behind_proxy("it-refused-acks");
     // `name` is an integer in the index: a text name is refused. The request holding it is
     // answered a second after the other.
@@ -136,58 +134,22 @@ fn writes_done_before_a_refused_document_are_acknowledged_after_the_failure() {
         ..Faults::default()
     });
     // Two lanes: documents 0-19 spread over both, and document 20 in one of them.
-    let config = json!({"name": index, "config": {
-        "connector.class": "elasticsearch", "connection.url": proxy.url, "topics": index,
-        "version.source": "none", "max.in.flight.requests": "2"}});
-    let spec =
-        ConnectorSpec::validate(&ConnectorConfig::from_json(&config.to_string()).unwrap()).unwrap();
-    let SinkSpec::Elasticsearch(cfg) = &spec.sink else {
-        panic!("not an Elasticsearch connector")
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let metrics = Arc::new(cdc_sink::metrics::Registry::new().task(&index, 0));
-    let mut sink = ElasticsearchSink::new(
-        Arc::new((**cfg).clone()),
-        metrics,
-        rt.handle().clone(),
-        Duration::from_secs(1),
-    )
-    .unwrap();
+    let spec = direct::spec(
+        &index,
+        json!({"connector.class": "elasticsearch", "connection.url": proxy.url, "topics": index,
+            "version.source": "none", "max.in.flight.requests": "2"}),
+    );
+    let (mut sink, _rt) = direct::elasticsearch(&spec);
     let mut decoder = Decoder::new(&spec).unwrap();
-    let ack = |offset: i64| Ack {
-        slot: 0,
-        epoch: 0,
-        offset,
-    };
     for offset in 0..=20 {
         let name = if offset == 20 {
             json!("not a number")
         } else {
             json!(offset)
         };
-        let envelope = json!({"before": null, "after": {"id": offset, "name": name}, "op": "c",
-            "source": {"connector": "postgresql", "lsn": 100 + offset, "db": "d", "schema": "s", "table": "t"}});
-        let value = decoder
-            .value(&index, Some(envelope.to_string().as_bytes()))
+        let (key, value) = direct::created(&mut decoder, &index, offset, name);
+        sink.put(direct::record(&index, offset, &key, &value), ack(offset))
             .unwrap();
-        let key = decoder
-            .key(&index, Some(json!({"id": offset}).to_string().as_bytes()))
-            .unwrap();
-        let record = SinkRecord {
-            topic: &index,
-            kafka_topic: &index,
-            partition: 0,
-            offset,
-            timestamp_ms: None,
-            key: key.as_ref(),
-            value: &value,
-            received_ms: 0,
-        };
-        sink.put(record, ack(offset)).unwrap();
     }
     // Sent (a poll sends what is due), and not polled for again until both are answered.
     sink.flush();

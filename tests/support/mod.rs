@@ -15,6 +15,7 @@ pub mod registry;
 pub mod rest;
 pub mod secure;
 pub mod servers;
+pub mod sink;
 pub mod worker;
 
 use std::collections::BTreeMap;
