@@ -442,8 +442,9 @@ impl RebalanceHandler for Handler {
                         let sink_commits = st.sink.commits_offsets();
                         st.failure.get_or_insert(End::Failed(e.clone()));
                         if sink_commits {
-                            // As below: the rows of the leaving partitions must not be
-                            // committed later, by the failing task's last commit.
+                            // As when the commit must wait (`Failure::Wait`): the rows of the
+                            // leaving partitions must not be committed later, by the failing
+                            // task's last commit.
                             self.give_up(&mut st, format!(
                                 "the transaction could not be committed before its partitions were revoked: {e}"
                             ));

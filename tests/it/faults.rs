@@ -484,8 +484,9 @@ fn first_written_then_old_retrying(topic: &str, proxy: &Proxy) {
     );
 }
 
-/// Stops the worker (SIGSTOP) while its retrying write waits out its backoff (at least
-/// `backoff`, `retry.backoff.ms`), never while an attempt is on its way out: such an attempt
+/// Stops the worker (SIGSTOP) while its retrying write waits out its backoff (`retry.backoff.ms`,
+/// `backoff`, doubling, jittered down by up to half: at least half of `backoff`), never while
+/// an attempt is on its way out: such an attempt
 /// goes out on waking whatever the stall clock says (the README's window of a request being
 /// sent; stopped at any moment, on a busy machine that happened once in four runs of the
 /// suite). The stop is sent as soon as the proxy has answered an attempt 503, and counts only
@@ -506,9 +507,9 @@ fn stop_within_a_backoff(w: &Worker, proxy: &Proxy, backoff: Duration) {
         signal(w, "-STOP");
         let stopped = Instant::now();
         let answer = answered().expect("answered");
-        // The next attempt starts `backoff` after the worker read the answer, itself after
-        // `answer`; half of it is margin for the stop to take effect.
-        if stopped.duration_since(answer) < backoff / 2 && answered() == Some(answer) {
+        // The next attempt starts at least half of `backoff` after the worker read the answer,
+        // itself after `answer`; the other quarter is margin for the stop to take effect.
+        if stopped.duration_since(answer) < backoff / 4 && answered() == Some(answer) {
             return;
         }
         signal(w, "-CONT");

@@ -42,12 +42,10 @@ fn topic_behind_proxy(prefix: &str) -> (String, Proxy) {
 }
 
 fn es_request(method: reqwest::Method, path: &str, body: Value) -> Value {
+    // The servers first: they set up TLS for the tests' clients.
+    let url = format!("{}/{path}", servers().es);
     let c = reqwest::blocking::Client::new();
-    let r = c
-        .request(method, format!("{}/{path}", servers().es))
-        .json(&body)
-        .send()
-        .unwrap();
+    let r = c.request(method, url).json(&body).send().unwrap();
     assert!(r.status().is_success(), "{path}: {}", r.status());
     r.json().unwrap()
 }
@@ -158,16 +156,11 @@ fn writes_done_before_a_refused_document_are_acknowledged_after_the_failure() {
     crate::support::wait_until(Duration::from_secs(60), "both requests answered", || {
         (answered() >= 2).then_some(())
     });
-    // Time for the sink's runtime to read the last answer: without it, the poll below may take
-    // the first request's acks alone, and this test would not see them dropped.
-    thread::sleep(Duration::from_millis(500));
-    let start = Instant::now();
-    let failure = loop {
-        assert!(start.elapsed() < Duration::from_secs(60), "never refused");
-        match sink.poll(Duration::from_millis(100)) {
-            Ok(a) => acks.extend(a),
-            Err(e) => break e,
-        }
+    // Time for the sink's runtime to read the last answer, so that the next poll takes both:
+    // the case this test is for.
+    thread::sleep(Duration::from_secs(2));
+    let Err(failure) = sink.poll(Duration::ZERO) else {
+        panic!("the refusal was not read within 2 s of its answer: the case was not reached")
     };
     assert!(
         matches!(&failure, SinkError::Record(why) if why.contains("document `20`")),
@@ -192,6 +185,58 @@ fn writes_done_before_a_refused_document_are_acknowledged_after_the_failure() {
             "{o} acknowledged, not written"
         );
     }
+}
+
+/// After a refusal, the sink's later polls (those of the failing task's drain) go on handing
+/// out the acks of the writes that succeed: a second refused write is logged, not returned,
+/// or the drain would stop there, and the task commit short of what was written.
+#[test]
+fn after_a_refusal_later_refusals_are_logged_and_later_writes_acknowledged() {
+    use cdc_sink::decode::Decoder;
+    use cdc_sink::sink::Sink as _;
+
+    use crate::support::sink::{self as direct, ack};
+    let index = unique("it-refused-twice");
+    es_request(
+        reqwest::Method::PUT,
+        &index,
+        json!({"mappings": {"properties": {"id": {"type": "long"}, "name": {"type": "integer"}}}}),
+    );
+    // One lane, one document a request: offsets 0 and 1 refused, then 2 written, in turn.
+    let spec = direct::spec(
+        &index,
+        json!({"connector.class": "elasticsearch", "connection.url": servers().es,
+            "topics": index, "version.source": "none", "max.in.flight.requests": "1",
+            "batch.size": "1"}),
+    );
+    let (mut sink, _rt) = direct::elasticsearch(&spec);
+    let mut decoder = Decoder::new(&spec).unwrap();
+    for (offset, name) in [(0, json!("no")), (1, json!("nor this")), (2, json!(2))] {
+        let (key, value) = direct::created(&mut decoder, &index, offset, name);
+        sink.put(direct::record(&index, offset, &key, &value), ack(offset))
+            .unwrap();
+    }
+    sink.flush();
+    let start = Instant::now();
+    let mut poll = || {
+        assert!(start.elapsed() < Duration::from_secs(60), "timed out");
+        sink.poll(Duration::from_millis(100))
+    };
+    loop {
+        match poll() {
+            Ok(acks) => assert_eq!(acks, vec![], "a refused write acknowledged"),
+            Err(e) => {
+                assert!(format!("{e:?}").contains("document `0`"), "{e:?}");
+                break;
+            }
+        }
+    }
+    let mut acks = Vec::new();
+    while acks.is_empty() {
+        acks = poll().expect("a second failure returned");
+    }
+    assert_eq!(acks, vec![ack(2)]);
+    assert!(es::sources(&index).contains_key("2"));
 }
 
 #[test]

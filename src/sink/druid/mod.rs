@@ -112,15 +112,11 @@ pub fn transactional_id(connector: &str, worker: &str, task: usize) -> String {
     format!("cdc-sink-{}-{}-{task}", escaped(connector), escaped(worker))
 }
 
-/// librdkafka's errors for a topic it does not find (or a partition of it).
+/// librdkafka's errors for a topic it does not find.
 fn missing_topic(e: &KafkaError) -> bool {
     matches!(
         e.rdkafka_error_code(),
-        Some(
-            RDKafkaErrorCode::UnknownTopic
-                | RDKafkaErrorCode::UnknownTopicOrPartition
-                | RDKafkaErrorCode::UnknownPartition
-        )
+        Some(RDKafkaErrorCode::UnknownTopic | RDKafkaErrorCode::UnknownTopicOrPartition)
     )
 }
 

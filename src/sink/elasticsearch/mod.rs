@@ -133,6 +133,9 @@ pub struct ElasticsearchSink {
     /// failure: the next poll hands them out (the task's drain after a failure makes it), so
     /// that what was written before the failure is committed.
     carried: Vec<Ack>,
+    /// A poll has returned a write's failure: later ones are logged, not returned, and the
+    /// polls of the failing task's drain go on taking the acks of the writes that succeed.
+    failed: bool,
 }
 
 impl ElasticsearchSink {
@@ -194,6 +197,7 @@ impl ElasticsearchSink {
             last_topic: None,
             rejected: Vec::new(),
             carried: Vec::new(),
+            failed: false,
         })
     }
 
@@ -290,14 +294,22 @@ impl ElasticsearchSink {
         Ok(())
     }
 
-    /// [`finish`](Self::finish); on a failure, the acks taken so far are kept for the next
-    /// poll rather than dropped with it.
+    /// [`finish`](Self::finish); on the first failure, the acks taken so far are kept for
+    /// the next poll rather than dropped with it; a failure after that is logged, and the
+    /// acks keep coming (several lanes may fail at one mapping conflict).
     fn finish_or_carry(&mut self, event: Event, acks: &mut Vec<Ack>) -> Result<(), SinkError> {
-        let finished = self.finish(event, acks);
-        if finished.is_err() {
-            self.carried.append(acks);
+        match self.finish(event, acks) {
+            Err(e) if self.failed => {
+                warn!("another write failed after the first failure: {e}");
+                Ok(())
+            }
+            Err(e) => {
+                self.failed = true;
+                self.carried.append(acks);
+                Err(e)
+            }
+            Ok(()) => Ok(()),
         }
-        finished
     }
 
     /// Whether the sink gave up its writes ([`Sink::abandon`], or dropped): it takes nothing
@@ -513,7 +525,8 @@ impl Sink for ElasticsearchSink {
             }
         }
         self.reconciliations.clear();
-        self.carried.clear();
+        // `carried` stays: those writes are done, and a failing task still commits them (a
+        // task starting over commits nothing, and builds a new sink).
         self.pending = 0;
         "every unfinished write dropped"
     }
