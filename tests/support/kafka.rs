@@ -457,10 +457,17 @@ pub fn read_full(topic: &str) -> Vec<Full> {
     let c = partition_0(topic);
     let mut out: Vec<Full> = Vec::new();
     let start = Instant::now();
+    let mut error = None;
     while out.last().map_or(end > 0, |r| r.offset + 1 < end) {
-        assert!(start.elapsed() < TIMEOUT, "reading {topic}: {out:?}");
-        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
-            out.push(Full {
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "reading {topic} up to its end, offset {end}: {} records read, the last at offset {:?}; the consumer's last error: {error:?}",
+            out.len(),
+            out.last().map(|r| r.offset)
+        );
+        match c.poll(Duration::from_millis(200)) {
+            Some(Err(e)) => error = Some(e),
+            Some(Ok(m)) => out.push(Full {
                 offset: m.offset(),
                 key: m.key().map(<[u8]>::to_vec),
                 value: m.payload().map(<[u8]>::to_vec),
@@ -469,7 +476,8 @@ pub fn read_full(topic: &str) -> Vec<Full> {
                     .map(cdc_sink::source::headers::pairs)
                     .unwrap_or_default(),
                 timestamp: m.timestamp().to_millis(),
-            });
+            }),
+            None => {}
         }
     }
     out
