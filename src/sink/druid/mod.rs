@@ -312,11 +312,7 @@ impl Sink for DruidSink {
     }
 
     fn poll(&mut self, wait: Duration) -> Result<Vec<Ack>, SinkError> {
-        let wait = if self.in_flight == 0 {
-            Duration::ZERO
-        } else {
-            wait
-        };
+        // With nothing in flight, `serve` waits for nothing.
         crate::deliveries::serve(&self.producer, wait, self.in_flight, |p| {
             p.context().done.lock().map(|d| d.len()).unwrap_or_default()
         });
