@@ -34,7 +34,14 @@ const BATCH_BUCKETS: &[f64] = &[
 const TASK_STATE: &str = "cdc_sink_task_state";
 
 /// The task states Kafka Connect reports, each a series of `cdc_sink_task_state`.
-pub const TASK_STATES: &[&str] = &["UNASSIGNED", "RUNNING", "PAUSED", "FAILED", "STOPPED"];
+pub const TASK_STATES: &[&str] = &[
+    "UNASSIGNED",
+    "RUNNING",
+    "PAUSED",
+    "FAILED",
+    "STOPPED",
+    "RESTARTING",
+];
 
 /// The metric families of one process.
 struct Families {

@@ -178,6 +178,28 @@ impl TaskHandle {
         }
     }
 
+    /// What stands in for task `id` while the task it restarts finishes its writes: RESTARTING,
+    /// and nothing running.
+    pub fn restarting(id: usize, worker_id: String) -> TaskHandle {
+        TaskHandle {
+            status: Arc::new(Mutex::new(TaskStatus {
+                id,
+                state: "RESTARTING",
+                worker_id,
+                trace: None,
+                trouble: None,
+                progress: None,
+            })),
+            stop: Arc::new(AtomicBool::new(true)),
+            thread: None,
+        }
+    }
+
+    /// Whether this is what stands in for a task being restarted ([`TaskHandle::restarting`]).
+    pub fn is_restarting(&self) -> bool {
+        self.thread.is_none() && self.status().state == "RESTARTING"
+    }
+
     /// Waits for the task's thread to exit (after [`TaskHandle::signal_stop`], or once failed).
     pub fn join(self) {
         if self.thread.is_some_and(|t| t.join().is_err()) {

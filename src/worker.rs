@@ -19,6 +19,8 @@ struct RunningConnector {
     spec: Arc<ConnectorSpec>,
     control: Arc<Control>,
     tasks: Vec<TaskHandle>,
+    /// Some of a running connector's tasks, stopped to be restarted: not the connector.
+    restarting: bool,
 }
 
 impl RunningConnector {
@@ -199,6 +201,7 @@ impl Worker {
             spec,
             control,
             tasks: Vec::new(),
+            restarting: false,
         };
         running.tasks = (0..running.spec.tasks_max)
             .map(|id| self.spawn(&running, id))
@@ -255,10 +258,11 @@ impl Worker {
         }
     }
 
-    /// Restarts the tasks of `name` that `which` selects: each finishes its writes, commits and
-    /// leaves the group, and a new one takes its place, run with `spec` (the config validated
-    /// again; the others keep theirs) or, when it no longer validates, FAILED with the reason.
-    /// Returns the ids restarted.
+    /// Restarts the tasks of `name` that `which` selects and those [`Worker::stop_for_restart`]
+    /// stopped: each finishes its writes, commits and leaves the group (those already stopped
+    /// have), and a new one takes its place, run with `spec` (the config validated again; the
+    /// others keep theirs) or, when it no longer validates, FAILED with the reason. Returns the
+    /// ids restarted.
     pub fn restart_tasks(
         &mut self,
         name: &str,
@@ -271,9 +275,8 @@ impl Worker {
         let chosen: Vec<usize> = c
             .tasks
             .iter()
-            .map(TaskHandle::status)
-            .filter(|s| which(s))
-            .map(|s| s.id)
+            .filter(|t| t.is_restarting() || which(&t.status()))
+            .map(|t| t.status().id)
             .collect();
         // Stop them all first, so they leave the group together: one rebalance, not one each.
         for t in c.tasks.iter().filter(|t| chosen.contains(&t.status().id)) {
@@ -302,6 +305,41 @@ impl Worker {
         c.tasks = tasks;
         self.connectors.insert(name.to_string(), c);
         chosen
+    }
+
+    /// Tells the tasks of `name` that `which` selects to stop, and has them waited for as a
+    /// stopped connector's are (see [`Stopping`]), so that their writes do not finish under the
+    /// herder's lock; each leaves a RESTARTING stand-in that [`Worker::restart_tasks`] replaces.
+    /// Returns the ids.
+    pub fn stop_for_restart(
+        &mut self,
+        name: &str,
+        which: impl Fn(&TaskStatus) -> bool,
+    ) -> Vec<usize> {
+        let Some(c) = self.connectors.get_mut(name) else {
+            return Vec::new();
+        };
+        let worker_id = self.settings.worker_id();
+        let mut old = Vec::new();
+        for t in c.tasks.iter_mut() {
+            let s = t.status();
+            if !t.is_restarting() && which(&s) {
+                old.push(std::mem::replace(
+                    t,
+                    TaskHandle::restarting(s.id, worker_id.clone()),
+                ));
+            }
+        }
+        let ids = old.iter().map(|t| t.status().id).collect();
+        if !old.is_empty() {
+            self.stopping.add(RunningConnector {
+                spec: c.spec.clone(),
+                control: c.control.clone(),
+                tasks: old,
+                restarting: true,
+            });
+        }
+        ids
     }
 
     /// Tells a connector's tasks to stop (each finishes its writes and commits) and forgets it;
@@ -411,7 +449,11 @@ fn stop_connector(c: RunningConnector, metrics: &Registry) -> bool {
     for s in &failed {
         error!(connector = %c.spec.name, task = s.id, trace = s.trace.as_deref().unwrap_or(""), "task had failed");
     }
-    info!(connector = %c.spec.name, metrics = %metrics.summary(&c.spec.name), "connector stopped");
+    if c.restarting {
+        info!(connector = %c.spec.name, "tasks to restart stopped");
+    } else {
+        info!(connector = %c.spec.name, metrics = %metrics.summary(&c.spec.name), "connector stopped");
+    }
     failed.is_empty()
 }
 

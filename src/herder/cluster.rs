@@ -636,9 +636,14 @@ impl Cluster {
     fn finish_replay(&self, herder: &Herder, replay: Option<Replay>, offset: i64) {
         if let Some(r) = replay {
             for (name, (config, target)) in r.0 {
-                if let Some(config) = config {
-                    debug_assert_eq!(config.name, name);
-                    apply(herder, &Change::Put { config, target });
+                match (config, target) {
+                    (Some(config), target) => {
+                        debug_assert_eq!(config.name, name);
+                        apply(herder, &Change::Put { config, target });
+                    }
+                    // A state with no config (yet): kept for the config, as live.
+                    (None, Some(target)) => apply(herder, &Change::Target { name, target }),
+                    (None, None) => {}
                 }
             }
         }

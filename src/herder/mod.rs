@@ -119,6 +119,12 @@ struct Inner {
     worker: Worker,
     connectors: BTreeMap<String, Entry>,
     store: Option<Store>,
+    /// Target states read (distributed mode) for connectors not known here: the next config
+    /// of that name that brings no state of its own takes it. A worker replaying the compacted
+    /// config topic folds them so (a state's record may come before its connector's once
+    /// compacted), and workers reading the topic live must end as it does: a pause checked
+    /// before a delete landed can land after it, and a config checked before it too.
+    targets_ahead: BTreeMap<String, TargetState>,
 }
 
 pub struct Herder {
@@ -183,6 +189,7 @@ impl Herder {
                 worker,
                 connectors: BTreeMap::new(),
                 store,
+                targets_ahead: BTreeMap::new(),
             }),
             cluster: OnceLock::new(),
             closed: AtomicBool::new(false),
@@ -629,27 +636,42 @@ impl Herder {
     }
 
     /// Before `change` is applied: a new config for a connector running here stops its tasks,
-    /// and they (or tasks of that connector stopped before) are waited for without `inner`'s
-    /// lock, so that the REST API answers meanwhile; the change then starts the new ones.
+    /// a restart of tasks running here stops them, and they (or tasks of that connector stopped
+    /// before) are waited for without `inner`'s lock, so that the REST API answers meanwhile
+    /// (and, in distributed mode, this worker keeps publishing its task states); the change
+    /// then starts the new ones.
     fn settle(&self, change: &Change) {
-        if let Change::Put { config, .. } = change {
-            let mut inner = self.lock();
-            if inner
-                .connectors
-                .get(&config.name)
-                .is_some_and(|e| e.config != *config)
-            {
-                inner.worker.stop_connector(&config.name);
-            }
-        }
-        // Only a change that may start the connector's tasks here waits: a stop, a delete or a
-        // restart meant for another worker starts nothing, and waiting would hold the config
-        // topic's reader (every later change, on every connector) for nothing.
+        // Only a change that may start the connector's tasks here waits: a stop, a delete, a
+        // new config of a stopped connector or a restart meant for another worker starts
+        // nothing, and waiting would hold the config topic's reader (every later change, on
+        // every connector) for nothing.
         let may_start = match change {
-            Change::Put { .. } => true,
+            Change::Put { config, target } => {
+                let mut inner = self.lock();
+                let known = inner.connectors.get(&config.name);
+                let to = target
+                    .or(known.map(|e| e.target))
+                    .unwrap_or(TargetState::Running);
+                if known.is_some_and(|e| e.config != *config) {
+                    inner.worker.stop_connector(&config.name);
+                }
+                to != TargetState::Stopped
+            }
             Change::Target { target, .. } => *target != TargetState::Stopped,
             Change::Delete { .. } => false,
-            Change::Restart { worker, .. } => worker.as_deref().is_none_or(|w| w == self.worker_id),
+            Change::Restart {
+                name,
+                only_failed,
+                tasks,
+                worker,
+                task,
+            } => {
+                let mine = worker.as_deref().is_none_or(|w| w == self.worker_id);
+                if mine && *tasks {
+                    self.lock().stop_for_restart(name, *only_failed, *task);
+                }
+                mine
+            }
         };
         if may_start {
             self.stopping.wait_for(subject(change), &self.metrics);
@@ -809,6 +831,26 @@ impl Inner {
         Ok(())
     }
 
+    /// Before a restart of connector `name`'s tasks is applied ([`Herder::settle`]): the tasks it
+    /// restarts are told to stop, to be waited for without the lock; all of them when the
+    /// config, validated again, gives another task count.
+    fn stop_for_restart(&mut self, name: &str, only_failed: bool, task: Option<usize>) {
+        let Some(e) = self.connectors.get(name) else {
+            return;
+        };
+        let Ok(spec) = &e.spec else {
+            return;
+        };
+        let count = ConnectorSpec::validate(&e.config).map_or(spec.tasks_max, |s| s.tasks_max);
+        if self.worker.task_count(name).is_some_and(|n| n != count) {
+            self.worker.stop_connector(name);
+            return;
+        }
+        self.worker.stop_for_restart(name, |s| {
+            (!only_failed || s.state == "FAILED") && task.is_none_or(|t| t == s.id)
+        });
+    }
+
     /// Carries out a change on this worker (`me`).
     fn apply(&mut self, change: &Change, me: &str) -> Result<(), String> {
         match change {
@@ -818,8 +860,10 @@ impl Inner {
                     .connectors
                     .get(name)
                     .map(|e| (e.config == *config, e.target));
+                let ahead = self.targets_ahead.remove(name);
                 let target = target
                     .or(known.map(|k| k.1))
+                    .or(ahead)
                     .unwrap_or(TargetState::Running);
                 match known {
                     Some((true, t)) if t == target => Ok(()),
@@ -852,6 +896,7 @@ impl Inner {
             }
             Change::Target { name, target } => self.set_target(name, *target),
             Change::Delete { name } => {
+                self.targets_ahead.remove(name);
                 self.worker.stop_connector(name);
                 if self.connectors.remove(name).is_some() {
                     info!(connector = %name, "deleted");
@@ -903,7 +948,15 @@ impl Inner {
                 }
                 match &now {
                     Err(why) => {
-                        error!(connector = %name, "the restarted tasks cannot start: {why}")
+                        error!(connector = %name, "the restarted tasks cannot start: {why}");
+                        // All stopped for another task count, which it no longer validates
+                        // to: FAILED with the reason, as a config invalid here is.
+                        if !self.worker.is_running(name) && target != TargetState::Stopped {
+                            if let Some(e) = self.connectors.get_mut(name) {
+                                e.spec = Err(why.clone());
+                            }
+                            return Ok(());
+                        }
                     }
                     // Its tasks start from this config from now on (a resume after a stop too).
                     Ok(spec) => {
@@ -911,7 +964,14 @@ impl Inner {
                         if let Some(e) = self.connectors.get_mut(name) {
                             e.spec = Ok(spec.clone());
                         }
-                        // `tasks.max` given by a placeholder that changed: all start again.
+                        // `tasks.max` given by a placeholder that changed: all start again
+                        // (stopped before the lock was taken, see `stop_for_restart`).
+                        if !self.worker.is_running(name) && target != TargetState::Stopped {
+                            info!(connector = %name, tasks = spec.tasks_max, "restarted with another task count");
+                            return self
+                                .worker
+                                .start((*spec).clone(), target == TargetState::Paused);
+                        }
                         if self
                             .worker
                             .task_count(name)
@@ -938,9 +998,10 @@ impl Inner {
         }
     }
 
-    /// Moves a known connector to `target`.
+    /// Moves a known connector to `target`; an unknown one's is kept for its next config.
     fn set_target(&mut self, name: &str, target: TargetState) -> Result<(), String> {
         let Some(e) = self.connectors.get_mut(name) else {
+            self.targets_ahead.insert(name.to_string(), target);
             return Ok(());
         };
         e.target = target;

@@ -598,6 +598,107 @@ fn task_states_stay_fresh_while_a_change_waits_for_old_tasks() {
     l.stop();
 }
 
+/// A restart of tasks still finishing their writes waits for them without holding the worker:
+/// while the slow worker's task of X tries its write for up to `flush.timeout.ms`, that worker
+/// answers other requests at once, keeps publishing its task states (the other worker's status
+/// of Y lists both workers' tasks throughout), and shows X's task as RESTARTING; the new task
+/// runs once the old one has ended.
+#[test]
+fn a_restart_of_tasks_finishing_their_writes_holds_no_request_meanwhile() {
+    let l = lagging("it-dist-restart", "16000");
+    let (slow, fast, x, y) = (l.slow.clone(), l.fast.clone(), l.x.clone(), l.y.clone());
+    let restart = {
+        let (slow, x) = (slow.clone(), x.clone());
+        thread::spawn(move || {
+            let path = format!("/connectors/{x}/restart?includeTasks=true");
+            let started = Instant::now();
+            (call(&slow, "POST", &path, None), started.elapsed())
+        })
+    };
+    let start = Instant::now();
+    let mut restarting_seen = false;
+    while start.elapsed() < Duration::from_secs(13) && !restart.is_finished() {
+        let asked = Instant::now();
+        let (code, s) = call(&slow, "GET", &format!("/connectors/{x}/status"), None);
+        let took = asked.elapsed();
+        assert_eq!(code, 200, "{s}");
+        assert!(
+            took < Duration::from_secs(3),
+            "after {:?}, the slow worker took {took:?} to answer a status request\n{}",
+            start.elapsed(),
+            l.log_of(&slow)
+        );
+        restarting_seen |= s["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["state"] == "RESTARTING");
+        let (_, s) = call(&fast, "GET", &format!("/connectors/{y}/status"), None);
+        assert_eq!(
+            worker_ids(&s).len(),
+            2,
+            "after {:?}, the slow worker's tasks left the status: {s}",
+            start.elapsed()
+        );
+        thread::sleep(Duration::from_millis(500));
+    }
+    assert!(
+        restarting_seen,
+        "the restarted task never showed RESTARTING\n{}",
+        l.log_of(&slow)
+    );
+    let ((code, body), took) = restart.join().unwrap();
+    assert_eq!(code, 202, "{body}");
+    // Answered once the old task had ended: it tried its write for flush.timeout.ms.
+    assert!(took > Duration::from_secs(10), "answered after {took:?}");
+    wait_cluster_state(&fast, &x, "RUNNING", "RUNNING", 2);
+    l.stop();
+}
+
+/// A state that lands for a connector just deleted (a pause checked on another worker before the
+/// delete landed) and then a config that brings none (a `PUT` checked before it too) are taken
+/// by a worker reading them live as by one replaying the topic later: both run it PAUSED.
+#[test]
+fn a_state_landing_after_a_delete_is_taken_alike_live_and_replayed() {
+    let cluster = unique("it-dist-ahead-cluster");
+    let (a, url_a) = cluster_worker(&cluster);
+    let topic = unique("it-dist-ahead");
+    kafka::create_topic(&topic, 1);
+    let name = unique("it-dist-ahead");
+    post_connector(&url_a, &name, &es_connector(&topic, &servers().es, &[]));
+    wait_cluster_state(&url_a, &name, "RUNNING", "RUNNING", 1);
+    let (code, config) = call(&url_a, "GET", &format!("/connectors/{name}/config"), None);
+    assert_eq!(code, 200, "{config}");
+    assert_eq!(
+        call(&url_a, "DELETE", &format!("/connectors/{name}"), None).0,
+        204
+    );
+    // What those two requests write, as the config topic carries them.
+    let record = |kind: &str, value: Value| kafka::Rec {
+        partition: 0,
+        key: Some(json!([kind, name]).to_string()),
+        value: Some(value.to_string()),
+    };
+    kafka::produce(
+        &format!("{cluster}-configs"),
+        &[
+            record("target", json!({"state": "PAUSED"})),
+            record("connector", json!({ "config": config })),
+        ],
+    );
+    wait_cluster_state(&url_a, &name, "PAUSED", "PAUSED", 1);
+    let (b, url_b) = cluster_worker(&cluster);
+    let both = wait_cluster_state(&url_b, &name, "PAUSED", "PAUSED", 2);
+    assert_eq!(
+        call(&url_a, "GET", &format!("/connectors/{name}/status"), None).1["connector"]["state"],
+        "PAUSED",
+        "{both}\n{}",
+        a.log_tail(30)
+    );
+    assert!(b.stop().success());
+    assert!(a.stop().success());
+}
+
 /// A `--connector` file creates its connector in a cluster that does not know it, and leaves
 /// a known one as the cluster has it: a worker restarted with its file (a rolling deploy) does
 /// not revert a config changed over the REST API since.
