@@ -866,9 +866,14 @@ fn run(
     let dlq = match &spec.errors.dead_letter {
         None => None,
         Some(cfg) => {
+            // The re-reading consumer only assigns and never commits: it keeps the task's
+            // group, the one the connector's principal may use (one of its own was refused by
+            // brokers that grant groups by the `connect-` prefix, and the task started over for
+            // good; librdkafka's consumer without a group reports `Unknown group` on each poll).
             let mut fetch = config.clone();
             fetch
-                .set("group.id", format!("cdc-sink-dlq-{}", std::process::id()))
+                .remove("group.instance.id")
+                .set("enable.auto.commit", "false")
                 .set("statistics.interval.ms", "0");
             Some(
                 DeadLetterQueue::open(

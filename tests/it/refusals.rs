@@ -436,3 +436,33 @@ fn an_alias_without_a_write_index_fails_the_task_whatever_behavior_on_malformed_
     );
     assert!(!w.stop().success());
 }
+
+#[test]
+fn a_missing_ingest_pipeline_fails_the_task_whatever_behavior_on_malformed_documents_says() {
+    // The index names a default ingest pipeline that does not exist: every write is refused 400
+    // illegal_argument_exception, a type that otherwise marks a malformed document, which
+    // `ignore` would skip and commit past, the whole stream missing from the index once the
+    // pipeline is mended.
+    let topic = unique("it-nopipeline");
+    kafka::create_topic(&topic, 1);
+    es_request(
+        reqwest::Method::PUT,
+        &topic,
+        json!({"settings": {"index.default_pipeline": unique("it-no-such-pipeline")}}),
+    );
+    kafka::produce(&topic, &rows(5));
+    let (mut w, group) = start_es_worker(
+        "it-nopipeline",
+        &topic,
+        &servers().es,
+        &[("behavior.on.malformed.documents", "ignore")],
+    );
+    let line = w.wait_log("task failed", Duration::from_secs(60));
+    assert!(line.contains("pipeline with id ["), "{line}");
+    assert_eq!(
+        kafka::committed(&group, &topic, 1),
+        BTreeMap::new(),
+        "writes refused for their pipeline were acknowledged"
+    );
+    assert!(!w.stop().success());
+}

@@ -783,6 +783,11 @@ async fn write(shared: &Shared, batch: Sealed) -> Result<Written, SinkError> {
                                     }
                                     m.failed("TASK_PUT");
                                     if cfg.dead_letters {
+                                        if cfg.warn_on_malformed {
+                                            warn!(
+                                                "{msg} (to the dead-letter queue: behavior.on.malformed.documents)"
+                                            );
+                                        }
                                         rejected.push(Rejected {
                                             ack: item.ack,
                                             topic: batch.topic(item).clone(),
