@@ -137,7 +137,8 @@ pub struct Herder {
     closed: AtomicBool,
     /// Held by a REST change that reads a config and writes one made from it (create, PUT,
     /// PATCH), from the read to the write applied: two PATCHes at once each keep the other's
-    /// keys. (Across workers the config topic's order decides, as in the README.)
+    /// keys. (Across workers the config topic's order decides, as in the README.) Restarts
+    /// hold it too, one at a time from their tasks' stop to their start.
     writing: Mutex<()>,
     /// The worker's connectors stopped whose tasks are still finishing (waited for without
     /// `inner`'s lock), and the metrics their end is logged with.
@@ -547,6 +548,10 @@ impl Herder {
         include_tasks: bool,
         only_failed: bool,
     ) -> Result<Option<Value>, Error> {
+        // One change at a time (standalone: another restart between this one's stop of its
+        // tasks and their start would have its own stand-ins started while its old tasks still
+        // finish their writes).
+        let _writing = self.writing();
         self.catch_up()?;
         let status = {
             let inner = self.lock();
@@ -572,6 +577,7 @@ impl Herder {
     }
 
     pub fn restart_task(&self, name: &str, id: usize) -> Result<(), Error> {
+        let _writing = self.writing();
         self.catch_up()?;
         let task = {
             let inner = self.lock();
@@ -651,6 +657,7 @@ impl Herder {
                 let known = inner.connectors.get(&config.name);
                 let to = target
                     .or(known.map(|e| e.target))
+                    .or(inner.targets_ahead.get(&config.name).copied())
                     .unwrap_or(TargetState::Running);
                 if known.is_some_and(|e| e.config != *config) {
                     inner.worker.stop_connector(&config.name);
