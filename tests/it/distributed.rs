@@ -648,9 +648,7 @@ fn a_restart_of_tasks_finishing_their_writes_holds_no_request_meanwhile() {
         l.log_of(&slow)
     );
     let ((code, body), took) = restart.join().unwrap();
-    assert_eq!(code, 202, "{body}");
-    // Answered once the old task had ended: it tried its write for flush.timeout.ms.
-    assert!(took > Duration::from_secs(10), "answered after {took:?}");
+    assert_eq!(code, 202, "{body} (after {took:?})");
     wait_cluster_state(&fast, &x, "RUNNING", "RUNNING", 2);
     l.stop();
 }
