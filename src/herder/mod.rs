@@ -853,9 +853,8 @@ impl Inner {
             self.worker.stop_connector(name);
             return;
         }
-        self.worker.stop_for_restart(name, |s| {
-            (!only_failed || s.state == "FAILED") && task.is_none_or(|t| t == s.id)
-        });
+        self.worker
+            .stop_for_restart(name, restarts(only_failed, task));
     }
 
     /// Carries out a change on this worker (`me`).
@@ -992,11 +991,9 @@ impl Inner {
                         }
                     }
                 }
-                let restarted = self.worker.restart_tasks(
-                    name,
-                    |s| (!only_failed || s.state == "FAILED") && task.is_none_or(|t| t == s.id),
-                    now,
-                );
+                let restarted = self
+                    .worker
+                    .restart_tasks(name, restarts(*only_failed, *task), now);
                 if !restarted.is_empty() {
                     info!(connector = %name, tasks = ?restarted, "restarted");
                 }
@@ -1095,6 +1092,12 @@ impl Inner {
 /// A config sent back as `GET …/config` shows it has `[hidden]` for each secret: each keeps the
 /// value stored for it (`stored`), and one with nothing stored is refused rather than stored
 /// as that text (the tasks would then log in with it).
+/// Which of a connector's tasks on this worker a restart restarts: the failed ones only when
+/// `only_failed`, the one numbered `task` here when given.
+fn restarts(only_failed: bool, task: Option<usize>) -> impl Fn(&TaskStatus) -> bool {
+    move |s| (!only_failed || s.state == "FAILED") && task.is_none_or(|t| t == s.id)
+}
+
 fn restore_hidden(
     map: &mut BTreeMap<String, String>,
     stored: Option<&BTreeMap<String, String>>,

@@ -376,6 +376,27 @@ fn a_bulk_answer_without_items_acknowledges_nothing() {
     assert!(w.stop().success());
 }
 
+/// Writes five rows to `topic` (whose index `setup` has made refuse them) under
+/// `behavior.on.malformed.documents=ignore`: the task fails with Elasticsearch's reason, which
+/// holds `reason`, and commits nothing.
+fn refused_whatever_malformed_says(prefix: &str, topic: &str, reason: &str) {
+    kafka::produce(topic, &rows(5));
+    let (mut w, group) = start_es_worker(
+        prefix,
+        topic,
+        &servers().es,
+        &[("behavior.on.malformed.documents", "ignore")],
+    );
+    let line = w.wait_log("task failed", Duration::from_secs(60));
+    assert!(line.contains(reason), "{line}");
+    assert_eq!(
+        kafka::committed(&group, topic, 1),
+        BTreeMap::new(),
+        "writes refused for their target were acknowledged"
+    );
+    assert!(!w.stop().success());
+}
+
 #[test]
 fn a_missing_index_fails_the_task_whatever_behavior_on_malformed_documents_says() {
     // Elasticsearch creates indices on first write, except these.
@@ -386,21 +407,7 @@ fn a_missing_index_fails_the_task_whatever_behavior_on_malformed_documents_says(
     );
     let topic = unique("it-noindex");
     kafka::create_topic(&topic, 1);
-    kafka::produce(&topic, &rows(5));
-    let (mut w, group) = start_es_worker(
-        "it-noindex",
-        &topic,
-        &servers().es,
-        &[("behavior.on.malformed.documents", "ignore")],
-    );
-    let line = w.wait_log("task failed", Duration::from_secs(60));
-    assert!(line.contains("index_not_found_exception"), "{line}");
-    assert_eq!(
-        kafka::committed(&group, &topic, 1),
-        BTreeMap::new(),
-        "writes to a missing index were acknowledged"
-    );
-    assert!(!w.stop().success());
+    refused_whatever_malformed_says("it-noindex", &topic, "index_not_found_exception");
 }
 
 #[test]
@@ -417,24 +424,7 @@ fn an_alias_without_a_write_index_fails_the_task_whatever_behavior_on_malformed_
             json!({"aliases": {&topic: {}}}),
         );
     }
-    kafka::produce(&topic, &rows(5));
-    let (mut w, group) = start_es_worker(
-        "it-alias",
-        &topic,
-        &servers().es,
-        &[("behavior.on.malformed.documents", "ignore")],
-    );
-    let line = w.wait_log("task failed", Duration::from_secs(60));
-    assert!(
-        line.contains("no write index is defined for alias"),
-        "{line}"
-    );
-    assert_eq!(
-        kafka::committed(&group, &topic, 1),
-        BTreeMap::new(),
-        "writes refused for their target were acknowledged"
-    );
-    assert!(!w.stop().success());
+    refused_whatever_malformed_says("it-alias", &topic, "no write index is defined for alias");
 }
 
 #[test]
@@ -450,19 +440,5 @@ fn a_missing_ingest_pipeline_fails_the_task_whatever_behavior_on_malformed_docum
         &topic,
         json!({"settings": {"index.default_pipeline": unique("it-no-such-pipeline")}}),
     );
-    kafka::produce(&topic, &rows(5));
-    let (mut w, group) = start_es_worker(
-        "it-nopipeline",
-        &topic,
-        &servers().es,
-        &[("behavior.on.malformed.documents", "ignore")],
-    );
-    let line = w.wait_log("task failed", Duration::from_secs(60));
-    assert!(line.contains("pipeline with id ["), "{line}");
-    assert_eq!(
-        kafka::committed(&group, &topic, 1),
-        BTreeMap::new(),
-        "writes refused for their pipeline were acknowledged"
-    );
-    assert!(!w.stop().success());
+    refused_whatever_malformed_says("it-nopipeline", &topic, "pipeline with id [");
 }
