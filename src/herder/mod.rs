@@ -1089,15 +1089,15 @@ impl Inner {
     }
 }
 
-/// A config sent back as `GET …/config` shows it has `[hidden]` for each secret: each keeps the
-/// value stored for it (`stored`), and one with nothing stored is refused rather than stored
-/// as that text (the tasks would then log in with it).
 /// Which of a connector's tasks on this worker a restart restarts: the failed ones only when
 /// `only_failed`, the one numbered `task` here when given.
 fn restarts(only_failed: bool, task: Option<usize>) -> impl Fn(&TaskStatus) -> bool {
     move |s| (!only_failed || s.state == "FAILED") && task.is_none_or(|t| t == s.id)
 }
 
+/// A config sent back as `GET …/config` shows it has `[hidden]` for each secret: each keeps the
+/// value stored for it (`stored`), and one with nothing stored is refused rather than stored
+/// as that text (the tasks would then log in with it).
 fn restore_hidden(
     map: &mut BTreeMap<String, String>,
     stored: Option<&BTreeMap<String, String>>,

@@ -29,10 +29,10 @@ const MALFORMED: &[&str] = &[
 /// document: an alias with no write index (two indices, none marked `is_write_index`), or a data
 /// stream (which takes only `create`, never an externally versioned `index`), or an ingest
 /// pipeline the index names (`index.default_pipeline`, `index.final_pipeline`) that does not
-/// exist. Every document
-/// sent there is refused alike, so under `behavior.on.malformed.documents=warn|ignore` the whole
-/// stream would be skipped and committed as malformed; these fail the task instead. (The
-/// Confluent sink counts any `illegal_argument_exception` as malformed.)
+/// exist. Every document sent there is refused alike, so under
+/// `behavior.on.malformed.documents=warn|ignore` the whole stream would be skipped and committed
+/// as malformed; these fail the task instead. (The Confluent sink counts any
+/// `illegal_argument_exception` as malformed.)
 const WRONG_TARGET: &[&str] = &[
     "no write index is defined for alias [",
     "only write ops with an op_type of create are allowed in data streams",
