@@ -654,12 +654,12 @@ impl Herder {
         let may_start = match change {
             Change::Put { config, target } => {
                 let mut inner = self.lock();
-                let known = inner.connectors.get(&config.name);
-                let to = target
-                    .or(known.map(|e| e.target))
-                    .or(inner.targets_ahead.get(&config.name).copied())
-                    .unwrap_or(TargetState::Running);
-                if known.is_some_and(|e| e.config != *config) {
+                let to = inner.target_of_put(&config.name, *target);
+                if inner
+                    .connectors
+                    .get(&config.name)
+                    .is_some_and(|e| e.config != *config)
+                {
                     inner.worker.stop_connector(&config.name);
                 }
                 to != TargetState::Stopped
@@ -857,6 +857,15 @@ impl Inner {
             .stop_for_restart(name, restarts(only_failed, task));
     }
 
+    /// The state a config of connector `name` carrying `target` leaves it in: its own, else the
+    /// connector's, else one kept for it ([`Inner::targets_ahead`]), else running.
+    fn target_of_put(&self, name: &str, target: Option<TargetState>) -> TargetState {
+        target
+            .or(self.connectors.get(name).map(|e| e.target))
+            .or(self.targets_ahead.get(name).copied())
+            .unwrap_or(TargetState::Running)
+    }
+
     /// Carries out a change on this worker (`me`).
     fn apply(&mut self, change: &Change, me: &str) -> Result<(), String> {
         match change {
@@ -866,11 +875,8 @@ impl Inner {
                     .connectors
                     .get(name)
                     .map(|e| (e.config == *config, e.target));
-                let ahead = self.targets_ahead.remove(name);
-                let target = target
-                    .or(known.map(|k| k.1))
-                    .or(ahead)
-                    .unwrap_or(TargetState::Running);
+                let target = self.target_of_put(name, *target);
+                self.targets_ahead.remove(name);
                 match known {
                     Some((true, t)) if t == target => Ok(()),
                     Some((true, _)) => self.set_target(name, target),
