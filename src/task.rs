@@ -1209,9 +1209,13 @@ fn run(
         if outcome.is_ok() {
             skip_undelivered(&consumer, &mut st);
         }
+        // Asynchronous: the consumer's close waits for its answer (`source::close`), as long as
+        // a task waits for that close. A synchronous commit would wait up to
+        // `socket.timeout.ms` (60 s) when the coordinator holds it behind a JoinGroup of a
+        // group that rebalances; the close's wait is bounded.
         let marks = st.offsets.watermarks(None);
         if let Err(Failure::Fatal(e) | Failure::Wait(e) | Failure::Rewind(e)) =
-            commit(&consumer, &mut st, marks, CommitMode::Sync, flush_timeout)
+            commit(&consumer, &mut st, marks, CommitMode::Async, flush_timeout)
         {
             warn!(task = %label, "final offset commit failed: {e}");
         }
@@ -1221,8 +1225,15 @@ fn run(
     }
     // Closing the consumer revokes the partitions: that revocation must not drain again.
     st.closed = true;
+    // The sink and the dead-letter producer end here, on the task's thread. The consumer's
+    // close may go on after the task has ended (`source::close`); the revocation it serves
+    // touches neither.
+    let sink = std::mem::replace(&mut st.sink, Box::new(crate::sink::Ended));
+    let dlq = st.dlq.take();
     drop(st);
-    drop(consumer);
+    drop(sink);
+    drop(dlq);
+    source::close::close(consumer, &label, source::close::CLOSE_WAIT);
     outcome
 }
 

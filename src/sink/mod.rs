@@ -77,6 +77,43 @@ pub enum SinkError {
     Rewind(String),
 }
 
+/// What a task holds in place of its sink once it has ended: the sink itself is dropped on the
+/// task's thread, while the consumer's close, which serves a last revocation, may go on after
+/// the task (`source::close`). It takes nothing and holds nothing.
+pub struct Ended;
+
+impl Sink for Ended {
+    fn put(&mut self, _: SinkRecord<'_>, _: Ack) -> Result<Outcome, SinkError> {
+        Err(SinkError::Fatal("the task has ended".into()))
+    }
+
+    fn poll(&mut self, _: Duration) -> Result<Vec<Ack>, SinkError> {
+        Ok(Vec::new())
+    }
+
+    fn flush(&mut self) {}
+
+    fn abandon(&mut self) -> &'static str {
+        "nothing to give up: the task had ended"
+    }
+
+    fn pending(&self) -> usize {
+        0
+    }
+
+    fn capacity(&self) -> usize {
+        0
+    }
+
+    fn trouble(&self) -> Option<String> {
+        None
+    }
+
+    fn next_deadline(&self) -> Option<std::time::Instant> {
+        None
+    }
+}
+
 /// A destination for decoded changes, driven by one task's thread.
 pub trait Sink: Send {
     /// Takes one record; never blocks on I/O.

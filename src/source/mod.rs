@@ -5,6 +5,7 @@
 //! of [`offsets::Offsets`], periodically, on revocation and on shutdown.
 
 pub mod barriers;
+pub mod close;
 pub mod headers;
 pub mod offsets;
 pub mod pause;

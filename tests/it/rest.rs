@@ -438,6 +438,101 @@ fn offsets_changed_right_after_a_stop_wait_for_the_task_to_leave() {
     assert!(r.w.stop().success());
 }
 
+/// A task restarted while its last offset commit waits behind its group's rebalance ends within
+/// seconds, not when the commit's request times out (`socket.timeout.ms`, 60 s): its consumer's
+/// close, which waits for that commit, goes on after the task (`source::close`). With a
+/// cooperative assignor the task keeps a partition, and writes it, while its JoinGroup waits for
+/// another member that does not join again; the group's coordinator answers the task's offset
+/// commits only after that JoinGroup. Once the other member has left, the new task commits
+/// every record.
+#[test]
+fn a_restart_while_an_offset_commit_waits_behind_the_rebalance_is_not_held_by_it() {
+    use std::time::Instant;
+    let topic = unique("it-rest-rejoin");
+    kafka::create_topic(&topic, 2);
+    let on = |partition: i32, id: i64| Rec {
+        partition,
+        ..change(id, None)
+    };
+    kafka::produce(&topic, &[on(0, 1), on(1, 2)]);
+    let name = unique("rest-rejoin");
+    let group = format!("connect-{name}");
+    let strategy = "cooperative-sticky";
+    let (w, url) = rest_worker(&state_dir());
+    let config = es_connector(
+        &topic,
+        &servers().es,
+        &[("consumer.override.partition.assignment.strategy", strategy)],
+    );
+    assert_eq!(post(&url, &name, &config, None).0, 201);
+    wait_docs(&topic, 2);
+    let committed = |want: &[(i32, i64)]| {
+        let start = Instant::now();
+        let want: BTreeMap<i32, i64> = want.iter().copied().collect();
+        loop {
+            let c = kafka::committed(&group, &topic, 2);
+            if c == want {
+                return;
+            }
+            assert!(
+                start.elapsed() < WAIT,
+                "{group} committed {c:?}, expected {want:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    committed(&[(0, 1), (1, 1)]);
+    // The task gives the other member a partition, then joins again for it, and waits.
+    let other = kafka::silent_member(&group, &topic, strategy, 120_000);
+    let start = Instant::now();
+    while !(w.log_text().contains("partitions revoked")
+        && kafka::group_state(&group) == "PreparingRebalance")
+    {
+        assert!(
+            start.elapsed() < WAIT,
+            "no rebalance waits\n{}",
+            w.log_tail(30)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The partition it kept is written meanwhile; its commit waits behind the JoinGroup.
+    let kept = if w
+        .log_text()
+        .contains(&format!("partitions=[(\"{topic}\", 1)]"))
+    {
+        0
+    } else {
+        1
+    };
+    kafka::produce(&topic, &[on(kept, 3)]);
+    wait_docs(&topic, 3);
+    let asked = Instant::now();
+    let (code, body) = call(
+        &url,
+        "POST",
+        &format!("/connectors/{name}/restart?includeTasks=true"),
+        None,
+    );
+    let took = asked.elapsed();
+    assert_eq!(code, 202, "{body}");
+    assert!(
+        took < Duration::from_secs(30),
+        "the restart took {took:?}: it waited for the offset commit\n{}",
+        w.log_tail(30)
+    );
+    assert!(
+        w.log_text().contains("the consumer has not closed within"),
+        "{}",
+        w.log_tail(30)
+    );
+    drop(other);
+    let mut want = vec![(0, 1), (1, 1)];
+    want[kept as usize].1 = 2;
+    committed(&want);
+    assert_eq!(es::documents(&topic).len(), 3);
+    assert!(w.stop().success());
+}
+
 /// A restarted task reads its config's placeholders again (a rotated secret, a moved server),
 /// as Kafka Connect resolves them at each task's start; one that no longer resolves leaves the
 /// task FAILED with the reason, and the connector's other state untouched.

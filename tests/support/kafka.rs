@@ -558,6 +558,24 @@ pub fn member(group: &str, topic: &str, session_ms: u32) -> BaseConsumer {
     c
 }
 
+/// A member of consumer group `group` on `topic`, assigning partitions with `strategy`, that
+/// never polls: librdkafka joins the group for it, but a rebalance that needs its application's
+/// answer (cooperative assignors call it even for an empty assignment) waits for it, and the
+/// group's coordinator holds every other member's next JoinGroup until librdkafka makes this
+/// one leave, `max_poll_ms` after it was created (or until it is dropped).
+pub fn silent_member(group: &str, topic: &str, strategy: &str, max_poll_ms: u32) -> BaseConsumer {
+    let c: BaseConsumer = config()
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "6000")
+        .set("max.poll.interval.ms", max_poll_ms.to_string())
+        .set("partition.assignment.strategy", strategy)
+        .create()
+        .expect("consumer");
+    c.subscribe(&[topic]).expect("subscribe");
+    c
+}
+
 /// The state of consumer group `group` as its coordinator tells it (`Stable`,
 /// `PreparingRebalance`, `CompletingRebalance`, `Empty`, `Dead`).
 pub fn group_state(group: &str) -> String {
