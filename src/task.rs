@@ -488,7 +488,11 @@ impl RebalanceHandler for Handler {
         }
         for (t, p) in partitions {
             st.offsets.revoke(t, *p);
-            st.metrics.forget_partition(t, *p);
+            // A closed task's were forgotten as it ended: this revocation may come from a
+            // close that goes on after a new task of the same id has taken them again.
+            if !st.closed {
+                st.metrics.forget_partition(t, *p);
+            }
         }
         // Their copies on the way to the dead-letter queue are the new owner's to make.
         let st = &mut *st;
@@ -518,6 +522,10 @@ impl RebalanceHandler for Handler {
 
     fn partition_ends(&self, ends: &[source::PartitionEnd]) {
         let st = self.lock();
+        // A closed task's series are gone, and a new task of the same id may have them again.
+        if st.closed {
+            return;
+        }
         for e in ends {
             // Only partitions this task holds: a revoked one's series are gone.
             if let Some(ours) = st.offsets.committed_of(&e.topic, e.partition) {
@@ -1225,6 +1233,11 @@ fn run(
     }
     // Closing the consumer revokes the partitions: that revocation must not drain again.
     st.closed = true;
+    if let Ok(assigned) = consumer.assignment() {
+        for e in assigned.elements() {
+            st.metrics.forget_partition(e.topic(), e.partition());
+        }
+    }
     // The sink and the dead-letter producer end here, on the task's thread. The consumer's
     // close may go on after the task has ended (`source::close`); the revocation it serves
     // touches neither.
