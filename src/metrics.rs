@@ -547,6 +547,18 @@ impl Metrics {
         }
     }
 
+    /// Forgets every partition this task has series of (the task has ended).
+    pub fn forget_all(&self) {
+        let known: Vec<(String, i32)> = self
+            .offsets
+            .lock()
+            .map(|k| k.keys().cloned().collect())
+            .unwrap_or_default();
+        for (topic, partition) in known {
+            self.forget_partition(&topic, partition);
+        }
+    }
+
     /// Forgets a partition that left this task (revoked).
     pub fn forget_partition(&self, topic: &str, partition: i32) {
         let p = partition.to_string();

@@ -356,6 +356,11 @@ impl Handler {
 impl RebalanceHandler for Handler {
     fn assigned(&self, consumer: &Consumer<Self>, partitions: &[(String, i32)]) {
         let mut st = self.lock();
+        // Served by a close that may go on after the task has ended (`source::close`): the
+        // consumer reads nothing more, and what it shares with a new task is left alone.
+        if st.closed {
+            return;
+        }
         st.metrics.rebalance("assigned");
         for (t, p) in partitions {
             st.offsets.assign(t, *p);
@@ -1233,11 +1238,7 @@ fn run(
     }
     // Closing the consumer revokes the partitions: that revocation must not drain again.
     st.closed = true;
-    if let Ok(assigned) = consumer.assignment() {
-        for e in assigned.elements() {
-            st.metrics.forget_partition(e.topic(), e.partition());
-        }
-    }
+    st.metrics.forget_all();
     // The sink and the dead-letter producer end here, on the task's thread. The consumer's
     // close may go on after the task has ended (`source::close`); the revocation it serves
     // touches neither.
@@ -1246,7 +1247,12 @@ fn run(
     drop(st);
     drop(sink);
     drop(dlq);
-    source::close::close(consumer, &label, source::close::CLOSE_WAIT);
+    source::close::close(
+        consumer,
+        &spec.group_id(),
+        &label,
+        source::close::CLOSE_WAIT,
+    );
     outcome
 }
 

@@ -20,8 +20,9 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// once, and the tasks (on every worker) leave the group once their writes are finished.
 const MEMBERS_WAIT: Duration = Duration::from_secs(30);
 
-/// Waits until the connector's consumer group has no members; else the error Kafka Connect
-/// gives in that case (`what`: "alter" or "reset").
+/// Waits until the connector's consumer group has no members and this worker closes none of
+/// its consumers any more; else the error Kafka Connect gives in that case (`what`: "alter" or
+/// "reset").
 fn wait_no_members(
     client: &rdkafka::consumer::BaseConsumer,
     spec: &ConnectorSpec,
@@ -39,6 +40,9 @@ fn wait_no_members(
             .filter(|g| g.name() == group)
             .map(|g| g.members().len())
             .sum::<usize>();
+        // This worker's consumers of the group still closing (`source::close`) count too: one
+        // may still send its last offset commit.
+        let members = members + source::close::closing(&group);
         if members == 0 {
             return Ok(());
         }
