@@ -458,7 +458,7 @@ fn a_restart_while_an_offset_commit_waits_behind_the_rebalance_is_not_held_by_it
     let name = unique("rest-rejoin");
     let group = format!("connect-{name}");
     let strategy = "cooperative-sticky";
-    let (w, url) = rest_worker(&state_dir());
+    let (mut w, url) = rest_worker(&state_dir());
     let config = es_connector(
         &topic,
         &servers().es,
@@ -484,10 +484,9 @@ fn a_restart_while_an_offset_commit_waits_behind_the_rebalance_is_not_held_by_it
     committed(&[(0, 1), (1, 1)]);
     // The task gives the other member a partition, then joins again for it, and waits.
     let other = kafka::silent_member(&group, &topic, strategy, 300_000);
+    let revoked = w.wait_log("partitions revoked", WAIT);
     let start = Instant::now();
-    while !(w.log_text().contains("partitions revoked")
-        && kafka::group_state(&group) == "PreparingRebalance")
-    {
+    while kafka::group_state(&group) != "PreparingRebalance" {
         assert!(
             start.elapsed() < WAIT,
             "no rebalance waits\n{}",
@@ -496,11 +495,6 @@ fn a_restart_while_an_offset_commit_waits_behind_the_rebalance_is_not_held_by_it
         std::thread::sleep(Duration::from_millis(100));
     }
     // The partition it kept is written meanwhile; its commit waits behind the JoinGroup.
-    let log = w.log_text();
-    let revoked = log
-        .lines()
-        .find(|l| l.contains("partitions revoked"))
-        .unwrap();
     let kept = if revoked.contains(&format!("(\"{topic}\", 1)")) {
         0
     } else {
@@ -536,15 +530,7 @@ fn a_restart_while_an_offset_commit_waits_behind_the_rebalance_is_not_held_by_it
     committed(&want);
     // Once the old consumer has closed, its last commit (answered late, or refused) has moved
     // no offset back, and nothing read again changed a document.
-    let start = Instant::now();
-    while !w.log_text().contains("consumer closed after") {
-        assert!(
-            start.elapsed() < WAIT,
-            "the old consumer never closed\n{}",
-            w.log_tail(30)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    w.wait_log("consumer closed after", WAIT);
     committed(&want);
     assert_eq!(es::documents(&topic), first);
     assert!(w.stop().success());
