@@ -1395,7 +1395,26 @@ fn handle(
 /// (the log restarted below what was read: the topic deleted and created again, or records
 /// lost in an unclean leader election). Those are other records, which would never be written
 /// while later offsets are committed past them: the task fails instead.
+///
+/// Or a record read past a reset of the position (`Offsets::gap_of`): the partition's log
+/// starts above the offset the task was to read, and the records between were removed
+/// (`retention.ms`, DeleteRecords) before it wrote them. Their changes would be missing from
+/// the target while the offsets moved past them without a word: the task fails instead, until
+/// the connector's offsets are moved past the gap.
 fn read_again(st: &State, topic: &str, partition: i32, offset: i64) -> Result<(), Failure> {
+    if let Some((from, why)) = st.offsets.gap_of(topic, partition) {
+        return Err(Failure::Fatal(format!(
+            "topic {topic} partition {partition}: offsets {from} to {} are no longer in the log \
+             (removed by retention.ms or DeleteRecords before the task wrote them; librdkafka: \
+             {why}): up to {} records whose changes are missing from the target. The task stops \
+             rather than commit past them. To go on from offset {offset}, stop the connector and \
+             move its offsets there (PATCH /connectors/NAME/offsets); the lost changes come back \
+             only with a new snapshot of their tables (README, \"Records removed before they \
+             were written\")",
+            offset - 1,
+            offset - from
+        )));
+    }
     match st.offsets.reset_of(topic, partition) {
         None => Ok(()),
         Some(why) => Err(Failure::Fatal(format!(

@@ -30,10 +30,13 @@ struct Partition {
     /// Whether an offset delivered again was logged since the last new one.
     again: bool,
     /// librdkafka's account of a reset of the fetch position for an error, and the offset
-    /// whose fetch failed, until a record at or past that offset comes (records below it were
-    /// fetched before the reset): offsets read again meanwhile are other records (see
-    /// [`Offsets::reset_of`]).
+    /// whose fetch failed, until a record at that offset comes (records below it were fetched
+    /// before the reset; one past it is a [`Partition::gap`]): offsets read again meanwhile are
+    /// other records (see [`Offsets::reset_of`]).
     reset: Option<(String, Option<i64>)>,
+    /// After a reset, the offset whose fetch failed when a record past it came: the log now
+    /// starts above it, and the records between were removed before the task read them.
+    gap: Option<i64>,
     /// The offset to commit: every record below it is written.
     watermark: Option<i64>,
     committed: Option<i64>,
@@ -115,6 +118,7 @@ impl Offsets {
             next: None,
             again: false,
             reset: None,
+            gap: None,
             watermark: None,
             committed: None,
         };
@@ -166,6 +170,14 @@ impl Offsets {
             .map(|(why, _)| why.as_str())
     }
 
+    /// The offset from which records of (`topic`, `partition`) were removed from the log before
+    /// the task read them, with librdkafka's account of the reset (see [`Partition::gap`]).
+    pub fn gap_of(&self, topic: &str, partition: i32) -> Option<(i64, &str)> {
+        let slot = self.slot_of(topic, partition)?;
+        let p = self.slots[slot as usize].as_ref()?;
+        Some((p.gap?, p.reset.as_ref()?.0.as_str()))
+    }
+
     /// Registers a record just read; returns its ack. A record of a partition that is not
     /// assigned (never expected: librdkafka drops fetched records of revoked partitions) gets
     /// an ack that never counts, so nothing is ever committed for it.
@@ -205,14 +217,25 @@ impl Offsets {
                 offset,
             };
         }
+        match p.reset.as_ref().map(|(_, at)| *at) {
+            // Fetched before the reset: new records.
+            Some(Some(at)) if offset < at => {}
+            // The fetch at `at` was out of range and the log now starts past it: the records
+            // between are gone (retention, DeleteRecords), never written. Not counted, so that
+            // nothing is committed past them (`read_again` fails the task).
+            Some(Some(at)) if offset > at => {
+                p.gap = Some(at);
+                return Ack {
+                    slot,
+                    epoch: NO_EPOCH,
+                    offset,
+                };
+            }
+            Some(_) => p.reset = None,
+            None => {}
+        }
         p.next = Some(offset + 1);
         p.again = false;
-        if p.reset
-            .as_ref()
-            .is_some_and(|(_, at)| at.is_none_or(|at| offset >= at))
-        {
-            p.reset = None;
-        }
         p.pending.push_back(Entry {
             offset,
             done: false,
@@ -473,8 +496,8 @@ mod tests {
         let again = o.track("t", 0, 0);
         assert!(!o.counts(again));
         assert_eq!(o.reset_of("t", 0), Some("out of range"));
-        // A record at or past the failed offset (a reset forward, or the log past what was
-        // read): forgotten; so is one without a known offset at the first new offset.
+        // A record at the failed offset (the log past what was read): the reset is forgotten;
+        // so is one without a known offset at the first new offset.
         let new = o.track("t", 0, 12);
         assert!(o.counts(new));
         assert_eq!(o.reset_of("t", 0), None);
@@ -482,6 +505,22 @@ mod tests {
         let new = o.track("t", 0, 13);
         assert!(o.counts(new));
         assert_eq!(o.reset_of("t", 0), None);
+        assert_eq!(o.gap_of("t", 0), None);
+        // A record past the failed offset: the log starts above it now, and 14 and 15 are gone.
+        // Not counted, and nothing past 14 is committable.
+        o.reset("t", 0, Some(14), "out of range");
+        let past = o.track("t", 0, 16);
+        assert!(!o.counts(past));
+        assert_eq!(o.gap_of("t", 0), Some((14, "out of range")));
+        assert_eq!(o.reset_of("t", 0), Some("out of range"));
+        (0..14).for_each(|off| {
+            o.ack(Ack {
+                slot: 0,
+                epoch: o.slots[0].as_ref().unwrap().epoch,
+                offset: off,
+            })
+        });
+        assert_eq!(o.committable(), [("t".into(), 0, 14)]);
         // A new assignment starts without one.
         o.reset("t", 0, Some(20), "out of range");
         o.assign("t", 0);

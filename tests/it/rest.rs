@@ -30,6 +30,17 @@ fn change(id: i64, extra: Option<(&str, i64)>) -> Rec {
     }
 }
 
+/// A Debezium delete event of row `id`, after its `change`.
+fn delete_of(id: i64) -> Rec {
+    let payload = json!({"before": {"id": id, "name": format!("n{id}")}, "after": null,
+        "source": {"connector": "postgresql", "lsn": 2000 + id, "db": "d", "schema": "s", "table": "t"}, "op": "d"});
+    Rec {
+        partition: 0,
+        key: Some(json!({"id": id}).to_string()),
+        value: Some(payload.to_string()),
+    }
+}
+
 /// A worker with no connector, its REST API ready; `state` is its state directory.
 fn rest_worker(state: &std::path::Path) -> (Worker, String) {
     let dir = state.to_string_lossy().to_string();
@@ -186,6 +197,95 @@ fn pause_resume_stop_and_offsets_act_on_the_running_tasks() {
         404
     );
     assert_eq!(call(&url, "GET", "/connectors", None).1, json!([]));
+    assert!(w.stop().success());
+}
+
+/// Records removed from the log (here by DeleteRecords; `retention.ms` alike) while the
+/// connector was stopped, before it wrote them: its committed offset is below the log's start
+/// now. The task fails naming them and commits nothing past them, until the offsets are moved
+/// past the gap; then it goes on from there.
+#[test]
+fn records_removed_before_they_were_written_fail_the_task_until_the_offsets_are_moved() {
+    let topic = unique("it-rest-gap");
+    kafka::create_topic(&topic, 1);
+    let (mut w, url) = rest_worker(&state_dir());
+    let name = unique("rest-gap");
+    let group = format!("connect-{name}");
+    let (code, _) = post(&url, &name, &es_connector(&topic, &servers().es, &[]), None);
+    assert_eq!(code, 201);
+    kafka::produce(&topic, &(0..3).map(|i| change(i, None)).collect::<Vec<_>>());
+    let written = wait_docs(&topic, 3);
+    wait_committed(&group, &topic, 3);
+    assert_eq!(
+        call(&url, "PUT", &format!("/connectors/{name}/stop"), None).0,
+        204
+    );
+    wait_state(&url, &name, "STOPPED", None);
+    // 3 and 4 (a delete of row 1 among them) removed before the task read them; 5 kept.
+    kafka::produce(&topic, &[change(3, None), delete_of(1), change(5, None)]);
+    kafka::delete_records(&topic, 0, 5);
+    assert_eq!(
+        call(&url, "PUT", &format!("/connectors/{name}/resume"), None).0,
+        202
+    );
+    let status = wait_state(&url, &name, "RUNNING", Some("FAILED"));
+    let trace = status["tasks"][0]["trace"].as_str().unwrap_or_default();
+    assert!(
+        trace.contains(&format!(
+            "topic {topic} partition 0: offsets 3 to 4 are no longer in the log"
+        )),
+        "{status}\n{}",
+        w.log_tail(30)
+    );
+    // Nothing committed past the gap, nothing written after it: row 1 is still there, as the
+    // lost delete left it, and record 5 waits.
+    assert_eq!(
+        kafka::committed(&group, &topic, 1),
+        BTreeMap::from([(0, 3)])
+    );
+    assert_eq!(es::documents(&topic), written);
+    // A restart fails the same way: the committed offset is still below the log's start.
+    assert_eq!(
+        call(
+            &url,
+            "POST",
+            &format!("/connectors/{name}/tasks/0/restart"),
+            None
+        )
+        .0,
+        204
+    );
+    w.wait_log("offsets 3 to 4 are no longer in the log", WAIT);
+    wait_state(&url, &name, "RUNNING", Some("FAILED"));
+    assert_eq!(
+        kafka::committed(&group, &topic, 1),
+        BTreeMap::from([(0, 3)])
+    );
+    // The offsets moved past the gap, as the failure says: the task goes on from there.
+    assert_eq!(
+        call(&url, "PUT", &format!("/connectors/{name}/stop"), None).0,
+        204
+    );
+    wait_state(&url, &name, "STOPPED", None);
+    let past = json!({"offsets": [{"partition": {"kafka_topic": topic, "kafka_partition": 0}, "offset": {"kafka_offset": 5}}]});
+    let (code, body) = call(
+        &url,
+        "PATCH",
+        &format!("/connectors/{name}/offsets"),
+        Some(&past),
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        call(&url, "PUT", &format!("/connectors/{name}/resume"), None).0,
+        202
+    );
+    wait_state(&url, &name, "RUNNING", Some("RUNNING"));
+    let docs = wait_docs(&topic, 4);
+    wait_committed(&group, &topic, 6);
+    assert_eq!(docs["5"], (1005, json!({"id": 5, "name": "n5"})));
+    for (id, doc) in &written {
+        assert_eq!(&docs[id], doc, "document {id} rewritten");
+    }
     assert!(w.stop().success());
 }
 
