@@ -23,11 +23,14 @@ use super::{DecodeError, Options, Row, Source, Value, mongodb};
 pub struct AvroConverter {
     registry: Arc<Registry>,
     opts: Options,
-    /// One buffer per top-level envelope field, reused from record to record.
-    scratch: Vec<Vec<u8>>,
+    /// One buffer for a value's envelope fields, reused from record to record: every field is
+    /// written into it, so the cap on what a record may grow to ([`super::semantic::MAX_IMAGE`]) holds
+    /// for the record as a whole. Buffers of their own, each with its own cap, let one record
+    /// of forged decimals in forty fields ask for 2.5 GiB.
+    scratch: Vec<u8>,
     /// The key's buffer, reused likewise.
     key: Vec<u8>,
-    /// Where each field of `source` that sinks read lies in its buffer.
+    /// Where each field of `source` that sinks read lies in `scratch`.
     members: Vec<(Member, Range<usize>)>,
     /// The plans of the schema ids seen, which never change: the registry's shared cache
     /// takes two locks per lookup (4% of the task thread, end to end).
@@ -54,7 +57,6 @@ struct Envelope {
     plan: Arc<Plan>,
     /// Each top-level field's part, in the schema's order.
     parts: Vec<Part>,
-    op: usize,
     /// For each field of `source` (when it is a record), the member sinks read it as.
     members: Vec<Option<Member>>,
 }
@@ -75,7 +77,7 @@ enum Part {
 impl Layout {
     fn of(id: u32, plan: Arc<Plan>) -> Layout {
         let fields = plan.fields().unwrap_or_default();
-        let Some(op) = fields.iter().position(|f| f.name == "op") else {
+        if !fields.iter().any(|f| f.name == "op") {
             return Layout::Other(match plan.name().and_then(super::skip_by_schema_name) {
                 Some(skip) => Ok(skip),
                 None => Err(format!(
@@ -83,7 +85,7 @@ impl Layout {
                     plan.name().unwrap_or("not a record")
                 )),
             });
-        };
+        }
         let mut members = Vec::new();
         let parts = fields
             .iter()
@@ -103,11 +105,31 @@ impl Layout {
         Layout::Change(Envelope {
             plan,
             parts,
-            op,
             members,
         })
     }
 }
+
+/// `buf`'s length, after padding it to a multiple of 8: `source`'s text starts on a word, where
+/// UTF-8 checks take it a word at a time (unaligned, they took its first bytes one by one: 0.4%
+/// of the Avro hot path's instructions).
+fn aligned(buf: &mut Vec<u8>) -> usize {
+    while !buf.len().is_multiple_of(8) {
+        buf.push(b' ');
+    }
+    buf.len()
+}
+
+/// The text of a part at `span` of `buf`; `None` when null or not written. Inlined: called
+/// through a closure, it cost about 40 instructions a call (callgrind, the Avro hot path).
+#[inline(always)]
+fn written<'b>(buf: &'b [u8], span: &Range<usize>) -> Option<&'b [u8]> {
+    let b = buf.get(span.clone())?;
+    (!b.is_empty() && b != b"null").then_some(b)
+}
+
+/// The most a decoding buffer keeps for the next record (a 6 KB record takes about 10 KB).
+const KEEP: usize = 1 << 20;
 
 /// The schema id and the Avro body of a Confluent-framed record.
 fn frame(bytes: &[u8]) -> Result<(u32, &[u8]), DecodeError> {
@@ -159,9 +181,15 @@ impl AvroConverter {
         let plan = self.plan(id)?;
         let mut r = Reader::new(body);
         self.key.clear();
-        read::write(&mut r, &plan, &self.opts, &mut self.key).map_err(|e| bad(id, &e))?;
-        finished(&r, id)?;
-        Ok(Row::from_bytes(self.key.to_vec()))
+        let written =
+            read::write(&mut r, &plan, &self.opts, &mut self.key).map_err(|e| bad(id, &e));
+        let key = written
+            .and_then(|()| finished(&r, id))
+            .map(|()| Row::from_bytes(self.key.to_vec()));
+        if self.key.capacity() > KEEP {
+            self.key = Vec::new();
+        }
+        key
     }
 
     /// The layout of value schema `id`, worked out the first time it is seen.
@@ -178,6 +206,17 @@ impl AvroConverter {
     /// not one, and not in the wire format (Confluent's deserializer refuses it too): taken as a
     /// tombstone, it deleted its key's document.
     pub fn value(&mut self, bytes: Option<&[u8]>) -> Result<Value, DecodeError> {
+        let value = self.decode_value(bytes);
+        // A forged record may have grown the buffer to the cap: not kept for the next one.
+        if self.scratch.capacity() > KEEP {
+            self.scratch = Vec::new();
+        }
+        value
+    }
+
+    // Inlined: as a call, its `Value` was moved once more (a `memcpy` per record).
+    #[inline(always)]
+    fn decode_value(&mut self, bytes: Option<&[u8]>) -> Result<Value, DecodeError> {
         let Some(bytes) = bytes else {
             return Ok(Value::Tombstone);
         };
@@ -189,26 +228,29 @@ impl AvroConverter {
             Layout::Other(Err(e)) => return Err(DecodeError::new(e.clone())),
         };
         let fields = env.plan.fields().unwrap_or_default();
-        if self.scratch.len() < fields.len() {
-            self.scratch.resize_with(fields.len(), Vec::new);
-        }
+        let buf = &mut self.scratch;
+        buf.clear();
+        // Where each part lies in `buf`, by `Part` (empty: not written; `Other` is not).
+        let mut spans = [const { 0..0 }; 6];
         let mut r = Reader::new(body);
         self.members.clear();
         // `before` comes ahead of `op`, and only a delete's is read: it is skipped, and written
         // once `op` says it is a delete (where it began, and its field's index).
         let mut before_at = None;
-        for (i, ((f, part), buf)) in fields
-            .iter()
-            .zip(&env.parts)
-            .zip(self.scratch.iter_mut())
-            .enumerate()
-        {
-            buf.clear();
+        for (i, (f, part)) in fields.iter().zip(&env.parts).enumerate() {
+            // `source`'s text is checked as UTF-8 (the images are when copied out).
+            let start = match part {
+                Part::SourceRecord | Part::Source => aligned(buf),
+                _ => buf.len(),
+            };
             let written = match (part, &f.plan.node) {
                 (Part::Before, _) => {
                     before_at = Some((r.pos, i));
                     read::skip(&mut r, &f.plan)
                 }
+                // Read by no sink (`transaction`, `ts_us`…): passed over, as the JSON decoder
+                // passes over them.
+                (Part::Other, _) => read::skip(&mut r, &f.plan),
                 // `source`: where each field sinks read lies, so that they need not be parsed
                 // again from the JSON.
                 (Part::SourceRecord, Node::Record { fields: sf, .. }) => {
@@ -223,61 +265,69 @@ impl AvroConverter {
                 _ => read::write(&mut r, &f.plan, &self.opts, buf),
             };
             written.map_err(|e| bad(id, &format!("field `{}`: {e}", f.name)))?;
+            if let Some(span) = spans.get_mut(*part as usize) {
+                *span = start..buf.len();
+            }
         }
         finished(&r, id)?;
         // `op` as the reader wrote it: a JSON string, which for "d" has nothing to escape.
-        let delete = self.scratch[env.op] == br#""d""#;
+        let delete = buf[spans[Part::Op as usize].clone()] == *br#""d""#;
         if let Some((at, i)) = before_at.filter(|_| delete) {
             let mut r = Reader::new(body);
             r.pos = at;
-            read::write_image(&mut r, &fields[i].plan, &self.opts, &mut self.scratch[i])
+            let start = buf.len();
+            read::write_image(&mut r, &fields[i].plan, &self.opts, buf)
                 .map_err(|e| bad(id, &format!("field `before`: {e}")))?;
+            spans[Part::Before as usize] = start..buf.len();
         }
+        // Each part's text; `None` when null or not written (`before` of anything but a
+        // delete).
+        let buf = &self.scratch[..];
         // Borrowed: no allocation per record for a one-letter string.
         let op = super::row::some_str(&mut serde_json::Deserializer::from_slice(
-            &self.scratch[env.op],
+            written(buf, &spans[Part::Op as usize]).unwrap_or(b"null"),
         ))
         .map_err(|e| bad(id, &format!("`op` is not a string: {e}")))?
         .ok_or_else(|| bad(id, "`op` is null"))?;
-        let (mut before, mut after, mut source, mut ts_ms) = (None, None, None, None);
-        // Rows are copied out of the buffers, which keep their capacity for the next record
-        // (taking them made every record grow its buffers again: 11% of this decoder). Only a
+        // Rows are copied out of the buffer, which keeps its capacity for the next record
+        // (taking buffers made every record grow them again: 11% of this decoder). Only a
         // delete's before image is read by a sink (`ChangeEvent::before`).
-        for (part, buf) in env.parts.iter().zip(&self.scratch) {
-            // Null, or not written (`before` of anything but a delete).
-            if buf == b"null" || buf.is_empty() {
-                continue;
-            }
-            match part {
-                // Written only for a delete (above).
-                Part::Before => {
-                    before = Some(image(buf).map_err(|e| bad(id, &format!("`before`: {e}")))?)
-                }
-                Part::After => {
-                    after = Some(image(buf).map_err(|e| bad(id, &format!("`after`: {e}")))?)
-                }
-                Part::SourceRecord | Part::Source => source = Some((*part, buf.as_slice())),
-                // An integer, as the JSON decoder requires it: a `ts_ms` of another type (a
-                // timestamp written out, a double) is refused, not dropped.
-                Part::TsMs => {
-                    ts_ms = Some(
-                        std::str::from_utf8(buf)
-                            .ok()
-                            .and_then(|t| t.parse::<i64>().ok())
-                            .ok_or_else(|| {
-                                bad(
-                                    id,
-                                    &format!(
-                                        "`ts_ms` is not an integer: {}",
-                                        String::from_utf8_lossy(&buf[..buf.len().min(64)])
-                                    ),
-                                )
-                            })?,
-                    )
-                }
-                Part::Op | Part::Other => {}
-            }
-        }
+        // Matched, not mapped: the closures were calls of their own (callgrind).
+        let before = match written(buf, &spans[Part::Before as usize]) {
+            Some(b) => Some(image(b).map_err(|e| bad(id, &format!("`before`: {e}")))?),
+            None => None,
+        };
+        let after = match written(buf, &spans[Part::After as usize]) {
+            Some(b) => Some(image(b).map_err(|e| bad(id, &format!("`after`: {e}")))?),
+            None => None,
+        };
+        let source = match (
+            written(buf, &spans[Part::SourceRecord as usize]),
+            written(buf, &spans[Part::Source as usize]),
+        ) {
+            (Some(b), _) => Some((Part::SourceRecord, b)),
+            (None, Some(b)) => Some((Part::Source, b)),
+            (None, None) => None,
+        };
+        // An integer, as the JSON decoder requires it: a `ts_ms` of another type (a timestamp
+        // written out, a double) is refused, not dropped.
+        let ts_ms = match written(buf, &spans[Part::TsMs as usize]) {
+            Some(b) => Some(
+                std::str::from_utf8(b)
+                    .ok()
+                    .and_then(|t| t.parse::<i64>().ok())
+                    .ok_or_else(|| {
+                        bad(
+                            id,
+                            &format!(
+                                "`ts_ms` is not an integer: {}",
+                                String::from_utf8_lossy(&b[..b.len().min(64)])
+                            ),
+                        )
+                    })?,
+            ),
+            None => None,
+        };
         let members = &self.members;
         let keep = self.opts.keep_source;
         let source = |read| {
@@ -290,9 +340,12 @@ impl AvroConverter {
             }
             // The ranges lie between ASCII bytes (`:` and `,`), so `get` always finds them;
             // were one missing, the empty text is refused by the field's own parser.
-            let named = members
-                .iter()
-                .map(|(m, range)| (*m, text.get(range.clone()).unwrap_or("")));
+            // Noted where they lie in the buffer, `source`'s text starting at `from`.
+            let from = spans[Part::SourceRecord as usize].start;
+            let named = members.iter().map(|(m, range)| {
+                let local = range.start.wrapping_sub(from)..range.end.wrapping_sub(from);
+                (*m, text.get(local).unwrap_or(""))
+            });
             Source::from_members(text, named, read, keep).map(Some)
         };
         super::change(&op, before, after, source, ts_ms)
@@ -363,7 +416,6 @@ mod tests {
                 Part::TsMs
             ]
         );
-        assert_eq!(env.op, 4);
         assert_eq!(
             env.members,
             [
@@ -380,7 +432,7 @@ mod tests {
         ) else {
             panic!()
         };
-        assert_eq!((env.parts, env.op), (vec![Part::Op, Part::Source], 0));
+        assert_eq!(env.parts, [Part::Op, Part::Source]);
         // Records Debezium writes beside changes are skipped by name; anything else refused.
         let heartbeat = layout(
             r#"{"type":"record","name":"Heartbeat","namespace":"io.debezium.connector.common","fields":[{"name":"ts_ms","type":"long"}]}"#,
@@ -674,5 +726,59 @@ mod tests {
                 .message
                 .contains("fewer than the 5-byte header")
         );
+    }
+
+    #[test]
+    fn a_record_is_capped_as_a_whole_and_fields_no_sink_reads_are_passed_over() {
+        use super::read::tests::zz;
+        let registry = registry::shared(&["http://127.0.0.1:9".to_string()], None).unwrap();
+        let mut c = AvroConverter::new(registry, Options::default());
+        // Each item a decimal of one byte whose text is 131 075 bytes long.
+        let decimals = r#"{"type":"array","items":{"type":"bytes","logicalType":"decimal","precision":131072,"scale":131072}}"#;
+        let schema = format!(
+            r#"{{"type":"record","name":"Envelope","fields":[
+                {{"name":"after","type":{{"type":"record","name":"V","fields":[{{"name":"d","type":{decimals}}}]}}}},
+                {{"name":"source","type":{{"type":"record","name":"S","fields":[{{"name":"d","type":{decimals}}}]}}}},
+                {{"name":"transaction","type":{decimals}}},
+                {{"name":"op","type":"string"}}]}}"#
+        );
+        c.plans.insert(7, Arc::new(plan::compile(&schema).unwrap()));
+        let items = |n: i64| {
+            let mut v = Vec::new();
+            if n > 0 {
+                v = zz(n);
+                for _ in 0..n {
+                    v.extend([2u8, 1]);
+                }
+            }
+            v.push(0);
+            v
+        };
+        let record = |after: i64, source: i64, transaction: i64| {
+            let mut v = vec![0, 0, 0, 0, 7];
+            v.extend(items(after));
+            v.extend(items(source));
+            v.extend(items(transaction));
+            v.extend([2, b'c']);
+            v
+        };
+        // About 40 MiB in `after` and as much in `source`: each under the cap, together over
+        // it (in buffers of their own, each field had a cap of its own).
+        let Err(err) = c.value(Some(&record(320, 320, 0))) else {
+            panic!("a record of 80 MiB was taken");
+        };
+        assert!(
+            err.message.contains("larger than 64 MiB"),
+            "{}",
+            err.message
+        );
+        // About 40 MiB in `after` and as much in `transaction`, which no sink reads: passed
+        // over, not written.
+        let Ok(Value::Change(change)) = c.value(Some(&record(320, 0, 320))) else {
+            panic!("a record whose `transaction` no sink reads was refused or not a change");
+        };
+        assert!(change.after.unwrap().as_str().len() > 40_000_000);
+        // Neither record's buffer kept for the next.
+        assert!(c.scratch.capacity() <= KEEP, "{}", c.scratch.capacity());
     }
 }

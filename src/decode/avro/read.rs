@@ -265,19 +265,29 @@ pub fn write(
             Ok(())
         }
         (Node::Record { fields, .. }, Conv::Point) => {
+            // The coordinates are written where the point goes, so that the record's cap on
+            // its size counts them, then taken back out: in a buffer of their own, coordinates
+            // of forged arrays grew past it.
+            let start = out.len();
             let (mut x, mut y) = (None, None);
-            let mut scratch = Vec::new();
             for f in fields {
-                scratch.clear();
-                write(r, &f.plan, opts, &mut scratch)?;
-                let text = String::from_utf8_lossy(&scratch).into_owned();
+                let at = out.len() - start;
                 match f.name.as_str() {
-                    "x" => x = Some(text),
-                    "y" => y = Some(text),
+                    "x" | "y" => write(r, &f.plan, opts, out)?,
+                    _ => skip(r, &f.plan)?,
+                }
+                let span = at..out.len() - start;
+                match f.name.as_str() {
+                    "x" => x = Some(span),
+                    "y" => y = Some(span),
                     _ => {}
                 }
             }
-            semantic::point(out, x.as_deref(), y.as_deref())
+            let written = out.split_off(start);
+            let text = |span: Option<Range<usize>>| {
+                span.map(|s| String::from_utf8_lossy(&written[s]).into_owned())
+            };
+            semantic::point(out, text(x).as_deref(), text(y).as_deref())
         }
         (node, _) => write_plain(r, node, opts, out),
     }
@@ -489,11 +499,11 @@ pub fn skip(r: &mut Reader<'_>, plan: &Plan) -> Result<(), String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::decode::avro::plan::compile;
 
-    fn zz(v: i64) -> Vec<u8> {
+    pub(crate) fn zz(v: i64) -> Vec<u8> {
         let mut n = ((v << 1) ^ (v >> 63)) as u64;
         let mut out = vec![];
         loop {
