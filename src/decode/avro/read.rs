@@ -151,22 +151,41 @@ fn write_base64(out: &mut Vec<u8>, bytes: &[u8]) {
     out.push(b'"');
 }
 
-/// A float as JSON: Java's way for whole numbers (`2.0`), strings for what JSON cannot hold,
-/// spelled as Kafka Connect's JsonConverter (Jackson) writes them, so that a JSON topic and an
-/// Avro topic of the same changes give the same documents: `"NaN"`, `"Infinity"`,
-/// `"-Infinity"` (Rust spells the infinities `inf`).
-fn write_float(out: &mut Vec<u8>, text: String, finite: bool) {
-    if !finite {
-        let java = match text.as_str() {
-            "inf" => "Infinity",
-            "-inf" => "-Infinity",
-            other => other,
+/// A float as JSON, spelled as Kafka Connect's JsonConverter (Jackson, Java's
+/// `Double.toString`) writes it, so that a JSON topic and an Avro topic of the same changes give
+/// the same documents and the same ids (a key's text is its id): the shortest digits, `2.0` for
+/// whole numbers, Java's scientific notation outside 10⁻³ ≤ |x| < 10⁷ (`1.0E7`, `1.5E-5`), and
+/// strings for what JSON cannot hold (`"NaN"`, `"Infinity"`, `"-Infinity"`).
+fn write_float<F>(out: &mut Vec<u8>, f: F)
+where
+    F: std::fmt::Display + std::fmt::LowerExp + Into<f64> + Copy,
+{
+    let v: f64 = f.into();
+    if !v.is_finite() {
+        let java = match (v.is_nan(), v > 0.0) {
+            (true, _) => "NaN",
+            (false, true) => "Infinity",
+            (false, false) => "-Infinity",
         };
         write_str(out, java);
         return;
     }
+    let a = v.abs();
+    if a != 0.0 && !(1e-3..1e7).contains(&a) {
+        // Rust's `1.5e-5`: the same shortest digits, written as Java writes them.
+        let text = format!("{f:e}");
+        let (mantissa, exponent) = text.split_once('e').unwrap_or((&text, "0"));
+        out.extend_from_slice(mantissa.as_bytes());
+        if !mantissa.contains('.') {
+            out.extend_from_slice(b".0");
+        }
+        out.push(b'E');
+        out.extend_from_slice(exponent.as_bytes());
+        return;
+    }
+    let text = f.to_string();
     out.extend_from_slice(text.as_bytes());
-    if !text.contains(['.', 'e', 'E']) {
+    if !text.contains('.') {
         out.extend_from_slice(b".0");
     }
 }
@@ -330,12 +349,10 @@ fn write_plain(
         Node::Int => semantic::push_i64(out, r.int()?),
         Node::Long => semantic::push_i64(out, r.long()?),
         Node::Float => {
-            let f = r.float()?;
-            write_float(out, f.to_string(), f.is_finite());
+            write_float(out, r.float()?);
         }
         Node::Double => {
-            let f = r.double()?;
-            write_float(out, f.to_string(), f.is_finite());
+            write_float(out, r.double()?);
         }
         Node::Bytes => write_base64(out, r.bytes()?),
         Node::Fixed(n) => write_base64(out, r.take(*n)?),
@@ -560,7 +577,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn floats_json_cannot_hold_are_spelled_as_kafka_connect_spells_them() {
+    fn floats_are_spelled_as_kafka_connect_spells_them() {
         let plan = compile(
             r#"{"type":"record","name":"r","fields":[{"name":"d","type":"double"},{"name":"f","type":"float"}]}"#,
         )
@@ -572,6 +589,13 @@ pub(crate) mod tests {
                 r#"{"d":"Infinity","f":"-Infinity"}"#,
             ),
             (f64::NAN, 1.5, r#"{"d":"NaN","f":1.5}"#),
+            // Java's notation: scientific outside 10⁻³ ≤ |x| < 10⁷, as the JSON topic's text.
+            (1e7, 1e-5, r#"{"d":1.0E7,"f":1.0E-5}"#),
+            (2.0, 0.001, r#"{"d":2.0,"f":0.001}"#),
+            (-1.2345e-4, 9_999_999.0, r#"{"d":-1.2345E-4,"f":9999999.0}"#),
+            (1.5e300, f32::MAX, r#"{"d":1.5E300,"f":3.4028235E38}"#),
+            (-0.0, 0.0, r#"{"d":-0.0,"f":0.0}"#),
+            (123_456.789, -1.0e7, r#"{"d":123456.789,"f":-1.0E7}"#),
         ] {
             let mut data = d.to_le_bytes().to_vec();
             data.extend(f.to_le_bytes());
