@@ -256,8 +256,10 @@ impl JsonConverter {
         }
         let mut schema = None;
         let mut payload = None;
+        // A walk that fails part way (a name serde cannot read, a lone surrogate) leaves the
+        // key whole: taken as `{"payload":…}` from what was read before, it lost a member.
         let mut others = false;
-        let _ = for_each_field(top.get(), |k, v| {
+        let walked = for_each_field(top.get(), |k, v| {
             match k {
                 "schema" => schema = Some(v),
                 "payload" => payload = Some(v),
@@ -265,6 +267,7 @@ impl JsonConverter {
             }
             Ok(())
         });
+        others |= walked.is_err();
         match payload {
             Some(p) if !others => (schema, p),
             _ => (None, top),
@@ -875,6 +878,10 @@ mod tests {
                 .as_str(),
             r#"{"id":3}"#
         );
+        // A member whose name serde cannot read, after `payload`: the key is not taken as the
+        // payload with that member dropped (the document would have had id 1).
+        let key = br#"{"payload":{"id":1},"\udc00":2}"#;
+        assert_eq!(c.key("t", key).unwrap().as_str().as_bytes(), key);
         let mut no_unwrap = JsonConverter::new(Options::default(), Some(false));
         assert_eq!(
             no_unwrap.key("t", br#"{"payload":3}"#).unwrap().as_str(),
