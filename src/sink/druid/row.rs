@@ -69,7 +69,18 @@ impl Rows {
                     truncate(row.as_str())
                 ));
             }
-            flatten(row.as_str(), "", &self.cfg.separator, &mut out, &mut first)?;
+            let mut nested = false;
+            flatten(
+                row.as_str(),
+                "",
+                &self.cfg.separator,
+                &mut out,
+                &mut first,
+                &mut nested,
+            )?;
+            if nested {
+                unique_columns(&mut out, &self.cfg.separator)?;
+            }
         }
         // Read with the rest of `source` when it was decoded (parsing its JSON again for it
         // was a second walk over the block per row).
@@ -151,23 +162,43 @@ fn table_of(ev: &ChangeEvent) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join("."))
 }
 
-/// Writes the fields of object `json` into `out`, nested objects as `parent<sep>child` columns.
+/// The columns cdc-sink adds to each row.
+const OWN_COLUMNS: [&str; 6] = [
+    "__op",
+    "__deleted",
+    "__source_ts_ms",
+    "__version",
+    "__kafka_offset",
+    "__time",
+];
+
+/// Writes the fields of object `json` into `out`, nested objects as `parent<sep>child` columns
+/// (`nested` set when there is one). A column named as one cdc-sink adds is refused: Druid
+/// would keep one of the two values without a word.
 fn flatten(
     json: &str,
     prefix: &str,
     sep: &str,
     out: &mut Vec<u8>,
     first: &mut bool,
+    nested: &mut bool,
 ) -> Result<(), String> {
     for_each_field(json, |name, v| {
         let raw = v.get().trim();
         if raw.starts_with('{') {
+            *nested = true;
             let column = if prefix.is_empty() {
                 name.to_string()
             } else {
                 format!("{prefix}{sep}{name}")
             };
-            return flatten(raw, &column, sep, out, first);
+            return flatten(raw, &column, sep, out, first, nested);
+        }
+        if prefix.is_empty() && name.starts_with("__") && OWN_COLUMNS.contains(&name) {
+            return Err(format!(
+                "the row has a column named {name}, which cdc-sink adds to every row: rename \
+                 the column (a transform) or leave it out"
+            ));
         }
         if !std::mem::take(first) {
             out.push(b',');
@@ -176,7 +207,14 @@ fn flatten(
         let _ = if prefix.is_empty() {
             serde_json::to_writer(&mut *out, name)
         } else {
-            serde_json::to_writer(&mut *out, &format!("{prefix}{sep}{name}"))
+            let column = format!("{prefix}{sep}{name}");
+            if OWN_COLUMNS.contains(&column.as_str()) {
+                return Err(format!(
+                    "the row's nested field {prefix}.{name} is flattened into column {column}, \
+                     which cdc-sink adds to every row: set another flatten.separator"
+                ));
+            }
+            serde_json::to_writer(&mut *out, &column)
         };
         out.push(b':');
         out.extend_from_slice(raw.as_bytes());
@@ -184,9 +222,102 @@ fn flatten(
     })
 }
 
+/// Refuses a row (its columns so far in `out`, after its `{`) whose flattened columns share a
+/// name (`{"a":{"b":1},"a_b":2}`): Druid would keep one of the two values without a word. Only
+/// rows with a nested object are checked; a JSON object's own names are unique.
+fn unique_columns(out: &mut Vec<u8>, sep: &str) -> Result<(), String> {
+    out.push(b'}');
+    let mut seen = std::collections::HashSet::new();
+    let mut twice = None;
+    let walked = std::str::from_utf8(out)
+        .map_err(|e| e.to_string())
+        .and_then(|text| {
+            for_each_field(text, |name, _| {
+                if !seen.insert(name.to_string()) && twice.is_none() {
+                    twice = Some(name.to_string());
+                }
+                Ok(())
+            })
+        });
+    out.pop();
+    walked?;
+    match twice {
+        Some(name) => Err(format!(
+            "two of the row's fields are flattened into one column {name} (a nested field joined \
+             with flatten.separator {sep:?} gives the name of another column): set another \
+             flatten.separator"
+        )),
+        None => Ok(()),
+    }
+}
+
 fn truncate(s: &str) -> &str {
     match s.char_indices().nth(200) {
         Some((i, _)) => &s[..i],
         None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connector::{ConnectorConfig, ConnectorSpec, SinkSpec};
+    use crate::decode::Op;
+
+    fn rows() -> Rows {
+        let config = ConnectorConfig::from_json(
+            r#"{"name":"d","config":{"connector.class":"druid","topics":"t"}}"#,
+        )
+        .unwrap();
+        let SinkSpec::Druid(cfg) = ConnectorSpec::validate(&config).unwrap().sink else {
+            unreachable!()
+        };
+        Rows::new(Arc::new(*cfg))
+    }
+
+    fn row(rows: &mut Rows, after: &str) -> Result<String, String> {
+        let value = Value::Change(ChangeEvent {
+            op: Op::Create,
+            before: None,
+            after: Some(Row::from_json(after)),
+            source: None,
+            ts_ms: None,
+        });
+        let key = Row::from_json(r#"{"id":1}"#);
+        let rec = SinkRecord {
+            topic: "t",
+            kafka_topic: "t",
+            partition: 0,
+            offset: 7,
+            timestamp_ms: Some(1000),
+            key: Some(&key),
+            value: &value,
+            received_ms: 0,
+        };
+        match rows.map(&rec)? {
+            Mapped::Row { value, .. } => Ok(String::from_utf8(value).unwrap()),
+            Mapped::Skip(why) => Err(why.into()),
+        }
+    }
+
+    #[test]
+    fn columns_that_would_share_a_name_are_refused() {
+        let mut rows = rows();
+        assert_eq!(
+            row(&mut rows, r#"{"id":1,"a":{"b":2,"c":{"d":3}}}"#).unwrap(),
+            r#"{"id":1,"a_b":2,"a_c_d":3,"__op":"c","__deleted":false,"__source_ts_ms":null,"__version":7,"__kafka_offset":7,"__time":1000}"#
+        );
+        // Flattened onto another column: Druid would keep one of the two values.
+        let e = row(&mut rows, r#"{"id":1,"a":{"b":1},"a_b":2}"#).unwrap_err();
+        assert!(e.contains("one column a_b ("), "{e}");
+        let e = row(&mut rows, r#"{"a_b":2,"id":1,"a":{"b":1}}"#).unwrap_err();
+        assert!(e.contains("one column a_b ("), "{e}");
+        // Named as a column cdc-sink adds, or flattened into one.
+        let e = row(&mut rows, r#"{"id":1,"__version":5}"#).unwrap_err();
+        assert!(e.contains("column named __version"), "{e}");
+        let e = row(&mut rows, r#"{"id":1,"_":{"time":5}}"#).unwrap_err();
+        assert!(e.contains("column __time"), "{e}");
+        // Other names starting with `__` are the table's own.
+        assert!(row(&mut rows, r#"{"id":1,"__note":5}"#).is_ok());
     }
 }
