@@ -7,6 +7,7 @@ pub mod transforms;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -667,18 +668,10 @@ impl ConnectorSpec {
                 format!("must be at most {MAX_TASKS} (each task is a thread and a Kafka consumer)"),
             );
         }
-        // A revocation waits up to flush.timeout.ms for in-flight writes inside the rebalance;
-        // the group expels a member that takes longer than max.poll.interval.ms.
         let max_poll = o.parse("consumer.override.max.poll.interval.ms", 300_000u64);
-        if sink.flush_timeout().as_millis() >= u128::from(max_poll) {
-            o.error(
-                "flush.timeout.ms",
-                format!(
-                    "{} ms must be less than max.poll.interval.ms ({max_poll} ms), or the group \
-                     expels the task while it finishes its writes on a rebalance",
-                    sink.flush_timeout().as_millis()
-                ),
-            );
+        let heartbeat = o.parse("consumer.override.heartbeat.interval.ms", 3_000u64);
+        if let Some(e) = poll_interval_error(sink.flush_timeout(), max_poll, heartbeat) {
+            o.error("flush.timeout.ms", e);
         }
 
         // Unknown keys: anything not documented, not a prefix family, not a framework key.
@@ -727,6 +720,28 @@ impl ConnectorSpec {
     pub fn group_id(&self) -> String {
         format!("connect-{}", self.name)
     }
+}
+
+/// What a revocation may take beyond `flush.timeout.ms` before its task leaves the rebalance:
+/// giving up writes still unfinished (up to 5 s for a bulk request already sent) and the
+/// synchronous commit of what was written.
+const REVOCATION_SLACK_MS: u64 = 10_000;
+
+/// A revocation waits up to `flush.timeout.ms` for in-flight writes inside the rebalance, and
+/// the group gives a member's partitions to another once `max.poll.interval.ms` has passed
+/// since the rebalance began: the task may learn of the rebalance a heartbeat late, and must
+/// be done with the partitions before the next owner writes them. `None` when `flush` fits.
+pub fn poll_interval_error(flush: Duration, max_poll_ms: u64, heartbeat_ms: u64) -> Option<String> {
+    let most = max_poll_ms.saturating_sub(heartbeat_ms.saturating_add(REVOCATION_SLACK_MS));
+    (flush.as_millis() > u128::from(most)).then(|| {
+        format!(
+            "{} ms must be at most max.poll.interval.ms ({max_poll_ms} ms) less \
+             heartbeat.interval.ms ({heartbeat_ms} ms) and 10 s, {most} ms: a revocation waits \
+             that long for the task's writes, and the group gives the task's partitions to \
+             another member once max.poll.interval.ms has passed since the rebalance began",
+            flush.as_millis()
+        )
+    })
 }
 
 #[cfg(test)]
@@ -885,9 +900,21 @@ mod tests {
         .unwrap_err();
         assert!(
             err.contains(
-                "flush.timeout.ms: 60000 ms must be less than max.poll.interval.ms (30000 ms)"
+                "flush.timeout.ms: 60000 ms must be at most max.poll.interval.ms (30000 ms) less heartbeat.interval.ms (3000 ms) and 10 s, 17000 ms"
             ),
             "{err}"
+        );
+        // Below max.poll.interval.ms is not enough: the revocation's own slack must fit too.
+        let err = spec(
+            r#"{"name":"x","config":{"connector.class":"elasticsearch","topics":"t","connection.url":"http://es:9200",
+               "flush.timeout.ms":"299000","consumer.override.heartbeat.interval.ms":"1000"}}"#,
+        )
+        .unwrap_err();
+        assert!(err.contains("289000 ms"), "{err}");
+        assert!(
+            spec(r#"{"name":"x","config":{"connector.class":"elasticsearch","topics":"t","connection.url":"http://es:9200",
+                "flush.timeout.ms":"289000","consumer.override.heartbeat.interval.ms":"1000"}}"#)
+                .is_ok()
         );
         assert!(
             spec(r#"{"name":"x","config":{"connector.class":"elasticsearch","topics":"t","connection.url":"http://es:9200"}}"#)

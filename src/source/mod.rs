@@ -373,17 +373,21 @@ pub fn consumer_config(settings: &Settings, spec: &ConnectorSpec, task: usize) -
 /// the connector's own override; here against what the consumer gets, the worker's
 /// `[kafka.properties]` included.
 pub fn check_poll_interval(c: &ClientConfig, flush: std::time::Duration) -> Result<(), String> {
-    let max_poll: u64 = c
-        .get("max.poll.interval.ms")
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(300_000);
-    if flush.as_millis() >= u128::from(max_poll) {
-        return Err(format!(
-            "flush.timeout.ms ({} ms) must be less than max.poll.interval.ms ({max_poll} ms, from the worker's [kafka.properties] or consumer.override.max.poll.interval.ms), or the group expels the task while it finishes its writes on a rebalance",
-            flush.as_millis()
-        ));
+    let get = |k: &str, default: u64| {
+        c.get(k)
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(default)
+    };
+    let (max_poll, heartbeat) = (
+        get("max.poll.interval.ms", 300_000),
+        get("heartbeat.interval.ms", 3_000),
+    );
+    match crate::connector::poll_interval_error(flush, max_poll, heartbeat) {
+        Some(e) => Err(format!(
+            "flush.timeout.ms: {e} (from the worker's [kafka.properties] or the connector's consumer.override.*)"
+        )),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// The largest fetch response to ask for when the user did not say. One response is held in
