@@ -12,8 +12,9 @@
 //! error that says so; one above them (positions after a few offsets) is written. The Druid
 //! connector keeps every row and orders nothing by it: nothing is checked.
 //!
-//! What the check knows is the task's memory since it started: a task started again (a restart,
-//! a rebalance) learns each partition afresh from the changes it reads.
+//! What the check knows is the task's memory since it started, kept when a rebalance gives a
+//! partition back to the same task (docs/versions.md): a task started again (a restart) learns
+//! each partition afresh from the changes it reads.
 
 use crate::decode::ChangeEvent;
 use crate::sink::SinkRecord;
