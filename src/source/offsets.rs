@@ -154,6 +154,12 @@ impl Offsets {
         if let Some(slot) = self.slot_of(topic, partition)
             && let Some(p) = self.slots[slot as usize].as_mut()
         {
+            // A second reset before a record came: the first failed offset is where the
+            // records read next would have begun.
+            let at = match (&p.reset, at) {
+                (Some((_, Some(first))), Some(at)) => Some(at.min(*first)),
+                _ => at,
+            };
             p.reset = Some((message.to_string(), at));
         }
     }
@@ -217,13 +223,21 @@ impl Offsets {
                 offset,
             };
         }
-        match p.reset.as_ref().map(|(_, at)| *at) {
+        match p.reset.as_ref().map(|(why, at)| (*at, to_start(why))) {
+            // The first record of this assignment, below `at`: the log starts again below it (a
+            // topic created again). A record past `at` is then no sign of a gap (`at` may be a
+            // transaction marker in the new log), and nothing was read before to take a record
+            // for. (Records of the assignment's first fetch that come after the reset of a
+            // later one are taken so too: a gap right behind them goes unseen.)
+            Some((Some(at), _)) if offset < at && p.next.is_none() => p.reset = None,
             // Fetched before the reset: new records.
-            Some(Some(at)) if offset < at => {}
-            // The fetch at `at` was out of range and the log now starts past it: the records
-            // between are gone (retention, DeleteRecords), never written. Not counted, so that
-            // nothing is committed past them (`read_again` fails the task).
-            Some(Some(at)) if offset > at => {
+            Some((Some(at), _)) if offset < at => {}
+            // The fetch at `at` was out of range and the log, read again from its start, now
+            // starts past it: the records between are gone (retention, DeleteRecords), never
+            // written. Not counted, so that nothing is committed past them (`read_again` fails
+            // the task). (A reset to the log's end, `auto.offset.reset=latest`, skips records
+            // as the user asked.)
+            Some((Some(at), true)) if offset > at => {
                 p.gap = Some(at);
                 return Ack {
                     slot,
@@ -280,7 +294,10 @@ impl Offsets {
         let Some(p) = self.slots[slot as usize].as_mut() else {
             return;
         };
+        // Not while a reset of the position is unresolved: the position may have moved past
+        // records removed from the log (a transaction marker first at its new start).
         if p.pending.is_empty()
+            && p.reset.is_none()
             && p.next.is_some_and(|n| position > n)
             && p.watermark.is_none_or(|w| position > w)
             && p.committed.is_none_or(|c| position > c)
@@ -430,6 +447,15 @@ impl Offsets {
     }
 }
 
+/// Whether librdkafka's reset line (`… offset reset (at offset 10 …) to offset BEGINNING …`,
+/// or `to cached BEGINNING offset …`) moved the position to the log's start, as
+/// `auto.offset.reset=earliest` (cdc-sink's default) does.
+fn to_start(line: &str) -> bool {
+    line.split_once(") to ").is_some_and(|(_, to)| {
+        to.starts_with("offset BEGINNING") || to.starts_with("cached BEGINNING")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -506,13 +532,16 @@ mod tests {
         assert!(o.counts(new));
         assert_eq!(o.reset_of("t", 0), None);
         assert_eq!(o.gap_of("t", 0), None);
-        // A record past the failed offset: the log starts above it now, and 14 and 15 are gone.
-        // Not counted, and nothing past 14 is committable.
-        o.reset("t", 0, Some(14), "out of range");
+        // A record past the failed offset, after a reset to the log's start: the log starts
+        // above it now, and 14 and 15 are gone. Not counted; nothing past 14 is committable, nor
+        // skipped to by the consumer's position.
+        let start = "t [0]: offset reset (at offset 14 (leader epoch 0), broker 1) to offset BEGINNING (leader epoch -1): fetch failed due to requested offset not available on the broker: Broker: Offset out of range";
+        o.reset("t", 0, Some(16), start);
+        o.reset("t", 0, Some(14), start);
         let past = o.track("t", 0, 16);
         assert!(!o.counts(past));
-        assert_eq!(o.gap_of("t", 0), Some((14, "out of range")));
-        assert_eq!(o.reset_of("t", 0), Some("out of range"));
+        assert_eq!(o.gap_of("t", 0), Some((14, start)));
+        assert_eq!(o.reset_of("t", 0), Some(start));
         (0..14).for_each(|off| {
             o.ack(Ack {
                 slot: 0,
@@ -520,7 +549,31 @@ mod tests {
                 offset: off,
             })
         });
+        o.skip_undelivered("t", 0, 17);
         assert_eq!(o.committable(), [("t".into(), 0, 14)]);
+        // A reset to the log's end (`auto.offset.reset=latest`) skips as the user asked.
+        o.assign("t", 0);
+        _ = o.track("t", 0, 30);
+        o.reset(
+            "t",
+            0,
+            Some(31),
+            &start.replace("offset BEGINNING", "offset END"),
+        );
+        let a = o.track("t", 0, 40);
+        assert!(o.counts(a));
+        assert_eq!(o.gap_of("t", 0), None);
+        // Before any record of an assignment, records below the failed offset (the log starts
+        // again below it: a topic created again) leave no reset behind: a record past that
+        // offset then is no gap (the offset may be a transaction marker in the new log).
+        o.assign("t", 0);
+        o.reset("t", 0, Some(12), start);
+        let a = o.track("t", 0, 0);
+        assert!(o.counts(a));
+        assert_eq!(o.reset_of("t", 0), None);
+        let a = o.track("t", 0, 13);
+        assert!(o.counts(a));
+        assert_eq!(o.gap_of("t", 0), None);
         // A new assignment starts without one.
         o.reset("t", 0, Some(20), "out of range");
         o.assign("t", 0);
