@@ -61,6 +61,24 @@ fn post(url: &str, name: &str, config: &Value, initial: Option<&str>) -> (u16, V
     call(url, "POST", "/connectors", Some(&body))
 }
 
+/// `PUT /connectors/NAME/{pause,resume,stop}`, answered as Kafka Connect answers it.
+fn act(url: &str, name: &str, action: &str) {
+    let want = if action == "stop" { 204 } else { 202 };
+    let (code, body) = call(url, "PUT", &format!("/connectors/{name}/{action}"), None);
+    assert_eq!(code, want, "{action}: {body}");
+}
+
+/// `PATCH /connectors/NAME/offsets` with `offsets`, answered 200.
+fn patch_offsets(url: &str, name: &str, offsets: &Value) {
+    let (code, body) = call(
+        url,
+        "PATCH",
+        &format!("/connectors/{name}/offsets"),
+        Some(offsets),
+    );
+    assert_eq!(code, 200, "{body}");
+}
+
 fn wait_state(url: &str, name: &str, connector: &str, task: Option<&str>) -> Value {
     wait_for(url, &format!("/connectors/{name}/status"), WAIT, |s| {
         let (c, t) = states(s);
@@ -117,10 +135,7 @@ fn pause_resume_stop_and_offsets_act_on_the_running_tasks() {
     wait_committed(&group, &topic, 10);
 
     // Paused: the task keeps its partition, reads nothing, and has committed what it wrote.
-    assert_eq!(
-        call(&url, "PUT", &format!("/connectors/{name}/pause"), None).0,
-        202
-    );
+    act(&url, &name, "pause");
     wait_state(&url, &name, "PAUSED", Some("PAUSED"));
     kafka::produce(
         &topic,
@@ -142,19 +157,13 @@ fn pause_resume_stop_and_offsets_act_on_the_running_tasks() {
         BTreeMap::from([(0, 10)])
     );
 
-    assert_eq!(
-        call(&url, "PUT", &format!("/connectors/{name}/resume"), None).0,
-        202
-    );
+    act(&url, &name, "resume");
     wait_state(&url, &name, "RUNNING", Some("RUNNING"));
     let all = wait_docs(&topic, 20);
     wait_committed(&group, &topic, 20);
 
     // Stopped: no tasks, offsets committed; they can be moved back and are read again.
-    assert_eq!(
-        call(&url, "PUT", &format!("/connectors/{name}/stop"), None).0,
-        204
-    );
+    act(&url, &name, "stop");
     let s = wait_state(&url, &name, "STOPPED", None);
     assert_eq!(s["tasks"], json!([]));
     let (code, offsets) = call(&url, "GET", &format!("/connectors/{name}/offsets"), None);
@@ -165,21 +174,12 @@ fn pause_resume_stop_and_offsets_act_on_the_running_tasks() {
     );
     // Numbers as strings, which Kafka Connect takes too.
     let rewind = json!({"offsets": [{"partition": {"kafka_topic": topic, "kafka_partition": "0"}, "offset": {"kafka_offset": "0"}}]});
-    let (code, body) = call(
-        &url,
-        "PATCH",
-        &format!("/connectors/{name}/offsets"),
-        Some(&rewind),
-    );
-    assert_eq!(code, 200, "{body}");
+    patch_offsets(&url, &name, &rewind);
     assert_eq!(
         kafka::committed(&group, &topic, 1),
         BTreeMap::from([(0, 0)])
     );
-    assert_eq!(
-        call(&url, "PUT", &format!("/connectors/{name}/resume"), None).0,
-        202
-    );
+    act(&url, &name, "resume");
     wait_committed(&group, &topic, 20);
     // Read again from 0: every write was refused as not newer, so nothing changed.
     assert_eq!(es::documents(&topic), all);
@@ -216,18 +216,12 @@ fn records_removed_before_they_were_written_fail_the_task_until_the_offsets_are_
     kafka::produce(&topic, &(0..3).map(|i| change(i, None)).collect::<Vec<_>>());
     let written = wait_docs(&topic, 3);
     wait_committed(&group, &topic, 3);
-    assert_eq!(
-        call(&url, "PUT", &format!("/connectors/{name}/stop"), None).0,
-        204
-    );
+    act(&url, &name, "stop");
     wait_state(&url, &name, "STOPPED", None);
     // 3 and 4 (a delete of row 1 among them) removed before the task read them; 5 kept.
     kafka::produce(&topic, &[change(3, None), delete_of(1), change(5, None)]);
     kafka::delete_records(&topic, 0, 5);
-    assert_eq!(
-        call(&url, "PUT", &format!("/connectors/{name}/resume"), None).0,
-        202
-    );
+    act(&url, &name, "resume");
     let status = wait_state(&url, &name, "RUNNING", Some("FAILED"));
     let trace = status["tasks"][0]["trace"].as_str().unwrap_or_default();
     assert!(
@@ -262,23 +256,11 @@ fn records_removed_before_they_were_written_fail_the_task_until_the_offsets_are_
         BTreeMap::from([(0, 3)])
     );
     // The offsets moved past the gap, as the failure says: the task goes on from there.
-    assert_eq!(
-        call(&url, "PUT", &format!("/connectors/{name}/stop"), None).0,
-        204
-    );
+    act(&url, &name, "stop");
     wait_state(&url, &name, "STOPPED", None);
     let past = json!({"offsets": [{"partition": {"kafka_topic": topic, "kafka_partition": 0}, "offset": {"kafka_offset": 5}}]});
-    let (code, body) = call(
-        &url,
-        "PATCH",
-        &format!("/connectors/{name}/offsets"),
-        Some(&past),
-    );
-    assert_eq!(code, 200, "{body}");
-    assert_eq!(
-        call(&url, "PUT", &format!("/connectors/{name}/resume"), None).0,
-        202
-    );
+    patch_offsets(&url, &name, &past);
+    act(&url, &name, "resume");
     wait_state(&url, &name, "RUNNING", Some("RUNNING"));
     let docs = wait_docs(&topic, 4);
     wait_committed(&group, &topic, 6);
@@ -702,20 +684,14 @@ fn a_restarted_task_reads_its_placeholders_again() {
     );
     // Stopped, then resumed without the file: the tasks start from the config read again, which
     // no longer validates; the plain restart, the file back, starts them.
-    assert_eq!(
-        call(&url, "PUT", &format!("/connectors/{name}/stop"), None).0,
-        204
-    );
+    act(&url, &name, "stop");
     wait_state(&url, &name, "STOPPED", None);
     // A restart of its tasks starts nothing while it is stopped (applied before the answer).
     restart("includeTasks=true");
     let (_, s) = call(&url, "GET", &format!("/connectors/{name}/status"), None);
     assert_eq!(states(&s), ("STOPPED".to_string(), vec![]), "{s}");
     std::fs::remove_file(&file).unwrap();
-    assert_eq!(
-        call(&url, "PUT", &format!("/connectors/{name}/resume"), None).0,
-        202
-    );
+    act(&url, &name, "resume");
     let s = wait_state(&url, &name, "FAILED", None);
     assert!(
         s["connector"]["trace"]
