@@ -24,9 +24,9 @@ pub struct AvroConverter {
     registry: Arc<Registry>,
     opts: Options,
     /// One buffer for a value's envelope fields, reused from record to record: every field is
-    /// written into it, so the cap on what a record may grow to ([`super::semantic::MAX_IMAGE`]) holds
-    /// for the record as a whole. Buffers of their own, each with its own cap, let one record
-    /// of forged decimals in forty fields ask for 2.5 GiB.
+    /// written into it, so the cap on what a record may grow to
+    /// ([`super::semantic::MAX_IMAGE`]) holds for the record as a whole. Buffers of their own,
+    /// each with its own cap, let one record of forged decimals in forty fields ask for 2.5 GiB.
     scratch: Vec<u8>,
     /// The key's buffer, reused likewise.
     key: Vec<u8>,
@@ -111,8 +111,8 @@ impl Layout {
 }
 
 /// `buf`'s length, after padding it to a multiple of 8: `source`'s text starts on a word, where
-/// UTF-8 checks take it a word at a time (unaligned, they took its first bytes one by one: 0.4%
-/// of the Avro hot path's instructions).
+/// UTF-8 checks take it a word at a time (unaligned, they took its first bytes one by one: about
+/// half a percent of the Avro hot path's instructions).
 fn aligned(buf: &mut Vec<u8>) -> usize {
     while !buf.len().is_multiple_of(8) {
         buf.push(b' ');
@@ -214,8 +214,6 @@ impl AvroConverter {
         value
     }
 
-    // Inlined: as a call, its `Value` was moved once more (a `memcpy` per record).
-    #[inline(always)]
     fn decode_value(&mut self, bytes: Option<&[u8]>) -> Result<Value, DecodeError> {
         let Some(bytes) = bytes else {
             return Ok(Value::Tombstone);

@@ -151,8 +151,8 @@ fn write_base64(out: &mut Vec<u8>, bytes: &[u8]) {
     out.push(b'"');
 }
 
-/// A float as JSON, spelled as Kafka Connect's JsonConverter (Jackson, Java's
-/// `Double.toString`) writes it, so that a JSON topic and an Avro topic of the same changes give
+/// A float as JSON, spelled as Kafka Connect's JsonConverter (Jackson: Java's
+/// `Double.toString`, `Float.toString` for a `float`) writes it, so that a JSON topic and an Avro topic of the same changes give
 /// the same documents and the same ids (a key's text is its id): the shortest digits, `2.0` for
 /// whole numbers, Java's scientific notation outside 10⁻³ ≤ |x| < 10⁷ (`1.0E7`, `1.5E-5`), and
 /// strings for what JSON cannot hold (`"NaN"`, `"Infinity"`, `"-Infinity"`).
