@@ -668,8 +668,14 @@ impl ConnectorSpec {
                 format!("must be at most {MAX_TASKS} (each task is a thread and a Kafka consumer)"),
             );
         }
-        let max_poll = o.parse("consumer.override.max.poll.interval.ms", 300_000u64);
-        let heartbeat = o.parse("consumer.override.heartbeat.interval.ms", 3_000u64);
+        let max_poll = o.parse(
+            "consumer.override.max.poll.interval.ms",
+            MAX_POLL_INTERVAL_MS,
+        );
+        let heartbeat = o.parse(
+            "consumer.override.heartbeat.interval.ms",
+            HEARTBEAT_INTERVAL_MS,
+        );
         if let Some(e) = poll_interval_error(sink.flush_timeout(), max_poll, heartbeat) {
             o.error("flush.timeout.ms", e);
         }
@@ -721,6 +727,10 @@ impl ConnectorSpec {
         format!("connect-{}", self.name)
     }
 }
+
+/// librdkafka's defaults for `max.poll.interval.ms` and `heartbeat.interval.ms`.
+pub const MAX_POLL_INTERVAL_MS: u64 = 300_000;
+pub const HEARTBEAT_INTERVAL_MS: u64 = 3_000;
 
 /// What a revocation may take beyond `flush.timeout.ms` before its task leaves the rebalance:
 /// giving up writes still unfinished (up to 5 s for a bulk request already sent) and the

@@ -25,7 +25,9 @@ use rdkafka::error::KafkaResult;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tracing::{info, warn};
 
-use crate::connector::{ConnectorSpec, Subscription};
+use crate::connector::{
+    ConnectorSpec, HEARTBEAT_INTERVAL_MS, MAX_POLL_INTERVAL_MS, Subscription, poll_interval_error,
+};
 use crate::settings::Settings;
 
 /// What a task does when partitions come and go. Called on the task's own thread, from inside
@@ -307,15 +309,16 @@ pub const REGEX_REFRESH_MS: &str = "5000";
 /// `session.timeout.ms` less `heartbeat.interval.ms` (librdkafka's defaults, 45 s and 3 s, when
 /// not set).
 pub fn session_gap(config: &ClientConfig) -> Duration {
-    let ms = |key: &str, default: u64| {
-        config
-            .get(key)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(default)
-    };
-    Duration::from_millis(
-        ms("session.timeout.ms", 45_000).saturating_sub(ms("heartbeat.interval.ms", 3_000)),
-    )
+    let heartbeat = ms(config, "heartbeat.interval.ms", HEARTBEAT_INTERVAL_MS);
+    Duration::from_millis(ms(config, "session.timeout.ms", 45_000).saturating_sub(heartbeat))
+}
+
+/// A number of milliseconds the consumer's config sets, or librdkafka's `default`.
+fn ms(config: &ClientConfig, key: &str, default: u64) -> u64 {
+    config
+        .get(key)
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
 }
 
 pub fn consumer_config(settings: &Settings, spec: &ConnectorSpec, task: usize) -> ClientConfig {
@@ -373,16 +376,9 @@ pub fn consumer_config(settings: &Settings, spec: &ConnectorSpec, task: usize) -
 /// the connector's own override; here against what the consumer gets, the worker's
 /// `[kafka.properties]` included.
 pub fn check_poll_interval(c: &ClientConfig, flush: std::time::Duration) -> Result<(), String> {
-    let get = |k: &str, default: u64| {
-        c.get(k)
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(default)
-    };
-    let (max_poll, heartbeat) = (
-        get("max.poll.interval.ms", 300_000),
-        get("heartbeat.interval.ms", 3_000),
-    );
-    match crate::connector::poll_interval_error(flush, max_poll, heartbeat) {
+    let max_poll = ms(c, "max.poll.interval.ms", MAX_POLL_INTERVAL_MS);
+    let heartbeat = ms(c, "heartbeat.interval.ms", HEARTBEAT_INTERVAL_MS);
+    match poll_interval_error(flush, max_poll, heartbeat) {
         Some(e) => Err(format!(
             "flush.timeout.ms: {e} (from the worker's [kafka.properties] or the connector's consumer.override.*)"
         )),

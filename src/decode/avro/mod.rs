@@ -131,6 +131,13 @@ fn written<'b>(buf: &'b [u8], span: &Range<usize>) -> Option<&'b [u8]> {
 /// The most a decoding buffer keeps for the next record (a 6 KB record takes about 10 KB).
 const KEEP: usize = 1 << 20;
 
+/// Drops `buf` when a record (a forged one: up to the cap) grew it past [`KEEP`].
+fn release(buf: &mut Vec<u8>) {
+    if buf.capacity() > KEEP {
+        *buf = Vec::new();
+    }
+}
+
 /// The schema id and the Avro body of a Confluent-framed record.
 fn frame(bytes: &[u8]) -> Result<(u32, &[u8]), DecodeError> {
     match bytes {
@@ -186,9 +193,7 @@ impl AvroConverter {
         let key = written
             .and_then(|()| finished(&r, id))
             .map(|()| Row::from_bytes(self.key.to_vec()));
-        if self.key.capacity() > KEEP {
-            self.key = Vec::new();
-        }
+        release(&mut self.key);
         key
     }
 
@@ -207,10 +212,7 @@ impl AvroConverter {
     /// tombstone, it deleted its key's document.
     pub fn value(&mut self, bytes: Option<&[u8]>) -> Result<Value, DecodeError> {
         let value = self.decode_value(bytes);
-        // A forged record may have grown the buffer to the cap: not kept for the next one.
-        if self.scratch.capacity() > KEEP {
-            self.scratch = Vec::new();
-        }
+        release(&mut self.scratch);
         value
     }
 
