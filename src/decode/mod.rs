@@ -1,6 +1,6 @@
 //! Envelope decoding: Kafka record bytes → one [`ChangeEvent`] model.
 //!
-//! Every converter (JSON now; Avro through a schema registry next) produces the same model:
+//! Every converter (JSON, and Avro through a schema registry) produces the same model:
 //! row images as compact JSON text with Debezium's semantic types already decoded (docs/design.md),
 //! the `source` block with the fields sinks need, and the key as JSON text. Sinks never see the
 //! wire format.
@@ -15,6 +15,15 @@ pub mod source;
 
 pub use row::Row;
 pub use source::Source;
+
+/// `s` cut after 200 characters, for an error message: a record's value quoted whole could be
+/// megabytes in a log line, a task's trace and a dead-letter header.
+pub fn excerpt(s: &str) -> &str {
+    match s.char_indices().nth(200) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
 
 /// A decode failure; the task adds topic/partition/offset when it reports it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -380,8 +380,8 @@ pub fn point(out: &mut Vec<u8>, x: Option<&str>, y: Option<&str>) -> Result<(), 
         }
         _ => Err(format!(
             "a Point without both coordinates as numbers (x {}, y {})",
-            x.unwrap_or("missing"),
-            y.unwrap_or("missing")
+            x.map_or("missing", super::excerpt),
+            y.map_or("missing", super::excerpt)
         )),
     }
 }

@@ -790,6 +790,86 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_point_becomes_a_geo_point_and_its_coordinates_count_against_the_cap() {
+        let point = |x: &str| {
+            compile(&format!(
+                r#"{{"type":"record","name":"Point","namespace":"io.debezium.data.geometry",
+                    "connect.name":"io.debezium.data.geometry.Point","fields":[
+                    {{"name":"x","type":{x}}},{{"name":"y","type":"double"}},
+                    {{"name":"wkb","type":["null","bytes"]}},{{"name":"srid","type":["null","int"]}}]}}"#
+            ))
+            .unwrap()
+        };
+        let mut data = 1.5f64.to_le_bytes().to_vec();
+        data.extend((-2.25f64).to_le_bytes());
+        data.extend(zz(1)); // wkb: the bytes branch, 3 bytes
+        data.extend(zz(3));
+        data.extend([1, 2, 3]);
+        data.extend(zz(1)); // srid 4326
+        data.extend(zz(4326));
+        let mut r = Reader::new(&data);
+        let mut out = b"{\"p\":".to_vec();
+        write(&mut r, &point("\"double\""), &Options::default(), &mut out).unwrap();
+        assert_eq!(r.remaining(), 0, "wkb and srid are read past");
+        assert_eq!(out, br#"{"p":{"lat":-2.25,"lon":1.5}"#);
+
+        // A coordinate that is no number is refused, naming both.
+        let mut nan = f64::NAN.to_le_bytes().to_vec();
+        nan.extend_from_slice(&data[8..]);
+        let Err(err) = write(
+            &mut Reader::new(&nan),
+            &point("\"double\""),
+            &Options::default(),
+            &mut Vec::new(),
+        ) else {
+            panic!("a NaN coordinate was taken")
+        };
+        assert!(err.contains("x \"NaN\", y -2.25"), "{err}");
+        // A long one is quoted in part: the message goes into logs and dead-letter headers.
+        let mut long = zz(10_000);
+        long.extend([b'7'; 10_000]);
+        long.extend_from_slice(&data[8..]);
+        let Err(err) = write(
+            &mut Reader::new(&long),
+            &point("\"string\""),
+            &Options::default(),
+            &mut Vec::new(),
+        ) else {
+            panic!("a string coordinate was taken")
+        };
+        assert!(err.len() < 300, "{} bytes: {}", err.len(), &err[..300]);
+
+        // A forged point whose x is an array of records of null fields: the coordinates are
+        // written where the record's value is, so the cap sees them at once. In a buffer of
+        // their own they would grow unchecked by what the value holds already.
+        let fields: Vec<String> = (0..200)
+            .map(|i| format!(r#"{{"name":"null_field_{i:03}","type":"null"}}"#))
+            .collect();
+        let forged = point(&format!(
+            r#"{{"type":"array","items":{{"type":"record","name":"e","fields":[{}]}}}}"#,
+            fields.join(",")
+        ));
+        let mut data = zz(100);
+        data.extend(zz(0));
+        data.extend([0u8; 64]); // y, and room for the items
+        let mut out = vec![b' '; semantic::MAX_IMAGE - 1000];
+        let Err(err) = write(
+            &mut Reader::new(&data),
+            &forged,
+            &Options::default(),
+            &mut out,
+        ) else {
+            panic!("the forged point was taken")
+        };
+        assert!(err.contains("larger than 64 MiB"), "{err}");
+        assert!(
+            out.len() < semantic::MAX_IMAGE + 10_000,
+            "{} bytes",
+            out.len()
+        );
+    }
+
+    #[test]
     fn a_record_becomes_its_document() {
         let plan = compile(
             r#"{"type":"record","name":"r","fields":[

@@ -66,7 +66,7 @@ impl Rows {
             if !row.as_str().starts_with('{') {
                 return Err(format!(
                     "row image is not a JSON object: {}",
-                    truncate(row.as_str())
+                    crate::decode::excerpt(row.as_str())
                 ));
             }
             let mut nested = false;
@@ -248,13 +248,6 @@ fn unique_columns(out: &mut Vec<u8>, sep: &str) -> Result<(), String> {
              flatten.separator"
         )),
         None => Ok(()),
-    }
-}
-
-fn truncate(s: &str) -> &str {
-    match s.char_indices().nth(200) {
-        Some((i, _)) => &s[..i],
-        None => s,
     }
 }
 

@@ -59,7 +59,7 @@ impl Document<'_> {
             }),
             None => Err(format!(
                 "row image is not a JSON object: {}",
-                truncate(text)
+                crate::decode::excerpt(text)
             )),
         }
     }
@@ -512,14 +512,6 @@ fn table_of(ev: &ChangeEvent) -> super::scopes::TableId<'_> {
     match &ev.source {
         Some(s) => [s.db.as_deref(), s.schema.as_deref(), s.table.as_deref()],
         None => [None, None, None],
-    }
-}
-
-/// `s` cut after 200 characters, for an error message.
-fn truncate(s: &str) -> &str {
-    match s.char_indices().nth(200) {
-        Some((i, _)) => &s[..i],
-        None => s,
     }
 }
 
