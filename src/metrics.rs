@@ -597,6 +597,32 @@ impl Latency {
         self.p99_seconds = self.quantile(0.99);
     }
 
+    /// The samples taken since `earlier` (the same histograms read before): their count and
+    /// percentiles. Histograms are cumulative since the worker started, so percentiles of the
+    /// whole would keep the backlog of a start (records that waited minutes in Kafka) for as
+    /// long as it is more than a hundredth of everything written since. A count below
+    /// `earlier`'s (a task's series forgotten meanwhile) gives the whole.
+    pub fn since(&self, earlier: &Latency) -> Latency {
+        if self.count < earlier.count {
+            return self.clone();
+        }
+        let mut d = Latency {
+            count: self.count - earlier.count,
+            buckets: self
+                .buckets
+                .iter()
+                .map(|&(u, c)| {
+                    let before = earlier.buckets.iter().find(|(v, _)| *v == u);
+                    (u, c.saturating_sub(before.map_or(0, |b| b.1)))
+                })
+                .collect(),
+            ..Latency::default()
+        };
+        d.p50_seconds = d.quantile(0.5);
+        d.p99_seconds = d.quantile(0.99);
+        d
+    }
+
     /// The smallest bucket bound below which a fraction `q` of the samples fall.
     fn quantile(&self, q: f64) -> Option<f64> {
         let want = ((q * self.count as f64).ceil() as u64).max(1);
@@ -690,6 +716,14 @@ mod tests {
         b.freshness().observe(10_000_000, None, Some(0), 10_000_000);
         b.freshness().observe(10_000_000, None, Some(0), 10_000_000);
         assert_eq!(r.summary("c").kafka_to_ack.p99_seconds, None);
+        // Since a reading: only what came after it, not the three beyond the largest bucket.
+        let earlier = r.summary("c").kafka_to_ack;
+        for _ in 0..10 {
+            a.freshness().observe(10_000, None, Some(9_990), 10_000);
+        }
+        let recent = r.summary("c").kafka_to_ack.since(&earlier);
+        assert_eq!((recent.count, recent.p99_seconds), (10, Some(0.01)));
+        assert_eq!(recent.since(&recent).p99_seconds, None);
         // A partition whose committed offset is not known yet has no lag (not its end).
         b.partition("t", 2, None, Some(1_000));
         assert_eq!(r.summary("c").lag, 15);

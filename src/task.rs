@@ -133,7 +133,9 @@ pub struct Progress {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eta_seconds: Option<u64>,
     /// 99th percentile of cdc-sink's share of freshness (Kafka timestamp → acknowledged), in
-    /// milliseconds, since the task started; absent without samples or beyond 10 minutes.
+    /// milliseconds, over the records acknowledged since the previous report (as the rate is):
+    /// a backlog caught up at start no longer shows once caught up. Absent without samples or
+    /// beyond 10 minutes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub freshness_p99_ms: Option<u64>,
 }

@@ -10,7 +10,7 @@ use std::time::Instant;
 use tracing::{error, info};
 
 use crate::connector::{ConnectorConfig, ConnectorSpec};
-use crate::metrics::Registry;
+use crate::metrics::{Latency, Registry};
 use crate::settings::Settings;
 use crate::task::{self, Control, Progress, TaskHandle, TaskStatus};
 
@@ -137,8 +137,9 @@ pub struct Worker {
     stopping: Stopping,
     /// The metrics of every task this worker runs (`GET /metrics`).
     metrics: Registry,
-    /// Each task's records consumed at the last report, for its rate.
-    last_report: Mutex<BTreeMap<(String, usize), (Instant, u64)>>,
+    /// Each task's records consumed and freshness histogram at the last report, for its rate
+    /// and its freshness since.
+    last_report: Mutex<BTreeMap<(String, usize), (Instant, u64, Latency)>>,
 }
 
 /// Reads and validates a connector file.
@@ -384,9 +385,16 @@ impl Worker {
             for t in &c.tasks {
                 let id = t.status().id;
                 let s = by_task.get(&id).cloned().unwrap_or_default();
-                let before = last.insert((name.to_string(), id), (now, s.consumed));
+                let before = last.insert(
+                    (name.to_string(), id),
+                    (now, s.consumed, s.kafka_to_ack.clone()),
+                );
+                let fresh = match &before {
+                    Some((_, _, earlier)) => s.kafka_to_ack.since(earlier),
+                    None => s.kafka_to_ack.clone(),
+                };
                 let per_second = before
-                    .map(|(at, n)| {
+                    .map(|(at, n, _)| {
                         let secs = now.duration_since(at).as_secs_f64().max(0.001);
                         (s.consumed.saturating_sub(n) as f64 / secs).round() as u64
                     })
@@ -398,10 +406,7 @@ impl Worker {
                         lag: s.lag,
                         records_per_second: per_second,
                         eta_seconds: eta(s.lag, per_second),
-                        freshness_p99_ms: s
-                            .kafka_to_ack
-                            .p99_seconds
-                            .map(|p| (p * 1000.0).round() as u64),
+                        freshness_p99_ms: fresh.p99_seconds.map(|p| (p * 1000.0).round() as u64),
                     });
                 }
             }
