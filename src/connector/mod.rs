@@ -658,7 +658,12 @@ impl ConnectorSpec {
         let sink = if is_druid {
             SinkSpec::Druid(Box::new(DruidConfig::read(&o, &transforms)))
         } else {
-            SinkSpec::Elasticsearch(Box::new(EsConfig::read(&o, &transforms, &errors)))
+            SinkSpec::Elasticsearch(Box::new(EsConfig::read(
+                &o,
+                &subscription,
+                &transforms,
+                &errors,
+            )))
         };
         decode.keep_source = sink.reads_source_block();
         let tasks_max = o.at_least("tasks.max", 1usize, 1);
@@ -1095,6 +1100,56 @@ mod tests {
         assert!(reconcile(r#","index.name":"cdc-${topic}""#));
         assert!(!reconcile(r#","index.name":"all""#));
         assert!(!reconcile(r#","topic.index.map":"a:x,b:x""#));
+        // A map's target that an unmapped topic writes too, or two names differing in case.
+        assert!(reconcile(r#","topic.index.map":"a:x""#));
+        let Err(err) = es(r#","topic.index.map":"b:a","snapshot.reconcile":"true""#) else {
+            panic!("a map onto another topic's index was taken");
+        };
+        assert!(
+            err.contains("topics `a` and `b` both write index `a`"),
+            "{err}"
+        );
+        let pair = |extra: &str| {
+            spec(&format!(
+                r#"{{"name":"r","config":{{"connector.class":"elasticsearch","connection.url":"http://es:9200"{extra}}}}}"#
+            ))
+            .map(|s| matches!(s.sink, SinkSpec::Elasticsearch(c) if c.reconcile))
+        };
+        assert_eq!(pair(r#","topics":"Orders,orders""#), Ok(false));
+        assert_eq!(
+            pair(
+                r#","topics":"s1.t,s2.t","index.name":"cdc-${topic}","topic.index.map":"s2.t:cdc-s1.t""#
+            ),
+            Ok(false)
+        );
+        // With topics.regex: a target some matching topic (in any case) would write.
+        let regex = |r: &str, extra: &str| pair(&format!(r#","topics.regex":"{r}"{extra}"#));
+        assert_eq!(
+            regex("s[12]\\\\.t", r#","topic.index.map":"s2.t:s1.t""#),
+            Ok(false)
+        );
+        assert_eq!(
+            regex("S[12]\\\\.T", r#","topic.index.map":"s2.t:s1.t""#),
+            Ok(false)
+        );
+        assert_eq!(
+            regex("s[12]\\\\.t", r#","topic.index.map":"s2.t:merged""#),
+            Ok(true)
+        );
+        assert_eq!(
+            regex(
+                "s.*",
+                r#","index.name":"cdc-${topic}","topic.index.map":"s2:cdc-s1""#
+            ),
+            Ok(false)
+        );
+        assert_eq!(
+            regex(
+                "s.*",
+                r#","index.name":"cdc-${topic}","topic.index.map":"s2:s1""#
+            ),
+            Ok(true)
+        );
         assert!(!reconcile(r#","behavior.on.malformed.documents":"warn""#));
         assert!(!reconcile(r#","version.source":"offset""#));
         assert!(!reconcile(r#","snapshot.reconcile":"false""#));

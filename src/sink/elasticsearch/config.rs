@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::connector::Subscription;
 use crate::connector::errors::ErrorPolicy;
 use crate::connector::options::{OptionDef, Options};
 use crate::connector::transforms::{Transforms, UnwrapDelete};
@@ -331,7 +332,12 @@ impl EsConfig {
     }
 
     /// Reads and checks the options; problems are recorded in `o`.
-    pub fn read(o: &Options<'_>, transforms: &Transforms, errors: &ErrorPolicy) -> EsConfig {
+    pub fn read(
+        o: &Options<'_>,
+        subscription: &Subscription,
+        transforms: &Transforms,
+        errors: &ErrorPolicy,
+    ) -> EsConfig {
         let urls = o.list("connection.url");
         let cloud_id = o.get("connection.cloud.id").map(String::from);
         match (urls.is_empty(), &cloud_id) {
@@ -457,9 +463,7 @@ impl EsConfig {
             OnDelete::AsNull => on_null == OnNull::Delete,
             OnDelete::Ignore => false,
         };
-        let mut targets: Vec<&String> = topic_index_map.values().collect();
-        targets.sort();
-        let shared_map = targets.windows(2).any(|w| w[0] == w[1]);
+        let shared = shared_index(subscription, &topic_index_map, index_name.as_deref());
         // Why an index may hold documents of more than this one table, or lose some silently.
         let not_reconcilable = if version != VersionSource::Source {
             Some("version.source is not `source`")
@@ -477,8 +481,8 @@ impl EsConfig {
             )
         } else if !transforms.routers.is_empty() {
             Some("a router transform may send several topics to one index")
-        } else if shared_map {
-            Some("topic.index.map sends several topics to one index")
+        } else if let Some(why) = &shared {
+            Some(why.as_str())
         } else if index_name
             .as_deref()
             .is_some_and(|t| !t.contains("${topic}"))
@@ -553,6 +557,68 @@ impl EsConfig {
             retry_backoff: ms("retry.backoff.ms", 100),
             max_retry_backoff: ms("max.retry.backoff.ms", 10_000),
             flush_timeout: ms("flush.timeout.ms", 180_000),
+        }
+    }
+}
+
+/// Why two of the connector's topics may write one index, as far as its config tells: then a
+/// snapshot of one topic's table would remove the other's documents (`snapshot.reconcile`).
+/// A topic's index is its `topic.index.map` entry, or else `index.name` (or the topic itself)
+/// lower-cased, so a map's target can be the index of a topic left unmapped, and two topics
+/// whose names differ in case write one index. With `topics.regex` the topics are not known
+/// here: a target is taken as shared when the expression, read without regard to case, matches
+/// a topic name that would give it. `index.name` templates that use `source` fields are refused
+/// for reconciliation elsewhere.
+fn shared_index(
+    subscription: &Subscription,
+    map: &HashMap<String, String>,
+    index_name: Option<&str>,
+) -> Option<String> {
+    let mut targets: Vec<&String> = map.values().collect();
+    targets.sort();
+    if let Some(w) = targets.windows(2).find(|w| w[0] == w[1]) {
+        return Some(format!(
+            "topic.index.map sends several topics to index `{}`",
+            w[0]
+        ));
+    }
+    let template = index_name.unwrap_or("${topic}");
+    let unmapped = |topic: &str| template.replace("${topic}", topic).to_lowercase();
+    match subscription {
+        Subscription::Topics(topics) => {
+            let mut by_index: HashMap<String, &str> = HashMap::new();
+            for t in topics {
+                let index = map.get(t).cloned().unwrap_or_else(|| unmapped(t));
+                if let Some(other) = by_index.insert(index.clone(), t)
+                    && other != t
+                {
+                    return Some(format!(
+                        "topics `{other}` and `{t}` both write index `{index}`"
+                    ));
+                }
+            }
+            None
+        }
+        Subscription::Regex(r) => {
+            let any_case = regex::RegexBuilder::new(&Subscription::whole_name(r))
+                .case_insensitive(true)
+                .build()
+                .ok()?;
+            // The topic name (lower-cased) an unmapped topic would need to write `index`.
+            let (before, after) = template.split_once("${topic}")?;
+            let (before, after) = (before.to_lowercase(), after.to_lowercase());
+            fn topic_for<'a>(index: &'a str, before: &str, after: &str) -> Option<&'a str> {
+                index.strip_prefix(before)?.strip_suffix(after)
+            }
+            map.iter().find_map(|(from, index)| {
+                let name = topic_for(index, &before, &after).filter(|n| unmapped(n) == *index)?;
+                (any_case.is_match(name) && !map.contains_key(name)).then(|| {
+                    format!(
+                        "topic.index.map sends `{from}` to index `{index}`, which topics of \
+                         topics.regex named like `{name}` write too"
+                    )
+                })
+            })
         }
     }
 }
