@@ -1084,6 +1084,26 @@ mod tests {
     }
 
     #[test]
+    fn a_key_separator_starting_with_the_escape_is_refused() {
+        for (class, url) in [
+            ("elasticsearch", r#""connection.url":"http://es:9200","#),
+            ("druid", ""),
+        ] {
+            let with = |sep: &str| {
+                spec(&format!(
+                    r#"{{"name":"k","config":{{"connector.class":"{class}","topics":"t",{url}"key.separator":"{sep}"}}}}"#
+                ))
+            };
+            let Err(err) = with("\\\\") else {
+                panic!("{class}: a separator `\\` was taken");
+            };
+            assert!(err.contains("key.separator: must not start with"), "{err}");
+            assert!(with("\\\\|").is_err());
+            assert!(with("::").is_ok(), "{class}");
+        }
+    }
+
+    #[test]
     fn reconciliation_is_on_only_where_an_index_holds_one_topic() {
         let es = |extra: &str| {
             spec(&format!(

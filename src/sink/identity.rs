@@ -6,6 +6,7 @@ use std::borrow::Cow;
 
 use serde_json::value::RawValue;
 
+use crate::connector::options::Options;
 use crate::decode::Row;
 use crate::decode::row::id_text;
 
@@ -147,6 +148,19 @@ pub fn row_id(row: &Row, pk_fields: &[String], separator: &str) -> Result<String
         push_escaped(&mut id, p, separator);
     }
     Ok(id)
+}
+
+/// `key.separator` (`|` when unset), checked: one that starts with `\` would make the escapes
+/// of [`push_escaped`] ambiguous (with `\`, the parts `a\`,`b` and `a`,`\b` both give `a\\\b`).
+pub fn key_separator(o: &Options<'_>) -> String {
+    let separator = o.raw("key.separator").unwrap_or_else(|| "|".to_string());
+    if separator.starts_with('\\') {
+        o.error(
+            "key.separator",
+            "must not start with `\\`, the escape of composite keys' values",
+        );
+    }
+    separator
 }
 
 /// A part of an id of several parts, with `\` and the separator's first character escaped

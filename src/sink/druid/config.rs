@@ -141,7 +141,7 @@ impl DruidConfig {
             separator: o.raw("flatten.separator").unwrap_or_else(|| "_".into()),
             time,
             pk_fields: o.list("pk.fields"),
-            key_separator: o.raw("key.separator").unwrap_or_else(|| "|".into()),
+            key_separator: crate::sink::identity::key_separator(o),
             key_field: transforms.key_field.clone(),
             producer_overrides,
             flush_timeout: Duration::from_millis(o.at_least("flush.timeout.ms", 10_000u64, 1)),

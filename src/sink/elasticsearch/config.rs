@@ -532,7 +532,7 @@ impl EsConfig {
             topic_index_map,
             key_ignore,
             pk_fields: o.list("pk.fields"),
-            key_separator: o.raw("key.separator").unwrap_or_else(|| "|".to_string()),
+            key_separator: crate::sink::identity::key_separator(o),
             key_field: transforms.key_field.clone(),
             on_delete,
             on_null,
