@@ -503,6 +503,12 @@ pub fn skip(r: &mut Reader<'_>, plan: &Plan) -> Result<(), String> {
             skip(r, values)
         })?,
         Node::Record { fields, .. } => {
+            // Counted with the items (see `blocks`): an array of records that take no bytes
+            // (records of empty records) writes nothing when skipped, so no cap on its size
+            // ends it, and items of 32 767 such records each kept a thread for an hour.
+            r.items = r.items.checked_sub(1).ok_or(
+                "the Avro value holds more records than its size allows (records that take no bytes?)",
+            )?;
             for f in fields {
                 skip(r, &f.plan).map_err(|e| format!("field `{}`: {e}", f.name))?;
             }
@@ -682,6 +688,42 @@ pub(crate) mod tests {
         assert!(out.len() < 100 * data.len(), "{} bytes written", out.len());
         let err = skip(&mut Reader::new(&data), &plan).unwrap_err();
         assert!(err.contains("larger than the record could hold"), "{err}");
+    }
+
+    #[test]
+    fn records_that_take_no_bytes_cannot_be_skipped_without_bound() {
+        // Each A_k holds two A_(k-1): an item of A10 is 2 047 records of no bytes.
+        let mut schema = r#"{"type":"record","name":"A0","fields":[]}"#.to_string();
+        for k in 1..=10 {
+            schema = format!(
+                r#"{{"type":"record","name":"A{k}","fields":[{{"name":"a","type":{schema}}},{{"name":"b","type":"A{}"}}]}}"#,
+                k - 1
+            );
+        }
+        let plan = compile(&format!(
+            r#"{{"type":"record","name":"r","fields":[{{"name":"a","type":{{"type":"array","items":{schema}}}}},{{"name":"s","type":"string"}}]}}"#
+        ))
+        .unwrap();
+        // As many items as the record's size allows (8 a byte), 160 million records.
+        let mut data = zz(80_000);
+        data.extend(zz(0));
+        data.extend(zz(10_000));
+        data.extend([b'x'; 10_000]);
+        let Err(err) = skip(&mut Reader::new(&data), &plan) else {
+            panic!("160 million records were skipped");
+        };
+        assert!(err.contains("more records than its size allows"), "{err}");
+        // A value of records that take bytes is skipped as before.
+        let plan = compile(
+            r#"{"type":"array","items":{"type":"record","name":"p","fields":[{"name":"x","type":"int"}]}}"#,
+        )
+        .unwrap();
+        let mut data = zz(1000);
+        data.extend([2; 1000]);
+        data.extend(zz(0));
+        let mut r = Reader::new(&data);
+        skip(&mut r, &plan).unwrap();
+        assert_eq!(r.remaining(), 0);
     }
 
     #[test]
