@@ -46,9 +46,12 @@ pub struct AvroConverter {
 #[derive(Debug)]
 enum Layout {
     Change(Envelope),
-    /// Not a Debezium change event: skipped by its name (heartbeats, schema changes,
-    /// transaction metadata), or refused with this error.
-    Other(Result<super::Skip, String>),
+    /// Not a Debezium change event but a record Debezium writes beside them (heartbeats,
+    /// schema changes, transaction metadata): skipped by its name, once its data is read with
+    /// the plan, as a record that does not decode is a bad record whatever its schema.
+    Skipped(super::Skip, Arc<Plan>),
+    /// Neither: refused with this error.
+    Refused(String),
 }
 
 /// Where the parts of a Debezium envelope lie among its schema's fields.
@@ -78,13 +81,13 @@ impl Layout {
     fn of(id: u32, plan: Arc<Plan>) -> Layout {
         let fields = plan.fields().unwrap_or_default();
         if !fields.iter().any(|f| f.name == "op") {
-            return Layout::Other(match plan.name().and_then(super::skip_by_schema_name) {
-                Some(skip) => Ok(skip),
-                None => Err(format!(
+            return match plan.name().and_then(super::skip_by_schema_name) {
+                Some(skip) => Layout::Skipped(skip, plan),
+                None => Layout::Refused(format!(
                     "schema id {id} ({}) is not a Debezium change event: it has no `op` field",
                     plan.name().unwrap_or("not a record")
                 )),
-            });
+            };
         }
         let mut members = Vec::new();
         let parts = fields
@@ -224,8 +227,13 @@ impl AvroConverter {
         let layout = self.layout(id)?;
         let env = match &*layout {
             Layout::Change(env) => env,
-            Layout::Other(Ok(skip)) => return Ok(Value::Skipped(*skip)),
-            Layout::Other(Err(e)) => return Err(DecodeError::new(e.clone())),
+            Layout::Skipped(skip, plan) => {
+                let mut r = Reader::new(body);
+                read::skip(&mut r, plan).map_err(|e| bad(id, &e))?;
+                finished(&r, id)?;
+                return Ok(Value::Skipped(*skip));
+            }
+            Layout::Refused(e) => return Err(DecodeError::new(e.clone())),
         };
         let fields = env.plan.fields().unwrap_or_default();
         let buf = &mut self.scratch;
@@ -437,8 +445,8 @@ mod tests {
         let heartbeat = layout(
             r#"{"type":"record","name":"Heartbeat","namespace":"io.debezium.connector.common","fields":[{"name":"ts_ms","type":"long"}]}"#,
         );
-        assert!(matches!(heartbeat, Layout::Other(Ok(Skip::Heartbeat))));
-        let Layout::Other(Err(e)) =
+        assert!(matches!(heartbeat, Layout::Skipped(Skip::Heartbeat, _)));
+        let Layout::Refused(e) =
             layout(r#"{"type":"record","name":"x.Other","fields":[{"name":"id","type":"long"}]}"#)
         else {
             panic!()
@@ -593,6 +601,22 @@ mod tests {
             c.value(Some(&framed(2, &[&string("DROP")]))).unwrap(),
             Value::Skipped(super::super::Skip::SchemaChange)
         );
+        // Skipped only once their data decodes: cut short, or with bytes left over, they are
+        // bad records as a change would be.
+        for bad in [
+            framed(1, &[]),
+            framed(1, &[&[2, 0xff]]),
+            framed(2, &[&[8, b'D']]),
+        ] {
+            let Err(e) = c.value(Some(&bad)) else {
+                panic!("a heartbeat or schema change that does not decode was skipped");
+            };
+            assert!(
+                e.message.contains("ends early") || e.message.contains("left over"),
+                "{}",
+                e.message
+            );
+        }
         for _ in 0..2 {
             assert_eq!(
                 c.value(Some(&framed(3, &[&[2]]))).unwrap_err().message,
