@@ -551,6 +551,14 @@ pub(crate) fn write_value(
                 Ok(())
             })?;
             match (scale, value) {
+                // `value` is BYTES, base64 in JSON whatever `decimal.format` says: a number
+                // there has no scale applied, and taken as a Decimal's number it lost it.
+                (Some(_), Some(v)) if !v.starts_with('"') => {
+                    return Err(format!(
+                        "a variable-scale decimal's value must be base64 bytes, got `{}`",
+                        super::excerpt(v)
+                    ));
+                }
                 (Some(s), Some(v)) => {
                     let scale = i32::try_from(int(s, "a decimal scale")?)
                         .map_err(|_| format!("decimal scale {s} is out of range"))?;
@@ -930,6 +938,19 @@ mod tests {
             assert_eq!(write(&format!("\"{escaped}\"")).unwrap(), expected, "{len}");
         }
         assert_eq!(write(r#""D54=""#).unwrap(), r#""39.98""#);
+        // A variable-scale decimal's value is bytes: a number there is refused, not taken
+        // without its scale (12345 with scale 2 written as 12345).
+        let variable = |value: &str| {
+            let mut out = Vec::new();
+            let raw = format!(r#"{{"scale":2,"value":{value}}}"#);
+            write_value(&raw, &Conv::VariableScaleDecimal, &opts, &mut out)
+                .map(|()| String::from_utf8(out).unwrap())
+        };
+        assert_eq!(variable(r#""MDk=""#).unwrap(), r#""123.45""#);
+        let Err(e) = variable("12345") else {
+            panic!("a variable-scale decimal's number was taken");
+        };
+        assert!(e.contains("must be base64 bytes, got `12345`"), "{e}");
         let bad = write(r#""D5*=""#).unwrap_err();
         assert!(
             bad.starts_with("expected base64 bytes for a decimal, got `\"D5*=\"`: "),
