@@ -7,7 +7,7 @@
 
 pub mod avro;
 pub mod json;
-mod mongodb;
+pub mod mongodb;
 pub mod row;
 pub mod schema;
 pub mod semantic;

@@ -38,6 +38,25 @@ pub(super) fn document(raw: &RawValue) -> Result<Row, String> {
     ))
 }
 
+/// The row a MongoDB delete without a before image stands for, from its key: Debezium's key
+/// `{"id": …}` holds the document's `_id` as Extended JSON text (`"{\"$oid\": \"5f…\"}"`,
+/// `"\"abc\""`, `"1234"`), given here as an after image gives it (`"5f…"`, `"abc"`, `1234`),
+/// so that a delete's row carries the id its document's other rows do. A document with an `id`
+/// of its own keeps `_id` as `__id`: its delete cannot say so (capture full documents before
+/// the change, `capture.mode=change_streams_update_full_with_pre_image`, for a before image).
+pub fn key_image(key: &Row) -> Result<Row, String> {
+    let mut fields: Map<String, Value> = serde_json::from_str(key.as_str())
+        .map_err(|e| format!("a MongoDB key is not a JSON object: {e}"))?;
+    if let Some(Value::String(text)) = fields.get("id") {
+        let id: Value = serde_json::from_str(text)
+            .map_err(|e| format!("a MongoDB key's id is not Extended JSON: {e}"))?;
+        fields.insert("id".to_string(), simplify(id));
+    }
+    Ok(Row::from_bytes(
+        serde_json::to_vec(&Value::Object(fields)).map_err(|e| e.to_string())?,
+    ))
+}
+
 fn simplify(value: Value) -> Value {
     match value {
         Value::Object(map) => {

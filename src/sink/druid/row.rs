@@ -44,12 +44,18 @@ impl Rows {
             Value::Tombstone => return Ok(Mapped::Skip("tombstone")),
             Value::Change(ev) => ev,
         };
+        let from_key;
         let image = match ev.op {
             Op::Read | Op::Create | Op::Update => ev.after.as_ref(),
-            Op::Delete => ev
-                .before
-                .as_ref()
-                .or(rec.key.filter(|k| k.as_str().starts_with('{'))),
+            Op::Delete => match (&ev.before, rec.key.filter(|k| k.as_str().starts_with('{'))) {
+                (Some(before), _) => Some(before),
+                // MongoDB's key holds `_id` as Extended JSON text, its rows the plain value.
+                (None, Some(key)) if is_mongodb(ev) => {
+                    from_key = crate::decode::mongodb::key_image(key)?;
+                    Some(&from_key)
+                }
+                (None, key) => key,
+            },
             Op::Truncate => None,
             Op::Message => return Ok(Mapped::Skip("message")),
         };
@@ -225,6 +231,12 @@ fn flatten(
 /// Refuses a row (its columns so far in `out`, after its `{`) whose flattened columns share a
 /// name (`{"a":{"b":1},"a_b":2}`): Druid would keep one of the two values without a word. Only
 /// rows with a nested object are checked; a JSON object's own names are unique.
+fn is_mongodb(ev: &ChangeEvent) -> bool {
+    ev.source
+        .as_ref()
+        .is_some_and(|s| s.connector.as_deref() == Some("mongodb"))
+}
+
 fn unique_columns(out: &mut Vec<u8>, sep: &str) -> Result<(), String> {
     out.push(b'}');
     let mut seen = std::collections::HashSet::new();
@@ -291,6 +303,58 @@ mod tests {
             Mapped::Row { value, .. } => Ok(String::from_utf8(value).unwrap()),
             Mapped::Skip(why) => Err(why.into()),
         }
+    }
+
+    #[test]
+    fn a_mongodb_delete_without_before_carries_the_id_its_other_rows_do() {
+        let mut rows = rows();
+        let source = crate::decode::Source::parse(
+            r#"{"connector":"mongodb","ts_ms":1558965508000,"ord":3}"#,
+            false,
+            false,
+        )
+        .unwrap();
+        let mut delete = |key: &str| {
+            let value = Value::Change(ChangeEvent {
+                op: Op::Delete,
+                before: None,
+                after: None,
+                source: Some(source.clone()),
+                ts_ms: None,
+            });
+            let key = Row::from_json(key);
+            let rec = SinkRecord {
+                topic: "t",
+                kafka_topic: "t",
+                partition: 0,
+                offset: 7,
+                timestamp_ms: Some(1000),
+                key: Some(&key),
+                value: &value,
+                received_ms: 0,
+            };
+            match rows.map(&rec) {
+                Ok(Mapped::Row { value, .. }) => Ok(String::from_utf8(value).unwrap()),
+                Ok(Mapped::Skip(why)) => Err(why.to_string()),
+                Err(e) => Err(e),
+            }
+        };
+        // The after images of these documents hold `"id":"5f…"`, `"id":"abc"`, `"id":1234`.
+        for (key, id) in [
+            (
+                r#"{"id":"{\"$oid\" : \"5f1b2c3d4e5f6a7b8c9d0e1f\"}"}"#,
+                r#""id":"5f1b2c3d4e5f6a7b8c9d0e1f""#,
+            ),
+            (r#"{"id":"\"abc\""}"#, r#""id":"abc""#),
+            (r#"{"id":"1234"}"#, r#""id":1234"#),
+        ] {
+            let row = delete(key).unwrap();
+            assert!(row.starts_with(&format!("{{{id},\"__op\":\"d\"")), "{row}");
+        }
+        let Err(e) = delete(r#"{"id":"{not json"}"#) else {
+            panic!("a MongoDB key whose id is not Extended JSON was taken");
+        };
+        assert!(e.contains("not Extended JSON"), "{e}");
     }
 
     #[test]
