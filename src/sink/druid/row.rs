@@ -101,7 +101,9 @@ impl Rows {
             TimeField::Kafka => None,
         }
         .or_else(|| rec.timestamp_ms.map(|t| t.to_string()))
-        .unwrap_or_else(|| "null".into());
+        // Druid throws away a row without a time as unparseable, counted only in its task's
+        // report: refused here, naming why (`errors.tolerance` applies).
+        .ok_or("the row has no time: the change has none where `druid.timestamp.field` looks, and the record has no Kafka timestamp")?;
         let mut field = |name: &str, value: &str| {
             if !std::mem::take(&mut first) {
                 out.push(b',');
@@ -376,5 +378,31 @@ mod tests {
         assert!(e.contains("column __time"), "{e}");
         // Other names starting with `__` are the table's own.
         assert!(row(&mut rows, r#"{"id":1,"__note":5}"#).is_ok());
+    }
+
+    #[test]
+    fn a_row_without_a_time_is_refused() {
+        let value = Value::Change(ChangeEvent {
+            op: Op::Create,
+            before: None,
+            after: Some(Row::from_json(r#"{"id":1}"#)),
+            source: None,
+            ts_ms: None,
+        });
+        let key = Row::from_json(r#"{"id":1}"#);
+        let rec = SinkRecord {
+            topic: "t",
+            kafka_topic: "t",
+            partition: 0,
+            offset: 7,
+            timestamp_ms: None,
+            key: Some(&key),
+            value: &value,
+            received_ms: 0,
+        };
+        let Err(e) = rows().map(&rec) else {
+            panic!("a row without a time was written");
+        };
+        assert!(e.contains("the row has no time"), "{e}");
     }
 }
