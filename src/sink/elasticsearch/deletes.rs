@@ -51,15 +51,6 @@ impl RecentDeletes {
         }
     }
 
-    /// Document `id` was written again (re-created): an older delete of it no longer applies.
-    pub fn written(&mut self, topic: &str, partition: i32, id: &str) {
-        if let Some(parts) = self.last.get_mut(topic)
-            && parts.get(&partition).is_some_and(|e| e.id == id)
-        {
-            parts.remove(&partition);
-        }
-    }
-
     /// The delete event that the tombstone of `id` read from (`topic`, `partition`) follows, if
     /// it was read in this task; consumed.
     pub fn tombstone(&mut self, topic: &str, partition: i32, id: &str) -> Option<Deleted> {
@@ -99,15 +90,6 @@ mod tests {
         assert_eq!(r.tombstone("t", 0, "8"), None, "another document");
         assert_eq!(r.tombstone("t", 0, "7"), Some(d(40)));
         assert_eq!(r.tombstone("t", 0, "7"), None, "used once");
-    }
-
-    #[test]
-    fn a_rewrite_of_the_document_forgets_its_delete() {
-        let mut r = RecentDeletes::default();
-        r.deleted("t", 0, "7".into(), d(40));
-        r.written("t", 0, "8");
-        r.written("t", 0, "7");
-        assert_eq!(r.tombstone("t", 0, "7"), None);
     }
 
     #[test]
