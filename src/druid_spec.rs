@@ -86,6 +86,12 @@ fn consumer_properties(settings: &Settings) -> Value {
     });
     for (k, v) in &settings.kafka.properties {
         if let Some((_, java)) = SHARED_WITH_JAVA.iter().find(|(ours, _)| ours == k) {
+            // librdkafka turns host name checks off with `none`, Java with an empty value
+            // (JSSE refuses `none` as an unknown algorithm).
+            let v = match (*java, v.as_str()) {
+                ("ssl.endpoint.identification.algorithm", "none") => "",
+                _ => v,
+            };
             props[*java] = json!(v);
         }
     }
@@ -127,7 +133,15 @@ pub fn run(settings: &Settings, spec: &ConnectorSpec) -> Result<Vec<Value>, Stri
                     "dataSchema": {
                         "dataSource": topic,
                         "timestampSpec": {"column": "__time", "format": "millis"},
-                        "dimensionsSpec": {"dimensions": dimensions},
+                        // The columns seen, with their types, and any other Druid finds
+                        // (a column added to the table later, a key of a JSON value first
+                        // seen after the sample), typed as Druid discovers them: listed
+                        // alone, a column not in the sample was dropped without a word.
+                        "dimensionsSpec": {
+                            "dimensions": dimensions,
+                            "includeAllDimensions": true,
+                            "useSchemaDiscovery": true,
+                        },
                         "granularitySpec": {
                             "queryGranularity": "none",
                             "rollup": false,
@@ -282,6 +296,7 @@ mod tests {
             ("sasl.password", "s3cret"),
             ("ssl.ca.location", "/etc/ca.pem"),
             ("ssl.key.password", "k3y"),
+            ("ssl.endpoint.identification.algorithm", "none"),
         ] {
             settings.kafka.properties.insert(k.into(), v.into());
         }
@@ -289,7 +304,8 @@ mod tests {
         assert_eq!(
             props,
             json!({"bootstrap.servers": "kafka:9092", "isolation.level": "read_committed",
-                "security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512"})
+                "security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512",
+                "ssl.endpoint.identification.algorithm": ""})
         );
         assert!(!props.to_string().contains("s3cret"));
     }

@@ -665,6 +665,16 @@ fn postgres_to_druid_the_latest_rows_are_the_tables() {
             src.expected(t).len()
         );
     }
+    // A column added after the spec was made is ingested too (the spec lets Druid discover
+    // columns beyond those it lists), with its rows' values.
+    src.sql("ALTER TABLE customers ADD COLUMN nickname text;\nUPDATE customers SET nickname = 'sal' WHERE id = 1001;");
+    let out = format!("druid.{}", src.topic("customers"));
+    let nick = format!(
+        "SELECT \"id\", \"nickname\", \"__version\" FROM \"{out}\" WHERE \"nickname\" = 'sal'"
+    );
+    let got = druid::wait_sql(&nick, Duration::from_secs(300), |r| !r.is_empty());
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["id"], json!(1001), "{got:?}");
     drop(supervisors);
     let _ = d;
     assert!(worker.stop().success());
