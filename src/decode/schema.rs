@@ -259,7 +259,9 @@ pub fn semantic_conv(
     let fits = match conv {
         Conv::Date => matches!(wire, "int32" | "int64" | "int"),
         Conv::Time(_) | Conv::Timestamp(_) => matches!(wire, "int32" | "int64" | "int" | "long"),
-        Conv::Bits { .. } => matches!(wire, "bytes" | "fixed" | "string" | "double" | "float64"),
+        // As a Decimal's: only bytes are read as bits. A string was read as base64 by the JSON
+        // decoder alone (hex text such as "0a0b" is base64 too), and kept by the Avro one.
+        Conv::Bits { .. } => matches!(wire, "bytes" | "fixed"),
         Conv::VariableScaleDecimal | Conv::Point => matches!(wire, "struct" | "record"),
         Conv::Json => wire == "string",
         _ => true,
@@ -339,12 +341,14 @@ mod tests {
     }
 
     #[test]
-    fn a_decimal_carried_as_a_string_or_a_double_is_kept_as_it_is() {
+    fn a_decimal_or_bits_carried_as_a_string_or_a_double_is_kept_as_it_is() {
         let s: ConnectSchema = serde_json::from_str(
             r#"{"type":"struct","fields":[
                 {"type":"string","name":"org.apache.kafka.connect.data.Decimal","parameters":{"scale":"2"},"field":"p"},
                 {"type":"string","name":"org.apache.kafka.connect.data.Decimal","field":"q"},
-                {"type":"float64","name":"org.apache.kafka.connect.data.Decimal","parameters":{"scale":"2"},"field":"r"}]}"#,
+                {"type":"float64","name":"org.apache.kafka.connect.data.Decimal","parameters":{"scale":"2"},"field":"r"},
+                {"type":"string","name":"io.debezium.data.Bits","parameters":{"length":"16"},"field":"b"},
+                {"type":"float64","name":"io.debezium.data.Bits","field":"c"}]}"#,
         )
         .unwrap();
         assert_eq!(s.compile(), Conv::Keep);
