@@ -182,7 +182,7 @@ fn a_history_becomes_one_row_per_change_in_each_keys_order() {
                 "inputFormat": {"type": "json"}, "useEarliestOffset": true},
             "tuningConfig": {"type": "kafka"},
             "dataSchema": {"dataSource": out, "timestampSpec": {"column": "__time", "format": "millis"},
-                "dimensionsSpec": {"dimensions": dims},
+                "dimensionsSpec": {"dimensions": dims, "includeAllDimensions": true, "useSchemaDiscovery": true},
                 "granularitySpec": {"queryGranularity": "none", "rollup": false, "segmentGranularity": "day"}}}}])
     );
     let (code, over_rest) =

@@ -64,7 +64,8 @@ pub fn record<'a>(
         kafka_topic: topic,
         partition: 0,
         offset,
-        timestamp_ms: None,
+        // As every record of a Kafka topic has (the Druid sink refuses a row without a time).
+        timestamp_ms: Some(1_700_000_000_000 + offset),
         key: key.as_ref(),
         value,
         received_ms: 0,
