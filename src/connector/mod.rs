@@ -19,10 +19,21 @@ use options::{ConfigError, OptionDef, Options};
 use transforms::Transforms;
 
 /// A connector config as posted: string values, as in Kafka Connect.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ConnectorConfig {
     pub name: String,
     pub config: BTreeMap<String, String>,
+}
+
+/// Redacted (`[hidden]` secrets), as logs show a config: a `{:?}` anywhere (a change logged
+/// when applying it failed, a test's message) never prints a password.
+impl std::fmt::Debug for ConnectorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectorConfig")
+            .field("name", &self.name)
+            .field("config", &self.redacted())
+            .finish()
+    }
 }
 
 #[derive(Deserialize)]
@@ -88,8 +99,11 @@ impl ConnectorConfig {
     pub fn resolve_placeholders(&self) -> Result<ConnectorConfig, ConfigError> {
         let mut errors = Vec::new();
         let mut config = BTreeMap::new();
+        // What the placeholders of the whole config may give: one ${file:…} of 1 MiB repeated
+        // through a 2 MiB request asked for gigabytes.
+        let mut budget = MAX_RESOLVED;
         for (k, v) in &self.config {
-            match resolve(v) {
+            match resolve(v, &mut budget) {
                 Ok(r) => {
                     config.insert(k.clone(), r);
                 }
@@ -171,6 +185,12 @@ pub fn is_secret(key: &str) -> bool {
 /// The largest file a `${file:…}` placeholder reads.
 const MAX_FILE_PLACEHOLDER: u64 = 1 << 20;
 
+/// The error of a key no plugin knows (it says nothing of the value).
+const UNKNOWN_OPTION: &str = "unknown option";
+
+/// The most a config's placeholders give in all.
+const MAX_RESOLVED: usize = 4 << 20;
+
 /// The text of a `${file:…}` placeholder: a regular file of at most 1 MiB, trailing newline
 /// dropped (not a device or a pipe, which could block or never end).
 fn read_secret_file(path: &str) -> Result<String, String> {
@@ -188,7 +208,7 @@ fn read_secret_file(path: &str) -> Result<String, String> {
         .map_err(|e| format!("cannot read `{path}`: {e}"))
 }
 
-fn resolve(value: &str) -> Result<String, String> {
+fn resolve(value: &str, budget: &mut usize) -> Result<String, String> {
     let mut out = String::with_capacity(value.len());
     let mut rest = value;
     while let Some(start) = rest.find("${") {
@@ -204,6 +224,12 @@ fn resolve(value: &str) -> Result<String, String> {
             // Not a config provider reference (e.g. `${topic}` in index.name): kept as is.
             rest[start..start + len + 1].to_string()
         };
+        *budget = budget.checked_sub(resolved.len()).ok_or_else(|| {
+            format!(
+                "the config's placeholders give more than {} MiB in all",
+                MAX_RESOLVED >> 20
+            )
+        })?;
         out.push_str(&rest[..start]);
         out.push_str(&resolved);
         rest = &rest[start + len + 1..];
@@ -212,15 +238,17 @@ fn resolve(value: &str) -> Result<String, String> {
     Ok(out)
 }
 
-/// `error` (`key: why`) without what placeholders gave: for a key whose value has one, a
-/// `why` that quotes anything (values are quoted in backticks) becomes only that its value is
-/// refused; elsewhere any placeholder's value is put back as its placeholder.
+/// `error` (`key: why`) without what placeholders gave: for a key whose value has one, `why`
+/// becomes only that its value is refused, whatever it says but `unknown option` (a regular
+/// expression's parse error quotes its pattern line by line, without backticks and trimmed, so
+/// no search for the value finds it); elsewhere any placeholder's value is put back as its
+/// placeholder.
 fn hide_resolved(error: String, raw: &ConnectorConfig, resolved: &ConnectorConfig) -> String {
     let given = |k: &str| raw.config.get(k).filter(|v| v.contains("${"));
     if let Some((key, why)) = error.split_once(": ")
         && let Some(placeholder) = given(key)
         && resolved.config.get(key) != Some(placeholder)
-        && why.contains('`')
+        && why != UNKNOWN_OPTION
     {
         return format!(
             "{key}: the value `{placeholder}` gives is not valid here (not shown: it comes from \
@@ -708,7 +736,7 @@ impl ConnectorSpec {
                 .iter()
                 .any(|p| key.starts_with(p));
             if !known {
-                o.error(key, "unknown option");
+                o.error(key, UNKNOWN_OPTION);
             }
         }
         o.finish()?;
@@ -972,6 +1000,32 @@ mod tests {
         let err = ConnectorSpec::validate(&unknown).unwrap_err().to_string();
         let _ = std::fs::remove_file(&dir);
         assert_eq!(err, "no.such.key: unknown option");
+        // A regular expression's parse error quotes the pattern line by line, trimmed.
+        for pattern in ["MIIEv\n(", "MIIEv(  "] {
+            std::fs::write(&dir, pattern).unwrap();
+            let regex = ConnectorConfig::from_json(&format!(
+                r#"{{"name":"x","config":{{"connector.class":"elasticsearch","topics.regex":"${{file:{path}}}","connection.url":"http://es:9200"}}}}"#
+            ))
+            .unwrap();
+            let err = ConnectorSpec::validate(&regex).unwrap_err().to_string();
+            let _ = std::fs::remove_file(&dir);
+            assert!(!err.contains("MIIEv"), "{err}");
+            assert!(err.starts_with("topics.regex: the value"), "{err}");
+        }
+        // What placeholders give in all is bounded: one file of 1 MiB given 90 000 times
+        // asked for 90 GiB.
+        std::fs::write(&dir, "x".repeat(1 << 19)).unwrap();
+        let many: Vec<String> = (0..9)
+            .map(|i| format!(r#""k{i}":"${{file:{path}}}""#))
+            .collect();
+        let big = ConnectorConfig::from_json(&format!(
+            r#"{{"name":"x","config":{{"connector.class":"elasticsearch",{}}}}}"#,
+            many.join(",")
+        ))
+        .unwrap();
+        let err = big.resolve_placeholders().unwrap_err().to_string();
+        let _ = std::fs::remove_file(&dir);
+        assert!(err.contains("give more than 4 MiB in all"), "{err}");
     }
 
     #[test]
@@ -1074,6 +1128,8 @@ mod tests {
         assert_eq!(r.config["connection.password"], "s3cret");
         assert_eq!(r.config["index.name"], "${topic}");
         assert_eq!(c.redacted()["connection.password"], "[hidden]");
+        assert!(format!("{c:?}").contains(r#""connection.password": "[hidden]""#));
+        assert!(!format!("{r:?}").contains("s3cret"), "{r:?}");
         let missing =
             ConnectorConfig::from_json(r#"{"name":"x","config":{"a":"${env:CDCSINK_NOPE}"}}"#)
                 .unwrap();
