@@ -466,7 +466,11 @@ impl Herder {
     /// config itself, and any worker shows the failure, as Kafka Connect's status does).
     fn failed_where(&self, inner: &Inner, name: &str) -> Option<(String, String)> {
         let entry = inner.connectors.get(name)?;
-        if let Err(why) = &entry.spec {
+        // Not while stopped, as nothing runs then: the other workers (which read this worker's
+        // published state, `local_statuses`) show it STOPPED too, until a resume.
+        if let Err(why) = &entry.spec
+            && entry.target != TargetState::Stopped
+        {
             return Some((self.worker_id.clone(), why.clone()));
         }
         self.cluster.get().and_then(|c| c.failed_elsewhere(name))

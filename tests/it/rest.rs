@@ -874,6 +874,20 @@ fn a_stored_connector_that_no_longer_validates_fails_alone() {
         201
     );
     wait_state(&url, &placeholder, "RUNNING", Some("RUNNING"));
+    // A stopped one: nothing of it runs, so it shows STOPPED (as on every other worker) until
+    // it is resumed.
+    let stopped = unique("it-rest-env-stopped");
+    assert_eq!(
+        post(
+            &url,
+            &stopped,
+            &config("${env:CDCSINK_REST_ES}"),
+            Some("STOPPED")
+        )
+        .0,
+        201
+    );
+    wait_state(&url, &stopped, "STOPPED", None);
     assert!(w.stop().success());
 
     // Started again without the variable.
@@ -886,6 +900,21 @@ fn a_stored_connector_that_no_longer_validates_fails_alone() {
         WAIT,
         |s| s["connector"]["state"] == "FAILED",
     );
+    assert!(
+        s["connector"]["trace"]
+            .as_str()
+            .is_some_and(|t| t.contains("CDCSINK_REST_ES")),
+        "{s}"
+    );
+    let (code, s) = call(&url, "GET", &format!("/connectors/{stopped}/status"), None);
+    assert_eq!((code, states(&s).0.as_str()), (200, "STOPPED"), "{s}");
+    assert_eq!(
+        call(&url, "PUT", &format!("/connectors/{stopped}/resume"), None).0,
+        202
+    );
+    let s = wait_for(&url, &format!("/connectors/{stopped}/status"), WAIT, |s| {
+        s["connector"]["state"] == "FAILED"
+    });
     assert!(
         s["connector"]["trace"]
             .as_str()
