@@ -74,7 +74,8 @@ impl ConnectorConfig {
                 _ => errors.push(format!("{k}: must be a string")),
             }
         }
-        let name = match (raw.name, config.get("name")) {
+        // Trimmed, as Kafka Connect trims a created connector's name: " x " is x.
+        let name = match (raw.name.map(|n| n.trim().to_string()), config.get("name")) {
             (Some(n), Some(c)) if &n != c => {
                 errors.push(format!(
                     "name: `{c}` in config differs from the connector name `{n}`"
@@ -963,6 +964,12 @@ mod tests {
             spec(r#"{"name":"x","config":{"connector.class":"elasticsearch","topics":"t","connection.url":"http://es:9200"}}"#)
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn a_connectors_name_is_trimmed_as_kafka_connect_trims_it() {
+        let c = ConnectorConfig::from_json(r#"{"name":"  x ","config":{"topics":"t"}}"#).unwrap();
+        assert_eq!((c.name.as_str(), c.config["name"].as_str()), ("x", "x"));
     }
 
     #[test]
