@@ -98,13 +98,20 @@ impl ConnectorConfig {
 
     /// Replaces `${env:VAR}` and `${file:/path}` in every value.
     pub fn resolve_placeholders(&self) -> Result<ConnectorConfig, ConfigError> {
+        self.resolve_with_pieces().map(|(config, _)| config)
+    }
+
+    /// As [`Self::resolve_placeholders`], with what each placeholder gave: (the placeholder,
+    /// its text), for errors to put the placeholder back wherever its text shows.
+    fn resolve_with_pieces(&self) -> Result<(ConnectorConfig, Pieces), ConfigError> {
+        let mut pieces = Vec::new();
         let mut errors = Vec::new();
         let mut config = BTreeMap::new();
         // What the placeholders of the whole config may give: one ${file:…} of 1 MiB repeated
         // through a 2 MiB request asked for gigabytes.
         let mut budget = MAX_RESOLVED;
         for (k, v) in &self.config {
-            match resolve(v, &mut budget) {
+            match resolve(v, &mut budget, &mut pieces) {
                 Ok(r) => {
                     config.insert(k.clone(), r);
                 }
@@ -112,10 +119,11 @@ impl ConnectorConfig {
             }
         }
         if errors.is_empty() {
-            Ok(ConnectorConfig {
+            let config = ConnectorConfig {
                 name: self.name.clone(),
                 config,
-            })
+            };
+            Ok((config, pieces))
         } else {
             Err(ConfigError(errors))
         }
@@ -209,7 +217,10 @@ fn read_secret_file(path: &str) -> Result<String, String> {
         .map_err(|e| format!("cannot read `{path}`: {e}"))
 }
 
-fn resolve(value: &str, budget: &mut usize) -> Result<String, String> {
+/// What placeholders gave: (the placeholder as written, the text it gave).
+type Pieces = Vec<(String, String)>;
+
+fn resolve(value: &str, budget: &mut usize, pieces: &mut Pieces) -> Result<String, String> {
     let mut out = String::with_capacity(value.len());
     let mut rest = value;
     while let Some(start) = rest.find("${") {
@@ -231,6 +242,10 @@ fn resolve(value: &str, budget: &mut usize) -> Result<String, String> {
                 MAX_RESOLVED >> 20
             )
         })?;
+        let placeholder = &rest[start..start + len + 1];
+        if resolved != placeholder {
+            pieces.push((placeholder.to_string(), resolved.clone()));
+        }
         out.push_str(&rest[..start]);
         out.push_str(&resolved);
         rest = &rest[start + len + 1..];
@@ -242,9 +257,15 @@ fn resolve(value: &str, budget: &mut usize) -> Result<String, String> {
 /// `error` (`key: why`) without what placeholders gave: for a key whose value has one, `why`
 /// becomes only that its value is refused, whatever it says but `unknown option` (a regular
 /// expression's parse error quotes its pattern line by line, without backticks and trimmed, so
-/// no search for the value finds it); elsewhere any placeholder's value is put back as its
-/// placeholder.
-fn hide_resolved(error: String, raw: &ConnectorConfig, resolved: &ConnectorConfig) -> String {
+/// no search for the value finds it). Elsewhere the text each placeholder gave, as it is and
+/// lower-cased (index names are), is put back as its placeholder: an error of another key may
+/// quote one item of a list that holds a placeholder (`topics`, `topic.index.map`).
+fn hide_resolved(
+    error: String,
+    raw: &ConnectorConfig,
+    resolved: &ConnectorConfig,
+    pieces: &Pieces,
+) -> String {
     let given = |k: &str| raw.config.get(k).filter(|v| v.contains("${"));
     if let Some((key, why)) = error.split_once(": ")
         && let Some(placeholder) = given(key)
@@ -257,12 +278,14 @@ fn hide_resolved(error: String, raw: &ConnectorConfig, resolved: &ConnectorConfi
         );
     }
     let mut error = error;
-    for (k, v) in &resolved.config {
-        if let Some(placeholder) = given(k)
-            && v != placeholder
-            && !v.is_empty()
-        {
-            error = error.replace(v.as_str(), placeholder);
+    // Longest first, so that a text holding another is put back whole.
+    let mut by_length: Vec<&(String, String)> = pieces.iter().collect();
+    by_length.sort_by_key(|(_, text)| std::cmp::Reverse(text.len()));
+    for (placeholder, text) in by_length {
+        for text in [text.clone(), text.to_lowercase()] {
+            if !text.is_empty() {
+                error = error.replace(&text, placeholder);
+            }
         }
     }
     error
@@ -550,12 +573,12 @@ impl ConnectorSpec {
     /// `${env:…}`/`${file:…}` placeholder gave: whoever may post a config (or ask
     /// `…/config/validate`) must not read the worker's files and environment in the answer.
     pub fn validate(config: &ConnectorConfig) -> Result<ConnectorSpec, ConfigError> {
-        let resolved = config.resolve_placeholders()?;
+        let (resolved, pieces) = config.resolve_with_pieces()?;
         Self::validate_resolved(config, &resolved).map_err(|ConfigError(errors)| {
             ConfigError(
                 errors
                     .into_iter()
-                    .map(|e| hide_resolved(e, config, &resolved))
+                    .map(|e| hide_resolved(e, config, &resolved, &pieces))
                     .collect(),
             )
         })
@@ -1019,6 +1042,21 @@ mod tests {
             assert!(!err.contains("MIIEv"), "{err}");
             assert!(err.starts_with("topics.regex: the value"), "{err}");
         }
+        // Another key's error quoting one item of a list a placeholder is part of.
+        std::fs::write(&dir, "Secret-Topic").unwrap();
+        for extra in [
+            format!(r#""topics":"${{file:{path}}},zzz","index.name":"x""#),
+            format!(r#""topics.regex":".*","topic.index.map":"a:${{file:{path}}}""#),
+        ] {
+            let listed = ConnectorConfig::from_json(&format!(
+                r#"{{"name":"x","config":{{"connector.class":"elasticsearch","connection.url":"http://es:9200","snapshot.reconcile":"true",{extra}}}}}"#
+            ))
+            .unwrap();
+            let err = ConnectorSpec::validate(&listed).unwrap_err().to_string();
+            assert!(err.starts_with("snapshot.reconcile:"), "{err}");
+            assert!(!err.to_lowercase().contains("secret-topic"), "{err}");
+        }
+        let _ = std::fs::remove_file(&dir);
         // What placeholders give in all is bounded: one file of 1 MiB given 90 000 times
         // asked for 90 GiB.
         std::fs::write(&dir, "x".repeat(1 << 19)).unwrap();
