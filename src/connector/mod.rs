@@ -1250,8 +1250,13 @@ mod tests {
             Ok(false)
         );
         assert_eq!(
-            regex("S[12]\\\\.T", r#","topic.index.map":"s2.t:s1.t""#),
+            regex("S1\\\\.T|s2\\\\.t", r#","topic.index.map":"s2.t:s1.t""#),
             Ok(false)
+        );
+        // A map entry of a topic the expression does not read writes nothing.
+        assert_eq!(
+            regex("S[12]\\\\.T", r#","topic.index.map":"s2.t:s1.t""#),
+            Ok(true)
         );
         assert_eq!(
             regex("s[12]\\\\.t", r#","topic.index.map":"s2.t:merged""#),
@@ -1269,6 +1274,17 @@ mod tests {
                 "s.*",
                 r#","index.name":"cdc-${topic}","topic.index.map":"s2:s1""#
             ),
+            Ok(true)
+        );
+        // An index from `source` fields beside a map: the targets may meet any of them.
+        assert_eq!(
+            pair(
+                r#","topics":"s1.t,s2.t","index.name":"${topic}_${table}","topic.index.map":"s2.t:s1.t_customers""#
+            ),
+            Ok(false)
+        );
+        assert_eq!(
+            pair(r#","topics":"s1.t,s2.t","index.name":"${topic}_${table}""#),
             Ok(true)
         );
         assert!(!reconcile(r#","behavior.on.malformed.documents":"warn""#));

@@ -879,7 +879,12 @@ pub(crate) mod tests {
         ) else {
             panic!("a string coordinate was taken")
         };
-        assert!(err.len() < 300, "{} bytes: {}", err.len(), &err[..300]);
+        assert!(
+            err.len() < 300,
+            "{} bytes: {}",
+            err.len(),
+            crate::decode::excerpt(&err)
+        );
 
         // A forged point whose x is an array of records of null fields: the coordinates are
         // written where the record's value is, so the cap sees them at once. In a buffer of

@@ -230,15 +230,15 @@ fn flatten(
     })
 }
 
-/// Refuses a row (its columns so far in `out`, after its `{`) whose flattened columns share a
-/// name (`{"a":{"b":1},"a_b":2}`): Druid would keep one of the two values without a word. Only
-/// rows with a nested object are checked; a JSON object's own names are unique.
 fn is_mongodb(ev: &ChangeEvent) -> bool {
     ev.source
         .as_ref()
         .is_some_and(|s| s.connector.as_deref() == Some("mongodb"))
 }
 
+/// Refuses a row (its columns so far in `out`, after its `{`) whose flattened columns share a
+/// name (`{"a":{"b":1},"a_b":2}`): Druid would keep one of the two values without a word. Only
+/// rows with a nested object are checked; a JSON object's own names are unique.
 fn unique_columns(out: &mut Vec<u8>, sep: &str) -> Result<(), String> {
     out.push(b'}');
     let mut seen = std::collections::HashSet::new();

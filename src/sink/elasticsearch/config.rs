@@ -567,8 +567,9 @@ impl EsConfig {
 /// lower-cased, so a map's target can be the index of a topic left unmapped, and two topics
 /// whose names differ in case write one index. With `topics.regex` the topics are not known
 /// here: a target is taken as shared when the expression, read without regard to case, matches
-/// a topic name that would give it. `index.name` templates that use `source` fields are refused
-/// for reconciliation elsewhere.
+/// a topic name that would give it (and that is not itself mapped). An `index.name` taking the
+/// index from `source` fields (`${table}`…) beside a map is taken as shared: what the map's
+/// targets meet is not known before the records come.
 fn shared_index(
     subscription: &Subscription,
     map: &HashMap<String, String>,
@@ -583,6 +584,16 @@ fn shared_index(
         ));
     }
     let template = index_name.unwrap_or("${topic}");
+    if !map.is_empty()
+        && ["${db}", "${schema}", "${table}"]
+            .iter()
+            .any(|f| template.contains(f))
+    {
+        return Some(format!(
+            "topic.index.map beside index.name `{template}`, whose index comes from each record's \
+             source, may send two topics to one index"
+        ));
+    }
     let unmapped = |topic: &str| template.replace("${topic}", topic).to_lowercase();
     match subscription {
         Subscription::Topics(topics) => {
@@ -600,25 +611,35 @@ fn shared_index(
             None
         }
         Subscription::Regex(r) => {
-            let any_case = regex::RegexBuilder::new(&Subscription::whole_name(r))
+            let checked = regex::RegexBuilder::new(&Subscription::whole_name(r))
                 .case_insensitive(true)
                 .build()
-                .ok()?;
+                .ok()
+                .zip(subscription.pattern().ok().flatten());
+            let Some((any_case, pattern)) = checked else {
+                return Some(
+                    "topics.regex could not be checked for topics that write one index".into(),
+                );
+            };
             // The topic name (lower-cased) an unmapped topic would need to write `index`.
             let (before, after) = template.split_once("${topic}")?;
             let (before, after) = (before.to_lowercase(), after.to_lowercase());
             fn topic_for<'a>(index: &'a str, before: &str, after: &str) -> Option<&'a str> {
                 index.strip_prefix(before)?.strip_suffix(after)
             }
-            map.iter().find_map(|(from, index)| {
-                let name = topic_for(index, &before, &after).filter(|n| unmapped(n) == *index)?;
-                (any_case.is_match(name) && !map.contains_key(name)).then(|| {
-                    format!(
-                        "topic.index.map sends `{from}` to index `{index}`, which topics of \
+            // Entries of topics the expression does not read write nothing.
+            map.iter()
+                .filter(|(from, _)| pattern.reads(from))
+                .find_map(|(from, index)| {
+                    let name =
+                        topic_for(index, &before, &after).filter(|n| unmapped(n) == *index)?;
+                    (any_case.is_match(name) && !map.contains_key(name)).then(|| {
+                        format!(
+                            "topic.index.map sends `{from}` to index `{index}`, which topics of \
                          topics.regex named like `{name}` write too"
-                    )
+                        )
+                    })
                 })
-            })
         }
     }
 }
