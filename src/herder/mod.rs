@@ -1018,9 +1018,12 @@ impl Inner {
             self.targets_ahead.insert(name.to_string(), target);
             return Ok(());
         };
-        e.target = target;
+        let was = std::mem::replace(&mut e.target, target);
         info!(connector = %name, ?target, "target state changed");
-        if e.spec.is_err() {
+        // A failed config is validated again by a restart; and by a resume from STOPPED, which
+        // reads the placeholders again (as STOPPED showed nothing of the failure, a mended file
+        // is taken then).
+        if e.spec.is_err() && (was != TargetState::Stopped || target == TargetState::Stopped) {
             return Ok(());
         }
         match target {

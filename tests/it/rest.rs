@@ -888,7 +888,18 @@ fn a_stored_connector_that_no_longer_validates_fails_alone() {
         201
     );
     wait_state(&url, &stopped, "STOPPED", None);
+    // Another, whose file is gone at the restart and back before its resume.
+    let url_file = std::env::temp_dir().join(format!("cdc-sink-url-{}", fastrand::u32(..)));
+    std::fs::write(&url_file, &servers().es).unwrap();
+    let mended = unique("it-rest-file-stopped");
+    let from_file = format!("${{file:{}}}", url_file.display());
+    assert_eq!(
+        post(&url, &mended, &config(&from_file), Some("STOPPED")).0,
+        201
+    );
+    wait_state(&url, &mended, "STOPPED", None);
     assert!(w.stop().success());
+    std::fs::remove_file(&url_file).unwrap();
 
     // Started again without the variable.
     let mut w = Worker::start_with(&[], &env[..1]);
@@ -921,6 +932,16 @@ fn a_stored_connector_that_no_longer_validates_fails_alone() {
             .is_some_and(|t| t.contains("CDCSINK_REST_ES")),
         "{s}"
     );
+    // The file back, the stopped one resumes with it: its placeholders are read again.
+    let (code, s) = call(&url, "GET", &format!("/connectors/{mended}/status"), None);
+    assert_eq!((code, states(&s).0.as_str()), (200, "STOPPED"), "{s}");
+    std::fs::write(&url_file, &servers().es).unwrap();
+    assert_eq!(
+        call(&url, "PUT", &format!("/connectors/{mended}/resume"), None).0,
+        202
+    );
+    wait_state(&url, &mended, "RUNNING", Some("RUNNING"));
+    let _ = std::fs::remove_file(&url_file);
     assert!(w.stop().success());
 }
 
