@@ -326,6 +326,17 @@ impl From<SinkError> for End {
     }
 }
 
+/// Calls its closure when dropped while the thread unwinds from a panic.
+struct OnUnwind<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for OnUnwind<F> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            (self.0)();
+        }
+    }
+}
+
 struct Handler {
     state: Mutex<State>,
     flush_timeout: Duration,
@@ -928,6 +939,11 @@ fn run(
     let (consumer, mut subscribed) =
         source::create(&config, handler, label.clone(), &spec.subscription)?;
     let handler = &consumer.context().handler;
+    // Should a bug's panic unwind this run, the task is closed before its consumer is dropped:
+    // the consumer's close runs the revocation callback, whose drain and commit would pass a
+    // record polled and never tracked (a panic while decoding it). Dropped before `consumer`,
+    // declared after it.
+    let closed_on_panic = OnUnwind(|| handler.lock().closed = true);
     let mut decoder = Decoder::new(spec)?;
     let commit_every = Duration::from_millis(settings.worker.offset_flush_interval_ms);
     let mut last_commit = Instant::now();
@@ -1249,6 +1265,7 @@ fn run(
     drop(st);
     drop(sink);
     drop(dlq);
+    drop(closed_on_panic);
     source::close::close(
         consumer,
         &spec.group_id(),
@@ -1602,6 +1619,33 @@ mod tests {
             0,
             None,
         )
+    }
+
+    #[test]
+    fn a_task_unwinding_from_a_panic_is_closed_before_its_consumer_goes() {
+        let closed = std::sync::atomic::AtomicBool::new(false);
+        let order = Mutex::new(Vec::new());
+        struct Consumer<'a>(&'a Mutex<Vec<&'static str>>);
+        impl Drop for Consumer<'_> {
+            fn drop(&mut self) {
+                self.0.lock().unwrap().push("consumer closed");
+            }
+        }
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _consumer = Consumer(&order);
+            let _closed_on_panic = OnUnwind(|| {
+                closed.store(true, Ordering::Relaxed);
+                order.lock().unwrap().push("closed");
+            });
+            panic!("a bug while decoding");
+        }));
+        assert!(ran.is_err());
+        assert!(closed.load(Ordering::Relaxed));
+        assert_eq!(*order.lock().unwrap(), ["closed", "consumer closed"]);
+        // Not on a normal end.
+        let calm = std::sync::atomic::AtomicBool::new(false);
+        drop(OnUnwind(|| calm.store(true, Ordering::Relaxed)));
+        assert!(!calm.load(Ordering::Relaxed));
     }
 
     /// The consumer stops reading while too many records are remembered behind one that
