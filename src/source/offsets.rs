@@ -383,7 +383,11 @@ impl Offsets {
     /// Whether every record of a partition below `offset` has been read and written (holds
     /// aside); `None` when the partition is not assigned or nothing was read since it was.
     /// `position`: the consumer's position, which may be past the last record read (records
-    /// that are never handed out, as transaction markers).
+    /// that are never handed out, as transaction markers). Not while a reset of the position
+    /// is unresolved, as for [`skip_undelivered`](crate::task): a position past a removed
+    /// stretch of the log (a transaction marker first at its new start) would count records
+    /// never read as written, and a snapshot's end would remove their documents. Never past
+    /// a gap.
     pub fn written_below(
         &self,
         topic: &str,
@@ -392,6 +396,10 @@ impl Offsets {
         position: Option<i64>,
     ) -> Option<bool> {
         let p = self.slots[self.slot_of(topic, partition)? as usize].as_ref()?;
+        if p.gap.is_some_and(|g| g < offset) {
+            return Some(false);
+        }
+        let position = position.filter(|_| p.reset.is_none());
         let next = p.next?.max(position.unwrap_or(0));
         Some(next >= offset && p.pending.iter().all(|e| e.done || e.offset >= offset))
     }
@@ -733,5 +741,14 @@ mod tests {
         assert_eq!(o.written_below("t", 0, 6, None), Some(true));
         // The consumer's position past a transaction marker at 6.
         assert_eq!(o.written_below("t", 0, 7, Some(7)), Some(true));
+        // Not while a reset is unresolved: the position may be past records removed unread.
+        let to_start = "t [0]: offset reset (at offset 6 (leader epoch 0), broker 1) to offset BEGINNING (leader epoch -1): fetch failed due to requested offset not available on the broker: Broker: Offset out of range";
+        o.reset("t", 0, Some(6), to_start);
+        assert_eq!(o.written_below("t", 0, 9, Some(9)), Some(false));
+        // Nor past the gap found once a record past the failed offset comes.
+        let past = o.track("t", 0, 8);
+        o.ack(past);
+        assert_eq!(o.written_below("t", 0, 9, Some(9)), Some(false));
+        assert_eq!(o.written_below("t", 0, 6, Some(9)), Some(true));
     }
 }
