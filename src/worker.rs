@@ -129,6 +129,9 @@ impl Drop for Done<'_> {
     }
 }
 
+/// A task's report before: when, its records consumed, its freshness histogram.
+type LastReport = (Instant, u64, Latency);
+
 pub struct Worker {
     settings: Arc<Settings>,
     runtime: tokio::runtime::Handle,
@@ -139,7 +142,7 @@ pub struct Worker {
     metrics: Registry,
     /// Each task's records consumed and freshness histogram at the last report, for its rate
     /// and its freshness since.
-    last_report: Mutex<BTreeMap<(String, usize), (Instant, u64, Latency)>>,
+    last_report: Mutex<BTreeMap<(String, usize), LastReport>>,
 }
 
 /// Reads and validates a connector file.
