@@ -238,9 +238,14 @@ pub fn run(
         let current = version_of(alias, &from).unwrap_or(1);
         let family = es.family(alias)?;
         let to = if rollback {
-            let (n, (index, meta)) = family
+            // The index the current one replaced (its `replaced_by`): after a rollback and
+            // another rebuild, the highest earlier version is the one rolled away from.
+            let replaced = family
                 .range(..current)
-                .next_back()
+                .rev()
+                .find(|(_, (_, meta))| meta["replaced_by"].as_str() == Some(from.as_str()));
+            let (n, (index, meta)) = replaced
+                .or_else(|| family.range(..current).next_back())
                 .ok_or_else(|| format!("no earlier index of `{alias}` to roll back to"))?;
             let offsets = meta["offsets"].as_object().ok_or_else(|| {
                 format!("`{index}` has no offsets recorded by a rebuild: it cannot catch up")
@@ -317,6 +322,12 @@ pub fn run(
         .collect();
     let mut mover = spec.clone();
     mover.name = format!("{}-{group_suffix}", spec.name);
+    // From the log's start, whatever the connector or the worker says: a partition with no
+    // offset recorded for it starts where the index needs it, not at its end, which left an
+    // index of the changes made during the rebuild to move the alias to.
+    mover
+        .consumer_overrides
+        .insert("auto.offset.reset".into(), "earliest".into());
     let mut es_cfg: EsConfig = cfg.clone();
     // At most one bulk request at a time: the live connector keeps the rest of Elasticsearch.
     es_cfg.max_in_flight = 1;

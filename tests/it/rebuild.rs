@@ -241,10 +241,8 @@ fn a_rebuild_run_again_after_its_index_was_deleted_writes_it_from_the_beginning(
         &json!({"settings": {"index": {"mapping.total_fields.limit": 1234, "refresh_interval": "2s"}}}),
     );
     let es_url = servers().es.clone();
-    let file = connector_file(
-        &unique("rebuild-again"),
-        &es_connector(&topic, &es_url, &[]),
-    );
+    let name = unique("rebuild-again");
+    let file = connector_file(&name, &es_connector(&topic, &es_url, &[]));
     let live = Worker::start(&file);
     let n = 2 * ROWS;
     kafka::produce(&topic, &(1..=n).map(change).collect::<Vec<_>>());
@@ -267,7 +265,17 @@ fn a_rebuild_run_again_after_its_index_was_deleted_writes_it_from_the_beginning(
         .send()
         .unwrap();
     assert!(deleted.status().is_success());
-    rebuild(&file, false);
+    // Also for a connector told to start new groups at the log's end: the rebuild reads from
+    // the start (it had written only what came during the rebuild, or waited for ever).
+    let latest = connector_file(
+        &name,
+        &es_connector(
+            &topic,
+            &es_url,
+            &[("consumer.override.auto.offset.reset", "latest")],
+        ),
+    );
+    rebuild(&latest, false);
     assert_eq!(alias_target(&alias), format!("{alias}-v2"));
     // Every row at its newest version, read straight from the new index.
     es::wait_documents(
@@ -276,6 +284,14 @@ fn a_rebuild_run_again_after_its_index_was_deleted_writes_it_from_the_beginning(
         Duration::from_secs(5),
         "",
     );
+    // Rolled back, rebuilt again, rolled back again: to the index the last rebuild replaced
+    // (v1), not to the highest earlier one (v2, rolled away from).
+    rebuild(&file, true);
+    assert_eq!(alias_target(&alias), format!("{alias}-v1"));
+    rebuild(&file, false);
+    assert_eq!(alias_target(&alias), format!("{alias}-v3"));
+    rebuild(&file, true);
+    assert_eq!(alias_target(&alias), format!("{alias}-v1"));
     assert!(live.stop().success());
 }
 
