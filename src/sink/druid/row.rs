@@ -282,29 +282,42 @@ mod tests {
         Rows::new(Arc::new(*cfg))
     }
 
-    fn row(rows: &mut Rows, after: &str) -> Result<String, String> {
-        let value = Value::Change(ChangeEvent {
-            op: Op::Create,
-            before: None,
-            after: Some(Row::from_json(after)),
-            source: None,
-            ts_ms: None,
-        });
-        let key = Row::from_json(r#"{"id":1}"#);
+    /// The row of `value` with `key` at offset 7 of `t`, or why there is none.
+    fn map(
+        rows: &mut Rows,
+        value: &Value,
+        key: &str,
+        timestamp_ms: Option<i64>,
+    ) -> Result<String, String> {
+        let key = Row::from_json(key);
         let rec = SinkRecord {
             topic: "t",
             kafka_topic: "t",
             partition: 0,
             offset: 7,
-            timestamp_ms: Some(1000),
+            timestamp_ms,
             key: Some(&key),
-            value: &value,
+            value,
             received_ms: 0,
         };
         match rows.map(&rec)? {
             Mapped::Row { value, .. } => Ok(String::from_utf8(value).unwrap()),
             Mapped::Skip(why) => Err(why.into()),
         }
+    }
+
+    fn created(after: &str) -> Value {
+        Value::Change(ChangeEvent {
+            op: Op::Create,
+            before: None,
+            after: Some(Row::from_json(after)),
+            source: None,
+            ts_ms: None,
+        })
+    }
+
+    fn row(rows: &mut Rows, after: &str) -> Result<String, String> {
+        map(rows, &created(after), r#"{"id":1}"#, Some(1000))
     }
 
     #[test]
@@ -316,31 +329,14 @@ mod tests {
             false,
         )
         .unwrap();
-        let mut delete = |key: &str| {
-            let value = Value::Change(ChangeEvent {
-                op: Op::Delete,
-                before: None,
-                after: None,
-                source: Some(source.clone()),
-                ts_ms: None,
-            });
-            let key = Row::from_json(key);
-            let rec = SinkRecord {
-                topic: "t",
-                kafka_topic: "t",
-                partition: 0,
-                offset: 7,
-                timestamp_ms: Some(1000),
-                key: Some(&key),
-                value: &value,
-                received_ms: 0,
-            };
-            match rows.map(&rec) {
-                Ok(Mapped::Row { value, .. }) => Ok(String::from_utf8(value).unwrap()),
-                Ok(Mapped::Skip(why)) => Err(why.to_string()),
-                Err(e) => Err(e),
-            }
-        };
+        let value = Value::Change(ChangeEvent {
+            op: Op::Delete,
+            before: None,
+            after: None,
+            source: Some(source),
+            ts_ms: None,
+        });
+        let mut delete = |key: &str| map(&mut rows, &value, key, Some(1000));
         // The after images of these documents hold `"id":"5f…"`, `"id":"abc"`, `"id":1234`.
         for (key, id) in [
             (
@@ -382,25 +378,7 @@ mod tests {
 
     #[test]
     fn a_row_without_a_time_is_refused() {
-        let value = Value::Change(ChangeEvent {
-            op: Op::Create,
-            before: None,
-            after: Some(Row::from_json(r#"{"id":1}"#)),
-            source: None,
-            ts_ms: None,
-        });
-        let key = Row::from_json(r#"{"id":1}"#);
-        let rec = SinkRecord {
-            topic: "t",
-            kafka_topic: "t",
-            partition: 0,
-            offset: 7,
-            timestamp_ms: None,
-            key: Some(&key),
-            value: &value,
-            received_ms: 0,
-        };
-        let Err(e) = rows().map(&rec) else {
+        let Err(e) = map(&mut rows(), &created(r#"{"id":1}"#), r#"{"id":1}"#, None) else {
             panic!("a row without a time was written");
         };
         assert!(e.contains("the row has no time"), "{e}");
