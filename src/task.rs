@@ -1477,7 +1477,9 @@ fn tolerate(
     }
     let dropped = st.dlq.is_none() || !policy.tolerate;
     if policy.log || (dropped && stage == Stage::TaskPut && policy.drop_invalid) {
-        let content = if policy.log_messages {
+        // Record contents only under errors.log.enable, as in Kafka Connect: the line a drop
+        // under drop.invalid.message logs anyway names where the record is.
+        let content = if policy.log && policy.log_messages {
             format!(
                 ", key {:?}, value {:?}, headers {:?}",
                 m.key().map(String::from_utf8_lossy),

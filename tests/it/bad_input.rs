@@ -92,6 +92,46 @@ fn a_record_without_key_fails_the_task_when_no_pk_fields_are_set() {
     assert!(line.contains("record has no key"), "{line}");
 }
 
+/// `drop.invalid.message=true` logs each record it drops, naming where it is; its contents only
+/// under `errors.log.enable` (as Kafka Connect's `errors.log.include.messages` applies only
+/// then): a value can hold personal data.
+#[test]
+fn a_dropped_invalid_record_is_logged_without_its_contents_unless_errors_are_logged() {
+    let topic = unique("it-drop-invalid");
+    kafka::create_topic(&topic, 1);
+    let mut recs: Vec<Rec> = (0..5).map(good).collect();
+    let mut bad = good(5);
+    bad.key = None;
+    bad.value = bad.value.map(|v| v.replace("n5", "private-n5"));
+    recs.push(bad);
+    recs.extend((6..10).map(good));
+    kafka::produce(&topic, &recs);
+    let extra = [
+        ("drop.invalid.message", "true"),
+        ("errors.log.include.messages", "true"),
+    ];
+    let (w, group) = start_es_worker("it-drop-invalid", &topic, &servers().es, &extra);
+    let expected: BTreeMap<String, Value> = (0..10)
+        .filter(|id| *id != 5)
+        .map(|id| (id.to_string(), json!({"id": id, "name": format!("n{id}")})))
+        .collect();
+    crate::support::wait_converged(
+        &topic,
+        &expected,
+        &group,
+        1,
+        std::time::Duration::from_secs(60),
+    );
+    let log = w.log_text();
+    assert!(log.contains("error tolerated (dropped)"), "{log}");
+    assert!(log.contains("offset=5"), "{log}");
+    assert!(
+        !log.contains("private-n5"),
+        "the dropped record's value was logged"
+    );
+    assert!(w.stop().success());
+}
+
 /// Versions on two scales in one partition. A change without a source position at offset 0 is
 /// versioned by its offset; the changes after it carry PostgreSQL positions above it and are
 /// written at them; then a change without a position at offset 5: by its offset (5, against
