@@ -1,5 +1,6 @@
 //! The TLS set-up the worker's HTTP clients share: one rustls configuration per CA file, built
-//! once per process, reading the system's trust store only when a first `https` server is met.
+//! once per process, reading the system's trust store only when a first `https` server is met;
+//! and how they show a server's URL ([`without_credentials`]).
 //!
 //! Servers are checked against the system's trust store (`rustls-platform-verifier`, which on
 //! Linux reads `SSL_CERT_FILE` and/or `SSL_CERT_DIR` when either is set, else the
@@ -65,6 +66,16 @@ pub fn config(ca_pem: Option<&[u8]>) -> Result<ClientConfig, String> {
 pub fn provider() -> Arc<CryptoProvider> {
     #[allow(deprecated)]
     Arc::new(ring::default_provider())
+}
+
+/// `u` without any `user:password@` it carries: a server's URL as messages show it. (reqwest
+/// sends a URL's credentials as basic auth and takes them out of the request's URL, so its own
+/// errors never quote them.)
+pub fn without_credentials(u: &reqwest::Url) -> reqwest::Url {
+    let mut u = u.clone();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u
 }
 
 /// A reqwest client builder with the shared configuration of `ca_pem` (see [`config`]): every

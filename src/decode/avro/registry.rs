@@ -42,9 +42,6 @@ pub struct Registry {
     /// as basic auth, so a URL carrying one works, as Confluent's `basic.auth.credentials.source
     /// =URL` did).
     urls: String,
-    /// Credentials written in the URLs, taken out of every message (each text, and what
-    /// shows instead): the HTTP client's own errors quote the URL of the request.
-    secrets: Vec<(String, &'static str)>,
     plans: Mutex<HashMap<u32, Slot>>,
     /// Schemas fetched so far (each id once, when all goes well).
     pub fetches: AtomicU64,
@@ -80,12 +77,14 @@ pub fn shared(urls: &[String], user_info: Option<&str>) -> Result<Arc<Registry>,
     // The worker's one TLS set-up (src/tls.rs): reqwest has no TLS of its own here.
     let tls = crate::tls::config(None)?;
     let mut settings = Vec::with_capacity(urls.len());
-    let (mut shown, mut secrets) = (Vec::new(), Vec::new());
+    let mut shown = Vec::new();
     for url in urls {
         let url = url.trim_end_matches('/').to_string();
-        let (plain, secret) = without_credentials(&url);
+        let plain = reqwest::Url::parse(&url).map_or(url.clone(), |u| {
+            let u = crate::tls::without_credentials(&u);
+            u.as_str().trim_end_matches('/').to_string()
+        });
         shown.push(plain.clone());
-        secrets.extend(secret);
         let mut b = SrSettings::new_builder(url.clone());
         if let Some(info) = user_info {
             let (user, pass) = info.split_once(':').unwrap_or((info, ""));
@@ -100,30 +99,11 @@ pub fn shared(urls: &[String], user_info: Option<&str>) -> Result<Arc<Registry>,
     let r = Arc::new(Registry {
         settings,
         urls: shown.join(","),
-        secrets,
         plans: Mutex::default(),
         fetches: AtomicU64::new(0),
     });
     all.insert(key, r.clone());
     Ok(r)
-}
-
-/// `url` without its `user:password@`, and what to take out of messages for it: that text
-/// (dropped), then the password alone, should a message spell the URL otherwise.
-fn without_credentials(url: &str) -> (String, Vec<(String, &'static str)>) {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return (url.to_string(), Vec::new());
-    };
-    let host_end = rest.find('/').unwrap_or(rest.len());
-    let Some(at) = rest[..host_end].rfind('@') else {
-        return (url.to_string(), Vec::new());
-    };
-    let info = &rest[..at];
-    let mut secrets = vec![(format!("{info}@"), "")];
-    if let Some((_, password)) = info.split_once(':').filter(|(_, p)| !p.is_empty()) {
-        secrets.push((password.to_string(), "[hidden]"));
-    }
-    (format!("{scheme}://{}", &rest[at + 1..]), secrets)
 }
 
 /// The HTTP status in a client error, if the registry answered.
@@ -198,13 +178,7 @@ impl Registry {
         for (url, settings) in &self.settings {
             let e = match get_schema_by_id(id, settings) {
                 Ok(r) => return Ok(r),
-                Err(e) => {
-                    let mut e = self.classify(id, url, &e);
-                    for (secret, instead) in &self.secrets {
-                        e.message = e.message.replace(secret.as_str(), instead);
-                    }
-                    e
-                }
+                Err(e) => self.classify(id, url, &e),
             };
             let rank = |e: &DecodeError| match (e.retry, e.refused) {
                 (true, _) => 2,
@@ -316,16 +290,13 @@ mod tests {
             assert!(!e.message.contains("s3cret"), "{}", e.message);
             assert!(!format!("{r:?}").contains("s3cret"));
         }
-        // Unreachable: the HTTP client's own error quotes the request's URL.
+        // Unreachable: the HTTP client's own error, about a request whose URL reqwest took the
+        // credentials out of.
         let r = super::shared(&["http://sr-user:s3cret@127.0.0.1:9".into()], None).unwrap();
         let Err(e) = r.plan(5) else {
             panic!("a plan from a closed port");
         };
         assert!(e.retry && !e.message.contains("s3cret"), "{}", e.message);
-        assert_eq!(
-            super::without_credentials("https://u:p@sr:8081/x").0,
-            "https://sr:8081/x"
-        );
     }
 
     #[test]

@@ -98,14 +98,6 @@ fn cloud_url(id: &str) -> Result<Url, String> {
     Url::parse(&format!("https://{es}.{host}/")).map_err(|e| bad(&e.to_string()))
 }
 
-/// `u` without any `user:password@` it carries.
-fn without_credentials(u: &Url) -> Url {
-    let mut u = u.clone();
-    let _ = u.set_username("");
-    let _ = u.set_password(None);
-    u
-}
-
 /// The nodes' URLs: the Elastic Cloud deployment's, or `connection.url`'s.
 fn nodes(cfg: &EsConfig) -> Result<Vec<Url>, String> {
     let nodes: Vec<Url> = match &cfg.cloud_id {
@@ -177,7 +169,7 @@ impl BulkClient {
             headers.insert(AUTHORIZATION, auth);
             // reqwest would send a URL's own `user:password@` instead of the default header: the
             // credentials given as options win.
-            nodes = nodes.iter().map(without_credentials).collect();
+            nodes = nodes.iter().map(crate::tls::without_credentials).collect();
         }
         let http = builder
             .default_headers(headers)
@@ -189,7 +181,7 @@ impl BulkClient {
             None => nodes
                 .iter()
                 .map(|u| {
-                    without_credentials(u)
+                    crate::tls::without_credentials(u)
                         .as_str()
                         .trim_end_matches('/')
                         .to_string()
