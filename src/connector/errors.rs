@@ -40,7 +40,7 @@ pub const OPTIONS: &[OptionDef] = &[
     OptionDef {
         name: "errors.log.enable",
         default: Some("false"),
-        doc: "Log each tolerated failure (stage, record coordinates, reason) at ERROR level.",
+        doc: "Log each tolerated failure (stage, record coordinates, reason) at ERROR level, a document skipped under `behavior.on.malformed.documents` among them.",
     },
     OptionDef {
         name: "errors.log.include.messages",

@@ -106,6 +106,43 @@ fn a_write_blocked_index_is_waited_for_and_only_malformed_documents_are_skipped(
     assert!(w.stop().success());
 }
 
+/// `behavior.on.malformed.documents=ignore` skips a malformed document at debug level, but
+/// `errors.log.enable=true` logs it at ERROR level, as every record the task drops: with error
+/// logging on, nothing is skipped without a line naming where it is.
+#[test]
+fn a_document_skipped_under_ignore_is_logged_when_errors_are_logged() {
+    let topic = unique("it-ignored");
+    kafka::create_topic(&topic, 1);
+    es_request(
+        reqwest::Method::PUT,
+        &topic,
+        json!({"mappings": {"properties": {"id": {"type": "long"}, "name": {"type": "integer"}}}}),
+    );
+    let mut recs = rows(5);
+    recs[2] = record(2, json!("not a number"), 102);
+    kafka::produce(&topic, &recs);
+    let (mut w, group) = start_es_worker(
+        "it-ignored",
+        &topic,
+        &servers().es,
+        &[
+            ("behavior.on.malformed.documents", "ignore"),
+            ("errors.log.enable", "true"),
+        ],
+    );
+    let expected: BTreeMap<String, Value> = [0, 1, 3, 4]
+        .into_iter()
+        .map(|i| (i.to_string(), json!({"id": i, "name": i})))
+        .collect();
+    wait_converged(&topic, &expected, &group, 1, Duration::from_secs(60));
+    let line = w.wait_log("error tolerated (dropped)", Duration::from_secs(5));
+    assert!(
+        line.contains("offset=2") && line.contains("document `2`"),
+        "{line}"
+    );
+    assert!(w.stop().success());
+}
+
 /// A task fails at a document Elasticsearch refuses, with everything before it written and
 /// committed: acknowledgements the sink took in the same poll as the refusal, of writes done
 /// before it, are handed out by the next poll (the one the failing task's drain makes), not

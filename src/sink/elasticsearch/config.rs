@@ -94,7 +94,7 @@ pub const OPTIONS: &[OptionDef] = &[
     OptionDef {
         name: "behavior.on.malformed.documents",
         default: Some("fail"),
-        doc: "A document Elasticsearch rejects as malformed (400 `mapper_parsing_exception`, `strict_dynamic_mapping_exception`, `document_parsing_exception`, `illegal_argument_exception`, `action_request_validation_exception`): `fail` the task, or `warn`/`ignore` (skipped: logged, as a warning with `warn` and at debug level with `ignore`, as the Confluent sink does; counted as failed, offset committed; written to the dead-letter queue first when `errors.tolerance=all` and `errors.deadletterqueue.topic.name` are set). Any other refusal (no permission, missing index…) fails the task whatever this says.",
+        doc: "A document Elasticsearch rejects as malformed (400 `mapper_parsing_exception`, `strict_dynamic_mapping_exception`, `document_parsing_exception`, `illegal_argument_exception`, `action_request_validation_exception`): `fail` the task, or `warn`/`ignore` (skipped: logged, as a warning with `warn` and at debug level with `ignore`, as the Confluent sink does, and at ERROR level with `errors.log.enable=true`; counted as failed, offset committed; written to the dead-letter queue first when `errors.tolerance=all` and `errors.deadletterqueue.topic.name` are set). Any other refusal (no permission, missing index…) fails the task whatever this says.",
     },
     OptionDef {
         name: "add.fields",
@@ -288,6 +288,10 @@ pub struct EsConfig {
     /// Documents skipped under `behavior.on.malformed.documents` go to the dead-letter queue
     /// (handed back by `Sink::take_rejected`) instead of being acked.
     pub dead_letters: bool,
+    /// `errors.log.enable`: a skipped document is logged at ERROR level, as every tolerated
+    /// record is (in Kafka Connect, the Confluent sink reports it to the errant record
+    /// reporter, which logs it).
+    pub log_skipped: bool,
     pub add_fields: Vec<AddField>,
     pub version: VersionSource,
     /// `snapshot.reconcile`, where it applies (source versions, deletes applied, not
@@ -541,6 +545,7 @@ impl EsConfig {
             fail_on_malformed: malformed == "fail",
             warn_on_malformed: malformed == "warn",
             dead_letters: errors.dead_letter.is_some(),
+            log_skipped: errors.log,
             add_fields,
             version,
             reconcile: reconcile && not_reconcilable.is_none(),

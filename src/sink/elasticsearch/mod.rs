@@ -795,6 +795,14 @@ async fn write(shared: &Shared, batch: Sealed) -> Result<Written, SinkError> {
                                             offset: item.origin.offset,
                                             reason: msg,
                                         });
+                                    } else if cfg.log_skipped {
+                                        // As the task logs a record it drops (`errors.log.enable`).
+                                        tracing::error!(
+                                            "error tolerated (dropped), where the consumed record is {{topic={}, partition={}, offset={}}}: {msg} (skipped: behavior.on.malformed.documents)",
+                                            batch.topic(item),
+                                            item.origin.partition,
+                                            item.origin.offset
+                                        );
                                     } else if cfg.warn_on_malformed {
                                         warn!("{msg} (skipped: behavior.on.malformed.documents)");
                                     } else {
