@@ -98,7 +98,7 @@ pub struct DeadLetterQueue {
     /// Copies not yet acknowledged, by id.
     letters: BTreeMap<usize, Letter>,
     next_id: usize,
-    /// Copies whose write failed, each with when to send it again.
+    /// Copies whose write failed, each with when to send it again, the soonest first.
     resend: VecDeque<(Instant, usize)>,
     /// Why the last write failed, until one succeeds.
     failing: Option<String>,
@@ -330,8 +330,7 @@ impl DeadLetterQueue {
     /// Sends copy `id`; a send the producer refuses is tried again like a failed write.
     fn produce(&mut self, id: usize) {
         if self.full {
-            self.resend
-                .push_back((Instant::now() + RESEND_BACKOFF.0, id));
+            schedule(&mut self.resend, Instant::now() + RESEND_BACKOFF.0, id);
             return;
         }
         let Some(l) = self.letters.get_mut(&id) else {
@@ -372,8 +371,7 @@ impl DeadLetterQueue {
             // backoff, without a wait each, and without being taken for refused writes.
             None => {
                 self.full = true;
-                self.resend
-                    .push_back((Instant::now() + RESEND_BACKOFF.0, id));
+                schedule(&mut self.resend, Instant::now() + RESEND_BACKOFF.0, id);
             }
         }
     }
@@ -401,7 +399,7 @@ impl DeadLetterQueue {
         let wait = crate::backoff::delay(attempts, RESEND_BACKOFF.0, RESEND_BACKOFF.1);
         warn!(topic = %self.cfg.topic, attempt = attempts, "a record could not be written to the dead-letter queue, sending it again in {wait:?}: {why}");
         self.failing = Some(why);
-        self.resend.push_back((Instant::now() + wait, id));
+        schedule(&mut self.resend, Instant::now() + wait, id);
     }
 
     /// The acks of copies Kafka acknowledged since the last call; copies that failed are sent
@@ -478,6 +476,13 @@ impl DeadLetterQueue {
             None => None,
         }
     }
+}
+
+/// Puts copy `id` in `resend` to be sent again `at`, behind those due no later: backoffs grow
+/// with each copy's attempts, and a copy due soon must not wait behind one that failed often.
+fn schedule(resend: &mut VecDeque<(Instant, usize)>, at: Instant, id: usize) {
+    let i = resend.partition_point(|(due, _)| *due <= at);
+    resend.insert(i, (at, id));
 }
 
 /// An error reading a partition that waiting will not mend: no permission to read it.
@@ -563,4 +568,21 @@ fn ensure_topic(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_due_sooner_is_sent_again_before_one_due_later() {
+        let now = Instant::now();
+        let mut resend = VecDeque::new();
+        schedule(&mut resend, now + Duration::from_secs(30), 1);
+        schedule(&mut resend, now + Duration::from_millis(500), 2);
+        schedule(&mut resend, now + Duration::from_secs(30), 3);
+        schedule(&mut resend, now + Duration::from_secs(2), 4);
+        let order: Vec<usize> = resend.iter().map(|(_, id)| *id).collect();
+        assert_eq!(order, [2, 4, 1, 3]);
+    }
 }
