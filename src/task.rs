@@ -538,6 +538,19 @@ impl RebalanceHandler for Handler {
         self.lock().offsets.commit_failed(offsets);
     }
 
+    fn commit_confirmed(&self, offsets: &[(String, i32, i64)]) {
+        let st = self.lock();
+        if st.closed {
+            return;
+        }
+        for (t, p, o) in offsets {
+            // Only partitions this task holds: a revoked one's series are gone.
+            if st.offsets.committed_of(t, *p).is_some() {
+                st.metrics.partition(t, *p, Some(*o), None);
+            }
+        }
+    }
+
     fn partition_ends(&self, ends: &[source::PartitionEnd]) {
         let st = self.lock();
         // A closed task's series are gone, and a new task of the same id may have them again.
@@ -547,7 +560,13 @@ impl RebalanceHandler for Handler {
         for e in ends {
             // Only partitions this task holds: a revoked one's series are gone.
             if let Some(ours) = st.offsets.committed_of(&e.topic, e.partition) {
-                let committed = ours.or(e.committed);
+                // The consumer's commits are the offsets librdkafka knows confirmed (`ours` is
+                // what was sent); a transaction's are `ours`, confirmed when it committed.
+                let committed = if st.sink.commits_offsets() {
+                    ours.or(e.committed)
+                } else {
+                    e.committed
+                };
                 st.metrics
                     .partition(&e.topic, e.partition, committed, Some(e.end));
             }
@@ -568,7 +587,12 @@ fn commit<H: RebalanceHandler>(
 ) -> Result<(), Failure> {
     if !st.sink.commits_offsets() {
         source::commit(consumer, &marks, mode).map_err(|e| Failure::Wait(e.to_string()))?;
-        committed(st, &marks);
+        match mode {
+            CommitMode::Sync => committed(st, &marks),
+            // Sent, not confirmed: Kafka's answer comes with a later poll (`commit_confirmed`,
+            // `commit_failed`).
+            CommitMode::Async => st.offsets.committed(&marks),
+        }
         return Ok(());
     }
     // Copies on their way to the dead-letter queue too: the transaction holds rows of records
@@ -589,7 +613,7 @@ fn commit<H: RebalanceHandler>(
     Ok(())
 }
 
-/// Notes offsets as committed, in the watermarks and the metrics.
+/// Notes offsets Kafka confirmed committed, in the watermarks and the metrics.
 fn committed(st: &mut State, marks: &[(Arc<str>, i32, i64)]) {
     st.offsets.committed(marks);
     for (t, p, o) in marks {

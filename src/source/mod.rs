@@ -53,6 +53,10 @@ pub trait RebalanceHandler: Send + Sync + Sized + 'static {
     fn commit_failed(&self, offsets: &[(String, i32, i64)]) {
         let _ = offsets;
     }
+    /// Kafka confirmed a commit (asynchronous or not) of these (topic, partition, offset).
+    fn commit_confirmed(&self, offsets: &[(String, i32, i64)]) {
+        let _ = offsets;
+    }
 }
 
 /// The partition a librdkafka `OFFSET` log line names (`[thrd:main]: topic [3]: offset reset
@@ -211,16 +215,30 @@ impl<H: RebalanceHandler> ConsumerContext for SourceContext<H> {
 
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         self.serving();
-        if let Err(e) = result {
-            warn!(task = %self.label, "offset commit failed: {e} ({:?})", partitions(offsets));
-            let failed: Vec<(String, i32, i64)> = offsets
-                .elements()
-                .iter()
-                .filter_map(|e| match e.offset() {
-                    Offset::Offset(o) => Some((e.topic().to_string(), e.partition(), o)),
-                    _ => None,
-                })
-                .collect();
+        // Each partition by its own answer when librdkafka gives one, else by the commit's (a
+        // request that failed as a whole). librdkafka may give every partition of a request
+        // one partition's refusal: those Kafka took are then committed again, which is harmless.
+        let elements = offsets.elements();
+        let answered = elements.iter().any(|e| e.error().is_err());
+        let (mut confirmed, mut failed) = (Vec::new(), Vec::new());
+        for e in elements {
+            let Offset::Offset(o) = e.offset() else {
+                continue;
+            };
+            let mark = (e.topic().to_string(), e.partition(), o);
+            let answer = if answered { e.error() } else { result.clone() };
+            match answer {
+                Ok(()) => confirmed.push(mark),
+                Err(why) => {
+                    warn!(task = %self.label, "offset commit failed: {why} (topic {} partition {} offset {o})", mark.0, mark.1);
+                    failed.push(mark);
+                }
+            }
+        }
+        if !confirmed.is_empty() {
+            self.handler.commit_confirmed(&confirmed);
+        }
+        if !failed.is_empty() {
             self.handler.commit_failed(&failed);
         }
     }
@@ -589,7 +607,9 @@ pub fn commit_for(
         .map_err(|e| format!("committing offsets: {e}"))
 }
 
-/// Commits `offsets` (topic, partition, next offset to read).
+/// Commits `offsets` (topic, partition, next offset to read). Kafka's answer to an
+/// asynchronous commit comes to the handler from a later poll (`RebalanceHandler::
+/// commit_confirmed`, `commit_failed`); a synchronous commit's is what this returns.
 pub fn commit<H: RebalanceHandler>(
     consumer: &Consumer<H>,
     offsets: &[(Arc<str>, i32, i64)],
@@ -602,7 +622,42 @@ pub fn commit<H: RebalanceHandler>(
     for (t, p, o) in offsets {
         tpl.add_partition_offset(t, *p, Offset::Offset(*o))?;
     }
-    consumer.commit(&tpl, mode)
+    match mode {
+        CommitMode::Sync => consumer.commit(&tpl, mode),
+        CommitMode::Async => commit_async(consumer, &tpl),
+    }
+}
+
+/// An asynchronous commit whose answer librdkafka puts on the consumer's queue, where
+/// rust-rdkafka's poll hands it to `ConsumerContext::commit_callback`. rust-rdkafka's own
+/// `commit(…, CommitMode::Async)` asks for no answer (`rd_kafka_commit` with neither a queue
+/// nor a callback; rust-rdkafka issue #856), so a commit Kafka refused went unnoticed and its
+/// offsets were taken as committed.
+fn commit_async<H: RebalanceHandler>(
+    consumer: &Consumer<H>,
+    tpl: &TopicPartitionList,
+) -> KafkaResult<()> {
+    use rdkafka::bindings as rdsys;
+    use rdkafka::error::KafkaError;
+    let rk = consumer.client().native_ptr();
+    // SAFETY: `rk` is the live consumer's handle. `rd_kafka_queue_get_consumer` returns a new
+    // reference to its queue (null when it has none), released below; `rd_kafka_commit_queue`
+    // copies `tpl` and, given a queue, only enqueues the request (no callback: the answer
+    // comes as an `RD_KAFKA_EVENT_OFFSET_COMMIT` event, which rust-rdkafka enables).
+    let err = unsafe {
+        let queue = rdsys::rd_kafka_queue_get_consumer(rk);
+        if queue.is_null() {
+            return consumer.commit(tpl, CommitMode::Async);
+        }
+        let err = rdsys::rd_kafka_commit_queue(rk, tpl.ptr(), queue, None, std::ptr::null_mut());
+        rdsys::rd_kafka_queue_destroy(queue);
+        err
+    };
+    if err == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+        Ok(())
+    } else {
+        Err(KafkaError::ConsumerCommit(err.into()))
+    }
 }
 
 #[cfg(test)]

@@ -167,3 +167,86 @@ fn metrics_count_a_known_run_exactly_and_the_lag_reaches_zero() {
     assert_eq!(row[6], "0", "lag column: {table}");
     assert!(w.stop().success());
 }
+
+/// Kafka's answer to each of a task's asynchronous commits reaches the task: a refused one is
+/// taken back and committed again (`Offsets::commit_failed`), and the committed-offset gauge
+/// moves with confirmed ones only. rust-rdkafka's own asynchronous commit asks librdkafka for no
+/// answer, and a refusal went unnoticed.
+#[test]
+fn kafka_answers_each_asynchronous_commit() {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use cdc_sink::connector::Subscription;
+    use cdc_sink::source::{self, Consumer, RebalanceHandler};
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{CommitMode, Consumer as _};
+
+    type Marks = Mutex<Vec<(String, i32, i64)>>;
+    #[derive(Default)]
+    struct Answers {
+        assigned: AtomicBool,
+        confirmed: Marks,
+        failed: Marks,
+    }
+    impl RebalanceHandler for Answers {
+        fn assigned(&self, _: &Consumer<Self>, _: &[(String, i32)]) {
+            self.assigned.store(true, Ordering::Relaxed);
+        }
+        fn revoking(&self, _: &Consumer<Self>, _: &[(String, i32)], _: bool) {}
+        fn commit_confirmed(&self, offsets: &[(String, i32, i64)]) {
+            self.confirmed.lock().unwrap().extend_from_slice(offsets);
+        }
+        fn commit_failed(&self, offsets: &[(String, i32, i64)]) {
+            self.failed.lock().unwrap().extend_from_slice(offsets);
+        }
+    }
+
+    let topic = unique("it-commit-answers");
+    kafka::create_topic(&topic, 1);
+    let group = unique("it-commit-answers");
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", crate::support::servers::kafka())
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false");
+    let (consumer, _subscribed) = source::create(
+        &config,
+        Answers::default(),
+        "it".into(),
+        &Subscription::Topics(vec![topic.clone()]),
+    )
+    .unwrap();
+    let answers = &consumer.context().handler;
+    let answered = |n: usize| {
+        crate::support::wait_until(Duration::from_secs(30), "Kafka's answer", || {
+            let _ = consumer.poll(Duration::from_millis(100));
+            let both =
+                answers.confirmed.lock().unwrap().len() + answers.failed.lock().unwrap().len();
+            (both == n).then_some(())
+        })
+    };
+    crate::support::wait_until(Duration::from_secs(60), "the assignment", || {
+        let _ = consumer.poll(Duration::from_millis(100));
+        answers.assigned.load(Ordering::Relaxed).then_some(())
+    });
+    source::commit(
+        &consumer,
+        &[(topic.as_str().into(), 0, 0)],
+        CommitMode::Async,
+    )
+    .unwrap();
+    answered(1);
+    assert_eq!(*answers.confirmed.lock().unwrap(), [(topic.clone(), 0, 0)]);
+    assert_eq!(kafka::committed(&group, &topic, 1).get(&0), Some(&0));
+    // Kafka refuses a commit for a topic it does not have.
+    let missing = unique("it-commit-nowhere");
+    source::commit(
+        &consumer,
+        &[(missing.as_str().into(), 0, 7)],
+        CommitMode::Async,
+    )
+    .unwrap();
+    answered(2);
+    assert_eq!(*answers.failed.lock().unwrap(), [(missing, 0, 7)]);
+}
