@@ -17,6 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -242,6 +243,27 @@ fn apply(herder: &Herder, change: &Change) {
     if done.is_err() {
         error!("applying a change to the connectors panicked: {change:?}");
     }
+}
+
+/// Changes to apply, and the config topic's offset they are applied up to.
+type Applied = (Vec<Change>, i64);
+
+/// Hands the folded history to the applier, as applied up to `offset`.
+fn finish_replay(to_apply: &Sender<Applied>, replay: Option<Replay>, offset: i64) {
+    let changes = replay.map_or_else(Vec::new, |r| {
+        r.0.into_iter()
+            .filter_map(|(name, (config, target))| match (config, target) {
+                (Some(config), target) => {
+                    debug_assert_eq!(config.name, name);
+                    Some(Change::Put { config, target })
+                }
+                // A state with no config (yet): kept for the config, as live.
+                (None, Some(target)) => Some(Change::Target { name, target }),
+                (None, None) => None,
+            })
+            .collect()
+    });
+    let _ = to_apply.send((changes, offset));
 }
 
 /// Other workers' task states: connector → worker → (states, when published).
@@ -474,11 +496,22 @@ impl Cluster {
             changes = end,
             "distributed mode: reading the cluster's connectors"
         );
+        // The reader hands each change to the applier, which applies them one after another;
+        // the reader goes on reading meanwhile, and stops at once the tasks a change stops
+        // (`Herder::stop_ahead`) while an earlier change waits for old tasks.
+        let (to_apply, changes) = std::sync::mpsc::channel();
         let reader = {
             let (c, h) = (cluster.clone(), herder.clone());
             std::thread::Builder::new()
                 .name("cluster-read".into())
-                .spawn(move || c.read(tail, &h, end))
+                .spawn(move || c.read(tail, &h, end, &to_apply))
+                .map_err(|e| e.to_string())?
+        };
+        let applier = {
+            let (c, h) = (cluster.clone(), herder.clone());
+            std::thread::Builder::new()
+                .name("cluster-apply".into())
+                .spawn(move || c.apply_in_order(&changes, &h))
                 .map_err(|e| e.to_string())?
         };
         let states = {
@@ -495,7 +528,9 @@ impl Cluster {
                 .spawn(move || c.publish_statuses(&h))
                 .map_err(|e| e.to_string())?
         };
-        cluster.lock_threads().extend([reader, states, publisher]);
+        cluster
+            .lock_threads()
+            .extend([reader, applier, states, publisher]);
         if end > 0 {
             cluster
                 .wait_applied(end - 1)
@@ -508,11 +543,18 @@ impl Cluster {
         self.threads.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Reads the config topic until stopped. Config records before `replay_end` are history: they
-    /// are folded into each connector's last config and state, which are then applied at once
-    /// (a worker joining a cluster starts each connector once, not once per past version, and
-    /// replays no restart).
-    fn read(&self, tail: BaseConsumer, herder: &Herder, replay_end: i64) {
+    /// Reads the config topic until stopped, handing each change to [`Cluster::apply_in_order`]
+    /// with its offset, after doing at once what of it stops tasks (`Herder::stop_ahead`).
+    /// Config records before `replay_end` are history: they are folded into each connector's
+    /// last config and state, which are then applied at once (a worker joining a cluster starts
+    /// each connector once, not once per past version, and replays no restart).
+    fn read(
+        &self,
+        tail: BaseConsumer,
+        herder: &Herder,
+        replay_end: i64,
+        to_apply: &Sender<Applied>,
+    ) {
         let mut replay: Option<Replay> = (replay_end > 0).then(Replay::default);
         while !self.stop.load(Ordering::Relaxed) {
             let Some(msg) = tail.poll(Duration::from_millis(100)) else {
@@ -523,7 +565,7 @@ impl Cluster {
                             .and_then(|p| p.offset().to_raw())
                     });
                     if position.is_some_and(|p| p >= replay_end) {
-                        self.finish_replay(herder, replay.take(), replay_end - 1);
+                        finish_replay(to_apply, replay.take(), replay_end - 1);
                     }
                 }
                 continue;
@@ -535,24 +577,50 @@ impl Cluster {
                     continue;
                 }
             };
-            let key = m.key().unwrap_or_default();
-            match decode(key, m.payload()) {
-                Ok(Some(change)) => match replay.as_mut() {
-                    Some(r) if m.offset() < replay_end => r.fold(change),
-                    _ => apply(herder, &change),
-                },
-                Ok(None) => {}
-                Err(e) => error!(
-                    topic = %self.config_topic,
-                    offset = m.offset(),
-                    "unreadable change, skipped: {e}"
-                ),
+            let offset = m.offset();
+            // The history is applied before any change after it, also when its last records
+            // were compacted away and no empty poll came between.
+            if replay.is_some() && offset >= replay_end {
+                finish_replay(to_apply, replay.take(), replay_end - 1);
             }
-            if replay.is_some() && m.offset() >= replay_end - 1 {
-                self.finish_replay(herder, replay.take(), m.offset());
-            } else if replay.is_none() {
-                self.set_applied(m.offset());
+            let change = match decode(m.key().unwrap_or_default(), m.payload()) {
+                Ok(change) => change,
+                Err(e) => {
+                    error!(topic = %self.config_topic, offset, "unreadable change, skipped: {e}");
+                    None
+                }
+            };
+            match replay.as_mut() {
+                Some(r) => {
+                    if let Some(change) = change {
+                        r.fold(change);
+                    }
+                    if offset >= replay_end - 1 {
+                        finish_replay(to_apply, replay.take(), offset);
+                    }
+                }
+                None => {
+                    if let Some(change) = &change {
+                        herder.stop_ahead(change);
+                    }
+                    // Gone only when the applier is: the worker is stopping.
+                    let _ = to_apply.send((change.into_iter().collect(), offset));
+                }
             }
+        }
+    }
+
+    /// Applies the changes [`Cluster::read`] hands over, in order, each batch then counted as
+    /// applied up to its offset; until the reader stops.
+    fn apply_in_order(&self, changes: &Receiver<Applied>, herder: &Herder) {
+        while let Ok((batch, offset)) = changes.recv() {
+            if self.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            for change in &batch {
+                apply(herder, change);
+            }
+            self.set_applied(offset);
         }
     }
 
@@ -631,23 +699,6 @@ impl Cluster {
         let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
         *applied = (*applied).max(offset);
         self.applied_cv.notify_all();
-    }
-
-    fn finish_replay(&self, herder: &Herder, replay: Option<Replay>, offset: i64) {
-        if let Some(r) = replay {
-            for (name, (config, target)) in r.0 {
-                match (config, target) {
-                    (Some(config), target) => {
-                        debug_assert_eq!(config.name, name);
-                        apply(herder, &Change::Put { config, target });
-                    }
-                    // A state with no config (yet): kept for the config, as live.
-                    (None, Some(target)) => apply(herder, &Change::Target { name, target }),
-                    (None, None) => {}
-                }
-            }
-        }
-        self.set_applied(offset);
     }
 
     /// Publishes this worker's task states on change and every [`HEARTBEAT`]; removes them

@@ -645,6 +645,47 @@ impl Herder {
         self.stopping.finish_in_background(&self.metrics);
     }
 
+    /// What of `change` is done at once when it is read, in distributed mode, while an earlier
+    /// change may still wait for old tasks ([`Herder::settle`]: the config topic's changes are
+    /// applied one after another): the tasks it stops are told to stop, the ones it pauses are
+    /// paused. Left running until the change's turn, they would write and commit under a
+    /// config or state the cluster has replaced for as long as that wait lasts (up to another
+    /// connector's `flush.timeout.ms`). Anything the change starts waits for its turn; a later
+    /// change that starts the tasks again starts them then.
+    pub fn stop_ahead(&self, change: &Change) {
+        if self.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut inner = self.lock();
+        match change {
+            Change::Put { config, target } => {
+                let name = &config.name;
+                let replaced = inner
+                    .connectors
+                    .get(name)
+                    .is_some_and(|e| e.config != *config);
+                match inner.target_of_put(name, *target) {
+                    TargetState::Stopped => inner.worker.stop_connector(name),
+                    _ if replaced => inner.worker.stop_connector(name),
+                    TargetState::Paused => inner.worker.set_paused(name, true),
+                    TargetState::Running => {}
+                }
+            }
+            Change::Target {
+                name,
+                target: TargetState::Stopped,
+            }
+            | Change::Delete { name } => inner.worker.stop_connector(name),
+            Change::Target {
+                name,
+                target: TargetState::Paused,
+            } => inner.worker.set_paused(name, true),
+            Change::Target { .. } | Change::Restart { .. } => {}
+        }
+        drop(inner);
+        self.stopping.finish_in_background(&self.metrics);
+    }
+
     /// Before `change` is applied: a new config for a connector running here stops its tasks,
     /// a restart of tasks running here stops them, and they (or tasks of that connector stopped
     /// before) are waited for without `inner`'s lock, so that the REST API answers meanwhile

@@ -577,6 +577,49 @@ fn a_change_right_after_one_answered_by_another_worker_sees_it() {
     l.stop();
 }
 
+/// A worker whose config changes wait for one connector's old task still pauses another
+/// connector at once: Y paused through the fast worker is paused on the slow one while the slow
+/// one's changes still wait for X's old task (its X tasks not yet started again). Before, the
+/// slow worker's task of Y read, wrote and committed on until that wait was over (up to X's
+/// `flush.timeout.ms`). Resumed, Y writes what was sent to it meanwhile.
+#[test]
+fn a_pause_holds_at_once_on_a_worker_whose_changes_wait_for_old_tasks() {
+    let mut l = lagging("it-dist-pause", "40000");
+    l.lag();
+    let (fast, y) = (l.fast.clone(), l.y.clone());
+    let path = |what: &str| format!("/connectors/{y}/{what}");
+    let (code, body) = call(&fast, "PUT", &path("pause"), None);
+    assert_eq!(code, 202, "the pause: {body}\n{}", l.log_of(&fast));
+    wait_cluster_state(&fast, &y, "PAUSED", "PAUSED", 2);
+    let (_, x_status) = call(&fast, "GET", &format!("/connectors/{}/status", l.x), None);
+    assert_eq!(
+        worker_ids(&x_status).len(),
+        1,
+        "Y was paused on the slow worker only once its wait for X's old task was over: {x_status}\n{}",
+        l.log_of(&l.slow)
+    );
+    let topic = l.y_config["topics"].as_str().unwrap().to_string();
+    let recs: Vec<kafka::Rec> = (0..5)
+        .map(|id| kafka::Rec {
+            partition: 0,
+            key: Some(json!({"id": id}).to_string()),
+            value: Some(
+                json!({"before": null, "after": {"id": id}, "op": "c",
+                    "source": {"connector": "postgresql", "lsn": 10 + id, "db": "d", "schema": "s", "table": "t"}})
+                .to_string(),
+            ),
+        })
+        .collect();
+    kafka::produce(&topic, &recs);
+    let (code, body) = l.on_slow("PUT", &path("resume"));
+    assert_eq!(code, 202, "the resume: {body}\n{}", l.log_of(&l.slow));
+    let expected = (0..5)
+        .map(|id| (id.to_string(), json!({"id": id})))
+        .collect();
+    wait_converged(&topic, &expected, &format!("connect-{y}"), 1, WAIT);
+    l.stop();
+}
+
 /// While a worker's reader of the config topic waits for a connector's old task, it still reads
 /// the other workers' task states: none goes stale (10 s unheard of), and its status of another
 /// connector lists both workers' tasks throughout.
