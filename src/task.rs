@@ -1322,8 +1322,8 @@ impl Drop for Consumed<'_> {
     }
 }
 
-/// A consumer error: the end of the task when Kafka refuses this worker for good or hands it
-/// records it cannot read, else logged.
+/// A consumer error: the end of the task when Kafka refuses this worker for good, hands it
+/// records it cannot read, or stops a partition for `auto.offset.reset=error`; else logged.
 fn consumer_error(
     e: &rdkafka::error::KafkaError,
     settings: &Settings,
@@ -1341,6 +1341,14 @@ fn consumer_error(
             "Kafka handed the task {what} ({e}): librdkafka would skip it or stand still on it, \
              so the task stops rather than commit past records it could not read (the committed \
              offsets say where it stopped: GET /connectors/NAME/offsets)"
+        )));
+    }
+    if source::no_offset_to_start_from(e) {
+        return Some(End::Failed(format!(
+            "a partition has no committed offset, or its committed offset is out of range, and \
+             auto.offset.reset=error asks to stop there ({e}): librdkafka reads that partition no \
+             more. Set the offsets (stop the connector, PATCH /connectors/NAME/offsets) or another \
+             consumer.override.auto.offset.reset, and resume"
         )));
     }
     warn!(task = %label, "consumer error: {e}");

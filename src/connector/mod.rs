@@ -508,7 +508,7 @@ pub const COMMON_OPTIONS: &[OptionDef] = &[
     OptionDef {
         name: "consumer.override.<property>",
         default: None,
-        doc: "Any librdkafka consumer property for this connector (e.g. `consumer.override.session.timeout.ms`), checked when the config is: a property librdkafka does not know (a Java consumer's `max.poll.records`) or a value it refuses is refused, naming it.",
+        doc: "Any librdkafka consumer property for this connector (e.g. `consumer.override.session.timeout.ms`), checked when the config is: a property librdkafka does not know (a Java consumer's `max.poll.records`) or a value it refuses is refused, naming it. `group.instance.id` is refused: every task would share it, and Kafka fences all but one.",
     },
 ];
 
@@ -706,6 +706,14 @@ impl ConnectorSpec {
             "consumer.override.",
             &["group.id", "enable.auto.commit", "enable.auto.offset.store"],
         );
+        if consumer_overrides.contains_key("group.instance.id") {
+            o.error(
+                "consumer.override.group.instance.id",
+                "would be one static member id for every task of the connector, on every worker: \
+                 Kafka fences all but one of them, a fatal error for the others (static membership \
+                 is not supported)",
+            );
+        }
 
         let sink = if is_druid {
             SinkSpec::Druid(Box::new(DruidConfig::read(&o, &transforms)))
@@ -1202,6 +1210,24 @@ mod tests {
             assert!(with("\\\\|").is_err());
             assert!(with("::").is_ok(), "{class}");
         }
+    }
+
+    /// One `group.instance.id` for every task would have Kafka fence all but one.
+    #[test]
+    fn a_static_member_id_for_every_task_is_refused() {
+        let with = |extra: &str| {
+            spec(&format!(
+                r#"{{"name":"g","config":{{"connector.class":"elasticsearch","topics":"t","connection.url":"http://es:9200"{extra}}}}}"#
+            ))
+        };
+        let Err(err) = with(r#","consumer.override.group.instance.id":"sink-1""#) else {
+            panic!("a static member id for every task was taken");
+        };
+        assert!(
+            err.contains("consumer.override.group.instance.id: would be one static member id"),
+            "{err}"
+        );
+        assert!(with(r#","consumer.override.session.timeout.ms":"30000""#).is_ok());
     }
 
     #[test]

@@ -290,6 +290,14 @@ pub fn unreadable(e: &rdkafka::error::KafkaError, crcs_checked: bool) -> Option<
     }
 }
 
+/// Whether `e` is librdkafka's answer to `auto.offset.reset=error`: a partition has no committed
+/// offset, or its committed offset is out of range. librdkafka then fetches that partition no
+/// more, and the task would stand still on it while showing RUNNING: it fails instead, as a
+/// Kafka Connect task does under the Java consumer's `auto.offset.reset=none`.
+pub fn no_offset_to_start_from(e: &rdkafka::error::KafkaError) -> bool {
+    e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::AutoOffsetReset)
+}
+
 /// Whether a consumer of `config` checks each batch's CRC (`check.crcs`, off by default).
 pub fn crcs_checked(config: &ClientConfig) -> bool {
     config.get("check.crcs") == Some("true")

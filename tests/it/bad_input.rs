@@ -132,6 +132,29 @@ fn a_dropped_invalid_record_is_logged_without_its_contents_unless_errors_are_log
     assert!(w.stop().success());
 }
 
+/// `consumer.override.auto.offset.reset=error`: a partition without a committed offset fails
+/// the task, naming the setting. librdkafka reads that partition no more, and the task showed
+/// RUNNING with nothing read, for ever.
+#[test]
+fn auto_offset_reset_error_fails_the_task_at_a_partition_without_a_committed_offset() {
+    let topic = unique("it-no-offset");
+    kafka::create_topic(&topic, 1);
+    kafka::produce(&topic, &(0..3).map(good).collect::<Vec<_>>());
+    let (mut w, group) = start_es_worker(
+        "it-no-offset",
+        &topic,
+        &servers().es,
+        &[("consumer.override.auto.offset.reset", "error")],
+    );
+    let line = w.wait_log(
+        "auto.offset.reset=error asks to stop",
+        std::time::Duration::from_secs(60),
+    );
+    assert!(line.contains("has no committed offset"), "{line}");
+    assert_eq!(kafka::committed(&group, &topic, 1), BTreeMap::new());
+    assert!(!w.stop().success(), "the task did not fail");
+}
+
 /// Versions on two scales in one partition. A change without a source position at offset 0 is
 /// versioned by its offset; the changes after it carry PostgreSQL positions above it and are
 /// written at them; then a change without a position at offset 5: by its offset (5, against
