@@ -504,6 +504,9 @@ pub fn reading_consumer(
         "group.id",
         format!("cdc-sink-{purpose}-{}", std::process::id()),
     );
+    // No lag metrics here, and rust-rdkafka's default context would log the whole statistics
+    // at INFO level every time they come.
+    config.set("statistics.interval.ms", "0");
     config
         .create()
         .map_err(|e| format!("cannot create the Kafka consumer: {e}"))
