@@ -593,14 +593,23 @@ pub fn committed_of(
     let got = client
         .committed_offsets(tpl, timeout)
         .map_err(|e| format!("committed offsets: {e}"))?;
-    Ok(got
-        .elements()
-        .iter()
-        .filter_map(|e| match e.offset() {
-            Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
-            _ => None,
-        })
-        .collect())
+    let mut committed = BTreeMap::new();
+    for e in got.elements() {
+        // librdkafka answers for each partition apart (no permission to read the topic…), and
+        // rust-rdkafka passes the answer on as a success: such a partition is not one without
+        // a committed offset.
+        if let Err(why) = e.error() {
+            return Err(format!(
+                "committed offset of topic {} partition {}: {why}",
+                e.topic(),
+                e.partition()
+            ));
+        }
+        if let Offset::Offset(o) = e.offset() {
+            committed.insert((e.topic().to_string(), e.partition()), o);
+        }
+    }
+    Ok(committed)
 }
 
 /// Commits `offsets` for the group of `client` (a [`group_client`]; the group must be empty).
