@@ -1077,7 +1077,15 @@ fn run(
                     }
                     Ok(m) => {
                         consumed.n += 1;
-                        match handle(&mut st, &mut decoder, spec, &metrics, &m, &mut clock) {
+                        match handle(
+                            &mut st,
+                            &mut decoder,
+                            spec,
+                            &metrics,
+                            &m,
+                            source::leader_epoch(&m),
+                            &mut clock,
+                        ) {
                             Ok(()) => {}
                             Err(Failure::Fatal(e)) => break 'run Err(End::Failed(e)),
                             Err(Failure::Rewind(e)) => break 'run Err(End::Rewind(e)),
@@ -1371,7 +1379,8 @@ fn retry_stall(
         return Ok(());
     }
     while let Some(m) = stall.queue.front() {
-        match handle(st, decoder, spec, metrics, m, &mut None) {
+        // Detached: its leader epoch is not kept.
+        match handle(st, decoder, spec, metrics, m, None, &mut None) {
             Ok(()) => {
                 stall.queue.pop_front();
                 stall.since = Instant::now();
@@ -1420,16 +1429,20 @@ fn handle(
     spec: &ConnectorSpec,
     metrics: &Metrics,
     m: &impl Record,
+    leader_epoch: Option<i32>,
     clock: &mut Option<i64>,
 ) -> Result<(), Failure> {
-    match put(st, decoder, spec, metrics, m, clock) {
+    match put(st, decoder, spec, metrics, m, leader_epoch, clock) {
         Ok(()) => Ok(()),
         Err(Refused::Failure(f)) => Err(f),
         Err(Refused::Record { stage, why, ack }) => {
             if !spec.errors.tolerates(stage) {
                 return Err(Failure::Fatal(why));
             }
-            let ack = ack.unwrap_or_else(|| st.offsets.track(m.topic(), m.partition(), m.offset()));
+            let ack = ack.unwrap_or_else(|| {
+                st.offsets
+                    .track(m.topic(), m.partition(), m.offset(), leader_epoch)
+            });
             if !st.offsets.counts(ack) {
                 read_again(st, m.topic(), m.partition(), m.offset())?;
                 metrics.skip("read_again");
@@ -1453,6 +1466,17 @@ fn handle(
 /// the target while the offsets moved past them without a word: the task fails instead, until
 /// the connector's offsets are moved past the gap.
 fn read_again(st: &State, topic: &str, partition: i32, offset: i64) -> Result<(), Failure> {
+    if let Some((at, epoch, read)) = st.offsets.rewritten_of(topic, partition) {
+        return Err(Failure::Fatal(format!(
+            "topic {topic} partition {partition} offset {at}: a record written by leader epoch \
+             {epoch} at an offset the task had read records of epochs up to {read} from: the \
+             partition's log was cut below what the task had read and written again (an unclean \
+             leader election). Its records there are not the ones written, and would be taken \
+             for them and never written: the task stops instead. The records Kafka lost are \
+             missing from the target; rebuild the index (cdc-sink rebuild), or move the offsets \
+             (PATCH /connectors/NAME/offsets) to {at} to write the new records and go on"
+        )));
+    }
     if let Some((from, why)) = st.offsets.gap_of(topic, partition) {
         return Err(Failure::Fatal(format!(
             "topic {topic} partition {partition}: offsets {from} to {} are no longer in the log \
@@ -1552,6 +1576,7 @@ fn put(
     spec: &ConnectorSpec,
     metrics: &Metrics,
     m: &impl Record,
+    leader_epoch: Option<i32>,
     clock: &mut Option<i64>,
 ) -> Result<(), Refused> {
     let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
@@ -1576,7 +1601,7 @@ fn put(
     let value = decoder
         .value(topic, m.payload())
         .map_err(|e| fail(Stage::ValueConverter, "", e))?;
-    let ack = st.offsets.track(topic, partition, offset);
+    let ack = st.offsets.track(topic, partition, offset, leader_epoch);
     if !st.offsets.counts(ack) {
         // Delivered again (or of a partition no longer assigned): its first read is the one
         // that is written and committed; writing it twice would be a second row for a Druid
@@ -1704,7 +1729,9 @@ mod tests {
         let tp = |p: i32| ("t".to_string(), p);
         // Records written behind one that is not, in a partition: `n` in all.
         let pile = |o: &mut Offsets, p: i32, from: i64, n: i64| {
-            let acks: Vec<Ack> = (from..from + n).map(|off| o.track("t", p, off)).collect();
+            let acks: Vec<Ack> = (from..from + n)
+                .map(|off| o.track("t", p, off, None))
+                .collect();
             acks[1..].iter().for_each(|a| o.ack(*a));
             acks[0]
         };

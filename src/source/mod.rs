@@ -298,6 +298,15 @@ pub fn no_offset_to_start_from(e: &rdkafka::error::KafkaError) -> bool {
     e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::AutoOffsetReset)
 }
 
+/// The leader epoch `m` was written with (each batch carries the epoch of the leader that
+/// appended it), or `None` when unknown (a log of the message format before Kafka 0.11's).
+/// rust-rdkafka does not give it.
+pub fn leader_epoch(m: &rdkafka::message::BorrowedMessage<'_>) -> Option<i32> {
+    // SAFETY: `m.ptr()` is the live message `m` borrows; librdkafka only reads a field of it.
+    let epoch = unsafe { rdkafka::bindings::rd_kafka_message_leader_epoch(m.ptr()) };
+    (epoch >= 0).then_some(epoch)
+}
+
 /// Whether a consumer of `config` checks each batch's CRC (`check.crcs`, off by default).
 pub fn crcs_checked(config: &ClientConfig) -> bool {
     config.get("check.crcs") == Some("true")

@@ -37,6 +37,13 @@ struct Partition {
     /// After a reset, the offset whose fetch failed when a record past it came: the log now
     /// starts above it, and the records between were removed before the task read them.
     gap: Option<i64>,
+    /// The highest leader epoch of the records read (written in each batch by the leader that
+    /// appended it; epochs only grow along a log).
+    leader_epoch: Option<i32>,
+    /// A record read again whose leader epoch is above every one read: not the record first
+    /// read at that offset but one a later leader wrote there (the log was cut and written
+    /// again, as in an unclean leader election). (offset, its epoch, the highest read before.)
+    rewritten: Option<(i64, i32, i32)>,
     /// The offset to commit: every record below it is written.
     watermark: Option<i64>,
     committed: Option<i64>,
@@ -119,6 +126,8 @@ impl Offsets {
             again: false,
             reset: None,
             gap: None,
+            leader_epoch: None,
+            rewritten: None,
             watermark: None,
             committed: None,
         };
@@ -184,10 +193,24 @@ impl Offsets {
         Some((p.gap?, p.reset.as_ref()?.0.as_str()))
     }
 
-    /// Registers a record just read; returns its ack. A record of a partition that is not
-    /// assigned (never expected: librdkafka drops fetched records of revoked partitions) gets
-    /// an ack that never counts, so nothing is ever committed for it.
-    pub fn track(&mut self, topic: &str, partition: i32, offset: i64) -> Ack {
+    /// A record at an offset read before whose leader epoch was above every one read (see
+    /// [`Partition::rewritten`]): (offset, its epoch, the highest epoch read before it).
+    pub fn rewritten_of(&self, topic: &str, partition: i32) -> Option<(i64, i32, i32)> {
+        let slot = self.slot_of(topic, partition)?;
+        self.slots[slot as usize].as_ref()?.rewritten
+    }
+
+    /// Registers a record just read, with its leader epoch when known; returns its ack. A
+    /// record of a partition that is not assigned (never expected: librdkafka drops fetched
+    /// records of revoked partitions) gets an ack that never counts, so nothing is ever
+    /// committed for it.
+    pub fn track(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        leader_epoch: Option<i32>,
+    ) -> Ack {
         let Some(slot) = self.slot_of(topic, partition) else {
             return Ack {
                 slot: u32::MAX,
@@ -203,6 +226,15 @@ impl Offsets {
             };
         };
         if let Some(next) = p.next.filter(|n| offset < *n) {
+            // Records read again carry the epochs they were written with; one above every epoch
+            // read is another record, written at that offset by a later leader. librdkafka
+            // moves the position back to where such a log was cut without a word.
+            if let (Some(e), Some(read)) = (leader_epoch, p.leader_epoch)
+                && e > read
+                && p.rewritten.is_none()
+            {
+                p.rewritten = Some((offset, e, read));
+            }
             // Read again (librdkafka may deliver a record twice around a pause): the first read
             // is the one that counts. Logged once until a new offset comes: the same offsets
             // given to other records (a topic deleted and created again under a running task,
@@ -250,6 +282,9 @@ impl Offsets {
         }
         p.next = Some(offset + 1);
         p.again = false;
+        if leader_epoch > p.leader_epoch {
+            p.leader_epoch = leader_epoch;
+        }
         p.pending.push_back(Entry {
             offset,
             done: false,
@@ -472,8 +507,8 @@ mod tests {
     fn the_watermark_passes_records_never_handed_out_once_all_handed_out_are_written() {
         let mut o = Offsets::default();
         o.assign("t", 0);
-        let a = o.track("t", 0, 0);
-        let b = o.track("t", 0, 1);
+        let a = o.track("t", 0, 0, None);
+        let b = o.track("t", 0, 1, None);
         assert_eq!(o.tracked(), 2);
         o.ack(a);
         // Offset 2 a marker: the position is 3, but 1 is not written yet.
@@ -491,7 +526,7 @@ mod tests {
         // Never backwards, and a record at the skipped offsets is one read again.
         o.skip_undelivered("t", 0, 2);
         assert!(o.committable().is_empty());
-        let again = o.track("t", 0, 2);
+        let again = o.track("t", 0, 2, None);
         assert!(!o.counts(again));
     }
 
@@ -499,7 +534,7 @@ mod tests {
     fn a_failed_commit_is_committed_again() {
         let mut o = Offsets::default();
         o.assign("t", 0);
-        let a = o.track("t", 0, 0);
+        let a = o.track("t", 0, 0, None);
         o.ack(a);
         let marks = o.committable();
         assert_eq!(marks, vec![("t".into(), 0, 1)]);
@@ -512,31 +547,60 @@ mod tests {
         assert_eq!(o.committable(), marks);
     }
 
+    /// A record read again with the epoch it was first read with is the same record; one
+    /// whose leader epoch is above every epoch read was written there by a later leader.
+    #[test]
+    fn a_record_read_again_from_a_later_leader_is_another_record() {
+        let mut o = Offsets::default();
+        o.assign("t", 0);
+        (0..5).for_each(|off| _ = o.track("t", 0, off, Some(2)));
+        (5..10).for_each(|off| _ = o.track("t", 0, off, Some(3)));
+        // Delivered again, as around a pause: old epochs, or none known.
+        for (off, epoch) in [(3, Some(2)), (7, Some(3)), (8, None)] {
+            let again = o.track("t", 0, off, epoch);
+            assert!(!o.counts(again));
+        }
+        assert_eq!(o.rewritten_of("t", 0), None);
+        // Epoch 4 at offset 6: the log was cut at 6 and written again.
+        let other = o.track("t", 0, 6, Some(4));
+        assert!(!o.counts(other));
+        assert_eq!(o.rewritten_of("t", 0), Some((6, 4, 3)));
+        // A new offset of a new epoch is no sign of it.
+        let mut fresh = Offsets::default();
+        fresh.assign("t", 0);
+        (0..3).for_each(|off| _ = fresh.track("t", 0, off, Some(2)));
+        let next = fresh.track("t", 0, 3, Some(5));
+        assert!(fresh.counts(next));
+        let again = fresh.track("t", 0, 1, Some(2));
+        assert!(!fresh.counts(again));
+        assert_eq!(fresh.rewritten_of("t", 0), None);
+    }
+
     #[test]
     fn a_reset_of_the_position_is_known_until_a_new_offset_comes() {
         let mut o = Offsets::default();
         o.assign("t", 0);
-        (0..10).for_each(|off| _ = o.track("t", 0, off));
+        (0..10).for_each(|off| _ = o.track("t", 0, off, None));
         // A reset for an unassigned partition is not kept.
         o.reset("t", 1, Some(3), "other");
         assert_eq!(o.reset_of("t", 1), None);
         // The fetch at 12 failed: 10 and 11, fetched before it, still come and are new.
         o.reset("t", 0, Some(12), "out of range");
         for off in [10, 11] {
-            let new = o.track("t", 0, off);
+            let new = o.track("t", 0, off, None);
             assert!(o.counts(new));
             assert_eq!(o.reset_of("t", 0), Some("out of range"));
         }
-        let again = o.track("t", 0, 0);
+        let again = o.track("t", 0, 0, None);
         assert!(!o.counts(again));
         assert_eq!(o.reset_of("t", 0), Some("out of range"));
         // A record at the failed offset (the log past what was read): the reset is forgotten;
         // so is one without a known offset at the first new offset.
-        let new = o.track("t", 0, 12);
+        let new = o.track("t", 0, 12, None);
         assert!(o.counts(new));
         assert_eq!(o.reset_of("t", 0), None);
         o.reset("t", 0, None, "out of range");
-        let new = o.track("t", 0, 13);
+        let new = o.track("t", 0, 13, None);
         assert!(o.counts(new));
         assert_eq!(o.reset_of("t", 0), None);
         assert_eq!(o.gap_of("t", 0), None);
@@ -546,7 +610,7 @@ mod tests {
         let start = "t [0]: offset reset (at offset 14 (leader epoch 0), broker 1) to offset BEGINNING (leader epoch -1): fetch failed due to requested offset not available on the broker: Broker: Offset out of range";
         o.reset("t", 0, Some(16), start);
         o.reset("t", 0, Some(14), start);
-        let past = o.track("t", 0, 16);
+        let past = o.track("t", 0, 16, None);
         assert!(!o.counts(past));
         assert_eq!(o.gap_of("t", 0), Some((14, start)));
         assert_eq!(o.reset_of("t", 0), Some(start));
@@ -561,14 +625,14 @@ mod tests {
         assert_eq!(o.committable(), [("t".into(), 0, 14)]);
         // A reset to the log's end (`auto.offset.reset=latest`) skips as the user asked.
         o.assign("t", 0);
-        _ = o.track("t", 0, 30);
+        _ = o.track("t", 0, 30, None);
         o.reset(
             "t",
             0,
             Some(31),
             &start.replace("offset BEGINNING", "offset END"),
         );
-        let a = o.track("t", 0, 40);
+        let a = o.track("t", 0, 40, None);
         assert!(o.counts(a));
         assert_eq!(o.gap_of("t", 0), None);
         // Before any record of an assignment, records below the failed offset (the log starts
@@ -576,10 +640,10 @@ mod tests {
         // offset then is no gap (the offset may be a transaction marker in the new log).
         o.assign("t", 0);
         o.reset("t", 0, Some(12), start);
-        let a = o.track("t", 0, 0);
+        let a = o.track("t", 0, 0, None);
         assert!(o.counts(a));
         assert_eq!(o.reset_of("t", 0), None);
-        let a = o.track("t", 0, 13);
+        let a = o.track("t", 0, 13, None);
         assert!(o.counts(a));
         assert_eq!(o.gap_of("t", 0), None);
         // A new assignment starts without one.
@@ -595,11 +659,11 @@ mod tests {
             o.assign("t", p);
         }
         // Partition 0: its first record not written, 50 after it written.
-        let acks: Vec<Ack> = (0..51).map(|off| o.track("t", 0, off)).collect();
+        let acks: Vec<Ack> = (0..51).map(|off| o.track("t", 0, off, None)).collect();
         acks[1..].iter().for_each(|a| o.ack(*a));
         // Partition 1: 10 records in flight; partition 2: 5.
-        (0..10).for_each(|off| _ = o.track("t", 1, off));
-        (0..5).for_each(|off| _ = o.track("t", 2, off));
+        (0..10).for_each(|off| _ = o.track("t", 1, off, None));
+        (0..5).for_each(|off| _ = o.track("t", 2, off, None));
         assert_eq!(o.piling_up(20, 100), vec![("t".to_string(), 0)]);
         // None above `each`, but too many in all: the largest go first.
         assert_eq!(
@@ -613,7 +677,7 @@ mod tests {
     fn watermark_moves_only_over_contiguous_acks() {
         let mut o = Offsets::default();
         o.assign("t", 0);
-        let a: Vec<Ack> = (10..15).map(|off| o.track("t", 0, off)).collect();
+        let a: Vec<Ack> = (10..15).map(|off| o.track("t", 0, off, None)).collect();
         o.ack(a[1]);
         o.ack(a[2]);
         assert!(o.committable().is_empty(), "10 is not written yet");
@@ -636,7 +700,7 @@ mod tests {
         o.assign("t", 0);
         let a: Vec<Ack> = [10, 12, 13, 20, 21]
             .into_iter()
-            .map(|off| o.track("t", 0, off))
+            .map(|off| o.track("t", 0, off, None))
             .collect();
         // 13 sits where 12 would if the offsets were consecutive, 20 beyond the queue's end.
         o.ack(a[2]);
@@ -662,18 +726,18 @@ mod tests {
     fn a_held_record_is_committed_only_with_the_next_one() {
         let mut o = Offsets::default();
         o.assign("t", 0);
-        let d = o.track("t", 0, 10);
+        let d = o.track("t", 0, 10, None);
         o.hold(d);
         o.ack(d);
         assert!(o.committable().is_empty(), "10 is held until 11 is written");
         assert_eq!(o.in_flight(), 0, "a held record is written, not in flight");
-        let tombstone = o.track("t", 0, 11);
+        let tombstone = o.track("t", 0, 11, None);
         assert!(o.committable().is_empty());
         o.ack(tombstone);
         assert_eq!(o.committable(), vec![("t".into(), 0, 12)]);
         // A held record after written ones: the watermark stops at it.
-        let a = o.track("t", 0, 12);
-        let d = o.track("t", 0, 13);
+        let a = o.track("t", 0, 12, None);
+        let d = o.track("t", 0, 13, None);
         o.hold(d);
         o.ack(a);
         o.ack(d);
@@ -684,10 +748,10 @@ mod tests {
     fn acks_from_an_earlier_assignment_are_ignored() {
         let mut o = Offsets::default();
         o.assign("t", 1);
-        let old = o.track("t", 1, 100);
+        let old = o.track("t", 1, 100, None);
         o.revoke("t", 1);
         o.assign("t", 1);
-        let new = o.track("t", 1, 50);
+        let new = o.track("t", 1, 50, None);
         o.ack(old);
         assert!(o.committable().is_empty());
         o.ack(new);
@@ -697,7 +761,7 @@ mod tests {
     #[test]
     fn records_of_unassigned_partitions_are_never_committed() {
         let mut o = Offsets::default();
-        let a = o.track("t", 3, 7);
+        let a = o.track("t", 3, 7, None);
         o.ack(a);
         assert!(o.committable().is_empty());
         assert!(o.watermarks(None).is_empty());
@@ -707,8 +771,8 @@ mod tests {
     fn a_record_read_twice_counts_once() {
         let mut o = Offsets::default();
         o.assign("t", 0);
-        let first = o.track("t", 0, 5);
-        let again = o.track("t", 0, 5);
+        let first = o.track("t", 0, 5, None);
+        let again = o.track("t", 0, 5, None);
         o.ack(again);
         assert!(o.committable().is_empty());
         o.ack(first);
@@ -721,7 +785,7 @@ mod tests {
         assert_eq!(o.written_below("t", 0, 5, None), None, "not assigned");
         o.assign("t", 0);
         assert_eq!(o.written_below("t", 0, 5, None), None, "nothing read yet");
-        let a: Vec<Ack> = (3..6).map(|off| o.track("t", 0, off)).collect();
+        let a: Vec<Ack> = (3..6).map(|off| o.track("t", 0, off, None)).collect();
         assert_eq!(o.written_below("t", 0, 5, None), Some(false));
         o.ack(a[0]);
         o.ack(a[1]);
@@ -746,7 +810,7 @@ mod tests {
         o.reset("t", 0, Some(6), to_start);
         assert_eq!(o.written_below("t", 0, 9, Some(9)), Some(false));
         // Nor past the gap found once a record past the failed offset comes.
-        let past = o.track("t", 0, 8);
+        let past = o.track("t", 0, 8, None);
         o.ack(past);
         assert_eq!(o.written_below("t", 0, 9, Some(9)), Some(false));
         assert_eq!(o.written_below("t", 0, 6, Some(9)), Some(true));
