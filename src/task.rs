@@ -244,7 +244,8 @@ struct State {
 /// is unavailable: retried in order, with backoff, while the consumer is paused. Nothing after
 /// them is processed and nothing is skipped.
 struct Stall {
-    queue: VecDeque<OwnedMessage>,
+    /// Each with its leader epoch (`source::leader_epoch`), which a detached record loses.
+    queue: VecDeque<(OwnedMessage, Option<i32>)>,
     attempt: u32,
     next: Instant,
     why: String,
@@ -519,7 +520,7 @@ impl RebalanceHandler for Handler {
         }
         // Stalled records of these partitions are the new owner's now.
         if let Some(stall) = st.stall.as_mut() {
-            stall.queue.retain(|m| {
+            stall.queue.retain(|(m, _)| {
                 !partitions
                     .iter()
                     .any(|(t, p)| t == m.topic() && *p == m.partition())
@@ -912,6 +913,7 @@ fn run(
         }
     };
     source::check_poll_interval(&config, flush_timeout).map_err(End::Failed)?;
+    source::check_no_static_membership(&config).map_err(End::Failed)?;
     let crcs_checked = source::crcs_checked(&config);
     let dlq = match &spec.errors.dead_letter {
         None => None,
@@ -1012,7 +1014,9 @@ fn run(
                 Some(Ok(m)) => {
                     metrics.consumed(1);
                     if let Some(stall) = st.stall.as_mut() {
-                        stall.queue.push_back(m.detach());
+                        stall
+                            .queue
+                            .push_back((m.detach(), source::leader_epoch(&m)));
                     }
                 }
                 Some(Err(e)) => {
@@ -1101,7 +1105,7 @@ fn run(
                                 warn!(task = %label, "waiting, consumption paused: {why}");
                                 let now = Instant::now();
                                 st.stall = Some(Stall {
-                                    queue: VecDeque::from([m.detach()]),
+                                    queue: VecDeque::from([(m.detach(), source::leader_epoch(&m))]),
                                     attempt: 1,
                                     // The last attempt when the time is up, if that is sooner.
                                     next: now
@@ -1353,9 +1357,9 @@ fn consumer_error(
     }
     if source::no_offset_to_start_from(e) {
         return Some(End::Failed(format!(
-            "a partition has no committed offset, or its committed offset is out of range, and \
-             auto.offset.reset=error asks to stop there ({e}): librdkafka reads that partition no \
-             more. Set the offsets (stop the connector, PATCH /connectors/NAME/offsets) or another \
+            "a partition has no committed offset, or its committed offset is out of range (or \
+             librdkafka found its log cut below the position), and auto.offset.reset=error asks \
+             to stop there ({e}): librdkafka reads that partition no more. Set the offsets (stop the connector, PATCH /connectors/NAME/offsets) or another \
              consumer.override.auto.offset.reset, and resume"
         )));
     }
@@ -1378,9 +1382,8 @@ fn retry_stall(
         st.stall = Some(stall);
         return Ok(());
     }
-    while let Some(m) = stall.queue.front() {
-        // Detached: its leader epoch is not kept.
-        match handle(st, decoder, spec, metrics, m, None, &mut None) {
+    while let Some((m, leader_epoch)) = stall.queue.front() {
+        match handle(st, decoder, spec, metrics, m, *leader_epoch, &mut None) {
             Ok(()) => {
                 stall.queue.pop_front();
                 stall.since = Instant::now();
@@ -1466,17 +1469,6 @@ fn handle(
 /// the target while the offsets moved past them without a word: the task fails instead, until
 /// the connector's offsets are moved past the gap.
 fn read_again(st: &State, topic: &str, partition: i32, offset: i64) -> Result<(), Failure> {
-    if let Some((at, epoch, read)) = st.offsets.rewritten_of(topic, partition) {
-        return Err(Failure::Fatal(format!(
-            "topic {topic} partition {partition} offset {at}: a record written by leader epoch \
-             {epoch} at an offset the task had read records of epochs up to {read} from: the \
-             partition's log was cut below what the task had read and written again (an unclean \
-             leader election). Its records there are not the ones written, and would be taken \
-             for them and never written: the task stops instead. The records Kafka lost are \
-             missing from the target; rebuild the index (cdc-sink rebuild), or move the offsets \
-             (PATCH /connectors/NAME/offsets) to {at} to write the new records and go on"
-        )));
-    }
     if let Some((from, why)) = st.offsets.gap_of(topic, partition) {
         return Err(Failure::Fatal(format!(
             "topic {topic} partition {partition}: offsets {from} to {} are no longer in the log \
@@ -1490,9 +1482,8 @@ fn read_again(st: &State, topic: &str, partition: i32, offset: i64) -> Result<()
             offset - from
         )));
     }
-    match st.offsets.reset_of(topic, partition) {
-        None => Ok(()),
-        Some(why) => Err(Failure::Fatal(format!(
+    if let Some(why) = st.offsets.reset_of(topic, partition) {
+        return Err(Failure::Fatal(format!(
             "topic {topic} partition {partition} offset {offset}: the partition's log starts again below \
              what the task had read (the topic deleted and created again, or records lost in an unclean \
              leader election; librdkafka: {why}). Its records there are not the ones written, and would \
@@ -1500,8 +1491,20 @@ fn read_again(st: &State, topic: &str, partition: i32, offset: i64) -> Result<()
              partition again from the committed offset, or from the log's start when that is past its \
              end; move the offsets first (PATCH /connectors/NAME/offsets) to read the new log from \
              elsewhere"
-        ))),
+        )));
     }
+    if let Some((at, epoch, read)) = st.offsets.rewritten_of(topic, partition) {
+        return Err(Failure::Fatal(format!(
+            "topic {topic} partition {partition} offset {at}: a record written by leader epoch \
+             {epoch} at an offset the task had read records of epochs up to {read} from: the \
+             partition's log was cut below what the task had read and written again (an unclean \
+             leader election). Its records there are not the ones written, and would be taken \
+             for them and never written: the task stops instead. The records Kafka lost are \
+             missing from the target; rebuild the index (cdc-sink rebuild), or move the offsets \
+             (PATCH /connectors/NAME/offsets) to {at} to write the new records and go on"
+        )));
+    }
+    Ok(())
 }
 
 /// A record that failed at `stage` and is tolerated: copied to the dead-letter queue (acked

@@ -245,6 +245,15 @@ fn apply(herder: &Herder, change: &Change) {
     }
 }
 
+/// Does at once what of a change stops tasks; a bug in doing so is logged, and the reader goes
+/// on (the change is still applied in its turn).
+fn stop_ahead(herder: &Herder, change: &Change) {
+    let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| herder.stop_ahead(change)));
+    if done.is_err() {
+        error!("stopping the tasks a change replaces panicked: {change:?}");
+    }
+}
+
 /// Changes to apply, and the config topic's offset they are applied up to.
 type Applied = (Vec<Change>, i64);
 
@@ -601,10 +610,17 @@ impl Cluster {
                 }
                 None => {
                     if let Some(change) = &change {
-                        herder.stop_ahead(change);
+                        stop_ahead(herder, change);
                     }
-                    // Gone only when the applier is: the worker is stopping.
-                    let _ = to_apply.send((change.into_iter().collect(), offset));
+                    if to_apply
+                        .send((change.into_iter().collect(), offset))
+                        .is_err()
+                    {
+                        error!(
+                            "the applier of the cluster's changes is gone: changes are no longer applied on this worker"
+                        );
+                        return;
+                    }
                 }
             }
         }

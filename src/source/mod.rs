@@ -53,7 +53,8 @@ pub trait RebalanceHandler: Send + Sync + Sized + 'static {
     fn commit_failed(&self, offsets: &[(String, i32, i64)]) {
         let _ = offsets;
     }
-    /// Kafka confirmed a commit (asynchronous or not) of these (topic, partition, offset).
+    /// Kafka confirmed an asynchronous commit of these (topic, partition, offset) (a synchronous
+    /// commit's answer is what `commit` returns).
     fn commit_confirmed(&self, offsets: &[(String, i32, i64)]) {
         let _ = offsets;
     }
@@ -404,6 +405,20 @@ pub fn consumer_config(settings: &Settings, spec: &ConnectorSpec, task: usize) -
     c.set("enable.auto.commit", "false");
     c.set("enable.auto.offset.store", "false");
     c
+}
+
+/// A `group.instance.id` in the worker's `[kafka.properties]`, which validation does not see
+/// (`consumer.override.group.instance.id` is refused there): one static member id for every
+/// task, and Kafka fences all but one of them.
+pub fn check_no_static_membership(c: &ClientConfig) -> Result<(), String> {
+    match c.get("group.instance.id") {
+        None => Ok(()),
+        Some(_) => Err(
+            "group.instance.id in [kafka.properties] would be one static member id for every \
+             task: Kafka fences all but one of them (static membership is not supported)"
+                .into(),
+        ),
+    }
 }
 
 /// A revocation waits up to `flush` for in-flight writes inside the rebalance, and the group
@@ -768,5 +783,17 @@ mod tests {
         let c = consumer_config(&settings, &druid, 0);
         assert!(check_poll_interval(&c, druid.sink.flush_timeout()).is_ok());
         assert_eq!(c.get("isolation.level"), Some("read_committed"));
+        // A static member id for every task.
+        assert!(check_no_static_membership(&c).is_ok());
+        settings
+            .kafka
+            .properties
+            .insert("group.instance.id".into(), "w1".into());
+        let c = consumer_config(&settings, &druid, 0);
+        let err = check_no_static_membership(&c).unwrap_err();
+        assert!(
+            err.contains("group.instance.id in [kafka.properties]"),
+            "{err}"
+        );
     }
 }
