@@ -171,7 +171,8 @@ fn metrics_count_a_known_run_exactly_and_the_lag_reaches_zero() {
 /// Kafka's answer to each of a task's asynchronous commits reaches the task: a refused one is
 /// taken back and committed again (`Offsets::commit_failed`), and the committed-offset gauge
 /// moves with confirmed ones only. rust-rdkafka's own asynchronous commit asks librdkafka for no
-/// answer, and a refusal went unnoticed.
+/// answer, and a refusal went unnoticed. (And a record's leader epoch, which rust-rdkafka does
+/// not give, is read.)
 #[test]
 fn kafka_answers_each_asynchronous_commit() {
     use std::sync::Mutex;
@@ -230,6 +231,24 @@ fn kafka_answers_each_asynchronous_commit() {
         let _ = consumer.poll(Duration::from_millis(100));
         answers.assigned.load(Ordering::Relaxed).then_some(())
     });
+    // The records carry the leader epoch that wrote them, which the task goes by to tell a
+    // log cut and written again from records delivered twice (a topic's first leader: 0).
+    kafka::produce(
+        &topic,
+        &[Rec {
+            partition: 0,
+            key: Some("k".into()),
+            value: Some("v".into()),
+        }],
+    );
+    let epoch =
+        crate::support::wait_until(Duration::from_secs(30), "the record", || {
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => Some(source::leader_epoch(&m)),
+                _ => None,
+            }
+        });
+    assert_eq!(epoch, Some(0));
     source::commit(
         &consumer,
         &[(topic.as_str().into(), 0, 0)],
