@@ -693,9 +693,9 @@ impl Herder {
     /// then starts the new ones.
     fn settle(&self, change: &Change) {
         // Only a change that may start the connector's tasks here waits: a stop, a delete, a
-        // new config of a stopped connector or a restart meant for another worker starts
-        // nothing, and waiting would hold the config topic's reader (every later change, on
-        // every connector) for nothing.
+        // new config of a stopped connector, a restart of a stopped connector or one meant for
+        // another worker starts nothing, and waiting would hold the config topic's applier
+        // (every later change, on every connector) for nothing.
         let may_start = match change {
             Change::Put { config, target } => {
                 let mut inner = self.lock();
@@ -719,10 +719,15 @@ impl Herder {
                 task,
             } => {
                 let mine = worker.as_deref().is_none_or(|w| w == self.worker_id);
+                let mut inner = self.lock();
                 if mine && *tasks {
-                    self.lock().stop_for_restart(name, *only_failed, *task);
+                    inner.stop_for_restart(name, *only_failed, *task);
                 }
-                mine
+                // A stopped connector's restart starts nothing, nor does a restart of the
+                // connector alone where it runs (see `Inner::apply`).
+                mine && inner.connectors.get(name).is_some_and(|e| {
+                    e.target != TargetState::Stopped && (*tasks || e.spec.is_err())
+                })
             }
         };
         if may_start {

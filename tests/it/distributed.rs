@@ -742,6 +742,39 @@ fn a_new_config_of_a_stopped_connector_holds_no_later_change() {
     l.stop();
 }
 
+/// A restart of a stopped connector starts nothing, so it does not hold the slow worker's
+/// changes behind the connector's old task (stopped, still trying its write for up to
+/// `flush.timeout.ms`): a change right after it, sent to the slow worker, is answered at once.
+#[test]
+fn a_restart_of_a_stopped_connector_holds_no_later_change() {
+    let l = lagging("it-dist-stopped-restart", "30000");
+    let (fast, x, y) = (l.fast.clone(), l.x.clone(), l.y.clone());
+    assert_eq!(
+        call(&fast, "PUT", &format!("/connectors/{x}/stop"), None).0,
+        204
+    );
+    let (code, body) = call(
+        &fast,
+        "POST",
+        &format!("/connectors/{x}/restart?includeTasks=true"),
+        None,
+    );
+    assert!(code == 202 || code == 204, "the restart: {code} {body}");
+    let asked = Instant::now();
+    let (code, body) = call(&l.slow, "PUT", &format!("/connectors/{y}/pause"), None);
+    let took = asked.elapsed();
+    assert_eq!(code, 202, "{body}");
+    assert!(
+        took < Duration::from_secs(15),
+        "the pause waited {took:?} for X's old task (flush.timeout.ms 30 s)\n{}",
+        l.log_of(&l.slow)
+    );
+    wait_cluster_state(&fast, &y, "PAUSED", "PAUSED", 2);
+    let (_, s) = call(&fast, "GET", &format!("/connectors/{x}/status"), None);
+    assert_eq!(s["connector"]["state"], "STOPPED", "{s}");
+    l.stop();
+}
+
 /// A state that lands for a connector just deleted (a pause checked on another worker before the
 /// delete landed) and then a config that brings none (a `PUT` checked before it too) are taken
 /// by a worker reading them live as by one replaying the topic later: both run it PAUSED.
