@@ -230,16 +230,15 @@ impl<H: RebalanceHandler> ConsumerContext for SourceContext<H> {
             let answer = if answered { e.error() } else { result.clone() };
             match answer {
                 Ok(()) => confirmed.push(mark),
-                Err(why) => {
-                    warn!(task = %self.label, "offset commit failed: {why} (topic {} partition {} offset {o})", mark.0, mark.1);
-                    failed.push(mark);
-                }
+                Err(why) => failed.push((mark, why)),
             }
         }
         if !confirmed.is_empty() {
             self.handler.commit_confirmed(&confirmed);
         }
-        if !failed.is_empty() {
+        if let Some((_, why)) = failed.first() {
+            warn!(task = %self.label, "offset commit failed, committed again later: {why} ({:?})", failed.iter().map(|(m, _)| m).collect::<Vec<_>>());
+            let failed: Vec<_> = failed.into_iter().map(|(m, _)| m).collect();
             self.handler.commit_failed(&failed);
         }
     }
