@@ -5,6 +5,11 @@
 //! Expected documents come from the databases themselves: a `SELECT` per table that writes each
 //! row as docs/design.md says it must look (dates as ISO text, decimals as exact strings…), compared
 //! value by value with the index.
+//!
+//! These are the tests that drive Kafka Connect and the databases: `scripts/test` runs them in a
+//! process of their own beside the rest of the suite, on the same servers.
+
+mod rest_api;
 
 use std::collections::BTreeMap;
 use std::thread;

@@ -103,3 +103,31 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     assert!(found.len() <= 1, "{name} {labels:?}: several series match");
     found.first().copied()
 }
+
+/// A worker with no connector, its REST API ready; `state` is its state directory.
+pub fn rest_worker(state: &std::path::Path) -> (crate::support::worker::Worker, String) {
+    let dir = state.to_string_lossy().to_string();
+    let mut w =
+        crate::support::worker::Worker::start_with(&[], &[("CDC_SINK_WORKER__STATE_DIR", &dir)]);
+    let url = w.rest_url();
+    (w, url)
+}
+
+/// A fresh state directory for a worker.
+pub fn state_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("cdc-sink-state-{}", fastrand::u32(..)))
+}
+
+/// Waits (up to 90 s) until connector `name` is in state `connector` and, when `task` is given,
+/// has tasks, all in that state; returns its status.
+pub fn wait_state(url: &str, name: &str, connector: &str, task: Option<&str>) -> Value {
+    wait_for(
+        url,
+        &format!("/connectors/{name}/status"),
+        Duration::from_secs(90),
+        |s| {
+            let (c, t) = states(s);
+            c == connector && task.is_none_or(|task| !t.is_empty() && t.iter().all(|x| x == task))
+        },
+    )
+}
