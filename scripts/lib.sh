@@ -26,8 +26,31 @@ say() { printf '\033[1m[cdc-sink]\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31m[cdc-sink] %s\033[0m\n' "$*" >&2; exit 1; }
 
 # A free TCP port on the loopback interface.
+# free_port: a loopback port free now, below the kernel's ephemeral range. A port the kernel
+# picks (binding port 0) is in that range, where any outgoing connection may take it before the
+# server binds it: PostgreSQL found its port taken while the tests ran.
 free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+  python3 -c '
+import random, socket
+try:
+    low, high = map(int, open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+except OSError:
+    low, high = 32768, 60999
+ports = range(10000, low) if low > 11000 else range(high + 1, 65536)
+for _ in range(500):
+    port = random.choice(ports)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    print(port)
+    break
+else:
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()
+'
 }
 
 java_home() {
@@ -132,6 +155,7 @@ start_postgres() {
   local bin port; bin="$(pg_bin)"; port=$(free_port)
   local run=()
   if [ "$(id -u)" = 0 ]; then chown postgres "$dir"; run=(runuser -u postgres --); fi
+  rm -rf "$dir/data" # what a failed start left
   "${run[@]}" "$bin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --no-instructions \
     > "$dir/initdb.log" 2>&1 || { say "initdb failed:"; tail -n 20 "$dir/initdb.log" >&2; return 1; }
   say "starting PostgreSQL on 127.0.0.1:$port (log: $dir/postgres.log)"
@@ -150,6 +174,7 @@ start_mariadb() {
   local port; port=$(free_port)
   local user=()
   if [ "$(id -u)" = 0 ]; then chown mysql "$dir"; user=(--user=mysql); fi
+  rm -rf "$dir/data" # what a failed start left
   mariadb-install-db --no-defaults "${user[@]}" --datadir="$dir/data" --skip-test-db \
     --auth-root-authentication-method=socket > "$dir/install.log" 2>&1 \
     || { say "mariadb-install-db failed:"; tail -n 20 "$dir/install.log" >&2; return 1; }
@@ -510,20 +535,26 @@ EOF
   printf 'DRUID_URL=http://127.0.0.1:%s\nDRUID_OVERLORD_URL=http://127.0.0.1:%s\n' "$broker" "$coord" > "$1/druid.env"
 }
 
-# stop_dir DIR: stops every server started under DIR (their whole process groups; Druid's
-# services keep their pid files one level deeper, under DIR/druid).
+# stop_dir DIR [SERVER...]: stops every server started under DIR, or only those named (their
+# whole process groups; Druid's services keep their pid files one level deeper, under DIR/druid).
 stop_dir() {
-  local d="$1" pidfile pid
-  for pidfile in "$d"/*/pid "$d"/*/*/pid; do
+  local d="$1" pidfile pid n; shift
+  local which=("$@") pidfiles=()
+  [ $# -gt 0 ] || which=("*")
+  # shellcheck disable=SC2206 # globs, on purpose
+  for n in "${which[@]}"; do pidfiles+=("$d"/$n/pid "$d"/$n/*/pid); done
+  for pidfile in "${pidfiles[@]}"; do
     [ -f "$pidfile" ] || continue
     pid=$(cat "$pidfile")
     kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
   done
-  for pidfile in "$d"/*/pid "$d"/*/*/pid; do
+  for pidfile in "${pidfiles[@]}"; do
     [ -f "$pidfile" ] || continue
     pid=$(cat "$pidfile")
     for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
     kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
     rm -f "$pidfile"
   done
+  # Their addresses are no longer good (`servers start` skips a server whose file is there).
+  for n in "${which[@]}"; do rm -f "$d"/$n.env; done
 }
