@@ -25,7 +25,6 @@ DRUID_EXTENSIONS="$CACHE/druid-$DRUID_VERSION/extensions"
 say() { printf '\033[1m[cdc-sink]\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31m[cdc-sink] %s\033[0m\n' "$*" >&2; exit 1; }
 
-# A free TCP port on the loopback interface.
 # free_port: a loopback port free now, below the kernel's ephemeral range. A port the kernel
 # picks (binding port 0) is in that range, where any outgoing connection may take it before the
 # server binds it: PostgreSQL found its port taken while the tests ran.
