@@ -1359,7 +1359,8 @@ fn consumer_error(
         return Some(End::Failed(format!(
             "a partition has no committed offset, or its committed offset is out of range (or \
              librdkafka found its log cut below the position), and auto.offset.reset=error asks \
-             to stop there ({e}): librdkafka reads that partition no more. Set the offsets (stop the connector, PATCH /connectors/NAME/offsets) or another \
+             to stop there ({e}): librdkafka reads that partition no more. Set the offsets (stop \
+             the connector, PATCH /connectors/NAME/offsets) or another \
              consumer.override.auto.offset.reset, and resume"
         )));
     }

@@ -221,24 +221,25 @@ impl<H: RebalanceHandler> ConsumerContext for SourceContext<H> {
         // one partition's refusal: those Kafka took are then committed again, which is harmless.
         let elements = offsets.elements();
         let answered = elements.iter().any(|e| e.error().is_err());
-        let (mut confirmed, mut failed) = (Vec::new(), Vec::new());
+        let (mut confirmed, mut failed, mut why) = (Vec::new(), Vec::new(), None);
         for e in elements {
             let Offset::Offset(o) = e.offset() else {
                 continue;
             };
             let mark = (e.topic().to_string(), e.partition(), o);
-            let answer = if answered { e.error() } else { result.clone() };
-            match answer {
+            match if answered { e.error() } else { result.clone() } {
                 Ok(()) => confirmed.push(mark),
-                Err(why) => failed.push((mark, why)),
+                Err(refused) => {
+                    why.get_or_insert(refused);
+                    failed.push(mark);
+                }
             }
         }
         if !confirmed.is_empty() {
             self.handler.commit_confirmed(&confirmed);
         }
-        if let Some((_, why)) = failed.first() {
-            warn!(task = %self.label, "offset commit failed, committed again later: {why} ({:?})", failed.iter().map(|(m, _)| m).collect::<Vec<_>>());
-            let failed: Vec<_> = failed.into_iter().map(|(m, _)| m).collect();
+        if let Some(why) = why {
+            warn!(task = %self.label, "offset commit failed, committed again later: {why} ({failed:?})");
             self.handler.commit_failed(&failed);
         }
     }

@@ -7,11 +7,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::support::kafka::{self, Rec};
-use crate::support::rest::{call, rest_worker, state_dir, states, wait_for, wait_state};
+use crate::support::rest::{WAIT, call, rest_worker, state_dir, states, wait_for, wait_state};
 use crate::support::worker::Worker;
 use crate::support::{es, es_connector, servers, unique};
-
-const WAIT: Duration = Duration::from_secs(90);
 
 /// A Debezium change event for row `id` (PostgreSQL, streamed).
 fn change(id: i64, extra: Option<(&str, i64)>) -> Rec {

@@ -118,16 +118,14 @@ pub fn state_dir() -> std::path::PathBuf {
     std::env::temp_dir().join(format!("cdc-sink-state-{}", fastrand::u32(..)))
 }
 
-/// Waits (up to 90 s) until connector `name` is in state `connector` and, when `task` is given,
+/// How long a REST test waits for a state.
+pub const WAIT: Duration = Duration::from_secs(90);
+
+/// Waits (up to [`WAIT`]) until connector `name` is in state `connector` and, when `task` is given,
 /// has tasks, all in that state; returns its status.
 pub fn wait_state(url: &str, name: &str, connector: &str, task: Option<&str>) -> Value {
-    wait_for(
-        url,
-        &format!("/connectors/{name}/status"),
-        Duration::from_secs(90),
-        |s| {
-            let (c, t) = states(s);
-            c == connector && task.is_none_or(|task| !t.is_empty() && t.iter().all(|x| x == task))
-        },
-    )
+    wait_for(url, &format!("/connectors/{name}/status"), WAIT, |s| {
+        let (c, t) = states(s);
+        c == connector && task.is_none_or(|task| !t.is_empty() && t.iter().all(|x| x == task))
+    })
 }
