@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::support::druid;
-use crate::support::live::{self, live, maria, pg};
+use crate::support::live::{self, Db, live, maria, pg};
 use crate::support::worker::{Worker, connector_file};
 use crate::support::{es, es_connector, servers};
 
@@ -26,6 +26,15 @@ use crate::support::{es, es_connector, servers};
 enum Flavour {
     Postgres,
     MariaDb,
+}
+
+impl Flavour {
+    fn db(self) -> Db {
+        match self {
+            Flavour::Postgres => Db::Postgres,
+            Flavour::MariaDb => Db::MariaDb,
+        }
+    }
 }
 
 /// One test's source database and its Debezium connector.
@@ -543,7 +552,7 @@ fn assert_versions(src: &Source, tables: &[&str]) {
 }
 
 fn snapshot_then_stream(flavour: Flavour) {
-    let _one = live::live_place();
+    let _one = live::live_place(flavour.db());
     live();
     let src = Source::create(flavour);
     src.start_debezium();
@@ -585,7 +594,7 @@ fn snapshot_then_stream(flavour: Flavour) {
 /// `SELECT`, deleted rows dropped.
 #[test]
 fn postgres_to_druid_the_latest_rows_are_the_tables() {
-    let _one = live::live_place();
+    let _one = live::live_place(Db::Postgres);
     live();
     let d = druid::druid();
     let src = Source::create(Flavour::Postgres);
@@ -696,7 +705,7 @@ fn mariadb_snapshot_then_stream_ends_as_the_tables() {
 }
 
 fn all_types(flavour: Flavour, expected: Value) {
-    let _one = live::live_place();
+    let _one = live::live_place(flavour.db());
     live();
     let src = Source::create(flavour);
     src.start_debezium();
@@ -810,7 +819,7 @@ fn mariadb_every_column_type_arrives_as_design_says() {
 
 #[test]
 fn mariadb_binlog_rollover_keeps_versions_growing() {
-    let _one = live::live_place();
+    let _one = live::live_place(Db::MariaDb);
     live();
     let src = Source::create(Flavour::MariaDb);
     src.start_debezium();
@@ -904,8 +913,9 @@ fn debezium_restart_and_worker_kill_mid_stream_lose_nothing() {
 /// kept the old rows). Versioned in commit order, they win.
 #[test]
 fn postgres_a_transaction_open_across_the_snapshot_point_wins_over_the_snapshot() {
-    // Alone: creating a replication slot waits for the transaction this test holds open.
-    let _one = live::live_alone();
+    // Alone on PostgreSQL: creating a replication slot waits for the transaction this test
+    // holds open.
+    let _one = live::live_alone_on_postgres();
     live();
     let src = Source::create(Flavour::Postgres);
     src.sql(
@@ -986,7 +996,7 @@ const INCREMENTAL_SNAPSHOT_OF_ITEMS: &str = "INSERT INTO debezium_signal VALUES 
 /// the index ends equal to the table, every document at its row's last version.
 #[test]
 fn postgres_incremental_snapshot_while_rows_change_ends_as_the_table() {
-    let _one = live::live_place();
+    let _one = live::live_place(Db::Postgres);
     live();
     let src = Source::create(Flavour::Postgres);
     items_streamed_only(&src, 2000);
@@ -1046,9 +1056,9 @@ fn postgres_incremental_snapshot_misses_a_commit_not_yet_visible() {
             NoStandby::set("");
         }
     }
-    // Alone: its missing standby is the whole server's, and the commit it holds back keeps
-    // any replication slot being created waiting.
-    let _one = live::live_alone();
+    // Alone on PostgreSQL: its missing standby is the whole server's, and the commit it holds
+    // back keeps any replication slot being created waiting.
+    let _one = live::live_alone_on_postgres();
     live();
     let src = Source::create(Flavour::Postgres);
     let waiting_for_standby = format!(

@@ -52,18 +52,32 @@ pub fn live() -> &'static Live {
 /// Kafka, Elasticsearch and a worker), and two cores hold two of them.
 const LIVE_AT_ONCE: usize = 2;
 
-/// Live tests running (`shared`), one running alone, alone ones waiting (who go first).
+/// The database a live test's changes come from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Postgres,
+    MariaDb,
+}
+
+/// Live tests running (`shared`, PostgreSQL's among them `on_postgres`), one running alone,
+/// one holding PostgreSQL alone; those waiting to run alone, who go first.
 struct Places {
     shared: usize,
+    on_postgres: usize,
     alone: bool,
+    postgres_alone: bool,
     waiting_alone: usize,
+    waiting_postgres_alone: usize,
 }
 
 static PLACES: (Mutex<Places>, Condvar) = (
     Mutex::new(Places {
         shared: 0,
+        on_postgres: 0,
         alone: false,
+        postgres_alone: false,
         waiting_alone: 0,
+        waiting_postgres_alone: 0,
     }),
     Condvar::new(),
 );
@@ -71,6 +85,8 @@ static PLACES: (Mutex<Places>, Condvar) = (
 /// A place among the live tests running, kept until dropped.
 pub struct LivePlace {
     alone: bool,
+    db: Option<Db>,
+    postgres_alone: bool,
 }
 
 impl Drop for LivePlace {
@@ -80,6 +96,12 @@ impl Drop for LivePlace {
             p.alone = false;
         } else {
             p.shared -= 1;
+        }
+        if self.db == Some(Db::Postgres) {
+            p.on_postgres -= 1;
+        }
+        if self.postgres_alone {
+            p.postgres_alone = false;
         }
         PLACES.1.notify_all();
     }
@@ -93,11 +115,51 @@ fn wait_places(until: impl Fn(&Places) -> bool) -> std::sync::MutexGuard<'static
     p
 }
 
-/// Waits until fewer than [`LIVE_AT_ONCE`] live tests run, none of them alone.
-pub fn live_place() -> LivePlace {
-    let mut p = wait_places(|p| p.shared < LIVE_AT_ONCE && !p.alone && p.waiting_alone == 0);
+/// Waits until fewer than [`LIVE_AT_ONCE`] live tests run, none of them alone, nor alone on
+/// PostgreSQL when `db` is PostgreSQL.
+pub fn live_place(db: Db) -> LivePlace {
+    let mut p = wait_places(|p| {
+        p.shared < LIVE_AT_ONCE
+            && !p.alone
+            && p.waiting_alone == 0
+            && (db != Db::Postgres || (!p.postgres_alone && p.waiting_postgres_alone == 0))
+    });
     p.shared += 1;
-    LivePlace { alone: false }
+    if db == Db::Postgres {
+        p.on_postgres += 1;
+    }
+    LivePlace {
+        alone: false,
+        db: Some(db),
+        postgres_alone: false,
+    }
+}
+
+/// Waits until no other live test on PostgreSQL runs, for a test that holds a transaction (or
+/// a setting of the whole server) that another's replication slot would wait for. MariaDB's
+/// live tests run beside it.
+pub fn live_alone_on_postgres() -> LivePlace {
+    PLACES
+        .0
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .waiting_postgres_alone += 1;
+    let mut p = wait_places(|p| {
+        p.shared < LIVE_AT_ONCE
+            && !p.alone
+            && p.waiting_alone == 0
+            && p.on_postgres == 0
+            && !p.postgres_alone
+    });
+    p.waiting_postgres_alone -= 1;
+    p.shared += 1;
+    p.on_postgres += 1;
+    p.postgres_alone = true;
+    LivePlace {
+        alone: false,
+        db: Some(Db::Postgres),
+        postgres_alone: true,
+    }
 }
 
 /// Waits until no other live test runs, for a test that stops Kafka Connect, which every
@@ -111,7 +173,11 @@ pub fn live_alone() -> LivePlace {
     let mut p = wait_places(|p| p.shared == 0 && !p.alone);
     p.waiting_alone -= 1;
     p.alone = true;
-    LivePlace { alone: true }
+    LivePlace {
+        alone: true,
+        db: None,
+        postgres_alone: false,
+    }
 }
 
 fn run(mut cmd: Command, input: &str) -> String {
