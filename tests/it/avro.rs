@@ -605,6 +605,12 @@ fn a_slow_schema_registry_counts_in_the_sinks_own_part_only_for_records_it_held(
     let registry = Registry::start();
     let topic = unique("it-registry-slow");
     kafka::create_topic(&topic, 1);
+    // The index made beforehand: every record is of one burst, so the first bulk request goes
+    // out after the second wait, and creating the index then counts in the writes' own part.
+    // In the whole suite, where Elasticsearch creates other tests' indices meanwhile, no write
+    // was quick twice in five runs today; alone (four CPU hogs beside it too) it passed, so the
+    // index's creation is the likely cause, not a confirmed one.
+    es::create_index(&topic, &json!({}));
     let half = h.records.len() / 2;
     let mut records = avro::Encoder::new(&registry).records(&topic, &h.records[..half]);
     let mut next = avro::Encoder::new(&registry);
