@@ -115,6 +115,18 @@ fn wait_places(until: impl Fn(&Places) -> bool) -> std::sync::MutexGuard<'static
     p
 }
 
+/// Waits until `until` holds, counted meanwhile in the `waiting` its kind of test keeps (those
+/// waiting to run alone go first).
+fn wait_in_line(
+    waiting: fn(&mut Places) -> &mut usize,
+    until: impl Fn(&Places) -> bool,
+) -> std::sync::MutexGuard<'static, Places> {
+    *waiting(&mut PLACES.0.lock().unwrap_or_else(|p| p.into_inner())) += 1;
+    let mut p = wait_places(until);
+    *waiting(&mut p) -= 1;
+    p
+}
+
 /// Waits until fewer than [`LIVE_AT_ONCE`] live tests run, none of them alone, nor alone on
 /// PostgreSQL when `db` is PostgreSQL.
 pub fn live_place(db: Db) -> LivePlace {
@@ -139,19 +151,16 @@ pub fn live_place(db: Db) -> LivePlace {
 /// a setting of the whole server) that another's replication slot would wait for. MariaDB's
 /// live tests run beside it.
 pub fn live_alone_on_postgres() -> LivePlace {
-    PLACES
-        .0
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .waiting_postgres_alone += 1;
-    let mut p = wait_places(|p| {
-        p.shared < LIVE_AT_ONCE
-            && !p.alone
-            && p.waiting_alone == 0
-            && p.on_postgres == 0
-            && !p.postgres_alone
-    });
-    p.waiting_postgres_alone -= 1;
+    let mut p = wait_in_line(
+        |p| &mut p.waiting_postgres_alone,
+        |p| {
+            p.shared < LIVE_AT_ONCE
+                && !p.alone
+                && p.waiting_alone == 0
+                && p.on_postgres == 0
+                && !p.postgres_alone
+        },
+    );
     p.shared += 1;
     p.on_postgres += 1;
     p.postgres_alone = true;
@@ -165,13 +174,7 @@ pub fn live_alone_on_postgres() -> LivePlace {
 /// Waits until no other live test runs, for a test that stops Kafka Connect, which every
 /// live test uses.
 pub fn live_alone() -> LivePlace {
-    PLACES
-        .0
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .waiting_alone += 1;
-    let mut p = wait_places(|p| p.shared == 0 && !p.alone);
-    p.waiting_alone -= 1;
+    let mut p = wait_in_line(|p| &mut p.waiting_alone, |p| p.shared == 0 && !p.alone);
     p.alone = true;
     LivePlace {
         alone: true,
