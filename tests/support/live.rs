@@ -83,25 +83,28 @@ static PLACES: (Mutex<Places>, Condvar) = (
 );
 
 /// A place among the live tests running, kept until dropped.
-pub struct LivePlace {
-    alone: bool,
-    db: Option<Db>,
-    postgres_alone: bool,
+pub enum LivePlace {
+    Shared(Db),
+    AloneOnPostgres,
+    Alone,
 }
 
 impl Drop for LivePlace {
     fn drop(&mut self) {
         let mut p = PLACES.0.lock().unwrap_or_else(|p| p.into_inner());
-        if self.alone {
-            p.alone = false;
-        } else {
-            p.shared -= 1;
-        }
-        if self.db == Some(Db::Postgres) {
-            p.on_postgres -= 1;
-        }
-        if self.postgres_alone {
-            p.postgres_alone = false;
+        match self {
+            LivePlace::Shared(db) => {
+                p.shared -= 1;
+                if *db == Db::Postgres {
+                    p.on_postgres -= 1;
+                }
+            }
+            LivePlace::AloneOnPostgres => {
+                p.shared -= 1;
+                p.on_postgres -= 1;
+                p.postgres_alone = false;
+            }
+            LivePlace::Alone => p.alone = false,
         }
         PLACES.1.notify_all();
     }
@@ -140,11 +143,7 @@ pub fn live_place(db: Db) -> LivePlace {
     if db == Db::Postgres {
         p.on_postgres += 1;
     }
-    LivePlace {
-        alone: false,
-        db: Some(db),
-        postgres_alone: false,
-    }
+    LivePlace::Shared(db)
 }
 
 /// Waits until no other live test on PostgreSQL runs, for a test that holds a transaction (or
@@ -153,22 +152,13 @@ pub fn live_place(db: Db) -> LivePlace {
 pub fn live_alone_on_postgres() -> LivePlace {
     let mut p = wait_in_line(
         |p| &mut p.waiting_postgres_alone,
-        |p| {
-            p.shared < LIVE_AT_ONCE
-                && !p.alone
-                && p.waiting_alone == 0
-                && p.on_postgres == 0
-                && !p.postgres_alone
-        },
+        // (`on_postgres` counts one running alone on PostgreSQL too.)
+        |p| p.shared < LIVE_AT_ONCE && !p.alone && p.waiting_alone == 0 && p.on_postgres == 0,
     );
     p.shared += 1;
     p.on_postgres += 1;
     p.postgres_alone = true;
-    LivePlace {
-        alone: false,
-        db: Some(Db::Postgres),
-        postgres_alone: true,
-    }
+    LivePlace::AloneOnPostgres
 }
 
 /// Waits until no other live test runs, for a test that stops Kafka Connect, which every
@@ -176,11 +166,7 @@ pub fn live_alone_on_postgres() -> LivePlace {
 pub fn live_alone() -> LivePlace {
     let mut p = wait_in_line(|p| &mut p.waiting_alone, |p| p.shared == 0 && !p.alone);
     p.alone = true;
-    LivePlace {
-        alone: true,
-        db: None,
-        postgres_alone: false,
-    }
+    LivePlace::Alone
 }
 
 fn run(mut cmd: Command, input: &str) -> String {
