@@ -5,15 +5,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use super::http as client;
 use super::servers::servers;
-
-fn client() -> reqwest::blocking::Client {
-    cdc_sink::tls::install_default();
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
-}
 
 /// Every document of `index`: id → (`_version`, `_source`). Empty when the index is absent.
 pub fn documents(index: &str) -> BTreeMap<String, (u64, Value)> {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use super::http;
 use super::servers::{read_env, repo, servers};
 
 pub struct Live {
@@ -240,14 +241,6 @@ pub fn inventory_sql(flavour: &str) -> String {
     std::fs::read_to_string(repo().join(format!("demo/sql/{flavour}-inventory.sql"))).unwrap()
 }
 
-fn http() -> reqwest::blocking::Client {
-    cdc_sink::tls::install_default();
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
-}
-
 /// Registers a Debezium connector on Kafka Connect and waits for its task to run.
 pub fn register(name: &str, config: Value) {
     let url = format!("{}/connectors/{name}/config", live().connect);
@@ -342,47 +335,57 @@ pub fn crash_restart_connect() {
     assert!(status.success(), "restarting Kafka Connect failed");
 }
 
-/// Kills Kafka Connect with SIGKILL (`start_connect` brings it back).
-pub fn kill_connect() {
-    servers_cmd("crash");
-}
-
-/// Starts the Kafka Connect worker [`kill_connect`] killed.
-pub fn start_connect() {
-    servers_cmd("restart");
-}
-
-fn servers_cmd(what: &str) {
-    let status = Command::new(repo().join("scripts/servers"))
-        .arg(what)
-        .arg(&live().dir)
-        .arg("connect")
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "scripts/servers {what} connect failed");
-}
-
-/// Removes what Kafka Connect stored of source connector `name`'s offsets (a tombstone per key
-/// on its offsets topic), as if it had never flushed them. Kafka Connect must be down.
-pub fn forget_source_offsets(name: &str) {
-    use super::kafka::{self, Rec};
-    let needle = format!("[\"{name}\",");
-    let keys: std::collections::BTreeSet<Vec<u8>> = kafka::read_all("_connect-offsets", 1)
-        .into_iter()
-        .filter_map(|r| r.key)
-        .filter(|k| k.starts_with(needle.as_bytes()))
-        .collect();
-    assert!(!keys.is_empty(), "no offsets of {name} stored");
-    let tombstones: Vec<Rec<Vec<u8>>> = keys
-        .into_iter()
-        .map(|k| Rec {
-            partition: 0,
-            key: Some(k),
-            value: None,
-        })
-        .collect();
-    kafka::produce_bytes("_connect-offsets", &tombstones);
+/// Forgets source connector `name`'s offsets through Kafka Connect's offsets API (KIP-875):
+/// stops the connector, runs `meanwhile` while it is stopped, resets its offsets and resumes
+/// it. Debezium then starts as if it had never stored an offset. Other connectors keep running:
+/// Kafka Connect stays up.
+pub fn forget_source_offsets(name: &str, meanwhile: impl FnOnce()) {
+    let url = format!("{}/connectors/{name}", live().connect);
+    let state = || -> Value {
+        http()
+            .get(format!("{url}/status"))
+            .send()
+            .and_then(|r| r.json())
+            .unwrap_or(Value::Null)
+    };
+    let wait = |what: &str, done: &dyn Fn(&Value) -> bool| {
+        let start = Instant::now();
+        loop {
+            let s = state();
+            if done(&s) {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "Debezium connector {name} not {what}: {s}"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    let r = connect_call(|| http().put(format!("{url}/stop")).send().unwrap());
+    assert!(r.status().is_success(), "stopping {name}: {}", r.status());
+    wait("stopped", &|s| {
+        s["connector"]["state"] == "STOPPED" && s["tasks"].as_array().is_some_and(Vec::is_empty)
+    });
+    meanwhile();
+    // Kafka Connect answers 400 until every worker has seen the stop.
+    let start = Instant::now();
+    loop {
+        let r = connect_call(|| http().delete(format!("{url}/offsets")).send().unwrap());
+        let status = r.status();
+        if status.is_success() {
+            break;
+        }
+        assert!(
+            status == 400 && start.elapsed() < Duration::from_secs(60),
+            "resetting the offsets of {name}: {status} {}",
+            r.text().unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let r = connect_call(|| http().put(format!("{url}/resume")).send().unwrap());
+    assert!(r.status().is_success(), "resuming {name}: {}", r.status());
+    wait("running again", &|s| s["tasks"][0]["state"] == "RUNNING");
 }
 
 /// `config` with the settings the demo's Debezium connector `file` takes for freshness

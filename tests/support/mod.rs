@@ -19,11 +19,29 @@ pub mod sink;
 pub mod worker;
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 pub use servers::{servers, unique};
+
+/// The HTTP client the helpers share (Elasticsearch, Kafka Connect, cdc-sink's REST API). One
+/// for the whole run: building a client reads the system's trust store, and in this debug build
+/// the helpers, which built one per call, spent about a tenth of the test binary's CPU parsing
+/// it. Each request still opens a connection of its own, as it did with a client per call: a
+/// connection kept idle could outlive a worker the test has killed.
+pub fn http() -> &'static reqwest::blocking::Client {
+    static CLIENT: OnceLock<reqwest::blocking::Client> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        cdc_sink::tls::install_default();
+        reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap()
+    })
+}
 
 /// A connector config for the Elasticsearch sink on the shared servers, with test-friendly
 /// group timeouts; `extra` adds or overrides options.

@@ -4,13 +4,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-fn client() -> reqwest::blocking::Client {
-    cdc_sink::tls::install_default();
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(120))
-        .build()
-        .unwrap()
-}
+use super::http as client;
 
 /// Sends `method path` with an optional JSON body; returns the status and the body (`Null` when
 /// empty, a string when not JSON).
