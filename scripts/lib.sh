@@ -396,6 +396,7 @@ EOF
 }
 
 # start_elasticsearch DIR: a single node on free loopback ports; writes DIR/elasticsearch.env.
+# CDCSINK_ES_JAVA_OPTS adds JVM options (scripts/test: the quick compiler only).
 start_elasticsearch() {
   local dir="$1/elasticsearch"; mkdir -p "$dir/data" "$dir/logs" "$dir/tmp"
   local home; home="$(es_home)"
@@ -422,7 +423,7 @@ EOF
   say "starting Elasticsearch $ES_VERSION on 127.0.0.1:$port (log: $dir/elasticsearch.log)"
   pushd "$dir" >/dev/null
   setsid env ES_JAVA_HOME="$(java_home)" ES_PATH_CONF="$dir/config" ES_TMPDIR="$dir/tmp" \
-    ES_JAVA_OPTS="-Xms1g -Xmx1g -Xlog:disable -Xlog:all=warning:stderr" \
+    ES_JAVA_OPTS="-Xms1g -Xmx1g -Xlog:disable -Xlog:all=warning:stderr ${CDCSINK_ES_JAVA_OPTS:-}" \
     "${run[@]}" "$home/bin/elasticsearch" > "$dir/elasticsearch.log" 2>&1 < /dev/null &
   echo $! > "$dir/pid"
   popd >/dev/null
