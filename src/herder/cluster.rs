@@ -23,8 +23,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{Client, ClientContext, DefaultClientContext};
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::types::RDKafkaErrorCode;
@@ -385,6 +386,27 @@ fn ensure_topics(
     Ok(())
 }
 
+/// The end offset of partition 0 of `topic`. A partition just created may have no leader yet:
+/// the broker then answers NotLeaderForPartition or LeaderNotAvailable for a moment (a worker
+/// starting a new cluster exited on it, on a busy machine), which is waited out for up to
+/// [`KAFKA_TIMEOUT`], as Kafka Connect waits for its topics' partitions.
+fn end_offset<C: ClientContext>(client: &Client<C>, topic: &str) -> Result<i64, String> {
+    let started = Instant::now();
+    loop {
+        match client.fetch_watermarks(topic, 0, KAFKA_TIMEOUT) {
+            Ok((_, high)) => return Ok(high),
+            Err(KafkaError::MetadataFetch(
+                RDKafkaErrorCode::NotLeaderForPartition
+                | RDKafkaErrorCode::LeaderNotAvailable
+                | RDKafkaErrorCode::UnknownTopicOrPartition,
+            )) if started.elapsed() < KAFKA_TIMEOUT => {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => return Err(format!("cannot read the end of topic {topic}: {e}")),
+        }
+    }
+}
+
 /// Refuses a cluster topic whose `cleanup.policy` is not exactly `compact`.
 fn only_compact(topic: &str, policy: &str) -> Result<(), String> {
     if policy.split(',').map(str::trim).eq(["compact"]) {
@@ -476,9 +498,7 @@ impl Cluster {
         status_tail
             .assign(&status_tpl)
             .map_err(|e| format!("cannot read topic {status_topic}: {e}"))?;
-        let (_, end) = tail
-            .fetch_watermarks(&config_topic, 0, KAFKA_TIMEOUT)
-            .map_err(|e| format!("cannot read topic {config_topic}: {e}"))?;
+        let end = end_offset(tail.client(), &config_topic)?;
         let cluster = Arc::new(Cluster {
             worker_id: herder.worker_id().to_string(),
             instance: format!(
@@ -826,16 +846,8 @@ impl Cluster {
     /// on this worker's view (a connector stopped before its offsets are changed) then sees
     /// what another worker has already answered for.
     pub fn catch_up(&self) -> Result<(), Error> {
-        let (_, high) = self
-            .producer
-            .client()
-            .fetch_watermarks(&self.config_topic, 0, KAFKA_TIMEOUT)
-            .map_err(|e| {
-                Error::Internal(format!(
-                    "cannot read the end of topic {}: {e}",
-                    self.config_topic
-                ))
-            })?;
+        let high =
+            end_offset(self.producer.client(), &self.config_topic).map_err(Error::Internal)?;
         self.wait_until_applied(high - 1, || {
             format!(
                 "nothing was written: this worker has not applied the cluster's earlier changes (topic {} up to offset {}) within {APPLY_TIMEOUT:?} (it may be waiting for tasks still finishing their writes); retry",
