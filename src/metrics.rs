@@ -528,13 +528,18 @@ impl Metrics {
     }
 
     /// Sets a partition's committed offset and end offset (`None` leaves what is known), and
-    /// their difference, the lag, once both are known.
+    /// their difference, the lag, once both are known. The committed offset never goes back
+    /// while the task holds the partition: librdkafka's statistics, taken before the last
+    /// commit was confirmed but read after it, name the commit before (a task's own commits only
+    /// move forward, and Kafka changes a group's offsets from outside only while it is empty).
     pub fn partition(&self, topic: &str, partition: i32, committed: Option<i64>, end: Option<i64>) {
         let p = partition.to_string();
         let l = [self.connector.as_str(), self.task.as_str(), topic, &p];
         let mut known = self.offsets.lock().unwrap_or_else(|e| e.into_inner());
         let entry = known.entry((topic.to_string(), partition)).or_default();
-        if let Some(c) = committed {
+        if let Some(c) = committed
+            && entry.0.is_none_or(|was| c >= was)
+        {
             entry.0 = Some(c);
             self.f.committed.with_label_values(&l).set(c);
         }
@@ -675,6 +680,29 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_committed_offset_never_steps_back_while_its_partition_is_held() {
+        let r = Registry::new();
+        let t = r.task("c", 0);
+        let committed = |r: &Registry| {
+            let text = r.encode(Registry::task_states([]));
+            text.lines()
+                .find(|l| l.starts_with("cdc_sink_committed_offset{"))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<i64>().ok())
+        };
+        t.partition("t", 0, Some(10), Some(25));
+        // Statistics taken before the commit of 10 was confirmed, read after it.
+        t.partition("t", 0, Some(7), Some(30));
+        assert_eq!(committed(&r), Some(10));
+        assert_eq!(r.summary("c").lag, 20);
+        t.partition("t", 0, Some(12), None);
+        assert_eq!((committed(&r), r.summary("c").lag), (Some(12), 18));
+        // Revoked, then held again: what Kafka says now.
+        t.forget_partition("t", 0);
+        t.partition("t", 0, Some(7), Some(30));
+        assert_eq!((committed(&r), r.summary("c").lag), (Some(7), 23));
+    }
 
     #[test]
     fn summary_sums_tasks_and_reads_percentiles_from_buckets() {
