@@ -368,7 +368,8 @@ pub fn forget_source_offsets(name: &str, meanwhile: impl FnOnce()) {
         s["connector"]["state"] == "STOPPED" && s["tasks"].as_array().is_some_and(Vec::is_empty)
     });
     meanwhile();
-    // Kafka Connect answers 400 until every worker has seen the stop.
+    // Kafka Connect refuses a reset (400) until the connector is stopped with no tasks
+    // (KIP-875); its status said so above, and a refusal is still asked again for a while.
     let start = Instant::now();
     loop {
         let r = connect_call(|| http().delete(format!("{url}/offsets")).send().unwrap());
