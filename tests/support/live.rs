@@ -341,30 +341,13 @@ pub fn crash_restart_connect() {
 /// Kafka Connect stays up.
 pub fn forget_source_offsets(name: &str, meanwhile: impl FnOnce()) {
     let url = format!("{}/connectors/{name}", live().connect);
-    let state = || -> Value {
-        http()
-            .get(format!("{url}/status"))
-            .send()
-            .and_then(|r| r.json())
-            .unwrap_or(Value::Null)
-    };
-    let wait = |what: &str, done: &dyn Fn(&Value) -> bool| {
-        let start = Instant::now();
-        loop {
-            let s = state();
-            if done(&s) {
-                return;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(120),
-                "Debezium connector {name} not {what}: {s}"
-            );
-            std::thread::sleep(Duration::from_millis(300));
-        }
+    let status = format!("/connectors/{name}/status");
+    let wait = |done: &dyn Fn(&Value) -> bool| {
+        super::rest::wait_for(&live().connect, &status, Duration::from_secs(120), done)
     };
     let r = connect_call(|| http().put(format!("{url}/stop")).send().unwrap());
     assert!(r.status().is_success(), "stopping {name}: {}", r.status());
-    wait("stopped", &|s| {
+    wait(&|s| {
         s["connector"]["state"] == "STOPPED" && s["tasks"].as_array().is_some_and(Vec::is_empty)
     });
     meanwhile();
@@ -386,7 +369,7 @@ pub fn forget_source_offsets(name: &str, meanwhile: impl FnOnce()) {
     }
     let r = connect_call(|| http().put(format!("{url}/resume")).send().unwrap());
     assert!(r.status().is_success(), "resuming {name}: {}", r.status());
-    wait("running again", &|s| s["tasks"][0]["state"] == "RUNNING");
+    wait(&|s| s["tasks"][0]["state"] == "RUNNING");
 }
 
 /// `config` with the settings the demo's Debezium connector `file` takes for freshness
