@@ -793,8 +793,9 @@ pub fn spawn(
                 }
             };
             let mut rewinds = 0u32;
+            // Why the last run ended in a start over, while the runs keep ending that way.
+            let mut rewound: Option<String> = None;
             let ran = loop {
-                // Each run starts clean: a rewind's trouble is shown only while it waits.
                 set(
                     if control.paused.load(Ordering::Relaxed) {
                         "PAUSED"
@@ -804,6 +805,19 @@ pub fn spawn(
                     None,
                 );
                 let started = Instant::now();
+                // A task that keeps starting over says so through its next run too, until the
+                // run outlasts the span after which a start over counts as a first one again:
+                // shown only while it waited, a task starting over for ever showed RUNNING
+                // without trouble for most of each run.
+                let carried = rewound.as_ref().map(|why| {
+                    let trouble = format!(
+                        "started over from the committed offsets {rewinds} time(s) in a row, the last time because: {why}"
+                    );
+                    if let Ok(mut s) = st.lock() {
+                        s.trouble = Some(trouble.clone());
+                    }
+                    (trouble, started + REWIND_BACKOFF.1 * 2)
+                });
                 let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     run(
                         &spec,
@@ -814,6 +828,7 @@ pub fn spawn(
                         &shutdown,
                         control.clone(),
                         &st,
+                        carried.as_ref().map(|(t, until)| (t.as_str(), *until)),
                     )
                 }));
                 let Ok(Err(End::Rewind(why))) = ran else {
@@ -830,6 +845,7 @@ pub fn spawn(
                 if let Ok(mut s) = st.lock() {
                     s.trouble = Some(format!("starting over from the committed offsets: {why}"));
                 }
+                rewound = Some(why);
                 let until = Instant::now() + wait;
                 while Instant::now() < until && !shutdown.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(50));
@@ -879,6 +895,9 @@ fn run(
     shutdown: &AtomicBool,
     control: Arc<Control>,
     status: &Mutex<TaskStatus>,
+    // Why the runs before this one started over, shown as its trouble until the instant given
+    // while it has none of its own.
+    carried: Option<(&str, Instant)>,
 ) -> Result<(), End> {
     let label = format!("{}-{id}", spec.name);
     let config = source::consumer_config(settings, spec, id);
@@ -973,7 +992,8 @@ fn run(
     let mut decoder = Decoder::new(spec)?;
     let commit_every = Duration::from_millis(settings.worker.offset_flush_interval_ms);
     let mut last_commit = Instant::now();
-    let mut trouble_logged: Option<String> = None;
+    // (`spawn` shows the carried trouble, and logged why the task started over.)
+    let mut trouble_logged: Option<String> = carried.map(|(t, _)| t.to_string());
     // Paused by the user, as last seen; and a commit due as soon as the sink is idle.
     let mut user_paused = false;
     let mut commit_soon = false;
@@ -1208,7 +1228,12 @@ fn run(
             .as_ref()
             .map(|s| s.why.clone())
             .or_else(|| st.sink.trouble())
-            .or_else(|| st.dlq.as_ref().and_then(DeadLetterQueue::trouble));
+            .or_else(|| st.dlq.as_ref().and_then(DeadLetterQueue::trouble))
+            .or_else(|| {
+                carried
+                    .filter(|(_, until)| Instant::now() < *until)
+                    .map(|(t, _)| t.to_string())
+            });
         if trouble != trouble_logged {
             match &trouble {
                 Some(t) => warn!(task = %label, "not making progress: {t}"),

@@ -668,6 +668,56 @@ fn a_transaction_timeout_the_brokers_refuse_fails_the_task_naming_it() {
     );
 }
 
+/// A task that starts over and over says why in its status the whole time: through each new
+/// run, not only while it waits to start over. Here its producer's bootstrap server is a port
+/// nothing listens on, so each run waits 30 s for a transaction coordinator and starts over.
+#[test]
+fn a_task_starting_over_and_over_shows_why_through_each_run() {
+    let topic = unique("it-druid-over");
+    kafka::create_topic(&topic, 1);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .to_string();
+    let name = unique("it-druid-over");
+    let config = json!({"connector.class": "druid", "topics": topic,
+        "producer.override.bootstrap.servers": closed});
+    let mut w = Worker::start(&connector_file(&name, &config));
+    let url = w.rest_url();
+    w.wait_log(
+        "starting over from the committed offsets",
+        Duration::from_secs(90),
+    );
+    // The wait (at most 1 s the first time), then 10 s of the second run.
+    let path = format!("/connectors/{name}/tasks/0/status");
+    let until = Instant::now() + Duration::from_secs(11);
+    let mut seen = Vec::new();
+    while Instant::now() < until {
+        let (code, s) = crate::support::rest::call(&url, "GET", &path, None);
+        assert_eq!(code, 200, "{s}");
+        assert_eq!(s["state"], json!("RUNNING"), "{s}");
+        let trouble = s["trouble"].as_str().unwrap_or_else(|| {
+            panic!(
+                "no trouble shown at the status read {} since the task started over: {s}",
+                seen.len() + 1
+            )
+        });
+        assert!(
+            trouble.contains("cannot start a Kafka transaction"),
+            "{trouble}"
+        );
+        seen.push(trouble.to_string());
+        thread::sleep(Duration::from_millis(200));
+    }
+    // The second run's status says it follows a start over.
+    assert!(
+        seen.last()
+            .is_some_and(|t| t.contains("1 time(s) in a row")),
+        "{seen:?}"
+    );
+    w.kill();
+}
+
 /// A row larger than the producer may send (`message.max.bytes`) is refused before it enters
 /// the transaction: a bad record, which `errors.tolerance=all` sends to the dead-letter queue,
 /// and the stream goes on; the other rows are committed once each.
