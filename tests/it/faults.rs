@@ -983,3 +983,75 @@ fn a_retried_write_is_followed_again_by_the_later_writes_of_its_document() {
     assert_eq!(es::documents(&topic), again);
     assert!(w.stop().success());
 }
+
+/// A node whose connections never open (its accept queue full, so that its SYNs go unanswered:
+/// neither open nor refused) is given `connection.timeout.ms`, not a response's
+/// `read.timeout.ms`: its requests fail as connection failures, counted as `transport` retries,
+/// never as timeouts (which say Elasticsearch may still be executing the request, and double the
+/// wait of later ones), and the other node of `connection.url` writes everything.
+#[test]
+fn a_node_whose_connections_never_open_fails_within_the_connection_timeout() {
+    use std::os::fd::AsRawFd;
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // Linux takes a second listen() as a new backlog: 0 holds one connection, made here, and
+    // drops the SYNs after it.
+    assert_eq!(unsafe { libc::listen(hole.as_raw_fd(), 0) }, 0);
+    let addr = hole.local_addr().unwrap();
+    let _held = std::net::TcpStream::connect(addr).unwrap();
+    let probe = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300));
+    assert_eq!(
+        probe.map(|_| ()).map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::TimedOut),
+        "a connection to the full listener must hang"
+    );
+
+    let topic = unique("it-hole");
+    kafka::create_topic(&topic, 1);
+    let recs: Vec<kafka::Rec> = (0..200)
+        .map(|id| kafka::Rec {
+            partition: 0,
+            key: Some(serde_json::json!({ "id": id }).to_string()),
+            value: Some(
+                serde_json::json!({"before": null, "after": {"id": id, "name": format!("n{id}")},
+                    "op": "c", "source": {"connector": "postgresql", "lsn": 1000 + id,
+                    "db": "d", "schema": "s", "table": "t", "ts_ms": 1}})
+                .to_string(),
+            ),
+        })
+        .collect();
+    kafka::produce(&topic, &recs);
+    // The hole first in the round robin; the tests' read.timeout.ms (30 s) stays, so that a slow
+    // answer of the real node is no timeout either.
+    let urls = format!("http://{addr},{}", servers().es);
+    let (mut w, group) = start_es_worker(
+        "it-hole",
+        &topic,
+        &urls,
+        &[("connection.timeout.ms", "500"), ("batch.size", "20")],
+    );
+    crate::support::wait_until(Duration::from_secs(120), "every offset committed", || {
+        (kafka::committed(&group, &topic, 1).get(&0) == Some(&200)).then_some(())
+    });
+    let docs = crate::support::es::sources(&topic);
+    assert_eq!(docs.len(), 200);
+    let metrics = crate::support::rest::metrics(&w.rest_url());
+    let connector = group.trim_start_matches("connect-");
+    let retries = |reason: &str| {
+        crate::support::rest::metric(
+            &metrics,
+            "cdc_sink_retries_total",
+            &[("connector", connector), ("reason", reason)],
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(
+        retries("transport") >= 1.0,
+        "no request went to the hole:\n{metrics}"
+    );
+    assert_eq!(
+        retries("timeout"),
+        0.0,
+        "a connection that never opened was taken for a late response"
+    );
+    assert!(w.stop().success());
+}

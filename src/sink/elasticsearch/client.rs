@@ -10,10 +10,11 @@
 //! callgrind, 11% of a short end-to-end Avro run (src/tls.rs, docs/performance-log.md). Written
 //! here: the round robin over the URLs, the Elastic Cloud ID's decoding and the gzip of a body.
 //!
-//! Not done: a connect timeout apart from the request's (`connection.timeout.ms` only adds to the
-//! time allowed for a response), marking a failed node dead (it keeps its turn; its requests
-//! fail and are retried), and trusting a certificate by its fingerprint (use
-//! `elastic.https.ssl.ca.location`).
+//! A connection is given `connection.timeout.ms` to open; the whole request, that and
+//! `read.timeout.ms` more for its response.
+//!
+//! Not done: marking a failed node dead (it keeps its turn; its requests fail and are retried),
+//! and trusting a certificate by its fingerprint (use `elastic.https.ssl.ca.location`).
 
 use std::io::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -172,6 +173,7 @@ impl BulkClient {
             nodes = nodes.iter().map(crate::tls::without_credentials).collect();
         }
         let http = builder
+            .connect_timeout(cfg.connect_timeout)
             .default_headers(headers)
             .build()
             .map_err(|e| format!("cannot build the Elasticsearch client: {e}"))?;
@@ -199,8 +201,8 @@ impl BulkClient {
         })
     }
 
-    /// POSTs `body` to `_bulk`; returns the response, or an error when no whole response came
-    /// within `wait` (plus `connection.timeout.ms`). Not sent when `may_send` says no once the
+    /// POSTs `body` to `_bulk`; returns the response, or an error when no connection opened
+    /// within `connection.timeout.ms` or no whole response came within `wait` more. Not sent when `may_send` says no once the
     /// body is ready to go (compressing a large one takes a while, and the process may have
     /// been stopped meanwhile).
     pub async fn bulk(
@@ -286,7 +288,25 @@ impl BulkClient {
         // The time allowed for the whole response: the client's own timeout would apply per
         // request too, but a late answer must also be told apart from a refused connection.
         let response = async {
-            let resp = request.send().await.map_err(|e| fail(&e, e.is_timeout()))?;
+            let resp = request.send().await.map_err(|e| {
+                if e.is_connect() && e.is_timeout() {
+                    // Nothing was sent: not a request Elasticsearch may still be executing.
+                    TransportError {
+                        message: format!(
+                            "{}: no connection within {} ms (connection.timeout.ms): {}",
+                            crate::tls::without_credentials(node)
+                                .as_str()
+                                .trim_end_matches('/'),
+                            self.connect_timeout.as_millis(),
+                            error_chain(&e)
+                        ),
+                        timed_out: false,
+                        not_sent: false,
+                    }
+                } else {
+                    fail(&e, e.is_timeout())
+                }
+            })?;
             let status = resp.status().as_u16();
             let url = resp.url().as_str().to_string();
             let body = resp.bytes().await.map_err(|e| fail(&e, false))?;

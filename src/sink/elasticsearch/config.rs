@@ -49,7 +49,7 @@ pub const OPTIONS: &[OptionDef] = &[
     OptionDef {
         name: "connection.timeout.ms",
         default: Some("1000"),
-        doc: "Added to `read.timeout.ms` for the time a request may take in all (there is no separate connect timeout).",
+        doc: "How long a connection to a node may take to open; a connection not open by then is retried like a refused one (the next node in `connection.url` in its turn). A request may take this and `read.timeout.ms` in all.",
     },
     OptionDef {
         name: "read.timeout.ms",
