@@ -796,14 +796,6 @@ pub fn spawn(
             // Why the last run ended in a start over, while the runs keep ending that way.
             let mut rewound: Option<String> = None;
             let ran = loop {
-                set(
-                    if control.paused.load(Ordering::Relaxed) {
-                        "PAUSED"
-                    } else {
-                        "RUNNING"
-                    },
-                    None,
-                );
                 let started = Instant::now();
                 // A task that keeps starting over says so through its next run too, until the
                 // run outlasts the span after which a start over counts as a first one again:
@@ -813,11 +805,19 @@ pub fn spawn(
                     let trouble = format!(
                         "started over from the committed offsets {rewinds} time(s) in a row, the last time because: {why}"
                     );
-                    if let Ok(mut s) = st.lock() {
-                        s.trouble = Some(trouble.clone());
-                    }
                     (trouble, started + REWIND_BACKOFF.1 * 2)
                 });
+                // State and trouble in one step: a status read between two would see a bare
+                // RUNNING.
+                if let Ok(mut s) = st.lock() {
+                    s.state = if control.paused.load(Ordering::Relaxed) {
+                        "PAUSED"
+                    } else {
+                        "RUNNING"
+                    };
+                    s.trace = None;
+                    s.trouble = carried.as_ref().map(|(t, _)| t.clone());
+                }
                 let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     run(
                         &spec,
@@ -841,10 +841,11 @@ pub fn spawn(
                 }
                 rewinds += 1;
                 let wait = crate::backoff::delay(rewinds, REWIND_BACKOFF.0, REWIND_BACKOFF.1);
-                warn!(task = %label, attempt = rewinds, "starting over from the committed offsets in {wait:?}: {why}");
+                // The status first: whoever reads the log line finds it already says so.
                 if let Ok(mut s) = st.lock() {
                     s.trouble = Some(format!("starting over from the committed offsets: {why}"));
                 }
+                warn!(task = %label, attempt = rewinds, "starting over from the committed offsets in {wait:?}: {why}");
                 rewound = Some(why);
                 let until = Instant::now() + wait;
                 while Instant::now() < until && !shutdown.load(Ordering::Relaxed) {

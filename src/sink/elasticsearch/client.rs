@@ -10,8 +10,9 @@
 //! callgrind, 11% of a short end-to-end Avro run (src/tls.rs, docs/performance-log.md). Written
 //! here: the round robin over the URLs, the Elastic Cloud ID's decoding and the gzip of a body.
 //!
-//! A connection is given `connection.timeout.ms` to open; the whole request, that and
-//! `read.timeout.ms` more for its response.
+//! A connection is given `connection.timeout.ms` to open (reqwest's connect timeout: name
+//! resolution, TCP and the TLS handshake together; 0 for no limit of its own); the whole
+//! request, that and `read.timeout.ms` more for its response.
 //!
 //! Not done: marking a failed node dead (it keeps its turn; its requests fail and are retried),
 //! and trusting a certificate by its fingerprint (use `elastic.https.ssl.ca.location`).
@@ -172,8 +173,12 @@ impl BulkClient {
             // credentials given as options win.
             nodes = nodes.iter().map(crate::tls::without_credentials).collect();
         }
+        let builder = match cfg.connect_timeout.is_zero() {
+            // As the Confluent sink's 0: no limit of its own.
+            true => builder,
+            false => builder.connect_timeout(cfg.connect_timeout),
+        };
         let http = builder
-            .connect_timeout(cfg.connect_timeout)
             .default_headers(headers)
             .build()
             .map_err(|e| format!("cannot build the Elasticsearch client: {e}"))?;
@@ -502,6 +507,38 @@ mod tests {
             crate::connector::ConnectorConfig::from_json(&json).map_err(|e| e.to_string())?;
         let spec = crate::connector::ConnectorSpec::validate(&config).map_err(|e| e.to_string())?;
         Ok(spec.sink.elasticsearch().unwrap().clone())
+    }
+
+    /// `connection.timeout.ms=0` is no limit of its own, as in the Confluent sink, not a
+    /// connect timeout of 0 that no connection could meet.
+    #[test]
+    fn a_connection_timeout_of_0_sets_no_limit_of_its_own() {
+        use std::os::fd::AsRawFd;
+        // A listener whose connections never open: its accept queue (a second listen() sets
+        // its backlog, 0 holding one connection) is full, so its SYNs go unanswered.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        // SAFETY: a listening socket's descriptor, owned by `listener` for the whole test.
+        assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 0) }, 0);
+        let addr = listener.local_addr().unwrap();
+        let _held = std::net::TcpStream::connect(addr).unwrap();
+        let url = format!("http://{addr}");
+        let cfg = es_config(&format!(
+            r#","connection.url":"{url}","connection.timeout.ms":"0""#
+        ))
+        .unwrap();
+        let client = BulkClient::new(&cfg).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        // Waited for until the request's time is up, not failed at once as a connection that
+        // took longer than 0 ms.
+        let e = runtime
+            .block_on(client.json(Method::GET, "/", None, Duration::from_millis(300)))
+            .unwrap_err();
+        assert!(e.timed_out, "{}", e.message);
+        assert!(e.message.contains("read.timeout.ms"), "{}", e.message);
+        drop(listener);
     }
 
     #[test]

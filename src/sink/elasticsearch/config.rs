@@ -49,7 +49,7 @@ pub const OPTIONS: &[OptionDef] = &[
     OptionDef {
         name: "connection.timeout.ms",
         default: Some("1000"),
-        doc: "How long a connection to a node may take to open; a connection not open by then is retried like a refused one (the next node in `connection.url` in its turn). A request may take this and `read.timeout.ms` in all.",
+        doc: "How long a connection to a node may take to open: name resolution, TCP and the TLS handshake together (raise it for a distant cluster over TLS); 0 for no limit of its own. A connection not open by then is retried like a refused one (the next node in `connection.url` in its turn). A request may take this and `read.timeout.ms` in all.",
     },
     OptionDef {
         name: "read.timeout.ms",
