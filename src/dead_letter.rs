@@ -112,6 +112,35 @@ pub struct DeadLetterQueue {
 /// The largest copy the producer sends (`message.max.bytes`), unless `[kafka.properties]` sets it.
 const COPY_MAX_BYTES: &str = "67108864";
 
+/// The queue's producer's properties: the worker's Kafka settings, the connector's
+/// `producer.override.*` (when they are the queue's), then cdc-sink's own.
+fn producer_config(cfg: &DeadLetterConfig, settings: &Settings) -> ClientConfig {
+    let mut c = crate::source::client_config(settings);
+    c.set("linger.ms", "5");
+    for (k, v) in &cfg.producer_overrides {
+        c.set(k, v);
+    }
+    c.set("enable.idempotence", "true").set("acks", "all");
+    if c.get("message.max.bytes").is_none() {
+        // librdkafka refuses by itself a record above 1 000 000 bytes, below what Kafka's
+        // topics take by default (1 048 588) and far below what Debezium users often allow:
+        // such a record's copy would be refused for ever, naming a limit the topic does not
+        // have. The queue topic's own `max.message.bytes` decides.
+        c.set("message.max.bytes", COPY_MAX_BYTES);
+    }
+    c
+}
+
+/// Whether librdkafka takes the queue's producer's properties together (as
+/// `druid::check_producer` checks the rows' producer's).
+pub fn check_producer(cfg: &DeadLetterConfig, settings: &Settings) -> Result<(), String> {
+    let mut c = producer_config(cfg, settings);
+    crate::source::probe(&mut c);
+    c.create::<BaseProducer>().map(drop).map_err(|e| {
+        format!("librdkafka refuses the dead-letter queue's producer's properties together (with the worker's [kafka.properties] and cdc-sink's own): {e}")
+    })
+}
+
 impl DeadLetterQueue {
     /// Creates the topic if it is missing and opens the producer, with the worker's Kafka
     /// `settings`; `fetch`: a consumer config able to read the connector's topics.
@@ -125,21 +154,9 @@ impl DeadLetterQueue {
         runtime: &tokio::runtime::Handle,
     ) -> Result<DeadLetterQueue, Problem> {
         ensure_topic(cfg, settings, runtime)?;
-        let mut c = crate::source::client_config(settings);
-        c.set("linger.ms", "5");
-        for (k, v) in &cfg.producer_overrides {
-            c.set(k, v);
-        }
-        c.set("enable.idempotence", "true").set("acks", "all");
-        if c.get("message.max.bytes").is_none() {
-            // librdkafka refuses by itself a record above 1 000 000 bytes, below what Kafka's
-            // topics take by default (1 048 588) and far below what Debezium users often allow:
-            // such a record's copy would be refused for ever, naming a limit the topic does not
-            // have. The queue topic's own `max.message.bytes` decides.
-            c.set("message.max.bytes", COPY_MAX_BYTES);
-        }
-        let producer: BaseProducer<Reports> =
-            c.create_with_context(Reports::default()).map_err(|e| {
+        let producer: BaseProducer<Reports> = producer_config(cfg, settings)
+            .create_with_context(Reports::default())
+            .map_err(|e| {
                 Problem::Config(format!(
                     "cannot create the dead-letter queue's producer: {e}"
                 ))

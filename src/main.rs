@@ -275,7 +275,17 @@ fn main() -> ExitCode {
             };
             let mut specs = Vec::new();
             for path in &connectors {
-                match worker::load_connector(path) {
+                match worker::load_connector(path).and_then(|spec| {
+                    match worker::check_clients(&settings, &spec).as_slice() {
+                        [] => Ok(spec),
+                        errors => Err(format!(
+                            "{}: connector `{}`: {}",
+                            path.display(),
+                            spec.name,
+                            errors.join("; ")
+                        )),
+                    }
+                }) {
                     Ok(spec) => specs.push(spec),
                     Err(e) => {
                         eprintln!("cdc-sink: invalid connector: {e}");

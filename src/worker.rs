@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use tracing::{error, info};
 
-use crate::connector::{ConnectorConfig, ConnectorSpec};
+use crate::connector::{ConnectorConfig, ConnectorSpec, SinkSpec};
 use crate::metrics::{Latency, Registry};
 use crate::settings::Settings;
 use crate::task::{self, Control, Progress, TaskHandle, TaskStatus};
@@ -152,6 +152,28 @@ pub fn load_connector(path: &std::path::Path) -> Result<ConnectorSpec, String> {
         ConnectorConfig::from_json(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     ConnectorSpec::validate(&config)
         .map_err(|e| format!("{}: connector `{}`: {e}", path.display(), config.name))
+}
+
+/// What librdkafka refuses in the Kafka clients `spec`'s tasks would create with `settings`
+/// (each a `key: message` error, as validation words them): properties each valid alone may not
+/// be together, which librdkafka checks only as it creates a client, so that a config is refused
+/// when posted or loaded rather than failing each task as it starts.
+pub fn check_clients(settings: &Settings, spec: &ConnectorSpec) -> Vec<String> {
+    let mut errors = Vec::new();
+    if let Err(e) = crate::source::check_consumer(settings, spec) {
+        errors.push(format!("consumer.override.*: {e}"));
+    }
+    if let SinkSpec::Druid(cfg) = &spec.sink
+        && let Err(e) = crate::sink::druid::check_producer(cfg, settings)
+    {
+        errors.push(format!("producer.override.*: {e}"));
+    }
+    if let Some(cfg) = &spec.errors.dead_letter
+        && let Err(e) = crate::dead_letter::check_producer(cfg, settings)
+    {
+        errors.push(format!("producer.override.*: {e}"));
+    }
+    errors
 }
 
 /// The async runtime the sinks' requests and the REST API run on.

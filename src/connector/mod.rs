@@ -508,7 +508,7 @@ pub const COMMON_OPTIONS: &[OptionDef] = &[
     OptionDef {
         name: "consumer.override.<property>",
         default: None,
-        doc: "Any librdkafka consumer property for this connector (e.g. `consumer.override.session.timeout.ms`), checked when the config is: a property librdkafka does not know (a Java consumer's `max.poll.records`) or a value it refuses is refused, naming it. `group.instance.id` is refused (here, and in `[kafka.properties]` when a task starts): every task would share it, and Kafka fences all but one.",
+        doc: "Any librdkafka consumer property for this connector (e.g. `consumer.override.session.timeout.ms`), checked when the config is: a property librdkafka does not know (a Java consumer's `max.poll.records`) or a value it refuses is refused, naming it. Properties librdkafka takes alone but not together (`fetch.max.bytes` below `message.max.bytes`, `session.timeout.ms` above `max.poll.interval.ms`) are refused when the config is posted to the REST API or a connector file is loaded by `cdc-sink run`, checked with the worker's `[kafka.properties]` on a client that contacts no broker (`cdc-sink validate`, which has no worker settings, does not check them). `group.instance.id` is refused (here, and in `[kafka.properties]` when a task starts): every task would share it, and Kafka fences all but one.",
     },
 ];
 

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tracing::{error, info, warn};
 
-use crate::connector::{self, ConnectorConfig, ConnectorSpec};
+use crate::connector::{self, ConnectorConfig, ConnectorSpec, SinkSpec};
 use crate::metrics::Registry;
 use crate::settings::Settings;
 use crate::task::TaskStatus;
@@ -169,6 +169,18 @@ fn validate(config: &ConnectorConfig) -> Result<ConnectorSpec, Error> {
     ConnectorSpec::validate(config).map_err(|e| invalid(&e.0))
 }
 
+/// A config as [`validate`] takes it, whose Kafka clients librdkafka also creates with this
+/// worker's settings: properties each valid alone may not be together, which librdkafka checks
+/// only as it creates a client (otherwise each task would fail as it starts).
+fn validate_with(settings: &Settings, config: &ConnectorConfig) -> Result<ConnectorSpec, Error> {
+    let spec = validate(config)?;
+    let errors = crate::worker::check_clients(settings, &spec);
+    match errors.is_empty() {
+        true => Ok(spec),
+        false => Err(invalid(&errors)),
+    }
+}
+
 fn not_found(name: &str) -> Error {
     Error::NotFound(format!("Connector {name} not found"))
 }
@@ -277,7 +289,7 @@ impl Herder {
             let stored = inner.connectors.get(&name).map(|old| &old.config.config);
             restore_hidden(&mut config.config, stored)?;
         }
-        validate(&config)?;
+        validate_with(&self.settings, &config)?;
         self.submit(Change::Put {
             config,
             target: Some(initial),
@@ -315,7 +327,7 @@ impl Herder {
             name: name.to_string(),
             config: map,
         };
-        validate(&config)?;
+        validate_with(&self.settings, &config)?;
         let existing = self.target(name);
         // A new connector runs (whatever an older one of the same name was set to).
         self.submit(Change::Put {
@@ -783,7 +795,7 @@ impl Herder {
     /// Druid supervisor specs for a `druid` connector's output topics.
     pub fn druid_spec(&self, name: &str) -> Result<Value, Error> {
         let spec = self.lock().entry(name)?.spec()?;
-        if !matches!(spec.sink, crate::connector::SinkSpec::Druid(_)) {
+        if !matches!(spec.sink, SinkSpec::Druid(_)) {
             return Err(Error::BadRequest(format!(
                 "Connector {name} is not a druid connector"
             )));

@@ -407,6 +407,25 @@ pub fn consumer_config(settings: &Settings, spec: &ConnectorSpec, task: usize) -
     c
 }
 
+/// `c` made into a probe: a client of it contacts no broker (no `bootstrap.servers`) and logs
+/// nothing (the warning that it has no broker to contact among it).
+pub fn probe(c: &mut ClientConfig) {
+    c.remove("bootstrap.servers");
+    c.set_log_level(RDKafkaLogLevel::Emerg);
+}
+
+/// Whether librdkafka takes a task's consumer properties together: some of its checks run only
+/// when a client is created (`fetch.max.bytes` against `message.max.bytes`,
+/// `session.timeout.ms` against `max.poll.interval.ms`, a CA file it cannot read). Checked on a
+/// probe ([`probe`]) when the config is posted, rather than failing each task as it starts.
+pub fn check_consumer(settings: &Settings, spec: &ConnectorSpec) -> Result<(), String> {
+    let mut c = consumer_config(settings, spec, 0);
+    probe(&mut c);
+    c.create::<BaseConsumer>().map(drop).map_err(|e| {
+        format!("librdkafka refuses the consumer's properties together (with the worker's [kafka.properties] and cdc-sink's own): {e}")
+    })
+}
+
 /// A `group.instance.id` in the worker's `[kafka.properties]`, which validation does not see
 /// (`consumer.override.group.instance.id` is refused there): one static member id for every
 /// task, and Kafka fences all but one of them.

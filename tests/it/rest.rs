@@ -1059,3 +1059,77 @@ fn a_config_sent_back_as_read_keeps_its_secrets() {
     );
     assert!(w.stop().success());
 }
+
+/// Kafka client properties each valid alone but not together (librdkafka checks them only as it
+/// creates a client) are refused when the config is posted, naming them, rather than failing
+/// each task as it starts; a config whose clients librdkafka takes is accepted as before.
+#[test]
+fn client_properties_librdkafka_refuses_together_are_refused_when_posted() {
+    let state = state_dir();
+    let (w, url) = rest_worker(&state);
+    let topic = unique("it-rest-combo");
+    let name = unique("it-rest-combo");
+    let message = |body: &Value| body["message"].as_str().unwrap_or_default().to_string();
+    // The consumer: a fetch smaller than a message may be.
+    let mut consumer = es_connector(&topic, &servers().es, &[]);
+    consumer["consumer.override.fetch.max.bytes"] = json!("1000");
+    let (code, body) = post(&url, &name, &consumer, None);
+    assert_eq!(code, 400, "{body}");
+    let m = message(&body);
+    assert!(
+        m.contains("consumer.override.*: librdkafka refuses")
+            && m.contains("`fetch.max.bytes` must be >= `message.max.bytes`"),
+        "{m}"
+    );
+    // Also through PUT, and with a session longer than a poll interval.
+    let mut consumer = es_connector(&topic, &servers().es, &[]);
+    consumer["consumer.override.session.timeout.ms"] = json!("400000");
+    let (code, body) = call(
+        &url,
+        "PUT",
+        &format!("/connectors/{name}/config"),
+        Some(&consumer),
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(message(&body).contains("`session.timeout.ms`"), "{body}");
+    // The Druid connector's producer: messages timing out before their batch may be sent.
+    let druid = json!({"connector.class": "druid", "topics": topic, "exactly.once": "false",
+        "producer.override.linger.ms": "5000", "producer.override.message.timeout.ms": "1000"});
+    let (code, body) = post(&url, &name, &druid, None);
+    assert_eq!(code, 400, "{body}");
+    let m = message(&body);
+    assert!(
+        m.contains("producer.override.*: librdkafka refuses") && m.contains("linger.ms"),
+        "{m}"
+    );
+    // The Elasticsearch connector's dead-letter producer, the same way.
+    let mut queue = es_connector(&topic, &servers().es, &[]);
+    for (k, v) in [
+        ("errors.tolerance", "all"),
+        ("errors.deadletterqueue.topic.name", "dlq"),
+        ("producer.override.linger.ms", "5000"),
+        ("producer.override.message.timeout.ms", "1000"),
+    ] {
+        queue[k] = json!(v);
+    }
+    let (code, body) = post(&url, &name, &queue, None);
+    assert_eq!(code, 400, "{body}");
+    let m = message(&body);
+    assert!(
+        m.contains("producer.override.*: librdkafka refuses the dead-letter queue's producer's")
+            && m.contains("linger.ms"),
+        "{m}"
+    );
+    // Nothing was created.
+    assert_eq!(
+        call(&url, "GET", &format!("/connectors/{name}"), None).0,
+        404
+    );
+    // The same properties, each taken together with what it needs: accepted.
+    let mut fine = es_connector(&topic, &servers().es, &[]);
+    fine["consumer.override.fetch.max.bytes"] = json!("1000");
+    fine["consumer.override.message.max.bytes"] = json!("1000");
+    let (code, body) = post(&url, &name, &fine, Some("STOPPED"));
+    assert_eq!(code, 201, "{body}");
+    assert!(w.stop().success());
+}

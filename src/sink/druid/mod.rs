@@ -120,6 +120,57 @@ fn missing_topic(e: &KafkaError) -> bool {
     )
 }
 
+/// The rows' producer's properties: the worker's Kafka settings, the connector's
+/// `producer.override.*`, then what exactly once needs; transactional under `transactional_id`
+/// (required with `exactly.once`).
+fn producer_config(
+    cfg: &DruidConfig,
+    settings: &Settings,
+    transactional_id: Option<String>,
+) -> Result<ClientConfig, SinkError> {
+    let mut c = ClientConfig::new();
+    c.set("linger.ms", "5").set("compression.type", "lz4");
+    for (k, v) in crate::source::client_config(settings).config_map() {
+        c.set(k, v);
+    }
+    for (k, v) in &cfg.producer_overrides {
+        c.set(k, v);
+    }
+    c.set("enable.idempotence", "true").set("acks", "all");
+    let transactional = cfg.exactly_once;
+    if transactional {
+        // Checked at validation against producer.override.*; here with the worker's
+        // [kafka.properties] too.
+        let timeout: u64 = c
+            .get("transaction.timeout.ms")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(60_000);
+        if cfg.txn_max.as_millis() >= u128::from(timeout) {
+            return Err(SinkError::Fatal(format!(
+                "transaction.max.ms ({} ms) must be below the producer's transaction.timeout.ms ({timeout} ms, from the worker's [kafka.properties] or producer.override.transaction.timeout.ms), or every transaction is aborted",
+                cfg.txn_max.as_millis()
+            )));
+        }
+        let id = transactional_id
+            .ok_or_else(|| SinkError::Fatal("exactly.once needs a transactional id".into()))?;
+        c.set("transactional.id", id);
+    }
+    Ok(c)
+}
+
+/// Whether librdkafka takes the rows' producer's properties together, as it checks them only
+/// when a client is created (`message.timeout.ms` against `linger.ms`, a CA file it cannot
+/// read): on a producer that contacts no broker, when the config is posted rather than when a
+/// task starts.
+pub fn check_producer(cfg: &DruidConfig, settings: &Settings) -> Result<(), String> {
+    let mut c =
+        producer_config(cfg, settings, Some("cdc-sink-check".into())).map_err(|e| e.to_string())?;
+    crate::source::probe(&mut c);
+    c.create::<BaseProducer>().map(drop).map_err(|e| {
+        format!("librdkafka refuses the producer's properties together (with the worker's [kafka.properties] and cdc-sink's own): {e}")
+    })
+}
+
 pub struct DruidSink {
     rows: Rows,
     producer: BaseProducer<Deliveries>,
@@ -144,33 +195,8 @@ impl DruidSink {
         metrics: Arc<Metrics>,
         transactional_id: Option<String>,
     ) -> Result<DruidSink, SinkError> {
-        let mut c = ClientConfig::new();
-        c.set("linger.ms", "5").set("compression.type", "lz4");
-        for (k, v) in crate::source::client_config(settings).config_map() {
-            c.set(k, v);
-        }
-        for (k, v) in &cfg.producer_overrides {
-            c.set(k, v);
-        }
-        c.set("enable.idempotence", "true").set("acks", "all");
+        let c = producer_config(&cfg, settings, transactional_id)?;
         let transactional = cfg.exactly_once;
-        if transactional {
-            // Checked at validation against producer.override.*; here with the worker's
-            // [kafka.properties] too.
-            let timeout: u64 = c
-                .get("transaction.timeout.ms")
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(60_000);
-            if cfg.txn_max.as_millis() >= u128::from(timeout) {
-                return Err(SinkError::Fatal(format!(
-                    "transaction.max.ms ({} ms) must be below the producer's transaction.timeout.ms ({timeout} ms, from the worker's [kafka.properties] or producer.override.transaction.timeout.ms), or every transaction is aborted",
-                    cfg.txn_max.as_millis()
-                )));
-            }
-            let id = transactional_id
-                .ok_or_else(|| SinkError::Fatal("exactly.once needs a transactional id".into()))?;
-            c.set("transactional.id", id);
-        }
         let producer: BaseProducer<Deliveries> =
             c.create_with_context(Deliveries::default()).map_err(|e| {
                 SinkError::Fatal(format!(
