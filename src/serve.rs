@@ -19,6 +19,21 @@ use crate::worker::{self, Worker};
 /// Runs a worker until a signal; Ok(false) when a task had failed.
 pub fn run(mut settings: Settings, files: Vec<ConnectorSpec>) -> Result<bool, String> {
     let runtime = worker::runtime()?;
+    // Signals from the very start: the first, even while connectors are being created or a
+    // cluster joined (a SIGTERM then had ended the process by its default action, exit by
+    // signal), stops the worker as soon as it runs, as one later does; the second exits at once.
+    let mut first_signal = {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let mut signals = runtime.block_on(async { Signals::new() });
+        runtime.spawn(async move {
+            signals.next().await;
+            let _ = tx.send(());
+            signals.next().await;
+            warn!("a second signal: exiting without finishing; records not committed are read again");
+            std::process::exit(EXIT_INTERRUPTED);
+        });
+        rx
+    };
     let listener = runtime.block_on(crate::rest::bind(&settings.rest.listen))?;
     let addr = listener
         .local_addr()
@@ -86,16 +101,14 @@ pub fn run(mut settings: Settings, files: Vec<ConnectorSpec>) -> Result<bool, St
     }));
     info!(worker_id = %herder.worker_id(), mode = %settings.worker.mode, "REST API listening on http://{addr}");
 
-    // Signals are listened for from here on, without a gap (one arriving while the periodic
-    // report runs is kept for the next turn of the loop).
-    let mut signals = runtime.block_on(async { Signals::new() });
+    // (A signal arriving while the periodic report runs is kept for the next turn of the loop.)
     let failed_rest = runtime.block_on(async {
         let mut report = tokio::time::interval(Duration::from_secs(30));
         report.tick().await;
         let mut rest = rest;
         loop {
             tokio::select! {
-                _ = signals.next() => break None,
+                _ = &mut first_signal => break None,
                 _ = report.tick() => { let h = herder.clone(); let _ = tokio::task::spawn_blocking(move || h.report()).await; }
                 r = &mut rest => break Some(match r { Ok(Ok(())) => "the REST API stopped".to_string(), Ok(Err(e)) => e, Err(e) => e.to_string() }),
             }
@@ -105,13 +118,8 @@ pub fn run(mut settings: Settings, files: Vec<ConnectorSpec>) -> Result<bool, St
         "shutting down: finishing in-flight writes and committing offsets (a second SIGTERM or Ctrl-C exits at once)"
     );
     // A second signal while the tasks finish (an unreachable Elasticsearch can hold a drain for
-    // flush.timeout.ms): exit now. Nothing is committed past an unwritten record at any time, so
-    // this is a crash's outcome: what was written and not committed is read again.
-    runtime.spawn(async move {
-        signals.next().await;
-        warn!("a second signal: exiting without finishing; records not committed are read again");
-        std::process::exit(EXIT_INTERRUPTED);
-    });
+    // flush.timeout.ms) exits at once (above). Nothing is committed past an unwritten record at
+    // any time, so that is a crash's outcome: what was written and not committed is read again.
     let _ = stop_tx.send(());
     let ok = stop(&herder);
     match failed_rest {
