@@ -29,7 +29,9 @@ pub fn run(mut settings: Settings, files: Vec<ConnectorSpec>) -> Result<bool, St
             signals.next().await;
             let _ = tx.send(());
             signals.next().await;
-            warn!("a second signal: exiting without finishing; records not committed are read again");
+            warn!(
+                "a second signal: exiting without finishing; records not committed are read again"
+            );
             std::process::exit(EXIT_INTERRUPTED);
         });
         rx
