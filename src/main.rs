@@ -36,6 +36,10 @@ enum Command {
     },
     /// Check connector configs and print every problem found.
     Validate {
+        /// Worker settings (TOML): the connectors' Kafka clients are checked with their
+        /// `[kafka.properties]` (without it, with the defaults and `CDC_SINK_*` variables).
+        #[arg(long)]
+        config: Option<PathBuf>,
         #[arg(required = true)]
         connectors: Vec<PathBuf>,
     },
@@ -148,10 +152,19 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match Cli::parse().command {
-        Command::Validate { connectors } => {
+        Command::Validate { config, connectors } => {
+            let settings = match Settings::load(config.as_deref()) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("cdc-sink: invalid settings: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let mut ok = true;
             for path in connectors {
-                match worker::load_connector(&path) {
+                match worker::load_connector(&path)
+                    .and_then(|spec| worker::checked_clients(&settings, spec, &path))
+                {
                     Ok(spec) => println!("{}: connector `{}` is valid", path.display(), spec.name),
                     Err(e) => {
                         ok = false;
@@ -275,17 +288,9 @@ fn main() -> ExitCode {
             };
             let mut specs = Vec::new();
             for path in &connectors {
-                match worker::load_connector(path).and_then(|spec| {
-                    match worker::check_clients(&settings, &spec).as_slice() {
-                        [] => Ok(spec),
-                        errors => Err(format!(
-                            "{}: connector `{}`: {}",
-                            path.display(),
-                            spec.name,
-                            errors.join("; ")
-                        )),
-                    }
-                }) {
+                match worker::load_connector(path)
+                    .and_then(|spec| worker::checked_clients(&settings, spec, path))
+                {
                     Ok(spec) => specs.push(spec),
                     Err(e) => {
                         eprintln!("cdc-sink: invalid connector: {e}");

@@ -176,6 +176,24 @@ pub fn check_clients(settings: &Settings, spec: &ConnectorSpec) -> Vec<String> {
     errors
 }
 
+/// `spec`, loaded from `path`, when [`check_clients`] finds nothing; its errors otherwise, worded
+/// as [`load_connector`]'s.
+pub fn checked_clients(
+    settings: &Settings,
+    spec: ConnectorSpec,
+    path: &std::path::Path,
+) -> Result<ConnectorSpec, String> {
+    match check_clients(settings, &spec).as_slice() {
+        [] => Ok(spec),
+        errors => Err(format!(
+            "{}: connector `{}`: {}",
+            path.display(),
+            spec.name,
+            errors.join("; ")
+        )),
+    }
+}
+
 /// The async runtime the sinks' requests and the REST API run on.
 pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()

@@ -77,7 +77,7 @@ pub async fn config(State(_): State<Api>, Path(plugin): Path<String>) -> Reply {
     Ok(reply(StatusCode::OK, &defs))
 }
 
-pub async fn validate(State(_): State<Api>, Path(plugin): Path<String>, body: Bytes) -> Reply {
+pub async fn validate(State(api): State<Api>, Path(plugin): Path<String>, body: Bytes) -> Reply {
     let p = find(&plugin)?;
     let Value::Object(map) = json_body(&body)? else {
         return Err(ApiError(
@@ -118,12 +118,14 @@ pub async fn validate(State(_): State<Api>, Path(plugin): Path<String>, body: By
         name: values.get("name").cloned().unwrap_or_default(),
         config: values,
     };
-    // Placeholders read files: not on the async runtime's threads.
+    // Placeholders read files: not on the async runtime's threads. A config valid in itself
+    // is also checked as a create checks it: its Kafka clients, with this worker's settings.
     let errors = {
         let config = config.clone();
+        let herder = api.herder.clone();
         blocking(move || {
             Ok(match ConnectorSpec::validate(&config) {
-                Ok(_) => Vec::new(),
+                Ok(spec) => crate::worker::check_clients(herder.settings(), &spec),
                 Err(e) => e.0,
             })
         })

@@ -1081,6 +1081,22 @@ fn client_properties_librdkafka_refuses_together_are_refused_when_posted() {
             && m.contains("`fetch.max.bytes` must be >= `message.max.bytes`"),
         "{m}"
     );
+    // The validate endpoint lists the same error, as Kafka Connect's does.
+    let mut named = consumer.clone();
+    named["name"] = json!(name);
+    let (code, body) = call(
+        &url,
+        "PUT",
+        "/connector-plugins/elasticsearch/config/validate",
+        Some(&named),
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["error_count"], json!(1), "{body}");
+    assert!(
+        body.to_string()
+            .contains("`fetch.max.bytes` must be >= `message.max.bytes`"),
+        "{body}"
+    );
     // Also through PUT, and with a session longer than a poll interval.
     let mut consumer = es_connector(&topic, &servers().es, &[]);
     consumer["consumer.override.session.timeout.ms"] = json!("400000");
@@ -1131,5 +1147,21 @@ fn client_properties_librdkafka_refuses_together_are_refused_when_posted() {
     fine["consumer.override.message.max.bytes"] = json!("1000");
     let (code, body) = post(&url, &name, &fine, Some("STOPPED"));
     assert_eq!(code, 201, "{body}");
+    // `cdc-sink validate` on connector files says the same, and `cdc-sink run` refuses to start.
+    let validate = |config: &Value| {
+        let file = crate::support::worker::connector_file(&name, config);
+        std::process::Command::new(env!("CARGO_BIN_EXE_cdc-sink"))
+            .arg("validate")
+            .arg(&file)
+            .output()
+            .unwrap()
+    };
+    let out = validate(&queue);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("librdkafka refuses the dead-letter queue's"),
+        "{err}"
+    );
+    assert!(validate(&fine).status.success());
     assert!(w.stop().success());
 }
