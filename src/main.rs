@@ -288,9 +288,12 @@ fn main() -> ExitCode {
             };
             let mut specs = Vec::new();
             for path in &connectors {
-                match worker::load_connector(path)
-                    .and_then(|spec| worker::checked_clients(&settings, spec, path))
-                {
+                match worker::load_connector(path).and_then(|spec| match settings.distributed() {
+                    // Distributed, a file of a connector the cluster knows is left as the
+                    // cluster has it (serve.rs), and a new one is checked as it is created.
+                    true => Ok(spec),
+                    false => worker::checked_clients(&settings, spec, path),
+                }) {
                     Ok(spec) => specs.push(spec),
                     Err(e) => {
                         eprintln!("cdc-sink: invalid connector: {e}");

@@ -5,6 +5,7 @@
 //! its writes and commits.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use tracing::{info, warn};
@@ -19,20 +20,27 @@ use crate::worker::{self, Worker};
 /// Runs a worker until a signal; Ok(false) when a task had failed.
 pub fn run(mut settings: Settings, files: Vec<ConnectorSpec>) -> Result<bool, String> {
     let runtime = worker::runtime()?;
-    // Signals from the very start: the first, even while connectors are being created or a
-    // cluster joined (a SIGTERM then had ended the process by its default action, exit by
-    // signal), stops the worker as soon as it runs, as one later does; the second exits at once.
+    // Signals from the very start. The first stops the worker: at once while it runs; while it
+    // is starting (creating its connectors, joining a cluster: a SIGTERM then had ended the
+    // process by its default action, exit by signal), as soon as it has started; while it
+    // stops, it exits at once, as a second signal always does.
+    let phase = Arc::new(AtomicU8::new(STARTING));
     let mut first_signal = {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let mut signals = runtime.block_on(async { Signals::new() });
+        let phase = phase.clone();
         runtime.spawn(async move {
             signals.next().await;
+            match phase.load(Ordering::SeqCst) {
+                STOPPING => exit_at_once(),
+                STARTING => warn!(
+                    "a signal while the worker starts: it stops as soon as it has started (a second signal exits at once)"
+                ),
+                _ => {}
+            }
             let _ = tx.send(());
             signals.next().await;
-            warn!(
-                "a second signal: exiting without finishing; records not committed are read again"
-            );
-            std::process::exit(EXIT_INTERRUPTED);
+            exit_at_once();
         });
         rx
     };
@@ -104,6 +112,7 @@ pub fn run(mut settings: Settings, files: Vec<ConnectorSpec>) -> Result<bool, St
     info!(worker_id = %herder.worker_id(), mode = %settings.worker.mode, "REST API listening on http://{addr}");
 
     // (A signal arriving while the periodic report runs is kept for the next turn of the loop.)
+    phase.store(RUNNING, Ordering::SeqCst);
     let failed_rest = runtime.block_on(async {
         let mut report = tokio::time::interval(Duration::from_secs(30));
         report.tick().await;
@@ -119,9 +128,10 @@ pub fn run(mut settings: Settings, files: Vec<ConnectorSpec>) -> Result<bool, St
     info!(
         "shutting down: finishing in-flight writes and committing offsets (a second SIGTERM or Ctrl-C exits at once)"
     );
-    // A second signal while the tasks finish (an unreachable Elasticsearch can hold a drain for
+    // A signal while the tasks finish (an unreachable Elasticsearch can hold a drain for
     // flush.timeout.ms) exits at once (above). Nothing is committed past an unwritten record at
     // any time, so that is a crash's outcome: what was written and not committed is read again.
+    phase.store(STOPPING, Ordering::SeqCst);
     let _ = stop_tx.send(());
     let ok = stop(&herder);
     match failed_rest {
@@ -135,6 +145,19 @@ pub fn run(mut settings: Settings, files: Vec<ConnectorSpec>) -> Result<bool, St
 const EXIT_INTERRUPTED: i32 = 143;
 
 /// SIGTERM and SIGINT (Ctrl-C), each listened for once for the whole run.
+/// Where the worker is, for what a signal does (`run`).
+const STARTING: u8 = 0;
+const RUNNING: u8 = 1;
+const STOPPING: u8 = 2;
+
+/// Exits without finishing, on a signal while the worker stops.
+fn exit_at_once() -> ! {
+    warn!(
+        "a signal while the worker stops: exiting without finishing; records not committed are read again"
+    );
+    std::process::exit(EXIT_INTERRUPTED);
+}
+
 struct Signals {
     term: Option<tokio::signal::unix::Signal>,
     int: Option<tokio::signal::unix::Signal>,

@@ -159,19 +159,18 @@ pub fn load_connector(path: &std::path::Path) -> Result<ConnectorSpec, String> {
 /// be together, which librdkafka checks only as it creates a client, so that a config is refused
 /// when posted or loaded rather than failing each task as it starts.
 pub fn check_clients(settings: &Settings, spec: &ConnectorSpec) -> Vec<String> {
-    let mut errors = Vec::new();
-    if let Err(e) = crate::source::check_consumer(settings, spec) {
-        errors.push(format!("consumer.override.*: {e}"));
-    }
+    // Each error keyed by the option it comes through, as the validate endpoint places them.
+    let mut errors = crate::source::check_consumer(settings, spec);
     if let SinkSpec::Druid(cfg) = &spec.sink
         && let Err(e) = crate::sink::druid::check_producer(cfg, settings)
     {
-        errors.push(format!("producer.override.*: {e}"));
+        errors.push(format!("producer.override.<property>: {e}"));
     }
+    // (The Druid connector's queue producer takes the worker's properties only.)
     if let Some(cfg) = &spec.errors.dead_letter
         && let Err(e) = crate::dead_letter::check_producer(cfg, settings)
     {
-        errors.push(format!("producer.override.*: {e}"));
+        errors.push(format!("errors.deadletterqueue.topic.name: {e}"));
     }
     errors
 }

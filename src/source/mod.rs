@@ -417,16 +417,27 @@ pub fn probe(c: &mut ClientConfig) {
     c.set_log_level(RDKafkaLogLevel::Emerg);
 }
 
-/// Whether librdkafka takes a task's consumer properties together: some of its checks run only
-/// when a client is created (`fetch.max.bytes` against `message.max.bytes`,
-/// `session.timeout.ms` against `max.poll.interval.ms`, a CA file it cannot read). Checked on a
-/// probe ([`probe`]) when the config is posted, rather than failing each task as it starts.
-pub fn check_consumer(settings: &Settings, spec: &ConnectorSpec) -> Result<(), String> {
+/// What a task's consumer would be refused for as it starts (each a `key: message` error): the
+/// checks of the worker's `[kafka.properties]` a task makes ([`check_no_static_membership`],
+/// [`check_poll_interval`]), and librdkafka's of the properties together, some of which run
+/// only when a client is created (`fetch.max.bytes` against `message.max.bytes`,
+/// `session.timeout.ms` against `max.poll.interval.ms`, a CA file it cannot read), made on a
+/// probe ([`probe`]).
+pub fn check_consumer(settings: &Settings, spec: &ConnectorSpec) -> Vec<String> {
     let mut c = consumer_config(settings, spec, 0);
+    let mut errors = Vec::new();
+    if let Err(e) = check_no_static_membership(&c) {
+        errors.push(format!("consumer.override.<property>: {e}"));
+    }
+    // (Its message begins with the key it is about, flush.timeout.ms.)
+    if let Err(e) = check_poll_interval(&c, spec.sink.flush_timeout()) {
+        errors.push(e);
+    }
     probe(&mut c);
-    c.create::<BaseConsumer>().map(drop).map_err(|e| {
-        format!("librdkafka refuses the consumer's properties together (with the worker's [kafka.properties] and cdc-sink's own): {e}")
-    })
+    if let Err(e) = c.create::<BaseConsumer>() {
+        errors.push(format!("consumer.override.<property>: librdkafka refuses the consumer's properties together (with the worker's [kafka.properties] and cdc-sink's own): {e}"));
+    }
+    errors
 }
 
 /// A `group.instance.id` in the worker's `[kafka.properties]`, which validation does not see
