@@ -150,10 +150,10 @@ const STARTING: u8 = 0;
 const RUNNING: u8 = 1;
 const STOPPING: u8 = 2;
 
-/// Exits without finishing, on a signal while the worker stops.
+/// Exits without finishing: on a second signal, or one while the worker stops.
 fn exit_at_once() -> ! {
     warn!(
-        "a signal while the worker stops: exiting without finishing; records not committed are read again"
+        "a second signal, or one while stopping: exiting at once, without finishing; records not committed are read again"
     );
     std::process::exit(EXIT_INTERRUPTED);
 }
