@@ -111,6 +111,14 @@ fn load_one(
     loaded.map_err(|e| eprintln!("cdc-sink: {e}")).ok()
 }
 
+/// The worker settings of `config` (and the defaults and `CDC_SINK_*` variables), or `None`
+/// once the problem is printed.
+fn load_settings(config: Option<&std::path::Path>) -> Option<Settings> {
+    Settings::load(config)
+        .map_err(|e| eprintln!("cdc-sink: invalid settings: {e}"))
+        .ok()
+}
+
 /// librdkafka allocates with the C library's `malloc`, not mimalloc: each fetched batch is
 /// decompressed into a buffer of megabytes that grows by `realloc`, and freed on the task thread
 /// once its records are handled. glibc's defaults hand such buffers back to the kernel (heap
@@ -153,12 +161,8 @@ fn main() -> ExitCode {
         .init();
     match Cli::parse().command {
         Command::Validate { config, connectors } => {
-            let settings = match Settings::load(config.as_deref()) {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("cdc-sink: invalid settings: {e}");
-                    return ExitCode::from(2);
-                }
+            let Some(settings) = load_settings(config.as_deref()) else {
+                return ExitCode::from(2);
             };
             let mut ok = true;
             for path in connectors {
@@ -279,12 +283,8 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config, connectors } => {
-            let settings = match Settings::load(config.as_deref()) {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("cdc-sink: invalid settings: {e}");
-                    return ExitCode::from(2);
-                }
+            let Some(settings) = load_settings(config.as_deref()) else {
+                return ExitCode::from(2);
             };
             let mut specs = Vec::new();
             for path in &connectors {
