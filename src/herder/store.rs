@@ -134,10 +134,27 @@ impl Store {
 mod tests {
     use super::*;
 
-    fn dir() -> PathBuf {
+    /// A fresh directory, removed when the test ends (they had been left in the temporary
+    /// directory, two a run).
+    struct Dir(PathBuf);
+
+    impl std::ops::Deref for Dir {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn dir() -> Dir {
         let d = std::env::temp_dir().join(format!("cdc-sink-store-{}", fastrand::u64(..)));
         fs::create_dir_all(&d).unwrap();
-        d
+        Dir(d)
     }
 
     fn stored(name: &str, state: TargetState) -> Stored {
