@@ -134,11 +134,10 @@ fn producer_config(cfg: &DeadLetterConfig, settings: &Settings) -> ClientConfig 
 /// Whether librdkafka takes the queue's producer's properties together (as
 /// `druid::check_producer` checks the rows' producer's).
 pub fn check_producer(cfg: &DeadLetterConfig, settings: &Settings) -> Result<(), String> {
-    let mut c = producer_config(cfg, settings);
-    crate::source::probe(&mut c);
-    c.create::<BaseProducer>().map(drop).map_err(|e| {
-        format!("librdkafka refuses the dead-letter queue's producer's properties together (with the worker's [kafka.properties] and cdc-sink's own): {e}")
-    })
+    crate::source::probe::<BaseProducer>(
+        producer_config(cfg, settings),
+        "the dead-letter queue's producer's",
+    )
 }
 
 impl DeadLetterQueue {

@@ -407,14 +407,21 @@ pub fn consumer_config(settings: &Settings, spec: &ConnectorSpec, task: usize) -
     c
 }
 
-/// `c` made into a probe: a client of it contacts no broker (no `bootstrap.servers`), logs
-/// nothing (the warning that it has no broker to contact among it), and has no group (whose
-/// consumer took 100 ms to close, where the probe takes under a millisecond; librdkafka's checks
-/// of the properties together run without one).
-pub fn probe(c: &mut ClientConfig) {
+/// Whether librdkafka creates a client `T` of `c` (`what`: whose properties, for the message):
+/// some of its checks of the properties together run only then. Made on a probe that contacts no
+/// broker (no `bootstrap.servers`), logs nothing (the warning that it has no broker to contact
+/// among it), and has no group (whose consumer took 100 ms to close, where the probe takes under
+/// a millisecond; librdkafka's checks run without one).
+pub fn probe<T: rdkafka::config::FromClientConfig>(
+    mut c: ClientConfig,
+    what: &str,
+) -> Result<(), String> {
     c.remove("bootstrap.servers");
     c.remove("group.id");
     c.set_log_level(RDKafkaLogLevel::Emerg);
+    c.create::<T>().map(drop).map_err(|e| {
+        format!("librdkafka refuses {what} properties together (with the worker's [kafka.properties] and cdc-sink's own): {e}")
+    })
 }
 
 /// What a task's consumer would be refused for as it starts (each a `key: message` error): the
@@ -424,7 +431,7 @@ pub fn probe(c: &mut ClientConfig) {
 /// `session.timeout.ms` against `max.poll.interval.ms`, a CA file it cannot read), made on a
 /// probe ([`probe`]).
 pub fn check_consumer(settings: &Settings, spec: &ConnectorSpec) -> Vec<String> {
-    let mut c = consumer_config(settings, spec, 0);
+    let c = consumer_config(settings, spec, 0);
     let mut errors = Vec::new();
     if let Err(e) = check_no_static_membership(&c) {
         errors.push(format!("consumer.override.<property>: {e}"));
@@ -433,9 +440,8 @@ pub fn check_consumer(settings: &Settings, spec: &ConnectorSpec) -> Vec<String> 
     if let Err(e) = check_poll_interval(&c, spec.sink.flush_timeout()) {
         errors.push(e);
     }
-    probe(&mut c);
-    if let Err(e) = c.create::<BaseConsumer>() {
-        errors.push(format!("consumer.override.<property>: librdkafka refuses the consumer's properties together (with the worker's [kafka.properties] and cdc-sink's own): {e}"));
+    if let Err(e) = probe::<BaseConsumer>(c, "the consumer's") {
+        errors.push(format!("consumer.override.<property>: {e}"));
     }
     errors
 }

@@ -163,12 +163,9 @@ fn producer_config(
 /// read): on a producer that contacts no broker, when the config is posted rather than when a
 /// task starts.
 pub fn check_producer(cfg: &DruidConfig, settings: &Settings) -> Result<(), String> {
-    let mut c =
+    let c =
         producer_config(cfg, settings, Some("cdc-sink-check".into())).map_err(|e| e.to_string())?;
-    crate::source::probe(&mut c);
-    c.create::<BaseProducer>().map(drop).map_err(|e| {
-        format!("librdkafka refuses the producer's properties together (with the worker's [kafka.properties] and cdc-sink's own): {e}")
-    })
+    crate::source::probe::<BaseProducer>(c, "the producer's")
 }
 
 pub struct DruidSink {
