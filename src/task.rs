@@ -918,18 +918,20 @@ fn run(
         }
         SinkSpec::Druid(cfg) => {
             let txn_id = druid::transactional_id(&spec.name, &settings.worker_id(), id);
-            (
-                Box::new(
-                    DruidSink::new(
-                        Arc::new((**cfg).clone()),
-                        settings,
-                        metrics.clone(),
-                        Some(txn_id),
-                    )
-                    .map_err(End::from)?,
-                ),
-                cfg.flush_timeout,
+            let sink = DruidSink::new(
+                Arc::new((**cfg).clone()),
+                settings,
+                metrics.clone(),
+                Some(txn_id),
+                shutdown,
             )
+            .map_err(End::from)?;
+            // Told to stop while its producer waited for a transaction coordinator: nothing
+            // was read yet.
+            let Some(sink) = sink else {
+                return Ok(());
+            };
+            (Box::new(sink), cfg.flush_timeout)
         }
     };
     source::check_poll_interval(&config, flush_timeout).map_err(End::Failed)?;

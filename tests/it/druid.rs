@@ -668,6 +668,34 @@ fn a_transaction_timeout_the_brokers_refuse_fails_the_task_naming_it() {
     );
 }
 
+/// A worker told to stop while a task's producer waits for a Kafka transaction coordinator
+/// stops at once: the producer's wait is cut into slices between which the task looks at its
+/// stop, where one wait of 30 s had held the stop. Here the producer's bootstrap server is a
+/// port nothing listens on, so no coordinator ever answers.
+#[test]
+fn a_stop_while_a_producer_waits_for_a_transaction_coordinator_is_prompt() {
+    let topic = unique("it-druid-nocoord");
+    kafka::create_topic(&topic, 1);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .to_string();
+    let name = unique("it-druid-nocoord");
+    let config = json!({"connector.class": "druid", "topics": topic,
+        "producer.override.bootstrap.servers": closed});
+    let mut w = Worker::start(&connector_file(&name, &config));
+    w.wait_log("waiting for a Kafka transaction coordinator", WAIT);
+    let start = Instant::now();
+    let exit = w.stop();
+    let took = start.elapsed();
+    assert!(exit.success(), "{exit}");
+    // The old wait had 29.8 s left at the earliest; a slice is 200 ms.
+    assert!(
+        took < Duration::from_secs(10),
+        "the worker took {took:?} to stop"
+    );
+}
+
 /// A task that starts over and over says why in its status the whole time: through each new
 /// run, not only while it waits to start over. Here its rows are for an output topic that does
 /// not exist and may not be created on first use: each run reads, sends its rows, and starts
@@ -812,7 +840,16 @@ fn a_row_refused_at_once_for_a_missing_topic_starts_the_task_over() {
     let mut settings = Settings::default();
     settings.kafka.bootstrap_servers = crate::support::servers::kafka();
     let metrics = Arc::new(cdc_sink::metrics::Registry::new().task(&topic, 0));
-    let mut sink = DruidSink::new(Arc::new((**cfg).clone()), &settings, metrics, None).unwrap();
+    let not_stopped = std::sync::atomic::AtomicBool::new(false);
+    let mut sink = DruidSink::new(
+        Arc::new((**cfg).clone()),
+        &settings,
+        metrics,
+        None,
+        &not_stopped,
+    )
+    .unwrap()
+    .expect("a sink without transactions starts at once");
     let mut decoder = Decoder::new(&spec).unwrap();
     let (key, value) = direct::created(&mut decoder, &topic, 1, json!("a"));
     let record = |offset: i64| direct::record(&topic, offset, &key, &value);

@@ -25,6 +25,7 @@
 pub mod config;
 pub mod row;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -48,6 +49,8 @@ const CAPACITY: usize = 50_000;
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a transaction call that failed with a retriable error is tried again.
 const TXN_RETRIES: u32 = 5;
+/// How long each call of `init_transactions` waits before the task's stop is looked at again.
+const INIT_SLICE: Duration = Duration::from_millis(200);
 
 /// Why a row was not written, and whether the broker refused it for good.
 type Undelivered = (String, bool);
@@ -185,14 +188,17 @@ pub struct DruidSink {
 
 impl DruidSink {
     /// A sink producing with the worker's Kafka settings; transactional under
-    /// `transactional_id` (required with `exactly.once`).
+    /// `transactional_id` (required with `exactly.once`). `None` when `stop` was set while its
+    /// producer waited to start transactions.
     pub fn new(
         cfg: Arc<DruidConfig>,
         settings: &Settings,
         metrics: Arc<Metrics>,
         transactional_id: Option<String>,
-    ) -> Result<DruidSink, SinkError> {
+        stop: &AtomicBool,
+    ) -> Result<Option<DruidSink>, SinkError> {
         let c = producer_config(&cfg, settings, transactional_id)?;
+        let id = c.get("transactional.id").unwrap_or("").to_owned();
         let transactional = cfg.exactly_once;
         let producer: BaseProducer<Deliveries> =
             c.create_with_context(Deliveries::default()).map_err(|e| {
@@ -201,9 +207,8 @@ impl DruidSink {
                 ))
             })?;
         if transactional {
-            producer
-                .init_transactions(TXN_TIMEOUT)
-                .and_then(|()| producer.begin_transaction())
+            let started = init_transactions(&producer, &id, stop)
+                .and_then(|started| started.then(|| producer.begin_transaction()).transpose())
                 .map_err(|e| {
                     // An unreachable or busy broker: start over later. A cluster that cannot
                     // do transactions, or refuses this producer: fail, saying so.
@@ -243,8 +248,11 @@ impl DruidSink {
                         SinkError::Rewind(format!("cannot start a Kafka transaction: {e}"))
                     }
                 })?;
+            if started.is_none() {
+                return Ok(None);
+            }
         }
-        Ok(DruidSink {
+        Ok(Some(DruidSink {
             rows: Rows::new(cfg.clone()),
             cfg,
             producer,
@@ -253,7 +261,44 @@ impl DruidSink {
             txn_open: transactional,
             txn_rows: 0,
             txn_started: None,
-        })
+        }))
+    }
+}
+
+/// The producer's `init_transactions`, within [`TXN_TIMEOUT`] in all, in calls of
+/// [`INIT_SLICE`]: librdkafka resumes a call that timed out where it stood, so a task told to
+/// stop meanwhile stops within a slice. In one call, a transaction coordinator that never
+/// answered (an unreachable broker, too few brokers for the transaction log) held a clean stop
+/// of the worker for the whole 30 s. `Ok(false)`: `stop` was set first.
+fn init_transactions(
+    producer: &BaseProducer<Deliveries>,
+    id: &str,
+    stop: &AtomicBool,
+) -> Result<bool, KafkaError> {
+    let deadline = Instant::now() + TXN_TIMEOUT;
+    let mut said = false;
+    loop {
+        let slice = deadline
+            .saturating_duration_since(Instant::now())
+            .min(INIT_SLICE);
+        match producer.init_transactions(slice) {
+            Err(KafkaError::Transaction(e))
+                if e.code() == RDKafkaErrorCode::OperationTimedOut
+                    && e.is_retriable()
+                    && Instant::now() < deadline =>
+            {
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(false);
+                }
+                if !said {
+                    said = true;
+                    tracing::info!(
+                        "waiting for a Kafka transaction coordinator to start the transactions of producer {id} (for up to {TXN_TIMEOUT:?})"
+                    );
+                }
+            }
+            done => return done.map(|()| true),
+        }
     }
 }
 
@@ -583,6 +628,7 @@ mod tests {
             &settings,
             metrics,
             Some("cdc-sink-d-test-0".into()),
+            &AtomicBool::new(false),
         ) else {
             panic!("accepted")
         };
