@@ -1055,3 +1055,78 @@ fn a_node_whose_connections_never_open_fails_within_the_connection_timeout() {
     );
     assert!(w.stop().success());
 }
+
+/// A node of `connection.url` that gives no response is left out of the round robin after its
+/// first failure (a minute at first, longer after each failure in a row, as the Elasticsearch
+/// Java client leaves a host out), so the other nodes take its requests without each of its
+/// turns failing first. Here a listener that closes every connection it accepts comes first:
+/// of the requests for 200 records in batches of 20, one at a time, only the first reaches it.
+#[test]
+fn a_node_that_gives_no_response_is_left_out_after_its_first_failure() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
+    let closer = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    closer.set_nonblocking(true).unwrap();
+    let addr = closer.local_addr().unwrap();
+    let (accepted, done) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let closing = {
+        let (accepted, done) = (accepted.clone(), done.clone());
+        thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                match closer.accept() {
+                    // Closed at once, unanswered.
+                    Ok((connection, _)) => {
+                        accepted.fetch_add(1, Ordering::Relaxed);
+                        drop(connection);
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        })
+    };
+
+    let topic = unique("it-closer");
+    kafka::create_topic(&topic, 1);
+    let recs: Vec<kafka::Rec> = (0..200)
+        .map(|id| kafka::Rec {
+            partition: 0,
+            key: Some(serde_json::json!({ "id": id }).to_string()),
+            value: Some(
+                serde_json::json!({"before": null, "after": {"id": id, "name": format!("n{id}")},
+                    "op": "c", "source": {"connector": "postgresql", "lsn": 1000 + id,
+                    "db": "d", "schema": "s", "table": "t", "ts_ms": 1}})
+                .to_string(),
+            ),
+        })
+        .collect();
+    kafka::produce(&topic, &recs);
+    let urls = format!("http://{addr},{}", servers().es);
+    let (w, group) = start_es_worker(
+        "it-closer",
+        &topic,
+        &urls,
+        &[("batch.size", "20"), ("max.in.flight.requests", "1")],
+    );
+    crate::support::wait_until(Duration::from_secs(120), "every offset committed", || {
+        (kafka::committed(&group, &topic, 1).get(&0) == Some(&200)).then_some(())
+    });
+    let docs = crate::support::es::sources(&topic);
+    assert_eq!(docs.len(), 200);
+    done.store(true, Ordering::Relaxed);
+    closing.join().unwrap();
+    assert_eq!(
+        accepted.load(Ordering::Relaxed),
+        1,
+        "the node that closes its connections kept its turn:\n{}",
+        w.log_text()
+    );
+    assert!(
+        w.log_text().contains("left out of the round robin for 60s"),
+        "{}",
+        w.log_text()
+    );
+    assert!(w.stop().success());
+}

@@ -1,25 +1,27 @@
 //! The HTTP side: one bulk request to Elasticsearch, and its response read item by item.
 //!
-//! Requests go through reqwest: the nodes of `connection.url` in turn (round robin), basic
-//! auth or an API key, TLS with the system's trust store and an optional CA file, and request
+//! Requests go through reqwest: the nodes of `connection.url` in turn (round robin), a node
+//! whose request got no response left out for a while (as the Elasticsearch Java client does,
+//! [`Dead`]), basic auth or an API key, TLS with the system's trust store and an optional CA file, and request
 //! compression. The bulk body stays the sink's own NDJSON, handed over as bytes.
 //!
 //! This was the official client's transport (`elasticsearch` crate), which is no more than
 //! that over its own reqwest client. It cannot be handed a TLS connector, so each client it
 //! built loaded the system's trust store again: 500 million instructions per task start under
 //! callgrind, 11% of a short end-to-end Avro run (src/tls.rs, docs/performance-log.md). Written
-//! here: the round robin over the URLs, the Elastic Cloud ID's decoding and the gzip of a body.
+//! here: the round robin over the URLs with its dead nodes, the Elastic Cloud ID's decoding and
+//! the gzip of a body.
 //!
 //! A connection is given `connection.timeout.ms` to open (reqwest's connect timeout: name
 //! resolution, TCP and the TLS handshake together; 0 for no limit of its own); the whole
 //! request, that and `read.timeout.ms` more for its response.
 //!
-//! Not done: marking a failed node dead (it keeps its turn; its requests fail and are retried),
-//! and trusting a certificate by its fingerprint (use `elastic.https.ssl.ca.location`).
+//! Not done: trusting a certificate by its fingerprint (use `elastic.https.ssl.ca.location`).
 
 use std::io::Write as _;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -42,11 +44,47 @@ pub struct BulkClient {
     /// The nodes' URLs, each ending in `/` so that request paths are joined below it.
     nodes: Vec<Url>,
     turn: AtomicUsize,
+    /// Each node's failures in a row, and until when it is left out (`None`: it answers).
+    dead: Mutex<Vec<Option<Dead>>>,
     /// Gzip request bodies (`connection.compression`).
     compression: bool,
     /// The configured URLs, for messages when no single node can be named.
     urls: String,
     connect_timeout: Duration,
+}
+
+/// A node whose last request got no response: left out of the round robin until `until`, a
+/// minute after its first failure, then longer after each failure in a row, up to 30 minutes, as
+/// the Elasticsearch Java client (`RestClient`'s `DeadHostState`) leaves a host out. Before, a
+/// node that was down kept its turn: every request sent to it failed (after up to
+/// `connection.timeout.ms` when its packets were dropped) and was retried after a backoff.
+/// When every node is left out, the one that comes back first is tried; any response puts a
+/// node back.
+#[derive(Debug, Clone, Copy)]
+struct Dead {
+    failures: u32,
+    until: Instant,
+}
+
+impl Dead {
+    const FIRST: Duration = Duration::from_secs(60);
+    const LONGEST: Duration = Duration::from_secs(30 * 60);
+
+    /// The state after one more failure than `before`, at `now`.
+    fn after(before: Option<Dead>, now: Instant) -> Dead {
+        let failures = before.map_or(0, |d| d.failures);
+        // 1 min, then 1 min × 2^(n/2) after n failures in a row.
+        let wait = match failures {
+            0 => Dead::FIRST,
+            n => Dead::FIRST
+                .mul_f64(2f64.powf(f64::from(n.min(20)) / 2.0))
+                .min(Dead::LONGEST),
+        };
+        Dead {
+            failures: failures + 1,
+            until: now + wait,
+        }
+    }
 }
 
 /// A request that got no HTTP response.
@@ -196,10 +234,12 @@ impl BulkClient {
                 .collect::<Vec<_>>()
                 .join(","),
         };
+        let dead = Mutex::new(vec![None; nodes.len()]);
         Ok(BulkClient {
             http,
             nodes,
             turn: AtomicUsize::new(0),
+            dead,
             compression: cfg.compression,
             urls,
             connect_timeout: cfg.connect_timeout,
@@ -255,7 +295,72 @@ impl BulkClient {
         wait: Duration,
         may_send: Option<&(dyn Fn() -> bool + Sync)>,
     ) -> Result<Answer, TransportError> {
-        let node = &self.nodes[self.turn.fetch_add(1, Ordering::Relaxed) % self.nodes.len()];
+        let at = self.pick(Instant::now());
+        let result = self
+            .send_to(at, method, path, content_type, body, wait, may_send)
+            .await;
+        // A request not sent tells nothing of the node.
+        if !result.as_ref().is_err_and(|e| e.not_sent) {
+            self.mark(at, result.is_ok(), Instant::now());
+        }
+        result
+    }
+
+    /// The node whose turn it is, leaving out those that failed lately ([`Dead`]); when every
+    /// node is left out, the one that comes back first.
+    fn pick(&self, now: Instant) -> usize {
+        let n = self.nodes.len();
+        let first = self.turn.fetch_add(1, Ordering::Relaxed) % n;
+        if n == 1 {
+            return 0;
+        }
+        let dead = self.dead.lock().unwrap_or_else(|p| p.into_inner());
+        (0..n)
+            .map(|k| (first + k) % n)
+            .find(|&i| dead[i].is_none_or(|d| d.until <= now))
+            .or_else(|| (0..n).min_by_key(|&i| dead[i].map(|d| d.until)))
+            .unwrap_or(first)
+    }
+
+    /// Puts node `at` back when it `answered`, leaves it out for longer when it did not.
+    fn mark(&self, at: usize, answered: bool, now: Instant) {
+        if self.nodes.len() == 1 {
+            return;
+        }
+        let mut dead = self.dead.lock().unwrap_or_else(|p| p.into_inner());
+        let before = dead[at];
+        if answered {
+            if before.is_some() {
+                tracing::info!(
+                    node = %crate::tls::without_credentials(&self.nodes[at]).as_str().trim_end_matches('/'),
+                    "an Elasticsearch node answers again: back in the round robin"
+                );
+            }
+            dead[at] = None;
+            return;
+        }
+        let after = Dead::after(before, now);
+        dead[at] = Some(after);
+        tracing::warn!(
+            node = %crate::tls::without_credentials(&self.nodes[at]).as_str().trim_end_matches('/'),
+            failures = after.failures,
+            "an Elasticsearch node gave no response: left out of the round robin for {:?} (the other nodes of connection.url take its requests)",
+            after.until - now
+        );
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn send_to(
+        &self,
+        at: usize,
+        method: Method,
+        path: &str,
+        content_type: &'static str,
+        body: Bytes,
+        wait: Duration,
+        may_send: Option<&(dyn Fn() -> bool + Sync)>,
+    ) -> Result<Answer, TransportError> {
+        let node = &self.nodes[at];
         let fail = |e: &dyn std::error::Error, timed_out: bool| TransportError {
             message: format!("{}: {}", self.urls, error_chain(e)),
             timed_out,
@@ -507,6 +612,47 @@ mod tests {
             crate::connector::ConnectorConfig::from_json(&json).map_err(|e| e.to_string())?;
         let spec = crate::connector::ConnectorSpec::validate(&config).map_err(|e| e.to_string())?;
         Ok(spec.sink.elasticsearch().unwrap().clone())
+    }
+
+    /// A node whose request got no response is left out of the round robin for a minute, then
+    /// longer after each failure in a row (as the Java client's `DeadHostState`); any response
+    /// puts it back; with every node left out, the one that comes back first is tried.
+    #[test]
+    fn a_node_that_gave_no_response_is_left_out_for_a_while() {
+        let cfg = es_config(
+            r#","connection.url":"http://127.0.0.1:1,http://127.0.0.1:2,http://127.0.0.1:3""#,
+        )
+        .unwrap();
+        let client = BulkClient::new(&cfg).unwrap();
+        let t0 = Instant::now();
+        let picks = |at: Instant| (0..6).map(|_| client.pick(at)).collect::<Vec<_>>();
+        assert_eq!(picks(t0), [0, 1, 2, 0, 1, 2]);
+        client.mark(1, false, t0);
+        assert_eq!(picks(t0), [0, 2, 2, 0, 2, 2]);
+        let s = Duration::from_secs;
+        assert_eq!(picks(t0 + s(59)), [0, 2, 2, 0, 2, 2]);
+        assert_eq!(picks(t0 + s(60)), [0, 1, 2, 0, 1, 2]);
+        // Failing again when tried: left out for 1 min × 2^(1/2), then 2 min.
+        client.mark(1, false, t0 + s(60));
+        assert_eq!(picks(t0 + s(144)), [0, 2, 2, 0, 2, 2]);
+        assert_eq!(picks(t0 + s(145)), [0, 1, 2, 0, 1, 2]);
+        client.mark(1, false, t0 + s(145));
+        assert_eq!(picks(t0 + s(264)), [0, 2, 2, 0, 2, 2]);
+        assert_eq!(picks(t0 + s(265)), [0, 1, 2, 0, 1, 2]);
+        // Every node left out: the one back first, node 0 (after node 1's 2 min × 2^(1/2)).
+        client.mark(0, false, t0 + s(265));
+        client.mark(1, false, t0 + s(265));
+        client.mark(2, false, t0 + s(266));
+        assert_eq!(picks(t0 + s(270)), [0; 6]);
+        // A response puts a node back.
+        client.mark(2, true, t0 + s(270));
+        assert_eq!(picks(t0 + s(270)), [2; 6]);
+        // Never longer than 30 minutes.
+        let mut d = None;
+        for _ in 0..40 {
+            d = Some(Dead::after(d, t0));
+        }
+        assert_eq!(d.unwrap().until - t0, s(30 * 60));
     }
 
     /// `connection.timeout.ms=0` is no limit of its own, as in the Confluent sink, not a
