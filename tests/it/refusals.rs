@@ -345,6 +345,60 @@ fn a_second_sigterm_exits_at_once() {
     assert_eq!(kafka::committed(&group, &topic, 1), BTreeMap::new());
 }
 
+/// A signal while the worker starts (here a distributed worker waiting for a Kafka that does
+/// not answer, to make its cluster's topics) is taken, logged, and stops the worker once it has
+/// started; a second one exits at once. Before, signals were handled only once the worker had
+/// started, and a SIGTERM during the start ended the process by its default action.
+#[test]
+fn a_signal_while_the_worker_starts_is_taken_and_a_second_exits_at_once() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .to_string();
+    let rest = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap();
+    let group = unique("it-start-signal");
+    let mut w = crate::support::worker::Worker::start_with(
+        &[],
+        &[
+            ("CDC_SINK_WORKER__MODE", "distributed"),
+            ("CDC_SINK_WORKER__GROUP", &group),
+            ("CDC_SINK_KAFKA__BOOTSTRAP_SERVERS", &closed),
+            ("CDC_SINK_REST__LISTEN", &rest.to_string()),
+        ],
+    );
+    // Its REST port is bound (the signals are handled from before that) while it waits for
+    // Kafka, up to 30 s.
+    crate::support::wait_until(Duration::from_secs(30), "the REST port bound", || {
+        assert!(w.exited().is_none(), "exited:\n{}", w.log_text());
+        std::net::TcpStream::connect(rest).ok()
+    });
+    let pid = w.pid() as i32;
+    let term = || unsafe { libc::kill(pid, libc::SIGTERM) };
+    term();
+    w.wait_log("a signal while the worker starts", Duration::from_secs(10));
+    assert!(
+        !w.log_text().contains("REST API listening"),
+        "the worker had started:\n{}",
+        w.log_text()
+    );
+    let start = Instant::now();
+    term();
+    let status = loop {
+        if let Some(s) = w.exited() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "still running after a second SIGTERM:\n{}",
+            w.log_text()
+        );
+        thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(143), "{status}\n{}", w.log_text());
+}
+
 #[test]
 fn a_partition_whose_writes_stay_stale_is_warned_about() {
     let topic = unique("it-stale");
