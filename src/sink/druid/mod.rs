@@ -50,7 +50,9 @@ const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a transaction call that failed with a retriable error is tried again.
 const TXN_RETRIES: u32 = 5;
 /// How long each call of `init_transactions` waits before the task's stop is looked at again.
-const INIT_SLICE: Duration = Duration::from_millis(200);
+/// Each call sends the producer id request again at once (librdkafka's `rd_kafka_idemp_start`),
+/// so not much shorter than librdkafka's own retries of it (every 500 ms).
+const INIT_SLICE: Duration = Duration::from_secs(1);
 
 /// Why a row was not written, and whether the broker refused it for good.
 type Undelivered = (String, bool);
@@ -269,7 +271,11 @@ impl DruidSink {
 /// [`INIT_SLICE`]: librdkafka resumes a call that timed out where it stood, so a task told to
 /// stop meanwhile stops within a slice. In one call, a transaction coordinator that never
 /// answered (an unreachable broker, too few brokers for the transaction log) held a clean stop
-/// of the worker for the whole 30 s. `Ok(false)`: `stop` was set first.
+/// of the worker for the whole 30 s. A call that runs out of time returns the last error of
+/// the producer id request when there was one (`CONCURRENT_TRANSACTIONS` while the broker
+/// aborts a crashed producer's transaction, `COORDINATOR_LOAD_IN_PROGRESS`, `NOT_COORDINATOR`…),
+/// retriable as a timeout is: every retriable error is waited out until [`TXN_TIMEOUT`], as
+/// the one call did, and the last one returned then. `Ok(false)`: `stop` was set first.
 fn init_transactions(
     producer: &BaseProducer<Deliveries>,
     id: &str,
@@ -281,21 +287,20 @@ fn init_transactions(
         let slice = deadline
             .saturating_duration_since(Instant::now())
             .min(INIT_SLICE);
+        let called = Instant::now();
         match producer.init_transactions(slice) {
-            Err(KafkaError::Transaction(e))
-                if e.code() == RDKafkaErrorCode::OperationTimedOut
-                    && e.is_retriable()
-                    && Instant::now() < deadline =>
-            {
+            Err(KafkaError::Transaction(e)) if e.is_retriable() && Instant::now() < deadline => {
                 if stop.load(Ordering::Relaxed) {
                     return Ok(false);
                 }
                 if !said {
                     said = true;
                     tracing::info!(
-                        "waiting for a Kafka transaction coordinator to start the transactions of producer {id} (for up to {TXN_TIMEOUT:?})"
+                        "waiting for a Kafka transaction coordinator to start the transactions of producer {id} (for up to {TXN_TIMEOUT:?}): {e}"
                     );
                 }
+                // A slice apart at least, should a call come back early: each sends a request.
+                std::thread::sleep(slice.saturating_sub(called.elapsed()));
             }
             done => return done.map(|()| true),
         }

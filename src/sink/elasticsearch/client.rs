@@ -55,7 +55,9 @@ pub struct BulkClient {
 
 /// A node whose last request got no response: left out of the round robin until `until`, a
 /// minute after its first failure, then longer after each failure in a row, up to 30 minutes, as
-/// the Elasticsearch Java client (`RestClient`'s `DeadHostState`) leaves a host out. Before, a
+/// the Elasticsearch Java client (`RestClient`'s `DeadHostState`) leaves a host out (which also
+/// leaves out a node answering 502, 503 or 504: the sink retries those itself, and here any
+/// response puts a node back). Before, a
 /// node that was down kept its turn: every request sent to it failed (after up to
 /// `connection.timeout.ms` when its packets were dropped) and was retried after a backoff.
 /// When every node is left out, the one that comes back first is tried; any response puts a
@@ -70,19 +72,20 @@ impl Dead {
     const FIRST: Duration = Duration::from_secs(60);
     const LONGEST: Duration = Duration::from_secs(30 * 60);
 
+    /// How long a node is left out after `earlier` failures in a row and one more: 1 min,
+    /// then 1 min × 2^(n/2) (1.41 min, 2 min, 2.83 min…), at most 30 min.
+    fn wait(earlier: u32) -> Duration {
+        Dead::FIRST
+            .mul_f64(2f64.powf(f64::from(earlier.min(20)) / 2.0))
+            .min(Dead::LONGEST)
+    }
+
     /// The state after one more failure than `before`, at `now`.
     fn after(before: Option<Dead>, now: Instant) -> Dead {
         let failures = before.map_or(0, |d| d.failures);
-        // 1 min, then 1 min × 2^(n/2) after n failures in a row.
-        let wait = match failures {
-            0 => Dead::FIRST,
-            n => Dead::FIRST
-                .mul_f64(2f64.powf(f64::from(n.min(20)) / 2.0))
-                .min(Dead::LONGEST),
-        };
         Dead {
             failures: failures + 1,
-            until: now + wait,
+            until: now + Dead::wait(failures),
         }
     }
 }
@@ -295,35 +298,49 @@ impl BulkClient {
         wait: Duration,
         may_send: Option<&(dyn Fn() -> bool + Sync)>,
     ) -> Result<Answer, TransportError> {
-        let at = self.pick(Instant::now());
-        let result = self
-            .send_to(at, method, path, content_type, body, wait, may_send)
-            .await;
-        // A request not sent tells nothing of the node.
-        if !result.as_ref().is_err_and(|e| e.not_sent) {
-            self.mark(at, result.is_ok(), Instant::now());
+        let (at, last_resort) = self.pick(Instant::now());
+        // A request that could not be made (its URL, its gzip) tells nothing of the node.
+        let request = self.request(at, method, path, content_type, body).await?;
+        if may_send.is_some_and(|may| !may()) {
+            return Err(TransportError {
+                message: "not sent".into(),
+                timed_out: false,
+                not_sent: true,
+            });
         }
+        let result = self.exchange(at, request, wait).await;
+        self.mark(at, last_resort, result.is_ok(), Instant::now());
         result
     }
 
-    /// The node whose turn it is, leaving out those that failed lately ([`Dead`]); when every
-    /// node is left out, the one that comes back first.
-    fn pick(&self, now: Instant) -> usize {
+    /// The node whose turn it is among those not left out ([`Dead`]), the turns going round
+    /// them evenly, as the Java client rotates its living nodes; when every node is left out,
+    /// the one that comes back first, and `true` (a last resort).
+    fn pick(&self, now: Instant) -> (usize, bool) {
         let n = self.nodes.len();
-        let first = self.turn.fetch_add(1, Ordering::Relaxed) % n;
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
         if n == 1 {
-            return 0;
+            return (0, false);
         }
         let dead = self.dead.lock().unwrap_or_else(|p| p.into_inner());
-        (0..n)
-            .map(|k| (first + k) % n)
-            .find(|&i| dead[i].is_none_or(|d| d.until <= now))
-            .or_else(|| (0..n).min_by_key(|&i| dead[i].map(|d| d.until)))
-            .unwrap_or(first)
+        let living = |i: &usize| dead[*i].is_none_or(|d| d.until <= now);
+        match (0..n).filter(living).count() {
+            0 => (
+                (0..n)
+                    .min_by_key(|&i| dead[i].map(|d| d.until))
+                    .unwrap_or(0),
+                true,
+            ),
+            k => ((0..n).filter(living).nth(turn % k).unwrap_or(0), false),
+        }
     }
 
-    /// Puts node `at` back when it `answered`, leaves it out for longer when it did not.
-    fn mark(&self, at: usize, answered: bool, now: Instant) {
+    /// Puts node `at` back when it `answered`, leaves it out for longer when it did not. Tried
+    /// as a `last_resort` (every node left out), a failure leaves it out as long again, not
+    /// longer, and unlogged: else, through an outage of the whole cluster, each retry of the
+    /// sink (every few seconds) would have doubled a node's time out every other time, and a
+    /// few minutes down would have left a node out for half an hour after the cluster came back.
+    fn mark(&self, at: usize, last_resort: bool, answered: bool, now: Instant) {
         if self.nodes.len() == 1 {
             return;
         }
@@ -339,6 +356,13 @@ impl BulkClient {
             dead[at] = None;
             return;
         }
+        if let (true, Some(d)) = (last_resort, before) {
+            dead[at] = Some(Dead {
+                until: now + Dead::wait(d.failures.saturating_sub(1)),
+                ..d
+            });
+            return;
+        }
         let after = Dead::after(before, now);
         dead[at] = Some(after);
         tracing::warn!(
@@ -349,24 +373,26 @@ impl BulkClient {
         );
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn send_to(
+    /// An error of no response, naming the nodes.
+    fn fail(&self, e: &dyn std::error::Error, timed_out: bool) -> TransportError {
+        TransportError {
+            message: format!("{}: {}", self.urls, error_chain(e)),
+            timed_out,
+            not_sent: false,
+        }
+    }
+
+    /// The request to node `at`, its body gzipped with `connection.compression`.
+    async fn request(
         &self,
         at: usize,
         method: Method,
         path: &str,
         content_type: &'static str,
         body: Bytes,
-        wait: Duration,
-        may_send: Option<&(dyn Fn() -> bool + Sync)>,
-    ) -> Result<Answer, TransportError> {
-        let node = &self.nodes[at];
-        let fail = |e: &dyn std::error::Error, timed_out: bool| TransportError {
-            message: format!("{}: {}", self.urls, error_chain(e)),
-            timed_out,
-            not_sent: false,
-        };
-        let url = node
+    ) -> Result<reqwest::RequestBuilder, TransportError> {
+        let fail = |e: &dyn std::error::Error, timed_out: bool| self.fail(e, timed_out);
+        let url = self.nodes[at]
             .join(path.trim_start_matches('/'))
             .map_err(|e| fail(&e, false))?;
         let mut request = self
@@ -388,13 +414,18 @@ impl BulkClient {
                 false => request.body(body),
             };
         }
-        if may_send.is_some_and(|may| !may()) {
-            return Err(TransportError {
-                message: "not sent".into(),
-                timed_out: false,
-                not_sent: true,
-            });
-        }
+        Ok(request)
+    }
+
+    /// Sends `request` to node `at`; its whole response within `wait` and the connect timeout.
+    async fn exchange(
+        &self,
+        at: usize,
+        request: reqwest::RequestBuilder,
+        wait: Duration,
+    ) -> Result<Answer, TransportError> {
+        let node = &self.nodes[at];
+        let fail = |e: &dyn std::error::Error, timed_out: bool| self.fail(e, timed_out);
         // The time allowed for the whole response: the client's own timeout would apply per
         // request too, but a late answer must also be told apart from a refused connection.
         let response = async {
@@ -625,28 +656,38 @@ mod tests {
         .unwrap();
         let client = BulkClient::new(&cfg).unwrap();
         let t0 = Instant::now();
-        let picks = |at: Instant| (0..6).map(|_| client.pick(at)).collect::<Vec<_>>();
-        assert_eq!(picks(t0), [0, 1, 2, 0, 1, 2]);
-        client.mark(1, false, t0);
-        assert_eq!(picks(t0), [0, 2, 2, 0, 2, 2]);
         let s = Duration::from_secs;
-        assert_eq!(picks(t0 + s(59)), [0, 2, 2, 0, 2, 2]);
-        assert_eq!(picks(t0 + s(60)), [0, 1, 2, 0, 1, 2]);
+        let picks = |at: Instant| (0..6).map(|_| client.pick(at).0).collect::<Vec<_>>();
+        let (all_in, one_out) = ([0, 1, 2, 0, 1, 2], [0, 2, 0, 2, 0, 2]);
+        assert_eq!(picks(t0), all_in);
+        // Left out, its turns go evenly to the others.
+        client.mark(1, false, false, t0);
+        assert_eq!(picks(t0), one_out);
+        assert_eq!(picks(t0 + s(59)), one_out);
+        assert_eq!(picks(t0 + s(60)), all_in);
         // Failing again when tried: left out for 1 min × 2^(1/2), then 2 min.
-        client.mark(1, false, t0 + s(60));
-        assert_eq!(picks(t0 + s(144)), [0, 2, 2, 0, 2, 2]);
-        assert_eq!(picks(t0 + s(145)), [0, 1, 2, 0, 1, 2]);
-        client.mark(1, false, t0 + s(145));
-        assert_eq!(picks(t0 + s(264)), [0, 2, 2, 0, 2, 2]);
-        assert_eq!(picks(t0 + s(265)), [0, 1, 2, 0, 1, 2]);
-        // Every node left out: the one back first, node 0 (after node 1's 2 min × 2^(1/2)).
-        client.mark(0, false, t0 + s(265));
-        client.mark(1, false, t0 + s(265));
-        client.mark(2, false, t0 + s(266));
+        client.mark(1, false, false, t0 + s(60));
+        assert_eq!(picks(t0 + s(144)), one_out);
+        assert_eq!(picks(t0 + s(145)), all_in);
+        client.mark(1, false, false, t0 + s(145));
+        assert_eq!(picks(t0 + s(264)), one_out);
+        assert_eq!(picks(t0 + s(265)), all_in);
+        // Every node left out: the one back first, node 0 (node 1 is out for 2.83 min now),
+        // as a last resort.
+        client.mark(0, false, false, t0 + s(265));
+        client.mark(1, false, false, t0 + s(265));
+        client.mark(2, false, false, t0 + s(266));
         assert_eq!(picks(t0 + s(270)), [0; 6]);
-        // A response puts a node back.
-        client.mark(2, true, t0 + s(270));
+        assert_eq!(client.pick(t0 + s(270)), (0, true));
+        // Failing as a last resort, it is left out as long again (1 min), not longer: node 2
+        // comes back first now.
+        client.mark(0, true, false, t0 + s(270));
+        assert_eq!(client.dead.lock().unwrap()[0].unwrap().failures, 1);
         assert_eq!(picks(t0 + s(270)), [2; 6]);
+        // A response puts a node back.
+        client.mark(2, true, true, t0 + s(270));
+        assert_eq!(picks(t0 + s(270)), [2; 6]);
+        assert_eq!(client.pick(t0 + s(270)), (2, false));
         // Never longer than 30 minutes.
         let mut d = None;
         for _ in 0..40 {
