@@ -86,6 +86,17 @@ fn wait_committed_all(group: &str, topic: &str, partitions: i32) {
 
 /// Starts a worker with `file` and kills it (SIGKILL) three times, each time after it committed
 /// progress of its own, at a random moment; returns the fourth worker.
+/// A worker restarted after a kill started its producer's transactions without starting over:
+/// the brokers answer its producer id request `CONCURRENT_TRANSACTIONS` while they abort the
+/// killed worker's open transaction, a retriable error to wait out.
+fn assert_started_its_transactions(w: &Worker) {
+    let log = w.log_text();
+    assert!(
+        !log.contains("cannot start a Kafka transaction"),
+        "a task started over at its start:\n{log}"
+    );
+}
+
 fn kill_three_times(
     file: &std::path::PathBuf,
     env: &[(&str, &str)],
@@ -100,6 +111,7 @@ fn kill_three_times(
             wait_committed_beyond(group, topic, committed);
         }
         thread::sleep(Duration::from_millis(fastrand::u64(0..800)));
+        assert_started_its_transactions(&w);
         w.kill();
         committed = committed_total(group, topic);
         eprintln!("kill {kill}: {committed} records committed");
@@ -332,6 +344,7 @@ fn exactly_once_sigkill_mid_stream_gives_each_change_one_committed_row_in_order(
     let w = kill_three_times(&file, &env, &group, &topic, h.records.len());
     producer.join().unwrap();
     wait_committed_all(&group, &topic, 4);
+    assert_started_its_transactions(&w);
     assert!(w.stop().success());
 
     let want_by_key = assert_each_change_committed_once_in_order(&h, &topic);
