@@ -50,8 +50,8 @@ const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a transaction call that failed with a retriable error is tried again.
 const TXN_RETRIES: u32 = 5;
 /// How long each call of `init_transactions` waits before the task's stop is looked at again.
-/// Each call sends the producer id request again at once (librdkafka's `rd_kafka_idemp_start`),
-/// so not much shorter than librdkafka's own retries of it (every 500 ms).
+/// A call cuts short librdkafka's wait before it asks for a producer id again (500 ms) when no
+/// request is out (`rd_kafka_idemp_start`), so not much shorter than that.
 const INIT_SLICE: Duration = Duration::from_secs(1);
 
 /// Why a row was not written, and whether the broker refused it for good.
@@ -283,24 +283,38 @@ fn init_transactions(
 ) -> Result<bool, KafkaError> {
     let deadline = Instant::now() + TXN_TIMEOUT;
     let mut said = false;
+    // Each call clears the request's last error: a wait that ends in a bare timeout reports
+    // the last one a slice saw instead (`CONCURRENT_TRANSACTIONS` rather than "no transaction
+    // coordinator answered").
+    let mut seen: Option<KafkaError> = None;
     loop {
+        if said && stop.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
         let slice = deadline
             .saturating_duration_since(Instant::now())
             .min(INIT_SLICE);
         let called = Instant::now();
-        match producer.init_transactions(slice) {
+        let result = producer.init_transactions(slice);
+        if result.is_err() && stop.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        match result {
             Err(KafkaError::Transaction(e)) if e.is_retriable() && Instant::now() < deadline => {
-                if stop.load(Ordering::Relaxed) {
-                    return Ok(false);
-                }
                 if !said {
                     said = true;
                     tracing::info!(
                         "waiting for a Kafka transaction coordinator to start the transactions of producer {id} (for up to {TXN_TIMEOUT:?}): {e}"
                     );
                 }
-                // A slice apart at least, should a call come back early: each sends a request.
+                // A slice apart at least, should a call come back early.
                 std::thread::sleep(slice.saturating_sub(called.elapsed()));
+                if e.code() != RDKafkaErrorCode::OperationTimedOut {
+                    seen = Some(KafkaError::Transaction(e));
+                }
+            }
+            Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::OperationTimedOut) => {
+                return Err(seen.unwrap_or(e));
             }
             done => return done.map(|()| true),
         }

@@ -298,7 +298,7 @@ impl BulkClient {
         wait: Duration,
         may_send: Option<&(dyn Fn() -> bool + Sync)>,
     ) -> Result<Answer, TransportError> {
-        let (at, last_resort) = self.pick(Instant::now());
+        let at = self.pick(Instant::now());
         // A request that could not be made (its URL, its gzip) tells nothing of the node.
         let request = self.request(at, method, path, content_type, body).await?;
         if may_send.is_some_and(|may| !may()) {
@@ -309,38 +309,36 @@ impl BulkClient {
             });
         }
         let result = self.exchange(at, request, wait).await;
-        self.mark(at, last_resort, result.is_ok(), Instant::now());
+        self.mark(at, result.is_ok(), Instant::now());
         result
     }
 
     /// The node whose turn it is among those not left out ([`Dead`]), the turns going round
     /// them evenly, as the Java client rotates its living nodes; when every node is left out,
-    /// the one that comes back first, and `true` (a last resort).
-    fn pick(&self, now: Instant) -> (usize, bool) {
+    /// the one that comes back first.
+    fn pick(&self, now: Instant) -> usize {
         let n = self.nodes.len();
         let turn = self.turn.fetch_add(1, Ordering::Relaxed);
         if n == 1 {
-            return (0, false);
+            return 0;
         }
         let dead = self.dead.lock().unwrap_or_else(|p| p.into_inner());
         let living = |i: &usize| dead[*i].is_none_or(|d| d.until <= now);
         match (0..n).filter(living).count() {
-            0 => (
-                (0..n)
-                    .min_by_key(|&i| dead[i].map(|d| d.until))
-                    .unwrap_or(0),
-                true,
-            ),
-            k => ((0..n).filter(living).nth(turn % k).unwrap_or(0), false),
+            0 => (0..n)
+                .min_by_key(|&i| dead[i].map(|d| d.until))
+                .unwrap_or(0),
+            k => (0..n).filter(living).nth(turn % k).unwrap_or(0),
         }
     }
 
-    /// Puts node `at` back when it `answered`, leaves it out for longer when it did not. Tried
-    /// as a `last_resort` (every node left out), a failure leaves it out as long again, not
-    /// longer, and unlogged: else, through an outage of the whole cluster, each retry of the
-    /// sink (every few seconds) would have doubled a node's time out every other time, and a
-    /// few minutes down would have left a node out for half an hour after the cluster came back.
-    fn mark(&self, at: usize, last_resort: bool, answered: bool, now: Instant) {
+    /// Puts node `at` back when it `answered`, leaves it out for longer when it did not. While
+    /// every other node is left out, a node that had failed before and fails again is left out
+    /// as long again, not longer, and unlogged: else, through an outage of the whole cluster,
+    /// the sink's retries (every few seconds) would have lengthened each node's time out in
+    /// turn, and a few minutes down would have left nodes out for half an hour after the
+    /// cluster came back.
+    fn mark(&self, at: usize, answered: bool, now: Instant) {
         if self.nodes.len() == 1 {
             return;
         }
@@ -356,7 +354,10 @@ impl BulkClient {
             dead[at] = None;
             return;
         }
-        if let (true, Some(d)) = (last_resort, before) {
+        let others_out = (0..dead.len())
+            .filter(|&i| i != at)
+            .all(|i| dead[i].is_some_and(|d| d.until > now));
+        if let (true, Some(d)) = (others_out, before) {
             dead[at] = Some(Dead {
                 until: now + Dead::wait(d.failures.saturating_sub(1)),
                 ..d
@@ -657,37 +658,43 @@ mod tests {
         let client = BulkClient::new(&cfg).unwrap();
         let t0 = Instant::now();
         let s = Duration::from_secs;
-        let picks = |at: Instant| (0..6).map(|_| client.pick(at).0).collect::<Vec<_>>();
+        let picks = |at: Instant| (0..6).map(|_| client.pick(at)).collect::<Vec<_>>();
         let (all_in, one_out) = ([0, 1, 2, 0, 1, 2], [0, 2, 0, 2, 0, 2]);
         assert_eq!(picks(t0), all_in);
         // Left out, its turns go evenly to the others.
-        client.mark(1, false, false, t0);
+        client.mark(1, false, t0);
         assert_eq!(picks(t0), one_out);
         assert_eq!(picks(t0 + s(59)), one_out);
         assert_eq!(picks(t0 + s(60)), all_in);
         // Failing again when tried: left out for 1 min × 2^(1/2), then 2 min.
-        client.mark(1, false, false, t0 + s(60));
+        client.mark(1, false, t0 + s(60));
         assert_eq!(picks(t0 + s(144)), one_out);
         assert_eq!(picks(t0 + s(145)), all_in);
-        client.mark(1, false, false, t0 + s(145));
+        client.mark(1, false, t0 + s(145));
         assert_eq!(picks(t0 + s(264)), one_out);
         assert_eq!(picks(t0 + s(265)), all_in);
-        // Every node left out: the one back first, node 0 (node 1 is out for 2.83 min now),
-        // as a last resort.
-        client.mark(0, false, false, t0 + s(265));
-        client.mark(1, false, false, t0 + s(265));
-        client.mark(2, false, false, t0 + s(266));
+        // Every node left out: the one back first, node 0 (node 1 is out for 2.83 min now).
+        client.mark(0, false, t0 + s(265));
+        client.mark(1, false, t0 + s(265));
+        client.mark(2, false, t0 + s(266));
         assert_eq!(picks(t0 + s(270)), [0; 6]);
-        assert_eq!(client.pick(t0 + s(270)), (0, true));
-        // Failing as a last resort, it is left out as long again (1 min), not longer: node 2
-        // comes back first now.
-        client.mark(0, true, false, t0 + s(270));
+        // Failing while the others are out, it is left out as long again (1 min), not longer:
+        // node 2 comes back first now.
+        client.mark(0, false, t0 + s(270));
         assert_eq!(client.dead.lock().unwrap()[0].unwrap().failures, 1);
         assert_eq!(picks(t0 + s(270)), [2; 6]);
+        // Its time out over (at 326 s) while the others are still out, node 2 is tried as a
+        // living node and fails again: as long again too.
+        assert_eq!(picks(t0 + s(327)), [2; 6]);
+        client.mark(2, false, t0 + s(327));
+        assert_eq!(client.dead.lock().unwrap()[2].unwrap().failures, 1);
+        assert_eq!(picks(t0 + s(328)), [0; 6]);
         // A response puts a node back.
-        client.mark(2, true, true, t0 + s(270));
-        assert_eq!(picks(t0 + s(270)), [2; 6]);
-        assert_eq!(client.pick(t0 + s(270)), (2, false));
+        client.mark(2, true, t0 + s(328));
+        assert_eq!(picks(t0 + s(328)), [2; 6]);
+        // A failure while another node is in lengthens a node's time out.
+        client.mark(0, false, t0 + s(331));
+        assert_eq!(client.dead.lock().unwrap()[0].unwrap().failures, 2);
         // Never longer than 30 minutes.
         let mut d = None;
         for _ in 0..40 {
