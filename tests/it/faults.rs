@@ -1006,20 +1006,7 @@ fn a_node_whose_connections_never_open_fails_within_the_connection_timeout() {
     );
 
     let topic = unique("it-hole");
-    kafka::create_topic(&topic, 1);
-    let recs: Vec<kafka::Rec> = (0..200)
-        .map(|id| kafka::Rec {
-            partition: 0,
-            key: Some(serde_json::json!({ "id": id }).to_string()),
-            value: Some(
-                serde_json::json!({"before": null, "after": {"id": id, "name": format!("n{id}")},
-                    "op": "c", "source": {"connector": "postgresql", "lsn": 1000 + id,
-                    "db": "d", "schema": "s", "table": "t", "ts_ms": 1}})
-                .to_string(),
-            ),
-        })
-        .collect();
-    kafka::produce(&topic, &recs);
+    two_hundred_rows(&topic);
     // The hole first in the round robin; the tests' read.timeout.ms (30 s) stays, so that a slow
     // answer of the real node is no timeout either.
     let urls = format!("http://{addr},{}", servers().es);
@@ -1029,11 +1016,7 @@ fn a_node_whose_connections_never_open_fails_within_the_connection_timeout() {
         &urls,
         &[("connection.timeout.ms", "500"), ("batch.size", "20")],
     );
-    crate::support::wait_until(Duration::from_secs(120), "every offset committed", || {
-        (kafka::committed(&group, &topic, 1).get(&0) == Some(&200)).then_some(())
-    });
-    let docs = crate::support::es::sources(&topic);
-    assert_eq!(docs.len(), 200);
+    all_two_hundred_written(&group, &topic);
     let metrics = crate::support::rest::metrics(&w.rest_url());
     let connector = group.trim_start_matches("connect-");
     let retries = |reason: &str| {
@@ -1054,6 +1037,34 @@ fn a_node_whose_connections_never_open_fails_within_the_connection_timeout() {
         "a connection that never opened was taken for a late response"
     );
     assert!(w.stop().success());
+}
+
+/// Topic `topic` with one partition holding 200 created rows (ids 0 to 199), for the tests of
+/// nodes that fail.
+fn two_hundred_rows(topic: &str) {
+    kafka::create_topic(topic, 1);
+    let recs: Vec<kafka::Rec> = (0..200)
+        .map(|id| kafka::Rec {
+            partition: 0,
+            key: Some(serde_json::json!({ "id": id }).to_string()),
+            value: Some(
+                serde_json::json!({"before": null, "after": {"id": id, "name": format!("n{id}")},
+                    "op": "c", "source": {"connector": "postgresql", "lsn": 1000 + id,
+                    "db": "d", "schema": "s", "table": "t", "ts_ms": 1}})
+                .to_string(),
+            ),
+        })
+        .collect();
+    kafka::produce(topic, &recs);
+}
+
+/// Waits until `group` committed the 200 rows of [`two_hundred_rows`], and checks that the
+/// index holds 200 documents.
+fn all_two_hundred_written(group: &str, topic: &str) {
+    crate::support::wait_until(Duration::from_secs(120), "every offset committed", || {
+        (kafka::committed(group, topic, 1).get(&0) == Some(&200)).then_some(())
+    });
+    assert_eq!(crate::support::es::sources(topic).len(), 200);
 }
 
 /// A node of `connection.url` that gives no response is left out of the round robin after its
@@ -1089,20 +1100,7 @@ fn a_node_that_gives_no_response_is_left_out_after_its_first_failure() {
     };
 
     let topic = unique("it-closer");
-    kafka::create_topic(&topic, 1);
-    let recs: Vec<kafka::Rec> = (0..200)
-        .map(|id| kafka::Rec {
-            partition: 0,
-            key: Some(serde_json::json!({ "id": id }).to_string()),
-            value: Some(
-                serde_json::json!({"before": null, "after": {"id": id, "name": format!("n{id}")},
-                    "op": "c", "source": {"connector": "postgresql", "lsn": 1000 + id,
-                    "db": "d", "schema": "s", "table": "t", "ts_ms": 1}})
-                .to_string(),
-            ),
-        })
-        .collect();
-    kafka::produce(&topic, &recs);
+    two_hundred_rows(&topic);
     let urls = format!("http://{addr},{}", servers().es);
     let (w, group) = start_es_worker(
         "it-closer",
@@ -1110,11 +1108,7 @@ fn a_node_that_gives_no_response_is_left_out_after_its_first_failure() {
         &urls,
         &[("batch.size", "20"), ("max.in.flight.requests", "1")],
     );
-    crate::support::wait_until(Duration::from_secs(120), "every offset committed", || {
-        (kafka::committed(&group, &topic, 1).get(&0) == Some(&200)).then_some(())
-    });
-    let docs = crate::support::es::sources(&topic);
-    assert_eq!(docs.len(), 200);
+    all_two_hundred_written(&group, &topic);
     done.store(true, Ordering::Relaxed);
     closing.join().unwrap();
     assert_eq!(

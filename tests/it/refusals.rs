@@ -305,6 +305,22 @@ fn stopping_while_elasticsearch_is_unreachable_waits_the_flush_timeout_once() {
 
 /// A second SIGTERM while the first one's drain waits for an unreachable Elasticsearch exits at
 /// once (143), committing nothing past the unwritten records.
+/// How worker `w` exits, which it must within 10 s (after a second SIGTERM).
+fn exit_within_10_s(w: &mut crate::support::worker::Worker) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = w.exited() {
+            return s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "still running after a second SIGTERM:\n{}",
+            w.log_text()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn a_second_sigterm_exits_at_once() {
     let (topic, proxy) = topic_behind_proxy("it-stop-twice");
@@ -329,18 +345,8 @@ fn a_second_sigterm_exits_at_once() {
         w.exited().is_none(),
         "the first SIGTERM did not wait for the drain"
     );
-    let start = Instant::now();
     term();
-    let status = loop {
-        if let Some(s) = w.exited() {
-            break s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "still running after a second SIGTERM"
-        );
-        thread::sleep(Duration::from_millis(50));
-    };
+    let status = exit_within_10_s(&mut w);
     assert_eq!(status.code(), Some(143), "{status}");
     assert_eq!(kafka::committed(&group, &topic, 1), BTreeMap::new());
 }
@@ -383,19 +389,8 @@ fn a_signal_while_the_worker_starts_is_taken_and_a_second_exits_at_once() {
         "the worker had started:\n{}",
         w.log_text()
     );
-    let start = Instant::now();
     term();
-    let status = loop {
-        if let Some(s) = w.exited() {
-            break s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "still running after a second SIGTERM:\n{}",
-            w.log_text()
-        );
-        thread::sleep(Duration::from_millis(50));
-    };
+    let status = exit_within_10_s(&mut w);
     assert_eq!(status.code(), Some(143), "{status}\n{}", w.log_text());
 }
 
