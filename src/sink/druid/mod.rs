@@ -275,7 +275,8 @@ impl DruidSink {
 /// the producer id request when there was one (`CONCURRENT_TRANSACTIONS` while the broker
 /// aborts a crashed producer's transaction, `COORDINATOR_LOAD_IN_PROGRESS`, `NOT_COORDINATOR`…),
 /// retriable as a timeout is: every retriable error is waited out until [`TXN_TIMEOUT`], as
-/// the one call did, and the last one returned then. `Ok(false)`: `stop` was set first.
+/// the one call did, and the last one returned then. `Ok(false)`: `stop` was set before the
+/// transactions started (a call that failed meanwhile, for whatever reason, is not reported).
 fn init_transactions(
     producer: &BaseProducer<Deliveries>,
     id: &str,

@@ -2,8 +2,9 @@
 //!
 //! Requests go through reqwest: the nodes of `connection.url` in turn (round robin), a node
 //! whose request got no response left out for a while (as the Elasticsearch Java client does,
-//! [`Dead`]), basic auth or an API key, TLS with the system's trust store and an optional CA file, and request
-//! compression. The bulk body stays the sink's own NDJSON, handed over as bytes.
+//! [`Dead`]), basic auth or an API key, TLS with the system's trust store and an optional CA
+//! file, and request compression. The bulk body stays the sink's own NDJSON, handed over as
+//! bytes.
 //!
 //! This was the official client's transport (`elasticsearch` crate), which is no more than
 //! that over its own reqwest client. It cannot be handed a TLS connector, so each client it
@@ -55,13 +56,11 @@ pub struct BulkClient {
 
 /// A node whose last request got no response: left out of the round robin until `until`, a
 /// minute after its first failure, then longer after each failure in a row, up to 30 minutes, as
-/// the Elasticsearch Java client (`RestClient`'s `DeadHostState`) leaves a host out (which also
-/// leaves out a node answering 502, 503 or 504: the sink retries those itself, and here any
-/// response puts a node back). Before, a
-/// node that was down kept its turn: every request sent to it failed (after up to
-/// `connection.timeout.ms` when its packets were dropped) and was retried after a backoff.
-/// When every node is left out, the one that comes back first is tried; any response puts a
-/// node back.
+/// the Elasticsearch Java client (`RestClient`'s `DeadHostState`) leaves a host out. Any
+/// response puts a node back (the Java client also leaves out a node answering 502, 503 or 504;
+/// the sink retries those itself). When every node is left out, the one that comes back first
+/// is tried. Before, a node that was down kept its turn: every request sent to it failed (after
+/// up to `connection.timeout.ms` when its packets were dropped) and was retried after a backoff.
 #[derive(Debug, Clone, Copy)]
 struct Dead {
     failures: u32,
@@ -72,8 +71,8 @@ impl Dead {
     const FIRST: Duration = Duration::from_secs(60);
     const LONGEST: Duration = Duration::from_secs(30 * 60);
 
-    /// How long a node is left out after `earlier` failures in a row and one more: 1 min,
-    /// then 1 min × 2^(n/2) (1.41 min, 2 min, 2.83 min…), at most 30 min.
+    /// How long a node is left out after `earlier` failures in a row and one more:
+    /// 1 min × 2^(earlier/2) (1 min, 1.41 min, 2 min, 2.83 min…), at most 30 min.
     fn wait(earlier: u32) -> Duration {
         Dead::FIRST
             .mul_f64(2f64.powf(f64::from(earlier.min(20)) / 2.0))
