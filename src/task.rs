@@ -1226,17 +1226,13 @@ fn run(
         if pause != st.paused && pause::apply(&consumer, &st.paused, &pause) {
             st.paused = pause;
         }
-        let trouble = st
+        let own = st
             .stall
             .as_ref()
             .map(|s| s.why.clone())
             .or_else(|| st.sink.trouble())
-            .or_else(|| st.dlq.as_ref().and_then(DeadLetterQueue::trouble))
-            .or_else(|| {
-                carried
-                    .filter(|(_, until)| Instant::now() < *until)
-                    .map(|(t, _)| t.to_string())
-            });
+            .or_else(|| st.dlq.as_ref().and_then(DeadLetterQueue::trouble));
+        let trouble = shown_trouble(own, carried, Instant::now());
         if trouble != trouble_logged {
             match &trouble {
                 Some(t) => warn!(task = %label, "not making progress: {t}"),
@@ -1694,11 +1690,54 @@ fn put(
     Ok(())
 }
 
+/// The trouble a run shows at `now`: its own, else the one carried from the runs before it
+/// until the instant that comes with it.
+fn shown_trouble(
+    own: Option<String>,
+    carried: Option<(&str, Instant)>,
+    now: Instant,
+) -> Option<String> {
+    own.or_else(|| {
+        carried
+            .filter(|(_, until)| now < *until)
+            .map(|(t, _)| t.to_string())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use rdkafka::Timestamp;
 
     use super::*;
+
+    /// A run shows the trouble carried from the runs that started over before it while it has
+    /// none of its own, and only until the instant carried with it (60 s after the run began:
+    /// a run lasting that long counts as a healthy one).
+    #[test]
+    fn a_carried_trouble_is_shown_until_its_instant_and_an_own_one_wins() {
+        let now = Instant::now();
+        let carried = Some((
+            "started over 2 time(s) in a row",
+            now + Duration::from_secs(60),
+        ));
+        assert_eq!(
+            shown_trouble(None, carried, now).as_deref(),
+            Some("started over 2 time(s) in a row")
+        );
+        assert_eq!(
+            shown_trouble(None, carried, now + Duration::from_millis(59_999)).as_deref(),
+            Some("started over 2 time(s) in a row")
+        );
+        assert_eq!(
+            shown_trouble(None, carried, now + Duration::from_secs(60)),
+            None
+        );
+        assert_eq!(
+            shown_trouble(Some("Elasticsearch unreachable".into()), carried, now).as_deref(),
+            Some("Elasticsearch unreachable")
+        );
+        assert_eq!(shown_trouble(None, None, now), None);
+    }
 
     fn record(payload: usize) -> OwnedMessage {
         OwnedMessage::new(
