@@ -1730,6 +1730,26 @@ fn ensure_kafka() {
     }
 }
 
+/// The benchmark's own directory for its workers' files (`support::scratch`), removed when
+/// the benchmark ends, also by a panic; a run killed leaves it, named `cdc-sink-bench-<pid>`.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new() -> Scratch {
+        let dir = std::env::temp_dir().join(format!("cdc-sink-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // SAFETY: set before any other thread reads the environment (none has started yet).
+        unsafe { std::env::set_var("CDCSINK_SCRATCH", &dir) };
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// The targets beside what this run measured, printed at the end.
 #[derive(Default)]
 struct Targets(Vec<String>);
@@ -1802,6 +1822,9 @@ fn main() {
         );
         return;
     }
+    // The workers' logs, state directories and connector files, removed at the end (they had
+    // been left in the temporary directory, a dozen or more files a run).
+    let _scratch = Scratch::new();
     let want = |what: &str| {
         !args
             .iter()

@@ -26,6 +26,13 @@ use serde_json::{Value, json};
 
 pub use servers::{servers, unique};
 
+/// Where the workers' files go (their logs, state directories and connector files):
+/// `CDCSINK_SCRATCH` when set (the benchmark's own directory, removed when it ends), else the
+/// temporary directory (`scripts/test` gives each run a `TMPDIR` of its own).
+pub fn scratch() -> std::path::PathBuf {
+    std::env::var_os("CDCSINK_SCRATCH").map_or_else(std::env::temp_dir, Into::into)
+}
+
 /// The HTTP client the helpers share (Elasticsearch, Kafka Connect, cdc-sink's REST API). One
 /// for the whole run: building a client reads the system's trust store, and in this debug build
 /// the helpers, which built one per call, spent about a tenth of the test binary's CPU parsing

@@ -109,7 +109,7 @@ pub fn rest_worker(state: &std::path::Path) -> (crate::support::worker::Worker, 
 
 /// A fresh state directory for a worker.
 pub fn state_dir() -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("cdc-sink-state-{}", fastrand::u32(..)))
+    super::scratch().join(format!("cdc-sink-state-{}", fastrand::u32(..)))
 }
 
 /// How long a REST test waits for a state.

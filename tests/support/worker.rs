@@ -18,7 +18,7 @@ pub struct Worker {
 
 /// Writes `config` as connector `name` to a temporary file.
 pub fn connector_file(name: &str, config: &Value) -> PathBuf {
-    let path = std::env::temp_dir().join(format!("{name}-{}.json", fastrand::u32(..)));
+    let path = super::scratch().join(format!("{name}-{}.json", fastrand::u32(..)));
     let body = serde_json::json!({"name": name, "config": config});
     std::fs::write(&path, serde_json::to_vec_pretty(&body).unwrap()).unwrap();
     path
@@ -57,7 +57,7 @@ impl Worker {
         env: &[(&str, &str)],
         dir: Option<&std::path::Path>,
     ) -> Worker {
-        let log = std::env::temp_dir().join(format!("cdc-sink-worker-{}.log", fastrand::u32(..)));
+        let log = super::scratch().join(format!("cdc-sink-worker-{}.log", fastrand::u32(..)));
         let out = File::create(&log).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cdc-sink"));
         cmd.arg("run");
@@ -67,7 +67,7 @@ impl Worker {
         for c in connectors {
             cmd.arg("--connector").arg(c);
         }
-        let state = std::env::temp_dir().join(format!("cdc-sink-state-{}", fastrand::u32(..)));
+        let state = super::scratch().join(format!("cdc-sink-state-{}", fastrand::u32(..)));
         cmd.env("CDC_SINK_KAFKA__BOOTSTRAP_SERVERS", kafka())
             .env("CDC_SINK_REST__LISTEN", "127.0.0.1:0")
             .env("CDC_SINK_WORKER__STATE_DIR", &state)
