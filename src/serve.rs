@@ -144,7 +144,6 @@ pub fn run(mut settings: Settings, files: Vec<ConnectorSpec>) -> Result<bool, St
 /// ended by it.
 const EXIT_INTERRUPTED: i32 = 143;
 
-/// SIGTERM and SIGINT (Ctrl-C), each listened for once for the whole run.
 /// Where the worker is, for what a signal does (`run`).
 const STARTING: u8 = 0;
 const RUNNING: u8 = 1;
@@ -158,6 +157,7 @@ fn exit_at_once() -> ! {
     std::process::exit(EXIT_INTERRUPTED);
 }
 
+/// SIGTERM and SIGINT (Ctrl-C), each listened for once for the whole run.
 struct Signals {
     term: Option<tokio::signal::unix::Signal>,
     int: Option<tokio::signal::unix::Signal>,

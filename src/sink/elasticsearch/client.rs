@@ -391,10 +391,9 @@ impl BulkClient {
         content_type: &'static str,
         body: Bytes,
     ) -> Result<reqwest::RequestBuilder, TransportError> {
-        let fail = |e: &dyn std::error::Error, timed_out: bool| self.fail(e, timed_out);
         let url = self.nodes[at]
             .join(path.trim_start_matches('/'))
-            .map_err(|e| fail(&e, false))?;
+            .map_err(|e| self.fail(&e, false))?;
         let mut request = self
             .http
             .request(method, url)
@@ -407,8 +406,8 @@ impl BulkClient {
                     // stall clock.
                     let zipped = tokio::task::spawn_blocking(move || gzip(&body))
                         .await
-                        .map_err(|e| fail(&e, false))?
-                        .map_err(|e| fail(&e, false))?;
+                        .map_err(|e| self.fail(&e, false))?
+                        .map_err(|e| self.fail(&e, false))?;
                     request.header(CONTENT_ENCODING, "gzip").body(zipped)
                 }
                 false => request.body(body),
@@ -425,7 +424,6 @@ impl BulkClient {
         wait: Duration,
     ) -> Result<Answer, TransportError> {
         let node = &self.nodes[at];
-        let fail = |e: &dyn std::error::Error, timed_out: bool| self.fail(e, timed_out);
         // The time allowed for the whole response: the client's own timeout would apply per
         // request too, but a late answer must also be told apart from a refused connection.
         let response = async {
@@ -445,12 +443,12 @@ impl BulkClient {
                         not_sent: false,
                     }
                 } else {
-                    fail(&e, e.is_timeout())
+                    self.fail(&e, e.is_timeout())
                 }
             })?;
             let status = resp.status().as_u16();
             let url = resp.url().as_str().to_string();
-            let body = resp.bytes().await.map_err(|e| fail(&e, false))?;
+            let body = resp.bytes().await.map_err(|e| self.fail(&e, false))?;
             Ok(Answer { status, body, url })
         };
         match tokio::time::timeout(wait + self.connect_timeout, response).await {
