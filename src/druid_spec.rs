@@ -160,7 +160,7 @@ pub fn submit(specs: &[Value], url: &str) -> Result<Vec<String>, String> {
     let endpoint = format!("{}/druid/indexer/v1/supervisor", url.trim_end_matches('/'));
     let runtime = crate::worker::runtime()?;
     runtime.block_on(async {
-        let client = crate::tls::client_builder(None)?
+        let client = crate::tls::client_builder(Default::default())?
             .timeout(Duration::from_secs(60))
             .build()
             .map_err(|e| format!("cannot build an HTTP client: {e}"))?;

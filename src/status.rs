@@ -13,7 +13,7 @@ pub fn table(url: &str) -> Result<String, String> {
     );
     let runtime = crate::worker::runtime()?;
     let body: Value = runtime.block_on(async {
-        let client = crate::tls::client_builder(None)?
+        let client = crate::tls::client_builder(Default::default())?
             .timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| format!("cannot build an HTTP client: {e}"))?;

@@ -5,7 +5,10 @@
 //! Servers are checked against the system's trust store (`rustls-platform-verifier`, which on
 //! Linux reads `SSL_CERT_FILE` and/or `SSL_CERT_DIR` when either is set, else the
 //! distribution's bundle and directory) and every certificate of a CA file besides
-//! (`elastic.https.ssl.ca.location`).
+//! (`elastic.https.ssl.ca.location`). Given a CA's SHA-256 fingerprint
+//! (`elastic.https.ssl.ca.trusted.fingerprint`), a server presenting that CA's certificate in its
+//! chain is checked against it alone, as Elastic's Beats and Logstash do with
+//! `ca_trusted_fingerprint` (see [`Fingerprint`]).
 //!
 //! That verifier reads the store when it is built, and reqwest builds a client's TLS set-up
 //! with the client, `https` URL or not. [`Deferred`] builds it at the first handshake instead:
@@ -18,6 +21,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use ::ring::digest::{SHA256, digest};
+use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -26,25 +31,44 @@ use rustls::{ClientConfig, DigitallySignedStruct, Error as TlsError, RootCertSto
 use rustls::{SignatureScheme, crypto::ring};
 use rustls_platform_verifier::Verifier;
 
-/// The configuration trusting the system's store, and every certificate of `ca_pem` (a PEM
-/// file's content: one or more) besides when given; built at its first use, shared after.
-pub fn config(ca_pem: Option<&[u8]>) -> Result<ClientConfig, String> {
-    static BUILT: OnceLock<Mutex<HashMap<Option<Vec<u8>>, ClientConfig>>> = OnceLock::new();
+/// A CA certificate's SHA-256 fingerprint: the digest of its DER encoding, as
+/// `openssl x509 -fingerprint -sha256` prints it and as Elasticsearch prints its HTTP CA's when
+/// it first starts with security set up.
+pub type Fingerprint = [u8; 32];
+
+/// What a client trusts besides the system's store: every certificate of a CA file (a PEM
+/// file's content: one or more), and a CA presented in the server's chain whose fingerprint is
+/// given.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Trust<'a> {
+    pub ca_pem: Option<&'a [u8]>,
+    pub fingerprint: Option<Fingerprint>,
+}
+
+/// The configuration trusting the system's store and what `trust` adds; built at its first
+/// use, shared after.
+pub fn config(trust: Trust<'_>) -> Result<ClientConfig, String> {
+    type Key = (Option<Vec<u8>>, Option<Fingerprint>);
+    static BUILT: OnceLock<Mutex<HashMap<Key, ClientConfig>>> = OnceLock::new();
     let mut built = BUILT
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|p| p.into_inner());
-    let key = ca_pem.map(<[u8]>::to_vec);
+    let key = (trust.ca_pem.map(<[u8]>::to_vec), trust.fingerprint);
     if let Some(c) = built.get(&key) {
         return Ok(c.clone());
     }
-    let extra = match ca_pem {
+    let extra = match trust.ca_pem {
         Some(pem) => ca_certificates(pem)?,
         None => Vec::new(),
     };
     let provider = provider();
     let verifier = Deferred {
         extra,
+        pinned: trust.fingerprint.map(|fingerprint| Pinned {
+            fingerprint,
+            anchored: Mutex::default(),
+        }),
         provider: provider.clone(),
         built: Mutex::default(),
     };
@@ -78,10 +102,29 @@ pub fn without_credentials(u: &reqwest::Url) -> reqwest::Url {
     u
 }
 
-/// A reqwest client builder with the shared configuration of `ca_pem` (see [`config`]): every
+/// A reqwest client builder with the shared configuration of `trust` (see [`config`]): every
 /// client of the worker is built from one.
-pub fn client_builder(ca_pem: Option<&[u8]>) -> Result<reqwest::ClientBuilder, String> {
-    Ok(reqwest::Client::builder().tls_backend_preconfigured(config(ca_pem)?))
+pub fn client_builder(trust: Trust<'_>) -> Result<reqwest::ClientBuilder, String> {
+    Ok(reqwest::Client::builder().tls_backend_preconfigured(config(trust)?))
+}
+
+/// A fingerprint as a user copies it: 64 hexadecimal digits, in either case, pairs separated by
+/// colons or not (`openssl` prints `AB:CD:…`, Elasticsearch `abcd…`).
+pub fn parse_fingerprint(text: &str) -> Result<Fingerprint, String> {
+    let digits: Vec<u8> = text.trim().bytes().filter(|b| *b != b':').collect();
+    let hex = |b: u8| (b as char).to_digit(16);
+    if digits.len() != 64 || !digits.iter().all(|b| hex(*b).is_some()) {
+        return Err(format!(
+            "`{text}` is not a SHA-256 fingerprint: 64 hexadecimal digits, pairs separated by \
+             colons or not (what `openssl x509 -noout -fingerprint -sha256 -in ca.pem` prints after `=`)"
+        ));
+    }
+    let mut out = [0u8; 32];
+    for (o, pair) in out.iter_mut().zip(digits.chunks(2)) {
+        // Both digits checked above.
+        *o = (hex(pair[0]).unwrap_or(0) * 16 + hex(pair[1]).unwrap_or(0)) as u8;
+    }
+    Ok(out)
 }
 
 /// Makes [`provider`] the process's default. reqwest panics when it builds a client, `http` or
@@ -122,8 +165,57 @@ fn ca_certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
 #[derive(Debug)]
 struct Deferred {
     extra: Vec<CertificateDer<'static>>,
+    pinned: Option<Pinned>,
     provider: Arc<CryptoProvider>,
     built: Mutex<Option<Arc<Verifier>>>,
+}
+
+/// A CA trusted by its fingerprint. When the server presents a certificate with that
+/// fingerprint, the chain is verified as any other (signatures, validity, the server's name),
+/// with that certificate as its only trust anchor; when it presents none, as if no fingerprint
+/// had been given. Elastic's Beats and Logstash trust `ca_trusted_fingerprint` so; pinning the
+/// server's own certificate instead (Elastic's Python client, `ssl_assert_fingerprint`) would
+/// skip the name check and break at each renewal of the node's certificate.
+#[derive(Debug)]
+struct Pinned {
+    fingerprint: Fingerprint,
+    /// The verifier of the last certificate found with the fingerprint (the same at each
+    /// handshake; kept to build its anchor once).
+    anchored: Mutex<Option<(Vec<u8>, Arc<WebPkiServerVerifier>)>>,
+}
+
+impl Pinned {
+    /// The verifier anchored at the certificate of `chain` with the fingerprint, if any.
+    fn verifier(
+        &self,
+        chain: &[&CertificateDer<'_>],
+        provider: &Arc<CryptoProvider>,
+    ) -> Result<Option<Arc<WebPkiServerVerifier>>, TlsError> {
+        let Some(ca) = chain
+            .iter()
+            .find(|c| digest(&SHA256, c.as_ref()).as_ref() == self.fingerprint)
+        else {
+            return Ok(None);
+        };
+        let mut anchored = self.anchored.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((der, v)) = &*anchored
+            && der.as_slice() == ca.as_ref()
+        {
+            return Ok(Some(v.clone()));
+        }
+        let mut roots = RootCertStore::empty();
+        roots.add(CertificateDer::from(ca.to_vec())).map_err(|e| {
+            TlsError::General(format!(
+                "the certificate with the fingerprint of elastic.https.ssl.ca.trusted.fingerprint \
+                 cannot be a trust anchor: {e}"
+            ))
+        })?;
+        let v = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .map_err(|e| TlsError::General(e.to_string()))?;
+        *anchored = Some((ca.to_vec(), v.clone()));
+        Ok(Some(v))
+    }
 }
 
 impl Deferred {
@@ -151,8 +243,38 @@ impl ServerCertVerifier for Deferred {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, TlsError> {
-        self.get()?
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        let Some(pinned) = &self.pinned else {
+            return self.get()?.verify_server_cert(
+                end_entity,
+                intermediates,
+                server_name,
+                ocsp_response,
+                now,
+            );
+        };
+        let chain: Vec<&CertificateDer<'_>> =
+            std::iter::once(end_entity).chain(intermediates).collect();
+        if let Some(v) = pinned.verifier(&chain, &self.provider)? {
+            return v.verify_server_cert(
+                end_entity,
+                intermediates,
+                server_name,
+                ocsp_response,
+                now,
+            );
+        }
+        self.get()
+            .and_then(|v| {
+                v.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+            })
+            .map_err(|e| {
+                TlsError::General(format!(
+                    "no certificate the server presented has the fingerprint of \
+                     elastic.https.ssl.ca.trusted.fingerprint (the server must send its CA's \
+                     certificate in its chain, as Elasticsearch's own set-up does), and no other \
+                     trusted CA signed its certificate: {e}"
+                ))
+            })
     }
 
     fn verify_tls12_signature(
@@ -161,7 +283,13 @@ impl ServerCertVerifier for Deferred {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, TlsError> {
-        self.get()?.verify_tls12_signature(message, cert, dss)
+        // As rustls-platform-verifier and rustls's own verifier check it; no trust store needed.
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -170,7 +298,12 @@ impl ServerCertVerifier for Deferred {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, TlsError> {
-        self.get()?.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     /// Asked before any certificate is seen; the provider's schemes, which are the verifier's.
@@ -185,14 +318,44 @@ impl ServerCertVerifier for Deferred {
 mod tests {
     use super::*;
 
+    fn pem(p: &[u8]) -> Trust<'_> {
+        Trust {
+            ca_pem: Some(p),
+            fingerprint: None,
+        }
+    }
+
+    #[test]
+    fn a_fingerprint_is_read_as_openssl_and_elasticsearch_print_it() {
+        let elasticsearch = "5e8b3cb6b1d1a0bb7a6d2b4e6c1f0a9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b";
+        let openssl = "SHA256 Fingerprint=5E:8B:3C:B6:B1:D1:A0:BB:7A:6D:2B:4E:6C:1F:0A:9D:8E:7F:6A:5B:4C:3D:2E:1F:0A:9B:8C:7D:6E:5F:4A:3B";
+        let bytes = parse_fingerprint(elasticsearch).unwrap();
+        assert_eq!(bytes[0], 0x5e);
+        assert_eq!(bytes[31], 0x3b);
+        assert_eq!(
+            parse_fingerprint(openssl.trim_start_matches("SHA256 Fingerprint=")),
+            Ok(bytes)
+        );
+        assert_eq!(parse_fingerprint(&format!(" {elasticsearch}\n")), Ok(bytes));
+        for bad in [
+            &elasticsearch[2..],
+            &format!("{elasticsearch}00"),
+            &elasticsearch.replace('e', "g"),
+            openssl,
+        ] {
+            let e = parse_fingerprint(bad).unwrap_err();
+            assert!(e.contains("is not a SHA-256 fingerprint"), "{bad}: {e}");
+        }
+    }
+
     #[test]
     fn a_ca_file_without_certificates_is_refused_by_name() {
         assert_eq!(
-            config(Some(b"not a certificate\n")).err().as_deref(),
+            config(pem(b"not a certificate\n")).err().as_deref(),
             Some("holds no PEM certificate")
         );
         let garbled = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
-        let e = config(Some(garbled)).unwrap_err();
+        let e = config(pem(garbled)).unwrap_err();
         assert!(e.starts_with("certificate 1 cannot be trusted"), "{e}");
     }
 }

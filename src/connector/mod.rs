@@ -884,9 +884,16 @@ mod tests {
     fn every_bad_key_is_named_at_once() {
         let err = spec(
             r#"{"name":"x","config":{"connector.class":"elasticsearch","topics":"t","connection.url":"es:9200",
-               "batch.size":"many","batch.szie":"10","errors.tolerance":"all"}}"#,
+               "batch.size":"many","batch.szie":"10","errors.tolerance":"all",
+               "elastic.https.ssl.ca.trusted.fingerprint":"ab:cd"}}"#,
         )
         .unwrap_err();
+        assert!(
+            err.contains(
+                "elastic.https.ssl.ca.trusted.fingerprint: `ab:cd` is not a SHA-256 fingerprint"
+            ),
+            "{err}"
+        );
         assert!(
             err.contains("connection.url: `es:9200` is not an http:// or https:// URL"),
             "{err}"

@@ -13,7 +13,9 @@ use crate::support::history::{self, Options};
 use crate::support::kafka::{self, Full, Rec};
 use crate::support::registry::Registry;
 use crate::support::rest;
-use crate::support::secure::{Auth, SecureProxy, ca_bundle_file, ca_file};
+use crate::support::secure::{
+    Auth, SecureProxy, ca_bundle_file, ca_file, ca_fingerprint, self_signed_pem,
+};
 use crate::support::servers::{read_env, servers};
 use crate::support::worker::{Worker, connector_file};
 use crate::support::{avro, es, es_connector, unique, wait_converged, wait_until};
@@ -334,6 +336,84 @@ fn without_a_system_trust_store_http_writes_and_https_trusts_its_ca_file() {
         assert_eq!(docs["3"]["name"], "n3", "{topic}");
     }
     assert!(proxy.forwarded.load(std::sync::atomic::Ordering::SeqCst) > 0);
+    assert!(!w.stop().success(), "a task failed");
+}
+
+/// An Elasticsearch over `https` that presents its CA's certificate in its chain is trusted by
+/// that CA's fingerprint alone (`elastic.https.ssl.ca.trusted.fingerprint`, no CA file, no system
+/// store). A wrong fingerprint, or a server that does not present the CA, fails the task naming
+/// the option; a server presenting the CA beside a certificate the CA did not sign fails it as
+/// an untrusted certificate. Nothing is committed for any of them.
+#[test]
+fn https_trusts_the_ca_whose_fingerprint_is_given() {
+    let password = format!("es-{}", fastrand::u64(..));
+    let auth = || Auth::Basic("elastic".into(), password.clone());
+    let own = read_env(&servers().dir, "kafka.env", "TLS_SERVER_PEM");
+    let presenting = SecureProxy::start_presenting(auth(), &own, true);
+    let alone = SecureProxy::start(auth());
+    let unsigned = SecureProxy::start_presenting(auth(), &self_signed_pem(), true);
+    let fingerprint = ca_fingerprint();
+    let mut wrong = fingerprint.clone();
+    // The last digit changed.
+    let last = wrong.pop().unwrap();
+    wrong.push(if last == '0' { '1' } else { '0' });
+    let mut files = Vec::new();
+    let mut names = Vec::new();
+    for (what, url, print) in [
+        ("right", &presenting.url, &fingerprint),
+        ("wrong", &presenting.url, &wrong),
+        ("not-presented", &alone.url, &fingerprint),
+        ("unsigned", &unsigned.url, &fingerprint),
+    ] {
+        let topic = unique(&format!("it-fingerprint-{what}"));
+        kafka::create_topic(&topic, 1);
+        kafka::produce(&topic, &(0..10).map(record).collect::<Vec<_>>());
+        let mut config = es_connector(
+            &topic,
+            url,
+            &[
+                ("connection.username", "elastic"),
+                ("connection.password", &password),
+                ("elastic.https.ssl.ca.trusted.fingerprint", print),
+            ],
+        );
+        config["max.retries"] = json!("1");
+        files.push(connector_file(&topic, &config));
+        names.push(topic);
+    }
+    let no_store = [
+        ("SSL_CERT_FILE", "/nonexistent/cert.pem"),
+        ("SSL_CERT_DIR", "/nonexistent"),
+    ];
+    let mut w = Worker::start_with(&files.iter().collect::<Vec<_>>(), &no_store);
+    let right = &names[0];
+    wait_until(Duration::from_secs(90), "every offset committed", || {
+        (kafka::committed(&format!("connect-{right}"), right, 1) == BTreeMap::from([(0, 10)]))
+            .then_some(())
+    });
+    let docs = es::sources(right);
+    assert_eq!(docs.len(), 10, "{docs:?}");
+    assert_eq!(docs["3"]["name"], "n3");
+    for (i, refused) in names.iter().enumerate().skip(1) {
+        let trace = failed_trace(&w.rest_url(), refused);
+        let why = if i < 3 {
+            "no certificate the server presented has the fingerprint of elastic.https.ssl.ca.trusted.fingerprint"
+        } else {
+            "invalid peer certificate"
+        };
+        assert!(trace.contains(why), "{refused}: {trace}");
+        assert_eq!(
+            kafka::committed(&format!("connect-{refused}"), refused, 1).get(&0),
+            None,
+            "{refused}: nothing committed"
+        );
+    }
+    assert!(
+        presenting
+            .forwarded
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 0
+    );
     assert!(!w.stop().success(), "a task failed");
 }
 

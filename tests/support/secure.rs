@@ -52,13 +52,73 @@ pub fn ca_bundle_file() -> String {
     path.to_string_lossy().into_owned()
 }
 
+/// The test CA's SHA-256 fingerprint as `openssl x509 -fingerprint -sha256` prints it
+/// (`AB:CD:…`), which is what a user would copy.
+pub fn ca_fingerprint() -> String {
+    let out = std::process::Command::new("openssl")
+        .args([
+            "x509",
+            "-noout",
+            "-fingerprint",
+            "-sha256",
+            "-in",
+            &ca_file(),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.trim().split_once('=').unwrap().1.to_string()
+}
+
+/// A key and a certificate for 127.0.0.1 that the test CA did not sign (self-signed), as
+/// `TLS_SERVER_PEM` holds its own: the key, then the certificate.
+pub fn self_signed_pem() -> String {
+    let dir = servers()
+        .dir
+        .join(format!("tls/self-{:08x}", fastrand::u32(..)));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{status:?}");
+    let pem = std::fs::read_to_string(&key).unwrap() + &std::fs::read_to_string(&cert).unwrap();
+    let path = dir.join("server.pem");
+    std::fs::write(&path, pem).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
 impl SecureProxy {
+    /// Presenting its own certificate alone.
     pub fn start(auth: Auth) -> SecureProxy {
-        let pem = std::fs::read_to_string(read_env(&servers().dir, "kafka.env", "TLS_SERVER_PEM"))
-            .unwrap();
-        let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+        let own = read_env(&servers().dir, "kafka.env", "TLS_SERVER_PEM");
+        SecureProxy::start_presenting(auth, &own, false)
+    }
+
+    /// Presenting the certificate of `server_pem` (its key, then its certificate), and the
+    /// test CA's after it when `with_ca` (as Elasticsearch's own HTTPS set-up presents its CA).
+    pub fn start_presenting(auth: Auth, server_pem: &str, with_ca: bool) -> SecureProxy {
+        let pem = std::fs::read_to_string(server_pem).unwrap();
+        let mut certs = CertificateDer::pem_slice_iter(pem.as_bytes())
             .collect::<Result<Vec<_>, _>>()
             .unwrap();
+        if with_ca {
+            let ca = std::fs::read(ca_file()).unwrap();
+            certs.extend(CertificateDer::pem_slice_iter(&ca).map(Result::unwrap));
+        }
         let key = PrivateKeyDer::from_pem_slice(pem.as_bytes()).unwrap();
         let config = ServerConfig::builder_with_provider(cdc_sink::tls::provider())
             .with_safe_default_protocol_versions()

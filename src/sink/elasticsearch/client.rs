@@ -17,7 +17,8 @@
 //! resolution, TCP and the TLS handshake together; 0 for no limit of its own); the whole
 //! request, that and `read.timeout.ms` more for its response.
 //!
-//! Not done: trusting a certificate by its fingerprint (use `elastic.https.ssl.ca.location`).
+//! What it trusts over `https` (the system's store, `elastic.https.ssl.ca.location`,
+//! `elastic.https.ssl.ca.trusted.fingerprint`) is src/tls.rs's.
 
 use std::io::Write as _;
 use std::sync::Mutex;
@@ -196,11 +197,14 @@ impl BulkClient {
             })?),
             None => None,
         };
-        let builder =
-            crate::tls::client_builder(ca.as_deref()).map_err(|e| match &cfg.ca_location {
-                Some(path) => format!("elastic.https.ssl.ca.location: `{path}`: {e}"),
-                None => e,
-            })?;
+        let trust = crate::tls::Trust {
+            ca_pem: ca.as_deref(),
+            fingerprint: cfg.ca_fingerprint,
+        };
+        let builder = crate::tls::client_builder(trust).map_err(|e| match &cfg.ca_location {
+            Some(path) => format!("elastic.https.ssl.ca.location: `{path}`: {e}"),
+            None => e,
+        })?;
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
         headers.insert(

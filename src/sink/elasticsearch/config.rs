@@ -42,6 +42,11 @@ pub const OPTIONS: &[OptionDef] = &[
         doc: "PEM file of the CA that signed Elasticsearch's certificate, for `https://` URLs.",
     },
     OptionDef {
+        name: "elastic.https.ssl.ca.trusted.fingerprint",
+        default: None,
+        doc: "SHA-256 fingerprint of the CA that signed Elasticsearch's certificate (64 hexadecimal digits, colons allowed), for `https://` URLs, instead of its file: as Elasticsearch prints it when it first starts with security on. A server that sends that CA's certificate in its chain is verified against it alone (its certificate must still name the host). cdc-sink's own, after Beats' and Logstash's `ca_trusted_fingerprint`.",
+    },
+    OptionDef {
         name: "connection.compression",
         default: Some("false"),
         doc: "Gzip bulk request bodies.",
@@ -264,6 +269,8 @@ pub struct EsConfig {
     pub password: Option<String>,
     pub api_key: Option<String>,
     pub ca_location: Option<String>,
+    /// `elastic.https.ssl.ca.trusted.fingerprint`.
+    pub ca_fingerprint: Option<crate::tls::Fingerprint>,
     pub compression: bool,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
@@ -517,6 +524,12 @@ impl EsConfig {
             );
         }
 
+        let key = "elastic.https.ssl.ca.trusted.fingerprint";
+        let ca_fingerprint = o.get(key).and_then(|f| {
+            crate::tls::parse_fingerprint(f)
+                .map_err(|e| o.error(key, e))
+                .ok()
+        });
         let max_retries = o.get("max.retries").map(|_| o.parse("max.retries", 0u32));
         let ms = |key: &str, default: u64| Duration::from_millis(o.parse(key, default));
         EsConfig {
@@ -529,6 +542,7 @@ impl EsConfig {
             password: o.get("connection.password").map(String::from),
             api_key: o.get("connection.api.key").map(String::from),
             ca_location: o.get("elastic.https.ssl.ca.location").map(String::from),
+            ca_fingerprint,
             compression: o.bool("connection.compression", false),
             connect_timeout: ms("connection.timeout.ms", 1000),
             read_timeout: ms("read.timeout.ms", 3000),
