@@ -285,7 +285,7 @@ fn a_wrong_kafka_password_fails_the_task_naming_the_broker() {
 
 /// With no system trust store at all (as in a minimal container), a connector whose
 /// Elasticsearch is `http` writes, and one over `https` verifies its server by its CA file alone:
-/// the store is read at a first handshake, not when a client is built (src/tls.rs). One over
+/// the store is read at a first handshake, not when a client is built (src/tls/mod.rs). One over
 /// `https` without a CA file fails, naming the missing store.
 #[test]
 fn without_a_system_trust_store_http_writes_and_https_trusts_its_ca_file() {
@@ -397,9 +397,9 @@ fn https_trusts_the_ca_whose_fingerprint_is_given() {
     for (i, refused) in names.iter().enumerate().skip(1) {
         let trace = failed_trace(&w.rest_url(), refused);
         let why = if i < 3 {
-            "no certificate the server presented has the fingerprint of elastic.https.ssl.ca.trusted.fingerprint"
+            "no certificate the server presented after its own has the SHA-256 fingerprint of elastic.https.ssl.ca.trusted.fingerprint"
         } else {
-            "invalid peer certificate"
+            "does not verify against the CA of elastic.https.ssl.ca.trusted.fingerprint: invalid peer certificate: UnknownIssuer"
         };
         assert!(trace.contains(why), "{refused}: {trace}");
         assert_eq!(
@@ -420,7 +420,7 @@ fn https_trusts_the_ca_whose_fingerprint_is_given() {
 /// A trust store missing at the first `https` handshake is read again at the next one: an
 /// Elasticsearch over `https` trusted by the system's store alone (no CA file) is written to once
 /// the store appears, without a restart. The verifier is kept only once it could be built
-/// (src/tls.rs, `Deferred`).
+/// (src/tls/mod.rs, `Deferred`).
 #[test]
 fn a_trust_store_missing_at_the_first_handshake_is_read_again_at_the_next() {
     let password = format!("es-{}", fastrand::u64(..));

@@ -70,7 +70,8 @@ pub fn ca_fingerprint() -> String {
     text.trim().split_once('=').unwrap().1.to_string()
 }
 
-/// A key and a certificate for 127.0.0.1 that the test CA did not sign (self-signed), as
+/// A key and a certificate for 127.0.0.1 that the test CA did not sign (self-signed, not a
+/// CA's: a CA's webpki would refuse as a server's before looking for its issuer), as
 /// `TLS_SERVER_PEM` holds its own: the key, then the certificate.
 pub fn self_signed_pem() -> String {
     let dir = servers()
@@ -78,23 +79,20 @@ pub fn self_signed_pem() -> String {
         .join(format!("tls/self-{:08x}", fastrand::u32(..)));
     std::fs::create_dir_all(&dir).unwrap();
     let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
-    let status = std::process::Command::new("openssl")
+    let out = std::process::Command::new("openssl")
         .args([
             "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
         ])
-        .args([
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ])
+        .args(["-subj", "/CN=127.0.0.1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
         .arg(&cert)
         .output()
         .unwrap();
-    assert!(status.status.success(), "{status:?}");
+    assert!(out.status.success(), "{out:?}");
     let pem = std::fs::read_to_string(&key).unwrap() + &std::fs::read_to_string(&cert).unwrap();
     let path = dir.join("server.pem");
     std::fs::write(&path, pem).unwrap();

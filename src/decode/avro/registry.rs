@@ -74,7 +74,7 @@ pub fn shared(urls: &[String], user_info: Option<&str>) -> Result<Arc<Registry>,
     if urls.is_empty() {
         return Err("no schema registry URL".into());
     }
-    // The worker's one TLS set-up (src/tls.rs): reqwest has no TLS of its own here.
+    // The worker's one TLS set-up (src/tls/mod.rs): reqwest has no TLS of its own here.
     let tls = crate::tls::config(Default::default())?;
     let mut settings = Vec::with_capacity(urls.len());
     let mut shown = Vec::new();

@@ -9,7 +9,7 @@
 //! This was the official client's transport (`elasticsearch` crate), which is no more than
 //! that over its own reqwest client. It cannot be handed a TLS connector, so each client it
 //! built loaded the system's trust store again: 500 million instructions per task start under
-//! callgrind, 11% of a short end-to-end Avro run (src/tls.rs, docs/performance-log.md). Written
+//! callgrind, 11% of a short end-to-end Avro run (src/tls/mod.rs, docs/performance-log.md). Written
 //! here: the round robin over the URLs with its dead nodes, the Elastic Cloud ID's decoding and
 //! the gzip of a body.
 //!
@@ -18,7 +18,7 @@
 //! request, that and `read.timeout.ms` more for its response.
 //!
 //! What it trusts over `https` (the system's store, `elastic.https.ssl.ca.location`,
-//! `elastic.https.ssl.ca.trusted.fingerprint`) is src/tls.rs's.
+//! `elastic.https.ssl.ca.trusted.fingerprint`) is src/tls/'s to say.
 
 use std::io::Write as _;
 use std::sync::Mutex;

@@ -44,7 +44,7 @@ pub const OPTIONS: &[OptionDef] = &[
     OptionDef {
         name: "elastic.https.ssl.ca.trusted.fingerprint",
         default: None,
-        doc: "SHA-256 fingerprint of the CA that signed Elasticsearch's certificate (64 hexadecimal digits, colons allowed), for `https://` URLs, instead of its file: as Elasticsearch prints it when it first starts with security on. A server that sends that CA's certificate in its chain is verified against it alone (its certificate must still name the host). cdc-sink's own, after Beats' and Logstash's `ca_trusted_fingerprint`.",
+        doc: "SHA-256 fingerprint of the CA that signed Elasticsearch's certificate (64 hexadecimal digits, colons allowed), for `https://` URLs, instead of its file or beside it: as Elasticsearch prints it when it first starts with security on. A server that sends that CA's certificate after its own is verified against it alone (its certificate must still name the host). cdc-sink's own, after Beats' and Logstash's `ca_trusted_fingerprint`.",
     },
     OptionDef {
         name: "connection.compression",
@@ -526,7 +526,7 @@ impl EsConfig {
 
         let key = "elastic.https.ssl.ca.trusted.fingerprint";
         let ca_fingerprint = o.get(key).and_then(|f| {
-            crate::tls::parse_fingerprint(f)
+            crate::tls::Fingerprint::parse(f)
                 .map_err(|e| o.error(key, e))
                 .ok()
         });

@@ -1,14 +1,12 @@
-//! The TLS set-up the worker's HTTP clients share: one rustls configuration per CA file, built
-//! once per process, reading the system's trust store only when a first `https` server is met;
-//! and how they show a server's URL ([`without_credentials`]).
+//! The TLS set-up the worker's HTTP clients share: one rustls configuration per trust (a CA
+//! file, a CA's fingerprint), built once per process, reading the system's trust store only
+//! when a first `https` server is met; and how they show a server's URL ([`without_credentials`]).
 //!
 //! Servers are checked against the system's trust store (`rustls-platform-verifier`, which on
 //! Linux reads `SSL_CERT_FILE` and/or `SSL_CERT_DIR` when either is set, else the
 //! distribution's bundle and directory) and every certificate of a CA file besides
-//! (`elastic.https.ssl.ca.location`). Given a CA's SHA-256 fingerprint
-//! (`elastic.https.ssl.ca.trusted.fingerprint`), a server presenting that CA's certificate in its
-//! chain is checked against it alone, as Elastic's Beats and Logstash do with
-//! `ca_trusted_fingerprint` (see [`Fingerprint`]).
+//! (`elastic.https.ssl.ca.location`); a server presenting a CA whose fingerprint is given
+//! (`elastic.https.ssl.ca.trusted.fingerprint`), against that CA alone ([`fingerprint`]).
 //!
 //! That verifier reads the store when it is built, and reqwest builds a client's TLS set-up
 //! with the client, `https` URL or not. [`Deferred`] builds it at the first handshake instead:
@@ -21,8 +19,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use ::ring::digest::{SHA256, digest};
-use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -31,10 +27,10 @@ use rustls::{ClientConfig, DigitallySignedStruct, Error as TlsError, RootCertSto
 use rustls::{SignatureScheme, crypto::ring};
 use rustls_platform_verifier::Verifier;
 
-/// A CA certificate's SHA-256 fingerprint: the digest of its DER encoding, as
-/// `openssl x509 -fingerprint -sha256` prints it and as Elasticsearch prints its HTTP CA's when
-/// it first starts with security set up.
-pub type Fingerprint = [u8; 32];
+mod fingerprint;
+
+pub use fingerprint::Fingerprint;
+use fingerprint::Pinned;
 
 /// What a client trusts besides the system's store: every certificate of a CA file (a PEM
 /// file's content: one or more), and a CA presented in the server's chain whose fingerprint is
@@ -65,10 +61,7 @@ pub fn config(trust: Trust<'_>) -> Result<ClientConfig, String> {
     let provider = provider();
     let verifier = Deferred {
         extra,
-        pinned: trust.fingerprint.map(|fingerprint| Pinned {
-            fingerprint,
-            anchored: Mutex::default(),
-        }),
+        pinned: trust.fingerprint.map(Pinned::new),
         provider: provider.clone(),
         built: Mutex::default(),
     };
@@ -76,7 +69,8 @@ pub fn config(trust: Trust<'_>) -> Result<ClientConfig, String> {
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("cannot set up TLS: {e}"))?
         // `dangerous` only names the door to a verifier of one's own; this one verifies as
-        // rustls-platform-verifier does, with the same roots.
+        // rustls-platform-verifier does, with the same roots, or with rustls's own verifier and
+        // the CA of a fingerprint as its root.
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
@@ -106,25 +100,6 @@ pub fn without_credentials(u: &reqwest::Url) -> reqwest::Url {
 /// client of the worker is built from one.
 pub fn client_builder(trust: Trust<'_>) -> Result<reqwest::ClientBuilder, String> {
     Ok(reqwest::Client::builder().tls_backend_preconfigured(config(trust)?))
-}
-
-/// A fingerprint as a user copies it: 64 hexadecimal digits, in either case, pairs separated by
-/// colons or not (`openssl` prints `AB:CD:…`, Elasticsearch `abcd…`).
-pub fn parse_fingerprint(text: &str) -> Result<Fingerprint, String> {
-    let digits: Vec<u8> = text.trim().bytes().filter(|b| *b != b':').collect();
-    let hex = |b: u8| (b as char).to_digit(16);
-    if digits.len() != 64 || !digits.iter().all(|b| hex(*b).is_some()) {
-        return Err(format!(
-            "`{text}` is not a SHA-256 fingerprint: 64 hexadecimal digits, pairs separated by \
-             colons or not (what `openssl x509 -noout -fingerprint -sha256 -in ca.pem` prints after `=`)"
-        ));
-    }
-    let mut out = [0u8; 32];
-    for (o, pair) in out.iter_mut().zip(digits.chunks(2)) {
-        // Both digits checked above.
-        *o = (hex(pair[0]).unwrap_or(0) * 16 + hex(pair[1]).unwrap_or(0)) as u8;
-    }
-    Ok(out)
 }
 
 /// Makes [`provider`] the process's default. reqwest panics when it builds a client, `http` or
@@ -159,63 +134,17 @@ fn ca_certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
-/// rustls-platform-verifier's verifier, built at the first handshake (see the module's doc).
-/// Built once it could be; a store that could not be read (none yet, at a first handshake) is
-/// read again at the next handshake, not remembered as missing until a restart.
+/// The verifier of a trust: a server presenting the CA whose fingerprint is given is verified
+/// against it ([`Pinned`]); any other by rustls-platform-verifier's verifier, built at the first
+/// handshake (see the module's doc). Built once it could be; a store that could not be read
+/// (none yet, at a first handshake) is read again at the next handshake, not remembered as
+/// missing until a restart.
 #[derive(Debug)]
 struct Deferred {
     extra: Vec<CertificateDer<'static>>,
     pinned: Option<Pinned>,
     provider: Arc<CryptoProvider>,
     built: Mutex<Option<Arc<Verifier>>>,
-}
-
-/// A CA trusted by its fingerprint. When the server presents a certificate with that
-/// fingerprint, the chain is verified as any other (signatures, validity, the server's name),
-/// with that certificate as its only trust anchor; when it presents none, as if no fingerprint
-/// had been given. Elastic's Beats and Logstash trust `ca_trusted_fingerprint` so; pinning the
-/// server's own certificate instead (Elastic's Python client, `ssl_assert_fingerprint`) would
-/// skip the name check and break at each renewal of the node's certificate.
-#[derive(Debug)]
-struct Pinned {
-    fingerprint: Fingerprint,
-    /// The verifier of the last certificate found with the fingerprint (the same at each
-    /// handshake; kept to build its anchor once).
-    anchored: Mutex<Option<(Vec<u8>, Arc<WebPkiServerVerifier>)>>,
-}
-
-impl Pinned {
-    /// The verifier anchored at the certificate of `chain` with the fingerprint, if any.
-    fn verifier(
-        &self,
-        chain: &[&CertificateDer<'_>],
-        provider: &Arc<CryptoProvider>,
-    ) -> Result<Option<Arc<WebPkiServerVerifier>>, TlsError> {
-        let Some(ca) = chain
-            .iter()
-            .find(|c| digest(&SHA256, c.as_ref()).as_ref() == self.fingerprint)
-        else {
-            return Ok(None);
-        };
-        let mut anchored = self.anchored.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((der, v)) = &*anchored
-            && der.as_slice() == ca.as_ref()
-        {
-            return Ok(Some(v.clone()));
-        }
-        let mut roots = RootCertStore::empty();
-        roots.add(CertificateDer::from(ca.to_vec())).map_err(|e| {
-            TlsError::General(format!(
-                "the certificate with the fingerprint of elastic.https.ssl.ca.trusted.fingerprint \
-                 cannot be a trust anchor: {e}"
-            ))
-        })?;
-        let v = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .build()
-            .map_err(|e| TlsError::General(e.to_string()))?;
-        *anchored = Some((ca.to_vec(), v.clone()));
-        Ok(Some(v))
-    }
 }
 
 impl Deferred {
@@ -243,38 +172,25 @@ impl ServerCertVerifier for Deferred {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, TlsError> {
-        let Some(pinned) = &self.pinned else {
-            return self.get()?.verify_server_cert(
+        if let Some(pinned) = &self.pinned
+            && let Some(verified) = pinned.verify(
                 end_entity,
                 intermediates,
                 server_name,
                 ocsp_response,
                 now,
-            );
-        };
-        let chain: Vec<&CertificateDer<'_>> =
-            std::iter::once(end_entity).chain(intermediates).collect();
-        if let Some(v) = pinned.verifier(&chain, &self.provider)? {
-            return v.verify_server_cert(
-                end_entity,
-                intermediates,
-                server_name,
-                ocsp_response,
-                now,
-            );
+                &self.provider,
+            )
+        {
+            return verified;
         }
-        self.get()
-            .and_then(|v| {
-                v.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-            })
-            .map_err(|e| {
-                TlsError::General(format!(
-                    "no certificate the server presented has the fingerprint of \
-                     elastic.https.ssl.ca.trusted.fingerprint (the server must send its CA's \
-                     certificate in its chain, as Elasticsearch's own set-up does), and no other \
-                     trusted CA signed its certificate: {e}"
-                ))
-            })
+        let verified = self.get().and_then(|v| {
+            v.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        });
+        match &self.pinned {
+            Some(pinned) => verified.map_err(|e| pinned.refused(end_entity, intermediates, e)),
+            None => verified,
+        }
     }
 
     fn verify_tls12_signature(
@@ -322,29 +238,6 @@ mod tests {
         Trust {
             ca_pem: Some(p),
             fingerprint: None,
-        }
-    }
-
-    #[test]
-    fn a_fingerprint_is_read_as_openssl_and_elasticsearch_print_it() {
-        let elasticsearch = "5e8b3cb6b1d1a0bb7a6d2b4e6c1f0a9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b";
-        let openssl = "SHA256 Fingerprint=5E:8B:3C:B6:B1:D1:A0:BB:7A:6D:2B:4E:6C:1F:0A:9D:8E:7F:6A:5B:4C:3D:2E:1F:0A:9B:8C:7D:6E:5F:4A:3B";
-        let bytes = parse_fingerprint(elasticsearch).unwrap();
-        assert_eq!(bytes[0], 0x5e);
-        assert_eq!(bytes[31], 0x3b);
-        assert_eq!(
-            parse_fingerprint(openssl.trim_start_matches("SHA256 Fingerprint=")),
-            Ok(bytes)
-        );
-        assert_eq!(parse_fingerprint(&format!(" {elasticsearch}\n")), Ok(bytes));
-        for bad in [
-            &elasticsearch[2..],
-            &format!("{elasticsearch}00"),
-            &elasticsearch.replace('e', "g"),
-            openssl,
-        ] {
-            let e = parse_fingerprint(bad).unwrap_err();
-            assert!(e.contains("is not a SHA-256 fingerprint"), "{bad}: {e}");
         }
     }
 
