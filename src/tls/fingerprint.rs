@@ -15,9 +15,8 @@ use std::sync::{Arc, Mutex};
 
 use ::ring::digest::{SHA256, digest};
 use rustls::client::WebPkiServerVerifier;
-use rustls::client::danger::{ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::CertificateDer;
 use rustls::{Error as TlsError, RootCertStore};
 
 /// The option, as errors name it.
@@ -86,28 +85,25 @@ impl Pinned {
         }
     }
 
-    /// The chain verified against the certificate with the fingerprint among `intermediates`;
+    /// The verifier anchored at the certificate with the fingerprint among `intermediates`;
     /// `None` when none has it.
-    pub(super) fn verify(
+    pub(super) fn anchored_at(
         &self,
-        end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
         provider: &Arc<CryptoProvider>,
-    ) -> Option<Result<ServerCertVerified, TlsError>> {
+    ) -> Option<Result<Arc<WebPkiServerVerifier>, TlsError>> {
         let ca = intermediates
             .iter()
             .find(|c| Fingerprint::of(c.as_ref()) == self.fingerprint)?;
-        let verified = self.verifier(ca, provider).and_then(|v| {
-            v.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        });
-        Some(verified.map_err(|e| {
-            TlsError::General(format!(
-                "the server's certificate does not verify against the CA of {OPTION}: {e}"
-            ))
-        }))
+        Some(self.verifier(ca, provider))
+    }
+
+    /// The error of a chain that does not verify against the certificate with the
+    /// fingerprint: it names the option.
+    pub(super) fn unverified(e: TlsError) -> TlsError {
+        TlsError::General(format!(
+            "the server's certificate does not verify against the CA of {OPTION}: {e}"
+        ))
     }
 
     fn verifier(

@@ -172,24 +172,20 @@ impl ServerCertVerifier for Deferred {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, TlsError> {
-        if let Some(pinned) = &self.pinned
-            && let Some(verified) = pinned.verify(
-                end_entity,
-                intermediates,
-                server_name,
-                ocsp_response,
-                now,
-                &self.provider,
-            )
-        {
-            return verified;
-        }
-        let verified = self.get().and_then(|v| {
+        let check = |v: &dyn ServerCertVerifier| {
             v.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        });
-        match &self.pinned {
-            Some(pinned) => verified.map_err(|e| pinned.refused(end_entity, intermediates, e)),
-            None => verified,
+        };
+        let Some(pinned) = &self.pinned else {
+            return check(self.get()?.as_ref());
+        };
+        match pinned.anchored_at(intermediates, &self.provider) {
+            Some(anchored) => anchored
+                .and_then(|v| check(v.as_ref()))
+                .map_err(Pinned::unverified),
+            None => self
+                .get()
+                .and_then(|v| check(v.as_ref()))
+                .map_err(|e| pinned.refused(end_entity, intermediates, e)),
         }
     }
 
