@@ -17,10 +17,27 @@ use ::ring::digest::{SHA256, digest};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::CertificateDer;
-use rustls::{Error as TlsError, RootCertStore};
+use rustls::{Error as TlsError, OtherError, RootCertStore};
 
 /// The option, as errors name it.
 const OPTION: &str = "elastic.https.ssl.ca.trusted.fingerprint";
+
+/// A server refused under a fingerprint's trust: rustls carries it as `Error::Other` (shown as
+/// `other error: …`), and [`super::certificate_refused`] knows it by its type.
+#[derive(Debug)]
+pub struct Refusal(String);
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+fn refusal(message: String) -> TlsError {
+    TlsError::Other(OtherError(Arc::new(Refusal(message))))
+}
 
 /// A certificate's SHA-256 fingerprint: the digest of its DER encoding, as
 /// `openssl x509 -fingerprint -sha256` prints it and as Elasticsearch prints its HTTP CA's when
@@ -101,7 +118,7 @@ impl Pinned {
     /// The error of a chain that does not verify against the certificate with the
     /// fingerprint: it names the option.
     pub(super) fn unverified(e: TlsError) -> TlsError {
-        TlsError::General(format!(
+        refusal(format!(
             "the server's certificate does not verify against the CA of {OPTION}: {e}"
         ))
     }
@@ -145,7 +162,7 @@ impl Pinned {
             true => "none after it".to_string(),
             false => format!("after it {}", after.join(", ")),
         };
-        TlsError::General(format!(
+        refusal(format!(
             "no certificate the server presented after its own has the SHA-256 fingerprint of \
              {OPTION}, {} (it presented its own, {}, and {after}; Elasticsearch's own HTTPS \
              set-up sends its CA's after its own), and no other trusted CA signed its \

@@ -102,6 +102,39 @@ pub fn client_builder(trust: Trust<'_>) -> Result<reqwest::ClientBuilder, String
     Ok(reqwest::Client::builder().tls_backend_preconfigured(config(trust)?))
 }
 
+/// Whether `e` (a request's error, with its causes) is a server's certificate refused: not
+/// trusted, expired, not naming the host, or refused under a fingerprint's trust. Waiting
+/// does not change that, unlike a trust store not readable yet (at a first handshake, see
+/// [`Deferred`]), which is not one.
+pub fn certificate_refused(e: &(dyn std::error::Error + 'static)) -> bool {
+    let refused = |t: &TlsError| match t {
+        TlsError::InvalidCertificate(_) => true,
+        TlsError::Other(o) => o.0.is::<fingerprint::Refusal>(),
+        _ => false,
+    };
+    // rustls's errors reach the client wrapped in `io::Error`s (one in another), whose `source`
+    // skips what they wrap: unwrapped by hand.
+    fn unwrapped<'a>(mut c: &'a (dyn std::error::Error + 'static)) -> Option<&'a TlsError> {
+        loop {
+            match c
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+            {
+                Some(inner) => c = inner,
+                None => return c.downcast_ref::<TlsError>(),
+            }
+        }
+    }
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        if unwrapped(c).is_some_and(refused) {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
+}
+
 /// Makes [`provider`] the process's default. reqwest panics when it builds a client, `http` or
 /// not, with neither a configuration given ([`client_builder`]) nor a default provider; with
 /// one, such a client works, and reads the trust store as it is built. The worker's own clients
@@ -235,6 +268,22 @@ mod tests {
             ca_pem: Some(p),
             fingerprint: None,
         }
+    }
+
+    #[test]
+    fn a_refused_certificate_is_known_inside_the_errors_that_wrap_it() {
+        use std::io::{Error, ErrorKind};
+        let wrapped = |t: TlsError| Error::other(Error::new(ErrorKind::InvalidData, t));
+        let unknown = TlsError::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        assert!(certificate_refused(&wrapped(unknown.clone())));
+        assert!(certificate_refused(&unknown));
+        // A trust store not readable yet is retried: not a refusal.
+        let no_store = TlsError::General("No CA certificates were loaded from the system".into());
+        assert!(!certificate_refused(&wrapped(no_store)));
+        assert!(!certificate_refused(&Error::new(
+            ErrorKind::ConnectionRefused,
+            "refused"
+        )));
     }
 
     #[test]

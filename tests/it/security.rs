@@ -343,7 +343,8 @@ fn without_a_system_trust_store_http_writes_and_https_trusts_its_ca_file() {
 /// that CA's fingerprint alone (`elastic.https.ssl.ca.trusted.fingerprint`, no CA file, no system
 /// store). A wrong fingerprint, or a server that does not present the CA, fails the task naming
 /// the option; a server presenting the CA beside a certificate the CA did not sign fails it as
-/// an untrusted certificate. Nothing is committed for any of them.
+/// an untrusted certificate. Each fails at once, `max.retries` unset (retry without limit): a
+/// refused certificate is not retried. Nothing is committed for any of them.
 #[test]
 fn https_trusts_the_ca_whose_fingerprint_is_given() {
     let password = format!("es-{}", fastrand::u64(..));
@@ -368,7 +369,7 @@ fn https_trusts_the_ca_whose_fingerprint_is_given() {
         let topic = unique(&format!("it-fingerprint-{what}"));
         kafka::create_topic(&topic, 1);
         kafka::produce(&topic, &(0..10).map(record).collect::<Vec<_>>());
-        let mut config = es_connector(
+        let config = es_connector(
             &topic,
             url,
             &[
@@ -377,7 +378,6 @@ fn https_trusts_the_ca_whose_fingerprint_is_given() {
                 ("elastic.https.ssl.ca.trusted.fingerprint", print),
             ],
         );
-        config["max.retries"] = json!("1");
         files.push(connector_file(&topic, &config));
         names.push(topic);
     }
@@ -402,6 +402,10 @@ fn https_trusts_the_ca_whose_fingerprint_is_given() {
             "does not verify against the CA of elastic.https.ssl.ca.trusted.fingerprint: invalid peer certificate: UnknownIssuer"
         };
         assert!(trace.contains(why), "{refused}: {trace}");
+        assert!(
+            trace.contains("Elasticsearch's certificate was refused"),
+            "{refused}: {trace}"
+        );
         assert_eq!(
             kafka::committed(&format!("connect-{refused}"), refused, 1).get(&0),
             None,

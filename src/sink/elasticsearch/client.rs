@@ -98,6 +98,8 @@ pub struct TransportError {
     pub timed_out: bool,
     /// Not sent at all: the caller's `may_send` said no once the body was ready.
     pub not_sent: bool,
+    /// The node's certificate was refused (`tls::certificate_refused`): retrying will not help.
+    pub certificate_refused: bool,
 }
 
 /// An HTTP response: status, body, and the node that answered.
@@ -309,6 +311,7 @@ impl BulkClient {
                 message: "not sent".into(),
                 timed_out: false,
                 not_sent: true,
+                certificate_refused: false,
             });
         }
         let result = self.exchange(at, request, wait).await;
@@ -378,11 +381,12 @@ impl BulkClient {
     }
 
     /// An error of no response, naming the nodes.
-    fn fail(&self, e: &dyn std::error::Error, timed_out: bool) -> TransportError {
+    fn fail(&self, e: &(dyn std::error::Error + 'static), timed_out: bool) -> TransportError {
         TransportError {
             message: format!("{}: {}", self.urls, error_chain(e)),
             timed_out,
             not_sent: false,
+            certificate_refused: crate::tls::certificate_refused(e),
         }
     }
 
@@ -445,6 +449,7 @@ impl BulkClient {
                         ),
                         timed_out: false,
                         not_sent: false,
+                        certificate_refused: false,
                     }
                 } else {
                     self.fail(&e, e.is_timeout())
@@ -465,6 +470,7 @@ impl BulkClient {
                 ),
                 timed_out: true,
                 not_sent: false,
+                certificate_refused: false,
             }),
         }
     }

@@ -653,6 +653,13 @@ async fn write(shared: &Shared, batch: Sealed) -> Result<Written, SinkError> {
         }
         let mut blocked = false;
         let problem: String = match result {
+            Err(e) if e.certificate_refused => {
+                // As wrong credentials: not the record's fault, and no wait mends it.
+                return Err(SinkError::Fatal(format!(
+                    "Elasticsearch's certificate was refused: {}",
+                    e.message
+                )));
+            }
             Err(e) => {
                 if e.timed_out {
                     let _ = shared
