@@ -22,8 +22,8 @@ use rustls::{Error as TlsError, OtherError, RootCertStore};
 /// The option, as errors name it.
 const OPTION: &str = "elastic.https.ssl.ca.trusted.fingerprint";
 
-/// A server refused under a fingerprint's trust: rustls carries it as `Error::Other` (shown as
-/// `other error: …`), and [`super::certificate_refused`] knows it by its type.
+/// A server refused for good under a fingerprint's trust: rustls carries it as `Error::Other`
+/// (shown as `other error: …`), and [`super::certificate_refused`] knows it by its type.
 #[derive(Debug)]
 pub struct Refusal(String);
 
@@ -35,8 +35,13 @@ impl fmt::Display for Refusal {
 
 impl std::error::Error for Refusal {}
 
-fn refusal(message: String) -> TlsError {
-    TlsError::Other(OtherError(Arc::new(Refusal(message))))
+/// `message` about `cause`: a [`Refusal`] when `cause` refuses for good, else a plain error,
+/// retried as `cause` would have been (an expired certificate, a store not readable yet).
+fn refusal(message: String, cause: &TlsError) -> TlsError {
+    match super::refuses(cause) {
+        true => TlsError::Other(OtherError(Arc::new(Refusal(message)))),
+        false => TlsError::General(message),
+    }
 }
 
 /// A certificate's SHA-256 fingerprint: the digest of its DER encoding, as
@@ -118,9 +123,10 @@ impl Pinned {
     /// The error of a chain that does not verify against the certificate with the
     /// fingerprint: it names the option.
     pub(super) fn unverified(e: TlsError) -> TlsError {
-        refusal(format!(
-            "the server's certificate does not verify against the CA of {OPTION}: {e}"
-        ))
+        refusal(
+            format!("the server's certificate does not verify against the CA of {OPTION}: {e}"),
+            &e,
+        )
     }
 
     fn verifier(
@@ -146,8 +152,9 @@ impl Pinned {
     }
 
     /// The error when the server presented no certificate with the fingerprint and the other
-    /// trusted CAs refused it too (`e`): it names the option and every fingerprint presented,
-    /// to compare with the one given.
+    /// trust (the system's store, a CA file) did not verify it either (`e`, a store not
+    /// readable too): it names the option and every fingerprint presented, to compare with the
+    /// one given.
     pub(super) fn refused(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -162,14 +169,14 @@ impl Pinned {
             true => "none after it".to_string(),
             false => format!("after it {}", after.join(", ")),
         };
-        refusal(format!(
+        let message = format!(
             "no certificate the server presented after its own has the SHA-256 fingerprint of \
              {OPTION}, {} (it presented its own, {}, and {after}; Elasticsearch's own HTTPS \
-             set-up sends its CA's after its own), and no other trusted CA signed its \
-             certificate: {e}",
+             set-up sends its CA's after its own), and the other trust did not verify it: {e}",
             self.fingerprint,
             Fingerprint::of(end_entity.as_ref()),
-        ))
+        );
+        refusal(message, &e)
     }
 }
 
@@ -196,6 +203,28 @@ mod tests {
             let e = Fingerprint::parse(bad).unwrap_err();
             assert!(e.contains("is not a SHA-256 fingerprint"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn a_refusal_under_a_fingerprint_is_for_good_only_when_its_cause_is() {
+        let pinned = Pinned::new(Fingerprint([7; 32]));
+        let own = CertificateDer::from(vec![1, 2, 3]);
+        let refused = |cause: TlsError| {
+            let e = pinned.refused(&own, &[], cause);
+            let shown = e.to_string();
+            assert!(shown.contains(OPTION), "{shown}");
+            super::super::certificate_refused(&e)
+        };
+        let unknown = TlsError::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        assert!(refused(unknown.clone()));
+        assert!(Pinned::unverified(unknown).to_string().contains(OPTION));
+        // No store to check it against, yet: retried, as without a fingerprint.
+        assert!(!refused(TlsError::General(
+            "No CA certificates were loaded".into()
+        )));
+        assert!(!refused(TlsError::InvalidCertificate(
+            rustls::CertificateError::Expired
+        )));
     }
 
     #[test]

@@ -103,15 +103,11 @@ pub fn client_builder(trust: Trust<'_>) -> Result<reqwest::ClientBuilder, String
 }
 
 /// Whether `e` (a request's error, with its causes) is a server's certificate refused: not
-/// trusted, expired, not naming the host, or refused under a fingerprint's trust. Waiting
-/// does not change that, unlike a trust store not readable yet (at a first handshake, see
-/// [`Deferred`]), which is not one.
+/// trusted, not naming the host, or refused under a fingerprint's trust. Waiting does not mend
+/// that; it may mend a certificate expired or not valid yet (a renewal Elasticsearch reloads, a
+/// clock set right) and a trust store not readable yet (at a first handshake, see
+/// [`Deferred`]), which are not refusals.
 pub fn certificate_refused(e: &(dyn std::error::Error + 'static)) -> bool {
-    let refused = |t: &TlsError| match t {
-        TlsError::InvalidCertificate(_) => true,
-        TlsError::Other(o) => o.0.is::<fingerprint::Refusal>(),
-        _ => false,
-    };
     // rustls's errors reach the client wrapped in `io::Error`s (one in another), whose `source`
     // skips what they wrap: unwrapped by hand.
     fn unwrapped<'a>(mut c: &'a (dyn std::error::Error + 'static)) -> Option<&'a TlsError> {
@@ -127,12 +123,25 @@ pub fn certificate_refused(e: &(dyn std::error::Error + 'static)) -> bool {
     }
     let mut cur = Some(e);
     while let Some(c) = cur {
-        if unwrapped(c).is_some_and(refused) {
+        if unwrapped(c).is_some_and(refuses) {
             return true;
         }
         cur = c.source();
     }
     false
+}
+
+/// Whether rustls's `e` refuses a certificate for good (see [`certificate_refused`]).
+fn refuses(e: &TlsError) -> bool {
+    use rustls::CertificateError as C;
+    match e {
+        TlsError::InvalidCertificate(
+            C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. },
+        ) => false,
+        TlsError::InvalidCertificate(_) => true,
+        TlsError::Other(o) => o.0.is::<fingerprint::Refusal>(),
+        _ => false,
+    }
 }
 
 /// Makes [`provider`] the process's default. reqwest panics when it builds a client, `http` or
@@ -277,9 +286,13 @@ mod tests {
         let unknown = TlsError::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
         assert!(certificate_refused(&wrapped(unknown.clone())));
         assert!(certificate_refused(&unknown));
-        // A trust store not readable yet is retried: not a refusal.
+        // A trust store not readable yet, or a certificate expired, is retried: not a refusal.
         let no_store = TlsError::General("No CA certificates were loaded from the system".into());
         assert!(!certificate_refused(&wrapped(no_store)));
+        let expired = TlsError::InvalidCertificate(rustls::CertificateError::Expired);
+        assert!(!certificate_refused(&wrapped(expired)));
+        let other = TlsError::Other(rustls::OtherError(Arc::new(std::fmt::Error)));
+        assert!(!certificate_refused(&wrapped(other)));
         assert!(!certificate_refused(&Error::new(
             ErrorKind::ConnectionRefused,
             "refused"

@@ -340,28 +340,33 @@ fn without_a_system_trust_store_http_writes_and_https_trusts_its_ca_file() {
 }
 
 /// An Elasticsearch over `https` that presents its CA's certificate in its chain is trusted by
-/// that CA's fingerprint alone (`elastic.https.ssl.ca.trusted.fingerprint`, no CA file, no system
-/// store). A wrong fingerprint, or a server that does not present the CA, fails the task naming
-/// the option; a server presenting the CA beside a certificate the CA did not sign fails it as
-/// an untrusted certificate. Each fails at once, `max.retries` unset (retry without limit): a
-/// refused certificate is not retried. Nothing is committed for any of them.
+/// that CA's fingerprint alone (`elastic.https.ssl.ca.trusted.fingerprint`: no CA file, and a
+/// system store holding only a certificate that signed nothing here). A wrong fingerprint, or a
+/// server that does not present the CA, fails the task naming the option; a server presenting
+/// the CA beside a certificate the CA did not sign fails it as an untrusted certificate. Each
+/// fails at once, `max.retries` unset (retry without limit): a refused certificate is not
+/// retried. Nothing is committed for any of them. Of two nodes, one refused and one trusted,
+/// the trusted one takes every write: one node's refusal does not stop the sink.
 #[test]
 fn https_trusts_the_ca_whose_fingerprint_is_given() {
     let password = format!("es-{}", fastrand::u64(..));
     let auth = || Auth::Basic("elastic".into(), password.clone());
     let own = read_env(&servers().dir, "kafka.env", "TLS_SERVER_PEM");
+    let foreign = self_signed_pem();
     let presenting = SecureProxy::start_presenting(auth(), &own, true);
     let alone = SecureProxy::start(auth());
-    let unsigned = SecureProxy::start_presenting(auth(), &self_signed_pem(), true);
+    let unsigned = SecureProxy::start_presenting(auth(), &foreign, true);
     let fingerprint = ca_fingerprint();
     let mut wrong = fingerprint.clone();
     // The last digit changed.
     let last = wrong.pop().unwrap();
     wrong.push(if last == '0' { '1' } else { '0' });
+    let two_nodes = format!("{},{}", unsigned.url, presenting.url);
     let mut files = Vec::new();
     let mut names = Vec::new();
     for (what, url, print) in [
         ("right", &presenting.url, &fingerprint),
+        ("two-nodes", &two_nodes, &fingerprint),
         ("wrong", &presenting.url, &wrong),
         ("not-presented", &alone.url, &fingerprint),
         ("unsigned", &unsigned.url, &fingerprint),
@@ -381,22 +386,35 @@ fn https_trusts_the_ca_whose_fingerprint_is_given() {
         files.push(connector_file(&topic, &config));
         names.push(topic);
     }
-    let no_store = [
-        ("SSL_CERT_FILE", "/nonexistent/cert.pem"),
+    // A store that loads and trusts nothing here: a missing one is retried, not a refusal.
+    let store = std::path::Path::new(&foreign).with_file_name("cert.pem");
+    let store = [
+        ("SSL_CERT_FILE", store.to_str().unwrap()),
         ("SSL_CERT_DIR", "/nonexistent"),
     ];
-    let mut w = Worker::start_with(&files.iter().collect::<Vec<_>>(), &no_store);
-    let right = &names[0];
-    wait_until(Duration::from_secs(90), "every offset committed", || {
-        (kafka::committed(&format!("connect-{right}"), right, 1) == BTreeMap::from([(0, 10)]))
+    let mut w = Worker::start_with(&files.iter().collect::<Vec<_>>(), &store);
+    for written in &names[..2] {
+        wait_until(Duration::from_secs(90), "every offset committed", || {
+            (kafka::committed(&format!("connect-{written}"), written, 1)
+                == BTreeMap::from([(0, 10)]))
             .then_some(())
-    });
-    let docs = es::sources(right);
-    assert_eq!(docs.len(), 10, "{docs:?}");
-    assert_eq!(docs["3"]["name"], "n3");
-    for (i, refused) in names.iter().enumerate().skip(1) {
+        });
+        let docs = es::sources(written);
+        assert_eq!(docs.len(), 10, "{written}: {docs:?}");
+        assert_eq!(docs["3"]["name"], "n3", "{written}");
+    }
+    // The two-node connector's task is still running, the refusing node left out.
+    let status = rest::call(
+        &w.rest_url(),
+        "GET",
+        &format!("/connectors/{}/status", names[1]),
+        None,
+    )
+    .1;
+    assert_eq!(status["tasks"][0]["state"], "RUNNING", "{status}");
+    for (i, refused) in names.iter().enumerate().skip(2) {
         let trace = failed_trace(&w.rest_url(), refused);
-        let why = if i < 3 {
+        let why = if i < 4 {
             "no certificate the server presented after its own has the SHA-256 fingerprint of elastic.https.ssl.ca.trusted.fingerprint"
         } else {
             "does not verify against the CA of elastic.https.ssl.ca.trusted.fingerprint: invalid peer certificate: UnknownIssuer"

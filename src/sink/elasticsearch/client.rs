@@ -48,6 +48,8 @@ pub struct BulkClient {
     turn: AtomicUsize,
     /// Each node's failures in a row, and until when it is left out (`None`: it answers).
     dead: Mutex<Vec<Option<Dead>>>,
+    /// Whether each node refused its certificate at its last request.
+    refused: Mutex<Vec<bool>>,
     /// Gzip request bodies (`connection.compression`).
     compression: bool,
     /// The configured URLs, for messages when no single node can be named.
@@ -243,10 +245,12 @@ impl BulkClient {
                 .join(","),
         };
         let dead = Mutex::new(vec![None; nodes.len()]);
+        let refused = Mutex::new(vec![false; nodes.len()]);
         Ok(BulkClient {
             http,
             nodes,
             turn: AtomicUsize::new(0),
+            refused,
             dead,
             compression: cfg.compression,
             urls,
@@ -316,7 +320,22 @@ impl BulkClient {
         }
         let result = self.exchange(at, request, wait).await;
         self.mark(at, result.is_ok(), Instant::now());
-        result
+        let refused = matches!(&result, Err(e) if e.certificate_refused);
+        let by_every_node = self.refused_by_every_node(at, refused);
+        result.map_err(|e| TransportError {
+            certificate_refused: by_every_node,
+            ..e
+        })
+    }
+
+    /// Records whether node `at` refused its certificate at its last request; whether every
+    /// node did at its own last. A node whose certificate is refused while another answers is
+    /// only left out ([`Self::mark`]), as the Java client leaves out a host whose handshake
+    /// failed: one node's renewal gone wrong does not stop the sink.
+    fn refused_by_every_node(&self, at: usize, refused: bool) -> bool {
+        let mut r = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        r[at] = refused;
+        r.iter().all(|x| *x)
     }
 
     /// The node whose turn it is among those not left out ([`Dead`]), the turns going round

@@ -656,7 +656,7 @@ async fn write(shared: &Shared, batch: Sealed) -> Result<Written, SinkError> {
             Err(e) if e.certificate_refused => {
                 // As wrong credentials: not the record's fault, and no wait mends it.
                 return Err(SinkError::Fatal(format!(
-                    "Elasticsearch's certificate was refused: {}",
+                    "Elasticsearch's certificate was refused (every node's, at its last request): {}",
                     e.message
                 )));
             }
