@@ -22,6 +22,22 @@ DRUID_VERSION=33.0.0
 DRUID_LIB="$CACHE/druid-$DRUID_VERSION/lib"
 DRUID_EXTENSIONS="$CACHE/druid-$DRUID_VERSION/extensions"
 
+# spawn NAME COMMAND...: COMMAND in the background in a process group of its own (ended with
+# `kill -- -PID`), its output in $logs/NAME (the caller's directory).
+spawn() {
+  local name="$1"; shift
+  set -m
+  ( "$@" < /dev/null > "$logs/$name" 2>&1 ) &
+  set +m
+}
+# finish NAME PID: waits for a spawned job, prints its output, and returns its exit code.
+finish() {
+  local rc=0
+  wait "$2" || rc=$?
+  cat "$logs/$1"
+  return $rc
+}
+
 say() { printf '\033[1m[cdc-sink]\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31m[cdc-sink] %s\033[0m\n' "$*" >&2; exit 1; }
 

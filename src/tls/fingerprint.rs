@@ -25,7 +25,7 @@ const OPTION: &str = "elastic.https.ssl.ca.trusted.fingerprint";
 /// A server refused for good under a fingerprint's trust: rustls carries it as `Error::Other`
 /// (shown as `other error: …`), and [`super::certificate_refused`] knows it by its type.
 #[derive(Debug)]
-pub struct Refusal(String);
+pub(super) struct Refusal(String);
 
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -51,7 +51,7 @@ fn refusal(message: String, cause: &TlsError) -> TlsError {
 pub struct Fingerprint([u8; 32]);
 
 impl Fingerprint {
-    pub fn of(der: &[u8]) -> Fingerprint {
+    fn of(der: &[u8]) -> Fingerprint {
         let mut out = [0; 32];
         out.copy_from_slice(digest(&SHA256, der).as_ref());
         Fingerprint(out)

@@ -93,7 +93,7 @@ impl Dead {
 }
 
 /// A request that got no HTTP response.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct TransportError {
     pub message: String,
     /// No response within the time allowed (the request may still be executing).
@@ -313,9 +313,8 @@ impl BulkClient {
         if may_send.is_some_and(|may| !may()) {
             return Err(TransportError {
                 message: "not sent".into(),
-                timed_out: false,
                 not_sent: true,
-                certificate_refused: false,
+                ..Default::default()
             });
         }
         let result = self.exchange(at, request, wait).await;
@@ -404,8 +403,8 @@ impl BulkClient {
         TransportError {
             message: format!("{}: {}", self.urls, error_chain(e)),
             timed_out,
-            not_sent: false,
             certificate_refused: crate::tls::certificate_refused(e),
+            ..Default::default()
         }
     }
 
@@ -466,9 +465,7 @@ impl BulkClient {
                             self.connect_timeout.as_millis(),
                             error_chain(&e)
                         ),
-                        timed_out: false,
-                        not_sent: false,
-                        certificate_refused: false,
+                        ..Default::default()
                     }
                 } else {
                     self.fail(&e, e.is_timeout())
@@ -488,8 +485,7 @@ impl BulkClient {
                     wait.as_millis()
                 ),
                 timed_out: true,
-                not_sent: false,
-                certificate_refused: false,
+                ..Default::default()
             }),
         }
     }
