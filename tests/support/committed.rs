@@ -53,11 +53,7 @@ pub fn watch(topic: &str, index: &str, partitions: i32, group: &str, log: &[Logg
         while !s.load(Ordering::Relaxed) && violations.is_empty() {
             let committed = kafka::committed(&group, &topic, partitions);
             if !committed.is_empty() {
-                let docs: BTreeMap<String, u64> = es::documents(&index)
-                    .into_iter()
-                    .map(|(id, (v, _))| (id, v))
-                    .collect();
-                violations = check(&log, &committed, &docs);
+                violations = check(&log, &committed, &es::versions(&index));
                 samples += 1;
             }
             thread::sleep(Duration::from_millis(300));
@@ -110,10 +106,7 @@ pub fn check(
 
 /// Asserts that every document of `index` has exactly the version `expected` says.
 pub fn assert_versions(index: &str, expected: &BTreeMap<String, u64>) {
-    let got: BTreeMap<String, u64> = es::documents(index)
-        .into_iter()
-        .map(|(id, (v, _))| (id, v))
-        .collect();
+    let got = es::versions(index);
     let wrong: Vec<String> = expected
         .iter()
         .filter(|(id, v)| got.get(*id) != Some(v))

@@ -10,6 +10,22 @@ use super::servers::servers;
 
 /// Every document of `index`: id → (`_version`, `_source`). Empty when the index is absent.
 pub fn documents(index: &str) -> BTreeMap<String, (u64, Value)> {
+    scan(index, true)
+}
+
+/// Every document's `_version` only: id → version, without `_source`. The watchers and version
+/// checks poll whole indices every few hundred milliseconds, and fetching each source (for
+/// Elasticsearch) and parsing it (for the test, in a debug build) only to drop it had been much
+/// of both processes' CPU in those tests.
+pub fn versions(index: &str) -> BTreeMap<String, u64> {
+    scan(index, false)
+        .into_iter()
+        .map(|(id, (v, _))| (id, v))
+        .collect()
+}
+
+/// One scroll over `index` (refreshed first), with each document's source or `null`.
+fn scan(index: &str, with_source: bool) -> BTreeMap<String, (u64, Value)> {
     let c = client();
     let base = &servers().es;
     let r = c.post(format!("{base}/{index}/_refresh")).send().unwrap();
@@ -19,23 +35,25 @@ pub fn documents(index: &str) -> BTreeMap<String, (u64, Value)> {
     let mut out = BTreeMap::new();
     let mut resp: Value = c
         .post(format!("{base}/{index}/_search?scroll=1m"))
-        .json(&json!({"size": 5000, "version": true, "query": {"match_all": {}}}))
+        .json(
+            &json!({"size": 5000, "version": true, "_source": with_source,
+            "query": {"match_all": {}}}),
+        )
         .send()
         .unwrap()
         .json()
         .unwrap();
     loop {
-        let hits = resp["hits"]["hits"]
-            .as_array()
-            .cloned()
-            .unwrap_or_else(|| panic!("search failed: {resp}"));
+        let Value::Array(hits) = resp["hits"]["hits"].take() else {
+            panic!("search failed: {resp}");
+        };
         if hits.is_empty() {
             break;
         }
-        for h in &hits {
+        for mut h in hits {
             out.insert(
                 h["_id"].as_str().unwrap().to_string(),
-                (h["_version"].as_u64().unwrap_or(0), h["_source"].clone()),
+                (h["_version"].as_u64().unwrap_or(0), h["_source"].take()),
             );
         }
         let scroll_id = resp["_scroll_id"].clone();

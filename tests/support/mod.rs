@@ -111,12 +111,20 @@ pub fn wait_converged(
     let start = Instant::now();
     let end = kafka::end_offsets(topic, partitions);
     loop {
-        let docs = es::sources(index);
+        // The offsets first, and the whole index only once they are all committed (or time is
+        // up): reading every document every half second kept Elasticsearch and this process
+        // busy for the minutes a worker may take to get there.
         let committed = kafka::committed(group, topic, partitions);
+        let timed_out = start.elapsed() > timeout;
+        if committed != end && !timed_out {
+            std::thread::sleep(Duration::from_millis(500));
+            continue;
+        }
+        let docs = es::sources(index);
         if &docs == expected && committed == end {
             return;
         }
-        if start.elapsed() > timeout {
+        if timed_out {
             let missing: Vec<&String> = expected
                 .keys()
                 .filter(|k| !docs.contains_key(*k))
