@@ -112,8 +112,8 @@ pub fn wait_converged(
     let end = kafka::end_offsets(topic, partitions);
     loop {
         // The offsets first, and the whole index only once they are all committed (or time is
-        // up): reading every document every half second kept Elasticsearch and this process
-        // busy for the minutes a worker may take to get there.
+        // up): before that the index cannot be complete, and reading all of it every half second
+        // was work for Elasticsearch and this process for nothing.
         let committed = kafka::committed(group, topic, partitions);
         let timed_out = start.elapsed() > timeout;
         if committed != end && !timed_out {
