@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crate::support::committed::{self, assert_versions};
 use crate::support::history::{self, History, Options};
 use crate::support::kafka;
+use crate::support::proxy::{Faults, Proxy};
 use crate::support::worker::{Worker, connector_file};
 use crate::support::{es_connector, servers, unique, wait_converged};
 
@@ -35,7 +36,7 @@ fn wait_progress(group: &str, topic: &str, before: i64, total: usize, timeout: D
     }
 }
 
-fn setup(seed: u64) -> (History, String, String, std::path::PathBuf) {
+fn setup(seed: u64, es_url: &str) -> (History, String, String, std::path::PathBuf) {
     let h = history::generate(seed, &Options::default());
     let topic = unique("it-crash");
     kafka::create_topic(&topic, 4);
@@ -44,7 +45,7 @@ fn setup(seed: u64) -> (History, String, String, std::path::PathBuf) {
         &name,
         &es_connector(
             &topic,
-            &servers().es,
+            es_url,
             &[("behavior.on.null.values", "delete"), ("batch.size", "500")],
         ),
     );
@@ -53,7 +54,18 @@ fn setup(seed: u64) -> (History, String, String, std::path::PathBuf) {
 
 #[test]
 fn sigkill_at_random_moments_loses_nothing_and_never_commits_ahead_of_the_index() {
-    let (h, topic, name, file) = setup(21);
+    // Every request of the worker's held 200 ms on its way to Elasticsearch, so that writes are
+    // in flight for a while: a worker that committed offsets ahead of its writes is then seen
+    // doing so, and loses records when killed. (Without the delay its writes landed within
+    // milliseconds of the commit, and such a worker passed this test in 6 runs of 6, and
+    // only `faults::failing_and_unreachable…` caught it.)
+    let proxy = Proxy::start(&servers().es);
+    proxy.set_faults(Faults {
+        slow: 100,
+        slow_ms: 200,
+        ..Faults::default()
+    });
+    let (h, topic, name, file) = setup(21, &proxy.url);
     let group = format!("connect-{name}");
     let producer = kafka::produce_slowly(
         topic.clone(),
@@ -99,7 +111,7 @@ fn sigkill_at_random_moments_loses_nothing_and_never_commits_ahead_of_the_index(
 
 #[test]
 fn two_workers_share_partitions_and_survive_a_clean_stop_and_a_kill() {
-    let (h, topic, name, file) = setup(22);
+    let (h, topic, name, file) = setup(22, &servers().es);
     let producer = kafka::produce_slowly(
         topic.clone(),
         h.records.clone(),
