@@ -351,7 +351,10 @@ impl<'r> Encoder<'r> {
 
     pub fn record(&mut self, subject: &str, json_record: &str) -> Vec<u8> {
         let v: WithSchema = serde_json::from_str(json_record).unwrap();
-        let by_schema = self.cache.entry(subject.to_string()).or_default();
+        if !self.cache.contains_key(subject) {
+            self.cache.insert(subject.to_string(), Default::default());
+        }
+        let by_schema = self.cache.get_mut(subject).unwrap();
         if !by_schema.contains_key(v.schema.get()) {
             let mut avro_schema = schema(&serde_json::from_str(v.schema.get()).unwrap());
             if self.next_version {
