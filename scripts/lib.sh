@@ -98,6 +98,19 @@ install_build_deps() {
   command -v cargo >/dev/null || die "cargo not found: install Rust from https://rustup.rs"
 }
 
+# debug_c_flags: the debug builds' C flags, for scripts/test and scripts/demo alike (so that
+# neither rebuilds the other's dependencies). librdkafka's C, and the C++ wrapper rdkafka-sys
+# builds beside it, compiled without optimisation or debug symbols: its build (mklove) compiles
+# with `-g -O2` whatever Cargo's profile, and took 102 of the tests' build's 377 CPU-s (its `make`
+# 51 s on two cores); with these flags, added after its own, 36 CPU-s, and that build 199 -> 171 s.
+# The tests had spent 0.7% of their CPU in librdkafka's code at -O2 (perf over the integration
+# tests but the live ones). Release builds (the benchmarks', users') keep `-O2`. The `cc` crate
+# reads CFLAGS too, so a build by hand with other CFLAGS runs the C dependencies' build scripts
+# again (ring, zstd, mimalloc, then librdkafka's with those CFLAGS) and rebuilds what uses them.
+debug_c_flags() {
+  export CFLAGS="${CFLAGS--O0 -g0}" CXXFLAGS="${CXXFLAGS--O0 -g0}"
+}
+
 install_java_maven() {
   command -v java >/dev/null && command -v mvn >/dev/null && return 0
   apt_install openjdk-17-jdk-headless maven
