@@ -359,12 +359,13 @@ make_tls() {
 # start_kafka DIR: a single KRaft node on free loopback ports; writes DIR/kafka.env. Besides the
 # PLAINTEXT listener it has a SASL_SSL one (SCRAM-SHA-512 over TLS, a certificate of a throwaway
 # CA in DIR/tls) with one user, for the secured-connection tests.
-# No time retention (`log.retention.ms=-1`): the tests' records carry fixed timestamps years in
-# the past, and Kafka's retention counts from a record's timestamp, so its check (30 s after the
-# start, then every 5 min) deleted whatever such records a topic held at that moment, the
-# active segment's too. A test reading a dead-letter topic back then found its first nine copies
-# gone; with checks every second, that test failed four runs of five, and none with this. The
-# demo's broker, started here too, keeps its (current) records for good as well.
+# No time retention (`log.retention.ms=-1`): the dead-letter tests' records carry fixed Kafka
+# timestamps from 2023 (a copy keeps its record's, and they compare them), and Kafka's retention
+# counts from a record's timestamp, so its check (30 s after the start, then every 5 min) deleted
+# whatever such records a topic held at that moment, the active segment's too. A test reading a
+# dead-letter topic back then found its first nine copies gone; with checks every second, that
+# test failed four runs of five, and none with this. The demo's broker, started here too, keeps
+# its (current) records for good as well.
 start_kafka() {
   local dir="$1/kafka"; mkdir -p "$dir"
   local port ctl sport; port=$(free_port); ctl=$(free_port); sport=$(free_port)
