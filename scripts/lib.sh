@@ -364,8 +364,8 @@ make_tls() {
 # counts from a record's timestamp, so its check (30 s after the start, then every 5 min) deleted
 # whatever such records a topic held at that moment, the active segment's too. A test reading a
 # dead-letter topic back then found its first nine copies gone; with checks every second, that
-# test failed four runs of five, and none with this. The demo's broker, started here too, keeps
-# its (current) records for good as well.
+# test failed four runs of five, and none of three with this. The demo's broker, started here
+# too, keeps its (current) records for good as well.
 start_kafka() {
   local dir="$1/kafka"; mkdir -p "$dir"
   local port ctl sport; port=$(free_port); ctl=$(free_port); sport=$(free_port)
