@@ -729,6 +729,18 @@ fn record_1_written_and_committed(topic: &str, group: &str) {
 #[test]
 fn a_revocation_while_writes_are_held_after_a_stall_gives_them_up_without_waiting_the_flush_timeout()
  {
+    // As in the stop test below: a run where the process stood still past its session tested
+    // nothing, and is tried again on new names.
+    for attempt in 1..=3 {
+        if held_revocation(attempt) {
+            return;
+        }
+    }
+    panic!("the session expired during the stop in all three attempts");
+}
+
+/// One run of the test above; false if the process stood still past its session.
+fn held_revocation(attempt: u32) -> bool {
     use std::sync::Arc;
     use std::sync::atomic::AtomicBool;
     let topic = unique("it-held-revoked");
@@ -764,12 +776,25 @@ fn a_revocation_while_writes_are_held_after_a_stall_gives_them_up_without_waitin
     signal(&w, "-CONT");
     let woke = Instant::now();
     // The give-up, well before flush.timeout.ms (30 s) would have run out.
-    crate::support::wait_until(Duration::from_secs(15), "the held writes given up", || {
-        w.log_text()
-            .contains("writes of revoked partitions held since the process stood still")
-            .then_some(())
-    });
+    let revoked =
+        crate::support::wait_until(Duration::from_secs(15), "the held writes given up", || {
+            let log = w.log_text();
+            if log.contains("writes of revoked partitions held since the process stood still") {
+                Some(true)
+            } else {
+                (longest_stall_ms(&log) >= PAST_THE_SESSION_MS && log.contains("partitions lost"))
+                    .then_some(false)
+            }
+        });
     let given_up = woke.elapsed();
+    if !revoked {
+        let still = longest_stall_ms(&w.log_text());
+        eprintln!("attempt {attempt}: the process stood still {still} ms, past its session");
+        leave.store(true, Ordering::SeqCst);
+        member.join().unwrap();
+        assert!(w.stop().success());
+        return false;
+    }
     assert!(
         !w.log_text().contains("lost=true"),
         "the partition was lost, not revoked: {}",
@@ -793,6 +818,7 @@ fn a_revocation_while_writes_are_held_after_a_stall_gives_them_up_without_waitin
     record_1_written_and_committed(&topic, &group);
     eprintln!("held writes given up {given_up:?} after waking");
     assert!(w.stop().success());
+    true
 }
 
 /// A stop asked for while writes are held after a stall (SIGTERM within the hold) gives them
@@ -801,6 +827,20 @@ fn a_revocation_while_writes_are_held_after_a_stall_gives_them_up_without_waitin
 /// and the next start writes it.
 #[test]
 fn a_stop_while_writes_are_held_after_a_stall_gives_them_up_without_waiting_the_flush_timeout() {
+    // A loaded machine can keep the process still for longer than asked (2.9 s for 1.8 s once,
+    // in a suite run): past the 3 s session, the task takes the "partitions lost" path, which
+    // is right but not what is tested here. Such a run is tried again, on new names.
+    for attempt in 1..=3 {
+        if held_stop(attempt) {
+            return;
+        }
+    }
+    panic!("the session expired during the stop in all three attempts");
+}
+
+/// One run of the test above; false if the process stood still past its session (the run
+/// tested nothing, and is to be tried again).
+fn held_stop(attempt: u32) -> bool {
     use crate::support::es_connector;
     use crate::support::worker::connector_file;
     let topic = unique("it-held-stop");
@@ -826,6 +866,11 @@ fn a_stop_while_writes_are_held_after_a_stall_gives_them_up_without_waiting_the_
     assert!(status.success(), "{}", w.log_tail(40));
     let log = w.log_text();
     assert!(log.contains("the process did not run for"), "no stall seen");
+    let still = longest_stall_ms(&log);
+    if still >= PAST_THE_SESSION_MS && log.contains("partitions lost") {
+        eprintln!("attempt {attempt}: the process stood still {still} ms, past its session");
+        return false;
+    }
     assert!(
         log.contains("given up as the task ends"),
         "the held writes were not given up: {}",
@@ -845,6 +890,20 @@ fn a_stop_while_writes_are_held_after_a_stall_gives_them_up_without_waiting_the_
     record_1_written_and_committed(&topic, &group);
     eprintln!("stopped {took:?} after waking");
     assert!(w.stop().success());
+    true
+}
+
+/// A stop at least this long (ms) can outlast the tests' 3 s session: the last heartbeat may
+/// have gone out up to one 0.5 s heartbeat interval before the stop.
+const PAST_THE_SESSION_MS: u64 = 2500;
+
+/// The longest time the worker's log says the process did not run, in ms.
+fn longest_stall_ms(log: &str) -> u64 {
+    log.split("the process did not run for ")
+        .skip(1)
+        .filter_map(|rest| rest.split(' ').next()?.parse().ok())
+        .max()
+        .unwrap_or(0)
 }
 
 /// What the task relies on above, on the sink alone: once `abandon` returns, a write that was
