@@ -221,6 +221,11 @@ start_mariadb() {
 
 # start_connect DIR: a Kafka Connect worker with the Debezium connectors, on the Kafka of DIR;
 # writes DIR/connect.env. Connector configs may use ${env:VAR} (EnvVarConfigProvider).
+# Plugins are found by their ServiceLoader manifests only (`plugin.discovery=service_load`),
+# not by scanning every class of every jar as well (the default, `hybrid_warn`): the worker was
+# ready in 2.9 s instead of 6.0-6.5 s, with 3 CPU-s instead of 7. Debezium's connectors and
+# transforms and Kafka's own plugins all have manifests (`/connector-plugins` lists the same
+# connectors either way); a plugin added to DEBEZIUM_PLUGINS without one would not be found.
 start_connect() {
   local dir="$1/connect"; mkdir -p "$dir"
   local kafka; kafka="$(sed -n 's/^KAFKA_BOOTSTRAP=//p' "$1/kafka.env")"
@@ -245,6 +250,7 @@ listeners=http://127.0.0.1:$port
 rest.advertised.host.name=127.0.0.1
 rest.advertised.port=$port
 plugin.path=$DEBEZIUM_PLUGINS
+plugin.discovery=service_load
 config.providers=env
 config.providers.env.class=org.apache.kafka.common.config.provider.EnvVarConfigProvider
 EOF
