@@ -295,6 +295,113 @@ fn a_restart_between_a_delete_and_its_tombstone_never_loses_the_recreated_row() 
     assert!(w.stop().success());
 }
 
+/// A delete event is remembered for its tombstone within the assignment it was read in. Here
+/// the partition moves to another member between a delete and its tombstone, that member writes
+/// the row created again and commits, and the partition comes back: the next delete event of
+/// the row cannot be read (tolerated, `errors.tolerance=all`; as one compacted away), so the
+/// tombstone after it has no delete event before it in this assignment. It must delete the row,
+/// unversioned; taking the first delete's version, it was answered 409 below the re-created
+/// row's version and counted as written while the row stayed.
+#[test]
+fn a_tombstone_never_takes_the_version_of_a_delete_read_before_its_partition_moved() {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+    let topic = unique("it-del-moved");
+    kafka::create_topic(&topic, 1);
+    let name = unique("it-del-moved");
+    let group = format!("connect-{name}");
+    let file = connector_file(
+        &name,
+        &es_connector(
+            &topic,
+            &servers().es,
+            &[
+                ("behavior.on.null.values", "delete"),
+                ("errors.tolerance", "all"),
+                ("batch.size", "1"),
+            ],
+        ),
+    );
+    kafka::produce(
+        &topic,
+        &[
+            change(0, 7, "c", 1000, None, Some(row(7, "first"))),
+            change(0, 7, "d", 2000, Some(row(7, "first")), None),
+        ],
+    );
+    let w = Worker::start(&file);
+    // The delete written, its offset held until its tombstone is handled.
+    es::wait_documents(&topic, &BTreeMap::new(), Duration::from_secs(60), "deleted");
+    let start = Instant::now();
+    while kafka::committed(&group, &topic, 1) != BTreeMap::from([(0, 1)]) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "not committed at the delete: {:?}",
+            kafka::committed(&group, &topic, 1)
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    // Another member, first in the range assignor's order of member ids (the worker's start
+    // with `connector-consumer-`), takes the partition.
+    let other: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &servers().kafka)
+        .set("group.id", &group)
+        .set("client.id", "a-next-owner")
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "6000")
+        .create()
+        .expect("consumer");
+    other.subscribe(&[&topic]).expect("subscribe");
+    let start = Instant::now();
+    while other.assignment().map_or(0, |a| a.count()) == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the partition was never given to the other member"
+        );
+        let _ = other.poll(Duration::from_millis(200));
+    }
+    let unreadable_delete = Rec {
+        partition: 0,
+        key: Some(json!({"id": 7}).to_string()),
+        value: Some("{not json".into()),
+    };
+    kafka::produce(
+        &topic,
+        &[
+            tombstone(0, 7),
+            change(0, 7, "c", 3000, None, Some(row(7, "again"))),
+            unreadable_delete,
+            tombstone(0, 7),
+        ],
+    );
+    // The other member's work: offsets 1-3, the row created again at its version.
+    es::put_versioned(&topic, "7", &row(7, "again"), version(3000));
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&topic, 0, Offset::Offset(4))
+        .unwrap();
+    other.commit(&tpl, CommitMode::Sync).expect("committing");
+    drop(other);
+    // The partition back: the unreadable delete skipped, the tombstone deletes the row.
+    let end = kafka::end_offsets(&topic, 1);
+    assert_eq!(end, BTreeMap::from([(0, 6)]));
+    let start = Instant::now();
+    while kafka::committed(&group, &topic, 1) != end {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "not committed to the end: {:?}",
+            kafka::committed(&group, &topic, 1)
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    es::wait_documents(
+        &topic,
+        &BTreeMap::new(),
+        Duration::from_secs(10),
+        "the row deleted by the last tombstone",
+    );
+    assert!(w.stop().success());
+}
+
 /// A tombstone whose delete event the task never read (a compacted topic, where compaction
 /// left only the tombstone) is an unversioned delete; so is every delete with
 /// `version.source=none`. Elasticsearch does not create an index for an unversioned delete and

@@ -118,6 +118,24 @@ pub fn put_document(index: &str, id: &str, doc: &Value) {
     );
 }
 
+/// Writes document `id` of `index` at `version` (`version_type=external_gte`), as the sink
+/// writes one.
+pub fn put_versioned(index: &str, id: &str, doc: &Value, version: u64) {
+    let resp = client()
+        .put(format!(
+            "{}/{index}/_doc/{id}?refresh=true&version={version}&version_type=external_gte",
+            servers().es
+        ))
+        .json(doc)
+        .send()
+        .expect("PUT document");
+    assert!(
+        resp.status().is_success(),
+        "writing {index}/{id} at version {version}: {}",
+        resp.text().unwrap_or_default()
+    );
+}
+
 /// Creates `index` with `body` (settings, mappings).
 pub fn create_index(index: &str, body: &Value) {
     let resp = client()

@@ -12,6 +12,15 @@
 //! restart never begins between a delete and its tombstone: the delete is always read again
 //! first. What is remembered per partition is one entry, so memory is bounded by the number of
 //! assigned partitions.
+//!
+//! A delete is remembered within the assignment of its partition it was read in (its ack's
+//! epoch). The sink outlives rebalances: a partition revoked between a delete and its tombstone
+//! has both read again by its next owner (the commit held at the delete), and may come back to
+//! this task much later, with its log compacted meanwhile. A tombstone read then, of a later
+//! delete of the same document that compaction took away, would have deleted at the old
+//! delete's version, been answered 409 below the re-created document's version and counted as
+//! written, leaving a deleted row in the index. Of another assignment, it is an unversioned
+//! delete, as any tombstone whose delete event this task did not read.
 
 use std::sync::Arc;
 
@@ -25,6 +34,8 @@ pub struct Deleted {
 #[derive(Debug)]
 struct Entry {
     id: String,
+    /// The assignment of the partition the delete was read in (its ack's epoch).
+    assignment: u32,
     deleted: Deleted,
 }
 
@@ -36,9 +47,20 @@ pub struct RecentDeletes {
 }
 
 impl RecentDeletes {
-    /// A delete event of document `id` was read from (`topic`, `partition`).
-    pub fn deleted(&mut self, topic: &str, partition: i32, id: String, deleted: Deleted) {
-        let entry = Entry { id, deleted };
+    /// A delete event of document `id` was read from (`topic`, `partition`) in `assignment`.
+    pub fn deleted(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        assignment: u32,
+        id: String,
+        deleted: Deleted,
+    ) {
+        let entry = Entry {
+            id,
+            assignment,
+            deleted,
+        };
         match self.last.get_mut(topic) {
             Some(parts) => {
                 parts.insert(partition, entry);
@@ -51,12 +73,22 @@ impl RecentDeletes {
         }
     }
 
-    /// The delete event that the tombstone of `id` read from (`topic`, `partition`) follows, if
-    /// it was read in this task; consumed.
-    pub fn tombstone(&mut self, topic: &str, partition: i32, id: &str) -> Option<Deleted> {
+    /// The delete event that the tombstone of `id` read from (`topic`, `partition`) in
+    /// `assignment` follows, if this task read it in the same assignment; consumed. One of the
+    /// same document read in an earlier assignment is dropped.
+    pub fn tombstone(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        assignment: u32,
+        id: &str,
+    ) -> Option<Deleted> {
         let parts = self.last.get_mut(topic)?;
         match parts.get(&partition) {
-            Some(e) if e.id == id => parts.remove(&partition).map(|e| e.deleted),
+            Some(e) if e.id == id => parts
+                .remove(&partition)
+                .filter(|e| e.assignment == assignment)
+                .map(|e| e.deleted),
             _ => None,
         }
     }
@@ -85,20 +117,33 @@ mod tests {
     #[test]
     fn a_tombstone_takes_the_version_of_its_delete_event() {
         let mut r = RecentDeletes::default();
-        r.deleted("t", 0, "7".into(), d(40));
-        assert_eq!(r.tombstone("t", 1, "7"), None, "another partition");
-        assert_eq!(r.tombstone("t", 0, "8"), None, "another document");
-        assert_eq!(r.tombstone("t", 0, "7"), Some(d(40)));
-        assert_eq!(r.tombstone("t", 0, "7"), None, "used once");
+        r.deleted("t", 0, 1, "7".into(), d(40));
+        assert_eq!(r.tombstone("t", 1, 1, "7"), None, "another partition");
+        assert_eq!(r.tombstone("t", 0, 1, "8"), None, "another document");
+        assert_eq!(r.tombstone("t", 0, 1, "7"), Some(d(40)));
+        assert_eq!(r.tombstone("t", 0, 1, "7"), None, "used once");
+    }
+
+    #[test]
+    fn a_delete_read_in_an_earlier_assignment_is_never_taken() {
+        let mut r = RecentDeletes::default();
+        r.deleted("t", 0, 1, "7".into(), d(40));
+        assert_eq!(
+            r.tombstone("t", 0, 2, "7"),
+            None,
+            "revoked, then assigned again"
+        );
+        assert_eq!(r.tombstone("t", 0, 1, "7"), None, "dropped");
+        assert!(r.is_empty());
     }
 
     #[test]
     fn memory_is_one_entry_per_partition() {
         let mut r = RecentDeletes::default();
         for i in 0..1000 {
-            r.deleted("t", i % 4, i.to_string(), d(i as u64));
+            r.deleted("t", i % 4, 1, i.to_string(), d(i as u64));
         }
         assert_eq!(r.len(), 4);
-        assert_eq!(r.tombstone("t", 3, "999"), Some(d(999)));
+        assert_eq!(r.tombstone("t", 3, 1, "999"), Some(d(999)));
     }
 }

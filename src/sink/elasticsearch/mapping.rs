@@ -245,13 +245,24 @@ impl Mapper {
         self.tombstones_delete() && matches!(rec.value, Value::Change(ev) if ev.op == Op::Delete)
     }
 
-    /// Maps one record. An error names what is wrong with the record (the caller adds where
-    /// it is).
+    /// Maps one record of a single pass over the records (one assignment of each partition:
+    /// [`Mapper::map_assigned`]).
     pub fn map<'a>(&mut self, rec: &SinkRecord<'a>) -> Result<Mapped<'a>, String> {
+        self.map_assigned(rec, 0)
+    }
+
+    /// Maps one record, read in `assignment` of its partition (its ack's epoch: a delete event
+    /// is remembered for its tombstone within one assignment, `deletes`). An error names what
+    /// is wrong with the record (the caller adds where it is).
+    pub fn map_assigned<'a>(
+        &mut self,
+        rec: &SinkRecord<'a>,
+        assignment: u32,
+    ) -> Result<Mapped<'a>, String> {
         match rec.value {
             Value::Skipped(s) => Ok(Mapped::Skip(s.name())),
             Value::Tombstone if self.cfg.drop_tombstones => Ok(Mapped::Skip("tombstone")),
-            Value::Tombstone => self.tombstone(rec),
+            Value::Tombstone => self.tombstone(rec, assignment),
             Value::Change(ev) => match ev.op {
                 Op::Read | Op::Create | Op::Update => {
                     let after = ev.after.as_ref().ok_or("change without an `after` image")?;
@@ -271,7 +282,7 @@ impl Mapper {
                         kind: ActionKind::Index(doc),
                     }))
                 }
-                Op::Delete => self.delete(rec, ev),
+                Op::Delete => self.delete(rec, ev, assignment),
                 Op::Truncate => Ok(Mapped::Skip("truncate")),
                 Op::Message => Ok(Mapped::Skip("message")),
             },
@@ -282,6 +293,7 @@ impl Mapper {
         &mut self,
         rec: &SinkRecord<'a>,
         ev: &'a ChangeEvent,
+        assignment: u32,
     ) -> Result<Mapped<'a>, String> {
         let on_delete = self.cfg.on_delete;
         let remember = self.tombstones_delete();
@@ -325,8 +337,13 @@ impl Mapper {
                 index: index.clone(),
                 version,
             };
-            self.deletes
-                .deleted(rec.kafka_topic, rec.partition, id.clone(), deleted);
+            self.deletes.deleted(
+                rec.kafka_topic,
+                rec.partition,
+                assignment,
+                id.clone(),
+                deleted,
+            );
         }
         Ok(match kind {
             Some(kind) => Mapped::Write(BulkAction {
@@ -341,15 +358,23 @@ impl Mapper {
 
     /// Debezium's tombstone (a null value after a delete event), by `behavior.on.null.values`.
     /// A delete takes the index and version of the delete event it follows; one whose delete
-    /// event was not read by this task (a compacted topic) is unversioned.
-    fn tombstone<'a>(&mut self, rec: &SinkRecord<'a>) -> Result<Mapped<'a>, String> {
+    /// event was not read by this task in the same assignment (a compacted topic) is
+    /// unversioned.
+    fn tombstone<'a>(
+        &mut self,
+        rec: &SinkRecord<'a>,
+        assignment: u32,
+    ) -> Result<Mapped<'a>, String> {
         match self.cfg.on_null {
             OnNull::Ignore => Ok(Mapped::Skip("tombstone")),
             OnNull::Fail => Err("null value (tombstone) and behavior.on.null.values=fail".into()),
             OnNull::Delete => {
                 let id = self.id(rec, None)?;
                 let (index, version) =
-                    match self.deletes.tombstone(rec.kafka_topic, rec.partition, &id) {
+                    match self
+                        .deletes
+                        .tombstone(rec.kafka_topic, rec.partition, assignment, &id)
+                    {
                         Some(d) => (d.index, d.version),
                         None => (self.index(rec, None)?, None),
                     };

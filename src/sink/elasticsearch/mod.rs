@@ -387,7 +387,7 @@ impl Sink for ElasticsearchSink {
                 "the sink gave up its writes and takes no more".into(),
             ));
         }
-        let action = match self.mapper.map(&rec) {
+        let action = match self.mapper.map_assigned(&rec, ack.epoch) {
             Ok(Mapped::Write(a)) => a,
             Ok(Mapped::Skip(why)) => return Ok(Outcome::Skipped(why)),
             Err(e) => {
