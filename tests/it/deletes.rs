@@ -304,8 +304,9 @@ fn a_restart_between_a_delete_and_its_tombstone_never_loses_the_recreated_row() 
 /// row's version and counted as written while the row stayed.
 #[test]
 fn a_tombstone_never_takes_the_version_of_a_delete_read_before_its_partition_moved() {
-    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
-    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+    use crate::support::wait_until;
+    use rdkafka::consumer::{CommitMode, Consumer as _};
+    use rdkafka::{Offset, TopicPartitionList};
     let topic = unique("it-del-moved");
     kafka::create_topic(&topic, 1);
     let name = unique("it-del-moved");
@@ -332,34 +333,14 @@ fn a_tombstone_never_takes_the_version_of_a_delete_read_before_its_partition_mov
     let w = Worker::start(&file);
     // The delete written, its offset held until its tombstone is handled.
     es::wait_documents(&topic, &BTreeMap::new(), Duration::from_secs(60), "deleted");
-    let start = Instant::now();
-    while kafka::committed(&group, &topic, 1) != BTreeMap::from([(0, 1)]) {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "not committed at the delete: {:?}",
-            kafka::committed(&group, &topic, 1)
-        );
-        thread::sleep(Duration::from_millis(200));
-    }
+    let held = BTreeMap::from([(0, 1)]);
+    wait_until(Duration::from_secs(60), "committed at the delete", || {
+        (kafka::committed(&group, &topic, 1) == held).then_some(())
+    });
     // Another member, first in the range assignor's order of member ids (the worker's start
     // with `connector-consumer-`), takes the partition.
-    let other: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &servers().kafka)
-        .set("group.id", &group)
-        .set("client.id", "a-next-owner")
-        .set("enable.auto.commit", "false")
-        .set("session.timeout.ms", "6000")
-        .create()
-        .expect("consumer");
-    other.subscribe(&[&topic]).expect("subscribe");
-    let start = Instant::now();
-    while other.assignment().map_or(0, |a| a.count()) == 0 {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "the partition was never given to the other member"
-        );
-        let _ = other.poll(Duration::from_millis(200));
-    }
+    let other = kafka::member_as(&group, &topic, 6000, "a-next-owner");
+    kafka::wait_assigned(&other);
     let unreadable_delete = Rec {
         partition: 0,
         key: Some(json!({"id": 7}).to_string()),
@@ -384,15 +365,9 @@ fn a_tombstone_never_takes_the_version_of_a_delete_read_before_its_partition_mov
     // The partition back: the unreadable delete skipped, the tombstone deletes the row.
     let end = kafka::end_offsets(&topic, 1);
     assert_eq!(end, BTreeMap::from([(0, 6)]));
-    let start = Instant::now();
-    while kafka::committed(&group, &topic, 1) != end {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "not committed to the end: {:?}",
-            kafka::committed(&group, &topic, 1)
-        );
-        thread::sleep(Duration::from_millis(200));
-    }
+    wait_until(Duration::from_secs(60), "committed to the end", || {
+        (kafka::committed(&group, &topic, 1) == end).then_some(())
+    });
     es::wait_documents(
         &topic,
         &BTreeMap::new(),

@@ -573,14 +573,7 @@ fn take_over(group: &str, topic: &str, offset: i64, write: impl FnOnce()) {
     use rdkafka::consumer::{CommitMode, Consumer as _};
     use rdkafka::{Offset, TopicPartitionList};
     let other = kafka::member(group, topic, 3000);
-    let start = Instant::now();
-    while other.assignment().map_or(0, |a| a.count()) == 0 {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "the partition was never given to the other member"
-        );
-        let _ = other.poll(Duration::from_millis(200));
-    }
+    kafka::wait_assigned(&other);
     write();
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, 0, Offset::Offset(offset))

@@ -548,14 +548,33 @@ pub fn add_partitions(topic: &str, total: usize) {
 /// A member of consumer group `group` subscribed to `topic`, committing only when told, its
 /// session ending `session_ms` after its last heartbeat.
 pub fn member(group: &str, topic: &str, session_ms: u32) -> BaseConsumer {
+    member_as(group, topic, session_ms, "rdkafka")
+}
+
+/// The same, with client id `client_id`: its member id starts with it, and the range assignor
+/// gives partitions in the order of member ids.
+pub fn member_as(group: &str, topic: &str, session_ms: u32, client_id: &str) -> BaseConsumer {
     let c: BaseConsumer = config()
         .set("group.id", group)
+        .set("client.id", client_id)
         .set("enable.auto.commit", "false")
         .set("session.timeout.ms", session_ms.to_string())
         .create()
         .expect("consumer");
     c.subscribe(&[topic]).expect("subscribe");
     c
+}
+
+/// Polls `member` until the group has given it a partition (60 s at most).
+pub fn wait_assigned(member: &BaseConsumer) {
+    let start = Instant::now();
+    while member.assignment().map_or(0, |a| a.count()) == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the group never gave the member a partition"
+        );
+        let _ = member.poll(Duration::from_millis(200));
+    }
 }
 
 /// A member of consumer group `group` on `topic`, assigning partitions with `strategy`, that
