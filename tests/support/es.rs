@@ -106,32 +106,29 @@ pub fn wait_documents(
 
 /// Writes document `id` of `index` (unversioned), as another writer would.
 pub fn put_document(index: &str, id: &str, doc: &Value) {
-    let resp = client()
-        .put(format!("{}/{index}/_doc/{id}?refresh=true", servers().es))
-        .json(doc)
-        .send()
-        .expect("PUT document");
-    assert!(
-        resp.status().is_success(),
-        "writing {index}/{id}: {}",
-        resp.text().unwrap_or_default()
-    );
+    put(index, id, doc, "refresh=true");
 }
 
 /// Writes document `id` of `index` at `version` (`version_type=external_gte`), as the sink
 /// writes one.
 pub fn put_versioned(index: &str, id: &str, doc: &Value, version: u64) {
+    put(
+        index,
+        id,
+        doc,
+        &format!("refresh=true&version={version}&version_type=external_gte"),
+    );
+}
+
+fn put(index: &str, id: &str, doc: &Value, query: &str) {
     let resp = client()
-        .put(format!(
-            "{}/{index}/_doc/{id}?refresh=true&version={version}&version_type=external_gte",
-            servers().es
-        ))
+        .put(format!("{}/{index}/_doc/{id}?{query}", servers().es))
         .json(doc)
         .send()
         .expect("PUT document");
     assert!(
         resp.status().is_success(),
-        "writing {index}/{id} at version {version}: {}",
+        "writing {index}/{id} ({query}): {}",
         resp.text().unwrap_or_default()
     );
 }
