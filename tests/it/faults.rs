@@ -724,12 +724,7 @@ fn a_revocation_while_writes_are_held_after_a_stall_gives_them_up_without_waitin
  {
     // As in the stop test below: a run where the process stood still past its session tested
     // nothing, and is tried again on new names.
-    for attempt in 1..=3 {
-        if held_revocation(attempt) {
-            return;
-        }
-    }
-    panic!("the session expired during the stop in all three attempts");
+    tried_until_the_session_holds(held_revocation);
 }
 
 /// One run of the test above; false if the process stood still past its session.
@@ -775,13 +770,12 @@ fn held_revocation(attempt: u32) -> bool {
             if log.contains("writes of revoked partitions held since the process stood still") {
                 Some(true)
             } else {
-                (longest_stall_ms(&log) >= PAST_THE_SESSION_MS && log.contains("partitions lost"))
-                    .then_some(false)
+                stood_past_the_session(&log).map(|_| false)
             }
         });
     let given_up = woke.elapsed();
     if !revoked {
-        let still = longest_stall_ms(&w.log_text());
+        let still = stood_past_the_session(&w.log_text()).unwrap_or_default();
         eprintln!("attempt {attempt}: the process stood still {still} ms, past its session");
         leave.store(true, Ordering::SeqCst);
         member.join().unwrap();
@@ -823,12 +817,7 @@ fn a_stop_while_writes_are_held_after_a_stall_gives_them_up_without_waiting_the_
     // A loaded machine can keep the process still for longer than asked (2.9 s for 1.8 s once,
     // in a suite run): past the 3 s session, the task takes the "partitions lost" path, which
     // is right but not what is tested here. Such a run is tried again, on new names.
-    for attempt in 1..=3 {
-        if held_stop(attempt) {
-            return;
-        }
-    }
-    panic!("the session expired during the stop in all three attempts");
+    tried_until_the_session_holds(held_stop);
 }
 
 /// One run of the test above; false if the process stood still past its session (the run
@@ -859,8 +848,7 @@ fn held_stop(attempt: u32) -> bool {
     assert!(status.success(), "{}", w.log_tail(40));
     let log = w.log_text();
     assert!(log.contains("the process did not run for"), "no stall seen");
-    let still = longest_stall_ms(&log);
-    if still >= PAST_THE_SESSION_MS && log.contains("partitions lost") {
+    if let Some(still) = stood_past_the_session(&log) {
         eprintln!("attempt {attempt}: the process stood still {still} ms, past its session");
         return false;
     }
@@ -886,17 +874,24 @@ fn held_stop(attempt: u32) -> bool {
     true
 }
 
-/// A stop at least this long (ms) can outlast the tests' 3 s session: the last heartbeat may
-/// have gone out up to one 0.5 s heartbeat interval before the stop.
-const PAST_THE_SESSION_MS: u64 = 2500;
+/// Runs `run` (given its attempt's number) until it returns true, up to three times: false
+/// is a run where the process stood still past its session (`stood_past_the_session`).
+fn tried_until_the_session_holds(run: fn(u32) -> bool) {
+    if !(1..=3).any(run) {
+        panic!("the session expired during the stop in all three attempts");
+    }
+}
 
-/// The longest time the worker's log says the process did not run, in ms.
-fn longest_stall_ms(log: &str) -> u64 {
-    log.split("the process did not run for ")
+/// How long (ms) the worker's log says the process stood still, if that was long enough to
+/// outlast the tests' 3 s session (2.5 s: the last heartbeat may have gone out up to one 0.5 s
+/// heartbeat interval before the stop) and the task then found its partitions lost.
+fn stood_past_the_session(log: &str) -> Option<u64> {
+    let longest = log
+        .split("the process did not run for ")
         .skip(1)
         .filter_map(|rest| rest.split(' ').next()?.parse().ok())
-        .max()
-        .unwrap_or(0)
+        .max()?;
+    (longest >= 2500 && log.contains("partitions lost")).then_some(longest)
 }
 
 /// What the task relies on above, on the sink alone: once `abandon` returns, a write that was

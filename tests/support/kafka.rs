@@ -567,14 +567,14 @@ pub fn member_as(group: &str, topic: &str, session_ms: u32, client_id: &str) -> 
 
 /// Polls `member` until the group has given it a partition (60 s at most).
 pub fn wait_assigned(member: &BaseConsumer) {
-    let start = Instant::now();
-    while member.assignment().map_or(0, |a| a.count()) == 0 {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "the group never gave the member a partition"
-        );
-        let _ = member.poll(Duration::from_millis(200));
-    }
+    super::wait_until(
+        Duration::from_secs(60),
+        "a partition given to the member",
+        || {
+            let _ = member.poll(Duration::from_millis(200));
+            (member.assignment().map_or(0, |a| a.count()) > 0).then_some(())
+        },
+    );
 }
 
 /// A member of consumer group `group` on `topic`, assigning partitions with `strategy`, that
