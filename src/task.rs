@@ -327,6 +327,33 @@ impl From<SinkError> for End {
     }
 }
 
+/// Closes the task, whose consumer is about to close: that close revokes the partitions, and
+/// the revocation must not drain again. The sink and the dead-letter producer end here, on the
+/// task's thread; the consumer's close may go on after the task has ended (`source::close`),
+/// and the revocation it serves touches neither.
+fn let_go(mut st: MutexGuard<'_, State>) {
+    st.closed = true;
+    st.metrics.forget_all();
+    let sink = std::mem::replace(&mut st.sink, Box::new(crate::sink::Ended));
+    let dlq = st.dlq.take();
+    drop(st);
+    drop(sink);
+    drop(dlq);
+}
+
+/// What a task unwinding from a panic (a bug) does before its consumer is dropped. Dropping
+/// the consumer closes it, and the close leaves the group: the partitions go to their next
+/// owner at once. Writes of them still retrying (Elasticsearch answering 429 or 503) must not
+/// land after that owner's, so they are given up first, and a bulk request already sent is
+/// waited for, as when partitions are lost (`Sink::abandon`); then the sink is dropped, and
+/// nothing of the task writes any more. Nothing is committed: the failure is not the records'.
+fn ended_by_panic(handler: &Handler) {
+    let mut st = handler.lock();
+    let what = st.sink.abandon();
+    error!(task = %handler.label, "the task is ending on a panic, before its consumer closes: {what}");
+    let_go(st);
+}
+
 /// Calls its closure when dropped while the thread unwinds from a panic.
 struct OnUnwind<F: FnMut()>(F);
 
@@ -991,7 +1018,7 @@ fn run(
     // the consumer's close runs the revocation callback, whose drain and commit would pass a
     // record polled and never tracked (a panic while decoding it). Dropped before `consumer`,
     // declared after it.
-    let closed_on_panic = OnUnwind(|| handler.lock().closed = true);
+    let closed_on_panic = OnUnwind(|| ended_by_panic(handler));
     let mut decoder = Decoder::new(spec)?;
     let commit_every = Duration::from_millis(settings.worker.offset_flush_interval_ms);
     let mut last_commit = Instant::now();
@@ -1314,17 +1341,7 @@ fn run(
     if st.offsets.in_flight() > 0 && outcome.is_ok() {
         warn!(task = %label, records = st.offsets.in_flight(), "stopped with unwritten records; they will be read again");
     }
-    // Closing the consumer revokes the partitions: that revocation must not drain again.
-    st.closed = true;
-    st.metrics.forget_all();
-    // The sink and the dead-letter producer end here, on the task's thread. The consumer's
-    // close may go on after the task has ended (`source::close`); the revocation it serves
-    // touches neither.
-    let sink = std::mem::replace(&mut st.sink, Box::new(crate::sink::Ended));
-    let dlq = st.dlq.take();
-    drop(st);
-    drop(sink);
-    drop(dlq);
+    let_go(st);
     drop(closed_on_panic);
     source::close::close(
         consumer,
@@ -1751,27 +1768,98 @@ mod tests {
         )
     }
 
+    /// A sink that says what is done to it, in `order`.
+    struct Watched(Arc<Mutex<Vec<&'static str>>>);
+
+    impl Sink for Watched {
+        fn put(&mut self, _: SinkRecord<'_>, _: Ack) -> Result<Outcome, SinkError> {
+            Ok(Outcome::Skipped("watched"))
+        }
+        fn poll(&mut self, _: Duration) -> Result<Vec<Ack>, SinkError> {
+            Ok(Vec::new())
+        }
+        fn flush(&mut self) {}
+        fn abandon(&mut self) -> &'static str {
+            self.0.lock().unwrap().push("writes given up");
+            "every unfinished write dropped"
+        }
+        fn pending(&self) -> usize {
+            1
+        }
+        fn capacity(&self) -> usize {
+            1
+        }
+        fn trouble(&self) -> Option<String> {
+            None
+        }
+        fn next_deadline(&self) -> Option<Instant> {
+            None
+        }
+    }
+
+    impl Drop for Watched {
+        fn drop(&mut self) {
+            // Also while a failed assertion unwinds (the lock poisoned then).
+            let mut order = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            order.push("sink dropped");
+        }
+    }
+
+    fn handler_of(sink: Box<dyn Sink>) -> Handler {
+        let config = crate::connector::ConnectorConfig::from_json(
+            r#"{"name":"c","config":{"connector.class":"io.confluent.connect.elasticsearch.ElasticsearchSinkConnector","topics":"t","connection.url":"http://127.0.0.1:9200"}}"#,
+        )
+        .unwrap();
+        let spec = Arc::new(ConnectorSpec::validate(&config).unwrap());
+        Handler {
+            state: Mutex::new(State {
+                offsets: Offsets::default(),
+                sink,
+                paused: Paused::No,
+                failure: None,
+                stall: None,
+                closed: false,
+                barriers: Barriers::default(),
+                metrics: Arc::new(crate::metrics::Registry::new().task("c", 0)),
+                dlq: None,
+                warned_drop: false,
+                spec,
+            }),
+            flush_timeout: Duration::from_secs(1),
+            label: "c-0".into(),
+            control: Arc::default(),
+        }
+    }
+
+    /// A task unwinding from a panic gives up its sink's unfinished writes and drops the sink
+    /// before its consumer's close leaves the group, and is closed by then: neither a retry
+    /// nor the revocation the close runs comes after the next owner's writes.
     #[test]
-    fn a_task_unwinding_from_a_panic_is_closed_before_its_consumer_goes() {
-        let closed = std::sync::atomic::AtomicBool::new(false);
-        let order = Mutex::new(Vec::new());
-        struct Consumer<'a>(&'a Mutex<Vec<&'static str>>);
+    fn a_task_unwinding_from_a_panic_ends_its_sink_before_its_consumer_goes() {
+        let order = Arc::new(Mutex::new(Vec::new()));
+        struct Consumer<'a>(&'a Handler, Arc<Mutex<Vec<&'static str>>>);
         impl Drop for Consumer<'_> {
             fn drop(&mut self) {
-                self.0.lock().unwrap().push("consumer closed");
+                assert!(self.0.lock().closed, "closed before its consumer");
+                self.1.lock().unwrap().push("consumer closed");
             }
         }
+        let handler = handler_of(Box::new(Watched(order.clone())));
         let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let _consumer = Consumer(&order);
-            let _closed_on_panic = OnUnwind(|| {
-                closed.store(true, Ordering::Relaxed);
-                order.lock().unwrap().push("closed");
-            });
+            let _consumer = Consumer(&handler, order.clone());
+            let _closed_on_panic = OnUnwind(|| ended_by_panic(&handler));
             panic!("a bug while decoding");
         }));
         assert!(ran.is_err());
-        assert!(closed.load(Ordering::Relaxed));
-        assert_eq!(*order.lock().unwrap(), ["closed", "consumer closed"]);
+        assert_eq!(
+            *order.lock().unwrap(),
+            ["writes given up", "sink dropped", "consumer closed"]
+        );
+        // Nothing of the task is left to write: its sink now is `Ended`, which holds nothing.
+        let st = handler.lock();
+        assert!(st.closed);
+        assert_eq!((st.sink.pending(), st.sink.capacity()), (0, 0));
+        drop(st);
         // Not on a normal end.
         let calm = std::sync::atomic::AtomicBool::new(false);
         drop(OnUnwind(|| calm.store(true, Ordering::Relaxed)));
