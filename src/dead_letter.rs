@@ -203,11 +203,15 @@ impl DeadLetterQueue {
 
     /// Reads the records `rejected` names again from Kafka and copies each to the queue
     /// (stage `TASK_PUT`, refused by the sink system). Records of one partition are read in one
-    /// pass, from the first of them forward.
+    /// pass, from the first of them forward. Reading gives up after 30 s, or at `until` when
+    /// that is sooner: a task draining its writes as its partitions are revoked must be done
+    /// before the group gives them to another member. What is not copied is not acknowledged,
+    /// and is read again by whoever reads the partition next.
     pub fn send_again_from_kafka(
         &mut self,
         rejected: &[Rejected],
         class_name: &str,
+        until: Option<Instant>,
     ) -> Result<(), String> {
         let mut by_partition: BTreeMap<(&str, i32), Vec<&Rejected>> = BTreeMap::new();
         for r in rejected {
@@ -218,7 +222,7 @@ impl DeadLetterQueue {
         }
         for ((topic, partition), mut wanted) in by_partition {
             wanted.sort_by_key(|r| r.offset);
-            let found = self.read_again(topic, partition, &wanted)?;
+            let found = self.read_again(topic, partition, &wanted, until)?;
             for (r, m) in wanted.iter().zip(&found) {
                 let failure = Failure {
                     stage: Stage::TaskPut,
@@ -238,6 +242,7 @@ impl DeadLetterQueue {
         topic: &str,
         partition: i32,
         wanted: &[&Rejected],
+        until: Option<Instant>,
     ) -> Result<Vec<OwnedMessage>, String> {
         let first = wanted.first().map_or(0, |r| r.offset);
         let at = format!("topic {topic} partition {partition} offset {first}");
@@ -254,7 +259,7 @@ impl DeadLetterQueue {
         tpl.add_partition_offset(topic, partition, Offset::Offset(first))
             .map_err(|e| e.to_string())?;
         fetcher.assign(&tpl).map_err(|e| e.to_string())?;
-        let found = Self::read_from(fetcher, topic, partition, wanted, &at);
+        let found = Self::read_from(fetcher, topic, partition, wanted, &at, until);
         // Not left fetching (and prefetching) the partition until the next rejected record.
         let _ = fetcher.unassign();
         found
@@ -267,21 +272,30 @@ impl DeadLetterQueue {
         partition: i32,
         wanted: &[&Rejected],
         at: &str,
+        until: Option<Instant>,
     ) -> Result<Vec<OwnedMessage>, String> {
-        let deadline = Instant::now() + KAFKA_TIMEOUT;
+        let own = Instant::now() + KAFKA_TIMEOUT;
+        let deadline = until.map_or(own, |u| u.min(own));
         let mut found = Vec::with_capacity(wanted.len());
         // librdkafka reports errors it recovers from by itself (a broker connection dropped):
         // they are kept for the message should the time run out, not taken as the end.
         let mut last_error = None;
         while found.len() < wanted.len() {
             let next = wanted[found.len()].offset;
-            if Instant::now() > deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
                 let last = last_error.map_or_else(String::new, |e| format!(" (last error: {e})"));
+                let within = if deadline < own {
+                    "before the task's time to finish its writes (flush.timeout.ms) ran out"
+                        .to_string()
+                } else {
+                    format!("within {KAFKA_TIMEOUT:?}")
+                };
                 return Err(format!(
-                    "cannot read {at} again for the dead-letter queue within {KAFKA_TIMEOUT:?}{last}"
+                    "cannot read {at} again for the dead-letter queue {within}{last}"
                 ));
             }
-            match fetcher.poll(Duration::from_millis(200)) {
+            match fetcher.poll(left.min(Duration::from_millis(200))) {
                 Some(Ok(m)) if m.topic() == topic && m.partition() == partition => {
                     if m.offset() == next {
                         found.push(m.detach());
@@ -589,6 +603,69 @@ fn ensure_topic(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A rejected record read again inside a drain (a revocation's, bounded by
+    /// `flush.timeout.ms`) gives up at the drain's deadline, not 30 s later: the group would
+    /// give the partition to another member meanwhile. Here Kafka is a loopback port nobody
+    /// listens on, so the reading never finds the record.
+    #[test]
+    fn a_record_read_again_gives_up_at_the_deadline_it_is_given() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut kafka = ClientConfig::new();
+        kafka
+            .set("bootstrap.servers", format!("127.0.0.1:{port}"))
+            .set("group.id", "cdc-sink-dead-letter-unit-test")
+            .set("enable.auto.commit", "false")
+            .set("log_level", "0");
+        let mut queue = DeadLetterQueue {
+            producer: kafka.create_with_context(Reports::default()).unwrap(),
+            cfg: DeadLetterConfig {
+                topic: "dlq".into(),
+                replication_factor: 1,
+                context_headers: true,
+                producer_overrides: BTreeMap::new(),
+            },
+            connector: "c".into(),
+            task: "0".into(),
+            metrics: Arc::new(crate::metrics::Registry::new().task("c", 0)),
+            letters: BTreeMap::new(),
+            next_id: 0,
+            resend: VecDeque::new(),
+            failing: None,
+            full: false,
+            fetcher: None,
+            fetch_config: kafka,
+        };
+        let rejected = Rejected {
+            ack: Ack {
+                slot: 0,
+                epoch: 1,
+                offset: 7,
+            },
+            topic: "t".into(),
+            partition: 0,
+            offset: 7,
+            reason: "mapper_parsing_exception".into(),
+        };
+        let began = Instant::now();
+        let until = began + Duration::from_millis(300);
+        let e = queue
+            .send_again_from_kafka(&[rejected], "c.Sink", Some(until))
+            .unwrap_err();
+        let took = began.elapsed();
+        assert!(
+            e.starts_with("cannot read topic t partition 0 offset 7 again for the dead-letter queue before the task's time to finish its writes (flush.timeout.ms) ran out"),
+            "{e}"
+        );
+        // Not the 30 s of a reading without a deadline (a poll's 200 ms of slack, and a slow
+        // machine's).
+        assert!(took < Duration::from_secs(5), "gave up after {took:?}");
+        assert!(queue.letters.is_empty() && queue.pending() == 0);
+    }
 
     #[test]
     fn a_copy_due_sooner_is_sent_again_before_one_due_later() {

@@ -654,9 +654,10 @@ fn drain(st: &mut State, timeout: Duration, done: impl Fn(&State) -> bool) -> Re
     let deadline = Instant::now() + timeout;
     st.sink.flush();
     // At least once: acks already reported are taken even when `done` holds from the start.
-    collect(st, Duration::ZERO)?;
+    collect(st, Duration::ZERO, Some(deadline))?;
     while !done(st) && Instant::now() < deadline {
-        collect(st, Duration::from_millis(100))?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        collect(st, left.min(Duration::from_millis(100)), Some(deadline))?;
         if pending(st) == 0 && !done(st) {
             // Nothing left in the sink: what remains is a record that never reached it.
             break;
@@ -752,8 +753,8 @@ fn pending(st: &State) -> usize {
 
 /// Takes the acks of what the sink wrote (waiting up to `wait` for some) and of copies the
 /// dead-letter queue wrote; records the sink rejected are copied to the queue, read again
-/// from Kafka.
-fn collect(st: &mut State, wait: Duration) -> Result<(), End> {
+/// from Kafka, a reading that gives up at `until` (a drain's deadline) if it comes first.
+fn collect(st: &mut State, wait: Duration, until: Option<Instant>) -> Result<(), End> {
     // The sink waits only while it has writes out; with none, the wait is the dead-letter
     // queue's, or a drain waiting for its copies alone would spin.
     let sink_waits = st.sink.pending() > 0;
@@ -772,7 +773,7 @@ fn collect(st: &mut State, wait: Duration) -> Result<(), End> {
                 error!(connector = %spec.name, stage = Stage::TaskPut.name(), class = class_name, "error tolerated (sent to the dead-letter queue), where the consumed record is {{topic={}, partition={}, offset={}}}: {}", r.topic, r.partition, r.offset, r.reason);
             }
         }
-        dlq.send_again_from_kafka(&rejected, class_name)
+        dlq.send_again_from_kafka(&rejected, class_name, until)
             .map_err(End::Rewind)?;
     }
     if let Some(dlq) = st.dlq.as_mut() {
@@ -1199,7 +1200,7 @@ fn run(
         } else {
             Duration::ZERO
         };
-        if let Err(e) = collect(&mut st, wait) {
+        if let Err(e) = collect(&mut st, wait, None) {
             break Err(e);
         }
         // Not while records wait for the schema registry: they were read (the consumer's
