@@ -1562,6 +1562,7 @@ fn tolerate(
     why: &str,
 ) {
     metrics.failed(stage.name());
+    st.sink.passed_over(m.topic(), m.partition());
     let policy = &spec.errors;
     let class_name = class_name(spec, stage);
     match st.dlq.as_mut() {

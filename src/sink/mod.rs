@@ -176,6 +176,14 @@ pub trait Sink: Send {
         false
     }
 
+    /// A record of (`topic`, `partition`) (its Kafka topic) failed before it reached the sink,
+    /// or the sink refused it, and the task tolerated it (`errors.tolerance=all`): what the sink
+    /// remembers of the records before it for the ones after must not carry across a record it
+    /// never handled (a delete event the tombstone after it belongs to).
+    fn passed_over(&mut self, topic: &str, partition: i32) {
+        let _ = (topic, partition);
+    }
+
     /// Whether the sink must finish something once every partition of `record`'s Kafka topic
     /// is written up to where the topic ended when `record` was read (after a table's
     /// snapshot: remove what the snapshot did not contain). The task then watches those

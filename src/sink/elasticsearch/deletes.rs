@@ -21,6 +21,13 @@
 //! delete's version, been answered 409 below the re-created document's version and counted as
 //! written, leaving a deleted row in the index. Of another assignment, it is an unversioned
 //! delete, as any tombstone whose delete event this task did not read.
+//!
+//! Nor does a remembered delete outlast a record of its partition that the task tolerated
+//! without handling it (`errors.tolerance=all`; `RecentDeletes::forget`): that record may be
+//! the delete event the next tombstone belongs to, unreadable, with the document created again
+//! since the delete remembered. Any other record leaves the memory as it is: with several
+//! producers writing a topic, a delete, a newer create of the same document and then the
+//! delete's tombstone must still delete at the delete's version, which leaves the newer row.
 
 use std::sync::Arc;
 
@@ -93,6 +100,13 @@ impl RecentDeletes {
         }
     }
 
+    /// The delete event remembered of (`topic`, `partition`), if any, is forgotten.
+    pub fn forget(&mut self, topic: &str, partition: i32) {
+        if let Some(parts) = self.last.get_mut(topic) {
+            parts.remove(&partition);
+        }
+    }
+
     /// Partitions remembered (bounded by the partitions ever assigned).
     pub fn len(&self) -> usize {
         self.last.values().map(|p| p.len()).sum()
@@ -122,6 +136,21 @@ mod tests {
         assert_eq!(r.tombstone("t", 0, 1, "8"), None, "another document");
         assert_eq!(r.tombstone("t", 0, 1, "7"), Some(d(40)));
         assert_eq!(r.tombstone("t", 0, 1, "7"), None, "used once");
+    }
+
+    #[test]
+    fn a_delete_forgotten_is_not_taken() {
+        let mut r = RecentDeletes::default();
+        r.deleted("t", 0, 1, "7".into(), d(40));
+        r.deleted("t", 1, 1, "7".into(), d(41));
+        r.forget("t", 0);
+        r.forget("u", 0);
+        assert_eq!(r.tombstone("t", 0, 1, "7"), None);
+        assert_eq!(
+            r.tombstone("t", 1, 1, "7"),
+            Some(d(41)),
+            "another partition's"
+        );
     }
 
     #[test]

@@ -245,6 +245,16 @@ impl Mapper {
         self.tombstones_delete() && matches!(rec.value, Value::Change(ev) if ev.op == Op::Delete)
     }
 
+    /// A record of (`topic`, `partition`) was tolerated without being mapped, or its mapping
+    /// failed: the tombstone after it may belong to it (a delete event that could not be read)
+    /// rather than to the delete event remembered before it, so the partition's is forgotten.
+    /// That tombstone is then an unversioned delete, as one whose delete event the task never
+    /// read; taking the remembered delete's version, it was answered 409 below a row created
+    /// again between the two deletes, and that row stayed.
+    pub fn passed_over(&mut self, topic: &str, partition: i32) {
+        self.deletes.forget(topic, partition);
+    }
+
     /// Maps one record of a single pass over the records (one assignment of each partition:
     /// [`Mapper::map_assigned`]).
     pub fn map<'a>(&mut self, rec: &SinkRecord<'a>) -> Result<Mapped<'a>, String> {

@@ -562,6 +562,10 @@ impl Sink for ElasticsearchSink {
         self.mapper.ends_snapshot(record)
     }
 
+    fn passed_over(&mut self, topic: &str, partition: i32) {
+        self.mapper.passed_over(topic, partition);
+    }
+
     fn topic_caught_up(&mut self, ack: Ack, caught_up: bool) {
         if caught_up {
             if let Some(r) = self.reconciliations.iter_mut().find(|r| r.ack == ack) {
