@@ -23,12 +23,12 @@ use tracing::{debug, error, info, warn};
 use crate::connector::errors::Stage;
 use crate::connector::{ConnectorSpec, SinkSpec};
 use crate::dead_letter::{self, DeadLetterQueue};
-use crate::decode::Decoder;
+use crate::decode::{Decoder, Row};
 use crate::metrics::{Metrics, now_ms};
 use crate::settings::Settings;
 use crate::sink::druid::{self, DruidSink};
 use crate::sink::elasticsearch::{ElasticsearchSink, stall};
-use crate::sink::{Ack, Outcome, Sink, SinkError, SinkRecord};
+use crate::sink::{Ack, Outcome, PassedKey, Sink, SinkError, SinkRecord};
 use crate::source::barriers::Barriers;
 use crate::source::headers::Record;
 use crate::source::offsets::Offsets;
@@ -268,11 +268,13 @@ enum Failure {
 enum Refused {
     Failure(Failure),
     /// The record cannot be decoded or mapped: the task fails, unless the connector tolerates
-    /// it (`errors.tolerance`, `drop.invalid.message`). `ack`: the record's, once tracked.
+    /// it (`errors.tolerance`, `drop.invalid.message`). `ack`: the record's, once tracked;
+    /// `key`: its decoded key, `None` when that could not be decoded.
     Record {
         stage: Stage,
         why: String,
         ack: Option<Ack>,
+        key: Option<Option<Row>>,
     },
 }
 
@@ -1481,7 +1483,12 @@ fn handle(
     match put(st, decoder, spec, metrics, m, leader_epoch, clock) {
         Ok(()) => Ok(()),
         Err(Refused::Failure(f)) => Err(f),
-        Err(Refused::Record { stage, why, ack }) => {
+        Err(Refused::Record {
+            stage,
+            why,
+            ack,
+            key,
+        }) => {
             if !spec.errors.tolerates(stage) {
                 return Err(Failure::Fatal(why));
             }
@@ -1494,6 +1501,11 @@ fn handle(
                 metrics.skip("read_again");
                 return Ok(());
             }
+            let key = match &key {
+                None => PassedKey::Unread,
+                Some(k) => PassedKey::Read(k.as_ref()),
+            };
+            st.sink.passed_over(m.topic(), m.partition(), key);
             tolerate(st, spec, metrics, m, ack, stage, &why);
             Ok(())
         }
@@ -1562,7 +1574,6 @@ fn tolerate(
     why: &str,
 ) {
     metrics.failed(stage.name());
-    st.sink.passed_over(m.topic(), m.partition());
     let policy = &spec.errors;
     let class_name = class_name(spec, stage);
     match st.dlq.as_mut() {
@@ -1628,7 +1639,7 @@ fn put(
 ) -> Result<(), Refused> {
     let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
     let at = || format!("topic {topic} partition {partition} offset {offset}");
-    let fail = |stage: Stage, what: &str, e: crate::decode::DecodeError| {
+    let fail = |stage: Stage, what: &str, e: crate::decode::DecodeError, key| {
         let why = format!("{}: {what}{e}", at());
         if e.retry {
             Refused::Failure(Failure::Wait(why))
@@ -1639,15 +1650,16 @@ fn put(
                 stage,
                 why,
                 ack: None,
+                key,
             }
         }
     };
     let key = decoder
         .key(topic, m.key())
-        .map_err(|e| fail(Stage::KeyConverter, "key: ", e))?;
+        .map_err(|e| fail(Stage::KeyConverter, "key: ", e, None))?;
     let value = decoder
         .value(topic, m.payload())
-        .map_err(|e| fail(Stage::ValueConverter, "", e))?;
+        .map_err(|e| fail(Stage::ValueConverter, "", e, Some(key.clone())))?;
     let ack = st.offsets.track(topic, partition, offset, leader_epoch);
     if !st.offsets.counts(ack) {
         // Delivered again (or of a partition no longer assigned): its first read is the one
@@ -1673,6 +1685,7 @@ fn put(
             stage: Stage::Transformation,
             why: format!("{}: {e}", at()),
             ack: Some(ack),
+            key: Some(key.clone()),
         })?;
     let record = SinkRecord {
         topic: routed.as_deref().unwrap_or(topic),
@@ -1702,6 +1715,7 @@ fn put(
                 stage: Stage::TaskPut,
                 why,
                 ack: Some(ack),
+                key: Some(key),
             });
         }
         Err(e) => return Err(Refused::Failure(Failure::from(e))),

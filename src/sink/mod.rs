@@ -114,6 +114,15 @@ impl Sink for Ended {
     }
 }
 
+/// The key of a record the task passed over ([`Sink::passed_over`]), as far as it was read.
+#[derive(Debug, Clone, Copy)]
+pub enum PassedKey<'a> {
+    /// It could not be decoded.
+    Unread,
+    /// Decoded; `None` for a record without key.
+    Read(Option<&'a Row>),
+}
+
 /// A destination for decoded changes, driven by one task's thread.
 pub trait Sink: Send {
     /// Takes one record; never blocks on I/O.
@@ -177,11 +186,12 @@ pub trait Sink: Send {
     }
 
     /// A record of (`topic`, `partition`) (its Kafka topic) failed before it reached the sink,
-    /// or the sink refused it, and the task tolerated it (`errors.tolerance=all`): what the sink
-    /// remembers of the records before it for the ones after must not carry across a record it
-    /// never handled (a delete event the tombstone after it belongs to).
-    fn passed_over(&mut self, topic: &str, partition: i32) {
-        let _ = (topic, partition);
+    /// or [`Sink::put`] refused it, and the task tolerated it (`errors.tolerance=all`,
+    /// `drop.invalid.message`): what the sink remembers of the records before it for the ones
+    /// after must not carry across a record it never handled that may have changed it (a delete
+    /// event the tombstone after it belongs to). `key`: the record's, as far as it was read.
+    fn passed_over(&mut self, topic: &str, partition: i32, key: PassedKey<'_>) {
+        let _ = (topic, partition, key);
     }
 
     /// Whether the sink must finish something once every partition of `record`'s Kafka topic

@@ -368,56 +368,72 @@ fn a_tombstone_never_takes_the_version_of_a_delete_read_before_its_partition_mov
     assert!(w.stop().success());
 }
 
-/// Nor does a remembered delete event outlast a record of its partition the task tolerated
-/// without handling it (`errors.tolerance=all`). Here the row is deleted, created again (as by
-/// a second producer of the topic, before the first delete's tombstone), and deleted again by
-/// an event that cannot be read, which is tolerated; its tombstone follows. That tombstone must
-/// delete the row, unversioned; taking the first delete's version, it was answered 409 below
-/// the re-created row's version and counted as written while the row stayed.
+/// Nor does a remembered delete event outlast a record of its partition the task passed over
+/// (`errors.tolerance=all`) whose key names the same row. Here the row is deleted, created
+/// again (as by a second producer of the topic, before the first delete's tombstone), and
+/// deleted again by an event that cannot be read, which is tolerated; its tombstone follows.
+/// That tombstone must delete the row, unversioned; taking the first delete's version, it was
+/// answered 409 below the re-created row's version and counted as written while the row
+/// stayed. When the record passed over is another row's, the tombstone still takes the first
+/// delete's version, and the row created again after that delete stays, at its own version:
+/// forgetting the delete there made the tombstone delete a newer row.
 #[test]
-fn a_tombstone_never_takes_the_version_of_a_delete_before_a_record_passed_over() {
-    let topic = unique("it-del-passed");
-    kafka::create_topic(&topic, 1);
-    let name = unique("it-del-passed");
-    let group = format!("connect-{name}");
-    let file = connector_file(
-        &name,
-        &es_connector(
-            &topic,
-            &servers().es,
-            &[
-                ("behavior.on.null.values", "delete"),
-                ("errors.tolerance", "all"),
-                ("batch.size", "1"),
-            ],
+fn a_tombstone_never_takes_the_version_of_a_delete_before_a_record_of_its_row_passed_over() {
+    let mut files = Vec::new();
+    let mut checks = Vec::new();
+    for (passed_over, left) in [
+        (7, BTreeMap::new()),
+        (
+            9,
+            BTreeMap::from([("7".to_string(), (version(3000), row(7, "again")))]),
         ),
-    );
-    let unreadable_delete = Rec {
-        partition: 0,
-        key: Some(json!({"id": 7}).to_string()),
-        value: Some("{not json".into()),
-    };
-    kafka::produce(
-        &topic,
-        &[
-            change(0, 7, "c", 1000, None, Some(row(7, "first"))),
-            change(0, 7, "d", 2000, Some(row(7, "first")), None),
-            change(0, 7, "c", 3000, None, Some(row(7, "again"))),
-            unreadable_delete,
-            tombstone(0, 7),
-        ],
-    );
-    let w = Worker::start(&file);
+    ] {
+        let topic = unique("it-del-passed");
+        kafka::create_topic(&topic, 1);
+        let name = unique("it-del-passed");
+        files.push(connector_file(
+            &name,
+            &es_connector(
+                &topic,
+                &servers().es,
+                &[
+                    ("behavior.on.null.values", "delete"),
+                    ("errors.tolerance", "all"),
+                    ("batch.size", "1"),
+                ],
+            ),
+        ));
+        let unreadable = Rec {
+            partition: 0,
+            key: Some(json!({ "id": passed_over }).to_string()),
+            value: Some("{not json".into()),
+        };
+        kafka::produce(
+            &topic,
+            &[
+                change(0, 7, "c", 1000, None, Some(row(7, "first"))),
+                change(0, 7, "d", 2000, Some(row(7, "first")), None),
+                change(0, 7, "c", 3000, None, Some(row(7, "again"))),
+                unreadable,
+                tombstone(0, 7),
+            ],
+        );
+        checks.push((topic, format!("connect-{name}"), passed_over, left));
+    }
+    let refs: Vec<&std::path::PathBuf> = files.iter().collect();
+    let w = Worker::start_with(&refs, &[]);
     let end = BTreeMap::from([(0, 5)]);
-    crate::support::wait_until(Duration::from_secs(60), "committed to the end", || {
-        (kafka::committed(&group, &topic, 1) == end).then_some(())
-    });
-    es::wait_documents(
-        &topic,
-        &BTreeMap::new(),
-        Duration::from_secs(10),
-        "the row deleted by the last tombstone",
-    );
+    for (topic, group, passed_over, left) in &checks {
+        crate::support::wait_until(Duration::from_secs(60), "committed to the end", || {
+            (kafka::committed(group, topic, 1) == end).then_some(())
+        });
+        es::wait_documents(
+            topic,
+            left,
+            Duration::from_secs(10),
+            &format!("row {passed_over}'s record passed over, then the tombstone"),
+        );
+    }
     assert!(w.stop().success());
 }
 

@@ -22,12 +22,13 @@
 //! written, leaving a deleted row in the index. Of another assignment, it is an unversioned
 //! delete, as any tombstone whose delete event this task did not read.
 //!
-//! Nor does a remembered delete outlast a record of its partition that the task tolerated
-//! without handling it (`errors.tolerance=all`; `RecentDeletes::forget`): that record may be
-//! the delete event the next tombstone belongs to, unreadable, with the document created again
-//! since the delete remembered. Any other record leaves the memory as it is: with several
-//! producers writing a topic, a delete, a newer create of the same document and then the
-//! delete's tombstone must still delete at the delete's version, which leaves the newer row.
+//! Nor does a remembered delete outlast a record of its partition that the task passed over
+//! without handling it (`errors.tolerance=all`; `RecentDeletes::passed_over`) when that record's
+//! key names the same document, or none that can be told: it may be the delete event the next
+//! tombstone belongs to, unreadable, with the document created again since the delete
+//! remembered. Any other record leaves the memory as it is: with several producers writing a
+//! topic, a delete, a newer create of the same document and then the delete's tombstone must
+//! still delete at the delete's version, which leaves the newer row.
 
 use std::sync::Arc;
 
@@ -100,9 +101,15 @@ impl RecentDeletes {
         }
     }
 
-    /// The delete event remembered of (`topic`, `partition`), if any, is forgotten.
-    pub fn forget(&mut self, topic: &str, partition: i32) {
-        if let Some(parts) = self.last.get_mut(topic) {
+    /// A record of (`topic`, `partition`) was passed over without being mapped: the delete
+    /// event remembered there is forgotten, unless `id` (the record's document, when its key
+    /// tells it) is another document's.
+    pub fn passed_over(&mut self, topic: &str, partition: i32, id: Option<&str>) {
+        if let Some(parts) = self.last.get_mut(topic)
+            && parts
+                .get(&partition)
+                .is_some_and(|e| id.is_none_or(|id| e.id == id))
+        {
             parts.remove(&partition);
         }
     }
@@ -139,18 +146,19 @@ mod tests {
     }
 
     #[test]
-    fn a_delete_forgotten_is_not_taken() {
+    fn a_delete_is_forgotten_past_a_record_of_its_document_or_of_an_unknown_one() {
         let mut r = RecentDeletes::default();
-        r.deleted("t", 0, 1, "7".into(), d(40));
-        r.deleted("t", 1, 1, "7".into(), d(41));
-        r.forget("t", 0);
-        r.forget("u", 0);
-        assert_eq!(r.tombstone("t", 0, 1, "7"), None);
-        assert_eq!(
-            r.tombstone("t", 1, 1, "7"),
-            Some(d(41)),
-            "another partition's"
-        );
+        for p in 0..4 {
+            r.deleted("t", p, 1, "7".into(), d(40 + p as u64));
+        }
+        r.passed_over("t", 0, Some("7"));
+        r.passed_over("t", 1, None);
+        r.passed_over("t", 2, Some("9"));
+        r.passed_over("u", 3, None);
+        assert_eq!(r.tombstone("t", 0, 1, "7"), None, "its own document");
+        assert_eq!(r.tombstone("t", 1, 1, "7"), None, "a document not known");
+        assert_eq!(r.tombstone("t", 2, 1, "7"), Some(d(42)), "another document");
+        assert_eq!(r.tombstone("t", 3, 1, "7"), Some(d(43)), "another topic's");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::sink::identity::record_id;
 use crate::decode::row::write_json_str;
 use crate::decode::source::{Ordering, SnapshotMark};
 use crate::decode::{ChangeEvent, Op, Row, Value};
+use crate::sink::PassedKey;
 use crate::sink::SinkRecord;
 use crate::sink::source_versions::SourceVersions;
 
@@ -247,12 +248,26 @@ impl Mapper {
 
     /// A record of (`topic`, `partition`) was tolerated without being mapped, or its mapping
     /// failed: the tombstone after it may belong to it (a delete event that could not be read)
-    /// rather than to the delete event remembered before it, so the partition's is forgotten.
-    /// That tombstone is then an unversioned delete, as one whose delete event the task never
-    /// read; taking the remembered delete's version, it was answered 409 below a row created
-    /// again between the two deletes, and that row stayed.
-    pub fn passed_over(&mut self, topic: &str, partition: i32) {
-        self.deletes.forget(topic, partition);
+    /// rather than to the delete event remembered before it. The partition's is forgotten when
+    /// the record's key names its document, or names none that can be told (unread, or no id
+    /// from the key alone, as a tombstone's is made). That tombstone is then an unversioned
+    /// delete, as one whose delete event the task never read; taking the remembered delete's
+    /// version, it was answered 409 below a row created again between the two deletes, and
+    /// that row stayed. A record of another document leaves the memory as it is.
+    pub fn passed_over(&mut self, topic: &str, partition: i32, key: PassedKey<'_>) {
+        let id = match key {
+            PassedKey::Read(key) if !self.cfg.key_ignore => record_id(
+                key,
+                None,
+                self.cfg.key_field.as_deref(),
+                &self.cfg.pk_fields,
+                &self.cfg.key_separator,
+            )
+            .ok()
+            .flatten(),
+            _ => None,
+        };
+        self.deletes.passed_over(topic, partition, id.as_deref());
     }
 
     /// Maps one record of a single pass over the records (one assignment of each partition:

@@ -31,7 +31,7 @@ use self::client::{Answer, BulkClient};
 use self::config::EsConfig;
 use self::mapping::{Mapped, Mapper, SnapshotEnd};
 use self::retry::{ItemOutcome, RequestOutcome};
-use super::{Ack, Outcome, Rejected, Sink, SinkError, SinkRecord};
+use super::{Ack, Outcome, PassedKey, Rejected, Sink, SinkError, SinkRecord};
 use crate::decode::Value;
 use crate::metrics::{Metrics, now_ms};
 
@@ -562,8 +562,8 @@ impl Sink for ElasticsearchSink {
         self.mapper.ends_snapshot(record)
     }
 
-    fn passed_over(&mut self, topic: &str, partition: i32) {
-        self.mapper.passed_over(topic, partition);
+    fn passed_over(&mut self, topic: &str, partition: i32, key: PassedKey<'_>) {
+        self.mapper.passed_over(topic, partition, key);
     }
 
     fn topic_caught_up(&mut self, ack: Ack, caught_up: bool) {
