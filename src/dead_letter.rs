@@ -203,16 +203,17 @@ impl DeadLetterQueue {
 
     /// Reads the records `rejected` names again from Kafka and copies each to the queue
     /// (stage `TASK_PUT`, refused by the sink system). Records of one partition are read in one
-    /// pass, from the first of them forward. Reading gives up after 30 s, or at `until` when
-    /// that is sooner: a task draining its writes as its partitions are revoked must be done
-    /// before the group gives them to another member. What is not copied is not acknowledged,
-    /// and is read again by whoever reads the partition next.
+    /// pass, from the first of them forward. Reading fails after 30 s. It stops at `until`, a
+    /// drain's deadline (a task finishing its writes as its partitions are revoked must be done
+    /// before the group gives them to another member), and returns the records it did not copy
+    /// then, unacknowledged: the task reads them again later if it keeps their partitions, and
+    /// whoever reads a partition next does otherwise.
     pub fn send_again_from_kafka(
         &mut self,
         rejected: &[Rejected],
         class_name: &str,
         until: Option<Instant>,
-    ) -> Result<(), String> {
+    ) -> Result<Vec<Rejected>, String> {
         let mut by_partition: BTreeMap<(&str, i32), Vec<&Rejected>> = BTreeMap::new();
         for r in rejected {
             by_partition
@@ -220,9 +221,18 @@ impl DeadLetterQueue {
                 .or_default()
                 .push(r);
         }
+        let mut later = Vec::new();
         for ((topic, partition), mut wanted) in by_partition {
             wanted.sort_by_key(|r| r.offset);
-            let found = self.read_again(topic, partition, &wanted, until)?;
+            let late = until.is_some_and(|u| Instant::now() >= u);
+            let found = match late {
+                false => self.read_again(topic, partition, &wanted, until)?,
+                true => None,
+            };
+            let Some(found) = found else {
+                later.extend(wanted.into_iter().cloned());
+                continue;
+            };
             for (r, m) in wanted.iter().zip(&found) {
                 let failure = Failure {
                     stage: Stage::TaskPut,
@@ -233,17 +243,18 @@ impl DeadLetterQueue {
                 self.send(r.ack, m, &failure);
             }
         }
-        Ok(())
+        Ok(later)
     }
 
-    /// The records at the offsets of `wanted` (sorted) in `topic`/`partition`, read from Kafka.
+    /// The records at the offsets of `wanted` (sorted) in `topic`/`partition`, read from Kafka;
+    /// `None` when `until` came first.
     fn read_again(
         &mut self,
         topic: &str,
         partition: i32,
         wanted: &[&Rejected],
         until: Option<Instant>,
-    ) -> Result<Vec<OwnedMessage>, String> {
+    ) -> Result<Option<Vec<OwnedMessage>>, String> {
         let first = wanted.first().map_or(0, |r| r.offset);
         let at = format!("topic {topic} partition {partition} offset {first}");
         if self.fetcher.is_none() {
@@ -273,7 +284,7 @@ impl DeadLetterQueue {
         wanted: &[&Rejected],
         at: &str,
         until: Option<Instant>,
-    ) -> Result<Vec<OwnedMessage>, String> {
+    ) -> Result<Option<Vec<OwnedMessage>>, String> {
         let own = Instant::now() + KAFKA_TIMEOUT;
         let deadline = until.map_or(own, |u| u.min(own));
         let mut found = Vec::with_capacity(wanted.len());
@@ -284,15 +295,12 @@ impl DeadLetterQueue {
             let next = wanted[found.len()].offset;
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
+                if deadline < own {
+                    return Ok(None);
+                }
                 let last = last_error.map_or_else(String::new, |e| format!(" (last error: {e})"));
-                let within = if deadline < own {
-                    "before the task's time to finish its writes (flush.timeout.ms) ran out"
-                        .to_string()
-                } else {
-                    format!("within {KAFKA_TIMEOUT:?}")
-                };
                 return Err(format!(
-                    "cannot read {at} again for the dead-letter queue {within}{last}"
+                    "cannot read {at} again for the dead-letter queue within {KAFKA_TIMEOUT:?}{last}"
                 ));
             }
             match fetcher.poll(left.min(Duration::from_millis(200))) {
@@ -315,7 +323,7 @@ impl DeadLetterQueue {
                 _ => {}
             }
         }
-        Ok(found)
+        Ok(Some(found))
     }
 
     fn context_headers(
@@ -605,11 +613,11 @@ mod tests {
     use super::*;
 
     /// A rejected record read again inside a drain (a revocation's, bounded by
-    /// `flush.timeout.ms`) gives up at the drain's deadline, not 30 s later: the group would
-    /// give the partition to another member meanwhile. Here Kafka is a loopback port nobody
-    /// listens on, so the reading never finds the record.
+    /// `flush.timeout.ms`) stops at the drain's deadline, not 30 s later (the group would give
+    /// the partition to another member meanwhile), and is handed back uncopied. Here Kafka is a
+    /// loopback port nobody listens on, so the reading never finds the record.
     #[test]
-    fn a_record_read_again_gives_up_at_the_deadline_it_is_given() {
+    fn a_record_read_again_is_handed_back_at_the_deadline_it_is_given() {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -653,18 +661,26 @@ mod tests {
         };
         let began = Instant::now();
         let until = began + Duration::from_millis(300);
-        let e = queue
-            .send_again_from_kafka(&[rejected], "c.Sink", Some(until))
-            .unwrap_err();
+        let later = queue
+            .send_again_from_kafka(std::slice::from_ref(&rejected), "c.Sink", Some(until))
+            .unwrap();
         let took = began.elapsed();
-        assert!(
-            e.starts_with("cannot read topic t partition 0 offset 7 again for the dead-letter queue before the task's time to finish its writes (flush.timeout.ms) ran out"),
-            "{e}"
-        );
+        // Handed back, not copied: for the task to read again later, or its next owner.
+        assert_eq!(later, std::slice::from_ref(&rejected));
+        assert!(queue.letters.is_empty() && queue.pending() == 0);
         // Not the 30 s of a reading without a deadline (a poll's 200 ms of slack, and a slow
         // machine's).
         assert!(took < Duration::from_secs(5), "gave up after {took:?}");
-        assert!(queue.letters.is_empty() && queue.pending() == 0);
+        // A deadline already passed (a drain of no time: writes held after a stall) reads
+        // nothing.
+        let later = queue
+            .send_again_from_kafka(
+                std::slice::from_ref(&rejected),
+                "c.Sink",
+                Some(Instant::now()),
+            )
+            .unwrap();
+        assert_eq!(later, [rejected]);
     }
 
     #[test]

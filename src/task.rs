@@ -28,7 +28,7 @@ use crate::metrics::{Metrics, now_ms};
 use crate::settings::Settings;
 use crate::sink::druid::{self, DruidSink};
 use crate::sink::elasticsearch::{ElasticsearchSink, stall};
-use crate::sink::{Ack, Outcome, PassedKey, Sink, SinkError, SinkRecord};
+use crate::sink::{Ack, Outcome, PassedKey, Rejected, Sink, SinkError, SinkRecord};
 use crate::source::barriers::Barriers;
 use crate::source::headers::Record;
 use crate::source::offsets::Offsets;
@@ -235,6 +235,9 @@ struct State {
     metrics: Arc<Metrics>,
     /// Where tolerated records go (`errors.deadletterqueue.topic.name`).
     dlq: Option<DeadLetterQueue>,
+    /// Records the sink rejected whose reading again for the dead-letter queue a drain's
+    /// deadline cut short: read at the next `collect` if their partitions stay.
+    rejected_later: Vec<Rejected>,
     /// A dropped record was announced in this run's log.
     warned_drop: bool,
     spec: Arc<ConnectorSpec>,
@@ -547,6 +550,7 @@ impl RebalanceHandler for Handler {
         if let Some(dlq) = st.dlq.as_mut() {
             dlq.forget(|ack| st.offsets.counts(ack));
         }
+        st.rejected_later.retain(|r| st.offsets.counts(r.ack));
         // Stalled records of these partitions are the new owner's now.
         if let Some(stall) = st.stall.as_mut() {
             stall.queue.retain(|(m, _)| {
@@ -750,12 +754,15 @@ fn must_pause(
 
 /// Writes in flight: in the sink, and copies on their way to the dead-letter queue.
 fn pending(st: &State) -> usize {
-    st.sink.pending() + st.dlq.as_ref().map_or(0, DeadLetterQueue::pending)
+    st.sink.pending()
+        + st.dlq.as_ref().map_or(0, DeadLetterQueue::pending)
+        + st.rejected_later.len()
 }
 
 /// Takes the acks of what the sink wrote (waiting up to `wait` for some) and of copies the
 /// dead-letter queue wrote; records the sink rejected are copied to the queue, read again
-/// from Kafka, a reading that gives up at `until` (a drain's deadline) if it comes first.
+/// from Kafka, a reading that stops at `until` (a drain's deadline) if it comes first: what it
+/// had not read then waits for the next call.
 fn collect(st: &mut State, wait: Duration, until: Option<Instant>) -> Result<(), End> {
     // The sink waits only while it has writes out; with none, the wait is the dead-letter
     // queue's, or a drain waiting for its copies alone would spin.
@@ -764,18 +771,23 @@ fn collect(st: &mut State, wait: Duration, until: Option<Instant>) -> Result<(),
         st.offsets.ack(a);
     }
     let rejected = st.sink.take_rejected();
-    if !rejected.is_empty() {
+    if !rejected.is_empty() || !st.rejected_later.is_empty() {
         let spec = st.spec.clone();
         let class_name = class_name(&spec, Stage::TaskPut);
-        let dlq = st.dlq.as_mut().ok_or_else(|| {
-            End::Failed("the sink rejected records but there is no dead-letter queue".into())
-        })?;
         if spec.errors.log {
             for r in &rejected {
                 error!(connector = %spec.name, stage = Stage::TaskPut.name(), class = class_name, "error tolerated (sent to the dead-letter queue), where the consumed record is {{topic={}, partition={}, offset={}}}: {}", r.topic, r.partition, r.offset, r.reason);
             }
         }
-        dlq.send_again_from_kafka(&rejected, class_name, until)
+        let mut todo = std::mem::take(&mut st.rejected_later);
+        // Of partitions revoked since: their next owner reads them again.
+        todo.retain(|r| st.offsets.counts(r.ack));
+        todo.extend(rejected);
+        let dlq = st.dlq.as_mut().ok_or_else(|| {
+            End::Failed("the sink rejected records but there is no dead-letter queue".into())
+        })?;
+        st.rejected_later = dlq
+            .send_again_from_kafka(&todo, class_name, until)
             .map_err(End::Rewind)?;
     }
     if let Some(dlq) = st.dlq.as_mut() {
@@ -1007,6 +1019,7 @@ fn run(
             barriers: Barriers::default(),
             metrics: metrics.clone(),
             dlq,
+            rejected_later: Vec::new(),
             warned_drop: false,
             spec: spec.clone(),
         }),
@@ -1838,6 +1851,7 @@ mod tests {
                 barriers: Barriers::default(),
                 metrics: Arc::new(crate::metrics::Registry::new().task("c", 0)),
                 dlq: None,
+                rejected_later: Vec::new(),
                 warned_drop: false,
                 spec,
             }),
