@@ -271,14 +271,36 @@ enum Failure {
 enum Refused {
     Failure(Failure),
     /// The record cannot be decoded or mapped: the task fails, unless the connector tolerates
-    /// it (`errors.tolerance`, `drop.invalid.message`). `ack`: the record's, once tracked;
-    /// `key`: its decoded key, `None` when that could not be decoded.
+    /// it (`errors.tolerance`, `drop.invalid.message`). `ack`: the record's, once tracked.
     Record {
         stage: Stage,
         why: String,
         ack: Option<Ack>,
-        key: Option<Option<Row>>,
+        read: Read,
     },
+}
+
+/// A refused record as far as it was read, for what the sink remembers across it
+/// (`Sink::passed_over`).
+enum Read {
+    /// Its key could not be decoded.
+    KeyUnread,
+    /// Its key; the record may be a delete event (its value unread, or read as one or as a
+    /// tombstone).
+    Key(Option<Row>),
+    /// Read whole, and no delete event: passing it over changes nothing the sink remembers.
+    NotADelete,
+}
+
+impl Read {
+    fn whole(key: &Option<Row>, value: &crate::decode::Value) -> Read {
+        use crate::decode::{Op, Value};
+        match value {
+            Value::Change(ev) if ev.op != Op::Delete => Read::NotADelete,
+            Value::Skipped(_) => Read::NotADelete,
+            Value::Change(_) | Value::Tombstone => Read::Key(key.clone()),
+        }
+    }
 }
 
 impl From<SinkError> for Failure {
@@ -1500,7 +1522,7 @@ fn handle(
             stage,
             why,
             ack,
-            key,
+            read,
         }) => {
             if !spec.errors.tolerates(stage) {
                 return Err(Failure::Fatal(why));
@@ -1514,11 +1536,16 @@ fn handle(
                 metrics.skip("read_again");
                 return Ok(());
             }
-            let key = match &key {
-                None => PassedKey::Unread,
-                Some(k) => PassedKey::Read(k.as_ref()),
-            };
-            st.sink.passed_over(m.topic(), m.partition(), key);
+            match &read {
+                Read::KeyUnread => st
+                    .sink
+                    .passed_over(m.topic(), m.partition(), PassedKey::Unread),
+                Read::Key(k) => {
+                    st.sink
+                        .passed_over(m.topic(), m.partition(), PassedKey::Read(k.as_ref()))
+                }
+                Read::NotADelete => {}
+            }
             tolerate(st, spec, metrics, m, ack, stage, &why);
             Ok(())
         }
@@ -1652,7 +1679,7 @@ fn put(
 ) -> Result<(), Refused> {
     let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
     let at = || format!("topic {topic} partition {partition} offset {offset}");
-    let fail = |stage: Stage, what: &str, e: crate::decode::DecodeError, key| {
+    let fail = |stage: Stage, what: &str, e: crate::decode::DecodeError, read| {
         let why = format!("{}: {what}{e}", at());
         if e.retry {
             Refused::Failure(Failure::Wait(why))
@@ -1663,16 +1690,16 @@ fn put(
                 stage,
                 why,
                 ack: None,
-                key,
+                read,
             }
         }
     };
     let key = decoder
         .key(topic, m.key())
-        .map_err(|e| fail(Stage::KeyConverter, "key: ", e, None))?;
+        .map_err(|e| fail(Stage::KeyConverter, "key: ", e, Read::KeyUnread))?;
     let value = decoder
         .value(topic, m.payload())
-        .map_err(|e| fail(Stage::ValueConverter, "", e, Some(key.clone())))?;
+        .map_err(|e| fail(Stage::ValueConverter, "", e, Read::Key(key.clone())))?;
     let ack = st.offsets.track(topic, partition, offset, leader_epoch);
     if !st.offsets.counts(ack) {
         // Delivered again (or of a partition no longer assigned): its first read is the one
@@ -1698,7 +1725,7 @@ fn put(
             stage: Stage::Transformation,
             why: format!("{}: {e}", at()),
             ack: Some(ack),
-            key: Some(key.clone()),
+            read: Read::whole(&key, &value),
         })?;
     let record = SinkRecord {
         topic: routed.as_deref().unwrap_or(topic),
@@ -1728,7 +1755,7 @@ fn put(
                 stage: Stage::TaskPut,
                 why,
                 ack: Some(ack),
-                key: Some(key),
+                read: Read::whole(&key, &value),
             });
         }
         Err(e) => return Err(Refused::Failure(Failure::from(e))),

@@ -187,8 +187,9 @@ pub trait Sink: Send {
 
     /// A record of (`topic`, `partition`) (its Kafka topic) failed before it reached the sink,
     /// or [`Sink::put`] refused it, and the task tolerated it (`errors.tolerance=all`,
-    /// `drop.invalid.message`): what the sink remembers of the records before it for the ones
-    /// after must not carry across a record it never handled that may have changed it (a delete
+    /// `drop.invalid.message`); it may be a delete event (its value unread, or read as a delete
+    /// or a tombstone). What the sink remembers of the records before it for the ones after
+    /// must not carry across a record it never handled that may have changed it (a delete
     /// event the tombstone after it belongs to). `key`: the record's, as far as it was read.
     fn passed_over(&mut self, topic: &str, partition: i32, key: PassedKey<'_>) {
         let _ = (topic, partition, key);

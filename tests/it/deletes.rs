@@ -369,23 +369,44 @@ fn a_tombstone_never_takes_the_version_of_a_delete_read_before_its_partition_mov
 }
 
 /// Nor does a remembered delete event outlast a record of its partition the task passed over
-/// (`errors.tolerance=all`) whose key names the same row. Here the row is deleted, created
-/// again (as by a second producer of the topic, before the first delete's tombstone), and
-/// deleted again by an event that cannot be read, which is tolerated; its tombstone follows.
-/// That tombstone must delete the row, unversioned; taking the first delete's version, it was
-/// answered 409 below the re-created row's version and counted as written while the row
-/// stayed. When the record passed over is another row's, the tombstone still takes the first
-/// delete's version, and the row created again after that delete stays, at its own version:
-/// forgetting the delete there made the tombstone delete a newer row.
+/// (`errors.tolerance=all`) that may be a delete of the same row. Here the row is deleted,
+/// created again (as by a second producer of the topic, before the first delete's tombstone),
+/// and deleted again by an event that cannot be read, which is tolerated; its tombstone
+/// follows. That tombstone must delete the row, unversioned; taking the first delete's version,
+/// it was answered 409 below the re-created row's version and counted as written while the row
+/// stayed. When the record passed over is another row's, or an update of the row that cannot be
+/// versioned (read whole, so no delete), the tombstone still takes the first delete's version,
+/// and the row created again after that delete stays, at its own version: forgetting the delete
+/// there made the tombstone delete a newer row.
 #[test]
 fn a_tombstone_never_takes_the_version_of_a_delete_before_a_record_of_its_row_passed_over() {
+    let unreadable = |id: i64| Rec {
+        partition: 0,
+        key: Some(json!({ "id": id }).to_string()),
+        value: Some("{not json".into()),
+    };
+    // An update whose binlog file name has no number: it decodes, and cannot be versioned.
+    let mut unversioned = change(
+        0,
+        7,
+        "u",
+        3500,
+        Some(row(7, "again")),
+        Some(row(7, "later")),
+    );
+    unversioned.value = unversioned
+        .value
+        .map(|v| v.replace("\"mysql-bin.000001\"", "\"mysql-bin\""));
+    let stays = BTreeMap::from([("7".to_string(), (version(3000), row(7, "again")))]);
     let mut files = Vec::new();
     let mut checks = Vec::new();
-    for (passed_over, left) in [
-        (7, BTreeMap::new()),
+    for (what, passed_over, left) in [
+        ("row 7's unreadable delete", unreadable(7), BTreeMap::new()),
+        ("row 9's unreadable record", unreadable(9), stays.clone()),
         (
-            9,
-            BTreeMap::from([("7".to_string(), (version(3000), row(7, "again")))]),
+            "row 7's update that cannot be versioned",
+            unversioned,
+            stays,
         ),
     ] {
         let topic = unique("it-del-passed");
@@ -399,31 +420,27 @@ fn a_tombstone_never_takes_the_version_of_a_delete_before_a_record_of_its_row_pa
                 &[
                     ("behavior.on.null.values", "delete"),
                     ("errors.tolerance", "all"),
+                    ("errors.log.enable", "true"),
                     ("batch.size", "1"),
                 ],
             ),
         ));
-        let unreadable = Rec {
-            partition: 0,
-            key: Some(json!({ "id": passed_over }).to_string()),
-            value: Some("{not json".into()),
-        };
         kafka::produce(
             &topic,
             &[
                 change(0, 7, "c", 1000, None, Some(row(7, "first"))),
                 change(0, 7, "d", 2000, Some(row(7, "first")), None),
                 change(0, 7, "c", 3000, None, Some(row(7, "again"))),
-                unreadable,
+                passed_over,
                 tombstone(0, 7),
             ],
         );
-        checks.push((topic, format!("connect-{name}"), passed_over, left));
+        checks.push((topic, format!("connect-{name}"), what, left));
     }
     let refs: Vec<&std::path::PathBuf> = files.iter().collect();
     let w = Worker::start_with(&refs, &[]);
     let end = BTreeMap::from([(0, 5)]);
-    for (topic, group, passed_over, left) in &checks {
+    for (topic, group, what, left) in &checks {
         crate::support::wait_until(Duration::from_secs(60), "committed to the end", || {
             (kafka::committed(group, topic, 1) == end).then_some(())
         });
@@ -431,9 +448,14 @@ fn a_tombstone_never_takes_the_version_of_a_delete_before_a_record_of_its_row_pa
             topic,
             left,
             Duration::from_secs(10),
-            &format!("row {passed_over}'s record passed over, then the tombstone"),
+            &format!("{what} passed over, then the tombstone"),
         );
     }
+    // The update was passed over for the reason expected, not another.
+    assert!(
+        w.log_text().contains("cannot version the change"),
+        "no update refused for its version"
+    );
     assert!(w.stop().success());
 }
 

@@ -23,10 +23,10 @@
 //! delete, as any tombstone whose delete event this task did not read.
 //!
 //! Nor does a remembered delete outlast a record of its partition that the task passed over
-//! without handling it (`errors.tolerance=all`; `RecentDeletes::passed_over`) when that record's
-//! key names the same document, or none that can be told: it may be the delete event the next
-//! tombstone belongs to, unreadable, with the document created again since the delete
-//! remembered. Any other record leaves the memory as it is: with several producers writing a
+//! without handling it (`errors.tolerance=all`; `RecentDeletes::passed_over`) when that record
+//! may be a delete (its value unread, or read as one) and its key names the same document, or
+//! none that can be told: it may be the delete event the next tombstone belongs to, unreadable,
+//! with the document created again since the delete remembered. Any other record leaves the memory as it is: with several producers writing a
 //! topic, a delete, a newer create of the same document and then the delete's tombstone must
 //! still delete at the delete's version, which leaves the newer row.
 

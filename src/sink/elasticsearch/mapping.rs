@@ -246,9 +246,9 @@ impl Mapper {
         self.tombstones_delete() && matches!(rec.value, Value::Change(ev) if ev.op == Op::Delete)
     }
 
-    /// A record of (`topic`, `partition`) was tolerated without being mapped, or its mapping
-    /// failed: the tombstone after it may belong to it (a delete event that could not be read)
-    /// rather than to the delete event remembered before it. The partition's is forgotten when
+    /// A record of (`topic`, `partition`) that may be a delete event was tolerated without
+    /// being mapped, or its mapping failed: the tombstone after it may belong to it rather than
+    /// to the delete event remembered before it. The partition's is forgotten when
     /// the record's key names its document, or names none that can be told (unread, or no id
     /// from the key alone, as a tombstone's is made). That tombstone is then an unversioned
     /// delete, as one whose delete event the task never read; taking the remembered delete's
