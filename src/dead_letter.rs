@@ -609,19 +609,13 @@ fn ensure_topic(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A rejected record read again inside a drain (a revocation's, bounded by
-    /// `flush.timeout.ms`) stops at the drain's deadline, not 30 s later (the group would give
-    /// the partition to another member meanwhile), and is handed back uncopied. Here Kafka is a
-    /// loopback port nobody listens on, so the reading never finds the record.
-    #[test]
-    fn a_record_read_again_is_handed_back_at_the_deadline_it_is_given() {
+impl DeadLetterQueue {
+    /// A queue whose Kafka is a loopback port nobody listens on (nothing there to check or
+    /// create): what it reads again is never found.
+    pub(crate) fn nowhere() -> DeadLetterQueue {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port")
             .port();
         let mut kafka = ClientConfig::new();
         kafka
@@ -629,8 +623,10 @@ mod tests {
             .set("group.id", "cdc-sink-dead-letter-unit-test")
             .set("enable.auto.commit", "false")
             .set("log_level", "0");
-        let mut queue = DeadLetterQueue {
-            producer: kafka.create_with_context(Reports::default()).unwrap(),
+        DeadLetterQueue {
+            producer: kafka
+                .create_with_context(Reports::default())
+                .expect("a producer"),
             cfg: DeadLetterConfig {
                 topic: "dlq".into(),
                 replication_factor: 1,
@@ -647,7 +643,21 @@ mod tests {
             full: false,
             fetcher: None,
             fetch_config: kafka,
-        };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A rejected record read again inside a drain (a revocation's, bounded by
+    /// `flush.timeout.ms`) stops at the drain's deadline, not 30 s later (the group would give
+    /// the partition to another member meanwhile), and is handed back uncopied. Here Kafka is a
+    /// loopback port nobody listens on, so the reading never finds the record.
+    #[test]
+    fn a_record_read_again_is_handed_back_at_the_deadline_it_is_given() {
+        let mut queue = DeadLetterQueue::nowhere();
         let rejected = Rejected {
             ack: Ack {
                 slot: 0,

@@ -456,7 +456,16 @@ impl RebalanceHandler for Handler {
                 .iter()
                 .all(|(t, p)| st.offsets.in_flight_of(t, *p) == 0)
         };
-        let unfinished = |st: &State| !done(st) && st.sink.pending() > 0;
+        // A rejected record whose reading again for the dead-letter queue the drain left for
+        // later (`rejected_later`) is no write of the sink's: its next owner copies it.
+        let unfinished = |st: &State| {
+            st.sink.pending() > 0
+                && partitions.iter().any(|(t, p)| {
+                    let later = st.rejected_later.iter();
+                    let later = later.filter(|r| *r.topic == **t && r.partition == *p);
+                    st.offsets.in_flight_of(t, *p) > later.count()
+                })
+        };
         // Writes of these partitions that are not finished must not land after the next
         // owner's: an unversioned write, or two changes sharing a version, would undo the newer
         // state; a delete forgotten after `index.gc_deletes` would let an older write bring a
@@ -491,7 +500,7 @@ impl RebalanceHandler for Handler {
             } else {
                 self.flush_timeout
             };
-            if !failed_before && let Err(e) = drain(&mut st, timeout, done) {
+            if !failed_before && let Err(e) = drain(&mut st, timeout, Some(partitions), done) {
                 st.failure = Some(e);
             }
             if unfinished(&st) {
@@ -653,7 +662,7 @@ fn commit<H: RebalanceHandler>(
     }
     // Copies on their way to the dead-letter queue too: the transaction holds rows of records
     // after them, which must not commit while the offsets stop before them.
-    drain(st, flush_timeout, |st| pending(st) == 0)?;
+    drain(st, flush_timeout, None, |st| pending(st) == 0)?;
     if pending(st) > 0 {
         return Err(Failure::Wait(format!(
             "{} writes still in flight: the transaction is committed later",
@@ -677,15 +686,26 @@ fn committed(st: &mut State, marks: &[(Arc<str>, i32, i64)]) {
     }
 }
 
-/// Sends everything buffered and collects acks until `done` or `timeout`.
-fn drain(st: &mut State, timeout: Duration, done: impl Fn(&State) -> bool) -> Result<(), End> {
+/// Sends everything buffered and collects acks until `done` or `timeout`. Records the sink
+/// rejected are read again for the dead-letter queue until then, only those of `only` when it
+/// is given (a revocation's partitions).
+fn drain(
+    st: &mut State,
+    timeout: Duration,
+    only: Option<&[(String, i32)]>,
+    done: impl Fn(&State) -> bool,
+) -> Result<(), End> {
     let deadline = Instant::now() + timeout;
+    let reread = Some(Reread {
+        until: deadline,
+        only,
+    });
     st.sink.flush();
     // At least once: acks already reported are taken even when `done` holds from the start.
-    collect(st, Duration::ZERO, Some(deadline))?;
+    collect(st, Duration::ZERO, reread)?;
     while !done(st) && Instant::now() < deadline {
         let left = deadline.saturating_duration_since(Instant::now());
-        collect(st, left.min(Duration::from_millis(100)), Some(deadline))?;
+        collect(st, left.min(Duration::from_millis(100)), reread)?;
         if pending(st) == 0 && !done(st) {
             // Nothing left in the sink: what remains is a record that never reached it.
             break;
@@ -781,11 +801,20 @@ fn pending(st: &State) -> usize {
         + st.rejected_later.len()
 }
 
+/// How far a drain's [`collect`] reads records the sink rejected again for the dead-letter
+/// queue: until its deadline, and only those of `only` when it is given (a revocation's
+/// partitions; the others wait for the task's next `collect`).
+#[derive(Clone, Copy)]
+struct Reread<'a> {
+    until: Instant,
+    only: Option<&'a [(String, i32)]>,
+}
+
 /// Takes the acks of what the sink wrote (waiting up to `wait` for some) and of copies the
 /// dead-letter queue wrote; records the sink rejected are copied to the queue, read again
-/// from Kafka, a reading that stops at `until` (a drain's deadline) if it comes first: what it
-/// had not read then waits for the next call.
-fn collect(st: &mut State, wait: Duration, until: Option<Instant>) -> Result<(), End> {
+/// from Kafka, as far as a drain's `reread` allows: what it does not read waits for the next
+/// call.
+fn collect(st: &mut State, wait: Duration, reread: Option<Reread<'_>>) -> Result<(), End> {
     // The sink waits only while it has writes out; with none, the wait is the dead-letter
     // queue's, or a drain waiting for its copies alone would spin.
     let sink_waits = st.sink.pending() > 0;
@@ -805,12 +834,18 @@ fn collect(st: &mut State, wait: Duration, until: Option<Instant>) -> Result<(),
         // Of partitions revoked since: their next owner reads them again.
         todo.retain(|r| st.offsets.counts(r.ack));
         todo.extend(rejected);
+        let only = reread.and_then(|r| r.only);
+        let (todo, mut later): (Vec<Rejected>, Vec<Rejected>) = todo.into_iter().partition(|r| {
+            only.is_none_or(|ps| ps.iter().any(|(t, p)| **t == *r.topic && *p == r.partition))
+        });
         let dlq = st.dlq.as_mut().ok_or_else(|| {
             End::Failed("the sink rejected records but there is no dead-letter queue".into())
         })?;
-        st.rejected_later = dlq
-            .send_again_from_kafka(&todo, class_name, until)
-            .map_err(End::Rewind)?;
+        later.extend(
+            dlq.send_again_from_kafka(&todo, class_name, reread.map(|r| r.until))
+                .map_err(End::Rewind)?,
+        );
+        st.rejected_later = later;
     }
     if let Some(dlq) = st.dlq.as_mut() {
         let wait = if sink_waits { Duration::ZERO } else { wait };
@@ -1344,7 +1379,7 @@ fn run(
         // are read again by whoever owns the partitions next. Copies on their way to the
         // dead-letter queue are still waited for, as long as the time left allows.
         let deadline = Instant::now() + flush_timeout;
-        if let Err(e) = drain(&mut st, flush_timeout, |st| pending(st) == 0) {
+        if let Err(e) = drain(&mut st, flush_timeout, None, |st| pending(st) == 0) {
             warn!(task = %label, "while finishing in-flight writes: {e}");
         }
         if st.sink.pending() > 0 {
@@ -1356,7 +1391,7 @@ fn run(
                 warn!(task = %label, "writes still unfinished as the task ends (flush.timeout.ms: {} ms), dealt with before its consumer closes: {what}", flush_timeout.as_millis());
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            if let Err(e) = drain(&mut st, left, |st| pending(st) == 0) {
+            if let Err(e) = drain(&mut st, left, None, |st| pending(st) == 0) {
                 warn!(task = %label, "while finishing dead-letter copies: {e}");
             }
         }
@@ -1824,8 +1859,8 @@ mod tests {
         )
     }
 
-    /// A sink that says what is done to it, in `order`.
-    struct Watched(Arc<Mutex<Vec<&'static str>>>);
+    /// A sink that says what is done to it, in `order`, and hands back `rejected` once.
+    struct Watched(Arc<Mutex<Vec<&'static str>>>, Vec<Rejected>);
 
     impl Sink for Watched {
         fn put(&mut self, _: SinkRecord<'_>, _: Ack) -> Result<Outcome, SinkError> {
@@ -1833,6 +1868,9 @@ mod tests {
         }
         fn poll(&mut self, _: Duration) -> Result<Vec<Ack>, SinkError> {
             Ok(Vec::new())
+        }
+        fn take_rejected(&mut self) -> Vec<Rejected> {
+            std::mem::take(&mut self.1)
         }
         fn flush(&mut self) {}
         fn abandon(&mut self) -> &'static str {
@@ -1888,6 +1926,39 @@ mod tests {
         }
     }
 
+    /// A revocation's drain reads again, for the dead-letter queue, only the rejected records of
+    /// the partitions it revokes, in the time it has: those of partitions the task keeps wait
+    /// for its next `collect`, outside the rebalance. Here Kafka is where nobody listens, so a
+    /// reading would take the whole time given.
+    #[test]
+    fn a_revocation_reads_again_only_the_rejected_records_of_its_partitions() {
+        let kept = |partition: i32| Rejected {
+            ack: Ack {
+                slot: 0,
+                epoch: 1,
+                offset: 7,
+            },
+            topic: "t".into(),
+            partition,
+            offset: 7,
+            reason: "mapper_parsing_exception".into(),
+        };
+        let handler = handler_of(Box::new(Watched(Arc::default(), vec![kept(0), kept(2)])));
+        let mut st = handler.lock();
+        st.dlq = Some(DeadLetterQueue::nowhere());
+        let revoked = [("t".to_string(), 1)];
+        let began = Instant::now();
+        let reread = Reread {
+            until: began + Duration::from_secs(20),
+            only: Some(&revoked),
+        };
+        assert!(collect(&mut st, Duration::ZERO, Some(reread)).is_ok());
+        let took = began.elapsed();
+        assert_eq!(st.rejected_later, [kept(0), kept(2)]);
+        assert!(took < Duration::from_secs(5), "read for {took:?}");
+        assert_eq!(pending(&st), st.sink.pending() + 2, "still waited for");
+    }
+
     /// A task unwinding from a panic gives up its sink's unfinished writes and drops the sink
     /// before its consumer's close leaves the group, and is closed by then: neither a retry
     /// nor the revocation the close runs comes after the next owner's writes.
@@ -1901,7 +1972,7 @@ mod tests {
                 self.1.lock().unwrap().push("consumer closed");
             }
         }
-        let handler = handler_of(Box::new(Watched(order.clone())));
+        let handler = handler_of(Box::new(Watched(order.clone(), Vec::new())));
         let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let _consumer = Consumer(&handler, order.clone());
             let _closed_on_panic = OnUnwind(|| ended_by_panic(&handler));
