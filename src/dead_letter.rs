@@ -497,6 +497,11 @@ impl DeadLetterQueue {
         self.letters.len()
     }
 
+    /// Copies not yet acknowledged whose ack `of` picks.
+    pub fn pending_of(&self, of: impl Fn(Ack) -> bool) -> usize {
+        self.letters.values().filter(|l| of(l.ack)).count()
+    }
+
     /// Why the queue holds offsets back, if it does for long.
     pub fn trouble(&self) -> Option<String> {
         let oldest = self.letters.values().map(|l| l.since).min()?;

@@ -456,14 +456,16 @@ impl RebalanceHandler for Handler {
                 .iter()
                 .all(|(t, p)| st.offsets.in_flight_of(t, *p) == 0)
         };
-        // A rejected record whose reading again for the dead-letter queue the drain left for
-        // later (`rejected_later`) is no write of the sink's: its next owner copies it.
+        // Records on their way to the dead-letter queue, or whose reading again for it the
+        // drain left for later (`rejected_later`), are no writes of the sink's: their next owner
+        // copies them again.
         let unfinished = |st: &State| {
             st.sink.pending() > 0
                 && partitions.iter().any(|(t, p)| {
-                    let later = st.rejected_later.iter();
-                    let later = later.filter(|r| *r.topic == **t && r.partition == *p);
-                    st.offsets.in_flight_of(t, *p) > later.count()
+                    let of = |ack| st.offsets.is_of(ack, t, *p);
+                    let later = st.rejected_later.iter().filter(|r| of(r.ack)).count();
+                    let copies = st.dlq.as_ref().map_or(0, |d| d.pending_of(of));
+                    st.offsets.in_flight_of(t, *p) > later + copies
                 })
         };
         // Writes of these partitions that are not finished must not land after the next

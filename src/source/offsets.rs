@@ -342,6 +342,11 @@ impl Offsets {
         }
     }
 
+    /// Whether `ack` is of (`topic`, `partition`)'s current assignment.
+    pub fn is_of(&self, ack: Ack, topic: &str, partition: i32) -> bool {
+        self.slot_of(topic, partition) == Some(ack.slot) && self.counts(ack)
+    }
+
     /// Whether `ack` belongs to the current assignment and is the first read of its record.
     pub fn counts(&self, ack: Ack) -> bool {
         ack.epoch != NO_EPOCH
@@ -502,6 +507,23 @@ fn to_start(line: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ack_is_of_its_partitions_current_assignment_only() {
+        let mut o = Offsets::default();
+        o.assign("t", 0);
+        o.assign("t", 1);
+        let a = o.track("t", 0, 5, None);
+        assert!(o.is_of(a, "t", 0));
+        assert!(!o.is_of(a, "t", 1));
+        assert!(!o.is_of(a, "u", 0));
+        o.revoke("t", 0);
+        assert!(!o.is_of(a, "t", 0), "revoked");
+        o.assign("t", 0);
+        assert!(!o.is_of(a, "t", 0), "assigned again");
+        let again = o.track("t", 0, 5, None);
+        assert!(o.is_of(again, "t", 0));
+    }
 
     #[test]
     fn the_watermark_passes_records_never_handed_out_once_all_handed_out_are_written() {
