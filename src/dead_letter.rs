@@ -160,9 +160,28 @@ impl DeadLetterQueue {
                     "cannot create the dead-letter queue's producer: {e}"
                 ))
             })?;
-        Ok(DeadLetterQueue {
+        Ok(DeadLetterQueue::with(
             producer,
-            cfg: cfg.clone(),
+            cfg.clone(),
+            connector,
+            task,
+            metrics,
+            fetch,
+        ))
+    }
+
+    /// A queue with nothing sent yet.
+    fn with(
+        producer: BaseProducer<Reports>,
+        cfg: DeadLetterConfig,
+        connector: &str,
+        task: usize,
+        metrics: Arc<Metrics>,
+        fetch: ClientConfig,
+    ) -> DeadLetterQueue {
+        DeadLetterQueue {
+            producer,
+            cfg,
             connector: connector.to_string(),
             task: task.to_string(),
             metrics,
@@ -173,7 +192,7 @@ impl DeadLetterQueue {
             full: false,
             fetcher: None,
             fetch_config: fetch,
-        })
+        }
     }
 
     /// Copies `m` (its ack `ack`) to the queue. Its ack comes back from [`Self::poll`] once
@@ -628,27 +647,21 @@ impl DeadLetterQueue {
             .set("group.id", "cdc-sink-dead-letter-unit-test")
             .set("enable.auto.commit", "false")
             .set("log_level", "0");
-        DeadLetterQueue {
-            producer: kafka
+        DeadLetterQueue::with(
+            kafka
                 .create_with_context(Reports::default())
                 .expect("a producer"),
-            cfg: DeadLetterConfig {
+            DeadLetterConfig {
                 topic: "dlq".into(),
                 replication_factor: 1,
                 context_headers: true,
                 producer_overrides: BTreeMap::new(),
             },
-            connector: "c".into(),
-            task: "0".into(),
-            metrics: Arc::new(crate::metrics::Registry::new().task("c", 0)),
-            letters: BTreeMap::new(),
-            next_id: 0,
-            resend: VecDeque::new(),
-            failing: None,
-            full: false,
-            fetcher: None,
-            fetch_config: kafka,
-        }
+            "c",
+            0,
+            Arc::new(crate::metrics::Registry::new().task("c", 0)),
+            kafka,
+        )
     }
 }
 

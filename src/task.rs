@@ -243,6 +243,31 @@ struct State {
     spec: Arc<ConnectorSpec>,
 }
 
+impl State {
+    /// A task's state as it starts: nothing read, nothing paused, nothing failed.
+    fn new(
+        spec: Arc<ConnectorSpec>,
+        sink: Box<dyn Sink>,
+        metrics: Arc<Metrics>,
+        dlq: Option<DeadLetterQueue>,
+    ) -> State {
+        State {
+            offsets: Offsets::default(),
+            sink,
+            paused: Paused::No,
+            failure: None,
+            stall: None,
+            closed: false,
+            barriers: Barriers::default(),
+            metrics,
+            dlq,
+            rejected_later: Vec::new(),
+            warned_drop: false,
+            spec,
+        }
+    }
+}
+
 /// Records that could not be decoded yet, not for what they are but because the schema registry
 /// is unavailable: retried in order, with backoff, while the consumer is paused. Nothing after
 /// them is processed and nothing is skipped.
@@ -1068,20 +1093,7 @@ fn run(
         }
     };
     let handler = Handler {
-        state: Mutex::new(State {
-            offsets: Offsets::default(),
-            sink,
-            paused: Paused::No,
-            failure: None,
-            stall: None,
-            closed: false,
-            barriers: Barriers::default(),
-            metrics: metrics.clone(),
-            dlq,
-            rejected_later: Vec::new(),
-            warned_drop: false,
-            spec: spec.clone(),
-        }),
+        state: Mutex::new(State::new(spec.clone(), sink, metrics.clone(), dlq)),
         flush_timeout,
         label: label.clone(),
         control,
@@ -1908,20 +1920,12 @@ mod tests {
         .unwrap();
         let spec = Arc::new(ConnectorSpec::validate(&config).unwrap());
         Handler {
-            state: Mutex::new(State {
-                offsets: Offsets::default(),
-                sink,
-                paused: Paused::No,
-                failure: None,
-                stall: None,
-                closed: false,
-                barriers: Barriers::default(),
-                metrics: Arc::new(crate::metrics::Registry::new().task("c", 0)),
-                dlq: None,
-                rejected_later: Vec::new(),
-                warned_drop: false,
+            state: Mutex::new(State::new(
                 spec,
-            }),
+                sink,
+                Arc::new(crate::metrics::Registry::new().task("c", 0)),
+                None,
+            )),
             flush_timeout: Duration::from_secs(1),
             label: "c-0".into(),
             control: Arc::default(),
