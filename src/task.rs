@@ -28,7 +28,7 @@ use crate::metrics::{Metrics, now_ms};
 use crate::settings::Settings;
 use crate::sink::druid::{self, DruidSink};
 use crate::sink::elasticsearch::{ElasticsearchSink, stall};
-use crate::sink::{Ack, Outcome, PassedKey, Rejected, Sink, SinkError, SinkRecord};
+use crate::sink::{Ack, Outcome, PassedKey, Rejected, Sink, SinkError, SinkRecord, TopicWait};
 use crate::source::barriers::Barriers;
 use crate::source::headers::Record;
 use crate::source::offsets::Offsets;
@@ -473,7 +473,7 @@ impl RebalanceHandler for Handler {
         // A record waiting for its topic leaves with its partition: whoever reads it next
         // does the work.
         for ack in st.barriers.revoke(partitions) {
-            st.sink.topic_caught_up(ack, false);
+            st.sink.topic_caught_up(ack, TopicWait::Revoked);
         }
         st.paused.forget(partitions);
         let done = |st: &State| {
@@ -1299,8 +1299,8 @@ fn run(
                 sink,
                 ..
             } = &mut *st;
-            for ack in barriers.check(&consumer, offsets, &label) {
-                sink.topic_caught_up(ack, true);
+            for (ack, wait) in barriers.check(&consumer, offsets, &label) {
+                sink.topic_caught_up(ack, wait);
             }
         }
         let paused_now = handler.control.paused.load(Ordering::Relaxed);
@@ -1791,7 +1791,8 @@ fn put(
         st.offsets.hold(ack);
     }
     if st.sink.awaits_topic(&record) && st.offsets.counts(ack) {
-        st.barriers.add(ack, topic, partition, offset, timestamp_ms);
+        st.barriers
+            .add(ack, topic, partition, offset, m.timestamp());
     }
     match st.sink.put(record, ack) {
         Ok(Outcome::Buffered) => {}

@@ -114,6 +114,19 @@ impl Sink for Ended {
     }
 }
 
+/// How a record's wait for its whole topic ([`Sink::awaits_topic`]) ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicWait {
+    /// Every partition is written up to the record's point.
+    CaughtUp,
+    /// The record's partition was revoked: the work is left to whoever reads the record again.
+    Revoked,
+    /// Whether every partition is written up to the record's point cannot be known, or never
+    /// will be (records removed from the log before the group wrote them): the work must not
+    /// be done, and the record is done without it. Why, for the log.
+    Never(String),
+}
+
 /// The key of a record the task passed over ([`Sink::passed_over`]), as far as it was read.
 #[derive(Debug, Clone, Copy)]
 pub enum PassedKey<'a> {
@@ -205,11 +218,9 @@ pub trait Sink: Send {
         false
     }
 
-    /// The task's answer for a record [`Sink::awaits_topic`] asked about: `true` when its topic
-    /// is written up to that point, `false` when the record's partition was revoked (the work
-    /// is left to whoever reads the record again).
-    fn topic_caught_up(&mut self, ack: Ack, caught_up: bool) {
-        let _ = (ack, caught_up);
+    /// The task's answer for a record [`Sink::awaits_topic`] asked about.
+    fn topic_caught_up(&mut self, ack: Ack, wait: TopicWait) {
+        let _ = (ack, wait);
     }
 
     /// Whether this sink commits the consumed offsets itself, in one transaction with its

@@ -9,13 +9,14 @@
 
 use std::time::{Duration, Instant};
 
+use rdkafka::Timestamp;
 use rdkafka::consumer::Consumer as _;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tracing::{info, warn};
 
 use super::offsets::Offsets;
 use super::{Consumer, RebalanceHandler};
-use crate::sink::Ack;
+use crate::sink::{Ack, TopicWait};
 
 /// How often waiting barriers are looked at.
 const CHECK_EVERY: Duration = Duration::from_millis(500);
@@ -28,7 +29,8 @@ const REPORT_AFTER: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone, Copy)]
 struct Target {
     partition: i32,
-    /// The partition's first offset: a target at or below it has nothing to wait for.
+    /// The partition's first offset. A target at or below it has nothing left to read: its
+    /// records were written long ago, or removed before the group wrote them.
     low: i64,
     /// Every record below this offset must be written.
     end: i64,
@@ -41,7 +43,7 @@ struct Barrier {
     partition: i32,
     offset: i64,
     /// The record's Kafka timestamp: what was produced before it is what it waits for.
-    timestamp_ms: Option<i64>,
+    timestamp: Timestamp,
     /// Taken at the first check after the record was read.
     targets: Option<Vec<Target>>,
     since: Instant,
@@ -60,15 +62,15 @@ pub struct Barriers {
 }
 
 impl Barriers {
-    /// Waits for topic `topic` on behalf of the record (`partition`, `offset`, Kafka timestamp
-    /// `timestamp_ms`) acked by `ack`.
+    /// Waits for topic `topic` on behalf of the record (`partition`, `offset`, Kafka
+    /// `timestamp`) acked by `ack`.
     pub fn add(
         &mut self,
         ack: Ack,
         topic: &str,
         partition: i32,
         offset: i64,
-        timestamp_ms: Option<i64>,
+        timestamp: Timestamp,
     ) {
         let now = Instant::now();
         self.waiting.push(Barrier {
@@ -76,7 +78,7 @@ impl Barriers {
             topic: topic.to_string(),
             partition,
             offset,
-            timestamp_ms,
+            timestamp,
             targets: None,
             since: now,
             reported: now,
@@ -110,13 +112,13 @@ impl Barriers {
     }
 
     /// Looks (at most every [`CHECK_EVERY`]) whether the topics waited for have caught up;
-    /// returns the acks of the records whose topic has.
+    /// returns the acks of the records whose topic has, each with how its wait ended.
     pub fn check<H: RebalanceHandler>(
         &mut self,
         consumer: &Consumer<H>,
         offsets: &Offsets,
         label: &str,
-    ) -> Vec<Ack> {
+    ) -> Vec<(Ack, TopicWait)> {
         let now = Instant::now();
         // A record's work is over once nothing of its partition is in flight.
         self.passed
@@ -127,8 +129,18 @@ impl Barriers {
         self.next_check = Some(now + CHECK_EVERY);
         let mut passed = Vec::new();
         self.waiting.retain_mut(|b| {
+            if let Timestamp::LogAppendTime(_) = b.timestamp {
+                let why = format!(
+                    "topic {} has broker-set timestamps (message.timestamp.type=LogAppendTime): each partition's leader stamps its records by its own clock, so which records of the other partitions were produced before the snapshot's end cannot be told by time",
+                    b.topic
+                );
+                passed.push((b.ack, TopicWait::Never(why)));
+                self.passed.push((b.ack, b.topic.clone(), b.partition));
+                return false;
+            }
             if b.targets.is_none() {
-                match targets(consumer, &b.topic, b.partition, b.offset, b.timestamp_ms) {
+                let ts = b.timestamp.to_millis();
+                match targets(consumer, &b.topic, b.partition, b.offset, ts) {
                     Ok(t) => b.targets = Some(t),
                     Err(e) => {
                         warn!(task = %label, topic = %b.topic, "cannot read where the topic ends: {e}");
@@ -138,15 +150,24 @@ impl Barriers {
             }
             let targets = b.targets.as_deref().unwrap_or_default();
             match behind(consumer, offsets, &b.topic, targets) {
-                Ok(lagging) if lagging.is_empty() => {
-                    if b.since.elapsed() >= REPORT_AFTER {
-                        info!(task = %label, topic = %b.topic, "every partition caught up");
-                    }
-                    passed.push(b.ack);
+                Ok(Behind { lost, .. }) if !lost.is_empty() => {
+                    let why = format!(
+                        "partition(s) {lost:?} of topic {} lost records below where the snapshot ends there before the group wrote them (the log starts above them now: retention.ms or DeleteRecords); some of the snapshot's reads may have been among them, and their rows' documents would be deleted",
+                        b.topic
+                    );
+                    passed.push((b.ack, TopicWait::Never(why)));
                     self.passed.push((b.ack, b.topic.clone(), b.partition));
                     false
                 }
-                Ok(lagging) => {
+                Ok(Behind { lagging, .. }) if lagging.is_empty() => {
+                    if b.since.elapsed() >= REPORT_AFTER {
+                        info!(task = %label, topic = %b.topic, "every partition caught up");
+                    }
+                    passed.push((b.ack, TopicWait::CaughtUp));
+                    self.passed.push((b.ack, b.topic.clone(), b.partition));
+                    false
+                }
+                Ok(Behind { lagging, .. }) => {
                     if b.reported.elapsed() >= REPORT_AFTER {
                         b.reported = Instant::now();
                         warn!(task = %label, topic = %b.topic, waiting_s = b.since.elapsed().as_secs(),
@@ -221,14 +242,24 @@ fn targets<H: RebalanceHandler>(
     Ok(out)
 }
 
+/// The partitions of a barrier's topic not written up to their targets.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Behind {
+    /// Not yet.
+    lagging: Vec<i32>,
+    /// Never: records below the target were removed from the log before the group wrote them.
+    lost: Vec<i32>,
+}
+
 /// The partitions of `targets` not yet written up to their end.
 fn behind<H: RebalanceHandler>(
     consumer: &Consumer<H>,
     offsets: &Offsets,
     topic: &str,
     targets: &[Target],
-) -> Result<Vec<i32>, String> {
+) -> Result<Behind, String> {
     let mut lagging = Vec::new();
+    let mut lost = Vec::new();
     let mut ask = TopicPartitionList::new();
     // The consumer's position passes records it never hands out (transaction markers).
     let positions: crate::FastMap<i32, i64> = consumer
@@ -244,7 +275,8 @@ fn behind<H: RebalanceHandler>(
         })
         .unwrap_or_default();
     for t in targets {
-        if t.end <= t.low {
+        // Nothing was ever there to write.
+        if t.end <= 0 {
             continue;
         }
         let position = positions.get(&t.partition).copied();
@@ -261,18 +293,19 @@ fn behind<H: RebalanceHandler>(
             .committed_offsets(ask, TIMEOUT)
             .map_err(|e| e.to_string())?;
         for e in committed.elements() {
-            let end = targets
-                .iter()
-                .find(|t| t.partition == e.partition())
-                .map_or(i64::MAX, |t| t.end);
+            let target = targets.iter().find(|t| t.partition == e.partition());
+            let (low, end) = target.map_or((0, i64::MAX), |t| (t.low, t.end));
             match e.offset() {
                 Offset::Offset(c) if c >= end => {}
+                // What the group had not written up to the target is gone.
+                _ if end <= low => lost.push(e.partition()),
                 _ => lagging.push(e.partition()),
             }
         }
     }
     lagging.sort_unstable();
-    Ok(lagging)
+    lost.sort_unstable();
+    Ok(Behind { lagging, lost })
 }
 
 #[cfg(test)]
@@ -290,8 +323,8 @@ mod tests {
     #[test]
     fn a_revocation_reaches_barriers_waiting_and_passed() {
         let mut b = Barriers::default();
-        b.add(ack(1), "t", 0, 1, None);
-        b.add(ack(2), "t", 1, 2, None);
+        b.add(ack(1), "t", 0, 1, Timestamp::NotAvailable);
+        b.add(ack(2), "t", 1, 2, Timestamp::NotAvailable);
         b.passed.push((ack(3), "t".into(), 0));
         b.passed.push((ack(4), "u".into(), 0));
         let mut gone = b.revoke(&[("t".into(), 0)]);

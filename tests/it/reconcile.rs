@@ -426,6 +426,96 @@ fn a_snapshot_end_waits_for_partitions_other_tasks_read() {
     }
 }
 
+/// A partition whose records below a snapshot's end were removed from the log before the group
+/// wrote them (retention, here DeleteRecords) may have held some of the snapshot's reads: the
+/// snapshot is not reconciled, since that would delete the documents of those rows, which
+/// exist. Nine rows written earlier (version 101–109), and three since deleted; a snapshot at
+/// position 1000 reads the nine; partition 1's reads (rows 1, 4, 7) are removed before a new
+/// connector reads the topic. Its end (row 9, partition 0) is committed; no document goes.
+#[test]
+fn a_snapshot_whose_reads_left_the_log_unwritten_is_not_reconciled() {
+    let topic = unique("reconcile-lost");
+    kafka::create_topic(&topic, 3);
+    let mut expected = BTreeMap::new();
+    for id in 1..=12 {
+        let v = version(100 + id as u64);
+        let doc = json!({"id": id, "name": "old"});
+        es::put_versioned(&topic, &id.to_string(), &doc, v);
+        expected.insert(id.to_string(), (v, doc));
+    }
+    let (recs, written) = snapshot_history(0, 9, 1000);
+    kafka::produce(&topic, &recs);
+    assert_eq!(
+        kafka::end_offsets(&topic, 3),
+        BTreeMap::from([(0, 3), (1, 3), (2, 3)])
+    );
+    kafka::delete_records(&topic, 1, 3);
+    for (id, doc) in written {
+        if id.parse::<i64>().unwrap() % 3 != 1 {
+            expected.insert(id, doc);
+        }
+    }
+    let name = unique("reconcile-lost");
+    let file = connector_file(
+        &name,
+        &es_connector(
+            &topic,
+            &servers().es,
+            &[("behavior.on.null.values", "delete")],
+        ),
+    );
+    let worker = Worker::start(&file);
+    let group = format!("connect-{name}");
+    crate::support::wait_until(
+        Duration::from_secs(60),
+        "the snapshot's end committed",
+        || {
+            let c = kafka::committed(&group, &topic, 3);
+            (c.get(&0) == Some(&3) && c.get(&2) == Some(&3)).then_some(())
+        },
+    );
+    es::wait_documents(
+        &topic,
+        &expected,
+        Duration::from_secs(10),
+        "nothing removed",
+    );
+    let log = worker.log_text();
+    assert!(
+        log.contains("reconciliation after the snapshot skipped")
+            && log.contains(&format!("partition(s) [1] of topic {topic} lost records")),
+        "no reconciliation skipped for partition 1:\n{log}"
+    );
+    assert!(worker.stop().success());
+}
+
+/// Nor is a snapshot reconciled on a topic whose timestamps the brokers set
+/// (`message.timestamp.type=LogAppendTime`): each partition's leader stamps by its own clock, so
+/// what the other partitions held before the snapshot's end cannot be told by time. Twelve rows
+/// created, a snapshot reads nine: the three others stay, and the snapshot's end is committed.
+#[test]
+fn a_snapshot_on_a_topic_with_broker_timestamps_is_not_reconciled() {
+    let topic = unique("reconcile-append");
+    kafka::create_topic(&topic, 3);
+    kafka::set_topic_config(&topic, "message.timestamp.type", "LogAppendTime");
+    let (recs, mut expected) = snapshot_history(12, 9, 1000);
+    for id in 10..=12 {
+        let doc = (version(100 + id as u64), json!({"id": id, "name": "old"}));
+        expected.insert(id.to_string(), doc);
+    }
+    kafka::produce(&topic, &recs);
+    let (worker, _) = converge(&topic, &expected, &[("behavior.on.null.values", "delete")]);
+    let log = worker.log_text();
+    assert!(
+        log.contains("reconciliation after the snapshot skipped")
+            && log.contains("message.timestamp.type=LogAppendTime"),
+        "no reconciliation skipped for broker timestamps:\n{log}"
+    );
+    // Still there once the snapshot's end is committed (`converge`).
+    es::wait_documents(&topic, &expected, Duration::from_secs(5), "nothing removed");
+    assert!(worker.stop().success());
+}
+
 /// A topic of two partitions for a task remembering more records than it may behind a
 /// snapshot's end (64 × `max.buffered.records`: 640 with the connector of
 /// [`remembering_connector`]). Partition 1 − `end` holds 8 000 rows created before the

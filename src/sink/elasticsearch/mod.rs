@@ -31,7 +31,7 @@ use self::client::{Answer, BulkClient};
 use self::config::EsConfig;
 use self::mapping::{Mapped, Mapper, SnapshotEnd};
 use self::retry::{ItemOutcome, RequestOutcome};
-use super::{Ack, Outcome, PassedKey, Rejected, Sink, SinkError, SinkRecord};
+use super::{Ack, Outcome, PassedKey, Rejected, Sink, SinkError, SinkRecord, TopicWait};
 use crate::decode::Value;
 use crate::metrics::{Metrics, now_ms};
 
@@ -566,12 +566,22 @@ impl Sink for ElasticsearchSink {
         self.mapper.passed_over(topic, partition, key);
     }
 
-    fn topic_caught_up(&mut self, ack: Ack, caught_up: bool) {
-        if caught_up {
+    fn topic_caught_up(&mut self, ack: Ack, wait: TopicWait) {
+        if wait == TopicWait::CaughtUp {
             if let Some(r) = self.reconciliations.iter_mut().find(|r| r.ack == ack) {
                 r.caught_up = true;
             }
             self.start_reconciliations();
+        } else if let TopicWait::Never(why) = wait {
+            // Not started (it waits to be caught up): the record's write acks it, or has.
+            if let Some(i) = self.reconciliations.iter().position(|r| r.ack == ack) {
+                let r = self.reconciliations.remove(i);
+                warn!(index = %r.end.index, topic = %r.end.topic,
+                    "reconciliation after the snapshot skipped: {why}. Documents of rows deleted meanwhile stay, until a later snapshot is reconciled (docs/reconcile.md)");
+                if r.written {
+                    self.carried.push(ack);
+                }
+            }
         } else if let Some(r) = self.reconciliations.iter_mut().find(|r| r.ack == ack) {
             // Its partition is gone: the record is read again by the next owner, who
             // reconciles. Its ack is swallowed when its write comes back, and a running
