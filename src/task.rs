@@ -821,7 +821,8 @@ fn must_pause(
     }
 }
 
-/// Writes in flight: in the sink, and copies on their way to the dead-letter queue.
+/// Writes in flight: in the sink, copies on their way to the dead-letter queue, and rejected
+/// records whose copy waits for them to be read again.
 fn pending(st: &State) -> usize {
     st.sink.pending()
         + st.dlq.as_ref().map_or(0, DeadLetterQueue::pending)
