@@ -125,6 +125,28 @@ struct Inner {
     /// compacted), and workers reading the topic live must end as it does: a pause checked
     /// before a delete landed can land after it, and a config checked before it too.
     targets_ahead: BTreeMap<String, TargetState>,
+    /// Stops and deletes of a connector read from the config topic ([`Herder::stop_ahead`])
+    /// and not yet applied, by connector: a change applied before them starts none of its
+    /// tasks. Started, they would run until the stop's turn, on a worker whose applier waits,
+    /// and could commit over offsets another worker changed meanwhile.
+    halts_read: BTreeMap<String, usize>,
+}
+
+/// The connector `change` stops or deletes, if it does whatever the state before it (a config
+/// that sets no state stops nothing by itself).
+fn halted_by(change: &Change) -> Option<&str> {
+    match change {
+        Change::Target {
+            name,
+            target: TargetState::Stopped,
+        }
+        | Change::Delete { name } => Some(name),
+        Change::Put {
+            config,
+            target: Some(TargetState::Stopped),
+        } => Some(&config.name),
+        _ => None,
+    }
 }
 
 pub struct Herder {
@@ -203,6 +225,7 @@ impl Herder {
                 connectors: BTreeMap::new(),
                 store,
                 targets_ahead: BTreeMap::new(),
+                halts_read: BTreeMap::new(),
             }),
             cluster: OnceLock::new(),
             closed: AtomicBool::new(false),
@@ -694,6 +717,9 @@ impl Herder {
             } => inner.worker.set_paused(name, true),
             Change::Target { .. } | Change::Restart { .. } => {}
         }
+        if let Some(name) = halted_by(change) {
+            *inner.halts_read.entry(name.to_string()).or_default() += 1;
+        }
         drop(inner);
         self.stopping.finish_in_background(&self.metrics);
     }
@@ -928,8 +954,44 @@ impl Inner {
             .unwrap_or(TargetState::Running)
     }
 
-    /// Carries out a change on this worker (`me`).
+    /// Carries out a change on this worker (`me`): as it says, unless a stop or delete of the
+    /// same connector read after it is still to be applied; then it starts none of the
+    /// connector's tasks, and leaves the connector stopped here until that change's turn.
     fn apply(&mut self, change: &Change, me: &str) -> Result<(), String> {
+        let halts = halted_by(change);
+        if let Some(name) = halts
+            && let Some(n) = self.halts_read.get_mut(name)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.halts_read.remove(name);
+            }
+        }
+        let name = match change {
+            Change::Put { config, .. } => &config.name,
+            Change::Target { name, .. }
+            | Change::Delete { name }
+            | Change::Restart { name, .. } => name,
+        };
+        if halts.is_none() && self.halts_read.contains_key(name) {
+            info!(connector = %name, "a later stop or delete of the connector was read: this earlier change starts none of its tasks");
+            return match change {
+                Change::Put { config, .. } => self.apply_change(
+                    &Change::Put {
+                        config: config.clone(),
+                        target: Some(TargetState::Stopped),
+                    },
+                    me,
+                ),
+                Change::Target { name, .. } => self.set_target(name, TargetState::Stopped),
+                Change::Delete { .. } | Change::Restart { .. } => Ok(()),
+            };
+        }
+        self.apply_change(change, me)
+    }
+
+    /// [`Inner::apply`]'s change, as it says.
+    fn apply_change(&mut self, change: &Change, me: &str) -> Result<(), String> {
         match change {
             Change::Put { config, target } => {
                 let name = &config.name;

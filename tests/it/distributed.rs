@@ -4,6 +4,7 @@
 //! nothing (versions and committed offsets checked); actions on one worker act on all;
 //! conflicting writes converge.
 
+use std::collections::BTreeMap;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -617,6 +618,98 @@ fn a_pause_holds_at_once_on_a_worker_whose_changes_wait_for_old_tasks() {
         .map(|id| (id.to_string(), json!({"id": id})))
         .collect();
     wait_converged(&topic, &expected, &format!("connect-{y}"), 1, WAIT);
+    l.stop();
+}
+
+/// A change queued on a worker whose applier waits (here for X's old task) starts none of a
+/// connector's tasks when a stop of that connector was read after it: started, they ran until
+/// the stop's turn, and could commit over offsets another worker had changed meanwhile. Y has
+/// written and committed 5 records; through the fast worker Y gets a new config and a stop,
+/// and its offsets are deleted. Once the slow worker has applied the stop, it has started no
+/// task of Y's new config, and Y's group has no committed offset.
+#[test]
+fn an_offsets_change_is_not_overtaken_by_a_start_queued_on_a_lagging_worker() {
+    let mut l = lagging("it-dist-offsets", "20000");
+    let (fast, slow, y) = (l.fast.clone(), l.slow.clone(), l.y.clone());
+    let topic = l.y_config["topics"].as_str().unwrap().to_string();
+    let group = format!("connect-{y}");
+    let recs: Vec<kafka::Rec> = (0..5)
+        .map(|id| kafka::Rec {
+            partition: 0,
+            key: Some(json!({"id": id}).to_string()),
+            value: Some(
+                json!({"before": null, "after": {"id": id}, "op": "c",
+                    "source": {"connector": "postgresql", "lsn": 10 + id, "db": "d", "schema": "s", "table": "t"}})
+                .to_string(),
+            ),
+        })
+        .collect();
+    kafka::produce(&topic, &recs);
+    let expected = (0..5)
+        .map(|id| (id.to_string(), json!({"id": id})))
+        .collect();
+    wait_converged(&topic, &expected, &group, 1, WAIT);
+    l.lag();
+    let mut y_config = l.y_config.clone();
+    y_config["batch.size"] = json!("50");
+    let put = |name: &str, config: &Value| {
+        let (code, body) = call(
+            &fast,
+            "PUT",
+            &format!("/connectors/{name}/config"),
+            Some(config),
+        );
+        assert_eq!(code, 200, "PUT {name}/config: {body}");
+    };
+    put(&y, &y_config);
+    let (code, body) = call(&fast, "PUT", &format!("/connectors/{y}/stop"), None);
+    assert_eq!(code, 204, "the stop: {body}");
+    let start = Instant::now();
+    loop {
+        let (code, body) = call(&fast, "DELETE", &format!("/connectors/{y}/offsets"), None);
+        if code == 200 {
+            break;
+        }
+        assert!(
+            code == 500 && start.elapsed() < WAIT,
+            "the offsets' delete: {code} {body}"
+        );
+    }
+    assert_eq!(kafka::committed(&group, &topic, 1), BTreeMap::new());
+    // The slow worker has applied Y's stop, and Y has no task left.
+    let slow_worker = &l.workers[usize::from(slow != l.urls[0])];
+    let start = Instant::now();
+    while !slow_worker.log_text().lines().any(|line| {
+        line.contains("target state changed")
+            && line.contains(&format!("connector={y}"))
+            && line.contains("Stopped")
+    }) {
+        assert!(
+            start.elapsed() < WAIT,
+            "the slow worker did not apply Y's stop:\n{}",
+            l.log_of(&slow)
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    wait_for(&slow, &format!("/connectors/{y}/status"), WAIT, |s| {
+        s["connector"]["state"] == json!("STOPPED") && worker_ids(s).is_empty()
+    });
+    let started = slow_worker.log_text().lines().any(|line| {
+        line.contains("starting connector")
+            && line.contains(&format!("connector={y}"))
+            && line.contains(r#""batch.size": "50""#)
+    });
+    assert!(
+        !started,
+        "the slow worker started Y's new config after reading its stop:\n{}",
+        l.log_of(&slow)
+    );
+    assert_eq!(
+        kafka::committed(&group, &topic, 1),
+        BTreeMap::new(),
+        "Y's tasks started on the slow worker committed over the deleted offsets:\n{}",
+        l.log_of(&slow)
+    );
     l.stop();
 }
 
