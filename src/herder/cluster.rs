@@ -239,8 +239,10 @@ impl Replay {
 }
 
 /// Applies a change; a bug in doing so is logged, and the reader goes on.
-fn apply(herder: &Herder, change: &Change) {
-    let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| herder.apply(change)));
+fn apply(herder: &Herder, change: &Change, read_ahead: bool) {
+    let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        herder.apply(change, read_ahead)
+    }));
     if done.is_err() {
         error!("applying a change to the connectors panicked: {change:?}");
     }
@@ -256,7 +258,9 @@ fn stop_ahead(herder: &Herder, change: &Change) {
 }
 
 /// Changes to apply, and the config topic's offset they are applied up to.
-type Applied = (Vec<Change>, i64);
+/// Changes, the offset they are applied up to, and whether they were read live (each seen
+/// by `Herder::stop_ahead`), not folded history.
+type Applied = (Vec<Change>, i64, bool);
 
 /// Hands the folded history to the applier, as applied up to `offset`.
 fn finish_replay(to_apply: &Sender<Applied>, replay: Option<Replay>, offset: i64) {
@@ -273,7 +277,7 @@ fn finish_replay(to_apply: &Sender<Applied>, replay: Option<Replay>, offset: i64
             })
             .collect()
     });
-    let _ = to_apply.send((changes, offset));
+    let _ = to_apply.send((changes, offset, false));
 }
 
 /// Other workers' task states: connector → worker → (states, when published).
@@ -633,7 +637,7 @@ impl Cluster {
                         stop_ahead(herder, change);
                     }
                     if to_apply
-                        .send((change.into_iter().collect(), offset))
+                        .send((change.into_iter().collect(), offset, true))
                         .is_err()
                     {
                         error!(
@@ -649,12 +653,12 @@ impl Cluster {
     /// Applies the changes [`Cluster::read`] hands over, in order, each batch then counted as
     /// applied up to its offset; until the reader stops.
     fn apply_in_order(&self, changes: &Receiver<Applied>, herder: &Herder) {
-        while let Ok((batch, offset)) = changes.recv() {
+        while let Ok((batch, offset, read_ahead)) = changes.recv() {
             if self.stop.load(Ordering::Relaxed) {
                 return;
             }
             for change in &batch {
-                apply(herder, change);
+                apply(herder, change, read_ahead);
             }
             self.set_applied(offset);
         }

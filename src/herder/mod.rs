@@ -132,6 +132,16 @@ struct Inner {
     halts_read: BTreeMap<String, usize>,
 }
 
+/// The connector `change` is about.
+fn connector_of(change: &Change) -> &str {
+    match change {
+        Change::Put { config, .. } => &config.name,
+        Change::Target { name, .. } | Change::Delete { name } | Change::Restart { name, .. } => {
+            name
+        }
+    }
+}
+
 /// The connector `change` stops or deletes, if it does whatever the state before it (a config
 /// that sets no state stops nothing by itself).
 fn halted_by(change: &Change) -> Option<&str> {
@@ -664,14 +674,36 @@ impl Herder {
         applied
     }
 
-    /// Applies a change read from the config topic.
-    pub fn apply(&self, change: &Change) {
-        self.settle(change);
+    /// Applies a change read from the config topic; `read_ahead`: [`Herder::stop_ahead`] saw
+    /// it as it was read (not a change of the history a worker folds as it starts). A change
+    /// that a stop or delete of its connector read after it will undo starts none of the
+    /// connector's tasks ([`Inner::held_back`]): started, they would run until that change's
+    /// turn, on a worker whose applier may wait, and could join the group and commit over
+    /// offsets another worker changed meanwhile.
+    pub fn apply(&self, change: &Change, read_ahead: bool) {
+        let held = {
+            let mut inner = self.lock();
+            // Before anything that may fail: a count left behind would hold the connector
+            // stopped here for good.
+            if read_ahead {
+                inner.count_applied(change);
+            }
+            inner.held_back(change)
+        };
+        if !held {
+            self.settle(change);
+        }
         let mut inner = self.lock();
         if self.closed.load(Ordering::Relaxed) {
             return;
         }
-        if let Err(e) = inner.apply(change, &self.worker_id) {
+        let applied = if inner.held_back(change) {
+            info!(connector = %connector_of(change), "a later stop or delete of the connector was read: this earlier change starts none of its tasks");
+            inner.apply_held_back(change, &self.worker_id)
+        } else {
+            inner.apply(change, &self.worker_id)
+        };
+        if let Err(e) = applied {
             error!("cannot apply a change to the connectors: {e}");
         }
         drop(inner);
@@ -954,12 +986,10 @@ impl Inner {
             .unwrap_or(TargetState::Running)
     }
 
-    /// Carries out a change on this worker (`me`): as it says, unless a stop or delete of the
-    /// same connector read after it is still to be applied; then it starts none of the
-    /// connector's tasks, and leaves the connector stopped here until that change's turn.
-    fn apply(&mut self, change: &Change, me: &str) -> Result<(), String> {
-        let halts = halted_by(change);
-        if let Some(name) = halts
+    /// Counts `change`, read from the config topic after [`Herder::stop_ahead`] counted it, as
+    /// applied: a stop or delete is no longer ahead.
+    fn count_applied(&mut self, change: &Change) {
+        if let Some(name) = halted_by(change)
             && let Some(n) = self.halts_read.get_mut(name)
         {
             *n -= 1;
@@ -967,31 +997,32 @@ impl Inner {
                 self.halts_read.remove(name);
             }
         }
-        let name = match change {
-            Change::Put { config, .. } => &config.name,
-            Change::Target { name, .. }
-            | Change::Delete { name }
-            | Change::Restart { name, .. } => name,
-        };
-        if halts.is_none() && self.halts_read.contains_key(name) {
-            info!(connector = %name, "a later stop or delete of the connector was read: this earlier change starts none of its tasks");
-            return match change {
-                Change::Put { config, .. } => self.apply_change(
-                    &Change::Put {
-                        config: config.clone(),
-                        target: Some(TargetState::Stopped),
-                    },
-                    me,
-                ),
-                Change::Target { name, .. } => self.set_target(name, TargetState::Stopped),
-                Change::Delete { .. } | Change::Restart { .. } => Ok(()),
-            };
-        }
-        self.apply_change(change, me)
     }
 
-    /// [`Inner::apply`]'s change, as it says.
-    fn apply_change(&mut self, change: &Change, me: &str) -> Result<(), String> {
+    /// Whether `change` is to start none of its connector's tasks: a stop or delete of the
+    /// connector read after it is still to be applied (it is not one itself).
+    fn held_back(&self, change: &Change) -> bool {
+        halted_by(change).is_none() && self.halts_read.contains_key(connector_of(change))
+    }
+
+    /// Carries out a change [`Inner::held_back`]: as far as it starts nothing, leaving the
+    /// connector stopped here until the stop or delete read after it is applied.
+    fn apply_held_back(&mut self, change: &Change, me: &str) -> Result<(), String> {
+        match change {
+            Change::Put { config, .. } => self.apply(
+                &Change::Put {
+                    config: config.clone(),
+                    target: Some(TargetState::Stopped),
+                },
+                me,
+            ),
+            Change::Target { name, .. } => self.set_target(name, TargetState::Stopped),
+            Change::Delete { .. } | Change::Restart { .. } => Ok(()),
+        }
+    }
+
+    /// Carries out a change on this worker (`me`).
+    fn apply(&mut self, change: &Change, me: &str) -> Result<(), String> {
         match change {
             Change::Put { config, target } => {
                 let name = &config.name;

@@ -626,7 +626,9 @@ fn a_pause_holds_at_once_on_a_worker_whose_changes_wait_for_old_tasks() {
 /// the stop's turn, and could commit over offsets another worker had changed meanwhile. Y has
 /// written and committed 5 records; through the fast worker Y gets a new config and a stop,
 /// and its offsets are deleted. Once the slow worker has applied the stop, it has started no
-/// task of Y's new config, and Y's group has no committed offset.
+/// task of Y's new config (what tells the two apart: without the check such tasks were
+/// stopped at once by the stop's turn, mostly before they had a partition), and Y's group
+/// has no committed offset.
 #[test]
 fn an_offsets_change_is_not_overtaken_by_a_start_queued_on_a_lagging_worker() {
     let mut l = lagging("it-dist-offsets", "20000");
