@@ -499,6 +499,21 @@ fn lagging(prefix: &str, flush_timeout_ms: &str) -> Lagging {
     }
 }
 
+/// Five creates (ids 0–4) for Y's topic.
+fn y_records() -> Vec<kafka::Rec> {
+    (0..5)
+        .map(|id| kafka::Rec {
+            partition: 0,
+            key: Some(json!({"id": id}).to_string()),
+            value: Some(
+                json!({"before": null, "after": {"id": id}, "op": "c",
+                    "source": {"connector": "postgresql", "lsn": 10 + id, "db": "d", "schema": "s", "table": "t"}})
+                .to_string(),
+            ),
+        })
+        .collect()
+}
+
 impl Lagging {
     /// A new config for X, through the fast worker: the slow one's reader now waits.
     fn lag(&mut self) {
@@ -600,18 +615,7 @@ fn a_pause_holds_at_once_on_a_worker_whose_changes_wait_for_old_tasks() {
         l.log_of(&l.slow)
     );
     let topic = l.y_config["topics"].as_str().unwrap().to_string();
-    let recs: Vec<kafka::Rec> = (0..5)
-        .map(|id| kafka::Rec {
-            partition: 0,
-            key: Some(json!({"id": id}).to_string()),
-            value: Some(
-                json!({"before": null, "after": {"id": id}, "op": "c",
-                    "source": {"connector": "postgresql", "lsn": 10 + id, "db": "d", "schema": "s", "table": "t"}})
-                .to_string(),
-            ),
-        })
-        .collect();
-    kafka::produce(&topic, &recs);
+    kafka::produce(&topic, &y_records());
     let (code, body) = l.on_slow("PUT", &path("resume"));
     assert_eq!(code, 202, "the resume: {body}\n{}", l.log_of(&l.slow));
     let expected = (0..5)
@@ -635,18 +639,7 @@ fn an_offsets_change_is_not_overtaken_by_a_start_queued_on_a_lagging_worker() {
     let (fast, slow, y) = (l.fast.clone(), l.slow.clone(), l.y.clone());
     let topic = l.y_config["topics"].as_str().unwrap().to_string();
     let group = format!("connect-{y}");
-    let recs: Vec<kafka::Rec> = (0..5)
-        .map(|id| kafka::Rec {
-            partition: 0,
-            key: Some(json!({"id": id}).to_string()),
-            value: Some(
-                json!({"before": null, "after": {"id": id}, "op": "c",
-                    "source": {"connector": "postgresql", "lsn": 10 + id, "db": "d", "schema": "s", "table": "t"}})
-                .to_string(),
-            ),
-        })
-        .collect();
-    kafka::produce(&topic, &recs);
+    kafka::produce(&topic, &y_records());
     let expected = (0..5)
         .map(|id| (id.to_string(), json!({"id": id})))
         .collect();
