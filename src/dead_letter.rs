@@ -243,10 +243,10 @@ impl DeadLetterQueue {
         let mut later = Vec::new();
         for ((topic, partition), mut wanted) in by_partition {
             wanted.sort_by_key(|r| r.offset);
-            let late = until.is_some_and(|u| Instant::now() >= u);
-            let found = match late {
-                false => self.read_again(topic, partition, &wanted, until)?,
-                true => None,
+            let found = if until.is_some_and(|u| Instant::now() >= u) {
+                None
+            } else {
+                self.read_again(topic, partition, &wanted, until)?
             };
             let Some(found) = found else {
                 later.extend(wanted.into_iter().cloned());

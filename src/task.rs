@@ -858,9 +858,8 @@ fn collect(st: &mut State, wait: Duration, reread: Option<Reread<'_>>) -> Result
                 error!(connector = %spec.name, stage = Stage::TaskPut.name(), class = class_name, "error tolerated (sent to the dead-letter queue), where the consumed record is {{topic={}, partition={}, offset={}}}: {}", r.topic, r.partition, r.offset, r.reason);
             }
         }
+        // (Those of partitions revoked since were left to their next owner by `revoking`.)
         let mut todo = std::mem::take(&mut st.rejected_later);
-        // Of partitions revoked since: their next owner reads them again.
-        todo.retain(|r| st.offsets.counts(r.ack));
         todo.extend(rejected);
         let only = reread.and_then(|r| r.only);
         let (todo, mut later): (Vec<Rejected>, Vec<Rejected>) = todo.into_iter().partition(|r| {

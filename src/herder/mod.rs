@@ -132,16 +132,6 @@ struct Inner {
     halts_read: BTreeMap<String, usize>,
 }
 
-/// The connector `change` is about.
-fn connector_of(change: &Change) -> &str {
-    match change {
-        Change::Put { config, .. } => &config.name,
-        Change::Target { name, .. } | Change::Delete { name } | Change::Restart { name, .. } => {
-            name
-        }
-    }
-}
-
 /// The connector `change` stops or deletes, if it does whatever the state before it (a config
 /// that sets no state stops nothing by itself).
 fn halted_by(change: &Change) -> Option<&str> {
@@ -698,7 +688,7 @@ impl Herder {
             return;
         }
         let applied = if inner.held_back(change) {
-            info!(connector = %connector_of(change), "a later stop or delete of the connector was read: this earlier change starts none of its tasks");
+            info!(connector = %subject(change), "a later stop or delete of the connector was read: this earlier change starts none of its tasks");
             inner.apply_held_back(change, &self.worker_id)
         } else {
             inner.apply(change, &self.worker_id)
@@ -1002,7 +992,7 @@ impl Inner {
     /// Whether `change` is to start none of its connector's tasks: a stop or delete of the
     /// connector read after it is still to be applied (it is not one itself).
     fn held_back(&self, change: &Change) -> bool {
-        halted_by(change).is_none() && self.halts_read.contains_key(connector_of(change))
+        halted_by(change).is_none() && self.halts_read.contains_key(subject(change))
     }
 
     /// Carries out a change [`Inner::held_back`]: as far as it starts nothing, leaving the
